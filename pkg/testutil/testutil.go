@@ -1,0 +1,61 @@
+// Package testutil holds helpers for tests that use real components: the system Python and
+// real mounts.
+package testutil
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// SystemPython is Debian's interpreter, the one a container image would have. .ci/run installs
+// it; a test that needs it fails without it rather than skipping.
+const SystemPython = "/usr/bin/python3"
+
+// RequireSystemPython fails the test when the system Python is missing.
+func RequireSystemPython(t testing.TB) string {
+	t.Helper()
+	if _, err := os.Stat(SystemPython); err != nil {
+		t.Fatalf("these tests run the real system Python: %v (apt-get install python3 python3-venv python3-pip)", err)
+	}
+	return SystemPython
+}
+
+// MountTmpfs mounts a fresh tmpfs at dir with the given flags (e.g. unix.MS_RDONLY) and
+// unmounts it when the test ends. It skips, saying why, only where mounting is denied.
+func MountTmpfs(t testing.TB, dir string, flags uintptr) {
+	t.Helper()
+	mount(t, "tmpfs", dir, "tmpfs", flags)
+}
+
+// BindMount bind-mounts src at dst (the same filesystem: os.path.ismount does not see it).
+func BindMount(t testing.TB, src, dst string) {
+	t.Helper()
+	mount(t, src, dst, "", unix.MS_BIND)
+}
+
+// Remount changes the flags of the mount at dir, e.g. to read-only.
+func Remount(t testing.TB, dir string, flags uintptr) {
+	t.Helper()
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|flags, ""); err != nil {
+		t.Fatalf("remount %s: %v", dir, err)
+	}
+}
+
+func mount(t testing.TB, src, dst, fstype string, flags uintptr) {
+	t.Helper()
+	err := unix.Mount(src, dst, fstype, flags, "")
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		t.Skipf("SKIPPED: this test needs real mounts and mount(2) is denied here (%v): run it as root with CAP_SYS_ADMIN", err)
+	}
+	if err != nil {
+		t.Fatalf("mount %s at %s: %v", src, dst, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dst, err)
+		}
+	})
+}
