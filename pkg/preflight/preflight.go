@@ -1,0 +1,269 @@
+// Package preflight checks the Python setup once, at pod start: container detection, the
+// interpreter (one inspection run), requirements, preload imports and locked paths, into one
+// report that `pyexec serve` reads instead of checking again on every execution.
+package preflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/pathcheck"
+	"github.com/pyexec/pyexec/pkg/pyreq"
+	"github.com/pyexec/pyexec/pkg/python"
+	"github.com/pyexec/pyexec/pkg/venv"
+)
+
+// Hard failures: Run returns them (joined) and sets Report.OK to false.
+var (
+	ErrInterpreter = errors.New("no usable python interpreter")
+	ErrRequirement = errors.New("a strict requirement is not met")
+	ErrVenv        = errors.New("the venv cannot be used")
+	ErrReportPath  = errors.New("the report cannot be written")
+)
+
+// Options are the inputs of one preflight.
+type Options struct {
+	// Container is the detection result; it decides the policy.
+	Container api.Container
+	// Python is the interpreter asked for (--python); empty means discover it.
+	Python       string
+	Requirements []pyreq.Requirement
+	Preload      []string
+	PackagesDir  string
+	ReportPath   string
+	// VenvDir asks for the venv policy on a host; it is ignored in a container.
+	VenvDir string
+	// Strict makes unmet requirements and failed preload imports hard failures.
+	Strict bool
+	// Timeout bounds each interpreter run (inspection, venv creation).
+	Timeout time.Duration
+
+	Finder    python.Finder
+	MountInfo string   // pathcheck.DefaultMountInfo unless testing
+	Env       []string // environment of interpreter runs, see python.Env
+	Version   string   // pyexec's version, for the report
+	Log       logr.Logger
+	Now       func() time.Time
+}
+
+// Run performs the preflight. It always returns a report; the error joins the hard failures
+// (ErrInterpreter, ErrRequirement, ErrVenv, ErrReportPath), each wrapping its cause.
+func Run(ctx context.Context, opts Options) (*api.Report, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	start := now()
+	p := &run{opts: opts, log: opts.Log, report: &api.Report{
+		Schema:        api.ReportSchema,
+		PyexecVersion: opts.Version,
+		CreatedAt:     start.UTC().Format(time.RFC3339),
+		Container:     opts.Container,
+		Policy:        api.PolicySystem,
+		Requirements:  []api.Requirement{},
+		Preload:       []api.Preload{},
+		Paths:         []api.Path{},
+		Problems:      []string{},
+	}}
+	p.do(ctx)
+	p.report.OK = len(p.hard) == 0
+	p.report.DurationMS = float64(now().Sub(start).Microseconds()) / 1000
+	return p.report, errors.Join(p.hard...)
+}
+
+type run struct {
+	opts   Options
+	log    logr.Logger
+	report *api.Report
+	hard   []error
+}
+
+// fail records a hard failure: the error for the caller, its sentence for the person.
+func (p *run) fail(err error) {
+	p.hard = append(p.hard, err)
+	p.report.Problems = append(p.report.Problems, err.Error())
+}
+
+func (p *run) warn(format string, args ...any) {
+	p.report.Problems = append(p.report.Problems, fmt.Sprintf(format, args...))
+}
+
+func (p *run) do(ctx context.Context) {
+	checker, err := pathcheck.NewChecker(p.opts.MountInfo)
+	if err != nil {
+		// Without the mount table no path can be judged safe to write.
+		p.fail(fmt.Errorf("%w: %v", ErrReportPath, err))
+		return
+	}
+	p.checkPaths(checker)
+
+	interp, err := p.opts.Finder.Find(p.opts.Python, p.opts.Container.InContainer)
+	if err != nil {
+		p.fail(fmt.Errorf("%w: %w", ErrInterpreter, err))
+		return
+	}
+	p.log.V(1).Info("interpreter found", "python", interp)
+
+	if p.opts.VenvDir != "" {
+		if p.opts.Container.InContainer {
+			p.warn("--venv-dir %s is ignored in a container: the policy is system, and pyexec never creates, checks or deletes a venv there", p.opts.VenvDir)
+		} else if interp, err = p.venv(ctx, checker, interp); err != nil {
+			p.fail(fmt.Errorf("%w: %w", ErrVenv, err))
+			return
+		}
+	}
+
+	ictx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
+	in, err := python.Inspect(ictx, interp, python.InspectOptions{Preload: p.opts.Preload, PackagesDir: p.opts.PackagesDir, Env: p.opts.Env})
+	if err != nil {
+		p.fail(fmt.Errorf("%w: %w", ErrInterpreter, err))
+		return
+	}
+	p.report.Python = &in.Python
+	p.log.Info("interpreter inspected", "python", in.Python.Executable, "version", in.Python.Version, "inspectMs", in.Python.InspectMS)
+	p.checkRequirements(in.Python.Distributions)
+	p.checkPreload(in.Preload)
+}
+
+func (p *run) checkPaths(checker *pathcheck.Checker) {
+	if p.opts.PackagesDir != "" {
+		pkgs := checker.Check(p.opts.PackagesDir, api.RolePackages, true)
+		p.report.Paths = append(p.report.Paths, pkgs)
+		if pkgs.Locked {
+			p.warn("packages dir is locked, so packages cannot be installed at run time: %s", pkgs.Reason)
+		}
+	}
+	rep := checker.Check(filepath.Dir(p.opts.ReportPath), api.RoleReport, true)
+	p.report.Paths = append(p.report.Paths, rep)
+	if rep.Locked {
+		p.fail(fmt.Errorf("%w: %s", ErrReportPath, rep.Reason))
+	}
+}
+
+func (p *run) venv(ctx context.Context, checker *pathcheck.Checker, base string) (string, error) {
+	vctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
+	res, err := venv.Ensure(vctx, venv.Options{Dir: p.opts.VenvDir, Base: base, Env: p.opts.Env, Checker: checker})
+	p.report.Paths = append(p.report.Paths, res.Path)
+	if err != nil {
+		return "", err
+	}
+	p.report.Policy = api.PolicyVenv
+	p.log.Info("venv ready", "path", p.opts.VenvDir, "created", res.Created)
+	return res.Python, nil
+}
+
+func (p *run) checkRequirements(dists []api.Distribution) {
+	installed := make(map[string]string, len(dists))
+	for _, d := range dists {
+		installed[d.Name] = d.Version
+	}
+	for _, r := range p.opts.Requirements {
+		res := CheckRequirement(r, installed)
+		p.report.Requirements = append(p.report.Requirements, res)
+		if res.OK {
+			continue
+		}
+		if p.opts.Strict {
+			p.fail(fmt.Errorf("%w: %s", ErrRequirement, res.Problem))
+		} else {
+			p.warn("%s", res.Problem)
+		}
+	}
+}
+
+// CheckRequirement checks one requirement against the installed versions (by normalized name).
+func CheckRequirement(r pyreq.Requirement, installed map[string]string) api.Requirement {
+	res := api.Requirement{Name: r.Key(), Specifier: r.Specifier.String()}
+	v, ok := installed[r.Key()]
+	if !ok {
+		res.Problem = fmt.Sprintf("requirement %s is not installed", r)
+		return res
+	}
+	res.Installed = v
+	ver, err := pyreq.ParseVersion(v)
+	if err != nil {
+		res.Problem = fmt.Sprintf("requirement %s: installed version %q is not a PEP 440 version", r, v)
+		return res
+	}
+	if !r.Specifier.Contains(ver) {
+		res.Problem = fmt.Sprintf("requirement %s is not met: %s is installed", r, v)
+		return res
+	}
+	res.OK = true
+	return res
+}
+
+func (p *run) checkPreload(results []api.Preload) {
+	p.report.Preload = results
+	for _, m := range results {
+		if m.OK {
+			continue
+		}
+		err := fmt.Errorf("preload module %s does not import: %s", m.Module, m.Error)
+		if p.opts.Strict {
+			p.fail(fmt.Errorf("%w: %w", ErrRequirement, err))
+		} else {
+			p.warn("%v", err)
+		}
+	}
+}
+
+// Summary is the one line a person reads in `kubectl logs`: ok or FAILED, runtime,
+// interpreter and version, policy, requirements met/total, preload, problems.
+func Summary(r *api.Report) string {
+	var b strings.Builder
+	b.WriteString("pyexec preflight ")
+	if r.OK {
+		b.WriteString("ok")
+	} else {
+		b.WriteString("FAILED")
+	}
+	runtime := r.Container.Runtime
+	if r.Container.Orchestrator != "" {
+		runtime += "/" + r.Container.Orchestrator
+	}
+	fmt.Fprintf(&b, ": runtime=%s", runtime)
+	if r.Python != nil {
+		fmt.Fprintf(&b, " python=%s (%s)", r.Python.Executable, r.Python.Version)
+	} else {
+		b.WriteString(" python=none")
+	}
+	fmt.Fprintf(&b, " policy=%s", r.Policy)
+	met := 0
+	for _, q := range r.Requirements {
+		if q.OK {
+			met++
+		}
+	}
+	fmt.Fprintf(&b, " requirements=%d/%d", met, len(r.Requirements))
+	if len(r.Preload) == 0 {
+		b.WriteString(" preload=none")
+	} else {
+		var mods []string
+		var total float64
+		for _, m := range r.Preload {
+			name := m.Module
+			if !m.OK {
+				name += "(failed)"
+			}
+			mods = append(mods, name)
+			total += m.ImportMS
+		}
+		fmt.Fprintf(&b, " preload=%s (%.0f ms)", strings.Join(mods, ","), total)
+	}
+	if len(r.Problems) == 0 {
+		b.WriteString(" problems=none")
+	} else {
+		fmt.Fprintf(&b, " problems=%d: %s", len(r.Problems), strings.Join(r.Problems, "; "))
+	}
+	return b.String()
+}
