@@ -1,0 +1,185 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyexec/pyexec/pkg/logs"
+	"github.com/pyexec/pyexec/pkg/pathcheck"
+	"github.com/pyexec/pyexec/pkg/preflight"
+	"github.com/pyexec/pyexec/pkg/pyreq"
+	"github.com/pyexec/pyexec/pkg/python"
+	"github.com/pyexec/pyexec/pkg/version"
+)
+
+// Defaults of `pyexec init`; `pyexec serve` shares them.
+const (
+	DefaultPackagesDir = "/var/lib/pyexec/packages"
+	DefaultReport      = "/var/run/pyexec/preflight.json"
+	DefaultTimeout     = 2 * time.Minute
+)
+
+// InitConfig is the config of `pyexec init`. Every field has a flag and a PYEXEC_* variable.
+type InitConfig struct {
+	Python           string        // --python: interpreter path or name on PATH; empty discovers it
+	Require          []string      // --require: PEP 508 requirements, repeatable
+	RequirementsFile string        // --requirements: a requirements.txt of names and specifiers
+	Preload          []string      // --preload: modules to import once and keep imported
+	PackagesDir      string        // --packages-dir: where runtime packages go
+	Report           string        // --report: where the report is written
+	VenvDir          string        // --venv-dir: host only; asks for the venv policy
+	Strict           bool          // --strict: unmet requirements and failed preloads fail init
+	Timeout          time.Duration // --timeout: bound of each interpreter run
+
+	// Requirements is Require and RequirementsFile parsed; Validate fills it.
+	Requirements []pyreq.Requirement
+}
+
+var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// Validate checks the config and parses the requirements.
+func (c *InitConfig) Validate() error {
+	c.Requirements = nil
+	seen := map[string]string{}
+	add := func(r pyreq.Requirement, where string) error {
+		if prev, dup := seen[r.Key()]; dup {
+			return usageErrorf("requirement %s is given twice (%s and %s)", r.Key(), prev, where)
+		}
+		seen[r.Key()] = where
+		c.Requirements = append(c.Requirements, r)
+		return nil
+	}
+	for _, s := range c.Require {
+		r, err := pyreq.ParseRequirement(s)
+		if err != nil {
+			return usageErrorf("--require: %w", err)
+		}
+		if err := add(r, fmt.Sprintf("--require %q", s)); err != nil {
+			return err
+		}
+	}
+	if c.RequirementsFile != "" {
+		f, err := os.Open(c.RequirementsFile)
+		if err != nil {
+			return usageErrorf("--requirements: %w", err)
+		}
+		reqs, err := pyreq.ParseRequirementsFile(f, c.RequirementsFile)
+		f.Close()
+		if err != nil {
+			return usageErrorf("--requirements: %w", err)
+		}
+		for _, r := range reqs {
+			if err := add(r, c.RequirementsFile); err != nil {
+				return err
+			}
+		}
+	}
+	for _, m := range c.Preload {
+		if !moduleName.MatchString(m) {
+			return usageErrorf("--preload %q: not a module name (want e.g. numpy or os.path)", m)
+		}
+	}
+	if c.Report == "" {
+		return usageErrorf("--report must not be empty")
+	}
+	if c.Timeout <= 0 {
+		return usageErrorf("--timeout %v: must be positive", c.Timeout)
+	}
+	for _, p := range []*string{&c.Report, &c.PackagesDir, &c.VenvDir} {
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return usageErrorf("%s: %w", *p, err)
+		}
+		*p = abs
+	}
+	return nil
+}
+
+func newInitCommand(io IO, g *globalConfig, run func(context.Context, *InitConfig) error) *cobra.Command {
+	cfg := &InitConfig{}
+	if run == nil {
+		run = func(ctx context.Context, c *InitConfig) error { return runInit(ctx, io, g, c) }
+	}
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Check the Python setup once and write the preflight report",
+		Long: "init detects the container runtime, finds and inspects the interpreter in one run, checks\n" +
+			"requirements, preload imports and locked paths, writes the report atomically, prints one\n" +
+			"summary line on stdout and exits 0 (ok), 1 (a hard requirement failed) or 2 (usage).",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	AddInitFlags(cmd, cfg)
+	return cmd
+}
+
+// AddInitFlags registers the preflight flags; `pyexec serve` accepts them too.
+func AddInitFlags(cmd *cobra.Command, cfg *InitConfig) {
+	f := cmd.Flags()
+	f.StringVar(&cfg.Python, "python", "", "interpreter to use (path, or name on PATH); default: in a container /usr/local/bin/python3, /usr/bin/python3, then python3 on PATH; on a host python3 on PATH first")
+	f.StringArrayVar(&cfg.Require, "require", nil, `required distribution with an optional PEP 440 specifier, e.g. "pandas>=2" (repeatable; PYEXEC_REQUIRE takes one per line)`)
+	f.StringVar(&cfg.RequirementsFile, "requirements", "", "requirements.txt of names with specifiers (comments and blank lines allowed; options, markers and URLs are errors)")
+	f.StringSliceVar(&cfg.Preload, "preload", nil, "comma-separated modules to import once and keep imported, e.g. numpy,pandas")
+	f.StringVar(&cfg.PackagesDir, "packages-dir", DefaultPackagesDir, "writable directory for packages installed at run time; executions see it first on sys.path")
+	f.StringVar(&cfg.Report, "report", DefaultReport, "where the preflight report (JSON) is written")
+	f.StringVar(&cfg.VenvDir, "venv-dir", "", "host only: use a venv that pyexec creates and owns at this path (ignored in a container)")
+	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a requirement is not met or a preload module does not import")
+	f.DurationVar(&cfg.Timeout, "timeout", DefaultTimeout, "bound of each interpreter run (inspection, venv creation)")
+}
+
+func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error {
+	log := logs.New(io.Stderr, g.Log).WithName("init")
+	c := detector(io, "/").Detect()
+	log.Info("container detected", "inContainer", c.InContainer, "runtime", c.Runtime, "orchestrator", c.Orchestrator, "evidence", c.Evidence)
+
+	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
+	home := lookupOr(io.LookupEnv, "HOME", "/")
+	report, err := preflight.Run(ctx, preflight.Options{
+		Container:    c,
+		Python:       cfg.Python,
+		Requirements: cfg.Requirements,
+		Preload:      cfg.Preload,
+		PackagesDir:  cfg.PackagesDir,
+		ReportPath:   cfg.Report,
+		VenvDir:      cfg.VenvDir,
+		Strict:       cfg.Strict,
+		Timeout:      cfg.Timeout,
+		Finder:       python.NewFinder(),
+		MountInfo:    pathcheck.DefaultMountInfo,
+		Env:          python.Env(path, home),
+		Version:      version.Version,
+		Log:          log,
+	})
+	if !errors.Is(err, preflight.ErrReportPath) {
+		if werr := preflight.WriteReport(cfg.Report, report); werr != nil {
+			werr = fmt.Errorf("%w: %w", preflight.ErrReportPath, werr)
+			report.OK = false
+			report.Problems = append(report.Problems, werr.Error())
+			err = errors.Join(err, werr)
+		} else {
+			log.Info("report written", "path", cfg.Report)
+		}
+	}
+	fmt.Fprintln(io.Stdout, preflight.Summary(report))
+	log.Info("preflight finished", "ok", report.OK, "durationMs", report.DurationMS, "problems", len(report.Problems))
+	if err != nil {
+		log.Error(err, "preflight failed")
+		return err
+	}
+	return nil
+}
