@@ -96,6 +96,9 @@ func (p *run) warn(format string, args ...any) {
 }
 
 func (p *run) do(ctx context.Context) {
+	for _, w := range p.opts.Container.Warnings {
+		p.warn("container detection: %s", w)
+	}
 	checker, err := pathcheck.NewChecker(p.opts.MountInfo)
 	if err != nil {
 		// Without the mount table no path can be judged safe to write.

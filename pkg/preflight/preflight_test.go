@@ -105,6 +105,14 @@ func TestRunInContainer(t *testing.T) {
 	}
 }
 
+func TestRunCarriesDetectionWarnings(t *testing.T) {
+	c := api.Container{InContainer: true, Runtime: api.RuntimeDocker, Evidence: []string{"file:/.dockerenv"}, Warnings: []string{"stale marker?"}}
+	r, err := Run(context.Background(), options(t, c))
+	if err != nil || !r.OK || len(r.Problems) != 1 || r.Problems[0] != "container detection: stale marker?" {
+		t.Fatalf("ok=%v err=%v problems=%q", r.OK, err, r.Problems)
+	}
+}
+
 func TestRunStrict(t *testing.T) {
 	opts := options(t, inContainer)
 	opts.Requirements = mustReqs(t, "no-such-dist-xyz")
@@ -196,7 +204,8 @@ func TestRunReadOnlyReportDir(t *testing.T) {
 func TestWriteAndReadReport(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "preflight.json")
-	in := &api.Report{Schema: api.ReportSchema, OK: true, Policy: api.PolicySystem, Problems: []string{"x"}}
+	in := &api.Report{Schema: api.ReportSchema, OK: true, Policy: api.PolicySystem, Problems: []string{"x"},
+		Requirements: []api.Requirement{{Name: "pandas", Specifier: ">=2,<3"}}}
 	if err := WriteReport(path, in); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +215,9 @@ func TestWriteAndReadReport(t *testing.T) {
 	out, err := ReadReport(path)
 	if err != nil || !out.OK || out.Policy != api.PolicySystem || len(out.Problems) != 1 {
 		t.Fatalf("ReadReport = %+v, %v", out, err)
+	}
+	if raw, _ := os.ReadFile(path); !strings.Contains(string(raw), `"specifier": ">=2,<3"`) {
+		t.Errorf("specifier not written as is:\n%s", raw)
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {

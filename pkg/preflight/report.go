@@ -1,6 +1,7 @@
 package preflight
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,8 +13,11 @@ import (
 // WriteReport writes the report atomically: a temporary file in the same directory, synced,
 // then renamed over path, so a reader sees the old report or the new one, never half of one.
 func WriteReport(path string, r *api.Report) (err error) {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // specifiers such as ">=2" stay readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
 		return err
 	}
 	dir := filepath.Dir(path)
@@ -26,7 +30,7 @@ func WriteReport(path string, r *api.Report) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err = f.Write(append(data, '\n')); err == nil {
+	if _, err = f.Write(buf.Bytes()); err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -59,6 +59,7 @@ func runDetect(io IO, cfg *DetectConfig) error {
 	}
 	enc := json.NewEncoder(io.Stdout)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(c)
 }
 
