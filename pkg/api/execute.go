@@ -1,0 +1,132 @@
+package api
+
+// Reasons an execution ended, in ExecuteResult.Reason.
+const (
+	ReasonExit        = "exit"         // the code finished (any exit status)
+	ReasonTimeout     = "timeout"      // the time limit killed the whole process tree
+	ReasonOutputLimit = "output_limit" // stdout or stderr passed its cap; the tree was killed
+	ReasonMemoryLimit = "memory_limit" // an allocation failed at the memory limit
+	ReasonSignal      = "signal"       // a signal killed the interpreter (Signal names it)
+)
+
+// ExecuteRequest is the body of POST /v1/execute.
+type ExecuteRequest struct {
+	// Code is the Python source to run as __main__ (required).
+	Code string `json:"code"`
+	// TimeoutSeconds lowers (or raises up to the server's maximum) the time limit.
+	TimeoutSeconds *float64 `json:"timeout_seconds,omitempty"`
+	// Stdin is given to the code on standard input.
+	Stdin string `json:"stdin,omitempty"`
+	// Env adds to the execution's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Files are written into the execution's fresh working directory before the code runs.
+	Files []InputFile `json:"files,omitempty"`
+	// MemoryLimitMB lowers (or raises up to the server's maximum) the memory limit.
+	MemoryLimitMB *int `json:"memory_limit_mb,omitempty"`
+}
+
+// InputFile is a file written into the working directory; Path is relative to it.
+type InputFile struct {
+	Path          string `json:"path"`
+	ContentBase64 string `json:"content_base64"`
+}
+
+// OutputFile is a file the code created or changed in its working directory.
+type OutputFile struct {
+	Path          string `json:"path"`
+	Size          int64  `json:"size"`
+	ContentBase64 string `json:"content_base64"`
+}
+
+// ExecuteResult is the 200 response of POST /v1/execute, and the exit event of a stream.
+type ExecuteResult struct {
+	ID       string `json:"id"`
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	Reason   string `json:"reason"`
+	// Signal names the signal that killed the interpreter (e.g. "SIGKILL"), when one did.
+	Signal          string       `json:"signal,omitempty"`
+	TimedOut        bool         `json:"timed_out"`
+	StdoutTruncated bool         `json:"stdout_truncated"`
+	StderrTruncated bool         `json:"stderr_truncated"`
+	DurationMS      float64      `json:"duration_ms"`
+	Files           []OutputFile `json:"files"`
+	// FilesTruncated is true when files were left out by the count or size caps.
+	FilesTruncated bool `json:"files_truncated"`
+}
+
+// Stream event types of POST /v1/execute?stream=true.
+const (
+	EventStdout = "stdout"
+	EventStderr = "stderr"
+	EventExit   = "exit"
+)
+
+// StreamEvent is one line of a streamed execution: output as it arrives, then one exit event
+// that carries every field of ExecuteResult.
+type StreamEvent struct {
+	Type string `json:"type"`
+	Data string `json:"data,omitempty"`
+	*ExecuteResult
+}
+
+// Error codes in ErrorBody.
+const (
+	ErrCodeBadRequest       = "bad_request"
+	ErrCodeForbidden        = "forbidden"
+	ErrCodeNotFound         = "not_found"
+	ErrCodeMethodNotAllowed = "method_not_allowed"
+	ErrCodeTooLarge         = "too_large"
+	ErrCodeQueueFull        = "queue_full"
+	ErrCodeUnavailable      = "unavailable"
+	ErrCodeInternal         = "internal"
+)
+
+// ErrorResponse is the body of every HTTP error: {"error":{"code":"...","message":"..."}}.
+type ErrorResponse struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what was wrong with the request.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// RequestID identifies the request in the server's logs.
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Info is the response of GET /v1/info.
+type Info struct {
+	Version   string    `json:"version"`
+	Container Container `json:"container"`
+	Python    *Python   `json:"python"`
+	Policy    string    `json:"policy"`
+	Mode      string    `json:"mode"` // executor mode in use: "spawn" (or "fork")
+	Ready     bool      `json:"ready"`
+	Preflight Preflight `json:"preflight"`
+	Limits    Limits    `json:"limits"`
+}
+
+// Preflight summarises the report the server runs with.
+type Preflight struct {
+	OK       bool     `json:"ok"`
+	Summary  string   `json:"summary"`
+	Problems []string `json:"problems"`
+	Source   string   `json:"source"` // the report file, or "serve" when serve ran preflight itself
+}
+
+// Limits are a server's defaults and maxima.
+type Limits struct {
+	TimeoutSeconds    float64 `json:"timeout_seconds"`
+	MaxTimeoutSeconds float64 `json:"max_timeout_seconds"`
+	MemoryLimitMB     int     `json:"memory_limit_mb"`
+	MaxMemoryLimitMB  int     `json:"max_memory_limit_mb"`
+	MaxOutputBytes    int     `json:"max_output_bytes"`
+	MaxProcesses      int     `json:"max_processes"`
+	MaxFileBytes      int64   `json:"max_file_bytes"`
+	MaxFilesOut       int     `json:"max_files_out"`
+	MaxRequestBytes   int64   `json:"max_request_bytes"`
+	MaxConcurrent     int     `json:"max_concurrent"`
+	Queue             int     `json:"queue"`
+}

@@ -1,0 +1,51 @@
+// Package executor runs Python code: one execution in a fresh working directory, with a
+// scrubbed environment and every limit held, its whole process tree killed and reaped.
+package executor
+
+import (
+	"context"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// Request is one execution, already validated by the caller.
+type Request struct {
+	ID    string
+	Code  string
+	Stdin []byte
+	// Env is added to the scrubbed base environment.
+	Env   map[string]string
+	Files []File
+	Limits
+}
+
+// Limits of one execution.
+type Limits struct {
+	Timeout        time.Duration
+	MemoryLimitMB  int   // address-space limit of every process of the execution
+	MaxOutputBytes int   // per stream; more kills the tree with reason output_limit
+	MaxProcesses   int   // RLIMIT_NPROC of the execution's processes
+	MaxFileBytes   int64 // largest file the code may write (RLIMIT_FSIZE), and largest returned
+	MaxFilesOut    int   // most files returned
+}
+
+// File is an input file; Path is relative to the working directory and already checked.
+type File struct {
+	Path string
+	Data []byte
+}
+
+// Output receives output as it arrives, for streaming. Calls come from one goroutine per
+// stream; implementations must be safe for concurrent use by both.
+type Output interface {
+	Write(stream string, data []byte)
+}
+
+// Executor runs executions.
+type Executor interface {
+	// Execute runs req. The code's own failure (exception, exit status, timeout, a limit) is
+	// a result; the error is for failures to run it at all. Cancelling ctx kills the
+	// execution and returns what it produced so far. out may be nil.
+	Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error)
+}

@@ -1,0 +1,409 @@
+package executor
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-logr/logr"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/testutil"
+)
+
+// defaultLimits are generous; cases lower what they test.
+var defaultLimits = Limits{Timeout: 20 * time.Second, MemoryLimitMB: 1024, MaxOutputBytes: 1 << 20, MaxProcesses: 0, MaxFileBytes: 8 << 20, MaxFilesOut: 16}
+
+// modes are the executors under test; every behaviour case runs against each.
+func modes(t *testing.T) map[string]Executor {
+	t.Helper()
+	py := testutil.RequireSystemPython(t)
+	pkgs := t.TempDir()
+	sp, err := NewSpawn(SpawnConfig{Python: py, PackagesDir: pkgs, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]Executor{ModeSpawn: sp}
+}
+
+// recorder is a streaming Output that keeps the events in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) Write(stream string, data []byte) {
+	r.mu.Lock()
+	r.events = append(r.events, stream+":"+string(data))
+	r.mu.Unlock()
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// alive reports whether pid runs (a zombie counts as gone).
+func alive(pid int) bool {
+	p, ok := readStat(pid)
+	return ok && !p.zombie
+}
+
+// pidsFrom parses "pid:N" lines of the code's stdout.
+func pidsFrom(t *testing.T, stdout string) []int {
+	t.Helper()
+	var pids []int
+	for _, line := range strings.Split(stdout, "\n") {
+		if rest, ok := strings.CutPrefix(line, "pid:"); ok {
+			pid, err := strconv.Atoi(rest)
+			if err != nil {
+				t.Fatalf("bad pid line %q", line)
+			}
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("the code printed no pid: %q", stdout)
+	}
+	return pids
+}
+
+func assertGone(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d outlived its execution", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+type behaviour struct {
+	name  string
+	req   Request
+	check func(t *testing.T, res api.ExecuteResult, elapsed time.Duration)
+}
+
+func behaviours(pkgsDir string) []behaviour {
+	return []behaviour{
+		{"hello", Request{Code: "import sys\nprint('out')\nprint('err', file=sys.stderr)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.ExitCode != 0 || r.Reason != api.ReasonExit || r.Stdout != "out\n" || r.Stderr != "err\n" || r.TimedOut || r.Signal != "" {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"sys.exit status", Request{Code: "import sys\nsys.exit(3)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.ExitCode != 3 || r.Reason != api.ReasonExit {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"os._exit keeps unflushed output", Request{Code: "import os\nprint('before', end='')\nos._exit(7)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.ExitCode != 7 || r.Stdout != "before" {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"exception traceback shows the code only", Request{Code: "x = 1\nraise ValueError('bad value')"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			want := "Traceback (most recent call last):\n  File \"<code>\", line 2, in <module>\n    raise ValueError('bad value')\nValueError: bad value\n"
+			if r.ExitCode != 1 || r.Reason != api.ReasonExit || r.Stderr != want {
+				t.Errorf("exit %d stderr:\n%s\nwant:\n%s", r.ExitCode, r.Stderr, want)
+			}
+		}},
+		{"syntax error", Request{Code: "def f(:\n"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.ExitCode != 1 || !strings.Contains(r.Stderr, "SyntaxError") || !strings.Contains(r.Stderr, `File "<code>", line 1`) {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"stdin", Request{Code: "import sys\nprint(sys.stdin.read().upper())", Stdin: []byte("hello")}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.Stdout != "HELLO\n" {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"scrubbed environment", Request{Code: "import os, json\nprint(json.dumps(dict(os.environ), sort_keys=True))\nprint(os.getcwd())", Env: map[string]string{"GREETING": "hi"}},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+				if len(lines) != 2 {
+					t.Fatalf("%+v", r)
+				}
+				cwd := lines[1]
+				for _, want := range []string{`"GREETING": "hi"`, `"HOME": "` + cwd + `"`, `"TMPDIR": "` + cwd + `"`, `"PYTHONPATH": "` + pkgsDir + `"`,
+					`"MPLBACKEND": "Agg"`, `"PYTHONUNBUFFERED": "1"`, `"OPENBLAS_NUM_THREADS": "1"`, `"LANG": "C.UTF-8"`, `"PATH": "/usr/bin:/bin"`} {
+					if !strings.Contains(lines[0], want) {
+						t.Errorf("environment lacks %s: %s", want, lines[0])
+					}
+				}
+				if strings.Contains(lines[0], "PYEXEC_TEST_SECRET") || strings.Contains(lines[0], "hunter2") {
+					t.Errorf("the server's environment leaked: %s", lines[0])
+				}
+			}},
+		{"timeout kills an endless loop", Request{Code: "while True:\n    pass", Limits: Limits{Timeout: time.Second}}, func(t *testing.T, r api.ExecuteResult, d time.Duration) {
+			if r.Reason != api.ReasonTimeout || !r.TimedOut || r.ExitCode != 137 || r.Signal != "SIGKILL" || d > 10*time.Second {
+				t.Errorf("%+v after %v", r, d)
+			}
+		}},
+		{"timeout kills a process that ignores SIGTERM", Request{Code: "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(600)", Limits: Limits{Timeout: time.Second}},
+			func(t *testing.T, r api.ExecuteResult, d time.Duration) {
+				if r.Reason != api.ReasonTimeout || r.Stdout != "ready\n" || d > 10*time.Second {
+					t.Errorf("%+v after %v", r, d)
+				}
+			}},
+		{"timeout kills a setsid escaper", Request{Code: setsidEscaper + "time.sleep(600)", Limits: Limits{Timeout: 2 * time.Second}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.Reason != api.ReasonTimeout {
+				t.Errorf("%+v", r)
+			}
+			assertGone(t, pidsFrom(t, r.Stdout))
+		}},
+		{"a setsid escaper dies with its execution", Request{Code: setsidEscaper}, func(t *testing.T, r api.ExecuteResult, d time.Duration) {
+			if r.Reason != api.ReasonExit || r.ExitCode != 0 || d > 10*time.Second {
+				t.Errorf("%+v after %v", r, d)
+			}
+			assertGone(t, pidsFrom(t, r.Stdout))
+		}},
+		{"output flood is cut at the cap", Request{Code: "while True:\n    print('x' * 999)", Limits: Limits{MaxOutputBytes: 64 << 10}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.Reason != api.ReasonOutputLimit || !r.StdoutTruncated || len(r.Stdout) != 64<<10 || r.StderrTruncated {
+				t.Errorf("reason %s truncated %v len %d", r.Reason, r.StdoutTruncated, len(r.Stdout))
+			}
+		}},
+		{"4 GB allocation hits the memory limit", Request{Code: "print('start', flush=True)\nb = bytearray(4 * 1024**3)", Limits: Limits{MemoryLimitMB: 256}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.Reason != api.ReasonMemoryLimit || r.ExitCode != 1 || r.Stdout != "start\n" || !strings.HasSuffix(r.Stderr, "MemoryError\n") {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"huge file write stops at the file limit", Request{Code: "f = open('big.bin', 'wb')\nfor _ in range(100):\n    f.write(b'0' * (1 << 20))", Limits: Limits{MaxFileBytes: 1 << 20}},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				// The file stops at the limit, and a file at the limit is returned.
+				if r.ExitCode != 1 || !strings.Contains(r.Stderr, "File too large") || len(r.Files) != 1 || r.Files[0].Size != 1<<20 || r.FilesTruncated {
+					t.Errorf("exit %d stderr %q files %d truncated %v", r.ExitCode, r.Stderr, len(r.Files), r.FilesTruncated)
+				}
+			}},
+		{"files in and out", Request{Code: filesCode, Files: []File{{Path: "data.csv", Data: []byte("a,b\n1,2\n")}, {Path: "keep.txt", Data: []byte("same")}, {Path: "edit.txt", Data: []byte("old")}}},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				want := []api.OutputFile{
+					{Path: "edit.txt", Size: 3, ContentBase64: b64("new")},
+					{Path: "out/plot.png", Size: 8, ContentBase64: b64("\x89PNG\r\n\x1a\n")},
+					{Path: "sum.txt", Size: 1, ContentBase64: b64("3")},
+				}
+				if r.ExitCode != 0 || fmt.Sprint(r.Files) != fmt.Sprint(want) || r.FilesTruncated {
+					t.Errorf("exit %d stderr %s files %+v truncated %v; want %+v", r.ExitCode, r.Stderr, r.Files, r.FilesTruncated, want)
+				}
+			}},
+		{"files out are capped in count", Request{Code: "for i in range(5):\n    open(f'f{i}.txt', 'w').write(str(i))", Limits: Limits{MaxFilesOut: 2}},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if len(r.Files) != 2 || r.Files[0].Path != "f0.txt" || !r.FilesTruncated {
+					t.Errorf("%+v", r)
+				}
+			}},
+		{"a symlink out of the working dir is not followed", Request{Code: "import os\nos.symlink('/etc/passwd', 'leak')\nos.symlink('/etc', 'dir')"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || len(r.Files) != 0 {
+					t.Errorf("%+v", r)
+				}
+			}},
+	}
+}
+
+// setsidEscaper forks a child that leaves the process group and session, double-forks into a
+// daemon that keeps stdout open, and prints the pids it left behind.
+const setsidEscaper = `import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, b"pid:%d\n" % os.getpid())
+        time.sleep(600)
+    os._exit(0)
+os.close(w)
+sys.stdout.write(os.read(r, 100).decode())
+sys.stdout.flush()
+`
+
+const filesCode = `import os
+rows = open('data.csv').read().splitlines()
+open('sum.txt', 'w').write(str(sum(int(x) for x in rows[1].split(','))))
+open('edit.txt', 'w').write('new')
+os.makedirs('out')
+open('out/plot.png', 'wb').write(b'\x89PNG\r\n\x1a\n')
+`
+
+func TestBehaviours(t *testing.T) {
+	t.Setenv("PYEXEC_TEST_SECRET", "hunter2")
+	for mode, ex := range modes(t) {
+		pkgs := ex.(*Spawn).cfg.PackagesDir
+		for _, b := range behaviours(pkgs) {
+			t.Run(mode+"/"+b.name, func(t *testing.T) {
+				t.Parallel()
+				req := b.req
+				req.ID = "test"
+				req.Limits = mergeLimits(defaultLimits, b.req.Limits)
+				start := time.Now()
+				res, err := ex.Execute(context.Background(), req, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b.check(t, res, time.Since(start))
+			})
+		}
+	}
+}
+
+// mergeLimits overrides the defaults with the case's non-zero limits.
+func mergeLimits(d, c Limits) Limits {
+	if c.Timeout != 0 {
+		d.Timeout = c.Timeout
+	}
+	if c.MemoryLimitMB != 0 {
+		d.MemoryLimitMB = c.MemoryLimitMB
+	}
+	if c.MaxOutputBytes != 0 {
+		d.MaxOutputBytes = c.MaxOutputBytes
+	}
+	if c.MaxProcesses != 0 {
+		d.MaxProcesses = c.MaxProcesses
+	}
+	if c.MaxFileBytes != 0 {
+		d.MaxFileBytes = c.MaxFileBytes
+	}
+	if c.MaxFilesOut != 0 {
+		d.MaxFilesOut = c.MaxFilesOut
+	}
+	return d
+}
+
+func TestStreamingKeepsOrderAndRunes(t *testing.T) {
+	for mode, ex := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			code := "import sys, time\nsys.stdout.buffer.write(b'caf\\xc3')\nsys.stdout.flush()\ntime.sleep(0.2)\nsys.stdout.buffer.write(b'\\xa9\\n')\nprint('oops', file=sys.stderr)\nprint('end')"
+			rec := &recorder{}
+			res, err := ex.Execute(context.Background(), Request{ID: "s", Code: code, Limits: defaultLimits}, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each stream keeps its order and never splits a character; the two streams are
+			// separate pipes, so their interleaving is not asserted.
+			var stdout, stderr []string
+			for _, e := range rec.events {
+				stream, data, _ := strings.Cut(e, ":")
+				if !utf8.ValidString(data) {
+					t.Errorf("event %q splits a character", e)
+				}
+				if stream == api.EventStdout {
+					stdout = append(stdout, data)
+				} else {
+					stderr = append(stderr, data)
+				}
+			}
+			if len(stdout) < 2 || stdout[0] != "caf" || strings.Join(stdout, "") != "café\nend\n" || strings.Join(stderr, "") != "oops\n" || res.Stdout != "café\nend\n" {
+				t.Errorf("stdout events %q stderr events %q result %q", stdout, stderr, res.Stdout)
+			}
+		})
+	}
+}
+
+func TestCancelKillsTheExecution(t *testing.T) {
+	for mode, ex := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			rec := &recorder{}
+			done := make(chan api.ExecuteResult)
+			go func() {
+				res, _ := ex.Execute(ctx, Request{ID: "c", Code: "import time\nprint('go', flush=True)\ntime.sleep(600)", Limits: defaultLimits}, rec)
+				done <- res
+			}()
+			for {
+				rec.mu.Lock()
+				n := len(rec.events)
+				rec.mu.Unlock()
+				if n > 0 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			select {
+			case res := <-done:
+				if res.Reason != api.ReasonSignal || res.Signal != "SIGKILL" {
+					t.Errorf("%+v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("cancel did not stop the execution")
+			}
+		})
+	}
+}
+
+// TestForkLoopAsUnprivilegedUser runs a fork bomb as uid 65534 under RLIMIT_NPROC: the limit
+// holds it, the timeout kills the whole tree, and nothing of that user is left running.
+func TestForkLoopAsUnprivilegedUser(t *testing.T) {
+	py := testutil.RequireSystemPython(t)
+	if os.Getuid() != 0 {
+		t.Skip("SKIPPED: needs root to run executions as another uid")
+	}
+	work := t.TempDir()
+	if err := os.Chmod(filepath.Dir(work), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cred := &syscall.Credential{Uid: 65534, Gid: 65534}
+	sp, err := NewSpawn(SpawnConfig{Python: py, WorkDir: work, Path: "/usr/bin:/bin", Credential: cred, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := "import os\nprint(os.getuid(), flush=True)\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+	lim := defaultLimits
+	lim.Timeout, lim.MaxProcesses = 2*time.Second, 64
+	res, err := sp.Execute(context.Background(), Request{ID: "bomb", Code: code, Limits: lim}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != api.ReasonTimeout || res.Stdout != "65534\n" {
+		t.Fatalf("%+v", res)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := processesOf(65534)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes of uid 65534 left: %v", len(left), left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	entries, _ := os.ReadDir(work)
+	if len(entries) != 0 {
+		t.Errorf("working directories left: %v", entries)
+	}
+}
+
+func processesOf(uid int) []int {
+	var out []int
+	for _, p := range readProc() {
+		var st syscall.Stat_t
+		if !p.zombie && syscall.Stat("/proc/"+strconv.Itoa(p.pid), &st) == nil && int(st.Uid) == uid {
+			out = append(out, p.pid)
+		}
+	}
+	return out
+}
+
+func TestWorkingDirectoryRemoved(t *testing.T) {
+	for mode, ex := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			sp := ex.(*Spawn)
+			res, err := ex.Execute(context.Background(), Request{ID: "w", Code: "import os\nos.makedirs('locked/inner')\nopen('locked/inner/f', 'w').write('x')\nos.chmod('locked/inner', 0)\nos.chmod('locked', 0)", Limits: defaultLimits}, nil)
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("%+v %v", res, err)
+			}
+			entries, _ := os.ReadDir(sp.cfg.WorkDir)
+			if len(entries) != 0 {
+				t.Errorf("left behind: %v", entries)
+			}
+		})
+	}
+}

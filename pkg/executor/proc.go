@@ -1,0 +1,115 @@
+package executor
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// procEntry is what /proc/PID/stat says of one process.
+type procEntry struct {
+	pid, ppid int
+	zombie    bool
+}
+
+// readProc reads /proc/PID/stat of every process.
+func readProc() []procEntry {
+	dir, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make([]procEntry, 0, len(dir))
+	for _, e := range dir {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ok := readStat(pid); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func readStat(pid int) (procEntry, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procEntry{}, false
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return procEntry{}, false
+	}
+	fields := strings.Fields(string(b[i+2:]))
+	if len(fields) < 2 {
+		return procEntry{}, false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return procEntry{}, false
+	}
+	return procEntry{pid: pid, ppid: ppid, zombie: fields[0] == "Z"}, true
+}
+
+// descendants returns the live (non-zombie) descendants of root.
+func descendants(root int) []int {
+	kids := map[int][]int{}
+	for _, p := range readProc() {
+		if !p.zombie {
+			kids[p.ppid] = append(kids[p.ppid], p.pid)
+		}
+	}
+	var out []int
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, k := range kids[pid] {
+			out = append(out, k)
+			queue = append(queue, k)
+		}
+	}
+	return out
+}
+
+// killTree kills root and every process below it. Descendants go first while root, a child
+// subreaper, is alive: an orphan then moves to root, stays in the tree and is found by the
+// next pass. Root goes last.
+func killTree(root int) {
+	for pass := 0; pass < 1000; pass++ {
+		desc := descendants(root)
+		if len(desc) == 0 {
+			break
+		}
+		for _, pid := range desc {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	_ = unix.Kill(root, unix.SIGKILL)
+}
+
+// children returns the direct children of this process, from every thread's children list
+// (an orphan handed to a subreaper may be parented to any of its threads).
+func children() []int {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}

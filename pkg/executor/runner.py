@@ -1,0 +1,152 @@
+# pyexec runner: supervises one execution. pyexec starts it as
+#     python -u -c RUNNER '{"code": ..., "limits": {...}}'
+# with the execution's working directory as cwd, stdin/stdout/stderr as the code's, and a
+# status pipe on fd 3. It makes itself a child subreaper, so every process the code starts —
+# also one that calls setsid() or double-forks — stays its descendant; forks the child that
+# runs the code under the limits; reaps everything; kills what the code left behind; and
+# writes one status line on fd 3. Standard library only.
+import json
+import os
+import sys
+
+PR_SET_CHILD_SUBREAPER = 36
+STATUS_FD = 3
+
+os.set_inheritable(STATUS_FD, False)  # the code's own subprocesses must not hold it
+params = json.loads(sys.argv[1])
+
+
+def status(**fields):
+    try:
+        os.write(STATUS_FD, (json.dumps(fields) + "\n").encode())
+    except OSError:
+        pass
+
+
+def make_subreaper():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except Exception:  # no ctypes in a minimal Python: the server's reaper still reaps
+        return False
+
+
+def run_code():
+    """In the forked child: apply the limits, then run the code as __main__. Never returns."""
+    import resource
+
+    limits = params["limits"]
+    for name, value in (("RLIMIT_AS", limits.get("as_bytes")), ("RLIMIT_NPROC", limits.get("nproc")),
+                        ("RLIMIT_FSIZE", limits.get("fsize_bytes")), ("RLIMIT_CORE", 0)):
+        if value is not None:
+            resource.setrlimit(getattr(resource, name), (value, value))
+
+    import builtins
+    import linecache
+    import types
+
+    with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
+        source = f.read()
+    filename = "<code>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv = [filename]
+    try:
+        exec(compile(source, filename, "exec"), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        if isinstance(e, MemoryError):
+            status(memory_error=True)
+        if e.__traceback__ is not None:
+            e.__traceback__ = e.__traceback__.tb_next  # hide this frame
+        if sys.excepthook is sys.__excepthook__:
+            import traceback  # the Python printer reads the source from linecache
+
+            traceback.print_exception(type(e), e, e.__traceback__)
+        else:
+            sys.excepthook(type(e), e, e.__traceback__)
+        raise SystemExit(1)
+    raise SystemExit(0)
+
+
+def children():
+    me = os.getpid()
+    try:
+        with open("/proc/self/task/%d/children" % me) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == me:
+                kids.append(int(entry))
+    return kids
+
+
+def reap_all():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_leftovers():
+    """Kill every process the code left behind. As a subreaper, each orphan becomes our child
+    when its parent dies, so killing children until none remain empties the whole tree."""
+    import signal
+
+    for _ in range(10000):
+        kids = children()
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in kids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        reap_all()
+
+
+def supervise():
+    subreaper = make_subreaper()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        run_code()
+    # Only the supervisor gets here. Reap as processes end; stop when the code's process does.
+    while True:
+        try:
+            pid, st = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        if pid == child:
+            break
+    kill_leftovers()
+    if os.WIFSIGNALED(st):
+        status(exit_code=128 + os.WTERMSIG(st), signal=os.WTERMSIG(st), subreaper=subreaper)
+    else:
+        status(exit_code=os.WEXITSTATUS(st), subreaper=subreaper)
+    os._exit(0)
+
+
+supervise()

@@ -1,0 +1,359 @@
+package executor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/python"
+)
+
+//go:embed runner.py
+var runnerSource string
+
+// ModeSpawn starts a fresh interpreter for every execution.
+const ModeSpawn = "spawn"
+
+// SpawnConfig configures the spawn executor.
+type SpawnConfig struct {
+	// Python is the interpreter from preflight (its real executable, not a shim).
+	Python string
+	// PackagesDir goes on PYTHONPATH, ahead of system site-packages.
+	PackagesDir string
+	// WorkDir holds one directory per running execution; it must be writable.
+	WorkDir string
+	// Path is the PATH of executions.
+	Path string
+	// Credential, when set, is the user executions run as (pyexec serve running as root never
+	// runs code as root). nil runs them as the server's own user.
+	Credential *syscall.Credential
+	// Reaper starts and tracks the supervisors; nil starts them directly (tests).
+	Reaper *Reaper
+	Log    logr.Logger
+}
+
+// Spawn runs every execution in a fresh interpreter, under the embedded runner that
+// supervises its process tree.
+type Spawn struct {
+	cfg SpawnConfig
+}
+
+// NewSpawn checks the config and creates the work directory.
+func NewSpawn(cfg SpawnConfig) (*Spawn, error) {
+	if cfg.Python == "" {
+		return nil, errors.New("spawn executor: no interpreter")
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o711); err != nil {
+		return nil, fmt.Errorf("spawn executor: work dir: %w", err)
+	}
+	return &Spawn{cfg: cfg}, nil
+}
+
+// status is one line the runner writes on fd 3.
+type status struct {
+	ExitCode    *int `json:"exit_code"`
+	Signal      int  `json:"signal"`
+	MemoryError bool `json:"memory_error"`
+}
+
+// Execute implements Executor.
+func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
+	start := time.Now()
+	res := api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}
+	dir, err := s.prepare(req)
+	if dir != "" {
+		defer removeAll(dir)
+	}
+	if err != nil {
+		return res, err
+	}
+	work := filepath.Join(dir, "work")
+	inputs := map[string][]byte{}
+	for _, f := range req.Files {
+		inputs[f.Path] = f.Data
+	}
+
+	killer := &killer{}
+	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
+	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return res, err
+	}
+	defer statusR.Close()
+
+	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource, s.params(req, dir))
+	cmd.Dir = work
+	cmd.Env = s.env(work, req.Env)
+	cmd.Stdin = bytes.NewReader(req.Stdin)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
+	// Output pipes held by a process that escaped every kill must not hold the result.
+	cmd.WaitDelay = 2 * time.Second
+	if s.cfg.Reaper != nil {
+		err = s.cfg.Reaper.Start(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	statusW.Close()
+	if err != nil {
+		return res, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
+	}
+	pid := cmd.Process.Pid
+	killer.setPID(pid)
+
+	statusDone := make(chan status, 1)
+	go func() { statusDone <- readStatus(statusR) }()
+	timer := time.AfterFunc(req.Timeout, func() { killer.kill(api.ReasonTimeout) })
+	stopCtx := context.AfterFunc(ctx, func() { killer.kill(api.ReasonSignal) })
+	waitErr := cmd.Wait()
+	timer.Stop()
+	stopCtx()
+	if s.cfg.Reaper != nil {
+		s.cfg.Reaper.Done(pid)
+	}
+	var st status
+	select {
+	case st = <-statusDone:
+	case <-time.After(2 * time.Second):
+	}
+
+	res.Stdout, res.StdoutTruncated = stdout.result()
+	res.Stderr, res.StderrTruncated = stderr.result()
+	s.finish(&res, killer.reason(), st, cmd.ProcessState, waitErr)
+	res.Files, res.FilesTruncated = collectFiles(work, inputs, req.MaxFileBytes, req.MaxFilesOut)
+	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	return res, nil
+}
+
+// finish fills the exit fields: a kill by pyexec first, then the runner's status line, then
+// what became of the runner itself.
+func (s *Spawn) finish(res *api.ExecuteResult, killedFor string, st status, ps *os.ProcessState, waitErr error) {
+	switch {
+	case killedFor != "":
+		res.Reason = killedFor
+		res.ExitCode = 128 + int(unix.SIGKILL)
+		res.Signal = unix.SignalName(unix.SIGKILL)
+		res.TimedOut = killedFor == api.ReasonTimeout
+	case st.ExitCode != nil:
+		res.ExitCode = *st.ExitCode
+		res.Reason = api.ReasonExit
+		if st.Signal != 0 {
+			res.Reason = api.ReasonSignal
+			res.Signal = unix.SignalName(syscall.Signal(st.Signal))
+		}
+		if st.MemoryError {
+			res.Reason = api.ReasonMemoryLimit
+		}
+	default:
+		// The runner itself did not report: it was killed, or crashed before the code ran.
+		res.Reason = api.ReasonExit
+		res.ExitCode = 1
+		if ps != nil {
+			if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				res.Reason = api.ReasonSignal
+				res.ExitCode = 128 + int(ws.Signal())
+				res.Signal = unix.SignalName(ws.Signal())
+			} else if ps.ExitCode() > 0 {
+				res.ExitCode = ps.ExitCode()
+			}
+		}
+		if st.MemoryError {
+			res.Reason = api.ReasonMemoryLimit
+		}
+		s.cfg.Log.V(1).Info("runner ended without status", "id", res.ID, "err", fmt.Sprint(waitErr))
+	}
+}
+
+// prepare makes the execution's directory: code.py beside work/, the input files in work/.
+func (s *Spawn) prepare(req Request) (string, error) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	dir := filepath.Join(s.cfg.WorkDir, "x-"+hex.EncodeToString(rnd[:]))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating the working directory: %w", err)
+	}
+	work := filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o700); err != nil {
+		return dir, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
+		return dir, err
+	}
+	if err := writeFiles(work, req.Files); err != nil {
+		return dir, err
+	}
+	if c := s.cfg.Credential; c != nil {
+		if err := chownTree(dir, int(c.Uid), int(c.Gid)); err != nil {
+			return dir, err
+		}
+	}
+	return dir, nil
+}
+
+// writeFiles writes the input files, confined to work by os.Root.
+func writeFiles(work string, files []File) error {
+	if len(files) == 0 {
+		return nil
+	}
+	root, err := os.OpenRoot(work)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, f := range files {
+		if d := filepath.Dir(f.Path); d != "." {
+			if err := root.MkdirAll(d, 0o755); err != nil {
+				return &FileError{Path: f.Path, Err: err}
+			}
+		}
+		if err := root.WriteFile(f.Path, f.Data, 0o644); err != nil {
+			return &FileError{Path: f.Path, Err: err}
+		}
+	}
+	return nil
+}
+
+// FileError is an input file that cannot be written where it asks to be (e.g. "a/b" after a
+// file "a"): the request's fault, a 400.
+type FileError struct {
+	Path string
+	Err  error
+}
+
+func (e *FileError) Error() string { return fmt.Sprintf("files: %s: %v", e.Path, e.Err) }
+func (e *FileError) Unwrap() error { return e.Err }
+
+func (s *Spawn) params(req Request, dir string) string {
+	limits := map[string]any{"nproc": req.MaxProcesses}
+	if req.MemoryLimitMB > 0 {
+		limits["as_bytes"] = int64(req.MemoryLimitMB) << 20
+	}
+	if req.MaxFileBytes > 0 {
+		limits["fsize_bytes"] = req.MaxFileBytes
+	}
+	if req.MaxProcesses <= 0 {
+		delete(limits, "nproc")
+	}
+	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "limits": limits})
+	return string(b)
+}
+
+// env is the scrubbed environment of an execution: an allowlist, then the request's env.
+func (s *Spawn) env(work string, extra map[string]string) []string {
+	env := append(python.Env(s.cfg.Path, work), "TMPDIR="+work, "PYTHONUNBUFFERED=1")
+	if s.cfg.PackagesDir != "" {
+		env = append(env, "PYTHONPATH="+s.cfg.PackagesDir)
+	}
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+extra[k]) // exec.Cmd keeps the last of duplicate keys
+	}
+	return env
+}
+
+func readStatus(r io.Reader) status {
+	var st status
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var line status
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		if line.MemoryError {
+			st.MemoryError = true
+		}
+		if line.ExitCode != nil {
+			st.ExitCode, st.Signal = line.ExitCode, line.Signal
+		}
+	}
+	return st
+}
+
+// killer kills an execution's tree once, remembering why.
+type killer struct {
+	mu     sync.Mutex
+	pid    int
+	why    string
+	queued string // a kill asked for before the pid was known
+}
+
+func (k *killer) setPID(pid int) {
+	k.mu.Lock()
+	k.pid = pid
+	queued := k.queued
+	k.mu.Unlock()
+	if queued != "" {
+		k.kill(queued)
+	}
+}
+
+func (k *killer) kill(why string) {
+	k.mu.Lock()
+	if k.why != "" {
+		k.mu.Unlock()
+		return
+	}
+	if k.pid == 0 {
+		k.queued = why
+		k.mu.Unlock()
+		return
+	}
+	k.why = why
+	pid := k.pid
+	k.mu.Unlock()
+	killTree(pid)
+}
+
+func (k *killer) reason() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.why
+}
+
+func chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// removeAll removes an execution's directory even where the code took away the permissions of
+// its own directories.
+func removeAll(dir string) {
+	if os.RemoveAll(dir) == nil {
+		return
+	}
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	_ = os.RemoveAll(dir)
+}
