@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/executor"
+)
+
+// handleExecute serves POST /v1/execute: check and map the request, wait for a slot, run.
+func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
+	stream, rerr := parseStream(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	body, rerr := readExecuteRequest(w, r, s.cfg.Limits.MaxRequestBytes)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	req, rerr := newExecutorRequest(requestID(r.Context()), body, s.cfg.Limits)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+
+	if !s.begin() {
+		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+		return
+	}
+	defer s.end()
+	release, err := s.adm.acquire(r.Context(), s.drainCh)
+	if err != nil {
+		s.admissionFailed(w, r, err)
+		return
+	}
+	defer release()
+
+	ctx, done := s.track(r.Context())
+	defer done()
+	if stream {
+		s.runStreaming(ctx, w, req)
+	} else {
+		s.runPlain(ctx, w, r, req)
+	}
+}
+
+// writeRequestError answers with a requestError.
+func (s *Server) writeRequestError(w http.ResponseWriter, r *http.Request, rerr *requestError) {
+	s.writeError(w, r, rerr.status, rerr.code, rerr.msg)
+}
+
+// admissionFailed answers a request that got no execution slot.
+func (s *Server) admissionFailed(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, errQueueFull):
+		w.Header().Set("Retry-After", "1")
+		l := s.cfg.Limits
+		s.writeError(w, r, http.StatusTooManyRequests, api.ErrCodeQueueFull,
+			fmt.Sprintf("queue full: %d executions running and %d waiting; retry later", max(l.MaxConcurrent, 1), max(l.Queue, 0)))
+	case errors.Is(err, errDraining):
+		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+	default:
+		// The client went away while queued: nothing ran, and nobody reads an answer.
+		logr.FromContextOrDiscard(r.Context()).Info("request abandoned while queued", "reason", err.Error())
+	}
+}
+
+// runPlain runs req and answers with the whole result.
+func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request) {
+	start := time.Now()
+	res, err := s.executor().Execute(ctx, req, nil)
+	s.recordExecution(ctx, req, res, err, time.Since(start))
+	if err != nil {
+		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "execution failed: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, finalResult(res, req.ID))
+}
+
+// runStreaming runs req and answers with newline-delimited JSON events: output as the
+// executor hands it over, then one exit event with the whole result.
+//
+// The 200 and its headers are sent before the code runs, so a failure of the executor can
+// no longer change the status, and an exit event cannot be made up. The stream then ends
+// with one event {"type":"error","error":{"code":"internal","message":...,"request_id":...}}
+// instead of the exit event; clients treat a stream without an exit event as failed.
+func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req executor.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	sw := newStreamWriter(w)
+	defer sw.stop() // even on a panic: a late Write of the executor must not touch w
+	sw.flush()
+
+	start := time.Now()
+	res, err := s.executor().Execute(ctx, req, sw)
+	s.recordExecution(ctx, req, res, err, time.Since(start))
+	if err != nil {
+		sw.finish(streamError{Type: eventError, Error: api.ErrorBody{
+			Code: api.ErrCodeInternal, Message: "execution failed: " + err.Error(), RequestID: req.ID,
+		}})
+		s.m.rejected.WithLabelValues(api.ErrCodeInternal).Inc()
+		return
+	}
+	res = finalResult(res, req.ID)
+	sw.finish(api.StreamEvent{Type: api.EventExit, ExecuteResult: &res})
+}
+
+// finalResult fills in what the response must carry whatever the executor left out: the
+// request id, and files as a list (never null).
+func finalResult(res api.ExecuteResult, id string) api.ExecuteResult {
+	res.ID = id
+	if res.Files == nil {
+		res.Files = []api.OutputFile{}
+	}
+	return res
+}
+
+// recordExecution writes the one log line of an execution and updates the metrics.
+func (s *Server) recordExecution(ctx context.Context, req executor.Request, res api.ExecuteResult, err error, elapsed time.Duration) {
+	log := logr.FromContextOrDiscard(ctx) // carries the request id
+	uid, _, _, _ := PeerCred(ctx)         // -1 when unknown
+	s.m.duration.Observe(elapsed.Seconds())
+	kv := []any{"uid", uid, "durationMs", float64(elapsed.Microseconds()) / 1000}
+	if s.cfg.LogCode {
+		kv = append(kv, "code", req.Code)
+	}
+	if err != nil {
+		s.m.executions.WithLabelValues(reasonError).Inc()
+		log.Error(err, "execution failed", kv...)
+		return
+	}
+	s.m.executions.WithLabelValues(res.Reason).Inc()
+	kv = append(kv,
+		"exitCode", res.ExitCode,
+		"reason", res.Reason,
+		"signal", res.Signal,
+		"stdoutBytes", len(res.Stdout),
+		"stderrBytes", len(res.Stderr),
+		"stdoutTruncated", res.StdoutTruncated,
+		"stderrTruncated", res.StderrTruncated,
+		"files", len(res.Files),
+	)
+	log.Info("execution finished", kv...)
+}

@@ -1,0 +1,62 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// reasonError labels executions_total when the executor failed to run the code at all.
+const reasonError = "error"
+
+// metrics are the server's Prometheus metrics.
+type metrics struct {
+	executions *prometheus.CounterVec
+	duration   prometheus.Histogram
+	queueDepth prometheus.Gauge
+	inFlight   prometheus.Gauge
+	rejected   *prometheus.CounterVec
+	ready      prometheus.Gauge
+}
+
+// newMetrics creates the metrics and registers them on reg (when reg is not nil).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_executions_total",
+			Help: "Executions that ran, by the reason they ended (exit, timeout, output_limit, memory_limit, signal, or error when the executor failed).",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pyexec_execution_duration_seconds",
+			Help:    "Wall time of executions, from admission to the result.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_queue_depth",
+			Help: "Execute requests waiting for a free execution slot.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_executions_in_flight",
+			Help: "Executions running now.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_requests_rejected_total",
+			Help: "Requests answered with an HTTP error, by error code (queue_full, unavailable, forbidden, too_large, bad_request, ...).",
+		}, []string{"code"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_ready",
+			Help: "1 when the server accepts executions (preflight confirmed, not draining), else 0.",
+		}),
+	}
+	// Create the common series at zero so that rate() and alerts see them from the start.
+	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, reasonError} {
+		m.executions.WithLabelValues(r)
+	}
+	for _, c := range []string{api.ErrCodeQueueFull, api.ErrCodeUnavailable, api.ErrCodeForbidden, api.ErrCodeTooLarge, api.ErrCodeBadRequest} {
+		m.rejected.WithLabelValues(c)
+	}
+	if reg != nil {
+		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready)
+	}
+	return m
+}

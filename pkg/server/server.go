@@ -1,0 +1,341 @@
+// Package server is pyexec's socket HTTP API: routes, request checks and limits, the
+// admission queue, peer credentials, logging, metrics, the probe endpoints and draining.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/executor"
+)
+
+// minMemoryLimitMB is the smallest memory limit an execution may ask for: below it the
+// interpreter cannot even start.
+const minMemoryLimitMB = 32
+
+// headerRequestID carries the request id in every response.
+const headerRequestID = "X-Request-Id"
+
+// notReadyMessage answers every request before SetReady.
+const notReadyMessage = "not ready: preflight has not confirmed the interpreter"
+
+// noExecutorMessage answers every request of a server made ready without an executor.
+const noExecutorMessage = "not ready: no executor"
+
+// drainingMessage answers every request after Drain.
+const drainingMessage = "draining: the server is shutting down"
+
+// Config configures a Server.
+type Config struct {
+	// Limits are the defaults of every execution and the maxima a request may raise them
+	// to, plus the request size cap and the admission queue's sizes.
+	Limits api.Limits
+	// AllowUIDs are the peer uids allowed to use the socket; empty allows any peer.
+	AllowUIDs []int
+	// LogCode adds each execution's code to its log line.
+	LogCode bool
+	// Version is reported by GET /v1/info.
+	Version string
+	// Mode is the executor mode in use ("spawn" or "fork"), reported by GET /v1/info.
+	Mode string
+}
+
+// Validate checks that the limits make sense. New assumes a valid Config.
+func (c Config) Validate() error {
+	l := c.Limits
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(l.TimeoutSeconds > 0, "timeout_seconds %v: must be > 0", l.TimeoutSeconds)
+	check(l.MaxTimeoutSeconds >= l.TimeoutSeconds, "max_timeout_seconds %v: must be >= timeout_seconds %v", l.MaxTimeoutSeconds, l.TimeoutSeconds)
+	check(l.MemoryLimitMB >= minMemoryLimitMB, "memory_limit_mb %d: must be at least %d", l.MemoryLimitMB, minMemoryLimitMB)
+	check(l.MaxMemoryLimitMB >= l.MemoryLimitMB, "max_memory_limit_mb %d: must be >= memory_limit_mb %d", l.MaxMemoryLimitMB, l.MemoryLimitMB)
+	check(l.MaxOutputBytes > 0, "max_output_bytes %d: must be > 0", l.MaxOutputBytes)
+	check(l.MaxProcesses > 0, "max_processes %d: must be > 0", l.MaxProcesses)
+	check(l.MaxFileBytes > 0, "max_file_bytes %d: must be > 0", l.MaxFileBytes)
+	check(l.MaxFilesOut >= 0, "max_files_out %d: must be >= 0", l.MaxFilesOut)
+	check(l.MaxRequestBytes > 0, "max_request_bytes %d: must be > 0", l.MaxRequestBytes)
+	check(l.MaxConcurrent > 0, "max_concurrent %d: must be > 0", l.MaxConcurrent)
+	check(l.Queue >= 0, "queue %d: must be >= 0", l.Queue)
+	for _, uid := range c.AllowUIDs {
+		check(uid >= 0, "allowed uid %d: must be >= 0", uid)
+	}
+	return errors.Join(errs...)
+}
+
+// Server serves the socket API. Create it with New.
+type Server struct {
+	cfg    Config
+	log    logr.Logger
+	m      *metrics
+	adm    *admission
+	routes map[string]map[string]http.HandlerFunc // path → method → handler
+
+	mu       sync.Mutex
+	exec     executor.Executor                  // nil until New or SetExecutor gives one
+	info     *api.Info                          // nil until SetInfo or SetReady
+	ready    bool                               // SetReady was called
+	draining bool                               // Drain was called
+	drainCh  chan struct{}                      // closed by Drain
+	active   int                                // execute requests admitted or waiting
+	idle     chan struct{}                      // closed when active drops to 0
+	aborted  bool                               // Abort was called
+	nextRun  uint64                             // key of the next entry of running
+	running  map[uint64]context.CancelCauseFunc // cancels the running executions
+}
+
+// New returns a Server that runs code with exec, logs to log and registers its metrics on
+// reg (nil registers nothing). It serves 503 until SetReady. exec may be nil when the
+// command sets it later with SetExecutor.
+func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Registerer) *Server {
+	m := newMetrics(reg)
+	s := &Server{
+		cfg:     cfg,
+		exec:    exec,
+		log:     log,
+		m:       m,
+		adm:     newAdmission(cfg.Limits.MaxConcurrent, cfg.Limits.Queue, m),
+		drainCh: make(chan struct{}),
+		running: map[uint64]context.CancelCauseFunc{},
+	}
+	s.routes = map[string]map[string]http.HandlerFunc{
+		"/v1/execute": {http.MethodPost: s.handleExecute},
+		"/v1/info":    {http.MethodGet: s.handleInfo},
+	}
+	return s
+}
+
+// SetExecutor sets the executor, for a command that creates the Server (to listen and serve
+// probes early) before preflight tells it how to run Python. Call it before SetReady.
+func (s *Server) SetExecutor(exec executor.Executor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.exec = exec
+	s.updateReadyGauge()
+}
+
+// SetInfo records what preflight found without making the server ready. Until SetReady,
+// requests still get 503, and the message adds info's preflight problems: it says why.
+func (s *Server) SetInfo(info api.Info) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.info = &info
+}
+
+// SetReady marks the server ready: preflight confirmed the interpreter. info is served by
+// GET /v1/info, with the server's limits, mode and readiness filled in.
+func (s *Server) SetReady(info api.Info) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.info = &info
+	s.ready = true
+	s.updateReadyGauge()
+}
+
+// updateReadyGauge sets pyexec_ready from the state; the caller holds mu.
+func (s *Server) updateReadyGauge() {
+	if s.ready && s.exec != nil && !s.draining {
+		s.m.ready.Set(1)
+	} else {
+		s.m.ready.Set(0)
+	}
+}
+
+// state says whether the server takes requests, and why not.
+func (s *Server) state() (ok bool, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.draining:
+		return false, drainingMessage
+	case !s.ready:
+		if s.info != nil && len(s.info.Preflight.Problems) > 0 {
+			return false, notReadyMessage + ": " + strings.Join(s.info.Preflight.Problems, "; ")
+		}
+		return false, notReadyMessage
+	case s.exec == nil:
+		return false, noExecutorMessage
+	}
+	return true, ""
+}
+
+// executor returns the executor to run with.
+func (s *Server) executor() executor.Executor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exec
+}
+
+// Handler returns the handler of the socket API.
+func (s *Server) Handler() http.Handler { return s }
+
+// ServeHTTP does the checks every request needs once, then dispatches by route: it assigns
+// the request id, checks the peer uid, answers 503 before SetReady and while draining, and
+// turns a panic into a 500.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := newRequestID()
+	w.Header().Set(headerRequestID, id)
+	log := s.log.WithValues("id", id)
+	ctx := logr.NewContext(context.WithValue(r.Context(), requestIDKey{}, id), log)
+	r = r.WithContext(ctx)
+	rw := &responseWriter{ResponseWriter: w}
+	defer s.recoverPanic(rw, r, log)
+
+	if !s.peerAllowed(rw, r, log) {
+		return
+	}
+	if ok, reason := s.state(); !ok {
+		s.writeError(rw, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, reason)
+		return
+	}
+	s.route(rw, r)
+}
+
+// route dispatches r through the route table.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	methods, ok := s.routes[r.URL.Path]
+	if !ok {
+		s.writeError(w, r, http.StatusNotFound, api.ErrCodeNotFound, fmt.Sprintf("no route %s", r.URL.Path))
+		return
+	}
+	h, ok := methods[r.Method]
+	if !ok {
+		allow := make([]string, 0, len(methods))
+		for m := range methods {
+			allow = append(allow, m)
+		}
+		sort.Strings(allow)
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed,
+			fmt.Sprintf("method %s not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+		return
+	}
+	h(w, r)
+}
+
+// peerAllowed checks the peer uid against AllowUIDs and answers 403 when refused.
+func (s *Server) peerAllowed(w http.ResponseWriter, r *http.Request, log logr.Logger) bool {
+	if len(s.cfg.AllowUIDs) == 0 {
+		return true
+	}
+	uid, _, pid, ok := PeerCred(r.Context())
+	if ok && slices.Contains(s.cfg.AllowUIDs, uid) {
+		return true
+	}
+	log.Info("peer refused", "uid", uid, "pid", pid, "allowedUids", s.cfg.AllowUIDs)
+	msg := fmt.Sprintf("peer uid %d is not allowed to use this socket", uid)
+	if !ok {
+		msg = "peer credentials unknown: only allowed uids may use this socket"
+	}
+	s.writeError(w, r, http.StatusForbidden, api.ErrCodeForbidden, msg)
+	return false
+}
+
+// recoverPanic turns a panic of a handler into a 500 with the request id, and logs it with
+// its stack. When the response has already begun (a stream), the connection is aborted
+// instead: a cut stream without an exit event tells the client that the execution failed.
+func (s *Server) recoverPanic(w *responseWriter, r *http.Request, log logr.Logger) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	log.Error(fmt.Errorf("panic: %v", v), "panic serving request",
+		"method", r.Method, "path", r.URL.Path, "stack", string(debug.Stack()))
+	if w.started() {
+		panic(http.ErrAbortHandler)
+	}
+	s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "internal error; see the server log for this request id")
+}
+
+// handleInfo serves GET /v1/info.
+func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	info := *s.info
+	s.mu.Unlock()
+	if s.cfg.Version != "" {
+		info.Version = s.cfg.Version
+	}
+	info.Mode = s.cfg.Mode
+	info.Limits = s.cfg.Limits
+	info.Ready = true // only a ready server gets here
+	writeJSON(w, http.StatusOK, info)
+}
+
+// requestIDKey is the context key of the request id.
+type requestIDKey struct{}
+
+// requestID returns the request id that ServeHTTP put into ctx.
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// newRequestID returns a short random hex id.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand panics rather than return an error)
+	return hex.EncodeToString(b[:])
+}
+
+// writeError answers with the API's error shape and counts the rejection.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	s.m.rejected.WithLabelValues(code).Inc()
+	writeJSON(w, status, api.ErrorResponse{Error: api.ErrorBody{
+		Code: code, Message: msg, RequestID: requestID(r.Context()),
+	}})
+}
+
+// writeJSON answers with v as JSON.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	// An error here means the client went away; there is nobody left to tell.
+	_ = enc.Encode(v)
+}
+
+// responseWriter remembers whether the response has begun.
+type responseWriter struct {
+	http.ResponseWriter
+	wrote atomic.Bool
+}
+
+// WriteHeader sends the status line and headers.
+func (w *responseWriter) WriteHeader(status int) {
+	w.wrote.Store(true)
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Write writes body bytes.
+func (w *responseWriter) Write(b []byte) (int, error) {
+	w.wrote.Store(true)
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap gives http.ResponseController the underlying writer (for Flush).
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// started says whether the status line has been sent.
+func (w *responseWriter) started() bool { return w.wrote.Load() }
