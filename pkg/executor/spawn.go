@@ -64,7 +64,40 @@ func NewSpawn(cfg SpawnConfig) (*Spawn, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o711); err != nil {
 		return nil, fmt.Errorf("spawn executor: work dir: %w", err)
 	}
+	if c := cfg.Credential; c != nil {
+		if err := reachable(cfg.WorkDir, int(c.Uid), int(c.Gid)); err != nil {
+			return nil, fmt.Errorf("spawn executor: %w", err)
+		}
+	}
 	return &Spawn{cfg: cfg}, nil
+}
+
+// reachable checks that uid:gid may search every directory on the way to dir, so that
+// executions running as that user can enter their working directories.
+func reachable(dir string, uid, gid int) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return err
+		}
+		bit := uint32(0o001)
+		switch {
+		case int(st.Uid) == uid:
+			bit = 0o100
+		case int(st.Gid) == gid:
+			bit = 0o010
+		}
+		if st.Mode&bit == 0 {
+			return fmt.Errorf("work dir %s is not reachable by uid %d: %s has mode %#o", dir, uid, p, st.Mode&0o777)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // status is one line the runner writes on fd 3.

@@ -50,6 +50,9 @@ func Main(ctx context.Context, args []string, io IO) int {
 	if err == nil {
 		return ExitOK
 	}
+	if code, ok := errorsAsExit(err); ok {
+		return code // the code's own exit status, already reported by `pyexec run`
+	}
 	fmt.Fprintf(io.Stderr, "pyexec: %v\n", err)
 	var usage *UsageError
 	if errors.As(err, &usage) {
@@ -63,6 +66,8 @@ func Main(ctx context.Context, args []string, io IO) int {
 type Runners struct {
 	Detect func(context.Context, *DetectConfig) error
 	Init   func(context.Context, *InitConfig) error
+	Serve  func(context.Context, *ServeConfig) error
+	Run    func(context.Context, *RunConfig) error
 }
 
 // globalConfig holds the flags every command has.
@@ -108,6 +113,8 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 
 	root.AddCommand(newDetectCommand(io, g, run.Detect))
 	root.AddCommand(newInitCommand(io, g, run.Init))
+	root.AddCommand(newServeCommand(io, g, run.Serve))
+	root.AddCommand(newRunCommand(io, g, run.Run))
 	return root
 }
 

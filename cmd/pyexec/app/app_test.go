@@ -49,7 +49,7 @@ func TestInitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &InitConfig{PackagesDir: DefaultPackagesDir, Report: DefaultReport, Timeout: DefaultTimeout}
+	want := &InitConfig{PackagesDir: DefaultPackagesDir, Report: DefaultReport, InspectTimeout: DefaultInspectTimeout}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
@@ -62,14 +62,14 @@ func TestInitFlagsAndEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := map[string]string{
-		"PYEXEC_PYTHON":       "/opt/py/bin/python3",
-		"PYEXEC_REQUIRE":      "pandas>=2\na!=1,<3\n",
-		"PYEXEC_REQUIREMENTS": reqFile,
-		"PYEXEC_PRELOAD":      "numpy,pandas",
-		"PYEXEC_PACKAGES_DIR": "/data/pkgs",
-		"PYEXEC_REPORT":       "/run/x/report.json",
-		"PYEXEC_STRICT":       "true",
-		"PYEXEC_TIMEOUT":      "30s",
+		"PYEXEC_PYTHON":          "/opt/py/bin/python3",
+		"PYEXEC_REQUIRE":         "pandas>=2\na!=1,<3\n",
+		"PYEXEC_REQUIREMENTS":    reqFile,
+		"PYEXEC_PRELOAD":         "numpy,pandas",
+		"PYEXEC_PACKAGES_DIR":    "/data/pkgs",
+		"PYEXEC_REPORT":          "/run/x/report.json",
+		"PYEXEC_STRICT":          "true",
+		"PYEXEC_INSPECT_TIMEOUT": "30s",
 	}
 	got, err := parseInit(t, vars, "--report", "/flag/wins.json", "--venv-dir", "/home/u/venv")
 	if err != nil {
@@ -80,7 +80,7 @@ func TestInitFlagsAndEnvironment(t *testing.T) {
 		reqs = append(reqs, r.String())
 	}
 	if got.Python != "/opt/py/bin/python3" || got.PackagesDir != "/data/pkgs" || got.Report != "/flag/wins.json" ||
-		got.VenvDir != "/home/u/venv" || !got.Strict || got.Timeout != 30*time.Second ||
+		got.VenvDir != "/home/u/venv" || !got.Strict || got.InspectTimeout != 30*time.Second ||
 		strings.Join(got.Preload, ",") != "numpy,pandas" ||
 		strings.Join(reqs, " ") != "pandas>=2 a!=1,<3 numpy==1.26.* requests~=2.31" {
 		t.Fatalf("config %+v requirements %v", got, reqs)
@@ -109,7 +109,7 @@ func TestInitUsageErrors(t *testing.T) {
 		{"missing requirements file", nil, []string{"init", "--requirements", filepath.Join(dir, "none.txt")}, "no such file"},
 		{"duplicate requirement", nil, []string{"init", "--require", "pandas", "--requirements", dupFile}, "requirement pandas is given twice"},
 		{"bad preload", nil, []string{"init", "--preload", "numpy,os path"}, `--preload "os path": not a module name`},
-		{"bad timeout", nil, []string{"init", "--timeout", "0s"}, "--timeout 0s: must be positive"},
+		{"bad timeout", nil, []string{"init", "--inspect-timeout", "0s"}, "--inspect-timeout 0s: must be positive"},
 		{"bad env value", map[string]string{"PYEXEC_STRICT": "maybe"}, []string{"init"}, `PYEXEC_STRICT="maybe"`},
 		{"bad log format", nil, []string{"init", "--log-format", "xml"}, `--log-format "xml"`},
 		{"stray argument", nil, []string{"init", "extra"}, `unknown command "extra"`},

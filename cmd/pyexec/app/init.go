@@ -9,7 +9,10 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+
+	"github.com/pyexec/pyexec/pkg/api"
 
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/pathcheck"
@@ -21,9 +24,9 @@ import (
 
 // Defaults of `pyexec init`; `pyexec serve` shares them.
 const (
-	DefaultPackagesDir = "/var/lib/pyexec/packages"
-	DefaultReport      = "/var/run/pyexec/preflight.json"
-	DefaultTimeout     = 2 * time.Minute
+	DefaultPackagesDir    = "/var/lib/pyexec/packages"
+	DefaultReport         = "/var/run/pyexec/preflight.json"
+	DefaultInspectTimeout = 2 * time.Minute
 )
 
 // InitConfig is the config of `pyexec init`. Every field has a flag and a PYEXEC_* variable.
@@ -36,7 +39,7 @@ type InitConfig struct {
 	Report           string        // --report: where the report is written
 	VenvDir          string        // --venv-dir: host only; asks for the venv policy
 	Strict           bool          // --strict: unmet requirements and failed preloads fail init
-	Timeout          time.Duration // --timeout: bound of each interpreter run
+	InspectTimeout   time.Duration // --inspect-timeout: bound of each interpreter run
 
 	// Requirements is Require and RequirementsFile parsed; Validate fills it.
 	Requirements []pyreq.Requirement
@@ -89,8 +92,8 @@ func (c *InitConfig) Validate() error {
 	if c.Report == "" {
 		return usageErrorf("--report must not be empty")
 	}
-	if c.Timeout <= 0 {
-		return usageErrorf("--timeout %v: must be positive", c.Timeout)
+	if c.InspectTimeout <= 0 {
+		return usageErrorf("--inspect-timeout %v: must be positive", c.InspectTimeout)
 	}
 	for _, p := range []*string{&c.Report, &c.PackagesDir, &c.VenvDir} {
 		if *p == "" {
@@ -139,11 +142,24 @@ func AddInitFlags(cmd *cobra.Command, cfg *InitConfig) {
 	f.StringVar(&cfg.Report, "report", DefaultReport, "where the preflight report (JSON) is written")
 	f.StringVar(&cfg.VenvDir, "venv-dir", "", "host only: use a venv that pyexec creates and owns at this path (ignored in a container)")
 	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a requirement is not met or a preload module does not import")
-	f.DurationVar(&cfg.Timeout, "timeout", DefaultTimeout, "bound of each interpreter run (inspection, venv creation)")
+	f.DurationVar(&cfg.InspectTimeout, "inspect-timeout", DefaultInspectTimeout, "bound of each interpreter run of the preflight (inspection, venv creation)")
 }
 
 func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error {
 	log := logs.New(io.Stderr, g.Log).WithName("init")
+	report, err := runPreflight(ctx, io, log, cfg)
+	fmt.Fprintln(io.Stdout, preflight.Summary(report))
+	log.Info("preflight finished", "ok", report.OK, "durationMs", report.DurationMS, "problems", len(report.Problems))
+	if err != nil {
+		log.Error(err, "preflight failed")
+		return err
+	}
+	return nil
+}
+
+// runPreflight detects the container, runs the preflight and writes the report; `pyexec
+// serve` calls it when it finds no report.
+func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*api.Report, error) {
 	c := detector(io, "/").Detect()
 	log.Info("container detected", "inContainer", c.InContainer, "runtime", c.Runtime, "orchestrator", c.Orchestrator, "evidence", c.Evidence)
 
@@ -158,7 +174,7 @@ func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error
 		ReportPath:   cfg.Report,
 		VenvDir:      cfg.VenvDir,
 		Strict:       cfg.Strict,
-		Timeout:      cfg.Timeout,
+		Timeout:      cfg.InspectTimeout,
 		Finder:       python.NewFinder(),
 		MountInfo:    pathcheck.DefaultMountInfo,
 		Env:          python.Env(path, home),
@@ -175,11 +191,5 @@ func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error
 			log.Info("report written", "path", cfg.Report)
 		}
 	}
-	fmt.Fprintln(io.Stdout, preflight.Summary(report))
-	log.Info("preflight finished", "ok", report.OK, "durationMs", report.DurationMS, "problems", len(report.Problems))
-	if err != nil {
-		log.Error(err, "preflight failed")
-		return err
-	}
-	return nil
+	return report, err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,8 +20,11 @@ import (
 // TestMain lets the test binary act as pyexec itself (PYEXEC_TEST_AS_MAIN=1), so tests can run
 // it as another user without building a second binary.
 func TestMain(m *testing.M) {
-	if os.Getenv("PYEXEC_TEST_AS_MAIN") == "1" {
-		os.Exit(Main(context.Background(), os.Args[1:], IO{Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv}))
+	if os.Getenv("PYEXEC_TEST_AS_MAIN") == "1" { // as cmd/pyexec/main.go does
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := Main(ctx, os.Args[1:], IO{Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv})
+		stop()
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

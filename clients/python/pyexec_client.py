@@ -1,0 +1,816 @@
+"""Client for the pyexec sidecar: run Python code from your application, standard library only.
+
+pyexec runs Python code for an application container. The sidecar listens on a Unix socket
+(``/var/run/pyexec/pyexec.sock`` by default, or ``$PYEXEC_SOCKET``) and speaks HTTP/1.1 with
+JSON bodies. This module is one file with no dependencies: copy it into your application.
+It needs Python 3.8 or later.
+
+Replacing subprocess and venv management
+----------------------------------------
+A chat bot with a "code interpreter" typically ran the code itself, next to code that
+guessed whether it was in Docker (``/.dockerenv``) and created, health-checked and repaired a
+virtualenv for it (which breaks on mounted volumes, read-only root filesystems, PEP 668
+Pythons and Kubernetes runtimes)::
+
+    import subprocess, sys
+
+    def run_code(code):
+        ensure_venv()                   # create / check / repair the venv, pick an interpreter
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                  text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return "", "timed out", -1
+        return proc.stdout, proc.stderr, proc.returncode
+
+With pyexec, delete ``ensure_venv``, the container detection and the subprocess handling:
+the sidecar owns the interpreter, its packages and the limits. Call it instead::
+
+    from pyexec_client import execute
+
+    def run_code(code):
+        result = execute(code, timeout=30)  # Client().execute(...) on $PYEXEC_SOCKET
+        if result.timed_out:
+            return result.stdout, "timed out", -1
+        return result.stdout, result.stderr, result.exit_code
+
+or keep one configured client around::
+
+    from pyexec_client import Client
+
+    client = Client()   # socket: $PYEXEC_SOCKET, else /var/run/pyexec/pyexec.sock
+    result = client.execute(code, timeout=30, stdin="42\\n", env={"LANG": "C.UTF-8"})
+
+The code's own failures (an exception, ``sys.exit(3)``, a timeout, a memory limit) come back
+as a normal :class:`Result`; check ``result.ok``, ``result.reason`` and ``result.exit_code``.
+Only problems with the request itself raise: :class:`ConnectionFailed` when the sidecar is
+not there, :class:`APIError` (and its subclasses) when the sidecar refused the request.
+
+Files in and out
+----------------
+Each execution runs in a fresh working directory. ``files`` are written into it first; the
+files the code creates or changes come back in ``result.files`` (path -> bytes)::
+
+    code = '''
+    import csv
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open("data.csv") as f:
+        rows = list(csv.DictReader(f))
+    plt.plot([float(r["x"]) for r in rows], [float(r["y"]) for r in rows])
+    plt.savefig("plot.png")
+    print("plotted", len(rows), "points")
+    '''
+    result = client.execute(code, files={"data.csv": "x,y\\n1,2\\n2,4\\n3,9\\n"})
+    print(result.stdout)                        # plotted 3 points
+    if result.ok and "plot.png" in result.files:
+        send_image(result.files["plot.png"])    # PNG bytes
+
+Streaming
+---------
+:meth:`Client.stream` yields output as it arrives, then the final result::
+
+    for kind, value in client.stream(code):
+        if kind == "exit":
+            result = value                      # a Result
+        else:
+            show(kind, value)                   # kind is "stdout" or "stderr"
+
+This module never logs anything, and never puts the code into an exception message.
+"""
+
+import base64
+import email.utils
+import http.client
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+)
+
+__all__ = [
+    "APIError",
+    "BadRequest",
+    "Client",
+    "ConnectionFailed",
+    "DEFAULT_HTTP_TIMEOUT",
+    "DEFAULT_SOCKET_PATH",
+    "ERR_BAD_REQUEST",
+    "ERR_FORBIDDEN",
+    "ERR_INTERNAL",
+    "ERR_METHOD_NOT_ALLOWED",
+    "ERR_NOT_FOUND",
+    "ERR_QUEUE_FULL",
+    "ERR_TOO_LARGE",
+    "ERR_UNAVAILABLE",
+    "FileContent",
+    "FilesArg",
+    "Forbidden",
+    "HTTP_TIMEOUT_MARGIN",
+    "INFO_HTTP_TIMEOUT",
+    "PyexecError",
+    "QueueFull",
+    "Result",
+    "SOCKET_ENV",
+    "ServerError",
+    "TooLarge",
+    "Unavailable",
+    "execute",
+]
+
+#: Where the sidecar listens when neither ``socket_path`` nor ``$PYEXEC_SOCKET`` says otherwise.
+DEFAULT_SOCKET_PATH = "/var/run/pyexec/pyexec.sock"
+
+#: The environment variable that names the socket path.
+SOCKET_ENV = "PYEXEC_SOCKET"
+
+#: Socket timeout (seconds) of an execution that sets no ``timeout`` of its own.
+DEFAULT_HTTP_TIMEOUT = 330.0
+
+#: Added to an execution's own ``timeout`` to get the socket timeout (seconds).
+HTTP_TIMEOUT_MARGIN = 30.0
+
+#: Socket timeout (seconds) of :meth:`Client.info`.
+INFO_HTTP_TIMEOUT = 30.0
+
+# Most of an error body that goes into an exception message when it is not JSON.
+_MAX_RAW_ERROR_CHARS = 2000
+
+#: Content of one input file: bytes, or str (sent as UTF-8).
+FileContent = Union[bytes, bytearray, memoryview, str]
+
+#: Type of the ``files`` argument: ``{path: content}`` or ``[(path, content), ...]``.
+FilesArg = Union[Mapping[str, FileContent], Iterable[Tuple[str, FileContent]]]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class PyexecError(Exception):
+    """Base class of every error this module raises.
+
+    Raised as such (not as a subclass) when the exchange with the sidecar breaks off: the
+    connection is lost, no answer comes within the socket timeout, the answer is not valid,
+    or a stream ends without its exit event.
+    """
+
+
+class ConnectionFailed(PyexecError):
+    """The client could not connect to the sidecar's socket.
+
+    Usually the socket file does not exist or nobody listens on it: the pyexec sidecar is
+    not running (yet), or ``$PYEXEC_SOCKET`` / ``socket_path`` points elsewhere.
+
+    Attributes:
+        socket_path: the socket the client tried.
+    """
+
+    def __init__(self, message: str, socket_path: str) -> None:
+        super().__init__(message)
+        self.socket_path = socket_path
+
+
+class APIError(PyexecError):
+    """The sidecar answered the request with an error (the request itself was refused).
+
+    The code's own failures are never an APIError; they are a :class:`Result`.
+
+    Attributes:
+        status: the HTTP status (for an error event inside a stream, which arrives after the
+            200: the status that the error code stands for, e.g. 500 for ``"internal"``).
+        code: the API error code (``"bad_request"``, ``"queue_full"``, ...; see the
+            ``ERR_*`` constants), or ``""`` when the body was not the API's error JSON.
+        message: the server's explanation, or the raw body text when it was not JSON.
+        request_id: the id of the request in the server's logs, when known.
+        retry_after: seconds to wait before retrying, from ``Retry-After`` (set on 429).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: Optional[str] = None,
+        retry_after: Optional[float] = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.retry_after = retry_after
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        head = "pyexec: HTTP %d" % self.status
+        if self.code:
+            head += " " + self.code
+        text = "%s: %s" % (head, self.message or "(no message)")
+        if self.retry_after is not None:
+            text += " (retry after %gs)" % self.retry_after
+        if self.request_id:
+            text += " [request id %s]" % self.request_id
+        return text
+
+
+class BadRequest(APIError):
+    """400: the request is invalid (e.g. a negative timeout, a bad file path); see ``message``."""
+
+
+class Forbidden(APIError):
+    """403: this process's user is not allowed to use the socket."""
+
+
+class TooLarge(APIError):
+    """413: the request body is over the server's ``max_request_bytes``."""
+
+
+class QueueFull(APIError):
+    """429: every execution slot and queue place is taken; retry after ``retry_after`` s."""
+
+
+class Unavailable(APIError):
+    """503: the server is not ready yet (preflight) or is shutting down."""
+
+
+class ServerError(APIError):
+    """500, or any other status this client does not expect (404, 405, ...)."""
+
+
+#: API error codes (``APIError.code``), as in pkg/api.
+ERR_BAD_REQUEST = "bad_request"
+ERR_FORBIDDEN = "forbidden"
+ERR_NOT_FOUND = "not_found"
+ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
+ERR_TOO_LARGE = "too_large"
+ERR_QUEUE_FULL = "queue_full"
+ERR_UNAVAILABLE = "unavailable"
+ERR_INTERNAL = "internal"
+
+_ERROR_CLASSES = {
+    400: BadRequest,
+    403: Forbidden,
+    413: TooLarge,
+    429: QueueFull,
+    500: ServerError,
+    503: Unavailable,
+}  # type: Dict[int, Type[APIError]]
+
+# The status each error code is served with; used for error events inside a stream.
+_CODE_STATUS = {
+    ERR_BAD_REQUEST: 400,
+    ERR_FORBIDDEN: 403,
+    ERR_NOT_FOUND: 404,
+    ERR_METHOD_NOT_ALLOWED: 405,
+    ERR_TOO_LARGE: 413,
+    ERR_QUEUE_FULL: 429,
+    ERR_INTERNAL: 500,
+    ERR_UNAVAILABLE: 503,
+}  # type: Dict[str, int]
+
+
+def _api_error(
+    status: int,
+    code: str,
+    message: str,
+    request_id: Optional[str],
+    retry_after: Optional[float],
+) -> APIError:
+    """Returns the APIError subclass instance for status."""
+    cls = _ERROR_CLASSES.get(status, ServerError)
+    return cls(status, code, message, request_id=request_id, retry_after=retry_after)
+
+
+def _parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Reads a Retry-After header: delay seconds or an HTTP date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _error_from_response(status: int, headers: Any, body: bytes) -> APIError:
+    """Builds the APIError for an HTTP error response."""
+    request_id = headers.get("X-Request-Id") or None
+    retry_after = _parse_retry_after(headers.get("Retry-After"))
+    code = ""
+    message = ""
+    parsed = False
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        err = doc["error"]
+        code = str(err.get("code") or "")
+        message = str(err.get("message") or "")
+        request_id = err.get("request_id") or request_id
+        parsed = True
+    if not parsed:
+        message = body.decode("utf-8", "replace").strip()
+        if len(message) > _MAX_RAW_ERROR_CHARS:
+            message = message[:_MAX_RAW_ERROR_CHARS] + "..."
+        if not message:
+            message = "(empty body)"
+    return _api_error(status, code, message, request_id, retry_after)
+
+
+def _error_from_event(event: Mapping[str, Any]) -> APIError:
+    """Builds the APIError for a stream's ``{"type":"error","error":{...}}`` event."""
+    err = event.get("error")
+    if not isinstance(err, dict):
+        err = {}
+    code = str(err.get("code") or ERR_INTERNAL)
+    message = str(err.get("message") or "the execution failed")
+    status = _CODE_STATUS.get(code, 500)
+    return _api_error(status, code, message, err.get("request_id") or None, None)
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass(repr=False)
+class Result:
+    """The outcome of one execution (the 200 answer of ``POST /v1/execute``).
+
+    Attributes:
+        id: the request id (also in the server's log line of this execution).
+        exit_code: the interpreter's exit status (1 after an uncaught exception).
+        stdout: what the code wrote to standard output (maybe truncated).
+        stderr: what the code wrote to standard error, tracebacks included (maybe truncated).
+        reason: why the execution ended: ``"exit"``, ``"timeout"``, ``"output_limit"``,
+            ``"memory_limit"`` or ``"signal"``.
+        signal: the signal that killed the interpreter (e.g. ``"SIGKILL"``), else None.
+        timed_out: whether the time limit killed the code.
+        stdout_truncated: whether stdout was cut at the server's output cap.
+        stderr_truncated: whether stderr was cut at the server's output cap.
+        duration_ms: how long the execution took, in milliseconds.
+        files: the files the code created or changed in its working directory,
+            relative path -> content.
+        files_truncated: whether some files were left out by the server's count or size caps.
+    """
+
+    id: str = ""
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    reason: str = ""
+    signal: Optional[str] = None
+    timed_out: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration_ms: float = 0.0
+    files: Dict[str, bytes] = field(default_factory=dict)
+    files_truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the code ran to its end and exited with status 0."""
+        return self.reason == "exit" and self.exit_code == 0
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "Result":
+        """Builds a Result from the JSON object of an execute response or exit event.
+
+        Raises:
+            PyexecError: when a file's content is not valid base64.
+        """
+        files = {}  # type: Dict[str, bytes]
+        for entry in doc.get("files") or []:
+            if not isinstance(entry, dict):
+                continue
+            path = str(entry.get("path", ""))
+            try:
+                files[path] = base64.b64decode(entry.get("content_base64") or "", validate=True)
+            except (ValueError, TypeError) as exc:
+                raise PyexecError(
+                    "pyexec: invalid response: files[%r].content_base64 is not base64: %s"
+                    % (path, exc)
+                ) from exc
+        return cls(
+            id=str(doc.get("id") or ""),
+            exit_code=int(doc.get("exit_code") or 0),
+            stdout=str(doc.get("stdout") or ""),
+            stderr=str(doc.get("stderr") or ""),
+            reason=str(doc.get("reason") or ""),
+            signal=doc.get("signal") or None,
+            timed_out=bool(doc.get("timed_out")),
+            stdout_truncated=bool(doc.get("stdout_truncated")),
+            stderr_truncated=bool(doc.get("stderr_truncated")),
+            duration_ms=float(doc.get("duration_ms") or 0.0),
+            files=files,
+            files_truncated=bool(doc.get("files_truncated")),
+        )
+
+    def __repr__(self) -> str:
+        parts = ["reason=%s" % self.reason, "exit_code=%d" % self.exit_code]
+        if self.signal:
+            parts.append("signal=%s" % self.signal)
+        parts.append("stdout=%d chars%s" % (len(self.stdout), "+" if self.stdout_truncated else ""))
+        parts.append("stderr=%d chars%s" % (len(self.stderr), "+" if self.stderr_truncated else ""))
+        if self.files or self.files_truncated:
+            parts.append("files=%d%s" % (len(self.files), "+" if self.files_truncated else ""))
+        parts.append("%.1f ms" % self.duration_ms)
+        return "<Result %s %s>" % (self.id or "?", " ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# Transport
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTPConnection to a Unix stream socket instead of a TCP host."""
+
+    def __init__(self, socket_path: str, timeout: Optional[float]) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connection_failed(socket_path: str, exc: BaseException) -> ConnectionFailed:
+    """Explains why connecting to socket_path failed."""
+    if isinstance(exc, FileNotFoundError):
+        why = "the socket file does not exist"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = "connection refused (nothing is listening on it)"
+    elif isinstance(exc, PermissionError):
+        why = "permission denied (this user may not use the socket or its directory)"
+    elif isinstance(exc, socket.timeout):
+        why = "timed out while connecting"
+    else:
+        why = str(exc) or type(exc).__name__
+    return ConnectionFailed(
+        "pyexec: cannot connect to %s: %s; the pyexec sidecar may not be running, or %s "
+        "may point to the wrong path (%s)" % (socket_path, why, SOCKET_ENV, exc),
+        socket_path,
+    )
+
+
+def _encode_files(files: Optional[FilesArg]) -> Optional[List[Dict[str, str]]]:
+    """Turns the ``files`` argument into the wire list ``[{path, content_base64}]``."""
+    if files is None:
+        return None
+    if isinstance(files, Mapping):
+        items = list(files.items())  # type: List[Any]
+    elif isinstance(files, (str, bytes, bytearray)):
+        raise TypeError("files: want a dict {path: bytes|str} or a list of (path, bytes|str)")
+    else:
+        items = list(files)
+    out = []
+    for i, item in enumerate(items):
+        try:
+            path, content = item
+        except (TypeError, ValueError):
+            raise TypeError("files[%d]: want a (path, content) pair, got %r" % (i, type(item).__name__))
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if not isinstance(path, str):
+            raise TypeError("files[%d]: path must be a str, got %s" % (i, type(path).__name__))
+        if isinstance(content, str):
+            data = content.encode("utf-8")
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            data = bytes(content)
+        else:
+            raise TypeError(
+                "files[%r]: content must be bytes or str, got %s" % (path, type(content).__name__)
+            )
+        out.append({"path": path, "content_base64": base64.b64encode(data).decode("ascii")})
+    return out
+
+
+def _check_env(env: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
+    """Checks that env maps str to str and copies it."""
+    if env is None:
+        return None
+    out = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                "env: names and values must be str, got %s=%s"
+                % (type(name).__name__, type(value).__name__)
+            )
+        out[name] = value
+    return out
+
+
+def _request_body(
+    code: str,
+    timeout: Optional[float],
+    files: Optional[FilesArg],
+    env: Optional[Mapping[str, str]],
+    stdin: Optional[Union[str, bytes]],
+    memory_limit_mb: Optional[int],
+) -> bytes:
+    """Builds the JSON body of POST /v1/execute. Values are checked by the server."""
+    if not isinstance(code, str):
+        raise TypeError("code must be a str, got %s" % type(code).__name__)
+    body = {"code": code}  # type: Dict[str, Any]
+    if timeout is not None:
+        body["timeout_seconds"] = float(timeout)
+    if stdin is not None:
+        if isinstance(stdin, (bytes, bytearray)):
+            stdin = bytes(stdin).decode("utf-8")
+        if not isinstance(stdin, str):
+            raise TypeError("stdin must be a str (or UTF-8 bytes), got %s" % type(stdin).__name__)
+        body["stdin"] = stdin
+    checked_env = _check_env(env)
+    if checked_env is not None:
+        body["env"] = checked_env
+    encoded = _encode_files(files)
+    if encoded is not None:
+        body["files"] = encoded
+    if memory_limit_mb is not None:
+        body["memory_limit_mb"] = int(memory_limit_mb)
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Client
+
+
+class Client:
+    """A client of one pyexec sidecar.
+
+    Every call opens its own connection, so a Client may be shared between threads.
+
+    Args:
+        socket_path: the sidecar's Unix socket; default ``$PYEXEC_SOCKET``, else
+            ``/var/run/pyexec/pyexec.sock``.
+        timeout: socket timeout in seconds for each HTTP exchange (connecting and every
+            wait for data). Default None: per call, the execution's ``timeout`` + 30 s when
+            it sets one, else 330 s (and 30 s for :meth:`info`).
+    """
+
+    def __init__(self, socket_path: Optional[str] = None, timeout: Optional[float] = None) -> None:
+        if socket_path is None:
+            socket_path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET_PATH
+        self.socket_path = os.fspath(socket_path)  # type: str
+        self.timeout = timeout  # type: Optional[float]
+
+    def __repr__(self) -> str:
+        return "Client(socket_path=%r, timeout=%r)" % (self.socket_path, self.timeout)
+
+    def execute(
+        self,
+        code: str,
+        timeout: Optional[float] = None,
+        files: Optional[FilesArg] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        memory_limit_mb: Optional[int] = None,
+    ) -> Result:
+        """Runs code as ``__main__`` in a fresh working directory and returns its Result.
+
+        Args:
+            code: the Python source.
+            timeout: time limit in seconds (``timeout_seconds``); default: the server's.
+            files: files to write into the working directory first: a dict
+                ``{relative_path: bytes|str}`` or a list of ``(path, bytes|str)``; str
+                content is encoded as UTF-8.
+            env: environment variables to add for the code.
+            stdin: standard input for the code (str, or UTF-8 bytes).
+            memory_limit_mb: memory limit in MiB; default: the server's.
+
+        Returns:
+            The Result, whatever the code did (exception, non-zero exit, timeout...).
+
+        Raises:
+            ConnectionFailed: the socket is missing or nobody listens on it.
+            APIError: the server refused the request (a subclass by status).
+            PyexecError: the exchange broke off or the answer was not valid.
+            TypeError: an argument has the wrong type.
+        """
+        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
+        conn = self._open(self._http_timeout(timeout))
+        try:
+            resp = self._send(conn, "POST", "/v1/execute", body)
+            data = self._read(resp, resp.read)
+            if resp.status != 200:
+                raise _error_from_response(resp.status, resp.headers, data)
+            try:
+                doc = json.loads(data.decode("utf-8"))
+            except ValueError as exc:
+                raise PyexecError("pyexec: invalid response: not JSON: %s" % exc) from exc
+            if not isinstance(doc, dict):
+                raise PyexecError("pyexec: invalid response: not a JSON object")
+            return Result.from_json(doc)
+        finally:
+            conn.close()
+
+    def stream(
+        self,
+        code: str,
+        timeout: Optional[float] = None,
+        files: Optional[FilesArg] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        memory_limit_mb: Optional[int] = None,
+    ) -> Iterator[Tuple[str, Union[str, Result]]]:
+        """Runs code like :meth:`execute`, yielding its output as it arrives.
+
+        Yields ``("stdout", text)`` and ``("stderr", text)`` tuples in the order the server
+        sends them, and last ``("exit", Result)``. The generator is lazy: nothing is sent
+        until the first item is asked for. Closing it early (e.g. ``break``) closes the
+        connection, which tells the server to stop the execution.
+
+        Takes the same arguments as :meth:`execute`.
+
+        Raises:
+            ConnectionFailed: the socket is missing or nobody listens on it.
+            APIError: the server refused the request, or the stream ended with an error
+                event (the execution could not be run).
+            PyexecError: the exchange broke off, or the stream ended without an exit event.
+            TypeError: an argument has the wrong type.
+        """
+        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
+        conn = self._open(self._http_timeout(timeout))
+        try:
+            resp = self._send(conn, "POST", "/v1/execute?stream=true", body)
+            if resp.status != 200:
+                raise _error_from_response(resp.status, resp.headers, self._read(resp, resp.read))
+            while True:
+                line = self._read(resp, resp.readline)
+                if not line:
+                    raise PyexecError(
+                        "pyexec: the stream ended without an exit event; the execution failed "
+                        "or the server went away"
+                    )
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line.decode("utf-8"))
+                except ValueError as exc:
+                    raise PyexecError(
+                        "pyexec: invalid stream event (not a JSON line): %s" % exc
+                    ) from exc
+                if not isinstance(event, dict):
+                    raise PyexecError("pyexec: invalid stream event: not a JSON object")
+                kind = event.get("type")
+                if kind in ("stdout", "stderr"):
+                    yield (str(kind), str(event.get("data") or ""))
+                elif kind == "exit":
+                    yield ("exit", Result.from_json(event))
+                    return
+                elif kind == "error":
+                    raise _error_from_event(event)
+                # Other event types are from a newer server: skip them.
+        finally:
+            conn.close()
+
+    def info(self) -> Dict[str, Any]:
+        """Returns ``GET /v1/info``: version, container, python, preflight, limits, ...
+
+        Raises:
+            ConnectionFailed: the socket is missing or nobody listens on it.
+            APIError: the server refused the request (e.g. Unavailable before it is ready).
+            PyexecError: the exchange broke off or the answer was not valid.
+        """
+        conn = self._open(self.timeout if self.timeout is not None else INFO_HTTP_TIMEOUT)
+        try:
+            resp = self._send(conn, "GET", "/v1/info", None)
+            data = self._read(resp, resp.read)
+            if resp.status != 200:
+                raise _error_from_response(resp.status, resp.headers, data)
+            try:
+                doc = json.loads(data.decode("utf-8"))
+            except ValueError as exc:
+                raise PyexecError("pyexec: invalid response: not JSON: %s" % exc) from exc
+            if not isinstance(doc, dict):
+                raise PyexecError("pyexec: invalid response: not a JSON object")
+            return doc
+        finally:
+            conn.close()
+
+    # Internals.
+
+    def _http_timeout(self, exec_timeout: Optional[float]) -> float:
+        """The socket timeout of one execute call."""
+        if self.timeout is not None:
+            return self.timeout
+        if exec_timeout is None:
+            return DEFAULT_HTTP_TIMEOUT
+        try:
+            t = float(exec_timeout)
+        except (TypeError, ValueError):
+            return DEFAULT_HTTP_TIMEOUT
+        if math.isinf(t):
+            return DEFAULT_HTTP_TIMEOUT
+        if math.isnan(t) or t < 0:
+            # The server refuses such a request at once.
+            return HTTP_TIMEOUT_MARGIN
+        return t + HTTP_TIMEOUT_MARGIN
+
+    def _open(self, timeout: float) -> _UnixHTTPConnection:
+        """Connects to the socket, or raises ConnectionFailed."""
+        conn = _UnixHTTPConnection(self.socket_path, timeout)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise _connection_failed(self.socket_path, exc) from exc
+        return conn
+
+    def _send(
+        self, conn: _UnixHTTPConnection, method: str, url: str, body: Optional[bytes]
+    ) -> http.client.HTTPResponse:
+        """Sends one request and reads the status line and headers of its response."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        send_error = None  # type: Optional[BaseException]
+        try:
+            conn.request(method, url, body=body, headers=headers)
+        except socket.timeout as exc:
+            raise self._timed_out(conn) from exc
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The server may have answered early (413 on a big body) and stopped reading;
+            # its answer can still be waiting in the socket.
+            send_error = exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._lost(exc) from exc
+        try:
+            return conn.getresponse()
+        except socket.timeout as exc:
+            raise self._timed_out(conn) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            cause = send_error or exc
+            raise self._lost(cause) from cause
+
+    def _read(self, resp: http.client.HTTPResponse, read: Callable[[], bytes]) -> bytes:
+        """Calls resp.read or resp.readline, turning transport errors into PyexecError."""
+        try:
+            data = read()
+        except socket.timeout as exc:
+            raise PyexecError(
+                "pyexec: no data from %s within the socket timeout; raise Client(timeout=...)"
+                % self.socket_path
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._lost(exc) from exc
+        return bytes(data)
+
+    def _timed_out(self, conn: _UnixHTTPConnection) -> PyexecError:
+        return PyexecError(
+            "pyexec: no answer from %s within %gs; raise Client(timeout=...)"
+            % (self.socket_path, conn.timeout)
+        )
+
+    def _lost(self, exc: BaseException) -> PyexecError:
+        return PyexecError(
+            "pyexec: connection to %s lost: %s" % (self.socket_path, str(exc) or type(exc).__name__)
+        )
+
+
+def execute(
+    code: str,
+    timeout: Optional[float] = None,
+    files: Optional[FilesArg] = None,
+    env: Optional[Mapping[str, str]] = None,
+    stdin: Optional[Union[str, bytes]] = None,
+    memory_limit_mb: Optional[int] = None,
+) -> Result:
+    """Runs code on the default sidecar: shorthand for ``Client().execute(...)``.
+
+    See :meth:`Client.execute` for the arguments, result and errors.
+    """
+    return Client().execute(
+        code, timeout=timeout, files=files, env=env, stdin=stdin, memory_limit_mb=memory_limit_mb
+    )

@@ -1,0 +1,338 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/executor"
+	"github.com/pyexec/pyexec/pkg/logs"
+	"github.com/pyexec/pyexec/pkg/preflight"
+	"github.com/pyexec/pyexec/pkg/server"
+	"github.com/pyexec/pyexec/pkg/version"
+)
+
+// Defaults of `pyexec serve`.
+const (
+	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
+	DefaultProbeAddr = ":9901"
+	// nobody: the user executions run as when pyexec serve itself runs as root.
+	defaultRootRunAs = "65534:65534"
+)
+
+// ServeConfig is the config of `pyexec serve`. Every field has a flag and a PYEXEC_* variable.
+type ServeConfig struct {
+	// Init holds the preflight flags, used when there is no report to read.
+	Init InitConfig
+
+	Socket      string // --socket
+	SocketMode  string // --socket-mode, octal
+	SocketGroup string // --socket-group, name or gid
+	AllowUIDs   []int  // --allow-uids; empty allows every peer
+	ProbeAddr   string // --probe-addr; empty disables
+	WorkDir     string // --work-dir
+	RunAs       string // --run-as UID[:GID]
+
+	MaxConcurrent   int
+	Queue           int
+	DrainTimeout    time.Duration
+	MaxRequestBytes int64
+	LogCode         bool
+
+	Timeout          time.Duration
+	MaxTimeout       time.Duration
+	MemoryLimitMB    int
+	MaxMemoryLimitMB int
+	MaxOutputBytes   int
+	MaxProcesses     int
+	MaxFileBytes     int64
+	MaxFilesOut      int
+
+	// Filled by Validate.
+	mode       os.FileMode
+	gid        int
+	credential *syscall.Credential
+}
+
+// Validate checks the config and parses the socket mode, group and run-as user.
+func (c *ServeConfig) Validate() error {
+	if err := c.Init.Validate(); err != nil {
+		return err
+	}
+	if c.Socket == "" {
+		return usageErrorf("--socket must not be empty")
+	}
+	mode, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return usageErrorf("--socket-mode %q: want octal permissions such as 0660", c.SocketMode)
+	}
+	c.mode = os.FileMode(mode)
+	c.gid = -1
+	if c.SocketGroup != "" {
+		if c.gid, err = lookupGroup(c.SocketGroup); err != nil {
+			return usageErrorf("--socket-group %q: %w", c.SocketGroup, err)
+		}
+	}
+	for _, uid := range c.AllowUIDs {
+		if uid < 0 {
+			return usageErrorf("--allow-uids: %d is not a uid", uid)
+		}
+	}
+	if c.credential, err = runAs(c.RunAs, os.Geteuid()); err != nil {
+		return err
+	}
+	checks := []struct {
+		ok  bool
+		msg string
+	}{
+		{c.MaxConcurrent > 0, "--max-concurrent must be positive"},
+		{c.Queue >= 0, "--queue must not be negative"},
+		{c.DrainTimeout >= 0, "--drain-timeout must not be negative"},
+		{c.MaxRequestBytes > 0, "--max-request-bytes must be positive"},
+		{c.Timeout > 0 && c.MaxTimeout > 0, "--timeout and --max-timeout must be positive"},
+		{c.Timeout <= c.MaxTimeout, fmt.Sprintf("--timeout %v is over --max-timeout %v", c.Timeout, c.MaxTimeout)},
+		{c.MemoryLimitMB >= 0 && c.MaxMemoryLimitMB >= 0, "--memory-limit-mb and --max-memory-limit-mb must not be negative (0: no limit)"},
+		{c.MaxMemoryLimitMB == 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB <= c.MaxMemoryLimitMB), fmt.Sprintf("--memory-limit-mb %d must be between 1 and --max-memory-limit-mb %d", c.MemoryLimitMB, c.MaxMemoryLimitMB)},
+		{c.MaxOutputBytes > 0, "--max-output-bytes must be positive"},
+		{c.MaxProcesses >= 0, "--max-processes must not be negative (0: no limit)"},
+		{c.MaxFileBytes > 0, "--max-file-bytes must be positive"},
+		{c.MaxFilesOut >= 0, "--max-files-out must not be negative"},
+	}
+	for _, ch := range checks {
+		if !ch.ok {
+			return usageErrorf("%s", ch.msg)
+		}
+	}
+	return nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// runAs parses --run-as. Empty means the server's own user, except that a server running as
+// root runs code as nobody: code never runs as root.
+func runAs(spec string, euid int) (*syscall.Credential, error) {
+	if spec == "" {
+		if euid != 0 {
+			return nil, nil
+		}
+		spec = defaultRootRunAs
+	}
+	uidS, gidS, hasGID := strings.Cut(spec, ":")
+	uid, err := strconv.ParseUint(uidS, 10, 32)
+	if err != nil {
+		return nil, usageErrorf("--run-as %q: want UID or UID:GID", spec)
+	}
+	gid := uid
+	if hasGID {
+		if gid, err = strconv.ParseUint(gidS, 10, 32); err != nil {
+			return nil, usageErrorf("--run-as %q: want UID or UID:GID", spec)
+		}
+	}
+	if uid == 0 {
+		return nil, usageErrorf("--run-as %q: pyexec never runs code as root", spec)
+	}
+	if euid != 0 {
+		if int(uid) != euid {
+			return nil, usageErrorf("--run-as %q: only a server running as root can run code as another user", spec)
+		}
+		return nil, nil
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: false}, nil
+}
+
+func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeConfig) error) *cobra.Command {
+	cfg := &ServeConfig{}
+	if run == nil {
+		run = func(ctx context.Context, c *ServeConfig) error { return runServe(ctx, io, g, c) }
+	}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve executions on a Unix socket (the sidecar)",
+		Long: "serve reads the preflight report (or runs the preflight once when there is none), serves the\n" +
+			"socket API v1, health and metrics on the probe port, and drains on SIGTERM.",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	AddInitFlags(cmd, &cfg.Init)
+	f := cmd.Flags()
+	f.StringVar(&cfg.Socket, "socket", DefaultSocket, "Unix socket to serve the API on; its directory is created")
+	f.StringVar(&cfg.SocketMode, "socket-mode", "0660", "permissions of the socket (octal)")
+	f.StringVar(&cfg.SocketGroup, "socket-group", "", "group of the socket (name or gid); default: the server's")
+	f.IntSliceVar(&cfg.AllowUIDs, "allow-uids", nil, "comma-separated peer uids allowed to call (SO_PEERCRED); empty allows all")
+	f.StringVar(&cfg.ProbeAddr, "probe-addr", DefaultProbeAddr, "TCP address of /healthz, /readyz and /metrics; empty disables")
+	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
+	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
+	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", runtime.NumCPU(), "executions that run at once")
+	f.IntVar(&cfg.Queue, "queue", 16, "executions that may wait for a slot; more get 429 at once")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long running executions may finish before they are killed")
+	f.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", 10<<20, "largest request body; larger gets 413")
+	f.BoolVar(&cfg.LogCode, "log-code", false, "include the code in each execution's log line")
+	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "default time limit of an execution")
+	f.DurationVar(&cfg.MaxTimeout, "max-timeout", 5*time.Minute, "largest time limit a request may ask for")
+	f.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", 1024, "default address-space limit of each process of an execution, MiB (0: none)")
+	f.IntVar(&cfg.MaxMemoryLimitMB, "max-memory-limit-mb", 4096, "largest memory limit a request may ask for, MiB (0: no limit)")
+	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", 1<<20, "cap of stdout and of stderr, each; past it the execution is killed (reason output_limit)")
+	f.IntVar(&cfg.MaxProcesses, "max-processes", 128, "RLIMIT_NPROC of executions: processes and threads of their user (0: no limit)")
+	f.Int64Var(&cfg.MaxFileBytes, "max-file-bytes", 10<<20, "largest file an execution may write (RLIMIT_FSIZE) and the largest returned")
+	f.IntVar(&cfg.MaxFilesOut, "max-files-out", 32, "most files returned from an execution")
+	return cmd
+}
+
+func (c *ServeConfig) limits() api.Limits {
+	return api.Limits{
+		TimeoutSeconds:    c.Timeout.Seconds(),
+		MaxTimeoutSeconds: c.MaxTimeout.Seconds(),
+		MemoryLimitMB:     c.MemoryLimitMB,
+		MaxMemoryLimitMB:  c.MaxMemoryLimitMB,
+		MaxOutputBytes:    c.MaxOutputBytes,
+		MaxProcesses:      c.MaxProcesses,
+		MaxFileBytes:      c.MaxFileBytes,
+		MaxFilesOut:       c.MaxFilesOut,
+		MaxRequestBytes:   c.MaxRequestBytes,
+		MaxConcurrent:     c.MaxConcurrent,
+		Queue:             c.Queue,
+	}
+}
+
+func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) error {
+	log := logs.New(io.Stderr, g.Log).WithName("serve")
+	reaper, err := executor.NewReaper(log.WithName("reaper"))
+	if err != nil {
+		return err
+	}
+	ln, err := server.Listen(cfg.Socket, cfg.mode, cfg.gid)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := server.New(server.Config{
+		Limits:    cfg.limits(),
+		AllowUIDs: cfg.AllowUIDs,
+		LogCode:   cfg.LogCode,
+		Version:   version.Version,
+		Mode:      executor.ModeSpawn,
+	}, nil, log, reg)
+
+	api := &http.Server{Handler: srv.Handler(), ConnContext: server.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	servers := []*http.Server{api}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- api.Serve(ln) }()
+	log.Info("listening", "socket", cfg.Socket)
+	if cfg.ProbeAddr != "" {
+		pl, err := net.Listen("tcp", cfg.ProbeAddr)
+		if err != nil {
+			_ = srv.Shutdown(context.Background(), api)
+			return fmt.Errorf("--probe-addr %s: %w", cfg.ProbeAddr, err)
+		}
+		probe := &http.Server{Handler: srv.ProbeHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, probe)
+		go func() { serveErr <- probe.Serve(pl) }()
+		log.Info("serving probes", "addr", pl.Addr().String())
+	}
+
+	if err := becomeReady(ctx, io, log, cfg, srv, reaper); err != nil {
+		log.Error(err, "not ready")
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("draining", "drainTimeout", cfg.DrainTimeout.String())
+	case err := <-serveErr:
+		log.Error(err, "server stopped")
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	err = srv.Shutdown(dctx, servers...)
+	log.Info("stopped")
+	return err
+}
+
+// becomeReady loads the preflight report (or runs the preflight once), starts the reaper and
+// the executor, and marks the server ready. On failure the server stays up and not ready, so
+// /v1/info and the logs say why.
+func becomeReady(ctx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper) error {
+	report, source, err := loadReport(ctx, io, log, &cfg.Init)
+	info := api.Info{Version: version.Version, Mode: executor.ModeSpawn, Limits: cfg.limits()}
+	if report != nil {
+		info.Container, info.Python, info.Policy = report.Container, report.Python, report.Policy
+		info.Preflight = api.Preflight{OK: report.OK, Summary: preflight.Summary(report), Problems: report.Problems, Source: source}
+	}
+	srv.SetInfo(info)
+	if err != nil {
+		return err
+	}
+	if !report.OK || report.Python == nil {
+		return fmt.Errorf("preflight failed: %s", strings.Join(report.Problems, "; "))
+	}
+	// The interpreter is confirmed: it exists and is executable.
+	if st, err := os.Stat(report.Python.Executable); err != nil || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("interpreter %s from the report is not usable: %v", report.Python.Executable, err)
+	}
+	// From here every child is started through the reaper.
+	go reaper.Run(ctx)
+	ex, err := executor.NewSpawn(executor.SpawnConfig{
+		Python:      report.Python.Executable,
+		PackagesDir: cfg.Init.PackagesDir,
+		WorkDir:     cfg.WorkDir,
+		Path:        lookupOr(io.LookupEnv, "PATH", defaultPath),
+		Credential:  cfg.credential,
+		Reaper:      reaper,
+		Log:         log.WithName("executor"),
+	})
+	if err != nil {
+		return err
+	}
+	srv.SetExecutor(ex)
+	info.Ready = true
+	srv.SetReady(info)
+	log.Info("ready", "python", report.Python.Executable, "mode", executor.ModeSpawn, "workDir", cfg.WorkDir)
+	return nil
+}
+
+// loadReport reads the report pyexec init wrote, or runs the preflight itself when there is none.
+func loadReport(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*api.Report, string, error) {
+	report, err := preflight.ReadReport(cfg.Report)
+	if err == nil {
+		log.Info("preflight report read", "path", cfg.Report, "ok", report.OK)
+		return report, cfg.Report, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, cfg.Report, err
+	}
+	log.Info("no preflight report: running the preflight", "path", cfg.Report)
+	report, err = runPreflight(ctx, io, log.WithName("preflight"), cfg)
+	log.Info("preflight finished", "summary", preflight.Summary(report))
+	return report, "serve", err
+}

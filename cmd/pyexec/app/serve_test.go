@@ -1,0 +1,368 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/client"
+	"github.com/pyexec/pyexec/pkg/testutil"
+)
+
+// sidecar is a real `pyexec serve` process: the test binary acting as pyexec.
+type sidecar struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	socket string
+	probe  string // host:port of the probe server
+	client *client.Client
+
+	mu    sync.Mutex
+	lines []map[string]any // structured log lines from stderr
+	done  chan struct{}
+}
+
+// startSidecar starts `pyexec serve` with a private socket and report and waits until ready.
+func startSidecar(t *testing.T, wrap []string, args ...string) *sidecar {
+	t.Helper()
+	py := testutil.RequireSystemPython(t)
+	dir, err := os.MkdirTemp("", "pxs") // short: socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // executions run as nobody and must reach their work dir
+		t.Fatal(err)
+	}
+	s := &sidecar{t: t, socket: filepath.Join(dir, "run", "pyexec.sock"), done: make(chan struct{})}
+	full := append([]string{"serve", "--python", py, "--socket", s.socket, "--report", filepath.Join(dir, "run", "preflight.json"),
+		"--packages-dir", filepath.Join(dir, "packages"), "--work-dir", filepath.Join(dir, "work"), "--probe-addr", "127.0.0.1:0"}, args...)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := append(append(append([]string{}, wrap...), self), full...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PYEXEC_CONTAINER=true", "PATH=/usr/bin:/bin", "HOME=/", "PYEXEC_TEST_SECRET=hunter2"}
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go s.readLogs(stderr)
+	t.Cleanup(s.stop)
+	s.client = client.New(s.socket)
+	s.waitReady()
+	return s
+}
+
+func (s *sidecar) readLogs(r io.Reader) {
+	defer close(s.done)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			line = map[string]any{"raw": sc.Text()}
+		}
+		s.mu.Lock()
+		s.lines = append(s.lines, line)
+		if line["msg"] == "serving probes" {
+			s.probe, _ = line["addr"].(string)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// logs returns the log lines with the given message.
+func (s *sidecar) logs(msg string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range s.lines {
+		if l["msg"] == msg {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (s *sidecar) waitReady() {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		probe := s.probe
+		s.mu.Unlock()
+		if probe != "" {
+			if resp, err := http.Get("http://" + probe + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+			}
+		}
+		select {
+		case <-s.done:
+			s.t.Fatalf("pyexec serve exited before it was ready: %v", s.allLogs())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	s.t.Fatalf("pyexec serve not ready after 30 s: %v", s.allLogs())
+}
+
+func (s *sidecar) allLogs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, _ := json.Marshal(s.lines)
+	if len(b) > 4000 {
+		b = append(b[:4000], "..."...)
+	}
+	return string(b)
+}
+
+func (s *sidecar) stop() {
+	if s.cmd.ProcessState == nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(40 * time.Second):
+			_ = s.cmd.Process.Kill()
+		}
+		_ = s.cmd.Wait()
+	}
+}
+
+func (s *sidecar) execute(t *testing.T, req api.ExecuteRequest) *api.ExecuteResult {
+	t.Helper()
+	res, err := s.client.Execute(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func seconds(s float64) *float64 { return &s }
+
+func TestServeExecutesAndLogsOneLine(t *testing.T) {
+	s := startSidecar(t, nil)
+	res := s.execute(t, api.ExecuteRequest{Code: "import os\nprint(1)\nprint(os.environ.get('PYEXEC_TEST_SECRET'))"})
+	if res.ExitCode != 0 || res.Reason != api.ReasonExit || res.Stdout != "1\nNone\n" || res.ID == "" {
+		t.Fatalf("%+v", res)
+	}
+	var lines []map[string]any
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if lines = s.logs("execution finished"); len(lines) == 1 {
+			break
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("want one log line per execution, got %d: %s", len(lines), s.allLogs())
+	}
+	l := lines[0]
+	if l["id"] != res.ID || l["reason"] != "exit" || l["exitCode"] != 0.0 || l["stdoutBytes"] != float64(len(res.Stdout)) || l["code"] != nil {
+		t.Errorf("log line %v", l)
+	}
+	info, err := s.client.Info(context.Background())
+	if err != nil || info.Preflight.Source != "serve" || !info.Preflight.OK || info.Mode != "spawn" || info.Python.Executable != testutil.SystemPython {
+		t.Errorf("info %+v err %v", info, err)
+	}
+}
+
+func TestServeProbes(t *testing.T) {
+	s := startSidecar(t, nil)
+	s.execute(t, api.ExecuteRequest{Code: "pass"})
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "", "/metrics": `pyexec_executions_total{reason="exit"} 1`} {
+		resp, err := http.Get("http://" + s.probe + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d %q; want 200 containing %q", path, resp.StatusCode, body, want)
+		}
+	}
+}
+
+func TestPyexecRun(t *testing.T) {
+	s := startSidecar(t, nil)
+	tests := []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"-c", "print('hi')"}, 0, "hi\n", ""},
+		{[]string{"-c", "import sys\nprint('bad', file=sys.stderr)\nsys.exit(3)"}, 3, "", "bad\n"},
+		{[]string{"--stream", "-c", "print('streamed')"}, 0, "streamed\n", ""},
+		{[]string{"--timeout", "1s", "-c", "while True: pass"}, ExitRunTimeout, "", "pyexec: killed after the time limit\n"},
+		{[]string{"-c", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"}, 128 + 11, "", ""},
+	}
+	for _, tt := range tests {
+		r := run(t, nil, append([]string{"run", "--socket", s.socket}, tt.args...)...)
+		if r.code != tt.code || r.stdout != tt.stdout || r.stderr != tt.stderr {
+			t.Errorf("run %q: exit %d stdout %q stderr %q; want %d %q %q", tt.args, r.code, r.stdout, r.stderr, tt.code, tt.stdout, tt.stderr)
+		}
+	}
+	gone := run(t, nil, "run", "--socket", filepath.Join(t.TempDir(), "none.sock"), "-c", "pass")
+	if gone.code != ExitRunFailed || !strings.Contains(gone.stderr, "pyexec sidecar unreachable") {
+		t.Errorf("unreachable: exit %d stderr %q", gone.code, gone.stderr)
+	}
+}
+
+// A flood of concurrent requests: every one is answered, with a result or a 429.
+func TestServeFlood(t *testing.T) {
+	s := startSidecar(t, nil, "--max-concurrent", "2", "--queue", "3")
+	const n = 30
+	var ok, full, other int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "import time\ntime.sleep(0.3)"})
+			mu.Lock()
+			defer mu.Unlock()
+			var apiErr *client.APIError
+			switch {
+			case err == nil && res.ExitCode == 0:
+				ok++
+			case errors.As(err, &apiErr) && apiErr.Status == 429 && apiErr.Code == api.ErrCodeQueueFull && apiErr.RetryAfter > 0:
+				full++
+			default:
+				other++
+				t.Errorf("unexpected answer: %+v %v", res, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d requests: %d executed, %d refused with 429", n, ok, full)
+	if ok+full != n || other != 0 || full == 0 || ok < 5 {
+		t.Fatalf("%d executed + %d refused + %d other, want %d answered with some 429s", ok, full, other, n)
+	}
+}
+
+// SIGTERM with work in flight: new requests are refused, the running execution finishes with
+// its result, the socket is removed and the process exits 0.
+func TestServeDrainsOnSIGTERM(t *testing.T) {
+	s := startSidecar(t, nil, "--drain-timeout", "20s")
+	resCh := make(chan *api.ExecuteResult, 1)
+	go func() {
+		res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nprint('finished')"})
+		if err != nil {
+			t.Error(err)
+		}
+		resCh <- res
+	}()
+	waitForLog(t, s, func() bool { return len(inFlight(t, s)) > 0 })
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "pass"}); err == nil {
+		t.Error("a new request was accepted while draining")
+	}
+	res := <-resCh
+	if res == nil || res.Stdout != "started\nfinished\n" {
+		t.Fatalf("in-flight result %+v", res)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	if _, err := os.Stat(s.socket); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
+
+func inFlight(t *testing.T, s *sidecar) string {
+	resp, err := http.Get("http://" + s.probe + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "pyexec_executions_in_flight ") && !strings.HasSuffix(line, " 0") {
+			return line
+		}
+	}
+	return ""
+}
+
+func waitForLog(t *testing.T, s *sidecar, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("condition not met: %s", s.allLogs())
+}
+
+func TestServeRefusesPeerUID(t *testing.T) {
+	s := startSidecar(t, nil, "--allow-uids", "12345")
+	_, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "pass"})
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 403 || !strings.Contains(apiErr.Message, strconv.Itoa(os.Getuid())) {
+		t.Fatalf("err = %v, want 403 naming uid %d", err, os.Getuid())
+	}
+	waitForLog(t, s, func() bool { return len(s.logs("peer refused")) == 1 })
+}
+
+// A second server on a live socket is refused; after a crash (SIGKILL leaves the socket
+// file), a new server takes the stale socket over.
+func TestServeLiveAndStaleSocket(t *testing.T) {
+	s := startSidecar(t, nil)
+	self, _ := os.Executable()
+	second := exec.Command(self, "serve", "--python", testutil.SystemPython, "--socket", s.socket, "--probe-addr", "",
+		"--report", filepath.Join(filepath.Dir(s.socket), "preflight.json"))
+	second.Env = s.cmd.Env
+	out, err := second.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another server is listening on "+s.socket) {
+		t.Fatalf("second server: %v: %s", err, out)
+	}
+	s.execute(t, api.ExecuteRequest{Code: "pass"}) // the first still serves
+
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	_ = s.cmd.Wait()
+	if _, err := os.Stat(s.socket); err != nil {
+		t.Fatalf("precondition: SIGKILL should leave the socket file: %v", err)
+	}
+	third := exec.Command(self, "serve", "--python", testutil.SystemPython, "--socket", s.socket, "--probe-addr", "",
+		"--report", filepath.Join(filepath.Dir(s.socket), "preflight.json"), "--work-dir", filepath.Join(filepath.Dir(s.socket), "w3"))
+	third.Env = s.cmd.Env
+	if err := third.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = third.Process.Signal(syscall.SIGTERM); _ = third.Wait() }()
+	c := client.New(s.socket)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if info, err := c.Info(context.Background()); err == nil && info.Ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new server did not take the stale socket over")
+		}
+	}
+	if res, err := c.Execute(context.Background(), api.ExecuteRequest{Code: "print(2)"}); err != nil || res.Stdout != "2\n" {
+		t.Fatalf("%+v %v", res, err)
+	}
+}

@@ -1,0 +1,173 @@
+// Package client is the Go client of pyexec's socket API v1.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// DefaultSocket is where the sidecar listens in a pod.
+const DefaultSocket = "/var/run/pyexec/pyexec.sock"
+
+// ErrUnreachable is returned when nothing answers on the socket.
+var ErrUnreachable = errors.New("pyexec sidecar unreachable")
+
+// APIError is an HTTP error answered by the sidecar.
+type APIError struct {
+	Status    int
+	Code      string // api.ErrCode*
+	Message   string
+	RequestID string
+	// RetryAfter is set on 429 (queue full).
+	RetryAfter time.Duration
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("pyexec: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Client talks to one sidecar socket. It is safe for concurrent use.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// New returns a client for the socket at path ("" means DefaultSocket).
+func New(path string) *Client {
+	if path == "" {
+		path = DefaultSocket
+	}
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	transport := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", path)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{socket: path, http: &http.Client{Transport: transport}}
+}
+
+// Socket returns the socket path.
+func (c *Client) Socket() string { return c.socket }
+
+// Execute runs code and returns its result. The code's own failure is a result; err is for
+// the request (an *APIError) or the connection (ErrUnreachable).
+func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest) (*api.ExecuteResult, error) {
+	resp, err := c.post(ctx, "/v1/execute", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var res api.ExecuteResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return nil, fmt.Errorf("pyexec: reading the result: %w", err)
+	}
+	return &res, nil
+}
+
+// ExecuteStream runs code with ?stream=true, calling onOutput for each chunk of output as it
+// arrives (stream is api.EventStdout or api.EventStderr), and returns the final result.
+func (c *Client) ExecuteStream(ctx context.Context, req api.ExecuteRequest, onOutput func(stream, data string)) (*api.ExecuteResult, error) {
+	resp, err := c.post(ctx, "/v1/execute?stream=true", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 256<<20)
+	for sc.Scan() {
+		var ev struct {
+			api.StreamEvent
+			Error *api.ErrorBody `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return nil, fmt.Errorf("pyexec: reading the stream: %w", err)
+		}
+		switch {
+		case ev.Error != nil:
+			return nil, &APIError{Status: http.StatusInternalServerError, Code: ev.Error.Code, Message: ev.Error.Message, RequestID: ev.Error.RequestID}
+		case ev.Type == api.EventExit && ev.ExecuteResult != nil:
+			return ev.ExecuteResult, nil
+		case ev.Type == api.EventStdout || ev.Type == api.EventStderr:
+			if onOutput != nil {
+				onOutput(ev.Type, ev.Data)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("pyexec: reading the stream: %w", err)
+	}
+	return nil, errors.New("pyexec: the stream ended without an exit event")
+}
+
+// Info returns GET /v1/info.
+func (c *Client) Info(ctx context.Context) (*api.Info, error) {
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pyexec/v1/info", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var info api.Info
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		return nil, fmt.Errorf("pyexec: reading info: %w", err)
+	}
+	return &info, nil
+}
+
+func (c *Client) post(ctx context.Context, path string, body any) (*http.Response, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://pyexec"+path, bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	return c.do(hreq)
+}
+
+// do sends the request and turns non-200 answers into *APIError.
+func (c *Client) do(hreq *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		if hreq.Context().Err() != nil {
+			return nil, hreq.Context().Err()
+		}
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, fmt.Errorf("%w at %s: %v (is the pyexec sidecar running?)", ErrUnreachable, c.socket, opErr.Err)
+		}
+		return nil, fmt.Errorf("pyexec: %w", err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	apiErr := &APIError{Status: resp.StatusCode, Code: api.ErrCodeInternal, Message: string(raw)}
+	var body api.ErrorResponse
+	if json.Unmarshal(raw, &body) == nil && body.Error.Code != "" {
+		apiErr.Code, apiErr.Message, apiErr.RequestID = body.Error.Code, body.Error.Message, body.Error.RequestID
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		apiErr.RetryAfter = time.Duration(s) * time.Second
+	}
+	return nil, apiErr
+}
