@@ -1,11 +1,12 @@
 # Two commands set up a fresh machine (Debian, Go installed, run as root):
-#   make demo   build pyexec and run `pyexec init` against the local system Python; print the report
+#   make demo   build pyexec; run `pyexec init` against the local system Python, then `pyexec serve`
+#               on a local socket, and send it a sample execution with curl and with `pyexec run`
 #   make test   go vet and every test (real Python, real pip, real mounts)
 
 GO        ?= go
 DEMO_DIR  ?= /tmp/pyexec-demo
 # Debian packages the tests and the demo use: the system Python with venv and pip.
-APT_PKGS  := python3 python3-venv python3-pip
+APT_PKGS  := python3 python3-venv python3-pip curl util-linux
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 
@@ -22,10 +23,17 @@ build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/pyexec ./cmd/pyexec
 
 demo: deps build
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	bin/pyexec init --require 'pip>=20' --preload json,sqlite3 \
 		--packages-dir $(DEMO_DIR)/packages --report $(DEMO_DIR)/preflight.json --log-format console
-	cat $(DEMO_DIR)/preflight.json
-	bin/pyexec detect -o text
+	bin/pyexec serve --socket $(DEMO_DIR)/pyexec.sock --report $(DEMO_DIR)/preflight.json \
+		--packages-dir $(DEMO_DIR)/packages --work-dir $(DEMO_DIR)/work --probe-addr 127.0.0.1:9901 \
+		--log-format console 2>$(DEMO_DIR)/serve.log & echo $$! >$(DEMO_DIR)/serve.pid
+	@for i in $$(seq 100); do curl -sf http://127.0.0.1:9901/readyz >/dev/null && break; sleep 0.1; done
+	curl -s --unix-socket $(DEMO_DIR)/pyexec.sock -H 'Content-Type: application/json' \
+		-d '{"code":"import sys; print(sum(range(10))); print(sys.version)"}' http://pyexec/v1/execute; echo
+	bin/pyexec run --socket $(DEMO_DIR)/pyexec.sock -c 'print("hello from pyexec run")'
+	kill $$(cat $(DEMO_DIR)/serve.pid); sleep 1; cat $(DEMO_DIR)/serve.log
 
 test: deps
 	$(GO) vet ./...

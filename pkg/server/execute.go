@@ -78,7 +78,12 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 	start := time.Now()
 	res, err := s.executor().Execute(ctx, req, nil)
 	s.recordExecution(ctx, req, res, err, time.Since(start))
-	if err != nil {
+	var fileErr *executor.FileError
+	switch {
+	case errors.As(err, &fileErr): // an input file that cannot be placed: the request's fault
+		s.writeError(w, r, http.StatusBadRequest, api.ErrCodeBadRequest, fileErr.Error())
+		return
+	case err != nil:
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "execution failed: "+err.Error())
 		return
 	}

@@ -236,7 +236,11 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_orphans_reaped_total", Help: "Orphaned processes reaped by pyexec serve as a child subreaper."},
+			func() float64 { r, _ := reaper.Stats(); return float64(r) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_escaped_processes_killed_total", Help: "Processes that escaped their execution's supervisor, killed by pyexec serve."},
+			func() float64 { _, k := reaper.Stats(); return float64(k) }))
 	srv := server.New(server.Config{
 		Limits:    cfg.limits(),
 		AllowUIDs: cfg.AllowUIDs,

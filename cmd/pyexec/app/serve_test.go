@@ -25,7 +25,7 @@ import (
 
 // sidecar is a real `pyexec serve` process: the test binary acting as pyexec.
 type sidecar struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	socket string
 	probe  string // host:port of the probe server
@@ -37,7 +37,7 @@ type sidecar struct {
 }
 
 // startSidecar starts `pyexec serve` with a private socket and report and waits until ready.
-func startSidecar(t *testing.T, wrap []string, args ...string) *sidecar {
+func startSidecar(t testing.TB, wrap []string, args ...string) *sidecar {
 	t.Helper()
 	py := testutil.RequireSystemPython(t)
 	dir, err := os.MkdirTemp("", "pxs") // short: socket paths are limited to 108 bytes
@@ -365,4 +365,64 @@ func TestServeLiveAndStaleSocket(t *testing.T) {
 	if res, err := c.Execute(context.Background(), api.ExecuteRequest{Code: "print(2)"}); err != nil || res.Stdout != "2\n" {
 		t.Fatalf("%+v %v", res, err)
 	}
+}
+
+// TestPythonClient runs the stdlib Python client's own tests with Debian's interpreter against
+// a real pyexec serve.
+func TestPythonClient(t *testing.T) {
+	s := startSidecar(t, nil)
+	dir, err := filepath.Abs("../../../clients/python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testutil.SystemPython, "-B", "-m", "unittest", "discover", "-s", dir, "-v")
+	cmd.Env = []string{"PYEXEC_SOCKET=" + s.socket, "PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python client tests: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "\nOK") {
+		t.Fatalf("python client tests did not end OK:\n%s", out)
+	}
+	t.Logf("%s", out[strings.LastIndex(string(out), "Ran "):])
+}
+
+// An input file that cannot be created where it asks to be is the request's fault: 400.
+func TestServeInputFileThatCannotBeWritten(t *testing.T) {
+	s := startSidecar(t, nil)
+	long := strings.Repeat("n", 300) // over NAME_MAX
+	_, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "pass", Files: []api.InputFile{{Path: long, ContentBase64: ""}}})
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(apiErr.Message, "file name too long") {
+		t.Fatalf("err = %v, want 400 naming the file", err)
+	}
+}
+
+// BenchmarkServePrint is the latency of print(1) through the socket, one request at a time
+// (spawn mode: a fresh interpreter under the runner per execution).
+func BenchmarkServePrint(b *testing.B) {
+	s := startSidecar(b, nil, "--max-concurrent", "2", "--queue", "64")
+	req := api.ExecuteRequest{Code: "print(1)"}
+	for b.Loop() {
+		res, err := s.client.Execute(context.Background(), req)
+		if err != nil || res.Stdout != "1\n" {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+}
+
+// BenchmarkServePrintParallel is the throughput of print(1) with clients on every core.
+func BenchmarkServePrintParallel(b *testing.B) {
+	s := startSidecar(b, nil, "--max-concurrent", "2", "--queue", "64")
+	req := api.ExecuteRequest{Code: "print(1)"}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := s.client.Execute(context.Background(), req)
+			if err != nil || res.Stdout != "1\n" {
+				b.Errorf("%+v %v", res, err)
+				return
+			}
+		}
+	})
 }

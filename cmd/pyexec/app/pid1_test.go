@@ -1,0 +1,169 @@
+package app
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// TestServeAsPID1ReapsEverything runs pyexec serve as PID 1 of a new PID namespace, as in a
+// container, and sends a thousand executions whose code forks and abandons children; one in
+// ten also kills its supervisor, so its processes are orphaned to PID 1. Afterwards the
+// namespace holds pyexec serve alone: no zombies, no leftovers.
+func TestServeAsPID1ReapsEverything(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("unshare (util-linux) is needed: %v", err)
+	}
+	if os.Getuid() != 0 {
+		t.Skip("SKIPPED: a PID namespace needs root")
+	}
+	s := startSidecar(t, []string{unshare, "--pid", "--fork", "--mount-proc", "--kill-child"}, "--max-concurrent", "2", "--queue", "64")
+	serve := namespacePID1(t, s.cmd.Process.Pid)
+	ns, err := os.Readlink("/proc/" + strconv.Itoa(serve) + "/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	abandon := "import os, time\nif os.fork() == 0:\n    time.sleep(600)\nprint('ok')"
+	escape := "import os, signal, time\nif os.fork() == 0:\n    time.sleep(600)\nprint('ok', flush=True)\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(600)"
+	const n = 1000
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > n {
+					return
+				}
+				code := abandon
+				if i%10 == 0 {
+					code = escape
+				}
+				res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: code})
+				if err != nil || res.Stdout != "ok\n" {
+					if failed.Add(1) <= 5 {
+						t.Errorf("execution %d: %+v %v", i, res, err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d executions in %v", n, time.Since(start).Round(time.Millisecond))
+	if failed.Load() > 0 {
+		t.Fatalf("%d executions failed", failed.Load())
+	}
+
+	// Every escape left its code's process to PID 1, which killed it.
+	if killed := metric(t, s, "pyexec_escaped_processes_killed_total"); killed < n/10 {
+		t.Errorf("pyexec_escaped_processes_killed_total = %v, want at least %d", killed, n/10)
+	}
+	var left []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		left = inNamespace(ns, serve)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left in the namespace besides pyexec serve: %v", left)
+		}
+	}
+	// unshare does not pass SIGTERM on: stop pyexec serve itself.
+	if err := syscall.Kill(serve, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		t.Errorf("pyexec serve as PID 1 did not exit cleanly: %v", err)
+	}
+}
+
+// metric reads one value from the probe port's /metrics.
+func metric(t *testing.T, s *sidecar, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.probe + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// namespacePID1 finds the child of unshare: pyexec serve, PID 1 of the new namespace.
+func namespacePID1(t *testing.T, unsharePID int) int {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, p := range readProcTable() {
+			if p.ppid == unsharePID {
+				return p.pid
+			}
+		}
+	}
+	t.Fatal("no child of unshare")
+	return 0
+}
+
+type procInfo struct {
+	pid, ppid int
+	state     string
+}
+
+func readProcTable() []procInfo {
+	entries, _ := os.ReadDir("/proc")
+	var out []procInfo
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b[i+2:]))
+		ppid, _ := strconv.Atoi(f[1])
+		out = append(out, procInfo{pid: pid, ppid: ppid, state: f[0]})
+	}
+	return out
+}
+
+// inNamespace lists every process of the PID namespace ns except serve, with its state.
+func inNamespace(ns string, serve int) []string {
+	var out []string
+	for _, p := range readProcTable() {
+		if p.pid == serve {
+			continue
+		}
+		if link, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/ns/pid"); err == nil && link == ns {
+			out = append(out, strconv.Itoa(p.pid)+":"+p.state)
+		}
+	}
+	return out
+}
