@@ -154,13 +154,13 @@ func behaviours(pkgsDir string) []behaviour {
 					t.Errorf("%+v after %v", r, d)
 				}
 			}},
-		{"timeout kills a setsid escaper", Request{Code: setsidEscaper + "time.sleep(600)", Limits: Limits{Timeout: 2 * time.Second}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+		{"timeout kills a setsid escaper", Request{Code: testutil.SetsidEscaperCode + "time.sleep(600)", Limits: Limits{Timeout: 2 * time.Second}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.Reason != api.ReasonTimeout {
 				t.Errorf("%+v", r)
 			}
 			assertGone(t, pidsFrom(t, r.Stdout))
 		}},
-		{"a setsid escaper dies with its execution", Request{Code: setsidEscaper}, func(t *testing.T, r api.ExecuteResult, d time.Duration) {
+		{"a setsid escaper dies with its execution", Request{Code: testutil.SetsidEscaperCode}, func(t *testing.T, r api.ExecuteResult, d time.Duration) {
 			if r.Reason != api.ReasonExit || r.ExitCode != 0 || d > 10*time.Second {
 				t.Errorf("%+v after %v", r, d)
 			}
@@ -208,21 +208,6 @@ func behaviours(pkgsDir string) []behaviour {
 			}},
 	}
 }
-
-// setsidEscaper forks a child that leaves the process group and session, double-forks into a
-// daemon that keeps stdout open, and prints the pids it left behind.
-const setsidEscaper = `import os, sys, time
-r, w = os.pipe()
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.write(w, b"pid:%d\n" % os.getpid())
-        time.sleep(600)
-    os._exit(0)
-os.close(w)
-sys.stdout.write(os.read(r, 100).decode())
-sys.stdout.flush()
-`
 
 const filesCode = `import os
 rows = open('data.csv').read().splitlines()

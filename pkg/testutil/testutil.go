@@ -59,3 +59,19 @@ func mount(t testing.TB, src, dst, fstype string, flags uintptr) {
 		}
 	})
 }
+
+// SetsidEscaperCode is Python code that forks a child which leaves the process group and the
+// session, then double-forks into a daemon that keeps stdout open and sleeps; it prints
+// "pid:N" for that daemon. Append more code (e.g. "time.sleep(600)") as needed.
+const SetsidEscaperCode = `import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, b"pid:%d\n" % os.getpid())
+        time.sleep(600)
+    os._exit(0)
+os.close(w)
+sys.stdout.write(os.read(r, 100).decode())
+sys.stdout.flush()
+`

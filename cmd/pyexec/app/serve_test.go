@@ -426,3 +426,59 @@ func BenchmarkServePrintParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestServeLimits sends every limit's worst case through a real pyexec serve (as root, it runs
+// executions as nobody, so RLIMIT_NPROC holds the fork loop) and checks that each is reported
+// and that the server stays healthy.
+func TestServeLimits(t *testing.T) {
+	s := startSidecar(t, nil, "--timeout", "3s", "--max-output-bytes", "65536", "--memory-limit-mb", "256",
+		"--max-file-bytes", "1048576", "--max-processes", "64")
+	tests := []struct {
+		name   string
+		req    api.ExecuteRequest
+		reason string
+		check  func(r *api.ExecuteResult) bool
+	}{
+		{"infinite loop", api.ExecuteRequest{Code: "while True: pass", TimeoutSeconds: seconds(1)}, api.ReasonTimeout,
+			func(r *api.ExecuteResult) bool { return r.TimedOut && r.ExitCode == 137 }},
+		{"fork loop", api.ExecuteRequest{Code: "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", TimeoutSeconds: seconds(2)}, api.ReasonTimeout,
+			func(r *api.ExecuteResult) bool { return r.TimedOut }},
+		{"output flood", api.ExecuteRequest{Code: "while True: print('y' * 100)"}, api.ReasonOutputLimit,
+			func(r *api.ExecuteResult) bool { return r.StdoutTruncated && len(r.Stdout) == 65536 }},
+		{"4 GB allocation", api.ExecuteRequest{Code: "x = bytearray(4 << 30)"}, api.ReasonMemoryLimit,
+			func(r *api.ExecuteResult) bool { return strings.HasSuffix(r.Stderr, "MemoryError\n") }},
+		{"huge file", api.ExecuteRequest{Code: "open('f', 'wb').write(b'0' * (100 << 20))"}, api.ReasonExit,
+			func(r *api.ExecuteResult) bool {
+				return r.ExitCode == 1 && strings.Contains(r.Stderr, "File too large")
+			}},
+		{"setsid escaper", api.ExecuteRequest{Code: testutil.SetsidEscaperCode + "time.sleep(600)", TimeoutSeconds: seconds(1)}, api.ReasonTimeout,
+			func(r *api.ExecuteResult) bool { return strings.HasPrefix(r.Stdout, "pid:") }},
+		{"ignores SIGTERM", api.ExecuteRequest{Code: "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)", TimeoutSeconds: seconds(1)}, api.ReasonTimeout,
+			func(r *api.ExecuteResult) bool { return r.TimedOut }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.execute(t, tt.req)
+			if r.Reason != tt.reason || !tt.check(r) {
+				t.Errorf("reason %s exit %d stdout %.80q stderr %.200q", r.Reason, r.ExitCode, r.Stdout, r.Stderr)
+			}
+			if after := s.execute(t, api.ExecuteRequest{Code: "print('healthy')"}); after.Stdout != "healthy\n" {
+				t.Errorf("the server is not healthy after %s: %+v", tt.name, after)
+			}
+		})
+	}
+	if left := processesOfUID(65534); len(left) != 0 {
+		t.Errorf("processes of uid 65534 left: %v", left)
+	}
+}
+
+func processesOfUID(uid int) []int {
+	var out []int
+	for _, p := range readProcTable() {
+		var st syscall.Stat_t
+		if p.state != "Z" && syscall.Stat("/proc/"+strconv.Itoa(p.pid), &st) == nil && int(st.Uid) == uid {
+			out = append(out, p.pid)
+		}
+	}
+	return out
+}
