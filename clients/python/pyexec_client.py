@@ -99,6 +99,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Sequence,
     Tuple,
     Type,
     Union,
@@ -132,6 +133,8 @@ __all__ = [
     "TooLarge",
     "Unavailable",
     "execute",
+    "InstallFailed",
+    "PackagesLocked",
 ]
 
 #: Where the sidecar listens when neither ``socket_path`` nor ``$PYEXEC_SOCKET`` says otherwise.
@@ -249,6 +252,14 @@ class Unavailable(APIError):
     """503: the server is not ready yet (preflight) or is shutting down."""
 
 
+class PackagesLocked(APIError):
+    """409: the packages dir cannot be written (read-only, not writable)."""
+
+
+class InstallFailed(APIError):
+    """422: pip could not install the packages; ``message`` holds the end of its output."""
+
+
 class ServerError(APIError):
     """500, or any other status this client does not expect (404, 405, ...)."""
 
@@ -262,11 +273,15 @@ ERR_TOO_LARGE = "too_large"
 ERR_QUEUE_FULL = "queue_full"
 ERR_UNAVAILABLE = "unavailable"
 ERR_INTERNAL = "internal"
+ERR_PACKAGES_LOCKED = "packages_locked"
+ERR_INSTALL_FAILED = "install_failed"
 
 _ERROR_CLASSES = {
     400: BadRequest,
     403: Forbidden,
     413: TooLarge,
+    409: PackagesLocked,
+    422: InstallFailed,
     429: QueueFull,
     500: ServerError,
     503: Unavailable,
@@ -282,6 +297,8 @@ _CODE_STATUS = {
     ERR_QUEUE_FULL: 429,
     ERR_INTERNAL: 500,
     ERR_UNAVAILABLE: 503,
+    ERR_PACKAGES_LOCKED: 409,
+    ERR_INSTALL_FAILED: 422,
 }  # type: Dict[str, int]
 
 
@@ -703,9 +720,31 @@ class Client:
             APIError: the server refused the request (e.g. Unavailable before it is ready).
             PyexecError: the exchange broke off or the answer was not valid.
         """
-        conn = self._open(self.timeout if self.timeout is not None else INFO_HTTP_TIMEOUT)
+        return self._json_call("GET", "/v1/info", None, self.timeout if self.timeout is not None else INFO_HTTP_TIMEOUT)
+
+    def packages(self) -> Dict[str, Any]:
+        """Returns ``GET /v1/packages``: the packages dir, its current tree and what is installed."""
+        return self._json_call("GET", "/v1/packages", None, self.timeout if self.timeout is not None else INFO_HTTP_TIMEOUT)
+
+    def install_packages(self, packages: Sequence[str], upgrade: bool = False) -> Dict[str, Any]:
+        """Installs packages (``POST /v1/packages``), e.g. ``["pandas>=2"]``, for every later execution.
+
+        Raises:
+            Forbidden: the server's --allow-packages does not allow one of them.
+            InstallFailed: pip failed (a version conflict, a missing package); see ``message``.
+            PackagesLocked: the packages dir cannot be written.
+            BadRequest: a requirement does not parse.
+        """
+        if isinstance(packages, (str, bytes)) or not all(isinstance(p, str) for p in packages):
+            raise TypeError("packages must be a list of requirement strings")
+        body = json.dumps({"packages": list(packages), "upgrade": bool(upgrade)}).encode("utf-8")
+        return self._json_call("POST", "/v1/packages", body, self.timeout if self.timeout is not None else DEFAULT_HTTP_TIMEOUT)
+
+    def _json_call(self, method: str, url: str, body: Optional[bytes], timeout: float) -> Dict[str, Any]:
+        """One request whose 200 answer is a JSON object."""
+        conn = self._open(timeout)
         try:
-            resp = self._send(conn, "GET", "/v1/info", None)
+            resp = self._send(conn, method, url, body)
             data = self._read(resp, resp.read)
             if resp.status != 200:
                 raise _error_from_response(resp.status, resp.headers, data)

@@ -189,8 +189,9 @@ class StreamTest(ServerTest):
         self.assertEqual(result.exit_code, 0)
 
     def test_stream_first_output_before_exit(self) -> None:
-        # The first stdout event must arrive while the code still runs.
-        code = "import time\nprint('early', flush=True)\ntime.sleep(1)\nprint('late')\n"
+        # The first stdout event must arrive while the code still runs. One write() call, so
+        # that the line cannot arrive in two chunks (print() writes the text and "\n" apart).
+        code = "import sys, time\nsys.stdout.write('early\\n')\nsys.stdout.flush()\ntime.sleep(1)\nprint('late')\n"
         gen = self.client.stream(code, timeout=QUICK)
         try:
             kind, value = next(gen)
@@ -220,6 +221,18 @@ class StreamTest(ServerTest):
 
 class InfoAndErrorsTest(ServerTest):
     """GET /v1/info and the errors of requests."""
+
+    def test_packages(self) -> None:
+        state = self.client.packages()
+        self.assertIn("dir", state)
+        self.assertIsInstance(state["installed"], list)
+        # The test server allows no run-time installs: the policy refuses by name.
+        with self.assertRaises(pyexec_client.Forbidden) as cm:
+            self.client.install_packages(["requests"])
+        self.assertEqual(cm.exception.status, 403)
+        self.assertIn("requests", cm.exception.message)
+        with self.assertRaises(TypeError):
+            self.client.install_packages("requests")  # type: ignore[arg-type]
 
     def test_info(self) -> None:
         info = self.client.info()

@@ -81,6 +81,10 @@ const (
 	ErrCodeQueueFull        = "queue_full"
 	ErrCodeUnavailable      = "unavailable"
 	ErrCodeInternal         = "internal"
+	// ErrCodePackagesLocked (409): the packages dir cannot be written.
+	ErrCodePackagesLocked = "packages_locked"
+	// ErrCodeInstallFailed (422): pip could not install the packages; the message has its output.
+	ErrCodeInstallFailed = "install_failed"
 )
 
 // ErrorResponse is the body of every HTTP error: {"error":{"code":"...","message":"..."}}.
@@ -106,6 +110,8 @@ type Info struct {
 	Ready     bool      `json:"ready"`
 	Preflight Preflight `json:"preflight"`
 	Limits    Limits    `json:"limits"`
+	// Packages is the packages dir: where it is, whether it is locked and why, what is installed.
+	Packages *Packages `json:"packages,omitempty"`
 }
 
 // Preflight summarises the report the server runs with.
@@ -129,4 +135,37 @@ type Limits struct {
 	MaxRequestBytes   int64   `json:"max_request_bytes"`
 	MaxConcurrent     int     `json:"max_concurrent"`
 	Queue             int     `json:"queue"`
+}
+
+// PackagesRequest is the body of POST /v1/packages.
+type PackagesRequest struct {
+	// Packages are PEP 508 requirements: "name[extras] specifier", e.g. "pandas>=2".
+	Packages []string `json:"packages"`
+	// Upgrade reinstalls even when every requirement is already installed, taking the newest
+	// versions the index offers.
+	Upgrade bool `json:"upgrade,omitempty"`
+}
+
+// Packages is the answer of GET and POST /v1/packages: what executions see in the packages dir.
+type Packages struct {
+	Dir string `json:"dir"`
+	// Tree is the directory executions put on sys.path (the current tree in Dir); empty before
+	// the first install.
+	Tree string `json:"tree"`
+	// Requirements are every requirement installed so far, the tree's recipe.
+	Requirements []string    `json:"requirements"`
+	Installed    []Installed `json:"installed"`
+	// Locked says the packages dir cannot be written, and Reason why.
+	Locked bool   `json:"locked"`
+	Reason string `json:"reason,omitempty"`
+	// Allowed are the --allow-packages patterns of run-time installs; empty allows none.
+	Allowed []string `json:"allowed"`
+	// DurationMS is the time an install took (POST only).
+	DurationMS float64 `json:"duration_ms,omitempty"`
+}
+
+// Installed is one distribution in the packages tree.
+type Installed struct {
+	Name    string `json:"name"` // PEP 503 normalized
+	Version string `json:"version"`
 }

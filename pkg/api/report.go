@@ -32,6 +32,8 @@ type Report struct {
 	Requirements  []Requirement `json:"requirements"`
 	Preload       []Preload     `json:"preload"`
 	Paths         []Path        `json:"paths"`
+	// Packages is the packages dir after init's installs (--install); nil without a packages dir.
+	Packages *Packages `json:"packages,omitempty"`
 	// Problems are sentences for a person, hard failures and warnings alike.
 	Problems   []string `json:"problems"`
 	DurationMS float64  `json:"duration_ms"`

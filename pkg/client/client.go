@@ -114,20 +114,44 @@ func (c *Client) ExecuteStream(ctx context.Context, req api.ExecuteRequest, onOu
 
 // Info returns GET /v1/info.
 func (c *Client) Info(ctx context.Context) (*api.Info, error) {
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pyexec/v1/info", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(hreq)
+	var info api.Info
+	return &info, c.get(ctx, "/v1/info", &info)
+}
+
+// Packages returns GET /v1/packages: what is installed in the packages dir.
+func (c *Client) Packages(ctx context.Context) (*api.Packages, error) {
+	var st api.Packages
+	return &st, c.get(ctx, "/v1/packages", &st)
+}
+
+// InstallPackages installs packages (POST /v1/packages) and returns the new state.
+func (c *Client) InstallPackages(ctx context.Context, req api.PackagesRequest) (*api.Packages, error) {
+	resp, err := c.post(ctx, "/v1/packages", req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var info api.Info
-	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
-		return nil, fmt.Errorf("pyexec: reading info: %w", err)
+	var st api.Packages
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("pyexec: reading the answer: %w", err)
 	}
-	return &info, nil
+	return &st, nil
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pyexec"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("pyexec: reading %s: %w", path, err)
+	}
+	return nil
 }
 
 func (c *Client) post(ctx context.Context, path string, body any) (*http.Response, error) {

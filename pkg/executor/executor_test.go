@@ -28,6 +28,13 @@ func modes(t *testing.T) map[string]Executor {
 	t.Helper()
 	py := testutil.RequireSystemPython(t)
 	pkgs := t.TempDir()
+	// A packages dir with a current tree, as pkg/packages lays it out.
+	if err := os.MkdirAll(filepath.Join(pkgs, "trees", "1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("trees/1", filepath.Join(pkgs, "current")); err != nil {
+		t.Fatal(err)
+	}
 	sp, err := NewSpawn(SpawnConfig{Python: py, PackagesDir: pkgs, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +100,7 @@ type behaviour struct {
 	check func(t *testing.T, res api.ExecuteResult, elapsed time.Duration)
 }
 
-func behaviours(pkgsDir string) []behaviour {
+func behaviours(packagesTree string) []behaviour {
 	return []behaviour{
 		{"hello", Request{Code: "import sys\nprint('out')\nprint('err', file=sys.stderr)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.ExitCode != 0 || r.Reason != api.ReasonExit || r.Stdout != "out\n" || r.Stderr != "err\n" || r.TimedOut || r.Signal != "" {
@@ -133,7 +140,7 @@ func behaviours(pkgsDir string) []behaviour {
 					t.Fatalf("%+v", r)
 				}
 				cwd := lines[1]
-				for _, want := range []string{`"GREETING": "hi"`, `"HOME": "` + cwd + `"`, `"TMPDIR": "` + cwd + `"`, `"PYTHONPATH": "` + pkgsDir + `"`,
+				for _, want := range []string{`"GREETING": "hi"`, `"HOME": "` + cwd + `"`, `"TMPDIR": "` + cwd + `"`, `"PYTHONPATH": "` + packagesTree + `"`,
 					`"MPLBACKEND": "Agg"`, `"PYTHONUNBUFFERED": "1"`, `"OPENBLAS_NUM_THREADS": "1"`, `"LANG": "C.UTF-8"`, `"PATH": "/usr/bin:/bin"`} {
 					if !strings.Contains(lines[0], want) {
 						t.Errorf("environment lacks %s: %s", want, lines[0])
@@ -220,8 +227,8 @@ open('out/plot.png', 'wb').write(b'\x89PNG\r\n\x1a\n')
 func TestBehaviours(t *testing.T) {
 	t.Setenv("PYEXEC_TEST_SECRET", "hunter2")
 	for mode, ex := range modes(t) {
-		pkgs := ex.(*Spawn).cfg.PackagesDir
-		for _, b := range behaviours(pkgs) {
+		tree := filepath.Join(ex.(*Spawn).cfg.PackagesDir, "trees", "1")
+		for _, b := range behaviours(tree) {
 			t.Run(mode+"/"+b.name, func(t *testing.T) {
 				t.Parallel()
 				req := b.req

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/python"
 )
 
@@ -36,7 +37,8 @@ const ModeSpawn = "spawn"
 type SpawnConfig struct {
 	// Python is the interpreter from preflight (its real executable, not a shim).
 	Python string
-	// PackagesDir goes on PYTHONPATH, ahead of system site-packages.
+	// PackagesDir holds the packages tree (see pkg/packages); its current tree goes on
+	// PYTHONPATH, ahead of system site-packages.
 	PackagesDir string
 	// WorkDir holds one directory per running execution; it must be writable.
 	WorkDir string
@@ -294,8 +296,9 @@ func (s *Spawn) params(req Request, dir string) string {
 // env is the scrubbed environment of an execution: an allowlist, then the request's env.
 func (s *Spawn) env(work string, extra map[string]string) []string {
 	env := append(python.Env(s.cfg.Path, work), "TMPDIR="+work, "PYTHONUNBUFFERED=1")
-	if s.cfg.PackagesDir != "" {
-		env = append(env, "PYTHONPATH="+s.cfg.PackagesDir)
+	// The current packages tree, resolved once: the execution sees one tree for its whole run.
+	if tree := packages.Tree(s.cfg.PackagesDir); tree != "" {
+		env = append(env, "PYTHONPATH="+tree)
 	}
 	keys := make([]string, 0, len(extra))
 	for k := range extra {

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/pathcheck"
 	"github.com/pyexec/pyexec/pkg/pyreq"
 	"github.com/pyexec/pyexec/pkg/python"
@@ -26,6 +27,7 @@ var (
 	ErrRequirement = errors.New("a strict requirement is not met")
 	ErrVenv        = errors.New("the venv cannot be used")
 	ErrReportPath  = errors.New("the report cannot be written")
+	ErrInstall     = errors.New("packages could not be installed")
 )
 
 // Options are the inputs of one preflight.
@@ -42,6 +44,11 @@ type Options struct {
 	VenvDir string
 	// Strict makes unmet requirements and failed preload imports hard failures.
 	Strict bool
+	// Install are packages to install into PackagesDir when the interpreter lacks them.
+	Install []pyreq.Requirement
+	// Index and InstallTimeout configure pip for Install.
+	Index          packages.Index
+	InstallTimeout time.Duration
 	// Timeout bounds each interpreter run (inspection, venv creation).
 	Timeout time.Duration
 
@@ -123,17 +130,66 @@ func (p *run) do(ctx context.Context) {
 		}
 	}
 
-	ictx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
-	defer cancel()
-	in, err := python.Inspect(ictx, interp, python.InspectOptions{Preload: p.opts.Preload, PackagesDir: p.opts.PackagesDir, Env: p.opts.Env})
+	in, err := p.inspect(ctx, interp)
 	if err != nil {
 		p.fail(fmt.Errorf("%w: %w", ErrInterpreter, err))
 		return
+	}
+	if installed, err := p.install(ctx, interp, in.Python.Distributions); err != nil {
+		p.fail(fmt.Errorf("%w: %w", ErrInstall, err))
+	} else if installed {
+		// Look again, so that requirements and preloads see the new packages.
+		if in, err = p.inspect(ctx, interp); err != nil {
+			p.fail(fmt.Errorf("%w: %w", ErrInterpreter, err))
+			return
+		}
 	}
 	p.report.Python = &in.Python
 	p.log.Info("interpreter inspected", "python", in.Python.Executable, "version", in.Python.Version, "inspectMs", in.Python.InspectMS)
 	p.checkRequirements(in.Python.Distributions)
 	p.checkPreload(in.Preload)
+}
+
+func (p *run) inspect(ctx context.Context, interp string) (*python.Inspection, error) {
+	ictx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
+	return python.Inspect(ictx, interp, python.InspectOptions{Preload: p.opts.Preload, PackagesDir: packages.Tree(p.opts.PackagesDir), Env: p.opts.Env})
+}
+
+// install installs the --install requirements that the interpreter lacks into the packages
+// dir, and records the dir's state in the report. It reports whether it installed anything.
+func (p *run) install(ctx context.Context, interp string, dists []api.Distribution) (bool, error) {
+	if p.opts.PackagesDir == "" {
+		return false, nil
+	}
+	installer := packages.New(packages.Config{
+		Dir: p.opts.PackagesDir, Python: interp, Index: p.opts.Index, Timeout: p.opts.InstallTimeout,
+		Grace: time.Hour, Env: p.opts.Env,
+	})
+	defer func() {
+		if st, err := installer.State(); err == nil {
+			p.report.Packages = &st
+		}
+	}()
+	installed := make(map[string]string, len(dists))
+	for _, d := range dists {
+		installed[d.Name] = d.Version
+	}
+	var missing []pyreq.Requirement
+	for _, r := range p.opts.Install {
+		if !CheckRequirement(r, installed).OK {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) == 0 {
+		return false, nil
+	}
+	start := time.Now()
+	if _, err := installer.Install(ctx, missing, false); err != nil {
+		return false, err
+	}
+	p.log.Info("packages installed", "packages", fmt.Sprint(missing), "durationMs", float64(time.Since(start).Microseconds())/1000)
+	return true, nil
 }
 
 func (p *run) checkPaths(checker *pathcheck.Checker) {

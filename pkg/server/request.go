@@ -56,7 +56,13 @@ func parseStream(r *http.Request) (bool, *requestError) {
 // readExecuteRequest checks the content type and decodes the body of POST /v1/execute,
 // reading at most maxBytes.
 func readExecuteRequest(w http.ResponseWriter, r *http.Request, maxBytes int64) (api.ExecuteRequest, *requestError) {
-	var req api.ExecuteRequest
+	return readJSON[api.ExecuteRequest](w, r, maxBytes)
+}
+
+// readJSON checks the content type and strictly decodes one JSON object of type T from the
+// body, reading at most maxBytes.
+func readJSON[T any](w http.ResponseWriter, r *http.Request, maxBytes int64) (T, *requestError) {
+	var req T
 	if rerr := checkContentType(r.Header.Get("Content-Type")); rerr != nil {
 		return req, rerr
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/executor"
+	"github.com/pyexec/pyexec/pkg/packages"
 )
 
 // minMemoryLimitMB is the smallest memory limit an execution may ask for: below it the
@@ -91,6 +92,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	exec     executor.Executor                  // nil until New or SetExecutor gives one
+	pkgs     PackageManager                     // nil until SetPackages
+	policy   packages.Policy                    // run-time install policy
 	info     *api.Info                          // nil until SetInfo or SetReady
 	ready    bool                               // SetReady was called
 	draining bool                               // Drain was called
@@ -117,8 +120,9 @@ func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Reg
 		running: map[uint64]context.CancelCauseFunc{},
 	}
 	s.routes = map[string]map[string]http.HandlerFunc{
-		"/v1/execute": {http.MethodPost: s.handleExecute},
-		"/v1/info":    {http.MethodGet: s.handleInfo},
+		"/v1/execute":  {http.MethodPost: s.handleExecute},
+		"/v1/info":     {http.MethodGet: s.handleInfo},
+		"/v1/packages": {http.MethodGet: s.handleListPackages, http.MethodPost: s.handleInstallPackages},
 	}
 	return s
 }

@@ -28,7 +28,8 @@ func TestRoutes(t *testing.T) {
 		code, allow  string
 	}{
 		{http.MethodGet, "/v1/nope", http.StatusNotFound, api.ErrCodeNotFound, ""},
-		{http.MethodGet, "/v1/packages", http.StatusNotFound, api.ErrCodeNotFound, ""},
+		{http.MethodGet, "/v1/packages", http.StatusServiceUnavailable, api.ErrCodeUnavailable, ""}, // no installer set
+		{http.MethodPut, "/v1/packages", http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "GET, POST"},
 		{http.MethodPost, "/v1/execute/", http.StatusNotFound, api.ErrCodeNotFound, ""},
 		{http.MethodGet, "/", http.StatusNotFound, api.ErrCodeNotFound, ""},
 		{http.MethodGet, "/v1/execute", http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "POST"},

@@ -3,8 +3,15 @@
 package testutil
 
 import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -75,3 +82,48 @@ os.close(w)
 sys.stdout.write(os.read(r, 100).decode())
 sys.stdout.flush()
 `
+
+// Wheel writes a minimal pure-Python wheel NAME-VERSION-py3-none-any.whl into dir: a package
+// named like the distribution (dashes as underscores) whose __init__ sets VERSION, and the
+// given Requires-Dist lines. pip installs it offline with --no-index --find-links dir.
+func Wheel(t testing.TB, dir, name, version string, requires ...string) string {
+	t.Helper()
+	mod := strings.ReplaceAll(name, "-", "_")
+	info := mod + "-" + version + ".dist-info"
+	meta := "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n"
+	for _, r := range requires {
+		meta += "Requires-Dist: " + r + "\n"
+	}
+	files := [][2]string{
+		{mod + "/__init__.py", "VERSION = '" + version + "'\n"},
+		{info + "/METADATA", meta},
+		{info + "/WHEEL", "Wheel-Version: 1.0\nGenerator: pyexec-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
+	}
+	var record strings.Builder
+	for _, f := range files {
+		sum := sha256.Sum256([]byte(f[1]))
+		fmt.Fprintf(&record, "%s,sha256=%s,%d\n", f[0], base64.RawURLEncoding.EncodeToString(sum[:]), len(f[1]))
+	}
+	record.WriteString(info + "/RECORD,,\n")
+	files = append(files, [2]string{info + "/RECORD", record.String()})
+
+	path := filepath.Join(dir, mod+"-"+version+"-py3-none-any.whl")
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range files {
+		w, err := zw.Create(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte(f[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -49,7 +49,7 @@ func TestInitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &InitConfig{PackagesDir: DefaultPackagesDir, Report: DefaultReport, InspectTimeout: DefaultInspectTimeout}
+	want := &InitConfig{PackagesDir: DefaultPackagesDir, Report: DefaultReport, InspectTimeout: DefaultInspectTimeout, InstallTimeout: DefaultInstallTimeout}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}

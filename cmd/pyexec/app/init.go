@@ -15,6 +15,7 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 
 	"github.com/pyexec/pyexec/pkg/logs"
+	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/pathcheck"
 	"github.com/pyexec/pyexec/pkg/preflight"
 	"github.com/pyexec/pyexec/pkg/pyreq"
@@ -27,6 +28,7 @@ const (
 	DefaultPackagesDir    = "/var/lib/pyexec/packages"
 	DefaultReport         = "/var/run/pyexec/preflight.json"
 	DefaultInspectTimeout = 2 * time.Minute
+	DefaultInstallTimeout = 5 * time.Minute
 )
 
 // InitConfig is the config of `pyexec init`. Every field has a flag and a PYEXEC_* variable.
@@ -40,9 +42,23 @@ type InitConfig struct {
 	VenvDir          string        // --venv-dir: host only; asks for the venv policy
 	Strict           bool          // --strict: unmet requirements and failed preloads fail init
 	InspectTimeout   time.Duration // --inspect-timeout: bound of each interpreter run
+	Install          []string      // --install: packages to install when the interpreter lacks them
+	InstallTimeout   time.Duration // --install-timeout: bound of one pip run
+	IndexURL         string        // --index-url, passed to pip
+	ExtraIndexURL    []string      // --extra-index-url, passed to pip
+	FindLinks        []string      // --find-links, passed to pip
+	NoIndex          bool          // --no-index, passed to pip
+	TrustedHosts     []string      // --trusted-host, passed to pip
 
 	// Requirements is Require and RequirementsFile parsed; Validate fills it.
 	Requirements []pyreq.Requirement
+	// InstallRequirements is Install parsed; Validate fills it.
+	InstallRequirements []pyreq.Requirement
+}
+
+// index returns the pip index settings.
+func (c *InitConfig) index() packages.Index {
+	return packages.Index{IndexURL: c.IndexURL, ExtraIndexURL: c.ExtraIndexURL, FindLinks: c.FindLinks, NoIndex: c.NoIndex, TrustedHosts: c.TrustedHosts}
 }
 
 var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
@@ -83,6 +99,17 @@ func (c *InitConfig) Validate() error {
 				return err
 			}
 		}
+	}
+	c.InstallRequirements = nil
+	for _, spec := range c.Install {
+		r, err := pyreq.ParseRequirement(spec)
+		if err != nil {
+			return usageErrorf("--install: %w", err)
+		}
+		c.InstallRequirements = append(c.InstallRequirements, r)
+	}
+	if c.InstallTimeout <= 0 {
+		return usageErrorf("--install-timeout %v: must be positive", c.InstallTimeout)
 	}
 	for _, m := range c.Preload {
 		if !moduleName.MatchString(m) {
@@ -142,6 +169,13 @@ func AddInitFlags(cmd *cobra.Command, cfg *InitConfig) {
 	f.StringVar(&cfg.Report, "report", DefaultReport, "where the preflight report (JSON) is written")
 	f.StringVar(&cfg.VenvDir, "venv-dir", "", "host only: use a venv that pyexec creates and owns at this path (ignored in a container)")
 	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a requirement is not met or a preload module does not import")
+	f.StringArrayVar(&cfg.Install, "install", nil, `package to install into --packages-dir at start when the interpreter lacks it, e.g. "requests>=2" (repeatable; PYEXEC_INSTALL takes one per line)`)
+	f.DurationVar(&cfg.InstallTimeout, "install-timeout", DefaultInstallTimeout, "bound of one pip run")
+	f.StringVar(&cfg.IndexURL, "index-url", "", "pip --index-url (default: pip's own configuration)")
+	f.StringArrayVar(&cfg.ExtraIndexURL, "extra-index-url", nil, "pip --extra-index-url (repeatable)")
+	f.StringArrayVar(&cfg.FindLinks, "find-links", nil, "pip --find-links: a directory or page of wheels (repeatable)")
+	f.BoolVar(&cfg.NoIndex, "no-index", false, "pip --no-index: use --find-links only")
+	f.StringArrayVar(&cfg.TrustedHosts, "trusted-host", nil, "pip --trusted-host (repeatable)")
 	f.DurationVar(&cfg.InspectTimeout, "inspect-timeout", DefaultInspectTimeout, "bound of each interpreter run of the preflight (inspection, venv creation)")
 }
 
@@ -166,20 +200,23 @@ func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) 
 	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
 	home := lookupOr(io.LookupEnv, "HOME", "/")
 	report, err := preflight.Run(ctx, preflight.Options{
-		Container:    c,
-		Python:       cfg.Python,
-		Requirements: cfg.Requirements,
-		Preload:      cfg.Preload,
-		PackagesDir:  cfg.PackagesDir,
-		ReportPath:   cfg.Report,
-		VenvDir:      cfg.VenvDir,
-		Strict:       cfg.Strict,
-		Timeout:      cfg.InspectTimeout,
-		Finder:       python.NewFinder(),
-		MountInfo:    pathcheck.DefaultMountInfo,
-		Env:          python.Env(path, home),
-		Version:      version.Version,
-		Log:          log,
+		Container:      c,
+		Python:         cfg.Python,
+		Requirements:   cfg.Requirements,
+		Preload:        cfg.Preload,
+		PackagesDir:    cfg.PackagesDir,
+		ReportPath:     cfg.Report,
+		VenvDir:        cfg.VenvDir,
+		Strict:         cfg.Strict,
+		Install:        cfg.InstallRequirements,
+		Index:          cfg.index(),
+		InstallTimeout: cfg.InstallTimeout,
+		Timeout:        cfg.InspectTimeout,
+		Finder:         python.NewFinder(),
+		MountInfo:      pathcheck.DefaultMountInfo,
+		Env:            python.Env(path, home),
+		Version:        version.Version,
+		Log:            log,
 	})
 	if !errors.Is(err, preflight.ErrReportPath) {
 		if werr := preflight.WriteReport(cfg.Report, report); werr != nil {

@@ -217,3 +217,39 @@ func TestInitAsNonRootWithUnwritableReportDir(t *testing.T) {
 		t.Errorf("a report appeared: %v", err)
 	}
 }
+
+// pyexec init --install installs what the interpreter lacks into the packages dir, so that
+// executions never wait for pip, and skips what it already has.
+func TestInitInstall(t *testing.T) {
+	testutil.RequireSystemPython(t)
+	index := t.TempDir()
+	testutil.Wheel(t, index, "alpha", "1.0", "beta>=1")
+	testutil.Wheel(t, index, "beta", "1.5")
+	dir := t.TempDir()
+	vars := map[string]string{"PYEXEC_CONTAINER": "true", "PYEXEC_INSTALL": "alpha\npip>=1\n", "PYEXEC_NO_INDEX": "true"}
+	r := run(t, vars, initArgs(dir, "--find-links", index, "--require", "alpha==1.0", "--preload", "alpha")...)
+	if r.code != ExitOK {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
+	}
+	rep := readReport(t, dir)
+	if rep.Packages == nil || names(rep.Packages.Installed) != "alpha==1.0,beta==1.5" {
+		t.Fatalf("report packages %+v", rep.Packages)
+	}
+	// pip came with the interpreter: only alpha was installed, and the report's checks saw it.
+	if strings.Join(rep.Packages.Requirements, ",") != "alpha" || !rep.Requirements[0].OK || !rep.Preload[0].OK {
+		t.Fatalf("requirements %+v preload %+v manifest %v", rep.Requirements, rep.Preload, rep.Packages.Requirements)
+	}
+
+	failed := run(t, map[string]string{"PYEXEC_CONTAINER": "true"}, initArgs(t.TempDir(), "--install", "no-such-dist", "--no-index", "--find-links", index)...)
+	if failed.code != ExitFailed || !strings.Contains(failed.stdout, "packages could not be installed: pip install failed") {
+		t.Fatalf("failed install: exit %d stdout %q", failed.code, failed.stdout)
+	}
+}
+
+func names(in []api.Installed) string {
+	var s []string
+	for _, i := range in {
+		s = append(s, i.Name+"=="+i.Version)
+	}
+	return strings.Join(s, ",")
+}

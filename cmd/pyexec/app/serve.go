@@ -24,7 +24,9 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/logs"
+	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/preflight"
+	"github.com/pyexec/pyexec/pkg/python"
 	"github.com/pyexec/pyexec/pkg/server"
 	"github.com/pyexec/pyexec/pkg/version"
 )
@@ -49,6 +51,8 @@ type ServeConfig struct {
 	ProbeAddr   string // --probe-addr; empty disables
 	WorkDir     string // --work-dir
 	RunAs       string // --run-as UID[:GID]
+	// AllowPackages are the patterns of packages code may install at run time.
+	AllowPackages []string
 
 	MaxConcurrent   int
 	Queue           int
@@ -69,6 +73,7 @@ type ServeConfig struct {
 	mode       os.FileMode
 	gid        int
 	credential *syscall.Credential
+	policy     packages.Policy
 }
 
 // Validate checks the config and parses the socket mode, group and run-as user.
@@ -97,6 +102,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.credential, err = runAs(c.RunAs, os.Geteuid()); err != nil {
 		return err
+	}
+	if c.policy, err = packages.NewPolicy(c.AllowPackages); err != nil {
+		return &UsageError{Err: err}
 	}
 	checks := []struct {
 		ok  bool
@@ -193,6 +201,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.StringVar(&cfg.ProbeAddr, "probe-addr", DefaultProbeAddr, "TCP address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
+	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
 	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", runtime.NumCPU(), "executions that run at once")
 	f.IntVar(&cfg.Queue, "queue", 16, "executions that may wait for a slot; more get 429 at once")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long running executions may finish before they are killed")
@@ -319,6 +328,21 @@ func becomeReady(ctx context.Context, io IO, log logr.Logger, cfg *ServeConfig, 
 		return err
 	}
 	srv.SetExecutor(ex)
+	installer := packages.New(packages.Config{
+		Dir:     cfg.Init.PackagesDir,
+		Python:  report.Python.Executable,
+		Index:   cfg.Init.index(),
+		Timeout: cfg.Init.InstallTimeout,
+		Grace:   2 * cfg.MaxTimeout, // longer than any execution that may still use a replaced tree
+		Env:     python.Env(lookupOr(io.LookupEnv, "PATH", defaultPath), "/"),
+		Start:   reaper.Start,
+		Done:    reaper.Done,
+	})
+	srv.SetPackages(installer, cfg.policy)
+	if st, err := installer.State(); err == nil {
+		st.Allowed = cfg.policy.Patterns()
+		info.Packages = &st
+	}
 	info.Ready = true
 	srv.SetReady(info)
 	log.Info("ready", "python", report.Python.Executable, "mode", executor.ModeSpawn, "workDir", cfg.WorkDir)

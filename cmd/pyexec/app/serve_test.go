@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
 	"github.com/pyexec/pyexec/pkg/testutil"
@@ -481,4 +483,69 @@ func processesOfUID(uid int) []int {
 		}
 	}
 	return out
+}
+
+// TestServePackages installs from wheels the test builds (offline: --no-index --find-links),
+// imports an installed package in an execution, and checks the policy and failure answers.
+func TestServePackages(t *testing.T) {
+	index := t.TempDir()
+	testutil.Wheel(t, index, "alpha", "1.0", "beta>=1")
+	testutil.Wheel(t, index, "beta", "2.0")
+	testutil.Wheel(t, index, "gamma", "1.0")
+	testutil.Wheel(t, index, "delta", "1.0", "beta<1")
+	s := startSidecar(t, nil, "--no-index", "--find-links", index, "--allow-packages", "alpha,beta,delta")
+	ctx := context.Background()
+
+	st, err := s.client.Packages(ctx)
+	if err != nil || st.Tree != "" || len(st.Installed) != 0 || strings.Join(st.Allowed, ",") != "alpha,beta,delta" {
+		t.Fatalf("before: %+v %v", st, err)
+	}
+	st, err = s.client.InstallPackages(ctx, api.PackagesRequest{Packages: []string{"alpha>=1"}})
+	if err != nil || len(st.Installed) != 2 || st.Installed[0].Name != "alpha" || st.Installed[1].Name != "beta" || st.DurationMS <= 0 {
+		t.Fatalf("install: %+v %v", st, err)
+	}
+	tree := st.Tree
+	res := s.execute(t, api.ExecuteRequest{Code: "import alpha, beta\nprint(alpha.VERSION, beta.VERSION, alpha.__file__.startswith(" + strconv.Quote(tree) + "))"})
+	if res.Stdout != "1.0 2.0 True\n" {
+		t.Fatalf("import after install: %+v", res)
+	}
+
+	var apiErr *client.APIError
+	_, err = s.client.InstallPackages(ctx, api.PackagesRequest{Packages: []string{"gamma"}})
+	if !errors.As(err, &apiErr) || apiErr.Status != 403 || !strings.Contains(apiErr.Message, "package gamma may not be installed at run time: it matches none of --allow-packages alpha,beta,delta") {
+		t.Errorf("denied package: %v", err)
+	}
+	_, err = s.client.InstallPackages(ctx, api.PackagesRequest{Packages: []string{"delta"}})
+	if !errors.As(err, &apiErr) || apiErr.Status != 422 || apiErr.Code != api.ErrCodeInstallFailed || !strings.Contains(apiErr.Message, "beta<1") {
+		t.Errorf("conflict: %v", err)
+	}
+	_, err = s.client.InstallPackages(ctx, api.PackagesRequest{Packages: []string{"alpha", "beta>>1"}})
+	if !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.HasPrefix(apiErr.Message, "packages[1]: ") {
+		t.Errorf("bad spec: %v", err)
+	}
+	if after, err := s.client.Packages(ctx); err != nil || after.Tree != tree || strings.Join(after.Requirements, ",") != "alpha>=1" {
+		t.Errorf("the failed installs changed the tree: %+v %v", after, err)
+	}
+}
+
+func TestServePackagesDirReadOnly(t *testing.T) {
+	pkgs := t.TempDir()
+	testutil.MountTmpfs(t, pkgs, unix.MS_RDONLY)
+	s := startSidecar(t, nil, "--packages-dir", pkgs, "--allow-packages", "*")
+	_, err := s.client.InstallPackages(context.Background(), api.PackagesRequest{Packages: []string{"alpha"}})
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 409 || apiErr.Code != api.ErrCodePackagesLocked || !strings.Contains(apiErr.Message, pkgs+" is on a read-only filesystem") {
+		t.Fatalf("err = %v, want 409 packages_locked naming the dir", err)
+	}
+	info, err := s.client.Info(context.Background())
+	if err != nil || info.Packages == nil || !info.Packages.Locked {
+		t.Fatalf("info packages %+v %v", info.Packages, err)
+	}
+	var found bool
+	for _, p := range info.Preflight.Problems {
+		found = found || strings.Contains(p, "packages dir is locked")
+	}
+	if !found {
+		t.Errorf("preflight problems %q do not say the packages dir is locked", info.Preflight.Problems)
+	}
 }
