@@ -549,3 +549,34 @@ func TestServePackagesDirReadOnly(t *testing.T) {
 		t.Errorf("preflight problems %q do not say the packages dir is locked", info.Preflight.Problems)
 	}
 }
+
+// An execution that runs while an install swaps the tree keeps the tree it started with; the
+// next execution sees the new one.
+func TestServeInstallDuringExecution(t *testing.T) {
+	index := t.TempDir()
+	testutil.Wheel(t, index, "beta", "1.0")
+	testutil.Wheel(t, index, "beta", "2.0")
+	s := startSidecar(t, nil, "--no-index", "--find-links", index, "--allow-packages", "beta")
+	ctx := context.Background()
+	if _, err := s.client.InstallPackages(ctx, api.PackagesRequest{Packages: []string{"beta==1.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	running := make(chan *api.ExecuteResult, 1)
+	go func() {
+		res, err := s.client.Execute(ctx, api.ExecuteRequest{Code: "import sys, time\nprint('started', flush=True)\ntime.sleep(3)\nimport beta\nprint(beta.VERSION)"})
+		if err != nil {
+			t.Error(err)
+		}
+		running <- res
+	}()
+	waitForLog(t, s, func() bool { return inFlight(t, s) != "" })
+	if _, err := s.client.InstallPackages(ctx, api.PackagesRequest{Packages: []string{"beta==2.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if res := s.execute(t, api.ExecuteRequest{Code: "import beta\nprint(beta.VERSION)"}); res.Stdout != "2.0\n" {
+		t.Errorf("after the install: %+v", res)
+	}
+	if res := <-running; res == nil || res.Stdout != "started\n1.0\n" {
+		t.Errorf("the execution that ran during the install: %+v", res)
+	}
+}
