@@ -8,11 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
+	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/version"
 )
@@ -33,14 +32,9 @@ type IO struct {
 }
 
 // UsageError is a mistake in how pyexec was called; it exits 2.
-type UsageError struct{ Err error }
+type UsageError = cli.UsageError
 
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
-
-func usageErrorf(format string, args ...any) error {
-	return &UsageError{Err: fmt.Errorf(format, args...)}
-}
+func usageErrorf(format string, args ...any) error { return cli.Usagef(format, args...) }
 
 // Main runs pyexec with args (without the program name) and returns the exit code.
 func Main(ctx context.Context, args []string, io IO) int {
@@ -85,7 +79,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd.Flags(), io.LookupEnv); err != nil {
+			if err := cli.BindEnv(cmd.Flags(), EnvPrefix, io.LookupEnv); err != nil {
 				return err
 			}
 			if err := g.Log.Validate(); err != nil {
@@ -94,19 +88,12 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 			return nil
 		},
 		Args: cobra.ArbitraryArgs,
-		// Reached only without a known subcommand: both are usage errors.
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				_ = cmd.Usage()
-				return usageErrorf("a command is required")
-			}
-			return usageErrorf("unknown command %q", args[0])
-		},
+		RunE: cli.RequireCommand,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(io.Stdout)
 	root.SetErr(io.Stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
+	root.SetFlagErrorFunc(cli.FlagError)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.Log.Format, "log-format", logs.FormatJSON, "log format on stderr: json or console")
 	pf.IntVarP(&g.Log.Verbosity, "verbosity", "v", 0, "log verbosity: 0 logs info and errors, 1 adds debug lines")
@@ -120,57 +107,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 
 // EnvName is the environment variable that sets a flag: PYEXEC_ and the flag name in upper
 // case with dashes as underscores (--packages-dir → PYEXEC_PACKAGES_DIR).
-func EnvName(flag string) string {
-	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// bindEnv sets every flag that the command line left alone from its environment variable.
-// Flags given on the command line win. A repeatable flag takes one value per line.
-func bindEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || f.Name == "help" || f.Name == "version" {
-			return
-		}
-		v, ok := lookup(EnvName(f.Name))
-		if !ok {
-			return
-		}
-		values := []string{v}
-		if f.Value.Type() == "stringArray" {
-			values = nonEmptyLines(v)
-		}
-		for _, val := range values {
-			if err := f.Value.Set(val); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", EnvName(f.Name), v, err))
-				return
-			}
-		}
-		f.Changed = true
-	})
-	if len(errs) > 0 {
-		return &UsageError{Err: errors.Join(errs...)}
-	}
-	return nil
-}
-
-func nonEmptyLines(s string) []string {
-	var out []string
-	for _, line := range strings.Split(s, "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-// noArgs refuses positional arguments as a usage error.
-func noArgs(cmd *cobra.Command, args []string) error {
-	if err := cobra.NoArgs(cmd, args); err != nil {
-		return &UsageError{Err: err}
-	}
-	return nil
-}
+func EnvName(flag string) string { return cli.EnvName(EnvPrefix, flag) }
 
 func lookupOr(lookup func(string) (string, bool), key, def string) string {
 	if v, ok := lookup(key); ok && v != "" {

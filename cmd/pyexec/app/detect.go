@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/container"
 )
 
@@ -38,7 +39,7 @@ func newDetectCommand(io IO, _ *globalConfig, run func(context.Context, *DetectC
 	cmd := &cobra.Command{
 		Use:   "detect",
 		Short: "Print what container detection sees, with its evidence",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Validate(); err != nil {
 				return err

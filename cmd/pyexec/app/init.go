@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/cli"
 
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/packages"
@@ -146,7 +147,7 @@ func newInitCommand(io IO, g *globalConfig, run func(context.Context, *InitConfi
 		Long: "init detects the container runtime, finds and inspects the interpreter in one run, checks\n" +
 			"requirements, preload imports and locked paths, writes the report atomically, prints one\n" +
 			"summary line on stdout and exits 0 (ok), 1 (a hard requirement failed) or 2 (usage).",
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Validate(); err != nil {
 				return err

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/packages"
@@ -184,7 +185,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 		Short: "Serve executions on a Unix socket (the sidecar)",
 		Long: "serve reads the preflight report (or runs the preflight once when there is none), serves the\n" +
 			"socket API v1, health and metrics on the probe port, and drains on SIGTERM.",
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Validate(); err != nil {
 				return err
