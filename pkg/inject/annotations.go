@@ -1,0 +1,581 @@
+package inject
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Labels and annotations that select pods and record what the injector did.
+const (
+	// LabelInject opts a pod into injection. Accepted value: "true". The webhook's
+	// objectSelector matches it, so the API server only sends opted-in pods; the offline
+	// `pyexec-injector inject` checks it itself. Any other value (such as "false") keeps the
+	// pod out, even with Defaults.Force. Default: absent, no injection.
+	LabelInject = "pyexec.dev/inject"
+
+	// LabelInjectEnabled is the value of LabelInject that opts a pod in.
+	LabelInjectEnabled = "true"
+
+	// AnnotationStatus is set by the injector, never by users, to StatusInjected once a pod
+	// has been injected. A pod that carries it (with any value) is never injected again, which
+	// makes a second call of the webhook (reinvocationPolicy IfNeeded) and a second offline
+	// run no-ops.
+	AnnotationStatus = "pyexec.dev/status"
+
+	// StatusInjected is the value of AnnotationStatus on an injected pod.
+	StatusInjected = "injected"
+
+	// LabelAppName is the well-known name label. A pod whose LabelAppName is InjectorAppName
+	// is the injector itself and is never injected, so the webhook cannot depend on itself.
+	LabelAppName = "app.kubernetes.io/name"
+
+	// InjectorAppName is the LabelAppName value of the injector's own pods.
+	InjectorAppName = "pyexec-injector"
+
+	// AnnotationDefaultContainer is kubectl's annotation naming the container that kubectl
+	// logs and kubectl exec pick without -c. The injector sets it to the first app container
+	// when the pod does not have it, so the added containers do not become the default.
+	AnnotationDefaultContainer = "kubectl.kubernetes.io/default-container"
+)
+
+// Annotations that configure the injected containers. Every one is optional; an empty or
+// all-blank value counts as absent, so its default applies.
+const (
+	// AnnotationImage is the image of both pyexec containers (pyexec-init and the pyexec
+	// sidecar). Accepted: an image reference without blanks. Default: Defaults.Image.
+	AnnotationImage = "pyexec.dev/image"
+
+	// AnnotationImagePullPolicy is the imagePullPolicy of both pyexec containers. Accepted:
+	// Always, IfNotPresent or Never. Default: Defaults.PullPolicy; when that is empty too the
+	// field is left out and the API server's defaulting applies.
+	AnnotationImagePullPolicy = "pyexec.dev/image-pull-policy"
+
+	// AnnotationRequire lists required Python distributions, one per line, each with an
+	// optional PEP 440 specifier (pandas>=2). Blank lines and lines starting with # are
+	// dropped. It becomes PYEXEC_REQUIRE of pyexec-init, which checks the requirements against
+	// the interpreter and reports them. Default: none. Lines are checked lightly here (no NUL,
+	// no pip options); pyexec init parses PEP 508 fully.
+	AnnotationRequire = "pyexec.dev/require"
+
+	// AnnotationPreload lists modules to import once and keep imported, comma-separated, each
+	// a dotted identifier (numpy,os.path). It becomes PYEXEC_PRELOAD of both containers:
+	// pyexec-init times each import, the sidecar keeps them imported. Default: none.
+	AnnotationPreload = "pyexec.dev/preload"
+
+	// AnnotationInstall lists packages that pyexec-init installs into the packages volume at
+	// pod start when the interpreter lacks them, one per line with the syntax of
+	// AnnotationRequire. It becomes PYEXEC_INSTALL. A failed install fails pyexec-init, so
+	// the pod does not start. Default: none.
+	AnnotationInstall = "pyexec.dev/install"
+
+	// AnnotationAllowPackages lists the packages that code may install at run time through
+	// POST /v1/packages, as comma-separated shell patterns over PEP 503 names (numpy,
+	// scikit-*, *). It becomes PYEXEC_ALLOW_PACKAGES of the sidecar. Default: none, so code
+	// installs nothing at run time.
+	AnnotationAllowPackages = "pyexec.dev/allow-packages"
+
+	// AnnotationTimeout is the default time limit of one execution, a Go duration above zero
+	// (30s, 2m). It becomes PYEXEC_TIMEOUT of the sidecar and must not exceed the max timeout.
+	// Default: the sidecar's, 30s.
+	AnnotationTimeout = "pyexec.dev/timeout"
+
+	// AnnotationMaxTimeout is the longest time limit a request may ask for, a Go duration
+	// above zero, not below the timeout. It becomes PYEXEC_MAX_TIMEOUT of the sidecar.
+	// Default: the sidecar's, 5m.
+	AnnotationMaxTimeout = "pyexec.dev/max-timeout"
+
+	// AnnotationMemoryLimitMB is the default address-space limit (RLIMIT_AS) of each process
+	// of an execution in MiB, a whole number from 1 to 4096 (the sidecar's largest). It
+	// becomes PYEXEC_MEMORY_LIMIT_MB of the sidecar. Default: the sidecar's, 1024.
+	AnnotationMemoryLimitMB = "pyexec.dev/memory-limit-mb"
+
+	// AnnotationMaxConcurrent is how many executions run at once, a whole number above zero.
+	// It becomes PYEXEC_MAX_CONCURRENT of the sidecar. Default: the sidecar's, the number of
+	// CPUs it sees.
+	AnnotationMaxConcurrent = "pyexec.dev/max-concurrent"
+
+	// AnnotationCPURequest is the CPU request of both pyexec containers, a quantity above
+	// zero (100m, 1). It must not exceed the CPU limit. Default: DefaultCPURequest.
+	AnnotationCPURequest = "pyexec.dev/cpu-request"
+
+	// AnnotationCPULimit is the CPU limit of both pyexec containers, a quantity above zero,
+	// not below the CPU request. Default: none (no CPU limit).
+	AnnotationCPULimit = "pyexec.dev/cpu-limit"
+
+	// AnnotationMemoryRequest is the memory request of both pyexec containers, a quantity
+	// above zero (128Mi). It must not exceed the memory limit. Default: DefaultMemoryRequest.
+	AnnotationMemoryRequest = "pyexec.dev/memory-request"
+
+	// AnnotationMemoryLimit is the memory limit of both pyexec containers, a quantity above
+	// zero, not below the memory request. The pyexec-run volume is in memory and counts
+	// against it. Default: DefaultMemoryLimit.
+	AnnotationMemoryLimit = "pyexec.dev/memory-limit"
+
+	// AnnotationContainers names the app containers that get the socket (the pyexec-run
+	// volume, read-only, and PYEXEC_SOCKET), comma-separated. Each name must be one of the
+	// pod's containers (not an init container). Default: every app container.
+	AnnotationContainers = "pyexec.dev/containers"
+
+	// AnnotationSocketDir is where the app containers see the socket's directory: an
+	// absolute, clean path other than /, at most 95 bytes long so that the socket path
+	// (DIR/pyexec.sock) fits a Unix socket address, and not already mounted in a chosen
+	// container. The app containers get PYEXEC_SOCKET=DIR/pyexec.sock. The pyexec
+	// containers always use SocketDir. Default: SocketDir (/var/run/pyexec).
+	AnnotationSocketDir = "pyexec.dev/socket-dir"
+
+	// AnnotationNativeSidecar chooses how the sidecar runs. Accepted: auto, true or false.
+	// true: as a native sidecar (an init container with restartPolicy Always and a startup
+	// probe, Kubernetes 1.29 or later), so app containers start only once it serves and Jobs
+	// complete. false: as a regular container next to the app containers. auto:
+	// Defaults.NativeSidecar, which the webhook sets from the API server's version. A pod
+	// with restartPolicy Never or OnFailure (a Job's pod) needs a native sidecar: a regular
+	// one would keep it from ever completing. Default: auto.
+	AnnotationNativeSidecar = "pyexec.dev/native-sidecar"
+)
+
+// Defaults of the sidecar's resources, used when the annotations leave them out.
+const (
+	// DefaultCPURequest is the CPU request of the pyexec containers (AnnotationCPURequest).
+	DefaultCPURequest = "100m"
+	// DefaultMemoryRequest is the memory request of the pyexec containers
+	// (AnnotationMemoryRequest).
+	DefaultMemoryRequest = "128Mi"
+	// DefaultMemoryLimit is the memory limit of the pyexec containers (AnnotationMemoryLimit).
+	DefaultMemoryLimit = "1Gi"
+)
+
+// The sidecar's own defaults and bounds (the flag defaults of `pyexec serve` in
+// cmd/pyexec/app/serve.go). ParseConfig checks the annotations against them so that a pod is
+// refused at admission rather than left with a sidecar that exits on a usage error.
+const (
+	serveDefaultTimeout    = 30 * time.Second
+	serveDefaultMaxTimeout = 5 * time.Minute
+	serveMaxMemoryLimitMB  = 4096
+	maxSocketPathLen       = 107 // sun_path is 108 bytes with the terminating NUL
+	maxSocketDirLen        = maxSocketPathLen - len("/"+SocketFile)
+)
+
+// moduleName is a dotted Python identifier, as pyexec init accepts for --preload.
+var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// Defaults are the injector's settings that annotations may override.
+type Defaults struct {
+	// Image is the pyexec image used when AnnotationImage is absent.
+	Image string
+	// PullPolicy is used when AnnotationImagePullPolicy is absent; empty leaves the field out.
+	PullPolicy corev1.PullPolicy
+	// NativeSidecar is what AnnotationNativeSidecar "auto" means: the webhook sets it when the
+	// API server is 1.29 or later.
+	NativeSidecar bool
+	// Force injects pods that do not carry LabelInject at all (offline use: inject every pod
+	// template of a file). A pod whose LabelInject has another value than "true", an injected
+	// pod and the injector's own pods are still left alone.
+	Force bool
+}
+
+// Config is everything the injection needs, parsed from a pod's annotations and the Defaults
+// by ParseConfig. Zero values of the sidecar settings mean "not set": the sidecar's own
+// default applies and no variable is added.
+type Config struct {
+	Image      string            // image of both pyexec containers
+	PullPolicy corev1.PullPolicy // empty: left to the API server
+
+	Require       []string // PYEXEC_REQUIRE of pyexec-init, one requirement each
+	Preload       []string // PYEXEC_PRELOAD of both containers, in import order
+	Install       []string // PYEXEC_INSTALL of pyexec-init
+	AllowPackages []string // PYEXEC_ALLOW_PACKAGES of the sidecar
+
+	Timeout       time.Duration // PYEXEC_TIMEOUT; 0: not set
+	MaxTimeout    time.Duration // PYEXEC_MAX_TIMEOUT; 0: not set
+	MemoryLimitMB int           // PYEXEC_MEMORY_LIMIT_MB; 0: not set
+	MaxConcurrent int           // PYEXEC_MAX_CONCURRENT; 0: not set
+
+	// Resources of both pyexec containers.
+	Resources corev1.ResourceRequirements
+
+	// Containers are the app containers that get the socket, in the pod's order.
+	Containers []string
+	// SocketDir is where the chosen app containers mount pyexec-run.
+	SocketDir string
+	// NativeSidecar runs the sidecar as an init container with restartPolicy Always.
+	NativeSidecar bool
+}
+
+// AnnotationError is an annotation value that ParseConfig refuses. The webhook denies the pod
+// with its message, and the offline command prints it with the document's name.
+type AnnotationError struct {
+	Annotation string // the annotation's key, e.g. pyexec.dev/timeout
+	Value      string // the value found (or, for a default that does not fit the pod, that default)
+	Accepted   string // what would be accepted, completing "want ..."
+}
+
+// Error reads e.g. `annotation pyexec.dev/timeout="ten": want a Go duration such as 30s`.
+func (e *AnnotationError) Error() string {
+	return fmt.Sprintf("annotation %s=%q: want %s", e.Annotation, e.Value, e.Accepted)
+}
+
+// ParseConfig reads and validates the pod's pyexec.dev annotations with d for what they leave
+// out. Annotations are checked in the order of their declaration and the first bad one is
+// returned as an *AnnotationError; pod only needs its metadata, containers and restartPolicy.
+func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
+	p := parser{ann: pod.Annotations}
+	cfg := &Config{}
+	var err error
+
+	if cfg.Image, err = p.image(d.Image); err != nil {
+		return nil, err
+	}
+	if cfg.PullPolicy, err = p.pullPolicy(d.PullPolicy); err != nil {
+		return nil, err
+	}
+	if cfg.Require, err = p.lines(AnnotationRequire); err != nil {
+		return nil, err
+	}
+	if cfg.Preload, err = p.modules(); err != nil {
+		return nil, err
+	}
+	if cfg.Install, err = p.lines(AnnotationInstall); err != nil {
+		return nil, err
+	}
+	if cfg.AllowPackages, err = p.patterns(); err != nil {
+		return nil, err
+	}
+	if cfg.Timeout, cfg.MaxTimeout, err = p.timeouts(); err != nil {
+		return nil, err
+	}
+	if cfg.MemoryLimitMB, err = p.positiveInt(AnnotationMemoryLimitMB, serveMaxMemoryLimitMB,
+		fmt.Sprintf("a whole number of MiB from 1 to %d, such as 1024", serveMaxMemoryLimitMB)); err != nil {
+		return nil, err
+	}
+	if cfg.MaxConcurrent, err = p.positiveInt(AnnotationMaxConcurrent, 0, "a whole number above zero, such as 4"); err != nil {
+		return nil, err
+	}
+	if cfg.Resources, err = p.resources(); err != nil {
+		return nil, err
+	}
+	if cfg.Containers, err = p.containers(pod.Spec.Containers); err != nil {
+		return nil, err
+	}
+	if cfg.SocketDir, err = p.socketDir(pod.Spec.Containers, cfg.Containers); err != nil {
+		return nil, err
+	}
+	if cfg.NativeSidecar, err = p.nativeSidecar(d.NativeSidecar, pod.Spec.RestartPolicy); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// parser reads one pod's annotations. Each method parses one annotation (or a pair that is
+// checked together) and returns its zero value when the annotation is absent or blank.
+type parser struct {
+	ann map[string]string
+}
+
+// get returns the trimmed value of an annotation and whether it is set and not blank.
+func (p parser) get(key string) (string, bool) {
+	v := strings.TrimSpace(p.ann[key])
+	return v, v != ""
+}
+
+func (p parser) image(def string) (string, error) {
+	v, ok := p.get(AnnotationImage)
+	if !ok {
+		if def == "" {
+			return "", &AnnotationError{AnnotationImage, "", "an image reference: the injector has no default image"}
+		}
+		return def, nil
+	}
+	if strings.ContainsFunc(v, isBlankOrControl) {
+		return "", &AnnotationError{AnnotationImage, v, "an image reference without blanks, such as ghcr.io/pyexec/pyexec:1.0"}
+	}
+	return v, nil
+}
+
+func (p parser) pullPolicy(def corev1.PullPolicy) (corev1.PullPolicy, error) {
+	v, ok := p.get(AnnotationImagePullPolicy)
+	if !ok {
+		return def, nil
+	}
+	switch pp := corev1.PullPolicy(v); pp {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		return pp, nil
+	}
+	return "", &AnnotationError{AnnotationImagePullPolicy, v, "Always, IfNotPresent or Never"}
+}
+
+// lines parses a one-requirement-per-line annotation (require, install).
+func (p parser) lines(key string) ([]string, error) {
+	v, ok := p.get(key)
+	if !ok {
+		return nil, nil
+	}
+	const want = "one requirement per line, such as pandas>=2"
+	var out []string
+	for _, line := range strings.Split(v, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+			continue
+		case strings.ContainsRune(line, 0):
+			return nil, &AnnotationError{key, v, want + "; a line holds a NUL byte"}
+		case strings.HasPrefix(line, "-"):
+			return nil, &AnnotationError{key, v, fmt.Sprintf("%s; %q is a pip option, not a requirement", want, line)}
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
+// commaList splits a comma-separated value into its trimmed, non-empty items.
+func commaList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func (p parser) modules() ([]string, error) {
+	v, ok := p.get(AnnotationPreload)
+	if !ok {
+		return nil, nil
+	}
+	mods := commaList(v)
+	for _, m := range mods {
+		if !moduleName.MatchString(m) {
+			return nil, &AnnotationError{AnnotationPreload, v,
+				fmt.Sprintf("comma-separated module names such as numpy,os.path; %q is not one", m)}
+		}
+	}
+	return mods, nil
+}
+
+func (p parser) patterns() ([]string, error) {
+	v, ok := p.get(AnnotationAllowPackages)
+	if !ok {
+		return nil, nil
+	}
+	pats := commaList(v)
+	for _, pat := range pats {
+		_, err := path.Match(strings.ToLower(pat), "")
+		if err != nil || strings.ContainsFunc(pat, isBlankOrControl) {
+			return nil, &AnnotationError{AnnotationAllowPackages, v,
+				fmt.Sprintf("comma-separated package patterns such as numpy,scikit-*; %q is not one", pat)}
+		}
+	}
+	return pats, nil
+}
+
+func (p parser) duration(key string) (time.Duration, error) {
+	v, ok := p.get(key)
+	if !ok {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, &AnnotationError{key, v, "a Go duration such as 30s"}
+	}
+	if d <= 0 {
+		return 0, &AnnotationError{key, v, "a Go duration above zero, such as 30s"}
+	}
+	return d, nil
+}
+
+// timeouts parses the timeout and the max timeout, and checks them together with the
+// sidecar's defaults standing in for the one that is not set.
+func (p parser) timeouts() (timeout, maxTimeout time.Duration, err error) {
+	if timeout, err = p.duration(AnnotationTimeout); err != nil {
+		return 0, 0, err
+	}
+	if maxTimeout, err = p.duration(AnnotationMaxTimeout); err != nil {
+		return 0, 0, err
+	}
+	effTimeout, effMax := orDefault(timeout, serveDefaultTimeout), orDefault(maxTimeout, serveDefaultMaxTimeout)
+	if effTimeout <= effMax {
+		return timeout, maxTimeout, nil
+	}
+	if timeout != 0 {
+		v, _ := p.get(AnnotationTimeout)
+		return 0, 0, &AnnotationError{AnnotationTimeout, v,
+			fmt.Sprintf("a Go duration no longer than the max timeout %v (%s)", effMax, AnnotationMaxTimeout)}
+	}
+	v, _ := p.get(AnnotationMaxTimeout)
+	return 0, 0, &AnnotationError{AnnotationMaxTimeout, v,
+		fmt.Sprintf("a Go duration no shorter than the timeout %v (%s)", effTimeout, AnnotationTimeout)}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// positiveInt parses a whole number above zero and, when max > 0, at most max.
+func (p parser) positiveInt(key string, max int, want string) (int, error) {
+	v, ok := p.get(key)
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || (max > 0 && n > max) {
+		return 0, &AnnotationError{key, v, want}
+	}
+	return n, nil
+}
+
+// resources builds the pyexec containers' requests and limits: the annotations over the
+// defaults, each above zero, and no request above its limit. When a request exceeds its limit,
+// the annotation that was set is blamed (the request when both were).
+func (p parser) resources() (corev1.ResourceRequirements, error) {
+	pairs := []struct {
+		name                   corev1.ResourceName
+		what, example          string
+		reqKey, limKey         string
+		reqDefault, limDefault string
+	}{
+		{corev1.ResourceCPU, "CPU", "100m", AnnotationCPURequest, AnnotationCPULimit, DefaultCPURequest, ""},
+		{corev1.ResourceMemory, "memory", "128Mi", AnnotationMemoryRequest, AnnotationMemoryLimit, DefaultMemoryRequest, DefaultMemoryLimit},
+	}
+	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	for _, pr := range pairs {
+		req, reqSet, err := p.quantity(pr.reqKey, pr.reqDefault, pr.what, pr.example)
+		if err != nil {
+			return res, err
+		}
+		lim, limSet, err := p.quantity(pr.limKey, pr.limDefault, pr.what, pr.example)
+		if err != nil {
+			return res, err
+		}
+		if req != nil {
+			res.Requests[pr.name] = *req
+		}
+		if lim == nil {
+			continue
+		}
+		res.Limits[pr.name] = *lim
+		if req == nil || req.Cmp(*lim) <= 0 {
+			continue
+		}
+		if reqSet || !limSet {
+			v, _ := p.get(pr.reqKey)
+			return res, &AnnotationError{pr.reqKey, v,
+				fmt.Sprintf("a %s quantity no larger than the %s limit %s (%s)", pr.what, pr.what, lim, pr.limKey)}
+		}
+		v, _ := p.get(pr.limKey)
+		return res, &AnnotationError{pr.limKey, v,
+			fmt.Sprintf("a %s quantity no smaller than the %s request %s (%s)", pr.what, pr.what, req, pr.reqKey)}
+	}
+	if len(res.Limits) == 0 {
+		res.Limits = nil
+	}
+	return res, nil
+}
+
+// quantity parses a resource annotation above zero, or def (nil when def is empty). set tells
+// whether the annotation was given.
+func (p parser) quantity(key, def, what, example string) (q *resource.Quantity, set bool, err error) {
+	v, ok := p.get(key)
+	if !ok {
+		if def == "" {
+			return nil, false, nil
+		}
+		d := resource.MustParse(def)
+		return &d, false, nil
+	}
+	parsed, err := resource.ParseQuantity(v)
+	if err != nil || parsed.Sign() <= 0 {
+		return nil, true, &AnnotationError{key, v, fmt.Sprintf("a %s quantity above zero, such as %s", what, example)}
+	}
+	return &parsed, true, nil
+}
+
+// containers resolves the app containers that get the socket, in the pod's order.
+func (p parser) containers(app []corev1.Container) ([]string, error) {
+	names := make([]string, 0, len(app))
+	for _, c := range app {
+		names = append(names, c.Name)
+	}
+	v, ok := p.get(AnnotationContainers)
+	if !ok {
+		return names, nil
+	}
+	chosen := commaList(v)
+	for _, name := range chosen {
+		if !slices.Contains(names, name) {
+			return nil, &AnnotationError{AnnotationContainers, v,
+				fmt.Sprintf("comma-separated names of the pod's containers (%s); %q is not one", strings.Join(names, ", "), name)}
+		}
+	}
+	if len(chosen) == 0 {
+		return nil, &AnnotationError{AnnotationContainers, v,
+			fmt.Sprintf("comma-separated names of the pod's containers (%s)", strings.Join(names, ", "))}
+	}
+	var out []string
+	for _, name := range names {
+		if slices.Contains(chosen, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+func (p parser) socketDir(app []corev1.Container, chosen []string) (string, error) {
+	v, ok := p.get(AnnotationSocketDir)
+	if !ok {
+		v = SocketDir
+	}
+	switch {
+	case !path.IsAbs(v) || path.Clean(v) != v || v == "/" || strings.ContainsFunc(v, isBlankOrControl):
+		return "", &AnnotationError{AnnotationSocketDir, v, "an absolute, clean directory other than /, such as /var/run/pyexec"}
+	case len(v) > maxSocketDirLen:
+		return "", &AnnotationError{AnnotationSocketDir, v,
+			fmt.Sprintf("a directory of at most %d bytes, so that the socket path fits in %d", maxSocketDirLen, maxSocketPathLen)}
+	}
+	for _, c := range app {
+		if !slices.Contains(chosen, c.Name) {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if path.Clean(m.MountPath) == v {
+				return "", &AnnotationError{AnnotationSocketDir, v,
+					fmt.Sprintf("a directory that container %q does not mount already", c.Name)}
+			}
+		}
+	}
+	return v, nil
+}
+
+func (p parser) nativeSidecar(def bool, restart corev1.RestartPolicy) (bool, error) {
+	v, ok := p.get(AnnotationNativeSidecar)
+	native := def
+	switch {
+	case !ok || v == "auto":
+		v = "auto"
+	case v == "true":
+		native = true
+	case v == "false":
+		native = false
+	default:
+		return false, &AnnotationError{AnnotationNativeSidecar, v, "auto, true or false"}
+	}
+	if !native && (restart == corev1.RestartPolicyNever || restart == corev1.RestartPolicyOnFailure) {
+		return false, &AnnotationError{AnnotationNativeSidecar, v, fmt.Sprintf(
+			"true (Kubernetes 1.29 or later) in a pod with restartPolicy %s: a regular sidecar container would keep it from completing", restart)}
+	}
+	return native, nil
+}
+
+func isBlankOrControl(r rune) bool {
+	return r <= ' ' || r == 0x7f
+}

@@ -1,0 +1,290 @@
+package inject
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// configPod is the pod of the ParseConfig table: two app containers, proxy first, and bot
+// mounting /data.
+func configPod(annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "bot", Annotations: annotations},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "migrate"}},
+			Containers: []corev1.Container{
+				{Name: "proxy"},
+				{Name: "bot", VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}},
+			},
+		},
+	}
+}
+
+func defaultResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("100m"),
+			corev1.ResourceMemory: resource.MustParse("128Mi"),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+	}
+}
+
+// defaultConfig is what ParseConfig makes of configPod without annotations and testDefaults.
+func defaultConfig() Config {
+	return Config{
+		Image:         testDefaults.Image,
+		PullPolicy:    testDefaults.PullPolicy,
+		Resources:     defaultResources(),
+		Containers:    []string{"proxy", "bot"},
+		SocketDir:     SocketDir,
+		NativeSidecar: true,
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig(configPod(nil), testDefaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := defaultConfig(); !equality.Semantic.DeepEqual(*cfg, want) {
+		t.Errorf("ParseConfig() = %+v, want %+v", *cfg, want)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		defaults    *Defaults            // nil: testDefaults
+		restart     corev1.RestartPolicy // of the pod
+		want        func(c *Config)      // changes to defaultConfig(); nil when an error is expected
+		wantErr     string
+	}{
+		// image
+		{name: "image", annotations: map[string]string{AnnotationImage: " registry.example/pyexec:2 "},
+			want: func(c *Config) { c.Image = "registry.example/pyexec:2" }},
+		{name: "image with a blank", annotations: map[string]string{AnnotationImage: "pyexec: 2"},
+			wantErr: `annotation pyexec.dev/image="pyexec: 2": want an image reference without blanks, such as ghcr.io/pyexec/pyexec:1.0`},
+		{name: "no image at all", defaults: &Defaults{},
+			wantErr: `annotation pyexec.dev/image="": want an image reference: the injector has no default image`},
+		{name: "blank image means the default", annotations: map[string]string{AnnotationImage: "  "},
+			want: func(c *Config) {}},
+
+		// image-pull-policy
+		{name: "pull policy", annotations: map[string]string{AnnotationImagePullPolicy: "Never"},
+			want: func(c *Config) { c.PullPolicy = corev1.PullNever }},
+		{name: "pull policy case", annotations: map[string]string{AnnotationImagePullPolicy: "always"},
+			wantErr: `annotation pyexec.dev/image-pull-policy="always": want Always, IfNotPresent or Never`},
+		{name: "pull policy left to the API server", defaults: &Defaults{Image: "i", NativeSidecar: true},
+			want: func(c *Config) { c.Image, c.PullPolicy = "i", "" }},
+
+		// require
+		{name: "require", annotations: map[string]string{AnnotationRequire: "# needed\npandas>=2\n\n  numpy==1.26.* \n"},
+			want: func(c *Config) { c.Require = []string{"pandas>=2", "numpy==1.26.*"} }},
+		{name: "require option", annotations: map[string]string{AnnotationRequire: "pandas\n-r more.txt"},
+			wantErr: `annotation pyexec.dev/require="pandas\n-r more.txt": want one requirement per line, such as pandas>=2; "-r more.txt" is a pip option, not a requirement`},
+		{name: "require NUL", annotations: map[string]string{AnnotationRequire: "pan\x00das"},
+			wantErr: `annotation pyexec.dev/require="pan\x00das": want one requirement per line, such as pandas>=2; a line holds a NUL byte`},
+
+		// preload
+		{name: "preload", annotations: map[string]string{AnnotationPreload: "numpy, os.path,,_x"},
+			want: func(c *Config) { c.Preload = []string{"numpy", "os.path", "_x"} }},
+		{name: "preload not a module", annotations: map[string]string{AnnotationPreload: "numpy,9lives"},
+			wantErr: `annotation pyexec.dev/preload="numpy,9lives": want comma-separated module names such as numpy,os.path; "9lives" is not one`},
+		{name: "preload path", annotations: map[string]string{AnnotationPreload: "numpy/linalg"},
+			wantErr: `annotation pyexec.dev/preload="numpy/linalg": want comma-separated module names such as numpy,os.path; "numpy/linalg" is not one`},
+
+		// install
+		{name: "install", annotations: map[string]string{AnnotationInstall: "requests>=2\nmatplotlib"},
+			want: func(c *Config) { c.Install = []string{"requests>=2", "matplotlib"} }},
+		{name: "install option", annotations: map[string]string{AnnotationInstall: "--index-url=http://x"},
+			wantErr: `annotation pyexec.dev/install="--index-url=http://x": want one requirement per line, such as pandas>=2; "--index-url=http://x" is a pip option, not a requirement`},
+
+		// allow-packages
+		{name: "allow packages", annotations: map[string]string{AnnotationAllowPackages: "numpy, scikit-*,*"},
+			want: func(c *Config) { c.AllowPackages = []string{"numpy", "scikit-*", "*"} }},
+		{name: "allow packages bad pattern", annotations: map[string]string{AnnotationAllowPackages: "numpy,[a-"},
+			wantErr: `annotation pyexec.dev/allow-packages="numpy,[a-": want comma-separated package patterns such as numpy,scikit-*; "[a-" is not one`},
+		{name: "allow packages blank inside", annotations: map[string]string{AnnotationAllowPackages: "num py"},
+			wantErr: `annotation pyexec.dev/allow-packages="num py": want comma-separated package patterns such as numpy,scikit-*; "num py" is not one`},
+
+		// timeout and max-timeout
+		{name: "timeout", annotations: map[string]string{AnnotationTimeout: "1m30s"},
+			want: func(c *Config) { c.Timeout = 90 * time.Second }},
+		{name: "timeout words", annotations: map[string]string{AnnotationTimeout: "ten"},
+			wantErr: `annotation pyexec.dev/timeout="ten": want a Go duration such as 30s`},
+		{name: "timeout without unit", annotations: map[string]string{AnnotationTimeout: "30"},
+			wantErr: `annotation pyexec.dev/timeout="30": want a Go duration such as 30s`},
+		{name: "timeout zero", annotations: map[string]string{AnnotationTimeout: "0s"},
+			wantErr: `annotation pyexec.dev/timeout="0s": want a Go duration above zero, such as 30s`},
+		{name: "timeout over the default max", annotations: map[string]string{AnnotationTimeout: "6m"},
+			wantErr: `annotation pyexec.dev/timeout="6m": want a Go duration no longer than the max timeout 5m0s (pyexec.dev/max-timeout)`},
+		{name: "timeout over max", annotations: map[string]string{AnnotationTimeout: "2m", AnnotationMaxTimeout: "1m"},
+			wantErr: `annotation pyexec.dev/timeout="2m": want a Go duration no longer than the max timeout 1m0s (pyexec.dev/max-timeout)`},
+		{name: "max timeout", annotations: map[string]string{AnnotationMaxTimeout: "10m"},
+			want: func(c *Config) { c.MaxTimeout = 10 * time.Minute }},
+		{name: "timeout equal to max", annotations: map[string]string{AnnotationTimeout: "6m", AnnotationMaxTimeout: "6m"},
+			want: func(c *Config) { c.Timeout, c.MaxTimeout = 6*time.Minute, 6*time.Minute }},
+		{name: "max timeout negative", annotations: map[string]string{AnnotationMaxTimeout: "-1m"},
+			wantErr: `annotation pyexec.dev/max-timeout="-1m": want a Go duration above zero, such as 30s`},
+		{name: "max timeout under the default timeout", annotations: map[string]string{AnnotationMaxTimeout: "10s"},
+			wantErr: `annotation pyexec.dev/max-timeout="10s": want a Go duration no shorter than the timeout 30s (pyexec.dev/timeout)`},
+
+		// memory-limit-mb
+		{name: "memory limit mb", annotations: map[string]string{AnnotationMemoryLimitMB: "512"},
+			want: func(c *Config) { c.MemoryLimitMB = 512 }},
+		{name: "memory limit mb zero", annotations: map[string]string{AnnotationMemoryLimitMB: "0"},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="0": want a whole number of MiB from 1 to 4096, such as 1024`},
+		{name: "memory limit mb unit", annotations: map[string]string{AnnotationMemoryLimitMB: "512Mi"},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="512Mi": want a whole number of MiB from 1 to 4096, such as 1024`},
+		{name: "memory limit mb over the sidecar's max", annotations: map[string]string{AnnotationMemoryLimitMB: "8192"},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="8192": want a whole number of MiB from 1 to 4096, such as 1024`},
+
+		// max-concurrent
+		{name: "max concurrent", annotations: map[string]string{AnnotationMaxConcurrent: "8"},
+			want: func(c *Config) { c.MaxConcurrent = 8 }},
+		{name: "max concurrent negative", annotations: map[string]string{AnnotationMaxConcurrent: "-2"},
+			wantErr: `annotation pyexec.dev/max-concurrent="-2": want a whole number above zero, such as 4`},
+		{name: "max concurrent fraction", annotations: map[string]string{AnnotationMaxConcurrent: "1.5"},
+			wantErr: `annotation pyexec.dev/max-concurrent="1.5": want a whole number above zero, such as 4`},
+
+		// cpu-request and cpu-limit
+		{name: "cpu request", annotations: map[string]string{AnnotationCPURequest: "500m"},
+			want: func(c *Config) { c.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m") }},
+		{name: "cpu request not a quantity", annotations: map[string]string{AnnotationCPURequest: "half"},
+			wantErr: `annotation pyexec.dev/cpu-request="half": want a CPU quantity above zero, such as 100m`},
+		{name: "cpu request zero", annotations: map[string]string{AnnotationCPURequest: "0"},
+			wantErr: `annotation pyexec.dev/cpu-request="0": want a CPU quantity above zero, such as 100m`},
+		{name: "cpu limit", annotations: map[string]string{AnnotationCPULimit: "2"},
+			want: func(c *Config) { c.Resources.Limits[corev1.ResourceCPU] = resource.MustParse("2") }},
+		{name: "cpu limit negative", annotations: map[string]string{AnnotationCPULimit: "-1"},
+			wantErr: `annotation pyexec.dev/cpu-limit="-1": want a CPU quantity above zero, such as 100m`},
+		{name: "cpu request over limit", annotations: map[string]string{AnnotationCPURequest: "2", AnnotationCPULimit: "1"},
+			wantErr: `annotation pyexec.dev/cpu-request="2": want a CPU quantity no larger than the CPU limit 1 (pyexec.dev/cpu-limit)`},
+		{name: "cpu limit under the default request", annotations: map[string]string{AnnotationCPULimit: "50m"},
+			wantErr: `annotation pyexec.dev/cpu-limit="50m": want a CPU quantity no smaller than the CPU request 100m (pyexec.dev/cpu-request)`},
+
+		// memory-request and memory-limit
+		{name: "memory request", annotations: map[string]string{AnnotationMemoryRequest: "1Gi"},
+			want: func(c *Config) { c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("1Gi") }},
+		{name: "memory request not a quantity", annotations: map[string]string{AnnotationMemoryRequest: "lots"},
+			wantErr: `annotation pyexec.dev/memory-request="lots": want a memory quantity above zero, such as 128Mi`},
+		{name: "memory request over the default limit", annotations: map[string]string{AnnotationMemoryRequest: "2Gi"},
+			wantErr: `annotation pyexec.dev/memory-request="2Gi": want a memory quantity no larger than the memory limit 1Gi (pyexec.dev/memory-limit)`},
+		{name: "memory limit", annotations: map[string]string{AnnotationMemoryLimit: "4Gi", AnnotationMemoryRequest: "2Gi"},
+			want: func(c *Config) {
+				c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("2Gi")
+				c.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("4Gi")
+			}},
+		{name: "memory limit not a quantity", annotations: map[string]string{AnnotationMemoryLimit: "1 GB"},
+			wantErr: `annotation pyexec.dev/memory-limit="1 GB": want a memory quantity above zero, such as 128Mi`},
+		{name: "memory limit under the default request", annotations: map[string]string{AnnotationMemoryLimit: "64Mi"},
+			wantErr: `annotation pyexec.dev/memory-limit="64Mi": want a memory quantity no smaller than the memory request 128Mi (pyexec.dev/memory-request)`},
+		{name: "memory request over limit", annotations: map[string]string{AnnotationMemoryRequest: "512Mi", AnnotationMemoryLimit: "256Mi"},
+			wantErr: `annotation pyexec.dev/memory-request="512Mi": want a memory quantity no larger than the memory limit 256Mi (pyexec.dev/memory-limit)`},
+
+		// containers
+		{name: "containers", annotations: map[string]string{AnnotationContainers: "bot"},
+			want: func(c *Config) { c.Containers = []string{"bot"} }},
+		{name: "containers keep the pod's order", annotations: map[string]string{AnnotationContainers: "bot, proxy,bot"},
+			want: func(c *Config) { c.Containers = []string{"proxy", "bot"} }},
+		{name: "containers unknown", annotations: map[string]string{AnnotationContainers: "bot,api"},
+			wantErr: `annotation pyexec.dev/containers="bot,api": want comma-separated names of the pod's containers (proxy, bot); "api" is not one`},
+		{name: "containers init container", annotations: map[string]string{AnnotationContainers: "migrate"},
+			wantErr: `annotation pyexec.dev/containers="migrate": want comma-separated names of the pod's containers (proxy, bot); "migrate" is not one`},
+		{name: "containers only commas", annotations: map[string]string{AnnotationContainers: ",,"},
+			wantErr: `annotation pyexec.dev/containers=",,": want comma-separated names of the pod's containers (proxy, bot)`},
+
+		// socket-dir
+		{name: "socket dir", annotations: map[string]string{AnnotationSocketDir: "/run/pyexec"},
+			want: func(c *Config) { c.SocketDir = "/run/pyexec" }},
+		{name: "socket dir relative", annotations: map[string]string{AnnotationSocketDir: "run/pyexec"},
+			wantErr: `annotation pyexec.dev/socket-dir="run/pyexec": want an absolute, clean directory other than /, such as /var/run/pyexec`},
+		{name: "socket dir unclean", annotations: map[string]string{AnnotationSocketDir: "/run/../pyexec/"},
+			wantErr: `annotation pyexec.dev/socket-dir="/run/../pyexec/": want an absolute, clean directory other than /, such as /var/run/pyexec`},
+		{name: "socket dir root", annotations: map[string]string{AnnotationSocketDir: "/"},
+			wantErr: `annotation pyexec.dev/socket-dir="/": want an absolute, clean directory other than /, such as /var/run/pyexec`},
+		{name: "socket dir too long", annotations: map[string]string{AnnotationSocketDir: "/" + strings.Repeat("d", 95)},
+			wantErr: `annotation pyexec.dev/socket-dir="/` + strings.Repeat("d", 95) + `": want a directory of at most 95 bytes, so that the socket path fits in 107`},
+		{name: "socket dir longest", annotations: map[string]string{AnnotationSocketDir: "/" + strings.Repeat("d", 94)},
+			want: func(c *Config) { c.SocketDir = "/" + strings.Repeat("d", 94) }},
+		{name: "socket dir mounted already", annotations: map[string]string{AnnotationSocketDir: "/data"},
+			wantErr: `annotation pyexec.dev/socket-dir="/data": want a directory that container "bot" does not mount already`},
+		{name: "socket dir mounted in a container without the socket", annotations: map[string]string{AnnotationSocketDir: "/data", AnnotationContainers: "proxy"},
+			want: func(c *Config) { c.SocketDir, c.Containers = "/data", []string{"proxy"} }},
+
+		// native-sidecar
+		{name: "native sidecar false", annotations: map[string]string{AnnotationNativeSidecar: "false"},
+			want: func(c *Config) { c.NativeSidecar = false }},
+		{name: "native sidecar true over the default", annotations: map[string]string{AnnotationNativeSidecar: "true"},
+			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy},
+			want:     func(c *Config) {}},
+		{name: "native sidecar auto", annotations: map[string]string{AnnotationNativeSidecar: "auto"},
+			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy},
+			want:     func(c *Config) { c.NativeSidecar = false }},
+		{name: "native sidecar yes", annotations: map[string]string{AnnotationNativeSidecar: "yes"},
+			wantErr: `annotation pyexec.dev/native-sidecar="yes": want auto, true or false`},
+		{name: "native sidecar false in a Job's pod", annotations: map[string]string{AnnotationNativeSidecar: "false"},
+			restart: corev1.RestartPolicyNever,
+			wantErr: `annotation pyexec.dev/native-sidecar="false": want true (Kubernetes 1.29 or later) in a pod with restartPolicy Never: a regular sidecar container would keep it from completing`},
+		{name: "native sidecar auto means false in a Job's pod", restart: corev1.RestartPolicyOnFailure,
+			defaults: &Defaults{Image: testDefaults.Image},
+			wantErr:  `annotation pyexec.dev/native-sidecar="auto": want true (Kubernetes 1.29 or later) in a pod with restartPolicy OnFailure: a regular sidecar container would keep it from completing`},
+
+		// order: the first bad annotation in declaration order is reported
+		{name: "first error wins", annotations: map[string]string{AnnotationNativeSidecar: "maybe", AnnotationTimeout: "soon"},
+			wantErr: `annotation pyexec.dev/timeout="soon": want a Go duration such as 30s`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := testDefaults
+			if tt.defaults != nil {
+				d = *tt.defaults
+			}
+			pod := configPod(tt.annotations)
+			pod.Spec.RestartPolicy = tt.restart
+			got, err := ParseConfig(pod, d)
+			if tt.wantErr != "" {
+				var ae *AnnotationError
+				if !errors.As(err, &ae) {
+					t.Fatalf("ParseConfig() error = %v, want an *AnnotationError", err)
+				}
+				if err.Error() != tt.wantErr {
+					t.Errorf("ParseConfig() error:\n got %s\nwant %s", err, tt.wantErr)
+				}
+				if got != nil {
+					t.Errorf("ParseConfig() = %+v with an error, want nil", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseConfig() error = %v", err)
+			}
+			want := defaultConfig()
+			tt.want(&want)
+			if !equality.Semantic.DeepEqual(*got, want) {
+				t.Errorf("ParseConfig()\n got %+v\nwant %+v", *got, want)
+			}
+		})
+	}
+}
+
+func TestAnnotationErrorFields(t *testing.T) {
+	_, err := ParseConfig(configPod(map[string]string{AnnotationTimeout: "ten"}), testDefaults)
+	var ae *AnnotationError
+	if !errors.As(err, &ae) {
+		t.Fatalf("error = %v, want an *AnnotationError", err)
+	}
+	want := AnnotationError{Annotation: AnnotationTimeout, Value: "ten", Accepted: "a Go duration such as 30s"}
+	if *ae != want {
+		t.Errorf("error = %+v, want %+v", *ae, want)
+	}
+}

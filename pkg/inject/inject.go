@@ -1,0 +1,331 @@
+// Package inject adds pyexec to a pod: the pyexec-init init container, which checks Python
+// once and writes the preflight report, and the pyexec sidecar, which serves executions on a
+// Unix socket in a volume that the app containers mount.
+//
+// The mutation is a pure function of the pod and a Config parsed from the pod's pyexec.dev
+// annotations (ParseConfig). Inject builds typed corev1 values in small functions and
+// changes nothing else; InjectPod wraps it for callers: the mutating webhook (which diffs the
+// result against the request's raw pod) and InjectManifests, the offline
+// `pyexec-injector inject -f FILE`.
+//
+// Injection is idempotent: an injected pod carries AnnotationStatus and is left alone.
+package inject
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Names and paths of what Inject adds to a pod.
+const (
+	// InitContainerName is the init container that runs `pyexec init`.
+	InitContainerName = "pyexec-init"
+	// SidecarName is the container that runs `pyexec serve`.
+	SidecarName = "pyexec"
+
+	// VolumeRun is the in-memory emptyDir that holds the socket and the preflight report.
+	VolumeRun = "pyexec-run"
+	// VolumePackages is the emptyDir that packages are installed into.
+	VolumePackages = "pyexec-packages"
+	// VolumeTmp is the emptyDir mounted at /tmp of the pyexec containers, whose root
+	// filesystem is read-only; executions get their working directories below it.
+	VolumeTmp = "pyexec-tmp"
+	// VolumeNoToken is an empty volume mounted over ServiceAccountDir in the pyexec
+	// containers, so that no service account token reaches the code they run.
+	VolumeNoToken = "pyexec-no-token"
+
+	// SocketDir is where the pyexec containers mount VolumeRun, and where app containers
+	// mount it unless AnnotationSocketDir says otherwise.
+	SocketDir = "/var/run/pyexec"
+	// SocketFile is the socket's file name in the socket directory.
+	SocketFile = "pyexec.sock"
+	// ReportPath is the preflight report that pyexec-init writes and the sidecar reads.
+	ReportPath = SocketDir + "/preflight.json"
+	// PackagesDir is where the pyexec containers mount VolumePackages.
+	PackagesDir = "/var/lib/pyexec/packages"
+	// TmpDir is where the pyexec containers mount VolumeTmp.
+	TmpDir = "/tmp"
+	// WorkDir is the sidecar's PYEXEC_WORK_DIR, on VolumeTmp.
+	WorkDir = TmpDir + "/pyexec"
+	// ServiceAccountDir is where Kubernetes mounts a service account token.
+	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+	// ProbePort is the sidecar's TCP port of /healthz, /readyz and /metrics.
+	ProbePort = 9901
+	// ProbePortName names ProbePort on the sidecar; the probes refer to it by this name.
+	ProbePortName = "pyexec-probe"
+
+	// RunAsID is the uid and gid of the pyexec containers (the image's USER).
+	RunAsID int64 = 65532
+
+	// EnvSocket is the variable that tells an app container (and the sidecar) the socket path.
+	EnvSocket = "PYEXEC_SOCKET"
+)
+
+// ShouldInject reports whether the pod is to be injected and, when not, why. It refuses pods
+// that are already injected (AnnotationStatus, or a container, init container or volume with
+// one of the names that Inject adds: a webhook called again with reinvocationPolicy
+// IfNeeded must be a no-op), the injector's own pods, and pods without
+// LabelInject="true".
+func ShouldInject(pod *corev1.Pod) (bool, string) {
+	return shouldInject(pod, false)
+}
+
+// shouldInject is ShouldInject that, with force, also accepts pods without LabelInject.
+func shouldInject(pod *corev1.Pod, force bool) (bool, string) {
+	if v, ok := pod.Annotations[AnnotationStatus]; ok {
+		return false, fmt.Sprintf("already injected (annotation %s=%q)", AnnotationStatus, v)
+	}
+	if pod.Labels[LabelAppName] == InjectorAppName {
+		return false, fmt.Sprintf("the injector's own pod (label %s=%s)", LabelAppName, InjectorAppName)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == SidecarName || c.Name == InitContainerName {
+			return false, fmt.Sprintf("already has a container named %s", c.Name)
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == SidecarName || c.Name == InitContainerName {
+			return false, fmt.Sprintf("already has an init container named %s", c.Name)
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if slices.Contains([]string{VolumeRun, VolumePackages, VolumeTmp, VolumeNoToken}, v.Name) {
+			return false, fmt.Sprintf("already has a volume named %s", v.Name)
+		}
+	}
+	v, ok := pod.Labels[LabelInject]
+	switch {
+	case ok && v == LabelInjectEnabled:
+		return true, ""
+	case ok:
+		return false, fmt.Sprintf("label %s=%q is not %q", LabelInject, v, LabelInjectEnabled)
+	case force:
+		return true, ""
+	}
+	return false, fmt.Sprintf("no label %s=%q", LabelInject, LabelInjectEnabled)
+}
+
+// InjectPod is the whole injection for one pod: it copies the pod, decides with ShouldInject
+// (and d.Force), parses the annotations and injects the copy. out is the copy, injected or
+// not, unless err is set; reason says why a pod was not injected. err is an *AnnotationError.
+func InjectPod(pod *corev1.Pod, d Defaults) (out *corev1.Pod, injected bool, reason string, err error) {
+	out = pod.DeepCopy()
+	if ok, why := shouldInject(out, d.Force); !ok {
+		return out, false, why, nil
+	}
+	cfg, err := ParseConfig(out, d)
+	if err != nil {
+		return nil, false, "", err
+	}
+	Inject(out, cfg)
+	return out, true, "", nil
+}
+
+// Inject adds pyexec to the pod in place (the caller passes a copy): the volumes, pyexec-init
+// as the first init container, the sidecar (right after pyexec-init as a native sidecar, else
+// as the last container), the socket mount and PYEXEC_SOCKET in each of cfg.Containers, and
+// the annotations AnnotationStatus and, when absent, AnnotationDefaultContainer. It does not
+// check ShouldInject.
+func Inject(pod *corev1.Pod, cfg *Config) {
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	if _, ok := pod.Annotations[AnnotationDefaultContainer]; !ok && len(pod.Spec.Containers) > 0 {
+		pod.Annotations[AnnotationDefaultContainer] = pod.Spec.Containers[0].Name
+	}
+	pod.Annotations[AnnotationStatus] = StatusInjected
+
+	for i := range pod.Spec.Containers {
+		if slices.Contains(cfg.Containers, pod.Spec.Containers[i].Name) {
+			connectApp(&pod.Spec.Containers[i], cfg.SocketDir)
+		}
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes()...)
+	first := []corev1.Container{initContainer(cfg)}
+	if cfg.NativeSidecar {
+		first = append(first, sidecar(cfg))
+	} else {
+		pod.Spec.Containers = append(pod.Spec.Containers, sidecar(cfg))
+	}
+	pod.Spec.InitContainers = append(first, pod.Spec.InitContainers...)
+}
+
+// volumes are the pod volumes that Inject adds, sorted by name.
+func volumes() []corev1.Volume {
+	emptyDir := func(name string, medium corev1.StorageMedium) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: medium},
+		}}
+	}
+	return []corev1.Volume{
+		emptyDir(VolumeNoToken, corev1.StorageMediumDefault),
+		emptyDir(VolumePackages, corev1.StorageMediumDefault),
+		emptyDir(VolumeRun, corev1.StorageMediumMemory),
+		emptyDir(VolumeTmp, corev1.StorageMediumDefault),
+	}
+}
+
+// pyexecMounts are the volume mounts of both pyexec containers, sorted by name.
+//
+// The empty, read-only VolumeNoToken over ServiceAccountDir keeps a service account token out:
+// the ServiceAccount admission plugin (which the API server runs again when a webhook is
+// reinvoked) skips containers that already mount something there, and the sidecar runs
+// untrusted code.
+func pyexecMounts() []corev1.VolumeMount {
+	return []corev1.VolumeMount{
+		{Name: VolumeNoToken, MountPath: ServiceAccountDir, ReadOnly: true},
+		{Name: VolumePackages, MountPath: PackagesDir},
+		{Name: VolumeRun, MountPath: SocketDir},
+		{Name: VolumeTmp, MountPath: TmpDir},
+	}
+}
+
+// appMount is the socket's volume in an app container: read-only, since connect(2) on a
+// socket needs no write access to its file system.
+func appMount(socketDir string) corev1.VolumeMount {
+	return corev1.VolumeMount{Name: VolumeRun, MountPath: socketDir, ReadOnly: true}
+}
+
+// connectApp gives an app container the socket: appMount and PYEXEC_SOCKET. A variable of
+// that name that the container already has is replaced where it stands (so that variables
+// after it that refer to it with $(PYEXEC_SOCKET) still see it), and any repeat is dropped.
+func connectApp(c *corev1.Container, socketDir string) {
+	c.VolumeMounts = append(c.VolumeMounts, appMount(socketDir))
+	socket := corev1.EnvVar{Name: EnvSocket, Value: path.Join(socketDir, SocketFile)}
+	env := make([]corev1.EnvVar, 0, len(c.Env)+1)
+	placed := false
+	for _, e := range c.Env {
+		switch {
+		case e.Name != EnvSocket:
+			env = append(env, e)
+		case !placed:
+			env = append(env, socket)
+			placed = true
+		}
+	}
+	if !placed {
+		env = append(env, socket)
+	}
+	c.Env = env
+}
+
+// securityContext meets the restricted Pod Security Standard on its own, whatever the pod's
+// securityContext says.
+func securityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr(true),
+		RunAsUser:                ptr(RunAsID),
+		RunAsGroup:               ptr(RunAsID),
+		AllowPrivilegeEscalation: ptr(false),
+		ReadOnlyRootFilesystem:   ptr(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// initContainer runs `pyexec init`: it checks the interpreter and the requirements, installs
+// cfg.Install into the packages volume and writes the report.
+func initContainer(cfg *Config) corev1.Container {
+	env := []corev1.EnvVar{
+		{Name: "PYEXEC_PACKAGES_DIR", Value: PackagesDir},
+		{Name: "PYEXEC_REPORT", Value: ReportPath},
+	}
+	env = appendList(env, "PYEXEC_REQUIRE", cfg.Require, "\n")
+	env = appendList(env, "PYEXEC_PRELOAD", cfg.Preload, ",")
+	env = appendList(env, "PYEXEC_INSTALL", cfg.Install, "\n")
+	return corev1.Container{
+		Name:            InitContainerName,
+		Image:           cfg.Image,
+		ImagePullPolicy: cfg.PullPolicy,
+		Args:            []string{"init"},
+		Env:             sortEnv(env),
+		Resources:       *cfg.Resources.DeepCopy(),
+		VolumeMounts:    pyexecMounts(),
+		SecurityContext: securityContext(),
+	}
+}
+
+// sidecar runs `pyexec serve`. As a native sidecar (cfg.NativeSidecar) it is an init
+// container with restartPolicy Always whose startup probe holds back the app containers
+// until the socket serves (up to two minutes); else a regular container.
+func sidecar(cfg *Config) corev1.Container {
+	env := []corev1.EnvVar{
+		{Name: "PYEXEC_PACKAGES_DIR", Value: PackagesDir},
+		{Name: "PYEXEC_PROBE_ADDR", Value: fmt.Sprintf(":%d", ProbePort)},
+		{Name: "PYEXEC_REPORT", Value: ReportPath},
+		{Name: EnvSocket, Value: path.Join(SocketDir, SocketFile)},
+		// The socket's directory is private to the pod, and app containers may run as
+		// other users than the sidecar.
+		{Name: "PYEXEC_SOCKET_MODE", Value: "0666"},
+		{Name: "PYEXEC_WORK_DIR", Value: WorkDir},
+	}
+	if cfg.Timeout > 0 {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_TIMEOUT", Value: cfg.Timeout.String()})
+	}
+	if cfg.MaxTimeout > 0 {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_TIMEOUT", Value: cfg.MaxTimeout.String()})
+	}
+	if cfg.MemoryLimitMB > 0 {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_MEMORY_LIMIT_MB", Value: fmt.Sprint(cfg.MemoryLimitMB)})
+	}
+	if cfg.MaxConcurrent > 0 {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CONCURRENT", Value: fmt.Sprint(cfg.MaxConcurrent)})
+	}
+	env = appendList(env, "PYEXEC_ALLOW_PACKAGES", cfg.AllowPackages, ",")
+	env = appendList(env, "PYEXEC_PRELOAD", cfg.Preload, ",")
+
+	c := corev1.Container{
+		Name:            SidecarName,
+		Image:           cfg.Image,
+		ImagePullPolicy: cfg.PullPolicy,
+		Args:            []string{"serve"},
+		Ports: []corev1.ContainerPort{
+			{Name: ProbePortName, ContainerPort: ProbePort, Protocol: corev1.ProtocolTCP},
+		},
+		Env:             sortEnv(env),
+		Resources:       *cfg.Resources.DeepCopy(),
+		VolumeMounts:    pyexecMounts(),
+		ReadinessProbe:  probe("/readyz", 5, 3),
+		LivenessProbe:   probe("/healthz", 10, 3),
+		SecurityContext: securityContext(),
+	}
+	if cfg.NativeSidecar {
+		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+		c.StartupProbe = probe("/readyz", 1, 120)
+	}
+	return c
+}
+
+// probe is an HTTP GET of path on the probe port.
+func probe(path string, periodSeconds, failureThreshold int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path,
+			Port: intstr.FromString(ProbePortName),
+		}},
+		PeriodSeconds:    periodSeconds,
+		FailureThreshold: failureThreshold,
+	}
+}
+
+// appendList adds the variable name with the items joined by sep, unless there are none.
+func appendList(env []corev1.EnvVar, name string, items []string, sep string) []corev1.EnvVar {
+	if len(items) == 0 {
+		return env
+	}
+	return append(env, corev1.EnvVar{Name: name, Value: strings.Join(items, sep)})
+}
+
+// sortEnv orders variables by name: none of them refers to another, so the order is free.
+func sortEnv(env []corev1.EnvVar) []corev1.EnvVar {
+	slices.SortFunc(env, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
+	return env
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,331 @@
+package inject
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// appPod is an opted-in pod with the given app containers.
+func appPod(names ...string) *corev1.Pod {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   "bot",
+			Labels: map[string]string{LabelInject: LabelInjectEnabled},
+		},
+	}
+	for _, n := range names {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: n, Image: "example.com/" + n})
+	}
+	return pod
+}
+
+func TestShouldInject(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(p *corev1.Pod)
+		force  bool
+		want   bool
+		reason string
+	}{
+		{name: "opted in", change: func(p *corev1.Pod) {}, want: true},
+		{name: "no label", change: func(p *corev1.Pod) { p.Labels = nil },
+			reason: `no label pyexec.dev/inject="true"`},
+		{name: "no label, forced", change: func(p *corev1.Pod) { p.Labels = nil }, force: true, want: true},
+		{name: "label false", change: func(p *corev1.Pod) { p.Labels[LabelInject] = "false" },
+			reason: `label pyexec.dev/inject="false" is not "true"`},
+		{name: "label false, forced", change: func(p *corev1.Pod) { p.Labels[LabelInject] = "false" }, force: true,
+			reason: `label pyexec.dev/inject="false" is not "true"`},
+		{name: "label True", change: func(p *corev1.Pod) { p.Labels[LabelInject] = "True" },
+			reason: `label pyexec.dev/inject="True" is not "true"`},
+		{name: "status annotation", change: func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationStatus: StatusInjected}
+		}, force: true, reason: `already injected (annotation pyexec.dev/status="injected")`},
+		{name: "status annotation, any value", change: func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationStatus: ""}
+		}, reason: `already injected (annotation pyexec.dev/status="")`},
+		{name: "injector's own pod", change: func(p *corev1.Pod) { p.Labels[LabelAppName] = InjectorAppName }, force: true,
+			reason: "the injector's own pod (label app.kubernetes.io/name=pyexec-injector)"},
+		{name: "other app name", change: func(p *corev1.Pod) { p.Labels[LabelAppName] = "bot" }, want: true},
+		{name: "container pyexec", change: func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: SidecarName})
+		}, reason: "already has a container named pyexec"},
+		{name: "container pyexec-init", change: func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: InitContainerName})
+		}, reason: "already has a container named pyexec-init"},
+		{name: "init container pyexec-init", change: func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: InitContainerName}}
+		}, reason: "already has an init container named pyexec-init"},
+		{name: "native sidecar pyexec", change: func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "setup"}, {Name: SidecarName}}
+		}, reason: "already has an init container named pyexec"},
+		{name: "volume pyexec-run", change: func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "data"}, {Name: VolumeRun}}
+		}, reason: "already has a volume named pyexec-run"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := appPod("bot")
+			tt.change(pod)
+			got, reason := shouldInject(pod, tt.force)
+			if got != tt.want || reason != tt.reason {
+				t.Errorf("shouldInject(force=%v) = %v, %q; want %v, %q", tt.force, got, reason, tt.want, tt.reason)
+			}
+			if !tt.force {
+				if got2, reason2 := ShouldInject(pod); got2 != got || reason2 != reason {
+					t.Errorf("ShouldInject() = %v, %q; shouldInject(false) = %v, %q", got2, reason2, got, reason)
+				}
+			}
+		})
+	}
+}
+
+func TestInjectPod(t *testing.T) {
+	pod := appPod("bot")
+	orig := pod.DeepCopy()
+	out, injected, reason, err := InjectPod(pod, testDefaults)
+	if err != nil || !injected || reason != "" {
+		t.Fatalf("InjectPod() = %v, %q, %v; want injected", injected, reason, err)
+	}
+	if !equality.Semantic.DeepEqual(pod, orig) {
+		t.Error("InjectPod changed its argument")
+	}
+	if out.Annotations[AnnotationStatus] != StatusInjected {
+		t.Errorf("status annotation = %q", out.Annotations[AnnotationStatus])
+	}
+
+	// Idempotent: an injected pod is left as it is.
+	again, injected, reason, err := InjectPod(out, testDefaults)
+	if err != nil || injected || reason != `already injected (annotation pyexec.dev/status="injected")` {
+		t.Fatalf("InjectPod(injected) = %v, %q, %v", injected, reason, err)
+	}
+	if !equality.Semantic.DeepEqual(again, out) {
+		t.Error("InjectPod changed an injected pod")
+	}
+	if again == out {
+		t.Error("InjectPod returned its argument, want a copy")
+	}
+}
+
+func TestInjectPodNotOptedIn(t *testing.T) {
+	pod := appPod("bot")
+	pod.Labels = nil
+	out, injected, reason, err := InjectPod(pod, testDefaults)
+	if err != nil || injected || reason != `no label pyexec.dev/inject="true"` {
+		t.Fatalf("InjectPod() = %v, %q, %v", injected, reason, err)
+	}
+	if !equality.Semantic.DeepEqual(out, pod) {
+		t.Error("a pod that was not injected changed")
+	}
+
+	d := testDefaults
+	d.Force = true
+	out, injected, _, err = InjectPod(pod, d)
+	if err != nil || !injected || len(out.Spec.InitContainers) != 2 {
+		t.Fatalf("InjectPod(Force) = %v, %v, %d init containers", injected, err, len(out.Spec.InitContainers))
+	}
+}
+
+func TestInjectPodAnnotationError(t *testing.T) {
+	pod := appPod("bot")
+	pod.Annotations = map[string]string{AnnotationMaxConcurrent: "many"}
+	out, injected, _, err := InjectPod(pod, testDefaults)
+	var ae *AnnotationError
+	if !errors.As(err, &ae) || ae.Annotation != AnnotationMaxConcurrent || out != nil || injected {
+		t.Fatalf("InjectPod() = %v, %v, %v; want an *AnnotationError for %s", out, injected, err, AnnotationMaxConcurrent)
+	}
+}
+
+func TestInjectLayout(t *testing.T) {
+	for _, native := range []bool{true, false} {
+		pod := appPod("proxy", "bot")
+		pod.Spec.InitContainers = []corev1.Container{{Name: "migrate"}}
+		pod.Spec.Volumes = []corev1.Volume{{Name: "data"}}
+		cfg := &Config{Image: "img", Containers: []string{"bot"}, SocketDir: "/run/px", NativeSidecar: native}
+		Inject(pod, cfg)
+
+		var inits, apps []string
+		for _, c := range pod.Spec.InitContainers {
+			inits = append(inits, c.Name)
+		}
+		for _, c := range pod.Spec.Containers {
+			apps = append(apps, c.Name)
+		}
+		wantInits, wantApps := []string{"pyexec-init", "pyexec", "migrate"}, []string{"proxy", "bot"}
+		if !native {
+			wantInits, wantApps = []string{"pyexec-init", "migrate"}, []string{"proxy", "bot", "pyexec"}
+		}
+		if !equality.Semantic.DeepEqual(inits, wantInits) || !equality.Semantic.DeepEqual(apps, wantApps) {
+			t.Errorf("native=%v: init containers %v, containers %v; want %v, %v", native, inits, apps, wantInits, wantApps)
+		}
+		var vols []string
+		for _, v := range pod.Spec.Volumes {
+			vols = append(vols, v.Name)
+		}
+		if want := []string{"data", VolumeNoToken, VolumePackages, VolumeRun, VolumeTmp}; !equality.Semantic.DeepEqual(vols, want) {
+			t.Errorf("volumes %v, want %v", vols, want)
+		}
+		if len(pod.Spec.Containers[0].VolumeMounts) != 0 || len(pod.Spec.Containers[0].Env) != 0 {
+			t.Errorf("proxy got the socket: %+v", pod.Spec.Containers[0])
+		}
+		bot := pod.Spec.Containers[1]
+		wantMount := corev1.VolumeMount{Name: VolumeRun, MountPath: "/run/px", ReadOnly: true}
+		if len(bot.VolumeMounts) != 1 || !equality.Semantic.DeepEqual(bot.VolumeMounts[0], wantMount) {
+			t.Errorf("bot mounts %+v, want %+v", bot.VolumeMounts, wantMount)
+		}
+		if wantEnv := []corev1.EnvVar{{Name: EnvSocket, Value: "/run/px/pyexec.sock"}}; !equality.Semantic.DeepEqual(bot.Env, wantEnv) {
+			t.Errorf("bot env %+v, want %+v", bot.Env, wantEnv)
+		}
+		if got := pod.Annotations[AnnotationDefaultContainer]; got != "proxy" {
+			t.Errorf("default container %q, want proxy", got)
+		}
+	}
+}
+
+func TestInitContainer(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Require = []string{"pandas>=2", "numpy"}
+	cfg.Preload = []string{"numpy", "os.path"}
+	cfg.Install = []string{"requests"}
+	cfg.Timeout = time.Minute // a sidecar setting: not on the init container
+	c := initContainer(&cfg)
+
+	wantEnv := []corev1.EnvVar{
+		{Name: "PYEXEC_INSTALL", Value: "requests"},
+		{Name: "PYEXEC_PACKAGES_DIR", Value: "/var/lib/pyexec/packages"},
+		{Name: "PYEXEC_PRELOAD", Value: "numpy,os.path"},
+		{Name: "PYEXEC_REPORT", Value: "/var/run/pyexec/preflight.json"},
+		{Name: "PYEXEC_REQUIRE", Value: "pandas>=2\nnumpy"},
+	}
+	if !equality.Semantic.DeepEqual(c.Env, wantEnv) {
+		t.Errorf("env\n got %+v\nwant %+v", c.Env, wantEnv)
+	}
+	if c.Name != "pyexec-init" || c.Image != cfg.Image || c.ImagePullPolicy != cfg.PullPolicy ||
+		!equality.Semantic.DeepEqual(c.Args, []string{"init"}) {
+		t.Errorf("container %s image %s policy %s args %v", c.Name, c.Image, c.ImagePullPolicy, c.Args)
+	}
+	if c.RestartPolicy != nil || c.StartupProbe != nil || len(c.Ports) != 0 {
+		t.Errorf("init container has sidecar fields: %+v", c)
+	}
+	if !equality.Semantic.DeepEqual(c.Resources, cfg.Resources) {
+		t.Errorf("resources %+v, want %+v", c.Resources, cfg.Resources)
+	}
+	if !equality.Semantic.DeepEqual(c.VolumeMounts, pyexecMounts()) {
+		t.Errorf("mounts %+v", c.VolumeMounts)
+	}
+}
+
+func TestSidecar(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Timeout, cfg.MaxTimeout = 45*time.Second, 10*time.Minute
+	cfg.MemoryLimitMB, cfg.MaxConcurrent = 2048, 3
+	cfg.AllowPackages = []string{"numpy", "scikit-*"}
+	cfg.Preload = []string{"numpy"}
+	cfg.Require = []string{"pandas"} // an init setting: not on the sidecar
+	c := sidecar(&cfg)
+
+	wantEnv := []corev1.EnvVar{
+		{Name: "PYEXEC_ALLOW_PACKAGES", Value: "numpy,scikit-*"},
+		{Name: "PYEXEC_MAX_CONCURRENT", Value: "3"},
+		{Name: "PYEXEC_MAX_TIMEOUT", Value: "10m0s"},
+		{Name: "PYEXEC_MEMORY_LIMIT_MB", Value: "2048"},
+		{Name: "PYEXEC_PACKAGES_DIR", Value: "/var/lib/pyexec/packages"},
+		{Name: "PYEXEC_PRELOAD", Value: "numpy"},
+		{Name: "PYEXEC_PROBE_ADDR", Value: ":9901"},
+		{Name: "PYEXEC_REPORT", Value: "/var/run/pyexec/preflight.json"},
+		{Name: "PYEXEC_SOCKET", Value: "/var/run/pyexec/pyexec.sock"},
+		{Name: "PYEXEC_SOCKET_MODE", Value: "0666"},
+		{Name: "PYEXEC_TIMEOUT", Value: "45s"},
+		{Name: "PYEXEC_WORK_DIR", Value: "/tmp/pyexec"},
+	}
+	if !equality.Semantic.DeepEqual(c.Env, wantEnv) {
+		t.Errorf("env\n got %+v\nwant %+v", c.Env, wantEnv)
+	}
+	wantPorts := []corev1.ContainerPort{{Name: "pyexec-probe", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}}
+	if !equality.Semantic.DeepEqual(c.Ports, wantPorts) {
+		t.Errorf("ports %+v", c.Ports)
+	}
+	get := func(p *corev1.Probe) string {
+		if p == nil || p.HTTPGet == nil {
+			return "none"
+		}
+		return p.HTTPGet.Path + " on " + p.HTTPGet.Port.String()
+	}
+	if get(c.ReadinessProbe) != "/readyz on pyexec-probe" || get(c.LivenessProbe) != "/healthz on pyexec-probe" {
+		t.Errorf("readiness %s, liveness %s", get(c.ReadinessProbe), get(c.LivenessProbe))
+	}
+	if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("native sidecar restartPolicy %v, want Always", c.RestartPolicy)
+	}
+	wantStartup := &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("pyexec-probe")}},
+		PeriodSeconds: 1, FailureThreshold: 120,
+	}
+	if !equality.Semantic.DeepEqual(c.StartupProbe, wantStartup) {
+		t.Errorf("startup probe %+v, want %+v", c.StartupProbe, wantStartup)
+	}
+
+	cfg.NativeSidecar = false
+	c = sidecar(&cfg)
+	if c.RestartPolicy != nil || c.StartupProbe != nil {
+		t.Errorf("regular sidecar has restartPolicy %v, startupProbe %v", c.RestartPolicy, c.StartupProbe)
+	}
+}
+
+func TestSecurityContextIsRestricted(t *testing.T) {
+	sc := securityContext()
+	switch {
+	case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot,
+		sc.RunAsUser == nil || *sc.RunAsUser != 65532,
+		sc.RunAsGroup == nil || *sc.RunAsGroup != 65532,
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation,
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem,
+		sc.Capabilities == nil || !equality.Semantic.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}),
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault,
+		sc.Privileged != nil:
+		t.Errorf("securityContext() = %+v", sc)
+	}
+	if securityContext() == sc {
+		t.Error("securityContext() shares its value")
+	}
+}
+
+func TestVolumesAndMounts(t *testing.T) {
+	for _, v := range volumes() {
+		if v.EmptyDir == nil {
+			t.Errorf("volume %s is not an emptyDir", v.Name)
+		}
+		if want := v.Name == VolumeRun; (v.EmptyDir.Medium == corev1.StorageMediumMemory) != want {
+			t.Errorf("volume %s medium %q", v.Name, v.EmptyDir.Medium)
+		}
+	}
+	for _, m := range pyexecMounts() {
+		if (m.Name == VolumeNoToken) != m.ReadOnly {
+			t.Errorf("mount %s readOnly %v", m.Name, m.ReadOnly)
+		}
+		if m.Name == VolumeNoToken && m.MountPath != "/var/run/secrets/kubernetes.io/serviceaccount" {
+			t.Errorf("no-token mount at %s", m.MountPath)
+		}
+	}
+}
+
+func TestConnectApp(t *testing.T) {
+	c := corev1.Container{
+		Name: "bot",
+		Env: []corev1.EnvVar{
+			{Name: EnvSocket, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "A", Value: "a"},
+			{Name: EnvSocket, Value: "/x"},
+		},
+	}
+	connectApp(&c, "/s")
+	want := []corev1.EnvVar{{Name: EnvSocket, Value: "/s/pyexec.sock"}, {Name: "A", Value: "a"}}
+	if !equality.Semantic.DeepEqual(c.Env, want) {
+		t.Errorf("env %+v, want %+v", c.Env, want)
+	}
+}
