@@ -1,0 +1,90 @@
+package app
+
+import (
+	"context"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pyexec/pyexec/pkg/cli"
+	"github.com/pyexec/pyexec/pkg/inject"
+)
+
+// InjectConfig is the config of `pyexec-injector inject`.
+type InjectConfig struct {
+	File          string // -f: a file, or - for standard input
+	Output        string // -o: yaml or json
+	SidecarImage  string // --sidecar-image
+	PullPolicy    string // --image-pull-policy
+	NativeSidecar bool   // --native-sidecar
+	Force         bool   // --force: inject pod templates without the opt-in label too
+}
+
+// Validate checks the config.
+func (c *InjectConfig) Validate() error {
+	if c.File == "" {
+		return cli.Usagef("-f FILE is required (- reads standard input)")
+	}
+	if c.Output != "yaml" && c.Output != "json" {
+		return cli.Usagef("-o %q: want yaml or json", c.Output)
+	}
+	if c.SidecarImage == "" {
+		return cli.Usagef("--sidecar-image must not be empty")
+	}
+	return validPullPolicy(c.PullPolicy)
+}
+
+func validPullPolicy(p string) error {
+	switch corev1.PullPolicy(p) {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		return nil
+	}
+	return cli.Usagef("--image-pull-policy %q: want Always, IfNotPresent or Never", p)
+}
+
+func newInjectCommand(io IO, run func(context.Context, *InjectConfig) error) *cobra.Command {
+	cfg := &InjectConfig{}
+	if run == nil {
+		run = func(_ context.Context, c *InjectConfig) error { return runInject(io, c) }
+	}
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE|- [-o yaml|json]",
+		Short: "Inject offline into manifests (Pods and the pod templates of workloads)",
+		Long: "inject reads multi-document YAML, injects every Pod and workload pod template labeled\n" +
+			"pyexec.dev/inject: \"true\" with the same code as the webhook, passes other objects through\n" +
+			"unchanged and writes the result to standard output. Injecting twice gives the same output.",
+		Args: cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfg.File, "file", "f", "", "manifests to read, or - for standard input")
+	f.StringVarP(&cfg.Output, "output", "o", "yaml", "output format: yaml or json")
+	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init and pyexec, unless a pod's pyexec.dev/image says otherwise")
+	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
+	f.BoolVar(&cfg.NativeSidecar, "native-sidecar", true, "inject the sidecar as a native sidecar (Kubernetes 1.29 or newer)")
+	f.BoolVar(&cfg.Force, "force", false, "inject pod templates that lack the pyexec.dev/inject label too")
+	return cmd
+}
+
+func runInject(sio IO, cfg *InjectConfig) error {
+	in := sio.Stdin
+	if cfg.File != "-" {
+		f, err := os.Open(cfg.File)
+		if err != nil {
+			return cli.Usagef("%w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	var r io.Reader = in
+	return inject.InjectManifests(r, sio.Stdout, inject.Defaults{
+		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
+	}, cfg.Output)
+}

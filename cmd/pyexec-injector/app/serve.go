@@ -1,0 +1,245 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/pyexec/pyexec/pkg/certs"
+	"github.com/pyexec/pyexec/pkg/cli"
+	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/pkg/injector"
+	"github.com/pyexec/pyexec/pkg/logs"
+	"github.com/pyexec/pyexec/pkg/version"
+)
+
+// Defaults of `pyexec-injector serve`.
+const (
+	DefaultSidecarImage = "pyexec:" + "0.1.0"
+	DefaultCertDir      = "/tmp/k8s-webhook-server/serving-certs"
+	CertModeSelf        = "self"
+	CertModeExternal    = "external"
+)
+
+// nativeSidecarSince is the first Kubernetes version with native sidecars on by default.
+var nativeSidecarSince = utilversion.MustParseGeneric("1.29.0")
+
+// ServeConfig is the config of `pyexec-injector serve`.
+type ServeConfig struct {
+	WebhookPort   int
+	MetricsAddr   string
+	HealthAddr    string
+	CertDir       string
+	CertMode      string // self or external
+	CertSecret    string
+	WebhookConfig string
+	Service       string
+	Namespace     string
+	CertHosts     []string // more DNS names or IPs for the certificate
+	SidecarImage  string
+	PullPolicy    string
+	NativeSidecar string // auto, true or false
+	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
+	Kubeconfig string
+}
+
+// Validate checks the config.
+func (c *ServeConfig) Validate() error {
+	if c.WebhookPort < 1 || c.WebhookPort > 65535 {
+		return cli.Usagef("--webhook-port %d: want 1-65535", c.WebhookPort)
+	}
+	if c.CertMode != CertModeSelf && c.CertMode != CertModeExternal {
+		return cli.Usagef("--cert-mode %q: want self or external", c.CertMode)
+	}
+	if c.CertMode == CertModeSelf {
+		for flag, v := range map[string]string{"--cert-secret": c.CertSecret, "--webhook-config": c.WebhookConfig, "--service": c.Service, "--namespace (or POD_NAMESPACE)": c.Namespace} {
+			if v == "" {
+				return cli.Usagef("%s is required with --cert-mode self", flag)
+			}
+		}
+	}
+	if c.SidecarImage == "" {
+		return cli.Usagef("--sidecar-image must not be empty")
+	}
+	switch c.NativeSidecar {
+	case "auto", "true", "false":
+	default:
+		return cli.Usagef("--native-sidecar %q: want auto, true or false", c.NativeSidecar)
+	}
+	return validPullPolicy(c.PullPolicy)
+}
+
+func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *ServeConfig) error) *cobra.Command {
+	cfg := &ServeConfig{}
+	if run == nil {
+		run = func(ctx context.Context, c *ServeConfig) error { return runServe(ctx, io, *logOpts, c) }
+	}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the mutating admission webhook",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Namespace == "" {
+				cfg.Namespace, _ = io.LookupEnv("POD_NAMESPACE")
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "HTTPS port of the webhook (path "+injector.Path+")")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":8080", "address of /metrics; 0 disables")
+	f.StringVar(&cfg.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&cfg.CertDir, "cert-dir", DefaultCertDir, "directory of tls.crt and tls.key")
+	f.StringVar(&cfg.CertMode, "cert-mode", CertModeSelf, "self: manage a CA and serving certificate in --cert-secret and patch the caBundle; external: cert-manager provides them")
+	f.StringVar(&cfg.CertSecret, "cert-secret", "", "Secret of the serving certificate (self mode)")
+	f.StringVar(&cfg.WebhookConfig, "webhook-config", "", "MutatingWebhookConfiguration whose caBundle is patched (self mode)")
+	f.StringVar(&cfg.Service, "service", "", "Service of the webhook, for the certificate's DNS names (self mode)")
+	f.StringSliceVar(&cfg.CertHosts, "cert-hosts", nil, "more DNS names or IP addresses for the self-managed certificate (a webhook reached by URL)")
+	f.StringVar(&cfg.Namespace, "namespace", "", "namespace of the injector (default: $POD_NAMESPACE)")
+	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init and pyexec, unless a pod's pyexec.dev/image says otherwise")
+	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
+	f.StringVar(&cfg.NativeSidecar, "native-sidecar", "auto", "auto (from the API server version: 1.29 or newer), true or false")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
+	return cmd
+}
+
+func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig) error {
+	log := logs.New(io.Stderr, logOpts)
+	ctrl.SetLogger(log)
+	restCfg, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	native, serverVersion, err := nativeSidecar(cfg.NativeSidecar, client)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "version", version.Version, "apiServer", serverVersion, "nativeSidecar", native, "sidecarImage", cfg.SidecarImage, "certMode", cfg.CertMode)
+
+	var certMgr *certs.Manager
+	if cfg.CertMode == CertModeSelf {
+		certMgr = certs.New(certs.Config{Namespace: cfg.Namespace, SecretName: cfg.CertSecret, ServiceName: cfg.Service,
+			WebhookConfig: cfg.WebhookConfig, CertDir: cfg.CertDir, ExtraHosts: cfg.CertHosts, Client: client, Log: log.WithName("certs")})
+		if err := retry(ctx, log, func() error { return certMgr.Ensure(ctx) }); err != nil {
+			return err
+		}
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(restCfg, manager.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress: cfg.HealthAddr,
+		WebhookServer:          webhook.NewServer(webhook.Options{Port: cfg.WebhookPort, CertDir: cfg.CertDir}),
+	})
+	if err != nil {
+		return err
+	}
+	handler := injector.NewHandler(scheme, inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native},
+		log.WithName("webhook"), metrics.Registry)
+	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	if certMgr != nil {
+		if err := mgr.AddReadyzCheck("certificate", certMgr.Checker()); err != nil {
+			return err
+		}
+		go certMgr.Run(ctx, time.Minute)
+	} else if err := mgr.AddReadyzCheck("certificate", certFilesChecker(cfg.CertDir)); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// retry runs f until it succeeds or ctx ends, with a short backoff: the API server may not be
+// reachable yet when the pod starts.
+func retry(ctx context.Context, log logr.Logger, f func() error) error {
+	delay := 500 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		log.Error(err, "certificate setup failed; retrying", "in", delay.String())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("certificate setup: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig() // in-cluster, or $KUBECONFIG / ~/.kube/config
+}
+
+// nativeSidecar resolves --native-sidecar; auto asks the API server its version.
+func nativeSidecar(mode string, client kubernetes.Interface) (bool, string, error) {
+	info, err := client.Discovery().ServerVersion()
+	if err != nil {
+		if mode == "auto" {
+			return false, "", fmt.Errorf("reading the API server version for --native-sidecar=auto: %w", err)
+		}
+		return mode == "true", "unknown", nil
+	}
+	switch mode {
+	case "true":
+		return true, info.GitVersion, nil
+	case "false":
+		return false, info.GitVersion, nil
+	}
+	v, err := utilversion.ParseGeneric(info.GitVersion)
+	if err != nil {
+		return false, info.GitVersion, fmt.Errorf("API server version %q: %w", info.GitVersion, err)
+	}
+	return v.AtLeast(nativeSidecarSince), info.GitVersion, nil
+}
+
+// certFilesChecker is ready once cert-manager's certificate is mounted.
+func certFilesChecker(dir string) healthz.Checker {
+	return func(*http.Request) error {
+		for _, f := range []string{certs.KeyCert, certs.KeyKey} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
