@@ -330,8 +330,9 @@ func TestCancelKillsTheExecution(t *testing.T) {
 	}
 }
 
-// TestForkLoopAsUnprivilegedUser runs a fork bomb as uid 65534 under RLIMIT_NPROC: the limit
-// holds it, the timeout kills the whole tree, and nothing of that user is left running.
+// TestForkLoopAsUnprivilegedUser runs a fork bomb as a uid of its own (RLIMIT_NPROC counts per
+// user, and other test packages run code as nobody at the same time) under RLIMIT_NPROC: the
+// limit holds it, the timeout kills the whole tree, and nothing of that user is left running.
 func TestForkLoopAsUnprivilegedUser(t *testing.T) {
 	py := testutil.RequireSystemPython(t)
 	if os.Getuid() != 0 {
@@ -341,7 +342,7 @@ func TestForkLoopAsUnprivilegedUser(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(work), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cred := &syscall.Credential{Uid: 65534, Gid: 65534}
+	cred := &syscall.Credential{Uid: forkBombUID, Gid: forkBombUID}
 	sp, err := NewSpawn(SpawnConfig{Python: py, WorkDir: work, Path: "/usr/bin:/bin", Credential: cred, Log: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
@@ -353,17 +354,17 @@ func TestForkLoopAsUnprivilegedUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Reason != api.ReasonTimeout || res.Stdout != "65534\n" {
+	if res.Reason != api.ReasonTimeout || res.Stdout != strconv.Itoa(forkBombUID)+"\n" {
 		t.Fatalf("%+v", res)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		left := processesOf(65534)
+		left := processesOf(forkBombUID)
 		if len(left) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d processes of uid 65534 left: %v", len(left), left)
+			t.Fatalf("%d processes of uid %d left: %v", len(left), forkBombUID, left)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -372,6 +373,9 @@ func TestForkLoopAsUnprivilegedUser(t *testing.T) {
 		t.Errorf("working directories left: %v", entries)
 	}
 }
+
+// forkBombUID is used by no other test.
+const forkBombUID = 61001
 
 func processesOf(uid int) []int {
 	var out []int

@@ -429,12 +429,12 @@ func BenchmarkServePrintParallel(b *testing.B) {
 	})
 }
 
-// TestServeLimits sends every limit's worst case through a real pyexec serve (as root, it runs
-// executions as nobody, so RLIMIT_NPROC holds the fork loop) and checks that each is reported
-// and that the server stays healthy.
+// TestServeLimits sends every limit's worst case through a real pyexec serve (running code as a
+// uid of its own, so RLIMIT_NPROC holds the fork loop without touching other tests) and checks
+// that each is reported and that the server stays healthy.
 func TestServeLimits(t *testing.T) {
 	s := startSidecar(t, nil, "--timeout", "3s", "--max-output-bytes", "65536", "--memory-limit-mb", "256",
-		"--max-file-bytes", "1048576", "--max-processes", "64")
+		"--max-file-bytes", "1048576", "--max-processes", "64", "--run-as", strconv.Itoa(limitsUID))
 	tests := []struct {
 		name   string
 		req    api.ExecuteRequest
@@ -469,10 +469,13 @@ func TestServeLimits(t *testing.T) {
 			}
 		})
 	}
-	if left := processesOfUID(65534); len(left) != 0 {
-		t.Errorf("processes of uid 65534 left: %v", left)
+	if left := processesOfUID(limitsUID); len(left) != 0 {
+		t.Errorf("processes of uid %d left: %v", limitsUID, left)
 	}
 }
+
+// limitsUID runs TestServeLimits's code; no other test uses it.
+const limitsUID = 61002
 
 func processesOfUID(uid int) []int {
 	var out []int
