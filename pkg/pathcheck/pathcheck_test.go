@@ -170,24 +170,9 @@ func TestNotWritableByUser(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("SKIPPED: needs root to start a child as another uid")
 	}
-	base := t.TempDir()
+	base, bin := testutil.SharedTempDir(t, "pathcheck.test")
 	dir := filepath.Join(base, "pkgs")
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The child must be able to reach dir: open up the test's temp dirs for traversal.
-	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The test binary sits in a private build directory: give the child a copy it can run.
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(base, "pathcheck.test")
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	got := checkAsUser(t, bin, 65534, dir, api.RolePackages)

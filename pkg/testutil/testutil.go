@@ -127,3 +127,25 @@ func Wheel(t testing.TB, dir, name, version string, requires ...string) string {
 	}
 	return path
 }
+
+// SharedTempDir returns a temporary directory that other users can traverse (t.TempDir's
+// parents are private), holding a copy of the test binary that they can run; it returns the
+// directory and the copy's path. For tests that run themselves as another uid.
+func SharedTempDir(t testing.TB, binName string) (dir, bin string) {
+	t.Helper()
+	dir = t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, binName)
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
+}

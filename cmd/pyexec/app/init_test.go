@@ -174,20 +174,7 @@ func TestInitAsNonRootWithUnwritableReportDir(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("SKIPPED: needs root to start a child as another uid")
 	}
-	base := t.TempDir()
-	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(base, "pyexec")
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	base, bin := testutil.SharedTempDir(t, "pyexec")
 	reportDir := filepath.Join(base, "run") // root-owned, 0755
 	if err := os.Mkdir(reportDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -204,7 +191,7 @@ func TestInitAsNonRootWithUnwritableReportDir(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != ExitFailed {
 		t.Fatalf("run: %v, want exit 1\nstdout %s\nstderr %s", err, stdout.String(), stderr.String())
