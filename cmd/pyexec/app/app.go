@@ -102,6 +102,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 	root.AddCommand(newInitCommand(io, g, run.Init))
 	root.AddCommand(newServeCommand(io, g, run.Serve))
 	root.AddCommand(newRunCommand(io, g, run.Run))
+	root.AddCommand(newBenchCommand(io))
 	return root
 }
 

@@ -583,3 +583,15 @@ func TestServeInstallDuringExecution(t *testing.T) {
 		t.Errorf("the execution that ran during the install: %+v", res)
 	}
 }
+
+func TestPyexecBench(t *testing.T) {
+	s := startSidecar(t, nil)
+	r := run(t, nil, "bench", "--socket", s.socket, "-n", "10", "-c", "2", "--warmup", "1")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "executions: 10 ok, 0 failed") || !strings.Contains(r.stdout, "latency: p50 ") || !strings.Contains(r.stdout, "throughput: ") {
+		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	failing := run(t, nil, "bench", "--socket", s.socket, "-n", "3", "--warmup", "0", "--code", "raise SystemExit(2)")
+	if failing.code != ExitOK || !strings.Contains(failing.stdout, "executions: 0 ok, 3 failed") || !strings.Contains(failing.stdout, "exit code 2") {
+		t.Fatalf("failing code: exit %d stdout %q", failing.code, failing.stdout)
+	}
+}

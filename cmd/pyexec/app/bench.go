@@ -1,0 +1,75 @@
+package app
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/cli"
+	"github.com/pyexec/pyexec/pkg/client"
+)
+
+// BenchConfig is the config of `pyexec bench`.
+type BenchConfig struct {
+	Socket      string
+	Requests    int
+	Concurrency int
+	Interval    time.Duration
+	Warmup      int
+	Code        string
+	File        string
+}
+
+// Validate checks the config.
+func (c *BenchConfig) Validate() error {
+	if c.Requests <= 0 || c.Concurrency <= 0 || c.Warmup < 0 || c.Interval < 0 {
+		return cli.Usagef("-n and -c must be positive, --warmup and --interval not negative")
+	}
+	if c.Code != "" && c.File != "" {
+		return cli.Usagef("give --code or --file, not both")
+	}
+	return nil
+}
+
+func newBenchCommand(io IO) *cobra.Command {
+	cfg := &BenchConfig{}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure latency percentiles and throughput of a sidecar",
+		Long: "bench sends the same code N times from C concurrent clients to a running sidecar and prints\n" +
+			"p50/p95/p99 latency (request to result) and executions per second. An execution that does not\n" +
+			"exit 0 counts as failed.",
+		Args: cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			code := cfg.Code
+			if cfg.File != "" {
+				data, err := os.ReadFile(cfg.File)
+				if err != nil {
+					return cli.Usagef("%w", err)
+				}
+				code = string(data)
+			}
+			res, err := client.New(cfg.Socket).Bench(cmd.Context(), api.ExecuteRequest{Code: code},
+				client.BenchOptions{Requests: cfg.Requests, Concurrency: cfg.Concurrency, Interval: cfg.Interval, Warmup: cfg.Warmup})
+			if err != nil {
+				return err
+			}
+			res.Report(io.Stdout)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Socket, "socket", DefaultSocket, "the sidecar's socket")
+	f.IntVarP(&cfg.Requests, "requests", "n", 100, "executions to measure")
+	f.IntVarP(&cfg.Concurrency, "concurrency", "c", 1, "clients sending at once")
+	f.DurationVar(&cfg.Interval, "interval", 0, "pause of each client between requests (low load)")
+	f.IntVar(&cfg.Warmup, "warmup", 3, "executions sent first and not measured")
+	f.StringVar(&cfg.Code, "code", "print(1)", "the code to run")
+	f.StringVar(&cfg.File, "file", "", "read the code from this file")
+	return cmd
+}
