@@ -207,6 +207,17 @@ func behaviours(packagesTree string) []behaviour {
 					t.Errorf("%+v", r)
 				}
 			}},
+		{"input files named like stdlib modules do not switch the limits off",
+			Request{Code: "import csv\nprint(csv.VERSION)\nb = bytearray(4 * 1024**3)", Limits: Limits{MemoryLimitMB: 256},
+				Files: []File{{Path: "csv.py", Data: []byte("VERSION = 'mine'\n")}, {Path: "json.py", Data: []byte("raise SystemExit('json shadowed')\n")},
+					{Path: "resource.py", Data: []byte("raise SystemExit('resource shadowed')\n")}, {Path: "types.py", Data: []byte("raise SystemExit('types shadowed')\n")}}},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				// The runner used the real modules (and set the memory limit); the code still
+				// imports its own modules from its working directory, as python does.
+				if r.Reason != api.ReasonMemoryLimit || r.Stdout != "mine\n" {
+					t.Errorf("reason %s stdout %q stderr %q", r.Reason, r.Stdout, r.Stderr)
+				}
+			}},
 		{"a symlink out of the working dir is not followed", Request{Code: "import os\nos.symlink('/etc/passwd', 'leak')\nos.symlink('/etc', 'dir')"},
 			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 				if r.ExitCode != 0 || len(r.Files) != 0 {

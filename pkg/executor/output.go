@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -38,6 +39,7 @@ func (c *capture) Write(p []byte) (int, error) {
 		c.truncated = true
 	}
 	c.buf.Write(p)
+	var send []byte
 	if c.out != nil {
 		data := append(c.pending, p...)
 		cut := utf8Boundary(data)
@@ -45,11 +47,14 @@ func (c *capture) Write(p []byte) (int, error) {
 			cut = len(data) // nothing more will come
 		}
 		c.pending = append([]byte(nil), data[cut:]...)
-		if cut > 0 {
-			c.out.Write(c.stream, data[:cut])
-		}
+		send = data[:cut]
 	}
 	c.mu.Unlock()
+	// Writes of one stream come from one goroutine (exec.Cmd's copier), so they stay in order;
+	// a slow client must not hold the lock that the result needs.
+	if len(send) > 0 {
+		c.out.Write(c.stream, send)
+	}
 	if hit {
 		c.onLimit()
 	}
@@ -124,7 +129,9 @@ func collectFiles(work string, inputs map[string][]byte, maxBytes int64, maxFile
 
 // readCapped reads a regular file of at most max bytes; tooBig says it was larger.
 func readCapped(root *os.Root, p string, max int64) (data []byte, tooBig bool) {
-	f, err := root.Open(p)
+	// Non-blocking and without following a final symlink: a FIFO or link swapped in after the
+	// walk must neither hang the server nor lead it elsewhere.
+	f, err := root.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, false
 	}

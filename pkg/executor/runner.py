@@ -5,9 +5,15 @@
 # also one that calls setsid() or double-forks — stays its descendant; forks the child that
 # runs the code under the limits; reaps everything; kills what the code left behind; and
 # writes one status line on fd 3. Standard library only.
+import sys
+
+# `python -c` puts the working directory first on sys.path, and the code's input files are
+# there: a file named json.py or resource.py must not replace the runner's own modules (nor
+# switch the limits off). The code gets the directory back in run_code, after the limits.
+_cwd_entry = sys.path.pop(0)
+
 import json
 import os
-import sys
 
 PR_SET_CHILD_SUBREAPER = 36
 STATUS_FD = 3
@@ -47,6 +53,7 @@ def run_code():
     import linecache
     import types
 
+    sys.path.insert(0, _cwd_entry)
     with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
         source = f.read()
     filename = "<code>"

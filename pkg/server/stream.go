@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -90,10 +91,15 @@ func (sw *streamWriter) emit(ev any) {
 	if sw.err != nil {
 		return
 	}
+	// A client that stops reading must not hold the execution (and its slot) forever.
+	_ = sw.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	if sw.err = sw.enc.Encode(ev); sw.err == nil {
 		sw.err = sw.rc.Flush()
 	}
 }
+
+// streamWriteTimeout bounds one write of a stream event to a client.
+const streamWriteTimeout = 10 * time.Second
 
 // splitIncompleteUTF8 splits b before a UTF-8 sequence that b ends in the middle of.
 // Invalid bytes count as complete (JSON shows them as U+FFFD).
