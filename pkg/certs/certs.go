@@ -128,10 +128,13 @@ func (m *Manager) Ensure(ctx context.Context) error {
 	if bundle == nil {
 		return errors.New("the certificate Secret kept changing under us")
 	}
-	if err := writeFiles(m.cfg.CertDir, bundle); err != nil {
+	// The API server must trust a new CA before this replica serves a certificate from it.
+	if err := m.patchCABundle(ctx, bundle.CABundle()); err != nil {
+		m.ready.Store(false)
 		return err
 	}
-	if err := m.patchCABundle(ctx, bundle.CABundle()); err != nil {
+	if err := writeFiles(m.cfg.CertDir, bundle); err != nil {
+		m.ready.Store(false)
 		return err
 	}
 	m.ready.Store(true)

@@ -93,7 +93,7 @@ const (
 	AnnotationMaxTimeout = "pyexec.dev/max-timeout"
 
 	// AnnotationMemoryLimitMB is the default address-space limit (RLIMIT_AS) of each process
-	// of an execution in MiB, a whole number from 1 to 4096 (the sidecar's largest). It
+	// of an execution in MiB, a whole number from 32 to 4096 (the sidecar's largest). It
 	// becomes PYEXEC_MEMORY_LIMIT_MB of the sidecar. Default: the sidecar's, 1024.
 	AnnotationMemoryLimitMB = "pyexec.dev/memory-limit-mb"
 
@@ -159,6 +159,7 @@ const (
 	serveDefaultTimeout    = 30 * time.Second
 	serveDefaultMaxTimeout = 5 * time.Minute
 	serveMaxMemoryLimitMB  = 4096
+	serveMinMemoryLimitMB  = 32  // below it the interpreter itself cannot start
 	maxSocketPathLen       = 107 // sun_path is 108 bytes with the terminating NUL
 	maxSocketDirLen        = maxSocketPathLen - len("/"+SocketFile)
 )
@@ -251,11 +252,11 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	if cfg.Timeout, cfg.MaxTimeout, err = p.timeouts(); err != nil {
 		return nil, err
 	}
-	if cfg.MemoryLimitMB, err = p.positiveInt(AnnotationMemoryLimitMB, serveMaxMemoryLimitMB,
-		fmt.Sprintf("a whole number of MiB from 1 to %d, such as 1024", serveMaxMemoryLimitMB)); err != nil {
+	if cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, serveMinMemoryLimitMB, serveMaxMemoryLimitMB,
+		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", serveMinMemoryLimitMB, serveMaxMemoryLimitMB)); err != nil {
 		return nil, err
 	}
-	if cfg.MaxConcurrent, err = p.positiveInt(AnnotationMaxConcurrent, 0, "a whole number above zero, such as 4"); err != nil {
+	if cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, 1, 0, "a whole number above zero, such as 4"); err != nil {
 		return nil, err
 	}
 	if cfg.Resources, err = p.resources(); err != nil {
@@ -422,13 +423,14 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // positiveInt parses a whole number above zero and, when max > 0, at most max.
-func (p parser) positiveInt(key string, max int, want string) (int, error) {
+// intInRange reads a whole number from min to max (max 0: no upper bound); 0 when unset.
+func (p parser) intInRange(key string, min, max int, want string) (int, error) {
 	v, ok := p.get(key)
 	if !ok {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || (max > 0 && n > max) {
+	if err != nil || n < min || (max > 0 && n > max) {
 		return 0, &AnnotationError{key, v, want}
 	}
 	return n, nil

@@ -142,11 +142,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "memory limit mb", annotations: map[string]string{AnnotationMemoryLimitMB: "512"},
 			want: func(c *Config) { c.MemoryLimitMB = 512 }},
 		{name: "memory limit mb zero", annotations: map[string]string{AnnotationMemoryLimitMB: "0"},
-			wantErr: `annotation pyexec.dev/memory-limit-mb="0": want a whole number of MiB from 1 to 4096, such as 1024`},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="0": want a whole number of MiB from 32 to 4096, such as 1024`},
+		{name: "memory limit mb below what python starts under", annotations: map[string]string{AnnotationMemoryLimitMB: "16"},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="16": want a whole number of MiB from 32 to 4096, such as 1024`},
 		{name: "memory limit mb unit", annotations: map[string]string{AnnotationMemoryLimitMB: "512Mi"},
-			wantErr: `annotation pyexec.dev/memory-limit-mb="512Mi": want a whole number of MiB from 1 to 4096, such as 1024`},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="512Mi": want a whole number of MiB from 32 to 4096, such as 1024`},
 		{name: "memory limit mb over the sidecar's max", annotations: map[string]string{AnnotationMemoryLimitMB: "8192"},
-			wantErr: `annotation pyexec.dev/memory-limit-mb="8192": want a whole number of MiB from 1 to 4096, such as 1024`},
+			wantErr: `annotation pyexec.dev/memory-limit-mb="8192": want a whole number of MiB from 32 to 4096, such as 1024`},
 
 		// max-concurrent
 		{name: "max concurrent", annotations: map[string]string{AnnotationMaxConcurrent: "8"},

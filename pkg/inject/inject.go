@@ -50,6 +50,8 @@ const (
 	PackagesDir = "/var/lib/pyexec/packages"
 	// TmpDir is where the pyexec containers mount VolumeTmp.
 	TmpDir = "/tmp"
+	// DrainTimeout is the sidecar's PYEXEC_DRAIN_TIMEOUT.
+	DrainTimeout = "20s"
 	// WorkDir is the sidecar's PYEXEC_WORK_DIR, on VolumeTmp.
 	WorkDir = TmpDir + "/pyexec"
 	// ServiceAccountDir is where Kubernetes mounts a service account token.
@@ -256,6 +258,9 @@ func initContainer(cfg *Config) corev1.Container {
 // until the socket serves (up to two minutes); else a regular container.
 func sidecar(cfg *Config) corev1.Container {
 	env := []corev1.EnvVar{
+		// The drain, plus the server's 5 s abort grace, ends within the pod's default
+		// terminationGracePeriodSeconds (30 s), so SIGKILL never cuts it short.
+		{Name: "PYEXEC_DRAIN_TIMEOUT", Value: DrainTimeout},
 		{Name: "PYEXEC_PACKAGES_DIR", Value: PackagesDir},
 		{Name: "PYEXEC_PROBE_ADDR", Value: fmt.Sprintf(":%d", ProbePort)},
 		{Name: "PYEXEC_REPORT", Value: ReportPath},

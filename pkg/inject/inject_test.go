@@ -231,6 +231,7 @@ func TestSidecar(t *testing.T) {
 
 	wantEnv := []corev1.EnvVar{
 		{Name: "PYEXEC_ALLOW_PACKAGES", Value: "numpy,scikit-*"},
+		{Name: "PYEXEC_DRAIN_TIMEOUT", Value: "20s"},
 		{Name: "PYEXEC_MAX_CONCURRENT", Value: "3"},
 		{Name: "PYEXEC_MAX_TIMEOUT", Value: "10m0s"},
 		{Name: "PYEXEC_MEMORY_LIMIT_MB", Value: "2048"},

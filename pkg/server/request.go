@@ -202,7 +202,7 @@ func executionLimits(req api.ExecuteRequest, lim api.Limits) (executor.Limits, *
 			return out, badRequest("memory_limit_mb: must be > 0, got %d", *m)
 		case *m < minMemoryLimitMB:
 			return out, badRequest("memory_limit_mb: must be at least %d, got %d", minMemoryLimitMB, *m)
-		case *m > lim.MaxMemoryLimitMB:
+		case lim.MaxMemoryLimitMB > 0 && *m > lim.MaxMemoryLimitMB:
 			return out, badRequest("memory_limit_mb: %d is over the server's maximum of %d", *m, lim.MaxMemoryLimitMB)
 		}
 		out.MemoryLimitMB = *m

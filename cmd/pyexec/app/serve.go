@@ -34,6 +34,8 @@ import (
 
 // Defaults of `pyexec serve`.
 const (
+	// minMemoryLimitMB is the smallest memory limit a Python interpreter starts under.
+	minMemoryLimitMB = 32
 	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
 	DefaultProbeAddr = ":9901"
 	// nobody: the user executions run as when pyexec serve itself runs as root.
@@ -117,8 +119,9 @@ func (c *ServeConfig) Validate() error {
 		{c.MaxRequestBytes > 0, "--max-request-bytes must be positive"},
 		{c.Timeout > 0 && c.MaxTimeout > 0, "--timeout and --max-timeout must be positive"},
 		{c.Timeout <= c.MaxTimeout, fmt.Sprintf("--timeout %v is over --max-timeout %v", c.Timeout, c.MaxTimeout)},
-		{c.MemoryLimitMB >= 0 && c.MaxMemoryLimitMB >= 0, "--memory-limit-mb and --max-memory-limit-mb must not be negative (0: no limit)"},
-		{c.MaxMemoryLimitMB == 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB <= c.MaxMemoryLimitMB), fmt.Sprintf("--memory-limit-mb %d must be between 1 and --max-memory-limit-mb %d", c.MemoryLimitMB, c.MaxMemoryLimitMB)},
+		{c.MemoryLimitMB == 0 || c.MemoryLimitMB >= minMemoryLimitMB, fmt.Sprintf("--memory-limit-mb %d: want 0 (no limit) or at least %d (below it the interpreter cannot start)", c.MemoryLimitMB, minMemoryLimitMB)},
+		{c.MaxMemoryLimitMB == 0 || c.MaxMemoryLimitMB >= minMemoryLimitMB, fmt.Sprintf("--max-memory-limit-mb %d: want 0 (no maximum) or at least %d", c.MaxMemoryLimitMB, minMemoryLimitMB)},
+		{c.MaxMemoryLimitMB == 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB <= c.MaxMemoryLimitMB), fmt.Sprintf("--memory-limit-mb %d must be set and at most --max-memory-limit-mb %d", c.MemoryLimitMB, c.MaxMemoryLimitMB)},
 		{c.MaxOutputBytes > 0, "--max-output-bytes must be positive"},
 		{c.MaxProcesses >= 0, "--max-processes must not be negative (0: no limit)"},
 		{c.MaxFileBytes > 0, "--max-file-bytes must be positive"},
@@ -276,7 +279,10 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		log.Info("serving probes", "addr", pl.Addr().String())
 	}
 
-	if err := becomeReady(ctx, io, log, cfg, srv, reaper); err != nil {
+	// The reaper outlives the signal: during the drain, orphans must still be reaped.
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	defer stopReaping()
+	if err := becomeReady(ctx, reapCtx, io, log, cfg, srv, reaper); err != nil {
 		log.Error(err, "not ready")
 	}
 
@@ -288,15 +294,19 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
-	err = srv.Shutdown(dctx, servers...)
+	if err := srv.Shutdown(dctx, servers...); err != nil {
+		// Executions still running at the drain timeout were killed: that is the contract of
+		// --drain-timeout, not a failure of the shutdown.
+		log.Error(err, "drain incomplete")
+	}
 	log.Info("stopped")
-	return err
+	return nil
 }
 
 // becomeReady loads the preflight report (or runs the preflight once), starts the reaper and
 // the executor, and marks the server ready. On failure the server stays up and not ready, so
 // /v1/info and the logs say why.
-func becomeReady(ctx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper) error {
+func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper) error {
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)
 	info := api.Info{Version: version.Version, Mode: executor.ModeSpawn, Limits: cfg.limits()}
 	if report != nil {
@@ -315,7 +325,7 @@ func becomeReady(ctx context.Context, io IO, log logr.Logger, cfg *ServeConfig, 
 		return fmt.Errorf("interpreter %s from the report is not usable: %v", report.Python.Executable, err)
 	}
 	// From here every child is started through the reaper.
-	go reaper.Run(ctx)
+	go reaper.Run(reapCtx)
 	ex, err := executor.NewSpawn(executor.SpawnConfig{
 		Python:      report.Python.Executable,
 		PackagesDir: cfg.Init.PackagesDir,
