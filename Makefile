@@ -6,7 +6,7 @@
 GO        ?= go
 DEMO_DIR  ?= /tmp/pyexec-demo
 # Debian packages the tests and the demo use: the system Python with venv and pip.
-APT_PKGS  := python3 python3-venv python3-pip curl util-linux kubectl
+APT_PKGS  := python3 python3-venv python3-pip curl util-linux
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 

@@ -414,3 +414,44 @@ func TestWorkingDirectoryRemoved(t *testing.T) {
 		})
 	}
 }
+
+// readCapped is what reads output files as the server (possibly root): a symlink or FIFO that
+// the code swapped in after the directory walk must give nothing, and never block.
+func TestReadCappedRefusesLinksAndFIFOs(t *testing.T) {
+	work := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(work, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(work, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "ok.txt"), []byte("fine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, name := range []string{"link", "fifo"} {
+			if data, big := readCapped(root, name, 1<<20); data != nil || big {
+				t.Errorf("%s: read %q", name, data)
+			}
+		}
+		if data, _ := readCapped(root, "ok.txt", 1<<20); string(data) != "fine" {
+			t.Errorf("ok.txt: %q", data)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("readCapped blocked on a FIFO")
+	}
+}
