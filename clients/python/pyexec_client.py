@@ -636,21 +636,7 @@ class Client:
             TypeError: an argument has the wrong type.
         """
         body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
-        conn = self._open(self._http_timeout(timeout))
-        try:
-            resp = self._send(conn, "POST", "/v1/execute", body)
-            data = self._read(resp, resp.read)
-            if resp.status != 200:
-                raise _error_from_response(resp.status, resp.headers, data)
-            try:
-                doc = json.loads(data.decode("utf-8"))
-            except ValueError as exc:
-                raise PyexecError("pyexec: invalid response: not JSON: %s" % exc) from exc
-            if not isinstance(doc, dict):
-                raise PyexecError("pyexec: invalid response: not a JSON object")
-            return Result.from_json(doc)
-        finally:
-            conn.close()
+        return Result.from_json(self._json_call("POST", "/v1/execute", body, self._http_timeout(timeout)))
 
     def stream(
         self,
