@@ -1,10 +1,11 @@
-# pyexec runner: supervises one execution. pyexec starts it as
-#     python -u -c RUNNER '{"code": ..., "limits": {...}}'
-# with the execution's working directory as cwd, stdin/stdout/stderr as the code's, and a
-# status pipe on fd 3. It makes itself a child subreaper, so every process the code starts —
-# also one that calls setsid() or double-forks — stays its descendant; forks the child that
-# runs the code under the limits; reaps everything; kills what the code left behind; and
-# writes one status line on fd 3. Standard library only.
+# pyexec runner: supervises one execution. In spawn mode pyexec starts it as
+#     python -u -c RUNNER+"runner_main()" '{"code": ..., "limits": {...}}'
+# with the execution's working directory as cwd, stdin/stdout/stderr as the code's and a
+# status pipe on fd 3; in fork mode zygote.py calls supervise() in a child it forked. The
+# supervisor makes itself a child subreaper, so every process the code starts — also one that
+# calls setsid() or double-forks — stays its descendant; forks the child that runs the code
+# under the limits; reaps everything; kills what the code left behind; and writes one status
+# line on the status fd. Standard library only.
 import sys
 
 # `python -c` puts the working directory first on sys.path, and the code's input files are
@@ -16,15 +17,11 @@ import json
 import os
 
 PR_SET_CHILD_SUBREAPER = 36
-STATUS_FD = 3
-
-os.set_inheritable(STATUS_FD, False)  # the code's own subprocesses must not hold it
-params = json.loads(sys.argv[1])
 
 
-def status(**fields):
+def status(fd, **fields):
     try:
-        os.write(STATUS_FD, (json.dumps(fields) + "\n").encode())
+        os.write(fd, (json.dumps(fields) + "\n").encode())
     except OSError:
         pass
 
@@ -39,7 +36,7 @@ def make_subreaper():
         return False
 
 
-def run_code():
+def run_code(params, status_fd):
     """In the forked child: apply the limits, then run the code as __main__. Never returns."""
     import resource
 
@@ -68,7 +65,7 @@ def run_code():
         raise
     except BaseException as e:
         if isinstance(e, MemoryError):
-            status(memory_error=True)
+            status(status_fd, memory_error=True)
         if e.__traceback__ is not None:
             e.__traceback__ = e.__traceback__.tb_next  # hide this frame
         if sys.excepthook is sys.__excepthook__:
@@ -133,13 +130,18 @@ def kill_leftovers():
         reap_all()
 
 
-def supervise():
+def supervise(params, status_fd, prepare=None):
+    """Run the code in a child and report how it ended on status_fd. prepare, when given, runs
+    in the child first (fork mode: standard streams, directory, environment, user). Never
+    returns."""
     subreaper = make_subreaper()
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
-        run_code()
+        if prepare is not None:
+            prepare()
+        run_code(params, status_fd)
     # Only the supervisor gets here. Reap as processes end; stop when the code's process does.
     while True:
         try:
@@ -150,10 +152,12 @@ def supervise():
             break
     kill_leftovers()
     if os.WIFSIGNALED(st):
-        status(exit_code=128 + os.WTERMSIG(st), signal=os.WTERMSIG(st), subreaper=subreaper)
+        status(status_fd, exit_code=128 + os.WTERMSIG(st), signal=os.WTERMSIG(st), subreaper=subreaper)
     else:
-        status(exit_code=os.WEXITSTATUS(st), subreaper=subreaper)
+        status(status_fd, exit_code=os.WEXITSTATUS(st), subreaper=subreaper)
     os._exit(0)
 
 
-supervise()
+def runner_main():
+    os.set_inheritable(3, False)  # the code's own subprocesses must not hold the status fd
+    supervise(json.loads(sys.argv[1]), 3)

@@ -135,7 +135,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	}
 	defer statusR.Close()
 
-	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource, s.params(req, dir))
+	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.params(req, dir))
 	cmd.Dir = work
 	cmd.Env = s.env(work, req.Env)
 	cmd.Stdin = bytes.NewReader(req.Stdin)
