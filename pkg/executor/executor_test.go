@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/testutil"
@@ -35,11 +36,21 @@ func modes(t *testing.T) map[string]Executor {
 	if err := os.Symlink("trees/1", filepath.Join(pkgs, "current")); err != nil {
 		t.Fatal(err)
 	}
-	sp, err := NewSpawn(SpawnConfig{Python: py, PackagesDir: pkgs, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()})
+	cfg := SpawnConfig{Python: py, PackagesDir: pkgs, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()}
+	sp, err := NewSpawn(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]Executor{ModeSpawn: sp}
+	cfg.WorkDir = t.TempDir()
+	fk, err := NewFork(ForkConfig{SpawnConfig: cfg, Preload: []string{"json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fk.Close)
+	return map[string]Executor{ModeSpawn: sp, ModeFork: fk}
 }
 
 // recorder is a streaming Output that keeps the events in order.
@@ -238,7 +249,15 @@ open('out/plot.png', 'wb').write(b'\x89PNG\r\n\x1a\n')
 func TestBehaviours(t *testing.T) {
 	t.Setenv("PYEXEC_TEST_SECRET", "hunter2")
 	for mode, ex := range modes(t) {
-		tree := filepath.Join(ex.(*Spawn).cfg.PackagesDir, "trees", "1")
+		if fk, ok := ex.(*Fork); ok {
+			// Every case must have run in a fork of the zygote, not in the spawn fallback.
+			t.Cleanup(func() {
+				if n := fk.Fallbacks(); n != 0 {
+					t.Errorf("%d executions fell back to spawn mode", n)
+				}
+			})
+		}
+		tree := filepath.Join(packagesDirOf(ex), "trees", "1")
 		for _, b := range behaviours(tree) {
 			t.Run(mode+"/"+b.name, func(t *testing.T) {
 				t.Parallel()
@@ -402,12 +421,12 @@ func processesOf(uid int) []int {
 func TestWorkingDirectoryRemoved(t *testing.T) {
 	for mode, ex := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
-			sp := ex.(*Spawn)
+			workDir := workDirOf(ex)
 			res, err := ex.Execute(context.Background(), Request{ID: "w", Code: "import os\nos.makedirs('locked/inner')\nopen('locked/inner/f', 'w').write('x')\nos.chmod('locked/inner', 0)\nos.chmod('locked', 0)", Limits: defaultLimits}, nil)
 			if err != nil || res.ExitCode != 0 {
 				t.Fatalf("%+v %v", res, err)
 			}
-			entries, _ := os.ReadDir(sp.cfg.WorkDir)
+			entries, _ := os.ReadDir(workDir)
 			if len(entries) != 0 {
 				t.Errorf("left behind: %v", entries)
 			}
@@ -453,5 +472,91 @@ func TestReadCappedRefusesLinksAndFIFOs(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("readCapped blocked on a FIFO")
+	}
+}
+
+func packagesDirOf(ex Executor) string {
+	if f, ok := ex.(*Fork); ok {
+		return f.cfg.PackagesDir
+	}
+	return ex.(*Spawn).cfg.PackagesDir
+}
+
+func workDirOf(ex Executor) string {
+	if f, ok := ex.(*Fork); ok {
+		return f.cfg.WorkDir
+	}
+	return ex.(*Spawn).cfg.WorkDir
+}
+
+func newFork(t *testing.T, preload ...string) *Fork {
+	t.Helper()
+	py := testutil.RequireSystemPython(t)
+	fk, err := NewFork(ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()}, Preload: preload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fk.Close)
+	return fk
+}
+
+func run1(t *testing.T, ex Executor, code string) api.ExecuteResult {
+	t.Helper()
+	res, err := ex.Execute(context.Background(), Request{ID: "x", Code: code, Limits: defaultLimits}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// In fork mode the preload modules are already imported, and nothing of one execution — a
+// module attribute, the random sequence — is seen by the next.
+func TestForkPreloadsAndIsolates(t *testing.T) {
+	fk := newFork(t, "decimal")
+	if r := run1(t, fk, "import sys\nprint('decimal' in sys.modules)"); r.Stdout != "True\n" {
+		t.Fatalf("preload not imported: %+v", r)
+	}
+	if r := run1(t, fk, "import decimal\ndecimal.LEAK = 1\nprint('set')"); r.Stdout != "set\n" {
+		t.Fatalf("%+v", r)
+	}
+	if r := run1(t, fk, "import decimal\nprint(hasattr(decimal, 'LEAK'))"); r.Stdout != "False\n" {
+		t.Fatalf("state leaked between executions: %+v", r)
+	}
+	a, b := run1(t, fk, "import random\nprint(random.random())"), run1(t, fk, "import random\nprint(random.random())")
+	if a.Stdout == b.Stdout || a.Stdout == "" {
+		t.Fatalf("two executions share a random sequence: %q %q", a.Stdout, b.Stdout)
+	}
+	if fk.Mode() != ModeFork {
+		t.Fatalf("mode %s", fk.Mode())
+	}
+}
+
+// When the zygote dies, executions run in spawn mode at once, and the zygote comes back.
+func TestForkFallsBackAndRestarts(t *testing.T) {
+	fk := newFork(t)
+	fk.mu.Lock()
+	pid := fk.zygote.Process.Pid
+	exited := fk.exited
+	fk.mu.Unlock()
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if r := run1(t, fk, "print('still served')"); r.Stdout != "still served\n" {
+		t.Fatalf("no fallback: %+v", r)
+	}
+	if fk.Mode() != ModeSpawn {
+		t.Fatalf("mode %s right after the crash, want spawn", fk.Mode())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for fk.Mode() != ModeFork {
+		if time.Now().After(deadline) {
+			t.Fatal("the zygote did not come back")
+		}
+		time.Sleep(200 * time.Millisecond)
+		run1(t, fk, "pass") // a request after the backoff restarts it
 	}
 }

@@ -102,6 +102,9 @@ func reachable(dir string, uid, gid int) error {
 	}
 }
 
+// Mode implements the server's mode report.
+func (s *Spawn) Mode() string { return ModeSpawn }
+
 // status is one line the runner writes on fd 3.
 type status struct {
 	ExitCode    *int `json:"exit_code"`
@@ -334,7 +337,18 @@ type killer struct {
 	mu     sync.Mutex
 	pid    int
 	why    string
-	queued string // a kill asked for before the pid was known
+	queued string        // a kill asked for before the pid was known
+	killed chan struct{} // closed by the kill
+}
+
+// done is closed once the tree has been killed.
+func (k *killer) done() <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.killed == nil {
+		k.killed = make(chan struct{})
+	}
+	return k.killed
 }
 
 func (k *killer) setPID(pid int) {
@@ -360,8 +374,13 @@ func (k *killer) kill(why string) {
 	}
 	k.why = why
 	pid := k.pid
+	if k.killed == nil {
+		k.killed = make(chan struct{})
+	}
+	killed := k.killed
 	k.mu.Unlock()
 	killTree(pid)
+	close(killed)
 }
 
 func (k *killer) reason() string {

@@ -20,7 +20,7 @@ func (s *Server) ProbeHandler(gatherer prometheus.Gatherer) http.Handler {
 			writeText(w, http.StatusServiceUnavailable, reason)
 			return
 		}
-		writeText(w, http.StatusOK, "ok")
+		writeText(w, http.StatusOK, "ok (mode "+s.mode()+")")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	return mux

@@ -272,6 +272,15 @@ func (s *Server) recoverPanic(w *responseWriter, r *http.Request, log logr.Logge
 	s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "internal error; see the server log for this request id")
 }
 
+// mode is the executor mode in use now: the executor's own answer when it has one (the fork
+// executor serves in spawn mode while its zygote is down), else the configured one.
+func (s *Server) mode() string {
+	if m, ok := s.executor().(interface{ Mode() string }); ok {
+		return m.Mode()
+	}
+	return s.cfg.Mode
+}
+
 // handleInfo serves GET /v1/info.
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
@@ -280,7 +289,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Version != "" {
 		info.Version = s.cfg.Version
 	}
-	info.Mode = s.cfg.Mode
+	info.Mode = s.mode()
 	info.Limits = s.cfg.Limits
 	info.Ready = true // only a ready server gets here
 	writeJSON(w, http.StatusOK, info)

@@ -329,7 +329,7 @@ func TestProbes(t *testing.T) {
 	}
 	check("before SetReady", probeState{200, 503, notReadyMessage, 0})
 	h.srv.SetReady(api.Info{})
-	check("ready", probeState{200, 200, "ok", 1})
+	check("ready", probeState{200, 200, "ok (mode spawn)", 1})
 	h.srv.Drain()
 	check("draining", probeState{200, 503, drainingMessage, 0})
 	h.srv.SetReady(api.Info{}) // a late SetReady does not undo Drain

@@ -54,6 +54,7 @@ type ServeConfig struct {
 	ProbeAddr   string // --probe-addr; empty disables
 	WorkDir     string // --work-dir
 	RunAs       string // --run-as UID[:GID]
+	Mode        string // --mode fork|spawn
 	// AllowPackages are the patterns of packages code may install at run time.
 	AllowPackages []string
 
@@ -86,6 +87,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.Socket == "" {
 		return usageErrorf("--socket must not be empty")
+	}
+	if c.Mode != executor.ModeFork && c.Mode != executor.ModeSpawn {
+		return usageErrorf("--mode %q: want fork or spawn", c.Mode)
 	}
 	mode, err := strconv.ParseUint(c.SocketMode, 8, 32)
 	if err != nil || mode > 0o777 {
@@ -203,6 +207,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "group of the socket (name or gid); default: the server's")
 	f.IntSliceVar(&cfg.AllowUIDs, "allow-uids", nil, "comma-separated peer uids allowed to call (SO_PEERCRED); empty allows all")
 	f.StringVar(&cfg.ProbeAddr, "probe-addr", DefaultProbeAddr, "TCP address of /healthz, /readyz and /metrics; empty disables")
+	f.StringVar(&cfg.Mode, "mode", executor.ModeFork, "fork: executions are forked from a warm interpreter that imported --preload once (spawn while it is down); spawn: a fresh interpreter per execution")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
 	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
@@ -259,7 +264,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		AllowUIDs: cfg.AllowUIDs,
 		LogCode:   cfg.LogCode,
 		Version:   version.Version,
-		Mode:      executor.ModeSpawn,
+		Mode:      cfg.Mode,
 	}, nil, log, reg)
 
 	api := &http.Server{Handler: srv.Handler(), ConnContext: server.ConnContext, ReadHeaderTimeout: 10 * time.Second}
@@ -308,7 +313,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 // /v1/info and the logs say why.
 func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper) error {
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)
-	info := api.Info{Version: version.Version, Mode: executor.ModeSpawn, Limits: cfg.limits()}
+	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits()}
 	if report != nil {
 		info.Container, info.Python, info.Policy = report.Container, report.Python, report.Policy
 		info.Preflight = api.Preflight{OK: report.OK, Summary: preflight.Summary(report), Problems: report.Problems, Source: source}
@@ -326,7 +331,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 	}
 	// From here every child is started through the reaper.
 	go reaper.Run(reapCtx)
-	ex, err := executor.NewSpawn(executor.SpawnConfig{
+	spawnCfg := executor.SpawnConfig{
 		Python:      report.Python.Executable,
 		PackagesDir: cfg.Init.PackagesDir,
 		WorkDir:     cfg.WorkDir,
@@ -334,9 +339,23 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 		Credential:  cfg.credential,
 		Reaper:      reaper,
 		Log:         log.WithName("executor"),
-	})
-	if err != nil {
-		return err
+	}
+	var ex executor.Executor
+	if cfg.Mode == executor.ModeFork {
+		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: spawnCfg, Preload: cfg.Init.Preload})
+		if err != nil {
+			return err
+		}
+		if err := fk.Start(); err != nil {
+			log.Error(err, "zygote did not start; serving in spawn mode and retrying")
+		}
+		ex = fk
+	} else {
+		sp, err := executor.NewSpawn(spawnCfg)
+		if err != nil {
+			return err
+		}
+		ex = sp
 	}
 	srv.SetExecutor(ex)
 	installer := packages.New(packages.Config{
@@ -356,7 +375,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 	}
 	info.Ready = true
 	srv.SetReady(info)
-	log.Info("ready", "python", report.Python.Executable, "mode", executor.ModeSpawn, "workDir", cfg.WorkDir)
+	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir)
 	return nil
 }
 

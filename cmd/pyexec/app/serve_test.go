@@ -182,7 +182,7 @@ func TestServeExecutesAndLogsOneLine(t *testing.T) {
 		t.Errorf("log line %v", l)
 	}
 	info, err := s.client.Info(context.Background())
-	if err != nil || info.Preflight.Source != "serve" || !info.Preflight.OK || info.Mode != "spawn" || info.Python.Executable != testutil.SystemPython {
+	if err != nil || info.Preflight.Source != "serve" || !info.Preflight.OK || info.Mode != "fork" || info.Python.Executable != testutil.SystemPython {
 		t.Errorf("info %+v err %v", info, err)
 	}
 }

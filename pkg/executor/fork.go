@@ -1,0 +1,354 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/packages"
+)
+
+//go:embed zygote.py
+var zygoteSource string
+
+// ModeFork runs executions in children forked from a warm interpreter (the zygote).
+const ModeFork = "fork"
+
+// Zygote restarts: after maxCrashes failures, each within crashWindow of the previous one, the
+// executor stays in spawn mode instead of restarting in a tight loop.
+const (
+	maxCrashes  = 5
+	crashWindow = time.Minute
+)
+
+// ForkConfig configures the fork executor.
+type ForkConfig struct {
+	SpawnConfig
+	// Preload are imported once in the zygote, so executions find them imported.
+	Preload []string
+}
+
+// Fork runs each execution in a supervisor forked from the zygote, which imported the preload
+// modules once; every guarantee of Spawn holds (the supervisor is the same runner code). When
+// the zygote is down it serves in spawn mode and restarts the zygote with backoff.
+type Fork struct {
+	cfg   ForkConfig
+	spawn *Spawn
+
+	mu        sync.Mutex // guards the zygote and the control socket
+	zygote    *exec.Cmd
+	ctl       *os.File
+	exited    chan struct{}
+	crashes   int
+	lastCrash time.Time
+	retryAt   time.Time
+	fallbacks atomic.Int64
+}
+
+// Fallbacks counts executions that ran in spawn mode because the zygote was down.
+func (f *Fork) Fallbacks() int64 { return f.fallbacks.Load() }
+
+// NewFork returns a fork executor; the zygote starts with the first execution or Start.
+func NewFork(cfg ForkConfig) (*Fork, error) {
+	sp, err := NewSpawn(cfg.SpawnConfig)
+	if err != nil {
+		return nil, err
+	}
+	return &Fork{cfg: cfg, spawn: sp}, nil
+}
+
+// Start starts the zygote now, so the first execution does not wait for it.
+func (f *Fork) Start() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ensureZygote()
+}
+
+// Mode is the mode in use: fork while the zygote runs, spawn while it is down.
+func (f *Fork) Mode() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.zygote != nil {
+		return ModeFork
+	}
+	return ModeSpawn
+}
+
+// Close stops the zygote.
+func (f *Fork) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopZygote()
+}
+
+func (f *Fork) ensureZygote() error {
+	if f.zygote != nil {
+		select {
+		case <-f.exited:
+			f.crashed(errors.New("the zygote exited"))
+		default:
+			return nil
+		}
+	}
+	if time.Now().Before(f.retryAt) {
+		return errors.New("zygote restart backing off")
+	}
+	if f.crashes >= maxCrashes {
+		return fmt.Errorf("the zygote crashed %d times in a row; staying in spawn mode", f.crashes)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "zygote-control"), os.NewFile(uintptr(pair[1]), "zygote-control")
+	defer theirs.Close()
+	params, _ := json.Marshal(map[string]any{"preload": f.cfg.Preload})
+	cmd := exec.Command(f.cfg.Python, "-u", "-c", runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", string(params))
+	cmd.Dir = f.cfg.WorkDir
+	cmd.Env = f.spawn.env(f.cfg.WorkDir, nil)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdout, cmd.Stderr = &logWriter{f: f, stream: "stdout"}, &logWriter{f: f, stream: "stderr"}
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
+	if f.cfg.Reaper != nil {
+		err = f.cfg.Reaper.Start(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		ours.Close()
+		f.crashed(err)
+		return err
+	}
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		if f.cfg.Reaper != nil {
+			f.cfg.Reaper.Done(cmd.Process.Pid)
+		}
+		f.cfg.Log.Info("zygote exited", "pid", cmd.Process.Pid, "err", fmt.Sprint(err))
+		close(exited)
+	}()
+	f.zygote, f.ctl, f.exited = cmd, ours, exited
+	f.cfg.Log.Info("zygote started", "pid", cmd.Process.Pid, "preload", f.cfg.Preload)
+	return nil
+}
+
+// crashed records a zygote failure and schedules the restart with backoff.
+func (f *Fork) crashed(err error) {
+	f.stopZygote()
+	if time.Since(f.lastCrash) > crashWindow {
+		f.crashes = 0
+	}
+	f.crashes++
+	f.lastCrash = time.Now()
+	backoff := time.Duration(1<<min(f.crashes-1, 5)) * time.Second
+	f.retryAt = time.Now().Add(backoff)
+	f.cfg.Log.Error(err, "zygote failed; serving in spawn mode meanwhile", "crashes", f.crashes, "retryIn", backoff.String())
+}
+
+func (f *Fork) stopZygote() {
+	if f.zygote == nil {
+		return
+	}
+	f.ctl.Close()
+	killTree(f.zygote.Process.Pid)
+	f.zygote, f.ctl = nil, nil
+}
+
+// forkRequest is the control message of one execution.
+type forkRequest struct {
+	Params json.RawMessage   `json:"params"`
+	Cwd    string            `json:"cwd"`
+	Env    map[string]string `json:"env"`
+	Tree   string            `json:"tree"`
+	UID    *uint32           `json:"uid"`
+	GID    *uint32           `json:"gid"`
+}
+
+// Execute implements Executor.
+func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
+	start := time.Now()
+	res := api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}
+	dir, err := f.spawn.prepare(req)
+	if dir != "" {
+		defer removeAll(dir)
+	}
+	if err != nil {
+		return res, err
+	}
+	work := filepath.Join(dir, "work")
+
+	killer := &killer{}
+	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
+	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
+	p, err := newPipes()
+	if err != nil {
+		return res, err
+	}
+	defer p.closeAll()
+
+	pid, err := f.send(req, dir, work, p)
+	if err != nil {
+		// The zygote is down or failed this request: run it in spawn mode instead.
+		f.fallbacks.Add(1)
+		return f.spawn.Execute(ctx, req, out)
+	}
+	p.closeChildEnds()
+	killer.setPID(pid)
+
+	var copies sync.WaitGroup
+	copies.Add(3)
+	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(req.Stdin)); p.stdinW.Close() }()
+	go func() { defer copies.Done(); _, _ = io.Copy(stdout, p.stdoutR) }()
+	go func() { defer copies.Done(); _, _ = io.Copy(stderr, p.stderrR) }()
+	timer := time.AfterFunc(req.Timeout, func() { killer.kill(api.ReasonTimeout) })
+	stopCtx := context.AfterFunc(ctx, func() { killer.kill(api.ReasonSignal) })
+	// The status pipe ends once the supervisor and every process of the code are gone; after a
+	// kill, whatever still holds it gets a few seconds, not forever.
+	statusCh := make(chan status, 1)
+	go func() { statusCh <- readStatus(p.statusR) }()
+	var st status
+	select {
+	case st = <-statusCh:
+	case <-killer.done():
+		select {
+		case st = <-statusCh:
+		case <-time.After(5 * time.Second):
+			f.cfg.Log.Info("status pipe still open after the kill", "id", req.ID)
+		}
+	}
+	timer.Stop()
+	stopCtx()
+	waitBounded(&copies, 2*time.Second) // the supervisor killed what held the streams
+
+	res.Stdout, res.StdoutTruncated = stdout.result()
+	res.Stderr, res.StderrTruncated = stderr.result()
+	f.spawn.finish(&res, killer.reason(), st, nil, nil)
+	inputs := map[string][]byte{}
+	for _, file := range req.Files {
+		inputs[file.Path] = file.Data
+	}
+	res.Files, res.FilesTruncated = collectFiles(work, inputs, req.MaxFileBytes, req.MaxFilesOut)
+	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	return res, nil
+}
+
+// send hands the execution to the zygote and returns the supervisor's pid.
+func (f *Fork) send(req Request, dir, work string, p *pipes) (int, error) {
+	params := f.spawn.params(req, dir)
+	env := map[string]string{}
+	for _, kv := range f.spawn.env(work, req.Env) {
+		k, v, _ := cutEnv(kv)
+		env[k] = v
+	}
+	msg := forkRequest{Params: json.RawMessage(params), Cwd: work, Env: env, Tree: packages.Tree(f.cfg.PackagesDir)}
+	if c := f.cfg.Credential; c != nil {
+		msg.UID, msg.GID = &c.Uid, &c.Gid
+	}
+	data, err := json.Marshal(msg)
+	if err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.ensureZygote(); err != nil {
+		return 0, err
+	}
+	fd := int(f.ctl.Fd())
+	rights := unix.UnixRights(int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()), int(p.statusW.Fd()))
+	if err := unix.Sendmsg(fd, data, rights, nil, 0); err != nil {
+		f.crashed(fmt.Errorf("sending to the zygote: %w", err))
+		return 0, err
+	}
+	buf := make([]byte, 4096)
+	n, _, _, _, err := unix.Recvmsg(fd, buf, nil, 0)
+	if err != nil || n == 0 {
+		f.crashed(fmt.Errorf("no answer from the zygote: %v", err))
+		return 0, errors.New("zygote gone")
+	}
+	var reply struct {
+		PID   int    `json:"pid"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.PID <= 0 {
+		f.cfg.Log.Error(err, "zygote refused an execution", "reply", reply.Error)
+		return 0, fmt.Errorf("zygote: %s", reply.Error)
+	}
+	return reply.PID, nil
+}
+
+func cutEnv(kv string) (string, string, bool) {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return kv[:i], kv[i+1:], true
+		}
+	}
+	return kv, "", false
+}
+
+// pipes are the standard streams and the status pipe of one execution.
+type pipes struct {
+	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW, statusR, statusW *os.File
+}
+
+func newPipes() (*pipes, error) {
+	p := &pipes{}
+	var err error
+	for _, pair := range [][2]**os.File{{&p.stdinR, &p.stdinW}, {&p.stdoutR, &p.stdoutW}, {&p.stderrR, &p.stderrW}, {&p.statusR, &p.statusW}} {
+		if *pair[0], *pair[1], err = os.Pipe(); err != nil {
+			p.closeAll()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// closeChildEnds closes what the supervisor got a copy of, so EOF comes when it is gone.
+func (p *pipes) closeChildEnds() {
+	for _, f := range []*os.File{p.stdinR, p.stdoutW, p.stderrW, p.statusW} {
+		f.Close()
+	}
+}
+
+func (p *pipes) closeAll() {
+	for _, f := range []*os.File{p.stdinR, p.stdinW, p.stdoutR, p.stdoutW, p.stderrR, p.stderrW, p.statusR, p.statusW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// logWriter passes what the zygote itself prints (preload failures) to the log, line by line.
+type logWriter struct {
+	f      *Fork
+	stream string
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	for _, line := range bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n")) {
+		w.f.cfg.Log.Info("zygote output", "stream", w.stream, "line", string(line))
+	}
+	return len(b), nil
+}
