@@ -123,6 +123,17 @@ func behaviours(packagesTree string) []behaviour {
 				t.Errorf("%+v", r)
 			}
 		}},
+		{"atexit handlers and non-daemon threads run before the end", Request{Code: "import atexit, threading, time\natexit.register(lambda: print('atexit'))\nthreading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\nprint('main')"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || r.Stdout != "main\nthread\natexit\n" {
+					t.Errorf("%+v", r)
+				}
+			}},
+		{"sys.exit with a message", Request{Code: "import sys\nsys.exit('bye')"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.ExitCode != 1 || r.Stderr != "bye\n" {
+				t.Errorf("%+v", r)
+			}
+		}},
 		{"os._exit keeps unflushed output", Request{Code: "import os\nprint('before', end='')\nos._exit(7)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.ExitCode != 7 || r.Stdout != "before" {
 				t.Errorf("%+v", r)

@@ -61,8 +61,8 @@ def run_code(params, status_fd):
     sys.argv = [filename]
     try:
         exec(compile(source, filename, "exec"), main.__dict__)
-    except SystemExit:
-        raise
+    except SystemExit as e:
+        _exit(_exit_status(e.code))
     except BaseException as e:
         if isinstance(e, MemoryError):
             status(status_fd, memory_error=True)
@@ -74,8 +74,45 @@ def run_code(params, status_fd):
             traceback.print_exception(type(e), e, e.__traceback__)
         else:
             sys.excepthook(type(e), e, e.__traceback__)
-        raise SystemExit(1)
-    raise SystemExit(0)
+        _exit(1)
+    _exit(0)
+
+
+def _exit_status(code):
+    """The exit status of SystemExit(code), as the interpreter computes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:
+        pass
+    return 1
+
+
+def _exit(status):
+    """End the code's process as the interpreter would — join non-daemon threads, run atexit
+    handlers, flush the streams — but without tearing every module down: with pandas loaded,
+    the full finalization costs more than the code itself."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except Exception:
+            pass
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except Exception:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
 
 
 def children():

@@ -30,6 +30,9 @@ func (c *BenchConfig) Validate() error {
 	if c.Code != "" && c.File != "" {
 		return cli.Usagef("give --code or --file, not both")
 	}
+	if c.Code == "" && c.File == "" {
+		c.Code = "print(1)"
+	}
 	return nil
 }
 
@@ -69,7 +72,7 @@ func newBenchCommand(io IO) *cobra.Command {
 	f.IntVarP(&cfg.Concurrency, "concurrency", "c", 1, "clients sending at once")
 	f.DurationVar(&cfg.Interval, "interval", 0, "pause of each client between requests (low load)")
 	f.IntVar(&cfg.Warmup, "warmup", 3, "executions sent first and not measured")
-	f.StringVar(&cfg.Code, "code", "print(1)", "the code to run")
+	f.StringVar(&cfg.Code, "code", "", "the code to run (default print(1))")
 	f.StringVar(&cfg.File, "file", "", "read the code from this file")
 	return cmd
 }
