@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -251,7 +252,7 @@ func (f *Fork) send(req Request, dir, work string, p *pipes) (int, error) {
 	params := f.spawn.params(req, dir)
 	env := map[string]string{}
 	for _, kv := range f.spawn.env(work, req.Env) {
-		k, v, _ := cutEnv(kv)
+		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
 	msg := forkRequest{Params: json.RawMessage(params), Cwd: work, Env: env, Tree: packages.Tree(f.cfg.PackagesDir)}
@@ -288,15 +289,6 @@ func (f *Fork) send(req Request, dir, work string, p *pipes) (int, error) {
 		return 0, fmt.Errorf("zygote: %s", reply.Error)
 	}
 	return reply.PID, nil
-}
-
-func cutEnv(kv string) (string, string, bool) {
-	for i := 0; i < len(kv); i++ {
-		if kv[i] == '=' {
-			return kv[:i], kv[i+1:], true
-		}
-	}
-	return kv, "", false
 }
 
 // pipes are the standard streams and the status pipe of one execution.
