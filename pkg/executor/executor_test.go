@@ -41,16 +41,41 @@ func modes(t *testing.T) map[string]Executor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.WorkDir = t.TempDir()
-	fk, err := NewFork(ForkConfig{SpawnConfig: cfg, Preload: []string{"json"}})
-	if err != nil {
-		t.Fatal(err)
+	out := map[string]Executor{ModeSpawn: sp}
+	for name, warm := range map[string]int{ModeFork: 0, modeForkWarm: 1} {
+		cfg.WorkDir = t.TempDir()
+		fk, err := NewFork(ForkConfig{SpawnConfig: cfg, Preload: []string{"json"}, Warm: warm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fk.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(fk.Close)
+		out[name] = fk
 	}
-	if err := fk.Start(); err != nil {
-		t.Fatal(err)
+	return out
+}
+
+// modeForkWarm is fork mode where every execution runs in a spare.
+const modeForkWarm = "fork-warm"
+
+// awaitSpare waits until fk has a spare ready.
+func awaitSpare(t *testing.T, fk *Fork) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		fk.pool.Lock()
+		n := len(fk.spares)
+		fk.pool.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no spare became ready")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	t.Cleanup(fk.Close)
-	return map[string]Executor{ModeSpawn: sp, ModeFork: fk}
 }
 
 // recorder is a streaming Output that keeps the events in order.
@@ -246,6 +271,20 @@ func behaviours(packagesTree string) []behaviour {
 					t.Errorf("%+v", r)
 				}
 			}},
+		{"a forked child left running is killed, the result does not wait for it",
+			Request{Code: "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\nprint('pid:%d' % os.getpid())"},
+			func(t *testing.T, r api.ExecuteResult, d time.Duration) {
+				if r.ExitCode != 0 || r.Reason != api.ReasonExit || d > 10*time.Second {
+					t.Fatalf("%+v after %v", r, d)
+				}
+				assertGone(t, pidsFrom(t, r.Stdout))
+			}},
+		{"code that closes its own standard streams", Request{Code: "import os, sys\nprint('bye', flush=True)\nos.close(1)\nos.close(2)\nsys.exit(4)"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 4 || r.Stdout != "bye\n" {
+					t.Errorf("%+v", r)
+				}
+			}},
 	}
 }
 
@@ -260,18 +299,27 @@ open('out/plot.png', 'wb').write(b'\x89PNG\r\n\x1a\n')
 func TestBehaviours(t *testing.T) {
 	t.Setenv("PYEXEC_TEST_SECRET", "hunter2")
 	for mode, ex := range modes(t) {
+		tree := filepath.Join(packagesDirOf(ex), "trees", "1")
+		cases := behaviours(tree)
 		if fk, ok := ex.(*Fork); ok {
-			// Every case must have run in a fork of the zygote, not in the spawn fallback.
+			// Every case must have run in a fork of the zygote, not in the spawn fallback; in
+			// fork-warm, each in a spare.
 			t.Cleanup(func() {
 				if n := fk.Fallbacks(); n != 0 {
-					t.Errorf("%d executions fell back to spawn mode", n)
+					t.Errorf("%s: %d executions fell back to spawn mode", mode, n)
+				}
+				if hits := fk.WarmHits(); mode == modeForkWarm && hits != int64(len(cases)) {
+					t.Errorf("%s: %d of %d executions ran in a spare", mode, hits, len(cases))
 				}
 			})
 		}
-		tree := filepath.Join(packagesDirOf(ex), "trees", "1")
-		for _, b := range behaviours(tree) {
+		for _, b := range cases {
 			t.Run(mode+"/"+b.name, func(t *testing.T) {
-				t.Parallel()
+				if mode == modeForkWarm {
+					awaitSpare(t, ex.(*Fork)) // one at a time: each takes the spare
+				} else {
+					t.Parallel()
+				}
 				req := b.req
 				req.ID = "test"
 				req.Limits = mergeLimits(defaultLimits, b.req.Limits)
@@ -438,8 +486,10 @@ func TestWorkingDirectoryRemoved(t *testing.T) {
 				t.Fatalf("%+v %v", res, err)
 			}
 			entries, _ := os.ReadDir(workDir)
-			if len(entries) != 0 {
-				t.Errorf("left behind: %v", entries)
+			for _, e := range entries {
+				if e.Name() != zygoteConfigDir { // the zygote's, not an execution's
+					t.Errorf("left behind: %v", e)
+				}
 			}
 		})
 	}
@@ -500,10 +550,10 @@ func workDirOf(ex Executor) string {
 	return ex.(*Spawn).cfg.WorkDir
 }
 
-func newFork(t *testing.T, preload ...string) *Fork {
+func newFork(t *testing.T, warm int, preload ...string) *Fork {
 	t.Helper()
 	py := testutil.RequireSystemPython(t)
-	fk, err := NewFork(ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()}, Preload: preload})
+	fk, err := NewFork(ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()}, Preload: preload, Warm: warm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,30 +574,97 @@ func run1(t *testing.T, ex Executor, code string) api.ExecuteResult {
 }
 
 // In fork mode the preload modules are already imported, and nothing of one execution — a
-// module attribute, the random sequence — is seen by the next.
+// module attribute, the random sequence, the directory, an open file, an environment variable —
+// is seen by the next: neither in a child forked on demand nor in a spare.
 func TestForkPreloadsAndIsolates(t *testing.T) {
-	fk := newFork(t, "decimal")
-	if r := run1(t, fk, "import sys\nprint('decimal' in sys.modules)"); r.Stdout != "True\n" {
-		t.Fatalf("preload not imported: %+v", r)
+	for _, warm := range []int{0, 1} {
+		t.Run(fmt.Sprintf("warm=%d", warm), func(t *testing.T) {
+			fk := newFork(t, warm, "decimal")
+			run := func(code string) api.ExecuteResult {
+				if warm > 0 {
+					awaitSpare(t, fk)
+				}
+				return run1(t, fk, code)
+			}
+			if r := run("import sys\nprint('decimal' in sys.modules)"); r.Stdout != "True\n" {
+				t.Fatalf("preload not imported: %+v", r)
+			}
+			leak := "import builtins, decimal, os\ndecimal.LEAK = 1\nbuiltins.LEAK = 1\nos.chdir('/')\nos.environ['LEAK'] = '1'\nLEAK_FILE = open('/proc/self/stat')\nprint('set')"
+			if r := run(leak); r.Stdout != "set\n" {
+				t.Fatalf("%+v", r)
+			}
+			see := "import builtins, decimal, os\nprint(hasattr(decimal, 'LEAK'), hasattr(builtins, 'LEAK'), os.getcwd() == '/', 'LEAK' in os.environ, 'LEAK_FILE' in globals())"
+			if r := run(see); r.Stdout != "False False False False False\n" {
+				t.Fatalf("state leaked between executions: %+v", r)
+			}
+			a, b := run("import random\nprint(random.random())"), run("import random\nprint(random.random())")
+			if a.Stdout == b.Stdout || a.Stdout == "" {
+				t.Fatalf("two executions share a random sequence: %q %q", a.Stdout, b.Stdout)
+			}
+			if fk.Mode() != ModeFork {
+				t.Fatalf("mode %s", fk.Mode())
+			}
+			if want := int64(5 * warm); fk.WarmHits() != want {
+				t.Errorf("%d executions ran in a spare, want %d", fk.WarmHits(), want)
+			}
+		})
 	}
-	if r := run1(t, fk, "import decimal\ndecimal.LEAK = 1\nprint('set')"); r.Stdout != "set\n" {
+}
+
+// A spare that died while it waited costs nothing but the warm start: the execution is forked
+// on demand.
+func TestForkDeadSpareForksOnDemand(t *testing.T) {
+	fk := newFork(t, 1)
+	awaitSpare(t, fk)
+	fk.pool.Lock()
+	pid := fk.spares[0].pid
+	fk.pool.Unlock()
+	tree := append(descendants(pid), pid)
+	killTree(pid)
+	assertGone(t, tree)
+	if r := run1(t, fk, "print('served')"); r.Stdout != "served\n" || r.ExitCode != 0 {
 		t.Fatalf("%+v", r)
 	}
-	if r := run1(t, fk, "import decimal\nprint(hasattr(decimal, 'LEAK'))"); r.Stdout != "False\n" {
-		t.Fatalf("state leaked between executions: %+v", r)
+	if fk.WarmHits() != 0 || fk.Fallbacks() != 0 {
+		t.Errorf("warm hits %d, fallbacks %d: want the execution forked on demand", fk.WarmHits(), fk.Fallbacks())
 	}
-	a, b := run1(t, fk, "import random\nprint(random.random())"), run1(t, fk, "import random\nprint(random.random())")
-	if a.Stdout == b.Stdout || a.Stdout == "" {
-		t.Fatalf("two executions share a random sequence: %q %q", a.Stdout, b.Stdout)
+}
+
+// Spares are replaced after an execution only when none is in flight: under load executions
+// are forked on demand and no warm-up competes with them.
+func TestForkRefillsOnlyWhenIdle(t *testing.T) {
+	fk := newFork(t, 1)
+	awaitSpare(t, fk)
+	long := make(chan api.ExecuteResult)
+	go func() { long <- run1(t, fk, "import time\ntime.sleep(1.5)") }() // takes the spare
+	deadline := time.Now().Add(10 * time.Second)
+	for fk.WarmHits() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the spare was not taken")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if fk.Mode() != ModeFork {
-		t.Fatalf("mode %s", fk.Mode())
+	if r := run1(t, fk, "print(1)"); r.ExitCode != 0 { // forked on demand, ends first
+		t.Fatalf("%+v", r)
+	}
+	fk.pool.Lock()
+	starting, ready := fk.starting, len(fk.spares)
+	fk.pool.Unlock()
+	if starting != 0 || ready != 0 {
+		t.Fatalf("%d spares starting and %d ready while an execution runs, want none", starting, ready)
+	}
+	if r := <-long; r.ExitCode != 0 {
+		t.Fatalf("%+v", r)
+	}
+	awaitSpare(t, fk) // idle now: replaced
+	if fk.WarmHits() != 1 {
+		t.Errorf("warm hits %d, want 1", fk.WarmHits())
 	}
 }
 
 // When the zygote dies, executions run in spawn mode at once, and the zygote comes back.
 func TestForkFallsBackAndRestarts(t *testing.T) {
-	fk := newFork(t)
+	fk := newFork(t, 1)
 	fk.mu.Lock()
 	pid := fk.zygote.Process.Pid
 	exited := fk.exited

@@ -113,3 +113,31 @@ func children() []int {
 	}
 	return out
 }
+
+// TreeMemory sums the resident (RSS) and proportional (PSS: shared pages divided among the
+// processes that share them) memory of root and its descendants, in bytes, from
+// /proc/PID/smaps_rollup. Processes that end while it reads are left out.
+func TreeMemory(root int) (rss, pss int64) {
+	for _, pid := range append([]int{root}, descendants(root)...) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			name, rest, ok := strings.Cut(line, ":")
+			if !ok || (name != "Rss" && name != "Pss") {
+				continue
+			}
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				continue
+			}
+			if name == "Rss" {
+				rss += kb << 10
+			} else {
+				pss += kb << 10
+			}
+		}
+	}
+	return rss, pss
+}

@@ -1,15 +1,46 @@
 # pyexec zygote: the fork server of --mode fork. Appended to runner.py and started once as
-#     python -u -c RUNNER+ZYGOTE+"zygote_main()" '{"preload": [...]}'
-# with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then for
-# every request (a JSON message with the standard streams and the status pipe as SCM_RIGHTS
-# file descriptors) forks a supervisor that runs the code exactly as spawn mode's runner does,
-# and answers the supervisor's pid. Nothing of one execution reaches the next: each runs in a
-# fresh fork of the zygote, which never runs user code itself.
+#     python -u -c RUNNER+ZYGOTE+"zygote_main()" '{"preload": [...], "warmup": "..."}'
+# with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then
+# answers two requests, each a JSON message:
+#   {"op": "exec", ...} with the standard streams and the status pipe as SCM_RIGHTS file
+#       descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
+#       answer {"pid": supervisor}.
+#   {"op": "spare", "uid": ..., "gid": ...} with the status pipe of the spare's execution to
+#       come: fork a spare supervisor, which at once forks the code's process; that process
+#       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
+#       SCM_RIGHTS; on it the process says {"ready": true}, then takes the "exec" request of
+#       one execution with its three standard streams.
+# Nothing of one execution reaches the next: each runs in a fresh fork of the zygote, which
+# never runs user code itself.
 import array
+import gc
 import signal
 import socket
 
 CONTROL_FD = 3
+
+# The warm-up of a spare's code process when pyexec passes none: it touches what executions
+# typically touch in the preloaded libraries (lazy imports, caches, and the pages they write),
+# so that an execution does not pay those copy-on-write faults itself. It must leave nothing an
+# execution could see: no figure stays open, and the random state is re-seeded afterwards.
+BUILTIN_WARMUP = """
+import sys
+if "numpy" in sys.modules:
+    import numpy as np
+    a = np.arange(1000, dtype=float).reshape(10, 100)
+    (a.mean(axis=0) + a.std(axis=1).sum()).tolist()
+if "pandas" in sys.modules:
+    import pandas as pd
+    df = pd.DataFrame({"a": range(1000), "b": [i * 0.5 for i in range(1000)], "c": ["x", "y"] * 500})
+    df.describe(); df.groupby("c").b.sum(); df.merge(df.head(), on="a"); df.to_string(max_rows=5)
+if "matplotlib" in sys.modules:
+    import io
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [3, 1, 2], label="x"); ax.legend(); ax.set_title("t")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+"""
 
 
 # The supervisors the zygote forked and that still run. The zygote is a child subreaper too:
@@ -43,60 +74,197 @@ def _preload(modules):
             importlib.import_module(name)
         except BaseException as e:  # a bad preload must not stop the zygote
             sys.stderr.write("pyexec zygote: preload %s failed: %s: %s\n" % (name, type(e).__name__, e))
-    try:  # a font cache and the like are built now, once, not in every execution
+    if "matplotlib" in sys.modules:
+        try:  # pyplot on Agg, and the font cache, built once in MPLCONFIGDIR
+            import matplotlib.pyplot  # noqa: F401
+        except Exception as e:
+            sys.stderr.write("pyexec zygote: matplotlib.pyplot: %s: %s\n" % (type(e).__name__, e))
+    try:
         import ctypes  # noqa: F401  (the supervisors' prctl)
     except Exception:
         pass
+    # What is imported now lives as long as the zygote. Frozen, the collector of a child never
+    # walks it: each object it touched would be a copy-on-write page fault.
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()
 
 
-def _recv(ctl):
+def _recv(sock):
     fds = array.array("i")
-    msg, ancdata, _, _ = ctl.recvmsg(1 << 20, socket.CMSG_SPACE(8 * fds.itemsize))
+    msg, ancdata, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(8 * fds.itemsize))
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     return msg, list(fds)
 
 
-def _child(req, fds, ctl):
-    """In the forked supervisor: leave the zygote's ways, then supervise the code."""
+def _send(sock, msg, fds):
+    sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+
+def _leave_zygote(ctl):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     ctl.close()
+
+
+def _become_user(req):
+    if req.get("gid") is not None:
+        os.setgroups([])
+        os.setgid(req["gid"])
+    if req.get("uid") is not None:
+        os.setuid(req["uid"])
+
+
+def _enter(req, stdio):
+    """In the code's process, once its execution is known: its standard streams, directory,
+    environment, packages tree, and a random sequence of its own (forked children share the
+    zygote's)."""
+    for fd, target in zip(stdio, (0, 1, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    if req.get("tree"):
+        sys.path.insert(0, req["tree"])
+    import random
+
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        try:
+            np.random.seed()
+        except Exception:
+            pass
+
+
+def _child(req, fds, ctl):
+    """In a supervisor forked for one execution: leave the zygote's ways, then supervise."""
+    _leave_zygote(ctl)
     stdin, stdout, stderr, status_fd = fds
     os.set_inheritable(status_fd, False)
 
     def prepare():
-        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            os.dup2(fd, target)
-            os.close(fd)
-        os.chdir(req["cwd"])
-        os.environ.clear()
-        os.environ.update(req["env"])
-        if req.get("tree"):
-            sys.path.insert(0, req["tree"])
-        if req.get("gid") is not None:
-            os.setgroups([])
-            os.setgid(req["gid"])
-        if req.get("uid") is not None:
-            os.setuid(req["uid"])
-        # Forked children share the zygote's random state: give each its own.
-        import random
-
-        random.seed()
-        np = sys.modules.get("numpy")
-        if np is not None:
-            try:
-                np.random.seed()
-            except Exception:
-                pass
+        _become_user(req)
+        _enter(req, (stdin, stdout, stderr))
 
     supervise(req["params"], status_fd, prepare)
+
+
+def _warm_up(code):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # what the warm-up prints goes nowhere; its errors go to the log
+    os.close(devnull)
+    try:
+        exec(compile(code, "<warmup>", "exec"), {"__name__": "__pyexec_warmup__"})
+    except BaseException as e:
+        sys.stderr.write("pyexec spare: warm-up failed: %s: %s\n" % (type(e).__name__, e))
+    import random
+
+    random.seed()  # the pages of the random states, faulted in now: _enter re-seeds them
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    gc.collect()  # the warm-up's garbage, collected now and not during the execution
+
+
+def _rehearse():
+    """In a spare's code process, before it waits: touch what running an execution touches —
+    the runner's modules and functions, the environment, compile and exec, a print — so that
+    the copy-on-write faults of those pages are taken now (here each costs 10-30 µs)."""
+    import builtins  # noqa: F401
+    import linecache  # noqa: F401
+    import resource
+    import types
+
+    for name in ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_CORE"):
+        resource.getrlimit(getattr(resource, name))
+    env = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(os.getcwd())
+    json.loads(json.dumps({"params": {"code": "/c", "limits": {"nproc": 1}}, "cwd": "/", "env": env}))
+    main = types.ModuleType("__main__")
+    exec(compile("print(1)\n", "<code>", "exec"), main.__dict__)  # stdout is /dev/null here
+    sys.stdout.flush()
+    children()
+
+
+def _spare(req, ctl, conn, status_fd, warmup):
+    """In a spare supervisor, forked ahead of time: fork the code's process now, which warms up
+    and then waits on conn for its execution; supervise it as any other."""
+    _leave_zygote(ctl)
+    os.set_inheritable(status_fd, False)
+    subreaper = make_subreaper()
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        global _done_fd
+        os.close(done_r)
+        _done_fd = done_w
+        _become_user(req)
+        _warm_up(warmup)
+        _rehearse()
+        conn.send(b'{"ready": true}')
+        msg, fds = _recv(conn)
+        conn.close()
+        if not msg or len(fds) != 3:
+            os._exit(0)  # pyexec let the spare go
+        ex = json.loads(msg)
+        _enter(ex, fds)
+        run_code(ex["params"], status_fd)
+    conn.close()
+    os.close(done_w)
+    watch(child, status_fd, subreaper, done_r)
+
+
+def _fork(req, fds, ctl, warmup):
+    """Fork the supervisor a request asks for; answer its pid (and a spare's socket)."""
+    if req.get("op") == "spare":
+        if len(fds) != 1:
+            raise ValueError("a spare takes its status fd, got %d file descriptors" % len(fds))
+        conn, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    elif len(fds) != 4:
+        raise ValueError("want 4 file descriptors, got %d" % len(fds))
+    # SIGCHLD waits until the new supervisor is in the set: the handler would take it for an
+    # orphan and kill it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        raise
+    if pid == 0:
+        try:  # never back into the zygote's loop
+            if req.get("op") == "spare":
+                theirs.close()
+                _spare(req, ctl, conn, fds[0], warmup)
+            _child(req, fds, ctl)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    _supervisors.add(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    reply = json.dumps({"pid": pid}).encode()
+    if req.get("op") == "spare":
+        conn.close()
+        _send(ctl, reply, [theirs.fileno()])
+        theirs.close()
+    else:
+        ctl.send(reply)
 
 
 def zygote_main():
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     _preload(params.get("preload") or [])
+    warmup = params.get("warmup") or BUILTIN_WARMUP
     make_subreaper()
     signal.signal(signal.SIGCHLD, _reap)
     ctl = socket.socket(fileno=CONTROL_FD)
@@ -108,23 +276,9 @@ def zygote_main():
         if not msg:
             os._exit(0)  # pyexec closed the control socket
         try:
-            req = json.loads(msg)
-            if len(fds) != 4:
-                raise ValueError("want 4 file descriptors, got %d" % len(fds))
-            # SIGCHLD waits until the new supervisor is in the set: the handler would take it
-            # for an orphan and kill it.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-            pid = os.fork()
+            _fork(json.loads(msg), fds, ctl, warmup)
         except Exception as e:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            ctl.send(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}).encode())
+        finally:
             for fd in fds:
                 os.close(fd)
-            ctl.send(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}).encode())
-            continue
-        if pid == 0:
-            _child(req, fds, ctl)
-        _supervisors.add(pid)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        for fd in fds:
-            os.close(fd)
-        ctl.send(json.dumps({"pid": pid}).encode())

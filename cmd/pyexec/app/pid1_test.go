@@ -28,7 +28,7 @@ func TestServeAsPID1ReapsEverything(t *testing.T) {
 }
 
 // testPID1 is one run: in spawn mode pyexec serve kills the escaped processes itself; in fork
-// mode the zygote (a subreaper too) does, and stays as the one other process.
+// mode the zygote (a subreaper too) does, and stays, with its one spare (--warm 1).
 func testPID1(t *testing.T, mode string) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
@@ -84,10 +84,7 @@ func testPID1(t *testing.T, mode string) {
 	}
 	var left []string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left = inNamespace(ns, serve)
-		if mode == "fork" && len(left) == 1 && isZygote(left[0]) {
-			left = nil
-		}
+		left = leftovers(ns, serve, 1)
 		if len(left) == 0 {
 			break
 		}
@@ -165,24 +162,44 @@ func readProcTable() []procInfo {
 	return out
 }
 
-// inNamespace lists every process of the PID namespace ns except serve, with its state.
-func inNamespace(ns string, serve int) []string {
-	var out []string
+// leftovers lists the processes of the namespace other than pyexec serve, the zygote and up
+// to warm idle spares (a supervisor, child of the zygote, whose one child has none) as
+// "pid:state".
+func leftovers(ns string, serve, warm int) []string {
+	var procs []procInfo
+	kids := map[int][]int{}
 	for _, p := range readProcTable() {
-		if p.pid == serve {
+		if link, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/ns/pid"); err == nil && link == ns && p.pid != serve {
+			procs = append(procs, p)
+			kids[p.ppid] = append(kids[p.ppid], p.pid)
+		}
+	}
+	allowed := map[int]bool{}
+	for _, p := range procs {
+		if p.ppid != serve || !isZygote(p.pid) {
 			continue
 		}
-		if link, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/ns/pid"); err == nil && link == ns {
+		allowed[p.pid] = true
+		spares := 0
+		for _, s := range kids[p.pid] {
+			if c := kids[s]; len(c) == 1 && len(kids[c[0]]) == 0 && spares < warm {
+				allowed[s], allowed[c[0]] = true, true
+				spares++
+			}
+		}
+	}
+	var out []string
+	for _, p := range procs {
+		if !allowed[p.pid] {
 			out = append(out, strconv.Itoa(p.pid)+":"+p.state)
 		}
 	}
 	return out
 }
 
-// isZygote reports whether the "pid:state" entry is the fork server: a python3 started with
-// zygote_main in its command line.
-func isZygote(entry string) bool {
-	pid, _, _ := strings.Cut(entry, ":")
-	cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+// isZygote reports whether pid is the fork server: a python3 started with zygote_main in its
+// command line.
+func isZygote(pid int) bool {
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	return err == nil && strings.Contains(string(cmdline), "zygote_main()")
 }

@@ -55,6 +55,8 @@ type ServeConfig struct {
 	WorkDir     string // --work-dir
 	RunAs       string // --run-as UID[:GID]
 	Mode        string // --mode fork|spawn
+	Warm        int    // --warm: spares of fork mode
+	WarmupCode  string // --warmup-code: what a spare runs before it waits
 	// AllowPackages are the patterns of packages code may install at run time.
 	AllowPackages []string
 
@@ -117,6 +119,7 @@ func (c *ServeConfig) Validate() error {
 		ok  bool
 		msg string
 	}{
+		{c.Warm >= 0, "--warm must not be negative"},
 		{c.MaxConcurrent > 0, "--max-concurrent must be positive"},
 		{c.Queue >= 0, "--queue must not be negative"},
 		{c.DrainTimeout >= 0, "--drain-timeout must not be negative"},
@@ -208,6 +211,8 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntSliceVar(&cfg.AllowUIDs, "allow-uids", nil, "comma-separated peer uids allowed to call (SO_PEERCRED); empty allows all")
 	f.StringVar(&cfg.ProbeAddr, "probe-addr", DefaultProbeAddr, "TCP address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&cfg.Mode, "mode", executor.ModeFork, "fork: executions are forked from a warm interpreter that imported --preload once (spawn while it is down); spawn: a fresh interpreter per execution")
+	f.IntVar(&cfg.Warm, "warm", 1, "fork mode: children forked ahead of time that have run --warmup-code and wait for an execution; replaced after an execution when none is in flight (0: fork each execution on demand)")
+	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
 	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
@@ -258,7 +263,11 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_orphans_reaped_total", Help: "Orphaned processes reaped by pyexec serve as a child subreaper."},
 			func() float64 { r, _ := reaper.Stats(); return float64(r) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_escaped_processes_killed_total", Help: "Processes that escaped their execution's supervisor, killed by pyexec serve."},
-			func() float64 { _, k := reaper.Stats(); return float64(k) }))
+			func() float64 { _, k := reaper.Stats(); return float64(k) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_sidecar_rss_bytes", Help: "Resident memory of pyexec serve and every process below it (zygote, spares, executions)."},
+			func() float64 { rss, _ := executor.TreeMemory(os.Getpid()); return float64(rss) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_sidecar_pss_bytes", Help: "Proportional memory of pyexec serve and every process below it: pages shared copy-on-write count once in total."},
+			func() float64 { _, pss := executor.TreeMemory(os.Getpid()); return float64(pss) }))
 	srv := server.New(server.Config{
 		Limits:    cfg.limits(),
 		AllowUIDs: cfg.AllowUIDs,
@@ -287,7 +296,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	// The reaper outlives the signal: during the drain, orphans must still be reaped.
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	defer stopReaping()
-	if err := becomeReady(ctx, reapCtx, io, log, cfg, srv, reaper); err != nil {
+	if err := becomeReady(ctx, reapCtx, io, log, cfg, srv, reaper, reg); err != nil {
 		log.Error(err, "not ready")
 	}
 
@@ -311,7 +320,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 // becomeReady loads the preflight report (or runs the preflight once), starts the reaper and
 // the executor, and marks the server ready. On failure the server stays up and not ready, so
 // /v1/info and the logs say why.
-func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper) error {
+func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer) error {
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)
 	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits()}
 	if report != nil {
@@ -342,10 +351,15 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 	}
 	var ex executor.Executor
 	if cfg.Mode == executor.ModeFork {
-		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: spawnCfg, Preload: cfg.Init.Preload})
+		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: spawnCfg, Preload: preloaded(report), Warm: cfg.Warm, WarmupCode: cfg.WarmupCode})
 		if err != nil {
 			return err
 		}
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_fork_warm_executions_total", Help: "Executions that ran in a spare forked ahead of time (--warm)."},
+				func() float64 { return float64(fk.WarmHits()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_fork_fallbacks_total", Help: "Executions of fork mode that ran in spawn mode because the zygote was down."},
+				func() float64 { return float64(fk.Fallbacks()) }))
 		if err := fk.Start(); err != nil {
 			log.Error(err, "zygote did not start; serving in spawn mode and retrying")
 		}
@@ -393,4 +407,17 @@ func loadReport(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*
 	report, err = runPreflight(ctx, io, log.WithName("preflight"), cfg)
 	log.Info("preflight finished", "summary", preflight.Summary(report))
 	return report, "serve", err
+}
+
+// preloaded are the modules the zygote imports: those of the report that imported in preflight
+// (init's --preload, or serve's own when it ran the preflight). One that failed there would
+// only fail again in every zygote start.
+func preloaded(report *api.Report) []string {
+	var mods []string
+	for _, p := range report.Preload {
+		if p.OK {
+			mods = append(mods, p.Module)
+		}
+	}
+	return mods
 }

@@ -1,0 +1,224 @@
+package executor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// zygoteConfigDir, in the work dir, is the zygote's MPLCONFIGDIR: matplotlib builds its font
+// cache there once, and forked executions inherit it loaded.
+const zygoteConfigDir = ".zygote"
+
+// A spare still warming up after this long is killed: its warm-up hangs.
+const spareReadyTimeout = 2 * time.Minute
+
+// spare is a supervisor the zygote forked ahead of time, with the status pipe of its execution
+// to come. Its code process has run the warm-up and waits on conn for the execution.
+type spare struct {
+	pid    int
+	conn   int      // our end of a SOCK_SEQPACKET socket to the code's process
+	status *os.File // read end of the status pipe
+	gen    int      // the zygote generation it was forked from
+}
+
+// expect reads the spare's next message and fails unless it has field set to true.
+func (s *spare) expect(field string, timeout time.Duration) error {
+	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(s.conn, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	n, err := ignoringEINTR2(func() (int, error) { return unix.Read(s.conn, buf) })
+	if err != nil {
+		return fmt.Errorf("spare %d: %w", s.pid, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("spare %d ended", s.pid)
+	}
+	var reply map[string]any
+	if err := json.Unmarshal(buf[:n], &reply); err != nil {
+		return fmt.Errorf("spare %d: %w", s.pid, err)
+	}
+	if reply[field] != true {
+		return fmt.Errorf("spare %d: %v", s.pid, reply["error"])
+	}
+	return nil
+}
+
+// handOff gives the spare's code process an execution: the control message and its three
+// standard streams. A process that ended while idle fails the send; one killed after the send
+// and before it read the message would end its execution with that signal (a window of
+// microseconds, traded for not waiting for an acknowledgement).
+func (s *spare) handOff(data, rights []byte) error {
+	if err := ignoringEINTR(func() error { return unix.Sendmsg(s.conn, data, rights, nil, 0) }); err != nil {
+		return fmt.Errorf("spare %d: %w", s.pid, err)
+	}
+	return nil
+}
+
+// close lets the spare go: an idle one ends itself and its code process. The status pipe
+// stays with whoever took the spare.
+func (s *spare) close() { _ = unix.Close(s.conn) }
+
+// discard lets an unused spare go, with its status pipe.
+func (s *spare) discard() {
+	s.close()
+	s.status.Close()
+}
+
+// user is the uid and gid executions run as, nil for the zygote's own.
+func (f *Fork) user() (uid, gid *uint32) {
+	if c := f.cfg.Credential; c != nil {
+		return &c.Uid, &c.Gid
+	}
+	return nil, nil
+}
+
+// begin and end bracket an execution; end replaces used spares once none is in flight.
+func (f *Fork) begin() {
+	f.pool.Lock()
+	f.inflight++
+	f.pool.Unlock()
+}
+
+func (f *Fork) end() {
+	f.pool.Lock()
+	f.inflight--
+	f.pool.Unlock()
+	f.refill()
+}
+
+// refill starts the spares missing from the pool, unless an execution is in flight.
+func (f *Fork) refill() {
+	f.pool.Lock()
+	n := 0
+	if f.inflight == 0 {
+		n = max(f.cfg.Warm-len(f.spares)-f.starting, 0)
+	}
+	f.starting += n
+	f.pool.Unlock()
+	for range n {
+		go f.startSpare()
+	}
+}
+
+// takeSpare returns the oldest ready spare, or nil.
+func (f *Fork) takeSpare() *spare {
+	f.pool.Lock()
+	defer f.pool.Unlock()
+	if len(f.spares) == 0 {
+		return nil
+	}
+	s := f.spares[0]
+	f.spares = f.spares[1:]
+	return s
+}
+
+// startSpare has the zygote fork a spare, waits until it has warmed up and adds it to the pool.
+func (f *Fork) startSpare() {
+	s, err := f.forkSpare()
+	if err == nil {
+		if err = s.expect("ready", spareReadyTimeout); err != nil {
+			killTree(s.pid)
+		}
+	}
+	f.mu.Lock()
+	f.pool.Lock()
+	f.starting--
+	if err == nil && s.gen == f.gen && f.zygote != nil {
+		f.spares = append(f.spares, s)
+		s = nil
+	}
+	f.pool.Unlock()
+	f.mu.Unlock()
+	if s != nil {
+		s.discard()
+	}
+	if err != nil {
+		f.cfg.Log.Error(err, "a spare did not start")
+	}
+}
+
+// forkSpare asks the zygote for a spare; it answers the spare's pid and socket.
+func (f *Fork) forkSpare() (*spare, error) {
+	uid, gid := f.user()
+	data, err := json.Marshal(forkRequest{Op: "spare", UID: uid, GID: gid})
+	if err != nil {
+		return nil, err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer statusW.Close()
+	s, err := f.requestSpare(data, statusW)
+	if err != nil {
+		statusR.Close()
+		return nil, err
+	}
+	s.status = statusR
+	return s, nil
+}
+
+func (f *Fork) requestSpare(data []byte, statusW *os.File) (*spare, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.zygote == nil {
+		return nil, errors.New("no zygote")
+	}
+	fd := int(f.ctl.Fd())
+	if err := ignoringEINTR(func() error { return unix.Sendmsg(fd, data, unix.UnixRights(int(statusW.Fd())), nil, 0) }); err != nil {
+		f.crashed(fmt.Errorf("sending to the zygote: %w", err))
+		return nil, err
+	}
+	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
+	var oobn int
+	n, err := ignoringEINTR2(func() (n int, err error) {
+		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return n, err
+	})
+	if err != nil || n == 0 {
+		f.crashed(fmt.Errorf("no answer from the zygote: %v", err))
+		return nil, errors.New("zygote gone")
+	}
+	var fds []int
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			if rights, err := unix.ParseUnixRights(&m); err == nil {
+				fds = append(fds, rights...)
+			}
+		}
+	}
+	var reply struct {
+		PID   int    `json:"pid"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.PID <= 0 || len(fds) != 1 {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+		return nil, fmt.Errorf("zygote refused a spare: %s", reply.Error)
+	}
+	return &spare{pid: reply.PID, conn: fds[0], gen: f.gen}, nil
+}
+
+// The control sockets are blocking: a signal to the thread (the Go runtime preempts with
+// SIGURG) interrupts a call, which is then made again.
+func ignoringEINTR(f func() error) error {
+	_, err := ignoringEINTR2(func() (int, error) { return 0, f() })
+	return err
+}
+
+func ignoringEINTR2(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if !errors.Is(err, unix.EINTR) {
+			return n, err
+		}
+	}
+}
