@@ -53,11 +53,11 @@ type ForkConfig struct {
 // the zygote is down it serves in spawn mode and restarts the zygote with backoff.
 //
 // The warm pool: an execution that finds a spare ready takes it and pays neither fork nor
-// warm-up. Spares are replaced once an execution has finished and none is in flight, never
-// while executions run: on a small node a spare's forks and warm-up would compete with them
-// for the CPU, and under load a request forks directly, which is the cheaper path per
-// execution. So at low load executions find a spare, and under load throughput is that of
-// plain forking.
+// warm-up. Spares are replaced once an execution has finished and none is in flight, and a
+// spare still warming up is paused while executions run: on a small node its forks and
+// warm-up would compete with them for the CPU, and under load a request forks directly, which
+// is the cheaper path per execution. So at low load executions find a spare, and under load
+// throughput is that of plain forking.
 type Fork struct {
 	cfg   ForkConfig
 	spawn *Spawn
@@ -71,10 +71,11 @@ type Fork struct {
 	retryAt   time.Time
 	gen       int // zygote generation: a spare of an earlier one is not used
 
-	pool     sync.Mutex // guards the spares and the count of executions
-	spares   []*spare   // ready, oldest first
-	starting int        // spares asked for and not ready yet
-	inflight int        // executions running
+	pool     sync.Mutex       // guards the spares and the count of executions
+	spares   []*spare         // ready, oldest first
+	starting int              // spares asked for and not ready yet
+	warming  map[int]struct{} // pids (and process groups) of the spares warming up
+	inflight int              // executions running
 
 	fallbacks atomic.Int64
 	warmHits  atomic.Int64
@@ -98,7 +99,7 @@ func NewFork(cfg ForkConfig) (*Fork, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.WorkDir, zygoteConfigDir), 0o755); err != nil {
 		return nil, fmt.Errorf("fork executor: %w", err)
 	}
-	return &Fork{cfg: cfg, spawn: sp}, nil
+	return &Fork{cfg: cfg, spawn: sp, warming: map[int]struct{}{}}, nil
 }
 
 // Start starts the zygote now, so the first execution does not wait for it, and its spares.

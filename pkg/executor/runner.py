@@ -136,6 +136,10 @@ def _finish(status):
             os.close(fd)
         except OSError:
             pass
+    try:  # the teardown that follows yields to the supervisor and the server
+        os.nice(19)
+    except OSError:
+        pass
     try:
         os.write(_done_fd, b"%d" % status)
     except OSError:
@@ -198,10 +202,11 @@ def kill_leftovers(keep=None):
         reap_all()
 
 
-def supervise(params, status_fd, prepare=None):
+def supervise(params, status_fd, prepare=None, handed=()):
     """Run the code in a child and report how it ended on status_fd. prepare, when given, runs
-    in the child first (fork mode: standard streams, directory, environment, user). Never
-    returns."""
+    in the child first (fork mode: standard streams, directory, environment, user); handed are
+    the child's descriptors, closed in the supervisor after the fork so that the streams end
+    with the child. Never returns."""
     subreaper = make_subreaper()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -215,6 +220,8 @@ def supervise(params, status_fd, prepare=None):
             prepare()
         run_code(params, status_fd)
     os.close(done_w)
+    for fd in handed:
+        os.close(fd)
     watch(child, status_fd, subreaper, done_r)
 
 

@@ -26,28 +26,38 @@ type spare struct {
 	gen    int      // the zygote generation it was forked from
 }
 
-// expect reads the spare's next message and fails unless it has field set to true.
-func (s *spare) expect(field string, timeout time.Duration) error {
-	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+// ready waits until the spare's code process has warmed up. Time the spare spends paused
+// (while executions run) does not count against spareReadyTimeout.
+func (f *Fork) ready(s *spare) error {
+	tv := unix.NsecToTimeval((time.Second).Nanoseconds())
 	if err := unix.SetsockoptTimeval(s.conn, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return err
 	}
 	buf := make([]byte, 4096)
-	n, err := ignoringEINTR2(func() (int, error) { return unix.Read(s.conn, buf) })
-	if err != nil {
-		return fmt.Errorf("spare %d: %w", s.pid, err)
+	for waited := time.Duration(0); ; {
+		n, err := ignoringEINTR2(func() (int, error) { return unix.Read(s.conn, buf) })
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			if !f.busy() {
+				waited += time.Second
+			}
+			if waited >= spareReadyTimeout {
+				return fmt.Errorf("spare %d: not warmed up after %v", s.pid, spareReadyTimeout)
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("spare %d: %w", s.pid, err)
+		case n == 0:
+			return fmt.Errorf("spare %d ended while warming up", s.pid)
+		}
+		var reply struct {
+			Ready bool `json:"ready"`
+		}
+		if err := json.Unmarshal(buf[:n], &reply); err != nil || !reply.Ready {
+			return fmt.Errorf("spare %d: unexpected %q", s.pid, buf[:n])
+		}
+		return nil
 	}
-	if n == 0 {
-		return fmt.Errorf("spare %d ended", s.pid)
-	}
-	var reply map[string]any
-	if err := json.Unmarshal(buf[:n], &reply); err != nil {
-		return fmt.Errorf("spare %d: %w", s.pid, err)
-	}
-	if reply[field] != true {
-		return fmt.Errorf("spare %d: %v", s.pid, reply["error"])
-	}
-	return nil
 }
 
 // handOff gives the spare's code process an execution: the control message and its three
@@ -79,18 +89,39 @@ func (f *Fork) user() (uid, gid *uint32) {
 	return nil, nil
 }
 
-// begin and end bracket an execution; end replaces used spares once none is in flight.
+// begin and end bracket an execution. The first execution in flight pauses the spares that
+// are warming up (SIGSTOP to their process group); when none is in flight any more they go on,
+// and used spares are replaced.
 func (f *Fork) begin() {
 	f.pool.Lock()
+	defer f.pool.Unlock()
 	f.inflight++
-	f.pool.Unlock()
+	if f.inflight == 1 {
+		f.signalWarming(unix.SIGSTOP)
+	}
 }
 
 func (f *Fork) end() {
 	f.pool.Lock()
 	f.inflight--
+	if f.inflight == 0 {
+		f.signalWarming(unix.SIGCONT)
+	}
 	f.pool.Unlock()
 	f.refill()
+}
+
+func (f *Fork) busy() bool {
+	f.pool.Lock()
+	defer f.pool.Unlock()
+	return f.inflight > 0
+}
+
+// signalWarming signals the process group of every spare warming up; f.pool is held.
+func (f *Fork) signalWarming(sig unix.Signal) {
+	for pid := range f.warming {
+		_ = unix.Kill(-pid, sig)
+	}
 }
 
 // refill starts the spares missing from the pool, unless an execution is in flight.
@@ -116,20 +147,34 @@ func (f *Fork) takeSpare() *spare {
 	}
 	s := f.spares[0]
 	f.spares = f.spares[1:]
+	// Paused as it sent "ready", it would not run its execution.
+	_ = unix.Kill(-s.pid, unix.SIGCONT)
 	return s
 }
 
 // startSpare has the zygote fork a spare, waits until it has warmed up and adds it to the pool.
 func (f *Fork) startSpare() {
+	start := time.Now()
 	s, err := f.forkSpare()
 	if err == nil {
-		if err = s.expect("ready", spareReadyTimeout); err != nil {
+		f.pool.Lock()
+		f.warming[s.pid] = struct{}{}
+		if f.inflight > 0 {
+			_ = unix.Kill(-s.pid, unix.SIGSTOP)
+		}
+		f.pool.Unlock()
+		if err = f.ready(s); err != nil {
 			killTree(s.pid)
+		} else {
+			f.cfg.Log.V(1).Info("spare ready", "pid", s.pid, "ms", time.Since(start).Milliseconds())
 		}
 	}
 	f.mu.Lock()
 	f.pool.Lock()
 	f.starting--
+	if s != nil {
+		delete(f.warming, s.pid)
+	}
 	if err == nil && s.gen == f.gen && f.zygote != nil {
 		f.spares = append(f.spares, s)
 		s = nil

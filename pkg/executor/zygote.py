@@ -150,7 +150,7 @@ def _child(req, fds, ctl):
         _become_user(req)
         _enter(req, (stdin, stdout, stderr))
 
-    supervise(req["params"], status_fd, prepare)
+    supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr))
 
 
 def _warm_up(code):
@@ -198,6 +198,7 @@ def _spare(req, ctl, conn, status_fd, warmup):
     """In a spare supervisor, forked ahead of time: fork the code's process now, which warms up
     and then waits on conn for its execution; supervise it as any other."""
     _leave_zygote(ctl)
+    os.setpgid(0, 0)  # pyexec pauses a spare that warms up while executions run, as a group
     os.set_inheritable(status_fd, False)
     subreaper = make_subreaper()
     done_r, done_w = os.pipe()
@@ -254,6 +255,10 @@ def _fork(req, fds, ctl, warmup):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     reply = json.dumps({"pid": pid}).encode()
     if req.get("op") == "spare":
+        try:  # as the spare does itself: its group exists by the time pyexec has its pid
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         conn.close()
         _send(ctl, reply, [theirs.fileno()])
         theirs.close()
