@@ -5,12 +5,13 @@
 
 GO        ?= go
 DEMO_DIR  ?= /tmp/pyexec-demo
-# Debian packages the tests and the demo use: the system Python with venv and pip.
-APT_PKGS  := python3 python3-venv python3-pip curl util-linux
+# Debian packages the tests and the demo use: the system Python with venv and pip, and numpy and
+# matplotlib for the fork-mode tests of preloaded scientific modules.
+APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib curl util-linux
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 
-.PHONY: deps build demo tools test bench
+.PHONY: deps build demo tools test bench bench-modes
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -45,4 +46,9 @@ test: deps tools
 	KUBEBUILDER_ASSETS=$$(bash test/tools/build.sh) $(GO) test -count=1 -timeout 30m ./...
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+	$(GO) test -run '^$$' -bench . -skip Modes -benchtime 20x ./...
+
+# The modes against the original bot's way, with pandas and matplotlib (see README).
+bench-modes: deps
+	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
+	$(GO) test -run '^$$' -bench Modes -benchtime 40x -timeout 60m -v ./cmd/pyexec/app

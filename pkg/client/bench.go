@@ -59,13 +59,25 @@ func (r *BenchResult) Report(w io.Writer) {
 func round(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 
 // Bench sends req Requests times from Concurrency clients and measures each execution from
-// request to result.
+// request to result; one that does not exit 0 counts as failed.
 func (c *Client) Bench(ctx context.Context, req api.ExecuteRequest, o BenchOptions) (*BenchResult, error) {
+	return Load(ctx, func(ctx context.Context) error {
+		r, err := c.Execute(ctx, req)
+		if err == nil && (r.Reason != api.ReasonExit || r.ExitCode != 0) {
+			err = fmt.Errorf("execution ended with reason %s, exit code %d: %.200s", r.Reason, r.ExitCode, r.Stderr)
+		}
+		return err
+	}, o)
+}
+
+// Load calls run Requests times from Concurrency goroutines, each pausing Interval between
+// its calls, and measures each call. It is Bench for any way of running code (a baseline).
+func Load(ctx context.Context, run func(context.Context) error, o BenchOptions) (*BenchResult, error) {
 	if o.Requests <= 0 || o.Concurrency <= 0 {
 		return nil, errors.New("bench: requests and concurrency must be positive")
 	}
 	for i := 0; i < o.Warmup; i++ {
-		if _, err := c.Execute(ctx, req); err != nil {
+		if err := run(ctx); err != nil {
 			return nil, fmt.Errorf("bench: warm-up: %w", err)
 		}
 	}
@@ -87,11 +99,8 @@ func (c *Client) Bench(ctx context.Context, req api.ExecuteRequest, o BenchOptio
 					return
 				}
 				t0 := time.Now()
-				r, err := c.Execute(ctx, req)
+				err := run(ctx)
 				d := time.Since(t0)
-				if err == nil && (r.Reason != api.ReasonExit || r.ExitCode != 0) {
-					err = fmt.Errorf("execution ended with reason %s, exit code %d: %.200s", r.Reason, r.ExitCode, r.Stderr)
-				}
 				mu.Lock()
 				if err != nil {
 					res.Failed++

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -686,5 +687,46 @@ func TestForkFallsBackAndRestarts(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 		run1(t, fk, "pass") // a request after the backoff restarts it
+	}
+}
+
+// With numpy and matplotlib preloaded, in a spare and forked on demand: numpy.random differs
+// between executions, the warm-up left no figure open, a figure saves as PNG without a font
+// cache being built, and the zygote built its cache once in its own directory.
+func TestForkScientificPreload(t *testing.T) {
+	py := testutil.RequireSystemPython(t)
+	if out, err := exec.Command(py, "-c", "import numpy, matplotlib").CombinedOutput(); err != nil {
+		t.Fatalf("numpy and matplotlib are test dependencies (make deps installs python3-numpy and python3-matplotlib): %s", out)
+	}
+	for _, warm := range []int{0, 1} {
+		t.Run(fmt.Sprintf("warm=%d", warm), func(t *testing.T) {
+			fk := newFork(t, warm, "numpy", "matplotlib")
+			run := func(code string) api.ExecuteResult {
+				if warm > 0 {
+					awaitSpare(t, fk)
+				}
+				return run1(t, fk, code)
+			}
+			a := run("import numpy\nprint(numpy.random.random())")
+			b := run("import numpy\nprint(numpy.random.random())")
+			if a.ExitCode != 0 || a.Stdout == b.Stdout {
+				t.Fatalf("two executions share numpy's random sequence: %+v %+v", a, b)
+			}
+			plot := "import sys, matplotlib.pyplot as plt\nfig = plt.figure()\nprint(fig.number, plt.get_backend())\nfig.gca().plot([1, 2])\nfig.savefig('p.png')"
+			r := run(plot)
+			if r.ExitCode != 0 || r.Stdout != "1 agg\n" || r.Stderr != "" {
+				t.Fatalf("%+v", r)
+			}
+			if len(r.Files) != 1 || !strings.HasPrefix(r.Files[0].ContentBase64, b64("\x89PNG")[:4]) {
+				t.Fatalf("no PNG returned: %+v", r.Files)
+			}
+			cache, _ := filepath.Glob(filepath.Join(fk.cfg.WorkDir, zygoteConfigDir, "fontlist-*.json"))
+			if len(cache) != 1 {
+				t.Errorf("font cache in the zygote's MPLCONFIGDIR: %v", cache)
+			}
+			if want := int64(3 * warm); fk.WarmHits() != want {
+				t.Errorf("%d executions ran in a spare, want %d", fk.WarmHits(), want)
+			}
+		})
 	}
 }

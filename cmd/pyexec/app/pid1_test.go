@@ -102,7 +102,7 @@ func testPID1(t *testing.T, mode string) {
 }
 
 // metric reads one value from the probe port's /metrics.
-func metric(t *testing.T, s *sidecar, name string) float64 {
+func metric(t testing.TB, s *sidecar, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + s.probe + "/metrics")
 	if err != nil {
