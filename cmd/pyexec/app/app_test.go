@@ -119,6 +119,8 @@ func TestInitUsageErrors(t *testing.T) {
 		{"serve runs code as root", nil, []string{"serve", "--run-as", "0"}, "pyexec never runs code as root"},
 		{"serve bad socket mode", nil, []string{"serve", "--socket-mode", "rw"}, `--socket-mode "rw"`},
 		{"serve bad package pattern", nil, []string{"serve", "--allow-packages", "[x"}, `--allow-packages "[x"`},
+		{"serve negative warm", map[string]string{"PYEXEC_WARM": "-1"}, []string{"serve"}, "--warm must not be negative"},
+		{"serve bad mode", nil, []string{"serve", "--mode", "thread"}, `--mode "thread": want fork or spawn`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -203,6 +203,28 @@ func TestServeProbes(t *testing.T) {
 	}
 }
 
+// In fork mode (the default, one spare) executions run in spares when they are spaced, and the
+// sidecar's memory is exported.
+func TestServeForkSparesAndMemory(t *testing.T) {
+	s := startSidecar(t, nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, s, "pyexec_fork_warm_executions_total") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no execution ran in a spare: %v warm", metric(t, s, "pyexec_fork_warm_executions_total"))
+		}
+		s.execute(t, api.ExecuteRequest{Code: "pass"})
+		time.Sleep(300 * time.Millisecond) // the spare is replaced while idle
+	}
+	if fb := metric(t, s, "pyexec_fork_fallbacks_total"); fb != 0 {
+		t.Errorf("%v executions fell back to spawn mode", fb)
+	}
+	rss, pss := metric(t, s, "pyexec_sidecar_rss_bytes"), metric(t, s, "pyexec_sidecar_pss_bytes")
+	// serve, the zygote and a spare's two processes: each is a few MiB at least.
+	if pss < 8<<20 || rss < pss {
+		t.Errorf("sidecar RSS %v, PSS %v", rss, pss)
+	}
+}
+
 func TestPyexecRun(t *testing.T) {
 	s := startSidecar(t, nil)
 	tests := []struct {
