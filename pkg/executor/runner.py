@@ -229,9 +229,15 @@ def watch(child, status_fd, subreaper, done_r):
     """In the supervisor: wait until the code's process (child) reports on done_r that the code
     finished, or ends; kill what it left behind; write the status line and close status_fd,
     which ends the execution for pyexec. Never returns."""
+    import signal
+
     children()  # fault in now the pages that reporting touches
     json.dumps({"exit_code": 0})
     early, st = _wait(child, done_r)
+    if early is not None:
+        # The code's process is ending; but code may have written on done_r itself while it
+        # goes on running: kill it, so that whatever it is doing ends with the result.
+        os.kill(child, signal.SIGKILL)
     kill_leftovers(keep=child if st is None else None)
     if early is not None:
         status(status_fd, exit_code=early, subreaper=subreaper)
@@ -241,10 +247,11 @@ def watch(child, status_fd, subreaper, done_r):
         status(status_fd, exit_code=os.WEXITSTATUS(st), subreaper=subreaper)
     os.close(status_fd)
     if st is None:
-        try:  # the code's process ends by itself, after the result
+        try:  # the code's process ends after the result; then kill what it may have left
             os.waitpid(child, 0)
         except ChildProcessError:
             pass
+        kill_leftovers()
     os._exit(0)
 
 
