@@ -31,12 +31,17 @@ def status(fd, **fields):
         pass
 
 
-def make_subreaper():
-    try:
-        import ctypes
+_prctl = None
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+def make_subreaper():
+    global _prctl
+    try:
+        if _prctl is None:  # looked up once (in the zygote, once for every fork)
+            import ctypes
+
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except Exception:  # no ctypes in a minimal Python: the server's reaper still reaps
         return False
 

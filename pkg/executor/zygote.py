@@ -79,10 +79,12 @@ def _preload(modules):
             import matplotlib.pyplot  # noqa: F401
         except Exception as e:
             sys.stderr.write("pyexec zygote: matplotlib.pyplot: %s: %s\n" % (type(e).__name__, e))
-    try:
-        import ctypes  # noqa: F401  (the supervisors' prctl)
-    except Exception:
-        pass
+    # What the runner imports in every supervisor and code process, imported once here.
+    for name in ("ctypes", "resource", "linecache", "types", "select", "random", "traceback", "atexit"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # a minimal Python without ctypes still runs
+            pass
     # What is imported now lives as long as the zygote. Frozen, the collector of a child never
     # walks it: each object it touched would be a copy-on-write page fault.
     gc.collect()
