@@ -738,3 +738,37 @@ func TestForkScientificPreload(t *testing.T) {
 		})
 	}
 }
+
+// Supervisors of finished executions run the next ones; one that the code killed, or that was
+// killed with its execution at the timeout, is not used again, and the next execution runs.
+func TestForkReusesSupervisors(t *testing.T) {
+	fk := newFork(t, 0)
+	parent := func() string {
+		t.Helper()
+		r := run1(t, fk, "import os\nprint(os.getppid())")
+		if r.ExitCode != 0 || r.Stdout == "" {
+			t.Fatalf("%+v", r)
+		}
+		return r.Stdout
+	}
+	first := parent()
+	if again := parent(); again != first || fk.reused.Load() != 1 {
+		t.Fatalf("supervisor %s, then %s (%d reused): want the first one again", first, again, fk.reused.Load())
+	}
+	if r := run1(t, fk, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"); r.Reason == api.ReasonTimeout {
+		t.Fatalf("%+v", r)
+	}
+	afterKill := parent()
+	if afterKill == first {
+		t.Fatal("a supervisor killed by its code ran the next execution")
+	}
+	lim := defaultLimits
+	lim.Timeout = time.Second
+	res, err := fk.Execute(context.Background(), Request{ID: "t", Code: "import time\ntime.sleep(60)", Limits: lim}, nil)
+	if err != nil || res.Reason != api.ReasonTimeout {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if next := parent(); next == afterKill {
+		t.Fatal("the supervisor killed at the timeout ran the next execution")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,9 @@ type ForkConfig struct {
 	// WarmupCode is what a spare's code process runs before it waits; empty runs the built-in
 	// warm-up of the preloaded numpy, pandas and matplotlib (zygote.py).
 	WarmupCode string
+	// Supervisors is how many supervisors of finished executions are kept for the next ones
+	// (0: one per CPU). Forking the code's process from one saves forking a supervisor.
+	Supervisors int
 }
 
 // Fork runs each execution in a supervisor forked from the zygote, which imported the preload
@@ -73,12 +77,14 @@ type Fork struct {
 
 	pool     sync.Mutex       // guards the spares and the count of executions
 	spares   []*spare         // ready, oldest first
+	idle     []*supervisor    // waiting for their next execution
 	starting int              // spares asked for and not ready yet
 	warming  map[int]struct{} // pids (and process groups) of the spares warming up
 	inflight int              // executions running
 
 	fallbacks atomic.Int64
 	warmHits  atomic.Int64
+	reused    atomic.Int64
 }
 
 // Fallbacks counts executions that ran in spawn mode because the zygote was down.
@@ -92,6 +98,9 @@ func NewFork(cfg ForkConfig) (*Fork, error) {
 	sp, err := NewSpawn(cfg.SpawnConfig)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Supervisors <= 0 {
+		cfg.Supervisors = runtime.NumCPU()
 	}
 	if cfg.Warm < 0 {
 		return nil, fmt.Errorf("fork executor: warm %d: want 0 or more spares", cfg.Warm)
@@ -209,6 +218,10 @@ func (f *Fork) stopZygote() {
 		s.discard()
 	}
 	f.spares = nil
+	for _, s := range f.idle {
+		s.close()
+	}
+	f.idle = nil
 	f.pool.Unlock()
 }
 
@@ -247,7 +260,7 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 
 	f.begin()
 	defer f.end()
-	pid, err := f.send(req, dir, work, p)
+	pid, sup, err := f.send(req, dir, work, p)
 	if err != nil {
 		// The zygote is down or failed this request: run it in spawn mode instead.
 		f.fallbacks.Add(1)
@@ -284,6 +297,7 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	res.Stdout, res.StdoutTruncated = stdout.result()
 	res.Stderr, res.StderrTruncated = stderr.result()
 	f.spawn.finish(&res, killer.reason(), st, nil, nil)
+	f.release(sup, killer.reason() == "" && st.ExitCode != nil)
 	inputs := map[string][]byte{}
 	for _, file := range req.Files {
 		inputs[file.Path] = file.Data
@@ -293,8 +307,9 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	return res, nil
 }
 
-// send hands the execution to the zygote and returns the supervisor's pid.
-func (f *Fork) send(req Request, dir, work string, p *pipes) (int, error) {
+// send hands the execution to a spare, an idle supervisor or else the zygote, and returns the
+// pid of the supervisor that runs it, and that supervisor unless it is a spare's.
+func (f *Fork) send(req Request, dir, work string, p *pipes) (int, *supervisor, error) {
 	params := f.spawn.params(req, dir)
 	env := map[string]string{}
 	for _, kv := range f.spawn.env(work, req.Env) {
@@ -305,7 +320,7 @@ func (f *Fork) send(req Request, dir, work string, p *pipes) (int, error) {
 	msg.UID, msg.GID = f.user()
 	data, err := json.Marshal(msg)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if s := f.takeSpare(); s != nil {
 		err := s.handOff(data, unix.UnixRights(int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd())))
@@ -313,40 +328,114 @@ func (f *Fork) send(req Request, dir, work string, p *pipes) (int, error) {
 		if err == nil {
 			f.warmHits.Add(1)
 			p.useStatus(s.status)
-			return s.pid, nil
+			return s.pid, nil, nil
 		}
 		s.status.Close()
 		f.cfg.Log.Error(err, "a spare failed to take an execution; forking one", "spare", s.pid)
 	}
 	rights := unix.UnixRights(int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()), int(p.statusW.Fd()))
+	for {
+		sup := f.takeSupervisor()
+		if sup == nil {
+			break
+		}
+		err := ignoringEINTR(func() error { return unix.Sendmsg(sup.conn, data, rights, nil, 0) })
+		if err == nil {
+			f.reused.Add(1)
+			return sup.pid, sup, nil
+		}
+		sup.close() // it died with its last execution's code
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.ensureZygote(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	pid, conn, err := f.ask(data, rights)
+	if err != nil {
+		return 0, nil, err
+	}
+	return pid, &supervisor{pid: pid, conn: conn, gen: f.gen}, nil
+}
+
+// ask sends the zygote a request and returns the pid of the supervisor it forked and our end
+// of the socket to it. f.mu is held.
+func (f *Fork) ask(data, rights []byte) (pid, conn int, err error) {
 	fd := int(f.ctl.Fd())
 	if err := ignoringEINTR(func() error { return unix.Sendmsg(fd, data, rights, nil, 0) }); err != nil {
 		f.crashed(fmt.Errorf("sending to the zygote: %w", err))
-		return 0, err
+		return 0, 0, err
 	}
-	buf := make([]byte, 4096)
-	n, err := ignoringEINTR2(func() (int, error) {
-		n, _, _, _, err := unix.Recvmsg(fd, buf, nil, 0)
+	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
+	var oobn int
+	n, err := ignoringEINTR2(func() (n int, err error) {
+		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		return n, err
 	})
 	if err != nil || n == 0 {
 		f.crashed(fmt.Errorf("no answer from the zygote: %v", err))
-		return 0, errors.New("zygote gone")
+		return 0, 0, errors.New("zygote gone")
+	}
+	var fds []int
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			if r, err := unix.ParseUnixRights(&m); err == nil {
+				fds = append(fds, r...)
+			}
+		}
 	}
 	var reply struct {
 		PID   int    `json:"pid"`
 		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.PID <= 0 {
-		f.cfg.Log.Error(err, "zygote refused an execution", "reply", reply.Error)
-		return 0, fmt.Errorf("zygote: %s", reply.Error)
+	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.PID <= 0 || len(fds) != 1 {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+		f.cfg.Log.Error(err, "zygote refused a request", "reply", reply.Error)
+		return 0, 0, fmt.Errorf("zygote: %s", reply.Error)
 	}
-	return reply.PID, nil
+	return reply.PID, fds[0], nil
+}
+
+// supervisor is one forked on demand. After its execution it waits on conn for the next: the
+// code's process is then forked from it, not a new supervisor from the zygote.
+type supervisor struct {
+	pid, conn, gen int
+}
+
+// close lets the supervisor go: it ends after its execution.
+func (s *supervisor) close() { _ = unix.Close(s.conn) }
+
+func (f *Fork) takeSupervisor() *supervisor {
+	f.pool.Lock()
+	defer f.pool.Unlock()
+	if len(f.idle) == 0 {
+		return nil
+	}
+	s := f.idle[len(f.idle)-1]
+	f.idle = f.idle[:len(f.idle)-1]
+	return s
+}
+
+// release keeps the supervisor of an execution that ended normally for the next one, up to
+// Supervisors of them; lets it go otherwise (killed with its execution, or the zygote
+// restarted since).
+func (f *Fork) release(s *supervisor, reusable bool) {
+	if s == nil {
+		return
+	}
+	f.mu.Lock()
+	f.pool.Lock()
+	keep := reusable && s.gen == f.gen && f.zygote != nil && len(f.idle) < f.cfg.Supervisors
+	if keep {
+		f.idle = append(f.idle, s)
+	}
+	f.pool.Unlock()
+	f.mu.Unlock()
+	if !keep {
+		s.close()
+	}
 }
 
 // pipes are the standard streams and the status pipe of one execution.

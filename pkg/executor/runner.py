@@ -211,7 +211,7 @@ def supervise(params, status_fd, prepare=None, handed=()):
     """Run the code in a child and report how it ended on status_fd. prepare, when given, runs
     in the child first (fork mode: standard streams, directory, environment, user); handed are
     the child's descriptors, closed in the supervisor after the fork so that the streams end
-    with the child. Never returns."""
+    with the child. Returns when the execution is over: reported, and nothing of it left."""
     subreaper = make_subreaper()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -233,7 +233,7 @@ def supervise(params, status_fd, prepare=None, handed=()):
 def watch(child, status_fd, subreaper, done_r):
     """In the supervisor: wait until the code's process (child) reports on done_r that the code
     finished, or ends; kill what it left behind; write the status line and close status_fd,
-    which ends the execution for pyexec. Never returns."""
+    which ends the execution for pyexec."""
     import signal
 
     children()  # fault in now the pages that reporting touches
@@ -257,7 +257,6 @@ def watch(child, status_fd, subreaper, done_r):
         except ChildProcessError:
             pass
         kill_leftovers()
-    os._exit(0)
 
 
 def _wait(child, done_r):
@@ -298,3 +297,4 @@ def _wait(child, done_r):
 def runner_main():
     os.set_inheritable(3, False)  # the code's own subprocesses must not hold the status fd
     supervise(json.loads(sys.argv[1]), 3)
+    os._exit(0)

@@ -216,40 +216,11 @@ func (f *Fork) requestSpare(data []byte, statusW *os.File) (*spare, error) {
 	if f.zygote == nil {
 		return nil, errors.New("no zygote")
 	}
-	fd := int(f.ctl.Fd())
-	if err := ignoringEINTR(func() error { return unix.Sendmsg(fd, data, unix.UnixRights(int(statusW.Fd())), nil, 0) }); err != nil {
-		f.crashed(fmt.Errorf("sending to the zygote: %w", err))
+	pid, conn, err := f.ask(data, unix.UnixRights(int(statusW.Fd())))
+	if err != nil {
 		return nil, err
 	}
-	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
-	var oobn int
-	n, err := ignoringEINTR2(func() (n int, err error) {
-		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
-		return n, err
-	})
-	if err != nil || n == 0 {
-		f.crashed(fmt.Errorf("no answer from the zygote: %v", err))
-		return nil, errors.New("zygote gone")
-	}
-	var fds []int
-	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-		for _, m := range msgs {
-			if rights, err := unix.ParseUnixRights(&m); err == nil {
-				fds = append(fds, rights...)
-			}
-		}
-	}
-	var reply struct {
-		PID   int    `json:"pid"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.PID <= 0 || len(fds) != 1 {
-		for _, fd := range fds {
-			_ = unix.Close(fd)
-		}
-		return nil, fmt.Errorf("zygote refused a spare: %s", reply.Error)
-	}
-	return &spare{pid: reply.PID, conn: fds[0], gen: f.gen}, nil
+	return &spare{pid: pid, conn: conn, gen: f.gen}, nil
 }
 
 // The control sockets are blocking: a signal to the thread (the Go runtime preempts with

@@ -4,7 +4,8 @@
 # answers two requests, each a JSON message:
 #   {"op": "exec", ...} with the standard streams and the status pipe as SCM_RIGHTS file
 #       descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
-#       answer {"pid": supervisor}.
+#       answer {"pid": supervisor} with a socket to it as SCM_RIGHTS. After the execution the
+#       supervisor waits on that socket for the next "exec" request, until it is closed.
 #   {"op": "spare", "uid": ..., "gid": ...} with the status pipe of the spare's execution to
 #       come: fork a spare supervisor, which at once forks the code's process; that process
 #       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
@@ -142,17 +143,25 @@ def _enter(req, stdio):
             pass
 
 
-def _child(req, fds, ctl):
-    """In a supervisor forked for one execution: leave the zygote's ways, then supervise."""
+def _supervisor(req, fds, ctl, conn):
+    """In a supervisor forked for an execution: leave the zygote's ways, supervise; then stay
+    for the next execution pyexec sends on conn — forking the code's process from here costs
+    one fork of a large interpreter less than forking a supervisor first — until conn closes."""
     _leave_zygote(ctl)
-    stdin, stdout, stderr, status_fd = fds
-    os.set_inheritable(status_fd, False)
+    while True:
+        stdin, stdout, stderr, status_fd = fds
+        os.set_inheritable(status_fd, False)
 
-    def prepare():
-        _become_user(req)
-        _enter(req, (stdin, stdout, stderr))
+        def prepare():
+            conn.close()
+            _become_user(req)
+            _enter(req, (stdin, stdout, stderr))
 
-    supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr))
+        supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr))
+        msg, fds = _recv(conn)
+        if not msg or len(fds) != 4:
+            os._exit(0)
+        req = json.loads(msg)
 
 
 def _warm_up(code):
@@ -198,7 +207,7 @@ def _rehearse():
 
 def _spare(req, ctl, conn, status_fd, warmup):
     """In a spare supervisor, forked ahead of time: fork the code's process now, which warms up
-    and then waits on conn for its execution; supervise it as any other."""
+    and then waits on conn for its execution; supervise it as any other, then end."""
     _leave_zygote(ctl)
     os.setpgid(0, 0)  # pyexec pauses a spare that warms up while executions run, as a group
     os.set_inheritable(status_fd, False)
@@ -223,16 +232,17 @@ def _spare(req, ctl, conn, status_fd, warmup):
     conn.close()
     os.close(done_w)
     watch(child, status_fd, subreaper, done_r)
+    os._exit(0)
 
 
 def _fork(req, fds, ctl, warmup):
-    """Fork the supervisor a request asks for; answer its pid (and a spare's socket)."""
-    if req.get("op") == "spare":
-        if len(fds) != 1:
-            raise ValueError("a spare takes its status fd, got %d file descriptors" % len(fds))
-        conn, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    elif len(fds) != 4:
+    """Fork the supervisor a request asks for; answer its pid, with the socket to it."""
+    spare = req.get("op") == "spare"
+    if spare and len(fds) != 1:
+        raise ValueError("a spare takes its status fd, got %d file descriptors" % len(fds))
+    if not spare and len(fds) != 4:
         raise ValueError("want 4 file descriptors, got %d" % len(fds))
+    conn, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # SIGCHLD waits until the new supervisor is in the set: the handler would take it for an
     # orphan and kill it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
@@ -243,10 +253,10 @@ def _fork(req, fds, ctl, warmup):
         raise
     if pid == 0:
         try:  # never back into the zygote's loop
-            if req.get("op") == "spare":
-                theirs.close()
+            theirs.close()
+            if spare:
                 _spare(req, ctl, conn, fds[0], warmup)
-            _child(req, fds, ctl)
+            _supervisor(req, fds, ctl, conn)
         except BaseException:
             import traceback
 
@@ -255,17 +265,14 @@ def _fork(req, fds, ctl, warmup):
             os._exit(1)
     _supervisors.add(pid)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    reply = json.dumps({"pid": pid}).encode()
-    if req.get("op") == "spare":
+    if spare:
         try:  # as the spare does itself: its group exists by the time pyexec has its pid
             os.setpgid(pid, pid)
         except OSError:
             pass
-        conn.close()
-        _send(ctl, reply, [theirs.fileno()])
-        theirs.close()
-    else:
-        ctl.send(reply)
+    conn.close()
+    _send(ctl, json.dumps({"pid": pid}).encode(), [theirs.fileno()])
+    theirs.close()
 
 
 def zygote_main():

@@ -28,7 +28,7 @@ func TestServeAsPID1ReapsEverything(t *testing.T) {
 }
 
 // testPID1 is one run: in spawn mode pyexec serve kills the escaped processes itself; in fork
-// mode the zygote (a subreaper too) does, and stays, with its one spare (--warm 1).
+// mode the zygote (a subreaper too) does, and stays, with its supervisors and one spare.
 func testPID1(t *testing.T, mode string) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
@@ -162,9 +162,10 @@ func readProcTable() []procInfo {
 	return out
 }
 
-// leftovers lists the processes of the namespace other than pyexec serve, the zygote and up
-// to warm idle spares (a supervisor, child of the zygote, whose one child has none) as
-// "pid:state".
+// leftovers lists the processes of the namespace other than pyexec serve, the zygote, its
+// supervisors (forked from it, running as root: idle ones and spares) and up to warm spares'
+// code processes (the one, childless child of a supervisor) as "pid:state". The code runs as
+// nobody: none of its processes can pass for a supervisor.
 func leftovers(ns string, serve, warm int) []string {
 	var procs []procInfo
 	kids := map[int][]int{}
@@ -182,9 +183,12 @@ func leftovers(ns string, serve, warm int) []string {
 		allowed[p.pid] = true
 		spares := 0
 		for _, s := range kids[p.pid] {
-			if c := kids[s]; len(c) == 1 && len(kids[c[0]]) == 0 && spares < warm {
-				allowed[s], allowed[c[0]] = true, true
-				spares++
+			if ownedByRoot(s) {
+				allowed[s] = true
+				if c := kids[s]; len(c) == 1 && len(kids[c[0]]) == 0 && spares < warm {
+					allowed[c[0]] = true
+					spares++
+				}
 			}
 		}
 	}
@@ -195,6 +199,11 @@ func leftovers(ns string, serve, warm int) []string {
 		}
 	}
 	return out
+}
+
+func ownedByRoot(pid int) bool {
+	var st syscall.Stat_t
+	return syscall.Stat("/proc/"+strconv.Itoa(pid), &st) == nil && st.Uid == 0
 }
 
 // isZygote reports whether pid is the fork server: a python3 started with zygote_main in its

@@ -351,7 +351,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 	}
 	var ex executor.Executor
 	if cfg.Mode == executor.ModeFork {
-		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: spawnCfg, Preload: preloaded(report), Warm: cfg.Warm, WarmupCode: cfg.WarmupCode})
+		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: spawnCfg, Preload: preloaded(report), Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent})
 		if err != nil {
 			return err
 		}

@@ -499,13 +499,26 @@ func TestServeLimits(t *testing.T) {
 // limitsUID runs TestServeLimits's code; no other test uses it.
 const limitsUID = 61002
 
+// processesOfUID lists the live processes of uid but a spare's code process, which waits as
+// that user for its execution: the one childless child of a root supervisor that the zygote
+// forked.
 func processesOfUID(uid int) []int {
+	procs := readProcTable()
+	parent, kids := map[int]int{}, map[int]int{}
+	for _, p := range procs {
+		parent[p.pid] = p.ppid
+		kids[p.ppid]++
+	}
 	var out []int
-	for _, p := range readProcTable() {
+	for _, p := range procs {
 		var st syscall.Stat_t
-		if p.state != "Z" && syscall.Stat("/proc/"+strconv.Itoa(p.pid), &st) == nil && int(st.Uid) == uid {
-			out = append(out, p.pid)
+		if p.state == "Z" || syscall.Stat("/proc/"+strconv.Itoa(p.pid), &st) != nil || int(st.Uid) != uid {
+			continue
 		}
+		if sup := p.ppid; kids[p.pid] == 0 && kids[sup] == 1 && ownedByRoot(sup) && isZygote(parent[sup]) {
+			continue
+		}
+		out = append(out, p.pid)
 	}
 	return out
 }
