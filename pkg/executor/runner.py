@@ -19,9 +19,11 @@ import os
 PR_SET_CHILD_SUBREAPER = 36
 
 # In the code's process: the write end of the pipe on which it tells its supervisor that the
-# code finished, and the status fd (see _finish).
+# code finished, the status fd (see _finish), and the process's pid: a process the code forks
+# inherits all three, and its own end must not be taken for the code's.
 _done_fd = None
 _status_fd = None
+_code_pid = None
 
 
 def status(fd, **fields):
@@ -125,7 +127,7 @@ def _exit(status):
             stream.flush()
         except Exception:
             pass
-    if _done_fd is not None:
+    if _done_fd is not None and os.getpid() == _code_pid:
         _finish(status)
     os._exit(status)
 
@@ -141,10 +143,6 @@ def _finish(status):
             os.close(fd)
         except OSError:
             pass
-    try:  # the teardown that follows yields to the supervisor and the server
-        os.nice(19)
-    except OSError:
-        pass
     try:
         os.write(_done_fd, b"%d" % status)
     except OSError:
@@ -218,9 +216,9 @@ def supervise(params, status_fd, prepare=None, handed=()):
     done_r, done_w = os.pipe()
     child = os.fork()
     if child == 0:
-        global _done_fd
+        global _done_fd, _code_pid
         os.close(done_r)
-        _done_fd = done_w
+        _done_fd, _code_pid = done_w, os.getpid()
         if prepare is not None:
             prepare()
         run_code(params, status_fd)
@@ -238,7 +236,10 @@ def watch(child, status_fd, subreaper, done_r):
 
     children()  # fault in now the pages that reporting touches
     json.dumps({"exit_code": 0})
-    early, st = _wait(child, done_r)
+    try:
+        early, st = _wait(child, done_r)
+    finally:
+        os.close(done_r)
     if early is not None:
         # The code's process is ending; but code may have written on done_r itself while it
         # goes on running: kill it, so that whatever it is doing ends with the result.
@@ -268,30 +269,35 @@ def _wait(child, done_r):
         pidfd = os.pidfd_open(child)
     except (AttributeError, OSError):  # before Python 3.9 or Linux 5.3: wait for the exit
         pidfd = None
-    poller = select.poll()
-    poller.register(done_r, select.POLLIN)
-    if pidfd is not None:
-        poller.register(pidfd, select.POLLIN)
-    while True:
+    try:
+        poller = select.poll()
+        poller.register(done_r, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
         while True:
-            try:
-                pid, st = os.waitpid(-1, os.WNOHANG if pidfd is not None else 0)
-            except ChildProcessError:
-                pid = 0
-            except InterruptedError:
-                continue
-            if pid == child:
-                return None, st
-            if pid == 0:
-                break
-        # Wakes when the child reports or ends; an orphan that ended meanwhile is reaped on the
-        # next wake.
-        for fd, _ in poller.poll(1000):
-            if fd == done_r:
-                data = os.read(done_r, 16)
-                if data:
-                    return int(data), None
-                poller.unregister(done_r)
+            while True:
+                try:
+                    pid, st = os.waitpid(-1, os.WNOHANG if pidfd is not None else 0)
+                except ChildProcessError:
+                    pid = 0
+                except InterruptedError:
+                    continue
+                if pid == child:
+                    return None, st
+                if pid == 0:
+                    break
+            # Wakes when the child reports or ends; an orphan that ended meanwhile is reaped on
+            # the next wake.
+            for fd, _ in poller.poll(1000):
+                if fd == done_r:
+                    data = os.read(done_r, 16)
+                    try:
+                        return int(data), None
+                    except ValueError:  # EOF, or not a report: wait for the exit
+                        poller.unregister(done_r)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def runner_main():

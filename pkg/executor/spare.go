@@ -14,6 +14,8 @@ import (
 // cache there once, and forked executions inherit it loaded.
 const zygoteConfigDir = ".zygote"
 
+var errNoZygote = errors.New("no zygote")
+
 // A spare still warming up after this long is killed: its warm-up hangs.
 const spareReadyTimeout = 2 * time.Minute
 
@@ -184,7 +186,10 @@ func (f *Fork) startSpare() {
 	if s != nil {
 		s.discard()
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errNoZygote):
+		f.cfg.Log.V(1).Info("no spare while the zygote is down")
+	case err != nil:
 		f.cfg.Log.Error(err, "a spare did not start")
 	}
 }
@@ -214,7 +219,7 @@ func (f *Fork) requestSpare(data []byte, statusW *os.File) (*spare, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.zygote == nil {
-		return nil, errors.New("no zygote")
+		return nil, errNoZygote
 	}
 	pid, conn, err := f.ask(data, unix.UnixRights(int(statusW.Fd())))
 	if err != nil {

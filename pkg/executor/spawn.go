@@ -334,11 +334,22 @@ func readStatus(r io.Reader) status {
 
 // killer kills an execution's tree once, remembering why.
 type killer struct {
-	mu     sync.Mutex
-	pid    int
-	why    string
-	queued string        // a kill asked for before the pid was known
-	killed chan struct{} // closed by the kill
+	mu       sync.Mutex
+	pid      int
+	why      string
+	queued   string        // a kill asked for before the pid was known
+	killed   chan struct{} // closed by the kill
+	disarmed bool          // the execution is over: no kill any more
+}
+
+// disarm ends the killer's watch over an execution that is over: a timer or an output cap
+// that fires later kills nothing (in fork mode the supervisor may already run the next
+// execution). It reports whether a kill happened.
+func (k *killer) disarm() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.disarmed = true
+	return k.why != ""
 }
 
 // done is closed once the tree has been killed.
@@ -363,7 +374,7 @@ func (k *killer) setPID(pid int) {
 
 func (k *killer) kill(why string) {
 	k.mu.Lock()
-	if k.why != "" {
+	if k.why != "" || k.disarmed {
 		k.mu.Unlock()
 		return
 	}

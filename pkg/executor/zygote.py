@@ -5,7 +5,8 @@
 #   {"op": "exec", ...} with the standard streams and the status pipe as SCM_RIGHTS file
 #       descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
 #       answer {"pid": supervisor} with a socket to it as SCM_RIGHTS. After the execution the
-#       supervisor waits on that socket for the next "exec" request, until it is closed.
+#       supervisor sends "r" on that socket and waits for the next "exec" request, until the
+#       socket is closed.
 #   {"op": "spare", "uid": ..., "gid": ...} with the status pipe of the spare's execution to
 #       come: fork a spare supervisor, which at once forks the code's process; that process
 #       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
@@ -158,7 +159,11 @@ def _supervisor(req, fds, ctl, conn):
             _enter(req, (stdin, stdout, stderr))
 
         supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr))
-        msg, fds = _recv(conn)
+        try:
+            conn.send(b"r")  # ready: the next execution is not kept waiting
+            msg, fds = _recv(conn)
+        except OSError:
+            os._exit(0)
         if not msg or len(fds) != 4:
             os._exit(0)
         req = json.loads(msg)
@@ -215,9 +220,9 @@ def _spare(req, ctl, conn, status_fd, warmup):
     done_r, done_w = os.pipe()
     child = os.fork()
     if child == 0:
-        global _done_fd
+        global _done_fd, _code_pid
         os.close(done_r)
-        _done_fd = done_w
+        _done_fd, _code_pid = done_w, os.getpid()
         _become_user(req)
         _warm_up(warmup)
         _rehearse()
