@@ -213,19 +213,28 @@ def supervise(params, status_fd, prepare=None, handed=()):
     subreaper = make_subreaper()
     sys.stdout.flush()
     sys.stderr.flush()
-    done_r, done_w = os.pipe()
-    child = os.fork()
+    child, done_r = fork_code()
     if child == 0:
-        global _done_fd, _code_pid
-        os.close(done_r)
-        _done_fd, _code_pid = done_w, os.getpid()
         if prepare is not None:
             prepare()
         run_code(params, status_fd)
-    os.close(done_w)
     for fd in handed:
         os.close(fd)
     watch(child, status_fd, subreaper, done_r)
+
+
+def fork_code():
+    """Fork the code's process, with the pipe on which it reports that the code finished.
+    Returns its pid and the pipe's read end in the supervisor, (0, None) in the process."""
+    global _done_fd, _code_pid
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(done_r)
+        _done_fd, _code_pid = done_w, os.getpid()
+        return 0, None
+    os.close(done_w)
+    return child, done_r
 
 
 def watch(child, status_fd, subreaper, done_r):

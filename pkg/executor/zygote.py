@@ -217,12 +217,8 @@ def _spare(req, ctl, conn, status_fd, warmup):
     os.setpgid(0, 0)  # pyexec pauses a spare that warms up while executions run, as a group
     os.set_inheritable(status_fd, False)
     subreaper = make_subreaper()
-    done_r, done_w = os.pipe()
-    child = os.fork()
+    child, done_r = fork_code()
     if child == 0:
-        global _done_fd, _code_pid
-        os.close(done_r)
-        _done_fd, _code_pid = done_w, os.getpid()
         _become_user(req)
         _warm_up(warmup)
         _rehearse()
@@ -235,7 +231,6 @@ def _spare(req, ctl, conn, status_fd, warmup):
         _enter(ex, fds)
         run_code(ex["params"], status_fd)
     conn.close()
-    os.close(done_w)
     watch(child, status_fd, subreaper, done_r)
     os._exit(0)
 
