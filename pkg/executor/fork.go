@@ -417,7 +417,7 @@ func (s *supervisor) close() { _ = unix.Close(s.conn) }
 func (f *Fork) takeSupervisor() *supervisor {
 	f.pool.Lock()
 	defer f.pool.Unlock()
-	var busy *supervisor
+	busy := -1
 	for i := 0; i < len(f.idle); {
 		s := f.idle[i]
 		if !s.poll() {
@@ -426,20 +426,21 @@ func (f *Fork) takeSupervisor() *supervisor {
 			continue
 		}
 		if s.readies >= s.sent {
-			f.idle = slices.Delete(f.idle, i, i+1)
-			s.sent++
-			return s
+			busy = i
+			break
 		}
-		if busy == nil {
-			busy = s
+		if busy < 0 {
+			busy = i
 		}
 		i++
 	}
-	if busy != nil {
-		f.idle = slices.DeleteFunc(f.idle, func(s *supervisor) bool { return s == busy })
-		busy.sent++
+	if busy < 0 {
+		return nil
 	}
-	return busy
+	s := f.idle[busy]
+	f.idle = slices.Delete(f.idle, busy, busy+1)
+	s.sent++
+	return s
 }
 
 // poll counts the "r" the supervisor sent since, without waiting; false if it ended.
