@@ -145,7 +145,7 @@ func (p *run) do(ctx context.Context) {
 		}
 	}
 	p.report.Python = &in.Python
-	p.log.Info("interpreter inspected", "python", in.Python.Executable, "version", in.Python.Version, "inspectMs", in.Python.InspectMS)
+	p.log.V(1).Info("interpreter inspected", "python", in.Python.Executable, "version", in.Python.Version, "inspectMs", in.Python.InspectMS)
 	p.checkRequirements(in.Python.Distributions)
 	p.checkPreload(in.Preload)
 }

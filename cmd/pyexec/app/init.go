@@ -183,8 +183,10 @@ func AddInitFlags(cmd *cobra.Command, cfg *InitConfig) {
 func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error {
 	log := logs.New(io.Stderr, g.Log).WithName("init")
 	report, err := runPreflight(ctx, io, log, cfg)
+	// The summary is the one line that `kubectl logs -c pyexec-init` shows; the steps behind it
+	// are debug lines (-v 1), and the report holds the details.
 	fmt.Fprintln(io.Stdout, preflight.Summary(report))
-	log.Info("preflight finished", "ok", report.OK, "durationMs", report.DurationMS, "problems", len(report.Problems))
+	log.V(1).Info("preflight finished", "ok", report.OK, "durationMs", report.DurationMS, "problems", len(report.Problems))
 	if err != nil {
 		log.Error(err, "preflight failed")
 		return err
@@ -196,7 +198,7 @@ func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error
 // serve` calls it when it finds no report.
 func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*api.Report, error) {
 	c := detector(io, "/").Detect()
-	log.Info("container detected", "inContainer", c.InContainer, "runtime", c.Runtime, "orchestrator", c.Orchestrator, "evidence", c.Evidence)
+	log.V(1).Info("container detected", "inContainer", c.InContainer, "runtime", c.Runtime, "orchestrator", c.Orchestrator, "evidence", c.Evidence)
 
 	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
 	home := lookupOr(io.LookupEnv, "HOME", "/")
@@ -226,7 +228,7 @@ func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) 
 			report.Problems = append(report.Problems, werr.Error())
 			err = errors.Join(err, werr)
 		} else {
-			log.Info("report written", "path", cfg.Report)
+			log.V(1).Info("report written", "path", cfg.Report)
 		}
 	}
 	return report, err

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,16 +55,34 @@ func TestInitWritesReport(t *testing.T) {
 		!strings.Contains(r.stdout, " python="+testutil.SystemPython+" (") || !strings.Contains(r.stdout, " requirements=1/1 preload=json (") {
 		t.Errorf("stdout is not the one summary line: %q", r.stdout)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-		var entry map[string]any
-		if err := json.Unmarshal([]byte(line), &entry); err != nil || entry["msg"] == nil || entry["level"] == nil {
-			t.Errorf("stderr line is not a structured log entry: %q", line)
-		}
+	// The summary is the only line at the default verbosity (kubectl logs -c pyexec-init).
+	if r.stderr != "" {
+		t.Errorf("stderr of a successful init: %q, want nothing", r.stderr)
 	}
 	rep := readReport(t, dir)
 	if !rep.OK || !rep.Container.InContainer || rep.Policy != api.PolicySystem || rep.Python.Executable != testutil.SystemPython ||
 		len(rep.Requirements) != 1 || !rep.Requirements[0].OK || len(rep.Preload) != 1 || !rep.Preload[0].OK {
 		t.Errorf("report: %+v", rep)
+	}
+}
+
+func TestInitDebugLinesAreStructured(t *testing.T) {
+	testutil.RequireSystemPython(t)
+	dir := t.TempDir()
+	r := run(t, map[string]string{"PYEXEC_CONTAINER": "true"}, append([]string{"-v", "1"}, initArgs(dir)...)...)
+	if r.code != ExitOK {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
+	}
+	var msgs []any
+	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil || entry["msg"] == nil || entry["level"] == nil {
+			t.Errorf("stderr line is not a structured log entry: %q", line)
+		}
+		msgs = append(msgs, entry["msg"])
+	}
+	if !slices.Contains(msgs, "container detected") || !slices.Contains(msgs, "preflight finished") {
+		t.Errorf("debug lines of init -v 1: %v", msgs)
 	}
 }
 
