@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"slices"
@@ -102,6 +103,12 @@ const (
 	// CPUs it sees.
 	AnnotationMaxConcurrent = "pyexec.dev/max-concurrent"
 
+	// AnnotationAllowUIDs lists the uids that may call the sidecar, comma-separated whole
+	// numbers (e.g. "65532" for an app container that runs as 65532). The sidecar reads each
+	// caller's uid from the socket (SO_PEERCRED) and answers any other uid 403 Forbidden. It
+	// becomes PYEXEC_ALLOW_UIDS of the sidecar. Default: every uid in the pod may call.
+	AnnotationAllowUIDs = "pyexec.dev/allow-uids"
+
 	// AnnotationCPURequest is the CPU request of both pyexec containers, a quantity above
 	// zero (100m, 1). It must not exceed the CPU limit. Default: DefaultCPURequest.
 	AnnotationCPURequest = "pyexec.dev/cpu-request"
@@ -198,6 +205,7 @@ type Config struct {
 	MaxTimeout    time.Duration // PYEXEC_MAX_TIMEOUT; 0: not set
 	MemoryLimitMB int           // PYEXEC_MEMORY_LIMIT_MB; 0: not set
 	MaxConcurrent int           // PYEXEC_MAX_CONCURRENT; 0: not set
+	AllowUIDs     []uint32      // PYEXEC_ALLOW_UIDS; empty: every uid
 
 	// Resources of both pyexec containers.
 	Resources corev1.ResourceRequirements
@@ -259,6 +267,9 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	if cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, 1, 0, "a whole number above zero, such as 4"); err != nil {
 		return nil, err
 	}
+	if cfg.AllowUIDs, err = p.uids(AnnotationAllowUIDs); err != nil {
+		return nil, err
+	}
 	if cfg.Resources, err = p.resources(); err != nil {
 		return nil, err
 	}
@@ -310,6 +321,25 @@ func (p parser) pullPolicy(def corev1.PullPolicy) (corev1.PullPolicy, error) {
 		return pp, nil
 	}
 	return "", &AnnotationError{AnnotationImagePullPolicy, v, "Always, IfNotPresent or Never"}
+}
+
+// uids parses a comma-separated list of uids; a repeat is dropped.
+func (p parser) uids(key string) ([]uint32, error) {
+	v, ok := p.get(key)
+	if !ok {
+		return nil, nil
+	}
+	var out []uint32
+	for _, f := range strings.Split(v, ",") {
+		uid, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil || uid > math.MaxInt32 {
+			return nil, &AnnotationError{key, v, "comma-separated uids (whole numbers from 0 to 2147483647), such as 1000,65532"}
+		}
+		if !slices.Contains(out, uint32(uid)) {
+			out = append(out, uint32(uid))
+		}
+	}
+	return out, nil
 }
 
 // lines parses a one-requirement-per-line annotation (require, install).

@@ -150,6 +150,15 @@ func TestParseConfig(t *testing.T) {
 		{name: "memory limit mb over the sidecar's max", annotations: map[string]string{AnnotationMemoryLimitMB: "8192"},
 			wantErr: `annotation pyexec.dev/memory-limit-mb="8192": want a whole number of MiB from 32 to 4096, such as 1024`},
 
+		// allow-uids
+		{name: "allow uids", annotations: map[string]string{AnnotationAllowUIDs: " 65532, 1000,65532 ,0"},
+			want: func(c *Config) { c.AllowUIDs = []uint32{65532, 1000, 0} }},
+		{name: "allow uids negative", annotations: map[string]string{AnnotationAllowUIDs: "1000,-1"},
+			wantErr: `annotation pyexec.dev/allow-uids="1000,-1": want comma-separated uids (whole numbers from 0 to 2147483647), such as 1000,65532`},
+		{name: "allow uids too large", annotations: map[string]string{AnnotationAllowUIDs: "4294967295"},
+			wantErr: `annotation pyexec.dev/allow-uids="4294967295": want comma-separated uids (whole numbers from 0 to 2147483647), such as 1000,65532`},
+		{name: "allow uids empty item", annotations: map[string]string{AnnotationAllowUIDs: "1000,,2000"},
+			wantErr: `annotation pyexec.dev/allow-uids="1000,,2000": want comma-separated uids (whole numbers from 0 to 2147483647), such as 1000,65532`},
 		// max-concurrent
 		{name: "max concurrent", annotations: map[string]string{AnnotationMaxConcurrent: "8"},
 			want: func(c *Config) { c.MaxConcurrent = 8 }},

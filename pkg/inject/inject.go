@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -281,6 +282,13 @@ func sidecar(cfg *Config) corev1.Container {
 	}
 	if cfg.MaxConcurrent > 0 {
 		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CONCURRENT", Value: fmt.Sprint(cfg.MaxConcurrent)})
+	}
+	if len(cfg.AllowUIDs) > 0 {
+		uids := make([]string, len(cfg.AllowUIDs))
+		for i, uid := range cfg.AllowUIDs {
+			uids[i] = strconv.FormatUint(uint64(uid), 10)
+		}
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_ALLOW_UIDS", Value: strings.Join(uids, ",")})
 	}
 	env = appendList(env, "PYEXEC_ALLOW_PACKAGES", cfg.AllowPackages, ",")
 	env = appendList(env, "PYEXEC_PRELOAD", cfg.Preload, ",")
