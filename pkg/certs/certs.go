@@ -145,6 +145,12 @@ func (m *Manager) Ensure(ctx context.Context) error {
 func (m *Manager) ensureSecret(ctx context.Context) (*Bundle, error) {
 	secrets := m.cfg.Client.CoreV1().Secrets(m.cfg.Namespace)
 	now := m.cfg.Now()
+	// The Secret belongs to the webhook configuration it serves: when that goes (helm
+	// uninstall), the garbage collector deletes the Secret too.
+	owner, err := m.owner(ctx)
+	if err != nil {
+		return nil, err
+	}
 	s, err := secrets.Get(ctx, m.cfg.SecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		b, err := NewBundle(m.dnsNames(), now, nil)
@@ -153,7 +159,8 @@ func (m *Manager) ensureSecret(ctx context.Context) (*Bundle, error) {
 		}
 		s = &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: m.cfg.SecretName, Namespace: m.cfg.Namespace,
-				Labels: map[string]string{"app.kubernetes.io/name": "pyexec-injector", "app.kubernetes.io/component": "webhook-certificate"}},
+				OwnerReferences: []metav1.OwnerReference{owner},
+				Labels:          map[string]string{"app.kubernetes.io/name": "pyexec-injector", "app.kubernetes.io/component": "webhook-certificate"}},
 			Type: corev1.SecretTypeTLS,
 			Data: b.Data(),
 		}
@@ -166,8 +173,16 @@ func (m *Manager) ensureSecret(ctx context.Context) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading Secret %s/%s: %w", m.cfg.Namespace, m.cfg.SecretName, err)
 	}
+	owned := slices.ContainsFunc(s.OwnerReferences, func(r metav1.OwnerReference) bool { return r.UID == owner.UID })
 	b, err := ParseBundle(s.Data)
 	if err == nil && !b.Due(now, m.dnsNames()) {
+		if !owned { // made by an injector before owner references, or the configuration was replaced
+			s = s.DeepCopy()
+			s.OwnerReferences = append(s.OwnerReferences, owner)
+			if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+				return nil, err
+			}
+		}
 		return b, nil
 	}
 	reason := "due for renewal"
@@ -180,11 +195,26 @@ func (m *Manager) ensureSecret(ctx context.Context) (*Bundle, error) {
 	}
 	s = s.DeepCopy()
 	s.Data = renewed.Data()
+	if !owned {
+		s.OwnerReferences = append(s.OwnerReferences, owner)
+	}
 	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		return nil, err // a conflict: another replica renewed it
 	}
 	m.cfg.Log.Info("certificate renewed", "secret", m.cfg.SecretName, "reason", reason, "notAfter", renewed.Cert.NotAfter)
 	return renewed, nil
+}
+
+// owner is the reference to the webhook configuration that the Secret serves.
+func (m *Manager) owner(ctx context.Context) (metav1.OwnerReference, error) {
+	wc, err := m.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, m.cfg.WebhookConfig, metav1.GetOptions{})
+	if err != nil {
+		return metav1.OwnerReference{}, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.cfg.WebhookConfig, err)
+	}
+	return metav1.OwnerReference{
+		APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration",
+		Name: wc.Name, UID: wc.UID,
+	}, nil
 }
 
 func (m *Manager) dnsNames() []string {

@@ -375,6 +375,11 @@ func TestSelfManagedCertificate(t *testing.T) {
 	if err != nil || !bytes.Equal(wc.Webhooks[0].ClientConfig.CABundle, secret.Data["ca.crt"]) {
 		t.Fatalf("caBundle not patched with the Secret's CA: %v", err)
 	}
+	// Owned by the webhook configuration, so that deleting it (helm uninstall) deletes the
+	// Secret; test/e2e sees the garbage collector do it.
+	if refs := secret.OwnerReferences; len(refs) != 1 || refs[0].UID != wc.UID || refs[0].Kind != "MutatingWebhookConfiguration" {
+		t.Fatalf("owner references of the Secret: %+v, want the webhook configuration %s", refs, wc.UID)
+	}
 }
 
 // TestAdmissionLatency measures pod creation through the API server with and without the
