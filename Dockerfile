@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# Two images from one build:
+# Three images from one build:
 #   docker build --target sidecar  -t REGISTRY/pyexec:0.1.0 .           # pyexec init + pyexec serve
 #   docker build --target injector -t REGISTRY/pyexec-injector:0.1.0 .  # the admission webhook
+#   docker build --target bot      -t REGISTRY/pyexec-bot:0.1.0 .       # the sample bot (config/samples)
 # Both binaries are static (CGO_ENABLED=0) and run as a non-root user with a read-only root
 # filesystem: everything they write is on volumes (emptyDirs) that the chart and the injector
 # mount.
@@ -24,13 +25,26 @@ ENTRYPOINT ["/pyexec-injector"]
 CMD ["serve"]
 
 # The sidecar: the system Python of Debian with pip (installs go to the packages volume with
-# pip --target; no venv is ever made in a container, so python3-venv is not here). Keep this
-# package list in step with the test cluster's Python root.
+# pip --target; no venv is ever made in a container, so python3-venv is not here). The package
+# list is shared with the test cluster's Python root (test/cluster).
 FROM debian:bookworm-slim AS sidecar
+COPY config/image/sidecar-packages /tmp/
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && sed 's/#.*//' /tmp/sidecar-packages | xargs apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/sidecar-packages
 COPY --from=build /out/pyexec /usr/local/bin/pyexec
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/pyexec"]
 CMD ["serve"]
+
+# The sample bot of config/samples/bot.yaml: clients/python/sample_bot.py with the stdlib-only
+# client, on the same Python base.
+FROM debian:bookworm-slim AS bot
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/*
+COPY clients/python/pyexec_client.py clients/python/sample_bot.py /app/
+WORKDIR /app
+USER 65532:65532
+ENV PYTHONUNBUFFERED=1
+ENTRYPOINT ["python3", "/app/sample_bot.py"]

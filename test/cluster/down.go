@@ -1,0 +1,294 @@
+package cluster
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const cgroupMounts = "/sys/fs/cgroup"
+
+// makeCgroups creates the cluster's cgroup in every v1 hierarchy; the kubelet puts kubepods
+// under it (cgroupRoot).
+func (c *Cluster) makeCgroups() error {
+	for _, h := range cgroupHierarchies() {
+		dir := filepath.Join(h, c.cgroupName())
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("cgroup %s: %w", dir, err)
+		}
+		if filepath.Base(h) == "cpuset" {
+			// A new cpuset has no CPUs and no memory nodes: copy the parent's.
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				b, err := os.ReadFile(filepath.Join(h, f))
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+					return fmt.Errorf("cgroup %s: %w", dir, err)
+				}
+			}
+		}
+	}
+	// Remember which of the host paths that the components make whatever their configuration
+	// are new, to remove them on Destroy.
+	var made []string
+	for _, p := range hostPaths {
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			made = append(made, p)
+		}
+	}
+	return os.WriteFile(c.path("run", "made-host-paths"), []byte(strings.Join(made, "\n")), 0o644)
+}
+
+// hostPaths are made outside the cluster's directory whatever the configuration: containerd
+// 1.6 puts shim sockets in /run/containerd/s, its CNI library caches results in
+// /var/lib/cni, the kubelet links container logs into /var/log/containers and makes
+// /var/lib/kubelet and the default volume plugin directory.
+var hostPaths = []string{"/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/lib/kubelet", "/usr/libexec/kubernetes"}
+
+// cgroupHierarchies lists the mounted cgroup v1 hierarchies.
+func cgroupHierarchies() []string { return cgroupMountsOf(0x27e0eb) } // CGROUP_SUPER_MAGIC
+
+// cgroupMountsOf lists the cgroup mounts of the file system types magic.
+func cgroupMountsOf(magic ...int64) []string {
+	var out []string
+	entries, _ := os.ReadDir(cgroupMounts)
+	for _, e := range entries {
+		p := filepath.Join(cgroupMounts, e.Name())
+		var st syscall.Statfs_t
+		if e.IsDir() && syscall.Statfs(p, &st) == nil && slices.Contains(magic, st.Type) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Destroy stops every component and removes what the cluster made: its processes and
+// containers, its mounts, cgroups, the kubelet's links in /var/log/containers, the network
+// namespace and, unless keepDir, the directory. It may run in any network namespace, more than
+// once, and on a cluster that only half started.
+func (c *Cluster) Destroy(keepDir bool) error {
+	var errs []error
+	c.stop("kubelet", 15*time.Second)
+	errs = append(errs, c.killCgroup())
+	for _, pid := range c.shims() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, name := range slices.Backward(components) {
+		if name != "kubelet" {
+			c.stop(name, 15*time.Second)
+		}
+	}
+	errs = append(errs, c.unmountAll(), c.removeCgroups())
+	// The kubelet links every container's log into /var/log/containers, whatever podLogsDir.
+	links, _ := filepath.Glob("/var/log/containers/*.log")
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, c.Dir+"/") {
+			errs = append(errs, os.Remove(l))
+		}
+	}
+	if made, err := os.ReadFile(c.path("run", "made-host-paths")); err == nil {
+		for _, p := range strings.Fields(string(made)) {
+			if slices.Contains(hostPaths, p) { // never more than those
+				errs = append(errs, os.RemoveAll(p))
+			}
+		}
+	}
+	if _, err := os.Stat(c.netnsPath()); err == nil {
+		if out, err := exec.Command("ip", "netns", "del", c.NetNS).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", c.NetNS, err, out))
+		}
+	}
+	if !keepDir {
+		errs = append(errs, os.RemoveAll(c.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+// stop sends SIGTERM to a component and SIGKILL after grace.
+func (c *Cluster) stop(name string, grace time.Duration) {
+	pid := c.pid(name)
+	if pid == 0 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if alive(pid) {
+		c.logf("%s did not stop in %s: killing it", name, grace)
+		syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; alive(pid) && i < 50; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// killCgroup kills every process of every pod: all processes in the cluster's cgroup.
+func (c *Cluster) killCgroup() error {
+	root := filepath.Join(cgroupMounts, "pids", c.cgroupName())
+	for i := 0; i < 100; i++ {
+		var pids []int
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(p)
+				for _, f := range strings.Fields(string(b)) {
+					if pid, err := strconv.Atoi(f); err == nil {
+						pids = append(pids, pid)
+					}
+				}
+			}
+			return nil
+		})
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("processes remain in cgroup %s", root)
+}
+
+// shims lists the containerd shims of this cluster's containerd (their command line names its
+// socket).
+func (c *Cluster) shims() []int {
+	sock := c.path("containerd/containerd.sock")
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && slices.Contains(args, sock) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// unmountAll unmounts every mount under the directory, the deepest first.
+func (c *Cluster) unmountAll() error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 {
+			// Mount points escape spaces and the like as octal (\040).
+			mp, _ := strconv.Unquote(`"` + fields[4] + `"`)
+			if mp == "" {
+				mp = fields[4]
+			}
+			if strings.HasPrefix(mp, c.Dir+"/") {
+				mounts = append(mounts, mp)
+			}
+		}
+	}
+	var errs []error
+	for _, mp := range slices.Backward(mounts) {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroups removes the cluster's cgroup tree in every hierarchy, the leaves first: the v1
+// ones and, in hybrid mode, the v2 one where runc makes its cgroups too.
+func (c *Cluster) removeCgroups() error {
+	var errs []error
+	for _, h := range cgroupMountsOf(0x27e0eb, 0x63677270) { // CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC
+		root := filepath.Join(h, c.cgroupName())
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for _, d := range slices.Backward(dirs) {
+			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ExistingHostPaths lists which of the host paths that the components may make exist now; pass
+// it to Leftovers after Destroy.
+func ExistingHostPaths() []string {
+	var out []string
+	for _, p := range hostPaths {
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Leftovers lists what Destroy(false) should have removed and did not: the directory, the
+// network namespace, cgroups, mounts, processes that name the directory, and host paths that
+// did not exist before (existedBefore, from ExistingHostPaths).
+func (c *Cluster) Leftovers(existedBefore []string) []string {
+	var out []string
+	for _, p := range []string{c.Dir, c.netnsPath()} {
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, p)
+		}
+	}
+	for _, h := range cgroupMountsOf(0x27e0eb, 0x63677270) {
+		if p := filepath.Join(h, c.cgroupName()); dirExists(p) {
+			out = append(out, "cgroup "+p)
+		}
+	}
+	for _, p := range ExistingHostPaths() {
+		if !slices.Contains(existedBefore, p) {
+			out = append(out, p)
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], c.Dir+"/") {
+				out = append(out, "mount "+f[4])
+			}
+		}
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.Contains(string(b), c.Dir+"/") {
+			out = append(out, "process "+e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return out
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
