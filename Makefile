@@ -1,17 +1,22 @@
 # Two commands set up a fresh machine (Debian, Go installed, run as root):
 #   make demo   build pyexec; run `pyexec init` against the local system Python, then `pyexec serve`
 #               on a local socket, and send it a sample execution with curl and with `pyexec run`
-#   make test   go vet and every test (real Python, real pip, real mounts)
+#   make test   go vet and every test (real Python, real pip, real mounts), then the end-to-end
+#               journey on a real one-node Kubernetes cluster (test/e2e)
+# and, to try pyexec on a local node by hand (see README):
+#   make cluster-up / make cluster-down
 
 GO        ?= go
 DEMO_DIR  ?= /tmp/pyexec-demo
 # Debian packages the tests and the demo use: the system Python with venv and pip, and numpy and
-# matplotlib for the fork-mode tests of preloaded scientific modules.
-APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib curl util-linux
+# matplotlib for the fork-mode tests of preloaded scientific modules; for the test cluster,
+# containerd, runc, the CNI plugins, iptables and debootstrap (the images' Python root).
+APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib curl util-linux \
+             containerd runc containernetworking-plugins iptables debootstrap
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 
-.PHONY: deps build demo tools test bench bench-modes
+.PHONY: deps build demo tools test bench bench-modes cluster-up cluster-down
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -36,14 +41,25 @@ demo: deps build
 	bin/pyexec run --socket $(DEMO_DIR)/pyexec.sock -c 'print("hello from pyexec run")'
 	kill $$(cat $(DEMO_DIR)/serve.pid); sleep 1; cat $(DEMO_DIR)/serve.log
 
-# kube-apiserver and etcd for test/webhook, built from their Go modules and cached (about 15
-# minutes the first time on 2 cores, instant after).
+# The Kubernetes binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler,
+# kubelet, kubectl) for test/webhook and the test cluster, built from their Go modules and
+# cached (about 20 minutes the first time on 2 cores, instant after).
 tools:
 	bash test/tools/build.sh >/dev/null
 
+# The end-to-end suite runs alone, after the others: it starts a whole cluster.
 test: deps tools
 	$(GO) vet ./...
-	KUBEBUILDER_ASSETS=$$(bash test/tools/build.sh) $(GO) test -count=1 -timeout 30m ./...
+	KUBEBUILDER_ASSETS=$$(bash test/tools/build.sh) $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
+
+# A one-node cluster in the network namespace pyexec-cluster, files in /tmp/pyexec-cluster, with
+# the images of this checkout imported; see README.
+cluster-up: deps tools
+	$(GO) run ./test/cluster/clusterctl up
+
+cluster-down:
+	$(GO) run ./test/cluster/clusterctl down
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -skip Modes -benchtime 20x ./...

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/testutil"
+	"github.com/pyexec/pyexec/test/cluster"
 )
 
 // build compiles a command as the Dockerfile does.
@@ -73,5 +74,19 @@ func TestBinariesRunOnAReadOnlyScratchRootAsAnyUser(t *testing.T) {
 	out, err = run("", "/pyexec", "detect", "-o", "text")
 	if err != nil || !strings.HasPrefix(out, "container: yes") {
 		t.Fatalf("pyexec detect: %v\n%s", err, out)
+	}
+}
+
+// TestSidecarPackagesAreShared keeps the Dockerfile's sidecar stage and the test cluster's
+// Python root (test/cluster) on one package list.
+func TestSidecarPackagesAreShared(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stage, ok := strings.Cut(string(b), "AS sidecar\n")
+	stage, _, _ = strings.Cut(stage, "\nFROM ")
+	if !ok || !strings.Contains(stage, "COPY "+cluster.PythonPackagesFile+" ") || !strings.Contains(stage, "/tmp/sidecar-packages | xargs apt-get install") {
+		t.Fatalf("the Dockerfile's sidecar stage does not install %s:\n%s", cluster.PythonPackagesFile, stage)
 	}
 }

@@ -1,0 +1,619 @@
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/pyexec/pyexec/test/cluster"
+)
+
+const (
+	release     = cluster.Release
+	releaseNS   = cluster.ReleaseNS
+	appNS       = "bots"
+	botSelector = "app.kubernetes.io/name=bot"
+	oldVenv     = "/tmp/bot_code_interpreter/venv" // where the old bot kept its venv
+	intruderUID = 1000                             // an app container's uid that the sidecar refuses
+)
+
+// TestJourney walks the user's journey in order; a step that fails stops the walk, since every
+// later step stands on it.
+func TestJourney(t *testing.T) {
+	cs := clientset(t)
+	helm := helmConfig(t)
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"1_helm_install", func(t *testing.T) { stepInstall(t, cs, helm) }},
+		{"2_bot_deployment", func(t *testing.T) { stepBot(t, cs) }},
+		{"3_executions_and_logs", func(t *testing.T) { stepLogs(t, cs) }},
+		{"4_inside_the_pod", func(t *testing.T) { stepInsidePod(t, cs) }},
+		{"5_failure_paths", func(t *testing.T) { stepFailures(t, cs, helm) }},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		ok := t.Run(s.name, s.run)
+		t.Logf("step %s: %s in %s", s.name, map[bool]string{true: "ok", false: "FAILED"}[ok], time.Since(start).Round(100*time.Millisecond))
+		if !ok {
+			t.FailNow()
+		}
+	}
+}
+
+func helmConfig(t *testing.T) *action.Configuration {
+	t.Helper()
+	cfg, err := theCluster.Helm(releaseNS, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Step 1: helm install of charts/pyexec with the local images; the injector becomes Ready with
+// its own certificate, and the webhook's caBundle is the CA that signed it.
+func stepInstall(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
+	ctx := context.Background()
+	rel, err := cluster.InstallChart(helm, "../..")
+	if err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	t.Logf("release %s: %s, chart %s", rel.Name, rel.Info.Status, rel.Chart.Metadata.Version)
+
+	dep, err := cs.AppsV1().Deployments(releaseNS).Get(ctx, release, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep.Status.ReadyReplicas != *dep.Spec.Replicas {
+		t.Fatalf("injector: %d of %d replicas ready after helm's wait", dep.Status.ReadyReplicas, *dep.Spec.Replicas)
+	}
+	hooks, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, release, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := cs.CoreV1().Secrets(releaseNS).Get(ctx, release+"-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the injector's certificate Secret: %v", err)
+	}
+	roots := x509.NewCertPool()
+	for _, h := range hooks.Webhooks {
+		if len(h.ClientConfig.CABundle) == 0 || !roots.AppendCertsFromPEM(h.ClientConfig.CABundle) {
+			t.Fatalf("webhook %s: no caBundle", h.Name)
+		}
+	}
+	block, _ := pem.Decode(secret.Data["tls.crt"])
+	if block == nil {
+		t.Fatal("tls.crt of the Secret is not PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := hooks.Webhooks[0].ClientConfig.Service
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: svc.Name + "." + svc.Namespace + ".svc"}); err != nil {
+		t.Fatalf("the serving certificate does not verify against the webhook's caBundle: %v", err)
+	}
+}
+
+// sampleBot is config/samples/bot.yaml with the test's images, plus what the later steps need:
+// the old bot's venv volume with files, and an intruder container whose uid the sidecar refuses.
+func sampleBot(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	d, err := cluster.SampleBot("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &d.Spec.Template.Spec
+	bot := &spec.Containers[0]
+	bot.Env = append(bot.Env, corev1.EnvVar{Name: "BOT_INTERVAL", Value: "1"})
+	bot.VolumeMounts = append(bot.VolumeMounts, corev1.VolumeMount{Name: "old-venv", MountPath: oldVenv})
+	spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "old-venv", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	// The files a venv left on that volume, as the old bot's image had them.
+	spec.InitContainers = append(spec.InitContainers, corev1.Container{
+		Name: "old-venv-files", Image: cluster.BotImage, ImagePullPolicy: corev1.PullNever,
+		Command: []string{"python3", "-c", `import os
+os.makedirs("` + oldVenv + `/bin")
+open("` + oldVenv + `/pyvenv.cfg", "w").write("home = /usr/bin\n")
+open("` + oldVenv + `/bin/python", "w").write("old venv\n")`},
+		VolumeMounts: []corev1.VolumeMount{{Name: "old-venv", MountPath: oldVenv}},
+	})
+	intruder := bot.DeepCopy()
+	intruder.Name, intruder.Command, intruder.Env = "intruder", []string{"sleep", "infinity"}, nil
+	intruder.VolumeMounts = nil
+	intruder.SecurityContext.RunAsUser = ptr.To[int64](intruderUID)
+	spec.Containers = append(spec.Containers, *intruder)
+	return d
+}
+
+// Step 2: the sample bot Deployment, labeled and annotated; its pod comes up injected, with
+// pyexec-init completed and the native sidecar started before the bot.
+func stepBot(t *testing.T, cs *kubernetes.Clientset) {
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the default ServiceAccount of "+appNS, func() error {
+		_, err := cs.CoreV1().ServiceAccounts(appNS).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	if _, err := cs.AppsV1().Deployments(appNS).Create(ctx, sampleBot(t), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create the bot Deployment: %v", err)
+	}
+	eventually(t, 3*time.Minute, "the bot Deployment available", func() error {
+		d, err := cs.AppsV1().Deployments(appNS).Get(ctx, "bot", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.AvailableReplicas != 1 {
+			return fmt.Errorf("%d available replicas; pods: %s", d.Status.AvailableReplicas, podStates(cs, appNS))
+		}
+		return nil
+	})
+	pod := podOf(t, cs, appNS, botSelector)
+	if got := pod.Annotations["pyexec.dev/status"]; got != "injected" {
+		t.Fatalf("pod %s: pyexec.dev/status=%q, want injected", pod.Name, got)
+	}
+	init := map[string]corev1.ContainerStatus{}
+	for _, s := range pod.Status.InitContainerStatuses {
+		init[s.Name] = s
+	}
+	if s := init["pyexec-init"]; s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+		t.Fatalf("pyexec-init did not complete: %+v", s.State)
+	}
+	if len(pod.Spec.InitContainers) < 2 || pod.Spec.InitContainers[1].Name != "pyexec" ||
+		pod.Spec.InitContainers[1].RestartPolicy == nil || *pod.Spec.InitContainers[1].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatal("pyexec is not the native sidecar right after pyexec-init")
+	}
+	if s := init["pyexec"]; s.State.Running == nil || s.Started == nil || !*s.Started || !s.Ready {
+		t.Fatalf("the pyexec sidecar is not running, started and ready: %+v", s)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != "bot" {
+			continue
+		}
+		var mounted bool
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || (m.MountPath == "/var/run/pyexec" && m.ReadOnly)
+		}
+		if !mounted {
+			t.Fatalf("the bot does not mount the socket's directory read-only: %+v", c.VolumeMounts)
+		}
+	}
+	t.Logf("pod %s up: pyexec-init, pyexec, bot", pod.Name)
+}
+
+// podStates summarizes the pods of a namespace for an error message.
+func podStates(cs *kubernetes.Clientset, ns string) string {
+	pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, p := range pods.Items {
+		s := p.Name + " " + string(p.Status.Phase)
+		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			switch {
+			case cs.State.Waiting != nil:
+				s += fmt.Sprintf(" %s:waiting(%s %s)", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
+			case cs.State.Terminated != nil:
+				s += fmt.Sprintf(" %s:terminated(%d %s)", cs.Name, cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
+			default:
+				s += " " + cs.Name + ":running"
+			}
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "; ")
+}
+
+var botResult = regexp.MustCompile(`(?m)^bot: result #(\d+) reason=(\w+) exit=(-?\d+) .*stdout=(.*)$`)
+
+// Step 3: the bot's executions, seen with kubectl logs in every container.
+func stepLogs(t *testing.T, cs *kubernetes.Clientset) {
+	pod := podOf(t, cs, appNS, botSelector).Name
+	var botLog string
+	eventually(t, time.Minute, "three results in the bot's log", func() error {
+		var err error
+		if botLog, err = kubectl("logs", "-n", appNS, pod, "-c", "bot"); err != nil {
+			return err
+		}
+		if n := len(botResult.FindAllString(botLog, -1)); n < 3 {
+			return fmt.Errorf("%d results:\n%s", n, botLog)
+		}
+		return nil
+	})
+	// The sidecar started before the bot: the bot's very first call succeeded.
+	lines := strings.Split(strings.TrimSpace(botLog), "\n")
+	if !strings.HasPrefix(lines[0], "bot: started") || !strings.HasPrefix(lines[1], "bot: result #1 reason=exit exit=0") {
+		t.Fatalf("the bot's first call did not succeed (did the bot start before the sidecar?):\n%s", botLog)
+	}
+	if m := botResult.FindStringSubmatch(botLog); m[4] != `"45"` {
+		t.Fatalf("print(sum(range(10))) gave %s, want \"45\":\n%s", m[4], botLog)
+	}
+	// kubectl logs without -c picks the bot (kubectl.kubernetes.io/default-container).
+	if def := mustKubectl(t, "logs", "-n", appNS, pod); !strings.HasPrefix(def, lines[0]) {
+		t.Fatalf("kubectl logs %s without -c is not the bot's log:\n%s", pod, def)
+	}
+	initLog := strings.TrimSpace(mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec-init"))
+	if strings.Count(initLog, "\n") != 0 || !strings.Contains(initLog, "pyexec preflight ok") || !strings.Contains(initLog, "policy=system") {
+		t.Fatalf("kubectl logs -c pyexec-init: want one preflight summary line (ok, policy=system), got:\n%s", initLog)
+	}
+	t.Logf("pyexec-init: %s", initLog)
+	// Read the bot's log first: every result it shows has its line in the sidecar's log.
+	botLog = mustKubectl(t, "logs", "-n", appNS, pod, "-c", "bot")
+	results := len(botResult.FindAllString(botLog, -1))
+	var executions []map[string]any
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec")) {
+		if l["msg"] == "execution finished" {
+			executions = append(executions, l)
+		}
+	}
+	if len(executions) < results {
+		t.Fatalf("%d executions in the sidecar's log, %d results in the bot's", len(executions), results)
+	}
+	ids := map[any]bool{}
+	for _, e := range executions {
+		if e["id"] == nil || e["durationMs"] == nil || ids[e["id"]] {
+			t.Fatalf("execution line without a unique id or a duration: %v", e)
+		}
+		ids[e["id"]] = true
+	}
+	t.Logf("%d bot results, %d execution lines; one: %v", results, len(executions), executions[0])
+}
+
+// Step 4: inside the real pod.
+func stepInsidePod(t *testing.T, cs *kubernetes.Clientset) {
+	ctx := context.Background()
+	pod := podOf(t, cs, appNS, botSelector)
+
+	t.Run("detection_without_marker_files", func(t *testing.T) {
+		out := mustKubectl(t, "exec", "-n", appNS, pod.Name, "-c", "pyexec", "--", "pyexec", "detect", "-o", "json")
+		if !strings.Contains(out, `"in_container": true`) || strings.Contains(out, "dockerenv") || strings.Contains(out, "containerenv") {
+			t.Fatalf("pyexec detect in the pod:\n%s", out)
+		}
+		report := mustKubectl(t, "exec", "-n", appNS, pod.Name, "-c", "bot", "--", "cat", "/var/run/pyexec/preflight.json")
+		if !strings.Contains(report, `"policy": "system"`) && !strings.Contains(report, `"policy":"system"`) {
+			t.Fatalf("preflight report: policy is not system:\n%s", report)
+		}
+		t.Logf("detect: %s", strings.Join(strings.Fields(out), " "))
+	})
+
+	t.Run("sidecar_identity_and_root", func(t *testing.T) {
+		res := botRun(t, appNS, pod.Name, "bot", `import os
+print(os.getuid(), os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"))
+try:
+    open("/usr/lib/pyexec-was-here", "w")
+except OSError as e:
+    print(e.strerror)`)
+		if res["stdout"] != "65532 False\nRead-only file system\n" {
+			t.Fatalf("uid, token and root file system of an execution: %v", res)
+		}
+	})
+
+	t.Run("timeout_kills_the_tree_and_orphans_are_reaped", func(t *testing.T) {
+		// A process that escapes into its own session, and an orphan: a grandchild whose
+		// parent exits, so that it is reparented and must be reaped when it ends.
+		res := botRunTimeout(t, appNS, pod.Name, "bot", `import os, subprocess, time
+subprocess.Popen(["sleep", "301"], start_new_session=True)
+pid = os.fork()
+if pid == 0:
+    if os.fork() == 0:
+        time.sleep(0.5)
+        os._exit(0)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("started", flush=True)
+time.sleep(60)`, 3)
+		if res["timed_out"] != true || res["reason"] != "timeout" || res["stdout"] != "started\n" {
+			t.Fatalf("an execution past its 3 s limit: %v", res)
+		}
+		eventually(t, 10*time.Second, "no process of the execution left, no zombie", func() error {
+			for _, p := range containerProcesses(t, appNS, pod.Name, "pyexec") {
+				f := strings.Fields(p)
+				if len(f) < 2 || f[1] == "Z" || strings.Contains(p, "sleep 301") {
+					return fmt.Errorf("left in the sidecar: %q", p)
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("uid_outside_the_allowed_list_is_refused", func(t *testing.T) {
+		res := botRun(t, appNS, pod.Name, "intruder", "print(1)")
+		if res["type"] != "Forbidden" || !strings.Contains(fmt.Sprint(res["error"]), fmt.Sprintf("peer uid %d", intruderUID)) {
+			t.Fatalf("uid %d calling the sidecar: %v", intruderUID, res)
+		}
+		var refused bool
+		for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod.Name, "-c", "pyexec")) {
+			refused = refused || (l["msg"] == "peer refused" && l["uid"] == float64(intruderUID))
+		}
+		if !refused {
+			t.Fatal("the sidecar did not log the refused peer")
+		}
+	})
+
+	t.Run("old_venv_volume_untouched", func(t *testing.T) {
+		before := mustKubectl(t, "exec", "-n", appNS, pod.Name, "-c", "bot", "--", "ls", "-laR", "--time-style=full-iso", oldVenv)
+		// pyexec init, pointed at the old venv path on the mounted volume, in the sidecar's image
+		// in this pod (an ephemeral container, as an operator would debug it).
+		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+				Name: "venv-check", Image: cluster.SidecarImage, ImagePullPolicy: corev1.PullNever,
+				Args:         []string{"init", "--venv-dir", oldVenv, "--report", "/tmp/report.json", "--packages-dir", "/tmp/packages", "--log-format", "console"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "old-venv", MountPath: oldVenv}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr.To(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			},
+		})
+		if _, err := cs.CoreV1().Pods(appNS).UpdateEphemeralContainers(ctx, pod.Name, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, "the venv-check container to finish", func() error {
+			p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, s := range p.Status.EphemeralContainerStatuses {
+				if s.Name == "venv-check" && s.State.Terminated != nil {
+					if s.State.Terminated.ExitCode != 0 {
+						t.Fatalf("pyexec init --venv-dir %s exited %d", oldVenv, s.State.Terminated.ExitCode)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("not terminated: %+v", p.Status.EphemeralContainerStatuses)
+		})
+		out := mustKubectl(t, "logs", "-n", appNS, pod.Name, "-c", "venv-check")
+		if !strings.Contains(out, "policy=system") {
+			t.Fatalf("pyexec init with --venv-dir on the mounted volume did not choose the system Python:\n%s", out)
+		}
+		after := mustKubectl(t, "exec", "-n", appNS, pod.Name, "-c", "bot", "--", "ls", "-laR", "--time-style=full-iso", oldVenv)
+		if before != after || !strings.Contains(after, "pyvenv.cfg") {
+			t.Fatalf("the old venv volume changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+}
+
+// Step 5: what happens when things fail.
+func stepFailures(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
+	t.Run("sidecar_killed", func(t *testing.T) { sidecarKilled(t, cs) })
+	t.Run("injector_down", func(t *testing.T) { injectorDown(t, cs) })
+	t.Run("helm_uninstall", func(t *testing.T) { uninstall(t, cs, helm) })
+}
+
+// sidecarKilled kills the sidecar (SIGKILL from the host, as the OOM killer would) while an
+// execution is in flight: that call fails with a clear error, the kubelet restarts the sidecar
+// and the bot works again.
+func sidecarKilled(t *testing.T, cs *kubernetes.Clientset) {
+	ctx := context.Background()
+	pod := podOf(t, cs, appNS, botSelector)
+	inflight := make(chan string, 1)
+	go func() {
+		out, _ := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "/app/sample_bot.py", "run", "import time; time.sleep(30)", "60")
+		inflight <- out
+	}()
+	eventually(t, 30*time.Second, "the long execution running", func() error {
+		n, err := executionsInFlight(t, pod)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("no execution in flight")
+		}
+		return err
+	})
+	if err := syscall.Kill(hostPID(t, pod, "pyexec serve"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var out string
+	select {
+	case out = <-inflight:
+	case <-time.After(time.Minute):
+		t.Fatal("the execution in flight did not end when the sidecar died")
+	}
+	want := "connection to /var/run/pyexec/pyexec.sock lost"
+	if !strings.Contains(out, `"type": "PyexecError"`) || !strings.Contains(out, want) {
+		t.Fatalf("the call in flight when the sidecar died: want a PyexecError saying %q, got %s", want, out)
+	}
+	eventually(t, 2*time.Minute, "the sidecar restarted and ready", func() error {
+		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, s := range p.Status.InitContainerStatuses {
+			if s.Name == "pyexec" && s.RestartCount >= 1 && s.Ready {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet: %s", podStates(cs, appNS))
+	})
+	back := time.Since(killed)
+	if res := botRun(t, appNS, pod.Name, "bot", "print(6 * 7)"); res["stdout"] != "42\n" {
+		t.Fatalf("an execution after the restart: %v", res)
+	}
+	eventually(t, 30*time.Second, "the bot's loop working again", func() error {
+		log, err := kubectl("logs", "-n", appNS, pod.Name, "-c", "bot", "--since-time", time.Now().UTC().Format(time.RFC3339))
+		if err != nil || !botResult.MatchString(log) {
+			return fmt.Errorf("no result yet: %v %s", err, log)
+		}
+		return nil
+	})
+	t.Logf("the call in flight got: %s; the sidecar was back and ready after %s", strings.TrimSpace(out), back.Round(100*time.Millisecond))
+}
+
+// executionsInFlight reads pyexec_executions_in_flight from the sidecar's metrics, in the bot
+// container (the probe port is the pod's).
+func executionsInFlight(t *testing.T, pod *corev1.Pod) (int, error) {
+	t.Helper()
+	out, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "-c",
+		"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9901/metrics').read().decode())")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "pyexec_executions_in_flight ") {
+			var n float64
+			_, err := fmt.Sscan(strings.TrimPrefix(line, "pyexec_executions_in_flight "), &n)
+			return int(n), err
+		}
+	}
+	return 0, fmt.Errorf("no pyexec_executions_in_flight in the metrics")
+}
+
+// hostPID finds, from the host, the process of a pod whose command line starts with cmdline.
+func hostPID(t *testing.T, pod *corev1.Pod, cmdline string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []int
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		cg, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		cmd, err2 := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		args := strings.ReplaceAll(string(cmd), "\x00", " ")
+		if strings.Contains(string(cg), string(pod.UID)) && strings.Contains(args, cmdline) && !strings.Contains(args, "python") {
+			found = append(found, pid)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("processes %q in pod %s: %v", cmdline, pod.Name, found)
+	}
+	return found[0]
+}
+
+func injectorDown(t *testing.T, cs *kubernetes.Clientset) {
+	ctx := context.Background()
+	scale := func(n int32) {
+		s, err := cs.AppsV1().Deployments(releaseNS).GetScale(ctx, release, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Spec.Replicas = n
+		if _, err := cs.AppsV1().Deployments(releaseNS).UpdateScale(ctx, release, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scale(0)
+	eventually(t, time.Minute, "no injector pod left", func() error {
+		pods, err := cs.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) != 0 {
+			return fmt.Errorf("%d pods", len(pods.Items))
+		}
+		return nil
+	})
+	pod := func(name string, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "app", Image: cluster.BotImage, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "infinity"},
+			}}},
+		}
+	}
+	_, err := cs.CoreV1().Pods(appNS).Create(ctx, pod("labeled", map[string]string{"pyexec.dev/inject": "true"}), metav1.CreateOptions{})
+	if err == nil || !apierrors.IsInternalError(err) && !strings.Contains(err.Error(), "failed calling webhook") {
+		t.Fatalf("a labeled pod with the injector down: want a refusal, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "pyexec") {
+		t.Fatalf("the refusal does not name the webhook: %v", err)
+	}
+	t.Logf("labeled pod refused: %v", err)
+	plain, err := cs.CoreV1().Pods(appNS).Create(ctx, pod("unlabeled", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("an unlabeled pod with the injector down: %v", err)
+	}
+	if len(plain.Spec.InitContainers) != 0 || plain.Annotations["pyexec.dev/status"] != "" {
+		t.Fatalf("the unlabeled pod was changed: %+v", plain.Spec.InitContainers)
+	}
+	scale(2)
+	eventually(t, 2*time.Minute, "the injector back", func() error {
+		_, err := cs.CoreV1().Pods(appNS).Create(ctx, pod("labeled", map[string]string{"pyexec.dev/inject": "true"}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	})
+}
+
+func uninstall(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
+	ctx := context.Background()
+	u := action.NewUninstall(helm)
+	u.Wait, u.Timeout = true, 2*time.Minute
+	if _, err := u.Run(release); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+	selector := metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release}
+	var left []string
+	add := func(kind string, n int, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			left = append(left, fmt.Sprintf("%d %s", n, kind))
+		}
+	}
+	eventually(t, time.Minute, "nothing of the release left", func() error {
+		left = nil
+		d, err := cs.AppsV1().Deployments(releaseNS).List(ctx, selector)
+		add("Deployments", len(d.Items), err)
+		p, err := cs.CoreV1().Pods(releaseNS).List(ctx, selector)
+		add("Pods", len(p.Items), err)
+		s, err := cs.CoreV1().Services(releaseNS).List(ctx, selector)
+		add("Services", len(s.Items), err)
+		sec, err := cs.CoreV1().Secrets(releaseNS).List(ctx, metav1.ListOptions{})
+		add("Secrets", len(sec.Items), err)
+		sa, err := cs.CoreV1().ServiceAccounts(releaseNS).List(ctx, selector)
+		add("ServiceAccounts", len(sa.Items), err)
+		r, err := cs.RbacV1().Roles(releaseNS).List(ctx, selector)
+		add("Roles", len(r.Items), err)
+		rb, err := cs.RbacV1().RoleBindings(releaseNS).List(ctx, selector)
+		add("RoleBindings", len(rb.Items), err)
+		cr, err := cs.RbacV1().ClusterRoles().List(ctx, selector)
+		add("ClusterRoles", len(cr.Items), err)
+		crb, err := cs.RbacV1().ClusterRoleBindings().List(ctx, selector)
+		add("ClusterRoleBindings", len(crb.Items), err)
+		w, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, selector)
+		add("MutatingWebhookConfigurations", len(w.Items), err)
+		pdb, err := cs.PolicyV1().PodDisruptionBudgets(releaseNS).List(ctx, selector)
+		add("PodDisruptionBudgets", len(pdb.Items), err)
+		if len(left) > 0 {
+			return fmt.Errorf("left: %s", strings.Join(left, ", "))
+		}
+		return nil
+	})
+	// With the webhook gone, a labeled pod is created as it is.
+	p, err := cs.CoreV1().Pods(appNS).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "after-uninstall", Labels: map[string]string{"pyexec.dev/inject": "true"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: cluster.BotImage, ImagePullPolicy: corev1.PullNever}}},
+	}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil || len(p.Spec.InitContainers) != 0 {
+		t.Fatalf("a labeled pod after uninstall: %v, init containers %d", err, len(p.Spec.InitContainers))
+	}
+}
