@@ -225,12 +225,14 @@ func TestSidecar(t *testing.T) {
 	cfg.Timeout, cfg.MaxTimeout = 45*time.Second, 10*time.Minute
 	cfg.MemoryLimitMB, cfg.MaxConcurrent = 2048, 3
 	cfg.AllowPackages = []string{"numpy", "scikit-*"}
+	cfg.AllowUIDs = []uint32{65532, 1000}
 	cfg.Preload = []string{"numpy"}
 	cfg.Require = []string{"pandas"} // an init setting: not on the sidecar
 	c := sidecar(&cfg)
 
 	wantEnv := []corev1.EnvVar{
 		{Name: "PYEXEC_ALLOW_PACKAGES", Value: "numpy,scikit-*"},
+		{Name: "PYEXEC_ALLOW_UIDS", Value: "65532,1000"},
 		{Name: "PYEXEC_DRAIN_TIMEOUT", Value: "20s"},
 		{Name: "PYEXEC_MAX_CONCURRENT", Value: "3"},
 		{Name: "PYEXEC_MAX_TIMEOUT", Value: "10m0s"},

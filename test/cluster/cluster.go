@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -96,7 +97,27 @@ func (c *Cluster) ReexecInNetNS(extraEnv ...string) (int, error) {
 	cmd := exec.Command("nsenter", append([]string{"--net=" + c.netnsPath(), "--", self}, os.Args[1:]...)...)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	err = cmd.Run()
+	// This process stays to tear the cluster down: signals go to the child, which ends (a
+	// test binary dumps its goroutines on SIGQUIT, as go test's timeout asks).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return 1, err
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				cmd.Process.Signal(sig)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		return exit.ExitCode(), nil
@@ -123,6 +144,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 		if _, err := exec.LookPath(b); err != nil {
 			return fmt.Errorf("%s: %w (install Debian's containerd, runc, containernetworking-plugins and iptables)", b, err)
 		}
+	}
+	if len(cgroupHierarchies()) == 0 {
+		return fmt.Errorf("no cgroup v1 hierarchy under %s: this harness is made for cgroup v1 hosts such as this VM (cgroup v2 would need its cgroup root made in the unified tree)", cgroupMounts)
 	}
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return err
@@ -348,7 +372,9 @@ func (c *Cluster) LogTail(name string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// pid returns the pid of a running component, 0 if it is not running.
+// pid returns the pid of a running component, 0 if it is not running. A pid file may be old
+// (a kept cluster, a reboot): the process must also name the cluster's directory in its
+// arguments, as every component does, or it is some other process that got the pid.
 func (c *Cluster) pid(name string) int {
 	b, err := os.ReadFile(c.path("run", name+".pid"))
 	if err != nil {
@@ -356,6 +382,10 @@ func (c *Cluster) pid(name string) int {
 	}
 	pid, err := strconv.Atoi(string(b))
 	if err != nil || !alive(pid) {
+		return 0
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte(c.Dir+"/")) {
 		return 0
 	}
 	return pid

@@ -77,6 +77,9 @@ func cgroupMountsOf(magic ...int64) []string {
 // namespace and, unless keepDir, the directory. It may run in any network namespace, more than
 // once, and on a cluster that only half started.
 func (c *Cluster) Destroy(keepDir bool) error {
+	if err := c.checkDir(); err != nil {
+		return err
+	}
 	var errs []error
 	c.stop("kubelet", 15*time.Second)
 	errs = append(errs, c.killCgroup())
@@ -114,9 +117,24 @@ func (c *Cluster) Destroy(keepDir bool) error {
 	return errors.Join(errs...)
 }
 
-// stop sends SIGTERM to a component and SIGKILL after grace.
+// checkDir refuses to tear down anything but a cluster's directory: an absolute, clean path
+// other than / that holds the marker (or does not exist any more).
+func (c *Cluster) checkDir() error {
+	if c.Dir == "" || c.Dir != filepath.Clean(c.Dir) || !filepath.IsAbs(c.Dir) || c.Dir == "/" {
+		return fmt.Errorf("cluster directory %q: want an absolute, clean path other than /", c.Dir)
+	}
+	if _, err := os.Stat(c.Dir); err == nil {
+		if _, err := os.Stat(c.path(marker)); err != nil {
+			return fmt.Errorf("%s is not a test cluster's directory (no %s): not touching it", c.Dir, marker)
+		}
+	}
+	return nil
+}
+
+// stop sends SIGTERM to a component and SIGKILL after grace, and removes its pid file.
 func (c *Cluster) stop(name string, grace time.Duration) {
 	pid := c.pid(name)
+	defer os.Remove(c.path("run", name+".pid"))
 	if pid == 0 {
 		return
 	}
@@ -185,7 +203,10 @@ func (c *Cluster) shims() []int {
 }
 
 // unmountAll unmounts every mount under the directory, the deepest first.
-func (c *Cluster) unmountAll() error {
+func (c *Cluster) unmountAll() error { return unmountUnder(c.Dir) }
+
+// unmountUnder unmounts every mount below dir, the deepest first.
+func unmountUnder(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -201,7 +222,7 @@ func (c *Cluster) unmountAll() error {
 			if mp == "" {
 				mp = fields[4]
 			}
-			if strings.HasPrefix(mp, c.Dir+"/") {
+			if strings.HasPrefix(mp, dir+"/") {
 				mounts = append(mounts, mp)
 			}
 		}
@@ -272,7 +293,7 @@ func (c *Cluster) Leftovers(existedBefore []string) []string {
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], c.Dir+"/") {
-				out = append(out, "mount "+f[4])
+				out = append(out, "mount "+f[4]) // as mountinfo escapes it
 			}
 		}
 	}

@@ -137,7 +137,12 @@ func pythonRoot(ctx context.Context, pkgFile, cacheDir string, logf func(string,
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		// debootstrap mounts /proc and /sys (and /dev in some setups) in the root while it
+		// works; if it was stopped, they are still there.
+		unmountUnder(tmp)
+		os.RemoveAll(tmp)
+	}()
 	rootDir := filepath.Join(tmp, "root")
 	logf("debootstrap %s (about 2 minutes, cached after)", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, "debootstrap", append(args, rootDir)...)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 )
 
@@ -52,6 +53,7 @@ func FileLayer(out string, files []File) error {
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	tw := tar.NewWriter(f)
 	dirs := map[string]bool{}
 	for _, file := range files {
@@ -122,7 +124,7 @@ func WriteImage(out string, img Image) error {
 		diffIDs = append(diffIDs, "sha256:"+digest) // uncompressed: the diff ID is the digest
 	}
 	config := map[string]any{
-		"architecture": "amd64",
+		"architecture": runtime.GOARCH,
 		"os":           "linux",
 		"config": map[string]any{
 			"User": img.User, "Entrypoint": img.Entrypoint, "Cmd": img.Cmd,

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -43,20 +44,34 @@ func (c *Cluster) Prepare(ctx context.Context, repo string) error {
 	return c.CreateNetNS()
 }
 
-// marker marks a directory as a cluster's, which resetDir may empty.
+// marker marks a directory as a cluster's, which resetDir and Destroy may empty.
 const marker = ".pyexec-cluster"
+
+// ErrInUse is returned by Prepare when another test cluster runs, or the directory is not a
+// cluster's: then there is nothing of this run to tear down.
+var ErrInUse = errors.New("in use")
+
+// netnsPrefix starts the name of every test cluster's network namespace.
+const netnsPrefix = "pyexec-"
 
 // resetDir empties the cluster's directory for a new cluster (a kept one holds the last
 // cluster's logs and etcd data). It refuses a directory that is not a cluster's.
 func (c *Cluster) resetDir() error {
-	if _, err := os.Stat(c.netnsPath()); err == nil {
-		return fmt.Errorf("network namespace %s exists: another cluster is running (stop it with `make cluster-down`)", c.NetNS)
+	if !strings.HasPrefix(c.NetNS, netnsPrefix) {
+		return fmt.Errorf("network namespace %q: the name must start with %s", c.NetNS, netnsPrefix)
+	}
+	// One test cluster at a time: they share the host paths that containerd and the kubelet
+	// make on their own (hostPaths), which the first to stop would remove.
+	others, _ := filepath.Glob("/run/netns/" + netnsPrefix + "*")
+	if len(others) > 0 {
+		return fmt.Errorf("%w: a test cluster runs (network namespace %s); stop it first with "+
+			"go run ./test/cluster/clusterctl --netns NAME --dir DIR down", ErrInUse, strings.Join(others, ", "))
+	}
+	if err := c.checkDir(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInUse, err)
 	}
 	entries, err := os.ReadDir(c.Dir)
 	if err == nil && len(entries) > 0 {
-		if _, err := os.Stat(c.path(marker)); err != nil {
-			return fmt.Errorf("%s is not empty and not a test cluster's directory: not touching it", c.Dir)
-		}
 		if err := c.Destroy(false); err != nil {
 			return fmt.Errorf("clean up the last cluster in %s: %w", c.Dir, err)
 		}

@@ -125,8 +125,7 @@ func jsonLines(t *testing.T, log string) []map[string]any {
 
 // containerProcesses lists the processes of a container as "pid state cmdline" lines, read
 // in that container through its /proc (its own PID namespace).
-func containerProcesses(t *testing.T, ns, pod, container string) []string {
-	t.Helper()
+func containerProcesses(ns, pod, container string) ([]string, error) {
 	script := `import os
 for p in sorted(os.listdir('/proc'), key=lambda s: (len(s), s)):
     if not p.isdigit():
@@ -138,6 +137,6 @@ for p in sorted(os.listdir('/proc'), key=lambda s: (len(s), s)):
         continue
     print(p, stat[stat.rindex(')') + 2], cmd)
 `
-	out := mustKubectl(t, "exec", "-n", ns, pod, "-c", container, "--", "python3", "-c", script)
-	return strings.Split(strings.TrimSpace(out), "\n")
+	out, err := kubectl("exec", "-n", ns, pod, "-c", container, "--", "python3", "-c", script)
+	return strings.Split(strings.TrimSpace(out), "\n"), err
 }

@@ -11,6 +11,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -44,11 +45,22 @@ func run(m *testing.M) int {
 		start := time.Now()
 		if err := c.Prepare(ctx, "../.."); err != nil {
 			banner("FAIL: the test cluster cannot start: " + err.Error())
-			c.Destroy(true)
+			if !errors.Is(err, cluster.ErrInUse) { // else it is another run's cluster
+				c.Destroy(true)
+			}
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "e2e: prepared in %s\n", time.Since(start).Round(100*time.Millisecond))
-		code, err := c.ReexecInNetNS(stageEnv+"=run", "PYEXEC_E2E_BIN="+c.Bin)
+		// The copy in the namespace must time out before go test kills this process, which
+		// tears the cluster down: give it what is left of -test.timeout, less a minute.
+		env := []string{stageEnv + "=run", "PYEXEC_E2E_BIN=" + c.Bin}
+		if f := flag.Lookup("test.timeout"); f != nil {
+			if d, _ := time.ParseDuration(f.Value.String()); d > 0 {
+				left := max(d-time.Since(start)-time.Minute, time.Minute)
+				env = append(env, "PYEXEC_E2E_TIMEOUT="+left.String())
+			}
+		}
+		code, err := c.ReexecInNetNS(env...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e:", err)
 			code = 1
@@ -77,6 +89,9 @@ func run(m *testing.M) int {
 		return code
 	}
 	c.Bin = os.Getenv("PYEXEC_E2E_BIN")
+	if t := os.Getenv("PYEXEC_E2E_TIMEOUT"); t != "" {
+		flag.Set("test.timeout", t) // read by m.Run, which starts the alarm
+	}
 	if err := c.Boot(ctx); err != nil {
 		banner("FAIL: the test cluster cannot start: " + err.Error())
 		return 1

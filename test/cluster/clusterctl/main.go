@@ -41,10 +41,14 @@ func main() {
 		fs.Usage()
 		os.Exit(2)
 	}
-	c := &cluster.Cluster{Dir: *dir, NetNS: *netns, Log: os.Stderr}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "clusterctl:", err)
+		os.Exit(2)
+	}
+	c := &cluster.Cluster{Dir: abs, NetNS: *netns, Log: os.Stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
 	switch fs.Arg(0) {
 	case "up":
 		err = up(ctx, c, !*bare)
@@ -82,6 +86,9 @@ func up(ctx context.Context, c *cluster.Cluster, install bool) error {
 		return nil
 	}
 	if err := c.Prepare(ctx, repo); err != nil {
+		if !errors.Is(err, cluster.ErrInUse) {
+			c.Destroy(true)
+		}
 		return err
 	}
 	code, err := c.ReexecInNetNS(stageEnv+"=boot", "PYEXEC_CLUSTER_BIN="+c.Bin)
