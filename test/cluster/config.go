@@ -9,16 +9,15 @@ import (
 
 // The cluster's addresses. They exist only inside its private network namespace.
 const (
-	nodeIP         = "10.99.0.1" // the node's address, on a veth inside the namespace
-	nodePeerIP     = "10.99.0.2" // the other end of the veth
-	podCIDR        = "10.88.0.0/16"
-	serviceCIDR    = "10.96.0.0/16"
-	kubernetesIP   = "10.96.0.1" // ClusterIP of the default/kubernetes Service
-	apiserverPort  = 6443
-	nodeName       = "localhost" // --hostname-override: the API server reaches the kubelet by it
-	containerdNS   = "k8s.io"    // the containerd namespace of the CRI plugin
-	PauseImage     = "localhost/pyexec-pause:e2e"
-	defaultWaitFor = "2m"
+	nodeIP        = "10.99.0.1" // the node's address, on a veth inside the namespace
+	nodePeerIP    = "10.99.0.2" // the other end of the veth
+	podCIDR       = "10.88.0.0/16"
+	serviceCIDR   = "10.96.0.0/16"
+	kubernetesIP  = "10.96.0.1" // ClusterIP of the default/kubernetes Service
+	apiserverPort = 6443
+	nodeName      = "localhost" // --hostname-override: the API server reaches the kubelet by it
+	containerdNS  = "k8s.io"    // the containerd namespace of the CRI plugin
+	PauseImage    = "localhost/pyexec-pause:e2e"
 )
 
 // path returns a path under the cluster's directory.

@@ -40,12 +40,8 @@ func (c *Cluster) makeCgroups() error {
 	}
 	// Remember which of the host paths that the components make whatever their configuration
 	// are new, to remove them on Destroy.
-	var made []string
-	for _, p := range hostPaths {
-		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-			made = append(made, p)
-		}
-	}
+	existing := ExistingHostPaths()
+	made := slices.DeleteFunc(slices.Clone(hostPaths), func(p string) bool { return slices.Contains(existing, p) })
 	return os.WriteFile(c.path("run", "made-host-paths"), []byte(strings.Join(made, "\n")), 0o644)
 }
 
@@ -55,8 +51,18 @@ func (c *Cluster) makeCgroups() error {
 // /var/lib/kubelet and the default volume plugin directory.
 var hostPaths = []string{"/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/lib/kubelet", "/usr/libexec/kubernetes"}
 
-// cgroupHierarchies lists the mounted cgroup v1 hierarchies.
-func cgroupHierarchies() []string { return cgroupMountsOf(0x27e0eb) } // CGROUP_SUPER_MAGIC
+// File system types of cgroup mounts (statfs).
+const (
+	cgroupV1Magic = 0x27e0eb   // CGROUP_SUPER_MAGIC
+	cgroupV2Magic = 0x63677270 // CGROUP2_SUPER_MAGIC
+)
+
+// cgroupHierarchies lists the mounted cgroup v1 hierarchies: where the cluster makes its cgroup.
+func cgroupHierarchies() []string { return cgroupMountsOf(cgroupV1Magic) }
+
+// cgroupTrees adds, in hybrid mode, the v2 tree where runc makes cgroups too: where the
+// cluster's cgroups must be gone after Destroy.
+func cgroupTrees() []string { return cgroupMountsOf(cgroupV1Magic, cgroupV2Magic) }
 
 // cgroupMountsOf lists the cgroup mounts of the file system types magic.
 func cgroupMountsOf(magic ...int64) []string {
@@ -205,11 +211,11 @@ func (c *Cluster) shims() []int {
 // unmountAll unmounts every mount under the directory, the deepest first.
 func (c *Cluster) unmountAll() error { return unmountUnder(c.Dir) }
 
-// unmountUnder unmounts every mount below dir, the deepest first.
-func unmountUnder(dir string) error {
+// mountsUnder lists the mount points below dir, in mount order.
+func mountsUnder(dir string) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	var mounts []string
@@ -227,6 +233,15 @@ func unmountUnder(dir string) error {
 			}
 		}
 	}
+	return mounts, sc.Err()
+}
+
+// unmountUnder unmounts every mount below dir, the deepest first.
+func unmountUnder(dir string) error {
+	mounts, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, mp := range slices.Backward(mounts) {
 		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
@@ -240,7 +255,7 @@ func unmountUnder(dir string) error {
 // ones and, in hybrid mode, the v2 one where runc makes its cgroups too.
 func (c *Cluster) removeCgroups() error {
 	var errs []error
-	for _, h := range cgroupMountsOf(0x27e0eb, 0x63677270) { // CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC
+	for _, h := range cgroupTrees() {
 		root := filepath.Join(h, c.cgroupName())
 		var dirs []string
 		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -280,7 +295,7 @@ func (c *Cluster) Leftovers(existedBefore []string) []string {
 			out = append(out, p)
 		}
 	}
-	for _, h := range cgroupMountsOf(0x27e0eb, 0x63677270) {
+	for _, h := range cgroupTrees() {
 		if p := filepath.Join(h, c.cgroupName()); dirExists(p) {
 			out = append(out, "cgroup "+p)
 		}
@@ -290,12 +305,9 @@ func (c *Cluster) Leftovers(existedBefore []string) []string {
 			out = append(out, p)
 		}
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], c.Dir+"/") {
-				out = append(out, "mount "+f[4]) // as mountinfo escapes it
-			}
-		}
+	mounts, _ := mountsUnder(c.Dir)
+	for _, mp := range mounts {
+		out = append(out, "mount "+mp)
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {

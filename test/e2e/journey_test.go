@@ -208,14 +208,14 @@ func podStates(cs *kubernetes.Clientset, ns string) string {
 	var out []string
 	for _, p := range pods.Items {
 		s := p.Name + " " + string(p.Status.Phase)
-		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		for _, st := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 			switch {
-			case cs.State.Waiting != nil:
-				s += fmt.Sprintf(" %s:waiting(%s %s)", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
-			case cs.State.Terminated != nil:
-				s += fmt.Sprintf(" %s:terminated(%d %s)", cs.Name, cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
+			case st.State.Waiting != nil:
+				s += fmt.Sprintf(" %s:waiting(%s %s)", st.Name, st.State.Waiting.Reason, st.State.Waiting.Message)
+			case st.State.Terminated != nil:
+				s += fmt.Sprintf(" %s:terminated(%d %s)", st.Name, st.State.Terminated.ExitCode, st.State.Terminated.Reason)
 			default:
-				s += " " + cs.Name + ":running"
+				s += " " + st.Name + ":running"
 			}
 		}
 		out = append(out, s)
