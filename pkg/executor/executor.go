@@ -17,6 +17,8 @@ type Request struct {
 	// Env is added to the scrubbed base environment.
 	Env   map[string]string
 	Files []File
+	// Network lets the code open network sockets; the server allows it or refuses the request.
+	Network bool
 	Limits
 }
 

@@ -20,14 +20,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // defaultLimits are generous; cases lower what they test.
 var defaultLimits = Limits{Timeout: 20 * time.Second, MemoryLimitMB: 1024, MaxOutputBytes: 1 << 20, MaxProcesses: 0, MaxFileBytes: 8 << 20, MaxFilesOut: 16}
 
-// modes are the executors under test; every behaviour case runs against each.
+// modes are the executors under test, confined as far as the kernel allows; every behaviour
+// case runs against each.
 func modes(t *testing.T) map[string]Executor {
+	t.Helper()
+	return modesWith(t, Isolation{Kernel: confine.Probe(0)})
+}
+
+// modesWith are the executors with the given confinement.
+func modesWith(t *testing.T, iso Isolation) map[string]Executor {
 	t.Helper()
 	py := testutil.RequireSystemPython(t)
 	pkgs := t.TempDir()
@@ -38,7 +46,7 @@ func modes(t *testing.T) map[string]Executor {
 	if err := os.Symlink("trees/1", filepath.Join(pkgs, "current")); err != nil {
 		t.Fatal(err)
 	}
-	cfg := SpawnConfig{Python: py, PackagesDir: pkgs, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()}
+	cfg := SpawnConfig{Python: py, PackagesDir: pkgs, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Isolation: iso, Log: logr.Discard()}
 	sp, err := NewSpawn(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -259,9 +259,17 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	}
 	defer p.closeAll()
 
+	ruleset, spec, err := f.spawn.confinement(req, work, f.zygotePID())
+	if err != nil {
+		return res, err
+	}
+	if ruleset != nil {
+		defer ruleset.Close()
+	}
+
 	f.begin()
 	defer f.end()
-	pid, sup, err := f.send(req, dir, work, p)
+	pid, sup, err := f.send(req, dir, work, p, ruleset, spec)
 	if err != nil {
 		// The zygote is down or failed this request: run it in spawn mode instead.
 		f.fallbacks.Add(1)
@@ -309,10 +317,21 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	return res, nil
 }
 
+// zygotePID is the running zygote's pid, 0 while it is down.
+func (f *Fork) zygotePID() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.zygote == nil {
+		return 0
+	}
+	return f.zygote.Process.Pid
+}
+
 // send hands the execution to a spare, an idle supervisor or else the zygote, and returns the
-// pid of the supervisor that runs it, and that supervisor unless it is a spare's.
-func (f *Fork) send(req Request, dir, work string, p *pipes) (int, *supervisor, error) {
-	params := f.spawn.params(req, dir)
+// pid of the supervisor that runs it, and that supervisor unless it is a spare's. The Landlock
+// ruleset, when there is one, goes with the streams as the last descriptor.
+func (f *Fork) send(req Request, dir, work string, p *pipes, ruleset *os.File, spec *confineSpec) (int, *supervisor, error) {
+	params := f.spawn.params(req, dir, spec, ruleset != nil)
 	env := map[string]string{}
 	for _, kv := range f.spawn.env(work, req.Env) {
 		k, v, _ := strings.Cut(kv, "=")
@@ -324,8 +343,17 @@ func (f *Fork) send(req Request, dir, work string, p *pipes) (int, *supervisor, 
 	if err != nil {
 		return 0, nil, err
 	}
+	fds := func(fs ...*os.File) []byte {
+		var out []int
+		for _, file := range append(fs, ruleset) {
+			if file != nil {
+				out = append(out, int(file.Fd()))
+			}
+		}
+		return unix.UnixRights(out...)
+	}
 	if s := f.takeSpare(); s != nil {
-		err := s.handOff(data, unix.UnixRights(int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd())))
+		err := s.handOff(data, fds(p.stdinR, p.stdoutW, p.stderrW))
 		s.close()
 		if err == nil {
 			f.warmHits.Add(1)
@@ -335,7 +363,7 @@ func (f *Fork) send(req Request, dir, work string, p *pipes) (int, *supervisor, 
 		s.status.Close()
 		f.cfg.Log.Error(err, "a spare failed to take an execution; forking one", "spare", s.pid)
 	}
-	rights := unix.UnixRights(int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()), int(p.statusW.Fd()))
+	rights := fds(p.stdinR, p.stdoutW, p.stderrW, p.statusW)
 	for {
 		sup := f.takeSupervisor()
 		if sup == nil {

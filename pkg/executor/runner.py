@@ -4,8 +4,9 @@
 # status pipe on fd 3; in fork mode zygote.py calls supervise() in a child it forked. The
 # supervisor makes itself a child subreaper, so every process the code starts — also one that
 # calls setsid() or double-forks — stays its descendant; forks the child that runs the code
-# under the limits; reaps everything; kills what the code left behind; and writes one status
-# line on the status fd. Standard library only.
+# under the limits and the confinement; reaps everything; kills what the code left behind; and
+# writes one status line on the status fd, which the code's process never holds. Standard
+# library only.
 import sys
 
 # `python -c` puts the working directory first on sys.path, and the code's input files are
@@ -16,13 +17,20 @@ _cwd_entry = sys.path.pop(0)
 import json
 import os
 
+PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+# In a seccomp program from pyexec, this value in a jump-if-equal stands for the supervisor's
+# pid (confine.ParentPID): the code must not signal it where Landlock cannot scope signals.
+PARENT_PID = 0x7FFFFFFE
+BPF_JMP_JEQ_K = 0x15
 
 # In the code's process: the write end of the pipe on which it tells its supervisor that the
-# code finished, the status fd (see _finish), and the process's pid: a process the code forks
-# inherits all three, and its own end must not be taken for the code's.
+# code finished (see _finish), and the process's pid: a process the code forks inherits both,
+# and its own end must not be taken for the code's.
 _done_fd = None
-_status_fd = None
 _code_pid = None
 
 
@@ -33,27 +41,89 @@ def status(fd, **fields):
         pass
 
 
-_prctl = None
+_libc = None
+
+
+def libc():
+    """The C library through ctypes, looked up once (in the zygote, once for every fork)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def prctl(option, arg):
+    """prctl(2); raises OSError on failure."""
+    if libc().prctl(option, arg, 0, 0, 0) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(%d): %s" % (option, os.strerror(err)))
 
 
 def make_subreaper():
-    global _prctl
     try:
-        if _prctl is None:  # looked up once (in the zygote, once for every fork)
-            import ctypes
-
-            _prctl = ctypes.CDLL(None, use_errno=True).prctl
-        return _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        return True
     except Exception:  # no ctypes in a minimal Python: the server's reaper still reaps
         return False
 
 
-def run_code(params, status_fd):
-    """In the forked child: apply the limits, then run the code as __main__. Never returns."""
-    import resource
+def protect_self():
+    """Make this process non-dumpable: a process of the same uid (the code) can then neither
+    read its /proc files (environ, mem, fds) nor ptrace it. Forked children inherit it."""
+    try:
+        prctl(PR_SET_DUMPABLE, 0)
+    except Exception:
+        pass
 
-    global _status_fd
-    _status_fd = status_fd
+
+def confine(spec, ruleset_fd):
+    """In the code's process, before the code: the out-of-memory killer takes it first, then
+    no_new_privs, the Landlock ruleset pyexec built for this execution (ruleset_fd), and the
+    seccomp program. Raises OSError when a layer cannot be applied: the code must not run."""
+    import ctypes
+
+    # /proc/self of a non-dumpable process belongs to root; raising its own oom_score_adj is
+    # allowed, on a file it owns.
+    prctl(PR_SET_DUMPABLE, 1)
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+    prctl(PR_SET_DUMPABLE, 0)
+    if spec is None:
+        return
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if ruleset_fd is not None:
+        if libc().syscall(spec["landlock_restrict_self"], ruleset_fd, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "landlock_restrict_self: %s" % os.strerror(err))
+        os.close(ruleset_fd)
+    if spec.get("seccomp"):
+        import base64
+        import struct
+
+        prog = bytearray(base64.b64decode(spec["seccomp"]))
+        for off in range(0, len(prog), 8):
+            code, _, _, k = struct.unpack_from("=HBBI", prog, off)
+            if code == BPF_JMP_JEQ_K and k == PARENT_PID:
+                struct.pack_into("=I", prog, off + 4, os.getppid())
+        buf = ctypes.create_string_buffer(bytes(prog), len(prog))
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        fprog = SockFprog(len(prog) // 8, ctypes.addressof(buf))
+        if libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "seccomp: %s" % os.strerror(err))
+
+
+def run_code(params, ruleset_fd=None):
+    """In the forked child: apply the limits and the confinement, then run the code as
+    __main__. Never returns."""
+    import resource
 
     limits = params["limits"]
     for name, value in (("RLIMIT_AS", limits.get("as_bytes")), ("RLIMIT_NPROC", limits.get("nproc")),
@@ -68,6 +138,14 @@ def run_code(params, status_fd):
     sys.path.insert(0, _cwd_entry)
     with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
         source = f.read()
+    # A process group of its own: a signal to "my group" reaches only the code's processes.
+    os.setpgid(0, 0)
+    try:
+        confine(params.get("confine"), ruleset_fd)
+    except Exception as e:
+        sys.stderr.write("pyexec: the execution could not be confined: %s\n" % e)
+        sys.stderr.flush()
+        os._exit(126)
     filename = "<code>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     main = types.ModuleType("__main__")
@@ -79,8 +157,7 @@ def run_code(params, status_fd):
     except SystemExit as e:
         _exit(_exit_status(e.code))
     except BaseException as e:
-        if isinstance(e, MemoryError):
-            status(status_fd, memory_error=True)
+        memory_error = isinstance(e, MemoryError)
         if e.__traceback__ is not None:
             e.__traceback__ = e.__traceback__.tb_next  # hide this frame
         if sys.excepthook is sys.__excepthook__:
@@ -89,7 +166,7 @@ def run_code(params, status_fd):
             traceback.print_exception(type(e), e, e.__traceback__)
         else:
             sys.excepthook(type(e), e, e.__traceback__)
-        _exit(1)
+        _exit(1, memory_error)
     _exit(0)
 
 
@@ -106,7 +183,7 @@ def _exit_status(code):
     return 1
 
 
-def _exit(status):
+def _exit(status, memory_error=False):
     """End the code's process as the interpreter would — join non-daemon threads, run atexit
     handlers, flush the streams — but without tearing every module down: with pandas loaded,
     the full finalization costs more than the code itself."""
@@ -128,23 +205,25 @@ def _exit(status):
         except Exception:
             pass
     if _done_fd is not None and os.getpid() == _code_pid:
-        _finish(status)
+        _finish(status, memory_error)
     os._exit(status)
 
 
-def _finish(status):
+def _finish(status, memory_error):
     """Tell the supervisor that the code finished, before this process ends: the teardown of
     an address space as large as a preloaded interpreter's costs milliseconds, and the result
     need not wait for it. First end the code's own processes (their orphans go to the
-    supervisor, which kills them), then close the streams and the status fd, then report."""
+    supervisor, which kills them), then close the streams, then report "STATUS" or "STATUS m"
+    (a MemoryError ended the code). What the code could write here itself says no more than
+    sys.exit(STATUS) or raise MemoryError would."""
     kill_leftovers()
-    for fd in (0, 1, 2, _status_fd):
+    for fd in (0, 1, 2):
         try:
             os.close(fd)
         except OSError:
             pass
     try:
-        os.write(_done_fd, b"%d" % status)
+        os.write(_done_fd, b"%d%s" % (status, b" m" if memory_error else b""))
     except OSError:
         pass  # the supervisor waits for the exit instead
 
@@ -205,21 +284,25 @@ def kill_leftovers(keep=None):
         reap_all()
 
 
-def supervise(params, status_fd, prepare=None, handed=()):
+def supervise(params, status_fd, prepare=None, handed=(), ruleset_fd=None):
     """Run the code in a child and report how it ended on status_fd. prepare, when given, runs
     in the child first (fork mode: standard streams, directory, environment, user); handed are
     the child's descriptors, closed in the supervisor after the fork so that the streams end
-    with the child. Returns when the execution is over: reported, and nothing of it left."""
+    with the child, and so is the Landlock ruleset. Returns when the execution is over:
+    reported, and nothing of it left."""
     subreaper = make_subreaper()
     sys.stdout.flush()
     sys.stderr.flush()
     child, done_r = fork_code()
     if child == 0:
+        os.close(status_fd)
         if prepare is not None:
             prepare()
-        run_code(params, status_fd)
+        run_code(params, ruleset_fd)
     for fd in handed:
         os.close(fd)
+    if ruleset_fd is not None:
+        os.close(ruleset_fd)
     watch(child, status_fd, subreaper, done_r)
 
 
@@ -246,7 +329,7 @@ def watch(child, status_fd, subreaper, done_r):
     children()  # fault in now the pages that reporting touches
     json.dumps({"exit_code": 0})
     try:
-        early, st = _wait(child, done_r)
+        early, memory_error, st = _wait(child, done_r)
     finally:
         os.close(done_r)
     if early is not None:
@@ -254,6 +337,8 @@ def watch(child, status_fd, subreaper, done_r):
         # goes on running: kill it, so that whatever it is doing ends with the result.
         os.kill(child, signal.SIGKILL)
     kill_leftovers(keep=child if st is None else None)
+    if memory_error:
+        status(status_fd, memory_error=True)
     if early is not None:
         status(status_fd, exit_code=early, subreaper=subreaper)
     elif os.WIFSIGNALED(st):
@@ -271,7 +356,8 @@ def watch(child, status_fd, subreaper, done_r):
 
 def _wait(child, done_r):
     """Reap every process that ends until the code's process reports its exit status on done_r
-    (returns it, None) or ends without (returns None, its wait status)."""
+    (returns it, whether a MemoryError ended the code, None) or ends without (returns None,
+    False, its wait status)."""
     import select
 
     try:
@@ -292,17 +378,17 @@ def _wait(child, done_r):
                 except InterruptedError:
                     continue
                 if pid == child:
-                    return None, st
+                    return None, False, st
                 if pid == 0:
                     break
             # Wakes when the child reports or ends; an orphan that ended meanwhile is reaped on
             # the next wake.
             for fd, _ in poller.poll(1000):
                 if fd == done_r:
-                    data = os.read(done_r, 16)
+                    data = os.read(done_r, 16).split()
                     try:
-                        return int(data), None
-                    except ValueError:  # EOF, or not a report: wait for the exit
+                        return int(data[0]), data[1:] == [b"m"], None
+                    except (ValueError, IndexError):  # EOF, or not a report: wait for the exit
                         poller.unregister(done_r)
     finally:
         if pidfd is not None:
@@ -310,6 +396,12 @@ def _wait(child, done_r):
 
 
 def runner_main():
+    protect_self()
+    params = json.loads(sys.argv[1])
     os.set_inheritable(3, False)  # the code's own subprocesses must not hold the status fd
-    supervise(json.loads(sys.argv[1]), 3)
+    ruleset_fd = None
+    if params.get("landlock"):
+        ruleset_fd = 4
+        os.set_inheritable(ruleset_fd, False)
+    supervise(params, 3, ruleset_fd=ruleset_fd)
     os._exit(0)

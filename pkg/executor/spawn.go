@@ -49,6 +49,8 @@ type SpawnConfig struct {
 	Credential *syscall.Credential
 	// Reaper starts and tracks the supervisors; nil starts them directly (tests).
 	Reaper *Reaper
+	// Isolation confines every execution before its code runs.
+	Isolation Isolation
 	Log    logr.Logger
 }
 
@@ -137,13 +139,21 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 		return res, err
 	}
 	defer statusR.Close()
+	ruleset, spec, err := s.confinement(req, work, 0)
+	if err != nil {
+		statusW.Close()
+		return res, err
+	}
 
-	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.params(req, dir))
+	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.params(req, dir, spec, ruleset != nil))
 	cmd.Dir = work
 	cmd.Env = s.env(work, req.Env)
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.ExtraFiles = []*os.File{statusW} // fd 3
+	if ruleset != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, ruleset) // fd 4
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
 	// Output pipes held by a process that escaped every kill must not hold the result.
 	cmd.WaitDelay = 2 * time.Second
@@ -153,6 +163,9 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 		err = cmd.Start()
 	}
 	statusW.Close()
+	if ruleset != nil {
+		ruleset.Close()
+	}
 	if err != nil {
 		return res, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
 	}
@@ -281,7 +294,9 @@ type FileError struct {
 func (e *FileError) Error() string { return fmt.Sprintf("files: %s: %v", e.Path, e.Err) }
 func (e *FileError) Unwrap() error { return e.Err }
 
-func (s *Spawn) params(req Request, dir string) string {
+// params are the runner's: the code's file, its limits, and its confinement, whose Landlock
+// ruleset comes as a file descriptor when landlock is set.
+func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock bool) string {
 	limits := map[string]any{"nproc": req.MaxProcesses}
 	if req.MemoryLimitMB > 0 {
 		limits["as_bytes"] = int64(req.MemoryLimitMB) << 20
@@ -292,7 +307,7 @@ func (s *Spawn) params(req Request, dir string) string {
 	if req.MaxProcesses <= 0 {
 		delete(limits, "nproc")
 	}
-	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "limits": limits})
+	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "limits": limits, "confine": spec, "landlock": landlock})
 	return string(b)
 }
 

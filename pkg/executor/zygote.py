@@ -2,8 +2,8 @@
 #     python -u -c RUNNER+ZYGOTE+"zygote_main()" '{"preload": [...], "warmup": "..."}'
 # with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then
 # answers two requests, each a JSON message:
-#   {"op": "exec", ...} with the standard streams and the status pipe as SCM_RIGHTS file
-#       descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
+#   {"op": "exec", ...} with the standard streams, the status pipe and, when Landlock is in use,
+#       the execution's ruleset as SCM_RIGHTS file descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
 #       answer {"pid": supervisor} with a socket to it as SCM_RIGHTS. After the execution the
 #       supervisor sends "r" on that socket and waits for the next "exec" request, until the
 #       socket is closed.
@@ -11,7 +11,7 @@
 #       come: fork a spare supervisor, which at once forks the code's process; that process
 #       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
 #       SCM_RIGHTS; on it the process says {"ready": true}, then takes the "exec" request of
-#       one execution with its three standard streams.
+#       one execution with its three standard streams (and its ruleset).
 # Nothing of one execution reaches the next: each runs in a fresh fork of the zygote, which
 # never runs user code itself.
 import array
@@ -82,7 +82,7 @@ def _preload(modules):
         except Exception as e:
             sys.stderr.write("pyexec zygote: matplotlib.pyplot: %s: %s\n" % (type(e).__name__, e))
     # What the runner imports in every supervisor and code process, imported once here.
-    for name in ("ctypes", "resource", "linecache", "types", "select", "random", "traceback", "atexit"):
+    for name in ("ctypes", "resource", "linecache", "types", "select", "random", "traceback", "atexit", "base64", "struct"):
         try:
             importlib.import_module(name)
         except Exception:  # a minimal Python without ctypes still runs
@@ -150,7 +150,8 @@ def _supervisor(req, fds, ctl, conn):
     one fork of a large interpreter less than forking a supervisor first — until conn closes."""
     _leave_zygote(ctl)
     while True:
-        stdin, stdout, stderr, status_fd = fds
+        stdin, stdout, stderr, status_fd = fds[:4]
+        ruleset = fds[4] if len(fds) > 4 else None
         os.set_inheritable(status_fd, False)
 
         def prepare():
@@ -158,13 +159,13 @@ def _supervisor(req, fds, ctl, conn):
             _become_user(req)
             _enter(req, (stdin, stdout, stderr))
 
-        supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr))
+        supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr), ruleset_fd=ruleset)
         try:
             conn.send(b"r")  # ready: the next execution is not kept waiting
             msg, fds = _recv(conn)
         except OSError:
             os._exit(0)
-        if not msg or len(fds) != 4:
+        if not msg or len(fds) not in (4, 5):
             os._exit(0)
         req = json.loads(msg)
 
@@ -219,17 +220,18 @@ def _spare(req, ctl, conn, status_fd, warmup):
     subreaper = make_subreaper()
     child, done_r = fork_code()
     if child == 0:
+        os.close(status_fd)
         _become_user(req)
         _warm_up(warmup)
         _rehearse()
         conn.send(b'{"ready": true}')
         msg, fds = _recv(conn)
         conn.close()
-        if not msg or len(fds) != 3:
+        if not msg or len(fds) not in (3, 4):
             os._exit(0)  # pyexec let the spare go
         ex = json.loads(msg)
-        _enter(ex, fds)
-        run_code(ex["params"], status_fd)
+        _enter(ex, fds[:3])
+        run_code(ex["params"], fds[3] if len(fds) > 3 else None)
     conn.close()
     watch(child, status_fd, subreaper, done_r)
     os._exit(0)
@@ -240,8 +242,8 @@ def _fork(req, fds, ctl, warmup):
     spare = req.get("op") == "spare"
     if spare and len(fds) != 1:
         raise ValueError("a spare takes its status fd, got %d file descriptors" % len(fds))
-    if not spare and len(fds) != 4:
-        raise ValueError("want 4 file descriptors, got %d" % len(fds))
+    if not spare and len(fds) not in (4, 5):
+        raise ValueError("want 4 or 5 file descriptors, got %d" % len(fds))
     conn, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # SIGCHLD waits until the new supervisor is in the set: the handler would take it for an
     # orphan and kill it.
@@ -276,6 +278,7 @@ def _fork(req, fds, ctl, warmup):
 
 
 def zygote_main():
+    protect_self()
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     _preload(params.get("preload") or [])
     warmup = params.get("warmup") or BUILTIN_WARMUP

@@ -1,0 +1,250 @@
+// Package confine builds what confines one execution in the kernel, without privileges: a
+// Landlock ruleset (filesystem, TCP, scoped signals and abstract Unix sockets) and a seccomp
+// program, for the code's process to apply to itself before the code runs (runner.py's
+// confine()). It also probes what the running kernel offers, so that what is missing is said
+// instead of silently skipped.
+//
+// The rules follow from the threat: the code runs as the server's own uid, so everything the
+// server holds (its socket, the packages dir, other executions' directories, its processes) is
+// reachable unless the kernel says no.
+package confine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+)
+
+// Landlock ABI versions that bring what confine uses.
+const (
+	abiFilesystem = 1 // filesystem access rights
+	abiRefer      = 2 // linking and renaming across directories
+	abiTruncate   = 3
+	abiNetwork    = 4 // TCP bind and connect
+	abiIoctlDev   = 5
+	abiScopes     = 6 // signals and abstract Unix sockets stay inside the domain
+)
+
+// Kernel is what the running kernel offers for confinement.
+type Kernel struct {
+	// LandlockABI is the Landlock ABI version in use: 0 when Landlock is missing or disabled,
+	// and never above the cap given to Probe.
+	LandlockABI int
+	// Seccomp says a seccomp filter can be installed for this architecture.
+	Seccomp bool
+}
+
+// Probe asks the kernel what it offers. maxABI caps the Landlock ABI used (0: no cap), so that
+// every fallback path can run on a newer kernel.
+func Probe(maxABI int) Kernel {
+	var k Kernel
+	if abi, err := llsys.LandlockGetABIVersion(); err == nil && abi > 0 {
+		k.LandlockABI = abi
+		if maxABI > 0 && abi > maxABI {
+			k.LandlockABI = maxABI
+		}
+	}
+	// PR_GET_SECCOMP fails with EINVAL on a kernel built without seccomp.
+	if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err == nil {
+		_, k.Seccomp = auditArch[runtime.GOARCH]
+	}
+	return k
+}
+
+// Layers names each layer and whether it is active on this kernel, for the report, GET
+// /v1/info, the ready log line and the metric.
+func (k Kernel) Layers() []Layer {
+	return []Layer{
+		{Name: LayerFilesystem, Active: k.LandlockABI >= abiFilesystem,
+			Without: "code can write to the socket's directory, the packages dir, /tmp and other executions' directories, and read other executions' files"},
+		{Name: LayerScopedSignals, Active: k.LandlockABI >= abiScopes, Without: signalsWithout(k)},
+		{Name: LayerSeccomp, Active: k.Seccomp,
+			Without: "code can open Unix sockets (the API socket), ptrace, and use the network"},
+		{Name: LayerNetwork, Active: k.Seccomp || k.LandlockABI >= abiNetwork,
+			Without: "code can open network connections"},
+	}
+}
+
+func signalsWithout(k Kernel) string {
+	if k.Seccomp {
+		return "code can signal the processes of other executions (seccomp keeps the server, the zygote and its own supervisor out of reach)"
+	}
+	return "code can signal the server, the zygote, the supervisors and other executions"
+}
+
+// Layer names.
+const (
+	LayerFilesystem    = "landlock_filesystem"
+	LayerScopedSignals = "scoped_signals"
+	LayerSeccomp       = "seccomp"
+	LayerNetwork       = "network_control"
+)
+
+// Layer is one layer of confinement and whether the kernel gives it.
+type Layer struct {
+	Name   string
+	Active bool
+	// Without says which attacks are open when the layer is missing.
+	Without string
+}
+
+// Missing returns the layers that are not active.
+func (k Kernel) Missing() []Layer {
+	var out []Layer
+	for _, l := range k.Layers() {
+		if !l.Active {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Policy is what one execution may do.
+type Policy struct {
+	// Read are the trees the code may read and execute: the system, the interpreter, the
+	// current packages tree.
+	Read []string
+	// Write are the trees the code may read, write and execute: its own working directory.
+	Write []string
+	// Devices are files the code may read and write, such as /dev/null.
+	Devices []string
+	// Network allows TCP and UDP sockets.
+	Network bool
+	// Protect are pids the code must not signal where the kernel cannot scope signals
+	// (Landlock ABI < 6): the server's and the zygote's; the supervisor, the code's parent, is
+	// added by the runner (see ParentPID).
+	Protect []int
+}
+
+// SystemRead are the system trees every execution may read: programs, libraries,
+// configuration, and the pseudo-filesystems that Python and its libraries read (/proc/self,
+// CPU topology). Missing ones are skipped.
+var SystemRead = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys", "/dev"}
+
+// SystemDevices are the devices every execution may write.
+var SystemDevices = []string{"/dev/null", "/dev/zero", "/dev/full"}
+
+// Access rights of the rules.
+const (
+	readAccess  = llsys.AccessFSExecute | llsys.AccessFSReadFile | llsys.AccessFSReadDir
+	fileAccess  = llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
+	writeAccess = readAccess | llsys.AccessFSWriteFile | llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile |
+		llsys.AccessFSMakeDir | llsys.AccessFSMakeReg | llsys.AccessFSMakeFifo | llsys.AccessFSMakeSym |
+		llsys.AccessFSRefer | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
+	// No socket files (the code has no Unix sockets) and no device nodes anywhere.
+)
+
+// handledFS are the filesystem rights an ABI version knows: every one of them is denied
+// unless a rule grants it.
+func handledFS(abi int) uint64 {
+	var m uint64
+	if abi >= abiFilesystem {
+		m = llsys.AccessFSExecute | llsys.AccessFSWriteFile | llsys.AccessFSReadFile | llsys.AccessFSReadDir |
+			llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile | llsys.AccessFSMakeChar | llsys.AccessFSMakeDir |
+			llsys.AccessFSMakeReg | llsys.AccessFSMakeSock | llsys.AccessFSMakeFifo | llsys.AccessFSMakeBlock |
+			llsys.AccessFSMakeSym
+	}
+	if abi >= abiRefer {
+		m |= llsys.AccessFSRefer
+	}
+	if abi >= abiTruncate {
+		m |= llsys.AccessFSTruncate
+	}
+	if abi >= abiIoctlDev {
+		m |= llsys.AccessFSIoctlDev
+	}
+	return m
+}
+
+// Ruleset builds the Landlock ruleset of p and returns its file descriptor, which the code's
+// process passes to landlock_restrict_self(2). It returns nil without Landlock. Paths that do
+// not exist are skipped; the caller closes the file.
+func (k Kernel) Ruleset(p Policy) (*os.File, error) {
+	if k.LandlockABI < abiFilesystem {
+		return nil, nil
+	}
+	handled := handledFS(k.LandlockABI)
+	attr := llsys.RulesetAttr{HandledAccessFS: handled}
+	if k.LandlockABI >= abiNetwork && !p.Network {
+		// Handled with no rule: no TCP bind or connect at all.
+		attr.HandledAccessNet = llsys.AccessNetBindTCP | llsys.AccessNetConnectTCP
+	}
+	if k.LandlockABI >= abiScopes {
+		attr.Scoped = llsys.ScopeSignal | llsys.ScopeAbstractUnixSocket
+	}
+	fd, err := llsys.LandlockCreateRuleset(&attr, 0)
+	if err != nil {
+		return nil, fmt.Errorf("landlock: creating the ruleset: %w", err)
+	}
+	ruleset := os.NewFile(uintptr(fd), "landlock-ruleset")
+	add := func(paths []string, access uint64) error {
+		for _, path := range paths {
+			if err := addPath(fd, path, access&handled); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := errors.Join(add(p.Read, readAccess), add(p.Write, writeAccess), add(p.Devices, fileAccess)); err != nil {
+		ruleset.Close()
+		return nil, err
+	}
+	return ruleset, nil
+}
+
+// addPath grants access beneath path; a path that does not exist is skipped.
+func addPath(ruleset int, path string, access uint64) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("landlock: %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("landlock: %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// Only rights that apply to a file may be granted on a file.
+		access &= llsys.AccessFSExecute | llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
+	}
+	if err := llsys.LandlockAddPathBeneathRule(ruleset, &llsys.PathBeneathAttr{AllowedAccess: access, ParentFd: fd}, 0); err != nil {
+		return fmt.Errorf("landlock: rule for %s: %w", path, err)
+	}
+	return nil
+}
+
+// InterpreterRoot returns the tree an interpreter lives in: /usr for /usr/bin/python3, the
+// version's directory for a pyenv or a venv's base. The link is followed first.
+func InterpreterRoot(python string) string {
+	if real, err := filepath.EvalSymlinks(python); err == nil {
+		python = real
+	}
+	return filepath.Dir(filepath.Dir(python))
+}
+
+// Unique returns paths cleaned, without duplicates and empties, sorted.
+func Unique(paths ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		p = filepath.Clean(p)
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

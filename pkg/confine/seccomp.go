@@ -1,0 +1,137 @@
+package confine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// ParentPID in Policy.Protect stands for the code's parent, its supervisor: the runner puts
+// its pid in place of this value before it loads the program. No pid reaches it (pid_max is
+// at most 2^22).
+const ParentPID = 0x7ffffffe
+
+// auditArch is the seccomp architecture of each GOARCH confine supports; the syscall numbers
+// come from x/sys/unix for the GOARCH built.
+var auditArch = map[string]uint32{
+	"amd64": unix.AUDIT_ARCH_X86_64,
+	"arm64": unix.AUDIT_ARCH_AARCH64,
+}
+
+// Offsets in struct seccomp_data: nr, arch, then six 64-bit args. Both supported
+// architectures are little-endian, so an argument's low 32 bits come first. Only the low
+// bits are compared: the kernel reads pid_t and int arguments from them and ignores the rest,
+// so a filter on all 64 bits would let code pass (1<<32 | pid).
+const (
+	offNr   = 0
+	offArch = 4
+	offArgs = 16
+)
+
+// denied are the syscalls no execution needs and that reach beyond it: other processes'
+// memory, kernel objects shared with the server, and io_uring, whose operations pass by
+// seccomp.
+var denied = []uintptr{
+	unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV, unix.SYS_KCMP,
+	unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER,
+	unix.SYS_BPF, unix.SYS_PERF_EVENT_OPEN, unix.SYS_USERFAULTFD,
+	unix.SYS_KEYCTL, unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY,
+	unix.SYS_UNSHARE, unix.SYS_SETNS, unix.SYS_MOUNT, unix.SYS_UMOUNT2, unix.SYS_PIVOT_ROOT, unix.SYS_CHROOT,
+	unix.SYS_OPEN_BY_HANDLE_AT,
+}
+
+// errnoEPERM is what a denied call returns: the code sees PermissionError, not a crash.
+const errnoEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+
+// Filter assembles the seccomp program of p for the code's process: struct sock_filter
+// entries, 8 bytes each, in the machine's byte order, ready for PR_SET_SECCOMP. It returns nil
+// when the kernel has no seccomp for this architecture.
+//
+// Always: no Unix sockets of its own (socketpair stays: asyncio and multiprocessing use it),
+// and none of the calls in denied. Without the network: no socket(2) at all. Where Landlock
+// does not scope signals: no signal to a process group or to every process (negative pids),
+// none to the pids in p.Protect, no tkill and no pidfd_send_signal (a /proc/PID directory is
+// a pidfd too).
+func (k Kernel) Filter(p Policy) ([]byte, error) {
+	if !k.Seccomp {
+		return nil, nil
+	}
+	arch := auditArch[runtime.GOARCH]
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: offArch, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: arch, SkipTrue: 1},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_KILL_PROCESS},
+		bpf.LoadAbsolute{Off: offNr, Size: 4},
+	}
+	if runtime.GOARCH == "amd64" {
+		// x32 calls carry the same arch with this bit set in nr: another table, not filtered here.
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x40000000, SkipFalse: 1}, bpf.RetConstant{Val: errnoEPERM})
+	}
+	deny := append([]uintptr(nil), denied...)
+	if p.Network {
+		prog = append(prog, denyIf(unix.SYS_SOCKET, argEquals(0, unix.AF_UNIX))...)
+	} else {
+		deny = append(deny, unix.SYS_SOCKET)
+	}
+	if k.LandlockABI < abiScopes {
+		deny = append(deny, unix.SYS_TKILL, unix.SYS_PIDFD_SEND_SIGNAL)
+		for _, nr := range []uintptr{unix.SYS_KILL, unix.SYS_TGKILL, unix.SYS_RT_SIGQUEUEINFO, unix.SYS_RT_TGSIGQUEUEINFO, unix.SYS_PIDFD_OPEN} {
+			conds := [][]bpf.Instruction{argNegative(0)}
+			for _, pid := range p.Protect {
+				conds = append(conds, argEquals(0, uint32(pid)))
+			}
+			prog = append(prog, denyIf(nr, conds...)...)
+		}
+	}
+	for _, nr := range deny {
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(nr), SkipFalse: 1}, bpf.RetConstant{Val: errnoEPERM})
+	}
+	prog = append(prog, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW})
+
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	if len(raw) > 4096 { // BPF_MAXINSNS
+		return nil, fmt.Errorf("seccomp: program of %d instructions is too long", len(raw))
+	}
+	out := make([]byte, 0, 8*len(raw))
+	for _, ins := range raw {
+		out = binary.NativeEndian.AppendUint16(out, ins.Op)
+		out = append(out, ins.Jt, ins.Jf)
+		out = binary.NativeEndian.AppendUint32(out, ins.K)
+	}
+	return out, nil
+}
+
+// denyIf returns a block that makes syscall nr fail with EPERM when any of conds holds. Each
+// cond loads an argument and ends in a jump whose true branch skips 0 (to the deny) and whose
+// false branch skips 1 (past it). The block ends with nr back in the accumulator.
+func denyIf(nr uintptr, conds ...[]bpf.Instruction) []bpf.Instruction {
+	var body []bpf.Instruction
+	for _, c := range conds {
+		body = append(body, c...)
+		body = append(body, bpf.RetConstant{Val: errnoEPERM})
+	}
+	body = append(body, bpf.LoadAbsolute{Off: offNr, Size: 4})
+	return append([]bpf.Instruction{bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(nr), SkipTrue: uint8(len(body))}}, body...)
+}
+
+// argEquals: the low 32 bits of argument i equal v.
+func argEquals(i int, v uint32) []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: uint32(offArgs + 8*i), Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: v, SkipFalse: 1},
+	}
+}
+
+// argNegative: argument i, as a 32-bit pid_t, is negative (-1 is every process, -pgid a group).
+func argNegative(i int) []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: uint32(offArgs + 8*i), Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x80000000, SkipFalse: 1},
+	}
+}

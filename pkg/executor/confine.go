@@ -1,0 +1,66 @@
+package executor
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pyexec/pyexec/pkg/confine"
+	"github.com/pyexec/pyexec/pkg/packages"
+)
+
+// Isolation is how executions are confined (see pkg/confine). The zero value confines
+// nothing: a kernel without Landlock and seccomp, or tests of other things.
+type Isolation struct {
+	// Kernel is what the kernel offers, from confine.Probe.
+	Kernel confine.Kernel
+	// Read are trees executions may read beyond the system's and the interpreter's.
+	Read []string
+}
+
+// confineSpec is what the code's process needs to confine itself (runner.py's confine()): the
+// Landlock ruleset comes beside it as a file descriptor.
+type confineSpec struct {
+	// RestrictSelf is the number of landlock_restrict_self(2) on this architecture.
+	RestrictSelf int `json:"landlock_restrict_self"`
+	// Seccomp is the program of confine.Filter, base64.
+	Seccomp string `json:"seccomp,omitempty"`
+}
+
+// confinement builds the ruleset and the seccomp program of one execution, whose working
+// directory is work. zygote is the zygote's pid, 0 in spawn mode. The ruleset is nil without
+// Landlock; the caller closes it once the code's process has it.
+func (s *Spawn) confinement(req Request, work string, zygote int) (*os.File, *confineSpec, error) {
+	k := s.cfg.Isolation.Kernel
+	if k.LandlockABI == 0 && !k.Seccomp {
+		return nil, nil, nil
+	}
+	read := append(append([]string(nil), confine.SystemRead...), s.cfg.Isolation.Read...)
+	read = append(read, confine.InterpreterRoot(s.cfg.Python), packages.Tree(s.cfg.PackagesDir))
+	protect := []int{os.Getpid(), confine.ParentPID}
+	if zygote > 0 {
+		protect = append(protect, zygote)
+	}
+	p := confine.Policy{
+		Read:    confine.Unique(read...),
+		Write:   []string{work},
+		Devices: confine.SystemDevices,
+		Network: req.Network,
+		Protect: protect,
+	}
+	prog, err := k.Filter(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	ruleset, err := k.Ruleset(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("confining the execution: %w", err)
+	}
+	spec := &confineSpec{RestrictSelf: unix.SYS_LANDLOCK_RESTRICT_SELF}
+	if prog != nil {
+		spec.Seccomp = base64.StdEncoding.EncodeToString(prog)
+	}
+	return ruleset, spec, nil
+}
