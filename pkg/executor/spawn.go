@@ -51,7 +51,7 @@ type SpawnConfig struct {
 	Reaper *Reaper
 	// Isolation confines every execution before its code runs.
 	Isolation Isolation
-	Log    logr.Logger
+	Log       logr.Logger
 }
 
 // Spawn runs every execution in a fresh interpreter, under the embedded runner that
