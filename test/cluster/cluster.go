@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +41,16 @@ type Cluster struct {
 	NetNS string    // name of the network namespace, /run/netns/NAME
 	Bin   string    // directory of kube-apiserver, kubelet, ... and etcd (test/tools/build.sh)
 	Log   io.Writer // progress lines; nil discards them
+
+	mu      sync.Mutex
+	daemons map[string]*daemon // the components this process started, by name
+}
+
+// daemon is a component that this process started and reaps.
+type daemon struct {
+	pid  int
+	done chan struct{} // closed when it has exited
+	how  string        // how it exited ("exit status 1", "signal: terminated"), once done
 }
 
 // components in start order; Destroy stops them in reverse.
@@ -276,7 +287,11 @@ func (c *Cluster) ctr(args ...string) *exec.Cmd {
 func (c *Cluster) ImportImage(archive string) error {
 	out, err := c.ctr("images", "import", "--no-unpack=false", archive).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ctr images import %s: %v: %s", archive, err, bytes.TrimSpace(out))
+		err = fmt.Errorf("ctr images import %s: %v: %s", archive, err, bytes.TrimSpace(out))
+		if dead := c.deadComponents(); dead != nil {
+			err = fmt.Errorf("%w\n%w", err, dead)
+		}
+		return err
 	}
 	return nil
 }
@@ -296,14 +311,70 @@ func (c *Cluster) startDaemon(name, bin string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	pid := cmd.Process.Pid
+	d := &daemon{pid: cmd.Process.Pid, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.daemons == nil {
+		c.daemons = map[string]*daemon{}
+	}
+	c.daemons[name] = d
+	c.mu.Unlock()
 	// Reap it if it dies while this process lives, so that a crash shows as a dead process and
-	// not as a zombie that still answers kill(pid, 0).
-	go cmd.Wait() //nolint:errcheck // the exit is read from the log
-	return os.WriteFile(c.path("run", name+".pid"), []byte(strconv.Itoa(pid)), 0o644)
+	// not as a zombie that still answers kill(pid, 0); keep how it ended for the error.
+	go func() {
+		d.how = "exit status 0"
+		if err := cmd.Wait(); err != nil {
+			d.how = err.Error()
+		}
+		close(d.done)
+	}()
+	return os.WriteFile(c.path("run", name+".pid"), []byte(strconv.Itoa(d.pid)), 0o644)
 }
 
-// waitFor polls check until it succeeds, the timeout passes or the component dies.
+// exited reports whether a started component is gone, and how it ended when this process
+// started it. A component started by this process is alive until it is reaped: its
+// /proc/PID/cmdline, which pid checks, can read empty for a moment after cmd.Start returns (the
+// kernel has closed the exec pipe but not yet set up the new arguments). Other components are
+// checked with pid, their pid file being there.
+func (c *Cluster) exited(name string) (bool, string) {
+	c.mu.Lock()
+	d := c.daemons[name]
+	c.mu.Unlock()
+	if d != nil {
+		select {
+		case <-d.done:
+			return true, fmt.Sprintf("pid %d, %s", d.pid, d.how)
+		default:
+			return false, ""
+		}
+	}
+	if _, err := os.Stat(c.path("run", name+".pid")); err != nil {
+		return false, "" // not started
+	}
+	return c.pid(name) == 0, "not started by this process: exit status unknown"
+}
+
+// deadComponents reports every component that was started and is no longer running, in start
+// order, each with how it ended and the last lines of its log; nil when none died. A component
+// that dies often takes the next ones with it (the kubelet exits when containerd is gone): the
+// first named is the first to look at.
+func (c *Cluster) deadComponents() error {
+	var dead []string
+	for _, name := range components {
+		if gone, how := c.exited(name); gone {
+			dead = append(dead, fmt.Sprintf("%s exited (%s); last lines of %s:\n%s",
+				name, how, c.path("logs", name+".log"), indent(c.LogTail(name, 20))))
+		}
+	}
+	if len(dead) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(dead, "\n"))
+}
+
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
+
+// waitFor polls check until it succeeds, the timeout passes or a component dies: then the error
+// names every dead component and shows its log, not only the one waited for.
 func (c *Cluster) waitFor(ctx context.Context, name string, timeout time.Duration, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -312,8 +383,8 @@ func (c *Cluster) waitFor(ctx context.Context, name string, timeout time.Duratio
 		if last = check(); last == nil {
 			return nil
 		}
-		if pid := c.pid(name); pid == 0 {
-			return fmt.Errorf("%s exited:\n%s", name, c.LogTail(name, 30))
+		if dead := c.deadComponents(); dead != nil {
+			return fmt.Errorf("waiting for %s: %v\n%w", name, last, dead)
 		}
 		select {
 		case <-ctx.Done():
