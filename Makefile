@@ -5,6 +5,7 @@
 #               journey on a real one-node Kubernetes cluster (test/e2e)
 # and, to try pyexec on a local node by hand (see README):
 #   make cluster-up / make cluster-down
+# and, to check that the test cluster boots every time: make cluster-soak
 
 GO        ?= go
 DEMO_DIR  ?= /tmp/pyexec-demo
@@ -16,7 +17,7 @@ APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib c
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 
-.PHONY: deps build demo tools test bench bench-modes cluster-up cluster-down
+.PHONY: deps build demo tools test bench bench-modes cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -60,6 +61,13 @@ cluster-up: deps tools
 
 cluster-down:
 	$(GO) run ./test/cluster/clusterctl down
+
+# Boots the test cluster and tears it down SOAK_BOOTS times in a row (not part of make test);
+# prints each boot and a summary: boots, failures, boot time min/median/max. The logs of a failed
+# boot are kept in /tmp/pyexec-soak-failed/boot-N.
+SOAK_BOOTS ?= 20
+cluster-soak: deps tools
+	$(GO) run ./test/cluster/clusterctl soak -n $(SOAK_BOOTS)
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -skip Modes -benchtime 20x ./...

@@ -4,6 +4,8 @@
 //	                                          # the sample bot (make cluster-up); --bare: no pyexec
 //	go run ./test/cluster/clusterctl kubectl logs -n bots deploy/bot
 //	go run ./test/cluster/clusterctl down    # stop everything, remove every trace (make cluster-down)
+//	go run ./test/cluster/clusterctl soak -n 20  # boot and tear down 20 times, report the boot
+//	                                          # times and failures (make cluster-soak)
 //
 // Run it as root from the repository's root. The cluster lives in --dir (default
 // /tmp/pyexec-cluster) and in the network namespace pyexec-cluster; kubectl must run in that
@@ -33,7 +35,7 @@ func main() {
 	netns := fs.String("netns", "pyexec-cluster", "name of the cluster's network namespace")
 	bare := fs.Bool("bare", false, "up: do not install the chart and the sample bot")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: clusterctl [--dir DIR] [--netns NAME] up|down|kubectl ARGS...")
+		fmt.Fprintln(os.Stderr, "usage: clusterctl [--dir DIR] [--netns NAME] up [--bare]|down|soak [-n N] [--install] [--failed DIR]|kubectl ARGS...")
 		fs.PrintDefaults()
 	}
 	fs.Parse(os.Args[1:])
@@ -54,6 +56,8 @@ func main() {
 		err = up(ctx, c, !*bare)
 	case "down":
 		err = c.Destroy(false)
+	case "soak":
+		err = soakCmd(ctx, c, fs.Args()[1:])
 	case "kubectl":
 		err = kubectl(c, fs.Args()[1:])
 	default:
