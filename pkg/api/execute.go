@@ -23,6 +23,10 @@ type ExecuteRequest struct {
 	Files []InputFile `json:"files,omitempty"`
 	// MemoryLimitMB lowers (or raises up to the server's maximum) the memory limit.
 	MemoryLimitMB *int `json:"memory_limit_mb,omitempty"`
+	// Network lets the code open network connections (true) or not (false); absent, the
+	// server's --network decides. true on a server started with --network deny is refused
+	// with 403.
+	Network *bool `json:"network,omitempty"`
 }
 
 // InputFile is a file written into the working directory; Path is relative to it.
@@ -112,6 +116,8 @@ type Info struct {
 	Limits    Limits    `json:"limits"`
 	// Packages is the packages dir: where it is, whether it is locked and why, what is installed.
 	Packages *Packages `json:"packages,omitempty"`
+	// Isolation says how executions are confined on this kernel.
+	Isolation *Isolation `json:"isolation,omitempty"`
 }
 
 // Preflight summarises the report the server runs with.
@@ -132,9 +138,15 @@ type Limits struct {
 	MaxProcesses      int     `json:"max_processes"`
 	MaxFileBytes      int64   `json:"max_file_bytes"`
 	MaxFilesOut       int     `json:"max_files_out"`
+	MaxFilesOutBytes  int64   `json:"max_files_out_bytes"` // total size of the files returned from one execution
 	MaxRequestBytes   int64   `json:"max_request_bytes"`
 	MaxConcurrent     int     `json:"max_concurrent"`
 	Queue             int     `json:"queue"`
+	// Connections open at once on the socket: in all, and of one peer uid.
+	MaxConnections       int `json:"max_connections"`
+	MaxConnectionsPerUID int `json:"max_connections_per_uid"`
+	// AllowNetwork: code may open network connections (pyexec serve --network allow).
+	AllowNetwork bool `json:"allow_network"`
 }
 
 // PackagesRequest is the body of POST /v1/packages.

@@ -30,6 +30,8 @@ type Limits struct {
 	MaxProcesses   int   // RLIMIT_NPROC of the execution's processes
 	MaxFileBytes   int64 // largest file the code may write (RLIMIT_FSIZE), and largest returned
 	MaxFilesOut    int   // most files returned
+	// MaxFilesOutBytes is the total size of the files returned; 0 is DefaultMaxFilesOutBytes.
+	MaxFilesOutBytes int64
 }
 
 // File is an input file; Path is relative to the working directory and already checked.

@@ -312,7 +312,7 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	for _, file := range req.Files {
 		inputs[file.Path] = file.Data
 	}
-	res.Files, res.FilesTruncated = collectFiles(work, inputs, req.MaxFileBytes, req.MaxFilesOut)
+	res.Files, res.FilesTruncated = collectFilesUpTo(work, inputs, req.MaxFileBytes, req.MaxFilesOut, req.MaxFilesOutBytes)
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	return res, nil
 }

@@ -2,12 +2,13 @@ package executor
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"unicode/utf8"
@@ -84,13 +85,27 @@ func utf8Boundary(b []byte) int {
 	return len(b)
 }
 
-// collectFiles returns the regular files under work that the code created or changed, sorted
-// by path: at most maxFiles, none larger than maxBytes. It reads through os.Root, so a
-// symlink the code planted cannot lead outside work.
-func collectFiles(work string, inputs map[string][]byte, maxBytes int64, maxFiles int) ([]api.OutputFile, bool) {
+// DefaultMaxFilesOutBytes is the total size of the files returned from one execution when
+// the caller sets no cap of its own (see collectFilesUpTo): there is always one.
+const DefaultMaxFilesOutBytes = 32 << 20
+
+// collectFilesUpTo returns the regular files under work that the code created or changed,
+// sorted by path: at most maxFiles, none larger than maxBytes, and maxTotal bytes in all (a
+// file that does not fit in what is left is skipped, a later smaller one may still fit).
+// truncated says that a file was left out by one of the caps. maxBytes <= 0 caps nothing;
+// maxTotal <= 0 is DefaultMaxFilesOutBytes, so that a caller that forgets it does not lift it.
+//
+// Files are read and encoded one at a time, each only after its size (fstat) showed that it
+// fits, so the memory held is the result (maxTotal bytes, base64-encoded) plus one file. It
+// reads through os.Root, so a symlink the code planted cannot lead outside work; an input
+// file that the code left as it was is not returned.
+func collectFilesUpTo(work string, inputs map[string][]byte, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
 	files := []api.OutputFile{}
 	if maxBytes <= 0 {
 		maxBytes = 1 << 62
+	}
+	if maxTotal <= 0 {
+		maxTotal = DefaultMaxFilesOutBytes
 	}
 	root, err := os.OpenRoot(work)
 	if err != nil {
@@ -106,28 +121,52 @@ func collectFiles(work string, inputs map[string][]byte, maxBytes int64, maxFile
 	})
 	sort.Strings(paths)
 	truncated := false
+	left := maxTotal
 	for _, p := range paths {
-		data, tooBig := readCapped(root, p, maxBytes)
-		if tooBig {
-			truncated = true
-			continue
+		limit := min(maxBytes, left)
+		in, isInput := inputs[p]
+		readLimit := limit
+		if isInput {
+			// Read an input file even past the caps, to tell whether the code changed it:
+			// one left as it was is neither returned nor a reason to say files were left out.
+			readLimit = max(limit, int64(len(in)))
 		}
-		if data == nil {
-			continue
+		data, tooBig := readCapped(root, p, readLimit)
+		if data == nil && !tooBig {
+			continue // gone, not a regular file, or unreadable
 		}
-		if in, ok := inputs[p]; ok && sha256.Sum256(in) == sha256.Sum256(data) {
-			continue // an input file the code left as it was
+		if !tooBig && isInput && bytes.Equal(data, in) {
+			continue
 		}
 		if len(files) == maxFiles {
 			truncated = true
 			break
 		}
-		files = append(files, api.OutputFile{Path: p, Size: int64(len(data)), ContentBase64: base64.StdEncoding.EncodeToString(data)})
+		if tooBig || int64(len(data)) > limit {
+			truncated = true
+			continue
+		}
+		files = append(files, api.OutputFile{Path: p, Size: int64(len(data)), ContentBase64: encodeBase64(data)})
+		left -= int64(len(data))
 	}
 	return files, truncated
 }
 
-// readCapped reads a regular file of at most max bytes; tooBig says it was larger.
+// encodeBase64 encodes data into a string without the second copy that
+// base64.StdEncoding.EncodeToString makes.
+func encodeBase64(data []byte) string {
+	var b strings.Builder
+	b.Grow(base64.StdEncoding.EncodedLen(len(data)))
+	enc := base64.NewEncoder(base64.StdEncoding, &b)
+	_, _ = enc.Write(data) // a strings.Builder does not fail
+	_ = enc.Close()
+	return b.String()
+}
+
+// readCapped reads a regular file of at most max bytes; tooBig says it was larger, or grew
+// past its size while it was read (a file being written is left out rather than returned
+// half-written). A file larger than max is not read at all: fstat tells its size, and the
+// buffer is allocated once, of that size.
 func readCapped(root *os.Root, p string, max int64) (data []byte, tooBig bool) {
 	// Non-blocking and without following a final symlink: a FIFO or link swapped in after the
 	// walk must neither hang the server nor lead it elsewhere.
@@ -136,15 +175,22 @@ func readCapped(root *os.Root, p string, max int64) (data []byte, tooBig bool) {
 		return nil, false
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
 		return nil, false
 	}
-	data, err = io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, false
-	}
-	if int64(len(data)) > max {
+	if st.Size() > max {
 		return nil, true
 	}
-	return data, false
+	// One byte more than the size, to see the end of the file (or that it grew).
+	buf := make([]byte, st.Size()+1)
+	n, err := io.ReadFull(f, buf)
+	switch {
+	case err == nil:
+		return nil, true // more than st.Size() bytes: it grew
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return buf[:n], false // at most st.Size() bytes (fewer when it shrank)
+	default:
+		return nil, false
+	}
 }

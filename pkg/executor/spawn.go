@@ -191,7 +191,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	res.Stdout, res.StdoutTruncated = stdout.result()
 	res.Stderr, res.StderrTruncated = stderr.result()
 	s.finish(&res, killer.reason(), st, cmd.ProcessState, waitErr)
-	res.Files, res.FilesTruncated = collectFiles(work, inputs, req.MaxFileBytes, req.MaxFilesOut)
+	res.Files, res.FilesTruncated = collectFilesUpTo(work, inputs, req.MaxFileBytes, req.MaxFilesOut, req.MaxFilesOutBytes)
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	return res, nil
 }

@@ -48,8 +48,9 @@ func testLimits() api.Limits {
 	return api.Limits{
 		TimeoutSeconds: 10, MaxTimeoutSeconds: 60,
 		MemoryLimitMB: 256, MaxMemoryLimitMB: 1024,
-		MaxOutputBytes: 1 << 20, MaxProcesses: 32, MaxFileBytes: 1 << 20, MaxFilesOut: 10,
+		MaxOutputBytes: 1 << 20, MaxProcesses: 32, MaxFileBytes: 1 << 20, MaxFilesOut: 10, MaxFilesOutBytes: 4 << 20,
 		MaxRequestBytes: 64 << 10, MaxConcurrent: 2, Queue: 3,
+		MaxConnections: 64, MaxConnectionsPerUID: 16,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,6 +24,8 @@ var (
 	// ErrNotSocket means something other than a socket exists at the path; Listen never
 	// deletes it.
 	ErrNotSocket = errors.New("not a socket")
+	// ErrSocketLost means the socket file the server bound was removed or replaced.
+	ErrSocketLost = errors.New("socket lost")
 )
 
 // maxSocketPath is the size of sockaddr_un.sun_path (108 bytes on Linux), which must also
@@ -39,7 +42,8 @@ const staleDialTimeout = time.Second
 // path it must be a socket: Listen dials it and returns ErrSocketInUse when a server answers,
 // removes it only when the dial is refused (a stale socket left by a process that died), and
 // returns ErrNotSocket, touching nothing, for anything else. The socket gets mode, and the
-// group gid when gid >= 0 (-1 leaves the group). Closing the listener removes the socket.
+// group gid when gid >= 0 (-1 leaves the group). Closing the listener removes the socket, if
+// the file at path is still the one it bound.
 func Listen(path string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err := checkSocketPath(path); err != nil {
 		return nil, err
@@ -59,13 +63,39 @@ func Listen(path string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
+	// Closing the listener unlinks path only while path is still this socket (see Close):
+	// net.UnixListener would unlink whatever is there then, even another server's socket.
+	l.SetUnlinkOnClose(false)
+	// The identity of the file that bind made, to tell later whether path is still ours.
+	// Nobody can have replaced it since bind without unlinking it first; if it is gone
+	// already, we would serve on nothing.
+	id, err := fileIDOf(path)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("stat socket after bind: %w", err)
+	}
+	cl := &credListener{l: l, path: path, id: id}
 	// Between bind and chmod the socket has the umask's mode (0755 with the usual 022: only
 	// the owner may connect), so the window never grants more than the owner has.
 	if err := setOwnership(path, mode, gid); err != nil {
-		l.Close() // unlinks the socket
+		cl.Close() // unlinks the socket
 		return nil, err
 	}
-	return &credListener{l}, nil
+	return cl, nil
+}
+
+// fileID identifies a file: its device and inode.
+type fileID struct {
+	dev, ino uint64
+}
+
+// fileIDOf returns the identity of the file at path, without following a symlink.
+func fileIDOf(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fileID{}, &fs.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}, nil
 }
 
 // checkSocketPath refuses a path that cannot be bound.
@@ -141,32 +171,95 @@ type peerCred struct {
 	uid, gid, pid int
 }
 
-// credListener reads each connection's peer credentials once, at Accept.
+// credListener reads each connection's peer credentials once, at Accept, and admits it
+// through its connection limiter, when it has one.
 type credListener struct {
-	l *net.UnixListener
+	l     *net.UnixListener
+	path  string
+	id    fileID       // the socket file that bind created at path
+	conns *connLimiter // nil: no cap
 }
 
 // credConn is an accepted connection with its peer's credentials.
 type credConn struct {
 	*net.UnixConn
-	cred peerCred
-	ok   bool // false when SO_PEERCRED could not be read
+	cred    peerCred
+	ok      bool   // false when SO_PEERCRED could not be read
+	release func() // gives the connection's place back to the limiter; nil without one
+	closed  sync.Once
 }
 
-// Accept waits for the next connection and reads its peer credentials. A failure to read
-// them does not fail Accept (that would stop http.Server.Serve); the connection then has no
-// credentials and is refused by a server that checks uids.
+// Close closes the connection and gives its place back to the limiter, once.
+func (c *credConn) Close() error {
+	err := c.UnixConn.Close()
+	c.closed.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
+	})
+	return err
+}
+
+// Accept waits for the next connection that the limiter admits, and reads its peer
+// credentials. A connection over a cap is closed at once and Accept goes on waiting: an error
+// would make http.Server.Serve back off (or stop). A failure to read the credentials does not
+// fail Accept either; the connection then has no credentials, counts under uid -1, and is
+// refused by a server that checks uids.
 func (cl *credListener) Accept() (net.Conn, error) {
-	c, err := cl.l.AcceptUnix()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := cl.l.AcceptUnix()
+		if err != nil {
+			return nil, err
+		}
+		cred, err := readPeerCred(c)
+		cc := &credConn{UnixConn: c, cred: cred, ok: err == nil}
+		if !cc.ok {
+			cc.cred = peerCred{uid: -1, gid: -1, pid: -1}
+		}
+		if cl.conns != nil {
+			release, admitted := cl.conns.admit(cc.cred)
+			if !admitted {
+				c.Close()
+				continue
+			}
+			cc.release = release
+		}
+		return cc, nil
 	}
-	cred, err := readPeerCred(c)
-	return &credConn{UnixConn: c, cred: cred, ok: err == nil}, nil
 }
 
-// Close closes the listener and removes the socket.
-func (cl *credListener) Close() error { return cl.l.Close() }
+// Close closes the listener, and removes the socket file when path is still the file this
+// listener bound: never a file that replaced it, such as another server's socket.
+func (cl *credListener) Close() error {
+	err := cl.l.Close()
+	// A race remains between this check and the remove: a file put at path in between is
+	// removed. Only a process of our own uid (or root) can replace the file in our socket
+	// directory, and such a process can remove it as well.
+	if id, serr := fileIDOf(cl.path); serr == nil && id == cl.id {
+		if rerr := os.Remove(cl.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// abandon closes the listener without touching path: the file there is no longer ours.
+func (cl *credListener) abandon() { cl.l.Close() }
+
+// owned says whether path is still the socket file this listener bound; the error says what
+// is there instead.
+func (cl *credListener) owned() error {
+	id, err := fileIDOf(cl.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %s was removed", ErrSocketLost, cl.path)
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrSocketLost, err)
+	case id != cl.id:
+		return fmt.Errorf("%w: %s was replaced by another file", ErrSocketLost, cl.path)
+	}
+	return nil
+}
 
 // Addr returns the socket's address.
 func (cl *credListener) Addr() net.Addr { return cl.l.Addr() }

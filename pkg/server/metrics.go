@@ -17,6 +17,9 @@ type metrics struct {
 	inFlight   prometheus.Gauge
 	rejected   *prometheus.CounterVec
 	ready      prometheus.Gauge
+
+	connsOpen    prometheus.Gauge
+	connsRefused *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them on reg (when reg is not nil).
@@ -45,8 +48,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"code"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pyexec_ready",
-			Help: "1 when the server accepts executions (preflight confirmed, not draining), else 0.",
+			Help: "1 when the server accepts executions (preflight confirmed, not draining, its socket and work dir in place), else 0.",
 		}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_connections_open",
+			Help: "Connections open on the API socket.",
+		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_connections_refused_total",
+			Help: "Connections to the API socket closed at once because a cap was reached, by cap (max_connections, max_connections_per_uid).",
+		}, []string{"reason"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.
 	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, reasonError} {
@@ -55,8 +66,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, c := range []string{api.ErrCodeQueueFull, api.ErrCodeUnavailable, api.ErrCodeForbidden, api.ErrCodeTooLarge, api.ErrCodeBadRequest} {
 		m.rejected.WithLabelValues(c)
 	}
+	for _, r := range []string{refusedMaxConnections, refusedMaxConnectionsPerUID} {
+		m.connsRefused.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready)
+		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready, m.connsOpen, m.connsRefused)
 	}
 	return m
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // ProbeHandler returns the handler of the TCP probe port: /healthz (200 "ok" while the
-// process serves), /readyz (200 only when ready and not draining, else 503 with the reason)
+// process serves), /readyz (200 only when Ready, else 503 with the reason)
 // and /metrics (from gatherer).
 func (s *Server) ProbeHandler(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
@@ -16,7 +16,7 @@ func (s *Server) ProbeHandler(gatherer prometheus.Gatherer) http.Handler {
 		writeText(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ok, reason := s.state(); !ok {
+		if ok, reason := s.Ready(); !ok {
 			writeText(w, http.StatusServiceUnavailable, reason)
 			return
 		}

@@ -164,7 +164,14 @@ func newExecutorRequest(id string, req api.ExecuteRequest, lim api.Limits) (exec
 	if rerr != nil {
 		return executor.Request{}, rerr
 	}
-	out := executor.Request{ID: id, Code: req.Code, Files: files, Limits: limits}
+	out := executor.Request{ID: id, Code: req.Code, Files: files, Limits: limits, Network: lim.AllowNetwork}
+	if req.Network != nil {
+		if *req.Network && !lim.AllowNetwork {
+			return executor.Request{}, &requestError{status: http.StatusForbidden, code: api.ErrCodeForbidden,
+				msg: "network: this server does not let code use the network (pyexec serve --network deny)"}
+		}
+		out.Network = *req.Network
+	}
 	if req.Stdin != "" {
 		out.Stdin = []byte(req.Stdin)
 	}
@@ -178,12 +185,13 @@ func newExecutorRequest(id string, req api.ExecuteRequest, lim api.Limits) (exec
 // memory limits, which may lower them or raise them up to the server's maxima.
 func executionLimits(req api.ExecuteRequest, lim api.Limits) (executor.Limits, *requestError) {
 	out := executor.Limits{
-		Timeout:        seconds(lim.TimeoutSeconds),
-		MemoryLimitMB:  lim.MemoryLimitMB,
-		MaxOutputBytes: lim.MaxOutputBytes,
-		MaxProcesses:   lim.MaxProcesses,
-		MaxFileBytes:   lim.MaxFileBytes,
-		MaxFilesOut:    lim.MaxFilesOut,
+		Timeout:          seconds(lim.TimeoutSeconds),
+		MemoryLimitMB:    lim.MemoryLimitMB,
+		MaxOutputBytes:   lim.MaxOutputBytes,
+		MaxProcesses:     lim.MaxProcesses,
+		MaxFileBytes:     lim.MaxFileBytes,
+		MaxFilesOut:      lim.MaxFilesOut,
+		MaxFilesOutBytes: lim.MaxFilesOutBytes,
 	}
 	if t := req.TimeoutSeconds; t != nil {
 		switch {

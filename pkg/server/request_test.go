@@ -116,7 +116,7 @@ func TestRequestMapping(t *testing.T) {
 	h := newHarness(t, testConfig(), exec, true)
 	defaults := executor.Limits{
 		Timeout: 10 * time.Second, MemoryLimitMB: 256,
-		MaxOutputBytes: 1 << 20, MaxProcesses: 32, MaxFileBytes: 1 << 20, MaxFilesOut: 10,
+		MaxOutputBytes: 1 << 20, MaxProcesses: 32, MaxFileBytes: 1 << 20, MaxFilesOut: 10, MaxFilesOutBytes: 4 << 20,
 	}
 	with := func(timeout time.Duration, memMB int) executor.Limits {
 		l := defaults
@@ -227,12 +227,15 @@ func TestConfigValidate(t *testing.T) {
 	cfg.Limits.MaxTimeoutSeconds = 5
 	cfg.Limits.MemoryLimitMB = 8
 	cfg.Limits.MaxConcurrent = 0
+	cfg.Limits.MaxFilesOutBytes = 0
+	cfg.Limits.MaxConnectionsPerUID = cfg.Limits.MaxConnections + 1
 	cfg.AllowUIDs = []int{-2}
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("no error for a bad config")
 	}
-	for _, want := range []string{"max_timeout_seconds 5", "memory_limit_mb 8", "max_concurrent 0", "allowed uid -2"} {
+	for _, want := range []string{"max_timeout_seconds 5", "memory_limit_mb 8", "max_concurrent 0", "allowed uid -2",
+		"max_files_out_bytes 0", "max_connections_per_uid 65"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}

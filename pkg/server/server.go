@@ -54,6 +54,9 @@ type Config struct {
 	Version string
 	// Mode is the executor mode in use ("spawn" or "fork"), reported by GET /v1/info.
 	Mode string
+	// WorkDir is the executor's work directory. When set, /readyz checks that it exists and
+	// re-creates it when it was removed.
+	WorkDir string
 }
 
 // Validate checks that the limits make sense. New assumes a valid Config.
@@ -73,9 +76,13 @@ func (c Config) Validate() error {
 	check(l.MaxProcesses > 0, "max_processes %d: must be > 0", l.MaxProcesses)
 	check(l.MaxFileBytes > 0, "max_file_bytes %d: must be > 0", l.MaxFileBytes)
 	check(l.MaxFilesOut >= 0, "max_files_out %d: must be >= 0", l.MaxFilesOut)
+	check(l.MaxFilesOutBytes > 0, "max_files_out_bytes %d: must be > 0", l.MaxFilesOutBytes)
 	check(l.MaxRequestBytes > 0, "max_request_bytes %d: must be > 0", l.MaxRequestBytes)
 	check(l.MaxConcurrent > 0, "max_concurrent %d: must be > 0", l.MaxConcurrent)
 	check(l.Queue >= 0, "queue %d: must be >= 0", l.Queue)
+	check(l.MaxConnections > 0, "max_connections %d: must be > 0", l.MaxConnections)
+	check(l.MaxConnectionsPerUID > 0 && l.MaxConnectionsPerUID <= l.MaxConnections,
+		"max_connections_per_uid %d: must be > 0 and at most max_connections %d", l.MaxConnectionsPerUID, l.MaxConnections)
 	for _, uid := range c.AllowUIDs {
 		check(uid >= 0, "allowed uid %d: must be >= 0", uid)
 	}
@@ -90,6 +97,8 @@ type Server struct {
 	adm    *admission
 	routes map[string]map[string]http.HandlerFunc // path → method → handler
 
+	checkMu sync.Mutex // held while a readiness check runs
+
 	mu       sync.Mutex
 	exec     executor.Executor                  // nil until New or SetExecutor gives one
 	pkgs     PackageManager                     // nil until SetPackages
@@ -98,6 +107,8 @@ type Server struct {
 	ready    bool                               // SetReady was called
 	draining bool                               // Drain was called
 	drainCh  chan struct{}                      // closed by Drain
+	checks   []*readyCheck                      // run by each readiness check (/readyz)
+	failing  bool                               // the last readiness check failed
 	active   int                                // execute requests admitted or waiting
 	idle     chan struct{}                      // closed when active drops to 0
 	aborted  bool                               // Abort was called
@@ -118,6 +129,9 @@ func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Reg
 		adm:     newAdmission(cfg.Limits.MaxConcurrent, cfg.Limits.Queue, m),
 		drainCh: make(chan struct{}),
 		running: map[uint64]context.CancelCauseFunc{},
+	}
+	if cfg.WorkDir != "" {
+		s.addReadyCheck("work dir", s.checkWorkDir)
 	}
 	s.routes = map[string]map[string]http.HandlerFunc{
 		"/v1/execute":  {http.MethodPost: s.handleExecute},
@@ -156,7 +170,7 @@ func (s *Server) SetReady(info api.Info) {
 
 // updateReadyGauge sets pyexec_ready from the state; the caller holds mu.
 func (s *Server) updateReadyGauge() {
-	if s.ready && s.exec != nil && !s.draining {
+	if s.ready && s.exec != nil && !s.draining && !s.failing {
 		s.m.ready.Set(1)
 	} else {
 		s.m.ready.Set(0)

@@ -1,0 +1,134 @@
+package executor
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+)
+
+// writeTestFiles writes each file of files (path → content) under dir.
+func writeTestFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	for p, data := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCollectFilesTotalCap is the attack of 32 files of 10 MB, scaled down: the files together
+// are 6 times the total cap. The result holds at most the cap, says files were left out, and
+// the server did not read the files that could not fit.
+func TestCollectFilesTotalCap(t *testing.T) {
+	const (
+		fileSize = 1 << 20
+		nFiles   = 48
+		total    = 8<<20 + 100 // room for 8 big files, then for the small one only
+	)
+	work := t.TempDir()
+	files := map[string][]byte{"z-small.txt": []byte("fits after")}
+	for i := range nFiles {
+		files[fmt.Sprintf("big/f%02d.bin", i)] = bytes.Repeat([]byte{byte('a' + i%26)}, fileSize)
+	}
+	writeTestFiles(t, work, files)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	got, truncated := collectFilesUpTo(work, nil, 10<<20, 100, total)
+	runtime.ReadMemStats(&after)
+
+	if !truncated {
+		t.Error("files_truncated false, want true")
+	}
+	var sum int64
+	var names []string
+	for _, f := range got {
+		sum += f.Size
+		names = append(names, f.Path)
+		data, err := base64.StdEncoding.DecodeString(f.ContentBase64)
+		if err != nil || !bytes.Equal(data, files[f.Path]) || int64(len(data)) != f.Size {
+			t.Errorf("%s: content does not match the file (size %d, %v)", f.Path, f.Size, err)
+		}
+	}
+	if sum > total {
+		t.Errorf("returned %d bytes, over the cap of %d", sum, total)
+	}
+	want := "[big/f00.bin big/f01.bin big/f02.bin big/f03.bin big/f04.bin big/f05.bin big/f06.bin big/f07.bin z-small.txt]"
+	if fmt.Sprint(names) != want {
+		t.Errorf("files %v, want %s", names, want)
+	}
+	// What was allocated: the result (base64: 4/3 of the cap) and the file being read, not
+	// the 48 MiB on disk.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*total {
+		t.Errorf("collecting allocated %d bytes, more than 3 times the cap of %d", alloc, total)
+	}
+}
+
+// TestCollectFilesCapsTogether checks the total cap beside the count and size caps, and that
+// an input file left as it was neither counts against the cap nor is reported as left out.
+func TestCollectFilesCapsTogether(t *testing.T) {
+	input := bytes.Repeat([]byte("i"), 3000)
+	tests := []struct {
+		name      string
+		files     map[string][]byte
+		maxBytes  int64
+		maxFiles  int
+		maxTotal  int64
+		want      string
+		truncated bool
+	}{
+		{"all fit", map[string][]byte{"a": []byte("12345"), "b": []byte("678")}, 100, 10, 8, "[a b]", false},
+		{"no total given is the default, not no cap", map[string][]byte{"a": make([]byte, DefaultMaxFilesOutBytes/2+1), "b": make([]byte, DefaultMaxFilesOutBytes/2)}, 0, 10, 0, "[a]", true},
+		{"the total cap leaves one out", map[string][]byte{"a": []byte("12345"), "b": []byte("678")}, 100, 10, 7, "[a]", true},
+		{"a smaller file after one left out", map[string][]byte{"a": []byte("12345"), "b": []byte("6789"), "c": []byte("0")}, 100, 10, 6, "[a c]", true},
+		{"the count cap first", map[string][]byte{"a": []byte("1"), "b": []byte("2"), "c": []byte("3")}, 100, 2, 100, "[a b]", true},
+		{"the file cap", map[string][]byte{"a": []byte("12345"), "b": []byte("6")}, 4, 10, 100, "[b]", true},
+		{"empty files fit in a spent cap", map[string][]byte{"a": []byte("12"), "b": {}}, 100, 10, 2, "[a b]", false},
+		{"an unchanged input over the caps is skipped", map[string][]byte{"in.txt": input, "out.txt": []byte("new")}, 100, 1, 10, "[out.txt]", false},
+		{"a changed input over the cap is left out", map[string][]byte{"in.txt": append([]byte("x"), input[1:]...), "out.txt": []byte("new")}, 100, 10, 10, "[out.txt]", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			work := t.TempDir()
+			writeTestFiles(t, work, tt.files)
+			got, truncated := collectFilesUpTo(work, map[string][]byte{"in.txt": input}, tt.maxBytes, tt.maxFiles, tt.maxTotal)
+			var names []string
+			for _, f := range got {
+				names = append(names, f.Path)
+			}
+			if fmt.Sprint(names) != tt.want || truncated != tt.truncated {
+				t.Errorf("files %v truncated %v, want %s %v", names, truncated, tt.want, tt.truncated)
+			}
+		})
+	}
+}
+
+// TestCollectFilesSkipsWhatIsNotARegularFile keeps collectFiles' guarantees under the new
+// reader: a symlink (even to a file inside work) and a FIFO are neither followed nor read.
+func TestCollectFilesSkipsWhatIsNotARegularFile(t *testing.T) {
+	work := t.TempDir()
+	writeTestFiles(t, work, map[string][]byte{"real.txt": []byte("ok")})
+	if err := os.Symlink("/etc/passwd", filepath.Join(work, "leak")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real.txt", filepath.Join(work, "alias")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(work, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, truncated := collectFilesUpTo(work, nil, 100, 10, 100)
+	if len(got) != 1 || got[0].Path != "real.txt" || truncated {
+		t.Errorf("files %+v truncated %v, want real.txt alone", got, truncated)
+	}
+}

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// workDirMode is the mode of a work dir re-created by the readiness check: the executor's
+// (spawn.NewSpawn), so executions running as another user can still reach their directories.
+const workDirMode = 0o711
+
+// readyCheck is one condition of readiness beyond the server's own state: the socket is the
+// server's, the work dir exists. A check may repair what it checks (re-create the socket
+// file, the work dir) and fails when it cannot.
+type readyCheck struct {
+	name string
+	run  func() error
+	last string // the last failure, to log each new one once; "" while it passes
+}
+
+// addReadyCheck adds a check to every readiness check.
+func (s *Server) addReadyCheck(name string, run func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, &readyCheck{name: name, run: run})
+}
+
+// Ready says whether the server takes work, and why not: it must be ready (SetReady, with an
+// executor), not draining, and pass its checks: its socket is still the file it bound (a
+// socket file that was removed, or replaced by a stale one, is re-created; one that another
+// server listens on is never taken over) and its work dir exists (re-created when removed).
+// /readyz answers with it. A check that starts failing is logged once with its reason, and
+// again when it passes.
+func (s *Server) Ready() (ok bool, reason string) {
+	s.mu.Lock()
+	draining, checks := s.draining, s.checks
+	s.mu.Unlock()
+	if draining {
+		return false, drainingMessage
+	}
+	var problems []string
+	for _, c := range checks {
+		// Checks run one at a time: a repair must not race another one.
+		s.checkMu.Lock()
+		err := c.run()
+		switch {
+		case err != nil && err.Error() != c.last:
+			s.log.Error(err, "not ready", "check", c.name)
+			c.last = err.Error()
+		case err == nil && c.last != "":
+			s.log.Info("ready again", "check", c.name)
+			c.last = ""
+		}
+		s.checkMu.Unlock()
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	s.mu.Lock()
+	s.failing = len(problems) > 0
+	s.updateReadyGauge()
+	s.mu.Unlock()
+	if ok, reason := s.state(); !ok {
+		return false, strings.Join(append([]string{reason}, problems...), "; ")
+	}
+	if len(problems) > 0 {
+		return false, "not ready: " + strings.Join(problems, "; ")
+	}
+	return true, ""
+}
+
+// checkWorkDir checks that the work dir exists, and re-creates it when it was removed. It
+// never removes what is at its path: a file, or a symlink put there, fails the check.
+func (s *Server) checkWorkDir() error {
+	dir := s.cfg.WorkDir
+	fi, err := os.Lstat(dir)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return fmt.Errorf("work dir %s is a %s, not a directory", dir, describeType(fi.Mode()))
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("work dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, workDirMode); err != nil {
+		return fmt.Errorf("work dir %s was removed and cannot be re-created: %w", dir, err)
+	}
+	s.log.Info("work dir re-created", "workDir", dir)
+	return nil
+}

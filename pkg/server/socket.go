@@ -1,0 +1,146 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// Timeouts of the socket's HTTP server.
+const (
+	// SocketReadHeaderTimeout is how long a client has to send a request's headers, from the
+	// connection (or the end of the previous response) on: a client that connects and sends
+	// nothing, or trickles its headers, is cut off after it.
+	SocketReadHeaderTimeout = 10 * time.Second
+	// SocketIdleTimeout closes a kept-alive connection idle this long. It is longer than the
+	// 30 s after which pkg/client closes its own idle connections, so the client closes first
+	// and never sends a request on a connection that the server is closing.
+	SocketIdleTimeout = 60 * time.Second
+)
+
+// errNotServing fails readiness while the socket's Serve is not running.
+var errNotServing = errors.New("the socket is not served")
+
+// SocketConfig is where the API socket is, and who may connect to it (see Listen).
+type SocketConfig struct {
+	Path string
+	Mode os.FileMode
+	GID  int // -1 leaves the group
+}
+
+// Socket serves a Server's API on its Unix socket and keeps that socket the server's own:
+//   - connections open at once are capped, in all (Limits.MaxConnections) and per peer uid
+//     (Limits.MaxConnectionsPerUID); one over a cap is closed at once and logged once per
+//     burst;
+//   - a client that sends its headers too slowly, or a connection left idle, is closed
+//     (SocketReadHeaderTimeout, SocketIdleTimeout);
+//   - each readiness check (Server.Ready, /readyz) compares the file at the path with the one
+//     bind created: a socket file removed, or replaced by a stale socket, is re-created with
+//     Listen's checks, so the server serves again; one that another server listens on is
+//     never taken over, and the server is not ready while it is there.
+//
+// Create it with Server.ListenSocket, run Serve, and stop it by passing HTTPServer to
+// Server.Shutdown.
+type Socket struct {
+	srv   *Server
+	cfg   SocketConfig
+	hs    *http.Server
+	conns *connLimiter
+
+	mu      sync.Mutex
+	ln      *credListener // the listener on the path now
+	serving bool          // Serve runs
+}
+
+// ListenSocket listens on cfg.Path with Listen and returns the Socket that serves the API
+// there; nothing is served until Serve. Its check is added to the server's readiness.
+func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
+	ln, err := Listen(cfg.Path, cfg.Mode, cfg.GID)
+	if err != nil {
+		return nil, err
+	}
+	k := &Socket{
+		srv:   s,
+		cfg:   cfg,
+		conns: newConnLimiter(s.cfg.Limits.MaxConnections, s.cfg.Limits.MaxConnectionsPerUID, s.log, s.m),
+	}
+	k.ln = ln.(*credListener)
+	k.ln.conns = k.conns
+	k.hs = &http.Server{
+		Handler:           s.Handler(),
+		ConnContext:       ConnContext,
+		ReadHeaderTimeout: SocketReadHeaderTimeout,
+		IdleTimeout:       SocketIdleTimeout,
+	}
+	s.addReadyCheck("socket", k.check)
+	return k, nil
+}
+
+// HTTPServer is the socket's HTTP server, for Server.Shutdown.
+func (k *Socket) HTTPServer() *http.Server { return k.hs }
+
+// Serve serves the API until the HTTP server is shut down (http.ErrServerClosed) or its
+// listener fails. When a readiness check re-creates the socket, Serve goes on with the new
+// listener.
+func (k *Socket) Serve() error {
+	k.mu.Lock()
+	k.serving = true
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.serving = false
+		k.mu.Unlock()
+	}()
+	for {
+		k.mu.Lock()
+		ln := k.ln
+		k.mu.Unlock()
+		err := k.hs.Serve(ln)
+		k.mu.Lock()
+		replaced := k.ln != ln
+		k.mu.Unlock()
+		if !replaced || errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+}
+
+// check is the socket's readiness check: the file at the path is still the socket this
+// server bound and serves. When it is not, it listens anew with Listen — which refuses to
+// take over a socket another server answers on, and anything that is not a socket — and
+// hands the new listener to Serve. Server.Ready runs it with checkMu held.
+func (k *Socket) check() error {
+	k.mu.Lock()
+	ln, serving := k.ln, k.serving
+	k.mu.Unlock()
+	if !serving {
+		return errNotServing
+	}
+	lost := ln.owned()
+	if lost == nil {
+		return nil
+	}
+	k.srv.mu.Lock()
+	draining := k.srv.draining
+	k.srv.mu.Unlock()
+	if draining {
+		return lost // shutting down: no new socket
+	}
+	nl, err := Listen(k.cfg.Path, k.cfg.Mode, k.cfg.GID)
+	if err != nil {
+		return fmt.Errorf("%w; not re-created: %w", lost, err)
+	}
+	cl := nl.(*credListener)
+	cl.conns = k.conns // connections of the old listener still hold their places
+	k.mu.Lock()
+	k.ln = cl
+	k.mu.Unlock()
+	// The old listener's file is gone or is not ours: close it without touching the path.
+	// Serve's http.Server.Serve on it returns, and Serve goes on with the new one.
+	ln.abandon()
+	k.srv.log.Info("socket re-created", "socket", k.cfg.Path, "why", lost.Error())
+	return nil
+}
