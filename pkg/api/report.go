@@ -34,6 +34,9 @@ type Report struct {
 	Paths         []Path        `json:"paths"`
 	// Packages is the packages dir after init's installs (--install); nil without a packages dir.
 	Packages *Packages `json:"packages,omitempty"`
+	// Isolation is what the kernel offers to confine executions; a missing layer is also a
+	// warning in Problems.
+	Isolation *Isolation `json:"isolation,omitempty"`
 	// Problems are sentences for a person, hard failures and warnings alike.
 	Problems   []string `json:"problems"`
 	DurationMS float64  `json:"duration_ms"`

@@ -19,6 +19,8 @@ import (
 
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
+
+	"github.com/pyexec/pyexec/pkg/api"
 )
 
 // Landlock ABI versions that bring what confine uses.
@@ -40,13 +42,16 @@ type Kernel struct {
 	Seccomp bool
 }
 
-// Probe asks the kernel what it offers. maxABI caps the Landlock ABI used (0: no cap), so that
-// every fallback path can run on a newer kernel.
+// NoCap is Probe's maxABI for "the Landlock ABI the kernel has".
+const NoCap = -1
+
+// Probe asks the kernel what it offers. maxABI caps the Landlock ABI used (NoCap: none; 0:
+// no Landlock), so that every fallback path can run on a newer kernel.
 func Probe(maxABI int) Kernel {
 	var k Kernel
 	if abi, err := llsys.LandlockGetABIVersion(); err == nil && abi > 0 {
 		k.LandlockABI = abi
-		if maxABI > 0 && abi > maxABI {
+		if maxABI >= 0 && abi > maxABI {
 			k.LandlockABI = maxABI
 		}
 	}
@@ -68,6 +73,8 @@ func (k Kernel) Layers() []Layer {
 			Without: "code can open Unix sockets (the API socket), ptrace, and use the network"},
 		{Name: LayerNetwork, Active: k.Seccomp || k.LandlockABI >= abiNetwork,
 			Without: "code can open network connections"},
+		// prctl(PR_SET_DUMPABLE) is in every kernel pyexec runs on.
+		{Name: LayerNonDumpable, Active: true},
 	}
 }
 
@@ -84,6 +91,9 @@ const (
 	LayerScopedSignals = "scoped_signals"
 	LayerSeccomp       = "seccomp"
 	LayerNetwork       = "network_control"
+	// LayerNonDumpable: the server, the zygote, the supervisors and the code's own process
+	// are non-dumpable, so code of the same uid cannot read their /proc files or ptrace them.
+	LayerNonDumpable = "non_dumpable"
 )
 
 // Layer is one layer of confinement and whether the kernel gives it.
@@ -92,6 +102,20 @@ type Layer struct {
 	Active bool
 	// Without says which attacks are open when the layer is missing.
 	Without string
+}
+
+// Info says what confines executions on this kernel, for the report, GET /v1/info and the
+// logs; network is the server's policy ("deny" or "allow"), empty where there is none yet.
+func (k Kernel) Info(network string) *api.Isolation {
+	iso := &api.Isolation{LandlockABI: k.LandlockABI, Network: network, Layers: []api.IsolationLayer{}}
+	for _, l := range k.Layers() {
+		layer := api.IsolationLayer{Name: l.Name, Active: l.Active}
+		if !l.Active {
+			layer.Missing = l.Without
+		}
+		iso.Layers = append(iso.Layers, layer)
+	}
+	return iso
 }
 
 // Missing returns the layers that are not active.

@@ -31,7 +31,7 @@ var defaultLimits = Limits{Timeout: 20 * time.Second, MemoryLimitMB: 1024, MaxOu
 // case runs against each.
 func modes(t *testing.T) map[string]Executor {
 	t.Helper()
-	return modesWith(t, Isolation{Kernel: confine.Probe(0)})
+	return modesWith(t, Isolation{Kernel: confine.Probe(confine.NoCap)})
 }
 
 // modesWith are the executors with the given confinement.
@@ -496,8 +496,7 @@ const forkBombUID = 61001
 func processesOf(uid int) []int {
 	var out []int
 	for _, p := range readProc() {
-		var st syscall.Stat_t
-		if !p.zombie && syscall.Stat("/proc/"+strconv.Itoa(p.pid), &st) == nil && int(st.Uid) == uid {
+		if owner, ok := testutil.ProcessUID(p.pid); !p.zombie && ok && owner == uid {
 			out = append(out, p.pid)
 		}
 	}

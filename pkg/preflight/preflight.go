@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/pathcheck"
 	"github.com/pyexec/pyexec/pkg/pyreq"
@@ -51,6 +52,9 @@ type Options struct {
 	InstallTimeout time.Duration
 	// Timeout bounds each interpreter run (inspection, venv creation).
 	Timeout time.Duration
+	// Kernel is what the kernel offers to confine executions (confine.Probe); nil leaves
+	// the report's isolation out.
+	Kernel *confine.Kernel
 
 	Finder    python.Finder
 	MountInfo string   // pathcheck.DefaultMountInfo unless testing
@@ -105,6 +109,12 @@ func (p *run) warn(format string, args ...any) {
 func (p *run) do(ctx context.Context) {
 	for _, w := range p.opts.Container.Warnings {
 		p.warn("container detection: %s", w)
+	}
+	if k := p.opts.Kernel; k != nil {
+		p.report.Isolation = k.Info("")
+		for _, l := range k.Missing() {
+			p.warn("isolation: the kernel lacks %s: %s", l.Name, l.Without)
+		}
 	}
 	checker, err := pathcheck.NewChecker(p.opts.MountInfo)
 	if err != nil {
@@ -318,6 +328,15 @@ func Summary(r *api.Report) string {
 			total += m.ImportMS
 		}
 		fmt.Fprintf(&b, " preload=%s (%.0f ms)", strings.Join(mods, ","), total)
+	}
+	if iso := r.Isolation; iso != nil {
+		var active []string
+		for _, l := range iso.Layers {
+			if l.Active {
+				active = append(active, l.Name)
+			}
+		}
+		fmt.Fprintf(&b, " isolation=landlock%d:%s", iso.LandlockABI, strings.Join(active, ","))
 	}
 	if len(r.Problems) == 0 {
 		b.WriteString(" problems=none")

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/pathcheck"
 	"github.com/pyexec/pyexec/pkg/pyreq"
 	"github.com/pyexec/pyexec/pkg/python"
@@ -283,6 +284,46 @@ func BenchmarkPreflight(b *testing.B) {
 		r, err := Run(context.Background(), opts)
 		if err != nil || len(r.Requirements) != 50 {
 			b.Fatalf("err=%v requirements=%d", err, len(r.Requirements))
+		}
+	}
+}
+
+// The report says what the kernel offers to confine executions, and each missing layer is a
+// warning that names the attacks it leaves open; the summary line lists the active ones.
+func TestRunReportsIsolation(t *testing.T) {
+	for _, tc := range []struct {
+		kernel      confine.Kernel
+		wantSummary string
+		wantMissing []string
+	}{
+		{confine.Kernel{LandlockABI: 7, Seccomp: true}, " isolation=landlock7:landlock_filesystem,scoped_signals,seccomp,network_control,non_dumpable ", nil},
+		{confine.Kernel{LandlockABI: 3, Seccomp: true}, " isolation=landlock3:landlock_filesystem,seccomp,network_control,non_dumpable ", []string{confine.LayerScopedSignals}},
+		{confine.Kernel{}, " isolation=landlock0:non_dumpable ", []string{confine.LayerFilesystem, confine.LayerScopedSignals, confine.LayerSeccomp, confine.LayerNetwork}},
+	} {
+		opts := options(t, inContainer)
+		opts.Kernel = &tc.kernel
+		r, err := Run(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Isolation == nil || r.Isolation.LandlockABI != tc.kernel.LandlockABI || len(r.Isolation.Layers) != 5 {
+			t.Fatalf("isolation = %+v", r.Isolation)
+		}
+		var missing []string
+		for _, p := range r.Problems {
+			if rest, ok := strings.CutPrefix(p, "isolation: the kernel lacks "); ok {
+				name, why, _ := strings.Cut(rest, ": ")
+				if why == "" {
+					t.Errorf("problem %q does not say what is open", p)
+				}
+				missing = append(missing, name)
+			}
+		}
+		if strings.Join(missing, ",") != strings.Join(tc.wantMissing, ",") || !r.OK {
+			t.Errorf("kernel %+v: missing %v, want %v (ok=%v)", tc.kernel, missing, tc.wantMissing, r.OK)
+		}
+		if sum := Summary(r); !strings.Contains(sum, tc.wantSummary) {
+			t.Errorf("summary %q lacks %q", sum, tc.wantSummary)
 		}
 	}
 }

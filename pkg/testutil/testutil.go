@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -148,4 +149,22 @@ func SharedTempDir(t testing.TB, binName string) (dir, bin string) {
 		t.Fatal(err)
 	}
 	return dir, bin
+}
+
+// ProcessUID returns the real uid of a process, from /proc/PID/status: the owner of /proc/PID
+// is root for a non-dumpable process, whatever its uid.
+func ProcessUID(pid int) (int, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				uid, err := strconv.Atoi(f[0])
+				return uid, err == nil
+			}
+		}
+	}
+	return 0, false
 }

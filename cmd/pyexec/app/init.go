@@ -14,6 +14,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/cli"
+	"github.com/pyexec/pyexec/pkg/confine"
 
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/packages"
@@ -202,6 +203,7 @@ func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) 
 
 	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
 	home := lookupOr(io.LookupEnv, "HOME", "/")
+	kernel := confine.Probe(confine.NoCap)
 	report, err := preflight.Run(ctx, preflight.Options{
 		Container:      c,
 		Python:         cfg.Python,
@@ -219,6 +221,7 @@ func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) 
 		MountInfo:      pathcheck.DefaultMountInfo,
 		Env:            python.Env(path, home),
 		Version:        version.Version,
+		Kernel:         &kernel,
 		Log:            log,
 	})
 	if !errors.Is(err, preflight.ErrReportPath) {

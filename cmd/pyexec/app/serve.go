@@ -20,9 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/cli"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/packages"
@@ -59,6 +61,14 @@ type ServeConfig struct {
 	WarmupCode  string // --warmup-code: what a spare runs before it waits
 	// AllowPackages are the patterns of packages code may install at run time.
 	AllowPackages []string
+	// Network is the network policy of code: deny or allow (--network).
+	Network string
+	// RequireIsolation refuses to start when a layer of confinement is missing.
+	RequireIsolation bool
+	// MaxLandlockABI caps the Landlock ABI used (-1: what the kernel has; 0: none).
+	MaxLandlockABI int
+	// Seccomp installs the seccomp filter in executions (--seccomp).
+	Seccomp bool
 
 	MaxConcurrent   int
 	Queue           int
@@ -74,6 +84,10 @@ type ServeConfig struct {
 	MaxProcesses     int
 	MaxFileBytes     int64
 	MaxFilesOut      int
+	MaxFilesOutBytes int64
+
+	MaxConnections       int // --max-connections: open at once on the socket
+	MaxConnectionsPerUID int // --max-connections-per-uid: of one peer uid
 
 	// Filled by Validate.
 	mode       os.FileMode
@@ -115,11 +129,15 @@ func (c *ServeConfig) Validate() error {
 	if c.policy, err = packages.NewPolicy(c.AllowPackages); err != nil {
 		return &UsageError{Err: err}
 	}
+	if c.Network != networkDeny && c.Network != networkAllow {
+		return usageErrorf("--network %q: want deny or allow", c.Network)
+	}
 	checks := []struct {
 		ok  bool
 		msg string
 	}{
 		{c.Warm >= 0, "--warm must not be negative"},
+		{c.MaxLandlockABI >= confine.NoCap, "--max-landlock-abi: want -1 (what the kernel has), 0 (no Landlock) or a version"},
 		{c.MaxConcurrent > 0, "--max-concurrent must be positive"},
 		{c.Queue >= 0, "--queue must not be negative"},
 		{c.DrainTimeout >= 0, "--drain-timeout must not be negative"},
@@ -133,6 +151,10 @@ func (c *ServeConfig) Validate() error {
 		{c.MaxProcesses >= 0, "--max-processes must not be negative (0: no limit)"},
 		{c.MaxFileBytes > 0, "--max-file-bytes must be positive"},
 		{c.MaxFilesOut >= 0, "--max-files-out must not be negative"},
+		{c.MaxFilesOutBytes > 0, "--max-files-out-bytes must be positive"},
+		{c.MaxConnections > 0, "--max-connections must be positive"},
+		{c.MaxConnectionsPerUID > 0, "--max-connections-per-uid must be positive"},
+		{c.MaxConnectionsPerUID <= c.MaxConnections, fmt.Sprintf("--max-connections-per-uid %d is over --max-connections %d", c.MaxConnectionsPerUID, c.MaxConnections)},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
@@ -215,6 +237,10 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
+	f.StringVar(&cfg.Network, "network", networkDeny, "network for code: deny (no sockets but socketpair) or allow; a request's \"network\" may turn it off, or on only when allowed")
+	f.BoolVar(&cfg.RequireIsolation, "require-isolation", false, "refuse to start when the kernel lacks a layer of confinement (Landlock filesystem and scoped signals, seccomp); without it the sidecar warns once and starts")
+	f.IntVar(&cfg.MaxLandlockABI, "max-landlock-abi", confine.NoCap, "use at most this Landlock ABI version, as on an older kernel (-1: what the kernel has; 0: no Landlock)")
+	f.BoolVar(&cfg.Seccomp, "seccomp", true, "install the seccomp filter in executions; false leaves code able to open Unix sockets, ptrace, use the network and, without Landlock ABI 6, signal the server")
 	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
 	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", runtime.NumCPU(), "executions that run at once")
 	f.IntVar(&cfg.Queue, "queue", 16, "executions that may wait for a slot; more get 429 at once")
@@ -229,6 +255,9 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntVar(&cfg.MaxProcesses, "max-processes", 128, "RLIMIT_NPROC of executions: processes and threads of their user (0: no limit)")
 	f.Int64Var(&cfg.MaxFileBytes, "max-file-bytes", 10<<20, "largest file an execution may write (RLIMIT_FSIZE) and the largest returned")
 	f.IntVar(&cfg.MaxFilesOut, "max-files-out", 32, "most files returned from an execution")
+	f.Int64Var(&cfg.MaxFilesOutBytes, "max-files-out-bytes", 32<<20, "total size of the files returned from an execution; files past it are left out (files_truncated)")
+	f.IntVar(&cfg.MaxConnections, "max-connections", 256, "connections open at once on the socket; more are closed at once")
+	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
 	return cmd
 }
 
@@ -242,19 +271,40 @@ func (c *ServeConfig) limits() api.Limits {
 		MaxProcesses:      c.MaxProcesses,
 		MaxFileBytes:      c.MaxFileBytes,
 		MaxFilesOut:       c.MaxFilesOut,
+		MaxFilesOutBytes:  c.MaxFilesOutBytes,
 		MaxRequestBytes:   c.MaxRequestBytes,
 		MaxConcurrent:     c.MaxConcurrent,
 		Queue:             c.Queue,
+
+		MaxConnections:       c.MaxConnections,
+		MaxConnectionsPerUID: c.MaxConnectionsPerUID,
+		AllowNetwork:         c.Network == networkAllow,
 	}
 }
 
+// Values of --network.
+const (
+	networkDeny  = "deny"
+	networkAllow = "allow"
+)
+
 func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) error {
 	log := logs.New(io.Stderr, g.Log).WithName("serve")
-	reaper, err := executor.NewReaper(log.WithName("reaper"))
-	if err != nil {
-		return err
+	// Code runs as this uid: non-dumpable, its /proc files (environ, mem, fd) and ptrace are
+	// out of the code's reach.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("making the server non-dumpable: %w", err)
 	}
-	ln, err := server.Listen(cfg.Socket, cfg.mode, cfg.gid)
+	kernel := confine.Probe(cfg.MaxLandlockABI)
+	kernel.Seccomp = kernel.Seccomp && cfg.Seccomp
+	isolation := kernel.Info(cfg.Network)
+	if missing := kernel.Missing(); len(missing) > 0 {
+		if cfg.RequireIsolation {
+			return fmt.Errorf("--require-isolation: the kernel lacks %s", describeMissing(missing))
+		}
+		log.Info("WARNING: executions are not fully confined on this kernel", "missing", describeMissing(missing))
+	}
+	reaper, err := executor.NewReaper(log.WithName("reaper"))
 	if err != nil {
 		return err
 	}
@@ -268,18 +318,28 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 			func() float64 { rss, _ := executor.TreeMemory(os.Getpid()); return float64(rss) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_sidecar_pss_bytes", Help: "Proportional memory of pyexec serve and every process below it: pages shared copy-on-write count once in total."},
 			func() float64 { _, pss := executor.TreeMemory(os.Getpid()); return float64(pss) }))
+	layers := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"})
+	for _, l := range isolation.Layers {
+		layers.WithLabelValues(l.Name).Set(map[bool]float64{true: 1}[l.Active])
+	}
+	reg.MustRegister(layers)
 	srv := server.New(server.Config{
 		Limits:    cfg.limits(),
 		AllowUIDs: cfg.AllowUIDs,
 		LogCode:   cfg.LogCode,
 		Version:   version.Version,
 		Mode:      cfg.Mode,
+		WorkDir:   cfg.WorkDir,
 	}, nil, log, reg)
 
-	api := &http.Server{Handler: srv.Handler(), ConnContext: server.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	sock, err := srv.ListenSocket(server.SocketConfig{Path: cfg.Socket, Mode: cfg.mode, GID: cfg.gid})
+	if err != nil {
+		return err
+	}
+	api := sock.HTTPServer()
 	servers := []*http.Server{api}
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- api.Serve(ln) }()
+	go func() { serveErr <- sock.Serve() }()
 	log.Info("listening", "socket", cfg.Socket)
 	if cfg.ProbeAddr != "" {
 		pl, err := net.Listen("tcp", cfg.ProbeAddr)
@@ -287,7 +347,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 			_ = srv.Shutdown(context.Background(), api)
 			return fmt.Errorf("--probe-addr %s: %w", cfg.ProbeAddr, err)
 		}
-		probe := &http.Server{Handler: srv.ProbeHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+		probe := &http.Server{Handler: srv.ProbeHandler(reg), ReadHeaderTimeout: server.SocketReadHeaderTimeout, IdleTimeout: server.SocketIdleTimeout}
 		servers = append(servers, probe)
 		go func() { serveErr <- probe.Serve(pl) }()
 		log.Info("serving probes", "addr", pl.Addr().String())
@@ -296,7 +356,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	// The reaper outlives the signal: during the drain, orphans must still be reaped.
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	defer stopReaping()
-	if err := becomeReady(ctx, reapCtx, io, log, cfg, srv, reaper, reg); err != nil {
+	if err := becomeReady(ctx, reapCtx, io, log, cfg, srv, reaper, reg, kernel, isolation); err != nil {
 		log.Error(err, "not ready")
 	}
 
@@ -320,9 +380,10 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 // becomeReady loads the preflight report (or runs the preflight once), starts the reaper and
 // the executor, and marks the server ready. On failure the server stays up and not ready, so
 // /v1/info and the logs say why.
-func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer) error {
+func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer,
+	kernel confine.Kernel, isolation *api.Isolation) error {
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)
-	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits()}
+	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits(), Isolation: isolation}
 	if report != nil {
 		info.Container, info.Python, info.Policy = report.Container, report.Python, report.Policy
 		info.Preflight = api.Preflight{OK: report.OK, Summary: preflight.Summary(report), Problems: report.Problems, Source: source}
@@ -347,6 +408,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 		Path:        lookupOr(io.LookupEnv, "PATH", defaultPath),
 		Credential:  cfg.credential,
 		Reaper:      reaper,
+		Isolation:   executor.Isolation{Kernel: kernel},
 		Log:         log.WithName("executor"),
 	}
 	var ex executor.Executor
@@ -389,7 +451,8 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 	}
 	info.Ready = true
 	srv.SetReady(info)
-	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir)
+	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir,
+		"landlockABI", isolation.LandlockABI, "network", isolation.Network, "isolation", activeLayers(isolation))
 	return nil
 }
 
@@ -420,4 +483,22 @@ func preloaded(report *api.Report) []string {
 		}
 	}
 	return mods
+}
+
+// activeLayers lists the layers in force, "name=true|false", for the ready line.
+func activeLayers(iso *api.Isolation) string {
+	parts := make([]string, 0, len(iso.Layers))
+	for _, l := range iso.Layers {
+		parts = append(parts, fmt.Sprintf("%s=%t", l.Name, l.Active))
+	}
+	return strings.Join(parts, ",")
+}
+
+// describeMissing names the missing layers and what each leaves open.
+func describeMissing(missing []confine.Layer) string {
+	parts := make([]string, 0, len(missing))
+	for _, l := range missing {
+		parts = append(parts, fmt.Sprintf("%s (%s)", l.Name, l.Without))
+	}
+	return strings.Join(parts, "; ")
 }

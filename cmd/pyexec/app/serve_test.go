@@ -41,24 +41,46 @@ type sidecar struct {
 // startSidecar starts `pyexec serve` with a private socket and report and waits until ready.
 func startSidecar(t testing.TB, wrap []string, args ...string) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, sidecarOptions{wrap: wrap}, args...)
+}
+
+// sidecarOptions say how to start a sidecar.
+type sidecarOptions struct {
+	wrap []string // a command that runs pyexec, such as setpriv
+	bin  string   // the pyexec binary; default this test binary
+	dir  string   // where its files go (short: socket paths are limited to 108 bytes); default a new one
+	uid  int      // run as this uid and gid, with no capability; 0: as the test
+}
+
+func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
+	t.Helper()
 	py := testutil.RequireSystemPython(t)
-	dir, err := os.MkdirTemp("", "pxs") // short: socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil { // executions run as nobody and must reach their work dir
-		t.Fatal(err)
+	dir := o.dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "pxs"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o755); err != nil { // executions run as nobody and must reach their work dir
+			t.Fatal(err)
+		}
 	}
 	s := &sidecar{t: t, socket: filepath.Join(dir, "run", "pyexec.sock"), done: make(chan struct{})}
 	full := append([]string{"serve", "--python", py, "--socket", s.socket, "--report", filepath.Join(dir, "run", "preflight.json"),
 		"--packages-dir", filepath.Join(dir, "packages"), "--work-dir", filepath.Join(dir, "work"), "--probe-addr", "127.0.0.1:0"}, args...)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	self := o.bin
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	argv := append(append(append([]string{}, wrap...), self), full...)
+	argv := append(append(append([]string{}, o.wrap...), self), full...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
+	if o.uid != 0 {
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
+	}
 	s.cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PYEXEC_CONTAINER=true", "PATH=/usr/bin:/bin", "HOME=/", "PYEXEC_TEST_SECRET=hunter2"}
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -511,8 +533,7 @@ func processesOfUID(uid int) []int {
 	}
 	var out []int
 	for _, p := range procs {
-		var st syscall.Stat_t
-		if p.state == "Z" || syscall.Stat("/proc/"+strconv.Itoa(p.pid), &st) != nil || int(st.Uid) != uid {
+		if owner, ok := testutil.ProcessUID(p.pid); p.state == "Z" || !ok || owner != uid {
 			continue
 		}
 		if sup := p.ppid; kids[p.pid] == 0 && kids[sup] == 1 && ownedByRoot(sup) && isZygote(parent[sup]) {
@@ -628,5 +649,92 @@ func TestPyexecBench(t *testing.T) {
 	failing := run(t, nil, "bench", "--socket", s.socket, "-n", "3", "--warmup", "0", "--code", "raise SystemExit(2)")
 	if failing.code != ExitOK || !strings.Contains(failing.stdout, "executions: 0 ok, 3 failed") || !strings.Contains(failing.stdout, "exit code 2") {
 		t.Fatalf("failing code: exit %d stdout %q", failing.code, failing.stdout)
+	}
+}
+
+// parseServe parses a serve command line without running it.
+func parseServe(t *testing.T, vars map[string]string, args ...string) *ServeConfig {
+	t.Helper()
+	var got *ServeConfig
+	var out strings.Builder
+	root := NewRootCommand(IO{Stdout: &out, Stderr: &out, LookupEnv: env(vars)}, Runners{
+		Serve: func(_ context.Context, c *ServeConfig) error { got = c; return nil },
+	})
+	root.SetArgs(append([]string{"serve"}, args...))
+	if err := root.Execute(); err != nil {
+		t.Fatalf("serve %v: %v: %s", args, err, out.String())
+	}
+	return got
+}
+
+// The caps that keep the server itself safe: the total of returned files and the connections
+// of the socket, from flags and PYEXEC_* variables, into /v1/info's limits.
+func TestServeFilesOutAndConnectionFlags(t *testing.T) {
+	def := parseServe(t, nil)
+	if def.MaxFilesOutBytes != 32<<20 || def.MaxConnections != 256 || def.MaxConnectionsPerUID != 64 {
+		t.Errorf("defaults: files out bytes %d, connections %d, per uid %d", def.MaxFilesOutBytes, def.MaxConnections, def.MaxConnectionsPerUID)
+	}
+	c := parseServe(t, map[string]string{"PYEXEC_MAX_FILES_OUT_BYTES": "1000", "PYEXEC_MAX_CONNECTIONS": "10", "PYEXEC_MAX_CONNECTIONS_PER_UID": "3"},
+		"--max-connections-per-uid", "4")
+	lim := c.limits()
+	if lim.MaxFilesOutBytes != 1000 || lim.MaxConnections != 10 || lim.MaxConnectionsPerUID != 4 {
+		t.Errorf("limits %+v; want files out bytes 1000, connections 10, per uid 4 (the flag over the variable)", lim)
+	}
+	for args, want := range map[string]string{
+		"--max-files-out-bytes 0":                         "--max-files-out-bytes must be positive",
+		"--max-connections 0":                             "--max-connections must be positive",
+		"--max-connections-per-uid 0":                     "--max-connections-per-uid must be positive",
+		"--max-connections 8 --max-connections-per-uid 9": "--max-connections-per-uid 9 is over --max-connections 8",
+	} {
+		r := run(t, nil, append([]string{"serve"}, strings.Fields(args)...)...)
+		if r.code != ExitUsage || !strings.Contains(r.stderr, want) {
+			t.Errorf("serve %s: exit %d stderr %q; want exit 2 mentioning %q", args, r.code, r.stderr, want)
+		}
+	}
+}
+
+// Attack (11) on a real pyexec serve: the socket file is removed. The kubelet's next /readyz
+// re-creates it, and the app's next request is served on it; /v1/info reports the new caps.
+func TestServeRecreatesRemovedSocket(t *testing.T) {
+	s := startSidecar(t, nil, "--max-files-out-bytes", "2097152", "--max-connections", "32", "--max-connections-per-uid", "8")
+	if err := os.Remove(s.socket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.Info(context.Background()); err == nil {
+		t.Fatal("precondition: the removed socket still answered")
+	}
+	resp, err := http.Get("http://" + s.probe + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz after the socket was removed: %d %s; want 200 with a new socket", resp.StatusCode, body)
+	}
+	if res := s.execute(t, api.ExecuteRequest{Code: "print(3)"}); res.Stdout != "3\n" {
+		t.Fatalf("execution on the re-created socket: %+v", res)
+	}
+	waitForLog(t, s, func() bool { return len(s.logs("socket re-created")) == 1 })
+	info, err := s.client.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := info.Limits; l.MaxFilesOutBytes != 2<<20 || l.MaxConnections != 32 || l.MaxConnectionsPerUID != 8 {
+		t.Errorf("/v1/info limits %+v", l)
+	}
+}
+
+// Attack (7) on a real pyexec serve: code writes many files that together are far over
+// --max-files-out-bytes. The result holds at most the cap and says files were left out.
+func TestServeCapsFilesOutInTotal(t *testing.T) {
+	s := startSidecar(t, nil, "--max-files-out-bytes", "4194304", "--max-files-out", "100")
+	res := s.execute(t, api.ExecuteRequest{Code: "import os\nfor i in range(32):\n    open(f'f{i:02}.bin', 'wb').write(os.urandom(1 << 20))"})
+	var sum int64
+	for _, f := range res.Files {
+		sum += f.Size
+	}
+	if res.ExitCode != 0 || !res.FilesTruncated || len(res.Files) != 4 || sum != 4<<20 {
+		t.Fatalf("exit %d stderr %q: %d files, %d bytes, truncated %v; want 4 files of 1 MiB, truncated", res.ExitCode, res.Stderr, len(res.Files), sum, res.FilesTruncated)
 	}
 }
