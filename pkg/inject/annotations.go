@@ -109,6 +109,24 @@ const (
 	// becomes PYEXEC_ALLOW_UIDS of the sidecar. Default: every uid in the pod may call.
 	AnnotationAllowUIDs = "pyexec.dev/allow-uids"
 
+	// AnnotationNetwork is whether the code that the sidecar runs may use the network.
+	// Accepted: deny (no socket at all but socketpair) or allow (network sockets; Unix sockets
+	// stay denied). It becomes PYEXEC_NETWORK of the sidecar; a request may turn the network
+	// off, and on only under allow. Default: Defaults.Network (the injector's --network), deny
+	// when that is empty.
+	AnnotationNetwork = "pyexec.dev/network"
+
+	// AnnotationRequireIsolation is whether the sidecar refuses to start on a node whose kernel
+	// lacks a layer of confinement: Landlock (filesystem rules, and scoped signals, Landlock
+	// ABI 6: Linux 6.12 or later with Landlock enabled) and seccomp. Accepted: true or false.
+	// true: the sidecar exits at start on such a node, so no code runs less confined than
+	// expected (the pod does not become ready; with a native sidecar its app containers do
+	// not start). false: it logs a warning, reports the missing layers (GET /v1/info, the
+	// pyexec_isolation_layer_active metric) and serves. It becomes PYEXEC_REQUIRE_ISOLATION of
+	// the sidecar. Default: Defaults.RequireIsolation (the injector's --require-isolation;
+	// true in the chart).
+	AnnotationRequireIsolation = "pyexec.dev/require-isolation"
+
 	// AnnotationCPURequest is the CPU request of both pyexec containers, a quantity above
 	// zero (100m, 1). It must not exceed the CPU limit. Default: DefaultCPURequest.
 	AnnotationCPURequest = "pyexec.dev/cpu-request"
@@ -148,6 +166,14 @@ const (
 	AnnotationNativeSidecar = "pyexec.dev/native-sidecar"
 )
 
+// Values of AnnotationNetwork and Defaults.Network, as `pyexec serve --network` takes them.
+const (
+	// NetworkDeny keeps the code off the network.
+	NetworkDeny = "deny"
+	// NetworkAllow lets the code use the network.
+	NetworkAllow = "allow"
+)
+
 // Defaults of the sidecar's resources, used when the annotations leave them out.
 const (
 	// DefaultCPURequest is the CPU request of the pyexec containers (AnnotationCPURequest).
@@ -183,6 +209,11 @@ type Defaults struct {
 	// NativeSidecar is what AnnotationNativeSidecar "auto" means: the webhook sets it when the
 	// API server is 1.29 or later.
 	NativeSidecar bool
+	// Network is what an absent AnnotationNetwork means: NetworkDeny or NetworkAllow; empty
+	// means NetworkDeny.
+	Network string
+	// RequireIsolation is what an absent AnnotationRequireIsolation means.
+	RequireIsolation bool
 	// Force injects pods that do not carry LabelInject at all (offline use: inject every pod
 	// template of a file). A pod whose LabelInject has another value than "true", an injected
 	// pod and the injector's own pods are still left alone.
@@ -191,7 +222,9 @@ type Defaults struct {
 
 // Config is everything the injection needs, parsed from a pod's annotations and the Defaults
 // by ParseConfig. Zero values of the sidecar settings mean "not set": the sidecar's own
-// default applies and no variable is added.
+// default applies and no variable is added. The confinement settings (Network,
+// RequireIsolation) are the exception: the injector has defaults for them and always sets
+// their variables, so that the pod's spec says how its sidecar confines code.
 type Config struct {
 	Image      string            // image of both pyexec containers
 	PullPolicy corev1.PullPolicy // empty: left to the API server
@@ -206,6 +239,9 @@ type Config struct {
 	MemoryLimitMB int           // PYEXEC_MEMORY_LIMIT_MB; 0: not set
 	MaxConcurrent int           // PYEXEC_MAX_CONCURRENT; 0: not set
 	AllowUIDs     []uint32      // PYEXEC_ALLOW_UIDS; empty: every uid
+
+	Network          string // PYEXEC_NETWORK: NetworkDeny or NetworkAllow; empty: NetworkDeny
+	RequireIsolation bool   // PYEXEC_REQUIRE_ISOLATION
 
 	// Resources of both pyexec containers.
 	Resources corev1.ResourceRequirements
@@ -268,6 +304,12 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 		return nil, err
 	}
 	if cfg.AllowUIDs, err = p.uids(AnnotationAllowUIDs); err != nil {
+		return nil, err
+	}
+	if cfg.Network, err = p.network(d.Network); err != nil {
+		return nil, err
+	}
+	if cfg.RequireIsolation, err = p.boolean(AnnotationRequireIsolation, d.RequireIsolation); err != nil {
 		return nil, err
 	}
 	if cfg.Resources, err = p.resources(); err != nil {
@@ -340,6 +382,38 @@ func (p parser) uids(key string) ([]uint32, error) {
 		}
 	}
 	return out, nil
+}
+
+// network reads AnnotationNetwork, else the default def (NetworkDeny when empty).
+func (p parser) network(def string) (string, error) {
+	v, ok := p.get(AnnotationNetwork)
+	if !ok {
+		if def == "" {
+			return NetworkDeny, nil
+		}
+		if def != NetworkDeny && def != NetworkAllow {
+			return "", &AnnotationError{AnnotationNetwork, def, "deny or allow: the injector's default is neither"}
+		}
+		return def, nil
+	}
+	if v != NetworkDeny && v != NetworkAllow {
+		return "", &AnnotationError{AnnotationNetwork, v, "deny or allow"}
+	}
+	return v, nil
+}
+
+// boolean reads an annotation that is exactly true or false, else the default def.
+func (p parser) boolean(key string, def bool) (bool, error) {
+	switch v, ok := p.get(key); {
+	case !ok:
+		return def, nil
+	case v == "true":
+		return true, nil
+	case v == "false":
+		return false, nil
+	default:
+		return false, &AnnotationError{key, v, "true or false"}
+	}
 }
 
 // lines parses a one-requirement-per-line annotation (require, install).

@@ -46,6 +46,7 @@ func defaultConfig() Config {
 		Containers:    []string{"proxy", "bot"},
 		SocketDir:     SocketDir,
 		NativeSidecar: true,
+		Network:       NetworkDeny,
 	}
 }
 
@@ -159,6 +160,38 @@ func TestParseConfig(t *testing.T) {
 			wantErr: `annotation pyexec.dev/allow-uids="4294967295": want comma-separated uids (whole numbers from 0 to 2147483647), such as 1000,65532`},
 		{name: "allow uids empty item", annotations: map[string]string{AnnotationAllowUIDs: "1000,,2000"},
 			wantErr: `annotation pyexec.dev/allow-uids="1000,,2000": want comma-separated uids (whole numbers from 0 to 2147483647), such as 1000,65532`},
+
+		// network
+		{name: "network allow", annotations: map[string]string{AnnotationNetwork: " allow "},
+			want: func(c *Config) { c.Network = NetworkAllow }},
+		{name: "network deny over the default", annotations: map[string]string{AnnotationNetwork: "deny"},
+			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, Network: NetworkAllow},
+			want:     func(c *Config) {}},
+		{name: "network default allow", annotations: map[string]string{AnnotationNetwork: " "},
+			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, Network: NetworkAllow},
+			want:     func(c *Config) { c.Network = NetworkAllow }},
+		{name: "network case", annotations: map[string]string{AnnotationNetwork: "Allow"},
+			wantErr: `annotation pyexec.dev/network="Allow": want deny or allow`},
+		{name: "network boolean", annotations: map[string]string{AnnotationNetwork: "false"},
+			wantErr: `annotation pyexec.dev/network="false": want deny or allow`},
+		{name: "network default neither", defaults: &Defaults{Image: testDefaults.Image, NativeSidecar: true, Network: "none"},
+			wantErr: `annotation pyexec.dev/network="none": want deny or allow: the injector's default is neither`},
+
+		// require-isolation
+		{name: "require isolation", annotations: map[string]string{AnnotationRequireIsolation: "true"},
+			want: func(c *Config) { c.RequireIsolation = true }},
+		{name: "require isolation default", defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, RequireIsolation: true},
+			want: func(c *Config) { c.RequireIsolation = true }},
+		{name: "require isolation false over the default", annotations: map[string]string{AnnotationRequireIsolation: "false"},
+			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, RequireIsolation: true},
+			want:     func(c *Config) {}},
+		{name: "require isolation yes", annotations: map[string]string{AnnotationRequireIsolation: "yes"},
+			wantErr: `annotation pyexec.dev/require-isolation="yes": want true or false`},
+		{name: "require isolation 1", annotations: map[string]string{AnnotationRequireIsolation: "1"},
+			wantErr: `annotation pyexec.dev/require-isolation="1": want true or false`},
+		{name: "require isolation True", annotations: map[string]string{AnnotationRequireIsolation: "True"},
+			wantErr: `annotation pyexec.dev/require-isolation="True": want true or false`},
+
 		// max-concurrent
 		{name: "max concurrent", annotations: map[string]string{AnnotationMaxConcurrent: "8"},
 			want: func(c *Config) { c.MaxConcurrent = 8 }},

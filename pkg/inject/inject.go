@@ -292,6 +292,15 @@ func sidecar(cfg *Config) corev1.Container {
 	}
 	env = appendList(env, "PYEXEC_ALLOW_PACKAGES", cfg.AllowPackages, ",")
 	env = appendList(env, "PYEXEC_PRELOAD", cfg.Preload, ",")
+	// Always set, whatever the sidecar's own defaults: the pod's spec says how code is confined.
+	network := cfg.Network
+	if network == "" {
+		network = NetworkDeny
+	}
+	env = append(env,
+		corev1.EnvVar{Name: "PYEXEC_NETWORK", Value: network},
+		corev1.EnvVar{Name: "PYEXEC_REQUIRE_ISOLATION", Value: strconv.FormatBool(cfg.RequireIsolation)},
+	)
 
 	c := corev1.Container{
 		Name:            SidecarName,

@@ -227,6 +227,7 @@ func TestSidecar(t *testing.T) {
 	cfg.AllowPackages = []string{"numpy", "scikit-*"}
 	cfg.AllowUIDs = []uint32{65532, 1000}
 	cfg.Preload = []string{"numpy"}
+	cfg.Network, cfg.RequireIsolation = NetworkAllow, true
 	cfg.Require = []string{"pandas"} // an init setting: not on the sidecar
 	c := sidecar(&cfg)
 
@@ -237,10 +238,12 @@ func TestSidecar(t *testing.T) {
 		{Name: "PYEXEC_MAX_CONCURRENT", Value: "3"},
 		{Name: "PYEXEC_MAX_TIMEOUT", Value: "10m0s"},
 		{Name: "PYEXEC_MEMORY_LIMIT_MB", Value: "2048"},
+		{Name: "PYEXEC_NETWORK", Value: "allow"},
 		{Name: "PYEXEC_PACKAGES_DIR", Value: "/var/lib/pyexec/packages"},
 		{Name: "PYEXEC_PRELOAD", Value: "numpy"},
 		{Name: "PYEXEC_PROBE_ADDR", Value: ":9901"},
 		{Name: "PYEXEC_REPORT", Value: "/var/run/pyexec/preflight.json"},
+		{Name: "PYEXEC_REQUIRE_ISOLATION", Value: "true"},
 		{Name: "PYEXEC_SOCKET", Value: "/var/run/pyexec/pyexec.sock"},
 		{Name: "PYEXEC_SOCKET_MODE", Value: "0666"},
 		{Name: "PYEXEC_TIMEOUT", Value: "45s"},
@@ -277,6 +280,96 @@ func TestSidecar(t *testing.T) {
 	c = sidecar(&cfg)
 	if c.RestartPolicy != nil || c.StartupProbe != nil {
 		t.Errorf("regular sidecar has restartPolicy %v, startupProbe %v", c.RestartPolicy, c.StartupProbe)
+	}
+}
+
+// TestSidecarConfinementEnv: the confinement variables are always on the sidecar, never on
+// pyexec-init, and a Config without a network (built by hand) denies it.
+func TestSidecarConfinementEnv(t *testing.T) {
+	tests := []struct {
+		name             string
+		network          string
+		requireIsolation bool
+		want             []corev1.EnvVar
+	}{
+		{name: "defaults", network: NetworkDeny,
+			want: []corev1.EnvVar{{Name: "PYEXEC_NETWORK", Value: "deny"}, {Name: "PYEXEC_REQUIRE_ISOLATION", Value: "false"}}},
+		{name: "allow, required", network: NetworkAllow, requireIsolation: true,
+			want: []corev1.EnvVar{{Name: "PYEXEC_NETWORK", Value: "allow"}, {Name: "PYEXEC_REQUIRE_ISOLATION", Value: "true"}}},
+		{name: "empty network", network: "", requireIsolation: true,
+			want: []corev1.EnvVar{{Name: "PYEXEC_NETWORK", Value: "deny"}, {Name: "PYEXEC_REQUIRE_ISOLATION", Value: "true"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.Network, cfg.RequireIsolation = tt.network, tt.requireIsolation
+			var got []corev1.EnvVar
+			for _, e := range sidecar(&cfg).Env {
+				if e.Name == "PYEXEC_NETWORK" || e.Name == "PYEXEC_REQUIRE_ISOLATION" {
+					got = append(got, e)
+				}
+			}
+			if !equality.Semantic.DeepEqual(got, tt.want) {
+				t.Errorf("sidecar env %+v, want %+v", got, tt.want)
+			}
+			for _, e := range initContainer(&cfg).Env {
+				if e.Name == "PYEXEC_NETWORK" || e.Name == "PYEXEC_REQUIRE_ISOLATION" {
+					t.Errorf("pyexec-init has %s", e.Name)
+				}
+			}
+		})
+	}
+}
+
+// TestInjectPodConfinementAnnotations runs the whole injection: the annotations over the
+// injector's defaults reach the sidecar's env.
+func TestInjectPodConfinementAnnotations(t *testing.T) {
+	d := testDefaults
+	d.Network, d.RequireIsolation = NetworkDeny, true
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		network     string
+		require     string
+	}{
+		{name: "the injector's defaults", network: "deny", require: "true"},
+		{name: "overridden", annotations: map[string]string{AnnotationNetwork: "allow", AnnotationRequireIsolation: "false"},
+			network: "allow", require: "false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := appPod("bot")
+			pod.Annotations = tt.annotations
+			out, injected, _, err := InjectPod(pod, d)
+			if err != nil || !injected {
+				t.Fatalf("InjectPod() = %v, %v", injected, err)
+			}
+			var sc *corev1.Container
+			for i := range out.Spec.InitContainers {
+				if out.Spec.InitContainers[i].Name == SidecarName {
+					sc = &out.Spec.InitContainers[i]
+				}
+			}
+			if sc == nil {
+				t.Fatal("no sidecar")
+			}
+			env := map[string]string{}
+			for _, e := range sc.Env {
+				env[e.Name] = e.Value
+			}
+			if env["PYEXEC_NETWORK"] != tt.network || env["PYEXEC_REQUIRE_ISOLATION"] != tt.require {
+				t.Errorf("PYEXEC_NETWORK=%q PYEXEC_REQUIRE_ISOLATION=%q, want %q, %q",
+					env["PYEXEC_NETWORK"], env["PYEXEC_REQUIRE_ISOLATION"], tt.network, tt.require)
+			}
+		})
+	}
+
+	pod := appPod("bot")
+	pod.Annotations = map[string]string{AnnotationNetwork: "on"}
+	out, injected, _, err := InjectPod(pod, d)
+	var ae *AnnotationError
+	if !errors.As(err, &ae) || ae.Annotation != AnnotationNetwork || out != nil || injected {
+		t.Errorf("InjectPod(network=on) = %v, %v, %v; want an *AnnotationError for %s", out, injected, err, AnnotationNetwork)
 	}
 }
 

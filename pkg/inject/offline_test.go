@@ -120,6 +120,8 @@ spec:
 	}{
 		{name: "bad annotation", in: deployment(`pyexec.dev/timeout: ten`), annotation: true,
 			want: `document 2 (Deployment/web, line 7): annotation pyexec.dev/timeout="ten": want a Go duration such as 30s`},
+		{name: "bad network annotation", in: deployment(`pyexec.dev/network: open`), annotation: true,
+			want: `document 2 (Deployment/web, line 7): annotation pyexec.dev/network="open": want deny or allow`},
 		{name: "bad annotation in a CronJob", annotation: true,
 			in: "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\nspec:\n  schedule: '@daily'\n  jobTemplate:\n    spec:\n      template:\n" +
 				"        metadata:\n          labels: {pyexec.dev/inject: \"true\"}\n          annotations: {pyexec.dev/native-sidecar: \"false\"}\n" +

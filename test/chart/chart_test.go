@@ -85,6 +85,8 @@ func TestDefaults(t *testing.T) {
 		"--sidecar-image=pyexec:" + appVersion,
 		"--image-pull-policy=IfNotPresent",
 		"--native-sidecar=auto",
+		"--network=deny",
+		"--require-isolation=true",
 		"--log-format=json",
 	}
 	equal(t, "injector args", c.Args, wantArgs)
@@ -141,6 +143,8 @@ func TestDefaults(t *testing.T) {
 		"kubectl logs -n pyexec-system deploy/" + fullname,
 		"Secret pyexec-system/" + certSecret,
 		"failurePolicy is Fail",
+		"sidecar.requireIsolation is true",
+		`pyexec.dev/require-isolation: "false"`,
 	} {
 		if !strings.Contains(r.Notes, s) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", s, r.Notes)
@@ -224,6 +228,8 @@ sidecar:
     tag: 1.2.3-debug
     pullPolicy: Never
   nativeSidecar: false # a boolean, as --set sidecar.nativeSidecar=false passes it
+  network: allow
+  requireIsolation: false
 webhook:
   failurePolicy: Ignore
   timeoutSeconds: 30
@@ -248,6 +254,8 @@ logFormat: console
 		"--sidecar-image":     "registry.example.com:5000/pyexec:1.2.3-debug",
 		"--image-pull-policy": "Never",
 		"--native-sidecar":    "false",
+		"--network":           "allow",
+		"--require-isolation": "false",
 		"--log-format":        "console",
 	} {
 		if got := argValue(t, c.Args, flag); got != want {
@@ -260,6 +268,9 @@ logFormat: console
 	}
 	if strings.Contains(r.Notes, "failurePolicy is Fail") {
 		t.Error("NOTES.txt warns about failurePolicy Fail while it is Ignore")
+	}
+	if strings.Contains(r.Notes, "requireIsolation is true") {
+		t.Error("NOTES.txt warns about sidecar.requireIsolation while it is false")
 	}
 }
 
@@ -389,6 +400,11 @@ func TestSchemaRejects(t *testing.T) {
 		"unknown cert mode":                "certs:\n  mode: vault\n",
 		"unknown log format":               "logFormat: text\n",
 		"unknown nativeSidecar":            "sidecar:\n  nativeSidecar: sometimes\n",
+		"unknown network":                  "sidecar:\n  network: none\n",
+		"network not lowercase":            "sidecar:\n  network: Allow\n",
+		"network a boolean":                "sidecar:\n  network: false\n",
+		"requireIsolation a string":        "sidecar:\n  requireIsolation: \"true\"\n",
+		"requireIsolation not a boolean":   "sidecar:\n  requireIsolation: yes please\n",
 		"no replicas":                      "replicaCount: 0\n",
 		"unknown pull policy":              "image:\n  pullPolicy: Sometimes\n",
 		"tag in the repository":            "image:\n  repository: pyexec-injector:1.0\n",
@@ -428,6 +444,8 @@ func TestSchemaAccepts(t *testing.T) {
 		"webhook:\n  timeoutSeconds: 30\n",
 		"sidecar:\n  nativeSidecar: true\n",
 		"sidecar:\n  nativeSidecar: \"false\"\n",
+		"sidecar:\n  network: allow\n  requireIsolation: false\n",
+		"sidecar:\n  network: deny\n  requireIsolation: true\n",
 		"podDisruptionBudget:\n  minAvailable: 50%\n",
 		"podDisruptionBudget:\n  minAvailable: 0\n",
 		"image:\n  repository: localhost:5000/team/pyexec-injector\n  tag: v0.1.0_rc.1\n",

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pyexec/pyexec/pkg/cli"
@@ -20,6 +21,9 @@ type InjectConfig struct {
 	PullPolicy    string // --image-pull-policy
 	NativeSidecar bool   // --native-sidecar
 	Force         bool   // --force: inject pod templates without the opt-in label too
+
+	Network          string // --network: deny or allow
+	RequireIsolation bool   // --require-isolation
 }
 
 // Validate checks the config.
@@ -33,7 +37,17 @@ func (c *InjectConfig) Validate() error {
 	if c.SidecarImage == "" {
 		return cli.Usagef("--sidecar-image must not be empty")
 	}
+	if err := validNetwork(c.Network); err != nil {
+		return err
+	}
 	return validPullPolicy(c.PullPolicy)
+}
+
+func validNetwork(n string) error {
+	if n != inject.NetworkDeny && n != inject.NetworkAllow {
+		return cli.Usagef("--network %q: want %s or %s", n, inject.NetworkDeny, inject.NetworkAllow)
+	}
+	return nil
 }
 
 func validPullPolicy(p string) error {
@@ -70,6 +84,7 @@ func newInjectCommand(io IO, run func(context.Context, *InjectConfig) error) *co
 	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
 	f.BoolVar(&cfg.NativeSidecar, "native-sidecar", true, "inject the sidecar as a native sidecar (Kubernetes 1.29 or newer)")
 	f.BoolVar(&cfg.Force, "force", false, "inject pod templates that lack the pyexec.dev/inject label too")
+	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	return cmd
 }
 
@@ -86,5 +101,16 @@ func runInject(sio IO, cfg *InjectConfig) error {
 	var r io.Reader = in
 	return inject.InjectManifests(r, sio.Stdout, inject.Defaults{
 		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
+		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation,
 	}, cfg.Output)
+}
+
+// addConfinementFlags adds the flags of serve and inject that set the injected sidecars'
+// PYEXEC_NETWORK and PYEXEC_REQUIRE_ISOLATION, the defaults of pyexec.dev/network and
+// pyexec.dev/require-isolation.
+func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bool) {
+	f.StringVar(network, "network", inject.NetworkDeny,
+		"whether the code that injected sidecars run may use the network: deny or allow, unless a pod's pyexec.dev/network says otherwise")
+	f.BoolVar(requireIsolation, "require-isolation", false,
+		"injected sidecars refuse to start on a kernel that lacks a layer of confinement (Landlock ABI 6, seccomp), unless a pod's pyexec.dev/require-isolation says otherwise")
 }

@@ -58,6 +58,10 @@ type ServeConfig struct {
 	SidecarImage  string
 	PullPolicy    string
 	NativeSidecar string // auto, true or false
+	// Network (deny or allow) and RequireIsolation are the injected sidecars' defaults of
+	// pyexec.dev/network and pyexec.dev/require-isolation.
+	Network          string
+	RequireIsolation bool
 	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
 	Kubeconfig string
 }
@@ -84,6 +88,9 @@ func (c *ServeConfig) Validate() error {
 	case "auto", "true", "false":
 	default:
 		return cli.Usagef("--native-sidecar %q: want auto, true or false", c.NativeSidecar)
+	}
+	if err := validNetwork(c.Network); err != nil {
+		return err
 	}
 	return validPullPolicy(c.PullPolicy)
 }
@@ -121,6 +128,7 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init and pyexec, unless a pod's pyexec.dev/image says otherwise")
 	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
 	f.StringVar(&cfg.NativeSidecar, "native-sidecar", "auto", "auto (from the API server version: 1.29 or newer), true or false")
+	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
 	return cmd
 }
@@ -140,7 +148,8 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "version", version.Version, "apiServer", serverVersion, "nativeSidecar", native, "sidecarImage", cfg.SidecarImage, "certMode", cfg.CertMode)
+	log.Info("starting", "version", version.Version, "apiServer", serverVersion, "nativeSidecar", native, "sidecarImage", cfg.SidecarImage,
+		"network", cfg.Network, "requireIsolation", cfg.RequireIsolation, "certMode", cfg.CertMode)
 
 	var certMgr *certs.Manager
 	if cfg.CertMode == CertModeSelf {
@@ -164,7 +173,8 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	if err != nil {
 		return err
 	}
-	handler := injector.NewHandler(scheme, inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native},
+	handler := injector.NewHandler(scheme, inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
+		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation},
 		log.WithName("webhook"), metrics.Registry)
 	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
