@@ -51,6 +51,9 @@ func BenchmarkModes(b *testing.B) {
 		{"spawn", sidecarPath("--mode", "spawn")},
 		{"fork", sidecarPath("--mode", "fork", "--warm", "0")},
 		{"fork-warm", sidecarPath("--mode", "fork", "--warm", "1")},
+		// The cost of confinement: the same without Landlock and seccomp.
+		{"spawn-unconfined", sidecarPath("--mode", "spawn", "--max-landlock-abi", "0", "--seccomp=false")},
+		{"fork-warm-unconfined", sidecarPath("--mode", "fork", "--warm", "1", "--max-landlock-abi", "0", "--seccomp=false")},
 	}
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {

@@ -1,0 +1,214 @@
+package confine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+)
+
+// The tests below run their checks in a child: the test binary again, which confines its own
+// thread and reports what the kernel answered. The parent judges the answers.
+const childEnv = "PYEXEC_CONFINE_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if what := os.Getenv(childEnv); what != "" {
+		os.Exit(child(what))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild runs the child check what with args, returning its report lines.
+func runChild(t *testing.T, what string, args ...string) []string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"="+what)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child %s: %v\n%s", what, err, out)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+func child(what string) int {
+	runtime.LockOSThread() // the filter and the ruleset apply to this thread: every call below is made on it
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Println("no_new_privs:", err)
+		return 1
+	}
+	switch what {
+	case "seccomp":
+		return childSeccomp(os.Args[1:])
+	case "landlock":
+		return childLandlock(os.Args[1:])
+	}
+	return 2
+}
+
+// childSeccomp loads Filter for a policy that protects the pid in args[0], then makes the calls
+// code would make and prints "name errno" for each.
+func childSeccomp(args []string) int {
+	protected, _ := strconv.Atoi(args[0])
+	k := Kernel{Seccomp: true} // as below Landlock ABI 6: the signal rules are in the program
+	prog, err := k.Filter(Policy{Protect: []int{protected}})
+	if err != nil {
+		fmt.Println("filter:", err)
+		return 1
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog) / 8), Filter: (*unix.SockFilter)(unsafe.Pointer(&prog[0]))}
+	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0); err != nil {
+		fmt.Println("seccomp:", err)
+		return 1
+	}
+	call := func(name string, trap uintptr, a ...uintptr) {
+		a = append(a, 0, 0, 0, 0, 0, 0)
+		r, _, errno := unix.RawSyscall6(trap, a[0], a[1], a[2], a[3], a[4], a[5])
+		if errno == 0 && name != "kill self" && (trap == unix.SYS_SOCKET || trap == unix.SYS_SOCKETPAIR) {
+			_ = unix.Close(int(r))
+		}
+		fmt.Println(name, int(errno))
+	}
+	pid := uintptr(protected)
+	call("kill protected", unix.SYS_KILL, pid, 0)
+	call("kill protected, high bits set", unix.SYS_KILL, pid|1<<32, 0)
+	call("kill -1", unix.SYS_KILL, ^uintptr(0), 0)
+	call("kill -1, high bits clear", unix.SYS_KILL, 0xffffffff, 0)
+	call("tgkill protected", unix.SYS_TGKILL, pid, pid, 0)
+	call("kill self", unix.SYS_KILL, uintptr(os.Getpid()), 0)
+	call("socket unix", unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	call("socket inet", unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_STREAM, 0)
+	var fds [2]int32
+	call("socketpair unix", unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_STREAM, 0, uintptr(unsafe.Pointer(&fds)))
+	call("ptrace", unix.SYS_PTRACE, unix.PTRACE_PEEKDATA, pid, 0)
+	call("getpid", unix.SYS_GETPID)
+	return 0
+}
+
+// TestFilterRefusesWhatCodeMustNotDo loads the program of a policy without the network and
+// without scoped signals, and checks the kernel's answer to each call, also with the high bits
+// of a pid argument set (the kernel reads only the low 32: a 64-bit comparison would let
+// (1<<32 | pid) through).
+func TestFilterRefusesWhatCodeMustNotDo(t *testing.T) {
+	if !Probe(NoCap).Seccomp {
+		t.Fatal("this kernel has no seccomp for " + runtime.GOARCH + ": the filter cannot be tested here")
+	}
+	parent := os.Getpid()
+	got := map[string]string{}
+	for _, line := range runChild(t, "seccomp", strconv.Itoa(parent)) {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("child: %q", line)
+		}
+		got[line[:i]] = line[i+1:]
+	}
+	eperm := strconv.Itoa(int(unix.EPERM))
+	want := map[string]string{
+		"kill protected": eperm, "kill protected, high bits set": eperm, "kill -1": eperm, "kill -1, high bits clear": eperm,
+		"tgkill protected": eperm, "kill self": "0",
+		"socket unix": eperm, "socket inet": eperm, "socketpair unix": "0",
+		"ptrace": eperm, "getpid": "0",
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: errno %s, want %s", name, got[name], w)
+		}
+	}
+}
+
+// childLandlock restricts itself with Ruleset (read args[0], write args[1]) and tries each path
+// in args[2:] for reading and writing, printing "read|write path errno".
+func childLandlock(args []string) int {
+	k := Probe(NoCap)
+	rs, err := k.Ruleset(Policy{Read: []string{args[0]}, Write: []string{args[1]}, Devices: SystemDevices})
+	if err != nil || rs == nil {
+		fmt.Println("ruleset:", err)
+		return 1
+	}
+	if err := llsys.LandlockRestrictSelf(int(rs.Fd()), 0); err != nil {
+		fmt.Println("restrict:", err)
+		return 1
+	}
+	errno := func(err error) int {
+		var e unix.Errno
+		if errors.As(err, &e) {
+			return int(e)
+		}
+		if err != nil {
+			return -1
+		}
+		return 0
+	}
+	for _, p := range args[2:] {
+		_, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fmt.Println("read", p, errno(err))
+		fd, err := unix.Open(filepath.Join(p, "new"), unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			unix.Close(fd)
+		}
+		fmt.Println("write", p, errno(err))
+	}
+	return 0
+}
+
+// TestRulesetConfines restricts a child with a ruleset that reads one tree and writes another,
+// and checks what the kernel lets it open.
+func TestRulesetConfines(t *testing.T) {
+	if Probe(NoCap).LandlockABI == 0 {
+		t.Fatal("this kernel has no Landlock: the filesystem layer cannot be tested here")
+	}
+	read, write, other := t.TempDir(), t.TempDir(), t.TempDir()
+	lines := runChild(t, "landlock", read, write, read, write, other)
+	want := []string{
+		"read " + read + " 0", "write " + read + " " + strconv.Itoa(int(unix.EACCES)),
+		"read " + write + " 0", "write " + write + " 0",
+		"read " + other + " " + strconv.Itoa(int(unix.EACCES)), "write " + other + " " + strconv.Itoa(int(unix.EACCES)),
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("child:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// BenchmarkPolicy is the server's cost per execution: the ruleset and the program of a policy
+// like an execution's.
+func BenchmarkPolicy(b *testing.B) {
+	k := Probe(NoCap)
+	p := Policy{Read: append(SystemRead, "/usr"), Write: []string{b.TempDir()}, Devices: SystemDevices, Protect: []int{1, 2, ParentPID}}
+	for b.Loop() {
+		rs, err := k.Ruleset(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := k.Filter(p); err != nil {
+			b.Fatal(err)
+		}
+		if rs != nil {
+			rs.Close()
+		}
+	}
+}
+
+func BenchmarkRuleset(b *testing.B) {
+	k := Probe(NoCap)
+	p := Policy{Read: SystemRead, Write: []string{b.TempDir()}, Devices: SystemDevices}
+	for b.Loop() {
+		rs, _ := k.Ruleset(p)
+		rs.Close()
+	}
+}
+
+func BenchmarkFilter(b *testing.B) {
+	k := Probe(NoCap)
+	p := Policy{Protect: []int{1, 2, ParentPID}}
+	for b.Loop() {
+		k.Filter(p)
+	}
+}
