@@ -237,54 +237,37 @@ type forkRequest struct {
 	GID    *uint32           `json:"gid"`
 }
 
-// Execute implements Executor.
+// Execute implements Executor: a spare, an idle supervisor or one the zygote forks runs the
+// code.
 func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
-	start := time.Now()
-	res := api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}
-	dir, err := f.spawn.prepare(req)
-	if dir != "" {
-		defer removeAll(dir)
-	}
+	e, err := f.spawn.begin(req, out, f.zygotePID())
 	if err != nil {
-		return res, err
+		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
 	}
-	work := filepath.Join(dir, "work")
-
-	killer := &killer{}
-	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
-	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
+	defer e.close()
 	p, err := newPipes()
 	if err != nil {
-		return res, err
+		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
 	}
 	defer p.closeAll()
 
-	ruleset, spec, err := f.spawn.confinement(req, work, f.zygotePID())
-	if err != nil {
-		return res, err
-	}
-	if ruleset != nil {
-		defer ruleset.Close()
-	}
-
 	f.begin()
 	defer f.end()
-	pid, sup, err := f.send(req, dir, work, p, ruleset, spec)
+	pid, sup, err := f.send(e, p)
 	if err != nil {
 		// The zygote is down or failed this request: run it in spawn mode instead.
 		f.fallbacks.Add(1)
+		e.close()
 		return f.spawn.Execute(ctx, req, out)
 	}
 	p.closeChildEnds()
-	killer.setPID(pid)
+	e.watch(ctx, pid)
 
 	var copies sync.WaitGroup
 	copies.Add(3)
 	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(req.Stdin)); p.stdinW.Close() }()
-	go func() { defer copies.Done(); _, _ = io.Copy(stdout, p.stdoutR) }()
-	go func() { defer copies.Done(); _, _ = io.Copy(stderr, p.stderrR) }()
-	timer := time.AfterFunc(req.Timeout, func() { killer.kill(api.ReasonTimeout) })
-	stopCtx := context.AfterFunc(ctx, func() { killer.kill(api.ReasonSignal) })
+	go func() { defer copies.Done(); _, _ = io.Copy(e.stdout, p.stdoutR) }()
+	go func() { defer copies.Done(); _, _ = io.Copy(e.stderr, p.stderrR) }()
 	// The status pipe ends once the supervisor and every process of the code are gone; after a
 	// kill, whatever still holds it gets a few seconds, not forever.
 	statusCh := make(chan status, 1)
@@ -292,28 +275,18 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	var st status
 	select {
 	case st = <-statusCh:
-	case <-killer.done():
+	case <-e.killer.done():
 		select {
 		case st = <-statusCh:
 		case <-time.After(5 * time.Second):
 			f.cfg.Log.Info("status pipe still open after the kill", "id", req.ID)
 		}
 	}
-	timer.Stop()
-	stopCtx()
+	e.unwatch()
 	waitBounded(&copies, 2*time.Second) // the supervisor killed what held the streams
 
-	res.Stdout, res.StdoutTruncated = stdout.result()
-	res.Stderr, res.StderrTruncated = stderr.result()
-	killed := killer.disarm()
-	f.spawn.finish(&res, killer.reason(), st, nil, nil)
+	res, killed := f.spawn.end(e, st, nil, nil)
 	f.release(sup, !killed && st.ExitCode != nil)
-	inputs := map[string][]byte{}
-	for _, file := range req.Files {
-		inputs[file.Path] = file.Data
-	}
-	res.Files, res.FilesTruncated = collectFilesUpTo(work, inputs, req.MaxFileBytes, req.MaxFilesOut, req.MaxFilesOutBytes)
-	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	return res, nil
 }
 
@@ -330,14 +303,14 @@ func (f *Fork) zygotePID() int {
 // send hands the execution to a spare, an idle supervisor or else the zygote, and returns the
 // pid of the supervisor that runs it, and that supervisor unless it is a spare's. The Landlock
 // ruleset, when there is one, goes with the streams as the last descriptor.
-func (f *Fork) send(req Request, dir, work string, p *pipes, ruleset *os.File, spec *confineSpec) (int, *supervisor, error) {
-	params := f.spawn.params(req, dir, spec, ruleset != nil)
+func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
+	params := f.spawn.paramsOf(e)
 	env := map[string]string{}
-	for _, kv := range f.spawn.env(work, req.Env) {
+	for _, kv := range f.spawn.env(e.work, e.req.Env) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: work, Env: env, Tree: packages.Tree(f.cfg.PackagesDir)}
+	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: e.work, Env: env, Tree: packages.Tree(f.cfg.PackagesDir)}
 	msg.UID, msg.GID = f.user()
 	data, err := json.Marshal(msg)
 	if err != nil {
@@ -345,7 +318,7 @@ func (f *Fork) send(req Request, dir, work string, p *pipes, ruleset *os.File, s
 	}
 	fds := func(fs ...*os.File) []byte {
 		var out []int
-		for _, file := range append(fs, ruleset) {
+		for _, file := range append(fs, e.ruleset) {
 			if file != nil {
 				out = append(out, int(file.Fd()))
 			}

@@ -114,45 +114,27 @@ type status struct {
 	MemoryError bool `json:"memory_error"`
 }
 
-// Execute implements Executor.
+// Execute implements Executor: the runner is a fresh interpreter, the supervisor of the code.
 func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
-	start := time.Now()
-	res := api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}
-	dir, err := s.prepare(req)
-	if dir != "" {
-		defer removeAll(dir)
-	}
+	e, err := s.begin(req, out, 0)
 	if err != nil {
-		return res, err
+		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
 	}
-	work := filepath.Join(dir, "work")
-	inputs := map[string][]byte{}
-	for _, f := range req.Files {
-		inputs[f.Path] = f.Data
-	}
-
-	killer := &killer{}
-	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
-	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: func() { killer.kill(api.ReasonOutputLimit) }}
+	defer e.close()
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return res, err
+		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
 	}
 	defer statusR.Close()
-	ruleset, spec, err := s.confinement(req, work, 0)
-	if err != nil {
-		statusW.Close()
-		return res, err
-	}
 
-	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.params(req, dir, spec, ruleset != nil))
-	cmd.Dir = work
-	cmd.Env = s.env(work, req.Env)
+	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.paramsOf(e))
+	cmd.Dir = e.work
+	cmd.Env = s.env(e.work, req.Env)
 	cmd.Stdin = bytes.NewReader(req.Stdin)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
 	cmd.ExtraFiles = []*os.File{statusW} // fd 3
-	if ruleset != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, ruleset) // fd 4
+	if e.ruleset != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, e.ruleset) // fd 4
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
 	// Output pipes held by a process that escaped every kill must not hold the result.
@@ -163,22 +145,15 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 		err = cmd.Start()
 	}
 	statusW.Close()
-	if ruleset != nil {
-		ruleset.Close()
-	}
 	if err != nil {
-		return res, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
+		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
 	}
 	pid := cmd.Process.Pid
-	killer.setPID(pid)
+	e.watch(ctx, pid)
 
 	statusDone := make(chan status, 1)
 	go func() { statusDone <- readStatus(statusR) }()
-	timer := time.AfterFunc(req.Timeout, func() { killer.kill(api.ReasonTimeout) })
-	stopCtx := context.AfterFunc(ctx, func() { killer.kill(api.ReasonSignal) })
 	waitErr := cmd.Wait()
-	timer.Stop()
-	stopCtx()
 	if s.cfg.Reaper != nil {
 		s.cfg.Reaper.Done(pid)
 	}
@@ -187,12 +162,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	case st = <-statusDone:
 	case <-time.After(2 * time.Second):
 	}
-
-	res.Stdout, res.StdoutTruncated = stdout.result()
-	res.Stderr, res.StderrTruncated = stderr.result()
-	s.finish(&res, killer.reason(), st, cmd.ProcessState, waitErr)
-	res.Files, res.FilesTruncated = collectFilesUpTo(work, inputs, req.MaxFileBytes, req.MaxFilesOut, req.MaxFilesOutBytes)
-	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	res, _ := s.end(e, st, cmd.ProcessState, waitErr)
 	return res, nil
 }
 

@@ -1,0 +1,96 @@
+package executor
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// execution is the lifecycle of one execution, the same in both modes: its directory and input
+// files, its captured streams, the killer that holds its limits, its confinement, and its
+// result. A mode only starts the code's supervisor and waits for its status; everything else
+// happens here, once.
+type execution struct {
+	req    Request
+	begun  time.Time
+	dir    string // holds code.py and work/
+	work   string // the code's working directory
+	killer *killer
+	stdout *capture
+	stderr *capture
+	// ruleset is the execution's Landlock ruleset (nil without Landlock); spec is the rest of
+	// what the code's process applies to itself.
+	ruleset *os.File
+	spec    *confineSpec
+	unwatch func()
+}
+
+// begin makes the execution's directory with its input files, its captures and its
+// confinement. zygote is the zygote's pid, which the code must not signal; 0 in spawn mode.
+// The caller closes the execution.
+func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
+	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}}
+	var err error
+	e.dir, err = s.prepare(req)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	e.work = filepath.Join(e.dir, "work")
+	onLimit := func() { e.killer.kill(api.ReasonOutputLimit) }
+	e.stdout = &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	e.stderr = &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	if e.ruleset, e.spec, err = s.confinement(req, e.work, zygote); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// params are the runner's parameters of this execution.
+func (s *Spawn) paramsOf(e *execution) string {
+	return s.params(e.req, e.dir, e.spec, e.ruleset != nil)
+}
+
+// watch arms the time limit and the caller's cancellation on the supervisor pid.
+func (e *execution) watch(ctx context.Context, pid int) {
+	e.killer.setPID(pid)
+	timer := time.AfterFunc(e.req.Timeout, func() { e.killer.kill(api.ReasonTimeout) })
+	stop := context.AfterFunc(ctx, func() { e.killer.kill(api.ReasonSignal) })
+	e.unwatch = func() { timer.Stop(); stop() }
+}
+
+// end turns what became of the execution into its result: the kill by pyexec, if any, first,
+// then the status line, then what became of the runner (ps and waitErr, spawn mode only). The
+// killer is disarmed first: a limit that fires later kills nothing (in fork mode the
+// supervisor may run the next execution by then). killed says pyexec killed it.
+func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error) (res api.ExecuteResult, killed bool) {
+	e.unwatch()
+	killed = e.killer.disarm()
+	res = api.ExecuteResult{ID: e.req.ID}
+	res.Stdout, res.StdoutTruncated = e.stdout.result()
+	res.Stderr, res.StderrTruncated = e.stderr.result()
+	s.finish(&res, e.killer.reason(), st, ps, waitErr)
+	inputs := map[string][]byte{}
+	for _, f := range e.req.Files {
+		inputs[f.Path] = f.Data
+	}
+	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, e.req.MaxFilesOutBytes)
+	res.DurationMS = float64(time.Since(e.begun).Microseconds()) / 1000
+	return res, killed
+}
+
+// close releases the ruleset and removes the directory, whatever happened.
+func (e *execution) close() {
+	if e.ruleset != nil {
+		e.ruleset.Close()
+		e.ruleset = nil
+	}
+	if e.dir != "" {
+		removeAll(e.dir)
+		e.dir = ""
+	}
+}
