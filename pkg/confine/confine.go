@@ -190,60 +190,112 @@ func handledFS(abi int) uint64 {
 // process passes to landlock_restrict_self(2). It returns nil without Landlock. Paths that do
 // not exist are skipped; the caller closes the file.
 func (k Kernel) Ruleset(p Policy) (*os.File, error) {
+	r, err := k.Rules(p)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Ruleset(Policy{Network: p.Network})
+}
+
+// Rules are the paths of a policy opened once, for the rulesets of many executions: the
+// system's trees are the same for every execution, and opening them costs more than the rest
+// of a ruleset.
+type Rules struct {
+	kernel Kernel
+	rules  []rule
+}
+
+// rule grants access beneath the file open (O_PATH) as fd.
+type rule struct {
+	fd     int
+	access uint64
+}
+
+// Rules opens the paths of p (its Read, Write and Devices); paths that do not exist are
+// skipped. Close releases them.
+func (k Kernel) Rules(p Policy) (*Rules, error) {
+	r := &Rules{kernel: k}
+	if k.LandlockABI < abiFilesystem {
+		return r, nil
+	}
+	if err := r.add(p); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Rules) add(p Policy) error {
+	handled := handledFS(r.kernel.LandlockABI)
+	for _, g := range []struct {
+		paths  []string
+		access uint64
+	}{{p.Read, readAccess}, {p.Write, writeAccess}, {p.Devices, fileAccess}} {
+		for _, path := range g.paths {
+			fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("landlock: %s: %w", path, err)
+			}
+			access := g.access & handled
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("landlock: %s: %w", path, err)
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				// Only rights that apply to a file may be granted on a file.
+				access &= llsys.AccessFSExecute | llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
+			}
+			r.rules = append(r.rules, rule{fd: fd, access: access})
+		}
+	}
+	return nil
+}
+
+// Close releases the paths.
+func (r *Rules) Close() {
+	for _, ru := range r.rules {
+		unix.Close(ru.fd)
+	}
+	r.rules = nil
+}
+
+// Ruleset builds a ruleset of these rules and of extra's paths, with extra's network policy;
+// nil without Landlock. The caller closes the file.
+func (r *Rules) Ruleset(extra Policy) (*os.File, error) {
+	k := r.kernel
 	if k.LandlockABI < abiFilesystem {
 		return nil, nil
 	}
-	handled := handledFS(k.LandlockABI)
-	attr := llsys.RulesetAttr{HandledAccessFS: handled}
-	if k.LandlockABI >= abiNetwork && !p.Network {
+	attr := llsys.RulesetAttr{HandledAccessFS: handledFS(k.LandlockABI)}
+	if k.LandlockABI >= abiNetwork && !extra.Network {
 		// Handled with no rule: no TCP bind or connect at all.
 		attr.HandledAccessNet = llsys.AccessNetBindTCP | llsys.AccessNetConnectTCP
 	}
 	if k.LandlockABI >= abiScopes {
 		attr.Scoped = llsys.ScopeSignal | llsys.ScopeAbstractUnixSocket
 	}
+	more := &Rules{kernel: k}
+	defer more.Close()
+	if err := more.add(extra); err != nil {
+		return nil, err
+	}
 	fd, err := llsys.LandlockCreateRuleset(&attr, 0)
 	if err != nil {
 		return nil, fmt.Errorf("landlock: creating the ruleset: %w", err)
 	}
 	ruleset := os.NewFile(uintptr(fd), "landlock-ruleset")
-	add := func(paths []string, access uint64) error {
-		for _, path := range paths {
-			if err := addPath(fd, path, access&handled); err != nil {
-				return err
-			}
+	for _, ru := range append(r.rules, more.rules...) {
+		if err := llsys.LandlockAddPathBeneathRule(fd, &llsys.PathBeneathAttr{AllowedAccess: ru.access, ParentFd: ru.fd}, 0); err != nil {
+			ruleset.Close()
+			return nil, fmt.Errorf("landlock: adding a rule: %w", err)
 		}
-		return nil
-	}
-	if err := errors.Join(add(p.Read, readAccess), add(p.Write, writeAccess), add(p.Devices, fileAccess)); err != nil {
-		ruleset.Close()
-		return nil, err
 	}
 	return ruleset, nil
-}
-
-// addPath grants access beneath path; a path that does not exist is skipped.
-func addPath(ruleset int, path string, access uint64) error {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("landlock: %s: %w", path, err)
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("landlock: %s: %w", path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		// Only rights that apply to a file may be granted on a file.
-		access &= llsys.AccessFSExecute | llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
-	}
-	if err := llsys.LandlockAddPathBeneathRule(ruleset, &llsys.PathBeneathAttr{AllowedAccess: access, ParentFd: fd}, 0); err != nil {
-		return fmt.Errorf("landlock: rule for %s: %w", path, err)
-	}
-	return nil
 }
 
 // InterpreterRoot returns the tree an interpreter lives in: /usr for /usr/bin/python3, the

@@ -20,6 +20,17 @@ type Isolation struct {
 	Read []string
 }
 
+// systemRules are the rules every execution shares — the system, the interpreter, the
+// devices — opened with the first execution and kept.
+func (s *Spawn) systemRules() (*confine.Rules, error) {
+	s.rulesOnce.Do(func() {
+		read := append(append([]string(nil), confine.SystemRead...), s.cfg.Isolation.Read...)
+		read = append(read, confine.InterpreterRoot(s.cfg.Python))
+		s.rules, s.rulesErr = s.cfg.Isolation.Kernel.Rules(confine.Policy{Read: confine.Unique(read...), Devices: confine.SystemDevices})
+	})
+	return s.rules, s.rulesErr
+}
+
 // confineSpec is what the code's process needs to confine itself (runner.py's confine()): the
 // Landlock ruleset comes beside it as a file descriptor.
 type confineSpec struct {
@@ -37,24 +48,21 @@ func (s *Spawn) confinement(req Request, work string, zygote int) (*os.File, *co
 	if k.LandlockABI == 0 && !k.Seccomp {
 		return nil, nil, nil
 	}
-	read := append(append([]string(nil), confine.SystemRead...), s.cfg.Isolation.Read...)
-	read = append(read, confine.InterpreterRoot(s.cfg.Python), packages.Tree(s.cfg.PackagesDir))
 	protect := []int{os.Getpid(), confine.ParentPID}
 	if zygote > 0 {
 		protect = append(protect, zygote)
 	}
-	p := confine.Policy{
-		Read:    confine.Unique(read...),
-		Write:   []string{work},
-		Devices: confine.SystemDevices,
-		Network: req.Network,
-		Protect: protect,
-	}
+	// The current packages tree is resolved once: the execution sees one tree for its whole run.
+	p := confine.Policy{Read: []string{packages.Tree(s.cfg.PackagesDir)}, Write: []string{work}, Network: req.Network, Protect: protect}
 	prog, err := k.Filter(p)
 	if err != nil {
 		return nil, nil, err
 	}
-	ruleset, err := k.Ruleset(p)
+	rules, err := s.systemRules()
+	if err != nil {
+		return nil, nil, fmt.Errorf("confining the execution: %w", err)
+	}
+	ruleset, err := rules.Ruleset(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("confining the execution: %w", err)
 	}

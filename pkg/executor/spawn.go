@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/python"
 )
@@ -58,6 +59,10 @@ type SpawnConfig struct {
 // supervises its process tree.
 type Spawn struct {
 	cfg SpawnConfig
+
+	rulesOnce sync.Once
+	rules     *confine.Rules // see systemRules
+	rulesErr  error
 }
 
 // NewSpawn checks the config and creates the work directory.

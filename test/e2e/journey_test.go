@@ -339,6 +339,8 @@ time.sleep(60)`, 3)
 		})
 	})
 
+	t.Run("hostile_code_is_confined", func(t *testing.T) { hostileCode(t, cs, pod.Name) })
+
 	t.Run("uid_outside_the_allowed_list_is_refused", func(t *testing.T) {
 		res := botRun(t, appNS, pod.Name, "intruder", "print(1)")
 		if res["type"] != "Forbidden" || !strings.Contains(fmt.Sprint(res["error"]), fmt.Sprintf("peer uid %d", intruderUID)) {
@@ -609,4 +611,78 @@ func uninstall(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuratio
 	if err != nil || len(p.Spec.InitContainers) != 0 {
 		t.Fatalf("a labeled pod after uninstall: %v, init containers %d", err, len(p.Spec.InitContainers))
 	}
+}
+
+// hostileCodeAttempts is code that attacks the sidecar it runs in, as an end user steering a
+// model would: pyexec serve is PID 1 of its container.
+const hostileCodeAttempts = `import os, signal, socket
+def attempt(name, f):
+    try:
+        f()
+        print("OPEN", name, flush=True)
+    except Exception as e:
+        print("blocked", name, type(e).__name__, flush=True)
+sock = "/var/run/pyexec/pyexec.sock"
+pkgs = "/var/lib/pyexec/packages"  # the packages volume; it exists and the sidecar writes it
+attempt("kill the server", lambda: os.kill(1, signal.SIGKILL))
+attempt("kill the supervisor", lambda: os.kill(os.getppid(), signal.SIGKILL))
+attempt("read the server's environment", lambda: open("/proc/1/environ").read())
+attempt("unlink the socket", lambda: os.unlink(sock))
+attempt("call the API from inside", lambda: socket.socket(socket.AF_UNIX).connect(sock))
+attempt("write the packages dir", lambda: open(os.path.join(pkgs, "sitecustomize.py"), "w").write("print(1)"))
+attempt("re-point current", lambda: os.symlink("/tmp", os.path.join(pkgs, "current.evil")))
+attempt("leave a file in /tmp", lambda: open("/tmp/pyexec-left", "w").write("x"))
+attempt("leave a file in /dev/shm", lambda: open("/dev/shm/pyexec-left", "w").write("x"))
+attempt("reach the network", lambda: socket.create_connection(("127.0.0.1", 9901), timeout=2))
+`
+
+// hostileCode runs the attacks in the real injected pod, under the restricted PSS and
+// RuntimeDefault seccomp, and checks from outside: every attempt failed, the sidecar neither
+// restarted nor lost its socket, says each layer of confinement is active, and the next
+// genuine request gets a genuine result.
+func hostileCode(t *testing.T, cs *kubernetes.Clientset, pod string) {
+	ctx := context.Background()
+	restarts := func() int32 {
+		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			if s.Name == "pyexec" {
+				return s.RestartCount
+			}
+		}
+		t.Fatalf("no pyexec container in %s", pod)
+		return 0
+	}
+	inode := func() string {
+		return strings.TrimSpace(mustKubectl(t, "exec", "-n", appNS, pod, "-c", "bot", "--", "stat", "-c", "%i", "/var/run/pyexec/pyexec.sock"))
+	}
+	before, ino := restarts(), inode()
+
+	res := botRun(t, appNS, pod, "bot", hostileCodeAttempts)
+	out := fmt.Sprint(res["stdout"])
+	if strings.Contains(out, "OPEN") || strings.Count(out, "blocked") != 10 {
+		t.Fatalf("hostile code in the pod: an attempt got through or did not run:\n%s%v", out, res["stderr"])
+	}
+	if got := restarts(); got != before {
+		t.Fatalf("the sidecar restarted (%d, was %d)", got, before)
+	}
+	if got := inode(); got != ino {
+		t.Fatalf("the socket was replaced: inode %s, was %s", got, ino)
+	}
+	if res := botRun(t, appNS, pod, "bot", "print(6 * 7)"); res["stdout"] != "42\n" {
+		t.Fatalf("the next genuine request: %v", res)
+	}
+	var ready map[string]any
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec")) {
+		if l["msg"] == "ready" {
+			ready = l
+		}
+	}
+	layers := fmt.Sprint(ready["isolation"])
+	if ready == nil || strings.Contains(layers, "=false") || !strings.Contains(layers, "scoped_signals=true") || ready["network"] != "deny" {
+		t.Fatalf("the sidecar's ready line does not say every layer is active: %v", ready)
+	}
+	t.Logf("every attempt blocked; sidecar: landlockABI=%v %s", ready["landlockABI"], layers)
 }
