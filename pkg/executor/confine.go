@@ -4,11 +4,11 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/packages"
 )
 
 // Isolation is how executions are confined (see pkg/confine). The zero value confines
@@ -43,7 +43,7 @@ type confineSpec struct {
 // confinement builds the ruleset and the seccomp program of one execution, whose working
 // directory is work. zygote is the zygote's pid, 0 in spawn mode. The ruleset is nil without
 // Landlock; the caller closes it once the code's process has it.
-func (s *Spawn) confinement(req Request, work string, zygote int) (*os.File, *confineSpec, error) {
+func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.File, *confineSpec, error) {
 	k := s.cfg.Isolation.Kernel
 	if k.LandlockABI == 0 && !k.Seccomp {
 		return nil, nil, nil
@@ -52,8 +52,7 @@ func (s *Spawn) confinement(req Request, work string, zygote int) (*os.File, *co
 	if zygote > 0 {
 		protect = append(protect, zygote)
 	}
-	// The current packages tree is resolved once: the execution sees one tree for its whole run.
-	p := confine.Policy{Read: []string{packages.Tree(s.cfg.PackagesDir)}, Write: []string{work}, Network: req.Network, Protect: protect}
+	p := confine.Policy{Read: []string{tree}, Write: []string{work, filepath.Join(filepath.Dir(work), mplDir)}, Network: req.Network, Protect: protect}
 	prog, err := k.Filter(p)
 	if err != nil {
 		return nil, nil, err

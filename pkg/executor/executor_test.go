@@ -153,6 +153,12 @@ func behaviours(packagesTree string) []behaviour {
 				t.Errorf("%+v", r)
 			}
 		}},
+		{"a figure comes back, matplotlib's cache does not", Request{Code: "import os, matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])\nfig.savefig('p.png')\nprint(os.path.basename(os.environ['MPLCONFIGDIR']))"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || r.Stdout != mplDir+"\n" || len(r.Files) != 1 || r.Files[0].Path != "p.png" {
+					t.Errorf("%+v", r)
+				}
+			}},
 		{"sys.exit status", Request{Code: "import sys\nsys.exit(3)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.ExitCode != 3 || r.Reason != api.ReasonExit {
 				t.Errorf("%+v", r)

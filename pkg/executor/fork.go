@@ -96,6 +96,8 @@ func (f *Fork) WarmHits() int64 { return f.warmHits.Load() }
 
 // NewFork returns a fork executor; the zygote starts with the first execution or Start.
 func NewFork(cfg ForkConfig) (*Fork, error) {
+	// The zygote's matplotlib cache: executions read what the zygote loaded.
+	cfg.Isolation.Read = append(cfg.Isolation.Read, filepath.Join(cfg.WorkDir, zygoteConfigDir))
 	sp, err := NewSpawn(cfg.SpawnConfig)
 	if err != nil {
 		return nil, err
@@ -165,7 +167,7 @@ func (f *Fork) ensureZygote() error {
 	cmd := exec.Command(f.cfg.Python, "-u", "-c", runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", string(params))
 	cmd.Dir = f.cfg.WorkDir
 	// matplotlib's font cache is built once, in the zygote, into a directory of its own.
-	cmd.Env = append(f.spawn.env(f.cfg.WorkDir, nil), "MPLCONFIGDIR="+filepath.Join(f.cfg.WorkDir, zygoteConfigDir))
+	cmd.Env = append(f.spawn.env(f.cfg.WorkDir, packages.Tree(f.cfg.PackagesDir), nil), "MPLCONFIGDIR="+filepath.Join(f.cfg.WorkDir, zygoteConfigDir))
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stdout, cmd.Stderr = &logWriter{f: f, stream: "stdout"}, &logWriter{f: f, stream: "stderr"}
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
@@ -306,11 +308,11 @@ func (f *Fork) zygotePID() int {
 func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 	params := f.spawn.paramsOf(e)
 	env := map[string]string{}
-	for _, kv := range f.spawn.env(e.work, e.req.Env) {
+	for _, kv := range f.spawn.env(e.work, e.tree, e.env()) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: e.work, Env: env, Tree: packages.Tree(f.cfg.PackagesDir)}
+	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: e.work, Env: env, Tree: e.tree}
 	msg.UID, msg.GID = f.user()
 	data, err := json.Marshal(msg)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/packages"
 )
 
 // execution is the lifecycle of one execution, the same in both modes: its directory and input
@@ -14,10 +15,13 @@ import (
 // result. A mode only starts the code's supervisor and waits for its status; everything else
 // happens here, once.
 type execution struct {
-	req    Request
-	begun  time.Time
-	dir    string // holds code.py and work/
-	work   string // the code's working directory
+	req   Request
+	begun time.Time
+	dir   string // holds code.py, work/ and mpl/
+	work  string // the code's working directory
+	// tree is the current packages tree, resolved once: the execution sees one tree for its
+	// whole run.
+	tree   string
 	killer *killer
 	stdout *capture
 	stderr *capture
@@ -40,14 +44,29 @@ func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 		return nil, err
 	}
 	e.work = filepath.Join(e.dir, "work")
+	e.tree = packages.Tree(s.cfg.PackagesDir)
 	onLimit := func() { e.killer.kill(api.ReasonOutputLimit) }
 	e.stdout = &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
 	e.stderr = &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
-	if e.ruleset, e.spec, err = s.confinement(req, e.work, zygote); err != nil {
+	if e.ruleset, e.spec, err = s.confinement(req, e.work, e.tree, zygote); err != nil {
 		e.close()
 		return nil, err
 	}
 	return e, nil
+}
+
+// mplDir, in an execution's directory beside work/, is its MPLCONFIGDIR: matplotlib's cache is
+// not one of the files the execution returns.
+const mplDir = "mpl"
+
+// env is what the execution adds to the base environment: its MPLCONFIGDIR, then the
+// request's env.
+func (e *execution) env() map[string]string {
+	env := map[string]string{"MPLCONFIGDIR": filepath.Join(e.dir, mplDir)}
+	for k, v := range e.req.Env {
+		env[k] = v
+	}
+	return env
 }
 
 // params are the runner's parameters of this execution.

@@ -24,7 +24,6 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/python"
 )
 
@@ -134,7 +133,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 
 	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.paramsOf(e))
 	cmd.Dir = e.work
-	cmd.Env = s.env(e.work, req.Env)
+	cmd.Env = s.env(e.work, e.tree, e.env())
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
 	cmd.ExtraFiles = []*os.File{statusW} // fd 3
@@ -219,8 +218,10 @@ func (s *Spawn) prepare(req Request) (string, error) {
 		return "", fmt.Errorf("creating the working directory: %w", err)
 	}
 	work := filepath.Join(dir, "work")
-	if err := os.Mkdir(work, 0o700); err != nil {
-		return dir, err
+	for _, d := range []string{work, filepath.Join(dir, mplDir)} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return dir, err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
 		return dir, err
@@ -287,10 +288,9 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock bool
 }
 
 // env is the scrubbed environment of an execution: an allowlist, then the request's env.
-func (s *Spawn) env(work string, extra map[string]string) []string {
+func (s *Spawn) env(work, tree string, extra map[string]string) []string {
 	env := append(python.Env(s.cfg.Path, work), "TMPDIR="+work, "PYTHONUNBUFFERED=1")
-	// The current packages tree, resolved once: the execution sees one tree for its whole run.
-	if tree := packages.Tree(s.cfg.PackagesDir); tree != "" {
+	if tree != "" {
 		env = append(env, "PYTHONPATH="+tree)
 	}
 	keys := make([]string, 0, len(extra))
