@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
+	"github.com/pyexec/pyexec/pkg/inject"
 	"github.com/pyexec/pyexec/test/cluster"
 )
 
@@ -424,13 +425,14 @@ func sidecarKilled(t *testing.T, cs *kubernetes.Clientset) {
 	inflight := make(chan string, 1)
 	go func() {
 		out, _ := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "/app/sample_bot.py", "run",
-			"import time; open('/tmp/e2e-in-flight', 'w').close(); time.sleep(30)", "60")
+			"import time; open('e2e-in-flight', 'w').close(); time.sleep(30)", "60")
 		inflight <- out
 	}()
-	// The execution marks that it runs in the sidecar's /tmp (the bot's own loop runs too, so
-	// the in-flight gauge would not tell them apart).
+	// The execution marks that it runs in its working directory, the one place it may write
+	// (the bot's own loop runs too, so the in-flight gauge would not tell them apart).
 	eventually(t, 30*time.Second, "the long execution running", func() error {
-		_, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "pyexec", "--", "python3", "-c", "import os; os.stat('/tmp/e2e-in-flight')")
+		_, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "pyexec", "--", "python3", "-c",
+			"import glob, sys; sys.exit(0 if glob.glob('"+inject.WorkDir+"/x-*/work/e2e-in-flight') else 1)")
 		return err
 	})
 	if err := syscall.Kill(hostPID(t, pod, "pyexec serve"), syscall.SIGKILL); err != nil {
