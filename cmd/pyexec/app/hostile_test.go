@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -362,4 +363,51 @@ func zygoteOf(server int) int {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return 0
+}
+
+// On a kernel that lacks a layer (here: Landlock capped at ABI 5, no scoped signals), the
+// sidecar says so everywhere and warns once; with --require-isolation it refuses to start and
+// names the layer.
+func TestServeSaysWhatIsolationIsMissing(t *testing.T) {
+	s := startSidecar(t, nil, "--max-landlock-abi", "5", "--mode", "spawn")
+	info, err := s.client.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	iso := info.Isolation
+	if iso == nil || iso.LandlockABI != 5 || iso.Network != "deny" {
+		t.Fatalf("/v1/info isolation: %+v", iso)
+	}
+	for _, l := range iso.Layers {
+		if (l.Name == confine.LayerScopedSignals) == l.Active || (!l.Active && l.Missing == "") {
+			t.Errorf("layer %+v", l)
+		}
+	}
+	if warn := s.logs("WARNING: executions are not fully confined on this kernel"); len(warn) != 1 || !strings.Contains(fmt.Sprint(warn[0]["missing"]), confine.LayerScopedSignals) {
+		t.Errorf("want one warning naming %s: %v", confine.LayerScopedSignals, warn)
+	}
+	ready := s.logs("ready")
+	if len(ready) != 1 || !strings.Contains(fmt.Sprint(ready[0]["isolation"]), "scoped_signals=false") {
+		t.Errorf("ready line: %v", ready)
+	}
+	if v := metric(t, s, `pyexec_isolation_layer_active{layer="scoped_signals"}`); v != 0 {
+		t.Errorf("scoped_signals metric %v", v)
+	}
+	if v := metric(t, s, `pyexec_isolation_layer_active{layer="landlock_filesystem"}`); v != 1 {
+		t.Errorf("landlock_filesystem metric %v", v)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(self, "serve", "--python", testutil.SystemPython, "--socket", filepath.Join(dir, "s.sock"), "--probe-addr", "",
+		"--report", filepath.Join(dir, "r.json"), "--work-dir", filepath.Join(dir, "w"), "--max-landlock-abi", "5", "--require-isolation")
+	cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PYEXEC_CONTAINER=true", "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || !strings.Contains(string(out), "--require-isolation: the kernel lacks "+confine.LayerScopedSignals) {
+		t.Fatalf("--require-isolation on a kernel without scoped signals: %v\n%s", err, out)
+	}
 }
