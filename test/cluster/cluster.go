@@ -311,7 +311,13 @@ func (c *Cluster) startDaemon(name, bin string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	d := &daemon{pid: cmd.Process.Pid, done: make(chan struct{})}
+	p, err := procOf(cmd.Process.Pid) // not reaped before the goroutine below: it is there
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	d := &daemon{pid: p.pid, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.daemons == nil {
 		c.daemons = map[string]*daemon{}
@@ -327,14 +333,11 @@ func (c *Cluster) startDaemon(name, bin string, args ...string) error {
 		}
 		close(d.done)
 	}()
-	return os.WriteFile(c.path("run", name+".pid"), []byte(strconv.Itoa(d.pid)), 0o644)
+	return c.writePidFile(name, p)
 }
 
 // exited reports whether a started component is gone, and how it ended when this process
-// started it. A component started by this process is alive until it is reaped: its
-// /proc/PID/cmdline, which pid checks, can read empty for a moment after cmd.Start returns (the
-// kernel has closed the exec pipe but not yet set up the new arguments). Other components are
-// checked with pid, their pid file being there.
+// started it: then it is gone once reaped. Other components are looked up by their pid file.
 func (c *Cluster) exited(name string) (bool, string) {
 	c.mu.Lock()
 	d := c.daemons[name]
@@ -350,7 +353,8 @@ func (c *Cluster) exited(name string) (bool, string) {
 	if _, err := os.Stat(c.path("run", name+".pid")); err != nil {
 		return false, "" // not started
 	}
-	return c.pid(name) == 0, "not started by this process: exit status unknown"
+	_, running := c.proc(name)
+	return !running, "not started by this process: exit status unknown"
 }
 
 // deadComponents reports every component that was started and is no longer running, in start
@@ -443,32 +447,70 @@ func (c *Cluster) LogTail(name string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// pid returns the pid of a running component, 0 if it is not running. A pid file may be old
-// (a kept cluster, a reboot): the process must also name the cluster's directory in its
-// arguments, as every component does, or it is some other process that got the pid.
-func (c *Cluster) pid(name string) int {
-	b, err := os.ReadFile(c.path("run", name+".pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(string(b))
-	if err != nil || !alive(pid) {
-		return 0
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(c.Dir+"/")) {
-		return 0
-	}
-	return pid
+// proc names one process: its pid and its start time (clock ticks after boot, field 22 of
+// /proc/PID/stat). The pair cannot name another process after the pid is reused (a kept
+// cluster, a reboot), and it holds from the fork on, through execve: a process in the middle
+// of execve reads an empty /proc/PID/cmdline for a while after cmd.Start has returned.
+type proc struct {
+	pid   int
+	start uint64
 }
 
-// alive reports whether pid is a process that has not exited (a zombie has).
-func alive(pid int) bool {
+// procOf returns the proc of a live pid.
+func procOf(pid int) (proc, error) {
+	_, start, err := procStat(pid)
+	return proc{pid, start}, err
+}
+
+// running reports whether the process p names is still there and has not exited (a zombie
+// has).
+func (p proc) running() bool {
+	state, start, err := procStat(p.pid)
+	return err == nil && start == p.start && state != 'Z' && state != 'X'
+}
+
+// procStat reads the state and the start time of pid from /proc/PID/stat.
+func procStat(pid int) (state byte, start uint64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return 0, 0, err
 	}
-	// pid (comm) S ...: the state follows the last ')'.
+	// pid (comm) state ppid ...: comm may hold spaces and ')'; the fields follow the last ')'.
 	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	var f []string
+	if i >= 0 {
+		f = strings.Fields(string(b[i+1:]))
+	}
+	if len(f) < 20 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, b)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64) // f[0] is field 3, the state
+	return f[0][0], start, err
+}
+
+// writePidFile records a component's process in run/NAME.pid: "PID START".
+func (c *Cluster) writePidFile(name string, p proc) error {
+	return os.WriteFile(c.path("run", name+".pid"), fmt.Appendf(nil, "%d %d\n", p.pid, p.start), 0o644)
+}
+
+// proc returns the process of a running component; ok is false when it is not running.
+func (c *Cluster) proc(name string) (p proc, ok bool) {
+	b, err := os.ReadFile(c.path("run", name+".pid"))
+	if err != nil {
+		return proc{}, false
+	}
+	if _, err := fmt.Sscan(string(b), &p.pid, &p.start); err == nil {
+		return p, p.running()
+	}
+	// A pid file of an older checkout holds the pid alone: then the process must also name the
+	// cluster's directory in its arguments, as every component does.
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return proc{}, false
+	}
+	if p, err = procOf(pid); err != nil || !p.running() {
+		return proc{}, false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return p, err == nil && bytes.Contains(cmdline, []byte(c.Dir+"/"))
 }

@@ -139,20 +139,20 @@ func (c *Cluster) checkDir() error {
 
 // stop sends SIGTERM to a component and SIGKILL after grace, and removes its pid file.
 func (c *Cluster) stop(name string, grace time.Duration) {
-	pid := c.pid(name)
+	p, running := c.proc(name)
 	defer os.Remove(c.path("run", name+".pid"))
-	if pid == 0 {
+	if !running {
 		return
 	}
-	syscall.Kill(pid, syscall.SIGTERM)
+	syscall.Kill(p.pid, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
-	for alive(pid) && time.Now().Before(deadline) {
+	for p.running() && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if alive(pid) {
+	if p.running() {
 		c.logf("%s did not stop in %s: killing it", name, grace)
-		syscall.Kill(pid, syscall.SIGKILL)
-		for i := 0; alive(pid) && i < 50; i++ {
+		syscall.Kill(p.pid, syscall.SIGKILL)
+		for i := 0; p.running() && i < 50; i++ {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
