@@ -46,6 +46,10 @@ func soakCmd(ctx context.Context, c *cluster.Cluster, args []string) error {
 		start := time.Now()
 		code, err := c.ReexecInNetNS(stageEnv+"=boot", "PYEXEC_CLUSTER_BIN="+c.Bin)
 		boot := time.Since(start)
+		if ctx.Err() != nil { // interrupted: not a boot to count
+			c.Destroy(false)
+			break
+		}
 		if err == nil && code != 0 {
 			err = fmt.Errorf("boot failed (exit %d)", code)
 		}
