@@ -53,6 +53,10 @@ func main() {
 	defer stop()
 	switch fs.Arg(0) {
 	case "up":
+		// --bare after up too, as the usage says (the flags before up stop at it).
+		ufs := flag.NewFlagSet("up", flag.ExitOnError)
+		ufs.BoolVar(bare, "bare", *bare, "do not install the chart and the sample bot")
+		ufs.Parse(fs.Args()[1:])
 		err = up(ctx, c, !*bare)
 	case "down":
 		err = c.Destroy(false)
