@@ -138,6 +138,10 @@ type Policy struct {
 	Write []string
 	// Devices are files the code may read and write, such as /dev/null.
 	Devices []string
+	// Shared are directories where the code may create, use and remove files whose names it
+	// knows, but not list them: /dev/shm, where multiprocessing's semaphores and shared memory
+	// live (glibc's sem_open and shm_open know no other place).
+	Shared []string
 	// Network allows TCP and UDP sockets.
 	Network bool
 	// Protect are pids the code must not signal where the kernel cannot scope signals
@@ -147,18 +151,24 @@ type Policy struct {
 }
 
 // SystemRead are the system trees every execution may read: programs, libraries,
-// configuration, and the pseudo-filesystems that Python and its libraries read (/proc/self,
-// CPU topology). Missing ones are skipped.
-var SystemRead = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys", "/dev"}
+// configuration, the pseudo-filesystems that Python and its libraries read (/proc/self, CPU
+// topology) and the random devices. Not /dev as a whole: /dev/shm is beneath it, and a rule
+// on /dev would let code list it. Missing ones are skipped.
+var SystemRead = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys", "/dev/urandom", "/dev/random"}
 
 // SystemDevices are the devices every execution may write.
 var SystemDevices = []string{"/dev/null", "/dev/zero", "/dev/full"}
 
+// SystemShared are the directories of Policy.Shared.
+var SystemShared = []string{"/dev/shm"}
+
 // Access rights of the rules.
 const (
-	readAccess  = llsys.AccessFSExecute | llsys.AccessFSReadFile | llsys.AccessFSReadDir
-	fileAccess  = llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
-	writeAccess = readAccess | llsys.AccessFSWriteFile | llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile |
+	readAccess = llsys.AccessFSExecute | llsys.AccessFSReadFile | llsys.AccessFSReadDir
+	fileAccess = llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
+	// Files of known names only: no listing, no directories, links or executables.
+	sharedAccess = llsys.AccessFSReadFile | llsys.AccessFSWriteFile | llsys.AccessFSTruncate | llsys.AccessFSMakeReg | llsys.AccessFSRemoveFile
+	writeAccess  = readAccess | llsys.AccessFSWriteFile | llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile |
 		llsys.AccessFSMakeDir | llsys.AccessFSMakeReg | llsys.AccessFSMakeFifo | llsys.AccessFSMakeSym |
 		llsys.AccessFSRefer | llsys.AccessFSTruncate | llsys.AccessFSIoctlDev
 	// No socket files (the code has no Unix sockets) and no device nodes anywhere.
@@ -212,8 +222,8 @@ type rule struct {
 	access uint64
 }
 
-// Rules opens the paths of p (its Read, Write and Devices); paths that do not exist are
-// skipped. Close releases them.
+// Rules opens the paths of p (its Read, Write, Devices and Shared); paths that do not exist
+// are skipped. Close releases them.
 func (k Kernel) Rules(p Policy) (*Rules, error) {
 	r := &Rules{kernel: k}
 	if k.LandlockABI < abiFilesystem {
@@ -231,7 +241,7 @@ func (r *Rules) add(p Policy) error {
 	for _, g := range []struct {
 		paths  []string
 		access uint64
-	}{{p.Read, readAccess}, {p.Write, writeAccess}, {p.Devices, fileAccess}} {
+	}{{p.Read, readAccess}, {p.Write, writeAccess}, {p.Devices, fileAccess}, {p.Shared, sharedAccess}} {
 		for _, path := range g.paths {
 			fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {

@@ -72,7 +72,7 @@ func childSeccomp(args []string) int {
 	call := func(name string, trap uintptr, a ...uintptr) {
 		a = append(a, 0, 0, 0, 0, 0, 0)
 		r, _, errno := unix.RawSyscall6(trap, a[0], a[1], a[2], a[3], a[4], a[5])
-		if errno == 0 && name != "kill self" && (trap == unix.SYS_SOCKET || trap == unix.SYS_SOCKETPAIR) {
+		if errno == 0 && trap == unix.SYS_SOCKET {
 			_ = unix.Close(int(r))
 		}
 		fmt.Println(name, int(errno))
@@ -90,6 +90,14 @@ func childSeccomp(args []string) int {
 	call("socketpair unix", unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_STREAM, 0, uintptr(unsafe.Pointer(&fds)))
 	call("ptrace", unix.SYS_PTRACE, unix.PTRACE_PEEKDATA, pid, 0)
 	call("getpid", unix.SYS_GETPID)
+	call("fcntl F_SETOWN", unix.SYS_FCNTL, 0, unix.F_SETOWN, pid)
+	call("fcntl F_SETSIG", unix.SYS_FCNTL, 0, unix.F_SETSIG, uintptr(unix.SIGKILL))
+	call("fcntl F_GETFD", unix.SYS_FCNTL, 0, unix.F_GETFD)
+	call("bind", unix.SYS_BIND, uintptr(fds[0]), 0, 0)
+	call("shmget", unix.SYS_SHMGET, 0, 4096, 0o600)
+	call("inotify_add_watch", unix.SYS_INOTIFY_ADD_WATCH, 0, 0, 0)
+	call("setxattr", unix.SYS_SETXATTR, 0, 0, 0)
+	call("mq_open", unix.SYS_MQ_OPEN, 0, 0, 0)
 	return 0
 }
 
@@ -116,6 +124,8 @@ func TestFilterRefusesWhatCodeMustNotDo(t *testing.T) {
 		"tgkill protected": eperm, "kill self": "0",
 		"socket unix": eperm, "socket inet": eperm, "socketpair unix": "0",
 		"ptrace": eperm, "getpid": "0",
+		"fcntl F_SETOWN": eperm, "fcntl F_SETSIG": eperm, "fcntl F_GETFD": "0", "bind": eperm,
+		"shmget": eperm, "inotify_add_watch": eperm, "setxattr": eperm, "mq_open": eperm,
 	}
 	for name, w := range want {
 		if got[name] != w {

@@ -32,8 +32,10 @@ const (
 )
 
 // denied are the syscalls no execution needs and that reach beyond it: other processes'
-// memory, kernel objects shared with the server, and io_uring, whose operations pass by
-// seccomp.
+// memory, kernel objects shared with the server, io_uring (its operations pass by seccomp),
+// and what Landlock does not cover that would let code leave something for a later execution
+// or watch a concurrent one: extended attributes, inotify and fanotify, System V IPC and POSIX
+// message queues.
 var denied = []uintptr{
 	unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV, unix.SYS_KCMP,
 	unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER,
@@ -41,7 +43,17 @@ var denied = []uintptr{
 	unix.SYS_KEYCTL, unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY,
 	unix.SYS_UNSHARE, unix.SYS_SETNS, unix.SYS_MOUNT, unix.SYS_UMOUNT2, unix.SYS_PIVOT_ROOT, unix.SYS_CHROOT,
 	unix.SYS_OPEN_BY_HANDLE_AT,
+	unix.SYS_SETXATTR, unix.SYS_LSETXATTR, unix.SYS_FSETXATTR, unix.SYS_SETXATTRAT,
+	unix.SYS_REMOVEXATTR, unix.SYS_LREMOVEXATTR, unix.SYS_FREMOVEXATTR, unix.SYS_REMOVEXATTRAT,
+	unix.SYS_INOTIFY_ADD_WATCH, unix.SYS_FANOTIFY_INIT, unix.SYS_FANOTIFY_MARK,
+	unix.SYS_SHMGET, unix.SYS_SHMAT, unix.SYS_SHMCTL, unix.SYS_SHMDT,
+	unix.SYS_MSGGET, unix.SYS_MSGSND, unix.SYS_MSGRCV, unix.SYS_MSGCTL,
+	unix.SYS_SEMGET, unix.SYS_SEMOP, unix.SYS_SEMTIMEDOP, unix.SYS_SEMCTL,
+	unix.SYS_MQ_OPEN, unix.SYS_MQ_UNLINK, unix.SYS_MQ_TIMEDSEND, unix.SYS_MQ_TIMEDRECEIVE, unix.SYS_MQ_NOTIFY, unix.SYS_MQ_GETSETATTR,
 }
+
+// fioSetOwn is FIOSETOWN of asm-generic/sockios.h, which x/sys/unix lacks.
+const fioSetOwn = 0x8901
 
 // errnoEPERM is what a denied call returns: the code sees PermissionError, not a crash.
 const errnoEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
@@ -51,10 +63,11 @@ const errnoEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
 // when the kernel has no seccomp for this architecture.
 //
 // Always: no Unix sockets of its own (socketpair stays: asyncio and multiprocessing use it),
-// and none of the calls in denied. Without the network: no socket(2) at all. Where Landlock
-// does not scope signals: no signal to a process group or to every process (negative pids),
-// none to the pids in p.Protect, no tkill and no pidfd_send_signal (a /proc/PID directory is
-// a pidfd too).
+// and none of the calls in denied. Without the network: no socket(2), bind, connect or listen.
+// Where Landlock does not scope signals: no signal to a process group or to every process
+// (negative pids), none to the pids in p.Protect, no tkill and no pidfd_send_signal (a
+// /proc/PID directory is a pidfd too), and no F_SETOWN, F_SETOWN_EX or F_SETSIG (fcntl) or
+// FIOSETOWN or SIOCSPGRP (ioctl), which direct a signal at another process.
 func (k Kernel) Filter(p Policy) ([]byte, error) {
 	if !k.Seccomp {
 		return nil, nil
@@ -74,10 +87,16 @@ func (k Kernel) Filter(p Policy) ([]byte, error) {
 	if p.Network {
 		prog = append(prog, denyIf(unix.SYS_SOCKET, argEquals(0, unix.AF_UNIX))...)
 	} else {
-		deny = append(deny, unix.SYS_SOCKET)
+		// The only sockets are then socketpairs, connected already: without bind, connect and
+		// listen no abstract name can be taken or reached through one.
+		deny = append(deny, unix.SYS_SOCKET, unix.SYS_BIND, unix.SYS_CONNECT, unix.SYS_LISTEN)
 	}
 	if k.LandlockABI < abiScopes {
 		deny = append(deny, unix.SYS_TKILL, unix.SYS_PIDFD_SEND_SIGNAL)
+		// A file's owner is sent a signal of the code's choice on I/O: F_SETOWN to the server
+		// and F_SETSIG(SIGKILL) would kill it without kill(2).
+		prog = append(prog, denyIf(unix.SYS_FCNTL, argEquals(1, unix.F_SETOWN), argEquals(1, unix.F_SETOWN_EX), argEquals(1, unix.F_SETSIG))...)
+		prog = append(prog, denyIf(unix.SYS_IOCTL, argEquals(1, fioSetOwn), argEquals(1, unix.SIOCSPGRP))...)
 		for _, nr := range []uintptr{unix.SYS_KILL, unix.SYS_TGKILL, unix.SYS_RT_SIGQUEUEINFO, unix.SYS_RT_TGSIGQUEUEINFO, unix.SYS_PIDFD_OPEN} {
 			conds := [][]bpf.Instruction{argNegative(0)}
 			for _, pid := range p.Protect {

@@ -26,7 +26,7 @@ func (s *Spawn) systemRules() (*confine.Rules, error) {
 	s.rulesOnce.Do(func() {
 		read := append(append([]string(nil), confine.SystemRead...), s.cfg.Isolation.Read...)
 		read = append(read, confine.InterpreterRoot(s.cfg.Python))
-		s.rules, s.rulesErr = s.cfg.Isolation.Kernel.Rules(confine.Policy{Read: confine.Unique(read...), Devices: confine.SystemDevices})
+		s.rules, s.rulesErr = s.cfg.Isolation.Kernel.Rules(confine.Policy{Read: confine.Unique(read...), Devices: confine.SystemDevices, Shared: confine.SystemShared})
 	})
 	return s.rules, s.rulesErr
 }

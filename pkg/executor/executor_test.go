@@ -159,6 +159,14 @@ func behaviours(packagesTree string) []behaviour {
 					t.Errorf("%+v", r)
 				}
 			}},
+		// Semaphores and shared memory live in /dev/shm: confined code may use names it knows
+		// there, but not list it.
+		{"multiprocessing works confined; /dev/shm cannot be listed", Request{Code: "import multiprocessing as mp, os\nfrom multiprocessing import shared_memory\nif __name__ == '__main__':\n    with mp.Pool(2) as p:\n        print(p.map(abs, [-1, -2]))\n    s = shared_memory.SharedMemory(create=True, size=10); s.close(); s.unlink()\n    try:\n        os.listdir('/dev/shm')\n    except PermissionError:\n        print('unlisted')"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || r.Stdout != "[1, 2]\nunlisted\n" {
+					t.Errorf("%+v", r)
+				}
+			}},
 		{"sys.exit status", Request{Code: "import sys\nsys.exit(3)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.ExitCode != 3 || r.Reason != api.ReasonExit {
 				t.Errorf("%+v", r)

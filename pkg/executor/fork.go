@@ -164,7 +164,7 @@ func (f *Fork) ensureZygote() error {
 	ours, theirs := os.NewFile(uintptr(pair[0]), "zygote-control"), os.NewFile(uintptr(pair[1]), "zygote-control")
 	defer theirs.Close()
 	params, _ := json.Marshal(map[string]any{"preload": f.cfg.Preload, "warmup": f.cfg.WarmupCode})
-	cmd := exec.Command(f.cfg.Python, "-u", "-c", runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", string(params))
+	cmd := exec.Command(f.cfg.Python, "-s", "-u", "-c", runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", string(params))
 	cmd.Dir = f.cfg.WorkDir
 	// matplotlib's font cache is built once, in the zygote, into a directory of its own.
 	cmd.Env = append(f.spawn.env(f.cfg.WorkDir, packages.Tree(f.cfg.PackagesDir), nil), "MPLCONFIGDIR="+filepath.Join(f.cfg.WorkDir, zygoteConfigDir))
@@ -308,7 +308,7 @@ func (f *Fork) zygotePID() int {
 func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 	params := f.spawn.paramsOf(e)
 	env := map[string]string{}
-	for _, kv := range f.spawn.env(e.work, e.tree, e.env()) {
+	for _, kv := range f.spawn.env(e.work, e.tree, e.baseEnv()) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}

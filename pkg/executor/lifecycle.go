@@ -59,14 +59,10 @@ func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 // not one of the files the execution returns.
 const mplDir = "mpl"
 
-// env is what the execution adds to the base environment: its MPLCONFIGDIR, then the
-// request's env.
-func (e *execution) env() map[string]string {
-	env := map[string]string{"MPLCONFIGDIR": filepath.Join(e.dir, mplDir)}
-	for k, v := range e.req.Env {
-		env[k] = v
-	}
-	return env
+// baseEnv is what the execution adds to the server's base environment: its MPLCONFIGDIR. The
+// request's env is applied by the code's process itself (see envFile).
+func (e *execution) baseEnv() map[string]string {
+	return map[string]string{"MPLCONFIGDIR": filepath.Join(e.dir, mplDir)}
 }
 
 // params are the runner's parameters of this execution.

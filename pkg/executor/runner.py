@@ -135,9 +135,12 @@ def run_code(params, ruleset_fd=None):
     import linecache
     import types
 
+    os.chdir(params["cwd"])
     sys.path.insert(0, _cwd_entry)
     with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
         source = f.read()
+    with open(params["env"], encoding="utf-8") as f:
+        os.environ.update(json.load(f) or {})
     # A process group of its own: a signal to "my group" reaches only the code's processes.
     os.setpgid(0, 0)
     try:

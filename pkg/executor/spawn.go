@@ -131,9 +131,12 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	}
 	defer statusR.Close()
 
-	cmd := exec.Command(s.cfg.Python, "-u", "-c", runnerSource+"\nrunner_main()\n", s.paramsOf(e))
-	cmd.Dir = e.work
-	cmd.Env = s.env(e.work, e.tree, e.env())
+	// -s: no user site-packages, which would be in the code's HOME (its working directory).
+	// The supervisor starts in the execution's directory, with the server's environment only:
+	// the request's env and files reach the code's process alone (env.json, work/).
+	cmd := exec.Command(s.cfg.Python, "-s", "-u", "-c", runnerSource+"\nrunner_main()\n", s.paramsOf(e))
+	cmd.Dir = e.dir
+	cmd.Env = s.env(e.work, e.tree, e.baseEnv())
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
 	cmd.ExtraFiles = []*os.File{statusW} // fd 3
@@ -209,7 +212,11 @@ func (s *Spawn) finish(res *api.ExecuteResult, killedFor string, st status, ps *
 	}
 }
 
-// prepare makes the execution's directory: code.py beside work/, the input files in work/.
+// envFile, in an execution's directory, holds the request's env as a JSON object.
+const envFile = "env.json"
+
+// prepare makes the execution's directory: code.py and env.json beside work/, the input files
+// in work/.
 func (s *Spawn) prepare(req Request) (string, error) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
@@ -224,6 +231,16 @@ func (s *Spawn) prepare(req Request) (string, error) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
+		return dir, err
+	}
+	// The request's env goes to the code's process through a file, never through the
+	// supervisor's environment or the zygote: a value (an API key) must not stay in the memory
+	// of a process that later executions are forked from.
+	env, err := json.Marshal(req.Env)
+	if err != nil {
+		return dir, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, envFile), env, 0o600); err != nil {
 		return dir, err
 	}
 	if err := writeFiles(work, req.Files); err != nil {
@@ -283,7 +300,8 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock bool
 	if req.MaxProcesses <= 0 {
 		delete(limits, "nproc")
 	}
-	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "limits": limits, "confine": spec, "landlock": landlock})
+	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "cwd": filepath.Join(dir, "work"),
+		"limits": limits, "confine": spec, "landlock": landlock})
 	return string(b)
 }
 

@@ -78,6 +78,14 @@ func (s *Server) checkWorkDir() error {
 	dir := s.cfg.WorkDir
 	fi, err := os.Lstat(dir)
 	switch {
+	case err == nil && fi.IsDir() && fi.Mode().Perm() != workDirMode:
+		// Code of the server's uid may chmod it (Landlock does not govern permissions): every
+		// later execution would fail to make its directory.
+		if err := os.Chmod(dir, workDirMode); err != nil {
+			return fmt.Errorf("work dir %s has mode %#o, and it cannot be put back: %w", dir, fi.Mode().Perm(), err)
+		}
+		s.log.Info("permissions restored", "path", dir, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "mode", fmt.Sprintf("%#o", workDirMode))
+		return nil
 	case err == nil && fi.IsDir():
 		return nil
 	case err == nil:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -50,6 +51,8 @@ type Socket struct {
 	hs    *http.Server
 	conns *connLimiter
 
+	dirMode os.FileMode // the socket directory's permissions at Listen
+
 	mu      sync.Mutex
 	ln      *credListener // the listener on the path now
 	serving bool          // Serve runs
@@ -69,6 +72,9 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 	}
 	k.ln = ln.(*credListener)
 	k.ln.conns = k.conns
+	if fi, err := os.Stat(filepath.Dir(cfg.Path)); err == nil {
+		k.dirMode = fi.Mode().Perm()
+	}
 	k.hs = &http.Server{
 		Handler:           s.Handler(),
 		ConnContext:       ConnContext,
@@ -77,6 +83,29 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 	}
 	s.addReadyCheck("socket", k.check)
 	return k, nil
+}
+
+// restoreModes puts back the permissions of the socket and of its directory when they changed:
+// code running as the server's uid owns both and may chmod them (Landlock does not govern
+// permissions), which would shut every client out.
+func (k *Socket) restoreModes() error {
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(k.cfg.Path), k.dirMode}, {k.cfg.Path, k.cfg.Mode}} {
+		fi, err := os.Lstat(f.path)
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		if f.mode == 0 || fi.Mode().Perm() == f.mode {
+			continue
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", f.path, fi.Mode().Perm(), f.mode, err)
+		}
+		k.srv.log.Info("permissions restored", "path", f.path, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "mode", fmt.Sprintf("%#o", f.mode))
+	}
+	return nil
 }
 
 // HTTPServer is the socket's HTTP server, for Server.Shutdown.
@@ -121,7 +150,7 @@ func (k *Socket) check() error {
 	}
 	lost := ln.owned()
 	if lost == nil {
-		return nil
+		return k.restoreModes()
 	}
 	k.srv.mu.Lock()
 	draining := k.srv.draining

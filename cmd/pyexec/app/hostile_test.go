@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -35,11 +36,37 @@ func podSidecar(t *testing.T, args ...string) *sidecar {
 		t.Skip("SKIPPED: needs root to start the sidecar as another uid; the hostile-code attacks did not run")
 	}
 	dir, bin := testutil.SharedTempDir(t, "pyexec")
-	if err := os.Chown(dir, hostileUID, hostileUID); err != nil {
+	// A packages dir with a current tree, as an install leaves it: the attacks aim at it.
+	tree := filepath.Join(dir, "packages", "trees", "1")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return startSidecarWith(t, sidecarOptions{bin: bin, dir: dir, uid: hostileUID}, args...)
+	if err := os.WriteFile(filepath.Join(tree, "good.py"), []byte("print('good')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("trees/1", filepath.Join(dir, "packages", "current")); err != nil {
+		t.Fatal(err)
+	}
+	if err := filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, hostileUID, hostileUID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A descriptor the server inherits, as from a shell: it must not reach the code.
+	secret, err := os.Create(filepath.Join(dir, "inherited-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { secret.Close() })
+	return startSidecarWith(t, sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}}, args...)
 }
+
+// layerServer stands for what the server does itself, whatever the kernel: it never hands the
+// request's env and files to an unconfined process, and it puts back permissions.
+const layerServer = "server"
 
 // attack is hostile code and the check, from outside, that it failed.
 type attack struct {
@@ -47,6 +74,9 @@ type attack struct {
 	// code runs as an execution; {{SOCKET}}, {{PACKAGES}}, {{WORK}}, {{SERVER}}, {{ZYGOTE}}
 	// and {{PORT}} are replaced first.
 	code string
+	// files and env go with the request.
+	files []api.InputFile
+	env   map[string]string
 	// layers are the layers of confinement that stop it, each on its own.
 	layers []string
 	// check looks from outside; res is the attack's result.
@@ -55,12 +85,13 @@ type attack struct {
 
 // hostile is a pod sidecar under attack, with what the attacks aim at.
 type hostile struct {
-	s        *sidecar
-	dir      string
-	sockIno  uint64
-	zygote   int
-	tcp      net.Listener
-	accepted chan net.Conn
+	s           *sidecar
+	dir         string
+	sockIno     uint64
+	sockDirMode os.FileMode
+	zygote      int
+	tcp         net.Listener
+	accepted    chan net.Conn
 }
 
 func (h *hostile) expand(code string) string {
@@ -85,14 +116,126 @@ def attempt(name, f):
         print("blocked", name, type(e).__name__, e, flush=True)
 `
 
+// noneOpen checks that every attempt ran and was refused for want of permission: an attempt
+// that failed for another reason (a path that does not exist) proves nothing.
 func noneOpen(t *testing.T, _ *hostile, res *api.ExecuteResult) {
 	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(res.Stdout), "\n") {
+		if strings.HasPrefix(line, "blocked ") && !strings.Contains(line, "PermissionError") {
+			t.Errorf("an attempt failed, but not for want of permission: %s", line)
+		}
+	}
 	if strings.Contains(res.Stdout, "OPEN") || !strings.Contains(res.Stdout, "blocked") {
 		t.Errorf("the attack got through:\n%s%s", res.Stdout, res.Stderr)
 	}
 }
 
 var attacks = []attack{
+	{name: "17 use a descriptor the server or the supervisor holds", layers: []string{layerServer},
+		code: `
+import os
+for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+    try:
+        print(fd, os.readlink("/proc/self/fd/" + fd))
+    except OSError:
+        pass  # the listing's own descriptor
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			// The code holds its three streams and the pipe on which it reports its end.
+			lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
+			if len(lines) != 4 || strings.Contains(res.Stdout, "inherited-secret") {
+				t.Fatalf("the code's descriptors:\n%s%s", res.Stdout, res.Stderr)
+			}
+			for _, l := range lines {
+				if !strings.Contains(l, " pipe:[") {
+					t.Errorf("a descriptor that is not one of the execution's pipes: %s", l)
+				}
+			}
+		}},
+	{name: "11 chmod the socket, its directory and the work root", layers: []string{layerServer},
+		code: `
+import os
+os.chmod("{{SOCKET}}", 0)
+os.chmod(os.path.dirname("{{SOCKET}}"), 0o700)
+os.chmod("{{WORK}}", 0o111)
+print("done")
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			if res.Stdout != "done\n" {
+				t.Fatalf("the chmods did not run: %+v", res)
+			}
+			// The next readiness probe puts the permissions back (the test, as root, would
+			// connect whatever they are).
+			resp, err := http.Get("http://" + h.s.probe + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			for path, want := range map[string]os.FileMode{h.s.socket: 0o660, filepath.Dir(h.s.socket): h.sockDirMode, filepath.Join(h.dir, "work"): 0o711} {
+				if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+					t.Errorf("%s: mode %v, want %#o (%v)", path, fi.Mode().Perm(), want, err)
+				}
+			}
+		}},
+	{name: "12 run code in the supervisor through the request's files and env", layers: []string{layerServer},
+		code: "import os\nprint(os.environ['LD_PRELOAD'], os.environ['PYTHONPATH'].split(os.pathsep)[0])\n",
+		env:  map[string]string{"LD_PRELOAD": "/nonexistent/pyexec-preload.so", "PYTHONPATH": "."},
+		files: []api.InputFile{
+			{Path: "json.py", ContentBase64: b64("open('{{PACKAGES}}/pwned-json', 'w')\n")},
+			{Path: ".local/lib/python3.11/site-packages/evil.pth", ContentBase64: b64("import os; open('{{PACKAGES}}/pwned-pth', 'w')\n")},
+		},
+		check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			if res.Stdout != "/nonexistent/pyexec-preload.so .\n" {
+				t.Errorf("the code did not get the request's env: %+v", res)
+			}
+			if strings.Contains(res.Stderr, "LD_PRELOAD") {
+				t.Errorf("the request's LD_PRELOAD reached a process before the code's: %s", res.Stderr)
+			}
+			for _, f := range []string{"pwned-json", "pwned-pth"} {
+				if _, err := os.Stat(filepath.Join(h.dir, "packages", f)); err == nil {
+					t.Errorf("a request file ran unconfined: packages/%s was written", f)
+				}
+			}
+		}},
+	{name: "14 signal the server through F_SETOWN and F_SETSIG", layers: []string{confine.LayerScopedSignals, confine.LayerSeccomp},
+		code: attempts + `
+import fcntl
+def setown(pid):
+    r, w = os.pipe()
+    fcntl.fcntl(r, fcntl.F_SETOWN, pid)
+    fcntl.fcntl(r, 10, signal.SIGKILL)  # F_SETSIG
+    fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+    os.write(w, b"x")
+attempt("F_SETOWN the server", lambda: setown({{SERVER}}))
+if {{ZYGOTE}}:
+    attempt("F_SETOWN the zygote", lambda: setown({{ZYGOTE}}))
+time.sleep(0.2)
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			// With scoped signals fcntl succeeds and the kernel drops the signal: the check
+			// that counts is from outside.
+			if syscall.Kill(h.s.cmd.Process.Pid, 0) != nil || (h.zygote > 0 && syscall.Kill(h.zygote, 0) != nil) {
+				t.Errorf("the server or the zygote died:\n%s", res.Stdout)
+			}
+		}},
+	{name: "15 leave something through IPC, extended attributes, inotify", layers: []string{confine.LayerSeccomp},
+		code: attempts + `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def check(r):
+    if r == -1:
+        raise PermissionError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+attempt("shmget", lambda: check(libc.shmget(0, 1 << 20, 0o1600)))
+attempt("msgget", lambda: check(libc.msgget(0x5059, 0o1600)))
+attempt("semget", lambda: check(libc.semget(0x5059, 1, 0o1600)))
+attempt("mq_open", lambda: check(ctypes.CDLL("librt.so.1", use_errno=True).mq_open(b"/pyexec-hostile", os.O_CREAT | os.O_RDWR, 0o600, None)))
+attempt("setxattr on the work dir", lambda: os.setxattr(".", "user.left", b"x"))
+attempt("inotify on the work root", lambda: check(libc.inotify_add_watch(libc.inotify_init(), b"{{WORK}}", 0xfff)))
+`, check: noneOpen},
+	{name: "16 an abstract socket through a socketpair", layers: []string{confine.LayerScopedSignals, confine.LayerSeccomp},
+		code: attempts + `
+def abstract():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.bind("\0pyexec-hostile")
+attempt("bind an abstract name", abstract)
+`, check: noneOpen},
 	{name: "1 replace the API socket", layers: []string{confine.LayerFilesystem},
 		code: attempts + `
 attempt("unlink socket", lambda: os.unlink("{{SOCKET}}"))
@@ -147,7 +290,7 @@ attempt("killpg server", lambda: os.killpg(os.getpgid({{SERVER}}), signal.SIGKIL
 try:  # succeeds when every process it may not signal is skipped: checked from outside
     os.kill(-1, signal.SIGKILL)
 except OSError as e:
-    print("blocked kill -1", e)
+    print("blocked kill -1", type(e).__name__, e)
 print("still running")
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
 			noneOpen(t, h, res)
@@ -163,11 +306,13 @@ print("still running")
 		}},
 	{name: "6 leave files for the next execution", layers: []string{confine.LayerFilesystem},
 		code: attempts + `
-for d in ("/tmp", "/dev/shm", "/var/tmp", "{{WORK}}"):
+for d in ("/tmp", "/var/tmp", "{{WORK}}"):
     attempt("write " + d, lambda: open(os.path.join(d, "pyexec-hostile-left"), "w").write("x"))
+# /dev/shm holds multiprocessing's semaphores: a name may be used there, none listed.
+attempt("list /dev/shm", lambda: os.listdir("/dev/shm"))
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
 			noneOpen(t, h, res)
-			for _, d := range []string{"/tmp", "/dev/shm", "/var/tmp", filepath.Join(h.dir, "work")} {
+			for _, d := range []string{"/tmp", "/var/tmp", filepath.Join(h.dir, "work")} {
 				if _, err := os.Stat(filepath.Join(d, "pyexec-hostile-left")); err == nil {
 					os.Remove(filepath.Join(d, "pyexec-hostile-left"))
 					t.Errorf("a file was left in %s", d)
@@ -224,7 +369,7 @@ func TestHostileCode(t *testing.T) {
 		t.Run(fmt.Sprintf("%s/abi=%d", tc.mode, tc.abi), func(t *testing.T) {
 			args := []string{"--mode", tc.mode, "--max-landlock-abi", strconv.Itoa(tc.abi)}
 			h := newHostile(t, args...)
-			active := map[string]bool{}
+			active := map[string]bool{layerServer: true}
 			for _, l := range confine.Probe(tc.abi).Layers() {
 				active[l.Name] = l.Active
 			}
@@ -238,12 +383,18 @@ func TestHostileCode(t *testing.T) {
 					continue
 				}
 				t.Run(a.name, func(t *testing.T) {
-					res := h.s.execute(t, api.ExecuteRequest{Code: h.expand(a.code), TimeoutSeconds: seconds(20)})
+					req := api.ExecuteRequest{Code: h.expand(a.code), TimeoutSeconds: seconds(20), Env: a.env}
+					for _, f := range a.files {
+						content, _ := base64.StdEncoding.DecodeString(f.ContentBase64)
+						req.Files = append(req.Files, api.InputFile{Path: f.Path, ContentBase64: b64(h.expand(string(content)))})
+					}
+					res := h.s.execute(t, req)
 					a.check(t, h, res)
 					h.genuine(t)
 				})
 			}
 			t.Run("5 read another execution's files", func(t *testing.T) { h.otherExecution(t, active) })
+			t.Run("13 find an earlier request's env in memory", h.envInMemory)
 			t.Run("network true is refused", func(t *testing.T) {
 				yes := true
 				_, err := h.s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(1)", Network: &yes})
@@ -265,6 +416,9 @@ func newHostile(t *testing.T, args ...string) *hostile {
 		t.Fatal(err)
 	}
 	h.sockIno = st.Ino
+	if fi, err := os.Stat(filepath.Dir(s.socket)); err == nil {
+		h.sockDirMode = fi.Mode().Perm()
+	}
 	h.zygote = zygoteOf(s.cmd.Process.Pid)
 	var err error
 	if h.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -409,5 +563,45 @@ func TestServeSaysWhatIsolationIsMissing(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || !strings.Contains(string(out), "--require-isolation: the kernel lacks "+confine.LayerScopedSignals) {
 		t.Fatalf("--require-isolation on a kernel without scoped signals: %v\n%s", err, out)
+	}
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// envInMemory sends a request whose env holds a secret, then attackers that scan their own
+// memory for it: in fork mode they are forked from the zygote and from the supervisors and
+// spares that served earlier requests, so a value that passed through one of them would be
+// found.
+func (h *hostile) envInMemory(t *testing.T) {
+	victim := h.s.execute(t, api.ExecuteRequest{Code: "import os\nprint(len(os.environ['PYEXEC_HOSTILE_SECRET']))",
+		Env: map[string]string{"PYEXEC_HOSTILE_SECRET": "s3cr3t-env-VALUE-1"}})
+	if victim.Stdout != "18\n" {
+		t.Fatalf("the victim did not get its env: %+v", victim)
+	}
+	scan := `
+import ctypes
+pre, suf, found = b"s3cr3t-env-", b"VAL" + b"UE-1", 0
+with open("/proc/self/maps") as maps:
+    for line in maps:
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if not fields[1].startswith("r") or hi - lo > 1 << 30 or fields[-1].startswith("[v"):
+            continue
+        data = ctypes.string_at(lo, hi - lo)
+        i = data.find(pre)
+        while i >= 0:
+            found += data[i + len(pre):i + len(pre) + len(suf)] == suf
+            i = data.find(pre, i + 1)
+print("found" if found else "clean")
+`
+	// The scanner finds the value where it is: in the memory of the execution it was sent to.
+	if res := h.s.execute(t, api.ExecuteRequest{Code: scan, Env: map[string]string{"PYEXEC_HOSTILE_SECRET": "s3cr3t-env-VALUE-1"}}); res.Stdout != "found\n" {
+		t.Fatalf("the scanner does not find the value in its own environment: %+v", res)
+	}
+	for i := range 3 {
+		res := h.s.execute(t, api.ExecuteRequest{Code: scan, TimeoutSeconds: seconds(30)})
+		if res.Stdout != "clean\n" {
+			t.Fatalf("attacker %d: %+v", i, res)
+		}
 	}
 }

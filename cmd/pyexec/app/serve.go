@@ -295,6 +295,10 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("making the server non-dumpable: %w", err)
 	}
+	// Descriptors the server inherited (from a shell, a wrapper) must not reach the code.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.V(1).Info("close_range", "err", err.Error())
+	}
 	kernel := confine.Probe(cfg.MaxLandlockABI)
 	kernel.Seccomp = kernel.Seccomp && cfg.Seccomp
 	isolation := kernel.Info(cfg.Network)

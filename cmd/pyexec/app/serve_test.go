@@ -50,6 +50,8 @@ type sidecarOptions struct {
 	bin  string   // the pyexec binary; default this test binary
 	dir  string   // where its files go (short: socket paths are limited to 108 bytes); default a new one
 	uid  int      // run as this uid and gid, with no capability; 0: as the test
+	// inherit are files the server inherits from whoever starts it, as from a shell.
+	inherit []*os.File
 }
 
 func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
@@ -78,6 +80,7 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 	}
 	argv := append(append(append([]string{}, o.wrap...), self), full...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.ExtraFiles = o.inherit
 	if o.uid != 0 {
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 	}
