@@ -35,7 +35,7 @@ func main() {
 	netns := fs.String("netns", "pyexec-cluster", "name of the cluster's network namespace")
 	bare := fs.Bool("bare", false, "up: do not install the chart and the sample bot")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: clusterctl [--dir DIR] [--netns NAME] up [--bare]|down|soak [-n N] [--install] [--failed DIR]|kubectl ARGS...")
+		fmt.Fprintln(os.Stderr, "usage: clusterctl [--dir DIR] [--netns NAME] up [--bare]|down|soak [-n N] [--install] [--failed DIR] [--wait D]|kubectl ARGS...")
 		fs.PrintDefaults()
 	}
 	fs.Parse(os.Args[1:])
