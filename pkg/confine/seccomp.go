@@ -10,9 +10,25 @@ import (
 )
 
 // ParentPID in Policy.Protect stands for the code's parent, its supervisor: the runner puts
-// its pid in place of this value before it loads the program. No pid reaches it (pid_max is
-// at most 2^22).
+// its pid at the ParentPIDOffsets of the program before it loads it. No pid reaches it
+// (pid_max is at most 2^22).
 const ParentPID = 0x7ffffffe
+
+// ParentPIDOffsets are the byte offsets in a program from Filter of the 32-bit values that
+// compare with ParentPID.
+func ParentPIDOffsets(prog []byte) []int {
+	var out []int
+	for off := 0; off+8 <= len(prog); off += 8 {
+		op := binary.NativeEndian.Uint16(prog[off:])
+		if op == bpfJmpJeqK && binary.NativeEndian.Uint32(prog[off+4:]) == ParentPID {
+			out = append(out, off+4)
+		}
+	}
+	return out
+}
+
+// bpfJmpJeqK is the opcode of a jump if the accumulator equals a constant.
+const bpfJmpJeqK = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 
 // auditArch is the seccomp architecture of each GOARCH confine supports; the syscall numbers
 // come from x/sys/unix for the GOARCH built.

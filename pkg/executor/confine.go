@@ -38,6 +38,8 @@ type confineSpec struct {
 	RestrictSelf int `json:"landlock_restrict_self"`
 	// Seccomp is the program of confine.Filter, base64.
 	Seccomp string `json:"seccomp,omitempty"`
+	// ParentPIDOffsets are where the program wants the supervisor's pid.
+	ParentPIDOffsets []int `json:"parent_pid_offsets,omitempty"`
 }
 
 // confinement builds the ruleset and the seccomp program of one execution, whose working
@@ -68,6 +70,7 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	spec := &confineSpec{RestrictSelf: unix.SYS_LANDLOCK_RESTRICT_SELF}
 	if prog != nil {
 		spec.Seccomp = base64.StdEncoding.EncodeToString(prog)
+		spec.ParentPIDOffsets = confine.ParentPIDOffsets(prog)
 	}
 	return ruleset, spec, nil
 }

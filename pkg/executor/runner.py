@@ -22,10 +22,6 @@ PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_MODE_FILTER = 2
-# In a seccomp program from pyexec, this value in a jump-if-equal stands for the supervisor's
-# pid (confine.ParentPID): the code must not signal it where Landlock cannot scope signals.
-PARENT_PID = 0x7FFFFFFE
-BPF_JMP_JEQ_K = 0x15
 
 # In the code's process: the write end of the pipe on which it tells its supervisor that the
 # code finished (see _finish), and the process's pid: a process the code forks inherits both,
@@ -80,6 +76,22 @@ def protect_self():
         pass
 
 
+_sock_fprog = None
+
+
+def sock_fprog():
+    """struct sock_fprog, made once (in the zygote, once for every fork)."""
+    global _sock_fprog
+    if _sock_fprog is None:
+        import ctypes
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        _sock_fprog = SockFprog
+    return _sock_fprog
+
+
 def confine(spec, ruleset_fd):
     """In the code's process, before the code: the out-of-memory killer takes it first, then
     no_new_privs, the Landlock ruleset pyexec built for this execution (ruleset_fd), and the
@@ -105,16 +117,12 @@ def confine(spec, ruleset_fd):
         import struct
 
         prog = bytearray(base64.b64decode(spec["seccomp"]))
-        for off in range(0, len(prog), 8):
-            code, _, _, k = struct.unpack_from("=HBBI", prog, off)
-            if code == BPF_JMP_JEQ_K and k == PARENT_PID:
-                struct.pack_into("=I", prog, off + 4, os.getppid())
+        # Where the program compares with the supervisor's pid (confine.ParentPID), it is put in:
+        # the code must not signal its supervisor where Landlock cannot scope signals.
+        for off in spec.get("parent_pid_offsets") or ():
+            struct.pack_into("=I", prog, off, os.getppid())
         buf = ctypes.create_string_buffer(bytes(prog), len(prog))
-
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-        fprog = SockFprog(len(prog) // 8, ctypes.addressof(buf))
+        fprog = sock_fprog()(len(prog) // 8, ctypes.addressof(buf))
         if libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
             err = ctypes.get_errno()
             raise OSError(err, "seccomp: %s" % os.strerror(err))

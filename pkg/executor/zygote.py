@@ -87,6 +87,11 @@ def _preload(modules):
             importlib.import_module(name)
         except Exception:  # a minimal Python without ctypes still runs
             pass
+    try:
+        libc()
+        sock_fprog()
+    except Exception:
+        pass
     # What is imported now lives as long as the zygote. Frozen, the collector of a child never
     # walks it: each object it touched would be a copy-on-write page fault.
     gc.collect()
