@@ -71,7 +71,7 @@ func modesWith(t *testing.T, iso Isolation) map[string]Executor {
 const modeForkWarm = "fork-warm"
 
 // awaitSpare waits until fk has a spare ready.
-func awaitSpare(t *testing.T, fk *Fork) {
+func awaitSpare(t testing.TB, fk *Fork) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
