@@ -14,7 +14,8 @@ type Isolation struct {
 
 // IsolationLayer is one layer of confinement.
 type IsolationLayer struct {
-	// Name is one of landlock_filesystem, scoped_signals, seccomp, network_control.
+	// Name is one of landlock_filesystem, scoped_signals, seccomp, network_control,
+	// landlock_truncate, non_dumpable.
 	Name   string `json:"name"`
 	Active bool   `json:"active"`
 	// Missing says, for a layer that is not active, which attacks are then open.

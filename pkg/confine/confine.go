@@ -71,8 +71,10 @@ func (k Kernel) Layers() []Layer {
 		{Name: LayerScopedSignals, Active: k.LandlockABI >= abiScopes, Without: signalsWithout(k)},
 		{Name: LayerSeccomp, Active: k.Seccomp,
 			Without: "code can open Unix sockets (the API socket), ptrace, and use the network"},
-		{Name: LayerNetwork, Active: k.Seccomp || k.LandlockABI >= abiNetwork,
-			Without: "code can open network connections"},
+		// Landlock's TCP rules alone leave UDP and raw sockets open.
+		{Name: LayerNetwork, Active: k.Seccomp, Without: "code can open network connections (UDP at least: Landlock governs TCP alone)"},
+		{Name: LayerTruncate, Active: k.LandlockABI >= abiTruncate,
+			Without: "code can truncate any file of its uid: the packages trees, other executions' files"},
 		// prctl(PR_SET_DUMPABLE) is in every kernel pyexec runs on.
 		{Name: LayerNonDumpable, Active: true},
 	}
@@ -91,6 +93,7 @@ const (
 	LayerScopedSignals = "scoped_signals"
 	LayerSeccomp       = "seccomp"
 	LayerNetwork       = "network_control"
+	LayerTruncate      = "landlock_truncate"
 	// LayerNonDumpable: the server, the zygote, the supervisors and the code's own process
 	// are non-dumpable, so code of the same uid cannot read their /proc files or ptrace them.
 	LayerNonDumpable = "non_dumpable"

@@ -58,8 +58,9 @@ func child(what string) int {
 // code would make and prints "name errno" for each.
 func childSeccomp(args []string) int {
 	protected, _ := strconv.Atoi(args[0])
+	network := len(args) > 1 && args[1] == "network"
 	k := Kernel{Seccomp: true} // as below Landlock ABI 6: the signal rules are in the program
-	prog, err := k.Filter(Policy{Protect: []int{protected}})
+	prog, err := k.Filter(Policy{Protect: []int{protected}, Network: network})
 	if err != nil {
 		fmt.Println("filter:", err)
 		return 1
@@ -98,6 +99,13 @@ func childSeccomp(args []string) int {
 	call("inotify_add_watch", unix.SYS_INOTIFY_ADD_WATCH, 0, 0, 0)
 	call("setxattr", unix.SYS_SETXATTR, 0, 0, 0)
 	call("mq_open", unix.SYS_MQ_OPEN, 0, 0, 0)
+	pgid, _ := unix.Getpgid(protected)
+	call("setpgid into the protected group", unix.SYS_SETPGID, 0, uintptr(pgid))
+	call("setpgid a group of its own", unix.SYS_SETPGID, 0, 0)
+	var lim unix.Rlimit
+	call("prlimit64 protected", unix.SYS_PRLIMIT64, pid, unix.RLIMIT_NOFILE, uintptr(unsafe.Pointer(&lim)), 0)
+	call("prlimit64 self", unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, 0, uintptr(unsafe.Pointer(&lim)))
+	call("setpriority protected", unix.SYS_SETPRIORITY, unix.PRIO_PROCESS, pid, 19)
 	return 0
 }
 
@@ -126,6 +134,8 @@ func TestFilterRefusesWhatCodeMustNotDo(t *testing.T) {
 		"ptrace": eperm, "getpid": "0",
 		"fcntl F_SETOWN": eperm, "fcntl F_SETSIG": eperm, "fcntl F_GETFD": "0", "bind": eperm,
 		"shmget": eperm, "inotify_add_watch": eperm, "setxattr": eperm, "mq_open": eperm,
+		"setpgid into the protected group": eperm, "setpgid a group of its own": "0",
+		"prlimit64 protected": eperm, "prlimit64 self": "0", "setpriority protected": eperm,
 	}
 	for name, w := range want {
 		if got[name] != w {
@@ -225,5 +235,34 @@ func BenchmarkFilter(b *testing.B) {
 	p := Policy{Protect: []int{1, 2, ParentPID}}
 	for b.Loop() {
 		k.Filter(p)
+	}
+}
+
+// With the network allowed, network sockets pass and Unix ones still do not.
+func TestFilterWithTheNetwork(t *testing.T) {
+	if !Probe(NoCap).Seccomp {
+		t.Fatal("this kernel has no seccomp for " + runtime.GOARCH + ": the filter cannot be tested here")
+	}
+	got := map[string]string{}
+	for _, line := range runChild(t, "seccomp", strconv.Itoa(os.Getpid()), "network") {
+		i := strings.LastIndexByte(line, ' ')
+		got[line[:i]] = line[i+1:]
+	}
+	eperm := strconv.Itoa(int(unix.EPERM))
+	for name, w := range map[string]string{"socket unix": eperm, "socket inet": "0", "socketpair unix": "0", "kill protected": eperm} {
+		if got[name] != w {
+			t.Errorf("%s: errno %s, want %s", name, got[name], w)
+		}
+	}
+}
+
+// A block longer than an 8-bit jump can skip is an error, not a program that jumps wrong.
+func TestFilterRefusesTooManyPids(t *testing.T) {
+	pids := make([]int, 200)
+	for i := range pids {
+		pids[i] = 1000 + i
+	}
+	if _, err := (Kernel{Seccomp: true}).Filter(Policy{Protect: pids}); err == nil {
+		t.Fatal("a program with 200 protected pids assembled")
 	}
 }

@@ -79,7 +79,9 @@ const errnoEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
 // when the kernel has no seccomp for this architecture.
 //
 // Always: no Unix sockets of its own (socketpair stays: asyncio and multiprocessing use it),
-// and none of the calls in denied. Without the network: no socket(2), bind, connect or listen.
+// and none of the calls in denied; no process group but one of its own; no limits, priority,
+// CPUs or I/O class set on another process. Without the network: no socket(2), bind, connect
+// or listen.
 // Where Landlock does not scope signals: no signal to a process group or to every process
 // (negative pids), none to the pids in p.Protect, no tkill and no pidfd_send_signal (a
 // /proc/PID directory is a pidfd too), and no F_SETOWN, F_SETOWN_EX or F_SETSIG (fcntl) or
@@ -100,8 +102,23 @@ func (k Kernel) Filter(p Policy) ([]byte, error) {
 		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x40000000, SkipFalse: 1}, bpf.RetConstant{Val: errnoEPERM})
 	}
 	deny := append([]uintptr(nil), denied...)
+	var blocks [][]bpf.Instruction
+	// Another process's limits, priority, CPUs and I/O class are the server's to set: the
+	// kernel asks only for the same uid. The calls on the code's own processes pass 0.
+	blocks = append(blocks,
+		denyIf(unix.SYS_PRLIMIT64, argNotEquals(0, 0)),
+		denyIf(unix.SYS_SETPRIORITY, argNotEquals(1, 0)),
+		denyIf(unix.SYS_SCHED_SETAFFINITY, argNotEquals(0, 0)),
+		denyIf(unix.SYS_SCHED_SETSCHEDULER, argNotEquals(0, 0)),
+		denyIf(unix.SYS_SCHED_SETPARAM, argNotEquals(0, 0)),
+		denyIf(unix.SYS_SCHED_SETATTR, argNotEquals(0, 0)),
+		denyIf(unix.SYS_IOPRIO_SET, argNotEquals(1, 0)),
+		// Only a group of its own: joining the server's or the zygote's group would make
+		// kill(0) reach them.
+		denyIf(unix.SYS_SETPGID, argNotEquals(1, 0)),
+	)
 	if p.Network {
-		prog = append(prog, denyIf(unix.SYS_SOCKET, argEquals(0, unix.AF_UNIX))...)
+		blocks = append(blocks, denyIf(unix.SYS_SOCKET, argEquals(0, unix.AF_UNIX)))
 	} else {
 		// The only sockets are then socketpairs, connected already: without bind, connect and
 		// listen no abstract name can be taken or reached through one.
@@ -111,15 +128,22 @@ func (k Kernel) Filter(p Policy) ([]byte, error) {
 		deny = append(deny, unix.SYS_TKILL, unix.SYS_PIDFD_SEND_SIGNAL)
 		// A file's owner is sent a signal of the code's choice on I/O: F_SETOWN to the server
 		// and F_SETSIG(SIGKILL) would kill it without kill(2).
-		prog = append(prog, denyIf(unix.SYS_FCNTL, argEquals(1, unix.F_SETOWN), argEquals(1, unix.F_SETOWN_EX), argEquals(1, unix.F_SETSIG))...)
-		prog = append(prog, denyIf(unix.SYS_IOCTL, argEquals(1, fioSetOwn), argEquals(1, unix.SIOCSPGRP))...)
+		blocks = append(blocks,
+			denyIf(unix.SYS_FCNTL, argEquals(1, unix.F_SETOWN), argEquals(1, unix.F_SETOWN_EX), argEquals(1, unix.F_SETSIG)),
+			denyIf(unix.SYS_IOCTL, argEquals(1, fioSetOwn), argEquals(1, unix.SIOCSPGRP)))
 		for _, nr := range []uintptr{unix.SYS_KILL, unix.SYS_TGKILL, unix.SYS_RT_SIGQUEUEINFO, unix.SYS_RT_TGSIGQUEUEINFO, unix.SYS_PIDFD_OPEN} {
 			conds := [][]bpf.Instruction{argNegative(0)}
 			for _, pid := range p.Protect {
 				conds = append(conds, argEquals(0, uint32(pid)))
 			}
-			prog = append(prog, denyIf(nr, conds...)...)
+			blocks = append(blocks, denyIf(nr, conds...))
 		}
+	}
+	for _, b := range blocks {
+		if len(b) > 256 { // its first jump skips the rest, in 8 bits
+			return nil, fmt.Errorf("seccomp: a block of %d instructions is too long (%d pids to protect)", len(b), len(p.Protect))
+		}
+		prog = append(prog, b...)
 	}
 	for _, nr := range deny {
 		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(nr), SkipFalse: 1}, bpf.RetConstant{Val: errnoEPERM})
@@ -152,7 +176,15 @@ func denyIf(nr uintptr, conds ...[]bpf.Instruction) []bpf.Instruction {
 		body = append(body, bpf.RetConstant{Val: errnoEPERM})
 	}
 	body = append(body, bpf.LoadAbsolute{Off: offNr, Size: 4})
-	return append([]bpf.Instruction{bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(nr), SkipTrue: uint8(len(body))}}, body...)
+	return append([]bpf.Instruction{bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(nr), SkipTrue: uint8(min(len(body), 255))}}, body...)
+}
+
+// argNotEquals: the low 32 bits of argument i differ from v.
+func argNotEquals(i int, v uint32) []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: uint32(offArgs + 8*i), Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: v, SkipFalse: 1},
+	}
 }
 
 // argEquals: the low 32 bits of argument i equal v.

@@ -21,14 +21,23 @@ type Isolation struct {
 }
 
 // systemRules are the rules every execution shares — the system, the interpreter, the
-// devices — opened with the first execution and kept.
+// devices — opened with the first execution and kept; a failure (out of descriptors) is tried
+// again by the next execution.
 func (s *Spawn) systemRules() (*confine.Rules, error) {
-	s.rulesOnce.Do(func() {
-		read := append(append([]string(nil), confine.SystemRead...), s.cfg.Isolation.Read...)
-		read = append(read, confine.InterpreterRoot(s.cfg.Python))
-		s.rules, s.rulesErr = s.cfg.Isolation.Kernel.Rules(confine.Policy{Read: confine.Unique(read...), Devices: confine.SystemDevices, Shared: confine.SystemShared})
-	})
-	return s.rules, s.rulesErr
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	if s.rules != nil {
+		return s.rules, nil
+	}
+	// The interpreter's tree, and a venv's own (its python links to the base interpreter).
+	read := append(append([]string(nil), confine.SystemRead...), s.cfg.Isolation.Read...)
+	read = append(read, confine.InterpreterRoot(s.cfg.Python), filepath.Dir(filepath.Dir(s.cfg.Python)))
+	rules, err := s.cfg.Isolation.Kernel.Rules(confine.Policy{Read: confine.Unique(read...), Devices: confine.SystemDevices, Shared: confine.SystemShared})
+	if err != nil {
+		return nil, err
+	}
+	s.rules = rules
+	return rules, nil
 }
 
 // confineSpec is what the code's process needs to confine itself (runner.py's confine()): the
@@ -36,6 +45,8 @@ func (s *Spawn) systemRules() (*confine.Rules, error) {
 type confineSpec struct {
 	// RestrictSelf is the number of landlock_restrict_self(2) on this architecture.
 	RestrictSelf int `json:"landlock_restrict_self"`
+	// Landlock says a ruleset comes with the execution: without it the code must not run.
+	Landlock bool `json:"landlock"`
 	// Seccomp is the program of confine.Filter, base64.
 	Seccomp string `json:"seccomp,omitempty"`
 	// ParentPIDOffsets are where the program wants the supervisor's pid.
@@ -67,7 +78,7 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	if err != nil {
 		return nil, nil, fmt.Errorf("confining the execution: %w", err)
 	}
-	spec := &confineSpec{RestrictSelf: unix.SYS_LANDLOCK_RESTRICT_SELF}
+	spec := &confineSpec{RestrictSelf: unix.SYS_LANDLOCK_RESTRICT_SELF, Landlock: ruleset != nil}
 	if prog != nil {
 		spec.Seccomp = base64.StdEncoding.EncodeToString(prog)
 		spec.ParentPIDOffsets = confine.ParentPIDOffsets(prog)

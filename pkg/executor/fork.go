@@ -292,11 +292,13 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 	return res, nil
 }
 
-// zygotePID is the running zygote's pid, 0 while it is down.
+// zygotePID is the pid of the zygote that will fork the execution: one is started first
+// when it is down (as send would), so that the pid the code must not signal is that one's. 0
+// while it cannot be started (the execution then runs in spawn mode).
 func (f *Fork) zygotePID() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.zygote == nil {
+	if f.ensureZygote() != nil {
 		return 0
 	}
 	return f.zygote.Process.Pid

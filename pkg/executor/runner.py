@@ -92,20 +92,29 @@ def sock_fprog():
     return _sock_fprog
 
 
-def confine(spec, ruleset_fd):
-    """In the code's process, before the code: the out-of-memory killer takes it first, then
-    no_new_privs, the Landlock ruleset pyexec built for this execution (ruleset_fd), and the
-    seccomp program. Raises OSError when a layer cannot be applied: the code must not run."""
-    import ctypes
-
-    # /proc/self of a non-dumpable process belongs to root; raising its own oom_score_adj is
-    # allowed, on a file it owns.
+def oom_first():
+    """The out-of-memory killer takes the code's process first, never the server. /proc/self of
+    a non-dumpable process belongs to root: raising its own oom_score_adj is allowed on a file
+    it owns, for the moment it is dumpable — before it holds anything of its request."""
     prctl(PR_SET_DUMPABLE, 1)
     with open("/proc/self/oom_score_adj", "w") as f:
         f.write("1000")
     prctl(PR_SET_DUMPABLE, 0)
+
+
+def confine(spec, ruleset_fd):
+    """In the code's process, before the code: no_new_privs, the Landlock ruleset pyexec built
+    for this execution (ruleset_fd), and the seccomp program. Both apply to the calling thread
+    and the threads it starts later: the process must have no other thread. Raises OSError
+    when a layer cannot be applied: the code must not run."""
+    import ctypes
+
     if spec is None:
         return
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise OSError("the code's process has threads that confinement would not reach")
+    if spec.get("landlock") and ruleset_fd is None:
+        raise OSError("no Landlock ruleset came with the execution")
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if ruleset_fd is not None:
         if libc().syscall(spec["landlock_restrict_self"], ruleset_fd, 0) != 0:
@@ -144,6 +153,7 @@ def run_code(params, ruleset_fd=None):
     import types
 
     os.chdir(params["cwd"])
+    oom_first()
     sys.path.insert(0, _cwd_entry)
     with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
         source = f.read()

@@ -59,9 +59,8 @@ type SpawnConfig struct {
 type Spawn struct {
 	cfg SpawnConfig
 
-	rulesOnce sync.Once
-	rules     *confine.Rules // see systemRules
-	rulesErr  error
+	rulesMu sync.Mutex
+	rules   *confine.Rules // see systemRules
 }
 
 // NewSpawn checks the config and creates the work directory.

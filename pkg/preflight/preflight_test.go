@@ -296,9 +296,9 @@ func TestRunReportsIsolation(t *testing.T) {
 		wantSummary string
 		wantMissing []string
 	}{
-		{confine.Kernel{LandlockABI: 7, Seccomp: true}, " isolation=landlock7:landlock_filesystem,scoped_signals,seccomp,network_control,non_dumpable ", nil},
-		{confine.Kernel{LandlockABI: 3, Seccomp: true}, " isolation=landlock3:landlock_filesystem,seccomp,network_control,non_dumpable ", []string{confine.LayerScopedSignals}},
-		{confine.Kernel{}, " isolation=landlock0:non_dumpable ", []string{confine.LayerFilesystem, confine.LayerScopedSignals, confine.LayerSeccomp, confine.LayerNetwork}},
+		{confine.Kernel{LandlockABI: 7, Seccomp: true}, " isolation=landlock7:landlock_filesystem,scoped_signals,seccomp,network_control,landlock_truncate,non_dumpable ", nil},
+		{confine.Kernel{LandlockABI: 3, Seccomp: true}, " isolation=landlock3:landlock_filesystem,seccomp,network_control,landlock_truncate,non_dumpable ", []string{confine.LayerScopedSignals}},
+		{confine.Kernel{}, " isolation=landlock0:non_dumpable ", []string{confine.LayerFilesystem, confine.LayerScopedSignals, confine.LayerSeccomp, confine.LayerNetwork, confine.LayerTruncate}},
 	} {
 		opts := options(t, inContainer)
 		opts.Kernel = &tc.kernel
@@ -306,7 +306,7 @@ func TestRunReportsIsolation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Isolation == nil || r.Isolation.LandlockABI != tc.kernel.LandlockABI || len(r.Isolation.Layers) != 5 {
+		if r.Isolation == nil || r.Isolation.LandlockABI != tc.kernel.LandlockABI || len(r.Isolation.Layers) != 6 {
 			t.Fatalf("isolation = %+v", r.Isolation)
 		}
 		var missing []string

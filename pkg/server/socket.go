@@ -165,6 +165,11 @@ func (k *Socket) check() error {
 	cl := nl.(*credListener)
 	cl.conns = k.conns // connections of the old listener still hold their places
 	k.mu.Lock()
+	if !k.serving { // shut down meanwhile: nobody would serve it
+		k.mu.Unlock()
+		cl.Close()
+		return errNotServing
+	}
 	k.ln = cl
 	k.mu.Unlock()
 	// The old listener's file is gone or is not ours: close it without touching the path.

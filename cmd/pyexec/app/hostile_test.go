@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -287,6 +288,15 @@ if {{ZYGOTE}}:
     attempt("kill zygote", lambda: os.kill({{ZYGOTE}}, signal.SIGKILL))
 attempt("kill supervisor", lambda: os.kill(os.getppid(), signal.SIGKILL))
 attempt("killpg server", lambda: os.killpg(os.getpgid({{SERVER}}), signal.SIGKILL))
+def join_and_kill(pid):
+    os.setpgid(0, os.getpgid(pid))
+    os.kill(0, signal.SIGKILL)
+attempt("join the server's group and kill it", lambda: join_and_kill({{SERVER}}))
+if {{ZYGOTE}}:
+    attempt("join the zygote's group and kill it", lambda: join_and_kill({{ZYGOTE}}))
+import resource
+attempt("prlimit the server", lambda: resource.prlimit({{SERVER}}, resource.RLIMIT_NOFILE, (4, 4)))
+attempt("renice the server", lambda: os.setpriority(os.PRIO_PROCESS, {{SERVER}}, 19))
 try:  # succeeds when every process it may not signal is skipped: checked from outside
     os.kill(-1, signal.SIGKILL)
 except OSError as e:
@@ -294,6 +304,10 @@ except OSError as e:
 print("still running")
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
 			noneOpen(t, h, res)
+			if limits, err := os.ReadFile("/proc/" + strconv.Itoa(h.s.cmd.Process.Pid) + "/limits"); err != nil || !strings.Contains(string(limits), "Max open files") ||
+				regexp.MustCompile(`Max open files +4 +4 `).Match(limits) {
+				t.Errorf("the server's limits changed (%v):\n%s", err, limits)
+			}
 			if !strings.Contains(res.Stdout, "still running") {
 				t.Errorf("the code's own process died: %+v", res)
 			}

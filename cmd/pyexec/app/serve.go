@@ -296,8 +296,8 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		return fmt.Errorf("making the server non-dumpable: %w", err)
 	}
 	// Descriptors the server inherited (from a shell, a wrapper) must not reach the code.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		log.V(1).Info("close_range", "err", err.Error())
+	if err := closeOnExec(); err != nil {
+		log.Info("WARNING: descriptors the server inherited may reach executions", "err", err.Error())
 	}
 	kernel := confine.Probe(cfg.MaxLandlockABI)
 	kernel.Seccomp = kernel.Seccomp && cfg.Seccomp
@@ -505,4 +505,22 @@ func describeMissing(missing []confine.Layer) string {
 		parts = append(parts, fmt.Sprintf("%s (%s)", l.Name, l.Without))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// closeOnExec marks every descriptor above 2 close-on-exec: close_range(2) where the kernel has
+// it (5.11), else each one /proc/self/fd lists.
+func closeOnExec() error {
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }
