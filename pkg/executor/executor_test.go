@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -809,5 +810,42 @@ func TestForkReusesSupervisors(t *testing.T) {
 	}
 	if next := parent(); next == afterKill {
 		t.Fatal("the supervisor killed at the timeout ran the next execution")
+	}
+}
+
+// A supervisor kept for the next execution that something stopped (SIGSTOP) is resumed when it
+// takes one: the execution does not wait for its timeout.
+func TestForkResumesAStoppedSupervisor(t *testing.T) {
+	fk := newFork(t, 0)
+	run1(t, fk, "print(1)")
+	fk.pool.Lock()
+	if len(fk.idle) != 1 {
+		fk.pool.Unlock()
+		t.Fatalf("%d idle supervisors, want 1", len(fk.idle))
+	}
+	pid := fk.idle[0].pid
+	fk.pool.Unlock()
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] == "T" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the supervisor did not stop")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	lim := defaultLimits
+	lim.Timeout = 5 * time.Second
+	res, err := fk.Execute(context.Background(), Request{ID: "x", Code: "print(2)", Limits: lim}, nil)
+	if err != nil || res.Reason != api.ReasonExit || res.Stdout != "2\n" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if fk.reused.Load() < 1 {
+		t.Fatal("the execution did not go to the kept supervisor")
 	}
 }

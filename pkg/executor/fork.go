@@ -346,6 +346,9 @@ func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 		if sup == nil {
 			break
 		}
+		// Code of an earlier execution may have stopped it (below Landlock ABI 6 code can
+		// signal the processes of its uid): a stopped supervisor would hold this one.
+		_ = unix.Kill(sup.pid, unix.SIGCONT)
 		err := ignoringEINTR(func() error { return unix.Sendmsg(sup.conn, data, rights, nil, 0) })
 		if err == nil {
 			f.reused.Add(1)
