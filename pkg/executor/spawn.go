@@ -417,16 +417,41 @@ func chownTree(dir string, uid, gid int) error {
 }
 
 // removeAll removes an execution's directory even where the code took away the permissions of
-// its own directories.
+// its own directories, in a tree of any depth.
 func removeAll(dir string) {
 	if os.RemoveAll(dir) == nil {
 		return
 	}
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
+	if fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+		unlockTree(fd, 0)
+		unix.Close(fd)
+	}
+	_ = os.RemoveAll(dir) // by descriptors too: deeper than PATH_MAX is no obstacle
+}
+
+// unlockTree gives the owner back every permission on the directories below the directory open
+// as fd. It goes by descriptors, not paths: a tree deeper than PATH_MAX has no path to them.
+func unlockTree(fd, depth int) {
+	if depth > 10000 {
+		return
+	}
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return
+	}
+	d := os.NewFile(uintptr(dup), "dir")
+	entries, _ := d.ReadDir(-1)
+	d.Close()
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
 		}
-		return nil
-	})
-	_ = os.RemoveAll(dir)
+		_ = unix.Fchmodat(fd, e.Name(), 0o700, 0)
+		child, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		unlockTree(child, depth+1)
+		unix.Close(child)
+	}
 }

@@ -132,6 +132,31 @@ func noneOpen(t *testing.T, _ *hostile, res *api.ExecuteResult) {
 }
 
 var attacks = []attack{
+	{name: "18 leave a directory the server cannot remove", layers: []string{layerServer},
+		code: `
+import os
+for i in range(20):  # deeper than PATH_MAX
+    os.mkdir("d" * 250)
+    os.chdir("d" * 250)
+os.mkdir("locked")
+open("locked/f", "w").write("x")
+os.chmod("locked", 0)
+os.chmod(".", 0o500)
+print("done")
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			if res.Stdout != "done\n" {
+				t.Fatalf("the tree was not made: %+v", res)
+			}
+			entries, err := os.ReadDir(filepath.Join(h.dir, "work"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), "x-") {
+					t.Errorf("an execution's directory was left behind: %s", e.Name())
+				}
+			}
+		}},
 	{name: "17 use a descriptor the server or the supervisor holds", layers: []string{layerServer},
 		code: `
 import os
