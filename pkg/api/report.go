@@ -60,7 +60,9 @@ type Python struct {
 	Pip               Pip               `json:"pip"`
 	Ensurepip         bool              `json:"ensurepip"`
 	VenvModule        bool              `json:"venv_module"`
-	Distributions     []Distribution    `json:"distributions"`
+	// Ctypes: ctypes imports and reaches prctl, which confining an execution needs.
+	Ctypes        bool           `json:"ctypes"`
+	Distributions []Distribution `json:"distributions"`
 	// InspectMS is the wall time of the inspection run, preload imports included.
 	InspectMS float64 `json:"inspect_ms"`
 }

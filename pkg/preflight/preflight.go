@@ -155,6 +155,9 @@ func (p *run) do(ctx context.Context) {
 		}
 	}
 	p.report.Python = &in.Python
+	if !in.Python.Ctypes {
+		p.fail(fmt.Errorf("%w: %s has no working ctypes, which pyexec needs to confine every execution (prctl, Landlock, seccomp)", ErrInterpreter, in.Python.Executable))
+	}
 	p.log.V(1).Info("interpreter inspected", "python", in.Python.Executable, "version", in.Python.Version, "inspectMs", in.Python.InspectMS)
 	p.checkRequirements(in.Python.Distributions)
 	p.checkPreload(in.Preload)

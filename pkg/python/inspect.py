@@ -104,6 +104,16 @@ def module_available(name):
         return False
 
 
+def ctypes_available():
+    # pyexec confines each execution through ctypes (prctl, landlock_restrict_self, seccomp).
+    try:
+        import ctypes
+
+        return hasattr(ctypes.CDLL(None), "prctl")
+    except Exception:
+        return False
+
+
 def pip_info():
     info = {"available": module_available("pip"), "version": ""}
     if info["available"]:
@@ -164,6 +174,7 @@ def main():
         "pip": pip_info(),
         "ensurepip": ensurepip_available(),
         "venv_module": module_available("venv"),
+        "ctypes": ctypes_available(),
         "distributions": distributions(),
         "preload": preload(params.get("preload") or []),
     }

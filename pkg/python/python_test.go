@@ -131,6 +131,9 @@ func TestInspectSystemPython(t *testing.T) {
 	if !p.Pip.Available || p.Pip.Version == "" {
 		t.Errorf("pip = %+v; want available with a version (python3-pip is installed)", p.Pip)
 	}
+	if !p.Ctypes {
+		t.Error("ctypes: false; the system Python has it")
+	}
 	if !p.Ensurepip || !p.VenvModule {
 		t.Errorf("ensurepip %v venv %v; want both (python3-venv is installed)", p.Ensurepip, p.VenvModule)
 	}
