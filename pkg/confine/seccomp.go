@@ -71,6 +71,15 @@ var denied = []uintptr{
 // fioSetOwn is FIOSETOWN of asm-generic/sockios.h, which x/sys/unix lacks.
 const fioSetOwn = 0x8901
 
+// allowedFirst are the calls an interpreter makes most — importing a package is thousands of
+// them — which no rule below concerns: they are allowed before the rest of the program runs.
+var allowedFirst = []uintptr{
+	unix.SYS_READ, unix.SYS_WRITE, unix.SYS_OPENAT, unix.SYS_CLOSE, unix.SYS_FSTAT, unix.SYS_NEWFSTATAT,
+	unix.SYS_STATX, unix.SYS_READLINKAT, unix.SYS_LSEEK, unix.SYS_PREAD64, unix.SYS_GETDENTS64,
+	unix.SYS_MMAP, unix.SYS_MUNMAP, unix.SYS_MPROTECT, unix.SYS_BRK, unix.SYS_FUTEX,
+	unix.SYS_RT_SIGACTION, unix.SYS_RT_SIGPROCMASK,
+}
+
 // errnoEPERM is what a denied call returns: the code sees PermissionError, not a crash.
 const errnoEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
 
@@ -101,6 +110,11 @@ func (k Kernel) Filter(p Policy) ([]byte, error) {
 		// x32 calls carry the same arch with this bit set in nr: another table, not filtered here.
 		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x40000000, SkipFalse: 1}, bpf.RetConstant{Val: errnoEPERM})
 	}
+	for i, nr := range allowedFirst {
+		// Equal: skip the other checks to the allow below; else on to the next check.
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(nr), SkipTrue: uint8(len(allowedFirst) - i)})
+	}
+	prog = append(prog, bpf.Jump{Skip: 1}, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW})
 	deny := append([]uintptr(nil), denied...)
 	var blocks [][]bpf.Instruction
 	// Another process's limits, priority, CPUs and I/O class are the server's to set: the
