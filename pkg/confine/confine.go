@@ -199,18 +199,6 @@ func handledFS(abi int) uint64 {
 	return m
 }
 
-// Ruleset builds the Landlock ruleset of p and returns its file descriptor, which the code's
-// process passes to landlock_restrict_self(2). It returns nil without Landlock. Paths that do
-// not exist are skipped; the caller closes the file.
-func (k Kernel) Ruleset(p Policy) (*os.File, error) {
-	r, err := k.Rules(p)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return r.Ruleset(Policy{Network: p.Network})
-}
-
 // Rules are the paths of a policy opened once, for the rulesets of many executions: the
 // system's trees are the same for every execution, and opening them costs more than the rest
 // of a ruleset.
@@ -277,8 +265,9 @@ func (r *Rules) Close() {
 	r.rules = nil
 }
 
-// Ruleset builds a ruleset of these rules and of extra's paths, with extra's network policy;
-// nil without Landlock. The caller closes the file.
+// Ruleset builds a ruleset of these rules and of extra's paths, with extra's network policy,
+// and returns its file descriptor, which the code's process passes to
+// landlock_restrict_self(2); nil without Landlock. The caller closes the file.
 func (r *Rules) Ruleset(extra Policy) (*os.File, error) {
 	k := r.kernel
 	if k.LandlockABI < abiFilesystem {

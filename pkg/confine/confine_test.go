@@ -148,7 +148,7 @@ func TestFilterRefusesWhatCodeMustNotDo(t *testing.T) {
 // in args[2:] for reading and writing, printing "read|write path errno".
 func childLandlock(args []string) int {
 	k := Probe(NoCap)
-	rs, err := k.Ruleset(Policy{Read: []string{args[0]}, Write: []string{args[1]}, Devices: SystemDevices})
+	rs, err := ruleset(k, Policy{Read: []string{args[0]}, Write: []string{args[1]}, Devices: SystemDevices})
 	if err != nil || rs == nil {
 		fmt.Println("ruleset:", err)
 		return 1
@@ -225,7 +225,7 @@ func BenchmarkRuleset(b *testing.B) {
 	k := Probe(NoCap)
 	p := Policy{Read: SystemRead, Write: []string{b.TempDir()}, Devices: SystemDevices}
 	for b.Loop() {
-		rs, _ := k.Ruleset(p)
+		rs, _ := ruleset(k, p)
 		rs.Close()
 	}
 }
@@ -265,4 +265,14 @@ func TestFilterRefusesTooManyPids(t *testing.T) {
 	if _, err := (Kernel{Seccomp: true}).Filter(Policy{Protect: pids}); err == nil {
 		t.Fatal("a program with 200 protected pids assembled")
 	}
+}
+
+// ruleset is the ruleset of p alone.
+func ruleset(k Kernel, p Policy) (*os.File, error) {
+	r, err := k.Rules(p)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Ruleset(Policy{Network: p.Network})
 }
