@@ -97,7 +97,7 @@ func (f *Fork) WarmHits() int64 { return f.warmHits.Load() }
 // NewFork returns a fork executor; the zygote starts with the first execution or Start.
 func NewFork(cfg ForkConfig) (*Fork, error) {
 	// The zygote's matplotlib cache: executions read what the zygote loaded.
-	cfg.Isolation.Read = append(cfg.Isolation.Read, filepath.Join(cfg.WorkDir, zygoteConfigDir))
+	cfg.Isolation.Read = append(slices.Clip(cfg.Isolation.Read), filepath.Join(cfg.WorkDir, zygoteConfigDir))
 	sp, err := NewSpawn(cfg.SpawnConfig)
 	if err != nil {
 		return nil, err
@@ -244,12 +244,12 @@ type forkRequest struct {
 func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
 	e, err := f.spawn.begin(req, out, f.zygotePID())
 	if err != nil {
-		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
+		return noResult(req), err
 	}
 	defer e.close()
 	p, err := newPipes()
 	if err != nil {
-		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
+		return noResult(req), err
 	}
 	defer p.closeAll()
 

@@ -98,6 +98,11 @@ func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error)
 	return res, killed
 }
 
+// noResult is what Execute returns with an error: the execution did not run.
+func noResult(req Request) api.ExecuteResult {
+	return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}
+}
+
 // close releases the ruleset and removes the directory, whatever happened.
 func (e *execution) close() {
 	if e.ruleset != nil {

@@ -121,12 +121,12 @@ type status struct {
 func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
 	e, err := s.begin(req, out, 0)
 	if err != nil {
-		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
+		return noResult(req), err
 	}
 	defer e.close()
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, err
+		return noResult(req), err
 	}
 	defer statusR.Close()
 
@@ -152,7 +152,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	}
 	statusW.Close()
 	if err != nil {
-		return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
+		return noResult(req), fmt.Errorf("starting %s: %w", s.cfg.Python, err)
 	}
 	pid := cmd.Process.Pid
 	e.watch(ctx, pid)
