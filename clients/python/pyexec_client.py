@@ -394,6 +394,11 @@ class Result:
         files: the files the code created or changed in its working directory,
             relative path -> content.
         files_truncated: whether some files were left out by the server's count or size caps.
+        outputs: the rich outputs, in order, in Jupyter's vocabulary: dicts with ``type``
+            (``"execute_result"``: the value of a final expression; ``"display_data"``:
+            ``display(obj)`` or a matplotlib figure) and ``data``, a MIME bundle such as
+            ``{"text/plain": "...", "text/html": "...", "image/png": "<base64>"}``.
+        outputs_truncated: whether some outputs were left out by the server's size cap.
     """
 
     id: str = ""
@@ -408,6 +413,8 @@ class Result:
     duration_ms: float = 0.0
     files: Dict[str, bytes] = field(default_factory=dict)
     files_truncated: bool = False
+    outputs: List[Dict[str, Any]] = field(default_factory=list)
+    outputs_truncated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -446,6 +453,8 @@ class Result:
             duration_ms=float(doc.get("duration_ms") or 0.0),
             files=files,
             files_truncated=bool(doc.get("files_truncated")),
+            outputs=[o for o in doc.get("outputs") or [] if isinstance(o, dict)],
+            outputs_truncated=bool(doc.get("outputs_truncated")),
         )
 
     def __repr__(self) -> str:
@@ -456,6 +465,8 @@ class Result:
         parts.append("stderr=%d chars%s" % (len(self.stderr), "+" if self.stderr_truncated else ""))
         if self.files or self.files_truncated:
             parts.append("files=%d%s" % (len(self.files), "+" if self.files_truncated else ""))
+        if self.outputs or self.outputs_truncated:
+            parts.append("outputs=%d%s" % (len(self.outputs), "+" if self.outputs_truncated else ""))
         parts.append("%.1f ms" % self.duration_ms)
         return "<Result %s %s>" % (self.id or "?", " ".join(parts))
 

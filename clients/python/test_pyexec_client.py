@@ -91,6 +91,19 @@ class ExecuteTest(ServerTest):
         self.assertFalse(result.ok)
         self.assertLess(result.duration_ms, 20000, self.explain(result))
 
+    def test_rich_outputs(self) -> None:
+        result = self.run_code("display('shown')\n6 * 7")
+        self.assertTrue(result.ok, self.explain(result))
+        self.assertEqual(
+            result.outputs,
+            [
+                {"type": "display_data", "data": {"text/plain": "'shown'"}},
+                {"type": "execute_result", "data": {"text/plain": "42"}},
+            ],
+        )
+        self.assertFalse(result.outputs_truncated)
+        self.assertIn("outputs=2", repr(result))
+
     def test_files_in_and_out(self) -> None:
         code = (
             "import csv\n"

@@ -58,6 +58,25 @@ type ExecuteResult struct {
 	Files           []OutputFile `json:"files"`
 	// FilesTruncated is true when files were left out by the count or size caps.
 	FilesTruncated bool `json:"files_truncated"`
+	// Outputs are the rich outputs, in order: the value of a final expression, display(),
+	// matplotlib figures.
+	Outputs []Output `json:"outputs"`
+	// OutputsTruncated is true when outputs were left out: past --max-files-out-bytes,
+	// which outputs and files share.
+	OutputsTruncated bool `json:"outputs_truncated"`
+}
+
+// Kinds of rich output, in Jupyter's vocabulary.
+const (
+	OutputExecuteResult = "execute_result" // the value of the code's final expression
+	OutputDisplayData   = "display_data"   // display(obj), or a matplotlib figure
+)
+
+// Output is one rich output: a MIME bundle such as {"text/plain": "...", "text/html": "...",
+// "image/png": "<base64>"}.
+type Output struct {
+	Type string            `json:"type"`
+	Data map[string]string `json:"data"`
 }
 
 // Stream event types of POST /v1/execute?stream=true.

@@ -168,6 +168,38 @@ func behaviours(packagesTree string) []behaviour {
 					t.Errorf("%+v", r)
 				}
 			}},
+		{"a final expression is the execute_result, as in a notebook cell", Request{Code: "x = 2\nx * 21"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || r.Stdout != "" || len(r.Outputs) != 1 || r.Outputs[0].Type != api.OutputExecuteResult ||
+					len(r.Outputs[0].Data) != 1 || r.Outputs[0].Data["text/plain"] != "42" {
+					t.Errorf("%+v", r)
+				}
+			}},
+		{"display() and _repr_html_; a final None is no output", Request{Code: "class T:\n    def _repr_html_(self):\n        return '<b>t</b>'\ndisplay('a', T())\nprint('p')\nNone"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || r.Stdout != "p\n" || len(r.Outputs) != 2 ||
+					r.Outputs[0].Type != api.OutputDisplayData || r.Outputs[0].Data["text/plain"] != "'a'" ||
+					r.Outputs[1].Type != api.OutputDisplayData || r.Outputs[1].Data["text/html"] != "<b>t</b>" || !strings.HasPrefix(r.Outputs[1].Data["text/plain"], "<__main__.T object") {
+					t.Errorf("%+v", r)
+				}
+			}},
+		{"matplotlib figures: plt.show() and the end of the code send each open one as a PNG, then close it", Request{Code: "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])\nplt.show()\nprint(len(plt.get_fignums()))\nplt.figure()\nplt.plot([3, 1])\n1/0"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 1 || r.Stdout != "0\n" || !strings.Contains(r.Stderr, "ZeroDivisionError") || len(r.Outputs) != 2 {
+					t.Fatalf("%+v", r)
+				}
+				for _, o := range r.Outputs {
+					if o.Type != api.OutputDisplayData || !strings.HasPrefix(o.Data["image/png"], "iVBORw0KGgo") || !strings.HasPrefix(o.Data["text/plain"], "<Figure size") {
+						t.Errorf("output %+v", o)
+					}
+				}
+			}},
+		{"outputs and files share --max-files-out-bytes", Request{Code: "display('x' * 600)\ndisplay('y' * 600)\nopen('f.txt', 'w').write('z' * 100)", Limits: Limits{MaxFilesOutBytes: 1000}},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				if r.ExitCode != 0 || len(r.Outputs) != 1 || !r.OutputsTruncated || len(r.Files) != 1 || r.FilesTruncated {
+					t.Errorf("%+v", r)
+				}
+			}},
 		{"sys.exit status", Request{Code: "import sys\nsys.exit(3)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.ExitCode != 3 || r.Reason != api.ReasonExit {
 				t.Errorf("%+v", r)
@@ -395,6 +427,9 @@ func mergeLimits(d, c Limits) Limits {
 	}
 	if c.MaxFilesOut != 0 {
 		d.MaxFilesOut = c.MaxFilesOut
+	}
+	if c.MaxFilesOutBytes != 0 {
+		d.MaxFilesOutBytes = c.MaxFilesOutBytes
 	}
 	return d
 }
@@ -760,11 +795,19 @@ func TestForkScientificPreload(t *testing.T) {
 			if len(r.Files) != 1 || !strings.HasPrefix(r.Files[0].ContentBase64, b64("\x89PNG")[:4]) {
 				t.Fatalf("no PNG returned: %+v", r.Files)
 			}
+			// The figure left open comes back as a display_data; with pyplot preloaded, show()
+			// sends and closes what is open.
+			if len(r.Outputs) != 1 || !strings.HasPrefix(r.Outputs[0].Data["image/png"], "iVBORw0KGgo") {
+				t.Fatalf("the open figure as an output: %+v", r.Outputs)
+			}
+			if s := run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint(len(plt.get_fignums()))"); s.Stdout != "0\n" || len(s.Outputs) != 1 {
+				t.Fatalf("plt.show() with pyplot preloaded: %+v", s)
+			}
 			cache, _ := filepath.Glob(filepath.Join(fk.cfg.WorkDir, zygoteConfigDir, "fontlist-*.json"))
 			if len(cache) != 1 {
 				t.Errorf("font cache in the zygote's MPLCONFIGDIR: %v", cache)
 			}
-			if want := int64(3 * warm); fk.WarmHits() != want {
+			if want := int64(4 * warm); fk.WarmHits() != want {
 				t.Errorf("%d executions ran in a spare, want %d", fk.WarmHits(), want)
 			}
 		})

@@ -1,9 +1,12 @@
 package executor
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -93,14 +96,21 @@ func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error)
 	for _, f := range e.req.Files {
 		inputs[f.Path] = f.Data
 	}
-	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, e.req.MaxFilesOutBytes)
+	// Outputs first, then files, in what is left of one budget.
+	budget := e.req.MaxFilesOutBytes
+	if budget <= 0 {
+		budget = DefaultMaxFilesOutBytes
+	}
+	var used int64
+	res.Outputs, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
+	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, max(budget-used, 1))
 	res.DurationMS = float64(time.Since(e.begun).Microseconds()) / 1000
 	return res, killed
 }
 
 // noResult is what Execute returns with an error: the execution did not run.
 func noResult(req Request) api.ExecuteResult {
-	return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}}
+	return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}, Outputs: []api.Output{}}
 }
 
 // close releases the ruleset and removes the directory, whatever happened.
@@ -113,4 +123,43 @@ func (e *execution) close() {
 		removeAll(e.dir)
 		e.dir = ""
 	}
+}
+
+// outputsFile, in an execution's directory, is where the code's process writes its rich
+// outputs, one JSON object a line (runner.py's _emit). The process opens it before it confines
+// itself; the code may write there too, which only adds to its own result.
+const outputsFile = "outputs.jsonl"
+
+// readOutputs reads the rich outputs of an execution, in order, up to budget bytes of their
+// data; what is past it, or not a well-formed output, is left out (truncated says so for the
+// former). It holds one line at a time besides the outputs kept.
+func readOutputs(path string, budget int64) (outputs []api.Output, used int64, truncated bool) {
+	outputs = []api.Output{}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return outputs, 0, false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return outputs, 0, false
+	}
+	// A line longer than the budget (and a little JSON) could not fit: the scanner stops there.
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), int(min(budget, 1<<30))+4096)
+	for sc.Scan() {
+		var o api.Output
+		if json.Unmarshal(sc.Bytes(), &o) != nil || (o.Type != api.OutputExecuteResult && o.Type != api.OutputDisplayData) || len(o.Data) == 0 {
+			continue
+		}
+		size := int64(0)
+		for _, v := range o.Data {
+			size += int64(len(v))
+		}
+		if used+size > budget {
+			return outputs, used, true
+		}
+		used += size
+		outputs = append(outputs, o)
+	}
+	return outputs, used, sc.Err() != nil
 }

@@ -159,6 +159,9 @@ def run_code(params, ruleset_fd=None):
         source = f.read()
     with open(params["env"], encoding="utf-8") as f:
         os.environ.update(json.load(f) or {})
+    global _outputs
+    if params.get("outputs"):  # opened now: confined, the code could not open it
+        _outputs = open(params["outputs"], "a", encoding="utf-8")
     # A process group of its own: a signal to "my group" reaches only the code's processes.
     os.setpgid(0, 0)
     try:
@@ -173,11 +176,27 @@ def run_code(params, ruleset_fd=None):
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
     sys.argv = [filename]
+    builtins.display = display
+    _hook_pyplot()
     try:
-        exec(compile(source, filename, "exec"), main.__dict__)
+        # As in a notebook cell: the value of a final expression is the execute_result.
+        import ast
+
+        tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), main.__dict__)
+        if last is not None:
+            value = eval(compile(last, filename, "eval"), main.__dict__)
+            if value is not None:
+                _emit("execute_result", value)
+        _show_figures()
     except SystemExit as e:
+        _show_figures()
         _exit(_exit_status(e.code))
     except BaseException as e:
+        _show_figures()
         memory_error = isinstance(e, MemoryError)
         if e.__traceback__ is not None:
             e.__traceback__ = e.__traceback__.tb_next  # hide this frame
@@ -189,6 +208,100 @@ def run_code(params, ruleset_fd=None):
             sys.excepthook(type(e), e, e.__traceback__)
         _exit(1, memory_error)
     _exit(0)
+
+
+# Rich outputs, in Jupyter's vocabulary: one JSON line each, {"type": "execute_result" |
+# "display_data", "data": {MIME type: value}}, on the execution's outputs file, which pyexec
+# reads after the code (bounded by --max-files-out-bytes).
+_outputs = None
+
+
+def _bundle(obj):
+    data = {"text/plain": repr(obj)}
+    html = getattr(obj, "_repr_html_", None)
+    if callable(html):
+        try:
+            text = html()
+            if isinstance(text, str):
+                data["text/html"] = text
+        except Exception:
+            pass
+    png = None
+    if type(obj).__module__.startswith("matplotlib") and hasattr(obj, "savefig"):
+        import io
+
+        buf = io.BytesIO()
+        obj.savefig(buf, format="png")
+        png = buf.getvalue()
+    elif callable(getattr(obj, "_repr_png_", None)):
+        try:
+            png = obj._repr_png_()
+        except Exception:
+            png = None
+    if isinstance(png, bytes):
+        import base64
+
+        data["image/png"] = base64.b64encode(png).decode("ascii")
+    return data
+
+
+def _emit(kind, obj):
+    if _outputs is None:
+        return
+    try:
+        _outputs.write(json.dumps({"type": kind, "data": _bundle(obj)}) + "\n")
+        _outputs.flush()
+    except Exception as e:
+        sys.stderr.write("pyexec: an output was not sent: %s: %s\n" % (type(e).__name__, e))
+
+
+def display(*objs, **kwargs):
+    """display(obj, ...) as in a notebook: each object becomes a display_data output."""
+    for obj in objs:
+        _emit("display_data", obj)
+
+
+def _show_figures(*args, **kwargs):
+    """Every open matplotlib figure becomes a display_data output (a PNG), then is closed: on
+    plt.show() and when the code ends, as a notebook's inline backend does."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    try:
+        for num in plt.get_fignums():
+            _emit("display_data", plt.figure(num))
+        plt.close("all")
+    except Exception as e:
+        sys.stderr.write("pyexec: figures were not sent: %s: %s\n" % (type(e).__name__, e))
+
+
+class _PyplotHook:
+    """Replaces matplotlib.pyplot.show with _show_figures when the code imports pyplot."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_and_patch(module):
+                exec_module(module)
+                module.show = _show_figures
+
+            spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _hook_pyplot():
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:  # preloaded by the zygote
+        plt.show = _show_figures
+    else:
+        sys.meta_path.insert(0, _PyplotHook())
 
 
 def _exit_status(code):

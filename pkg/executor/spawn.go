@@ -242,6 +242,9 @@ func (s *Spawn) prepare(req Request) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, envFile), env, 0o600); err != nil {
 		return dir, err
 	}
+	if err := os.WriteFile(filepath.Join(dir, outputsFile), nil, 0o600); err != nil {
+		return dir, err
+	}
 	if err := writeFiles(work, req.Files); err != nil {
 		return dir, err
 	}
@@ -299,7 +302,7 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock bool
 	if req.MaxProcesses <= 0 {
 		delete(limits, "nproc")
 	}
-	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "cwd": filepath.Join(dir, "work"),
+	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "outputs": filepath.Join(dir, outputsFile), "cwd": filepath.Join(dir, "work"),
 		"limits": limits, "confine": spec, "landlock": landlock})
 	return string(b)
 }

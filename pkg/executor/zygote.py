@@ -82,7 +82,7 @@ def _preload(modules):
         except Exception as e:
             sys.stderr.write("pyexec zygote: matplotlib.pyplot: %s: %s\n" % (type(e).__name__, e))
     # What the runner imports in every supervisor and code process, imported once here.
-    for name in ("ctypes", "resource", "linecache", "types", "select", "random", "traceback", "atexit", "base64", "struct"):
+    for name in ("ctypes", "resource", "linecache", "types", "select", "random", "traceback", "atexit", "base64", "struct", "ast", "io"):
         try:
             importlib.import_module(name)
         except Exception:  # a minimal Python without ctypes still runs

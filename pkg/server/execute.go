@@ -153,6 +153,7 @@ func (s *Server) recordExecution(ctx context.Context, req executor.Request, res 
 		"stdoutTruncated", res.StdoutTruncated,
 		"stderrTruncated", res.StderrTruncated,
 		"files", len(res.Files),
+		"outputs", len(res.Outputs),
 	)
 	log.Info("execution finished", kv...)
 }

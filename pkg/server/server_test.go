@@ -255,7 +255,7 @@ func TestExecutionLogLine(t *testing.T) {
 				"id": resp.Header.Get(headerRequestID), "uid": float64(os.Getuid()),
 				"exitCode": float64(1), "reason": "signal", "signal": "SIGKILL",
 				"stdoutBytes": float64(5), "stderrBytes": float64(2),
-				"stdoutTruncated": true, "stderrTruncated": false, "files": float64(1),
+				"stdoutTruncated": true, "stderrTruncated": false, "files": float64(1), "outputs": float64(0),
 			}
 			if logCode {
 				want["code"] = "secret = 1"

@@ -132,6 +132,23 @@ func noneOpen(t *testing.T, _ *hostile, res *api.ExecuteResult) {
 }
 
 var attacks = []attack{
+	{name: "19 write junk to the outputs file", layers: []string{layerServer},
+		code: `
+import os
+def outputs(f):
+    try:
+        return os.readlink("/proc/self/fd/" + f).endswith("outputs.jsonl")
+    except OSError:  # the listing's own descriptor
+        return False
+fd = [int(f) for f in os.listdir("/proc/self/fd") if outputs(f)][0]
+os.write(fd, b"not json\n" + b'{"type": "stream", "data": {"text/plain": "x"}}\n' + b'{"type": "display_data", "data": {}}\n')
+os.write(fd, b"x" * (9 << 20))  # one line of 9 MiB, no newline
+print("done")
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			if res.Stdout != "done\n" || res.Reason != api.ReasonExit || len(res.Outputs) != 0 {
+				t.Errorf("%+v", res)
+			}
+		}},
 	{name: "18 leave a directory the server cannot remove", layers: []string{layerServer},
 		code: `
 import os
@@ -166,14 +183,15 @@ for fd in sorted(os.listdir("/proc/self/fd"), key=int):
     except OSError:
         pass  # the listing's own descriptor
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
-			// The code holds its three streams and the pipe on which it reports its end.
+			// The code holds its three streams, the pipe on which it reports its end, and the
+			// file of its own rich outputs.
 			lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
-			if len(lines) != 4 || strings.Contains(res.Stdout, "inherited-secret") {
+			if len(lines) != 5 || strings.Contains(res.Stdout, "inherited-secret") {
 				t.Fatalf("the code's descriptors:\n%s%s", res.Stdout, res.Stderr)
 			}
 			for _, l := range lines {
-				if !strings.Contains(l, " pipe:[") {
-					t.Errorf("a descriptor that is not one of the execution's pipes: %s", l)
+				if !strings.Contains(l, " pipe:[") && !strings.HasSuffix(l, "/outputs.jsonl") {
+					t.Errorf("a descriptor that is not one of the execution's own: %s", l)
 				}
 			}
 		}},
