@@ -116,11 +116,15 @@ func children() []int {
 
 // TreeMemory sums the resident (RSS) and proportional (PSS: shared pages divided among the
 // processes that share them) memory of root and its descendants, in bytes, from
-// /proc/PID/smaps_rollup. Processes that end while it reads are left out.
+// /proc/PID/smaps_rollup. Processes that end while it reads are left out. smaps_rollup of a
+// non-dumpable process (the zygote, the supervisors) is closed to a server without
+// CAP_SYS_PTRACE, as in a pod: their RSS then comes from /proc/PID/statm, which anyone may
+// read, and they add nothing to PSS.
 func TreeMemory(root int) (rss, pss int64) {
 	for _, pid := range append([]int{root}, descendants(root)...) {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
 		if err != nil {
+			rss += statmRSS(pid)
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
@@ -140,4 +144,21 @@ func TreeMemory(root int) (rss, pss int64) {
 		}
 	}
 	return rss, pss
+}
+
+// statmRSS is the resident memory of pid from /proc/PID/statm, in bytes; 0 if it ended.
+func statmRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
 }

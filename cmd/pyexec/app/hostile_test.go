@@ -662,3 +662,24 @@ print("found" if found else "clean")
 		}
 	}
 }
+
+// A sidecar in the pod's configuration cannot read the smaps of its non-dumpable zygote: its
+// memory metric still counts the zygote's resident memory.
+func TestPodSidecarCountsTheZygotesMemory(t *testing.T) {
+	h := newHostile(t, "--mode", "fork")
+	if h.zygote == 0 {
+		t.Fatal("no zygote")
+	}
+	statm := func(pid int) float64 {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages, _ := strconv.ParseFloat(strings.Fields(string(b))[1], 64)
+		return pages * float64(os.Getpagesize())
+	}
+	want := 0.9 * (statm(h.s.cmd.Process.Pid) + statm(h.zygote))
+	if got := metric(t, h.s, "pyexec_sidecar_rss_bytes"); got < want {
+		t.Fatalf("pyexec_sidecar_rss_bytes %.0f MiB, want at least %.0f MiB (serve and its zygote)", got/(1<<20), want/(1<<20))
+	}
+}
