@@ -200,6 +200,14 @@ func behaviours(packagesTree string) []behaviour {
 					t.Errorf("%+v", r)
 				}
 			}},
+		// ps shows a bootstrap and the parameters, not pyexec's Python (30 KB).
+		{"the supervisor's command line is short", Request{Code: "import os\nprint(len(open('/proc/%d/cmdline' % os.getppid(), 'rb').read()))"},
+			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+				n, err := strconv.Atoi(strings.TrimSpace(r.Stdout))
+				if r.ExitCode != 0 || err != nil || n > 4096 {
+					t.Errorf("%+v", r)
+				}
+			}},
 		{"sys.exit status", Request{Code: "import sys\nsys.exit(3)"}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.ExitCode != 3 || r.Reason != api.ReasonExit {
 				t.Errorf("%+v", r)

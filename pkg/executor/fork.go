@@ -164,11 +164,14 @@ func (f *Fork) ensureZygote() error {
 	ours, theirs := os.NewFile(uintptr(pair[0]), "zygote-control"), os.NewFile(uintptr(pair[1]), "zygote-control")
 	defer theirs.Close()
 	params, _ := json.Marshal(map[string]any{"preload": f.cfg.Preload, "warmup": f.cfg.WarmupCode})
-	cmd := exec.Command(f.cfg.Python, "-s", "-u", "-c", runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", string(params))
+	cmd, started, err := pythonCommand(f.cfg.Python, runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", []*os.File{theirs}, string(params))
+	if err != nil {
+		ours.Close()
+		return err
+	}
 	cmd.Dir = f.cfg.WorkDir
 	// matplotlib's font cache is built once, in the zygote, into a directory of its own.
 	cmd.Env = append(f.spawn.env(f.cfg.WorkDir, packages.Tree(f.cfg.PackagesDir), nil), "MPLCONFIGDIR="+filepath.Join(f.cfg.WorkDir, zygoteConfigDir))
-	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stdout, cmd.Stderr = &logWriter{f: f, stream: "stdout"}, &logWriter{f: f, stream: "stderr"}
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
 	if f.cfg.Reaper != nil {
@@ -176,6 +179,7 @@ func (f *Fork) ensureZygote() error {
 	} else {
 		err = cmd.Start()
 	}
+	started(err)
 	if err != nil {
 		ours.Close()
 		f.crashed(err)

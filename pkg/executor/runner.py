@@ -1,7 +1,8 @@
 # pyexec runner: supervises one execution. In spawn mode pyexec starts it as
-#     python -u -c RUNNER+"runner_main()" '{"code": ..., "limits": {...}}'
-# with the execution's working directory as cwd, stdin/stdout/stderr as the code's and a
-# status pipe on fd 3; in fork mode zygote.py calls supervise() in a child it forked. The
+#     python -s -u -c BOOTSTRAP '{"code": ..., "limits": {...}}'
+# where the short bootstrap reads RUNNER+"runner_main()" from a pipe (pythonCommand), with the
+# execution's directory as cwd, stdin/stdout/stderr as the code's, a status pipe on fd 3 and
+# the Landlock ruleset on fd 4; in fork mode zygote.py calls supervise() in a child it forked. The
 # supervisor makes itself a child subreaper, so every process the code starts — also one that
 # calls setsid() or double-forks — stays its descendant; forks the child that runs the code
 # under the limits and the confinement; reaps everything; kills what the code left behind; and

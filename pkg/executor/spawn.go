@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -133,15 +132,19 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	// -s: no user site-packages, which would be in the code's HOME (its working directory).
 	// The supervisor starts in the execution's directory, with the server's environment only:
 	// the request's env and files reach the code's process alone (env.json, work/).
-	cmd := exec.Command(s.cfg.Python, "-s", "-u", "-c", runnerSource+"\nrunner_main()\n", s.paramsOf(e))
+	extra := []*os.File{statusW} // fd 3
+	if e.ruleset != nil {
+		extra = append(extra, e.ruleset) // fd 4
+	}
+	cmd, started, err := pythonCommand(s.cfg.Python, runnerSource+"\nrunner_main()\n", extra, s.paramsOf(e))
+	if err != nil {
+		statusW.Close()
+		return noResult(req), err
+	}
 	cmd.Dir = e.dir
 	cmd.Env = s.env(e.work, e.tree, e.baseEnv())
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
-	cmd.ExtraFiles = []*os.File{statusW} // fd 3
-	if e.ruleset != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, e.ruleset) // fd 4
-	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
 	// Output pipes held by a process that escaped every kill must not hold the result.
 	cmd.WaitDelay = 2 * time.Second
@@ -150,6 +153,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	} else {
 		err = cmd.Start()
 	}
+	started(err)
 	statusW.Close()
 	if err != nil {
 		return noResult(req), fmt.Errorf("starting %s: %w", s.cfg.Python, err)

@@ -1,5 +1,6 @@
 # pyexec zygote: the fork server of --mode fork. Appended to runner.py and started once as
-#     python -u -c RUNNER+ZYGOTE+"zygote_main()" '{"preload": [...], "warmup": "..."}'
+#     python -s -u -c BOOTSTRAP '{"preload": [...], "warmup": "..."}'
+# where the bootstrap reads RUNNER+ZYGOTE+"zygote_main()" from a pipe (pythonCommand),
 # with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then
 # answers two requests, each a JSON message:
 #   {"op": "exec", ...} with the standard streams, the status pipe and, when Landlock is in use,

@@ -477,6 +477,9 @@ func newHostile(t *testing.T, args ...string) *hostile {
 		h.sockDirMode = fi.Mode().Perm()
 	}
 	h.zygote = zygoteOf(s.cmd.Process.Pid)
+	if slices.Contains(args, "fork") && h.zygote == 0 {
+		t.Fatal("fork mode, and no zygote below the server: the attacks on it would not run")
+	}
 	var err error
 	if h.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)

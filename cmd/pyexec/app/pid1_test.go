@@ -210,9 +210,9 @@ func ownedByRoot(pid int) bool {
 	return ok && uid == 0
 }
 
-// isZygote reports whether pid is the fork server: a python3 started with zygote_main in its
-// command line.
+// isZygote reports whether pid is the fork server (or a process forked from it): a python3
+// whose parameters, on its command line, name the modules to preload.
 func isZygote(pid int) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.Contains(string(cmdline), "zygote_main()")
+	return err == nil && strings.Contains(string(cmdline), `{"preload":`)
 }
