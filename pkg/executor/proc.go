@@ -2,7 +2,9 @@ package executor
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 
@@ -161,4 +163,33 @@ func statmRSS(pid int) int64 {
 		return 0
 	}
 	return pages * int64(os.Getpagesize())
+}
+
+// pythonCommand is python running source, handed over on a pipe, with args: its command line
+// shows a short bootstrap instead of pyexec's 30 KB of Python (ps, /proc/PID/cmdline). The
+// pipe is the last of extra, so the descriptors of extra keep their numbers (3, 4, ...); the
+// bootstrap reads it, closes it and runs what it read. Start the command, then call started
+// with Start's error: it writes the source (in the background: it fits the pipe's buffer, but
+// a child that dies first must not block the server) and closes the server's ends.
+func pythonCommand(python, source string, extra []*os.File, args ...string) (*exec.Cmd, func(startErr error), error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := 3 + len(extra)
+	bootstrap := fmt.Sprintf("import os\nwith os.fdopen(%d) as f:\n    s = f.read()\nexec(compile(s, '<pyexec>', 'exec'))\n", fd)
+	cmd := exec.Command(python, append([]string{"-s", "-u", "-c", bootstrap}, args...)...)
+	cmd.ExtraFiles = append(append([]*os.File(nil), extra...), r)
+	started := func(startErr error) {
+		r.Close()
+		if startErr != nil {
+			w.Close()
+			return
+		}
+		go func() {
+			_, _ = w.WriteString(source)
+			w.Close()
+		}()
+	}
+	return cmd, started, nil
 }

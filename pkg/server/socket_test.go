@@ -288,14 +288,7 @@ func TestReadyRecreatesRemovedSocket(t *testing.T) {
 // and the log says why, once. When that socket goes stale, the next check takes the path back.
 func TestReadyNeverTakesOverAnotherServersSocket(t *testing.T) {
 	h := newSocketHarness(t, testConfig())
-	if err := os.Remove(h.path); err != nil {
-		t.Fatal(err)
-	}
-	other, err := net.ListenUnix("unix", &net.UnixAddr{Name: h.path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := listenInPlace(t, h.path)
 	otherID, err := fileIDOf(h.path)
 	if err != nil {
 		t.Fatal(err)
@@ -340,14 +333,7 @@ func TestReadyNeverTakesOverAnotherServersSocket(t *testing.T) {
 // while it is the one it bound.
 func TestShutdownLeavesAnotherServersSocket(t *testing.T) {
 	h := newSocketHarness(t, testConfig())
-	if err := os.Remove(h.path); err != nil {
-		t.Fatal(err)
-	}
-	other, err := net.ListenUnix("unix", &net.UnixAddr{Name: h.path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	listenInPlace(t, h.path)
 	if err := h.srv.Shutdown(context.Background(), h.sock.HTTPServer()); err != nil {
 		t.Fatal(err)
 	}
@@ -408,4 +394,19 @@ func TestReadyRecreatesWorkDir(t *testing.T) {
 	if b, err := os.ReadFile(cfg.WorkDir); err != nil || string(b) != "keep" {
 		t.Fatalf("the file at the work dir was touched: %q %v", b, err)
 	}
+}
+
+// listenInPlace removes the socket file at path and binds another socket there, as another
+// server would; it is closed at the end of the test.
+func listenInPlace(t *testing.T, path string) *net.UnixListener {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	return other
 }
