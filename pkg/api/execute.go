@@ -64,6 +64,9 @@ type ExecuteResult struct {
 	// OutputsTruncated is true when outputs were left out: past --max-files-out-bytes,
 	// which outputs and files share.
 	OutputsTruncated bool `json:"outputs_truncated"`
+	// SessionLost is true when a session's call ended its session: its interpreter was killed
+	// (a timeout the code did not stop for) or exited. Later calls get 404.
+	SessionLost bool `json:"session_lost,omitempty"`
 }
 
 // Kinds of rich output, in Jupyter's vocabulary.
@@ -166,6 +169,11 @@ type Limits struct {
 	MaxConnectionsPerUID int `json:"max_connections_per_uid"`
 	// AllowNetwork: code may open network connections (pyexec serve --network allow).
 	AllowNetwork bool `json:"allow_network"`
+	// Sessions open at once, and how long one lives without a call: the default and the most
+	// a session may ask for.
+	MaxSessions                  int     `json:"max_sessions"`
+	SessionIdleTimeoutSeconds    float64 `json:"session_idle_timeout_seconds"`
+	MaxSessionIdleTimeoutSeconds float64 `json:"max_session_idle_timeout_seconds"`
 }
 
 // PackagesRequest is the body of POST /v1/packages.

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -313,12 +312,7 @@ func (f *Fork) zygotePID() int {
 // ruleset, when there is one, goes with the streams as the last descriptor.
 func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 	params := f.spawn.paramsOf(e)
-	env := map[string]string{}
-	for _, kv := range f.spawn.env(e.work, e.tree, e.baseEnv()) {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
-	}
-	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: e.work, Env: env, Tree: e.tree}
+	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: e.work, Env: envMap(f.spawn.env(e.work, e.tree, e.baseEnv())), Tree: e.tree}
 	msg.UID, msg.GID = f.user()
 	data, err := json.Marshal(msg)
 	if err != nil {

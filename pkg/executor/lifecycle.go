@@ -33,6 +33,8 @@ type execution struct {
 	ruleset *os.File
 	spec    *confineSpec
 	unwatch func()
+	// session says the directory is a session's, whose code comes with each call.
+	session bool
 }
 
 // begin makes the execution's directory with its input files, its captures and its
@@ -62,15 +64,17 @@ func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 // not one of the files the execution returns.
 const mplDir = "mpl"
 
-// baseEnv is what the execution adds to the server's base environment: its MPLCONFIGDIR. The
-// request's env is applied by the code's process itself (see envFile).
+// baseEnv is what the execution adds to the server's base environment: its MPLCONFIGDIR and
+// XDG_CACHE_HOME. The request's env is applied by the code's process itself (see envFile).
 func (e *execution) baseEnv() map[string]string {
-	return map[string]string{"MPLCONFIGDIR": filepath.Join(e.dir, mplDir)}
+	// fontconfig's cache too: HOME is the working directory, whose files are returned.
+	mpl := filepath.Join(e.dir, mplDir)
+	return map[string]string{"MPLCONFIGDIR": mpl, "XDG_CACHE_HOME": mpl}
 }
 
 // params are the runner's parameters of this execution.
 func (s *Spawn) paramsOf(e *execution) string {
-	return s.params(e.req, e.dir, e.spec, e.ruleset != nil)
+	return s.params(e.req, e.dir, e.spec, e.ruleset != nil, e.session)
 }
 
 // watch arms the time limit and the caller's cancellation on the supervisor pid.
@@ -113,12 +117,17 @@ func noResult(req Request) api.ExecuteResult {
 	return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}, Outputs: []api.Output{}}
 }
 
-// close releases the ruleset and removes the directory, whatever happened.
-func (e *execution) close() {
+// closeRuleset releases the ruleset, once the code's process has it.
+func (e *execution) closeRuleset() {
 	if e.ruleset != nil {
 		e.ruleset.Close()
 		e.ruleset = nil
 	}
+}
+
+// close releases the ruleset and removes the directory, whatever happened.
+func (e *execution) close() {
+	e.closeRuleset()
 	if e.dir != "" {
 		removeAll(e.dir)
 		e.dir = ""

@@ -100,6 +100,16 @@ const DefaultMaxFilesOutBytes = 32 << 20
 // reads through os.Root, so a symlink the code planted cannot lead outside work; an input
 // file that the code left as it was is not returned.
 func collectFilesUpTo(work string, inputs map[string][]byte, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
+	return collectFiles(work, inputs, nil, maxBytes, maxFiles, maxTotal)
+}
+
+// collectFilesSince is collectFilesUpTo for a session's call: the files it created or changed
+// are those not stamped the same as before it.
+func collectFilesSince(work string, before map[string]fileStamp, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
+	return collectFiles(work, nil, before, maxBytes, maxFiles, maxTotal)
+}
+
+func collectFiles(work string, inputs map[string][]byte, before map[string]fileStamp, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
 	files := []api.OutputFile{}
 	if maxBytes <= 0 {
 		maxBytes = 1 << 62
@@ -123,6 +133,11 @@ func collectFilesUpTo(work string, inputs map[string][]byte, maxBytes int64, max
 	truncated := false
 	left := maxTotal
 	for _, p := range paths {
+		if was, ok := before[p]; ok {
+			if now, ok := stampOf(root, p); ok && now == was {
+				continue
+			}
+		}
 		limit := min(maxBytes, left)
 		in, isInput := inputs[p]
 		readLimit := limit

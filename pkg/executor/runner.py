@@ -141,6 +141,16 @@ def confine(spec, ruleset_fd):
 def run_code(params, ruleset_fd=None):
     """In the forked child: apply the limits and the confinement, then run the code as
     __main__. Never returns."""
+    _limit(params)
+    with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
+        source = f.read()
+    main = _confined(params, ruleset_fd)
+    status, memory_error = _cell(source, main, "<code>")
+    _exit(status, memory_error)
+
+
+def _limit(params):
+    """The code's limits, its directory, and the out-of-memory killer's choice."""
     import resource
 
     limits = params["limits"]
@@ -148,16 +158,18 @@ def run_code(params, ruleset_fd=None):
                         ("RLIMIT_FSIZE", limits.get("fsize_bytes")), ("RLIMIT_CORE", 0)):
         if value is not None:
             resource.setrlimit(getattr(resource, name), (value, value))
-
-    import builtins
-    import linecache
-    import types
-
     os.chdir(params["cwd"])
     oom_first()
     sys.path.insert(0, _cwd_entry)
-    with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
-        source = f.read()
+
+
+def _confined(params, ruleset_fd):
+    """The request's environment and the outputs file, opened while they can be; a process
+    group of its own; the confinement; then a fresh __main__ to run the code in. A process that
+    cannot be confined ends here (status 126): the code must not run unconfined."""
+    import builtins
+    import types
+
     with open(params["env"], encoding="utf-8") as f:
         os.environ.update(json.load(f) or {})
     global _outputs
@@ -171,16 +183,23 @@ def run_code(params, ruleset_fd=None):
         sys.stderr.write("pyexec: the execution could not be confined: %s\n" % e)
         sys.stderr.flush()
         os._exit(126)
-    filename = "<code>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     main = types.ModuleType("__main__")
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
-    sys.argv = [filename]
     builtins.display = display
     _hook_pyplot()
+    return main
+
+
+def _cell(source, main, filename):
+    """Run source in main's namespace as a notebook runs a cell: the value of a final
+    expression is the execute_result, and open figures are shown at the end. Returns the exit
+    status (0, 1 for an exception, SystemExit's) and whether a MemoryError ended the code."""
+    import linecache
+
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    sys.argv = [filename]
     try:
-        # As in a notebook cell: the value of a final expression is the execute_result.
         import ast
 
         tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST)
@@ -195,10 +214,9 @@ def run_code(params, ruleset_fd=None):
         _show_figures()
     except SystemExit as e:
         _show_figures()
-        _exit(_exit_status(e.code))
+        return _exit_status(e.code), False
     except BaseException as e:
         _show_figures()
-        memory_error = isinstance(e, MemoryError)
         if e.__traceback__ is not None:
             e.__traceback__ = e.__traceback__.tb_next  # hide this frame
         if sys.excepthook is sys.__excepthook__:
@@ -207,8 +225,8 @@ def run_code(params, ruleset_fd=None):
             traceback.print_exception(type(e), e, e.__traceback__)
         else:
             sys.excepthook(type(e), e, e.__traceback__)
-        _exit(1, memory_error)
-    _exit(0)
+        return 1, isinstance(e, MemoryError)
+    return 0, False
 
 
 # Rich outputs, in Jupyter's vocabulary: one JSON line each, {"type": "execute_result" |
@@ -530,6 +548,251 @@ def _wait(child, done_r):
             os.close(pidfd)
 
 
+def recv_fds(sock):
+    """One message of a SOCK_SEQPACKET socket and the file descriptors that came with it."""
+    import array
+    import socket
+
+    fds = array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(8 * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
+
+
+def send_fds(sock, msg, fds):
+    import array
+    import socket
+
+    sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+
+
+# Sessions. A session is one interpreter that runs call after call in the same __main__: its
+# supervisor (session_supervise) forks it, confined for its whole life exactly as an
+# execution's code process is, and stays between it and pyexec. The supervisor's socket to
+# pyexec (ctl) carries, for each call, {"op": "exec"} with four descriptors: the call's file
+# ({"code": ..., "env": {...}}), stdin, stdout and stderr. The supervisor passes them on to
+# the interpreter over a socket of their own, waits until the interpreter reports or dies
+# (reaping and then killing every other process of the session: what the code starts ends
+# with its call), and answers {"exit_code": N, "memory_error": bool}, or {"exit_code": N,
+# "signal": S, "lost": true} when the interpreter is gone, after which it ends. Its first
+# message is {"pid": interpreter} with a pidfd of the interpreter, through which pyexec
+# interrupts a call (SIGINT: KeyboardInterrupt), or {"error": ...}. pyexec closing ctl ends
+# the session. The interpreter holds nothing of pyexec's: what it says is the code's word,
+# checked like any input.
+
+
+def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
+    """Supervise a session until pyexec closes ctl or its interpreter ends. prepare, when
+    given, runs first in the interpreter's process (fork mode: user, directory, environment)."""
+    import socket
+
+    make_subreaper()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        try:
+            ctl.close()
+            mine.close()
+            if prepare is not None:
+                prepare()
+            session_main(params, ruleset_fd, theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    if ruleset_fd is not None:
+        os.close(ruleset_fd)
+    pidfd = os.pidfd_open(child)
+    answer, st = _session_wait(child, mine, pidfd)
+    if answer is None or not answer.get("ready"):
+        error = (answer or {}).get("error") or "the session's interpreter %s" % _ended(st)
+        send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
+        os._exit(1)
+    send_fds(ctl, json.dumps({"pid": child}).encode(), [pidfd])
+    while _session_idle(child, ctl, pidfd):
+        try:
+            msg, fds = recv_fds(ctl)
+        except OSError:
+            break
+        if not msg or len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            break
+        try:
+            send_fds(mine, msg, fds)
+        except OSError:
+            pass  # the interpreter is gone: _session_wait says how it ended
+        for fd in fds:
+            os.close(fd)
+        answer, st = _session_wait(child, mine, pidfd)
+        kill_leftovers(keep=child if st is None else None)
+        if st is not None:
+            reply = {"exit_code": 1, "lost": True}
+            if os.WIFSIGNALED(st):
+                reply.update(exit_code=128 + os.WTERMSIG(st), signal=os.WTERMSIG(st))
+            elif os.WIFEXITED(st):
+                reply["exit_code"] = os.WEXITSTATUS(st)
+            send_fds(ctl, json.dumps(reply).encode(), [])
+            break
+        code = answer.get("exit_code")
+        reply = {"exit_code": code if isinstance(code, int) and 0 <= code <= 255 else 1,
+                 "memory_error": answer.get("memory_error") is True}
+        try:
+            send_fds(ctl, json.dumps(reply).encode(), [])
+        except OSError:
+            break
+    kill_leftovers()
+    os._exit(0)
+
+
+def _ended(st):
+    if st is None:
+        return "did not start"
+    if os.WIFEXITED(st) and os.WEXITSTATUS(st) == 126:
+        return "could not be confined"
+    if os.WIFSIGNALED(st):
+        return "was killed by signal %d" % os.WTERMSIG(st)
+    return "exited with status %d" % os.WEXITSTATUS(st)
+
+
+def _session_idle(child, ctl, pidfd):
+    """Between calls: reap what ends, until pyexec sends (True) or the interpreter ends
+    (False)."""
+    import select
+
+    poller = select.poll()
+    poller.register(ctl.fileno(), select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    while True:
+        reap_all()
+        ready = [fd for fd, _ in poller.poll(1000)]
+        if pidfd in ready:
+            return False
+        if ready:
+            return True
+
+
+def _session_wait(child, sock, pidfd):
+    """Reap every process that ends until the interpreter answers on sock (returns its
+    answer, None) or ends (returns None, its wait status)."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    while True:
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            except InterruptedError:
+                continue
+            if pid == child:
+                return None, st
+            if pid == 0:
+                break
+        for fd, _ in poller.poll(1000):
+            if fd != sock.fileno():
+                continue
+            try:
+                msg = sock.recv(4096)
+                answer = json.loads(msg) if msg else None
+            except (OSError, ValueError):
+                answer = None
+            if isinstance(answer, dict):
+                return answer, None
+            poller.unregister(sock.fileno())  # nothing more from it: wait for its end
+
+
+def session_main(params, ruleset_fd, conn):
+    """The session's interpreter: limits and confinement once, then one call after another in
+    the same __main__, until the socket closes. Never returns."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        _limit(params)
+        main = _confined(params, ruleset_fd)
+    except BaseException as e:
+        send_fds(conn, json.dumps({"error": "%s: %s" % (type(e).__name__, e)}).encode(), [])
+        os._exit(126)
+    for fd in (0, 1, 2):  # between calls, what the code prints goes nowhere
+        os.dup2(null, fd)
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt)
+    conn.send(b'{"ready": true}')
+    calls = 0
+    while True:
+        try:
+            msg, fds = recv_fds(conn)
+        except OSError:
+            os._exit(0)
+        if not msg or len(fds) != 4:
+            os._exit(0)
+        calls += 1
+        try:
+            status, memory_error = _session_call(fds, main, "<cell-%d>" % calls)
+        except KeyboardInterrupt:  # between the code's end and its report
+            status, memory_error = 1, False
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)  # the call's streams end with it
+        try:
+            conn.send(json.dumps({"exit_code": status, "memory_error": memory_error}).encode())
+        except OSError:
+            os._exit(0)
+
+
+# True while a call's code runs: an interrupt (SIGINT) raises KeyboardInterrupt in it, and is
+# ignored between calls.
+_in_call = False
+
+
+def _interrupt(signum, frame):
+    if _in_call:
+        raise KeyboardInterrupt
+
+
+def _session_call(fds, main, filename):
+    """One call: its streams on 0, 1 and 2, its env, its code run as a cell; then its
+    processes killed. Returns the exit status and whether a MemoryError ended the code."""
+    call_fd, stdio = fds[0], fds[1:]
+    with os.fdopen(call_fd, encoding="utf-8", errors="surrogateescape") as f:
+        call = json.load(f)
+    for fd, target in zip(stdio, (0, 1, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    _std_streams()
+    os.environ.update(call.get("env") or {})
+    global _in_call
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt)  # the last call's code may have replaced it
+    _in_call = True
+    try:
+        return _cell(call["code"], main, filename)
+    finally:
+        _in_call = False
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        kill_leftovers()
+
+
+def _std_streams():
+    """Fresh sys.stdin, sys.stdout and sys.stderr on 0, 1 and 2 for a call, as python -u makes
+    them: the last call's code may have replaced or closed them."""
+    import io
+
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape")
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="surrogateescape", write_through=True)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
+
+
 def runner_main():
     protect_self()
     params = json.loads(sys.argv[1])
@@ -538,5 +801,9 @@ def runner_main():
     if params.get("landlock"):
         ruleset_fd = 4
         os.set_inheritable(ruleset_fd, False)
+    if params.get("session"):
+        import socket
+
+        session_supervise(socket.socket(fileno=3), params, ruleset_fd=ruleset_fd)
     supervise(params, 3, ruleset_fd=ruleset_fd)
     os._exit(0)

@@ -233,8 +233,10 @@ func (s *Spawn) prepare(req Request) (string, error) {
 			return dir, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
-		return dir, err
+	if req.Code != "" { // a session's code comes with each of its calls
+		if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
+			return dir, err
+		}
 	}
 	// The request's env goes to the code's process through a file, never through the
 	// supervisor's environment or the zygote: a value (an API key) must not stay in the memory
@@ -295,7 +297,7 @@ func (e *FileError) Unwrap() error { return e.Err }
 
 // params are the runner's: the code's file, its limits, and its confinement, whose Landlock
 // ruleset comes as a file descriptor when landlock is set.
-func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock bool) string {
+func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, session bool) string {
 	limits := map[string]any{"nproc": req.MaxProcesses}
 	if req.MemoryLimitMB > 0 {
 		limits["as_bytes"] = int64(req.MemoryLimitMB) << 20
@@ -306,8 +308,13 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock bool
 	if req.MaxProcesses <= 0 {
 		delete(limits, "nproc")
 	}
-	b, _ := json.Marshal(map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "outputs": filepath.Join(dir, outputsFile), "cwd": filepath.Join(dir, "work"),
-		"limits": limits, "confine": spec, "landlock": landlock})
+	p := map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "outputs": filepath.Join(dir, outputsFile), "cwd": filepath.Join(dir, "work"),
+		"limits": limits, "confine": spec, "landlock": landlock}
+	if session {
+		p["session"] = true
+		delete(p, "code")
+	}
+	b, _ := json.Marshal(p)
 	return string(b)
 }
 
@@ -354,6 +361,12 @@ type killer struct {
 	queued   string        // a kill asked for before the pid was known
 	killed   chan struct{} // closed by the kill
 	disarmed bool          // the execution is over: no kill any more
+	// interrupt, when set, comes first: the tree is killed only if the execution is still not
+	// over grace later (a session's call: the code may stop and keep its session).
+	interrupt func()
+	grace     time.Duration
+	graceKill *time.Timer
+	hard      bool // the tree was killed
 }
 
 // disarm ends the killer's watch over an execution that is over: a timer or an output cap
@@ -363,7 +376,17 @@ func (k *killer) disarm() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.disarmed = true
+	if k.graceKill != nil {
+		k.graceKill.Stop()
+	}
 	return k.why != ""
+}
+
+// killedTree says the tree was killed, not only interrupted.
+func (k *killer) killedTree() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.hard
 }
 
 // done is closed once the tree has been killed.
@@ -398,6 +421,24 @@ func (k *killer) kill(why string) {
 		return
 	}
 	k.why = why
+	if k.interrupt != nil {
+		k.graceKill = time.AfterFunc(k.grace, k.killTree)
+		k.mu.Unlock()
+		k.interrupt()
+		return
+	}
+	k.mu.Unlock()
+	k.killTree()
+}
+
+// killTree kills the tree, unless the execution is over by now.
+func (k *killer) killTree() {
+	k.mu.Lock()
+	if k.hard || (k.disarmed && k.interrupt != nil) {
+		k.mu.Unlock()
+		return
+	}
+	k.hard = true
 	pid := k.pid
 	if k.killed == nil {
 		k.killed = make(chan struct{})

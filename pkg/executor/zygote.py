@@ -8,6 +8,9 @@
 #       answer {"pid": supervisor} with a socket to it as SCM_RIGHTS. After the execution the
 #       supervisor sends "r" on that socket and waits for the next "exec" request, until the
 #       socket is closed.
+#   {"op": "session", ...} with the session's ruleset, when Landlock is in use: fork a supervisor
+#       that runs runner.py's session_supervise; answer {"pid": supervisor} with the socket to
+#       it, on which pyexec then speaks the session protocol (see there).
 #   {"op": "spare", "uid": ..., "gid": ...} with the status pipe of the spare's execution to
 #       come: fork a spare supervisor, which at once forks the code's process; that process
 #       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
@@ -15,7 +18,6 @@
 #       one execution with its three standard streams (and its ruleset).
 # Nothing of one execution reaches the next: each runs in a fresh fork of the zygote, which
 # never runs user code itself.
-import array
 import gc
 import signal
 import socket
@@ -100,19 +102,6 @@ def _preload(modules):
         gc.freeze()
 
 
-def _recv(sock):
-    fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(8 * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
-
-
-def _send(sock, msg, fds):
-    sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-
-
 def _leave_zygote(ctl):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
@@ -131,7 +120,7 @@ def _enter(req, stdio):
     """In the code's process, once its execution is known: its standard streams, directory,
     environment, packages tree, and a random sequence of its own (forked children share the
     zygote's)."""
-    for fd, target in zip(stdio, (0, 1, 2)):
+    for fd, target in zip(stdio or (), (0, 1, 2)):
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(req["cwd"])
@@ -168,12 +157,25 @@ def _supervisor(req, fds, ctl, conn):
         supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr), ruleset_fd=ruleset)
         try:
             conn.send(b"r")  # ready: the next execution is not kept waiting
-            msg, fds = _recv(conn)
+            msg, fds = recv_fds(conn)
         except OSError:
             os._exit(0)
         if not msg or len(fds) not in (4, 5):
             os._exit(0)
         req = json.loads(msg)
+
+
+def _session(req, fds, ctl, conn):
+    """In a supervisor forked for a session: supervise it (runner.py's session_supervise) until
+    pyexec closes conn, then end."""
+    _leave_zygote(ctl)
+
+    def prepare():
+        _become_user(req)
+        _enter(req, None)
+
+    session_supervise(conn, req["params"], prepare, fds[0] if fds else None)
+    os._exit(0)
 
 
 def _warm_up(code):
@@ -231,7 +233,7 @@ def _spare(req, ctl, conn, status_fd, warmup):
         _warm_up(warmup)
         _rehearse()
         conn.send(b'{"ready": true}')
-        msg, fds = _recv(conn)
+        msg, fds = recv_fds(conn)
         conn.close()
         if not msg or len(fds) not in (3, 4):
             os._exit(0)  # pyexec let the spare go
@@ -245,11 +247,16 @@ def _spare(req, ctl, conn, status_fd, warmup):
 
 def _fork(req, fds, ctl, warmup):
     """Fork the supervisor a request asks for; answer its pid, with the socket to it."""
-    spare = req.get("op") == "spare"
+    op = req.get("op")
+    spare = op == "spare"
     if spare and len(fds) != 1:
         raise ValueError("a spare takes its status fd, got %d file descriptors" % len(fds))
-    if not spare and len(fds) not in (4, 5):
+    if op == "session" and len(fds) > 1:
+        raise ValueError("a session takes at most its ruleset, got %d file descriptors" % len(fds))
+    if op == "exec" and len(fds) not in (4, 5):
         raise ValueError("want 4 or 5 file descriptors, got %d" % len(fds))
+    if op not in ("spare", "session", "exec"):
+        raise ValueError("unknown op %r" % op)
     conn, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # SIGCHLD waits until the new supervisor is in the set: the handler would take it for an
     # orphan and kill it.
@@ -264,6 +271,8 @@ def _fork(req, fds, ctl, warmup):
             theirs.close()
             if spare:
                 _spare(req, ctl, conn, fds[0], warmup)
+            if op == "session":
+                _session(req, fds, ctl, conn)
             _supervisor(req, fds, ctl, conn)
         except BaseException:
             import traceback
@@ -279,7 +288,7 @@ def _fork(req, fds, ctl, warmup):
         except OSError:
             pass
     conn.close()
-    _send(ctl, json.dumps({"pid": pid}).encode(), [theirs.fileno()])
+    send_fds(ctl, json.dumps({"pid": pid}).encode(), [theirs.fileno()])
     theirs.close()
 
 
@@ -293,7 +302,7 @@ def zygote_main():
     ctl = socket.socket(fileno=CONTROL_FD)
     while True:
         try:
-            msg, fds = _recv(ctl)
+            msg, fds = recv_fds(ctl)
         except InterruptedError:
             continue
         if not msg:

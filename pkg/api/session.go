@@ -1,0 +1,54 @@
+package api
+
+import "time"
+
+// SessionRequest is the body of POST /v1/sessions. Every field is optional; an empty body is
+// an empty object.
+type SessionRequest struct {
+	// IdleTimeoutSeconds ends the session after this long without a call; absent, the
+	// server's --session-idle-timeout. At most --max-session-idle-timeout.
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty"`
+	// MemoryLimitMB is the memory limit of the session's processes for its whole life, as an
+	// execution's memory_limit_mb.
+	MemoryLimitMB *int `json:"memory_limit_mb,omitempty"`
+	// Env is the environment the session's interpreter starts with; a call's env adds to it.
+	Env map[string]string `json:"env,omitempty"`
+	// Files are written into the session's working directory before its interpreter starts.
+	Files []InputFile `json:"files,omitempty"`
+	// Network lets the session's code open network connections, as an execution's network.
+	Network *bool `json:"network,omitempty"`
+}
+
+// Session describes one session: the answer of POST /v1/sessions (201) and of
+// GET /v1/sessions/{id}, and an entry of GET /v1/sessions.
+type Session struct {
+	ID         string    `json:"id"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	// ExpiresAt is when the session ends unless a call comes first (last use + idle timeout).
+	ExpiresAt          time.Time `json:"expires_at"`
+	IdleTimeoutSeconds float64   `json:"idle_timeout_seconds"`
+	// Executions counts the calls the session has run.
+	Executions int `json:"executions"`
+	// MemoryBytes is the resident memory of the session's processes now.
+	MemoryBytes   int64 `json:"memory_bytes"`
+	MemoryLimitMB int   `json:"memory_limit_mb"`
+	Network       bool  `json:"network"`
+	// Busy says a call runs in the session now; another call gets 409 session_busy.
+	Busy bool `json:"busy"`
+}
+
+// SessionList is the answer of GET /v1/sessions, oldest first.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// Error codes of the session endpoints.
+const (
+	// ErrCodeSessionNotFound (404): no such session, or it ended (the message says why).
+	ErrCodeSessionNotFound = "session_not_found"
+	// ErrCodeSessionBusy (409): a call already runs in the session.
+	ErrCodeSessionBusy = "session_busy"
+	// ErrCodeTooManySessions (429): --max-sessions are open.
+	ErrCodeTooManySessions = "too_many_sessions"
+)

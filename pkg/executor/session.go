@@ -1,0 +1,584 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// SessionRequest starts a session: an interpreter that keeps its globals, imports and working
+// directory from one call to the next.
+type SessionRequest struct {
+	ID string // names the session in logs
+	// Env is the environment the interpreter starts with; a call's Env adds to it.
+	Env map[string]string
+	// Files are written into the working directory before the interpreter starts.
+	Files   []File
+	Network bool
+	// Limits: MemoryLimitMB, MaxProcesses and MaxFileBytes hold for the session's whole life;
+	// the others are each call's (see Session.Execute).
+	Limits
+}
+
+// Errors of Session.Execute that are not the code's: the call did not run.
+var (
+	ErrSessionBusy  = errors.New("a call already runs in this session; one at a time")
+	ErrSessionEnded = errors.New("the session has ended")
+)
+
+// SessionStarter is an executor that starts sessions.
+type SessionStarter interface {
+	NewSession(ctx context.Context, req SessionRequest) (*Session, error)
+}
+
+// interruptGrace is how long a call the time limit interrupted has to stop (as Jupyter's
+// interrupt raises KeyboardInterrupt) before the session's processes are killed.
+const interruptGrace = 2 * time.Second
+
+// sessionStartTimeout bounds the start of a session's interpreter.
+const sessionStartTimeout = 30 * time.Second
+
+// callFile, in a session's directory, holds one call's code and env ({"code", "env"}): the
+// interpreter gets it as a descriptor (it could not open it).
+const callFile = "call.json"
+
+// Session is one running session: a supervisor (runner.py's session_supervise), which pyexec
+// talks to over ctl, and under it the interpreter, confined for its whole life as an
+// execution's code process is. One call runs at a time.
+type Session struct {
+	spawn *Spawn
+	req   SessionRequest
+	dir   string // the session's directory: work/, mpl/, env.json, outputs.jsonl, call.json
+	work  string
+	sup   int // the supervisor's pid
+	supFD int // a pidfd of the supervisor: readable once it has ended
+	// kernel is a pidfd of the interpreter, through which a call is interrupted (-1 before
+	// the interpreter is ready).
+	kernel int
+	ctl    int    // our end of the supervisor's socket
+	exited func() // waits until the supervisor has ended and been reaped
+
+	mu    sync.Mutex // held by a call, and by Close
+	ended atomic.Bool
+	once  sync.Once
+}
+
+// sessionReply is what the supervisor answers: first the interpreter's pid (with its pidfd)
+// or an error; then, for each call, how it ended.
+type sessionReply struct {
+	PID         int    `json:"pid"`
+	Error       string `json:"error"`
+	ExitCode    *int   `json:"exit_code"`
+	Signal      int    `json:"signal"`
+	MemoryError bool   `json:"memory_error"`
+	Lost        bool   `json:"lost"`
+}
+
+// beginSession makes the session's directory, input files and confinement. The caller
+// starts the supervisor, then closes the returned execution's ruleset.
+func (s *Spawn) beginSession(req SessionRequest, zygote int) (*Session, *execution, error) {
+	e, err := s.begin(Request{ID: req.ID, Env: req.Env, Files: req.Files, Network: req.Network, Limits: req.Limits}, nil, zygote)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.session = true
+	return &Session{spawn: s, req: req, dir: e.dir, work: e.work, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
+}
+
+// NewSession implements SessionStarter: a fresh interpreter supervises the session.
+func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*Session, error) {
+	ss, e, err := s.beginSession(req, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer e.closeRuleset()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		ss.Close()
+		return nil, err
+	}
+	ss.ctl = pair[0]
+	theirs := os.NewFile(uintptr(pair[1]), "session-control")
+	defer theirs.Close()
+	extra := []*os.File{theirs} // fd 3
+	if e.ruleset != nil {
+		extra = append(extra, e.ruleset) // fd 4
+	}
+	cmd, started, err := pythonCommand(s.cfg.Python, runnerSource+"\nrunner_main()\n", extra, s.paramsOf(e))
+	if err != nil {
+		ss.Close()
+		return nil, err
+	}
+	cmd.Dir = e.dir
+	cmd.Env = s.env(e.work, e.tree, e.baseEnv())
+	// The supervisor's own failures (a traceback) explain a session that did not start; the
+	// interpreter's output goes nowhere between calls.
+	stderr := &headBuffer{max: 4096}
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
+	if s.cfg.Reaper != nil {
+		err = s.cfg.Reaper.Start(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	started(err)
+	if err != nil {
+		ss.Close()
+		return nil, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		if s.cfg.Reaper != nil {
+			s.cfg.Reaper.Done(cmd.Process.Pid)
+		}
+		close(done)
+	}()
+	ss.exited = func() { <-done }
+	if err := ss.started(ctx, cmd.Process.Pid); err != nil {
+		ss.Close()
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+		return nil, err
+	}
+	return ss, nil
+}
+
+// NewSession implements SessionStarter: a supervisor forked from the zygote runs the session,
+// whose interpreter finds the preloaded modules imported. While the zygote is down, the
+// session starts in spawn mode.
+func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*Session, error) {
+	zygote := f.zygotePID()
+	if zygote == 0 {
+		f.fallbacks.Add(1)
+		return f.spawn.NewSession(ctx, req)
+	}
+	ss, e, err := f.spawn.beginSession(req, zygote)
+	if err != nil {
+		return nil, err
+	}
+	defer e.closeRuleset()
+	msg := forkRequest{Op: "session", Params: json.RawMessage(f.spawn.paramsOf(e)), Cwd: e.work, Env: envMap(f.spawn.env(e.work, e.tree, e.baseEnv())), Tree: e.tree}
+	msg.UID, msg.GID = f.user()
+	data, err := json.Marshal(msg)
+	if err != nil {
+		ss.Close()
+		return nil, err
+	}
+	var rights []byte
+	if e.ruleset != nil {
+		rights = unix.UnixRights(int(e.ruleset.Fd()))
+	}
+	f.mu.Lock()
+	pid, conn, err := 0, -1, f.ensureZygote()
+	if err == nil {
+		pid, conn, err = f.ask(data, rights)
+	}
+	f.mu.Unlock()
+	if err != nil {
+		ss.Close()
+		f.fallbacks.Add(1)
+		return f.spawn.NewSession(ctx, req)
+	}
+	ss.ctl = conn
+	if err := ss.started(ctx, pid); err != nil {
+		ss.Close()
+		return nil, err
+	}
+	return ss, nil
+}
+
+// started takes the supervisor's first answer: the interpreter is confined and ready.
+func (ss *Session) started(ctx context.Context, sup int) error {
+	ss.sup = sup
+	fd, err := unix.PidfdOpen(sup, 0)
+	if err != nil {
+		return fmt.Errorf("session supervisor %d: %w", sup, err)
+	}
+	ss.supFD = fd
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > sessionStartTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, sessionStartTimeout)
+		defer cancel()
+	}
+	if err := waitReadable(ctx, ss.ctl); err != nil {
+		return fmt.Errorf("starting the session: %w", err)
+	}
+	reply, fds, err := recvReply(ss.ctl)
+	switch {
+	case err != nil:
+		return fmt.Errorf("starting the session: %w", err)
+	case reply.Error != "":
+		closeFDs(fds)
+		return fmt.Errorf("starting the session: %s", reply.Error)
+	case reply.PID <= 0 || len(fds) != 1:
+		closeFDs(fds)
+		return errors.New("starting the session: the supervisor did not say which process is the interpreter")
+	}
+	ss.kernel = fds[0]
+	return nil
+}
+
+// Execute runs one call in the session: req's code, stdin, env and files (written into the
+// session's working directory first), timeout and output caps. The result has the files the
+// call created or changed. The time limit and ctx interrupt the code first (KeyboardInterrupt);
+// if it is still running interruptGrace later, the session's processes are killed and the
+// result says SessionLost, as it does when the interpreter ends by itself. The error is
+// ErrSessionBusy, ErrSessionEnded, a *FileError, or a failure to run the call at all.
+func (ss *Session) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
+	if !ss.mu.TryLock() {
+		return noResult(req), ErrSessionBusy
+	}
+	defer ss.mu.Unlock()
+	if ss.ended.Load() || !ss.alive() {
+		return noResult(req), ErrSessionEnded
+	}
+	begun := time.Now()
+	if err := ss.writeFiles(req.Files); err != nil {
+		return noResult(req), err
+	}
+	before := stampFiles(ss.work)
+	outputs := filepath.Join(ss.dir, outputsFile)
+	if err := os.Truncate(outputs, 0); err != nil { // the interpreter appends to it
+		return noResult(req), err
+	}
+	call, err := ss.callFile(req)
+	if err != nil {
+		return noResult(req), err
+	}
+	defer call.Close()
+	p, err := newPipes()
+	if err != nil {
+		return noResult(req), err
+	}
+	defer p.closeAll()
+
+	k := &killer{grace: interruptGrace, interrupt: func() { _ = unix.PidfdSendSignal(ss.kernel, unix.SIGINT, nil, 0) }}
+	onLimit := func() { k.kill(api.ReasonOutputLimit) }
+	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	rights := unix.UnixRights(int(call.Fd()), int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()))
+	if err := ignoringEINTR(func() error { return unix.Sendmsg(ss.ctl, []byte(`{"op":"exec"}`), rights, nil, 0) }); err != nil {
+		ss.end()
+		return noResult(req), ErrSessionEnded
+	}
+	p.closeChildEnds()
+	call.Close()
+	k.setPID(ss.sup)
+	timer := time.AfterFunc(req.Timeout, func() { k.kill(api.ReasonTimeout) })
+	stop := context.AfterFunc(ctx, func() { k.kill(api.ReasonSignal) })
+
+	var copies sync.WaitGroup
+	copies.Add(3)
+	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(req.Stdin)); p.stdinW.Close() }()
+	go func() { defer copies.Done(); _, _ = io.Copy(stdout, p.stdoutR) }()
+	go func() { defer copies.Done(); _, _ = io.Copy(stderr, p.stderrR) }()
+	type answer struct {
+		reply sessionReply
+		err   error
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		reply, fds, err := recvReply(ss.ctl)
+		closeFDs(fds)
+		answers <- answer{reply, err}
+	}()
+	var a answer
+	select {
+	case a = <-answers:
+	case <-k.done():
+		select {
+		case a = <-answers:
+		case <-time.After(5 * time.Second):
+			a.err = errors.New("no answer after the kill")
+		}
+	}
+	timer.Stop()
+	stop()
+	k.disarm()
+	waitBounded(&copies, 2*time.Second)
+
+	res := api.ExecuteResult{ID: req.ID}
+	res.Stdout, res.StdoutTruncated = stdout.result()
+	res.Stderr, res.StderrTruncated = stderr.result()
+	ss.finish(&res, k, a.reply, a.err)
+	if res.SessionLost {
+		ss.end()
+	}
+	budget := req.MaxFilesOutBytes
+	if budget <= 0 {
+		budget = DefaultMaxFilesOutBytes
+	}
+	var used int64
+	res.Outputs, used, res.OutputsTruncated = readOutputs(outputs, budget)
+	res.Files, res.FilesTruncated = collectFilesSince(ss.work, before, req.MaxFileBytes, req.MaxFilesOut, max(budget-used, 1))
+	res.DurationMS = float64(time.Since(begun).Microseconds()) / 1000
+	return res, nil
+}
+
+// finish fills the exit fields of a call from the killer and the supervisor's answer.
+func (ss *Session) finish(res *api.ExecuteResult, k *killer, reply sessionReply, err error) {
+	why := k.reason()
+	res.TimedOut = why == api.ReasonTimeout
+	switch {
+	case k.killedTree():
+		res.Reason, res.ExitCode, res.Signal, res.SessionLost = why, 128+int(unix.SIGKILL), unix.SignalName(unix.SIGKILL), true
+		return
+	case err != nil || reply.ExitCode == nil:
+		// The supervisor is gone without an answer: the code found a way to end it.
+		res.Reason, res.ExitCode, res.SessionLost = api.ReasonExit, 1, true
+		ss.spawn.cfg.Log.Info("session supervisor ended without an answer", "session", ss.req.ID, "err", fmt.Sprint(err))
+	default:
+		res.ExitCode, res.Reason, res.SessionLost = *reply.ExitCode, api.ReasonExit, reply.Lost
+		if reply.Signal != 0 {
+			res.Reason, res.Signal = api.ReasonSignal, unix.SignalName(syscall.Signal(reply.Signal))
+		}
+		if reply.MemoryError {
+			res.Reason = api.ReasonMemoryLimit
+		}
+	}
+	if why != "" {
+		res.Reason = why
+	}
+}
+
+// writeFiles writes a call's input files into the working directory, owned by the user code
+// runs as. os.Root keeps them inside it whatever the code made of its directories.
+func (ss *Session) writeFiles(files []File) error {
+	if err := writeFiles(ss.work, files); err != nil {
+		return err
+	}
+	c := ss.spawn.cfg.Credential
+	if c == nil || len(files) == 0 {
+		return nil
+	}
+	root, err := os.OpenRoot(ss.work)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, f := range files {
+		for p := f.Path; p != "."; p = filepath.Dir(p) {
+			if err := root.Lchown(p, int(c.Uid), int(c.Gid)); err != nil {
+				return &FileError{Path: f.Path, Err: err}
+			}
+		}
+	}
+	return nil
+}
+
+// callFile writes the call's code and env and opens the file for the interpreter.
+func (ss *Session) callFile(req Request) (*os.File, error) {
+	data, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env})
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(ss.dir, callFile)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+}
+
+// alive says whether the supervisor still runs.
+func (ss *Session) alive() bool {
+	if ss.supFD < 0 {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(ss.supFD), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 0
+}
+
+// Ended says the session can run no more calls: it was closed, or its processes are gone.
+func (ss *Session) Ended() bool { return ss.ended.Load() || !ss.alive() }
+
+// Memory is the resident memory of the session's processes.
+func (ss *Session) Memory() int64 {
+	if !ss.alive() {
+		return 0
+	}
+	rss, _ := TreeMemory(ss.sup)
+	return rss
+}
+
+// end kills the session's processes; Close releases the rest.
+func (ss *Session) end() {
+	ss.ended.Store(true)
+	if ss.alive() { // once it has ended, its pid may be another process's
+		killTree(ss.sup)
+	}
+}
+
+// Close ends the session: its processes are killed (a running call ends with SessionLost) and
+// its directory removed.
+func (ss *Session) Close() {
+	ss.once.Do(func() {
+		ss.end()
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if ss.sup > 0 {
+			ss.waitExited()
+		}
+		closeFDs([]int{ss.ctl, ss.kernel, ss.supFD})
+		ss.ctl, ss.kernel, ss.supFD = -1, -1, -1
+		removeAll(ss.dir)
+	})
+}
+
+// waitExited waits, a few seconds at most, until the supervisor has ended.
+func (ss *Session) waitExited() {
+	done := make(chan struct{})
+	go func() { ss.exited(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		ss.spawn.cfg.Log.Info("session supervisor still there after the kill", "session", ss.req.ID, "pid", ss.sup)
+		return
+	}
+	if ss.supFD >= 0 {
+		_ = waitReadable(context.Background(), ss.supFD)
+	}
+}
+
+// waitReadable waits until fd is readable (or hung up), or ctx ends.
+func waitReadable(ctx context.Context, fd int) error {
+	for {
+		timeout := 100
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// recvReply reads one message of the supervisor and the descriptors that came with it.
+func recvReply(fd int) (sessionReply, []int, error) {
+	var reply sessionReply
+	buf, oob := make([]byte, 8192), make([]byte, unix.CmsgSpace(4))
+	var n, oobn int
+	n, err := ignoringEINTR2(func() (int, error) {
+		var err error
+		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return n, err
+	})
+	if err != nil {
+		return reply, nil, err
+	}
+	var fds []int
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			if r, err := unix.ParseUnixRights(&m); err == nil {
+				fds = append(fds, r...)
+			}
+		}
+	}
+	if n == 0 {
+		closeFDs(fds)
+		return reply, nil, io.EOF
+	}
+	if err := json.Unmarshal(buf[:n], &reply); err != nil {
+		closeFDs(fds)
+		return reply, nil, fmt.Errorf("a malformed answer from the session's supervisor: %w", err)
+	}
+	return reply, fds, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}
+}
+
+// envMap turns KEY=VALUE pairs into a map; the last of duplicate keys wins, as in exec.Cmd.
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// headBuffer keeps the first max bytes written to it.
+type headBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (b *headBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if left := b.max - b.buf.Len(); left > 0 {
+		b.buf.Write(p[:min(len(p), left)])
+	}
+	return len(p), nil
+}
+
+func (b *headBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// fileStamp tells whether a file changed: a write changes its size, times or inode.
+type fileStamp struct {
+	ino, size, mtime, ctime int64
+}
+
+// stampFiles stamps every regular file below work.
+func stampFiles(work string) map[string]fileStamp {
+	stamps := map[string]fileStamp{}
+	root, err := os.OpenRoot(work)
+	if err != nil {
+		return stamps
+	}
+	defer root.Close()
+	_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if st, ok := stampOf(root, p); ok {
+				stamps[p] = st
+			}
+		}
+		return nil
+	})
+	return stamps
+}
+
+func stampOf(root *os.Root, p string) (fileStamp, bool) {
+	fi, err := root.Lstat(p)
+	if err != nil {
+		return fileStamp{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStamp{}, false
+	}
+	return fileStamp{ino: int64(st.Ino), size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, true
+}
