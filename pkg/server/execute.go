@@ -46,11 +46,14 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	ctx, done := s.track(r.Context())
 	defer done()
 	if stream {
-		s.runStreaming(ctx, w, req)
+		s.runStreaming(ctx, w, req, s.executor().Execute)
 	} else {
-		s.runPlain(ctx, w, r, req)
+		s.runPlain(ctx, w, r, req, s.executor().Execute)
 	}
 }
+
+// runFunc runs one execution: the executor's Execute, or a session's.
+type runFunc func(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error)
 
 // writeRequestError answers with a requestError.
 func (s *Server) writeRequestError(w http.ResponseWriter, r *http.Request, rerr *requestError) {
@@ -74,14 +77,17 @@ func (s *Server) admissionFailed(w http.ResponseWriter, r *http.Request, err err
 }
 
 // runPlain runs req and answers with the whole result.
-func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request) {
+func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request, run runFunc) {
 	start := time.Now()
-	res, err := s.executor().Execute(ctx, req, nil)
+	res, err := run(ctx, req, nil)
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	var fileErr *executor.FileError
 	switch {
 	case errors.As(err, &fileErr): // an input file that cannot be placed: the request's fault
 		s.writeError(w, r, http.StatusBadRequest, api.ErrCodeBadRequest, fileErr.Error())
+		return
+	case errors.Is(err, executor.ErrSessionEnded):
+		s.writeRequestError(w, r, s.sessions.notFound(r.PathValue("id")))
 		return
 	case err != nil:
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "execution failed: "+err.Error())
@@ -97,7 +103,7 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 // no longer change the status, and an exit event cannot be made up. The stream then ends
 // with one event {"type":"error","error":{"code":"internal","message":...,"request_id":...}}
 // instead of the exit event; clients treat a stream without an exit event as failed.
-func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req executor.Request) {
+func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req executor.Request, run runFunc) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -106,7 +112,7 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req ex
 	sw.flush()
 
 	start := time.Now()
-	res, err := s.executor().Execute(ctx, req, sw)
+	res, err := run(ctx, req, sw)
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	if err != nil {
 		sw.finish(streamError{Type: eventError, Error: api.ErrorBody{

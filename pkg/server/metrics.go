@@ -20,6 +20,10 @@ type metrics struct {
 
 	connsOpen    prometheus.Gauge
 	connsRefused *prometheus.CounterVec
+
+	sessionsOpen    prometheus.Gauge
+	sessionsCreated prometheus.Counter
+	sessionsEnded   *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them on reg (when reg is not nil).
@@ -58,6 +62,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pyexec_connections_refused_total",
 			Help: "Connections to the API socket closed at once because a cap was reached, by cap (max_connections, max_connections_per_uid).",
 		}, []string{"reason"}),
+		sessionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_sessions_open",
+			Help: "Sessions open now.",
+		}),
+		sessionsCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pyexec_sessions_created_total",
+			Help: "Sessions created.",
+		}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_sessions_ended_total",
+			Help: "Sessions ended, by reason (deleted, idle, lost: a call's timeout killed it, exited: its interpreter ended, drain).",
+		}, []string{"reason"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.
 	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, reasonError} {
@@ -69,8 +85,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{refusedMaxConnections, refusedMaxConnectionsPerUID} {
 		m.connsRefused.WithLabelValues(r)
 	}
+	for _, r := range []string{sessionDeleted, sessionIdle, sessionLost, sessionExited, sessionDrain} {
+		m.sessionsEnded.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready, m.connsOpen, m.connsRefused)
+		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready, m.connsOpen, m.connsRefused,
+			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded)
 	}
 	return m
 }

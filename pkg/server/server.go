@@ -83,6 +83,9 @@ func (c Config) Validate() error {
 	check(l.MaxConnections > 0, "max_connections %d: must be > 0", l.MaxConnections)
 	check(l.MaxConnectionsPerUID > 0 && l.MaxConnectionsPerUID <= l.MaxConnections,
 		"max_connections_per_uid %d: must be > 0 and at most max_connections %d", l.MaxConnectionsPerUID, l.MaxConnections)
+	check(l.MaxSessions >= 0, "max_sessions %d: must be >= 0", l.MaxSessions)
+	check(l.MaxSessions == 0 || (l.SessionIdleTimeoutSeconds > 0 && l.SessionIdleTimeoutSeconds <= l.MaxSessionIdleTimeoutSeconds),
+		"session_idle_timeout_seconds %v: must be > 0 and at most max_session_idle_timeout_seconds %v", l.SessionIdleTimeoutSeconds, l.MaxSessionIdleTimeoutSeconds)
 	for _, uid := range c.AllowUIDs {
 		check(uid >= 0, "allowed uid %d: must be >= 0", uid)
 	}
@@ -96,6 +99,8 @@ type Server struct {
 	m      *metrics
 	adm    *admission
 	routes map[string]map[string]http.HandlerFunc // path → method → handler
+	// sessions are the open sessions.
+	sessions *sessionTable
 
 	checkMu sync.Mutex // held while a readiness check runs
 
@@ -122,21 +127,25 @@ type Server struct {
 func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Registerer) *Server {
 	m := newMetrics(reg)
 	s := &Server{
-		cfg:     cfg,
-		exec:    exec,
-		log:     log,
-		m:       m,
-		adm:     newAdmission(cfg.Limits.MaxConcurrent, cfg.Limits.Queue, m),
-		drainCh: make(chan struct{}),
-		running: map[uint64]context.CancelCauseFunc{},
+		cfg:      cfg,
+		exec:     exec,
+		log:      log,
+		m:        m,
+		adm:      newAdmission(cfg.Limits.MaxConcurrent, cfg.Limits.Queue, m),
+		drainCh:  make(chan struct{}),
+		running:  map[uint64]context.CancelCauseFunc{},
+		sessions: newSessionTable(),
 	}
 	if cfg.WorkDir != "" {
 		s.addReadyCheck("work dir", s.checkWorkDir)
 	}
 	s.routes = map[string]map[string]http.HandlerFunc{
-		"/v1/execute":  {http.MethodPost: s.handleExecute},
-		"/v1/info":     {http.MethodGet: s.handleInfo},
-		"/v1/packages": {http.MethodGet: s.handleListPackages, http.MethodPost: s.handleInstallPackages},
+		"/v1/execute":               {http.MethodPost: s.handleExecute},
+		"/v1/info":                  {http.MethodGet: s.handleInfo},
+		"/v1/packages":              {http.MethodGet: s.handleListPackages, http.MethodPost: s.handleInstallPackages},
+		"/v1/sessions":              {http.MethodGet: s.handleListSessions, http.MethodPost: s.handleCreateSession},
+		"/v1/sessions/{id}":         {http.MethodGet: s.handleGetSession, http.MethodDelete: s.handleDeleteSession},
+		"/v1/sessions/{id}/execute": {http.MethodPost: s.handleSessionExecute},
 	}
 	return s
 }
@@ -230,6 +239,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // route dispatches r through the route table.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	methods, ok := s.routes[r.URL.Path]
+	if key, id, isSession := sessionRoute(r.URL.EscapedPath()); !ok && isSession {
+		methods, ok = s.routes[key]
+		r.SetPathValue("id", id)
+	}
 	if !ok {
 		s.writeError(w, r, http.StatusNotFound, api.ErrCodeNotFound, fmt.Sprintf("no route %s", r.URL.Path))
 		return

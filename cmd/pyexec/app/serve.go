@@ -89,6 +89,10 @@ type ServeConfig struct {
 	MaxConnections       int // --max-connections: open at once on the socket
 	MaxConnectionsPerUID int // --max-connections-per-uid: of one peer uid
 
+	MaxSessions           int           // --max-sessions: open at once (0: none)
+	SessionIdleTimeout    time.Duration // --session-idle-timeout: a session's default
+	MaxSessionIdleTimeout time.Duration // --max-session-idle-timeout: the most one may ask for
+
 	// Filled by Validate.
 	mode       os.FileMode
 	gid        int
@@ -155,6 +159,9 @@ func (c *ServeConfig) Validate() error {
 		{c.MaxConnections > 0, "--max-connections must be positive"},
 		{c.MaxConnectionsPerUID > 0, "--max-connections-per-uid must be positive"},
 		{c.MaxConnectionsPerUID <= c.MaxConnections, fmt.Sprintf("--max-connections-per-uid %d is over --max-connections %d", c.MaxConnectionsPerUID, c.MaxConnections)},
+		{c.MaxSessions >= 0, "--max-sessions must not be negative (0: no sessions)"},
+		{c.SessionIdleTimeout > 0 && c.MaxSessionIdleTimeout > 0, "--session-idle-timeout and --max-session-idle-timeout must be positive"},
+		{c.SessionIdleTimeout <= c.MaxSessionIdleTimeout, fmt.Sprintf("--session-idle-timeout %v is over --max-session-idle-timeout %v", c.SessionIdleTimeout, c.MaxSessionIdleTimeout)},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
@@ -258,6 +265,9 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.Int64Var(&cfg.MaxFilesOutBytes, "max-files-out-bytes", 32<<20, "total size of the files returned from an execution; files past it are left out (files_truncated)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 256, "connections open at once on the socket; more are closed at once")
 	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
+	f.IntVar(&cfg.MaxSessions, "max-sessions", 8, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
+	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", 10*time.Minute, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
+	f.DurationVar(&cfg.MaxSessionIdleTimeout, "max-session-idle-timeout", time.Hour, "the longest idle timeout a session may ask for")
 	return cmd
 }
 
@@ -279,6 +289,10 @@ func (c *ServeConfig) limits() api.Limits {
 		MaxConnections:       c.MaxConnections,
 		MaxConnectionsPerUID: c.MaxConnectionsPerUID,
 		AllowNetwork:         c.Network == networkAllow,
+
+		MaxSessions:                  c.MaxSessions,
+		SessionIdleTimeoutSeconds:    c.SessionIdleTimeout.Seconds(),
+		MaxSessionIdleTimeoutSeconds: c.MaxSessionIdleTimeout.Seconds(),
 	}
 }
 

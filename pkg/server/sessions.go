@@ -1,0 +1,526 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/executor"
+)
+
+// Why a session ended, in pyexec_sessions_ended_total and in the 404 of a later call.
+const (
+	sessionDeleted = "deleted" // DELETE /v1/sessions/{id}
+	sessionIdle    = "idle"    // no call for its idle timeout
+	sessionLost    = "lost"    // a call's time limit killed it
+	sessionExited  = "exited"  // its interpreter ended by itself
+	sessionDrain   = "drain"   // the server shut down
+)
+
+// endedKept is how many ended sessions are remembered, so that a call to one is told why it
+// ended rather than only that it does not exist.
+const endedKept = 256
+
+// sweepEvery is how often idle and dead sessions are looked for.
+const sweepEvery = time.Second
+
+// session is one open session of the table.
+type session struct {
+	ss         *executor.Session
+	id         string
+	created    time.Time
+	lastUsed   time.Time
+	idle       time.Duration
+	memoryMB   int
+	network    bool
+	executions int
+	busy       bool
+}
+
+// sessionTable holds the open sessions.
+type sessionTable struct {
+	mu       sync.Mutex
+	open     map[string]*session
+	starting int               // sessions being created, counted against the maximum
+	ended    map[string]string // id → why it ended, the last endedKept
+	order    []string          // ended ids, oldest first
+	sweeping bool
+	closed   bool // the server shut down: no new sessions
+}
+
+func newSessionTable() *sessionTable {
+	return &sessionTable{open: map[string]*session{}, ended: map[string]string{}}
+}
+
+// describe is what the API says of a session; the caller holds the table's lock.
+func (e *session) describe(memory bool) api.Session {
+	out := api.Session{
+		ID: e.id, CreatedAt: e.created, LastUsedAt: e.lastUsed, ExpiresAt: e.lastUsed.Add(e.idle),
+		IdleTimeoutSeconds: e.idle.Seconds(), Executions: e.executions, MemoryLimitMB: e.memoryMB,
+		Network: e.network, Busy: e.busy,
+	}
+	if memory {
+		out.MemoryBytes = e.ss.Memory()
+	}
+	return out
+}
+
+// sessionStarter is the executor's, when it runs sessions.
+func (s *Server) sessionStarter() (executor.SessionStarter, bool) {
+	st, ok := s.executor().(executor.SessionStarter)
+	return st, ok && s.cfg.Limits.MaxSessions > 0
+}
+
+// handleCreateSession serves POST /v1/sessions.
+func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.sessionStarter()
+	if !ok {
+		s.writeError(w, r, http.StatusForbidden, api.ErrCodeForbidden, "sessions are switched off on this server (pyexec serve --max-sessions 0)")
+		return
+	}
+	var body api.SessionRequest
+	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+		var rerr *requestError
+		if body, rerr = readJSON[api.SessionRequest](w, r, s.cfg.Limits.MaxRequestBytes); rerr != nil {
+			s.writeRequestError(w, r, rerr)
+			return
+		}
+	}
+	req, idle, rerr := newSessionRequest(newSessionID(), body, s.cfg.Limits)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	if !s.begin() {
+		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+		return
+	}
+	defer s.end()
+	if rerr := s.sessions.reserve(s.cfg.Limits.MaxSessions); rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	created := false
+	defer func() {
+		if !created {
+			s.sessions.unreserve()
+		}
+	}()
+	// Starting an interpreter costs what an execution does: it takes a slot.
+	release, err := s.adm.acquire(r.Context(), s.drainCh)
+	if err != nil {
+		s.admissionFailed(w, r, err)
+		return
+	}
+	ss, err := st.NewSession(r.Context(), req)
+	release()
+	var fileErr *executor.FileError
+	switch {
+	case errors.As(err, &fileErr):
+		s.writeError(w, r, http.StatusBadRequest, api.ErrCodeBadRequest, fileErr.Error())
+		return
+	case err != nil:
+		logr.FromContextOrDiscard(r.Context()).Error(err, "session not started")
+		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "starting the session: "+err.Error())
+		return
+	}
+	now := time.Now()
+	e := &session{ss: ss, id: req.ID, created: now, lastUsed: now, idle: idle, memoryMB: req.MemoryLimitMB, network: req.Network}
+	if !s.sessions.add(e) { // the server shut down meanwhile
+		ss.Close()
+		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+		return
+	}
+	created = true
+	s.m.sessionsCreated.Inc()
+	s.m.sessionsOpen.Inc()
+	s.startSweeper()
+	uid, _, _, _ := PeerCred(r.Context())
+	logr.FromContextOrDiscard(r.Context()).Info("session created", "session", e.id, "uid", uid,
+		"idleTimeout", idle.String(), "memoryLimitMb", e.memoryMB, "network", e.network)
+	s.sessions.mu.Lock()
+	info := e.describe(false)
+	s.sessions.mu.Unlock()
+	info.MemoryBytes = ss.Memory()
+	writeJSON(w, http.StatusCreated, info)
+}
+
+// newSessionRequest checks a session's body against the server's limits.
+func newSessionRequest(id string, body api.SessionRequest, lim api.Limits) (executor.SessionRequest, time.Duration, *requestError) {
+	idle := seconds(lim.SessionIdleTimeoutSeconds)
+	if t := body.IdleTimeoutSeconds; t != nil {
+		switch {
+		case !(*t > 0):
+			return executor.SessionRequest{}, 0, badRequest("idle_timeout_seconds: must be > 0, got %v", *t)
+		case *t > lim.MaxSessionIdleTimeoutSeconds:
+			return executor.SessionRequest{}, 0, badRequest("idle_timeout_seconds: %v is over the server's maximum of %v", *t, lim.MaxSessionIdleTimeoutSeconds)
+		}
+		idle = seconds(*t)
+	}
+	// The rest is checked as an execution's would be.
+	ex, rerr := newExecutorRequest(id, api.ExecuteRequest{Code: "-", Env: body.Env, Files: body.Files, MemoryLimitMB: body.MemoryLimitMB, Network: body.Network}, lim)
+	if rerr != nil {
+		return executor.SessionRequest{}, 0, rerr
+	}
+	return executor.SessionRequest{ID: id, Env: ex.Env, Files: ex.Files, Network: ex.Network, Limits: ex.Limits}, idle, nil
+}
+
+// newSessionID returns a session id: unguessable, so that knowing one is needed to use it.
+func newSessionID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "s-" + hex.EncodeToString(b[:])
+}
+
+// reserve counts a session being created, or says there is no room for it.
+func (t *sessionTable) reserve(max int) *requestError {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return &requestError{status: http.StatusServiceUnavailable, code: api.ErrCodeUnavailable, msg: drainingMessage}
+	}
+	if len(t.open)+t.starting >= max {
+		return &requestError{status: http.StatusTooManyRequests, code: api.ErrCodeTooManySessions,
+			msg: fmt.Sprintf("too many sessions: %d open (--max-sessions %d); delete one or let one expire", len(t.open)+t.starting, max)}
+	}
+	t.starting++
+	return nil
+}
+
+func (t *sessionTable) unreserve() {
+	t.mu.Lock()
+	t.starting--
+	t.mu.Unlock()
+}
+
+// add turns a reservation into an open session; false once the server has shut down.
+func (t *sessionTable) add(e *session) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.starting--
+	t.open[e.id] = e
+	return true
+}
+
+// notFound is the 404 of an id that is not open, saying why when the session ended lately.
+func (t *sessionTable) notFound(id string) *requestError {
+	t.mu.Lock()
+	why, ok := t.ended[id]
+	t.mu.Unlock()
+	msg := fmt.Sprintf("session %q: no such session", id)
+	if ok {
+		msg = fmt.Sprintf("session %q has ended (%s)", id, endedMessage(why))
+	}
+	return &requestError{status: http.StatusNotFound, code: api.ErrCodeSessionNotFound, msg: msg}
+}
+
+func endedMessage(why string) string {
+	switch why {
+	case sessionDeleted:
+		return "deleted"
+	case sessionIdle:
+		return "idle for longer than its idle timeout"
+	case sessionLost:
+		return "a call did not stop when interrupted and was killed with its session"
+	case sessionExited:
+		return "its interpreter exited"
+	case sessionDrain:
+		return "the server shut down"
+	}
+	return why
+}
+
+// remove takes a session out of the table, remembering why it ended; false if it was not
+// open. The caller closes it.
+func (t *sessionTable) remove(e *session, why string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open[e.id] != e {
+		return false
+	}
+	delete(t.open, e.id)
+	t.ended[e.id] = why
+	t.order = append(t.order, e.id)
+	if len(t.order) > endedKept {
+		delete(t.ended, t.order[0])
+		t.order = t.order[1:]
+	}
+	return true
+}
+
+// endSession ends an open session for why: out of the table, its processes killed, counted
+// and logged.
+func (s *Server) endSession(e *session, why string) {
+	if !s.sessions.remove(e, why) {
+		return
+	}
+	e.ss.Close()
+	s.m.sessionsOpen.Dec()
+	s.m.sessionsEnded.WithLabelValues(why).Inc()
+	s.sessions.mu.Lock()
+	executions, lifetime := e.executions, time.Since(e.created)
+	s.sessions.mu.Unlock()
+	s.log.Info("session ended", "session", e.id, "reason", why, "executions", executions, "lifetimeSeconds", lifetime.Seconds())
+}
+
+// lookup returns the open session named by the request's path.
+func (s *Server) lookup(r *http.Request) (*session, *requestError) {
+	id := r.PathValue("id")
+	s.sessions.mu.Lock()
+	e, ok := s.sessions.open[id]
+	s.sessions.mu.Unlock()
+	if !ok {
+		return nil, s.sessions.notFound(id)
+	}
+	return e, nil
+}
+
+// handleListSessions serves GET /v1/sessions.
+func (s *Server) handleListSessions(w http.ResponseWriter, r *http.Request) {
+	s.sessions.mu.Lock()
+	open := make([]*session, 0, len(s.sessions.open))
+	for _, e := range s.sessions.open {
+		open = append(open, e)
+	}
+	list := api.SessionList{Sessions: make([]api.Session, 0, len(open))}
+	for _, e := range open {
+		list.Sessions = append(list.Sessions, e.describe(false))
+	}
+	s.sessions.mu.Unlock()
+	sort.Slice(list.Sessions, func(i, j int) bool {
+		a, b := list.Sessions[i], list.Sessions[j]
+		return a.CreatedAt.Before(b.CreatedAt) || (a.CreatedAt.Equal(b.CreatedAt) && a.ID < b.ID)
+	})
+	byID := map[string]*session{}
+	for _, e := range open {
+		byID[e.id] = e
+	}
+	for i := range list.Sessions { // outside the lock: it reads /proc
+		list.Sessions[i].MemoryBytes = byID[list.Sessions[i].ID].ss.Memory()
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// handleGetSession serves GET /v1/sessions/{id}.
+func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	s.sessions.mu.Lock()
+	info := e.describe(false)
+	s.sessions.mu.Unlock()
+	info.MemoryBytes = e.ss.Memory()
+	writeJSON(w, http.StatusOK, info)
+}
+
+// handleDeleteSession serves DELETE /v1/sessions/{id}: a call running in it ends with it.
+func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	s.endSession(e, sessionDeleted)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleSessionExecute serves POST /v1/sessions/{id}/execute: as /v1/execute, in the session.
+func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
+	stream, rerr := parseStream(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	body, rerr := readExecuteRequest(w, r, s.cfg.Limits.MaxRequestBytes)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	switch {
+	case body.MemoryLimitMB != nil:
+		s.writeRequestError(w, r, badRequest("memory_limit_mb: a session's is set when it is created (POST /v1/sessions)"))
+		return
+	case body.Network != nil:
+		s.writeRequestError(w, r, badRequest("network: a session's is set when it is created (POST /v1/sessions)"))
+		return
+	}
+	req, rerr := newExecutorRequest(requestID(r.Context()), body, s.cfg.Limits)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	if !s.begin() {
+		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+		return
+	}
+	defer s.end()
+	if !s.sessions.claim(e) {
+		s.writeError(w, r, http.StatusConflict, api.ErrCodeSessionBusy,
+			fmt.Sprintf("session %q is running a call; one call at a time", e.id))
+		return
+	}
+	// Free once the result is known, before it is written: the client may send its next call
+	// as soon as it has read this one's.
+	unclaim := sync.OnceFunc(func() { s.sessions.unclaim(e) })
+	defer unclaim()
+	if e.ss.Ended() {
+		s.endSession(e, sessionExited)
+		s.writeRequestError(w, r, s.sessions.notFound(e.id))
+		return
+	}
+	release, err := s.adm.acquire(r.Context(), s.drainCh)
+	if err != nil {
+		s.admissionFailed(w, r, err)
+		return
+	}
+	defer release()
+
+	ctx, done := s.track(r.Context())
+	defer done()
+	ctx = logr.NewContext(ctx, logr.FromContextOrDiscard(ctx).WithValues("session", e.id))
+	run := func(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
+		res, err := e.ss.Execute(ctx, req, out)
+		s.sessions.used(e)
+		unclaim()
+		if errors.Is(err, executor.ErrSessionEnded) || (err == nil && res.SessionLost) {
+			why := sessionExited
+			if res.TimedOut || res.Reason == api.ReasonOutputLimit || res.Reason == api.ReasonSignal && res.Signal == "SIGKILL" {
+				why = sessionLost
+			}
+			s.endSession(e, why)
+		}
+		return res, err
+	}
+	if stream {
+		s.runStreaming(ctx, w, req, run)
+	} else {
+		s.runPlain(ctx, w, r, req, run)
+	}
+}
+
+// claim marks a session busy for one call; false if it already is.
+func (t *sessionTable) claim(e *session) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.busy {
+		return false
+	}
+	e.busy = true
+	return true
+}
+
+func (t *sessionTable) unclaim(e *session) {
+	t.mu.Lock()
+	e.busy = false
+	e.lastUsed = time.Now()
+	t.mu.Unlock()
+}
+
+// used counts a call of the session.
+func (t *sessionTable) used(e *session) {
+	t.mu.Lock()
+	e.executions++
+	e.lastUsed = time.Now()
+	t.mu.Unlock()
+}
+
+// startSweeper starts, once, the loop that ends idle sessions and those whose interpreter
+// ended between calls.
+func (s *Server) startSweeper() {
+	s.sessions.mu.Lock()
+	defer s.sessions.mu.Unlock()
+	if s.sessions.sweeping {
+		return
+	}
+	s.sessions.sweeping = true
+	go func() {
+		tick := time.NewTicker(sweepEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				s.sweep(time.Now())
+			case <-s.drainCh:
+				return
+			}
+		}
+	}()
+}
+
+// sweep ends the sessions idle since before now minus their timeout, and those whose
+// processes are gone.
+func (s *Server) sweep(now time.Time) {
+	type ending struct {
+		e   *session
+		why string
+	}
+	var end []ending
+	s.sessions.mu.Lock()
+	for _, e := range s.sessions.open {
+		switch {
+		case e.busy:
+		case now.Sub(e.lastUsed) >= e.idle:
+			end = append(end, ending{e, sessionIdle})
+		case e.ss.Ended():
+			end = append(end, ending{e, sessionExited})
+		}
+	}
+	s.sessions.mu.Unlock()
+	for _, x := range end {
+		s.endSession(x.e, x.why)
+	}
+}
+
+// closeSessions ends every session, for why, and takes no new ones.
+func (s *Server) closeSessions(why string) {
+	s.sessions.mu.Lock()
+	s.sessions.closed = true
+	open := make([]*session, 0, len(s.sessions.open))
+	for _, e := range s.sessions.open {
+		open = append(open, e)
+	}
+	s.sessions.mu.Unlock()
+	for _, e := range open {
+		s.endSession(e, why)
+	}
+}
+
+// sessionRoute maps /v1/sessions/{id}[/execute], escaped (an id may hold an escaped "/"), to
+// its route key, and the id.
+func sessionRoute(escaped string) (key, id string, ok bool) {
+	rest, ok := strings.CutPrefix(escaped, "/v1/sessions/")
+	if !ok {
+		return "", "", false
+	}
+	id, sub, hasSub := strings.Cut(rest, "/")
+	id, err := url.PathUnescape(id)
+	if id == "" || err != nil {
+		return "", "", false
+	}
+	key = "/v1/sessions/{id}"
+	if hasSub {
+		key += "/" + sub
+	}
+	return key, id, true
+}
