@@ -47,12 +47,15 @@ func (r *BenchResult) Throughput() float64 {
 }
 
 // Report writes a short human summary.
-func (r *BenchResult) Report(w io.Writer) {
-	fmt.Fprintf(w, "executions: %d ok, %d failed in %v\n", len(r.Latencies), r.Failed, r.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "latency: p50 %v  p95 %v  p99 %v  max %v\n", round(r.Percentile(50)), round(r.Percentile(95)), round(r.Percentile(99)), round(r.Percentile(100)))
-	fmt.Fprintf(w, "throughput: %.1f executions/s\n", r.Throughput())
+func (r *BenchResult) Report(w io.Writer) { r.ReportAs(w, "") }
+
+// ReportAs writes the summary of Report with every line starting with label ("stateless ").
+func (r *BenchResult) ReportAs(w io.Writer, label string) {
+	fmt.Fprintf(w, "%sexecutions: %d ok, %d failed in %v\n", label, len(r.Latencies), r.Failed, r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "%slatency: p50 %v  p95 %v  p99 %v  max %v\n", label, round(r.Percentile(50)), round(r.Percentile(95)), round(r.Percentile(99)), round(r.Percentile(100)))
+	fmt.Fprintf(w, "%sthroughput: %.1f executions/s\n", label, r.Throughput())
 	if r.FirstErr != nil {
-		fmt.Fprintf(w, "first failure: %v\n", r.FirstErr)
+		fmt.Fprintf(w, "%sfirst failure: %v\n", label, r.FirstErr)
 	}
 }
 
@@ -62,12 +65,111 @@ func round(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond
 // request to result; one that does not exit 0 counts as failed.
 func (c *Client) Bench(ctx context.Context, req api.ExecuteRequest, o BenchOptions) (*BenchResult, error) {
 	return Load(ctx, func(ctx context.Context) error {
-		r, err := c.Execute(ctx, req)
-		if err == nil && (r.Reason != api.ReasonExit || r.ExitCode != 0) {
-			err = fmt.Errorf("execution ended with reason %s, exit code %d: %.200s", r.Reason, r.ExitCode, r.Stderr)
-		}
-		return err
+		return exitedZero(c.Execute(ctx, req))
 	}, o)
+}
+
+// exitedZero is err, or an error when the execution did not exit 0.
+func exitedZero(r *api.ExecuteResult, err error) error {
+	if err == nil && (r.Reason != api.ReasonExit || r.ExitCode != 0) {
+		err = fmt.Errorf("execution ended with reason %s, exit code %d: %.200s", r.Reason, r.ExitCode, r.Stderr)
+		if r.SessionLost {
+			err = fmt.Errorf("%w (the session was lost)", err)
+		}
+	}
+	return err
+}
+
+// SessionBenchResult holds what BenchSession measured.
+type SessionBenchResult struct {
+	// Calls are the calls of the code in warm sessions.
+	Calls *BenchResult
+	// Creates are POST /v1/sessions, one at a time; Deletes the DELETE of each right after.
+	Creates, Deletes *BenchResult
+}
+
+// Report writes a short human summary, every line starting with "session". With stateless (a
+// Bench of the same code in the same run) a last line compares the p50s.
+func (r *SessionBenchResult) Report(w io.Writer, stateless *BenchResult) {
+	r.Calls.ReportAs(w, "session ")
+	fmt.Fprintf(w, "session create: p50 %v  max %v  (delete p50 %v; %d created and deleted)\n",
+		round(r.Creates.Percentile(50)), round(r.Creates.Percentile(100)), round(r.Deletes.Percentile(50)), len(r.Creates.Latencies))
+	if stateless != nil {
+		if ratio, ok := p50Ratio(r.Calls, stateless); ok {
+			fmt.Fprintf(w, "session p50 / stateless p50: %.2f\n", ratio)
+		}
+	}
+}
+
+// p50Ratio is a's p50 over b's, when both have one.
+func p50Ratio(a, b *BenchResult) (float64, bool) {
+	pa, pb := a.Percentile(50), b.Percentile(50)
+	if pa <= 0 || pb <= 0 {
+		return 0, false
+	}
+	return float64(pa) / float64(pb), true
+}
+
+// BenchSession measures sessions. First it creates creates sessions one after another and
+// deletes each right away, timing both. Then it opens o.Concurrency sessions, sends each
+// o.Warmup calls of req that are not counted, and measures o.Requests calls of req from
+// o.Concurrency clients, each with its own session (a session runs one call at a time).
+// It deletes the sessions at the end, even when ctx is done. A call that does not exit 0
+// counts as failed; a session that cannot be created or deleted is an error.
+func (c *Client) BenchSession(ctx context.Context, req api.ExecuteRequest, o BenchOptions, creates int) (*SessionBenchResult, error) {
+	if o.Requests <= 0 || o.Concurrency <= 0 || creates <= 0 {
+		return nil, errors.New("bench: requests, concurrency and session creates must be positive")
+	}
+	creating, deleting := &BenchResult{}, &BenchResult{}
+	start := time.Now()
+	for i := 0; i < creates; i++ {
+		t0 := time.Now()
+		s, err := c.CreateSession(ctx, api.SessionRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("bench: creating a session: %w", err)
+		}
+		t1 := time.Now()
+		if err := c.DeleteSession(ctx, s.ID); err != nil {
+			return nil, fmt.Errorf("bench: deleting session %s: %w", s.ID, err)
+		}
+		creating.Latencies = append(creating.Latencies, t1.Sub(t0))
+		deleting.Latencies = append(deleting.Latencies, time.Since(t1))
+	}
+	creating.Elapsed, deleting.Elapsed = time.Since(start), time.Since(start)
+	slices.Sort(creating.Latencies)
+	slices.Sort(deleting.Latencies)
+
+	pool := make(chan string, o.Concurrency)
+	var ids []string
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		for _, id := range ids {
+			_ = c.DeleteSession(dctx, id) // a lost session is gone already; the rest end when idle
+		}
+	}()
+	for i := 0; i < o.Concurrency; i++ {
+		s, err := c.CreateSession(ctx, api.SessionRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("bench: opening session %d of %d: %w", i+1, o.Concurrency, err)
+		}
+		ids = append(ids, s.ID)
+		for w := 0; w < o.Warmup; w++ {
+			if err := exitedZero(c.SessionExecute(ctx, s.ID, req)); err != nil {
+				return nil, fmt.Errorf("bench: warming session %s: %w", s.ID, err)
+			}
+		}
+		pool <- s.ID
+	}
+	calls, err := Load(ctx, func(ctx context.Context) error {
+		id := <-pool // one per client: never waits
+		defer func() { pool <- id }()
+		return exitedZero(c.SessionExecute(ctx, id, req))
+	}, BenchOptions{Requests: o.Requests, Concurrency: o.Concurrency, Interval: o.Interval})
+	if err != nil {
+		return nil, err
+	}
+	return &SessionBenchResult{Calls: calls, Creates: creating, Deletes: deleting}, nil
 }
 
 // Load calls run Requests times from Concurrency goroutines, each pausing Interval between

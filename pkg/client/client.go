@@ -65,22 +65,27 @@ func (c *Client) Socket() string { return c.socket }
 // Execute runs code and returns its result. The code's own failure is a result; err is for
 // the request (an *APIError) or the connection (ErrUnreachable).
 func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest) (*api.ExecuteResult, error) {
-	resp, err := c.post(ctx, "/v1/execute", req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var res api.ExecuteResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return nil, fmt.Errorf("pyexec: reading the result: %w", err)
-	}
-	return &res, nil
+	return c.execute(ctx, "/v1/execute", req)
 }
 
 // ExecuteStream runs code with ?stream=true, calling onOutput for each chunk of output as it
 // arrives (stream is api.EventStdout or api.EventStderr), and returns the final result.
 func (c *Client) ExecuteStream(ctx context.Context, req api.ExecuteRequest, onOutput func(stream, data string)) (*api.ExecuteResult, error) {
-	resp, err := c.post(ctx, "/v1/execute?stream=true", req)
+	return c.executeStream(ctx, "/v1/execute", req, onOutput)
+}
+
+// execute posts req to an execute endpoint (/v1/execute or a session's) and reads the result.
+func (c *Client) execute(ctx context.Context, path string, req api.ExecuteRequest) (*api.ExecuteResult, error) {
+	var res api.ExecuteResult
+	if err := c.postJSON(ctx, path, req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// executeStream posts req to path?stream=true and reads the NDJSON events up to the exit event.
+func (c *Client) executeStream(ctx context.Context, path string, req api.ExecuteRequest, onOutput func(stream, data string)) (*api.ExecuteResult, error) {
+	resp, err := c.post(ctx, path+"?stream=true", req)
 	if err != nil {
 		return nil, err
 	}
@@ -126,14 +131,9 @@ func (c *Client) Packages(ctx context.Context) (*api.Packages, error) {
 
 // InstallPackages installs packages (POST /v1/packages) and returns the new state.
 func (c *Client) InstallPackages(ctx context.Context, req api.PackagesRequest) (*api.Packages, error) {
-	resp, err := c.post(ctx, "/v1/packages", req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var st api.Packages
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("pyexec: reading the answer: %w", err)
+	if err := c.postJSON(ctx, "/v1/packages", req, &st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
@@ -148,10 +148,7 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("pyexec: reading %s: %w", path, err)
-	}
-	return nil
+	return decode(resp.Body, path, out)
 }
 
 func (c *Client) post(ctx context.Context, path string, body any) (*http.Response, error) {
@@ -167,7 +164,38 @@ func (c *Client) post(ctx context.Context, path string, body any) (*http.Respons
 	return c.do(hreq)
 }
 
-// do sends the request and turns non-200 answers into *APIError.
+// postJSON posts body to path and decodes the answer into out.
+func (c *Client) postJSON(ctx context.Context, path string, body, out any) error {
+	resp, err := c.post(ctx, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decode(resp.Body, path, out)
+}
+
+// delete sends DELETE path; the answer (204) has no body.
+func (c *Client) delete(ctx context.Context, path string) error {
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://pyexec"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	return resp.Body.Close()
+}
+
+func decode(r io.Reader, path string, out any) error {
+	if err := json.NewDecoder(r).Decode(out); err != nil {
+		return fmt.Errorf("pyexec: reading the answer of %s: %w", path, err)
+	}
+	return nil
+}
+
+// do sends the request and turns answers other than 2xx into *APIError.
 func (c *Client) do(hreq *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(hreq)
 	if err != nil {
@@ -180,18 +208,24 @@ func (c *Client) do(hreq *http.Request) (*http.Response, error) {
 		}
 		return nil, fmt.Errorf("pyexec: %w", err)
 	}
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 { // 200; 201 and 204 of the session endpoints
 		return resp, nil
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	apiErr := &APIError{Status: resp.StatusCode, Code: api.ErrCodeInternal, Message: string(raw)}
+	return nil, decodeError(resp.StatusCode, resp.Header, raw)
+}
+
+// decodeError turns an error answer into an *APIError: its code, message and request id when
+// the body is {"error":{...}}, else code internal with the body as the message.
+func decodeError(status int, header http.Header, raw []byte) *APIError {
+	apiErr := &APIError{Status: status, Code: api.ErrCodeInternal, Message: string(raw)}
 	var body api.ErrorResponse
 	if json.Unmarshal(raw, &body) == nil && body.Error.Code != "" {
 		apiErr.Code, apiErr.Message, apiErr.RequestID = body.Error.Code, body.Error.Message, body.Error.RequestID
 	}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+	if s, err := strconv.Atoi(header.Get("Retry-After")); err == nil {
 		apiErr.RetryAfter = time.Duration(s) * time.Second
 	}
-	return nil, apiErr
+	return apiErr
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,7 +21,12 @@ type BenchConfig struct {
 	Warmup      int
 	Code        string
 	File        string
+	Session     bool // also measure calls in warm sessions, and creating a session
 }
+
+// benchSessionCreates is how many sessions `pyexec bench --session` creates and deletes, one
+// after another, to time creating one.
+const benchSessionCreates = 5
 
 // Validate checks the config.
 func (c *BenchConfig) Validate() error {
@@ -43,7 +49,13 @@ func newBenchCommand(io IO) *cobra.Command {
 		Short: "Measure latency percentiles and throughput of a sidecar",
 		Long: "bench sends the same code N times from C concurrent clients to a running sidecar and prints\n" +
 			"p50/p95/p99 latency (request to result) and executions per second. An execution that does not\n" +
-			"exit 0 counts as failed.",
+			"exit 0 counts as failed.\n\n" +
+			"With --session it measures the code both ways in one run and labels each line: first as\n" +
+			"stateless executions (\"stateless ...\"), then as calls in warm sessions (\"session ...\"): it\n" +
+			"opens one session per client, sends each --warmup calls that are not measured, sends the N\n" +
+			"calls, and deletes the sessions. It also times creating a session (p50 and max of " + strconv.Itoa(benchSessionCreates) + "\n" +
+			"sessions created and deleted one after another) and prints session p50 / stateless p50.\n" +
+			"-c must not exceed the server's --max-sessions.",
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Validate(); err != nil {
@@ -57,12 +69,23 @@ func newBenchCommand(io IO) *cobra.Command {
 				}
 				code = string(data)
 			}
-			res, err := client.New(cfg.Socket).Bench(cmd.Context(), api.ExecuteRequest{Code: code},
-				client.BenchOptions{Requests: cfg.Requests, Concurrency: cfg.Concurrency, Interval: cfg.Interval, Warmup: cfg.Warmup})
+			c := client.New(cfg.Socket)
+			req := api.ExecuteRequest{Code: code}
+			opts := client.BenchOptions{Requests: cfg.Requests, Concurrency: cfg.Concurrency, Interval: cfg.Interval, Warmup: cfg.Warmup}
+			res, err := c.Bench(cmd.Context(), req, opts)
 			if err != nil {
 				return err
 			}
-			res.Report(io.Stdout)
+			if !cfg.Session {
+				res.Report(io.Stdout)
+				return nil
+			}
+			res.ReportAs(io.Stdout, "stateless ")
+			sres, err := c.BenchSession(cmd.Context(), req, opts, benchSessionCreates)
+			if err != nil {
+				return err
+			}
+			sres.Report(io.Stdout, res)
 			return nil
 		},
 	}
@@ -74,5 +97,6 @@ func newBenchCommand(io IO) *cobra.Command {
 	f.IntVar(&cfg.Warmup, "warmup", 3, "executions sent first and not measured")
 	f.StringVar(&cfg.Code, "code", "", "the code to run (default print(1))")
 	f.StringVar(&cfg.File, "file", "", "read the code from this file")
+	f.BoolVar(&cfg.Session, "session", false, "also measure the code in warm sessions and the time to create one, and print both")
 	return cmd
 }

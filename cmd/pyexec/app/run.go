@@ -29,6 +29,7 @@ type RunConfig struct {
 	Socket  string        // --socket
 	Timeout time.Duration // --timeout; 0 uses the server's default
 	Stream  bool          // --stream
+	Session string        // --session: run in this session instead of a fresh execution
 }
 
 // Validate checks that exactly one source of code is given.
@@ -57,7 +58,12 @@ func newRunCommand(io IO, _ *globalConfig, run func(context.Context, *RunConfig)
 		Short: "Run code through the sidecar and behave like python3",
 		Long: "run sends the code to the sidecar, prints its stdout and stderr, and exits with the code's exit\n" +
 			"status: 124 when the time limit killed it (as timeout(1) does), 128+N when signal N did, and 125\n" +
-			"when the sidecar could not run it at all (unreachable, or an API error).",
+			"when the sidecar could not run it at all (unreachable, or an API error).\n\n" +
+			"With --session ID the code runs in that session (created with POST /v1/sessions) instead of a\n" +
+			"fresh execution: what earlier calls defined, imported or wrote is still there. A session runs\n" +
+			"one call at a time (a second gets session_busy, exit 125), and an unknown or ended session\n" +
+			"gets session_not_found (exit 125). A timeout interrupts the code; if it does not stop, the\n" +
+			"session is lost, and run says so.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageErrorf("one FILE at most, got %d", len(args))
@@ -79,6 +85,7 @@ func newRunCommand(io IO, _ *globalConfig, run func(context.Context, *RunConfig)
 	f.StringVar(&cfg.Socket, "socket", DefaultSocket, "the sidecar's socket")
 	f.DurationVar(&cfg.Timeout, "timeout", 0, "time limit of the execution (default: the server's)")
 	f.BoolVar(&cfg.Stream, "stream", false, "print output as it arrives")
+	f.StringVar(&cfg.Session, "session", "", "run the code in this session (its id) instead of a fresh execution")
 	return cmd
 }
 
@@ -103,10 +110,19 @@ func runRun(ctx context.Context, sio IO, cfg *RunConfig) error {
 		req.TimeoutSeconds = &s
 	}
 	c := client.New(cfg.Socket)
+	execute, executeStream := c.Execute, c.ExecuteStream
+	if cfg.Session != "" {
+		execute = func(ctx context.Context, req api.ExecuteRequest) (*api.ExecuteResult, error) {
+			return c.SessionExecute(ctx, cfg.Session, req)
+		}
+		executeStream = func(ctx context.Context, req api.ExecuteRequest, onOutput func(stream, data string)) (*api.ExecuteResult, error) {
+			return c.SessionExecuteStream(ctx, cfg.Session, req, onOutput)
+		}
+	}
 	var res *api.ExecuteResult
 	var err error
 	if cfg.Stream {
-		res, err = c.ExecuteStream(ctx, req, func(stream, data string) {
+		res, err = executeStream(ctx, req, func(stream, data string) {
 			if stream == api.EventStderr {
 				io.WriteString(sio.Stderr, data)
 			} else {
@@ -114,7 +130,7 @@ func runRun(ctx context.Context, sio IO, cfg *RunConfig) error {
 			}
 		})
 	} else {
-		res, err = c.Execute(ctx, req)
+		res, err = execute(ctx, req)
 		if err == nil {
 			io.WriteString(sio.Stdout, res.Stdout)
 			io.WriteString(sio.Stderr, res.Stderr)
@@ -124,9 +140,16 @@ func runRun(ctx context.Context, sio IO, cfg *RunConfig) error {
 		fmt.Fprintf(sio.Stderr, "pyexec: %v\n", err)
 		return &exitError{code: ExitRunFailed}
 	}
+	if res.SessionLost {
+		fmt.Fprintf(sio.Stderr, "pyexec: session %s ended with this call\n", cfg.Session)
+	}
 	switch res.Reason {
 	case api.ReasonTimeout:
-		fmt.Fprintf(sio.Stderr, "pyexec: killed after the time limit\n")
+		if cfg.Session != "" && !res.SessionLost {
+			fmt.Fprintf(sio.Stderr, "pyexec: interrupted after the time limit\n")
+		} else {
+			fmt.Fprintf(sio.Stderr, "pyexec: killed after the time limit\n")
+		}
 		return &exitError{code: ExitRunTimeout}
 	case api.ReasonOutputLimit, api.ReasonMemoryLimit:
 		fmt.Fprintf(sio.Stderr, "pyexec: stopped: %s\n", res.Reason)

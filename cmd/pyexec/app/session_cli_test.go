@@ -1,0 +1,143 @@
+package app
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// parseRun parses a run command line without running it.
+func parseRun(t *testing.T, vars map[string]string, args ...string) *RunConfig {
+	t.Helper()
+	var got *RunConfig
+	var out strings.Builder
+	root := NewRootCommand(IO{Stdout: &out, Stderr: &out, LookupEnv: env(vars)}, Runners{
+		Run: func(_ context.Context, c *RunConfig) error { got = c; return nil },
+	})
+	root.SetArgs(append([]string{"run"}, args...))
+	if err := root.Execute(); err != nil {
+		t.Fatalf("run %v: %v: %s", args, err, out.String())
+	}
+	return got
+}
+
+func TestRunSessionFlag(t *testing.T) {
+	if got := parseRun(t, nil, "--session", "a/b 1", "--stream", "-c", "x"); got.Session != "a/b 1" || !got.Stream || got.Code != "x" {
+		t.Errorf("--session: %+v", got)
+	}
+	if got := parseRun(t, map[string]string{"PYEXEC_SESSION": "s1"}, "-c", "x"); got.Session != "s1" {
+		t.Errorf("PYEXEC_SESSION: %+v", got)
+	}
+	if got := parseRun(t, nil, "-c", "x"); got.Session != "" {
+		t.Errorf("no --session: %+v", got)
+	}
+	for _, cmd := range []string{"run", "bench"} {
+		if r := run(t, nil, cmd, "--help"); r.code != ExitOK || !strings.Contains(r.stdout, "--session") || !strings.Contains(r.stdout, "With --session") {
+			t.Errorf("%s --help does not document --session: %q", cmd, r.stdout)
+		}
+	}
+}
+
+// `pyexec run --session` against a real server: state persists between calls, streamed or
+// not; errors of the session endpoints exit 125 with their code; a timeout the code stops for
+// keeps the session, one it does not stop for loses it.
+func TestPyexecRunSession(t *testing.T) {
+	s := startSidecar(t, nil)
+	ctx := context.Background()
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runIn := func(args ...string) result {
+		t.Helper()
+		return run(t, nil, append([]string{"run", "--socket", s.socket, "--session", sess.ID}, args...)...)
+	}
+	steps := []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"-c", "x = 41\nimport json"}, 0, "", ""},
+		{[]string{"-c", "print(x + 1, json.dumps([1]))"}, 0, "42 [1]\n", ""},
+		{[]string{"--stream", "-c", "x += 1\nprint(x)"}, 0, "42\n", ""},
+		{[]string{"-c", "import sys\nprint('bad', file=sys.stderr)\nsys.exit(3)"}, 3, "", "bad\n"},
+	}
+	for _, tt := range steps {
+		if r := runIn(tt.args...); r.code != tt.code || r.stdout != tt.stdout || r.stderr != tt.stderr {
+			t.Fatalf("run --session %q: exit %d stdout %q stderr %q; want %d %q %q", tt.args, r.code, r.stdout, r.stderr, tt.code, tt.stdout, tt.stderr)
+		}
+	}
+	if got, err := s.client.Session(ctx, sess.ID); err != nil || got.Executions != len(steps) {
+		t.Fatalf("after %d calls: %+v, %v", len(steps), got, err)
+	}
+
+	// A second call while one runs: session_busy.
+	done := make(chan result, 1)
+	go func() { done <- runIn("-c", "import time\ntime.sleep(2)\nprint('slept')") }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := s.client.Session(ctx, sess.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session never got busy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := runIn("-c", "pass"); r.code != ExitRunFailed || !strings.Contains(r.stderr, api.ErrCodeSessionBusy) {
+		t.Errorf("busy: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := <-done; r.code != 0 || r.stdout != "slept\n" {
+		t.Errorf("the call that ran: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	// A timeout the code stops for: the session stays.
+	if r := runIn("--timeout", "1s", "-c", "import time\ntime.sleep(60)"); r.code != ExitRunTimeout || !strings.Contains(r.stderr, "pyexec: interrupted after the time limit\n") || strings.Contains(r.stderr, "ended with this call") {
+		t.Errorf("interrupted: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := runIn("-c", "print(x)"); r.code != 0 || r.stdout != "42\n" {
+		t.Errorf("after the interrupt: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	// One it does not stop for: the session is lost, and later calls get session_not_found.
+	stubborn := "import time\nwhile True:\n    try:\n        time.sleep(60)\n    except KeyboardInterrupt:\n        pass"
+	if r := runIn("--timeout", "1s", "-c", stubborn); r.code != ExitRunTimeout || !strings.Contains(r.stderr, "pyexec: session "+sess.ID+" ended with this call\n") || !strings.Contains(r.stderr, "killed after the time limit") {
+		t.Errorf("lost: exit %d stderr %q", r.code, r.stderr)
+	}
+	for _, args := range [][]string{{"-c", "pass"}, {"--stream", "-c", "pass"}} {
+		if r := runIn(args...); r.code != ExitRunFailed || !strings.Contains(r.stderr, "404 "+api.ErrCodeSessionNotFound) {
+			t.Errorf("%q after the loss: exit %d stderr %q", args, r.code, r.stderr)
+		}
+	}
+	unknown := run(t, nil, "run", "--socket", s.socket, "--session", "no/such session", "-c", "pass")
+	if unknown.code != ExitRunFailed || !strings.Contains(unknown.stderr, "404 "+api.ErrCodeSessionNotFound) {
+		t.Errorf("unknown session: exit %d stderr %q", unknown.code, unknown.stderr)
+	}
+}
+
+// `pyexec bench --session` prints the stateless and the session figures of one run, each line
+// labelled, and deletes its sessions.
+func TestPyexecBenchSession(t *testing.T) {
+	s := startSidecar(t, nil)
+	r := run(t, nil, "bench", "--socket", s.socket, "--session", "-n", "10", "-c", "2", "--warmup", "1")
+	for _, want := range []string{"stateless executions: 10 ok, 0 failed", "stateless latency: p50 ", "stateless throughput: ",
+		"session executions: 10 ok, 0 failed", "session latency: p50 ", "session throughput: ",
+		"session create: p50 ", "5 created and deleted)", "session p50 / stateless p50: "} {
+		if r.code != ExitOK || !strings.Contains(r.stdout, want) {
+			t.Fatalf("no %q: exit %d stdout %q stderr %q", want, r.code, r.stdout, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "\nexecutions:") || strings.HasPrefix(r.stdout, "executions:") {
+		t.Errorf("an unlabelled line: %q", r.stdout)
+	}
+	if l, err := s.client.Sessions(context.Background()); err != nil || len(l.Sessions) != 0 {
+		t.Errorf("sessions left open: %+v, %v", l, err)
+	}
+}
