@@ -78,10 +78,44 @@ Streaming
         else:
             show(kind, value)                   # kind is "stdout" or "stderr"
 
+Rich outputs
+------------
+Like a notebook cell, an execution returns the value of its final expression, what it passed
+to ``display()`` and its matplotlib figures, in order, as :class:`Output` objects::
+
+    r = client.execute("import pandas as pd\\npd.DataFrame({'x': [1, 2], 'y': [3, 4]})")
+    r.outputs[0].type                           # "execute_result"
+    r.outputs[0].text                           # "   x  y\\n0  1  3\\n1  2  4"
+    r.outputs[0].html                           # "<div>...<table ...>...</table></div>"
+
+    r = client.execute("import matplotlib.pyplot as plt\\nplt.plot([1, 4, 9])\\nplt.show()")
+    png = r.outputs[0].png                      # the figure: PNG bytes (b"\\x89PNG...")
+
+``.text``, ``.html`` and ``.png`` are None when the output has no such form; ``.data`` is the
+whole MIME bundle. ``r.outputs_truncated`` says the server left some out (size cap).
+
+Sessions
+--------
+A session is one interpreter that keeps its globals, imports, environment and working
+directory between calls, so code can build on what earlier code did (processes the code
+starts still end with each call)::
+
+    with client.session(idle_timeout=600) as s:     # deleted when the block ends
+        s.run("import pandas as pd\\ndf = pd.read_csv('data.csv')", files={"data.csv": csv})
+        r = s.run("df.describe()")
+        print(r.outputs[0].text)
+
+:meth:`Client.create_session` returns a :class:`Session` that lives until
+:meth:`Session.close`, its idle timeout, or the end of the sidecar. Only one call runs in a
+session at a time: another raises :class:`SessionBusy`. A session that ended (deleted, idle,
+or killed by a timeout its code did not stop for: ``result.session_lost``) raises
+:class:`SessionNotFound`; :class:`TooManySessions` means the sidecar's limit is reached.
+
 This module never logs anything, and never puts the code into an exception message.
 """
 
 import base64
+import contextlib
 import email.utils
 import http.client
 import json
@@ -89,6 +123,7 @@ import math
 import os
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -114,23 +149,35 @@ __all__ = [
     "DEFAULT_SOCKET_PATH",
     "ERR_BAD_REQUEST",
     "ERR_FORBIDDEN",
+    "ERR_INSTALL_FAILED",
     "ERR_INTERNAL",
     "ERR_METHOD_NOT_ALLOWED",
     "ERR_NOT_FOUND",
+    "ERR_PACKAGES_LOCKED",
     "ERR_QUEUE_FULL",
+    "ERR_SESSION_BUSY",
+    "ERR_SESSION_NOT_FOUND",
     "ERR_TOO_LARGE",
+    "ERR_TOO_MANY_SESSIONS",
     "ERR_UNAVAILABLE",
+    "OUTPUT_DISPLAY_DATA",
+    "OUTPUT_EXECUTE_RESULT",
     "FileContent",
     "FilesArg",
     "Forbidden",
     "HTTP_TIMEOUT_MARGIN",
     "INFO_HTTP_TIMEOUT",
+    "Output",
     "PyexecError",
     "QueueFull",
     "Result",
     "SOCKET_ENV",
     "ServerError",
+    "Session",
+    "SessionBusy",
+    "SessionNotFound",
     "TooLarge",
+    "TooManySessions",
     "Unavailable",
     "execute",
     "InstallFailed",
@@ -149,7 +196,8 @@ DEFAULT_HTTP_TIMEOUT = 330.0
 #: Added to an execution's own ``timeout`` to get the socket timeout (seconds).
 HTTP_TIMEOUT_MARGIN = 30.0
 
-#: Socket timeout (seconds) of :meth:`Client.info`.
+#: Socket timeout (seconds) of :meth:`Client.info` and of the calls that create, describe,
+#: list and delete sessions.
 INFO_HTTP_TIMEOUT = 30.0
 
 # Most of an error body that goes into an exception message when it is not JSON.
@@ -260,6 +308,22 @@ class InstallFailed(APIError):
     """422: pip could not install the packages; ``message`` holds the end of its output."""
 
 
+class SessionNotFound(APIError):
+    """404 ``session_not_found``: no such session, or it ended; ``message`` says why.
+
+    A session ends when it is deleted, when it was idle for its idle timeout, or when a call
+    ended it (``Result.session_lost``). Its state is gone: create a new session.
+    """
+
+
+class SessionBusy(APIError):
+    """409 ``session_busy``: a call already runs in the session; retry when it has finished."""
+
+
+class TooManySessions(APIError):
+    """429 ``too_many_sessions``: the sidecar's ``--max-sessions`` are open; close one first."""
+
+
 class ServerError(APIError):
     """500, or any other status this client does not expect (404, 405, ...)."""
 
@@ -275,6 +339,9 @@ ERR_UNAVAILABLE = "unavailable"
 ERR_INTERNAL = "internal"
 ERR_PACKAGES_LOCKED = "packages_locked"
 ERR_INSTALL_FAILED = "install_failed"
+ERR_SESSION_NOT_FOUND = "session_not_found"
+ERR_SESSION_BUSY = "session_busy"
+ERR_TOO_MANY_SESSIONS = "too_many_sessions"
 
 _ERROR_CLASSES = {
     400: BadRequest,
@@ -286,6 +353,14 @@ _ERROR_CLASSES = {
     500: ServerError,
     503: Unavailable,
 }  # type: Dict[int, Type[APIError]]
+
+# Error codes whose class is not the one of their status: 404 is also an unknown route, 409
+# also packages_locked, 429 also queue_full.
+_CODE_CLASSES = {
+    ERR_SESSION_NOT_FOUND: SessionNotFound,
+    ERR_SESSION_BUSY: SessionBusy,
+    ERR_TOO_MANY_SESSIONS: TooManySessions,
+}  # type: Dict[str, Type[APIError]]
 
 # The status each error code is served with; used for error events inside a stream.
 _CODE_STATUS = {
@@ -299,6 +374,9 @@ _CODE_STATUS = {
     ERR_UNAVAILABLE: 503,
     ERR_PACKAGES_LOCKED: 409,
     ERR_INSTALL_FAILED: 422,
+    ERR_SESSION_NOT_FOUND: 404,
+    ERR_SESSION_BUSY: 409,
+    ERR_TOO_MANY_SESSIONS: 429,
 }  # type: Dict[str, int]
 
 
@@ -309,8 +387,8 @@ def _api_error(
     request_id: Optional[str],
     retry_after: Optional[float],
 ) -> APIError:
-    """Returns the APIError subclass instance for status."""
-    cls = _ERROR_CLASSES.get(status, ServerError)
+    """Returns the APIError subclass instance for code, else for status."""
+    cls = _CODE_CLASSES.get(code) or _ERROR_CLASSES.get(status, ServerError)
     return cls(status, code, message, request_id=request_id, retry_after=retry_after)
 
 
@@ -374,6 +452,74 @@ def _error_from_event(event: Mapping[str, Any]) -> APIError:
 # --------------------------------------------------------------------------------------------
 # Result
 
+#: Kinds of rich output (``Output.type``), in Jupyter's vocabulary.
+OUTPUT_EXECUTE_RESULT = "execute_result"  # the value of the code's final expression
+OUTPUT_DISPLAY_DATA = "display_data"  # display(obj), or a matplotlib figure
+
+
+class Output(dict):
+    """One rich output of an execution: a MIME bundle, as a notebook shows it.
+
+    It is the JSON object the server sent, ``{"type": ..., "data": {mime: value}}``, so
+    ``output["data"]["text/plain"]`` and comparing it with a dict still work; the
+    properties read it.
+
+    Attributes:
+        type: ``"execute_result"`` (the value of the code's final expression) or
+            ``"display_data"`` (``display(obj)``, or a matplotlib figure).
+        data: the MIME bundle, e.g. ``{"text/plain": "...", "text/html": "...",
+            "image/png": "<base64>"}``; other types (``image/svg+xml``, ...) are here too.
+        text: ``data["text/plain"]``: the ``repr`` of the value, or None.
+        html: ``data["text/html"]`` (e.g. a pandas DataFrame's table), or None.
+        png: ``data["image/png"]`` decoded: the image's bytes, or None.
+    """
+
+    @property
+    def type(self) -> str:
+        return str(self.get("type") or "")
+
+    @property
+    def data(self) -> Dict[str, str]:
+        data = self.get("data")
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def text(self) -> Optional[str]:
+        return self.data.get("text/plain")
+
+    @property
+    def html(self) -> Optional[str]:
+        return self.data.get("text/html")
+
+    @property
+    def png(self) -> Optional[bytes]:
+        value = self.data.get("image/png")
+        if value is None:
+            return None
+        return _decode_base64(value, "outputs[].data['image/png']")
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "Output":
+        """Builds an Output from one entry of a result's ``outputs``.
+
+        Raises:
+            PyexecError: when its ``image/png`` is not valid base64.
+        """
+        out = cls(doc)
+        out.png  # checked at once, like the files of a Result
+        return out
+
+    def __repr__(self) -> str:
+        return "<Output %s %s>" % (self.type or "?", ",".join(sorted(self.data)) or "(empty)")
+
+
+def _decode_base64(value: Any, what: str) -> bytes:
+    """Decodes a base64 string of a response, or raises PyexecError naming what."""
+    try:
+        return base64.b64decode("".join(str(value).split()), validate=True)
+    except (ValueError, TypeError) as exc:
+        raise PyexecError("pyexec: invalid response: %s is not base64: %s" % (what, exc)) from exc
+
 
 @dataclass(repr=False)
 class Result:
@@ -394,11 +540,15 @@ class Result:
         files: the files the code created or changed in its working directory,
             relative path -> content.
         files_truncated: whether some files were left out by the server's count or size caps.
-        outputs: the rich outputs, in order, in Jupyter's vocabulary: dicts with ``type``
-            (``"execute_result"``: the value of a final expression; ``"display_data"``:
-            ``display(obj)`` or a matplotlib figure) and ``data``, a MIME bundle such as
-            ``{"text/plain": "...", "text/html": "...", "image/png": "<base64>"}``.
-        outputs_truncated: whether some outputs were left out by the server's size cap.
+        outputs: the rich outputs, in order, as :class:`Output` objects (dicts with
+            ``type`` and ``data``, whose properties ``text``, ``html`` and ``png`` read the
+            MIME bundle): the value of a final expression, ``display(obj)``, matplotlib
+            figures.
+        outputs_truncated: whether some outputs were left out by the server's size cap
+            (which outputs and files share).
+        session_lost: whether this call, run in a :class:`Session`, ended the session: its
+            interpreter exited or was killed (a timeout the code did not stop for). Later
+            calls in it raise :class:`SessionNotFound`.
     """
 
     id: str = ""
@@ -413,8 +563,9 @@ class Result:
     duration_ms: float = 0.0
     files: Dict[str, bytes] = field(default_factory=dict)
     files_truncated: bool = False
-    outputs: List[Dict[str, Any]] = field(default_factory=list)
+    outputs: List[Output] = field(default_factory=list)
     outputs_truncated: bool = False
+    session_lost: bool = False
 
     @property
     def ok(self) -> bool:
@@ -426,20 +577,16 @@ class Result:
         """Builds a Result from the JSON object of an execute response or exit event.
 
         Raises:
-            PyexecError: when a file's content is not valid base64.
+            PyexecError: when a file's content or an output's image is not valid base64.
         """
         files = {}  # type: Dict[str, bytes]
         for entry in doc.get("files") or []:
             if not isinstance(entry, dict):
                 continue
             path = str(entry.get("path", ""))
-            try:
-                files[path] = base64.b64decode(entry.get("content_base64") or "", validate=True)
-            except (ValueError, TypeError) as exc:
-                raise PyexecError(
-                    "pyexec: invalid response: files[%r].content_base64 is not base64: %s"
-                    % (path, exc)
-                ) from exc
+            files[path] = _decode_base64(
+                entry.get("content_base64") or "", "files[%r].content_base64" % path
+            )
         return cls(
             id=str(doc.get("id") or ""),
             exit_code=int(doc.get("exit_code") or 0),
@@ -453,8 +600,9 @@ class Result:
             duration_ms=float(doc.get("duration_ms") or 0.0),
             files=files,
             files_truncated=bool(doc.get("files_truncated")),
-            outputs=[o for o in doc.get("outputs") or [] if isinstance(o, dict)],
+            outputs=[Output.from_json(o) for o in doc.get("outputs") or [] if isinstance(o, dict)],
             outputs_truncated=bool(doc.get("outputs_truncated")),
+            session_lost=bool(doc.get("session_lost")),
         )
 
     def __repr__(self) -> str:
@@ -467,6 +615,8 @@ class Result:
             parts.append("files=%d%s" % (len(self.files), "+" if self.files_truncated else ""))
         if self.outputs or self.outputs_truncated:
             parts.append("outputs=%d%s" % (len(self.outputs), "+" if self.outputs_truncated else ""))
+        if self.session_lost:
+            parts.append("session_lost")
         parts.append("%.1f ms" % self.duration_ms)
         return "<Result %s %s>" % (self.id or "?", " ".join(parts))
 
@@ -590,6 +740,13 @@ def _request_body(
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
+def _session_url(session_id: str, tail: str = "") -> str:
+    """The path of a session's resource: /v1/sessions/{id}{tail}."""
+    if not isinstance(session_id, str) or not session_id:
+        raise TypeError("session id must be a non-empty str, got %r" % (session_id,))
+    return "/v1/sessions/" + urllib.parse.quote(session_id, safe="") + tail
+
+
 # --------------------------------------------------------------------------------------------
 # Client
 
@@ -675,9 +832,13 @@ class Client:
             TypeError: an argument has the wrong type.
         """
         body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
-        conn = self._open(self._http_timeout(timeout))
+        yield from self._stream("/v1/execute?stream=true", body, self._http_timeout(timeout))
+
+    def _stream(self, url: str, body: bytes, timeout: float) -> Iterator[Tuple[str, Union[str, Result]]]:
+        """POSTs body to a streaming url and yields its events, as :meth:`stream` says."""
+        conn = self._open(timeout)
         try:
-            resp = self._send(conn, "POST", "/v1/execute?stream=true", body)
+            resp = self._send(conn, "POST", url, body)
             if resp.status != 200:
                 raise _error_from_response(resp.status, resp.headers, self._read(resp, resp.read))
             while True:
@@ -737,25 +898,156 @@ class Client:
         body = json.dumps({"packages": list(packages), "upgrade": bool(upgrade)}).encode("utf-8")
         return self._json_call("POST", "/v1/packages", body, self.timeout if self.timeout is not None else DEFAULT_HTTP_TIMEOUT)
 
-    def _json_call(self, method: str, url: str, body: Optional[bytes], timeout: float) -> Dict[str, Any]:
-        """One request whose 200 answer is a JSON object."""
+    # Sessions.
+
+    def create_session(
+        self,
+        idle_timeout: Optional[float] = None,
+        memory_limit_mb: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        files: Optional[FilesArg] = None,
+        network: Optional[bool] = None,
+    ) -> "Session":
+        """Starts a session (``POST /v1/sessions``): an interpreter that keeps its state.
+
+        The session lives until :meth:`Session.close` (or :meth:`delete_session`), until it
+        was idle for ``idle_timeout``, or until the sidecar stops. Prefer :meth:`session`
+        in a ``with`` statement, which always deletes it.
+
+        Args:
+            idle_timeout: seconds without a call after which the session ends; default the
+                server's ``--session-idle-timeout``, at most its ``--max-session-idle-timeout``.
+            memory_limit_mb: memory limit in MiB of the session's processes, for its whole
+                life; default: the server's.
+            env: environment variables the interpreter starts with (a call's ``env`` adds
+                to them).
+            files: files to write into the session's working directory first, as
+                :meth:`execute` takes them.
+            network: whether the session's code may open network connections; default the
+                server's ``--network``.
+
+        Returns:
+            The :class:`Session`; its ``info`` is the server's description of it.
+
+        Raises:
+            TooManySessions: the server's ``--max-sessions`` are open.
+            BadRequest: an argument was refused (e.g. an idle timeout over the maximum).
+            Forbidden: ``network=True`` on a server that denies the network.
+            ConnectionFailed: the socket is missing or nobody listens on it.
+            APIError: the server refused the request otherwise.
+            PyexecError: the exchange broke off or the answer was not valid.
+            TypeError: an argument has the wrong type.
+        """
+        body = {}  # type: Dict[str, Any]
+        if idle_timeout is not None:
+            body["idle_timeout_seconds"] = float(idle_timeout)
+        if memory_limit_mb is not None:
+            body["memory_limit_mb"] = int(memory_limit_mb)
+        checked_env = _check_env(env)
+        if checked_env is not None:
+            body["env"] = checked_env
+        encoded = _encode_files(files)
+        if encoded is not None:
+            body["files"] = encoded
+        if network is not None:
+            body["network"] = bool(network)
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return Session(self, self._json_call("POST", "/v1/sessions", data, self._admin_timeout(), expect=(201, 200)))
+
+    @contextlib.contextmanager
+    def session(
+        self,
+        idle_timeout: Optional[float] = None,
+        memory_limit_mb: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        files: Optional[FilesArg] = None,
+        network: Optional[bool] = None,
+    ) -> Iterator["Session"]:
+        """A session for a ``with`` block: created on entry, deleted on exit::
+
+            with client.session() as s:
+                s.run("x = 21")
+                print(s.run("x * 2").outputs[0].text)   # 42
+
+        Takes the arguments of :meth:`create_session` and raises its errors on entry. On
+        exit the session is deleted (no error when it had already ended); when the block
+        raised, an error deleting it does not replace the block's exception.
+        """
+        sess = self.create_session(
+            idle_timeout=idle_timeout, memory_limit_mb=memory_limit_mb, env=env, files=files,
+            network=network,
+        )
+        with sess:
+            yield sess
+
+    def list_sessions(self) -> List[Dict[str, Any]]:
+        """Returns ``GET /v1/sessions``: a description of every open session, oldest first.
+
+        Each is a dict as :attr:`Session.info`: ``id``, ``created_at``, ``last_used_at``,
+        ``expires_at``, ``idle_timeout_seconds``, ``executions``, ``memory_bytes``,
+        ``memory_limit_mb``, ``network``, ``busy``.
+        """
+        doc = self._json_call("GET", "/v1/sessions", None, self._admin_timeout())
+        sessions = doc.get("sessions")
+        if sessions is None:
+            return []
+        if not isinstance(sessions, list):
+            raise PyexecError("pyexec: invalid response: sessions is not a list")
+        return [s for s in sessions if isinstance(s, dict)]
+
+    def get_session(self, session_id: str) -> Dict[str, Any]:
+        """Returns ``GET /v1/sessions/{id}``: the session's description, as :attr:`Session.info`.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+        """
+        return self._json_call("GET", _session_url(session_id), None, self._admin_timeout())
+
+    def delete_session(self, session_id: str) -> None:
+        """Ends a session (``DELETE /v1/sessions/{id}``): its processes and files are gone.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+        """
+        self._call("DELETE", _session_url(session_id), None, self._admin_timeout(), expect=(204, 200))
+
+    # Internals.
+
+    def _json_call(
+        self,
+        method: str,
+        url: str,
+        body: Optional[bytes],
+        timeout: float,
+        expect: Sequence[int] = (200,),
+    ) -> Dict[str, Any]:
+        """One request whose answer (a status in expect) is a JSON object."""
+        data = self._call(method, url, body, timeout, expect)
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise PyexecError("pyexec: invalid response: not JSON: %s" % exc) from exc
+        if not isinstance(doc, dict):
+            raise PyexecError("pyexec: invalid response: not a JSON object")
+        return doc
+
+    def _call(
+        self, method: str, url: str, body: Optional[bytes], timeout: float, expect: Sequence[int]
+    ) -> bytes:
+        """One request; returns the body of its answer, or raises APIError unless its status is in expect."""
         conn = self._open(timeout)
         try:
             resp = self._send(conn, method, url, body)
             data = self._read(resp, resp.read)
-            if resp.status != 200:
+            if resp.status not in expect:
                 raise _error_from_response(resp.status, resp.headers, data)
-            try:
-                doc = json.loads(data.decode("utf-8"))
-            except ValueError as exc:
-                raise PyexecError("pyexec: invalid response: not JSON: %s" % exc) from exc
-            if not isinstance(doc, dict):
-                raise PyexecError("pyexec: invalid response: not a JSON object")
-            return doc
+            return data
         finally:
             conn.close()
 
-    # Internals.
+    def _admin_timeout(self) -> float:
+        """The socket timeout of a call that runs no code."""
+        return self.timeout if self.timeout is not None else INFO_HTTP_TIMEOUT
 
     def _http_timeout(self, exec_timeout: Optional[float]) -> float:
         """The socket timeout of one execute call."""
@@ -833,6 +1125,118 @@ class Client:
         return PyexecError(
             "pyexec: connection to %s lost: %s" % (self.socket_path, str(exc) or type(exc).__name__)
         )
+
+
+class Session:
+    """A session on the sidecar: one interpreter whose state lasts from call to call.
+
+    Globals, imports, ``os.environ`` changes and the working directory persist between
+    :meth:`run` calls; processes the code starts end with each call. Only one call runs at a
+    time (another raises :class:`SessionBusy`). Get one from :meth:`Client.create_session`
+    or :meth:`Client.session`; ``Session(client, client.get_session(id))`` attaches to an
+    existing one. A Session is a context manager that deletes the session on exit.
+
+    Attributes:
+        id: the session's id.
+        info: the server's description of the session (a dict as :meth:`Client.get_session`
+            returns): at first the answer that created it, then the last :meth:`describe`.
+        client: the :class:`Client` it talks through.
+    """
+
+    def __init__(self, client: Client, info: Mapping[str, Any]) -> None:
+        session_id = info.get("id")
+        if not isinstance(session_id, str) or not session_id:
+            raise PyexecError("pyexec: invalid response: the session has no id")
+        self.client = client
+        self.id = session_id  # type: str
+        self.info = dict(info)  # type: Dict[str, Any]
+
+    def __repr__(self) -> str:
+        return "<Session %s on %s>" % (self.id, self.client.socket_path)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except PyexecError:
+            pass  # the block's own exception matters more; the idle timeout ends the session
+
+    def run(
+        self,
+        code: str,
+        timeout: Optional[float] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        files: Optional[FilesArg] = None,
+    ) -> Result:
+        """Runs code in the session (``POST /v1/sessions/{id}/execute``) and returns its Result.
+
+        Like a notebook cell: the value of a final expression is ``result.outputs``' last
+        entry (``execute_result``). ``result.files`` holds only the files this call created
+        or changed.
+
+        Args:
+            code: the Python source.
+            timeout: time limit in seconds; default: the server's. At the limit the code gets
+                a KeyboardInterrupt; if it stops soon the session stays (``reason`` is
+                ``"timeout"``), else the session is killed (``result.session_lost``).
+            stdin: standard input for the code (str, or UTF-8 bytes).
+            env: environment variables to add for this call.
+            files: files to write into the session's working directory first, as
+                :meth:`Client.execute` takes them.
+
+        Raises:
+            SessionNotFound: the session ended (deleted, idle, lost).
+            SessionBusy: another call runs in the session.
+            ConnectionFailed: the socket is missing or nobody listens on it.
+            APIError: the server refused the request otherwise.
+            PyexecError: the exchange broke off or the answer was not valid.
+            TypeError: an argument has the wrong type.
+        """
+        body = _request_body(code, timeout, files, env, stdin, None)
+        client = self.client
+        doc = client._json_call("POST", _session_url(self.id, "/execute"), body, client._http_timeout(timeout))
+        return Result.from_json(doc)
+
+    def stream(
+        self,
+        code: str,
+        timeout: Optional[float] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        files: Optional[FilesArg] = None,
+    ) -> Iterator[Tuple[str, Union[str, Result]]]:
+        """Runs code like :meth:`run`, yielding its output as :meth:`Client.stream` does.
+
+        Yields ``("stdout", text)`` and ``("stderr", text)``, then ``("exit", Result)``.
+        Closing the generator early closes the connection, which stops the call.
+        """
+        body = _request_body(code, timeout, files, env, stdin, None)
+        client = self.client
+        yield from client._stream(
+            _session_url(self.id, "/execute?stream=true"), body, client._http_timeout(timeout)
+        )
+
+    def describe(self) -> Dict[str, Any]:
+        """Returns the server's description of the session now, and keeps it in :attr:`info`.
+
+        Raises:
+            SessionNotFound: the session ended.
+        """
+        self.info = self.client.get_session(self.id)
+        return self.info
+
+    def close(self) -> None:
+        """Deletes the session; nothing happens when it had already ended."""
+        try:
+            self.client.delete_session(self.id)
+        except SessionNotFound:
+            pass
 
 
 def execute(

@@ -6,13 +6,20 @@ starts ``pyexec serve`` and runs::
     PYEXEC_SOCKET=/path/to/pyexec.sock python3 -m unittest discover -s clients/python -v
 
 Without PYEXEC_SOCKET the server tests fail (they do not skip), so that a misconfigured run
-cannot pass by testing nothing.
+cannot pass by testing nothing. The tests of plain logic (OutputTest, ErrorMappingTest) and of
+the wire format against a fake server on a temporary socket (FakeServerTest) need no pyexec.
 """
 
+import base64
+import http.server
+import json
 import os
+import socketserver
 import tempfile
+import threading
+import time
 import unittest
-from typing import List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pyexec_client
 from pyexec_client import (
@@ -20,8 +27,13 @@ from pyexec_client import (
     BadRequest,
     Client,
     ConnectionFailed,
+    Output,
     PyexecError,
     Result,
+    Session,
+    SessionBusy,
+    SessionNotFound,
+    TooManySessions,
 )
 
 #: Time limit of tests whose code should finish at once (the server default may be long).
@@ -49,7 +61,21 @@ class ServerTest(unittest.TestCase):
 
     def explain(self, result: Result) -> str:
         """A failure message with everything about result."""
-        return "result %r\nstdout: %r\nstderr: %r" % (result, result.stdout, result.stderr)
+        return "result %r\nstdout: %r\nstderr: %r\noutputs: %r" % (
+            result, result.stdout, result.stderr, result.outputs)
+
+    def require_modules(self, *names: str) -> None:
+        """Skips the test when the server's Python cannot import one of names."""
+        result = self.run_code("import " + ", ".join(names))
+        if "ModuleNotFoundError" in result.stderr:
+            self.skipTest("the server's Python lacks one of %s: %s" % (names, result.stderr.strip()))
+        self.assertTrue(result.ok, self.explain(result))
+
+    def new_session(self, **kwargs: Any) -> Session:
+        """Creates a session that is deleted when the test ends."""
+        sess = self.client.create_session(**kwargs)
+        self.addCleanup(sess.close)
+        return sess
 
 
 class ExecuteTest(ServerTest):
@@ -103,6 +129,33 @@ class ExecuteTest(ServerTest):
         )
         self.assertFalse(result.outputs_truncated)
         self.assertIn("outputs=2", repr(result))
+        shown, value = result.outputs
+        self.assertIsInstance(shown, Output)
+        self.assertEqual((shown.type, shown.text, shown.html, shown.png), ("display_data", "'shown'", None, None))
+        self.assertEqual((value.type, value.text), ("execute_result", "42"))
+        self.assertEqual(value["data"], {"text/plain": "42"})
+        self.assertFalse(result.session_lost)
+
+    def test_matplotlib_figure_is_png(self) -> None:
+        self.require_modules("matplotlib")
+        result = self.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()\n")
+        self.assertTrue(result.ok, self.explain(result))
+        figures = [o for o in result.outputs if o.png is not None]
+        self.assertEqual(len(figures), 1, self.explain(result))
+        self.assertEqual(figures[0].type, "display_data")
+        self.assertTrue(figures[0].png.startswith(b"\x89PNG\r\n\x1a\n"), figures[0].png[:16])
+        self.assertNotIn("iVBOR", repr(figures[0]), "repr should stay short")
+
+    def test_dataframe_is_html(self) -> None:
+        self.require_modules("pandas")
+        result = self.run_code("import pandas as pd\npd.DataFrame({'x': [1, 2], 'y': [3, 4]})\n")
+        self.assertTrue(result.ok, self.explain(result))
+        self.assertEqual(len(result.outputs), 1, self.explain(result))
+        out = result.outputs[0]
+        self.assertEqual(out.type, "execute_result")
+        self.assertIn("<table", out.html or "", self.explain(result))
+        self.assertIn("x  y", out.text or "", self.explain(result))
+        self.assertIsNone(out.png)
 
     def test_files_in_and_out(self) -> None:
         code = (
@@ -329,6 +382,423 @@ class ArgumentsTest(unittest.TestCase):
         self.assertIsNone(result.signal)
         self.assertFalse(Result(reason="timeout", exit_code=0).ok)
         self.assertFalse(Result(reason="exit", exit_code=2).ok)
+
+
+class SessionTest(ServerTest):
+    """/v1/sessions: interpreters whose state lasts from call to call."""
+
+    def session_ids(self) -> List[str]:
+        return [entry["id"] for entry in self.client.list_sessions()]
+
+    def test_state_persists(self) -> None:
+        sess = self.new_session()
+        self.assertTrue(sess.id)
+        self.assertEqual(sess.info["id"], sess.id)
+        first = sess.run("x = 1", timeout=QUICK)
+        self.assertTrue(first.ok, self.explain(first))
+        self.assertEqual(first.outputs, [], self.explain(first))
+        second = sess.run("x + 1", timeout=QUICK)
+        self.assertTrue(second.ok, self.explain(second))
+        self.assertEqual([(o.type, o.text) for o in second.outputs], [("execute_result", "2")],
+                         self.explain(second))
+        third = sess.run("import json\nx += 41\nprint(json.dumps(x))", timeout=QUICK)
+        self.assertEqual(third.stdout, "42\n", self.explain(third))
+        self.assertFalse(third.session_lost)
+        info = sess.describe()
+        self.assertIs(info, sess.info)
+        self.assertEqual(info["id"], sess.id)
+        self.assertEqual(info["executions"], 3, "info: %r" % info)
+        self.assertFalse(info["busy"], "info: %r" % info)
+
+    def test_sessions_are_isolated(self) -> None:
+        one = self.new_session()
+        two = self.new_session()
+        self.assertNotEqual(one.id, two.id)
+        self.assertTrue(one.run("x = 'one'", timeout=QUICK).ok)
+        missing = two.run("x", timeout=QUICK)
+        self.assertEqual(missing.exit_code, 1, self.explain(missing))
+        self.assertIn("NameError", missing.stderr, self.explain(missing))
+        self.assertTrue(two.run("x = 'two'", timeout=QUICK).ok)
+        self.assertEqual(one.run("x", timeout=QUICK).outputs[0].text, "'one'")
+        self.assertEqual(two.run("x", timeout=QUICK).outputs[0].text, "'two'")
+        ids = self.session_ids()
+        self.assertIn(one.id, ids)
+        self.assertIn(two.id, ids)
+
+    def test_files_persist(self) -> None:
+        sess = self.new_session()
+        wrote = sess.run("with open('notes.txt', 'w') as f:\n    f.write('kept')\n", timeout=QUICK)
+        self.assertTrue(wrote.ok, self.explain(wrote))
+        self.assertEqual(wrote.files.get("notes.txt"), b"kept", "files: %r" % sorted(wrote.files))
+        read = sess.run("print(open('notes.txt').read())", files={"more.txt": "more"}, timeout=QUICK)
+        self.assertEqual(read.stdout, "kept\n", self.explain(read))
+        # Only the files this call created or changed come back.
+        self.assertNotIn("notes.txt", read.files, "files: %r" % sorted(read.files))
+        again = sess.run("print(open('more.txt').read())", timeout=QUICK)
+        self.assertEqual(again.stdout, "more\n", self.explain(again))
+
+    def test_create_with_env_files_and_idle_timeout(self) -> None:
+        sess = self.new_session(idle_timeout=120, env={"PYEXEC_SESSION_TEST": "from create"},
+                                files={"input/data.csv": "a,b\n1,2\n"})
+        self.assertEqual(sess.info["idle_timeout_seconds"], 120, "info: %r" % sess.info)
+        result = sess.run(
+            "import os\nprint(os.environ['PYEXEC_SESSION_TEST'], os.environ.get('CALL'))\n"
+            "print(open('input/data.csv').read().splitlines()[1])\n",
+            env={"CALL": "from run"}, stdin="unused", timeout=QUICK)
+        self.assertEqual(result.stdout, "from create from run\n1,2\n", self.explain(result))
+        got = self.client.get_session(sess.id)
+        self.assertEqual(got["id"], sess.id)
+        self.assertEqual(got["executions"], 1, "info: %r" % got)
+
+    def test_rich_outputs_in_session(self) -> None:
+        self.require_modules("matplotlib", "pandas")
+        sess = self.new_session()
+        imported = sess.run("import pandas as pd\nimport matplotlib.pyplot as plt\n", timeout=60)
+        self.assertTrue(imported.ok, self.explain(imported))
+        table = sess.run("df = pd.DataFrame({'n': [1, 2, 3]})\ndf", timeout=QUICK)
+        self.assertTrue(table.ok, self.explain(table))
+        self.assertIn("<table", table.outputs[-1].html or "", self.explain(table))
+        figure = sess.run("plt.plot(df['n'])\nplt.show()", timeout=60)
+        self.assertTrue(figure.ok, self.explain(figure))
+        pngs = [o.png for o in figure.outputs if o.png is not None]
+        self.assertEqual(len(pngs), 1, self.explain(figure))
+        self.assertTrue(pngs[0].startswith(b"\x89PNG"), pngs[0][:16])
+
+    def test_stream_in_session(self) -> None:
+        sess = self.new_session()
+        self.assertTrue(sess.run("x = 5", timeout=QUICK).ok)
+        events = list(sess.stream("import sys\nprint(x)\nprint('e', file=sys.stderr)\nx * 2", timeout=QUICK))
+        self.assertEqual(events[-1][0], "exit", "events: %r" % events)
+        stdout = "".join(v for k, v in events if k == "stdout")  # type: ignore[misc]
+        stderr = "".join(v for k, v in events if k == "stderr")  # type: ignore[misc]
+        self.assertEqual((stdout, stderr), ("5\n", "e\n"), "events: %r" % events)
+        result = events[-1][1]
+        assert isinstance(result, Result)
+        self.assertTrue(result.ok, self.explain(result))
+        self.assertEqual(result.outputs[-1].text, "10", self.explain(result))
+        self.assertEqual(sess.run("x", timeout=QUICK).outputs[0].text, "5")
+
+    def test_session_not_found_after_delete(self) -> None:
+        sess = self.client.create_session()
+        self.client.delete_session(sess.id)
+        self.assertNotIn(sess.id, self.session_ids())
+        with self.assertRaises(SessionNotFound) as ctx:
+            sess.run("1", timeout=QUICK)
+        err = ctx.exception
+        self.assertIsInstance(err, APIError)
+        self.assertEqual((err.status, err.code), (404, "session_not_found"))
+        with self.assertRaises(SessionNotFound):
+            list(sess.stream("1", timeout=QUICK))
+        with self.assertRaises(SessionNotFound):
+            sess.describe()
+        with self.assertRaises(SessionNotFound):
+            self.client.delete_session(sess.id)
+        sess.close()  # no error: the session had already ended
+        with self.assertRaises(SessionNotFound):
+            self.client.get_session("no-such-session")
+
+    def test_session_busy(self) -> None:
+        sess = self.new_session()
+        outcome = {}  # type: Dict[str, Any]
+
+        def slow() -> None:
+            try:
+                outcome["result"] = sess.run("import time\ntime.sleep(3)\nprint('slept')", timeout=QUICK)
+            except BaseException as exc:  # reported by the main thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not sess.describe()["busy"]:
+                self.assertNotIn("error", outcome)
+                self.assertLess(time.monotonic(), deadline, "the session never became busy: %r" % sess.info)
+                time.sleep(0.05)
+            with self.assertRaises(SessionBusy) as ctx:
+                sess.run("print('second')", timeout=QUICK)
+            self.assertEqual((ctx.exception.status, ctx.exception.code), (409, "session_busy"))
+        finally:
+            thread.join(60)
+        self.assertNotIn("error", outcome)
+        self.assertEqual(outcome["result"].stdout, "slept\n", self.explain(outcome["result"]))
+        after = sess.run("print('free')", timeout=QUICK)
+        self.assertEqual(after.stdout, "free\n", self.explain(after))
+
+    def test_context_manager_deletes(self) -> None:
+        with self.client.session() as sess:
+            self.assertIsInstance(sess, Session)
+            sid = sess.id
+            self.assertTrue(sess.run("y = 3", timeout=QUICK).ok)
+            self.assertIn(sid, self.session_ids())
+        self.assertNotIn(sid, self.session_ids())
+        with self.assertRaises(SessionNotFound):
+            self.client.get_session(sid)
+
+        # Also when the block raises, and the block's exception is what comes out.
+        with self.assertRaises(ZeroDivisionError):
+            with self.client.session() as sess:
+                sid = sess.id
+                1 / 0
+        self.assertNotIn(sid, self.session_ids())
+
+        # A Session from create_session is a context manager too; it may end inside the block.
+        with self.client.create_session() as sess:
+            self.client.delete_session(sess.id)
+        self.assertNotIn(sess.id, self.session_ids())
+
+    def test_timeout_keeps_session(self) -> None:
+        sess = self.new_session()
+        self.assertTrue(sess.run("kept = 'yes'", timeout=QUICK).ok)
+        result = sess.run("import time\ntime.sleep(60)", timeout=1)
+        self.assertEqual(result.reason, "timeout", self.explain(result))
+        self.assertTrue(result.timed_out, self.explain(result))
+        self.assertFalse(result.session_lost, self.explain(result))
+        self.assertEqual(sess.run("kept", timeout=QUICK).outputs[0].text, "'yes'")
+
+    def test_session_lost_when_interpreter_exits(self) -> None:
+        sess = self.new_session()
+        result = sess.run("import os\nos._exit(3)", timeout=QUICK)
+        self.assertTrue(result.session_lost, self.explain(result))
+        self.assertIn("session_lost", repr(result))
+        with self.assertRaises(SessionNotFound):
+            sess.run("1", timeout=QUICK)
+        self.assertNotIn(sess.id, self.session_ids())
+
+    def test_too_many_sessions(self) -> None:
+        limit = self.client.info()["limits"]["max_sessions"]
+        self.assertGreater(limit, 0, "sessions are switched off on the test server")
+        if limit > 16:
+            self.skipTest("max_sessions %d is too many to open in a test" % limit)
+        open_now = len(self.session_ids())
+        for _ in range(limit - open_now):
+            self.new_session()
+        with self.assertRaises(TooManySessions) as ctx:
+            self.client.create_session()
+        self.assertEqual((ctx.exception.status, ctx.exception.code), (429, "too_many_sessions"))
+
+
+# A PNG's first bytes, enough for the tests of decoding.
+_PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+
+
+class OutputTest(unittest.TestCase):
+    """Output and Result decoding (no server needed)."""
+
+    def test_output_properties(self) -> None:
+        encoded = base64.b64encode(_PNG_HEAD).decode("ascii")
+        result = Result.from_json({
+            "reason": "exit", "outputs": [
+                {"type": "display_data", "data": {"text/plain": "<Figure>", "image/png": encoded}},
+                {"type": "execute_result", "data": {"text/plain": "df", "text/html": "<table></table>"}},
+                "not an object",
+            ],
+            "outputs_truncated": True, "session_lost": True,
+        })
+        self.assertEqual(len(result.outputs), 2)
+        fig, table = result.outputs
+        self.assertIsInstance(fig, Output)
+        self.assertEqual((fig.type, fig.text, fig.html, fig.png), ("display_data", "<Figure>", None, _PNG_HEAD))
+        self.assertEqual((table.type, table.text, table.html, table.png),
+                         ("execute_result", "df", "<table></table>", None))
+        # Still the JSON object: item access and comparison with a dict.
+        self.assertEqual(fig["data"]["image/png"], encoded)
+        self.assertEqual(table, {"type": "execute_result", "data": {"text/plain": "df", "text/html": "<table></table>"}})
+        self.assertEqual(fig.data, fig["data"])
+        self.assertEqual(repr(fig), "<Output display_data image/png,text/plain>")
+        self.assertTrue(result.outputs_truncated)
+        self.assertTrue(result.session_lost)
+        self.assertIn("outputs=2+", repr(result))
+        self.assertIn("session_lost", repr(result))
+
+    def test_defaults(self) -> None:
+        result = Result.from_json({"reason": "exit"})
+        self.assertEqual(result.outputs, [])
+        self.assertFalse(result.outputs_truncated)
+        self.assertFalse(result.session_lost)
+        self.assertFalse(Result().session_lost)
+        empty = Output.from_json({})
+        self.assertEqual((empty.type, empty.data, empty.text, empty.html, empty.png), ("", {}, None, None, None))
+
+    def test_bad_png_is_an_invalid_response(self) -> None:
+        with self.assertRaises(PyexecError) as ctx:
+            Result.from_json({"outputs": [{"type": "display_data", "data": {"image/png": "not base64!"}}]})
+        self.assertIn("image/png", str(ctx.exception))
+
+
+class ErrorMappingTest(unittest.TestCase):
+    """The APIError subclass of an error answer, by code where the status is ambiguous."""
+
+    def error(self, status: int, code: str, headers: Optional[Dict[str, str]] = None) -> APIError:
+        body = json.dumps({"error": {"code": code, "message": "m", "request_id": "r1"}}).encode()
+        return pyexec_client._error_from_response(status, headers or {}, body)
+
+    def test_by_code(self) -> None:
+        cases = [
+            (404, "session_not_found", SessionNotFound),
+            (404, "not_found", pyexec_client.ServerError),  # an unknown route: a server without sessions
+            (409, "session_busy", SessionBusy),
+            (409, "packages_locked", pyexec_client.PackagesLocked),
+            (429, "too_many_sessions", TooManySessions),
+            (429, "queue_full", pyexec_client.QueueFull),
+            (400, "bad_request", BadRequest),
+        ]
+        for status, code, cls in cases:
+            err = self.error(status, code)
+            self.assertIs(type(err), cls, (status, code))
+            self.assertEqual((err.status, err.code, err.message, err.request_id), (status, code, "m", "r1"))
+        self.assertIs(type(pyexec_client._error_from_response(409, {}, b"locked")), pyexec_client.PackagesLocked)
+        self.assertEqual(self.error(429, "queue_full", {"Retry-After": "2"}).retry_after, 2.0)
+        self.assertIsNone(self.error(429, "too_many_sessions").retry_after)
+
+    def test_stream_error_event(self) -> None:
+        err = pyexec_client._error_from_event({"type": "error", "error": {"code": "session_busy", "message": "busy"}})
+        self.assertIsInstance(err, SessionBusy)
+        self.assertEqual(err.status, 409)
+        err = pyexec_client._error_from_event({"type": "error", "error": {"code": "session_not_found"}})
+        self.assertIsInstance(err, SessionNotFound)
+        self.assertEqual(err.status, 404)
+
+
+class _FakeServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """An HTTP server on a Unix socket that answers from a table and records the requests."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        # (method, path) -> (status, JSON object, or bytes as they are, or None for no body)
+        self.replies = {}  # type: Dict[Tuple[str, str], Tuple[int, Any]]
+        self.requests = []  # type: List[Tuple[str, str, Any]]
+        super().__init__(path, _FakeHandler)
+
+
+class _FakeHandler(http.server.BaseHTTPRequestHandler):
+    def handle_one(self) -> None:
+        fake = self.server  # type: Any
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        fake.requests.append((self.command, self.path, json.loads(raw) if raw else None))
+        status, reply = fake.replies.get(
+            (self.command, self.path), (404, {"error": {"code": "not_found", "message": "no route"}}))
+        if isinstance(reply, dict):
+            reply = json.dumps(reply).encode()
+        self.send_response(status)
+        if reply is not None:
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        if reply is not None:
+            self.wfile.write(reply)
+
+    do_GET = do_POST = do_DELETE = handle_one
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FakeServerTest(unittest.TestCase):
+    """The session calls on the wire, against a fake server (no pyexec needed)."""
+
+    INFO = {"id": "s-1", "idle_timeout_seconds": 60.0, "executions": 0, "busy": False}
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.server = _FakeServer(os.path.join(tmp.name, "fake.sock"))
+        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+        self.client = Client(socket_path=os.path.join(tmp.name, "fake.sock"), timeout=10)
+        self.server.replies[("POST", "/v1/sessions")] = (201, self.INFO)
+        self.server.replies[("DELETE", "/v1/sessions/s-1")] = (204, None)
+
+    def test_session_on_the_wire(self) -> None:
+        self.server.replies[("POST", "/v1/sessions/s-1/execute")] = (200, {
+            "id": "r", "reason": "exit", "exit_code": 0,
+            "outputs": [{"type": "execute_result", "data": {"text/plain": "2"}}]})
+        self.server.replies[("GET", "/v1/sessions/s-1")] = (200, dict(self.INFO, executions=1))
+        self.server.replies[("GET", "/v1/sessions")] = (200, {"sessions": [self.INFO]})
+        with self.client.session(idle_timeout=60, memory_limit_mb=256, env={"A": "1"},
+                                 files={"a.txt": b"x"}, network=False) as sess:
+            self.assertEqual(sess.id, "s-1")
+            self.assertEqual(sess.info, self.INFO)
+            result = sess.run("x + 1", timeout=5, stdin="in", env={"B": "2"}, files={"b.txt": "y"})
+            self.assertEqual(result.outputs[0].text, "2")
+            self.assertEqual(sess.describe()["executions"], 1)
+            self.assertEqual(sess.info["executions"], 1)
+            self.assertEqual(self.client.list_sessions(), [self.INFO])
+        self.assertEqual(self.server.requests, [
+            ("POST", "/v1/sessions", {
+                "idle_timeout_seconds": 60.0, "memory_limit_mb": 256, "env": {"A": "1"},
+                "files": [{"path": "a.txt", "content_base64": "eA=="}], "network": False}),
+            ("POST", "/v1/sessions/s-1/execute", {
+                "code": "x + 1", "timeout_seconds": 5.0, "stdin": "in", "env": {"B": "2"},
+                "files": [{"path": "b.txt", "content_base64": "eQ=="}]}),
+            ("GET", "/v1/sessions/s-1", None),
+            ("GET", "/v1/sessions", None),
+            ("DELETE", "/v1/sessions/s-1", None),
+        ])
+
+    def test_empty_create_body_and_stream(self) -> None:
+        lines = [{"type": "stdout", "data": "5\n"}, {"type": "future_event"},
+                 {"type": "exit", "reason": "exit", "exit_code": 0,
+                  "outputs": [{"type": "execute_result", "data": {"text/plain": "10"}}]}]
+        self.server.replies[("POST", "/v1/sessions/s-1/execute?stream=true")] = (
+            200, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        sess = self.client.create_session()
+        events = list(sess.stream("print(x)\nx * 2"))
+        self.assertEqual(events[0], ("stdout", "5\n"))
+        self.assertEqual(events[1][0], "exit")
+        result = events[1][1]
+        assert isinstance(result, Result)
+        self.assertEqual(result.outputs[0].text, "10")
+        self.assertEqual(self.server.requests[0], ("POST", "/v1/sessions", {}))
+
+    def test_close_ignores_session_not_found(self) -> None:
+        gone = {"error": {"code": "session_not_found", "message": "session s-1 ended: idle"}}
+        self.server.replies[("DELETE", "/v1/sessions/s-1")] = (404, gone)
+        self.server.replies[("POST", "/v1/sessions/s-1/execute")] = (404, gone)
+        with self.client.session() as sess:
+            with self.assertRaises(SessionNotFound) as ctx:
+                sess.run("1")
+            self.assertIn("idle", ctx.exception.message)
+        sess.close()
+        with self.assertRaises(SessionNotFound):
+            self.client.delete_session("s-1")
+
+    def test_exit_keeps_the_block_exception(self) -> None:
+        self.server.replies[("DELETE", "/v1/sessions/s-1")] = (500, {"error": {"code": "internal", "message": "x"}})
+        with self.assertRaises(ValueError):
+            with self.client.session():
+                raise ValueError("from the block")
+        with self.assertRaises(pyexec_client.ServerError):
+            with self.client.session():
+                pass
+
+    def test_server_without_sessions(self) -> None:
+        del self.server.replies[("POST", "/v1/sessions")]
+        with self.assertRaises(pyexec_client.ServerError) as ctx:
+            self.client.create_session()
+        self.assertNotIsInstance(ctx.exception, SessionNotFound)
+        self.assertEqual((ctx.exception.status, ctx.exception.code), (404, "not_found"))
+
+    def test_session_id_is_quoted(self) -> None:
+        self.server.replies[("POST", "/v1/sessions")] = (201, {"id": "a/b c"})
+        self.server.replies[("DELETE", "/v1/sessions/a%2Fb%20c")] = (204, None)
+        with self.client.session() as sess:
+            self.assertEqual(sess.id, "a/b c")
+        self.assertEqual(self.server.requests[-1][:2], ("DELETE", "/v1/sessions/a%2Fb%20c"))
+        with self.assertRaises(TypeError):
+            self.client.get_session("")
+
+    def test_invalid_create_answer(self) -> None:
+        self.server.replies[("POST", "/v1/sessions")] = (201, {"no": "id"})
+        with self.assertRaises(PyexecError):
+            self.client.create_session()
+        self.server.replies[("POST", "/v1/sessions")] = (200, b"not json")
+        with self.assertRaises(PyexecError):
+            self.client.create_session()
 
 
 if __name__ == "__main__":
