@@ -127,6 +127,20 @@ const (
 	// true in the chart).
 	AnnotationRequireIsolation = "pyexec.dev/require-isolation"
 
+	// AnnotationMaxSessions is how many sessions (POST /v1/sessions: an interpreter whose
+	// state persists between calls) may be open at once, a whole number from 0; 0 switches
+	// sessions off. It becomes PYEXEC_MAX_SESSIONS of the sidecar. Default:
+	// Defaults.MaxSessions (the injector's --max-sessions; 8 in the chart), else the
+	// sidecar's, 8.
+	AnnotationMaxSessions = "pyexec.dev/max-sessions"
+
+	// AnnotationSessionIdleTimeout is how long a session lives without a call unless it asks
+	// for another time, a Go duration above zero (90s, 30m), no longer than the sidecar's
+	// max session idle timeout (1h). It becomes PYEXEC_SESSION_IDLE_TIMEOUT of the sidecar.
+	// Default: Defaults.SessionIdleTimeout (the injector's --session-idle-timeout; 10m in the
+	// chart), else the sidecar's, 10m.
+	AnnotationSessionIdleTimeout = "pyexec.dev/session-idle-timeout"
+
 	// AnnotationCPURequest is the CPU request of both pyexec containers, a quantity above
 	// zero (100m, 1). It must not exceed the CPU limit. Default: DefaultCPURequest.
 	AnnotationCPURequest = "pyexec.dev/cpu-request"
@@ -192,9 +206,14 @@ const (
 	serveDefaultTimeout    = 30 * time.Second
 	serveDefaultMaxTimeout = 5 * time.Minute
 	serveMaxMemoryLimitMB  = 4096
-	serveMinMemoryLimitMB  = 32  // below it the interpreter itself cannot start
-	maxSocketPathLen       = 107 // sun_path is 108 bytes with the terminating NUL
-	maxSocketDirLen        = maxSocketPathLen - len("/"+SocketFile)
+	serveMinMemoryLimitMB  = 32 // below it the interpreter itself cannot start
+
+	serveDefaultMaxSessions           = 8
+	serveDefaultSessionIdleTimeout    = 10 * time.Minute
+	serveDefaultMaxSessionIdleTimeout = time.Hour // no annotation sets it: the bound of the idle timeout
+
+	maxSocketPathLen = 107 // sun_path is 108 bytes with the terminating NUL
+	maxSocketDirLen  = maxSocketPathLen - len("/"+SocketFile)
 )
 
 // moduleName is a dotted Python identifier, as pyexec init accepts for --preload.
@@ -214,6 +233,12 @@ type Defaults struct {
 	Network string
 	// RequireIsolation is what an absent AnnotationRequireIsolation means.
 	RequireIsolation bool
+	// MaxSessions is what an absent AnnotationMaxSessions means (0 switches sessions off);
+	// nil means the sidecar's default, 8.
+	MaxSessions *int
+	// SessionIdleTimeout is what an absent AnnotationSessionIdleTimeout means; 0 means the
+	// sidecar's default, 10m.
+	SessionIdleTimeout time.Duration
 	// Force injects pods that do not carry LabelInject at all (offline use: inject every pod
 	// template of a file). A pod whose LabelInject has another value than "true", an injected
 	// pod and the injector's own pods are still left alone.
@@ -224,7 +249,10 @@ type Defaults struct {
 // by ParseConfig. Zero values of the sidecar settings mean "not set": the sidecar's own
 // default applies and no variable is added. The confinement settings (Network,
 // RequireIsolation) are the exception: the injector has defaults for them and always sets
-// their variables, so that the pod's spec says how its sidecar confines code.
+// their variables, so that the pod's spec says how its sidecar confines code. So are the
+// session settings (MaxSessions, SessionIdleTimeout), which the injector has defaults for
+// too; ParseConfig always fills them, and a Config built by hand without them gets the
+// sidecar's defaults written out.
 type Config struct {
 	Image      string            // image of both pyexec containers
 	PullPolicy corev1.PullPolicy // empty: left to the API server
@@ -242,6 +270,9 @@ type Config struct {
 
 	Network          string // PYEXEC_NETWORK: NetworkDeny or NetworkAllow; empty: NetworkDeny
 	RequireIsolation bool   // PYEXEC_REQUIRE_ISOLATION
+
+	MaxSessions        *int          // PYEXEC_MAX_SESSIONS, 0 switches sessions off; nil: the sidecar's default, 8
+	SessionIdleTimeout time.Duration // PYEXEC_SESSION_IDLE_TIMEOUT; 0: the sidecar's default, 10m
 
 	// Resources of both pyexec containers.
 	Resources corev1.ResourceRequirements
@@ -310,6 +341,12 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 		return nil, err
 	}
 	if cfg.RequireIsolation, err = p.boolean(AnnotationRequireIsolation, d.RequireIsolation); err != nil {
+		return nil, err
+	}
+	if cfg.MaxSessions, err = p.maxSessions(d.MaxSessions); err != nil {
+		return nil, err
+	}
+	if cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout); err != nil {
 		return nil, err
 	}
 	if cfg.Resources, err = p.resources(); err != nil {
@@ -517,6 +554,52 @@ func (p parser) timeouts() (timeout, maxTimeout time.Duration, err error) {
 	v, _ := p.get(AnnotationMaxTimeout)
 	return 0, 0, &AnnotationError{AnnotationMaxTimeout, v,
 		fmt.Sprintf("a Go duration no shorter than the timeout %v (%s)", effTimeout, AnnotationTimeout)}
+}
+
+// maxSessions reads AnnotationMaxSessions, else the default def, else the sidecar's default.
+func (p parser) maxSessions(def *int) (*int, error) {
+	const want = "a whole number of sessions from 0 (0 switches sessions off), such as 8"
+	v, ok := p.get(AnnotationMaxSessions)
+	if !ok {
+		switch {
+		case def == nil:
+			return ptr(serveDefaultMaxSessions), nil
+		case *def < 0:
+			return nil, &AnnotationError{AnnotationMaxSessions, strconv.Itoa(*def), want + ": the injector's default is negative"}
+		}
+		return ptr(*def), nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return nil, &AnnotationError{AnnotationMaxSessions, v, want}
+	}
+	return &n, nil
+}
+
+// sessionIdleTimeout reads AnnotationSessionIdleTimeout, else the default def (the sidecar's
+// when 0). Either must be above zero and within the sidecar's max session idle timeout, which
+// no annotation changes.
+func (p parser) sessionIdleTimeout(def time.Duration) (time.Duration, error) {
+	within := fmt.Sprintf("a Go duration no longer than the sidecar's max session idle timeout %v, such as 10m",
+		serveDefaultMaxSessionIdleTimeout)
+	d, err := p.duration(AnnotationSessionIdleTimeout)
+	switch {
+	case err != nil:
+		return 0, err
+	case d > serveDefaultMaxSessionIdleTimeout:
+		v, _ := p.get(AnnotationSessionIdleTimeout)
+		return 0, &AnnotationError{AnnotationSessionIdleTimeout, v, within}
+	case d > 0:
+		return d, nil
+	case def == 0:
+		return serveDefaultSessionIdleTimeout, nil
+	case def < 0:
+		return 0, &AnnotationError{AnnotationSessionIdleTimeout, def.String(),
+			"a Go duration above zero, such as 10m: the injector's default is not"}
+	case def > serveDefaultMaxSessionIdleTimeout:
+		return 0, &AnnotationError{AnnotationSessionIdleTimeout, def.String(), within + ": the injector's default is longer"}
+	}
+	return def, nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -301,6 +301,16 @@ func sidecar(cfg *Config) corev1.Container {
 		corev1.EnvVar{Name: "PYEXEC_NETWORK", Value: network},
 		corev1.EnvVar{Name: "PYEXEC_REQUIRE_ISOLATION", Value: strconv.FormatBool(cfg.RequireIsolation)},
 	)
+	// Always set too: the injector has defaults for them (the chart's sidecar.maxSessions and
+	// sidecar.sessionIdleTimeout).
+	maxSessions := serveDefaultMaxSessions
+	if cfg.MaxSessions != nil {
+		maxSessions = *cfg.MaxSessions
+	}
+	env = append(env,
+		corev1.EnvVar{Name: "PYEXEC_MAX_SESSIONS", Value: strconv.Itoa(maxSessions)},
+		corev1.EnvVar{Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: orDefault(cfg.SessionIdleTimeout, serveDefaultSessionIdleTimeout).String()},
+	)
 
 	c := corev1.Container{
 		Name:            SidecarName,

@@ -228,6 +228,7 @@ func TestSidecar(t *testing.T) {
 	cfg.AllowUIDs = []uint32{65532, 1000}
 	cfg.Preload = []string{"numpy"}
 	cfg.Network, cfg.RequireIsolation = NetworkAllow, true
+	cfg.MaxSessions, cfg.SessionIdleTimeout = ptr(3), 90*time.Second
 	cfg.Require = []string{"pandas"} // an init setting: not on the sidecar
 	c := sidecar(&cfg)
 
@@ -236,6 +237,7 @@ func TestSidecar(t *testing.T) {
 		{Name: "PYEXEC_ALLOW_UIDS", Value: "65532,1000"},
 		{Name: "PYEXEC_DRAIN_TIMEOUT", Value: "20s"},
 		{Name: "PYEXEC_MAX_CONCURRENT", Value: "3"},
+		{Name: "PYEXEC_MAX_SESSIONS", Value: "3"},
 		{Name: "PYEXEC_MAX_TIMEOUT", Value: "10m0s"},
 		{Name: "PYEXEC_MEMORY_LIMIT_MB", Value: "2048"},
 		{Name: "PYEXEC_NETWORK", Value: "allow"},
@@ -244,6 +246,7 @@ func TestSidecar(t *testing.T) {
 		{Name: "PYEXEC_PROBE_ADDR", Value: ":9901"},
 		{Name: "PYEXEC_REPORT", Value: "/var/run/pyexec/preflight.json"},
 		{Name: "PYEXEC_REQUIRE_ISOLATION", Value: "true"},
+		{Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "1m30s"},
 		{Name: "PYEXEC_SOCKET", Value: "/var/run/pyexec/pyexec.sock"},
 		{Name: "PYEXEC_SOCKET_MODE", Value: "0666"},
 		{Name: "PYEXEC_TIMEOUT", Value: "45s"},
@@ -370,6 +373,97 @@ func TestInjectPodConfinementAnnotations(t *testing.T) {
 	var ae *AnnotationError
 	if !errors.As(err, &ae) || ae.Annotation != AnnotationNetwork || out != nil || injected {
 		t.Errorf("InjectPod(network=on) = %v, %v, %v; want an *AnnotationError for %s", out, injected, err, AnnotationNetwork)
+	}
+}
+
+// TestSidecarSessionEnv: the session variables are always on the sidecar, never on
+// pyexec-init; 0 sessions is written as such, and a Config without them (built by hand) gets
+// the sidecar's defaults.
+func TestSidecarSessionEnv(t *testing.T) {
+	tests := []struct {
+		name        string
+		maxSessions *int
+		idle        time.Duration
+		want        []corev1.EnvVar
+	}{
+		{name: "set", maxSessions: ptr(16), idle: 30 * time.Minute,
+			want: []corev1.EnvVar{{Name: "PYEXEC_MAX_SESSIONS", Value: "16"}, {Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "30m0s"}}},
+		{name: "sessions off", maxSessions: ptr(0), idle: time.Minute,
+			want: []corev1.EnvVar{{Name: "PYEXEC_MAX_SESSIONS", Value: "0"}, {Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "1m0s"}}},
+		{name: "built by hand", maxSessions: nil, idle: 0,
+			want: []corev1.EnvVar{{Name: "PYEXEC_MAX_SESSIONS", Value: "8"}, {Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "10m0s"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.MaxSessions, cfg.SessionIdleTimeout = tt.maxSessions, tt.idle
+			var got []corev1.EnvVar
+			for _, e := range sidecar(&cfg).Env {
+				if e.Name == "PYEXEC_MAX_SESSIONS" || e.Name == "PYEXEC_SESSION_IDLE_TIMEOUT" {
+					got = append(got, e)
+				}
+			}
+			if !equality.Semantic.DeepEqual(got, tt.want) {
+				t.Errorf("sidecar env %+v, want %+v", got, tt.want)
+			}
+			for _, e := range initContainer(&cfg).Env {
+				if e.Name == "PYEXEC_MAX_SESSIONS" || e.Name == "PYEXEC_SESSION_IDLE_TIMEOUT" {
+					t.Errorf("pyexec-init has %s", e.Name)
+				}
+			}
+		})
+	}
+}
+
+// TestInjectPodSessionAnnotations runs the whole injection: the session annotations over the
+// injector's defaults, and those over the sidecar's, reach the sidecar's env.
+func TestInjectPodSessionAnnotations(t *testing.T) {
+	injector := testDefaults
+	injector.MaxSessions, injector.SessionIdleTimeout = ptr(0), 20*time.Minute
+	tests := []struct {
+		name        string
+		defaults    Defaults
+		annotations map[string]string
+		maxSessions string
+		idle        string
+	}{
+		{name: "the sidecar's defaults", defaults: testDefaults, maxSessions: "8", idle: "10m0s"},
+		{name: "the injector's defaults", defaults: injector, maxSessions: "0", idle: "20m0s"},
+		{name: "overridden", defaults: injector,
+			annotations: map[string]string{AnnotationMaxSessions: "4", AnnotationSessionIdleTimeout: "45s"},
+			maxSessions: "4", idle: "45s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := appPod("bot")
+			pod.Annotations = tt.annotations
+			out, injected, _, err := InjectPod(pod, tt.defaults)
+			if err != nil || !injected {
+				t.Fatalf("InjectPod() = %v, %v", injected, err)
+			}
+			env := map[string]string{}
+			for _, c := range out.Spec.InitContainers {
+				if c.Name == SidecarName {
+					for _, e := range c.Env {
+						env[e.Name] = e.Value
+					}
+				}
+			}
+			if env["PYEXEC_MAX_SESSIONS"] != tt.maxSessions || env["PYEXEC_SESSION_IDLE_TIMEOUT"] != tt.idle {
+				t.Errorf("PYEXEC_MAX_SESSIONS=%q PYEXEC_SESSION_IDLE_TIMEOUT=%q, want %q, %q",
+					env["PYEXEC_MAX_SESSIONS"], env["PYEXEC_SESSION_IDLE_TIMEOUT"], tt.maxSessions, tt.idle)
+			}
+		})
+	}
+
+	for key, value := range map[string]string{AnnotationMaxSessions: "-1", AnnotationSessionIdleTimeout: "0"} {
+		pod := appPod("bot")
+		pod.Annotations = map[string]string{key: value}
+		out, injected, _, err := InjectPod(pod, injector)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Annotation != key || out != nil || injected {
+			t.Errorf("InjectPod(%s=%s) = %v, %v, %v; want an *AnnotationError for %s", key, value, out, injected, err, key)
+		}
 	}
 }
 

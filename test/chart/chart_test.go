@@ -87,6 +87,8 @@ func TestDefaults(t *testing.T) {
 		"--native-sidecar=auto",
 		"--network=deny",
 		"--require-isolation=true",
+		"--max-sessions=8",
+		"--session-idle-timeout=10m",
 		"--log-format=json",
 	}
 	equal(t, "injector args", c.Args, wantArgs)
@@ -149,6 +151,9 @@ func TestDefaults(t *testing.T) {
 		if !strings.Contains(r.Notes, s) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", s, r.Notes)
 		}
+	}
+	if strings.Contains(r.Notes, "sidecar.maxSessions is 0") {
+		t.Error("NOTES.txt says sessions are off while sidecar.maxSessions is 8")
 	}
 }
 
@@ -230,6 +235,8 @@ sidecar:
   nativeSidecar: false # a boolean, as --set sidecar.nativeSidecar=false passes it
   network: allow
   requireIsolation: false
+  maxSessions: 0
+  sessionIdleTimeout: 1h30m
 webhook:
   failurePolicy: Ignore
   timeoutSeconds: 30
@@ -251,12 +258,14 @@ logFormat: console
 		t.Errorf("image = %q (%s), want registry.example.com/pyexec-injector:1.2.3 (Always)", c.Image, c.ImagePullPolicy)
 	}
 	for flag, want := range map[string]string{
-		"--sidecar-image":     "registry.example.com:5000/pyexec:1.2.3-debug",
-		"--image-pull-policy": "Never",
-		"--native-sidecar":    "false",
-		"--network":           "allow",
-		"--require-isolation": "false",
-		"--log-format":        "console",
+		"--sidecar-image":        "registry.example.com:5000/pyexec:1.2.3-debug",
+		"--image-pull-policy":    "Never",
+		"--native-sidecar":       "false",
+		"--network":              "allow",
+		"--require-isolation":    "false",
+		"--max-sessions":         "0",
+		"--session-idle-timeout": "1h30m",
+		"--log-format":           "console",
 	} {
 		if got := argValue(t, c.Args, flag); got != want {
 			t.Errorf("%s = %q, want %q", flag, got, want)
@@ -271,6 +280,9 @@ logFormat: console
 	}
 	if strings.Contains(r.Notes, "requireIsolation is true") {
 		t.Error("NOTES.txt warns about sidecar.requireIsolation while it is false")
+	}
+	if !strings.Contains(r.Notes, "sidecar.maxSessions is 0") || !strings.Contains(r.Notes, `pyexec.dev/max-sessions: "4"`) {
+		t.Errorf("NOTES.txt does not say that sessions are off with sidecar.maxSessions 0:\n%s", r.Notes)
 	}
 }
 
@@ -372,6 +384,14 @@ webhook:
 			}
 		},
 	}, {
+		name:   "a large maxSessions is passed as a whole number",
+		values: "sidecar:\n  maxSessions: 1000000\n",
+		check: func(t *testing.T, r *release) {
+			if got := argValue(t, injectorContainer(t, r).Args, "--max-sessions"); got != "1000000" {
+				t.Errorf("--max-sessions = %q, want 1000000", got)
+			}
+		},
+	}, {
 		name:   "PodDisruptionBudget disabled",
 		values: "podDisruptionBudget:\n  enabled: false\n",
 		check: func(t *testing.T, r *release) {
@@ -405,6 +425,16 @@ func TestSchemaRejects(t *testing.T) {
 		"network a boolean":                "sidecar:\n  network: false\n",
 		"requireIsolation a string":        "sidecar:\n  requireIsolation: \"true\"\n",
 		"requireIsolation not a boolean":   "sidecar:\n  requireIsolation: yes please\n",
+		"maxSessions negative":             "sidecar:\n  maxSessions: -1\n",
+		"maxSessions a fraction":           "sidecar:\n  maxSessions: 2.5\n",
+		"maxSessions a string":             "sidecar:\n  maxSessions: \"8\"\n",
+		"sessionIdleTimeout without unit":  "sidecar:\n  sessionIdleTimeout: \"600\"\n",
+		"sessionIdleTimeout a number":      "sidecar:\n  sessionIdleTimeout: 600\n",
+		"sessionIdleTimeout zero":          "sidecar:\n  sessionIdleTimeout: 0s\n",
+		"sessionIdleTimeout zeros":         "sidecar:\n  sessionIdleTimeout: 0h0.0m\n",
+		"sessionIdleTimeout negative":      "sidecar:\n  sessionIdleTimeout: -5m\n",
+		"sessionIdleTimeout in words":      "sidecar:\n  sessionIdleTimeout: ten minutes\n",
+		"sessionIdleTimeout empty":         "sidecar:\n  sessionIdleTimeout: \"\"\n",
 		"no replicas":                      "replicaCount: 0\n",
 		"unknown pull policy":              "image:\n  pullPolicy: Sometimes\n",
 		"tag in the repository":            "image:\n  repository: pyexec-injector:1.0\n",
@@ -446,6 +476,12 @@ func TestSchemaAccepts(t *testing.T) {
 		"sidecar:\n  nativeSidecar: \"false\"\n",
 		"sidecar:\n  network: allow\n  requireIsolation: false\n",
 		"sidecar:\n  network: deny\n  requireIsolation: true\n",
+		"sidecar:\n  maxSessions: 0\n  sessionIdleTimeout: 90s\n",
+		"sidecar:\n  maxSessions: 1000\n  sessionIdleTimeout: 1h\n",
+		"sidecar:\n  sessionIdleTimeout: 1.5m\n",
+		"sidecar:\n  sessionIdleTimeout: 0.5s\n",
+		"sidecar:\n  sessionIdleTimeout: 1m30s\n",
+		"sidecar:\n  sessionIdleTimeout: 500ms\n",
 		"podDisruptionBudget:\n  minAvailable: 50%\n",
 		"podDisruptionBudget:\n  minAvailable: 0\n",
 		"image:\n  repository: localhost:5000/team/pyexec-injector\n  tag: v0.1.0_rc.1\n",

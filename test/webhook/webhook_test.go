@@ -317,6 +317,11 @@ func TestLabeledPodIsInjectedAndStored(t *testing.T) {
 	if envValue(&ic[0], "PYEXEC_REQUIRE") != "pandas>=2" || envValue(sidecar, "PYEXEC_TIMEOUT") != "20s" {
 		t.Errorf("annotations did not reach the containers: init env %v sidecar env %v", ic[0].Env, sidecar.Env)
 	}
+	// Without annotations the injector's --max-sessions and --session-idle-timeout (their
+	// defaults here) are written out.
+	if envValue(sidecar, "PYEXEC_MAX_SESSIONS") != "8" || envValue(sidecar, "PYEXEC_SESSION_IDLE_TIMEOUT") != "10m0s" {
+		t.Errorf("the injector's session defaults did not reach the sidecar: env %v", sidecar.Env)
+	}
 }
 
 func TestSecondAdmissionChangesNothing(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -135,5 +136,129 @@ spec:
 					env["PYEXEC_NETWORK"], env["PYEXEC_REQUIRE_ISOLATION"], tt.network, tt.require, stdout)
 			}
 		})
+	}
+}
+
+// TestSessionFlags: --max-sessions and --session-idle-timeout, or their variables, reach the
+// config of serve and of inject; their defaults are the sidecar's own.
+func TestSessionFlags(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		maxSessions int
+		idle        time.Duration
+	}{
+		{name: "defaults", maxSessions: 8, idle: 10 * time.Minute},
+		{name: "flags", args: []string{"--max-sessions=2", "--session-idle-timeout=90s"}, maxSessions: 2, idle: 90 * time.Second},
+		{name: "sessions off", args: []string{"--max-sessions=0"}, maxSessions: 0, idle: 10 * time.Minute},
+		{name: "env", env: map[string]string{"PYEXEC_INJECTOR_MAX_SESSIONS": "16", "PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT": "30m"},
+			maxSessions: 16, idle: 30 * time.Minute},
+		{name: "flags over env", args: []string{"--max-sessions=1"},
+			env: map[string]string{"PYEXEC_INJECTOR_MAX_SESSIONS": "16"}, maxSessions: 1, idle: 10 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var serve *ServeConfig
+			var inj *InjectConfig
+			sio, _, _ := testIO(tt.env, "")
+			runners := Runners{
+				Serve:  func(_ context.Context, c *ServeConfig) error { serve = c; return nil },
+				Inject: func(_ context.Context, c *InjectConfig) error { inj = c; return nil },
+			}
+			for _, cmd := range [][]string{{"serve", "--cert-mode=external"}, {"inject", "-f", "-"}} {
+				root := NewRootCommand(sio, runners)
+				root.SetArgs(append(cmd, tt.args...))
+				if err := root.ExecuteContext(context.Background()); err != nil {
+					t.Fatalf("%s: %v", cmd[0], err)
+				}
+			}
+			if serve == nil || serve.MaxSessions != tt.maxSessions || serve.SessionIdleTimeout != tt.idle {
+				t.Errorf("serve config %+v, want maxSessions %d, sessionIdleTimeout %v", serve, tt.maxSessions, tt.idle)
+			}
+			if inj == nil || inj.MaxSessions != tt.maxSessions || inj.SessionIdleTimeout != tt.idle {
+				t.Errorf("inject config %+v, want maxSessions %d, sessionIdleTimeout %v", inj, tt.maxSessions, tt.idle)
+			}
+		})
+	}
+}
+
+// TestSessionFlagsInvalid: a negative --max-sessions, or a --session-idle-timeout that is not
+// a duration above zero, is a usage error (exit code 2) of both commands, before anything
+// starts.
+func TestSessionFlagsInvalid(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--cert-mode=external", "--max-sessions=-1"},
+		{"inject", "-f", "-", "--max-sessions=-1"},
+		{"inject", "-f", "-", "--max-sessions=many"},
+		{"serve", "--cert-mode=external", "--session-idle-timeout=0s"},
+		{"inject", "-f", "-", "--session-idle-timeout=-1m"},
+		{"inject", "-f", "-", "--session-idle-timeout=10"},
+	} {
+		sio, stdout, stderr := testIO(nil, "")
+		if code := Main(context.Background(), args, sio); code != 2 {
+			t.Errorf("%v: exit code %d, want 2; stderr %s", args, code, stderr)
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("%v: wrote %q", args, stdout)
+		}
+	}
+	sio, _, stderr := testIO(map[string]string{"PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT": "0"}, "")
+	if code := Main(context.Background(), []string{"serve", "--cert-mode=external"}, sio); code != 2 {
+		t.Errorf("PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT=0: exit code %d, want 2; stderr %s", code, stderr)
+	}
+}
+
+// TestInjectSessions runs `inject` for real: the flags become the sidecar's variables, a
+// pod's annotations win over them, and a bad annotation fails the command.
+func TestInjectSessions(t *testing.T) {
+	const pod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: bot
+  labels: {pyexec.dev/inject: "true"}
+  annotations: {ANNOTATIONS}
+spec:
+  containers: [{name: bot, image: example.com/bot}]
+`
+	tests := []struct {
+		name, annotations string
+		args              []string
+		maxSessions, idle string
+	}{
+		{name: "defaults", maxSessions: "8", idle: "10m0s"},
+		{name: "flags", args: []string{"--max-sessions=0", "--session-idle-timeout=1h"}, maxSessions: "0", idle: "1h0m0s"},
+		{name: "annotations over flags", args: []string{"--max-sessions=0", "--session-idle-timeout=1h"},
+			annotations: `pyexec.dev/max-sessions: "3", pyexec.dev/session-idle-timeout: 2m`, maxSessions: "3", idle: "2m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sio, stdout, stderr := testIO(nil, strings.Replace(pod, "ANNOTATIONS", tt.annotations, 1))
+			if code := Main(context.Background(), append([]string{"inject", "-f", "-"}, tt.args...), sio); code != 0 {
+				t.Fatalf("exit code %d: %s", code, stderr)
+			}
+			var out corev1.Pod
+			if err := yaml.UnmarshalStrict(stdout.Bytes(), &out); err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{}
+			for _, c := range out.Spec.InitContainers {
+				if c.Name == "pyexec" {
+					for _, e := range c.Env {
+						env[e.Name] = e.Value
+					}
+				}
+			}
+			if env["PYEXEC_MAX_SESSIONS"] != tt.maxSessions || env["PYEXEC_SESSION_IDLE_TIMEOUT"] != tt.idle {
+				t.Errorf("PYEXEC_MAX_SESSIONS=%q PYEXEC_SESSION_IDLE_TIMEOUT=%q, want %q, %q\n%s",
+					env["PYEXEC_MAX_SESSIONS"], env["PYEXEC_SESSION_IDLE_TIMEOUT"], tt.maxSessions, tt.idle, stdout)
+			}
+		})
+	}
+
+	sio, stdout, stderr := testIO(nil, strings.Replace(pod, "ANNOTATIONS", `pyexec.dev/session-idle-timeout: "0"`, 1))
+	if code := Main(context.Background(), []string{"inject", "-f", "-"}, sio); code == 0 || stdout.Len() != 0 ||
+		!strings.Contains(stderr.String(), `annotation pyexec.dev/session-idle-timeout="0": want a Go duration above zero`) {
+		t.Errorf("session-idle-timeout 0: exit code %d, stdout %q, stderr %s", code, stdout, stderr)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -24,6 +25,9 @@ type InjectConfig struct {
 
 	Network          string // --network: deny or allow
 	RequireIsolation bool   // --require-isolation
+
+	MaxSessions        int           // --max-sessions: 0 switches sessions off
+	SessionIdleTimeout time.Duration // --session-idle-timeout
 }
 
 // Validate checks the config.
@@ -40,12 +44,25 @@ func (c *InjectConfig) Validate() error {
 	if err := validNetwork(c.Network); err != nil {
 		return err
 	}
+	if err := validSessions(c.MaxSessions, c.SessionIdleTimeout); err != nil {
+		return err
+	}
 	return validPullPolicy(c.PullPolicy)
 }
 
 func validNetwork(n string) error {
 	if n != inject.NetworkDeny && n != inject.NetworkAllow {
 		return cli.Usagef("--network %q: want %s or %s", n, inject.NetworkDeny, inject.NetworkAllow)
+	}
+	return nil
+}
+
+func validSessions(maxSessions int, idle time.Duration) error {
+	if maxSessions < 0 {
+		return cli.Usagef("--max-sessions %d: want 0 (sessions off) or more", maxSessions)
+	}
+	if idle <= 0 {
+		return cli.Usagef("--session-idle-timeout %v: want a duration above zero", idle)
 	}
 	return nil
 }
@@ -85,6 +102,7 @@ func newInjectCommand(io IO, run func(context.Context, *InjectConfig) error) *co
 	f.BoolVar(&cfg.NativeSidecar, "native-sidecar", true, "inject the sidecar as a native sidecar (Kubernetes 1.29 or newer)")
 	f.BoolVar(&cfg.Force, "force", false, "inject pod templates that lack the pyexec.dev/inject label too")
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
+	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
 	return cmd
 }
 
@@ -102,6 +120,7 @@ func runInject(sio IO, cfg *InjectConfig) error {
 	return inject.InjectManifests(r, sio.Stdout, inject.Defaults{
 		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation,
+		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
 	}, cfg.Output)
 }
 
@@ -113,4 +132,14 @@ func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bo
 		"whether the code that injected sidecars run may use the network: deny or allow, unless a pod's pyexec.dev/network says otherwise")
 	f.BoolVar(requireIsolation, "require-isolation", false,
 		"injected sidecars refuse to start on a kernel that lacks a layer of confinement (Landlock ABI 6, seccomp), unless a pod's pyexec.dev/require-isolation says otherwise")
+}
+
+// addSessionFlags adds the flags of serve and inject that set the injected sidecars'
+// PYEXEC_MAX_SESSIONS and PYEXEC_SESSION_IDLE_TIMEOUT, the defaults of pyexec.dev/max-sessions
+// and pyexec.dev/session-idle-timeout. Their defaults are the sidecar's own (pyexec serve).
+func addSessionFlags(f *pflag.FlagSet, maxSessions *int, idle *time.Duration) {
+	f.IntVar(maxSessions, "max-sessions", 8,
+		"sessions that injected sidecars keep open at once (0 switches sessions off), unless a pod's pyexec.dev/max-sessions says otherwise")
+	f.DurationVar(idle, "session-idle-timeout", 10*time.Minute,
+		"how long a session of an injected sidecar lives without a call (at most the sidecar's max session idle timeout, 1h), unless a pod's pyexec.dev/session-idle-timeout says otherwise")
 }

@@ -62,6 +62,10 @@ type ServeConfig struct {
 	// pyexec.dev/network and pyexec.dev/require-isolation.
 	Network          string
 	RequireIsolation bool
+	// MaxSessions (0 switches sessions off) and SessionIdleTimeout are the injected sidecars'
+	// defaults of pyexec.dev/max-sessions and pyexec.dev/session-idle-timeout.
+	MaxSessions        int
+	SessionIdleTimeout time.Duration
 	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
 	Kubeconfig string
 }
@@ -90,6 +94,9 @@ func (c *ServeConfig) Validate() error {
 		return cli.Usagef("--native-sidecar %q: want auto, true or false", c.NativeSidecar)
 	}
 	if err := validNetwork(c.Network); err != nil {
+		return err
+	}
+	if err := validSessions(c.MaxSessions, c.SessionIdleTimeout); err != nil {
 		return err
 	}
 	return validPullPolicy(c.PullPolicy)
@@ -129,6 +136,7 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
 	f.StringVar(&cfg.NativeSidecar, "native-sidecar", "auto", "auto (from the API server version: 1.29 or newer), true or false")
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
+	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
 	return cmd
 }
@@ -149,7 +157,8 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 		return err
 	}
 	log.Info("starting", "version", version.Version, "apiServer", serverVersion, "nativeSidecar", native, "sidecarImage", cfg.SidecarImage,
-		"network", cfg.Network, "requireIsolation", cfg.RequireIsolation, "certMode", cfg.CertMode)
+		"network", cfg.Network, "requireIsolation", cfg.RequireIsolation,
+		"maxSessions", cfg.MaxSessions, "sessionIdleTimeout", cfg.SessionIdleTimeout.String(), "certMode", cfg.CertMode)
 
 	var certMgr *certs.Manager
 	if cfg.CertMode == CertModeSelf {
@@ -174,7 +183,7 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 		return err
 	}
 	handler := injector.NewHandler(scheme, inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
-		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation},
+		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout},
 		log.WithName("webhook"), metrics.Registry)
 	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
