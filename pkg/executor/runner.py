@@ -573,14 +573,15 @@ def send_fds(sock, msg, fds):
 # execution's code process is, and stays between it and pyexec. The supervisor's socket to
 # pyexec (ctl) carries, for each call, {"op": "exec"} with four descriptors: the call's file
 # ({"code": ..., "env": {...}}), stdin, stdout and stderr. The supervisor passes them on to
-# the interpreter over a socket of their own, waits until the interpreter reports or dies
+# the interpreter over a socket of their own, numbered ({"op": "exec", "call": N}), waits until
+# the interpreter answers that call ({"call": N, "exit_code": ...}) or dies
 # (reaping and then killing every other process of the session: what the code starts ends
 # with its call), and answers {"exit_code": N, "memory_error": bool}, or {"exit_code": N,
 # "signal": S, "lost": true} when the interpreter is gone, after which it ends. Its first
 # message is {"pid": interpreter} with a pidfd of the interpreter, through which pyexec
 # interrupts a call (SIGINT: KeyboardInterrupt), or {"error": ...}. pyexec closing ctl ends
 # the session. The interpreter holds nothing of pyexec's: what it says is the code's word,
-# checked like any input.
+# checked like any input, and it can mislead no one but its own session's caller.
 
 
 def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
@@ -612,6 +613,7 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
         send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
         os._exit(1)
     send_fds(ctl, json.dumps({"pid": child}).encode(), [pidfd])
+    calls = 0
     while _session_idle(child, ctl, pidfd):
         try:
             msg, fds = recv_fds(ctl)
@@ -621,13 +623,16 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
             for fd in fds:
                 os.close(fd)
             break
+        # Each call is numbered: what the code itself writes on its socket cannot pass for
+        # the answer of a later call.
+        calls += 1
         try:
-            send_fds(mine, msg, fds)
+            send_fds(mine, json.dumps({"op": "exec", "call": calls}).encode(), fds)
         except OSError:
             pass  # the interpreter is gone: _session_wait says how it ended
         for fd in fds:
             os.close(fd)
-        answer, st = _session_wait(child, mine, pidfd)
+        answer, st = _session_wait(child, mine, pidfd, calls)
         kill_leftovers(keep=child if st is None else None)
         if st is not None:
             reply = {"exit_code": 1, "lost": True}
@@ -675,9 +680,10 @@ def _session_idle(child, ctl, pidfd):
             return True
 
 
-def _session_wait(child, sock, pidfd):
-    """Reap every process that ends until the interpreter answers on sock (returns its
-    answer, None) or ends (returns None, its wait status)."""
+def _session_wait(child, sock, pidfd, call=None):
+    """Reap every process that ends until the interpreter answers call on sock (returns its
+    answer, None) or ends (returns None, its wait status). An answer to another call is
+    dropped."""
     import select
 
     poller = select.poll()
@@ -700,12 +706,18 @@ def _session_wait(child, sock, pidfd):
                 continue
             try:
                 msg = sock.recv(4096)
+            except OSError:
+                msg = b""
+            try:
                 answer = json.loads(msg) if msg else None
-            except (OSError, ValueError):
+            except ValueError:
                 answer = None
             if isinstance(answer, dict):
-                return answer, None
-            poller.unregister(sock.fileno())  # nothing more from it: wait for its end
+                if answer.get("call") == call:
+                    return answer, None
+                continue
+            if not msg:
+                poller.unregister(sock.fileno())  # nothing more from it: wait for its end
 
 
 def session_main(params, ruleset_fd, conn):
@@ -732,6 +744,7 @@ def session_main(params, ruleset_fd, conn):
             os._exit(0)
         if not msg or len(fds) != 4:
             os._exit(0)
+        call = json.loads(msg).get("call")
         calls += 1
         try:
             status, memory_error = _session_call(fds, main, "<cell-%d>" % calls)
@@ -740,7 +753,7 @@ def session_main(params, ruleset_fd, conn):
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # the call's streams end with it
         try:
-            conn.send(json.dumps({"exit_code": status, "memory_error": memory_error}).encode())
+            conn.send(json.dumps({"call": call, "exit_code": status, "memory_error": memory_error}).encode())
         except OSError:
             os._exit(0)
 

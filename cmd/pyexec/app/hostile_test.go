@@ -93,6 +93,8 @@ type hostile struct {
 	zygote      int
 	tcp         net.Listener
 	accepted    chan net.Conn
+	// inSession says the attack runs as a call in a session of its own.
+	inSession bool
 }
 
 func (h *hostile) expand(code string) string {
@@ -184,13 +186,22 @@ for fd in sorted(os.listdir("/proc/self/fd"), key=int):
         pass  # the listing's own descriptor
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
 			// The code holds its three streams, the pipe on which it reports its end, and the
-			// file of its own rich outputs.
+			// file of its own rich outputs. A session's interpreter holds, instead of the pipe,
+			// its socket to its own supervisor, and /dev/null for between calls.
+			own := func(l string) bool { return strings.Contains(l, " pipe:[") || strings.HasSuffix(l, "/outputs.jsonl") }
+			want := 5
+			if h.inSession {
+				want = 6
+				own = func(l string) bool {
+					return strings.Contains(l, " pipe:[") || strings.HasSuffix(l, "/outputs.jsonl") || strings.Contains(l, " socket:[") || strings.HasSuffix(l, " /dev/null")
+				}
+			}
 			lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
-			if len(lines) != 5 || strings.Contains(res.Stdout, "inherited-secret") {
+			if len(lines) != want || strings.Contains(res.Stdout, "inherited-secret") {
 				t.Fatalf("the code's descriptors:\n%s%s", res.Stdout, res.Stderr)
 			}
 			for _, l := range lines {
-				if !strings.Contains(l, " pipe:[") && !strings.HasSuffix(l, "/outputs.jsonl") {
+				if !own(l) {
 					t.Errorf("a descriptor that is not one of the execution's own: %s", l)
 				}
 			}
@@ -418,11 +429,15 @@ attempt("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, 1))
 // and checks from outside that each failed and that the next genuine request gets a genuine
 // result. With a Landlock ABI capped as on older kernels, an attack whose layer is then
 // missing is reported as open, not passed.
+//
+// Where sessions is set, every attack runs again as a call in a session of its own (deleted
+// before the check), and a session attacks another.
 func TestHostileCode(t *testing.T) {
 	for _, tc := range []struct {
-		mode string
-		abi  int
-	}{{"fork", confine.NoCap}, {"spawn", confine.NoCap}, {"fork", 5}, {"spawn", 3}, {"fork", 0}} {
+		mode     string
+		abi      int
+		sessions bool
+	}{{"fork", confine.NoCap, true}, {"spawn", confine.NoCap, true}, {"fork", 5, true}, {"spawn", 3, false}, {"fork", 0, false}} {
 		t.Run(fmt.Sprintf("%s/abi=%d", tc.mode, tc.abi), func(t *testing.T) {
 			args := []string{"--mode", tc.mode, "--max-landlock-abi", strconv.Itoa(tc.abi)}
 			h := newHostile(t, args...)
@@ -439,16 +454,28 @@ func TestHostileCode(t *testing.T) {
 					}
 					continue
 				}
+				req := api.ExecuteRequest{Code: h.expand(a.code), TimeoutSeconds: seconds(20), Env: a.env}
+				for _, f := range a.files {
+					content, _ := base64.StdEncoding.DecodeString(f.ContentBase64)
+					req.Files = append(req.Files, api.InputFile{Path: f.Path, ContentBase64: b64(h.expand(string(content)))})
+				}
 				t.Run(a.name, func(t *testing.T) {
-					req := api.ExecuteRequest{Code: h.expand(a.code), TimeoutSeconds: seconds(20), Env: a.env}
-					for _, f := range a.files {
-						content, _ := base64.StdEncoding.DecodeString(f.ContentBase64)
-						req.Files = append(req.Files, api.InputFile{Path: f.Path, ContentBase64: b64(h.expand(string(content)))})
-					}
 					res := h.s.execute(t, req)
 					a.check(t, h, res)
 					h.genuine(t)
 				})
+				if tc.sessions {
+					t.Run("session/"+a.name, func(t *testing.T) {
+						h.inSession = true
+						defer func() { h.inSession = false }()
+						res := h.inOwnSession(t, req)
+						a.check(t, h, res)
+						h.genuine(t)
+					})
+				}
+			}
+			if tc.sessions {
+				t.Run("20 reach another session", func(t *testing.T) { h.otherSession(t, active) })
 			}
 			t.Run("5 read another execution's files", func(t *testing.T) { h.otherExecution(t, active) })
 			t.Run("13 find an earlier request's env in memory", h.envInMemory)
@@ -561,6 +588,82 @@ for pid in os.listdir("/proc"):
 		t.Errorf("the attacker killed the victim: %+v\nattacker: %s", vres, res.Stdout)
 	default:
 		t.Logf("OPEN without scoped signals: the attacker killed another execution (%s)", vres.Reason)
+	}
+	h.genuine(t)
+}
+
+// inOwnSession runs req as the one call of a session made for it, and deletes the session
+// (unless the call ended it) before returning the result: checks then look at what is left.
+func (h *hostile) inOwnSession(t *testing.T, req api.ExecuteRequest) *api.ExecuteResult {
+	t.Helper()
+	ctx := context.Background()
+	sess, err := h.s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.s.client.SessionExecute(ctx, sess.ID, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apiErr *client.APIError
+	if err := h.s.client.DeleteSession(ctx, sess.ID); err != nil && !(errors.As(err, &apiErr) && apiErr.Code == api.ErrCodeSessionNotFound && res.SessionLost) {
+		t.Fatalf("deleting the session: %v", err)
+	}
+	return res
+}
+
+// otherSession: a session keeps a secret in its globals and its files while another session
+// looks for it through the work root, /proc and the victim's memory, and signals every
+// process it can. The victim must answer afterwards with its secret intact.
+func (h *hostile) otherSession(t *testing.T, active map[string]bool) {
+	ctx := context.Background()
+	victim, err := h.s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.s.client.DeleteSession(ctx, victim.ID)
+	res, err := h.s.client.SessionExecute(ctx, victim.ID, api.ExecuteRequest{Code: "import os\nsecret = 's3cr3t-' + 'of-the-session'\nopen('secret.txt', 'w').write(secret)\nprint(os.getpid())"})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("the victim: %+v %v", res, err)
+	}
+	victimPID := strings.TrimSpace(res.Stdout)
+	attacker := h.expand(attempts + `
+import glob
+for path in glob.glob("{{WORK}}/*/work/secret.txt") + glob.glob("/proc/[0-9]*/cwd/secret.txt"):
+    attempt("read " + path, lambda: print(open(path).read()))
+attempt("list the work root", lambda: print(os.listdir("{{WORK}}")))
+attempt("read the victim's environ", lambda: print(open("/proc/` + victimPID + `/environ").read()))
+def peek():
+    with open("/proc/` + victimPID + `/mem", "rb") as f:
+        print(f.read(16))
+attempt("read the victim's memory", peek)
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and int(pid) not in (os.getpid(), os.getppid(), {{SERVER}}, {{ZYGOTE}}):
+        try:
+            os.kill(int(pid), signal.SIGSTOP)
+            os.kill(int(pid), signal.SIGKILL)
+            print("killed", pid)
+        except OSError:
+            pass
+`)
+	res = h.inOwnSession(t, api.ExecuteRequest{Code: attacker, TimeoutSeconds: seconds(10)})
+	read := strings.Contains(res.Stdout, "s3cr3t-of-the-session") || strings.Contains(res.Stdout, "OPEN list the work root")
+	switch {
+	case strings.Contains(res.Stdout, "OPEN read the victim"):
+		t.Errorf("the attacker read the victim's /proc files:\n%s", res.Stdout)
+	case !read:
+	case active[confine.LayerFilesystem]:
+		t.Errorf("the attacker read the victim's files:\n%s", res.Stdout)
+	default:
+		t.Logf("OPEN without Landlock: a session read another's files")
+	}
+	after, err := h.s.client.SessionExecute(ctx, victim.ID, api.ExecuteRequest{Code: "print(secret, open('secret.txt').read())"})
+	switch {
+	case err == nil && after.Stdout == "s3cr3t-of-the-session s3cr3t-of-the-session\n":
+	case active[confine.LayerScopedSignals]:
+		t.Errorf("the victim session did not survive the attacker: %+v %v\nattacker: %s", after, err, res.Stdout)
+	default:
+		t.Logf("OPEN without scoped signals: a session killed another (%v)", err)
 	}
 	h.genuine(t)
 }
