@@ -85,6 +85,8 @@ type Fork struct {
 	fallbacks atomic.Int64
 	warmHits  atomic.Int64
 	reused    atomic.Int64
+
+	sessions sessionSpare // a session started ahead of time (WarmSession)
 }
 
 // Fallbacks counts executions that ran in spawn mode because the zygote was down.
@@ -136,6 +138,7 @@ func (f *Fork) Mode() string {
 
 // Close stops the zygote.
 func (f *Fork) Close() {
+	f.sessions.stop()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stopZygote()

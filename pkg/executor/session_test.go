@@ -267,3 +267,46 @@ func TestSessionClose(t *testing.T) {
 		t.Fatalf("a call after Close: %v", err)
 	}
 }
+
+// A session started ahead of time is taken by a request like it, which gets its files at once
+// and its env with the first call; another is started for the next. A request unlike it (another
+// memory limit) gets a session of its own.
+func TestSessionFromSpare(t *testing.T) {
+	fk := sessionModes(t)[ModeFork].(*Fork)
+	fk.WarmSession(SessionRequest{Limits: defaultLimits})
+	spare := func() *Session {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			fk.sessions.mu.Lock()
+			ss := fk.sessions.spare
+			fk.sessions.mu.Unlock()
+			if ss != nil {
+				return ss
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no session was started ahead of time")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	first := spare()
+	ss := newSession(t, fk, SessionRequest{ID: "taken", Env: map[string]string{"FROM": "request"}, Files: []File{{Path: "in.txt", Data: []byte("input")}}})
+	if ss != first {
+		t.Fatal("the request did not take the session started ahead of time")
+	}
+	res := call(t, ss, "import os\nprint(os.environ['FROM'], open('in.txt').read())\nleft = 1")
+	if res.Stdout != "request input\n" {
+		t.Fatalf("the taken session's first call: %+v", res)
+	}
+	if next := spare(); next == first {
+		t.Fatal("no new session was started ahead of time")
+	} else if res := call(t, newSession(t, fk, SessionRequest{ID: "second"}), "print('left' in globals(), os.listdir('.') if 'os' in globals() else [])"); res.Stdout != "False []\n" {
+		t.Fatalf("the next spare saw the first session's state: %+v", res)
+	}
+	lim := defaultLimits
+	lim.MemoryLimitMB = 300
+	other := newSession(t, fk, SessionRequest{ID: "other", Limits: lim})
+	if other == spare() {
+		t.Fatal("a request with another memory limit took the spare")
+	}
+}

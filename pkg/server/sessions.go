@@ -524,3 +524,15 @@ func sessionRoute(escaped string) (key, id string, ok bool) {
 	}
 	return key, id, true
 }
+
+// WarmSessions asks the executor, when it keeps sessions started ahead of time, for one like a
+// session created with an empty body, so that creating one costs no fork.
+func (s *Server) WarmSessions() {
+	w, ok := s.executor().(interface{ WarmSession(executor.SessionRequest) })
+	if !ok || s.cfg.Limits.MaxSessions == 0 {
+		return
+	}
+	if req, _, rerr := newSessionRequest("spare", api.SessionRequest{}, s.cfg.Limits); rerr == nil {
+		w.WarmSession(req)
+	}
+}

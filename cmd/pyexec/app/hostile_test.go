@@ -166,14 +166,23 @@ print("done")
 			if res.Stdout != "done\n" {
 				t.Fatalf("the tree was not made: %+v", res)
 			}
+			// The tree, wherever it was: an execution's or a session's directory (a session
+			// started ahead of time has its own, which stays).
 			entries, err := os.ReadDir(filepath.Join(h.dir, "work"))
 			if err != nil {
 				t.Fatal(err)
 			}
+			var dirs []string
 			for _, e := range entries {
-				if strings.HasPrefix(e.Name(), "x-") {
-					t.Errorf("an execution's directory was left behind: %s", e.Name())
+				if _, err := os.Lstat(filepath.Join(h.dir, "work", e.Name(), "work", strings.Repeat("d", 250))); err == nil {
+					t.Errorf("the execution's directory was left behind: %s", e.Name())
 				}
+				if !strings.HasPrefix(e.Name(), ".") { // the zygote's .zygote
+					dirs = append(dirs, e.Name())
+				}
+			}
+			if len(dirs) > 1 {
+				t.Errorf("directories in the work root, want a spare session's at most: %v", dirs)
 			}
 		}},
 	{name: "17 use a descriptor the server or the supervisor holds", layers: []string{layerServer},

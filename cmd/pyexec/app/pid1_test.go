@@ -88,7 +88,7 @@ func testPID1(t *testing.T, mode string) {
 	}
 	var left []string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left = leftovers(ns, serve, 1)
+		left = leftovers(ns, serve, 2) // --warm 1: one execution's spare, and one session's
 		if len(left) == 0 {
 			break
 		}
@@ -168,7 +168,8 @@ func readProcTable() []procInfo {
 
 // leftovers lists the processes of the namespace other than pyexec serve, the zygote, its
 // supervisors (forked from it, running as root: idle ones and spares) and up to warm spares'
-// code processes (the one, childless child of a supervisor) as "pid:state". The code runs as
+// code processes or sessions' interpreters (the one, childless child of a supervisor) as
+// "pid:state". The code runs as
 // nobody: none of its processes can pass for a supervisor.
 func leftovers(ns string, serve, warm int) []string {
 	var procs []procInfo

@@ -240,7 +240,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntSliceVar(&cfg.AllowUIDs, "allow-uids", nil, "comma-separated peer uids allowed to call (SO_PEERCRED); empty allows all")
 	f.StringVar(&cfg.ProbeAddr, "probe-addr", DefaultProbeAddr, "TCP address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&cfg.Mode, "mode", executor.ModeFork, "fork: executions are forked from a warm interpreter that imported --preload once (spawn while it is down); spawn: a fresh interpreter per execution")
-	f.IntVar(&cfg.Warm, "warm", 1, "fork mode: children forked ahead of time that have run --warmup-code and wait for an execution; replaced after an execution when none is in flight (0: fork each execution on demand)")
+	f.IntVar(&cfg.Warm, "warm", 1, "fork mode: children forked ahead of time that have run --warmup-code and wait for an execution; replaced after an execution when none is in flight (0: fork each execution on demand); above 0, one session is also started ahead of time when sessions are on")
 	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
@@ -469,6 +469,9 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 	}
 	info.Ready = true
 	srv.SetReady(info)
+	if cfg.Mode == executor.ModeFork && cfg.Warm > 0 {
+		srv.WarmSessions()
+	}
 	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir,
 		"landlockABI", isolation.LandlockABI, "network", isolation.Network, "isolation", activeLayers(isolation))
 	return nil
