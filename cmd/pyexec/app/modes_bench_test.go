@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -54,6 +55,8 @@ func BenchmarkModes(b *testing.B) {
 		// The cost of confinement: the same without Landlock and seccomp.
 		{"spawn-unconfined", sidecarPath("--mode", "spawn", "--max-landlock-abi", "0", "--seccomp=false")},
 		{"fork-warm-unconfined", sidecarPath("--mode", "fork", "--warm", "1", "--max-landlock-abi", "0", "--seccomp=false")},
+		// The same snippets as calls in warm sessions (one per client): no fork at all.
+		{"fork-warm-session", sessionPath("--mode", "fork", "--warm", "1")},
 	}
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
@@ -96,6 +99,97 @@ func sidecarPath(args ...string) func(b *testing.B) func(string) func(context.Co
 			}
 		}
 	}
+}
+
+// sessionPath runs snippets as calls in sessions of a pyexec serve started with args and numpy,
+// pandas and matplotlib preloaded: one session for each of 4 clients at most, each warmed by
+// a call first.
+func sessionPath(args ...string) func(b *testing.B) func(string) func(context.Context) error {
+	return func(b *testing.B) func(string) func(context.Context) error {
+		s := startSidecar(b, nil, append([]string{"--preload", "numpy,pandas,matplotlib", "--max-concurrent", "2", "--queue", "64"}, args...)...)
+		ctx := context.Background()
+		ids := make(chan string, 4)
+		for range cap(ids) {
+			sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: "pass"}); err != nil {
+				b.Fatal(err)
+			}
+			ids <- sess.ID
+		}
+		return func(code string) func(context.Context) error {
+			return func(ctx context.Context) error {
+				id := <-ids
+				defer func() { ids <- id }()
+				res, err := s.client.SessionExecute(ctx, id, api.ExecuteRequest{Code: code})
+				if err == nil && res.ExitCode != 0 {
+					err = fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
+				}
+				return err
+			}
+		}
+	}
+}
+
+// BenchmarkSessions measures what a session costs: creating one (taken from the session
+// started ahead of time with --warm 1, or forked and confined on demand with --warm 0; one at
+// a time, 100 ms apart), and the memory it adds (PSS of the sidecar's processes, as root can
+// read it, after the session imported pandas and made a DataFrame), with numpy, pandas and
+// matplotlib preloaded.
+//
+//	go test ./cmd/pyexec/app -run '^$' -bench Sessions -benchtime 20x
+func BenchmarkSessions(b *testing.B) {
+	py := testutil.RequireSystemPython(b)
+	if out, err := exec.Command(py, "-c", "import numpy, pandas, matplotlib").CombinedOutput(); err != nil {
+		b.Skipf("SKIPPED: needs numpy, pandas and matplotlib in %s (apt-get install python3-pandas python3-matplotlib): %s", py, out)
+	}
+	ctx := context.Background()
+	for _, warm := range []string{"1", "0"} {
+		b.Run("create/warm="+warm, func(b *testing.B) {
+			s := startSidecar(b, nil, "--preload", "numpy,pandas,matplotlib", "--warm", warm, "--max-sessions", "64")
+			time.Sleep(time.Second) // the spare's own start
+			var took []time.Duration
+			for range b.N {
+				start := time.Now()
+				sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(start))
+				if err := s.client.DeleteSession(ctx, sess.ID); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+	b.Run("memory", func(b *testing.B) {
+		s := startSidecar(b, nil, "--preload", "numpy,pandas,matplotlib", "--warm", "0", "--max-sessions", "64")
+		pss := func() float64 {
+			time.Sleep(200 * time.Millisecond)
+			return metric(b, s, "pyexec_sidecar_pss_bytes")
+		}
+		before := pss()
+		n := max(b.N, 2)
+		for range n {
+			sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: "import pandas as pd\ndf = pd.DataFrame({'a': range(10000)})\ndf.describe()"})
+			if err != nil || res.ExitCode != 0 {
+				b.Fatalf("%+v %v", res, err)
+			}
+		}
+		b.ReportMetric((pss()-before)/float64(n)/(1<<20), "PSS-MiB/session")
+		b.ReportMetric(0, "ns/op")
+	})
 }
 
 // baseline is what the original bot did for every execution: check that its venv is healthy
