@@ -9,6 +9,10 @@ It is the app container of config/samples/bot.yaml (image pyexec-bot, built by t
                                        # run CODE once (time limit TIMEOUT seconds, default 30),
                                        # print the Result as JSON (exit 0), or the error as
                                        # {"error": ..., "type": ...} (exit 2)
+    python3 sample_bot.py session CODE [CODE ...]
+                                       # run each CODE in turn in one session, as a
+                                       # conversation does; print one Result a line, then
+                                       # delete the session
 
 Each log line starts with ``bot:`` and reads ``bot: result ...`` or ``bot: error ...``, so
 ``kubectl logs POD`` (the bot is the pod's default container) shows what the sidecar did.
@@ -34,10 +38,28 @@ def run_once(client, code, timeout):
     except PyexecError as e:
         print(json.dumps({"error": str(e), "type": type(e).__name__}))
         return 2
-    print(json.dumps({
+    print(json.dumps(_result(r)))
+    return 0
+
+
+def _result(r):
+    return {
         "exit_code": r.exit_code, "reason": r.reason, "stdout": r.stdout, "stderr": r.stderr,
-        "timed_out": r.timed_out, "duration_ms": r.duration_ms,
-    }))
+        "timed_out": r.timed_out, "duration_ms": r.duration_ms, "session_lost": r.session_lost,
+        "result": next((o.text for o in r.outputs if o.type == "execute_result"), None),
+        "files": sorted(r.files),
+    }
+
+
+def run_session(client, codes):
+    try:
+        with client.session() as s:
+            print(json.dumps({"session": s.id}), flush=True)
+            for code in codes:
+                print(json.dumps(_result(s.run(code, timeout=30))), flush=True)
+    except PyexecError as e:
+        print(json.dumps({"error": str(e), "type": type(e).__name__}))
+        return 2
     return 0
 
 
@@ -60,6 +82,8 @@ def main(argv):
     client = Client()
     if len(argv) in (3, 4) and argv[1] == "run":
         return run_once(client, argv[2], float(argv[3]) if len(argv) == 4 else 30)
+    if len(argv) >= 3 and argv[1] == "session":
+        return run_session(client, argv[2:])
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 64

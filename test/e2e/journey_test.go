@@ -342,6 +342,8 @@ time.sleep(60)`, 3)
 
 	t.Run("hostile_code_is_confined", func(t *testing.T) { hostileCode(t, cs, pod.Name) })
 
+	t.Run("a_session_across_three_calls", func(t *testing.T) { sessionAcrossCalls(t, pod.Name) })
+
 	t.Run("uid_outside_the_allowed_list_is_refused", func(t *testing.T) {
 		res := botRun(t, appNS, pod.Name, "intruder", "print(1)")
 		if res["type"] != "Forbidden" || !strings.Contains(fmt.Sprint(res["error"]), fmt.Sprintf("peer uid %d", intruderUID)) {
@@ -687,4 +689,52 @@ func hostileCode(t *testing.T, cs *kubernetes.Clientset, pod string) {
 		t.Fatalf("the sidecar's ready line does not say every layer is active: %v", ready)
 	}
 	t.Logf("every attempt blocked; sidecar: landlockABI=%v %s", ready["landlockABI"], layers)
+}
+
+// sessionAcrossCalls: the bot keeps one session across three calls, as a conversation does —
+// data loaded in the first, worked on in the second, used with a file in the third — and the
+// sidecar logs the session's creation, its calls and its end.
+func sessionAcrossCalls(t *testing.T, pod string) {
+	out, err := kubectl("exec", "-n", appNS, pod, "-c", "bot", "--", "python3", "/app/sample_bot.py", "session",
+		"import csv, io\nrows = list(csv.reader(io.StringIO('a,b\\n1,2\\n3,4')))\nwith open('data.txt', 'w') as f:\n    f.write('kept')",
+		"total = sum(int(r[1]) for r in rows[1:])\ntotal",
+		"import os\nprint(total * 7, open('data.txt').read(), os.getpid() == int(os.environ.get('PID', os.getpid())))")
+	lines := jsonLines(t, out)
+	if err != nil || len(lines) != 4 || lines[0]["session"] == nil {
+		t.Fatalf("sample_bot.py session: %v\n%s", err, out)
+	}
+	id := lines[0]["session"]
+	want := []struct {
+		result any
+		stdout string
+		files  []any
+	}{
+		{nil, "", []any{"data.txt"}},
+		{"6", "", []any{}},
+		{nil, "42 kept True\n", []any{}},
+	}
+	for i, w := range want {
+		l := lines[i+1]
+		if l["exit_code"] != float64(0) || l["session_lost"] != false || l["result"] != w.result || l["stdout"] != w.stdout || fmt.Sprint(l["files"]) != fmt.Sprint(w.files) {
+			t.Fatalf("call %d of the session: %v", i+1, l)
+		}
+	}
+	var created, ended bool
+	calls := 0
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec")) {
+		if l["session"] != id {
+			continue
+		}
+		switch l["msg"] {
+		case "session created":
+			created = true
+		case "execution finished":
+			calls++
+		case "session ended":
+			ended = l["reason"] == "deleted" && l["executions"] == float64(3)
+		}
+	}
+	if !created || calls != 3 || !ended {
+		t.Fatalf("the sidecar's log of session %v: created %v, %d calls, ended (deleted after 3) %v", id, created, calls, ended)
+	}
 }
