@@ -72,8 +72,8 @@ type Session struct {
 	// the interpreter is ready); kernelPID its pid.
 	kernel    int
 	kernelPID int
-	ctl    int    // our end of the supervisor's socket
-	exited func() // waits until the supervisor has ended and been reaped
+	ctl       int    // our end of the supervisor's socket
+	exited    func() // waits until the supervisor has ended and been reaped
 
 	mu    sync.Mutex // held by a call, and by Close
 	ended atomic.Bool
