@@ -74,6 +74,7 @@ type Fork struct {
 	lastCrash time.Time
 	retryAt   time.Time
 	gen       int // zygote generation: a spare of an earlier one is not used
+	closed    bool
 
 	pool     sync.Mutex       // guards the spares and the count of executions
 	spares   []*spare         // ready, oldest first
@@ -141,6 +142,7 @@ func (f *Fork) Close() {
 	f.sessions.stop()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true // a session started ahead of time must not start it again
 	f.stopZygote()
 }
 
@@ -152,6 +154,9 @@ func (f *Fork) ensureZygote() error {
 		default:
 			return nil
 		}
+	}
+	if f.closed {
+		return errors.New("the fork executor is closed")
 	}
 	if time.Now().Before(f.retryAt) {
 		return errors.New("zygote restart backing off")

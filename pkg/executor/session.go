@@ -470,6 +470,9 @@ func (ss *Session) finish(res *api.ExecuteResult, k *killer, reply sessionReply,
 	case k.killedTree():
 		res.Reason, res.ExitCode, res.Signal, res.SessionLost = why, 128+int(unix.SIGKILL), unix.SignalName(unix.SIGKILL), true
 		return
+	case ss.ended.Load() && why == "": // closed (deleted, drained) while the call ran
+		res.Reason, res.ExitCode, res.Signal, res.SessionLost = api.ReasonSignal, 128+int(unix.SIGKILL), unix.SignalName(unix.SIGKILL), true
+		return
 	case err != nil || reply.ExitCode == nil:
 		// The supervisor is gone without an answer: the code found a way to end it.
 		res.Reason, res.ExitCode, res.SessionLost = api.ReasonExit, 1, true

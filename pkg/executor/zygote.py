@@ -2,7 +2,7 @@
 #     python -s -u -c BOOTSTRAP '{"preload": [...], "warmup": "..."}'
 # where the bootstrap reads RUNNER+ZYGOTE+"zygote_main()" from a pipe (pythonCommand),
 # with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then
-# answers two requests, each a JSON message:
+# answers three requests, each a JSON message:
 #   {"op": "exec", ...} with the standard streams, the status pipe and, when Landlock is in use,
 #       the execution's ruleset as SCM_RIGHTS file descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
 #       answer {"pid": supervisor} with a socket to it as SCM_RIGHTS. After the execution the

@@ -226,3 +226,29 @@ func TestSessionLostStreamedAndDrained(t *testing.T) {
 		t.Errorf("sessions' directories left after the drain: %v", entries)
 	}
 }
+
+// Deleting a session while a call runs in it ends the call: killed with its session.
+func TestSessionDeletedDuringACall(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession(`{}`)
+	done := make(chan api.ExecuteResult, 1)
+	go func() {
+		_, b := h.sessionCall(s.ID, `{"code": "import time\ntime.sleep(30)"}`)
+		done <- decodeResult(t, b)
+	}()
+	waitFor(t, "the call to run", func() bool {
+		_, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+		return strings.Contains(string(b), `"busy":true`)
+	})
+	resp, _ := h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID, "", "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	res := recv(t, "the call's result", done)
+	if !res.SessionLost || res.Reason != api.ReasonSignal || res.Signal != "SIGKILL" {
+		t.Fatalf("the call in a deleted session: %+v", res)
+	}
+	if got := metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionDeleted); got != 1 {
+		t.Errorf("ended as deleted: %v", got)
+	}
+}
