@@ -535,7 +535,9 @@ func (ss *Session) alive() bool {
 		return false
 	}
 	fds := []unix.PollFd{{Fd: int32(ss.supFD), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
+	// The Go runtime's own signals (preemption) interrupt poll(2) even with no timeout: an
+	// EINTR says nothing of the supervisor.
+	n, err := ignoringEINTR2(func() (int, error) { return unix.Poll(fds, 0) })
 	return err == nil && n == 0
 }
 

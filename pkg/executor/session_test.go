@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,5 +309,39 @@ func TestSessionFromSpare(t *testing.T) {
 	other := newSession(t, fk, SessionRequest{ID: "other", Limits: lim})
 	if other == spare() {
 		t.Fatal("a request with another memory limit took the spare")
+	}
+}
+
+// A signal to the server (the Go runtime preempts goroutines with SIGURG) must not make a live
+// session look ended: poll(2) answers EINTR then.
+func TestSessionAliveUnderSignals(t *testing.T) {
+	ss := newSession(t, sessionModes(t)[ModeFork], SessionRequest{ID: "alive"})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = syscall.Kill(os.Getpid(), syscall.SIGURG)
+			}
+		}
+	}()
+	ended := 0
+	for range 200000 {
+		if ss.Ended() {
+			ended++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if ended > 0 {
+		t.Fatalf("a live session looked ended %d times in 200000", ended)
+	}
+	if res := call(t, ss, "print('alive')"); res.Stdout != "alive\n" {
+		t.Fatalf("%+v", res)
 	}
 }
