@@ -571,8 +571,8 @@ def send_fds(sock, msg, fds):
 # Sessions. A session is one interpreter that runs call after call in the same __main__: its
 # supervisor (session_supervise) forks it, confined for its whole life exactly as an
 # execution's code process is, and stays between it and pyexec. The supervisor's socket to
-# pyexec (ctl) carries, for each call, {"op": "exec"} with four descriptors: the call's file
-# ({"code": ..., "env": {...}}), stdin, stdout and stderr. The supervisor passes them on to
+# pyexec (ctl) carries, for each call, {"op": "exec"} with four descriptors: a pipe with the
+# call ({"code": ..., "env": {...}}), stdin, stdout and stderr. The supervisor passes them on to
 # the interpreter over a socket of their own, numbered ({"op": "exec", "call": N}), waits until
 # the interpreter answers that call ({"call": N, "exit_code": ...}) or dies
 # (reaping and then killing every other process of the session: what the code starts ends

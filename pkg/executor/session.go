@@ -54,17 +54,13 @@ const interruptGrace = 2 * time.Second
 // sessionStartTimeout bounds the start of a session's interpreter.
 const sessionStartTimeout = 30 * time.Second
 
-// callFile, in a session's directory, holds one call's code and env ({"code", "env"}): the
-// interpreter gets it as a descriptor (it could not open it).
-const callFile = "call.json"
-
 // Session is one running session: a supervisor (runner.py's session_supervise), which pyexec
 // talks to over ctl, and under it the interpreter, confined for its whole life as an
 // execution's code process is. One call runs at a time.
 type Session struct {
 	spawn *Spawn
 	req   SessionRequest
-	dir   string // the session's directory: work/, mpl/, env.json, outputs.jsonl, call.json
+	dir   string // the session's directory: work/, mpl/, env.json, outputs.jsonl
 	work  string
 	sup   int // the supervisor's pid
 	supFD int // a pidfd of the supervisor: readable once it has ended
@@ -385,19 +381,27 @@ func (ss *Session) Execute(ctx context.Context, req Request, out Output) (api.Ex
 	}
 	before := stampFiles(ss.work)
 	outputs := filepath.Join(ss.dir, outputsFile)
-	if err := os.Truncate(outputs, 0); err != nil { // the interpreter appends to it
-		return noResult(req), err
+	if st, err := os.Stat(outputs); err != nil || st.Size() > 0 { // the interpreter appends to it
+		if err := os.Truncate(outputs, 0); err != nil {
+			return noResult(req), err
+		}
 	}
-	call, err := ss.callFile(req)
-	if err != nil {
-		return noResult(req), err
-	}
-	defer call.Close()
 	p, err := newPipes()
 	if err != nil {
 		return noResult(req), err
 	}
 	defer p.closeAll()
+	// The call's code and env go on a pipe of their own, written while the interpreter reads.
+	call, callW, err := os.Pipe()
+	if err != nil {
+		return noResult(req), err
+	}
+	defer call.Close()
+	defer callW.Close() // stops a write the interpreter never read
+	callData, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env})
+	if err != nil {
+		return noResult(req), err
+	}
 
 	k := &killer{grace: interruptGrace, interrupt: func() { _ = unix.PidfdSendSignal(ss.kernel, unix.SIGINT, nil, 0) }}
 	onLimit := func() { k.kill(api.ReasonOutputLimit) }
@@ -416,6 +420,7 @@ func (ss *Session) Execute(ctx context.Context, req Request, out Output) (api.Ex
 
 	var copies sync.WaitGroup
 	copies.Add(3)
+	go func() { _, _ = callW.Write(callData); callW.Close() }()
 	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(req.Stdin)); p.stdinW.Close() }()
 	go func() { defer copies.Done(); _, _ = io.Copy(stdout, p.stdoutR) }()
 	go func() { defer copies.Done(); _, _ = io.Copy(stderr, p.stderrR) }()
@@ -514,19 +519,6 @@ func (ss *Session) writeFiles(files []File) error {
 		}
 	}
 	return nil
-}
-
-// callFile writes the call's code and env and opens the file for the interpreter.
-func (ss *Session) callFile(req Request) (*os.File, error) {
-	data, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env})
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(ss.dir, callFile)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return nil, err
-	}
-	return os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 }
 
 // alive says whether the supervisor still runs.
