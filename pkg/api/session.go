@@ -43,6 +43,28 @@ type SessionList struct {
 	Sessions []Session `json:"sessions"`
 }
 
+// SessionFile is one regular file of a session's working directory, an entry of
+// GET /v1/sessions/{id}/files.
+type SessionFile struct {
+	// Path is relative to the working directory, "/"-separated; GET
+	// /v1/sessions/{id}/files/{path} reads the file (each segment escaped).
+	Path       string    `json:"path"`
+	Size       int64     `json:"size"`
+	ModifiedAt time.Time `json:"modified_at"`
+}
+
+// SessionFiles is the answer of GET /v1/sessions/{id}/files: the regular files below the
+// session's working directory, sorted by path, at most MaxSessionFiles of them. Symlinks are
+// neither followed nor listed.
+type SessionFiles struct {
+	Files []SessionFile `json:"files"`
+	// Truncated says there were more than MaxSessionFiles; those left out sort last.
+	Truncated bool `json:"truncated"`
+}
+
+// MaxSessionFiles is the most files GET /v1/sessions/{id}/files lists.
+const MaxSessionFiles = 1000
+
 // Error codes of the session endpoints.
 const (
 	// ErrCodeSessionNotFound (404): no such session, or it ended (the message says why).
@@ -51,4 +73,7 @@ const (
 	ErrCodeSessionBusy = "session_busy"
 	// ErrCodeTooManySessions (429): --max-sessions are open.
 	ErrCodeTooManySessions = "too_many_sessions"
+	// ErrCodeFileNotFound (404): GET /v1/sessions/{id}/files/{path} names no regular file of
+	// the session's working directory (nothing, a directory, a symlink, a FIFO...).
+	ErrCodeFileNotFound = "file_not_found"
 )

@@ -3,7 +3,10 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/pyexec/pyexec/pkg/api"
 )
@@ -73,6 +76,49 @@ func (c *Client) SessionExecuteStream(ctx context.Context, id string, req api.Ex
 	return c.executeStream(ctx, path, req, onOutput)
 }
 
+// SessionFiles lists the regular files of a session's working directory, sorted by path, at
+// most api.MaxSessionFiles (then Truncated); symlinks are neither followed nor listed
+// (GET /v1/sessions/{id}/files). It works while a call runs in the session.
+func (c *Client) SessionFiles(ctx context.Context, id string) (*api.SessionFiles, error) {
+	path, err := sessionPath(id, "/files")
+	if err != nil {
+		return nil, err
+	}
+	var l api.SessionFiles
+	if err := c.get(ctx, path, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// SessionFile reads one file of a session's working directory (GET
+// /v1/sessions/{id}/files/{path}) and returns its bytes and Content-Type (from its
+// extension; application/octet-stream when unknown). file is "/"-separated and relative to
+// the working directory, as SessionFiles lists it; a path with an empty, "." or ".." segment
+// is refused before any request. Errors are *APIError with Code api.ErrCodeFileNotFound (404:
+// no regular file there: missing, a directory, a symlink...), api.ErrCodeTooLarge (413: over
+// the server's max_file_bytes), api.ErrCodeBadRequest or api.ErrCodeSessionNotFound.
+func (c *Client) SessionFile(ctx context.Context, id, file string) ([]byte, string, error) {
+	path, err := sessionFilePath(id, file)
+	if err != nil {
+		return nil, "", err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pyexec"+path, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("pyexec: reading the answer of %s: %w", path, err)
+	}
+	return data, resp.Header.Get("Content-Type"), nil
+}
+
 // sessionPath is /v1/sessions/{id}{rest} with id escaped as one path segment. An id that
 // cannot name a session ("", ".", "..": the server's router would clean the path) is refused
 // before any request.
@@ -81,4 +127,18 @@ func sessionPath(id, rest string) (string, error) {
 		return "", fmt.Errorf("pyexec: %q is not a session id", id)
 	}
 	return "/v1/sessions/" + url.PathEscape(id) + rest, nil
+}
+
+// sessionFilePath is /v1/sessions/{id}/files/{file} with each segment of file escaped. A file
+// path with an empty, "." or ".." segment (absolute, or leaving the working directory) is
+// refused before any request.
+func sessionFilePath(id, file string) (string, error) {
+	segs := strings.Split(file, "/")
+	for i, seg := range segs {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", fmt.Errorf("pyexec: %q is not a file path relative to the session's working directory", file)
+		}
+		segs[i] = url.PathEscape(seg)
+	}
+	return sessionPath(id, "/files/"+strings.Join(segs, "/"))
 }

@@ -62,6 +62,40 @@ func TestSessionIDsRefusedWithoutARequest(t *testing.T) {
 	}
 }
 
+// A file path is escaped segment by segment: its "/" separate segments, every other byte
+// stays in its segment.
+func TestSessionFilePath(t *testing.T) {
+	for file, want := range map[string]string{
+		"plot.png":          "/v1/sessions/a%2Fb/files/plot.png",
+		"out/data v1%.csv":  "/v1/sessions/a%2Fb/files/out/data%20v1%25.csv",
+		"d/e?f#g;h/..x/ü.y": "/v1/sessions/a%2Fb/files/d/e%3Ff%23g%3Bh/..x/%C3%BC.y",
+	} {
+		got, err := sessionFilePath("a/b", file)
+		if err != nil || got != want {
+			t.Errorf("sessionFilePath(%q) = %q, %v; want %q", file, got, err, want)
+			continue
+		}
+		if hreq, err := http.NewRequest(http.MethodGet, "http://pyexec"+got, nil); err != nil || hreq.URL.RequestURI() != want {
+			t.Errorf("file %q: the request goes to %v, %v", file, hreq.URL.RequestURI(), err)
+		}
+	}
+	c := New(filepath.Join(t.TempDir(), "none.sock"))
+	for _, file := range []string{"", ".", "..", "../x", "a/../b", "./a", "/etc/passwd", "a//b", "a/"} {
+		if _, _, err := c.SessionFile(context.Background(), "s-1", file); err == nil || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "is not a file path") {
+			t.Errorf("SessionFile(%q): %v", file, err)
+		}
+	}
+	if _, _, err := c.SessionFile(context.Background(), "..", "a"); err == nil || !strings.Contains(err.Error(), "is not a session id") {
+		t.Errorf("SessionFile with id \"..\": %v", err)
+	}
+	if _, err := c.SessionFiles(context.Background(), "."); err == nil || !strings.Contains(err.Error(), "is not a session id") {
+		t.Errorf("SessionFiles with id \".\": %v", err)
+	}
+	if _, _, err := c.SessionFile(context.Background(), "s-1", "a b"); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("a valid path is sent: %v", err)
+	}
+}
+
 func TestDecodeError(t *testing.T) {
 	tests := []struct {
 		status int

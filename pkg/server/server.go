@@ -146,6 +146,8 @@ func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Reg
 		"/v1/sessions":              {http.MethodGet: s.handleListSessions, http.MethodPost: s.handleCreateSession},
 		"/v1/sessions/{id}":         {http.MethodGet: s.handleGetSession, http.MethodDelete: s.handleDeleteSession},
 		"/v1/sessions/{id}/execute": {http.MethodPost: s.handleSessionExecute},
+		routeSessionFiles:           {http.MethodGet: s.handleSessionFiles},
+		routeSessionFile:            {http.MethodGet: s.handleSessionFile},
 	}
 	return s
 }
@@ -239,9 +241,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // route dispatches r through the route table.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	methods, ok := s.routes[r.URL.Path]
-	if key, id, isSession := sessionRoute(r.URL.EscapedPath()); !ok && isSession {
+	if key, id, file, isSession := sessionRoute(r.URL.EscapedPath()); !ok && isSession {
 		methods, ok = s.routes[key]
 		r.SetPathValue("id", id)
+		r.SetPathValue("path", file)
 	}
 	if !ok {
 		s.writeError(w, r, http.StatusNotFound, api.ErrCodeNotFound, fmt.Sprintf("no route %s", r.URL.Path))

@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -506,23 +509,96 @@ func (s *Server) closeSessions(why string) {
 	}
 }
 
-// sessionRoute maps /v1/sessions/{id}[/execute], escaped (an id may hold an escaped "/"), to
-// its route key, and the id.
-func sessionRoute(escaped string) (key, id string, ok bool) {
+// Route keys of a session's files.
+const (
+	routeSessionFiles = "/v1/sessions/{id}/files"
+	routeSessionFile  = "/v1/sessions/{id}/files/{path...}"
+)
+
+// sessionRoute maps /v1/sessions/{id}[/execute|/files|/files/{path...}], escaped (an id may
+// hold an escaped "/", a file path escaped segments), to its route key, the id and, for a
+// file, its path unescaped.
+func sessionRoute(escaped string) (key, id, file string, ok bool) {
 	rest, ok := strings.CutPrefix(escaped, "/v1/sessions/")
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
 	id, sub, hasSub := strings.Cut(rest, "/")
 	id, err := url.PathUnescape(id)
 	if id == "" || err != nil {
-		return "", "", false
+		return "", "", "", false
+	}
+	if tail, isFile := strings.CutPrefix(sub, "files/"); hasSub && isFile {
+		// Unescaping the whole tail is unescaping each segment: an escaped "/" ("%2F") cannot
+		// be part of a file's name, and cleanFilePath checks the path that results.
+		if file, err = url.PathUnescape(tail); err != nil {
+			return "", "", "", false
+		}
+		return routeSessionFile, id, file, true
 	}
 	key = "/v1/sessions/{id}"
 	if hasSub {
 		key += "/" + sub
 	}
-	return key, id, true
+	return key, id, "", true
+}
+
+// handleSessionFiles serves GET /v1/sessions/{id}/files: the regular files of the session's
+// working directory. It takes no execution slot and works while a call runs.
+func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request) {
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	files, truncated, err := e.ss.Files()
+	if err != nil { // ErrSessionEnded: closed since the lookup
+		s.writeRequestError(w, r, s.sessions.notFound(e.id))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.SessionFiles{Files: files, Truncated: truncated})
+}
+
+// handleSessionFile serves GET /v1/sessions/{id}/files/{path...}: the bytes of one regular
+// file of the session's working directory, of at most max_file_bytes.
+func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
+	p, problem := cleanFilePath(r.PathValue("path"))
+	if problem != "" {
+		s.writeRequestError(w, r, badRequest("path: %s", problem))
+		return
+	}
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	maxBytes := s.cfg.Limits.MaxFileBytes
+	data, err := e.ss.ReadFile(p, maxBytes)
+	switch {
+	case errors.Is(err, executor.ErrSessionEnded):
+		s.writeRequestError(w, r, s.sessions.notFound(e.id))
+		return
+	case errors.Is(err, executor.ErrFileNotFound):
+		s.writeError(w, r, http.StatusNotFound, api.ErrCodeFileNotFound,
+			fmt.Sprintf("session %q: %q is not a regular file of its working directory (missing, a directory, a symlink or another special file)", e.id, p))
+		return
+	case errors.Is(err, executor.ErrFileTooLarge):
+		s.writeError(w, r, http.StatusRequestEntityTooLarge, api.ErrCodeTooLarge,
+			fmt.Sprintf("session %q: %q is larger than max_file_bytes (%d bytes), or grew while it was read", e.id, p, maxBytes))
+		return
+	case err != nil:
+		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "reading the file: "+err.Error())
+		return
+	}
+	ctype := mime.TypeByExtension(path.Ext(p))
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(data) // an error means the client went away
 }
 
 // WarmSessions asks the executor, when it keeps sessions started ahead of time, for one like a

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +22,8 @@ import (
 )
 
 // sessionHarness serves with a real spawn executor, confined as far as the kernel allows, and
-// room for max sessions.
-func sessionHarness(t *testing.T, max int) (*harness, string) {
+// room for max sessions; edit changes the limits of testLimits.
+func sessionHarness(t *testing.T, max int, edit ...func(*api.Limits)) (*harness, string) {
 	t.Helper()
 	py := testutil.RequireSystemPython(t)
 	work := t.TempDir()
@@ -33,6 +35,9 @@ func sessionHarness(t *testing.T, max int) (*harness, string) {
 	cfg := testConfig()
 	cfg.Limits.MaxSessions = max
 	cfg.Limits.SessionIdleTimeoutSeconds, cfg.Limits.MaxSessionIdleTimeoutSeconds = 60, 120
+	for _, e := range edit {
+		e(&cfg.Limits)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -250,5 +255,188 @@ func TestSessionDeletedDuringACall(t *testing.T) {
 	}
 	if got := metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionDeleted); got != 1 {
 		t.Errorf("ended as deleted: %v", got)
+	}
+}
+
+// The files of a session's working directory: listed (regular files only, sorted, in
+// subdirectories) and read back byte for byte; what is not a regular file of it is 404
+// file_not_found, a path that leaves it 400, a file over max_file_bytes 413. A FIFO the code
+// made answers 404 at once.
+func TestSessionFiles(t *testing.T) {
+	const maxFile = 4096
+	h, _ := sessionHarness(t, 4, func(l *api.Limits) { l.MaxFileBytes = maxFile })
+	// The code cannot write a file over max_file_bytes (RLIMIT_FSIZE); an input file can be
+	// larger (it is capped by max_request_bytes only).
+	big := bytes.Repeat([]byte("b"), maxFile+1)
+	s := h.createSession(`{"files": [{"path": "big.bin", "content_base64": "` + base64.StdEncoding.EncodeToString(big) + `"}]}`)
+	code := `import os
+os.makedirs('out/sub')
+open('out/data.csv', 'w').write('a,b\n1,2\n')
+open('out/plot.png', 'wb').write(bytes(range(256)) * 3)
+open('out/a b%.txt', 'w').write('spaced')
+open('out/sub/raw', 'wb').write(b'\x00raw')
+open('edge.bin', 'wb').write(b'e' * 4096)
+os.makedirs('emptydir')
+os.symlink('/etc/passwd', 'passwd')
+os.symlink('out', 'outlink')
+os.mkfifo('fifo')
+try:
+    open('over.bin', 'wb').write(b'o' * 4097)
+except OSError as e:
+    print(type(e).__name__)`
+	body, _ := json.Marshal(api.ExecuteRequest{Code: code})
+	resp, b := h.sessionCall(s.ID, string(body))
+	if res := decodeResult(t, b); resp.StatusCode != 200 || res.ExitCode != 0 {
+		t.Fatalf("the call: %d %s", resp.StatusCode, b)
+	}
+
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+"/files", "", "")
+	var list api.SessionFiles
+	if err := json.Unmarshal(b, &list); err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("list: %d %s", resp.StatusCode, b)
+	}
+	// over.bin was cut at max_file_bytes by RLIMIT_FSIZE.
+	want := []api.SessionFile{{Path: "big.bin", Size: maxFile + 1}, {Path: "edge.bin", Size: maxFile}, {Path: "out/a b%.txt", Size: 6},
+		{Path: "out/data.csv", Size: 8}, {Path: "out/plot.png", Size: 768}, {Path: "out/sub/raw", Size: 4}, {Path: "over.bin", Size: maxFile}}
+	if len(list.Files) != len(want) || list.Truncated {
+		t.Fatalf("list: %s", b)
+	}
+	for i, f := range list.Files {
+		if f.Path != want[i].Path || f.Size != want[i].Size || time.Since(f.ModifiedAt) > time.Minute || f.ModifiedAt.Location() != time.UTC {
+			t.Errorf("files[%d] = %+v, want %+v modified now", i, f, want[i])
+		}
+	}
+
+	get := func(p string) (*http.Response, []byte) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h.do(ctx, http.MethodGet, "/v1/sessions/"+s.ID+"/files/"+p, "", "")
+	}
+	for _, tt := range []struct {
+		path, ctype string
+		want        []byte
+	}{
+		{"out/plot.png", "image/png", bytes.Repeat(func() []byte {
+			b := make([]byte, 256)
+			for i := range b {
+				b[i] = byte(i)
+			}
+			return b
+		}(), 3)},
+		{"out/a%20b%25.txt", "text/plain; charset=utf-8", []byte("spaced")},
+		{"out/sub/raw", "application/octet-stream", []byte("\x00raw")},
+		{"out/./sub//raw", "application/octet-stream", []byte("\x00raw")},
+		{"edge.bin", "", bytes.Repeat([]byte("e"), maxFile)}, // at the limit
+	} {
+		resp, b := get(tt.path)
+		if resp.StatusCode != 200 || !bytes.Equal(b, tt.want) || resp.Header.Get("Content-Length") != strconv.Itoa(len(tt.want)) ||
+			(tt.ctype != "" && resp.Header.Get("Content-Type") != tt.ctype) || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: %d %v %q", tt.path, resp.StatusCode, resp.Header, b)
+		}
+	}
+	for _, p := range []string{"nope.txt", "out", "emptydir", "passwd", "outlink/plot.png", "out/sub/raw/x", "fifo", "out/nope/x"} {
+		begun := time.Now()
+		resp, b := get(p)
+		wantError(t, resp, b, 404, api.ErrCodeFileNotFound, "is not a regular file")
+		if d := time.Since(begun); d > 2*time.Second {
+			t.Errorf("%s: answered after %v", p, d)
+		}
+	}
+	for p, msg := range map[string]string{"../x": `".." segment`, "%2E%2E/x": `".." segment`, "out/../../x": `".." segment`,
+		"": "must not be empty", "/etc/passwd": "is absolute", "out/%00": "NUL"} {
+		resp, b := get(p)
+		wantError(t, resp, b, 400, api.ErrCodeBadRequest, msg)
+	}
+	resp, b = get("big.bin")
+	wantError(t, resp, b, http.StatusRequestEntityTooLarge, api.ErrCodeTooLarge, "larger than max_file_bytes (4096 bytes)")
+
+	resp, b = h.do(context.Background(), http.MethodPost, "/v1/sessions/"+s.ID+"/files", "", "")
+	wantError(t, resp, b, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "GET")
+	resp, b = h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID+"/files/edge.bin", "", "")
+	wantError(t, resp, b, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "GET")
+	for _, p := range []string{"/v1/sessions/s-unknown/files", "/v1/sessions/s-unknown/files/edge.bin"} {
+		resp, b := h.do(context.Background(), http.MethodGet, p, "", "")
+		wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+	}
+	h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID, "", "")
+	for _, p := range []string{"/files", "/files/edge.bin"} {
+		resp, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+p, "", "")
+		wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "deleted")
+	}
+}
+
+// While a call runs, its code swaps a regular file, a symlink to /etc/passwd and a FIFO under
+// one name, and a directory and a symlink to /etc on the way to another, as fast as it can:
+// every read of them answers at once, the file's own bytes or 404, never what lies outside.
+func TestSessionFilesSwappedUnderTheServer(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession(`{}`)
+	code := `import os, shutil, time
+def remove(p):
+    if os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p)
+    elif os.path.lexists(p):
+        os.unlink(p)
+def place(name, make):
+    remove('tmp')
+    make('tmp')
+    try:
+        os.replace('tmp', name)
+    except OSError: # a directory for a symlink, or the other way round
+        os.rename(name, 'old')
+        os.rename('tmp', name)
+        remove('old')
+def regular(p):
+    open(p, 'w').write('mine')
+def fakedir(p):
+    os.mkdir(p)
+    open(p + '/passwd', 'w').write('mine')
+makers = [regular, lambda p: os.symlink('/etc/passwd', p), os.mkfifo]
+dirs = [fakedir, lambda p: os.symlink('/etc', p)]
+end, n = time.time() + 3, 0
+while time.time() < end:
+    place('swap', makers[n % 3])
+    place('d', dirs[n % 2])
+    n += 1
+print(n)`
+	body, _ := json.Marshal(api.ExecuteRequest{Code: code})
+	done := make(chan api.ExecuteResult, 1)
+	go func() {
+		_, b := h.sessionCall(s.ID, string(body))
+		done <- decodeResult(t, b)
+	}()
+	waitFor(t, "the call to run", func() bool {
+		_, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+		return strings.Contains(string(b), `"busy":true`)
+	})
+	counts := map[string]int{}
+	for running := true; running; {
+		select {
+		case res := <-done:
+			if res.ExitCode != 0 || res.Stdout == "" {
+				t.Fatalf("the swapping call: %+v", res)
+			}
+			t.Logf("%s swaps; answers: %v", strings.TrimSpace(res.Stdout), counts)
+			running = false
+			continue
+		default:
+		}
+		for _, p := range []string{"/files/swap", "/files/d/passwd", "/files"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, b := h.do(ctx, http.MethodGet, "/v1/sessions/"+s.ID+p, "", "")
+			cancel()
+			counts[p+" "+strconv.Itoa(resp.StatusCode)]++
+			switch {
+			case p == "/files" && resp.StatusCode == 200:
+			case resp.StatusCode == 200 && string(b) == "mine":
+			case resp.StatusCode == 404 && errorBody(t, b).Code == api.ErrCodeFileNotFound:
+			default:
+				t.Fatalf("%s: %d %q", p, resp.StatusCode, b)
+			}
+		}
+	}
+	if counts["/files/swap 200"] == 0 || counts["/files/swap 404"] == 0 {
+		t.Logf("one kind of answer never came (timing): %v", counts)
 	}
 }

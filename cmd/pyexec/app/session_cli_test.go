@@ -1,12 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/client"
 )
 
 // parseRun parses a run command line without running it.
@@ -139,5 +143,60 @@ func TestPyexecBenchSession(t *testing.T) {
 	}
 	if l, err := s.client.Sessions(context.Background()); err != nil || len(l.Sessions) != 0 {
 		t.Errorf("sessions left open: %+v, %v", l, err)
+	}
+}
+
+// The client's SessionFiles and SessionFile against a real sidecar: the files a call wrote,
+// names with spaces and "%" included, are listed and read back; a symlink is file_not_found,
+// a file over --max-file-bytes too_large, a path that leaves the work dir refused unsent.
+func TestPyexecSessionFiles(t *testing.T) {
+	s := startSidecar(t, nil, "--max-file-bytes", "4096")
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("b"), 4097) // an input file; the code cannot write one this large
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{Files: []api.InputFile{{Path: "big.bin", ContentBase64: base64.StdEncoding.EncodeToString(big)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := "import os\nos.makedirs('out/x y')\nopen('out/x y/data 100%.csv', 'w').write('a,b\\n1,2\\n')\n" +
+		"open('out/plot.png', 'wb').write(b'\\x89PNG\\r\\n')\nos.symlink('/etc/passwd', 'passwd')"
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: code}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("the call: %+v, %v", res, err)
+	}
+	list, err := s.client.SessionFiles(ctx, sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, f := range list.Files {
+		paths = append(paths, f.Path)
+	}
+	if strings.Join(paths, "|") != "big.bin|out/plot.png|out/x y/data 100%.csv" || list.Truncated || list.Files[2].Size != 8 {
+		t.Fatalf("files: %+v", list)
+	}
+	for _, tt := range []struct{ path, want, ctype string }{
+		{"out/x y/data 100%.csv", "a,b\n1,2\n", ""},
+		{"out/plot.png", "\x89PNG\r\n", "image/png"},
+	} {
+		data, ctype, err := s.client.SessionFile(ctx, sess.ID, tt.path)
+		if err != nil || string(data) != tt.want || ctype == "" || (tt.ctype != "" && ctype != tt.ctype) {
+			t.Errorf("%s: %q %q %v", tt.path, data, ctype, err)
+		}
+	}
+	for _, tt := range []struct{ id, path, code string }{
+		{sess.ID, "passwd", api.ErrCodeFileNotFound},
+		{sess.ID, "out/x y", api.ErrCodeFileNotFound},
+		{sess.ID, "big.bin", api.ErrCodeTooLarge},
+		{"s-unknown", "out/plot.png", api.ErrCodeSessionNotFound},
+	} {
+		var apiErr *client.APIError
+		if _, _, err := s.client.SessionFile(ctx, tt.id, tt.path); !errors.As(err, &apiErr) || apiErr.Code != tt.code {
+			t.Errorf("%s %s: %v; want %s", tt.id, tt.path, err, tt.code)
+		}
+	}
+	if _, _, err := s.client.SessionFile(ctx, sess.ID, "../passwd"); err == nil || !strings.Contains(err.Error(), "is not a file path") {
+		t.Errorf("../passwd: %v", err)
+	}
+	if _, err := s.client.SessionFiles(ctx, "s-unknown"); err == nil || !strings.Contains(err.Error(), api.ErrCodeSessionNotFound) {
+		t.Errorf("the files of an unknown session: %v", err)
 	}
 }

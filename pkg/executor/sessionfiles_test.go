@@ -1,0 +1,158 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// A session's files are listed and read while a call runs in it; what is not a regular file
+// of its working directory is ErrFileNotFound, a file over the cap ErrFileTooLarge; once the
+// session is closed, both say ErrSessionEnded.
+func TestSessionFilesAndReadFile(t *testing.T) {
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ss := newSession(t, st, SessionRequest{ID: "s", Files: []File{{Path: "in/put.txt", Data: []byte("input")}}})
+			files, truncated, err := ss.Files()
+			if err != nil || truncated || len(files) != 1 || files[0].Path != "in/put.txt" || files[0].Size != 5 {
+				t.Fatalf("before any call: %+v %v %v", files, truncated, err)
+			}
+			done := make(chan api.ExecuteResult, 1)
+			go func() {
+				res, _ := ss.Execute(context.Background(), Request{ID: "slow", Limits: defaultLimits, Code: `import os, time
+os.makedirs('out')
+open('out/during.txt', 'w').write('during')
+os.symlink('/etc/passwd', 'passwd')
+os.symlink('in', 'inlink')
+os.mkfifo('fifo')
+time.sleep(60)`}, nil)
+				done <- res
+			}()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				data, err := ss.ReadFile("out/during.txt", 1<<20)
+				if err == nil && string(data) == "during" {
+					break
+				}
+				// Not there yet, or created and not yet written.
+				if (err != nil && !errors.Is(err, ErrFileNotFound)) || (err == nil && len(data) > 0) || time.Now().After(deadline) {
+					t.Fatalf("reading a file while the call runs: %q, %v", data, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			waitUntil(t, func() bool {
+				_, err := ss.ReadFile("fifo", 1)
+				return errors.Is(err, ErrFileNotFound) && fileExists(ss, "fifo")
+			})
+			files, truncated, err = ss.Files()
+			if err != nil || truncated || len(files) != 2 || files[0].Path != "in/put.txt" || files[1].Path != "out/during.txt" || files[1].Size != 6 {
+				t.Fatalf("while the call runs: %+v %v %v", files, truncated, err)
+			}
+			for _, p := range []string{"nope", "out", ".", "passwd", "inlink/put.txt", "in/put.txt/x", "fifo", "../s", "/etc/passwd", ""} {
+				if data, err := ss.ReadFile(p, 1<<20); !errors.Is(err, ErrFileNotFound) {
+					t.Errorf("ReadFile(%q) = %q, %v; want ErrFileNotFound", p, data, err)
+				}
+			}
+			if data, err := ss.ReadFile("in/put.txt", 5); err != nil || string(data) != "input" {
+				t.Errorf("at the cap: %q, %v", data, err)
+			}
+			if data, err := ss.ReadFile("in/put.txt", 4); !errors.Is(err, ErrFileTooLarge) {
+				t.Errorf("over the cap: %q, %v", data, err)
+			}
+			select {
+			case res := <-done:
+				t.Fatalf("the call ended early: %+v", res)
+			default:
+			}
+			ss.Close()
+			if res := <-done; !res.SessionLost {
+				t.Errorf("the call in the closed session: %+v", res)
+			}
+			if _, _, err := ss.Files(); !errors.Is(err, ErrSessionEnded) {
+				t.Errorf("Files after Close: %v", err)
+			}
+			if _, err := ss.ReadFile("in/put.txt", 1<<20); !errors.Is(err, ErrSessionEnded) {
+				t.Errorf("ReadFile after Close: %v", err)
+			}
+		})
+	}
+}
+
+func fileExists(ss *Session, p string) bool {
+	_, err := os.Lstat(filepath.Join(ss.work, p))
+	return err == nil
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+// The list holds the first files by path (as strings sort: "a-b" before "a/x", though the
+// walk meets "a/x" first), however many there are; symlinks and special files are left out.
+func TestSessionFilesListFirstByPath(t *testing.T) {
+	dir := t.TempDir()
+	write := func(p string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		write("f/" + strconv.Itoa(100+i))
+	}
+	for _, p := range []string{"a/x", "a/y", "a-b", "c/d/e"} {
+		write(p)
+	}
+	if err := os.Symlink("a", filepath.Join(dir, "0link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "0passwd")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "0fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		max       int
+		want      []string
+		truncated bool
+	}{
+		{3, []string{"a-b", "a/x", "a/y"}, true},
+		{5, []string{"a-b", "a/x", "a/y", "c/d/e", "f/100"}, true},
+		{54, nil, false},
+		{1000, nil, false},
+	} {
+		files, truncated := listFiles(dir, tt.max)
+		if tt.want == nil && (len(files) != 54 || files[53].Path != "f/149") {
+			t.Errorf("max %d: %d files, the last %+v", tt.max, len(files), files[len(files)-1])
+		}
+		for i, p := range tt.want {
+			if i >= len(files) || files[i].Path != p || files[i].Size != int64(len(p)) || files[i].ModifiedAt.IsZero() {
+				t.Errorf("max %d: %+v; want %v", tt.max, files, tt.want)
+				break
+			}
+		}
+		if (tt.want != nil && len(files) != len(tt.want)) || truncated != tt.truncated {
+			t.Errorf("max %d: %d files, truncated %v", tt.max, len(files), truncated)
+		}
+	}
+	if files, truncated := listFiles(filepath.Join(dir, "none"), 10); len(files) != 0 || files == nil || truncated {
+		t.Errorf("no work dir: %+v %v", files, truncated)
+	}
+}
