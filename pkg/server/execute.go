@@ -15,35 +15,15 @@ import (
 
 // handleExecute serves POST /v1/execute: check and map the request, wait for a slot, run.
 func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
-	stream, rerr := parseStream(r)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
-		return
-	}
-	body, rerr := readExecuteRequest(w, r, s.cfg.Limits.MaxRequestBytes)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
-		return
-	}
-	req, rerr := newExecutorRequest(requestID(r.Context()), body, s.cfg.Limits)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
-		return
-	}
-
-	if !s.begin() {
-		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+	req, stream, ok := s.readExecution(w, r, nil)
+	if !ok || !s.beginOrRefuse(w, r) {
 		return
 	}
 	defer s.end()
-	release, err := s.adm.acquire(r.Context(), s.drainCh)
-	if err != nil {
-		s.admissionFailed(w, r, err)
+	ctx, done, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
-	defer release()
-
-	ctx, done := s.track(r.Context())
 	defer done()
 	if stream {
 		s.runStreaming(ctx, w, req, s.executor().Execute)
@@ -54,6 +34,49 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 
 // runFunc runs one execution: the executor's Execute, or a session's.
 type runFunc func(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error)
+
+// readExecution reads what every execute endpoint takes — ?stream, the body and the
+// execution it asks for — refusing what check refuses; it answers the error itself.
+func (s *Server) readExecution(w http.ResponseWriter, r *http.Request, check func(api.ExecuteRequest) *requestError) (req executor.Request, stream, ok bool) {
+	stream, rerr := parseStream(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return req, false, false
+	}
+	body, rerr := readExecuteRequest(w, r, s.cfg.Limits.MaxRequestBytes)
+	if rerr == nil && check != nil {
+		rerr = check(body)
+	}
+	if rerr == nil {
+		req, rerr = newExecutorRequest(requestID(r.Context()), body, s.cfg.Limits)
+	}
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return req, false, false
+	}
+	return req, stream, true
+}
+
+// admit waits for an execution slot and tracks the execution (Abort cancels ctx), or answers
+// why no slot came. The caller calls done when the execution is over.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (ctx context.Context, done func(), ok bool) {
+	release, err := s.adm.acquire(r.Context(), s.drainCh)
+	if err != nil {
+		s.admissionFailed(w, r, err)
+		return nil, nil, false
+	}
+	ctx, untrack := s.track(r.Context())
+	return ctx, func() { untrack(); release() }, true
+}
+
+// beginOrRefuse counts the request as work (see begin), or answers 503 while draining.
+func (s *Server) beginOrRefuse(w http.ResponseWriter, r *http.Request) bool {
+	if !s.begin() {
+		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+		return false
+	}
+	return true
+}
 
 // writeRequestError answers with a requestError.
 func (s *Server) writeRequestError(w http.ResponseWriter, r *http.Request, rerr *requestError) {

@@ -105,8 +105,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, rerr)
 		return
 	}
-	if !s.begin() {
-		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+	if !s.beginOrRefuse(w, r) {
 		return
 	}
 	defer s.end()
@@ -345,27 +344,16 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 
 // handleSessionExecute serves POST /v1/sessions/{id}/execute: as /v1/execute, in the session.
 func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
-	stream, rerr := parseStream(r)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
-		return
-	}
-	body, rerr := readExecuteRequest(w, r, s.cfg.Limits.MaxRequestBytes)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
-		return
-	}
-	switch {
-	case body.MemoryLimitMB != nil:
-		s.writeRequestError(w, r, badRequest("memory_limit_mb: a session's is set when it is created (POST /v1/sessions)"))
-		return
-	case body.Network != nil:
-		s.writeRequestError(w, r, badRequest("network: a session's is set when it is created (POST /v1/sessions)"))
-		return
-	}
-	req, rerr := newExecutorRequest(requestID(r.Context()), body, s.cfg.Limits)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
+	req, stream, ok := s.readExecution(w, r, func(body api.ExecuteRequest) *requestError {
+		switch {
+		case body.MemoryLimitMB != nil:
+			return badRequest("memory_limit_mb: a session's is set when it is created (POST /v1/sessions)")
+		case body.Network != nil:
+			return badRequest("network: a session's is set when it is created (POST /v1/sessions)")
+		}
+		return nil
+	})
+	if !ok {
 		return
 	}
 	e, rerr := s.lookup(r)
@@ -373,8 +361,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, rerr)
 		return
 	}
-	if !s.begin() {
-		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
+	if !s.beginOrRefuse(w, r) {
 		return
 	}
 	defer s.end()
@@ -392,14 +379,10 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, s.sessions.notFound(e.id))
 		return
 	}
-	release, err := s.adm.acquire(r.Context(), s.drainCh)
-	if err != nil {
-		s.admissionFailed(w, r, err)
+	ctx, done, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
-	defer release()
-
-	ctx, done := s.track(r.Context())
 	defer done()
 	ctx = logr.NewContext(ctx, logr.FromContextOrDiscard(ctx).WithValues("session", e.id))
 	run := func(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
