@@ -57,6 +57,9 @@ type Config struct {
 	// WorkDir is the executor's work directory. When set, /readyz checks that it exists and
 	// re-creates it when it was removed.
 	WorkDir string
+	// MCP serves the Model Context Protocol at /mcp (see pkg/mcpserver); MCPInstalls offers
+	// its install_packages tool (run-time installs are allowed).
+	MCP, MCPInstalls bool
 }
 
 // Validate checks that the limits make sense. New assumes a valid Config.
@@ -148,6 +151,10 @@ func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Reg
 		"/v1/sessions/{id}/execute": {http.MethodPost: s.handleSessionExecute},
 		routeSessionFiles:           {http.MethodGet: s.handleSessionFiles},
 		routeSessionFile:            {http.MethodGet: s.handleSessionFile},
+	}
+	if cfg.MCP {
+		h := s.mcpHandler().ServeHTTP
+		s.routes["/mcp"] = map[string]http.HandlerFunc{http.MethodPost: h, http.MethodGet: h, http.MethodDelete: h}
 	}
 	return s
 }

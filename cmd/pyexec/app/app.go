@@ -103,6 +103,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 	root.AddCommand(newServeCommand(io, g, run.Serve))
 	root.AddCommand(newRunCommand(io, g, run.Run))
 	root.AddCommand(newBenchCommand(io))
+	root.AddCommand(newMCPCommand(io))
 	return root
 }
 

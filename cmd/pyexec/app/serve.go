@@ -89,6 +89,8 @@ type ServeConfig struct {
 	MaxConnections       int // --max-connections: open at once on the socket
 	MaxConnectionsPerUID int // --max-connections-per-uid: of one peer uid
 
+	MCP bool // --mcp: serve the Model Context Protocol at /mcp on the socket
+
 	MaxSessions           int           // --max-sessions: open at once (0: none)
 	SessionIdleTimeout    time.Duration // --session-idle-timeout: a session's default
 	MaxSessionIdleTimeout time.Duration // --max-session-idle-timeout: the most one may ask for
@@ -265,6 +267,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.Int64Var(&cfg.MaxFilesOutBytes, "max-files-out-bytes", 32<<20, "total size of the files returned from an execution; files past it are left out (files_truncated)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 256, "connections open at once on the socket; more are closed at once")
 	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
+	f.BoolVar(&cfg.MCP, "mcp", true, "serve the Model Context Protocol (Streamable HTTP) at /mcp on the socket, with the same peer checks, limits and logs as the API")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", 8, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
 	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", 10*time.Minute, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
 	f.DurationVar(&cfg.MaxSessionIdleTimeout, "max-session-idle-timeout", time.Hour, "the longest idle timeout a session may ask for")
@@ -348,6 +351,9 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		Version:   version.Version,
 		Mode:      cfg.Mode,
 		WorkDir:   cfg.WorkDir,
+		MCP:       cfg.MCP,
+		// install_packages is offered when some package may be installed at run time.
+		MCPInstalls: len(cfg.AllowPackages) > 0,
 	}, nil, log, reg)
 
 	sock, err := srv.ListenSocket(server.SocketConfig{Path: cfg.Socket, Mode: cfg.mode, GID: cfg.gid})

@@ -1,0 +1,282 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/mcpserver"
+	"github.com/pyexec/pyexec/pkg/testutil"
+)
+
+// mcpTransports are the two ways an agent reaches the sidecar over MCP: Streamable HTTP at
+// /mcp on its socket, and `pyexec mcp` on stdio, forwarding to the socket.
+func mcpTransports(t testing.TB, s *sidecar) map[string]func() mcp.Transport {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	socketClient := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", s.socket)
+	}}}
+	return map[string]func() mcp.Transport{
+		"http": func() mcp.Transport {
+			return &mcp.StreamableClientTransport{Endpoint: "http://pyexec/mcp", HTTPClient: socketClient}
+		},
+		"stdio": func() mcp.Transport {
+			cmd := exec.Command(self, "mcp", "--socket", s.socket)
+			cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PATH=/usr/bin:/bin", "HOME=/"}
+			return &mcp.CommandTransport{Command: cmd}
+		},
+	}
+}
+
+func connectMCP(t *testing.T, tr mcp.Transport) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "pyexec-test", Version: "1"}, nil).Connect(ctx, tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// callTool calls a tool and returns its result, its text and its structured content.
+func callTool(t *testing.T, cs *mcp.ClientSession, name string, args map[string]any) (*mcp.CallToolResult, string, map[string]any) {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var text strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			text.WriteString(tc.Text)
+		}
+	}
+	var structured map[string]any
+	if res.StructuredContent != nil {
+		b, _ := json.Marshal(res.StructuredContent)
+		_ = json.Unmarshal(b, &structured)
+	}
+	return res, text.String(), structured
+}
+
+// The SDK's own client against both transports: initialize, the tools and their schemas, code
+// that prints, raises, draws; a session's state across calls and its files as resources; the
+// end of a session. Every call is one more execution line in the sidecar's log.
+func TestMCP(t *testing.T) {
+	py := testutil.RequireSystemPython(t)
+	if out, err := exec.Command(py, "-c", "import matplotlib").CombinedOutput(); err != nil {
+		t.Fatalf("the system Python lacks matplotlib (apt-get install python3-matplotlib): %s", out)
+	}
+	s := startSidecar(t, nil, "--allow-packages", "pyexec-test-nothing")
+	for name, tr := range mcpTransports(t, s) {
+		t.Run(name, func(t *testing.T) {
+			before := len(s.logs("execution finished"))
+			cs := connectMCP(t, tr())
+			init := cs.InitializeResult()
+			if init.ServerInfo.Name != "pyexec" || init.Capabilities.Tools == nil || init.Capabilities.Resources == nil {
+				t.Fatalf("initialize: %+v", init)
+			}
+			t.Logf("%s: protocol version %s", name, init.ProtocolVersion)
+
+			var names []string
+			for tool, err := range cs.Tools(context.Background(), nil) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, tool.Name)
+				if tool.Description == "" || tool.InputSchema == nil {
+					t.Errorf("tool %s has no description or input schema", tool.Name)
+				}
+				if tool.Name == mcpserver.ToolRunPython {
+					schema, _ := json.Marshal(tool.InputSchema)
+					if !strings.Contains(string(schema), `"required":["code"]`) || !strings.Contains(string(schema), "session_id") {
+						t.Errorf("run_python's schema: %s", schema)
+					}
+				}
+			}
+			slices.Sort(names)
+			if want := []string{"close_session", "create_session", "install_packages", "list_sessions", "run_python"}; !slices.Equal(names, want) {
+				t.Fatalf("tools %v, want %v", names, want)
+			}
+
+			// A package outside --allow-packages is refused by the sidecar's policy, as over the API.
+			if res, text, _ := callTool(t, cs, mcpserver.ToolInstallPackages, map[string]any{"packages": []string{"requests"}}); !res.IsError || !strings.Contains(text, "requests") {
+				t.Fatalf("install_packages of a package not allowed: %v %q", res.IsError, text)
+			}
+			res, text, structured := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "print(2 * 3)\n'done'"})
+			if res.IsError || !strings.Contains(text, "stdout:\n6\n") || !strings.Contains(text, "result:\n'done'") || structured["exit_code"] != float64(0) {
+				t.Fatalf("print: %v %q %v", res.IsError, text, structured)
+			}
+			res, text, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "raise ValueError('boom')"})
+			if !res.IsError || !strings.Contains(text, "ValueError: boom") || !strings.Contains(text, "exit code 1") {
+				t.Fatalf("an exception: %v %q", res.IsError, text)
+			}
+			res, _, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"})
+			var png []byte
+			for _, c := range res.Content {
+				if img, ok := c.(*mcp.ImageContent); ok && img.MIMEType == "image/png" {
+					png = img.Data
+				}
+			}
+			if res.IsError || !bytes.HasPrefix(png, []byte("\x89PNG\r\n")) {
+				t.Fatalf("a figure: %v, %d bytes of image", res.IsError, len(png))
+			}
+
+			_, _, created := callTool(t, cs, mcpserver.ToolCreateSession, map[string]any{"idle_timeout_seconds": 60})
+			id, _ := created["session_id"].(string)
+			if id == "" {
+				t.Fatalf("create_session: %v", created)
+			}
+			callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x = 41\nopen('out.csv', 'w').write('a,b\\n1,2\\n')",
+				"files": map[string]any{"in.txt": "from the agent"}})
+			res, text, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "print(open('in.txt').read())\nx + 1"})
+			if res.IsError || !strings.Contains(text, "from the agent") || !strings.Contains(text, "result:\n42") {
+				t.Fatalf("state across calls: %q", text)
+			}
+			_, text, listed := callTool(t, cs, mcpserver.ToolListSessions, map[string]any{})
+			if !strings.Contains(text, id) || listed["sessions"] == nil {
+				t.Fatalf("list_sessions: %q %v", text, listed)
+			}
+
+			uri := "pyexec://sessions/" + id + "/files/out.csv"
+			var found bool
+			for r, err := range cs.Resources(context.Background(), nil) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				found = found || (r.URI == uri && r.MIMEType == "text/csv; charset=utf-8" || r.URI == uri && strings.HasPrefix(r.MIMEType, "text/csv"))
+			}
+			if !found {
+				t.Fatalf("resources/list does not name %s", uri)
+			}
+			read, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: uri})
+			if err != nil || len(read.Contents) != 1 || read.Contents[0].Text != "a,b\n1,2\n" {
+				t.Fatalf("resources/read %s: %+v %v", uri, read, err)
+			}
+			if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "pyexec://sessions/" + id + "/files/missing.csv"}); err == nil {
+				t.Fatal("reading a missing file did not fail")
+			}
+
+			if res, _, closed := callTool(t, cs, mcpserver.ToolCloseSession, map[string]any{"session_id": id}); res.IsError || closed["closed"] != true {
+				t.Fatalf("close_session: %v", closed)
+			}
+			res, text, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x"})
+			if !res.IsError || !strings.Contains(text, "create_session") {
+				t.Fatalf("a call in a closed session: %v %q", res.IsError, text)
+			}
+			// Five executions ran: three stateless and two in the session; the call in the closed
+			// session ran none.
+			if got := len(s.logs("execution finished")) - before; got != 5 {
+				t.Errorf("%d execution lines in the sidecar's log, want 5", got)
+			}
+		})
+	}
+}
+
+// --mcp=false switches /mcp off; without --allow-packages, install_packages is not offered;
+// --allow-uids holds for /mcp and for the calls its tools make.
+func TestMCPSwitches(t *testing.T) {
+	s := startSidecar(t, nil)
+	cs := connectMCP(t, mcpTransports(t, s)["http"]())
+	for tool, err := range cs.Tools(context.Background(), nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == mcpserver.ToolInstallPackages {
+			t.Fatal("install_packages is offered by a sidecar that allows no installs")
+		}
+	}
+	// The tools' calls carry the MCP request's peer: with --allow-uids they pass as the peer's
+	// own calls would, and the execution's log line names the peer's uid.
+	uid := os.Getuid()
+	only := startSidecar(t, nil, "--allow-uids", strconv.Itoa(uid))
+	res, text, _ := callTool(t, connectMCP(t, mcpTransports(t, only)["http"]()), mcpserver.ToolRunPython, map[string]any{"code": "print('in')"})
+	if res.IsError || !strings.Contains(text, "in\n") {
+		t.Fatalf("run_python on a sidecar that allows uid %d: %q", uid, text)
+	}
+	if lines := only.logs("execution finished"); len(lines) != 1 || lines[0]["uid"] != float64(uid) {
+		t.Fatalf("the execution's log line: %v", lines)
+	}
+	other := startSidecar(t, nil, "--allow-uids", strconv.Itoa(uid+4242))
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel0()
+	if _, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx0, mcpTransports(t, other)["http"](), nil); err == nil {
+		t.Fatal("a peer outside --allow-uids reached /mcp")
+	}
+	off := startSidecar(t, nil, "--mcp=false")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx, mcpTransports(t, off)["http"](), nil); err == nil {
+		t.Fatal("MCP answered on a sidecar started with --mcp=false")
+	}
+}
+
+// BenchmarkMCP compares, in one run against one sidecar, print(1) as a direct API call and as
+// run_python over MCP on both transports (p50 and p95 of b.N calls each, one at a time).
+//
+//	go test ./cmd/pyexec/app -run '^$' -bench MCP -benchtime 200x
+func BenchmarkMCP(b *testing.B) {
+	s := startSidecar(b, nil)
+	transports := mcpTransports(b, s)
+	measure := func(b *testing.B, call func() error) {
+		for range 3 { // warm-up
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		took := make([]time.Duration, 0, b.N)
+		for range b.N {
+			start := time.Now()
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(took[len(took)*95/100].Microseconds())/1000, "p95-ms")
+		b.ReportMetric(0, "ns/op")
+	}
+	b.Run("api", func(b *testing.B) {
+		measure(b, func() error {
+			_, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(1)"})
+			return err
+		})
+	})
+	for _, name := range []string{"http", "stdio"} {
+		b.Run("mcp-"+name, func(b *testing.B) {
+			ctx := context.Background()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, transports[name](), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cs.Close()
+			measure(b, func() error {
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: mcpserver.ToolRunPython, Arguments: map[string]any{"code": "print(1)"}})
+				if err == nil && res.IsError {
+					err = fmt.Errorf("run_python failed: %+v", res.Content)
+				}
+				return err
+			})
+		})
+	}
+}
