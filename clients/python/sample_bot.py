@@ -13,6 +13,9 @@ It is the app container of config/samples/bot.yaml (image pyexec-bot, built by t
                                        # run each CODE in turn in one session, as a
                                        # conversation does; print one Result a line, then
                                        # delete the session
+    python3 sample_bot.py mcp CODE     # run CODE through the sidecar's MCP endpoint (/mcp on
+                                       # the socket), as an agent framework would: initialize,
+                                       # then call the run_python tool; print what came back
 
 Each log line starts with ``bot:`` and reads ``bot: result ...`` or ``bot: error ...``, so
 ``kubectl logs POD`` (the bot is the pod's default container) shows what the sidecar did.
@@ -63,6 +66,50 @@ def run_session(client, codes):
     return 0
 
 
+def run_mcp(socket_path, code):
+    """Speak the Model Context Protocol (Streamable HTTP, JSON answers) to the sidecar's /mcp."""
+    import http.client
+    import socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(60)
+            self.sock.connect(socket_path)
+
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+    def post(message):
+        conn = Conn("pyexec")
+        try:
+            conn.request("POST", "/mcp", json.dumps(message), headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status >= 300:
+            raise RuntimeError("HTTP %d: %s" % (resp.status, body[:500].decode("utf-8", "replace")))
+        return json.loads(body) if body else None
+
+    init = post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "sample-bot", "version": "1"}}})
+    version = init["result"]["protocolVersion"]
+    headers["MCP-Protocol-Version"] = version
+    post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    call = post({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "run_python", "arguments": {"code": code}}})
+    result = call["result"]
+    print(json.dumps({
+        "protocol_version": version,
+        "server": init["result"]["serverInfo"]["name"],
+        "is_error": result.get("isError", False),
+        "text": "".join(c.get("text", "") for c in result["content"] if c["type"] == "text"),
+        "images": sum(1 for c in result["content"] if c["type"] == "image"),
+        "exit_code": (result.get("structuredContent") or {}).get("exit_code"),
+    }))
+    return 0
+
+
 def loop(client, interval):
     n = 0
     print("bot: started, socket %s, a snippet every %gs" % (client.socket_path, interval), flush=True)
@@ -84,6 +131,8 @@ def main(argv):
         return run_once(client, argv[2], float(argv[3]) if len(argv) == 4 else 30)
     if len(argv) >= 3 and argv[1] == "session":
         return run_session(client, argv[2:])
+    if len(argv) == 3 and argv[1] == "mcp":
+        return run_mcp(client.socket_path, argv[2])
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 64

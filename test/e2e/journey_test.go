@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -343,6 +344,18 @@ time.sleep(60)`, 3)
 	t.Run("hostile_code_is_confined", func(t *testing.T) { hostileCode(t, cs, pod.Name) })
 
 	t.Run("a_session_across_three_calls", func(t *testing.T) { sessionAcrossCalls(t, pod.Name) })
+
+	t.Run("the_bot_speaks_mcp", func(t *testing.T) {
+		out, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "/app/sample_bot.py", "mcp", "print(6 * 7)")
+		var res map[string]any
+		if jerr := json.Unmarshal([]byte(out), &res); jerr != nil || err != nil {
+			t.Fatalf("sample_bot.py mcp: %v %v\n%s", err, jerr, out)
+		}
+		if res["server"] != "pyexec" || res["is_error"] != false || !strings.Contains(fmt.Sprint(res["text"]), "42") || res["exit_code"] != float64(0) || res["protocol_version"] == "" {
+			t.Fatalf("run_python over MCP in the pod: %v", res)
+		}
+		t.Logf("MCP protocol version %v", res["protocol_version"])
+	})
 
 	t.Run("uid_outside_the_allowed_list_is_refused", func(t *testing.T) {
 		res := botRun(t, appNS, pod.Name, "intruder", "print(1)")
