@@ -70,9 +70,19 @@ def make_subreaper():
 
 def protect_self():
     """Make this process non-dumpable: a process of the same uid (the code) can then neither
-    read its /proc files (environ, mem, fds) nor ptrace it. Forked children inherit it."""
+    read its /proc files (environ, mem, fds) nor ptrace it. Forked children inherit it. And
+    raise its soft limit of open files to the hard one: the kernel refuses to pass descriptors
+    on a Unix socket once its uid has more in flight than the sender's soft limit, and the code,
+    of the same uid, has a far lower one (see _limit)."""
     try:
         prctl(PR_SET_DUMPABLE, 0)
+    except Exception:
+        pass
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except Exception:
         pass
 
@@ -155,7 +165,8 @@ def _limit(params):
 
     limits = params["limits"]
     for name, value in (("RLIMIT_AS", limits.get("as_bytes")), ("RLIMIT_NPROC", limits.get("nproc")),
-                        ("RLIMIT_FSIZE", limits.get("fsize_bytes")), ("RLIMIT_CORE", 0)):
+                        ("RLIMIT_FSIZE", limits.get("fsize_bytes")), ("RLIMIT_NOFILE", limits.get("nofile")),
+                        ("RLIMIT_CORE", 0)):
         if value is not None:
             resource.setrlimit(getattr(resource, name), (value, value))
     os.chdir(params["cwd"])

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/packages"
 )
 
 // SessionRequest starts a session: an interpreter that keeps its globals, imports and working
@@ -76,6 +77,9 @@ type Session struct {
 	once  sync.Once
 	// pendingEnv is the env of a session taken from a spare, applied with its first call.
 	pendingEnv map[string]string
+	// tree is the packages tree the interpreter has on sys.path and may read.
+	tree string
+	fdMu sync.Mutex // orders interrupt against Close
 }
 
 // sessionReply is what the supervisor answers: first the interpreter's pid (with its pidfd)
@@ -97,7 +101,7 @@ func (s *Spawn) beginSession(req SessionRequest, zygote int) (*Session, *executi
 		return nil, nil, err
 	}
 	e.session = true
-	return &Session{spawn: s, req: req, dir: e.dir, work: e.work, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
+	return &Session{spawn: s, req: req, dir: e.dir, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
 }
 
 // NewSession implements SessionStarter: a fresh interpreter supervises the session.
@@ -166,7 +170,7 @@ func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*Session, e
 // down, the session starts in spawn mode.
 func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*Session, error) {
 	defer f.sessions.refill(f.forkSession)
-	if ss := f.sessions.take(req); ss != nil {
+	if ss := f.sessions.take(req, packages.Tree(f.cfg.PackagesDir)); ss != nil {
 		if err := ss.adopt(req); err != nil {
 			ss.Close()
 			return nil, err
@@ -253,8 +257,9 @@ func (sp *sessionSpare) want(req SessionRequest) {
 	}
 }
 
-// take returns the spare when it is like req and still alive.
-func (sp *sessionSpare) take(req SessionRequest) *Session {
+// take returns the spare when it is like req, sees the current packages tree and is still
+// alive.
+func (sp *sessionSpare) take(req SessionRequest, tree string) *Session {
 	sp.mu.Lock()
 	ss := sp.spare
 	if ss == nil || !ss.like(req) {
@@ -263,7 +268,7 @@ func (sp *sessionSpare) take(req SessionRequest) *Session {
 	}
 	sp.spare = nil
 	sp.mu.Unlock()
-	if ss.Ended() { // the zygote restarted since
+	if ss.tree != tree || ss.Ended() { // an install since, or the zygote restarted
 		go ss.Close()
 		return nil
 	}
@@ -403,14 +408,19 @@ func (ss *Session) Execute(ctx context.Context, req Request, out Output) (api.Ex
 		return noResult(req), err
 	}
 
-	k := &killer{grace: interruptGrace, interrupt: func() { _ = unix.PidfdSendSignal(ss.kernel, unix.SIGINT, nil, 0) }}
+	k := &killer{grace: interruptGrace, interrupt: ss.interrupt}
 	onLimit := func() { k.kill(api.ReasonOutputLimit) }
 	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
 	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
 	rights := unix.UnixRights(int(call.Fd()), int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()))
 	if err := ignoringEINTR(func() error { return unix.Sendmsg(ss.ctl, []byte(`{"op":"exec"}`), rights, nil, 0) }); err != nil {
-		ss.end()
-		return noResult(req), ErrSessionEnded
+		if !ss.alive() {
+			ss.end()
+			return noResult(req), ErrSessionEnded
+		}
+		// The session is there; the call did not reach it (ETOOMANYREFS: too many descriptors
+		// in flight for the uid). It may be tried again.
+		return noResult(req), fmt.Errorf("handing the call to the session: %w", err)
 	}
 	p.closeChildEnds()
 	call.Close()
@@ -521,6 +531,16 @@ func (ss *Session) writeFiles(files []File) error {
 	return nil
 }
 
+// interrupt sends the interpreter SIGINT, unless the session is closed: its pidfd's number
+// may be another's by then.
+func (ss *Session) interrupt() {
+	ss.fdMu.Lock()
+	defer ss.fdMu.Unlock()
+	if ss.kernel >= 0 {
+		_ = unix.PidfdSendSignal(ss.kernel, unix.SIGINT, nil, 0)
+	}
+}
+
 // alive says whether the supervisor still runs.
 func (ss *Session) alive() bool {
 	if ss.supFD < 0 {
@@ -564,8 +584,10 @@ func (ss *Session) Close() {
 		if ss.sup > 0 {
 			ss.waitExited()
 		}
+		ss.fdMu.Lock()
 		closeFDs([]int{ss.ctl, ss.kernel, ss.supFD})
 		ss.ctl, ss.kernel, ss.supFD = -1, -1, -1
+		ss.fdMu.Unlock()
 		removeAll(ss.dir)
 	})
 }

@@ -345,3 +345,71 @@ func TestSessionAliveUnderSignals(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// What the code left at an input file's path is no trap for the server: a FIFO (read or not)
+// and a symlink are refused for the request's fault, at once, and the session goes on.
+func TestSessionInputFileInTheWay(t *testing.T) {
+	ss := newSession(t, sessionModes(t)[ModeFork], SessionRequest{ID: "way"})
+	call(t, ss, "import os, threading\nos.mkfifo('fifo')\nos.mkfifo('read')\nos.symlink('/etc/passwd', 'link')\n"+
+		"threading.Thread(target=lambda: open('read').read(), daemon=True).start()")
+	for _, name := range []string{"fifo", "read", "link"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := ss.Execute(context.Background(), Request{ID: name, Code: "1", Limits: defaultLimits, Files: []File{{Path: name, Data: []byte("x")}}}, nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			var fileErr *FileError
+			if !errors.As(err, &fileErr) {
+				t.Errorf("an input file over %s: %v, want a FileError", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("an input file over %s hangs the call", name)
+		}
+	}
+	if b, err := os.ReadFile("/etc/passwd"); err != nil || string(b) == "x" {
+		t.Fatalf("the write followed the symlink to /etc/passwd: %q %v", b, err)
+	}
+	if res := call(t, ss, "print('goes on')"); res.Stdout != "goes on\n" {
+		t.Fatalf("after the refusals: %+v", res)
+	}
+}
+
+// A session started ahead of time is not taken once the packages tree has changed (an install):
+// the new session must see the new tree.
+func TestSpareSessionFollowsThePackagesTree(t *testing.T) {
+	fk := sessionModes(t)[ModeFork].(*Fork)
+	fk.WarmSession(SessionRequest{Limits: defaultLimits})
+	deadline := time.Now().Add(20 * time.Second)
+	var spare *Session
+	for spare == nil {
+		fk.sessions.mu.Lock()
+		spare = fk.sessions.spare
+		fk.sessions.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no session was started ahead of time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	pkgs := fk.cfg.PackagesDir
+	if err := os.MkdirAll(filepath.Join(pkgs, "trees", "2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pkgs, "trees", "2", "fresh_pkg.py"), []byte("VALUE = 'new'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("trees/2", filepath.Join(pkgs, "current.new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(pkgs, "current.new"), filepath.Join(pkgs, "current")); err != nil {
+		t.Fatal(err)
+	}
+	ss := newSession(t, fk, SessionRequest{ID: "after-install"})
+	if ss == spare {
+		t.Fatal("the session started before the install was taken")
+	}
+	if res := call(t, ss, "import fresh_pkg\nprint(fresh_pkg.VALUE)"); res.Stdout != "new\n" {
+		t.Fatalf("the new tree in a session created after the install: %+v", res)
+	}
+}

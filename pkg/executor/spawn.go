@@ -278,11 +278,31 @@ func writeFiles(work string, files []File) error {
 				return &FileError{Path: f.Path, Err: err}
 			}
 		}
-		if err := root.WriteFile(f.Path, f.Data, 0o644); err != nil {
+		if err := writeFile(root, f); err != nil {
 			return &FileError{Path: f.Path, Err: err}
 		}
 	}
 	return nil
+}
+
+// writeFile writes one input file, or replaces a regular file's content. In a session the
+// code had the directory before: what it left at the path may be a FIFO, which would block an
+// open for writing (O_NONBLOCK: it fails, or opens and is refused unwritten), or a symlink,
+// which is not followed.
+func writeFile(root *os.Root, f File) error {
+	file, err := root.OpenFile(f.Path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0o644)
+	if errors.Is(err, syscall.ENXIO) { // a FIFO nobody reads
+		return errors.New("something other than a regular file is in the way")
+	}
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	if st, err := file.Stat(); err != nil || !st.Mode().IsRegular() {
+		return errors.New("something other than a regular file is in the way")
+	}
+	_, err = file.Write(f.Data)
+	return err
 }
 
 // FileError is an input file that cannot be written where it asks to be (e.g. "a/b" after a
@@ -298,7 +318,7 @@ func (e *FileError) Unwrap() error { return e.Err }
 // params are the runner's: the code's file, its limits, and its confinement, whose Landlock
 // ruleset comes as a file descriptor when landlock is set.
 func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, session bool) string {
-	limits := map[string]any{"nproc": req.MaxProcesses}
+	limits := map[string]any{"nproc": req.MaxProcesses, "nofile": codeOpenFiles()}
 	if req.MemoryLimitMB > 0 {
 		limits["as_bytes"] = int64(req.MemoryLimitMB) << 20
 	}
@@ -317,6 +337,23 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, ses
 	b, _ := json.Marshal(p)
 	return string(b)
 }
+
+// codeOpenFiles is the code's limit of open files, soft and hard. The kernel counts the
+// descriptors in flight on Unix sockets per uid and refuses to pass more once the count is over
+// the sender's soft limit: code of the server's uid that filled it would keep the server, the
+// zygote and the supervisors (whose soft limits are their hard ones) from passing any execution
+// its descriptors. Under this limit it cannot: the count stops at the code's limit, a quarter of
+// theirs at most.
+func codeOpenFiles() uint64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Max == unix.RLIM_INFINITY {
+		return maxCodeOpenFiles
+	}
+	return max(min(maxCodeOpenFiles, lim.Max/4), 64)
+}
+
+// maxCodeOpenFiles is the most files code may have open.
+const maxCodeOpenFiles = 4096
 
 // env is the scrubbed environment of an execution: an allowlist, then the request's env.
 func (s *Spawn) env(work, tree string, extra map[string]string) []string {

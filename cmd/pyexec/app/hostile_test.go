@@ -485,6 +485,7 @@ func TestHostileCode(t *testing.T) {
 			}
 			if tc.sessions {
 				t.Run("20 reach another session", func(t *testing.T) { h.otherSession(t, active) })
+				t.Run("21 fill the uid's descriptors in flight", h.inflight)
 			}
 			t.Run("5 read another execution's files", func(t *testing.T) { h.otherExecution(t, active) })
 			t.Run("13 find an earlier request's env in memory", h.envInMemory)
@@ -673,6 +674,69 @@ for pid in os.listdir("/proc"):
 		t.Errorf("the victim session did not survive the attacker: %+v %v\nattacker: %s", after, err, res.Stdout)
 	default:
 		t.Logf("OPEN without scoped signals: a session killed another (%v)", err)
+	}
+	h.genuine(t)
+}
+
+// inflight: a session puts descriptors in flight on socketpairs of its own until the kernel
+// refuses, and keeps them there. The kernel counts them per uid, against the sender's limit of
+// open files: were the code's as high as the server's, the server, the zygote and the
+// supervisors (the same uid) could pass no descriptor any more, and every other session's call
+// and every new session would fail. The code's limit is far lower (executor.codeOpenFiles).
+func (h *hostile) inflight(t *testing.T) {
+	ctx := context.Background()
+	victim, err := h.s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.s.client.DeleteSession(ctx, victim.ID)
+	if res, err := h.s.client.SessionExecute(ctx, victim.ID, api.ExecuteRequest{Code: "secret = 42"}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("the victim: %+v %v", res, err)
+	}
+	attacker, err := h.s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.s.client.DeleteSession(ctx, attacker.ID)
+	res, err := h.s.client.SessionExecute(ctx, attacker.ID, api.ExecuteRequest{TimeoutSeconds: seconds(20), Code: `
+import array, resource, socket
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+except (ValueError, OSError) as e:
+    print("raise refused:", e)
+KEEP, sent, fds = [], 0, array.array("i", [0] * 253)
+try:
+    while True:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        a.setblocking(False)
+        KEEP.append((a, b))
+        while True:
+            try:
+                a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                sent += len(fds)
+            except BlockingIOError:
+                break
+except OSError as e:
+    print("stopped:", sent, "in flight,", e)
+`})
+	if err != nil || !strings.Contains(res.Stdout, "stopped:") {
+		t.Fatalf("the attack did not run to the kernel's refusal: %+v %v", res, err)
+	}
+	t.Logf("attacker: %s", strings.TrimSpace(res.Stdout))
+	// From outside, while the descriptors stay in flight: the victim's next call, a new session
+	// and a plain execution.
+	if r, err := h.s.client.SessionExecute(ctx, victim.ID, api.ExecuteRequest{Code: "print(secret)"}); err != nil || r.Stdout != "42\n" {
+		t.Errorf("the victim session's call: %+v %v", r, err)
+	}
+	fresh, err := h.s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Errorf("a new session: %v", err)
+	} else {
+		defer h.s.client.DeleteSession(ctx, fresh.ID)
+		if r, err := h.s.client.SessionExecute(ctx, fresh.ID, api.ExecuteRequest{Code: "print(6 * 7)"}); err != nil || r.Stdout != "42\n" {
+			t.Errorf("a new session's call: %+v %v", r, err)
+		}
 	}
 	h.genuine(t)
 }
