@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -137,7 +138,11 @@ func runRun(ctx context.Context, sio IO, cfg *RunConfig) error {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(sio.Stderr, "pyexec: %v\n", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "pyexec: ") { // a client.APIError says it already
+			msg = "pyexec: " + msg
+		}
+		fmt.Fprintln(sio.Stderr, msg)
 		return &exitError{code: ExitRunFailed}
 	}
 	if res.SessionLost {
