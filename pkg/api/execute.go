@@ -87,14 +87,19 @@ const (
 	EventStdout = "stdout"
 	EventStderr = "stderr"
 	EventExit   = "exit"
+	// EventError ends a stream whose execution failed to run after the 200 was sent; clients
+	// treat a stream without an exit event as failed.
+	EventError = "error"
 )
 
 // StreamEvent is one line of a streamed execution: output as it arrives, then one exit event
-// that carries every field of ExecuteResult.
+// that carries every field of ExecuteResult — or an error event.
 type StreamEvent struct {
 	Type string `json:"type"`
 	Data string `json:"data,omitempty"`
 	*ExecuteResult
+	// Error is set on an error event.
+	Error *ErrorBody `json:"error,omitempty"`
 }
 
 // Error codes in ErrorBody.

@@ -2,7 +2,6 @@
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -90,18 +89,16 @@ func (c *Client) executeStream(ctx context.Context, path string, req api.Execute
 		return nil, err
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 256<<20)
-	for sc.Scan() {
-		var ev struct {
-			api.StreamEvent
-			Error *api.ErrorBody `json:"error"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev api.StreamEvent
+		if err := dec.Decode(&ev); err == io.EOF {
+			return nil, errors.New("pyexec: the stream ended without an exit event")
+		} else if err != nil {
 			return nil, fmt.Errorf("pyexec: reading the stream: %w", err)
 		}
 		switch {
-		case ev.Error != nil:
+		case ev.Type == api.EventError && ev.Error != nil:
 			return nil, &APIError{Status: http.StatusInternalServerError, Code: ev.Error.Code, Message: ev.Error.Message, RequestID: ev.Error.RequestID}
 		case ev.Type == api.EventExit && ev.ExecuteResult != nil:
 			return ev.ExecuteResult, nil
@@ -111,10 +108,6 @@ func (c *Client) executeStream(ctx context.Context, path string, req api.Execute
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("pyexec: reading the stream: %w", err)
-	}
-	return nil, errors.New("pyexec: the stream ended without an exit event")
 }
 
 // Info returns GET /v1/info.

@@ -41,7 +41,9 @@ type File struct {
 }
 
 // Output receives output as it arrives, for streaming. Calls come from one goroutine per
-// stream; implementations must be safe for concurrent use by both.
+// stream; implementations must be safe for concurrent use by both. data never ends in the
+// middle of a UTF-8 sequence, unless the stream was cut there by its cap: the executor holds
+// back a sequence a chunk cut until the rest comes (or the stream ends).
 type Output interface {
 	Write(stream string, data []byte)
 }

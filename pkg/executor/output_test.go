@@ -132,3 +132,23 @@ func TestCollectFilesSkipsWhatIsNotARegularFile(t *testing.T) {
 		t.Errorf("files %+v truncated %v, want real.txt alone", got, truncated)
 	}
 }
+
+// A chunk that ends in the middle of a UTF-8 sequence is cut before it; invalid bytes count as
+// whole (JSON shows them as U+FFFD).
+func TestUTF8Boundary(t *testing.T) {
+	for _, tt := range []struct{ in, complete string }{
+		{"", ""},
+		{"abc", "abc"},
+		{"é", "é"},
+		{"a\xc3", "a"},
+		{"a\xe2\x82", "a"},
+		{"a\xe2\x82\xac", "a€"},
+		{"\xf0\x9f\x98", ""},
+		{"a\xff", "a\xff"},
+		{"a\x80\x80", "a\x80\x80"},
+	} {
+		if got := tt.in[:utf8Boundary([]byte(tt.in))]; got != tt.complete {
+			t.Errorf("utf8Boundary(%q) keeps %q, want %q", tt.in, got, tt.complete)
+		}
+	}
+}

@@ -138,7 +138,7 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req ex
 	res, err := run(ctx, req, sw)
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	if err != nil {
-		sw.finish(streamError{Type: eventError, Error: api.ErrorBody{
+		sw.finish(api.StreamEvent{Type: api.EventError, Error: &api.ErrorBody{
 			Code: api.ErrCodeInternal, Message: "execution failed: " + err.Error(), RequestID: req.ID,
 		}})
 		s.m.rejected.WithLabelValues(api.ErrCodeInternal).Inc()

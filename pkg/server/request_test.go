@@ -199,26 +199,6 @@ func TestDecodeFilesTotal(t *testing.T) {
 	}
 }
 
-func TestSplitIncompleteUTF8(t *testing.T) {
-	tests := []struct{ in, complete, rest string }{
-		{"", "", ""},
-		{"abc", "abc", ""},
-		{"é", "é", ""},
-		{"a\xc3", "a", "\xc3"},
-		{"a\xe2\x82", "a", "\xe2\x82"},
-		{"a\xe2\x82\xac", "a€", ""},
-		{"\xf0\x9f\x98", "", "\xf0\x9f\x98"},
-		{"a\xff", "a\xff", ""},         // invalid: complete
-		{"a\x80\x80", "a\x80\x80", ""}, // stray continuation bytes: complete
-	}
-	for _, tt := range tests {
-		c, r := splitIncompleteUTF8([]byte(tt.in))
-		if string(c) != tt.complete || string(r) != tt.rest {
-			t.Errorf("splitIncompleteUTF8(%q) = %q, %q; want %q, %q", tt.in, c, r, tt.complete, tt.rest)
-		}
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	if err := testConfig().Validate(); err != nil {
 		t.Fatalf("test config: %v", err)

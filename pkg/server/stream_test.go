@@ -126,35 +126,14 @@ func TestStreamExecutorError(t *testing.T) {
 	r := bufio.NewReader(resp.Body)
 	wantOutputEvent(t, readEvent(t, r), api.EventStdout, "partial")
 
-	var last streamError
-	if err := json.Unmarshal([]byte(readLine(t, r)), &last); err != nil {
+	line := readLine(t, r)
+	var last api.StreamEvent
+	if err := json.Unmarshal([]byte(line), &last); err != nil {
 		t.Fatal(err)
 	}
-	want := streamError{Type: "error", Error: api.ErrorBody{Code: api.ErrCodeInternal,
-		Message: "execution failed: fork server died", RequestID: resp.Header.Get(headerRequestID)}}
-	if last != want {
-		t.Errorf("last event %+v, want %+v", last, want)
-	}
-	wantEOF(t, r)
-}
-
-func TestStreamKeepsUTF8Whole(t *testing.T) {
-	exec := fakeExec(func(_ context.Context, _ executor.Request, out executor.Output) (api.ExecuteResult, error) {
-		out.Write(api.EventStdout, []byte("caf\xc3"))
-		out.Write(api.EventStderr, []byte("x"))
-		out.Write(api.EventStdout, []byte("\xa9\n"))
-		out.Write(api.EventStderr, []byte("\xe2\x82")) // never completed
-		return api.ExecuteResult{Reason: api.ReasonExit}, nil
-	})
-	h := newHarness(t, testConfig(), exec, true)
-	resp := startStream(t, h, context.Background(), "?stream=true", `{"code":"1"}`)
-	r := bufio.NewReader(resp.Body)
-	wantOutputEvent(t, readEvent(t, r), api.EventStdout, "caf")
-	wantOutputEvent(t, readEvent(t, r), api.EventStderr, "x")
-	wantOutputEvent(t, readEvent(t, r), api.EventStdout, "é\n")
-	wantOutputEvent(t, readEvent(t, r), api.EventStderr, "\ufffd\ufffd")
-	if ev := readEvent(t, r); ev.Type != api.EventExit {
-		t.Errorf("last event %+v, want exit", ev)
+	want := api.ErrorBody{Code: api.ErrCodeInternal, Message: "execution failed: fork server died", RequestID: resp.Header.Get(headerRequestID)}
+	if last.Type != api.EventError || last.Error == nil || *last.Error != want || last.ExecuteResult != nil {
+		t.Errorf("last event %s, want an error event with %+v", line, want)
 	}
 	wantEOF(t, r)
 }
