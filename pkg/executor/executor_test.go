@@ -719,14 +719,23 @@ func TestForkDeadSpareForksOnDemand(t *testing.T) {
 func TestForkRefillsOnlyWhenIdle(t *testing.T) {
 	fk := newFork(t, 1)
 	awaitSpare(t, fk)
+	// The long execution takes the spare and runs until the test lets it end: no sleep of it
+	// has to outlast the rest.
 	long := make(chan api.ExecuteResult)
-	go func() { long <- run1(t, fk, "import time\ntime.sleep(1.5)") }() // takes the spare
-	deadline := time.Now().Add(10 * time.Second)
-	for fk.WarmHits() == 0 {
+	go func() {
+		long <- run1(t, fk, "import os, time\nopen('started', 'w').close()\nwhile not os.path.exists('release'):\n    time.sleep(0.01)")
+	}()
+	var started []string
+	deadline := time.Now().Add(20 * time.Second)
+	for len(started) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the spare was not taken")
+			t.Fatal("the long execution did not start")
 		}
 		time.Sleep(5 * time.Millisecond)
+		started, _ = filepath.Glob(filepath.Join(fk.cfg.WorkDir, "x-*", "work", "started"))
+	}
+	if fk.WarmHits() != 1 {
+		t.Fatalf("warm hits %d: the long execution did not take the spare", fk.WarmHits())
 	}
 	if r := run1(t, fk, "print(1)"); r.ExitCode != 0 { // forked on demand, ends first
 		t.Fatalf("%+v", r)
@@ -736,6 +745,9 @@ func TestForkRefillsOnlyWhenIdle(t *testing.T) {
 	fk.pool.Unlock()
 	if starting != 0 || ready != 0 {
 		t.Fatalf("%d spares starting and %d ready while an execution runs, want none", starting, ready)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(started[0]), "release"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	if r := <-long; r.ExitCode != 0 {
 		t.Fatalf("%+v", r)
