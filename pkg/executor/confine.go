@@ -40,6 +40,16 @@ func (s *Spawn) systemRules() (*confine.Rules, error) {
 	return rules, nil
 }
 
+// Close implements Executor: the system's paths, opened once, are released.
+func (s *Spawn) Close() {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	if s.rules != nil {
+		s.rules.Close()
+		s.rules = nil
+	}
+}
+
 // confineSpec is what the code's process needs to confine itself (runner.py's confine()): the
 // Landlock ruleset comes beside it as a file descriptor.
 type confineSpec struct {

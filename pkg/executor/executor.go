@@ -54,4 +54,7 @@ type Executor interface {
 	// a result; the error is for failures to run it at all. Cancelling ctx kills the
 	// execution and returns what it produced so far. out may be nil.
 	Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error)
+	// Close releases what the executor keeps between executions (the zygote and its spares, the
+	// descriptors of the system's paths); no execution may run or start meanwhile.
+	Close()
 }

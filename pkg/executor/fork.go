@@ -137,13 +137,15 @@ func (f *Fork) Mode() string {
 	return ModeSpawn
 }
 
-// Close stops the zygote.
+// Close implements Executor: it stops the zygote, its spares and the session started ahead
+// of time.
 func (f *Fork) Close() {
 	f.sessions.stop()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true // a session started ahead of time must not start it again
 	f.stopZygote()
+	f.spawn.Close()
 }
 
 func (f *Fork) ensureZygote() error {

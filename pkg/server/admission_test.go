@@ -34,6 +34,9 @@ func (b *blockingExec) releaseAll() {
 	b.releaseOnce.Do(func() { close(b.release) })
 }
 
+// Close implements executor.Executor.
+func (b *blockingExec) Close() {}
+
 func (b *blockingExec) Execute(ctx context.Context, req executor.Request, _ executor.Output) (api.ExecuteResult, error) {
 	b.calls.Add(1)
 	b.started <- req.ID

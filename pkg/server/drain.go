@@ -106,7 +106,7 @@ func (s *Server) Abort() int {
 
 // Shutdown stops the server on SIGTERM: Drain; Wait until running executions end or ctx (the
 // drain timeout) expires; then Abort the rest and give them abortGrace to finish; end every
-// session; then shut down httpServers, which closes their listeners (the Unix socket of Listen is removed when
+// session and close the executor; then shut down httpServers, which closes their listeners (the Unix socket of Listen is removed when
 // its listener closes). The error wraps ctx's error when the drain timed out.
 func (s *Server) Shutdown(ctx context.Context, httpServers ...*http.Server) error {
 	s.Drain()
@@ -122,6 +122,9 @@ func (s *Server) Shutdown(ctx context.Context, httpServers ...*http.Server) erro
 		errs = append(errs, fmt.Errorf("aborted executions did not end: %w", err))
 	}
 	s.closeSessions(sessionDrain)
+	if ex := s.executor(); ex != nil {
+		ex.Close() // nothing runs any more: the zygote and its spares go
+	}
 	for _, hs := range httpServers {
 		if err := hs.Shutdown(graceCtx); err != nil {
 			errs = append(errs, fmt.Errorf("shut down HTTP server: %w", err))

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,5 +157,40 @@ func TestAbortCancelsLaterExecutions(t *testing.T) {
 	srv.Handler().ServeHTTP(rec, req)
 	if cause := recv(t, "the execution", cancelled); !errors.Is(cause, errAborted) {
 		t.Errorf("context cause %v, want errAborted", cause)
+	}
+}
+
+// closingExec records that it was closed, and whether an execution ran after.
+type closingExec struct {
+	fakeExec
+	closed atomic.Bool
+}
+
+func (c *closingExec) Close() { c.closed.Store(true) }
+
+// Shutdown closes the executor, once no execution runs any more: the zygote and its spares
+// go with the server.
+func TestShutdownClosesTheExecutor(t *testing.T) {
+	ex := &closingExec{}
+	ex.fakeExec = func(context.Context, executor.Request, executor.Output) (api.ExecuteResult, error) {
+		if ex.closed.Load() {
+			t.Error("an execution ran on a closed executor")
+		}
+		return exitResult(), nil
+	}
+	h := newHarness(t, testConfig(), ex, true)
+	if resp, _ := h.execute(`{"code":"1"}`); resp.StatusCode != 200 {
+		t.Fatalf("execute: %d", resp.StatusCode)
+	}
+	if ex.closed.Load() {
+		t.Fatal("closed before the shutdown")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !ex.closed.Load() {
+		t.Fatal("Shutdown did not close the executor")
 	}
 }

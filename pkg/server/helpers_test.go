@@ -33,6 +33,9 @@ func (f fakeExec) Execute(ctx context.Context, req executor.Request, out executo
 	return f(ctx, req, out)
 }
 
+// Close implements executor.Executor.
+func (fakeExec) Close() {}
+
 // exitResult is what a fake returns for code that ran and exited 0.
 func exitResult() api.ExecuteResult {
 	return api.ExecuteResult{ExitCode: 0, Stdout: "hello\n", Reason: api.ReasonExit, DurationMS: 1}
