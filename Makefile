@@ -28,6 +28,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/pyexec ./cmd/pyexec
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/kubectl-pyexec ./cmd/kubectl-pyexec
 
 demo: deps build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
