@@ -30,6 +30,7 @@ import (
 	"github.com/pyexec/pyexec/pkg/injector"
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/version"
+	"github.com/pyexec/pyexec/pkg/watchdog"
 )
 
 // Defaults of `pyexec-injector serve`.
@@ -68,6 +69,13 @@ type ServeConfig struct {
 	SessionIdleTimeout time.Duration
 	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
 	Kubeconfig string
+	// Watchdog reports pods labeled pyexec.dev/inject=true that run without the sidecar;
+	// WatchdogDelete also deletes those with a controller, at most
+	// WatchdogMaxDeletionsPerMinute a minute. Pods younger than WatchdogGracePeriod wait.
+	Watchdog                      bool
+	WatchdogDelete                bool
+	WatchdogMaxDeletionsPerMinute int
+	WatchdogGracePeriod           time.Duration
 }
 
 // Validate checks the config.
@@ -99,7 +107,32 @@ func (c *ServeConfig) Validate() error {
 	if err := validSessions(c.MaxSessions, c.SessionIdleTimeout); err != nil {
 		return err
 	}
+	if err := c.validWatchdog(); err != nil {
+		return err
+	}
 	return validPullPolicy(c.PullPolicy)
+}
+
+func (c *ServeConfig) validWatchdog() error {
+	if !c.Watchdog {
+		if c.WatchdogDelete {
+			return cli.Usagef("--watchdog-delete needs --watchdog")
+		}
+		return nil
+	}
+	if c.Namespace == "" {
+		return cli.Usagef("--namespace (or POD_NAMESPACE) is required with --watchdog: its leader election lease lives there")
+	}
+	if c.WebhookConfig == "" {
+		return cli.Usagef("--webhook-config is required with --watchdog: its selectors say which pods the webhook injects")
+	}
+	if c.WatchdogMaxDeletionsPerMinute < 1 {
+		return cli.Usagef("--watchdog-max-deletions-per-minute %d: want 1 or more", c.WatchdogMaxDeletionsPerMinute)
+	}
+	if c.WatchdogGracePeriod < 0 {
+		return cli.Usagef("--watchdog-grace-period %v: want 0 or more", c.WatchdogGracePeriod)
+	}
+	return nil
 }
 
 func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *ServeConfig) error) *cobra.Command {
@@ -138,6 +171,10 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
+	f.BoolVar(&cfg.Watchdog, "watchdog", false, "report pods labeled "+inject.LabelInject+"=true that run without the pyexec sidecar (a Warning Event "+watchdog.ReasonNotInjected+" and metrics); one replica at a time (leader election in --namespace)")
+	f.BoolVar(&cfg.WatchdogDelete, "watchdog-delete", false, "with --watchdog, also delete such pods that have a controller, so that it re-creates them through the webhook")
+	f.IntVar(&cfg.WatchdogMaxDeletionsPerMinute, "watchdog-max-deletions-per-minute", 5, "most pods --watchdog-delete deletes in any minute")
+	f.DurationVar(&cfg.WatchdogGracePeriod, "watchdog-grace-period", 30*time.Second, "how old a pod must be before the watchdog looks at it")
 	return cmd
 }
 
@@ -173,18 +210,13 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(restCfg, manager.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsAddr},
-		HealthProbeBindAddress: cfg.HealthAddr,
-		WebhookServer:          webhook.NewServer(webhook.Options{Port: cfg.WebhookPort, CertDir: cfg.CertDir}),
-	})
+	mgr, err := ctrl.NewManager(restCfg, managerOptions(cfg, scheme))
 	if err != nil {
 		return err
 	}
-	handler := injector.NewHandler(scheme, inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
-		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout},
-		log.WithName("webhook"), metrics.Registry)
+	defaults := inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
+		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout}
+	handler := injector.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry)
 	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -200,7 +232,55 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	} else if err := mgr.AddReadyzCheck("certificate", certFilesChecker(cfg.CertDir)); err != nil {
 		return err
 	}
+	if cfg.Watchdog {
+		log.Info("watchdog on", "delete", cfg.WatchdogDelete, "maxDeletionsPerMinute", cfg.WatchdogMaxDeletionsPerMinute,
+			"gracePeriod", cfg.WatchdogGracePeriod.String(), "leaderElection", watchdogLease(cfg))
+		webhookReady := mgr.GetWebhookServer().StartedChecker()
+		certReady := certFilesChecker(cfg.CertDir)
+		if certMgr != nil {
+			certReady = certMgr.Checker()
+		}
+		_, err := watchdog.Setup(mgr, watchdog.Config{
+			Delete: cfg.WatchdogDelete, MaxDeletionsPerMinute: cfg.WatchdogMaxDeletionsPerMinute, GracePeriod: cfg.WatchdogGracePeriod,
+			Namespace: cfg.Namespace, WebhookConfig: cfg.WebhookConfig, Defaults: defaults,
+			// Delete only while this replica's webhook serves with a valid certificate.
+			Ready: func() error {
+				if err := certReady(nil); err != nil {
+					return err
+				}
+				return webhookReady(nil)
+			},
+		}, log.WithName("watchdog"), metrics.Registry)
+		if err != nil {
+			return err
+		}
+	}
 	return mgr.Start(ctx)
+}
+
+// managerOptions are the manager's options. The cache holds only labeled pods (the
+// watchdog's; the webhook reads none). With the watchdog, one replica at a time runs it
+// (leader election); the webhook serves on every replica.
+func managerOptions(cfg *ServeConfig, scheme *runtime.Scheme) manager.Options {
+	opts := manager.Options{
+		Scheme:                 scheme,
+		Cache:                  watchdog.CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress: cfg.HealthAddr,
+		WebhookServer:          webhook.NewServer(webhook.Options{Port: cfg.WebhookPort, CertDir: cfg.CertDir}),
+	}
+	if cfg.Watchdog {
+		opts.LeaderElection = true
+		opts.LeaderElectionID = watchdogLease(cfg)
+		opts.LeaderElectionNamespace = cfg.Namespace
+		opts.LeaderElectionReleaseOnCancel = true
+	}
+	return opts
+}
+
+// watchdogLease names the Lease of the watchdog's leader election, one per installation.
+func watchdogLease(cfg *ServeConfig) string {
+	return cfg.WebhookConfig + "-watchdog"
 }
 
 // retry runs f until it succeeds or ctx ends, with a short backoff: the API server may not be
