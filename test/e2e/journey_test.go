@@ -5,15 +5,21 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +28,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
+	"github.com/pyexec/pyexec/pkg/certs"
 	"github.com/pyexec/pyexec/pkg/inject"
 	"github.com/pyexec/pyexec/test/cluster"
 )
@@ -48,6 +55,7 @@ func TestJourney(t *testing.T) {
 		{"2_bot_deployment", func(t *testing.T) { stepBot(t, cs) }},
 		{"3_executions_and_logs", func(t *testing.T) { stepLogs(t, cs) }},
 		{"4_inside_the_pod", func(t *testing.T) { stepInsidePod(t, cs) }},
+		{"4b_kubectl_pyexec", func(t *testing.T) { stepPlugin(t, cs) }},
 		{"5_failure_paths", func(t *testing.T) { stepFailures(t, cs, helm) }},
 	}
 	for _, s := range steps {
@@ -428,6 +436,7 @@ time.sleep(60)`, 3)
 func stepFailures(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
 	t.Run("sidecar_killed", func(t *testing.T) { sidecarKilled(t, cs) })
 	t.Run("injector_down", func(t *testing.T) { injectorDown(t, cs) })
+	t.Run("watchdog_recreates_a_pod_that_missed_injection", func(t *testing.T) { watchdog(t, cs, helm) })
 	t.Run("helm_uninstall", func(t *testing.T) { uninstall(t, cs, helm) })
 }
 
@@ -522,28 +531,7 @@ func hostPID(t *testing.T, pod *corev1.Pod, cmdline string) int {
 
 func injectorDown(t *testing.T, cs *kubernetes.Clientset) {
 	ctx := context.Background()
-	replicas := int32(0)
-	scale := func(n int32) {
-		s, err := cs.AppsV1().Deployments(releaseNS).GetScale(ctx, release, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		replicas, s.Spec.Replicas = s.Spec.Replicas, n
-		if _, err := cs.AppsV1().Deployments(releaseNS).UpdateScale(ctx, release, s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	scale(0)
-	eventually(t, time.Minute, "no injector pod left", func() error {
-		pods, err := cs.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
-		if err != nil {
-			return err
-		}
-		if len(pods.Items) != 0 {
-			return fmt.Errorf("%d pods", len(pods.Items))
-		}
-		return nil
-	})
+	replicas := scaleInjector(t, cs, 0)
 	pod := func(name string, labels map[string]string) *corev1.Pod {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
@@ -567,7 +555,7 @@ func injectorDown(t *testing.T, cs *kubernetes.Clientset) {
 	if len(plain.Spec.InitContainers) != 0 || plain.Annotations["pyexec.dev/status"] != "" {
 		t.Fatalf("the unlabeled pod was changed: %+v", plain.Spec.InitContainers)
 	}
-	scale(replicas)
+	scaleInjector(t, cs, replicas)
 	eventually(t, 2*time.Minute, "the injector back", func() error {
 		_, err := cs.CoreV1().Pods(appNS).Create(ctx, pod("labeled", map[string]string{"pyexec.dev/inject": "true"}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return err
@@ -749,5 +737,264 @@ func sessionAcrossCalls(t *testing.T, pod string) {
 	}
 	if !created || calls != 3 || !ended {
 		t.Fatalf("the sidecar's log of session %v: created %v, %d calls, ended (deleted after 3) %v", id, created, calls, ended)
+	}
+}
+
+// pluginBin is kubectl-pyexec, built once from this checkout.
+var (
+	pluginOnce sync.Once
+	pluginBin  string
+	pluginErr  error
+)
+
+// plugin runs kubectl-pyexec, built from this checkout, against the cluster; it returns the
+// output and the exit status.
+func plugin(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	pluginOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kubectl-pyexec")
+		if err != nil {
+			pluginErr = err
+			return
+		}
+		pluginBin = filepath.Join(dir, "kubectl-pyexec")
+		if out, err := exec.Command("go", "build", "-o", pluginBin, "../../cmd/kubectl-pyexec").CombinedOutput(); err != nil {
+			pluginErr = fmt.Errorf("building kubectl-pyexec: %v\n%s", err, out)
+		}
+	})
+	if pluginErr != nil {
+		t.Fatal(pluginErr)
+	}
+	cmd := exec.Command(pluginBin, append([]string{"--kubeconfig", theCluster.Kubeconfig()}, args...)...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	case err != nil:
+		t.Fatalf("kubectl-pyexec %v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// Step 4b: the kubectl plugin against the real install: status shows the bot pod injected,
+// its init ok and its sidecar ready with every isolation layer; run returns a result; report
+// reads the preflight report; check passes, then names a broken caBundle.
+func stepPlugin(t *testing.T, cs *kubernetes.Clientset) {
+	ctx := context.Background()
+	pod := podOf(t, cs, appNS, botSelector)
+
+	t.Run("run", func(t *testing.T) {
+		out, code := plugin(t, "run", pod.Name, "-n", appNS, "-c", "print(6 * 7)")
+		if code != 0 || out != "42\n" {
+			t.Fatalf("kubectl pyexec run: exit %d\n%s", code, out)
+		}
+		if out, code := plugin(t, "run", pod.Name, "-n", appNS, "-c", "import sys; sys.exit(3)"); code != 3 {
+			t.Fatalf("kubectl pyexec run of sys.exit(3): exit %d\n%s", code, out)
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		out, code := plugin(t, "status", "-n", appNS, "-o", "json")
+		if code != 0 {
+			t.Fatalf("kubectl pyexec status: exit %d\n%s", code, out)
+		}
+		table, _ := plugin(t, "status", "-n", appNS)
+		t.Logf("kubectl pyexec status -n %s:\n%s", appNS, table)
+		var line string
+		for _, l := range strings.Split(table, "\n") {
+			if strings.HasPrefix(l, pod.Name+" ") {
+				line = l
+			}
+		}
+		f := strings.Fields(line)
+		// POD INJECTED INIT READY MODE ISOLATION SESSIONS EXECUTIONS ERRORS NOTE
+		if len(f) < 9 || f[1] == "no" || f[2] != "ok" || f[3] != "true" || f[4] != "fork" || f[8] == "-" {
+			t.Fatalf("the bot pod's status line: %q", line)
+		}
+		if active, all, ok := strings.Cut(f[5], "/"); !ok || active != all {
+			t.Errorf("the bot's sidecar lacks isolation layers: %q", f[5])
+		}
+		if n, err := strconv.Atoi(f[7]); err != nil || n < 2 {
+			t.Errorf("executions %q: the bot and the runs above made more", f[7])
+		}
+	})
+
+	t.Run("report", func(t *testing.T) {
+		out, code := plugin(t, "report", pod.Name, "-n", appNS, "-o", "json")
+		var report map[string]any
+		if code != 0 || json.Unmarshal([]byte(out), &report) != nil || report["ok"] != true {
+			t.Fatalf("kubectl pyexec report -o json: exit %d\n%s", code, out)
+		}
+		if out, code := plugin(t, "report", pod.Name, "-n", appNS); code != 0 || !strings.Contains(out, "pyexec preflight ok") {
+			t.Fatalf("kubectl pyexec report: exit %d\n%s", code, out)
+		}
+	})
+
+	t.Run("check", func(t *testing.T) {
+		if out, code := plugin(t, "check"); code != 0 || strings.Contains(out, "FAIL") {
+			t.Fatalf("kubectl pyexec check on a healthy install: exit %d\n%s", code, out)
+		}
+		// A caBundle of another CA: the API server could not reach the webhook.
+		hooks, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, release, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		good := hooks.DeepCopy()
+		other, err := certs.NewBundle([]string{"not-pyexec.example"}, time.Now(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range hooks.Webhooks {
+			hooks.Webhooks[i].ClientConfig.CABundle = other.CAPEM
+		}
+		if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, hooks, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cur, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, release, metav1.GetOptions{})
+			if err == nil {
+				cur.Webhooks = good.Webhooks
+				_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, cur, metav1.UpdateOptions{})
+			}
+			if err != nil {
+				t.Errorf("restoring the caBundle: %v", err)
+			}
+		}()
+		out, code := plugin(t, "check")
+		if code != 1 || !strings.Contains(out, "FAIL") || !strings.Contains(out, "caBundle") {
+			t.Fatalf("kubectl pyexec check with a foreign caBundle: exit %d\n%s", code, out)
+		}
+		t.Logf("check with a broken caBundle:\n%s", out)
+	})
+}
+
+// scaleInjector sets the injector's replicas and returns the previous count; at 0 it waits until
+// no injector pod is left.
+func scaleInjector(t *testing.T, cs *kubernetes.Clientset, n int32) int32 {
+	t.Helper()
+	ctx := context.Background()
+	s, err := cs.AppsV1().Deployments(releaseNS).GetScale(ctx, release, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := s.Spec.Replicas
+	s.Spec.Replicas = n
+	if _, err := cs.AppsV1().Deployments(releaseNS).UpdateScale(ctx, release, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		eventually(t, time.Minute, "no injector pod left", func() error {
+			pods, err := cs.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
+			if err != nil {
+				return err
+			}
+			if len(pods.Items) != 0 {
+				return fmt.Errorf("%d pods", len(pods.Items))
+			}
+			return nil
+		})
+	}
+	return prev
+}
+
+// hasSidecar says whether the pod got pyexec: its sidecar, native or regular.
+func hasSidecar(p *corev1.Pod) bool {
+	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		if c.Name == "pyexec" {
+			return true
+		}
+	}
+	return false
+}
+
+// watchdog: with failurePolicy Ignore and the watchdog on (helm upgrade), pods created while the
+// injector is down run without pyexec. Once it is back, the watchdog puts an Event on each,
+// deletes the Deployment's pod, and its ReplicaSet re-creates it through the webhook, with the
+// sidecar; a pod without a controller is only reported.
+func watchdog(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
+	ctx := context.Background()
+	chart, err := loader.Load("../../charts/pyexec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := cluster.ChartValues()
+	vals["webhook"] = map[string]any{"failurePolicy": "Ignore"}
+	vals["watchdog"] = map[string]any{"enabled": true, "deletePods": true, "gracePeriod": "5s"}
+	up := action.NewUpgrade(helm)
+	up.Namespace, up.Wait, up.Timeout = releaseNS, true, 3*time.Minute
+	if _, err := up.Run(release, chart, vals); err != nil {
+		t.Fatalf("helm upgrade with the watchdog: %v", err)
+	}
+	replicas := scaleInjector(t, cs, 0)
+
+	labels := map[string]string{"app.kubernetes.io/name": "watched", "pyexec.dev/inject": "true"}
+	spec := corev1.PodSpec{Containers: []corev1.Container{{
+		Name: "app", Image: cluster.BotImage, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "infinity"},
+	}}}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "watched"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "watched"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(appNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer cs.AppsV1().Deployments(appNS).Delete(ctx, dep.Name, metav1.DeleteOptions{})
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "watched-bare", Labels: map[string]string{"pyexec.dev/inject": "true"}}, Spec: spec}
+	if _, err := cs.CoreV1().Pods(appNS).Create(ctx, bare, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("a labelled pod with the injector down and failurePolicy Ignore: %v", err)
+	}
+	defer cs.CoreV1().Pods(appNS).Delete(ctx, bare.Name, metav1.DeleteOptions{})
+	var missed string
+	eventually(t, time.Minute, "the Deployment's pod, without pyexec", func() error {
+		pods, err := cs.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=watched"})
+		if err != nil || len(pods.Items) != 1 {
+			return fmt.Errorf("%v pods, %v", len(pods.Items), err)
+		}
+		if hasSidecar(&pods.Items[0]) {
+			t.Fatalf("the pod got pyexec with the injector down")
+		}
+		missed = pods.Items[0].Name
+		return nil
+	})
+
+	scaleInjector(t, cs, replicas)
+	eventually(t, 3*time.Minute, "the watchdog to replace the pod that missed injection with an injected one", func() error {
+		pods, err := cs.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=watched"})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.Name == missed || !hasSidecar(&p) {
+				return fmt.Errorf("pod %s: sidecar %v", p.Name, hasSidecar(&p))
+			}
+		}
+		if len(pods.Items) == 0 {
+			return errors.New("no pod yet")
+		}
+		return nil
+	})
+	eventually(t, time.Minute, "Events PyexecNotInjected on both pods", func() error {
+		events, err := cs.EventsV1().Events(appNS).List(ctx, metav1.ListOptions{FieldSelector: "reason=PyexecNotInjected"})
+		if err != nil {
+			return err
+		}
+		seen := map[string]string{}
+		for _, e := range events.Items {
+			seen[e.Regarding.Name] = e.Note
+		}
+		if seen[missed] == "" || seen[bare.Name] == "" {
+			return fmt.Errorf("events for %v", seen)
+		}
+		t.Logf("watchdog events: %v", seen)
+		return nil
+	})
+	p, err := cs.CoreV1().Pods(appNS).Get(ctx, bare.Name, metav1.GetOptions{})
+	if err != nil || hasSidecar(p) || p.DeletionTimestamp != nil {
+		t.Fatalf("the pod without a controller was deleted or changed: %v", err)
 	}
 }
