@@ -94,3 +94,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// IsolationGauge is pyexec_isolation_layer_active: 1 for each layer of confinement the kernel
+// gives executions, 0 for one it lacks.
+func IsolationGauge(isolation *api.Isolation) prometheus.Collector {
+	layers := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"})
+	for _, l := range isolation.Layers {
+		v := 0.0
+		if l.Active {
+			v = 1
+		}
+		layers.WithLabelValues(l.Name).Set(v)
+	}
+	return layers
+}

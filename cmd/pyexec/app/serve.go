@@ -330,20 +330,8 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_orphans_reaped_total", Help: "Orphaned processes reaped by pyexec serve as a child subreaper."},
-			func() float64 { r, _ := reaper.Stats(); return float64(r) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_escaped_processes_killed_total", Help: "Processes that escaped their execution's supervisor, killed by pyexec serve."},
-			func() float64 { _, k := reaper.Stats(); return float64(k) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_sidecar_rss_bytes", Help: "Resident memory of pyexec serve and every process below it (zygote, spares, executions)."},
-			func() float64 { rss, _ := executor.TreeMemory(os.Getpid()); return float64(rss) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_sidecar_pss_bytes", Help: "Proportional memory of pyexec serve and every process below it: pages shared copy-on-write count once in total."},
-			func() float64 { _, pss := executor.TreeMemory(os.Getpid()); return float64(pss) }))
-	layers := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"})
-	for _, l := range isolation.Layers {
-		layers.WithLabelValues(l.Name).Set(map[bool]float64{true: 1}[l.Active])
-	}
-	reg.MustRegister(layers)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), server.IsolationGauge(isolation))
+	reg.MustRegister(reaper.Collectors()...)
 	srv := server.New(server.Config{
 		Limits:    cfg.limits(),
 		AllowUIDs: cfg.AllowUIDs,
@@ -441,11 +429,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 		if err != nil {
 			return err
 		}
-		reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_fork_warm_executions_total", Help: "Executions that ran in a spare forked ahead of time (--warm)."},
-				func() float64 { return float64(fk.WarmHits()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_fork_fallbacks_total", Help: "Executions of fork mode that ran in spawn mode because the zygote was down."},
-				func() float64 { return float64(fk.Fallbacks()) }))
+		reg.MustRegister(fk.Collectors()...)
 		if err := fk.Start(); err != nil {
 			log.Error(err, "zygote did not start; serving in spawn mode and retrying")
 		}
