@@ -1,17 +1,22 @@
-// Package injector is the admission webhook around pkg/inject: it decodes the pod, injects a
-// copy and answers with a patch computed from the raw bytes, never a hand-written one.
+// Package injector is the admission webhook around pkg/inject. It runs on controller-runtime's
+// typed defaulter (admission.WithDefaulter): the pod is decoded, injected by Default, and the
+// patch is computed from the request's raw object, with the removals of fields that our pod
+// type does not know (a field added by a newer API server) dropped. Around it, Handle counts
+// and logs every admission and puts an Event on the pod's controller.
 package injector
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
+	"errors"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pyexec/pyexec/pkg/inject"
@@ -28,17 +33,32 @@ const (
 	OutcomeError    = "error"
 )
 
+// Reasons and actions of the Events on a pod's controller.
+const (
+	ReasonInjected = "PyexecInjected" // Normal
+	ReasonSkipped  = "PyexecSkipped"  // Normal, the note says why
+	ReasonDenied   = "PyexecDenied"   // Warning, the note is the denial's message
+
+	ActionInject = "Inject"
+	ActionSkip   = "Skip"
+	ActionDeny   = "Deny"
+
+	// maxNote bounds an Event's note (events.k8s.io/v1 allows 1 kB).
+	maxNote = 1000
+)
+
 // Handler injects pods at CREATE.
 type Handler struct {
 	defaults   inject.Defaults
-	decoder    admission.Decoder
 	log        logr.Logger
+	events     events.EventRecorder
 	injections *prometheus.CounterVec
+	defaulter  admission.Handler // controller-runtime's typed defaulter around Default
 }
 
 // NewHandler returns the webhook handler; its counter pyexec_injector_injections_total is
-// registered on reg.
-func NewHandler(scheme *runtime.Scheme, d inject.Defaults, log logr.Logger, reg prometheus.Registerer) *Handler {
+// registered on reg. rec (nil for none) receives the Events on the pods' controllers.
+func NewHandler(scheme *runtime.Scheme, d inject.Defaults, log logr.Logger, reg prometheus.Registerer, rec events.EventRecorder) *Handler {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pyexec_injector_injections_total",
 		Help: "Pod admissions by outcome: injected, skipped (with the reason in the log), denied (invalid annotation), error.",
@@ -49,44 +69,111 @@ func NewHandler(scheme *runtime.Scheme, d inject.Defaults, log logr.Logger, reg 
 	if reg != nil {
 		reg.MustRegister(c)
 	}
-	return &Handler{defaults: d, decoder: admission.NewDecoder(scheme), log: log, injections: c}
+	h := &Handler{defaults: d, log: log, events: rec, injections: c}
+	// Without DefaulterRemoveUnknownOrOmitableFields, the defaulter drops the patch's removals
+	// that decoding alone would cause: unknown fields and omitempty zero values stay as sent.
+	h.defaulter = admission.WithDefaulter[*corev1.Pod](scheme, h).Handler
+	return h
 }
 
+// admitted is what Default decided about one request, for Handle to report.
+type admitted struct {
+	outcome string // "" when Default did not run (the pod did not decode)
+	reason  string // why skipped, or the denial's message
+	pod     string // the name, or generateName followed by "*"
+	owner   *metav1.OwnerReference
+	// alreadyInjected: the pod carries AnnotationStatus, as on a reinvocation after another
+	// webhook's change; its skip gets no Event.
+	alreadyInjected bool
+}
+
+type admittedKey struct{}
+
 // Handle implements admission.Handler. Every admission logs one line with the pod and what
-// was done.
-func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
+// was done, counts its outcome and, unless it is a dry run, puts an Event on the pod's
+// controller.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	log := h.log.WithValues("namespace", req.Namespace, "uid", string(req.UID))
 	if req.Operation != admissionv1.Create {
-		return h.done(log, OutcomeSkipped, "", "not a CREATE", admission.Allowed("pyexec injects at CREATE only"))
+		return h.done(log, req, &admitted{outcome: OutcomeSkipped, reason: "not a CREATE"}, admission.Allowed("pyexec injects at CREATE only"))
 	}
-	pod := &corev1.Pod{}
-	if err := h.decoder.Decode(req, pod); err != nil {
-		log.Error(err, "admission failed")
+	a := &admitted{}
+	resp := h.defaulter.Handle(context.WithValue(ctx, admittedKey{}, a), req)
+	switch {
+	case a.outcome == "" || a.outcome == OutcomeInjected && !resp.Allowed:
+		// The pod did not decode (400), or the injected pod could not be marshalled (500).
+		msg := "admission failed"
+		if resp.Result != nil {
+			msg = resp.Result.Message
+		}
+		log.Error(errors.New(msg), "admission failed", "pod", a.pod)
 		h.injections.WithLabelValues(OutcomeError).Inc()
-		return admission.Errored(http.StatusBadRequest, err)
+		return resp
+	case a.outcome == OutcomeSkipped && resp.Allowed && len(resp.Patches) == 0:
+		resp = admission.Allowed(a.reason) // the reason in the response's status, as always
 	}
-	name := pod.Name
-	if name == "" {
-		name = pod.GenerateName + "*"
+	return h.done(log, req, a, resp)
+}
+
+// Default implements admission.Defaulter: it injects the pod in place, or leaves it alone
+// (skipped), or returns the *inject.AnnotationError that denies it (403 with its message).
+func (h *Handler) Default(ctx context.Context, pod *corev1.Pod) error {
+	a, _ := ctx.Value(admittedKey{}).(*admitted)
+	if a == nil {
+		a = &admitted{}
 	}
+	a.pod = pod.Name
+	if a.pod == "" {
+		a.pod = pod.GenerateName + "*"
+	}
+	a.owner = metav1.GetControllerOf(pod)
+	_, a.alreadyInjected = pod.Annotations[inject.AnnotationStatus]
 	out, injected, reason, err := inject.InjectPod(pod, h.defaults)
 	switch {
 	case err != nil:
-		return h.done(log, OutcomeDenied, name, err.Error(), admission.Denied(err.Error()))
+		a.outcome, a.reason = OutcomeDenied, err.Error()
+		return err
 	case !injected:
-		return h.done(log, OutcomeSkipped, name, reason, admission.Allowed(reason))
+		a.outcome, a.reason = OutcomeSkipped, reason
+		return nil
 	}
-	raw, err := json.Marshal(out)
-	if err != nil {
-		log.Error(err, "admission failed", "pod", name)
-		h.injections.WithLabelValues(OutcomeError).Inc()
-		return admission.Errored(http.StatusInternalServerError, err)
-	}
-	return h.done(log, OutcomeInjected, name, "", admission.PatchResponseFromRaw(req.Object.Raw, raw))
+	a.outcome = OutcomeInjected
+	*pod = *out
+	return nil
 }
 
-func (h *Handler) done(log logr.Logger, outcome, pod, reason string, resp admission.Response) admission.Response {
-	h.injections.WithLabelValues(outcome).Inc()
-	log.Info("admission", "pod", pod, "outcome", outcome, "reason", reason)
+func (h *Handler) done(log logr.Logger, req admission.Request, a *admitted, resp admission.Response) admission.Response {
+	h.injections.WithLabelValues(a.outcome).Inc()
+	log.Info("admission", "pod", a.pod, "outcome", a.outcome, "reason", a.reason)
+	h.event(req, a)
 	return resp
+}
+
+// event puts an Event on the pod's controller (a ReplicaSet, StatefulSet, Job, ...), where
+// kubectl describe shows it: the pod itself does not exist yet (no uid), so a pod without a
+// controller gets none, and neither does a dry run (the webhook's sideEffects is
+// NoneOnDryRun).
+func (h *Handler) event(req admission.Request, a *admitted) {
+	if h.events == nil || a.owner == nil || req.DryRun != nil && *req.DryRun || req.Operation != admissionv1.Create {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: a.owner.APIVersion, Kind: a.owner.Kind, Name: a.owner.Name, UID: a.owner.UID, Namespace: req.Namespace}
+	var typ, reason, action, note string
+	switch a.outcome {
+	case OutcomeInjected:
+		typ, reason, action, note = corev1.EventTypeNormal, ReasonInjected, ActionInject, "injected pyexec into pod "+a.pod
+	case OutcomeSkipped:
+		if a.alreadyInjected {
+			return
+		}
+		typ, reason, action, note = corev1.EventTypeNormal, ReasonSkipped, ActionSkip, "did not inject pyexec into pod "+a.pod+": "+a.reason
+	case OutcomeDenied:
+		typ, reason, action, note = corev1.EventTypeWarning, ReasonDenied, ActionDeny, "denied pod "+a.pod+": "+a.reason
+	default:
+		return
+	}
+	if len(note) > maxNote {
+		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..." // an annotation's value may be long
+	}
+	h.events.Eventf(ref, nil, typ, reason, action, "%s", note)
 }

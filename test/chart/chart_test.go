@@ -40,8 +40,8 @@ const (
 	certManagerMode = "certs:\n  mode: cert-manager\n"
 )
 
-// The RBAC of the injector, exactly: its certificate Secret in its namespace, and its own
-// webhook configuration cluster-wide.
+// The RBAC of the injector, exactly: its certificate Secret in its namespace, its own webhook
+// configuration and Events (on the admitted pods' controllers) cluster-wide.
 var (
 	wantRoleRules = []rbacv1.PolicyRule{{
 		APIGroups: []string{""},
@@ -57,6 +57,10 @@ var (
 		Resources:     []string{"mutatingwebhookconfigurations"},
 		ResourceNames: []string{fullname},
 		Verbs:         []string{"update", "patch"},
+	}, {
+		APIGroups: []string{"events.k8s.io"},
+		Resources: []string{"events"},
+		Verbs:     []string{"create", "patch"},
 	}}
 )
 
@@ -643,8 +647,8 @@ func checkWebhook(t *testing.T, r *release) {
 			Scope: ptr(admissionregistrationv1.NamespacedScope),
 		},
 	}})
-	if w.SideEffects == nil || *w.SideEffects != admissionregistrationv1.SideEffectClassNone {
-		t.Errorf("sideEffects = %v, want None", w.SideEffects)
+	if w.SideEffects == nil || *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun {
+		t.Errorf("sideEffects = %v, want NoneOnDryRun (Events, never for a dry run)", w.SideEffects)
 	}
 	if w.FailurePolicy == nil || w.TimeoutSeconds == nil {
 		t.Fatal("failurePolicy or timeoutSeconds unset")

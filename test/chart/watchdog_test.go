@@ -16,8 +16,9 @@ import (
 	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
 )
 
-// The RBAC that watchdog.enabled adds: pods (delete with watchdog.deletePods), namespaces and
-// Events cluster-wide; a Lease and its Events in the release namespace.
+// The RBAC that watchdog.enabled adds: pods (delete with watchdog.deletePods) and namespaces
+// cluster-wide (its Events use the webhook's rule); a Lease and its Events in the release
+// namespace.
 func watchdogClusterRules(deletePods bool) []rbacv1.PolicyRule {
 	podVerbs := []string{"get", "list", "watch"}
 	if deletePods {
@@ -26,7 +27,6 @@ func watchdogClusterRules(deletePods bool) []rbacv1.PolicyRule {
 	return append(slices.Clone(wantClusterRoleRules),
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: podVerbs},
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}},
-		rbacv1.PolicyRule{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	)
 }
 

@@ -216,7 +216,7 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	}
 	defaults := inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout}
-	handler := injector.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry)
+	handler := injector.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
 	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
