@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
 )
 
 // Labels and annotations that select pods and record what the injector did.
@@ -563,11 +564,11 @@ func (p parser) maxSessions(def *int) (*int, error) {
 	if !ok {
 		switch {
 		case def == nil:
-			return ptr(serveDefaultMaxSessions), nil
+			return ptr.To(serveDefaultMaxSessions), nil
 		case *def < 0:
 			return nil, &AnnotationError{AnnotationMaxSessions, strconv.Itoa(*def), want + ": the injector's default is negative"}
 		}
-		return ptr(*def), nil
+		return ptr.To(*def), nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {

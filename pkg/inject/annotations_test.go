@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // configPod is the pod of the ParseConfig table: two app containers, proxy first, and bot
@@ -48,7 +49,7 @@ func defaultConfig() Config {
 		NativeSidecar: true,
 		Network:       NetworkDeny,
 
-		MaxSessions:        ptr(8),
+		MaxSessions:        ptr.To(8),
 		SessionIdleTimeout: 10 * time.Minute,
 	}
 }
@@ -197,16 +198,16 @@ func TestParseConfig(t *testing.T) {
 
 		// max-sessions
 		{name: "max sessions", annotations: map[string]string{AnnotationMaxSessions: " 32 "},
-			want: func(c *Config) { c.MaxSessions = ptr(32) }},
+			want: func(c *Config) { c.MaxSessions = ptr.To(32) }},
 		{name: "max sessions 0 switches sessions off", annotations: map[string]string{AnnotationMaxSessions: "0"},
-			want: func(c *Config) { c.MaxSessions = ptr(0) }},
-		{name: "max sessions default", defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, MaxSessions: ptr(2)},
-			want: func(c *Config) { c.MaxSessions = ptr(2) }},
-		{name: "max sessions default 0", defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, MaxSessions: ptr(0)},
-			want: func(c *Config) { c.MaxSessions = ptr(0) }},
+			want: func(c *Config) { c.MaxSessions = ptr.To(0) }},
+		{name: "max sessions default", defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, MaxSessions: ptr.To(2)},
+			want: func(c *Config) { c.MaxSessions = ptr.To(2) }},
+		{name: "max sessions default 0", defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, MaxSessions: ptr.To(0)},
+			want: func(c *Config) { c.MaxSessions = ptr.To(0) }},
 		{name: "max sessions over the default", annotations: map[string]string{AnnotationMaxSessions: "5"},
-			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, MaxSessions: ptr(0)},
-			want:     func(c *Config) { c.MaxSessions = ptr(5) }},
+			defaults: &Defaults{Image: testDefaults.Image, PullPolicy: testDefaults.PullPolicy, NativeSidecar: true, MaxSessions: ptr.To(0)},
+			want:     func(c *Config) { c.MaxSessions = ptr.To(5) }},
 		{name: "max sessions blank means the default", annotations: map[string]string{AnnotationMaxSessions: " "},
 			want: func(c *Config) {}},
 		{name: "max sessions negative", annotations: map[string]string{AnnotationMaxSessions: "-1"},
@@ -217,7 +218,7 @@ func TestParseConfig(t *testing.T) {
 			wantErr: `annotation pyexec.dev/max-sessions="2.5": want a whole number of sessions from 0 (0 switches sessions off), such as 8`},
 		{name: "max sessions too large", annotations: map[string]string{AnnotationMaxSessions: "99999999999999999999"},
 			wantErr: `annotation pyexec.dev/max-sessions="99999999999999999999": want a whole number of sessions from 0 (0 switches sessions off), such as 8`},
-		{name: "max sessions default negative", defaults: &Defaults{Image: testDefaults.Image, NativeSidecar: true, MaxSessions: ptr(-3)},
+		{name: "max sessions default negative", defaults: &Defaults{Image: testDefaults.Image, NativeSidecar: true, MaxSessions: ptr.To(-3)},
 			wantErr: `annotation pyexec.dev/max-sessions="-3": want a whole number of sessions from 0 (0 switches sessions off), such as 8: the injector's default is negative`},
 
 		// session-idle-timeout

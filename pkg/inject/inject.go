@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // Names and paths of what Inject adds to a pod.
@@ -222,11 +223,11 @@ func connectApp(c *corev1.Container, socketDir string) {
 // securityContext says.
 func securityContext() *corev1.SecurityContext {
 	return &corev1.SecurityContext{
-		RunAsNonRoot:             ptr(true),
-		RunAsUser:                ptr(RunAsID),
-		RunAsGroup:               ptr(RunAsID),
-		AllowPrivilegeEscalation: ptr(false),
-		ReadOnlyRootFilesystem:   ptr(true),
+		RunAsNonRoot:             ptr.To(true),
+		RunAsUser:                ptr.To(RunAsID),
+		RunAsGroup:               ptr.To(RunAsID),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
@@ -328,7 +329,7 @@ func sidecar(cfg *Config) corev1.Container {
 		SecurityContext: securityContext(),
 	}
 	if cfg.NativeSidecar {
-		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		c.StartupProbe = probe("/readyz", 1, 120)
 	}
 	return c
@@ -359,5 +360,3 @@ func sortEnv(env []corev1.EnvVar) []corev1.EnvVar {
 	slices.SortFunc(env, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
 	return env
 }
-
-func ptr[T any](v T) *T { return &v }

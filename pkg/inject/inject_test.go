@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // appPod is an opted-in pod with the given app containers.
@@ -228,7 +229,7 @@ func TestSidecar(t *testing.T) {
 	cfg.AllowUIDs = []uint32{65532, 1000}
 	cfg.Preload = []string{"numpy"}
 	cfg.Network, cfg.RequireIsolation = NetworkAllow, true
-	cfg.MaxSessions, cfg.SessionIdleTimeout = ptr(3), 90*time.Second
+	cfg.MaxSessions, cfg.SessionIdleTimeout = ptr.To(3), 90*time.Second
 	cfg.Require = []string{"pandas"} // an init setting: not on the sidecar
 	c := sidecar(&cfg)
 
@@ -386,9 +387,9 @@ func TestSidecarSessionEnv(t *testing.T) {
 		idle        time.Duration
 		want        []corev1.EnvVar
 	}{
-		{name: "set", maxSessions: ptr(16), idle: 30 * time.Minute,
+		{name: "set", maxSessions: ptr.To(16), idle: 30 * time.Minute,
 			want: []corev1.EnvVar{{Name: "PYEXEC_MAX_SESSIONS", Value: "16"}, {Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "30m0s"}}},
-		{name: "sessions off", maxSessions: ptr(0), idle: time.Minute,
+		{name: "sessions off", maxSessions: ptr.To(0), idle: time.Minute,
 			want: []corev1.EnvVar{{Name: "PYEXEC_MAX_SESSIONS", Value: "0"}, {Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "1m0s"}}},
 		{name: "built by hand", maxSessions: nil, idle: 0,
 			want: []corev1.EnvVar{{Name: "PYEXEC_MAX_SESSIONS", Value: "8"}, {Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "10m0s"}}},
@@ -419,7 +420,7 @@ func TestSidecarSessionEnv(t *testing.T) {
 // injector's defaults, and those over the sidecar's, reach the sidecar's env.
 func TestInjectPodSessionAnnotations(t *testing.T) {
 	injector := testDefaults
-	injector.MaxSessions, injector.SessionIdleTimeout = ptr(0), 20*time.Minute
+	injector.MaxSessions, injector.SessionIdleTimeout = ptr.To(0), 20*time.Minute
 	tests := []struct {
 		name        string
 		defaults    Defaults

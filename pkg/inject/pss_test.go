@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	psaapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
+	"k8s.io/utils/ptr"
 )
 
 // restrictedForbidden evaluates a pod against the restricted Pod Security Standard, latest
@@ -57,11 +58,11 @@ func TestGoldenPodsAreRestricted(t *testing.T) {
 func TestRestrictedCheckCanFail(t *testing.T) {
 	pod := appPod("bot")
 	pod.Spec.SecurityContext = &corev1.PodSecurityContext{
-		RunAsNonRoot:   ptr(true),
+		RunAsNonRoot:   ptr.To(true),
 		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 	pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
-		AllowPrivilegeEscalation: ptr(false),
+		AllowPrivilegeEscalation: ptr.To(false),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 	}
 	out, injected, _, err := InjectPod(pod, testDefaults)
