@@ -33,7 +33,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // Keys of the Secret (tls.crt and tls.key as in a kubernetes.io/tls Secret).
@@ -96,37 +98,30 @@ func (m *Manager) Checker() func(*http.Request) error {
 
 // Run calls Ensure every interval until ctx ends, logging failures.
 func (m *Manager) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Ensure(ctx); err != nil {
-				m.cfg.Log.Error(err, "certificate check failed")
-			}
+	// The condition never reports done: this returns when ctx ends.
+	_ = wait.PollUntilContextCancel(ctx, interval, false, func(ctx context.Context) (bool, error) {
+		if err := m.Ensure(ctx); err != nil {
+			m.cfg.Log.Error(err, "certificate check failed")
 		}
-	}
+		return false, nil
+	})
 }
 
 // Ensure makes the Secret hold a valid certificate, writes it to CertDir and patches the
 // caBundle. It is safe to call from several replicas at once.
 func (m *Manager) Ensure(ctx context.Context) error {
 	var bundle *Bundle
-	for attempt := 0; attempt < 5; attempt++ {
-		b, err := m.ensureSecret(ctx)
-		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-			continue // another replica wrote it first: read theirs
-		}
-		if err != nil {
-			return err
-		}
-		bundle = b
-		break
+	// A conflict or AlreadyExists means another replica wrote the Secret first: read theirs.
+	lostRace := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+	err := retry.OnError(retry.DefaultRetry, lostRace, func() (err error) {
+		bundle, err = m.ensureSecret(ctx)
+		return err
+	})
+	if lostRace(err) {
+		return fmt.Errorf("the certificate Secret kept changing under us: %w", err)
 	}
-	if bundle == nil {
-		return errors.New("the certificate Secret kept changing under us")
+	if err != nil {
+		return err
 	}
 	// The API server must trust a new CA before this replica serves a certificate from it.
 	if err := m.patchCABundle(ctx, bundle.CABundle()); err != nil {
@@ -225,7 +220,7 @@ func (m *Manager) dnsNames() []string {
 // patchCABundle sets caBundle on every webhook of the configuration that lacks it.
 func (m *Manager) patchCABundle(ctx context.Context, ca []byte) error {
 	api := m.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	for attempt := 0; attempt < 5; attempt++ {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		wc, err := api.Get(ctx, m.cfg.WebhookConfig, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.cfg.WebhookConfig, err)
@@ -241,17 +236,12 @@ func (m *Manager) patchCABundle(ctx context.Context, ca []byte) error {
 		if !changed {
 			return nil
 		}
-		_, err = api.Update(ctx, wc, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("patching the caBundle of %s: %w", m.cfg.WebhookConfig, err)
+		if _, err := api.Update(ctx, wc, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("patching the caBundle of %s: %w", m.cfg.WebhookConfig, err) // a conflict is retried
 		}
 		m.cfg.Log.Info("caBundle patched", "webhookConfiguration", m.cfg.WebhookConfig)
 		return nil
-	}
-	return fmt.Errorf("patching the caBundle of %s: conflicts kept coming", m.cfg.WebhookConfig)
+	})
 }
 
 // writeFiles writes tls.crt and tls.key (and ca.crt) into dir when they differ, each
