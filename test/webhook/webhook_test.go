@@ -387,28 +387,6 @@ func TestSelfManagedCertificate(t *testing.T) {
 	}
 }
 
-// TestAdmissionLatency measures pod creation through the API server with and without the
-// injector in the path (server-side dry run: nothing is stored).
-func TestAdmissionLatency(t *testing.T) {
-	ctx := context.Background()
-	measure := func(labeled bool) time.Duration {
-		const n = 30
-		start := time.Now()
-		for i := 0; i < n; i++ {
-			pod := labeledPod("latency-"+strconv.Itoa(i), nil)
-			if !labeled {
-				pod.Labels = nil
-			}
-			if _, err := shared.client.CoreV1().Pods(appNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return time.Since(start) / n
-	}
-	plain, injected := measure(false), measure(true)
-	t.Logf("pod create (dry run), mean of 30: without the webhook %v, through the injector %v (+%v)", plain.Round(10*time.Microsecond), injected.Round(10*time.Microsecond), (injected - plain).Round(10*time.Microsecond))
-}
-
 func envValue(c *corev1.Container, name string) string {
 	for _, e := range c.Env {
 		if e.Name == name {
