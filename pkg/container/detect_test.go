@@ -444,8 +444,9 @@ func TestUnescapeMountinfo(t *testing.T) {
 		{`/end\`, `/end\`},
 	}
 	for _, tc := range tests {
-		if got := unescapeMountinfo(tc.in); got != tc.want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", tc.in, got, tc.want)
+		got, ok := parseMountinfoLine("1 2 0:1 " + tc.in + " " + tc.in + " rw - 9p " + tc.in + " rw")
+		if !ok || got != (mount{root: tc.want, point: tc.want, source: tc.want}) {
+			t.Errorf("mountinfo fields %q parsed as %+v, %v; want %q", tc.in, got, ok, tc.want)
 		}
 	}
 }

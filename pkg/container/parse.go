@@ -5,6 +5,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/moby/sys/mountinfo"
+
 	"github.com/pyexec/pyexec/pkg/api"
 )
 
@@ -125,49 +127,14 @@ type mount struct {
 
 // parseMountinfoLine parses one /proc/<pid>/mountinfo line:
 // "id parent major:minor root mountpoint options [optional...] - fstype source superoptions".
+// A line at a time, so that one malformed line (or the last one, cut at maxRead) costs only
+// itself.
 func parseMountinfoLine(line string) (mount, bool) {
-	f := strings.Fields(line)
-	if len(f) < 9 {
+	ms, err := mountinfo.GetMountsFromReader(strings.NewReader(line), nil)
+	if err != nil || len(ms) != 1 {
 		return mount{}, false
 	}
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || sep+2 >= len(f) {
-		return mount{}, false
-	}
-	return mount{
-		root:   unescapeMountinfo(f[3]),
-		point:  unescapeMountinfo(f[4]),
-		source: unescapeMountinfo(f[sep+2]),
-	}, true
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 space, \011 tab,
-// \012 newline, \134 backslash); anything else is kept as it is.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal3(s[i+1:i+4]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal3(s string) bool {
-	return len(s) == 3 && s[0] >= '0' && s[0] <= '3' &&
-		s[1] >= '0' && s[1] <= '7' && s[2] >= '0' && s[2] <= '7'
+	return mount{root: ms[0].Root, point: ms[0].Mountpoint, source: ms[0].Source}, true
 }
 
 // mountHint reads the runtime and Kubernetes hints of the files a runtime bind-mounts

@@ -4,7 +4,6 @@
 package pathcheck
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -49,59 +49,19 @@ func NewChecker(mountinfo string) (*Checker, error) {
 	return &Checker{mounts: mounts}, nil
 }
 
-// ParseMountInfo parses /proc/PID/mountinfo (proc(5)). Unlike os.path.ismount, which compares
-// device numbers, the table also shows bind mounts from the same filesystem.
+// ParseMountInfo parses /proc/PID/mountinfo (proc(5)), octal escapes in paths undone. Unlike
+// os.path.ismount, which compares device numbers, the table also shows bind mounts from the
+// same filesystem.
 func ParseMountInfo(r io.Reader) ([]Mount, error) {
-	var mounts []Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(line, " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 6 || len(tail) < 2 {
-			return nil, fmt.Errorf("malformed line %q", line)
-		}
-		mounts = append(mounts, Mount{
-			Root:       unescape(fields[3]),
-			MountPoint: unescape(fields[4]),
-			Options:    fields[5],
-			FSType:     tail[0],
-			Source:     unescape(tail[1]),
-		})
+	infos, err := mountinfo.GetMountsFromReader(r, nil)
+	if err != nil {
+		return nil, err
 	}
-	return mounts, sc.Err()
-}
-
-// unescape undoes the octal escapes (\040 space, \011 tab, \012 newline, \134 backslash) that
-// the kernel writes in mountinfo paths.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
+	mounts := make([]Mount, len(infos))
+	for i, m := range infos {
+		mounts[i] = Mount{MountPoint: m.Mountpoint, Root: m.Root, FSType: m.FSType, Source: m.Source, Options: m.Options}
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1:i+4]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
+	return mounts, nil
 }
 
 // MountAt returns the topmost mount whose mount point is exactly path (already resolved).

@@ -48,8 +48,9 @@ func TestParseMountInfoMalformed(t *testing.T) {
 
 func TestUnescapeLeavesOtherBackslashes(t *testing.T) {
 	for in, want := range map[string]string{`a\040b`: "a b", `a\04`: `a\04`, `a\9xx`: `a\9xx`, `\134`: `\`, `end\`: `end\`} {
-		if got := unescape(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
+		got, err := ParseMountInfo(strings.NewReader("22 27 0:21 / /m/" + in + " rw - tmpfs none rw\n"))
+		if err != nil || len(got) != 1 || got[0].MountPoint != "/m/"+want {
+			t.Errorf("mount point /m/%s parsed as %+v (err %v), want /m/%s", in, got, err, want)
 		}
 	}
 }

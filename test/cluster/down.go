@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 const cgroupMounts = "/sys/fs/cgroup"
@@ -213,27 +214,17 @@ func (c *Cluster) unmountAll() error { return unmountUnder(c.Dir) }
 
 // mountsUnder lists the mount points below dir, in mount order.
 func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	below, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return !strings.HasPrefix(m.Mountpoint, dir+"/"), false
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			// Mount points escape spaces and the like as octal (\040).
-			mp, _ := strconv.Unquote(`"` + fields[4] + `"`)
-			if mp == "" {
-				mp = fields[4]
-			}
-			if strings.HasPrefix(mp, dir+"/") {
-				mounts = append(mounts, mp)
-			}
-		}
+	mounts := make([]string, len(below))
+	for i, m := range below {
+		mounts[i] = m.Mountpoint
 	}
-	return mounts, sc.Err()
+	return mounts, nil
 }
 
 // unmountUnder unmounts every mount below dir, the deepest first.

@@ -1,0 +1,38 @@
+package cluster
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+)
+
+// TestMountsUnder mounts tmpfs below a directory, one mount point with a space (the kernel
+// writes it as \040), and unmounts them the way cluster-down does.
+func TestMountsUnder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	dir := t.TempDir()
+	want := []string{filepath.Join(dir, "a b"), filepath.Join(dir, "a b", "c")}
+	for _, mp := range want {
+		if err := os.MkdirAll(mp, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("tmpfs", mp, "tmpfs", 0, ""); err != nil {
+			t.Skipf("cannot mount tmpfs here: %v", err)
+		}
+		t.Cleanup(func() { _ = syscall.Unmount(mp, syscall.MNT_DETACH) })
+	}
+	got, err := mountsUnder(dir)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("mountsUnder = %q, %v; want %q", got, err, want)
+	}
+	if err := unmountUnder(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := mountsUnder(dir); err != nil || len(got) != 0 {
+		t.Fatalf("after unmountUnder: %q, %v", got, err)
+	}
+}
