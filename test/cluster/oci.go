@@ -2,8 +2,8 @@ package cluster
 
 import (
 	"archive/tar"
-	"crypto/sha256"
-	"encoding/hex"
+	"bytes"
+	_ "crypto/sha256" // digest.SHA256
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +11,10 @@ import (
 	"path"
 	"runtime"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Image describes an OCI image written by WriteImage.
@@ -30,21 +34,6 @@ type File struct {
 	Mode int64  // permission bits
 	Data []byte // content, or
 	From string // a file to copy the content from
-}
-
-const (
-	mediaLayer    = "application/vnd.oci.image.layer.v1.tar"
-	mediaConfig   = "application/vnd.oci.image.config.v1+json"
-	mediaManifest = "application/vnd.oci.image.manifest.v1+json"
-	mediaIndex    = "application/vnd.oci.image.index.v1+json"
-)
-
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    map[string]string `json:"platform,omitempty"`
 }
 
 // FileLayer writes a layer tarball holding files (and their parent directories) owned by root.
@@ -99,15 +88,18 @@ func WriteImage(out string, img Image) error {
 	defer f.Close()
 	tw := tar.NewWriter(f)
 
-	addBlob := func(media string, data []byte) (descriptor, error) {
-		sum := sha256.Sum256(data)
-		d := descriptor{MediaType: media, Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(data))}
-		return d, writeEntry(tw, "blobs/sha256/"+hex.EncodeToString(sum[:]), int64(len(data)), strings.NewReader(string(data)))
+	addBlob := func(media string, v any) (v1.Descriptor, error) {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return v1.Descriptor{}, err
+		}
+		d := v1.Descriptor{MediaType: media, Digest: digest.FromBytes(data), Size: int64(len(data))}
+		return d, writeEntry(tw, "blobs/sha256/"+d.Digest.Encoded(), d.Size, bytes.NewReader(data))
 	}
-	var layers []descriptor
-	var diffIDs []string
+	var layers []v1.Descriptor
+	var diffIDs []digest.Digest
 	for _, l := range img.Layers {
-		digest, size, err := fileDigest(l)
+		d, err := layerDescriptor(l)
 		if err != nil {
 			return err
 		}
@@ -115,49 +107,46 @@ func WriteImage(out string, img Image) error {
 		if err != nil {
 			return err
 		}
-		err = writeEntry(tw, "blobs/sha256/"+digest, size, lf)
+		err = writeEntry(tw, "blobs/sha256/"+d.Digest.Encoded(), d.Size, lf)
 		lf.Close()
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", l, err)
 		}
-		layers = append(layers, descriptor{MediaType: mediaLayer, Digest: "sha256:" + digest, Size: size})
-		diffIDs = append(diffIDs, "sha256:"+digest) // uncompressed: the diff ID is the digest
+		layers = append(layers, d)
+		diffIDs = append(diffIDs, d.Digest) // uncompressed: the diff ID is the digest
 	}
-	config := map[string]any{
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"config": map[string]any{
-			"User": img.User, "Entrypoint": img.Entrypoint, "Cmd": img.Cmd,
-			"Env":        append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, img.Env...),
-			"WorkingDir": img.WorkingDir,
+	platform := v1.Platform{Architecture: runtime.GOARCH, OS: "linux"}
+	configDesc, err := addBlob(v1.MediaTypeImageConfig, v1.Image{
+		Platform: platform,
+		Config: v1.ImageConfig{
+			User: img.User, Entrypoint: img.Entrypoint, Cmd: img.Cmd,
+			Env:        append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, img.Env...),
+			WorkingDir: img.WorkingDir,
 		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
-	}
-	configJSON, _ := json.Marshal(config)
-	configDesc, err := addBlob(mediaConfig, configJSON)
-	if err != nil {
-		return err
-	}
-	manifestJSON, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": mediaManifest, "config": configDesc, "layers": layers,
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs},
 	})
-	manifestDesc, err := addBlob(mediaManifest, manifestJSON)
 	if err != nil {
 		return err
 	}
-	manifestDesc.Platform = map[string]string{"architecture": "amd64", "os": "linux"}
+	manifestDesc, err := addBlob(v1.MediaTypeImageManifest, v1.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageManifest, Config: configDesc, Layers: layers,
+	})
+	if err != nil {
+		return err
+	}
+	manifestDesc.Platform = &platform
 	manifestDesc.Annotations = map[string]string{
-		"io.containerd.image.name":          img.Name,
-		"org.opencontainers.image.ref.name": img.Name[strings.LastIndex(img.Name, ":")+1:],
+		"io.containerd.image.name": img.Name,
+		v1.AnnotationRefName:       img.Name[strings.LastIndex(img.Name, ":")+1:],
 	}
-	indexJSON, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": mediaIndex, "manifests": []descriptor{manifestDesc},
+	indexJSON, _ := json.Marshal(v1.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{manifestDesc},
 	})
-	layout := `{"imageLayoutVersion":"1.0.0"}`
-	if err := writeEntry(tw, "oci-layout", int64(len(layout)), strings.NewReader(layout)); err != nil {
+	layout, _ := json.Marshal(v1.ImageLayout{Version: v1.ImageLayoutVersion})
+	if err := writeEntry(tw, v1.ImageLayoutFile, int64(len(layout)), bytes.NewReader(layout)); err != nil {
 		return err
 	}
-	if err := writeEntry(tw, "index.json", int64(len(indexJSON)), strings.NewReader(string(indexJSON))); err != nil {
+	if err := writeEntry(tw, v1.ImageIndexFile, int64(len(indexJSON)), bytes.NewReader(indexJSON)); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -174,16 +163,17 @@ func writeEntry(tw *tar.Writer, name string, size int64, r io.Reader) error {
 	return err
 }
 
-func fileDigest(p string) (string, int64, error) {
+// layerDescriptor describes the uncompressed layer tarball at p.
+func layerDescriptor(p string) (v1.Descriptor, error) {
 	f, err := os.Open(p)
 	if err != nil {
-		return "", 0, err
+		return v1.Descriptor{}, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
+	dg := digest.SHA256.Digester()
+	n, err := io.Copy(dg.Hash(), f)
 	if err != nil {
-		return "", 0, err
+		return v1.Descriptor{}, err
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	return v1.Descriptor{MediaType: v1.MediaTypeImageLayer, Digest: dg.Digest(), Size: n}, nil
 }

@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestWriteImage reads back an archive as containerd would: index.json names the image and
@@ -30,37 +33,43 @@ func TestWriteImage(t *testing.T) {
 	if string(files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
 		t.Fatalf("oci-layout: %q", files["oci-layout"])
 	}
-	blob := func(d descriptor) []byte {
+	blob := func(d v1.Descriptor) []byte {
 		t.Helper()
-		b, ok := files["blobs/sha256/"+strings.TrimPrefix(d.Digest, "sha256:")]
+		b, ok := files["blobs/sha256/"+strings.TrimPrefix(string(d.Digest), "sha256:")]
 		sum := sha256.Sum256(b)
-		if !ok || "sha256:"+hex.EncodeToString(sum[:]) != d.Digest || int64(len(b)) != d.Size {
+		if !ok || "sha256:"+hex.EncodeToString(sum[:]) != string(d.Digest) || int64(len(b)) != d.Size {
 			t.Fatalf("blob %s: present %v, size %d, want %d", d.Digest, ok, len(b), d.Size)
 		}
 		return b
 	}
-	var index struct{ Manifests []descriptor }
+	var index struct{ Manifests []v1.Descriptor }
 	if err := json.Unmarshal(files["index.json"], &index); err != nil || len(index.Manifests) != 1 {
 		t.Fatalf("index.json: %v %s", err, files["index.json"])
 	}
 	if got := index.Manifests[0].Annotations["io.containerd.image.name"]; got != img.Name {
 		t.Fatalf("image name %q, want %q", got, img.Name)
 	}
+	// containerd imports the manifest for the platform the index names: this machine's.
+	if p := index.Manifests[0].Platform; p == nil || p.Architecture != runtime.GOARCH || p.OS != "linux" {
+		t.Fatalf("index platform %+v, want linux/%s", p, runtime.GOARCH)
+	}
 	var manifest struct {
-		Config descriptor
-		Layers []descriptor
+		Config v1.Descriptor
+		Layers []v1.Descriptor
 	}
 	if err := json.Unmarshal(blob(index.Manifests[0]), &manifest); err != nil || len(manifest.Layers) != 1 {
 		t.Fatalf("manifest: %v", err)
 	}
 	var config struct {
-		Config struct{ User string }
-		RootFS struct {
+		Architecture string
+		Config       struct{ User string }
+		RootFS       struct {
 			DiffIDs []string `json:"diff_ids"`
 		} `json:"rootfs"`
 	}
 	if err := json.Unmarshal(blob(manifest.Config), &config); err != nil || config.Config.User != img.User ||
-		len(config.RootFS.DiffIDs) != 1 || config.RootFS.DiffIDs[0] != manifest.Layers[0].Digest {
+		len(config.RootFS.DiffIDs) != 1 || config.RootFS.DiffIDs[0] != string(manifest.Layers[0].Digest) ||
+		config.Architecture != runtime.GOARCH {
 		t.Fatalf("config: %v %+v", err, config)
 	}
 	layerPath := filepath.Join(dir, "read-layer.tar")
