@@ -185,6 +185,7 @@ func TestMCP(t *testing.T) {
 			}
 			// Five executions ran: three stateless and two in the session; the call in the closed
 			// session ran none.
+			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+5 })
 			if got := len(s.logs("execution finished")) - before; got != 5 {
 				t.Errorf("%d execution lines in the sidecar's log, want 5", got)
 			}
@@ -213,6 +214,7 @@ func TestMCPSwitches(t *testing.T) {
 	if res.IsError || !strings.Contains(text, "in\n") {
 		t.Fatalf("run_python on a sidecar that allows uid %d: %q", uid, text)
 	}
+	waitForLog(t, only, func() bool { return len(only.logs("execution finished")) >= 1 })
 	if lines := only.logs("execution finished"); len(lines) != 1 || lines[0]["uid"] != float64(uid) {
 		t.Fatalf("the execution's log line: %v", lines)
 	}
