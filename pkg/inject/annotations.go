@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
+
+	"github.com/pyexec/pyexec/pkg/settings"
 )
 
 // Labels and annotations that select pods and record what the injector did.
@@ -184,9 +186,9 @@ const (
 // Values of AnnotationNetwork and Defaults.Network, as `pyexec serve --network` takes them.
 const (
 	// NetworkDeny keeps the code off the network.
-	NetworkDeny = "deny"
+	NetworkDeny = settings.NetworkDeny
 	// NetworkAllow lets the code use the network.
-	NetworkAllow = "allow"
+	NetworkAllow = settings.NetworkAllow
 )
 
 // Defaults of the sidecar's resources, used when the annotations leave them out.
@@ -200,19 +202,10 @@ const (
 	DefaultMemoryLimit = "1Gi"
 )
 
-// The sidecar's own defaults and bounds (the flag defaults of `pyexec serve` in
-// cmd/pyexec/app/serve.go). ParseConfig checks the annotations against them so that a pod is
-// refused at admission rather than left with a sidecar that exits on a usage error.
+// Bounds of the socket path. The sidecar's own defaults and bounds, which ParseConfig checks
+// the annotations against so that a pod is refused at admission rather than left with a
+// sidecar that exits on a usage error, are in pkg/settings.
 const (
-	serveDefaultTimeout    = 30 * time.Second
-	serveDefaultMaxTimeout = 5 * time.Minute
-	serveMaxMemoryLimitMB  = 4096
-	serveMinMemoryLimitMB  = 32 // below it the interpreter itself cannot start
-
-	serveDefaultMaxSessions           = 8
-	serveDefaultSessionIdleTimeout    = 10 * time.Minute
-	serveDefaultMaxSessionIdleTimeout = time.Hour // no annotation sets it: the bound of the idle timeout
-
 	maxSocketPathLen = 107 // sun_path is 108 bytes with the terminating NUL
 	maxSocketDirLen  = maxSocketPathLen - len("/"+SocketFile)
 )
@@ -328,8 +321,8 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	if cfg.Timeout, cfg.MaxTimeout, err = p.timeouts(); err != nil {
 		return nil, err
 	}
-	if cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, serveMinMemoryLimitMB, serveMaxMemoryLimitMB,
-		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", serveMinMemoryLimitMB, serveMaxMemoryLimitMB)); err != nil {
+	if cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB,
+		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB)); err != nil {
 		return nil, err
 	}
 	if cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, 1, 0, "a whole number above zero, such as 4"); err != nil {
@@ -543,7 +536,7 @@ func (p parser) timeouts() (timeout, maxTimeout time.Duration, err error) {
 	if maxTimeout, err = p.duration(AnnotationMaxTimeout); err != nil {
 		return 0, 0, err
 	}
-	effTimeout, effMax := orDefault(timeout, serveDefaultTimeout), orDefault(maxTimeout, serveDefaultMaxTimeout)
+	effTimeout, effMax := orDefault(timeout, settings.DefaultTimeout), orDefault(maxTimeout, settings.DefaultMaxTimeout)
 	if effTimeout <= effMax {
 		return timeout, maxTimeout, nil
 	}
@@ -564,7 +557,7 @@ func (p parser) maxSessions(def *int) (*int, error) {
 	if !ok {
 		switch {
 		case def == nil:
-			return ptr.To(serveDefaultMaxSessions), nil
+			return ptr.To(settings.DefaultMaxSessions), nil
 		case *def < 0:
 			return nil, &AnnotationError{AnnotationMaxSessions, strconv.Itoa(*def), want + ": the injector's default is negative"}
 		}
@@ -582,22 +575,22 @@ func (p parser) maxSessions(def *int) (*int, error) {
 // no annotation changes.
 func (p parser) sessionIdleTimeout(def time.Duration) (time.Duration, error) {
 	within := fmt.Sprintf("a Go duration no longer than the sidecar's max session idle timeout %v, such as 10m",
-		serveDefaultMaxSessionIdleTimeout)
+		settings.DefaultMaxSessionIdleTimeout)
 	d, err := p.duration(AnnotationSessionIdleTimeout)
 	switch {
 	case err != nil:
 		return 0, err
-	case d > serveDefaultMaxSessionIdleTimeout:
+	case d > settings.DefaultMaxSessionIdleTimeout:
 		v, _ := p.get(AnnotationSessionIdleTimeout)
 		return 0, &AnnotationError{AnnotationSessionIdleTimeout, v, within}
 	case d > 0:
 		return d, nil
 	case def == 0:
-		return serveDefaultSessionIdleTimeout, nil
+		return settings.DefaultSessionIdleTimeout, nil
 	case def < 0:
 		return 0, &AnnotationError{AnnotationSessionIdleTimeout, def.String(),
 			"a Go duration above zero, such as 10m: the injector's default is not"}
-	case def > serveDefaultMaxSessionIdleTimeout:
+	case def > settings.DefaultMaxSessionIdleTimeout:
 		return 0, &AnnotationError{AnnotationSessionIdleTimeout, def.String(), within + ": the injector's default is longer"}
 	}
 	return def, nil

@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/pyexec/pyexec/pkg/settings"
 )
 
 // Names and paths of what Inject adds to a pod.
@@ -304,13 +306,13 @@ func sidecar(cfg *Config) corev1.Container {
 	)
 	// Always set too: the injector has defaults for them (the chart's sidecar.maxSessions and
 	// sidecar.sessionIdleTimeout).
-	maxSessions := serveDefaultMaxSessions
+	maxSessions := settings.DefaultMaxSessions
 	if cfg.MaxSessions != nil {
 		maxSessions = *cfg.MaxSessions
 	}
 	env = append(env,
 		corev1.EnvVar{Name: "PYEXEC_MAX_SESSIONS", Value: strconv.Itoa(maxSessions)},
-		corev1.EnvVar{Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: orDefault(cfg.SessionIdleTimeout, serveDefaultSessionIdleTimeout).String()},
+		corev1.EnvVar{Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: orDefault(cfg.SessionIdleTimeout, settings.DefaultSessionIdleTimeout).String()},
 	)
 
 	c := corev1.Container{

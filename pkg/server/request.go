@@ -17,6 +17,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/executor"
+	"github.com/pyexec/pyexec/pkg/settings"
 )
 
 // minTimeoutSeconds is the shortest time limit a request may ask for.
@@ -208,8 +209,8 @@ func executionLimits(req api.ExecuteRequest, lim api.Limits) (executor.Limits, *
 		switch {
 		case *m <= 0:
 			return out, badRequest("memory_limit_mb: must be > 0, got %d", *m)
-		case *m < minMemoryLimitMB:
-			return out, badRequest("memory_limit_mb: must be at least %d, got %d", minMemoryLimitMB, *m)
+		case *m < settings.MinMemoryLimitMB:
+			return out, badRequest("memory_limit_mb: must be at least %d, got %d", settings.MinMemoryLimitMB, *m)
 		case lim.MaxMemoryLimitMB > 0 && *m > lim.MaxMemoryLimitMB:
 			return out, badRequest("memory_limit_mb: %d is over the server's maximum of %d", *m, lim.MaxMemoryLimitMB)
 		}

@@ -203,6 +203,18 @@ func TestConfigValidate(t *testing.T) {
 	if err := testConfig().Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
+	// What pyexec serve accepts: 0 is no memory limit, no maximum, no process limit.
+	for name, edit := range map[string]func(*api.Limits){
+		"no memory limit":  func(l *api.Limits) { l.MemoryLimitMB, l.MaxMemoryLimitMB = 0, 0 },
+		"no maximum":       func(l *api.Limits) { l.MaxMemoryLimitMB = 0 },
+		"no process limit": func(l *api.Limits) { l.MaxProcesses = 0 },
+	} {
+		cfg := testConfig()
+		edit(&cfg.Limits)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 	cfg := testConfig()
 	cfg.Limits.MaxTimeoutSeconds = 5
 	cfg.Limits.MemoryLimitMB = 8

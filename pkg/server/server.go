@@ -23,11 +23,8 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/packages"
+	"github.com/pyexec/pyexec/pkg/settings"
 )
-
-// minMemoryLimitMB is the smallest memory limit an execution may ask for: below it the
-// interpreter cannot even start.
-const minMemoryLimitMB = 32
 
 // headerRequestID carries the request id in every response.
 const headerRequestID = "X-Request-Id"
@@ -62,7 +59,11 @@ type Config struct {
 	MCP, MCPInstalls bool
 }
 
-// Validate checks that the limits make sense. New assumes a valid Config.
+// Validate checks that the limits make sense, with the rules of `pyexec serve` (its
+// ServeConfig.Validate, which says the same with flag names): a config serve accepts passes,
+// and runServe calls Validate before New. New assumes a valid Config. A memory limit of 0 is no
+// limit, a maximum of 0 no maximum, and max processes 0 no limit. The session idle timeouts are
+// only checked when sessions are on (MaxSessions > 0).
 func (c Config) Validate() error {
 	l := c.Limits
 	var errs []error
@@ -73,10 +74,14 @@ func (c Config) Validate() error {
 	}
 	check(l.TimeoutSeconds > 0, "timeout_seconds %v: must be > 0", l.TimeoutSeconds)
 	check(l.MaxTimeoutSeconds >= l.TimeoutSeconds, "max_timeout_seconds %v: must be >= timeout_seconds %v", l.MaxTimeoutSeconds, l.TimeoutSeconds)
-	check(l.MemoryLimitMB >= minMemoryLimitMB, "memory_limit_mb %d: must be at least %d", l.MemoryLimitMB, minMemoryLimitMB)
-	check(l.MaxMemoryLimitMB >= l.MemoryLimitMB, "max_memory_limit_mb %d: must be >= memory_limit_mb %d", l.MaxMemoryLimitMB, l.MemoryLimitMB)
+	check(l.MemoryLimitMB == 0 || l.MemoryLimitMB >= settings.MinMemoryLimitMB,
+		"memory_limit_mb %d: must be 0 (no limit) or at least %d", l.MemoryLimitMB, settings.MinMemoryLimitMB)
+	check(l.MaxMemoryLimitMB == 0 || l.MaxMemoryLimitMB >= settings.MinMemoryLimitMB,
+		"max_memory_limit_mb %d: must be 0 (no maximum) or at least %d", l.MaxMemoryLimitMB, settings.MinMemoryLimitMB)
+	check(l.MaxMemoryLimitMB == 0 || (l.MemoryLimitMB > 0 && l.MemoryLimitMB <= l.MaxMemoryLimitMB),
+		"memory_limit_mb %d: must be above 0 and at most max_memory_limit_mb %d", l.MemoryLimitMB, l.MaxMemoryLimitMB)
 	check(l.MaxOutputBytes > 0, "max_output_bytes %d: must be > 0", l.MaxOutputBytes)
-	check(l.MaxProcesses > 0, "max_processes %d: must be > 0", l.MaxProcesses)
+	check(l.MaxProcesses >= 0, "max_processes %d: must be >= 0 (0: no limit)", l.MaxProcesses)
 	check(l.MaxFileBytes > 0, "max_file_bytes %d: must be > 0", l.MaxFileBytes)
 	check(l.MaxFilesOut >= 0, "max_files_out %d: must be >= 0", l.MaxFilesOut)
 	check(l.MaxFilesOutBytes > 0, "max_files_out_bytes %d: must be > 0", l.MaxFilesOutBytes)

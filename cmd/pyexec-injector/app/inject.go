@@ -12,6 +12,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/pkg/settings"
 )
 
 // InjectConfig is the config of `pyexec-injector inject`.
@@ -126,20 +127,20 @@ func runInject(sio IO, cfg *InjectConfig) error {
 
 // addConfinementFlags adds the flags of serve and inject that set the injected sidecars'
 // PYEXEC_NETWORK and PYEXEC_REQUIRE_ISOLATION, the defaults of pyexec.dev/network and
-// pyexec.dev/require-isolation.
+// pyexec.dev/require-isolation. Their defaults are the sidecar's own (pkg/settings).
 func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bool) {
-	f.StringVar(network, "network", inject.NetworkDeny,
+	f.StringVar(network, "network", settings.DefaultNetwork,
 		"whether the code that injected sidecars run may use the network: deny or allow, unless a pod's pyexec.dev/network says otherwise")
-	f.BoolVar(requireIsolation, "require-isolation", false,
+	f.BoolVar(requireIsolation, "require-isolation", settings.DefaultRequireIsolation,
 		"injected sidecars refuse to start on a kernel that lacks a layer of confinement (Landlock ABI 6, seccomp), unless a pod's pyexec.dev/require-isolation says otherwise")
 }
 
 // addSessionFlags adds the flags of serve and inject that set the injected sidecars'
 // PYEXEC_MAX_SESSIONS and PYEXEC_SESSION_IDLE_TIMEOUT, the defaults of pyexec.dev/max-sessions
-// and pyexec.dev/session-idle-timeout. Their defaults are the sidecar's own (pyexec serve).
+// and pyexec.dev/session-idle-timeout. Their defaults are the sidecar's own (pkg/settings).
 func addSessionFlags(f *pflag.FlagSet, maxSessions *int, idle *time.Duration) {
-	f.IntVar(maxSessions, "max-sessions", 8,
+	f.IntVar(maxSessions, "max-sessions", settings.DefaultMaxSessions,
 		"sessions that injected sidecars keep open at once (0 switches sessions off), unless a pod's pyexec.dev/max-sessions says otherwise")
-	f.DurationVar(idle, "session-idle-timeout", 10*time.Minute,
+	f.DurationVar(idle, "session-idle-timeout", settings.DefaultSessionIdleTimeout,
 		"how long a session of an injected sidecar lives without a call (at most the sidecar's max session idle timeout, 1h), unless a pod's pyexec.dev/session-idle-timeout says otherwise")
 }

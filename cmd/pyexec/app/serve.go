@@ -31,13 +31,12 @@ import (
 	"github.com/pyexec/pyexec/pkg/preflight"
 	"github.com/pyexec/pyexec/pkg/python"
 	"github.com/pyexec/pyexec/pkg/server"
+	"github.com/pyexec/pyexec/pkg/settings"
 	"github.com/pyexec/pyexec/pkg/version"
 )
 
-// Defaults of `pyexec serve`.
+// Defaults of `pyexec serve`; those the injector also knows are in pkg/settings.
 const (
-	// minMemoryLimitMB is the smallest memory limit a Python interpreter starts under.
-	minMemoryLimitMB = 32
 	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
 	DefaultProbeAddr = ":9901"
 	// nobody: the user executions run as when pyexec serve itself runs as root.
@@ -150,8 +149,8 @@ func (c *ServeConfig) Validate() error {
 		{c.MaxRequestBytes > 0, "--max-request-bytes must be positive"},
 		{c.Timeout > 0 && c.MaxTimeout > 0, "--timeout and --max-timeout must be positive"},
 		{c.Timeout <= c.MaxTimeout, fmt.Sprintf("--timeout %v is over --max-timeout %v", c.Timeout, c.MaxTimeout)},
-		{c.MemoryLimitMB == 0 || c.MemoryLimitMB >= minMemoryLimitMB, fmt.Sprintf("--memory-limit-mb %d: want 0 (no limit) or at least %d (below it the interpreter cannot start)", c.MemoryLimitMB, minMemoryLimitMB)},
-		{c.MaxMemoryLimitMB == 0 || c.MaxMemoryLimitMB >= minMemoryLimitMB, fmt.Sprintf("--max-memory-limit-mb %d: want 0 (no maximum) or at least %d", c.MaxMemoryLimitMB, minMemoryLimitMB)},
+		{c.MemoryLimitMB == 0 || c.MemoryLimitMB >= settings.MinMemoryLimitMB, fmt.Sprintf("--memory-limit-mb %d: want 0 (no limit) or at least %d (below it the interpreter cannot start)", c.MemoryLimitMB, settings.MinMemoryLimitMB)},
+		{c.MaxMemoryLimitMB == 0 || c.MaxMemoryLimitMB >= settings.MinMemoryLimitMB, fmt.Sprintf("--max-memory-limit-mb %d: want 0 (no maximum) or at least %d", c.MaxMemoryLimitMB, settings.MinMemoryLimitMB)},
 		{c.MaxMemoryLimitMB == 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB <= c.MaxMemoryLimitMB), fmt.Sprintf("--memory-limit-mb %d must be set and at most --max-memory-limit-mb %d", c.MemoryLimitMB, c.MaxMemoryLimitMB)},
 		{c.MaxOutputBytes > 0, "--max-output-bytes must be positive"},
 		{c.MaxProcesses >= 0, "--max-processes must not be negative (0: no limit)"},
@@ -246,8 +245,8 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
-	f.StringVar(&cfg.Network, "network", networkDeny, "network for code: deny (no sockets but socketpair) or allow; a request's \"network\" may turn it off, or on only when allowed")
-	f.BoolVar(&cfg.RequireIsolation, "require-isolation", false, "refuse to start when the kernel lacks a layer of confinement (Landlock filesystem and scoped signals, seccomp); without it the sidecar warns once and starts")
+	f.StringVar(&cfg.Network, "network", settings.DefaultNetwork, "network for code: deny (no sockets but socketpair) or allow; a request's \"network\" may turn it off, or on only when allowed")
+	f.BoolVar(&cfg.RequireIsolation, "require-isolation", settings.DefaultRequireIsolation, "refuse to start when the kernel lacks a layer of confinement (Landlock filesystem and scoped signals, seccomp); without it the sidecar warns once and starts")
 	f.IntVar(&cfg.MaxLandlockABI, "max-landlock-abi", confine.NoCap, "use at most this Landlock ABI version, as on an older kernel (-1: what the kernel has; 0: no Landlock)")
 	f.BoolVar(&cfg.Seccomp, "seccomp", true, "install the seccomp filter in executions; false leaves code able to open Unix sockets, ptrace, use the network and, without Landlock ABI 6, signal the server")
 	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
@@ -256,10 +255,10 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long running executions may finish before they are killed")
 	f.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", 10<<20, "largest request body; larger gets 413")
 	f.BoolVar(&cfg.LogCode, "log-code", false, "include the code in each execution's log line")
-	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "default time limit of an execution")
-	f.DurationVar(&cfg.MaxTimeout, "max-timeout", 5*time.Minute, "largest time limit a request may ask for")
-	f.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", 1024, "default address-space limit of each process of an execution, MiB (0: none)")
-	f.IntVar(&cfg.MaxMemoryLimitMB, "max-memory-limit-mb", 4096, "largest memory limit a request may ask for, MiB (0: no limit)")
+	f.DurationVar(&cfg.Timeout, "timeout", settings.DefaultTimeout, "default time limit of an execution")
+	f.DurationVar(&cfg.MaxTimeout, "max-timeout", settings.DefaultMaxTimeout, "largest time limit a request may ask for")
+	f.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", settings.DefaultMemoryLimitMB, "default address-space limit of each process of an execution, MiB (0: none)")
+	f.IntVar(&cfg.MaxMemoryLimitMB, "max-memory-limit-mb", settings.DefaultMaxMemoryLimitMB, "largest memory limit a request may ask for, MiB (0: no limit)")
 	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", 1<<20, "cap of stdout and of stderr, each; past it the execution is killed (reason output_limit)")
 	f.IntVar(&cfg.MaxProcesses, "max-processes", 128, "RLIMIT_NPROC of executions: processes and threads of their user (0: no limit)")
 	f.Int64Var(&cfg.MaxFileBytes, "max-file-bytes", 10<<20, "largest file an execution may write (RLIMIT_FSIZE) and the largest returned")
@@ -268,9 +267,9 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntVar(&cfg.MaxConnections, "max-connections", 256, "connections open at once on the socket; more are closed at once")
 	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
 	f.BoolVar(&cfg.MCP, "mcp", true, "serve the Model Context Protocol (Streamable HTTP) at /mcp on the socket, with the same peer checks, limits and logs as the API")
-	f.IntVar(&cfg.MaxSessions, "max-sessions", 8, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
-	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", 10*time.Minute, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
-	f.DurationVar(&cfg.MaxSessionIdleTimeout, "max-session-idle-timeout", time.Hour, "the longest idle timeout a session may ask for")
+	f.IntVar(&cfg.MaxSessions, "max-sessions", settings.DefaultMaxSessions, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
+	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", settings.DefaultSessionIdleTimeout, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
+	f.DurationVar(&cfg.MaxSessionIdleTimeout, "max-session-idle-timeout", settings.DefaultMaxSessionIdleTimeout, "the longest idle timeout a session may ask for")
 	return cmd
 }
 
@@ -299,10 +298,25 @@ func (c *ServeConfig) limits() api.Limits {
 	}
 }
 
+// serverConfig is the config of the server that serves cfg.
+func (c *ServeConfig) serverConfig() server.Config {
+	return server.Config{
+		Limits:    c.limits(),
+		AllowUIDs: c.AllowUIDs,
+		LogCode:   c.LogCode,
+		Version:   version.Version,
+		Mode:      c.Mode,
+		WorkDir:   c.WorkDir,
+		MCP:       c.MCP,
+		// install_packages is offered when some package may be installed at run time.
+		MCPInstalls: len(c.AllowPackages) > 0,
+	}
+}
+
 // Values of --network.
 const (
-	networkDeny  = "deny"
-	networkAllow = "allow"
+	networkDeny  = settings.NetworkDeny
+	networkAllow = settings.NetworkAllow
 )
 
 func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) error {
@@ -332,17 +346,13 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), server.IsolationGauge(isolation))
 	reg.MustRegister(reaper.Collectors()...)
-	srv := server.New(server.Config{
-		Limits:    cfg.limits(),
-		AllowUIDs: cfg.AllowUIDs,
-		LogCode:   cfg.LogCode,
-		Version:   version.Version,
-		Mode:      cfg.Mode,
-		WorkDir:   cfg.WorkDir,
-		MCP:       cfg.MCP,
-		// install_packages is offered when some package may be installed at run time.
-		MCPInstalls: len(cfg.AllowPackages) > 0,
-	}, nil, log, reg)
+	srvCfg := cfg.serverConfig()
+	// Validate accepted cfg, and the server's rules are the same (a test keeps them so): an
+	// error here is a bug, not a usage error.
+	if err := srvCfg.Validate(); err != nil {
+		return fmt.Errorf("server config: %w", err)
+	}
+	srv := server.New(srvCfg, nil, log, reg)
 
 	sock, err := srv.ListenSocket(server.SocketConfig{Path: cfg.Socket, Mode: cfg.mode, GID: cfg.gid})
 	if err != nil {

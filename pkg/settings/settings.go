@@ -1,0 +1,113 @@
+// Package settings is the one definition of the sidecar's settings that more than one part of
+// pyexec knows: the defaults and bounds of `pyexec serve` (cmd/pyexec/app) that the server
+// (pkg/server) checks, the injector (pkg/inject, cmd/pyexec-injector) turns annotations and its
+// own flags into, and the chart (charts/pyexec) and README document.
+//
+// The constants are what the code uses; Sidecar lists the same settings with their names for
+// the test (cmd/pyexec/app/settings_test.go) that checks the serve flags, the annotation
+// parser, the chart's values and the README against them.
+package settings
+
+import "time"
+
+// Defaults of `pyexec serve`.
+const (
+	DefaultTimeout               = 30 * time.Second
+	DefaultMaxTimeout            = 5 * time.Minute
+	DefaultMemoryLimitMB         = 1024
+	DefaultMaxMemoryLimitMB      = 4096
+	DefaultNetwork               = NetworkDeny
+	DefaultRequireIsolation      = false
+	DefaultMaxSessions           = 8
+	DefaultSessionIdleTimeout    = 10 * time.Minute
+	DefaultMaxSessionIdleTimeout = time.Hour
+)
+
+// MinMemoryLimitMB is the smallest memory limit (RLIMIT_AS) a Python interpreter starts
+// under: no memory limit of serve, of an annotation or of a request may be below it (serve's
+// 0, no limit, aside).
+const MinMemoryLimitMB = 32
+
+// Values of the network setting (serve's --network, pyexec.dev/network, sidecar.network).
+const (
+	// NetworkDeny keeps the code off the network.
+	NetworkDeny = "deny"
+	// NetworkAllow lets the code use the network.
+	NetworkAllow = "allow"
+)
+
+// EnvPrefix prefixes the variable of each serve flag: --max-sessions is PYEXEC_MAX_SESSIONS.
+const EnvPrefix = "PYEXEC_"
+
+// Setting is one setting of `pyexec serve` that the injector sets or bounds.
+type Setting struct {
+	// Flag is the serve flag, without the dashes.
+	Flag string
+	// Default is the flag's default as the flag holds it (time.Duration, int, string or
+	// bool); nil when it has none that is fixed (the number of CPUs, "every uid").
+	Default any
+	// Min and Max are the bounds of a value, nil when unbounded. They are the bounds that
+	// serve and the annotation share; serve may take more (see Doc).
+	Min, Max any
+	// Annotation is the pod annotation that sets it; empty when none does.
+	Annotation string
+	// InjectorFlag is the pyexec-injector flag that gives the annotation's default; empty
+	// when the injector has none (the sidecar's own default applies).
+	InjectorFlag string
+	// ChartValue is the key in charts/pyexec/values.yaml that sets InjectorFlag; empty when
+	// the chart has none.
+	ChartValue string
+	// ChartDefault is the chart's default when it deliberately differs from Default; nil
+	// when the chart uses Default.
+	ChartDefault any
+	// Doc says what the setting is, in a line.
+	Doc string
+}
+
+// Env is the variable that sets the serve flag, and that the injector writes.
+func (s Setting) Env() string {
+	b := []byte(EnvPrefix)
+	for _, r := range []byte(s.Flag) {
+		switch {
+		case r == '-':
+			r = '_'
+		case 'a' <= r && r <= 'z':
+			r -= 'a' - 'A'
+		}
+		b = append(b, r)
+	}
+	return string(b)
+}
+
+// Sidecar are the settings of the sidecar that the injector sets or checks against.
+var Sidecar = []Setting{
+	{Flag: "timeout", Default: DefaultTimeout, Annotation: "pyexec.dev/timeout",
+		Doc: "default time limit of an execution"},
+	{Flag: "max-timeout", Default: DefaultMaxTimeout, Annotation: "pyexec.dev/max-timeout",
+		Doc: "largest time limit a request may ask for"},
+	{Flag: "memory-limit-mb", Default: DefaultMemoryLimitMB, Min: MinMemoryLimitMB, Max: DefaultMaxMemoryLimitMB,
+		Annotation: "pyexec.dev/memory-limit-mb",
+		Doc:        "default address-space limit of each process of an execution, MiB; serve also takes 0 (no limit) and, with a larger --max-memory-limit-mb, more"},
+	{Flag: "max-memory-limit-mb", Default: DefaultMaxMemoryLimitMB,
+		Doc: "largest memory limit a request may ask for, MiB: 0 (no maximum) or at least MinMemoryLimitMB; the annotation's upper bound"},
+	{Flag: "max-concurrent", Min: 1, Annotation: "pyexec.dev/max-concurrent",
+		Doc: "executions that run at once; default: the number of CPUs"},
+	{Flag: "allow-uids", Annotation: "pyexec.dev/allow-uids",
+		Doc: "peer uids allowed to call; default: every uid"},
+	{Flag: "allow-packages", Annotation: "pyexec.dev/allow-packages",
+		Doc: "patterns of packages code may install at run time; default: none"},
+	{Flag: "network", Default: DefaultNetwork, Annotation: "pyexec.dev/network",
+		InjectorFlag: "network", ChartValue: "sidecar.network",
+		Doc: "network for code: deny or allow"},
+	{Flag: "require-isolation", Default: DefaultRequireIsolation, Annotation: "pyexec.dev/require-isolation",
+		InjectorFlag: "require-isolation", ChartValue: "sidecar.requireIsolation", ChartDefault: true,
+		Doc: "refuse to start on a kernel that lacks a layer of confinement (the chart turns it on)"},
+	{Flag: "max-sessions", Default: DefaultMaxSessions, Min: 0, Annotation: "pyexec.dev/max-sessions",
+		InjectorFlag: "max-sessions", ChartValue: "sidecar.maxSessions",
+		Doc: "sessions open at once; 0 switches sessions off"},
+	{Flag: "session-idle-timeout", Default: DefaultSessionIdleTimeout, Max: DefaultMaxSessionIdleTimeout,
+		Annotation: "pyexec.dev/session-idle-timeout", InjectorFlag: "session-idle-timeout", ChartValue: "sidecar.sessionIdleTimeout",
+		Doc: "how long a session lives without a call; the annotation's bound is serve's default --max-session-idle-timeout"},
+	{Flag: "max-session-idle-timeout", Default: DefaultMaxSessionIdleTimeout,
+		Doc: "the longest idle timeout a session may ask for; the bound of the session idle timeout annotation"},
+}
