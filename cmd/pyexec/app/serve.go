@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/boot"
 	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/executor"
@@ -399,78 +400,41 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	return nil
 }
 
-// becomeReady loads the preflight report (or runs the preflight once), starts the reaper and
-// the executor, and marks the server ready. On failure the server stays up and not ready, so
-// /v1/info and the logs say why.
+// becomeReady loads the preflight report (or runs the preflight once) and hands it to
+// boot.Ready with the configuration of the flags. On failure the server stays up and not
+// ready, so /v1/info and the logs say why.
 func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer,
 	kernel confine.Kernel, isolation *api.Isolation) error {
-	report, source, err := loadReport(ctx, io, log, &cfg.Init)
 	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits(), Isolation: isolation}
-	if report != nil {
-		info.Container, info.Python, info.Policy = report.Container, report.Python, report.Policy
-		info.Preflight = api.Preflight{OK: report.OK, Summary: preflight.Summary(report), Problems: report.Problems, Source: source}
-	}
-	srv.SetInfo(info)
+	report, source, err := loadReport(ctx, io, log, &cfg.Init)
 	if err != nil {
+		srv.SetInfo(boot.WithReport(info, report, source))
 		return err
 	}
-	if !report.OK || report.Python == nil {
-		return fmt.Errorf("preflight failed: %s", strings.Join(report.Problems, "; "))
-	}
-	// The interpreter is confirmed: it exists and is executable.
-	if st, err := os.Stat(report.Python.Executable); err != nil || st.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("interpreter %s from the report is not usable: %v", report.Python.Executable, err)
-	}
-	// From here every child is started through the reaper.
-	go reaper.Run(reapCtx)
-	spawnCfg := executor.SpawnConfig{
-		Python:      report.Python.Executable,
-		PackagesDir: cfg.Init.PackagesDir,
-		WorkDir:     cfg.WorkDir,
-		Path:        lookupOr(io.LookupEnv, "PATH", defaultPath),
-		Credential:  cfg.credential,
-		Reaper:      reaper,
-		Isolation:   executor.Isolation{Kernel: kernel},
-		Log:         log.WithName("executor"),
-	}
-	var ex executor.Executor
-	if cfg.Mode == executor.ModeFork {
-		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: spawnCfg, Preload: preloaded(report), Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent})
-		if err != nil {
-			return err
-		}
-		reg.MustRegister(fk.Collectors()...)
-		if err := fk.Start(); err != nil {
-			log.Error(err, "zygote did not start; serving in spawn mode and retrying")
-		}
-		ex = fk
-	} else {
-		sp, err := executor.NewSpawn(spawnCfg)
-		if err != nil {
-			return err
-		}
-		ex = sp
-	}
-	srv.SetExecutor(ex)
-	installer := packages.New(packages.Config{
-		Dir:     cfg.Init.PackagesDir,
-		Python:  report.Python.Executable,
-		Index:   cfg.Init.index(),
-		Timeout: cfg.Init.InstallTimeout,
-		Grace:   2 * cfg.MaxTimeout, // longer than any execution that may still use a replaced tree
-		Env:     python.Env(lookupOr(io.LookupEnv, "PATH", defaultPath), "/"),
-		Start:   reaper.Start,
-		Done:    reaper.Done,
+	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
+	err = boot.Ready(reapCtx, report, source, boot.Config{
+		Server: srv, Reaper: reaper, Registry: reg, Info: info,
+		Spawn: executor.SpawnConfig{
+			PackagesDir: cfg.Init.PackagesDir,
+			WorkDir:     cfg.WorkDir,
+			Path:        path,
+			Credential:  cfg.credential,
+			Isolation:   executor.Isolation{Kernel: kernel},
+			Log:         log.WithName("executor"),
+		},
+		Mode: cfg.Mode, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent,
+		Packages: packages.Config{
+			Dir:     cfg.Init.PackagesDir,
+			Index:   cfg.Init.index(),
+			Timeout: cfg.Init.InstallTimeout,
+			Grace:   2 * cfg.MaxTimeout, // longer than any execution that may still use a replaced tree
+			Env:     python.Env(path, "/"),
+		},
+		Policy: cfg.policy,
+		Log:    log,
 	})
-	srv.SetPackages(installer, cfg.policy)
-	if st, err := installer.State(); err == nil {
-		st.Allowed = cfg.policy.Patterns()
-		info.Packages = &st
-	}
-	info.Ready = true
-	srv.SetReady(info)
-	if cfg.Mode == executor.ModeFork && cfg.Warm > 0 {
-		srv.WarmSessions()
+	if err != nil {
+		return err
 	}
 	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir,
 		"landlockABI", isolation.LandlockABI, "network", isolation.Network, "isolation", activeLayers(isolation))
@@ -491,19 +455,6 @@ func loadReport(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*
 	report, err = runPreflight(ctx, io, log.WithName("preflight"), cfg)
 	log.Info("preflight finished", "summary", preflight.Summary(report))
 	return report, "serve", err
-}
-
-// preloaded are the modules the zygote imports: those of the report that imported in preflight
-// (init's --preload, or serve's own when it ran the preflight). One that failed there would
-// only fail again in every zygote start.
-func preloaded(report *api.Report) []string {
-	var mods []string
-	for _, p := range report.Preload {
-		if p.OK {
-			mods = append(mods, p.Module)
-		}
-	}
-	return mods
 }
 
 // activeLayers lists the layers in force, "name=true|false", for the ready line.
