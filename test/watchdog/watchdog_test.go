@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,6 +51,7 @@ import (
 
 	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
 	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/pkg/testutil"
 	"github.com/pyexec/pyexec/pkg/watchdog"
 )
 
@@ -80,24 +80,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// assets returns the directory of kube-apiserver and etcd: $KUBEBUILDER_ASSETS, or what
-// test/tools/build.sh builds (cached).
-func assets() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	fmt.Fprintln(os.Stderr, "watchdog tests: KUBEBUILDER_ASSETS is not set; building kube-apiserver and etcd with test/tools/build.sh")
-	cmd := exec.Command("bash", "../tools/build.sh")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("test/tools/build.sh: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
 func start() (func(), error) {
-	dir, err := assets()
+	dir, err := testutil.KubeAssets()
 	if err != nil {
 		return nil, err
 	}
@@ -697,7 +681,7 @@ func TestServeWithWatchdog(t *testing.T) {
 	sa := installChartRBAC(t)
 	kubeconfig := writeKubeconfig(t, sa)
 	certDir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	runCtx, stop := context.WithCancel(ctx)
 	stopped := make(chan int)
 	go func() {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 const (
@@ -41,7 +41,7 @@ type env struct {
 	client  *kubernetes.Clientset
 	stop    context.CancelFunc
 	stopped chan struct{}
-	logs    *syncBuffer
+	logs    *testutil.SyncBuffer
 }
 
 var shared *env
@@ -60,24 +60,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// assets returns the directory of kube-apiserver and etcd: $KUBEBUILDER_ASSETS, or what
-// test/tools/build.sh builds (cached; the first build takes about 15 minutes on 2 cores).
-func assets() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	fmt.Fprintln(os.Stderr, "webhook tests: KUBEBUILDER_ASSETS is not set; building kube-apiserver and etcd with test/tools/build.sh")
-	cmd := exec.Command("bash", "../tools/build.sh")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("test/tools/build.sh: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
 func start() (*env, func(), error) {
-	dir, err := assets()
+	dir, err := testutil.KubeAssets()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -124,7 +108,7 @@ func start() (*env, func(), error) {
 		cleanup()
 		return nil, nil, err
 	}
-	e := &env{client: client, stopped: make(chan struct{}), logs: &syncBuffer{}}
+	e := &env{client: client, stopped: make(chan struct{}), logs: &testutil.SyncBuffer{}}
 	var runCtx context.Context
 	runCtx, e.stop = context.WithCancel(ctx)
 	certDir, _ := os.MkdirTemp("", "pyexec-injector-certs")

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,6 +36,7 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/certs"
 	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // kube is the control plane of the test binary, started by the first test that needs it.
@@ -71,16 +71,9 @@ func startKube(t *testing.T) *kube {
 }
 
 func newKube() (*kube, error) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set; building kube-apiserver and etcd with test/tools/build.sh")
-		cmd := exec.Command("bash", "../../../test/tools/build.sh")
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("test/tools/build.sh: %w", err)
-		}
-		dir = strings.TrimSpace(string(out))
+	dir, err := testutil.KubeAssets()
+	if err != nil {
+		return nil, err
 	}
 	te := &envtest.Environment{BinaryAssetsDirectory: dir, ControlPlaneStopTimeout: time.Minute}
 	cfg, err := te.Start()
