@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -123,12 +124,7 @@ func collectFiles(work string, inputs map[string][]byte, before map[string]fileS
 	}
 	defer root.Close()
 	var paths []string
-	_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			paths = append(paths, p)
-		}
-		return nil
-	})
+	walkFiles(root, func(p string, _ fs.DirEntry) { paths = append(paths, p) })
 	sort.Strings(paths)
 	truncated := false
 	left := maxTotal
@@ -209,3 +205,40 @@ func readCapped(root *os.Root, p string, max int64) (data []byte, tooBig bool) {
 		return nil, false
 	}
 }
+
+// walkFiles calls fn for each regular file below root (as listed: check the file itself before
+// trusting it), in lexical order. The code of a session may swap a directory for a FIFO or a
+// symlink while the server walks: a directory is opened O_DIRECTORY|O_NOFOLLOW|O_NONBLOCK, so
+// such a swap ends that branch of the walk instead of blocking the server or leading it away
+// (fs.WalkDir would open the FIFO and wait for a writer).
+func walkFiles(root *os.Root, fn func(p string, d fs.DirEntry)) {
+	var walk func(dir string, depth int)
+	walk = func(dir string, depth int) {
+		if depth > maxWalkDepth {
+			return
+		}
+		f, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return
+		}
+		entries, _ := f.ReadDir(-1)
+		f.Close()
+		slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+		for _, e := range entries {
+			p := e.Name()
+			if dir != "." {
+				p = dir + "/" + p
+			}
+			switch {
+			case e.IsDir():
+				walk(p, depth+1)
+			case e.Type().IsRegular():
+				fn(p, e)
+			}
+		}
+	}
+	walk(".", 0)
+}
+
+// maxWalkDepth bounds the directories walkFiles descends into.
+const maxWalkDepth = 256

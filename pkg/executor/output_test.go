@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // writeTestFiles writes each file of files (path → content) under dir.
@@ -151,4 +153,64 @@ func TestUTF8Boundary(t *testing.T) {
 			t.Errorf("utf8Boundary(%q) keeps %q, want %q", tt.in, got, tt.complete)
 		}
 	}
+}
+
+// A directory swapped for a FIFO while the server walks (a session's thread can do it) must
+// not block the walk: the FIFO would wait for a writer.
+func TestWalkFilesNeverBlocksOnASwap(t *testing.T) {
+	work := t.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "keep.txt"), []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		defer func() { swapped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tmp := filepath.Join(work, "tmp")
+			os.RemoveAll(tmp)
+			if n%2 == 0 {
+				_ = os.Mkdir(tmp, 0o755)
+				_ = os.WriteFile(filepath.Join(tmp, "f"), []byte("x"), 0o644)
+			} else {
+				_ = syscall.Mkfifo(tmp, 0o644)
+			}
+			os.RemoveAll(filepath.Join(work, "d"))
+			_ = os.Rename(tmp, filepath.Join(work, "d"))
+			n++
+		}
+	}()
+	root, err := os.OpenRoot(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	walks := 0
+	for time.Now().Before(deadline) {
+		done := make(chan bool, 1)
+		go func() {
+			found := false
+			walkFiles(root, func(p string, _ fs.DirEntry) { found = found || p == "keep.txt" })
+			done <- found
+		}()
+		select {
+		case found := <-done:
+			if !found {
+				t.Fatal("the walk missed keep.txt")
+			}
+		case <-time.After(5 * time.Second):
+			close(stop)
+			t.Fatalf("a walk blocked after %d walks", walks)
+		}
+		walks++
+	}
+	close(stop)
+	t.Logf("%d walks, %d swaps", walks, <-swapped)
 }

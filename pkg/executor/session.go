@@ -710,13 +710,10 @@ func stampFiles(work string) map[string]fileStamp {
 		return stamps
 	}
 	defer root.Close()
-	_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if st, ok := stampOf(root, p); ok {
-				stamps[p] = st
-			}
+	walkFiles(root, func(p string, _ fs.DirEntry) {
+		if st, ok := stampOf(root, p); ok {
+			stamps[p] = st
 		}
-		return nil
 	})
 	return stamps
 }

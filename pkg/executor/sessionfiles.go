@@ -93,19 +93,15 @@ func listFiles(work string, max int) (files []api.SessionFile, truncated bool) {
 			files, truncated = files[:max], true
 		}
 	}
-	_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
+	walkFiles(root, func(p string, d fs.DirEntry) {
 		fi, err := d.Info() // lstat: the file may have changed since it was listed
 		if err != nil || !fi.Mode().IsRegular() {
-			return nil
+			return
 		}
 		files = append(files, api.SessionFile{Path: p, Size: fi.Size(), ModifiedAt: fi.ModTime().UTC()})
 		if len(files) > 2*max {
 			keepFirst()
 		}
-		return nil
 	})
 	keepFirst()
 	return files, truncated
