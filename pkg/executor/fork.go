@@ -226,8 +226,10 @@ func (f *Fork) stopZygote() {
 	if f.zygote == nil {
 		return
 	}
-	f.ctl.Close()
+	// The tree first: with its control socket closed the zygote exits at once, and what it
+	// forked would be left to pyexec serve's reaper as escapees.
 	killTree(f.zygote.Process.Pid)
+	f.ctl.Close()
 	f.zygote, f.ctl = nil, nil
 	f.pool.Lock()
 	for _, s := range f.spares {

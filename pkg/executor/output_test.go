@@ -214,3 +214,25 @@ func TestWalkFilesNeverBlocksOnASwap(t *testing.T) {
 	close(stop)
 	t.Logf("%d walks, %d swaps", walks, <-swapped)
 }
+
+// /proc/PID/stat: a comm with spaces and parentheses, the state, the parent, and PF_EXITING in
+// the flags (field 9), which the reaper reads to tell a process already exiting from an escapee.
+func TestParseStat(t *testing.T) {
+	for _, tt := range []struct {
+		line            string
+		ppid            int
+		zombie, exiting bool
+	}{
+		{"12 (python3) S 7 12 12 0 -1 4194560 100 0", 7, false, false},
+		{"12 (a (b) c) R 7 12 12 0 -1 4194564 100 0", 7, false, true},
+		{"12 (x) Z 9 12 12 0 -1 4227076 0 0", 9, true, true},
+	} {
+		p, ok := parseStat(12, []byte(tt.line))
+		if !ok || p.ppid != tt.ppid || p.zombie != tt.zombie || p.exiting != tt.exiting {
+			t.Errorf("parseStat(%q) = %+v, %v", tt.line, p, ok)
+		}
+	}
+	if p, ok := readStat(os.Getpid()); !ok || p.exiting || p.zombie {
+		t.Errorf("this process: %+v, %v", p, ok)
+	}
+}

@@ -15,7 +15,13 @@ import (
 type procEntry struct {
 	pid, ppid int
 	zombie    bool
+	// exiting is set from the start of exit(2) (PF_EXITING): a process killed a moment ago
+	// still tears its memory down before it is a zombie.
+	exiting bool
 }
+
+// pfExiting is PF_EXITING of the kernel's task flags (/proc/PID/stat field 9).
+const pfExiting = 0x4
 
 // readProc reads /proc/PID/stat of every process.
 func readProc() []procEntry {
@@ -41,7 +47,12 @@ func readStat(pid int) (procEntry, bool) {
 	if err != nil {
 		return procEntry{}, false
 	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	return parseStat(pid, b)
+}
+
+// parseStat reads "pid (comm) state ppid pgrp session tty tpgid flags ..."; comm may hold
+// spaces and parentheses.
+func parseStat(pid int, b []byte) (procEntry, bool) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
 		return procEntry{}, false
@@ -54,7 +65,13 @@ func readStat(pid int) (procEntry, bool) {
 	if err != nil {
 		return procEntry{}, false
 	}
-	return procEntry{pid: pid, ppid: ppid, zombie: fields[0] == "Z"}, true
+	p := procEntry{pid: pid, ppid: ppid, zombie: fields[0] == "Z"}
+	if len(fields) > 6 {
+		if flags, err := strconv.ParseUint(fields[6], 10, 64); err == nil {
+			p.exiting = flags&pfExiting != 0
+		}
+	}
+	return p, true
 }
 
 // descendants returns the live (non-zombie) descendants of root.

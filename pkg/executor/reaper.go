@@ -83,7 +83,7 @@ func (r *Reaper) Sweep() {
 		if !ok {
 			continue
 		}
-		if !p.zombie {
+		if !p.zombie && !p.exiting { // one exiting was killed with its tree a moment ago
 			r.log.Info("killing escaped process", "pid", pid)
 			killTree(pid)
 			r.killed++
