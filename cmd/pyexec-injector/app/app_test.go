@@ -77,18 +77,9 @@ func TestConfinementFlagsInvalid(t *testing.T) {
 		{"inject", "-f", "-", "--network=Allow"},
 		{"serve", "--cert-mode=external", "--require-isolation=yes"},
 	} {
-		sio, stdout, stderr := testIO(nil, "")
-		if code := Main(context.Background(), args, sio); code != 2 {
-			t.Errorf("%v: exit code %d, want 2; stderr %s", args, code, stderr)
-		}
-		if stdout.Len() != 0 {
-			t.Errorf("%v: wrote %q", args, stdout)
-		}
+		wantUsageError(t, nil, args...)
 	}
-	sio, _, stderr := testIO(map[string]string{"PYEXEC_INJECTOR_NETWORK": "open"}, "")
-	if code := Main(context.Background(), []string{"serve", "--cert-mode=external"}, sio); code != 2 {
-		t.Errorf("PYEXEC_INJECTOR_NETWORK=open: exit code %d, want 2; stderr %s", code, stderr)
-	}
+	wantUsageError(t, map[string]string{"PYEXEC_INJECTOR_NETWORK": "open"}, "serve", "--cert-mode=external")
 }
 
 // TestInjectConfinement runs `inject` for real: the flags become the sidecar's variables,
@@ -195,18 +186,9 @@ func TestSessionFlagsInvalid(t *testing.T) {
 		{"inject", "-f", "-", "--session-idle-timeout=-1m"},
 		{"inject", "-f", "-", "--session-idle-timeout=10"},
 	} {
-		sio, stdout, stderr := testIO(nil, "")
-		if code := Main(context.Background(), args, sio); code != 2 {
-			t.Errorf("%v: exit code %d, want 2; stderr %s", args, code, stderr)
-		}
-		if stdout.Len() != 0 {
-			t.Errorf("%v: wrote %q", args, stdout)
-		}
+		wantUsageError(t, nil, args...)
 	}
-	sio, _, stderr := testIO(map[string]string{"PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT": "0"}, "")
-	if code := Main(context.Background(), []string{"serve", "--cert-mode=external"}, sio); code != 2 {
-		t.Errorf("PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT=0: exit code %d, want 2; stderr %s", code, stderr)
-	}
+	wantUsageError(t, map[string]string{"PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT": "0"}, "serve", "--cert-mode=external")
 }
 
 // TestInjectSessions runs `inject` for real: the flags become the sidecar's variables, a
@@ -260,5 +242,18 @@ spec:
 	if code := Main(context.Background(), []string{"inject", "-f", "-"}, sio); code == 0 || stdout.Len() != 0 ||
 		!strings.Contains(stderr.String(), `annotation pyexec.dev/session-idle-timeout="0": want a Go duration above zero`) {
 		t.Errorf("session-idle-timeout 0: exit code %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+}
+
+// wantUsageError runs the injector with args and env and wants a usage error: exit 2, nothing
+// on stdout.
+func wantUsageError(t *testing.T, env map[string]string, args ...string) {
+	t.Helper()
+	sio, stdout, stderr := testIO(env, "")
+	if code := Main(context.Background(), args, sio); code != 2 {
+		t.Errorf("%v %v: exit code %d, want 2; stderr %s", env, args, code, stderr)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("%v %v: wrote %q", env, args, stdout)
 	}
 }
