@@ -709,6 +709,16 @@ def _check_env(env: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
     return out
 
 
+def _add_env_and_files(body: Dict[str, Any], env: Optional[Mapping[str, str]], files: Optional[FilesArg]) -> None:
+    """Adds the checked env and the encoded files to a request body, when given."""
+    checked_env = _check_env(env)
+    if checked_env is not None:
+        body["env"] = checked_env
+    encoded = _encode_files(files)
+    if encoded is not None:
+        body["files"] = encoded
+
+
 def _request_body(
     code: str,
     timeout: Optional[float],
@@ -729,12 +739,7 @@ def _request_body(
         if not isinstance(stdin, str):
             raise TypeError("stdin must be a str (or UTF-8 bytes), got %s" % type(stdin).__name__)
         body["stdin"] = stdin
-    checked_env = _check_env(env)
-    if checked_env is not None:
-        body["env"] = checked_env
-    encoded = _encode_files(files)
-    if encoded is not None:
-        body["files"] = encoded
+    _add_env_and_files(body, env, files)
     if memory_limit_mb is not None:
         body["memory_limit_mb"] = int(memory_limit_mb)
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -943,12 +948,7 @@ class Client:
             body["idle_timeout_seconds"] = float(idle_timeout)
         if memory_limit_mb is not None:
             body["memory_limit_mb"] = int(memory_limit_mb)
-        checked_env = _check_env(env)
-        if checked_env is not None:
-            body["env"] = checked_env
-        encoded = _encode_files(files)
-        if encoded is not None:
-            body["files"] = encoded
+        _add_env_and_files(body, env, files)
         if network is not None:
             body["network"] = bool(network)
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
