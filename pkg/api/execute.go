@@ -145,6 +145,9 @@ type Info struct {
 	Packages *Packages `json:"packages,omitempty"`
 	// Isolation says how executions are confined on this kernel.
 	Isolation *Isolation `json:"isolation,omitempty"`
+	// Identity says which uids the server and the runner run as (absent before the runner
+	// has come).
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // Preflight summarises the report the server runs with.

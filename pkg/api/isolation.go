@@ -15,9 +15,25 @@ type Isolation struct {
 // IsolationLayer is one layer of confinement.
 type IsolationLayer struct {
 	// Name is one of landlock_filesystem, scoped_signals, seccomp, network_control,
-	// landlock_truncate, non_dumpable.
+	// landlock_truncate, non_dumpable, identity.
 	Name   string `json:"name"`
 	Active bool   `json:"active"`
 	// Missing says, for a layer that is not active, which attacks are then open.
 	Missing string `json:"missing,omitempty"`
+}
+
+// Identity is who runs what in the pod: the server (the app's socket, the API, packages,
+// probes) and the runner (the zygote, the supervisors, every execution and session), each as a
+// uid of its own, and the group through which the runner writes in the directories the server
+// makes for it.
+type Identity struct {
+	ServerUID int `json:"server_uid"`
+	// RunnerUID is the uid of the runner and of the code; -1 when not known (a preflight
+	// report of a server that starts the runner itself).
+	RunnerUID int `json:"runner_uid"`
+	// GID is the runner's group; the work directories have it.
+	GID int `json:"gid"`
+	// Separate says the runner's uid is not the server's: code can change nothing the server
+	// owns, and its processes count against a uid of its own.
+	Separate bool `json:"separate"`
 }

@@ -1,18 +1,23 @@
 // Package boot brings pyexec serve to ready: from the preflight report it confirms the
-// interpreter, starts reaping, the executor (fork or spawn) and the packages installer, and
-// marks the server ready. The command (cmd/pyexec/app) only gathers the configuration.
+// interpreter, starts reaping, the client of the runner (which it starts as a child, or waits
+// for on the runner socket) and the packages installer, and marks the server ready once the
+// runner is. The command (cmd/pyexec/app) only gathers the configuration.
 package boot
 
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"strings"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pyexec/pyexec/internal/runner"
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/preflight"
@@ -21,20 +26,21 @@ import (
 
 // Config is what becoming ready needs besides the report.
 type Config struct {
-	Server   *server.Server
+	Server *server.Server
+	// Reaper is the server's: it reaps pip's orphans, and starts a runner that is a child.
 	Reaper   *executor.Reaper
 	Registry prometheus.Registerer
 	// Info is what /v1/info says before the report fills in the rest (version, mode, limits,
 	// isolation).
 	Info api.Info
-	// Spawn configures executions; Python and Reaper are filled in here.
-	Spawn executor.SpawnConfig
-	// Mode is executor.ModeFork or executor.ModeSpawn; Warm, WarmupCode and Supervisors
-	// configure fork mode.
-	Mode        string
-	Warm        int
-	WarmupCode  string
-	Supervisors int
+	// Runner configures the client of the runner; the interpreter and the preload modules are
+	// filled in here from the report.
+	Runner runner.ClientConfig
+	// Listener, when set, is the runner socket: the runner comes to it as RunnerUID (a pod).
+	// Otherwise Child is the command of a runner the server starts itself.
+	Listener  net.Listener
+	RunnerUID int
+	Child     func() *exec.Cmd
 	// Packages configures the installer; Python, Start and Done are filled in here.
 	Packages packages.Config
 	Policy   packages.Policy
@@ -42,9 +48,10 @@ type Config struct {
 }
 
 // Ready makes the server ready to run code with the report's interpreter (source says where
-// the report came from). Until it returns nil the server answers 503, and /v1/info says why.
-// Reaping goes on until reapCtx ends, also while the server drains.
-func Ready(reapCtx context.Context, report *api.Report, source string, cfg Config) error {
+// the report came from). Until it returns nil the server answers 503, and /v1/info says why;
+// it waits for the runner until ctx ends. Reaping goes on until reapCtx ends, also while the
+// server drains.
+func Ready(ctx, reapCtx context.Context, report *api.Report, source string, cfg Config) error {
 	info := WithReport(cfg.Info, report, source)
 	cfg.Server.SetInfo(info)
 	switch {
@@ -59,11 +66,23 @@ func Ready(reapCtx context.Context, report *api.Report, source string, cfg Confi
 	}
 	// From here every child is started through the reaper.
 	go cfg.Reaper.Run(reapCtx)
-	ex, err := startExecutor(report, cfg)
+	rc := cfg.Runner
+	rc.Runner.Python, rc.Runner.Preload = report.Python.Executable, Preloaded(report)
+	client, err := runner.NewClient(rc)
 	if err != nil {
 		return err
 	}
-	cfg.Server.SetExecutor(ex)
+	cfg.Server.SetExecutor(client)
+	cfg.Registry.MustRegister(client.Collector(cfg.Reaper, cfg.Listener == nil))
+	if cfg.Listener != nil {
+		go func() {
+			if err := client.Serve(cfg.Listener, cfg.RunnerUID); err != nil {
+				cfg.Log.Error(err, "runner socket closed")
+			}
+		}()
+	} else {
+		go client.RunChild(reapCtx, runner.Child{Command: cfg.Child, Start: cfg.Reaper.Start, Done: cfg.Reaper.Done})
+	}
 	pc := cfg.Packages
 	pc.Python, pc.Start, pc.Done = report.Python.Executable, cfg.Reaper.Start, cfg.Reaper.Done
 	installer := packages.New(pc)
@@ -72,12 +91,32 @@ func Ready(reapCtx context.Context, report *api.Report, source string, cfg Confi
 		st.Allowed = cfg.Policy.Patterns()
 		info.Packages = &st
 	}
+	cfg.Log.Info("waiting for the runner")
+	if err := client.WaitReady(ctx); err != nil {
+		return fmt.Errorf("no runner came: %w", err)
+	}
+	// From now on a runner that goes (and until the next comes) makes the server unready.
+	cfg.Server.AddReadyCheck("runner", client.Ready)
+	hello, k, _ := client.Runner()
+	info.Isolation, info.Identity = Isolation(k, info.Isolation, hello)
 	info.Ready = true
 	cfg.Server.SetReady(info)
-	if cfg.Mode == executor.ModeFork && cfg.Warm > 0 {
+	if rc.Runner.Mode == executor.ModeFork && rc.Runner.Warm > 0 {
 		cfg.Server.WarmSessions()
 	}
 	return nil
+}
+
+// Isolation is what confines the executions of a runner that said hello and applies the
+// kernel's k: the layers of k and the identity layer, with the policy of iso (the server's
+// network), and who runs as whom.
+func Isolation(k confine.Kernel, iso *api.Isolation, hello runner.Hello) (*api.Isolation, *api.Identity) {
+	network := ""
+	if iso != nil {
+		network = iso.Network
+	}
+	id := &api.Identity{ServerUID: os.Geteuid(), RunnerUID: hello.UID, GID: hello.GID, Separate: hello.UID != os.Geteuid()}
+	return k.Info(network, confine.IdentityLayer(id.Separate)), id
 }
 
 // WithReport is info with what the report says: the container, the interpreter, the policy and
@@ -88,24 +127,6 @@ func WithReport(info api.Info, report *api.Report, source string) api.Info {
 		info.Preflight = api.Preflight{OK: report.OK, Summary: preflight.Summary(report), Problems: report.Problems, Source: source}
 	}
 	return info
-}
-
-// startExecutor starts the executor of cfg.Mode with the report's interpreter.
-func startExecutor(report *api.Report, cfg Config) (executor.Executor, error) {
-	sc := cfg.Spawn
-	sc.Python, sc.Reaper = report.Python.Executable, cfg.Reaper
-	if cfg.Mode != executor.ModeFork {
-		return executor.NewSpawn(sc)
-	}
-	fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: sc, Preload: Preloaded(report), Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.Supervisors})
-	if err != nil {
-		return nil, err
-	}
-	cfg.Registry.MustRegister(fk.Collectors()...)
-	if err := fk.Start(); err != nil {
-		cfg.Log.Error(err, "zygote did not start; serving in spawn mode and retrying")
-	}
-	return fk, nil
 }
 
 // Preloaded are the modules the zygote imports: those of the report that imported in

@@ -24,7 +24,7 @@ func TestPreloaded(t *testing.T) {
 func TestReadyRefusesAFailedReport(t *testing.T) {
 	srv := server.New(server.Config{}, nil, logr.Discard(), nil)
 	report := &api.Report{OK: false, Problems: []string{"python: not found"}}
-	err := Ready(context.Background(), report, "/run/preflight.json", Config{Server: srv, Info: api.Info{Version: "v"}, Log: logr.Discard()})
+	err := Ready(context.Background(), context.Background(), report, "/run/preflight.json", Config{Server: srv, Info: api.Info{Version: "v"}, Log: logr.Discard()})
 	if err == nil || !strings.Contains(err.Error(), "python: not found") {
 		t.Fatalf("Ready with a failed report: %v", err)
 	}
@@ -32,7 +32,7 @@ func TestReadyRefusesAFailedReport(t *testing.T) {
 	if info.Preflight.OK || info.Preflight.Source != "/run/preflight.json" || !slices.Equal(info.Preflight.Problems, report.Problems) || info.Version != "v" {
 		t.Fatalf("info %+v", info)
 	}
-	if err := Ready(context.Background(), nil, "", Config{Server: srv, Log: logr.Discard()}); err == nil {
+	if err := Ready(context.Background(), context.Background(), nil, "", Config{Server: srv, Log: logr.Discard()}); err == nil {
 		t.Fatal("Ready without a report")
 	}
 }

@@ -107,11 +107,21 @@ type Layer struct {
 	Without string
 }
 
+// LayerIdentity: the runner, and so the code, runs as a uid of its own, not the server's.
+const LayerIdentity = "identity"
+
+// IdentityLayer is the identity layer: active when the runner's uid is not the server's.
+func IdentityLayer(separate bool) Layer {
+	return Layer{Name: LayerIdentity, Active: separate,
+		Without: "code runs as the server's uid: it can change the permissions of the socket, the packages, the report and the work directories, and its processes count against the server's"}
+}
+
 // Info says what confines executions on this kernel, for the report, GET /v1/info and the
 // logs; network is the server's policy ("deny" or "allow"), empty where there is none yet.
-func (k Kernel) Info(network string) *api.Isolation {
+// extra are layers beyond the kernel's (IdentityLayer).
+func (k Kernel) Info(network string, extra ...Layer) *api.Isolation {
 	iso := &api.Isolation{LandlockABI: k.LandlockABI, Network: network, Layers: []api.IsolationLayer{}}
-	for _, l := range k.Layers() {
+	for _, l := range append(k.Layers(), extra...) {
 		layer := api.IsolationLayer{Name: l.Name, Active: l.Active}
 		if !l.Active {
 			layer.Missing = l.Without
@@ -121,10 +131,10 @@ func (k Kernel) Info(network string) *api.Isolation {
 	return iso
 }
 
-// Missing returns the layers that are not active.
-func (k Kernel) Missing() []Layer {
+// Missing returns the layers that are not active, the kernel's and extra.
+func (k Kernel) Missing(extra ...Layer) []Layer {
 	var out []Layer
-	for _, l := range k.Layers() {
+	for _, l := range append(k.Layers(), extra...) {
 		if !l.Active {
 			out = append(out, l)
 		}

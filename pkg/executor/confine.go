@@ -18,6 +18,9 @@ type Isolation struct {
 	Kernel confine.Kernel
 	// Read are trees executions may read beyond the system's and the interpreter's.
 	Read []string
+	// Protect are processes code must not signal beyond the executor's own (the server, when
+	// it shares the runner's PID namespace).
+	Protect []int
 }
 
 // systemRules are the rules every execution shares — the system, the interpreter, the
@@ -71,7 +74,7 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	if k.LandlockABI == 0 && !k.Seccomp {
 		return nil, nil, nil
 	}
-	protect := []int{os.Getpid(), confine.ParentPID}
+	protect := append([]int{os.Getpid(), confine.ParentPID}, s.cfg.Isolation.Protect...)
 	if zygote > 0 {
 		protect = append(protect, zygote)
 	}

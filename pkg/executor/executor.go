@@ -11,7 +11,11 @@ import (
 
 // Request is one execution, already validated by the caller.
 type Request struct {
-	ID    string
+	ID string
+	// Dir is the execution's directory, made by the caller with MakeDir: the executor fills it
+	// and empties it when the execution is over, and the caller removes it. Empty, the executor
+	// makes one of its own and removes it.
+	Dir   string
 	Code  string
 	Stdin []byte
 	// Env is added to the scrubbed base environment.

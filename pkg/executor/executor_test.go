@@ -504,50 +504,6 @@ func TestCancelKillsTheExecution(t *testing.T) {
 	}
 }
 
-// TestForkLoopAsUnprivilegedUser runs a fork bomb as a uid of its own (RLIMIT_NPROC counts per
-// user, and other test packages run code as nobody at the same time) under RLIMIT_NPROC: the
-// limit holds it, the timeout kills the whole tree, and nothing of that user is left running.
-func TestForkLoopAsUnprivilegedUser(t *testing.T) {
-	py := testutil.RequireSystemPython(t)
-	if os.Getuid() != 0 {
-		t.Skip("SKIPPED: needs root to run executions as another uid")
-	}
-	work := t.TempDir()
-	if err := os.Chmod(filepath.Dir(work), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cred := &syscall.Credential{Uid: forkBombUID, Gid: forkBombUID}
-	sp, err := NewSpawn(SpawnConfig{Python: py, WorkDir: work, Path: "/usr/bin:/bin", Credential: cred, Log: logr.Discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	code := "import os\nprint(os.getuid(), flush=True)\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-	lim := defaultLimits
-	lim.Timeout, lim.MaxProcesses = 2*time.Second, 64
-	res, err := sp.Execute(context.Background(), Request{ID: "bomb", Code: code, Limits: lim}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Reason != api.ReasonTimeout || res.Stdout != strconv.Itoa(forkBombUID)+"\n" {
-		t.Fatalf("%+v", res)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		left := processesOf(forkBombUID)
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d processes of uid %d left: %v", len(left), forkBombUID, left)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	entries, _ := os.ReadDir(work)
-	if len(entries) != 0 {
-		t.Errorf("working directories left: %v", entries)
-	}
-}
-
 // forkBombUID is used by no other test.
 const forkBombUID = 61001
 

@@ -250,8 +250,6 @@ type forkRequest struct {
 	Cwd    string            `json:"cwd"`
 	Env    map[string]string `json:"env"`
 	Tree   string            `json:"tree"`
-	UID    *uint32           `json:"uid"`
-	GID    *uint32           `json:"gid"`
 }
 
 // Execute implements Executor: a spare, an idle supervisor or one the zygote forks runs the
@@ -325,7 +323,6 @@ func (f *Fork) zygotePID() int {
 func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 	params := f.spawn.paramsOf(e)
 	msg := forkRequest{Op: "exec", Params: json.RawMessage(params), Cwd: e.work, Env: envMap(f.spawn.env(e.work, e.tree, e.baseEnv())), Tree: e.tree}
-	msg.UID, msg.GID = f.user()
 	data, err := json.Marshal(msg)
 	if err != nil {
 		return 0, nil, err

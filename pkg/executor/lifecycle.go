@@ -21,6 +21,7 @@ type execution struct {
 	req   Request
 	begun time.Time
 	dir   string // holds code.py, work/ and mpl/
+	own   bool   // the executor made dir (the request gave none) and removes it
 	work  string // the code's working directory
 	// tree is the current packages tree, resolved once: the execution sees one tree for its
 	// whole run.
@@ -43,7 +44,7 @@ type execution struct {
 func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}}
 	var err error
-	e.dir, err = s.prepare(req)
+	e.dir, e.own, err = s.prepare(req)
 	if err != nil {
 		e.close()
 		return nil, err
@@ -125,12 +126,23 @@ func (e *execution) closeRuleset() {
 	}
 }
 
-// close releases the ruleset and removes the directory, whatever happened.
+// close releases the ruleset and removes the directory (or empties the caller's), whatever
+// happened.
 func (e *execution) close() {
 	e.closeRuleset()
-	if e.dir != "" {
-		removeAll(e.dir)
-		e.dir = ""
+	releaseDir(e.dir, e.own)
+	e.dir = ""
+}
+
+// releaseDir removes dir when the executor made it (own), and empties it for the caller to
+// remove when the caller gave it.
+func releaseDir(dir string, own bool) {
+	switch {
+	case dir == "":
+	case own:
+		removeAll(dir)
+	default:
+		EmptyDir(dir)
 	}
 }
 

@@ -19,6 +19,7 @@ import json
 import os
 
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -58,6 +59,19 @@ def prctl(option, arg):
 
         err = ctypes.get_errno()
         raise OSError(err, "prctl(%d): %s" % (option, os.strerror(err)))
+
+
+# What the code's processes are called (/proc/PID/comm, what ps shows), as the interpreter they
+# are; pyexec's own processes say what they are: pyexec-zygote, pyexec-super (a supervisor).
+CODE_NAME = os.path.basename(sys.executable or "python3").encode()[:15]
+SUPERVISOR_NAME = b"pyexec-super"
+
+
+def set_name(name):
+    try:
+        libc().prctl(PR_SET_NAME, name, 0, 0, 0)
+    except Exception:  # no ctypes: ps shows python for all
+        pass
 
 
 def make_subreaper():
@@ -477,6 +491,7 @@ def fork_code():
     done_r, done_w = os.pipe()
     child = os.fork()
     if child == 0:
+        set_name(CODE_NAME)
         os.close(done_r)
         _done_fd, _code_pid = done_w, os.getpid()
         return 0, None
@@ -607,6 +622,7 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
     child = os.fork()
     if child == 0:
         try:
+            set_name(CODE_NAME)
             ctl.close()
             mine.close()
             if prepare is not None:
@@ -818,6 +834,7 @@ def _std_streams():
 
 
 def runner_main():
+    set_name(SUPERVISOR_NAME)
     protect_self()
     params = json.loads(sys.argv[1])
     os.set_inheritable(3, False)  # the code's own subprocesses must not hold the status fd

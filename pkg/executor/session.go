@@ -27,6 +27,10 @@ import (
 // directory from one call to the next.
 type SessionRequest struct {
 	ID string // names the session in logs
+	// Dir is the session's directory, made by the caller with MakeDir (see Request.Dir). When
+	// the session is one started ahead of time, it keeps the directory it was started in, and
+	// Dir goes to the next one started ahead of time: Session.Dir says which the session has.
+	Dir string
 	// Env is the environment the interpreter starts with; a call's Env adds to it.
 	Env map[string]string
 	// Files are written into the working directory before the interpreter starts.
@@ -45,7 +49,44 @@ var (
 
 // SessionStarter is an executor that starts sessions.
 type SessionStarter interface {
-	NewSession(ctx context.Context, req SessionRequest) (*Session, error)
+	NewSession(ctx context.Context, req SessionRequest) (Session, error)
+}
+
+// LocalStarter is an executor of this process that starts sessions: Spawn and Fork.
+type LocalStarter interface {
+	Executor
+	NewSession(ctx context.Context, req SessionRequest) (*LocalSession, error)
+}
+
+// InProcess is an executor of this process as a SessionStarter, for a server that runs code
+// itself (tests; the runner runs it for pyexec serve).
+type InProcess struct{ LocalStarter }
+
+// NewSession implements SessionStarter.
+func (p InProcess) NewSession(ctx context.Context, req SessionRequest) (Session, error) {
+	ss, err := p.LocalStarter.NewSession(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+// Session is a running session: an interpreter that keeps its state from one call to the next.
+// A LocalSession runs in this process's executor; the server's sessions run in the runner
+// (internal/runner).
+type Session interface {
+	// Execute runs one call in the session (see LocalSession.Execute).
+	Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error)
+	// Files lists the regular files of the session's working directory.
+	Files() (files []api.SessionFile, truncated bool, err error)
+	// ReadFile reads one of them, of at most max bytes.
+	ReadFile(p string, max int64) ([]byte, error)
+	// Ended says the session can run no more calls.
+	Ended() bool
+	// Memory is the session's resident memory in bytes.
+	Memory() int64
+	// Close ends the session.
+	Close()
 }
 
 // interruptGrace is how long a call the time limit interrupted has to stop (as Jupyter's
@@ -55,13 +96,14 @@ const interruptGrace = 2 * time.Second
 // sessionStartTimeout bounds the start of a session's interpreter.
 const sessionStartTimeout = 30 * time.Second
 
-// Session is one running session: a supervisor (runner.py's session_supervise), which pyexec
+// LocalSession is one running session: a supervisor (runner.py's session_supervise), which pyexec
 // talks to over ctl, and under it the interpreter, confined for its whole life as an
 // execution's code process is. One call runs at a time.
-type Session struct {
+type LocalSession struct {
 	spawn *Spawn
 	req   SessionRequest
 	dir   string // the session's directory: work/, mpl/, env.json, outputs.jsonl
+	own   bool   // the executor made dir and removes it
 	work  string
 	sup   int // the supervisor's pid
 	supFD int // a pidfd of the supervisor: readable once it has ended
@@ -95,17 +137,17 @@ type sessionReply struct {
 
 // beginSession makes the session's directory, input files and confinement. The caller
 // starts the supervisor, then closes the returned execution's ruleset.
-func (s *Spawn) beginSession(req SessionRequest, zygote int) (*Session, *execution, error) {
-	e, err := s.begin(Request{ID: req.ID, Env: req.Env, Files: req.Files, Network: req.Network, Limits: req.Limits}, nil, zygote)
+func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *execution, error) {
+	e, err := s.begin(Request{ID: req.ID, Dir: req.Dir, Env: req.Env, Files: req.Files, Network: req.Network, Limits: req.Limits}, nil, zygote)
 	if err != nil {
 		return nil, nil, err
 	}
 	e.session = true
-	return &Session{spawn: s, req: req, dir: e.dir, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
+	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
 }
 
-// NewSession implements SessionStarter: a fresh interpreter supervises the session.
-func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*Session, error) {
+// NewSession starts a session: a fresh interpreter supervises the session.
+func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*LocalSession, error) {
 	ss, e, err := s.beginSession(req, 0)
 	if err != nil {
 		return nil, err
@@ -134,7 +176,7 @@ func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*Session, e
 	// interpreter's output goes nowhere between calls.
 	stderr := &headBuffer{max: 4096}
 	cmd.Stdout, cmd.Stderr = io.Discard, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if s.cfg.Reaper != nil {
 		err = s.cfg.Reaper.Start(cmd)
 	} else {
@@ -164,13 +206,14 @@ func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*Session, e
 	return ss, nil
 }
 
-// NewSession implements SessionStarter: a supervisor forked from the zygote runs the session,
+// NewSession starts a session: a supervisor forked from the zygote runs the session,
 // whose interpreter finds the preloaded modules imported. The session started ahead of time
 // (WarmSession) is taken when it is like req; then another is started. While the zygote is
 // down, the session starts in spawn mode.
-func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*Session, error) {
-	defer f.sessions.refill(f.forkSession)
+func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*LocalSession, error) {
+	defer f.sessions.refill()
 	if ss := f.sessions.take(req, packages.Tree(f.cfg.PackagesDir)); ss != nil {
+		f.sessions.give(req.Dir) // for the next one started ahead of time
 		if err := ss.adopt(req); err != nil {
 			ss.Close()
 			return nil, err
@@ -190,15 +233,15 @@ func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*Session, er
 // taken from it in well under a millisecond, against some 20 ms to fork and confine one with
 // pandas preloaded; it costs the memory of an idle session.
 func (f *Fork) WarmSession(req SessionRequest) {
-	f.sessions.want(req)
-	f.sessions.refill(f.forkSession)
+	f.sessions.want(req, f.forkSession)
+	f.sessions.refill()
 }
 
 // errZygoteDown: a session cannot be forked now.
 var errZygoteDown = errors.New("the zygote is down")
 
 // forkSession starts a session in a supervisor the zygote forks.
-func (f *Fork) forkSession(ctx context.Context, req SessionRequest) (*Session, error) {
+func (f *Fork) forkSession(ctx context.Context, req SessionRequest) (*LocalSession, error) {
 	zygote := f.zygotePID()
 	if zygote == 0 {
 		return nil, errZygoteDown
@@ -209,7 +252,6 @@ func (f *Fork) forkSession(ctx context.Context, req SessionRequest) (*Session, e
 	}
 	defer e.closeRuleset()
 	msg := forkRequest{Op: "session", Params: json.RawMessage(f.spawn.paramsOf(e)), Cwd: e.work, Env: envMap(f.spawn.env(e.work, e.tree, e.baseEnv())), Tree: e.tree}
-	msg.UID, msg.GID = f.user()
 	data, err := json.Marshal(msg)
 	if err != nil {
 		ss.Close()
@@ -238,69 +280,120 @@ func (f *Fork) forkSession(ctx context.Context, req SessionRequest) (*Session, e
 }
 
 // sessionSpare keeps one session started ahead of time.
+//
+// Its directory: when the caller gives directories (Request.Dir), one is always with the spare
+// machinery — the spare's, or dir waiting for the next spare — and it never makes one of its
+// own. A spare that is taken keeps its directory, and the taker's goes to the next spare; a
+// spare let go gives its (emptied) directory to the next.
 type sessionSpare struct {
 	mu       sync.Mutex
 	like     *SessionRequest // what the spare is made like; nil: no spare wanted
-	spare    *Session
+	start    func(context.Context, SessionRequest) (*LocalSession, error)
+	spare    *LocalSession
 	starting bool
+	dir      string // the next spare's directory, when the caller gives them
+	given    bool   // the caller gives directories: a spare waits for one
+	// busy counts the spares starting and those being let go: stop waits for them, so that
+	// nothing of the spares runs, or holds a directory, once it returns.
+	busy sync.WaitGroup
 }
 
-// want asks for a spare like req from now on.
-func (sp *sessionSpare) want(req SessionRequest) {
-	req.ID, req.Env, req.Files = "spare", nil, nil
+// want asks for a spare like req (in req.Dir, when given) from now on, started with start.
+func (sp *sessionSpare) want(req SessionRequest, start func(context.Context, SessionRequest) (*LocalSession, error)) {
+	dir := req.Dir
+	req.ID, req.Env, req.Files, req.Dir = "spare", nil, nil, ""
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	sp.like = &req
+	sp.like, sp.start = &req, start
+	sp.giveLocked(dir)
 	if sp.spare != nil && !sp.spare.like(req) {
-		go sp.spare.Close()
+		sp.letGo(sp.spare)
 		sp.spare = nil
 	}
 }
 
+// give hands dir, the directory of a session that took the spare, to the next spare.
+func (sp *sessionSpare) give(dir string) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.giveLocked(dir)
+}
+
+func (sp *sessionSpare) giveLocked(dir string) {
+	if dir == "" {
+		return
+	}
+	sp.given = true
+	if sp.dir != "" { // never so: one directory at a time is the spares'
+		EmptyDir(dir)
+		return
+	}
+	sp.dir = dir
+}
+
+// letGo closes a spare in the background; its directory then goes to the next. sp.mu is held.
+func (sp *sessionSpare) letGo(ss *LocalSession) {
+	sp.busy.Add(1)
+	go func() {
+		defer sp.busy.Done()
+		ss.Close()
+		if !ss.own {
+			sp.give(ss.dir)
+		}
+		sp.refill()
+	}()
+}
+
 // take returns the spare when it is like req, sees the current packages tree and is still
 // alive.
-func (sp *sessionSpare) take(req SessionRequest, tree string) *Session {
+func (sp *sessionSpare) take(req SessionRequest, tree string) *LocalSession {
 	sp.mu.Lock()
+	defer sp.mu.Unlock()
 	ss := sp.spare
 	if ss == nil || !ss.like(req) {
-		sp.mu.Unlock()
 		return nil
 	}
 	sp.spare = nil
-	sp.mu.Unlock()
 	if ss.tree != tree || ss.Ended() { // an install since, or the zygote restarted
-		go ss.Close()
+		sp.letGo(ss)
 		return nil
 	}
 	return ss
 }
 
-// refill starts a spare in the background, unless there is one or none is wanted.
-func (sp *sessionSpare) refill(start func(context.Context, SessionRequest) (*Session, error)) {
+// refill starts a spare in the background, unless there is one, none is wanted, or the
+// directory for it is not back yet.
+func (sp *sessionSpare) refill() {
 	sp.mu.Lock()
-	if sp.like == nil || sp.spare != nil || sp.starting {
+	if sp.like == nil || sp.spare != nil || sp.starting || (sp.given && sp.dir == "") {
 		sp.mu.Unlock()
 		return
 	}
 	sp.starting = true
-	like := *sp.like
+	like, start := *sp.like, sp.start
+	like.Dir, sp.dir = sp.dir, ""
+	sp.busy.Add(1)
 	sp.mu.Unlock()
 	go func() {
+		defer sp.busy.Done()
 		ss, err := start(context.Background(), like)
 		sp.mu.Lock()
 		defer sp.mu.Unlock()
 		sp.starting = false
 		switch {
-		case err != nil:
-		case sp.like == nil || !ss.like(*sp.like): // stopped, or wanted otherwise meanwhile
-			go ss.Close()
+		case err != nil: // the directory was emptied: it is the next one's
+			sp.giveLocked(like.Dir)
+		case sp.like == nil: // stopped meanwhile
+			ss.Close()
+		case !ss.like(*sp.like): // wanted otherwise meanwhile
+			sp.letGo(ss)
 		default:
 			sp.spare = ss
 		}
 	}()
 }
 
-// stop closes the spare and wants no more.
+// stop closes the spare and wants no more; it returns once nothing of the spares runs.
 func (sp *sessionSpare) stop() {
 	sp.mu.Lock()
 	ss := sp.spare
@@ -309,17 +402,18 @@ func (sp *sessionSpare) stop() {
 	if ss != nil {
 		ss.Close()
 	}
+	sp.busy.Wait()
 }
 
 // like says whether the session was started as req asks: the same network and lifelong limits.
-func (ss *Session) like(req SessionRequest) bool {
+func (ss *LocalSession) like(req SessionRequest) bool {
 	a, b := ss.req, req
 	return a.Network == b.Network && a.MemoryLimitMB == b.MemoryLimitMB && a.MaxProcesses == b.MaxProcesses && a.MaxFileBytes == b.MaxFileBytes
 }
 
 // adopt makes a spare session req's: its files written now, its env applied with the first
 // call (the interpreter, confined, could not read it now).
-func (ss *Session) adopt(req SessionRequest) error {
+func (ss *LocalSession) adopt(req SessionRequest) error {
 	ss.req.ID = req.ID
 	if err := ss.writeFiles(req.Files); err != nil {
 		return err
@@ -331,7 +425,7 @@ func (ss *Session) adopt(req SessionRequest) error {
 }
 
 // started takes the supervisor's first answer: the interpreter is confined and ready.
-func (ss *Session) started(ctx context.Context, sup int) error {
+func (ss *LocalSession) started(ctx context.Context, sup int) error {
 	ss.sup = sup
 	fd, err := unix.PidfdOpen(sup, 0)
 	if err != nil {
@@ -367,7 +461,7 @@ func (ss *Session) started(ctx context.Context, sup int) error {
 // if it is still running interruptGrace later, the session's processes are killed and the
 // result says SessionLost, as it does when the interpreter ends by itself. The error is
 // ErrSessionBusy, ErrSessionEnded, a *FileError, or a failure to run the call at all.
-func (ss *Session) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
+func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
 	if !ss.mu.TryLock() {
 		return noResult(req), ErrSessionBusy
 	}
@@ -478,7 +572,7 @@ func (ss *Session) Execute(ctx context.Context, req Request, out Output) (api.Ex
 }
 
 // finish fills the exit fields of a call from the killer and the supervisor's answer.
-func (ss *Session) finish(res *api.ExecuteResult, k *killer, reply sessionReply, err error) {
+func (ss *LocalSession) finish(res *api.ExecuteResult, k *killer, reply sessionReply, err error) {
 	why := k.reason()
 	res.TimedOut = why == api.ReasonTimeout
 	switch {
@@ -506,34 +600,15 @@ func (ss *Session) finish(res *api.ExecuteResult, k *killer, reply sessionReply,
 	}
 }
 
-// writeFiles writes a call's input files into the working directory, owned by the user code
-// runs as. os.Root keeps them inside it whatever the code made of its directories.
-func (ss *Session) writeFiles(files []File) error {
-	if err := writeFiles(ss.work, files); err != nil {
-		return err
-	}
-	c := ss.spawn.cfg.Credential
-	if c == nil || len(files) == 0 {
-		return nil
-	}
-	root, err := os.OpenRoot(ss.work)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	for _, f := range files {
-		for p := f.Path; p != "."; p = filepath.Dir(p) {
-			if err := root.Lchown(p, int(c.Uid), int(c.Gid)); err != nil {
-				return &FileError{Path: f.Path, Err: err}
-			}
-		}
-	}
-	return nil
+// writeFiles writes a call's input files into the working directory. os.Root keeps them inside
+// it whatever the code made of its directories.
+func (ss *LocalSession) writeFiles(files []File) error {
+	return writeFiles(ss.work, files)
 }
 
 // interrupt sends the interpreter SIGINT, unless the session is closed: its pidfd's number
 // may be another's by then.
-func (ss *Session) interrupt() {
+func (ss *LocalSession) interrupt() {
 	ss.fdMu.Lock()
 	defer ss.fdMu.Unlock()
 	if ss.kernel >= 0 {
@@ -542,7 +617,7 @@ func (ss *Session) interrupt() {
 }
 
 // alive says whether the supervisor still runs.
-func (ss *Session) alive() bool {
+func (ss *LocalSession) alive() bool {
 	if ss.supFD < 0 {
 		return false
 	}
@@ -554,12 +629,12 @@ func (ss *Session) alive() bool {
 }
 
 // Ended says the session can run no more calls: it was closed, or its processes are gone.
-func (ss *Session) Ended() bool { return ss.ended.Load() || !ss.alive() }
+func (ss *LocalSession) Ended() bool { return ss.ended.Load() || !ss.alive() }
 
 // Memory is the resident memory (RSS) of the session's supervisor and interpreter: between
 // calls no other process of the session runs but what a thread of the code started. Pages
 // shared with the zygote count in full.
-func (ss *Session) Memory() int64 {
+func (ss *LocalSession) Memory() int64 {
 	if !ss.alive() {
 		return 0
 	}
@@ -567,7 +642,7 @@ func (ss *Session) Memory() int64 {
 }
 
 // end kills the session's processes; Close releases the rest.
-func (ss *Session) end() {
+func (ss *LocalSession) end() {
 	ss.ended.Store(true)
 	if ss.alive() { // once it has ended, its pid may be another process's
 		killTree(ss.sup)
@@ -576,7 +651,7 @@ func (ss *Session) end() {
 
 // Close ends the session: its processes are killed (a running call ends with SessionLost) and
 // its directory removed.
-func (ss *Session) Close() {
+func (ss *LocalSession) Close() {
 	ss.once.Do(func() {
 		ss.end()
 		ss.mu.Lock()
@@ -588,12 +663,15 @@ func (ss *Session) Close() {
 		closeFDs([]int{ss.ctl, ss.kernel, ss.supFD})
 		ss.ctl, ss.kernel, ss.supFD = -1, -1, -1
 		ss.fdMu.Unlock()
-		removeAll(ss.dir)
+		releaseDir(ss.dir, ss.own)
 	})
 }
 
+// Dir is the session's directory (see SessionRequest.Dir).
+func (ss *LocalSession) Dir() string { return ss.dir }
+
 // waitExited waits, a few seconds at most, until the supervisor has ended.
-func (ss *Session) waitExited() {
+func (ss *LocalSession) waitExited() {
 	done := make(chan struct{})
 	go func() { ss.exited(); close(done) }()
 	select {

@@ -18,18 +18,18 @@ import (
 )
 
 // sessionModes are the session starters under test, confined as far as the kernel allows.
-func sessionModes(t *testing.T) map[string]SessionStarter {
+func sessionModes(t *testing.T) map[string]LocalStarter {
 	t.Helper()
-	out := map[string]SessionStarter{}
+	out := map[string]LocalStarter{}
 	for name, ex := range modesWith(t, Isolation{Kernel: confine.Probe(confine.NoCap)}) {
 		if name != modeForkWarm {
-			out[name] = ex.(SessionStarter)
+			out[name] = ex.(LocalStarter)
 		}
 	}
 	return out
 }
 
-func newSession(t *testing.T, st SessionStarter, req SessionRequest) *Session {
+func newSession(t *testing.T, st LocalStarter, req SessionRequest) *LocalSession {
 	t.Helper()
 	if req.Limits == (Limits{}) {
 		req.Limits = defaultLimits
@@ -42,7 +42,7 @@ func newSession(t *testing.T, st SessionStarter, req SessionRequest) *Session {
 	return ss
 }
 
-func call(t *testing.T, ss *Session, code string, edit ...func(*Request)) api.ExecuteResult {
+func call(t *testing.T, ss *LocalSession, code string, edit ...func(*Request)) api.ExecuteResult {
 	t.Helper()
 	req := Request{ID: "call", Code: code, Limits: defaultLimits}
 	for _, e := range edit {
@@ -275,7 +275,7 @@ func TestSessionClose(t *testing.T) {
 func TestSessionFromSpare(t *testing.T) {
 	fk := sessionModes(t)[ModeFork].(*Fork)
 	fk.WarmSession(SessionRequest{Limits: defaultLimits})
-	spare := func() *Session {
+	spare := func() *LocalSession {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			fk.sessions.mu.Lock()
@@ -382,7 +382,7 @@ func TestSpareSessionFollowsThePackagesTree(t *testing.T) {
 	fk := sessionModes(t)[ModeFork].(*Fork)
 	fk.WarmSession(SessionRequest{Limits: defaultLimits})
 	deadline := time.Now().Add(20 * time.Second)
-	var spare *Session
+	var spare *LocalSession
 	for spare == nil {
 		fk.sessions.mu.Lock()
 		spare = fk.sessions.spare

@@ -21,7 +21,7 @@ var (
 // most api.MaxSessionFiles of them; truncated says there were more. Symlinks are neither
 // followed nor listed. It takes no lock: it works while a call runs, whose code may change
 // the files meanwhile. The error is ErrSessionEnded once the session has ended.
-func (ss *Session) Files() (files []api.SessionFile, truncated bool, err error) {
+func (ss *LocalSession) Files() (files []api.SessionFile, truncated bool, err error) {
 	if ss.ended.Load() {
 		return nil, false, ErrSessionEnded
 	}
@@ -37,7 +37,7 @@ func (ss *Session) Files() (files []api.SessionFile, truncated bool, err error) 
 // the last component nor on the way (the path of a file Files does not list), and a FIFO is
 // opened without blocking and not read. It takes no lock, as Files. The error is
 // ErrFileNotFound (nothing there, or not a regular file), ErrFileTooLarge or ErrSessionEnded.
-func (ss *Session) ReadFile(p string, max int64) ([]byte, error) {
+func (ss *LocalSession) ReadFile(p string, max int64) ([]byte, error) {
 	if ss.ended.Load() {
 		return nil, ErrSessionEnded
 	}

@@ -86,7 +86,7 @@ time.sleep(60)`}, nil)
 	}
 }
 
-func fileExists(ss *Session, p string) bool {
+func fileExists(ss *LocalSession, p string) bool {
 	_, err := os.Lstat(filepath.Join(ss.work, p))
 	return err == nil
 }

@@ -83,14 +83,6 @@ func (s *spare) discard() {
 	s.status.Close()
 }
 
-// user is the uid and gid executions run as, nil for the zygote's own.
-func (f *Fork) user() (uid, gid *uint32) {
-	if c := f.cfg.Credential; c != nil {
-		return &c.Uid, &c.Gid
-	}
-	return nil, nil
-}
-
 // begin and end bracket an execution. The first execution in flight pauses the spares that
 // are warming up (SIGSTOP to their process group); when none is in flight any more they go on,
 // and used spares are replaced.
@@ -196,8 +188,7 @@ func (f *Fork) startSpare() {
 
 // forkSpare asks the zygote for a spare; it answers the spare's pid and socket.
 func (f *Fork) forkSpare() (*spare, error) {
-	uid, gid := f.user()
-	data, err := json.Marshal(forkRequest{Op: "spare", UID: uid, GID: gid})
+	data, err := json.Marshal(forkRequest{Op: "spare"})
 	if err != nil {
 		return nil, err
 	}

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,9 +41,6 @@ type SpawnConfig struct {
 	WorkDir string
 	// Path is the PATH of executions.
 	Path string
-	// Credential, when set, is the user executions run as (pyexec serve running as root never
-	// runs code as root). nil runs them as the server's own user.
-	Credential *syscall.Credential
 	// Reaper starts and tracks the supervisors; nil starts them directly (tests).
 	Reaper *Reaper
 	// Isolation confines every execution before its code runs.
@@ -67,43 +62,12 @@ func NewSpawn(cfg SpawnConfig) (*Spawn, error) {
 	if cfg.Python == "" {
 		return nil, errors.New("spawn executor: no interpreter")
 	}
-	if err := os.MkdirAll(cfg.WorkDir, 0o711); err != nil {
-		return nil, fmt.Errorf("spawn executor: work dir: %w", err)
-	}
-	if c := cfg.Credential; c != nil {
-		if err := reachable(cfg.WorkDir, int(c.Uid), int(c.Gid)); err != nil {
-			return nil, fmt.Errorf("spawn executor: %w", err)
+	if fi, err := os.Stat(cfg.WorkDir); err != nil || !fi.IsDir() {
+		if err := os.MkdirAll(cfg.WorkDir, WorkRootMode); err != nil {
+			return nil, fmt.Errorf("spawn executor: work dir: %w", err)
 		}
 	}
 	return &Spawn{cfg: cfg}, nil
-}
-
-// reachable checks that uid:gid may search every directory on the way to dir, so that
-// executions running as that user can enter their working directories.
-func reachable(dir string, uid, gid int) error {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	for p := abs; ; p = filepath.Dir(p) {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return err
-		}
-		bit := uint32(0o001)
-		switch {
-		case int(st.Uid) == uid:
-			bit = 0o100
-		case int(st.Gid) == gid:
-			bit = 0o010
-		}
-		if st.Mode&bit == 0 {
-			return fmt.Errorf("work dir %s is not reachable by uid %d: %s has mode %#o", dir, uid, p, st.Mode&0o777)
-		}
-		if p == "/" {
-			return nil
-		}
-	}
 }
 
 // Mode implements the server's mode report.
@@ -145,7 +109,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	cmd.Env = s.env(e.work, e.tree, e.baseEnv())
 	cmd.Stdin = bytes.NewReader(req.Stdin)
 	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Output pipes held by a process that escaped every kill must not hold the result.
 	cmd.WaitDelay = 2 * time.Second
 	if s.cfg.Reaper != nil {
@@ -218,24 +182,30 @@ func (s *Spawn) finish(res *api.ExecuteResult, killedFor string, st status, ps *
 // envFile, in an execution's directory, holds the request's env as a JSON object.
 const envFile = "env.json"
 
-// prepare makes the execution's directory: code.py and env.json beside work/, the input files
-// in work/.
-func (s *Spawn) prepare(req Request) (string, error) {
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	dir := filepath.Join(s.cfg.WorkDir, "x-"+hex.EncodeToString(rnd[:]))
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", fmt.Errorf("creating the working directory: %w", err)
+// prepare fills the execution's directory — req.Dir, or one it makes when req.Dir is empty
+// (own says so) — with code.py and env.json beside work/, mpl/ and the outputs file, and the
+// input files in work/.
+func (s *Spawn) prepare(req Request) (dir string, own bool, err error) {
+	if req.Dir == "" {
+		if dir, err = MakeDir(s.cfg.WorkDir, -1); err != nil {
+			return "", false, err
+		}
+		own = true
+	} else {
+		if err := checkGivenDir(s.cfg.WorkDir, req.Dir); err != nil {
+			return "", false, err
+		}
+		dir = req.Dir
 	}
 	work := filepath.Join(dir, "work")
 	for _, d := range []string{work, filepath.Join(dir, mplDir)} {
 		if err := os.Mkdir(d, 0o700); err != nil {
-			return dir, err
+			return dir, own, err
 		}
 	}
 	if req.Code != "" { // a session's code comes with each of its calls
 		if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
-			return dir, err
+			return dir, own, err
 		}
 	}
 	// The request's env goes to the code's process through a file, never through the
@@ -243,23 +213,15 @@ func (s *Spawn) prepare(req Request) (string, error) {
 	// of a process that later executions are forked from.
 	env, err := json.Marshal(req.Env)
 	if err != nil {
-		return dir, err
+		return dir, own, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, envFile), env, 0o600); err != nil {
-		return dir, err
+		return dir, own, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, outputsFile), nil, 0o600); err != nil {
-		return dir, err
+		return dir, own, err
 	}
-	if err := writeFiles(work, req.Files); err != nil {
-		return dir, err
-	}
-	if c := s.cfg.Credential; c != nil {
-		if err := chownTree(dir, int(c.Uid), int(c.Gid)); err != nil {
-			return dir, err
-		}
-	}
-	return dir, nil
+	return dir, own, writeFiles(work, req.Files)
 }
 
 // writeFiles writes the input files, confined to work by os.Root.
@@ -355,9 +317,14 @@ func codeOpenFiles() uint64 {
 // maxCodeOpenFiles is the most files code may have open.
 const maxCodeOpenFiles = 4096
 
+// CodeUser is the user name code sees in USER and LOGNAME.
+const CodeUser = "pyexec"
+
 // env is the scrubbed environment of an execution: an allowlist, then the request's env.
 func (s *Spawn) env(work, tree string, extra map[string]string) []string {
-	env := append(python.Env(s.cfg.Path, work), "TMPDIR="+work, "PYTHONUNBUFFERED=1")
+	// USER and LOGNAME: the runner's uid, picked per pod, has no entry in /etc/passwd, and
+	// getpass.getuser() (and what calls it) looks at them first.
+	env := append(python.Env(s.cfg.Path, work), "TMPDIR="+work, "PYTHONUNBUFFERED=1", "USER="+CodeUser, "LOGNAME="+CodeUser)
 	if tree != "" {
 		env = append(env, "PYTHONPATH="+tree)
 	}
@@ -490,15 +457,6 @@ func (k *killer) reason() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.why
-}
-
-func chownTree(dir string, uid, gid int) error {
-	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, gid)
-	})
 }
 
 // removeAll removes an execution's directory even where the code took away the permissions of

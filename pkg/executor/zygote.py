@@ -11,7 +11,7 @@
 #   {"op": "session", ...} with the session's ruleset, when Landlock is in use: fork a supervisor
 #       that runs runner.py's session_supervise; answer {"pid": supervisor} with the socket to
 #       it, on which pyexec then speaks the session protocol (see there).
-#   {"op": "spare", "uid": ..., "gid": ...} with the status pipe of the spare's execution to
+#   {"op": "spare"} with the status pipe of the spare's execution to
 #       come: fork a spare supervisor, which at once forks the code's process; that process
 #       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
 #       SCM_RIGHTS; on it the process says {"ready": true}, then takes the "exec" request of
@@ -108,14 +108,6 @@ def _leave_zygote(ctl):
     ctl.close()
 
 
-def _become_user(req):
-    if req.get("gid") is not None:
-        os.setgroups([])
-        os.setgid(req["gid"])
-    if req.get("uid") is not None:
-        os.setuid(req["uid"])
-
-
 def _enter(req, stdio):
     """In the code's process, once its execution is known: its standard streams, directory,
     environment, packages tree, and a random sequence of its own (forked children share the
@@ -151,7 +143,6 @@ def _supervisor(req, fds, ctl, conn):
 
         def prepare():
             conn.close()
-            _become_user(req)
             _enter(req, (stdin, stdout, stderr))
 
         supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr), ruleset_fd=ruleset)
@@ -171,7 +162,6 @@ def _session(req, fds, ctl, conn):
     _leave_zygote(ctl)
 
     def prepare():
-        _become_user(req)
         _enter(req, None)
 
     session_supervise(conn, req["params"], prepare, fds[0] if fds else None)
@@ -229,7 +219,6 @@ def _spare(req, ctl, conn, status_fd, warmup):
     child, done_r = fork_code()
     if child == 0:
         os.close(status_fd)
-        _become_user(req)
         _warm_up(warmup)
         _rehearse()
         conn.send(b'{"ready": true}')
@@ -268,6 +257,7 @@ def _fork(req, fds, ctl, warmup):
         raise
     if pid == 0:
         try:  # never back into the zygote's loop
+            set_name(SUPERVISOR_NAME)
             theirs.close()
             if spare:
                 _spare(req, ctl, conn, fds[0], warmup)
@@ -293,6 +283,7 @@ def _fork(req, fds, ctl, warmup):
 
 
 def zygote_main():
+    set_name(b"pyexec-zygote")
     protect_self()
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     _preload(params.get("preload") or [])

@@ -97,14 +97,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 // IsolationGauge is pyexec_isolation_layer_active: 1 for each layer of confinement the kernel
 // gives executions, 0 for one it lacks.
-func IsolationGauge(isolation *api.Isolation) prometheus.Collector {
-	layers := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"})
+func IsolationGauge(isolation *api.Isolation) *IsolationMetric {
+	g := &IsolationMetric{prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"})}
+	g.Set(isolation)
+	return g
+}
+
+// IsolationMetric is pyexec_isolation_layer_active.
+type IsolationMetric struct{ *prometheus.GaugeVec }
+
+// Set sets each layer of isolation: once the runner has come, what it applies is known.
+func (g *IsolationMetric) Set(isolation *api.Isolation) {
 	for _, l := range isolation.Layers {
 		v := 0.0
 		if l.Active {
 			v = 1
 		}
-		layers.WithLabelValues(l.Name).Set(v)
+		g.WithLabelValues(l.Name).Set(v)
 	}
-	return layers
 }

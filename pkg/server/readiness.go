@@ -6,11 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/pyexec/pyexec/pkg/executor"
 )
 
-// workDirMode is the mode of a work dir re-created by the readiness check: the executor's
-// (spawn.NewSpawn), so executions running as another user can still reach their directories.
-const workDirMode = 0o711
+// workDirMode is the mode of the work dir: the runner, in its group, reaches the directories the
+// server makes there for it, and can neither list it nor make anything in it.
+const workDirMode = executor.WorkRootMode
 
 // readyCheck is one condition of readiness beyond the server's own state: the socket is the
 // server's, the work dir exists. A check may repair what it checks (re-create the socket
@@ -20,6 +22,10 @@ type readyCheck struct {
 	run  func() error
 	last string // the last failure, to log each new one once; "" while it passes
 }
+
+// AddReadyCheck adds a check to every readiness check (/readyz): the server is not ready while
+// run fails.
+func (s *Server) AddReadyCheck(name string, run func() error) { s.addReadyCheck(name, run) }
 
 // addReadyCheck adds a check to every readiness check.
 func (s *Server) addReadyCheck(name string, run func() error) {
@@ -79,8 +85,8 @@ func (s *Server) checkWorkDir() error {
 	fi, err := os.Lstat(dir)
 	switch {
 	case err == nil && fi.IsDir() && fi.Mode().Perm() != workDirMode:
-		// Code of the server's uid may chmod it (Landlock does not govern permissions): every
-		// later execution would fail to make its directory.
+		// Where code runs as the server's uid it may chmod it (Landlock does not govern
+		// permissions): every later execution would fail.
 		if err := os.Chmod(dir, workDirMode); err != nil {
 			return fmt.Errorf("work dir %s has mode %#o, and it cannot be put back: %w", dir, fi.Mode().Perm(), err)
 		}
@@ -93,7 +99,11 @@ func (s *Server) checkWorkDir() error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("work dir: %w", err)
 	}
-	if err := os.MkdirAll(dir, workDirMode); err != nil {
+	gid := s.cfg.WorkDirGID
+	if gid == 0 {
+		gid = -1
+	}
+	if err := executor.PrepareWorkRoot(dir, gid); err != nil {
 		return fmt.Errorf("work dir %s was removed and cannot be re-created: %w", dir, err)
 	}
 	s.log.Info("work dir re-created", "workDir", dir)

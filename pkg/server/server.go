@@ -54,6 +54,8 @@ type Config struct {
 	// WorkDir is the executor's work directory. When set, /readyz checks that it exists and
 	// re-creates it when it was removed.
 	WorkDir string
+	// WorkDirGID is the work dir's group, the runner's (0: the server's own).
+	WorkDirGID int
 	// MCP serves the Model Context Protocol at /mcp (see pkg/mcpserver); MCPInstalls offers
 	// its install_packages tool (run-time installs are allowed).
 	MCP, MCPInstalls bool
@@ -324,6 +326,16 @@ func (s *Server) mode() string {
 }
 
 // handleInfo serves GET /v1/info.
+// Info is what SetInfo or SetReady last set (the zero Info before).
+func (s *Server) Info() api.Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.info == nil {
+		return api.Info{}
+	}
+	return *s.info
+}
+
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	info := *s.info

@@ -40,7 +40,7 @@ const sweepEvery = time.Second
 
 // session is one open session of the table.
 type session struct {
-	ss         *executor.Session
+	ss         executor.Session
 	id         string
 	created    time.Time
 	lastUsed   time.Time

@@ -41,7 +41,7 @@ func sessionHarness(t *testing.T, max int, edit ...func(*api.Limits)) (*harness,
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, cfg, ex, true)
+	h := newHarness(t, cfg, executor.InProcess{LocalStarter: ex}, true)
 	t.Cleanup(func() { h.srv.closeSessions(sessionDrain) })
 	return h, work
 }

@@ -382,7 +382,7 @@ func TestReadyRecreatesWorkDir(t *testing.T) {
 		t.Errorf("want a log line each time the work dir was created: %s", h.logs.buf.String())
 	}
 
-	if err := os.Remove(cfg.WorkDir); err != nil {
+	if err := os.RemoveAll(cfg.WorkDir); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(cfg.WorkDir, []byte("keep"), 0o644); err != nil {

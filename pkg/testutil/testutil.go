@@ -151,6 +151,29 @@ func SharedTempDir(t testing.TB, binName string) (dir, bin string) {
 	return dir, bin
 }
 
+// ShareTestBinary lets every user run this test binary where it is, for a test that starts it
+// as another uid (a server started as root starts its runner as nobody): it opens the
+// directories on the way to it (go test's own temporary ones) to all.
+func ShareTestBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(bin); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o005 != 0o005 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o005); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return bin
+}
+
 // ProcessUID returns the real uid of a process, from /proc/PID/status: the owner of /proc/PID
 // is root for a non-dumpable process, whatever its uid.
 func ProcessUID(pid int) (int, bool) {

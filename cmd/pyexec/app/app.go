@@ -62,6 +62,7 @@ type Runners struct {
 	Init   func(context.Context, *InitConfig) error
 	Serve  func(context.Context, *ServeConfig) error
 	Run    func(context.Context, *RunConfig) error
+	Runner func(context.Context, *RunnerConfig) error
 }
 
 // globalConfig holds the flags every command has.
@@ -102,6 +103,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 	root.AddCommand(newInitCommand(io, g, run.Init))
 	root.AddCommand(newServeCommand(io, g, run.Serve))
 	root.AddCommand(newRunCommand(io, g, run.Run))
+	root.AddCommand(newRunnerCommand(io, g, run.Runner))
 	root.AddCommand(newBenchCommand(io))
 	root.AddCommand(newMCPCommand(io))
 	return root

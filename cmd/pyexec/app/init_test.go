@@ -22,6 +22,7 @@ import (
 // it as another user without building a second binary.
 func TestMain(m *testing.M) {
 	if os.Getenv("PYEXEC_TEST_AS_MAIN") == "1" { // as cmd/pyexec/main.go does
+		runnerEnv = append(runnerEnv, "PYEXEC_TEST_AS_MAIN=1") // a runner started as a child is this binary too
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := Main(ctx, os.Args[1:], IO{Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv})
 		stop()

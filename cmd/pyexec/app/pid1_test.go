@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // TestServeAsPID1ReapsEverything runs pyexec serve as PID 1 of a new PID namespace, as in a
@@ -166,37 +165,16 @@ func readProcTable() []procInfo {
 	return out
 }
 
-// leftovers lists the processes of the namespace other than pyexec serve, the zygote, its
-// supervisors (forked from it, running as root: idle ones and spares) and up to warm spares'
-// code processes or sessions' interpreters (the one, childless child of a supervisor) as
-// "pid:state". The code runs as
-// nobody: none of its processes can pass for a supervisor.
+// leftovers lists the processes of the namespace other than pyexec serve and what runs code
+// for it (see runnerTree) as "pid:state".
 func leftovers(ns string, serve, warm int) []string {
 	var procs []procInfo
-	kids := map[int][]int{}
 	for _, p := range readProcTable() {
 		if link, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/ns/pid"); err == nil && link == ns && p.pid != serve {
 			procs = append(procs, p)
-			kids[p.ppid] = append(kids[p.ppid], p.pid)
 		}
 	}
-	allowed := map[int]bool{}
-	for _, p := range procs {
-		if p.ppid != serve || !isZygote(p.pid) {
-			continue
-		}
-		allowed[p.pid] = true
-		spares := 0
-		for _, s := range kids[p.pid] {
-			if ownedByRoot(s) {
-				allowed[s] = true
-				if c := kids[s]; len(c) == 1 && len(kids[c[0]]) == 0 && spares < warm {
-					allowed[c[0]] = true
-					spares++
-				}
-			}
-		}
-	}
+	allowed := runnerTree(procs, warm)
 	var out []string
 	for _, p := range procs {
 		if !allowed[p.pid] {
@@ -206,14 +184,51 @@ func leftovers(ns string, serve, warm int) []string {
 	return out
 }
 
-func ownedByRoot(pid int) bool {
-	uid, ok := testutil.ProcessUID(pid)
-	return ok && uid == 0
+// runnerTree is what of procs stays between executions: the runner (pyexec runner), its
+// zygote, the zygote's supervisors (idle ones and spares, named pyexec-super) and up to warm
+// spares' code processes or sessions' interpreters (the one, childless child of a supervisor).
+// Code cannot pass for one of them: the tests' code does not rename itself.
+func runnerTree(procs []procInfo, warm int) map[int]bool {
+	kids := map[int][]int{}
+	for _, p := range procs {
+		kids[p.ppid] = append(kids[p.ppid], p.pid)
+	}
+	allowed := map[int]bool{}
+	for _, p := range procs {
+		if isRunner(p.pid) {
+			allowed[p.pid] = true
+		}
+	}
+	for _, p := range procs {
+		if allowed[p.ppid] && comm(p.pid) == "pyexec-zygote" {
+			allowed[p.pid] = true
+		}
+	}
+	spares := 0
+	for _, p := range procs {
+		if !allowed[p.ppid] || comm(p.pid) != "pyexec-super" || isRunner(p.ppid) {
+			continue
+		}
+		allowed[p.pid] = true
+		if c := kids[p.pid]; len(c) == 1 && len(kids[c[0]]) == 0 && spares < warm {
+			allowed[c[0]] = true
+			spares++
+		}
+	}
+	return allowed
 }
 
-// isZygote reports whether pid is the fork server (or a process forked from it): a python3
-// whose parameters, on its command line, name the modules to preload.
-func isZygote(pid int) bool {
+// isRunner reports whether pid is pyexec runner.
+func isRunner(pid int) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.Contains(string(cmdline), `{"preload":`)
+	return err == nil && strings.Contains(string(cmdline), "\x00runner\x00")
+}
+
+// comm is the name of pid (/proc/PID/comm).
+func comm(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"runtime"
@@ -22,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/runner"
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/boot"
 	"github.com/pyexec/pyexec/pkg/cli"
@@ -55,10 +57,15 @@ type ServeConfig struct {
 	AllowUIDs   []int  // --allow-uids; empty allows every peer
 	ProbeAddr   string // --probe-addr; empty disables
 	WorkDir     string // --work-dir
-	RunAs       string // --run-as UID[:GID]
-	Mode        string // --mode fork|spawn
-	Warm        int    // --warm: spares of fork mode
-	WarmupCode  string // --warmup-code: what a spare runs before it waits
+	RunAs       string // --run-as UID[:GID]: the uid of a runner started as a child
+	// RunnerSocket is where the runner container connects (--runner-socket); empty: the
+	// server starts the runner as a child process.
+	RunnerSocket string
+	// RunnerUID is the runner container's uid (--runner-uid): only it may connect.
+	RunnerUID  int
+	Mode       string // --mode fork|spawn
+	Warm       int    // --warm: spares of fork mode
+	WarmupCode string // --warmup-code: what a spare runs before it waits
 	// AllowPackages are the patterns of packages code may install at run time.
 	AllowPackages []string
 	// Network is the network policy of code: deny or allow (--network).
@@ -129,7 +136,16 @@ func (c *ServeConfig) Validate() error {
 			return usageErrorf("--allow-uids: %d is not a uid", uid)
 		}
 	}
-	if c.credential, err = runAs(c.RunAs, os.Geteuid()); err != nil {
+	if c.RunnerSocket != "" {
+		switch {
+		case c.RunnerUID < 0:
+			return usageErrorf("--runner-socket needs --runner-uid: the uid of the runner that may connect")
+		case c.RunnerUID == 0:
+			return usageErrorf("--runner-uid 0: pyexec never runs code as root")
+		case c.RunAs != "":
+			return usageErrorf("--run-as is the uid of a runner started as a child; with --runner-socket the runner is started by its container")
+		}
+	} else if c.credential, err = runAs(c.RunAs, os.Geteuid()); err != nil {
 		return err
 	}
 	if c.policy, err = packages.NewPolicy(c.AllowPackages); err != nil {
@@ -245,7 +261,9 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntVar(&cfg.Warm, "warm", 1, "fork mode: children forked ahead of time that have run --warmup-code and wait for an execution; replaced after an execution when none is in flight (0: fork each execution on demand); above 0, one session is also started ahead of time when sessions are on")
 	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
-	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] executions run as; default the server's user, or 65534:65534 when the server runs as root")
+	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] the runner started as a child (and so the code) runs as; default the server's user, or 65534:65534 when the server runs as root")
+	f.StringVar(&cfg.RunnerSocket, "runner-socket", "", "Unix socket on which the runner container connects (pyexec runner --server-socket); empty: the server starts the runner as a child process")
+	f.IntVar(&cfg.RunnerUID, "runner-uid", -1, "with --runner-socket: the uid the runner runs as; a process of another uid may not connect")
 	f.StringVar(&cfg.Network, "network", settings.DefaultNetwork, "network for code: deny (no sockets but socketpair) or allow; a request's \"network\" may turn it off, or on only when allowed")
 	f.BoolVar(&cfg.RequireIsolation, "require-isolation", settings.DefaultRequireIsolation, "refuse to start when the kernel lacks a layer of confinement (Landlock filesystem and scoped signals, seccomp); without it the sidecar warns once and starts")
 	f.IntVar(&cfg.MaxLandlockABI, "max-landlock-abi", confine.NoCap, "use at most this Landlock ABI version, as on an older kernel (-1: what the kernel has; 0: no Landlock)")
@@ -308,7 +326,13 @@ func (c *ServeConfig) serverConfig() server.Config {
 		Version:   version.Version,
 		Mode:      c.Mode,
 		WorkDir:   c.WorkDir,
-		MCP:       c.MCP,
+		WorkDirGID: func() int {
+			if c.credential != nil {
+				return int(c.credential.Gid)
+			}
+			return 0
+		}(),
+		MCP: c.MCP,
 		// install_packages is offered when some package may be installed at run time.
 		MCPInstalls: len(c.AllowPackages) > 0,
 	}
@@ -320,10 +344,19 @@ const (
 	networkAllow = settings.NetworkAllow
 )
 
+// separateRunner says whether the runner runs as another uid than the server: one on the
+// runner socket of another uid, or one started as a child as --run-as by a server that is root.
+func (c *ServeConfig) separateRunner() bool {
+	if c.RunnerSocket != "" {
+		return c.RunnerUID != os.Geteuid()
+	}
+	return c.credential != nil
+}
+
 func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) error {
 	log := logs.New(io.Stderr, g.Log).WithName("serve")
-	// Code runs as this uid: non-dumpable, its /proc files (environ, mem, fd) and ptrace are
-	// out of the code's reach.
+	// Its memory holds other users' code and env: non-dumpable, its /proc files (environ, mem,
+	// fd) and ptrace are out of reach of a process of its uid.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("making the server non-dumpable: %w", err)
 	}
@@ -333,20 +366,21 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	}
 	kernel := confine.Probe(cfg.MaxLandlockABI)
 	kernel.Seccomp = kernel.Seccomp && cfg.Seccomp
-	isolation := kernel.Info(cfg.Network)
-	if missing := kernel.Missing(); len(missing) > 0 {
+	identity := confine.IdentityLayer(cfg.separateRunner())
+	isolation := kernel.Info(cfg.Network, identity)
+	if missing := kernel.Missing(identity); len(missing) > 0 {
 		if cfg.RequireIsolation {
-			return fmt.Errorf("--require-isolation: the kernel lacks %s", describeMissing(missing))
+			return fmt.Errorf("--require-isolation: %s", describeMissing(missing))
 		}
-		log.Info("WARNING: executions are not fully confined on this kernel", "missing", describeMissing(missing))
+		log.Info("WARNING: executions are not fully confined", "missing", describeMissing(missing))
 	}
 	reaper, err := executor.NewReaper(log.WithName("reaper"))
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), server.IsolationGauge(isolation))
-	reg.MustRegister(reaper.Collectors()...)
+	isoGauge := server.IsolationGauge(isolation)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), isoGauge)
 	srvCfg := cfg.serverConfig()
 	// Validate accepted cfg, and the server's rules are the same (a test keeps them so): an
 	// error here is a bug, not a usage error.
@@ -364,6 +398,14 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- sock.Serve() }()
 	log.Info("listening", "socket", cfg.Socket)
+	var runnerListener net.Listener
+	if cfg.RunnerSocket != "" {
+		if runnerListener, err = listenForRunner(cfg.RunnerSocket); err != nil {
+			_ = srv.Shutdown(context.Background(), api)
+			return err
+		}
+		log.Info("waiting for the runner", "socket", cfg.RunnerSocket, "runnerUid", cfg.RunnerUID)
+	}
 	if cfg.ProbeAddr != "" {
 		pl, err := net.Listen("tcp", cfg.ProbeAddr)
 		if err != nil {
@@ -379,7 +421,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	// The reaper outlives the signal: during the drain, orphans must still be reaped.
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	defer stopReaping()
-	if err := becomeReady(ctx, reapCtx, io, log, cfg, srv, reaper, reg, kernel, isolation); err != nil {
+	if err := becomeReady(ctx, reapCtx, io, g, log, cfg, srv, reaper, reg, kernel, isolation, isoGauge, runnerListener); err != nil {
 		log.Error(err, "not ready")
 	}
 
@@ -396,15 +438,40 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		// --drain-timeout, not a failure of the shutdown.
 		log.Error(err, "drain incomplete")
 	}
+	if runnerListener != nil {
+		runnerListener.Close()
+	}
 	log.Info("stopped")
 	return nil
+}
+
+// runnerSocketDirMode is the mode of the runner socket's directory: the runner (in the
+// server's group) reaches the socket and can neither list the directory nor make anything
+// there.
+const runnerSocketDirMode = 0o710
+
+// listenForRunner listens on the runner socket, in a directory of the server's that the
+// runner may only enter, with mode 0660: the runner connects through the group.
+func listenForRunner(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, runnerSocketDirMode); err != nil {
+		return nil, fmt.Errorf("--runner-socket: %w", err)
+	}
+	if err := os.Chmod(dir, runnerSocketDirMode); err != nil {
+		return nil, fmt.Errorf("--runner-socket: %w", err)
+	}
+	l, err := server.Listen(path, 0o660, -1)
+	if err != nil {
+		return nil, fmt.Errorf("--runner-socket: %w", err)
+	}
+	return l, nil
 }
 
 // becomeReady loads the preflight report (or runs the preflight once) and hands it to
 // boot.Ready with the configuration of the flags. On failure the server stays up and not
 // ready, so /v1/info and the logs say why.
-func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer,
-	kernel confine.Kernel, isolation *api.Isolation) error {
+func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer,
+	kernel confine.Kernel, isolation *api.Isolation, isoGauge *server.IsolationMetric, runnerListener net.Listener) error {
 	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits(), Isolation: isolation}
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)
 	if err != nil {
@@ -412,17 +479,24 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 		return err
 	}
 	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
-	err = boot.Ready(reapCtx, report, source, boot.Config{
+	bc := boot.Config{
 		Server: srv, Reaper: reaper, Registry: reg, Info: info,
-		Spawn: executor.SpawnConfig{
-			PackagesDir: cfg.Init.PackagesDir,
-			WorkDir:     cfg.WorkDir,
-			Path:        path,
-			Credential:  cfg.credential,
-			Isolation:   executor.Isolation{Kernel: kernel},
-			Log:         log.WithName("executor"),
+		Runner: runner.ClientConfig{
+			Runner: runner.Config{
+				Mode: cfg.Mode, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent,
+				WorkDir: cfg.WorkDir, PackagesDir: cfg.Init.PackagesDir, Path: path,
+			},
+			Kernel:   kernel,
+			GID:      -1,
+			MaxFrame: runner.MaxFrameFor(cfg.MaxOutputBytes, cfg.MaxFilesOutBytes, cfg.MaxFileBytes, cfg.MaxRequestBytes),
+			Accept:   cfg.acceptRunner,
+			OnReady: func(h runner.Hello, k confine.Kernel) {
+				iso, _ := boot.Isolation(k, isolation, h)
+				isoGauge.Set(iso)
+			},
+			Log: log.WithName("runner"),
 		},
-		Mode: cfg.Mode, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent,
+		Listener: runnerListener, RunnerUID: cfg.RunnerUID,
 		Packages: packages.Config{
 			Dir:     cfg.Init.PackagesDir,
 			Index:   cfg.Init.index(),
@@ -432,13 +506,63 @@ func becomeReady(ctx, reapCtx context.Context, io IO, log logr.Logger, cfg *Serv
 		},
 		Policy: cfg.policy,
 		Log:    log,
-	})
-	if err != nil {
+	}
+	if runnerListener == nil {
+		// The runner shares the server's PID namespace: code must not signal the server.
+		bc.Runner.Runner.ProtectPIDs = []int{os.Getpid()}
+		if c := cfg.credential; c != nil {
+			bc.Runner.GID = int(c.Gid)
+		}
+		child, err := childRunner(io, g, cfg.credential, path)
+		if err != nil {
+			return err
+		}
+		bc.Child = child
+	}
+	if err := boot.Ready(ctx, reapCtx, report, source, bc); err != nil {
 		return err
 	}
-	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir,
-		"landlockABI", isolation.LandlockABI, "network", isolation.Network, "isolation", activeLayers(isolation))
+	ready := srv.Info()
+	log.Info("ready", "python", report.Python.Executable, "mode", cfg.Mode, "workDir", cfg.WorkDir, "serverUid", ready.Identity.ServerUID, "runnerUid", ready.Identity.RunnerUID,
+		"landlockABI", ready.Isolation.LandlockABI, "network", ready.Isolation.Network, "isolation", activeLayers(ready.Isolation))
 	return nil
+}
+
+// acceptRunner refuses a runner that would run code as root, or, with --require-isolation, one
+// that lacks a layer of confinement.
+func (c *ServeConfig) acceptRunner(h runner.Hello, k confine.Kernel) error {
+	if h.UID == 0 {
+		return errors.New("the runner runs as root: pyexec never runs code as root")
+	}
+	if cred := c.credential; cred != nil && h.UID != int(cred.Uid) {
+		return fmt.Errorf("the runner runs as uid %d, not --run-as %d", h.UID, cred.Uid)
+	}
+	if missing := k.Missing(confine.IdentityLayer(h.UID != os.Geteuid())); c.RequireIsolation && len(missing) > 0 {
+		return fmt.Errorf("--require-isolation: %s", describeMissing(missing))
+	}
+	return nil
+}
+
+// runnerEnv is the environment of a runner started as a child, besides PATH: nothing of the
+// server's, which may hold what the runner has no use for.
+var runnerEnv []string
+
+// childRunner is the command of the runner that the server starts as its child: this binary's
+// `pyexec runner` on a control connection (fd 3), as cred when the server is root.
+func childRunner(io IO, g *globalConfig, cred *syscall.Credential, path string) (func() *exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding pyexec to start the runner: %w", err)
+	}
+	return func() *exec.Cmd {
+		cmd := exec.Command(self, "runner", "--control-fd", "3", "--log-format", g.Log.Format, "--verbosity", strconv.Itoa(g.Log.Verbosity))
+		cmd.Dir = "/"
+		cmd.Env = append([]string{"PATH=" + path}, runnerEnv...)
+		cmd.Stderr = io.Stderr
+		// Its own process group: a terminal's ^C is the server's, which stops the runner.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
+		return cmd
+	}, nil
 }
 
 // loadReport reads the report pyexec init wrote, or runs the preflight itself when there is none.

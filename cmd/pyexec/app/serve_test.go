@@ -73,10 +73,8 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 		"--packages-dir", filepath.Join(dir, "packages"), "--work-dir", filepath.Join(dir, "work"), "--probe-addr", "127.0.0.1:0"}, args...)
 	self := o.bin
 	if self == "" {
-		var err error
-		if self, err = os.Executable(); err != nil {
-			t.Fatal(err)
-		}
+		// As root it starts its runner as nobody, which must be able to run it.
+		self = testutil.ShareTestBinary(t)
 	}
 	argv := append(append(append([]string{}, o.wrap...), self), full...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
@@ -524,22 +522,14 @@ func TestServeLimits(t *testing.T) {
 // limitsUID runs TestServeLimits's code; no other test uses it.
 const limitsUID = 61002
 
-// processesOfUID lists the live processes of uid but a spare's code process, which waits as
-// that user for its execution: the one childless child of a root supervisor that the zygote
-// forked.
+// processesOfUID lists the live processes of uid but the runner's own (runnerTree), which run
+// as that user too.
 func processesOfUID(uid int) []int {
 	procs := readProcTable()
-	parent, kids := map[int]int{}, map[int]int{}
-	for _, p := range procs {
-		parent[p.pid] = p.ppid
-		kids[p.ppid]++
-	}
+	allowed := runnerTree(procs, 2) // --warm 1: one execution's spare, and one session's
 	var out []int
 	for _, p := range procs {
-		if owner, ok := testutil.ProcessUID(p.pid); p.state == "Z" || !ok || owner != uid {
-			continue
-		}
-		if sup := p.ppid; kids[p.pid] == 0 && kids[sup] == 1 && ownedByRoot(sup) && isZygote(parent[sup]) {
+		if owner, ok := testutil.ProcessUID(p.pid); p.state == "Z" || !ok || owner != uid || allowed[p.pid] {
 			continue
 		}
 		out = append(out, p.pid)

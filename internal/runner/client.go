@@ -1,0 +1,746 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
+	"github.com/pyexec/pyexec/pkg/executor"
+)
+
+// ClientConfig configures the server's end of the protocol.
+type ClientConfig struct {
+	// Runner is what runners are told; Protocol, LandlockABI, Seccomp, Cleanup and MaxFrame
+	// are filled in at each handshake.
+	Runner Config
+	// Kernel is the confinement the server wants (its probe, capped by its flags); a runner
+	// applies at most this.
+	Kernel confine.Kernel
+	// GID is the group of the work root and of the directories the server makes for the
+	// runner: the runner's (-1: the server's own).
+	GID int
+	// Accept decides whether a runner that said hello may serve; its error is sent to the
+	// runner as the refusal. Nil accepts any runner of the protocol.
+	Accept func(Hello, confine.Kernel) error
+	// OnReady is called with each runner that is ready, with the confinement it applies.
+	OnReady func(Hello, confine.Kernel)
+	// MaxFrame is the largest frame either end sends after the handshake (MaxFrameFor).
+	MaxFrame int64
+	Log      logr.Logger
+}
+
+// MaxFrameFor is the largest frame a server of these caps needs: a result with each stream at
+// its cap and every byte of it escaped in JSON (6 bytes at most), files and outputs at their
+// cap in base64 and escaped, a session's file read, and a request's files.
+func MaxFrameFor(maxOutputBytes int, maxFilesOutBytes, maxFileBytes, maxRequestBytes int64) int64 {
+	return 12*int64(maxOutputBytes) + 6*maxFilesOutBytes + 2*maxFileBytes + 2*maxRequestBytes + 1<<20
+}
+
+// Errors of the client.
+var (
+	// ErrNoRunner: no runner is connected now (it has not come yet, or it went).
+	ErrNoRunner = errors.New("the runner is not connected")
+	// ErrRunnerGone: the runner went while it had the request.
+	ErrRunnerGone = errors.New("the runner went away")
+)
+
+// Timeouts of the client.
+const (
+	handshakeTimeout = 60 * time.Second
+	// controlTimeout bounds a request that runs no code (stats, session status, files).
+	controlTimeout = 10 * time.Second
+	// maxIdleChannels are kept for the next requests; more are closed.
+	maxIdleChannels = 64
+)
+
+// Client is the server's end: it speaks with one runner at a time, and implements
+// executor.Executor and executor.SessionStarter through it. The directories of executions and
+// sessions are the server's (executor.MakeDir), in the work root it owns.
+type Client struct {
+	cfg ClientConfig
+	log logr.Logger
+
+	mu       sync.Mutex
+	ctl      ctlConn    // nil while no runner is connected
+	attachMu sync.Mutex // one handshake at a time
+	ctlMu    sync.Mutex // orders writes on ctl
+	gen      int        // counts runners: a session of an earlier one has ended
+	hello    Hello
+	mode     string
+	kernel   confine.Kernel
+	maxFrame int64
+	idle     []*clientChannel
+	ready    chan struct{} // closed while a runner is ready; replaced when it goes
+	inUse    map[string]bool
+	spareDir string // the directory with the runner for its next session started ahead of time
+	closed   bool
+	listener net.Listener // the runner socket, closed with the client
+	sessions map[*remoteSession]bool
+	watching bool
+}
+
+// NewClient returns a client with no runner yet: Attach gives it one.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := executor.PrepareWorkRoot(cfg.Runner.WorkDir, cfg.GID); err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, log: cfg.Log, ready: make(chan struct{}), inUse: map[string]bool{}, sessions: map[*remoteSession]bool{}}, nil
+}
+
+// WaitReady waits until a runner is ready, or ctx ends.
+func (c *Client) WaitReady(ctx context.Context) error {
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ready says whether a runner is connected and ready, and why not.
+func (c *Client) Ready() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctl == nil {
+		return ErrNoRunner
+	}
+	return nil
+}
+
+// Runner is the Hello of the connected runner, and the confinement it applies.
+func (c *Client) Runner() (Hello, confine.Kernel, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hello, c.kernel, c.ctl != nil
+}
+
+// Attach speaks with the runner at the other end of conn: the handshake, then requests until
+// it goes. It returns once the runner is ready (then serves it in the background) or refused.
+// A runner is refused while another one is connected.
+func (c *Client) Attach(conn ctlConn) error {
+	c.attachMu.Lock()
+	defer c.attachMu.Unlock()
+	c.mu.Lock()
+	busy, closed := c.ctl != nil, c.closed
+	c.mu.Unlock()
+	if busy || closed {
+		conn.Close()
+		return errors.New("a runner is already connected")
+	}
+	if err := c.handshake(conn); err != nil {
+		conn.Close()
+		return err
+	}
+	go c.watch(conn)
+	return nil
+}
+
+// handshake reads Hello, sends Config and reads Ready; the runner is then the client's.
+func (c *Client) handshake(conn ctlConn) error {
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	defer conn.SetDeadline(time.Time{})
+	var hello Hello
+	if err := readFrame(conn, handshakeFrame, &hello); err != nil {
+		return fmt.Errorf("the runner's hello: %w", err)
+	}
+	cfg := c.cfg.Runner
+	cfg.Protocol = Protocol
+	refuse := func(msg string) error {
+		cfg := Config{Protocol: Protocol, Refused: msg}
+		_ = writeFrame(conn, &cfg)
+		return fmt.Errorf("runner refused: %s", msg)
+	}
+	if hello.Protocol != Protocol {
+		return refuse(fmt.Sprintf("the runner speaks protocol %d, the server %d: run the same pyexec in both containers (runner %s)", hello.Protocol, Protocol, hello.Version))
+	}
+	k := c.cfg.Kernel
+	k.LandlockABI = min(k.LandlockABI, hello.LandlockABI)
+	k.Seccomp = k.Seccomp && hello.Seccomp
+	if c.cfg.Accept != nil {
+		if err := c.cfg.Accept(hello, k); err != nil {
+			return refuse(err.Error())
+		}
+	}
+	cfg.LandlockABI, cfg.Seccomp = k.LandlockABI, k.Seccomp
+	cfg.MaxFrame = c.cfg.MaxFrame
+	cfg.Cleanup = c.leftovers()
+	if err := writeFrame(conn, &cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var ready Ready
+	if err := readFrame(conn, handshakeFrame, &ready); err != nil {
+		return fmt.Errorf("waiting for the runner to be ready: %w", err)
+	}
+	if ready.Error != "" {
+		return fmt.Errorf("the runner could not start: %s", ready.Error)
+	}
+	for _, d := range cfg.Cleanup {
+		c.removeDir(filepath.Join(cfg.WorkDir, d))
+	}
+	c.mu.Lock()
+	c.ctl, c.hello, c.kernel, c.mode, c.maxFrame = conn, hello, k, ready.Mode, cfg.MaxFrame
+	c.gen++
+	close(c.ready)
+	c.mu.Unlock()
+	c.log.Info("runner ready", "pid", hello.PID, "uid", hello.UID, "gid", hello.GID, "mode", ready.Mode, "version", hello.Version)
+	if c.cfg.OnReady != nil {
+		c.cfg.OnReady(hello, k)
+	}
+	return nil
+}
+
+// leftovers are the directories of the work root no request uses: an earlier runner's.
+func (c *Client) leftovers() []string {
+	entries, err := os.ReadDir(c.cfg.Runner.WorkDir)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, e := range entries {
+		p := filepath.Join(c.cfg.Runner.WorkDir, e.Name())
+		if executor.IsDirName(e.Name()) && !c.inUse[p] {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// watch waits until the runner goes (its control connection ends), then forgets it: its
+// sessions have ended, its channels are closed.
+func (c *Client) watch(conn ctlConn) {
+	var b [1]byte
+	_, err := conn.Read(b[:]) // the runner never writes after Ready: any read is its end
+	c.mu.Lock()
+	idle := c.idle
+	c.ctl, c.idle, c.spareDir = nil, nil, ""
+	c.ready = make(chan struct{})
+	c.gen++
+	closed := c.closed
+	c.mu.Unlock()
+	conn.Close()
+	for _, ch := range idle {
+		ch.conn.Close()
+	}
+	if !closed {
+		c.log.Error(err, "runner gone")
+	}
+}
+
+// clientChannel is the server's end of one channel.
+type clientChannel struct {
+	conn net.Conn
+	wmu  sync.Mutex
+	gen  int
+}
+
+// channel returns an idle channel, or makes one and hands its other end to the runner.
+func (c *Client) channel() (*clientChannel, int64, error) {
+	c.mu.Lock()
+	if c.ctl == nil {
+		c.mu.Unlock()
+		return nil, 0, ErrNoRunner
+	}
+	ctl, gen, limit := c.ctl, c.gen, c.maxFrame
+	if n := len(c.idle); n > 0 {
+		ch := c.idle[n-1]
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
+		return ch, limit, nil
+	}
+	c.mu.Unlock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.ctlMu.Lock()
+	_, _, err = ctl.WriteMsgUnix([]byte{'c'}, unix.UnixRights(fds[1]), nil)
+	c.ctlMu.Unlock()
+	unix.Close(fds[1])
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, 0, fmt.Errorf("%w: %v", ErrRunnerGone, err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "channel")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, 0, err
+	}
+	return &clientChannel{conn: conn, gen: gen}, limit, nil
+}
+
+// release keeps a channel that is in step for the next request, and closes it otherwise.
+func (c *Client) release(ch *clientChannel, reusable bool) {
+	c.mu.Lock()
+	keep := reusable && ch.gen == c.gen && c.ctl != nil && len(c.idle) < maxIdleChannels
+	if keep {
+		c.idle = append(c.idle, ch)
+	}
+	c.mu.Unlock()
+	if !keep {
+		ch.conn.Close()
+	}
+}
+
+// roundTrip sends req on a channel and returns the last reply; Output replies go to output.
+// With cancel, ctx ending sends Cancel and the last reply still comes (an execution killed);
+// without, ctx ending abandons the request.
+func (c *Client) roundTrip(ctx context.Context, req *Request, cancel bool, output func(*Output)) (*Reply, error) {
+	ch, limit, err := c.channel()
+	if err != nil {
+		return nil, err
+	}
+	ch.wmu.Lock()
+	err = writeFrame(ch.conn, req)
+	ch.wmu.Unlock()
+	if err != nil {
+		ch.conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrRunnerGone, err)
+	}
+	onDone := func() { ch.conn.Close() }
+	if cancel {
+		onDone = func() {
+			ch.wmu.Lock()
+			_ = writeFrame(ch.conn, &Request{Cancel: &Cancel{}})
+			ch.wmu.Unlock()
+		}
+	}
+	stop := context.AfterFunc(ctx, onDone)
+	for {
+		rep := &Reply{}
+		err := readFrame(ch.conn, limit, rep)
+		if err == nil {
+			err = rep.Validate()
+		}
+		if err != nil {
+			stop()
+			ch.conn.Close()
+			if ctx.Err() != nil && !cancel {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+				return nil, ErrRunnerGone
+			}
+			return nil, fmt.Errorf("%w: %v", ErrRunnerGone, err)
+		}
+		if rep.Output != nil {
+			if output != nil {
+				output(rep.Output)
+			}
+			continue
+		}
+		// A Cancel that was sent, or is being sent, must not reach the next request.
+		c.release(ch, stop())
+		return rep, nil
+	}
+}
+
+// control is roundTrip for a request that runs no code, bounded by controlTimeout.
+func (c *Client) control(req *Request) (*Reply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	return c.roundTrip(ctx, req, false, nil)
+}
+
+// makeDir makes a directory for the runner and marks it in use.
+func (c *Client) makeDir() (string, error) {
+	dir, err := executor.MakeDir(c.cfg.Runner.WorkDir, c.cfg.GID)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.inUse[dir] = true
+	c.mu.Unlock()
+	return dir, nil
+}
+
+// removeDir removes a directory the runner has emptied. One it has not (it went meanwhile) is
+// left for the next runner to empty.
+func (c *Client) removeDir(dir string) {
+	err := executor.RemoveDir(dir)
+	if errors.Is(err, executor.ErrNotEmpty) {
+		// The runner empties it now, if it is still there; else the next one does.
+		if _, cerr := c.control(&Request{Cleanup: &Cleanup{Dirs: []string{filepath.Base(dir)}}}); cerr == nil {
+			err = executor.RemoveDir(dir)
+		}
+	}
+	if err != nil {
+		c.log.Info("directory left for the next runner to empty", "dir", dir, "reason", err.Error())
+	}
+	c.mu.Lock()
+	delete(c.inUse, dir)
+	c.mu.Unlock()
+}
+
+// Execute implements executor.Executor: the runner runs req in a directory the server made.
+func (c *Client) Execute(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
+	dir, err := c.makeDir()
+	if err != nil {
+		return noResult(req), err
+	}
+	defer c.removeDir(dir)
+	e := executeOf(req)
+	e.Dir = filepath.Base(dir)
+	return c.execute(ctx, &Request{Execute: e}, req, out)
+}
+
+func executeOf(req executor.Request) *Execute {
+	return &Execute{ID: req.ID, Code: req.Code, Stdin: req.Stdin, Env: req.Env, Files: toFiles(req.Files), Network: req.Network, Limits: toLimits(req.Limits)}
+}
+
+// execute sends an Execute or SessionExecute and returns its result, streaming to out.
+func (c *Client) execute(ctx context.Context, r *Request, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
+	var output func(*Output)
+	if out != nil {
+		if r.Execute != nil {
+			r.Execute.Stream = true
+		} else {
+			r.SessionExecute.Execute.Stream = true
+		}
+		output = func(o *Output) { out.Write(o.Stream, o.Data) }
+	}
+	rep, err := c.roundTrip(ctx, r, true, output)
+	switch {
+	case err != nil:
+		return noResult(req), err
+	case rep.Error != nil:
+		return noResult(req), rep.Error.Err()
+	case rep.Result == nil:
+		return noResult(req), fmt.Errorf("%w: it answered an execution with %s", ErrRunnerGone, describe(rep))
+	}
+	res := *rep.Result
+	res.ID = req.ID
+	return res, nil
+}
+
+// noResult is what Execute returns with an error: the execution did not run.
+func noResult(req executor.Request) api.ExecuteResult {
+	return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}, Outputs: []api.Output{}}
+}
+
+// describe names the kind of a reply, for errors.
+func describe(rep *Reply) string {
+	switch {
+	case rep.Result != nil:
+		return "a result"
+	case rep.Session != nil:
+		return "a session"
+	case rep.Files != nil:
+		return "files"
+	case rep.File != nil:
+		return "a file"
+	case rep.Status != nil:
+		return "a status"
+	case rep.Stats != nil:
+		return "stats"
+	case rep.Done != nil:
+		return "done"
+	case rep.Error != nil:
+		return "an error: " + rep.Error.Message
+	}
+	return "nothing"
+}
+
+// Mode is the runner's executor mode: fork, or spawn while its zygote is down.
+func (c *Client) Mode() string {
+	if st, err := c.Stats(); err == nil {
+		return st.Mode
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mode != "" {
+		return c.mode
+	}
+	return c.cfg.Runner.Mode
+}
+
+// Stats are the runner's figures.
+func (c *Client) Stats() (*Stats, error) {
+	rep, err := c.control(&Request{Stats: &StatsRequest{}})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Stats == nil {
+		return nil, fmt.Errorf("%w: it answered stats with %s", ErrRunnerGone, describe(rep))
+	}
+	return rep.Stats, nil
+}
+
+// NewSession implements executor.SessionStarter: the runner starts a session in a directory
+// the server made (or takes one started ahead of time, which keeps its own).
+func (c *Client) NewSession(ctx context.Context, req executor.SessionRequest) (executor.Session, error) {
+	dir, err := c.makeDir()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	rep, err := c.roundTrip(ctx, &Request{CreateSession: &CreateSession{ID: req.ID, Dir: filepath.Base(dir), Env: req.Env, Files: toFiles(req.Files),
+		Network: req.Network, Limits: toLimits(req.Limits)}}, false, nil)
+	switch {
+	case err == nil && rep.Error != nil:
+		err = rep.Error.Err()
+	case err == nil && rep.Session == nil:
+		err = fmt.Errorf("%w: it answered a session with %s", ErrRunnerGone, describe(rep))
+	}
+	if err != nil {
+		c.removeDir(dir)
+		return nil, err
+	}
+	used := filepath.Join(c.cfg.Runner.WorkDir, rep.Session.Dir)
+	if used != dir {
+		// The session started ahead of time, in the directory given for it; ours is the next
+		// one's.
+		c.mu.Lock()
+		ok := used == c.spareDir && gen == c.gen
+		if ok {
+			c.spareDir = dir
+		}
+		c.mu.Unlock()
+		if !ok {
+			c.removeDir(dir)
+			return nil, fmt.Errorf("%w: it started the session in %s, not a directory it was given", ErrRunnerGone, rep.Session.Dir)
+		}
+	}
+	ss := &remoteSession{c: c, id: req.ID, dir: used, gen: gen, memory: rep.Session.MemoryBytes}
+	c.mu.Lock()
+	c.sessions[ss] = true
+	watch := !c.watching
+	c.watching = true
+	c.mu.Unlock()
+	if watch {
+		go c.watchSessions()
+	}
+	return ss, nil
+}
+
+// WarmSession asks the runner for a session started ahead of time like req, in a directory
+// the server makes for it.
+func (c *Client) WarmSession(req executor.SessionRequest) {
+	dir, err := c.makeDir()
+	if err != nil {
+		c.log.Error(err, "no session started ahead of time")
+		return
+	}
+	c.mu.Lock()
+	c.spareDir = dir
+	c.mu.Unlock()
+	if _, err := c.control(&Request{WarmSession: &CreateSession{Dir: filepath.Base(dir), Network: req.Network, Limits: toLimits(req.Limits)}}); err != nil {
+		c.log.Error(err, "no session started ahead of time")
+	}
+}
+
+// sessionsEvery is how often the client asks the runner which sessions still run.
+const sessionsEvery = time.Second
+
+// watchSessions asks the runner, while sessions are open, which of them have ended (their
+// interpreter died between calls), so that Ended says so without asking.
+func (c *Client) watchSessions() {
+	for {
+		time.Sleep(sessionsEvery)
+		c.mu.Lock()
+		var open []*remoteSession
+		for ss := range c.sessions {
+			open = append(open, ss)
+		}
+		if len(open) == 0 || c.closed {
+			c.watching = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		states, err := c.status(open)
+		if err != nil {
+			continue
+		}
+		for _, ss := range open {
+			if st, ok := states[ss.id]; ok {
+				ss.update(st)
+			}
+		}
+	}
+}
+
+// status asks the runner about sessions.
+func (c *Client) status(sessions []*remoteSession) (map[string]SessionState, error) {
+	ids := make([]string, len(sessions))
+	for i, ss := range sessions {
+		ids[i] = ss.id
+	}
+	rep, err := c.control(&Request{SessionStatus: &SessionStatus{Sessions: ids}})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Status == nil {
+		return nil, fmt.Errorf("%w: it answered a status with %s", ErrRunnerGone, describe(rep))
+	}
+	return rep.Status.Sessions, nil
+}
+
+// Close implements executor.Executor: the runner stops its executor, and the server stops
+// talking to it; the directories the runner had are removed.
+func (c *Client) Close() {
+	if _, err := c.control(&Request{Shutdown: &Shutdown{}}); err != nil && !errors.Is(err, ErrNoRunner) {
+		c.log.Error(err, "the runner did not shut down its executor")
+	}
+	c.mu.Lock()
+	c.closed = true
+	ctl, idle, spare, l := c.ctl, c.idle, c.spareDir, c.listener
+	c.idle, c.spareDir = nil, ""
+	c.mu.Unlock()
+	if l != nil {
+		l.Close()
+	}
+	for _, ch := range idle {
+		ch.conn.Close()
+	}
+	if spare != "" {
+		c.removeDir(spare)
+	}
+	if ctl != nil {
+		ctl.Close()
+	}
+}
+
+// remoteSession is a session in the runner.
+type remoteSession struct {
+	c   *Client
+	id  string
+	dir string
+	gen int
+
+	mu     sync.Mutex
+	ended  bool
+	memory int64
+	once   sync.Once
+}
+
+func (ss *remoteSession) update(st SessionState) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.ended = ss.ended || st.Ended
+	ss.memory = st.MemoryBytes
+}
+
+func (ss *remoteSession) end() {
+	ss.mu.Lock()
+	ss.ended = true
+	ss.mu.Unlock()
+}
+
+// Execute implements executor.Session.
+func (ss *remoteSession) Execute(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
+	if ss.Ended() {
+		return noResult(req), executor.ErrSessionEnded
+	}
+	res, err := ss.c.execute(ctx, &Request{SessionExecute: &SessionExecute{Session: ss.id, Execute: *executeOf(req)}}, req, out)
+	if errors.Is(err, executor.ErrSessionEnded) || errors.Is(err, ErrRunnerGone) || (err == nil && res.SessionLost) {
+		ss.end()
+	}
+	return res, err
+}
+
+// Files implements executor.Session.
+func (ss *remoteSession) Files() ([]api.SessionFile, bool, error) {
+	if ss.Ended() {
+		return nil, false, executor.ErrSessionEnded
+	}
+	rep, err := ss.c.control(&Request{SessionFiles: &SessionRef{Session: ss.id}})
+	switch {
+	case err != nil:
+		return nil, false, err
+	case rep.Error != nil:
+		return nil, false, rep.Error.Err()
+	case rep.Files == nil:
+		return nil, false, fmt.Errorf("%w: it answered files with %s", ErrRunnerGone, describe(rep))
+	}
+	return rep.Files.Files, rep.Files.Truncated, nil
+}
+
+// ReadFile implements executor.Session.
+func (ss *remoteSession) ReadFile(p string, max int64) ([]byte, error) {
+	if ss.Ended() {
+		return nil, executor.ErrSessionEnded
+	}
+	rep, err := ss.c.control(&Request{SessionFile: &SessionFile{Session: ss.id, Path: p, Max: max}})
+	switch {
+	case err != nil:
+		return nil, err
+	case rep.Error != nil:
+		return nil, rep.Error.Err()
+	case rep.File == nil:
+		return nil, fmt.Errorf("%w: it answered a file with %s", ErrRunnerGone, describe(rep))
+	case int64(len(rep.File.Data)) > max:
+		return nil, executor.ErrFileTooLarge
+	}
+	return rep.File.Data, nil
+}
+
+// Ended implements executor.Session: it was closed, a call ended it, the runner said so, or
+// the runner it ran in is gone. It asks nothing of the runner.
+func (ss *remoteSession) Ended() bool {
+	ss.c.mu.Lock()
+	gone := ss.c.gen != ss.gen
+	ss.c.mu.Unlock()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.ended || gone
+}
+
+// Memory implements executor.Session: the runner is asked.
+func (ss *remoteSession) Memory() int64 {
+	if ss.Ended() {
+		return 0
+	}
+	states, err := ss.c.status([]*remoteSession{ss})
+	if err == nil {
+		if st, ok := states[ss.id]; ok {
+			ss.update(st)
+		}
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.memory
+}
+
+// Close implements executor.Session: the runner ends the session and empties its directory,
+// which the server then removes.
+func (ss *remoteSession) Close() {
+	ss.once.Do(func() {
+		ss.c.mu.Lock()
+		delete(ss.c.sessions, ss)
+		same := ss.c.gen == ss.gen
+		ss.c.mu.Unlock()
+		ss.end()
+		if same {
+			if _, err := ss.c.control(&Request{CloseSession: &SessionRef{Session: ss.id}}); err != nil {
+				ss.c.log.Error(err, "the runner did not close the session", "session", ss.id)
+			}
+		}
+		ss.c.removeDir(ss.dir)
+	})
+}
+
+// compile-time checks.
+var (
+	_ executor.Executor       = (*Client)(nil)
+	_ executor.SessionStarter = (*Client)(nil)
+	_ executor.Session        = (*remoteSession)(nil)
+)

@@ -1,0 +1,491 @@
+// Package runner is the runner of a pod — the process that holds the zygote, the spares, the
+// supervisors and every execution and session — and the protocol by which the server drives
+// it. In a pod the runner is a container of its own (pyexec runner) with a uid of its own;
+// outside Kubernetes pyexec serve starts it as a child process.
+//
+// # The protocol
+//
+// Every message is a frame: a 4-byte big-endian length, then one JSON object of the types
+// below. Both ends check what they read (Validate) and refuse a frame larger than the limit
+// the handshake set. Protocol is the version; the two ends must speak the same one.
+//
+// The control connection is the runner's: it dials the server's runner socket (in a pod), or
+// holds one end of a socket pair on fd 3 (a child). It carries the handshake — the runner's
+// Hello, the server's Config, the runner's Ready — and then, from the server, one byte and one
+// file descriptor per channel: the runner's end of a socket pair the server made. The server
+// closes the control connection to stop the runner; the runner closing it (or dying) ends
+// every execution and session.
+//
+// A channel carries one request at a time: a Request from the server, then Replies from the
+// runner until the last one (Result, Session, Files, File, Status, Stats, Done or Error). While
+// an execution runs the runner may send Output replies, and the server may send a Request
+// with Cancel, which kills the execution and still gets its Result. Channels are kept for the
+// next request.
+package runner
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/executor"
+)
+
+// Protocol is the version of the protocol between pyexec serve and pyexec runner. It changes
+// when a message changes meaning; the server refuses a runner that speaks another.
+const Protocol = 1
+
+// Hello is the runner's first message on the control connection.
+type Hello struct {
+	Protocol int `json:"protocol"`
+	// Version is the runner's pyexec version, for the logs.
+	Version string `json:"version"`
+	PID     int    `json:"pid"`
+	UID     int    `json:"uid"`
+	GID     int    `json:"gid"`
+	// LandlockABI and Seccomp are what the runner's kernel offers (confine.Probe, uncapped).
+	LandlockABI int  `json:"landlock_abi"`
+	Seccomp     bool `json:"seccomp"`
+}
+
+// Config is the server's answer to Hello: how the runner runs code. A Config with Refused set
+// says why the server refuses the runner, and the server then closes the connection.
+type Config struct {
+	Protocol int    `json:"protocol"`
+	Refused  string `json:"refused,omitempty"`
+
+	// Python is the interpreter from the preflight report.
+	Python string `json:"python"`
+	// Mode is executor.ModeFork or executor.ModeSpawn.
+	Mode        string   `json:"mode"`
+	Preload     []string `json:"preload"`
+	Warm        int      `json:"warm"`
+	WarmupCode  string   `json:"warmup_code"`
+	Supervisors int      `json:"supervisors"`
+	// WorkDir is the work root, made by the server; PackagesDir holds the packages trees.
+	WorkDir     string `json:"work_dir"`
+	PackagesDir string `json:"packages_dir"`
+	// Path is executions' PATH.
+	Path string `json:"path"`
+	// LandlockABI and Seccomp are the confinement to apply: at most what both kernels offer.
+	LandlockABI int  `json:"landlock_abi"`
+	Seccomp     bool `json:"seccomp"`
+	// ProtectPIDs are processes code must not signal besides the runner's own: the server,
+	// when it is in the runner's PID namespace.
+	ProtectPIDs []int `json:"protect_pids,omitempty"`
+	// Cleanup are directories of the work root left over from before (a runner that died):
+	// the runner empties them before it is ready, and the server removes them.
+	Cleanup []string `json:"cleanup,omitempty"`
+	// MaxFrame is the largest frame either end sends or reads after the handshake.
+	MaxFrame int64 `json:"max_frame"`
+}
+
+// Ready is the runner's answer to Config: it runs code now, or Error says why it cannot.
+type Ready struct {
+	// Mode is the executor's mode: fork, or spawn while the zygote is down.
+	Mode  string `json:"mode"`
+	Error string `json:"error,omitempty"`
+}
+
+// Request is one message of the server on a channel: exactly one field is set.
+type Request struct {
+	Execute        *Execute        `json:"execute,omitempty"`
+	CreateSession  *CreateSession  `json:"create_session,omitempty"`
+	WarmSession    *CreateSession  `json:"warm_session,omitempty"`
+	SessionExecute *SessionExecute `json:"session_execute,omitempty"`
+	SessionFiles   *SessionRef     `json:"session_files,omitempty"`
+	SessionFile    *SessionFile    `json:"session_file,omitempty"`
+	CloseSession   *SessionRef     `json:"close_session,omitempty"`
+	SessionStatus  *SessionStatus  `json:"session_status,omitempty"`
+	Stats          *StatsRequest   `json:"stats,omitempty"`
+	Cleanup        *Cleanup        `json:"cleanup,omitempty"`
+	// Shutdown stops the executor (the zygote, its spares, the session started ahead of time)
+	// and empties their directories; Done answers once it has.
+	Shutdown *Shutdown `json:"shutdown,omitempty"`
+	// Cancel kills the execution that runs on the channel; its Result still comes.
+	Cancel *Cancel `json:"cancel,omitempty"`
+}
+
+// Reply is one message of the runner on a channel: exactly one field is set.
+type Reply struct {
+	Output  *Output             `json:"output,omitempty"`
+	Result  *api.ExecuteResult  `json:"result,omitempty"`
+	Session *SessionInfo        `json:"session,omitempty"`
+	Files   *api.SessionFiles   `json:"files,omitempty"`
+	File    *FileData           `json:"file,omitempty"`
+	Status  *SessionStatusReply `json:"status,omitempty"`
+	Stats   *Stats              `json:"stats,omitempty"`
+	Done    *Done               `json:"done,omitempty"`
+	Error   *Error              `json:"error,omitempty"`
+}
+
+// Execute runs code once, in the directory Dir of the work root that the server made.
+type Execute struct {
+	ID      string            `json:"id"`
+	Dir     string            `json:"dir,omitempty"` // empty in a session's call
+	Code    string            `json:"code"`
+	Stdin   []byte            `json:"stdin,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Files   []File            `json:"files,omitempty"`
+	Network bool              `json:"network,omitempty"`
+	Limits  Limits            `json:"limits"`
+	// Stream asks for Output replies as the code writes.
+	Stream bool `json:"stream,omitempty"`
+}
+
+// File is an input file.
+type File struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"`
+}
+
+// Limits are executor.Limits on the wire.
+type Limits struct {
+	TimeoutMS        int64 `json:"timeout_ms"`
+	MemoryLimitMB    int   `json:"memory_limit_mb"`
+	MaxOutputBytes   int   `json:"max_output_bytes"`
+	MaxProcesses     int   `json:"max_processes"`
+	MaxFileBytes     int64 `json:"max_file_bytes"`
+	MaxFilesOut      int   `json:"max_files_out"`
+	MaxFilesOutBytes int64 `json:"max_files_out_bytes"`
+}
+
+// Output is what the code wrote on one stream, as it came.
+type Output struct {
+	Stream string `json:"stream"` // api.EventStdout or api.EventStderr
+	Data   []byte `json:"data"`
+}
+
+// CreateSession starts a session in Dir. As WarmSession it asks for a session started ahead
+// of time like it (its ID, Env and Files are ignored).
+type CreateSession struct {
+	ID      string            `json:"id"`
+	Dir     string            `json:"dir"`
+	Env     map[string]string `json:"env,omitempty"`
+	Files   []File            `json:"files,omitempty"`
+	Network bool              `json:"network,omitempty"`
+	Limits  Limits            `json:"limits"`
+}
+
+// SessionInfo answers CreateSession: the session runs in Dir, which is the request's, or a
+// session's started ahead of time (the request's Dir then went to the next one of those).
+type SessionInfo struct {
+	Dir         string `json:"dir"`
+	MemoryBytes int64  `json:"memory_bytes"`
+}
+
+// SessionExecute runs a call in a session; Execute.Dir is empty.
+type SessionExecute struct {
+	Session string  `json:"session"`
+	Execute Execute `json:"execute"`
+}
+
+// SessionRef names a session.
+type SessionRef struct {
+	Session string `json:"session"`
+}
+
+// SessionFile reads one file of a session's working directory, of at most Max bytes.
+type SessionFile struct {
+	Session string `json:"session"`
+	Path    string `json:"path"`
+	Max     int64  `json:"max"`
+}
+
+// FileData answers SessionFile.
+type FileData struct {
+	Data []byte `json:"data"`
+}
+
+// SessionStatus asks whether sessions still run, and their memory.
+type SessionStatus struct {
+	Sessions []string `json:"sessions"`
+}
+
+// SessionStatusReply answers SessionStatus, by session; a session the runner does not know has
+// ended.
+type SessionStatusReply struct {
+	Sessions map[string]SessionState `json:"sessions"`
+}
+
+// SessionState is what SessionStatus says of one session.
+type SessionState struct {
+	Ended       bool  `json:"ended"`
+	MemoryBytes int64 `json:"memory_bytes"`
+}
+
+// StatsRequest asks for the runner's figures.
+type StatsRequest struct{}
+
+// Stats are the runner's figures, for the server's metrics.
+type Stats struct {
+	Mode      string `json:"mode"`
+	Fallbacks int64  `json:"fallbacks"`
+	WarmHits  int64  `json:"warm_hits"`
+	// Reaped and Killed are the orphans the runner reaped and the escaped processes it killed.
+	Reaped int64 `json:"reaped"`
+	Killed int64 `json:"killed"`
+	// RSS and PSS are the memory of the runner and every process below it, in bytes.
+	RSS int64 `json:"rss"`
+	PSS int64 `json:"pss"`
+}
+
+// Cleanup empties directories of the work root that the server is done with.
+type Cleanup struct {
+	Dirs []string `json:"dirs"`
+}
+
+// Shutdown stops the executor.
+type Shutdown struct{}
+
+// Cancel kills the running execution.
+type Cancel struct{}
+
+// Done answers a request that has nothing else to say.
+type Done struct{}
+
+// Error is a request the runner did not carry out.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Path is the input file of an ErrFile.
+	Path string `json:"path,omitempty"`
+}
+
+// Error codes, each the wire form of an error of pkg/executor that callers tell apart.
+const (
+	ErrSessionBusy  = "session_busy"   // executor.ErrSessionBusy
+	ErrSessionEnded = "session_ended"  // executor.ErrSessionEnded
+	ErrFile         = "file"           // *executor.FileError
+	ErrFileNotFound = "file_not_found" // executor.ErrFileNotFound
+	ErrFileTooLarge = "file_too_large" // executor.ErrFileTooLarge
+	ErrBadRequest   = "bad_request"    // a request the runner refuses to read
+	ErrInternal     = "internal"       // anything else
+)
+
+// errorOf turns an executor error into its wire form.
+func errorOf(err error) *Error {
+	var fe *executor.FileError
+	switch {
+	case errors.As(err, &fe):
+		return &Error{Code: ErrFile, Message: fe.Err.Error(), Path: fe.Path}
+	case errors.Is(err, executor.ErrSessionBusy):
+		return &Error{Code: ErrSessionBusy, Message: err.Error()}
+	case errors.Is(err, executor.ErrSessionEnded):
+		return &Error{Code: ErrSessionEnded, Message: err.Error()}
+	case errors.Is(err, executor.ErrFileNotFound):
+		return &Error{Code: ErrFileNotFound, Message: err.Error()}
+	case errors.Is(err, executor.ErrFileTooLarge):
+		return &Error{Code: ErrFileTooLarge, Message: err.Error()}
+	case errors.Is(err, errBadRequest):
+		return &Error{Code: ErrBadRequest, Message: err.Error()}
+	}
+	return &Error{Code: ErrInternal, Message: err.Error()}
+}
+
+// Err turns the wire form back into the executor's error, for errors.Is and errors.As.
+func (e *Error) Err() error {
+	switch e.Code {
+	case ErrFile:
+		return &executor.FileError{Path: e.Path, Err: errors.New(e.Message)}
+	case ErrSessionBusy:
+		return executor.ErrSessionBusy
+	case ErrSessionEnded:
+		return executor.ErrSessionEnded
+	case ErrFileNotFound:
+		return executor.ErrFileNotFound
+	case ErrFileTooLarge:
+		return executor.ErrFileTooLarge
+	}
+	return fmt.Errorf("runner: %s: %s", e.Code, e.Message)
+}
+
+// errBadRequest is a request that does not follow the protocol.
+var errBadRequest = errors.New("bad request")
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}
+
+// Validate checks a request: exactly one field, each well formed.
+func (r *Request) Validate() error {
+	n := 0
+	for _, set := range []bool{r.Execute != nil, r.CreateSession != nil, r.WarmSession != nil, r.SessionExecute != nil,
+		r.SessionFiles != nil, r.SessionFile != nil, r.CloseSession != nil, r.SessionStatus != nil, r.Stats != nil,
+		r.Cleanup != nil, r.Shutdown != nil, r.Cancel != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return badRequest("a request has exactly one field, this one has %d", n)
+	}
+	switch {
+	case r.Execute != nil:
+		return r.Execute.validate(true)
+	case r.CreateSession != nil:
+		return r.CreateSession.validate()
+	case r.WarmSession != nil:
+		return r.WarmSession.validate()
+	case r.SessionExecute != nil:
+		if r.SessionExecute.Session == "" {
+			return badRequest("session_execute: no session")
+		}
+		return r.SessionExecute.Execute.validate(false)
+	case r.SessionFiles != nil && r.SessionFiles.Session == "", r.CloseSession != nil && r.CloseSession.Session == "":
+		return badRequest("no session")
+	case r.SessionFile != nil:
+		if r.SessionFile.Session == "" || !fs.ValidPath(r.SessionFile.Path) || r.SessionFile.Max <= 0 {
+			return badRequest("session_file: want a session, a relative path and a positive max")
+		}
+	case r.Cleanup != nil:
+		for _, d := range r.Cleanup.Dirs {
+			if !executor.IsDirName(d) {
+				return badRequest("cleanup: %q is not a directory of the work root", d)
+			}
+		}
+	}
+	return nil
+}
+
+func (e *Execute) validate(ownDir bool) error {
+	switch {
+	case ownDir && !executor.IsDirName(e.Dir):
+		return badRequest("execute: dir %q is not a directory of the work root", e.Dir)
+	case !ownDir && e.Dir != "":
+		return badRequest("execute: a session's call has the session's directory")
+	case e.Code == "":
+		return badRequest("execute: no code")
+	}
+	if err := validateFiles(e.Files); err != nil {
+		return err
+	}
+	return e.Limits.validate()
+}
+
+func (c *CreateSession) validate() error {
+	if !executor.IsDirName(c.Dir) {
+		return badRequest("session: dir %q is not a directory of the work root", c.Dir)
+	}
+	if err := validateFiles(c.Files); err != nil {
+		return err
+	}
+	return c.Limits.validate()
+}
+
+func validateFiles(files []File) error {
+	for _, f := range files {
+		if !fs.ValidPath(f.Path) || f.Path == "." {
+			return badRequest("files: %q is not a relative path", f.Path)
+		}
+	}
+	return nil
+}
+
+func (l Limits) validate() error {
+	if l.TimeoutMS <= 0 || l.MaxOutputBytes <= 0 || l.MemoryLimitMB < 0 || l.MaxProcesses < 0 || l.MaxFileBytes < 0 || l.MaxFilesOut < 0 || l.MaxFilesOutBytes < 0 {
+		return badRequest("limits: %+v", l)
+	}
+	return nil
+}
+
+// Validate checks a reply: exactly one field, each well formed.
+func (r *Reply) Validate() error {
+	n := 0
+	for _, set := range []bool{r.Output != nil, r.Result != nil, r.Session != nil, r.Files != nil, r.File != nil,
+		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("a reply has exactly one field, this one has %d", n)
+	}
+	switch {
+	case r.Output != nil && r.Output.Stream != api.EventStdout && r.Output.Stream != api.EventStderr:
+		return fmt.Errorf("output on stream %q", r.Output.Stream)
+	case r.Result != nil:
+		for _, f := range r.Result.Files {
+			if !fs.ValidPath(f.Path) || f.Path == "." {
+				return fmt.Errorf("result: file %q is not a relative path", f.Path)
+			}
+		}
+	case r.Session != nil && !executor.IsDirName(r.Session.Dir):
+		return fmt.Errorf("session: dir %q is not a directory of the work root", r.Session.Dir)
+	case r.Error != nil && r.Error.Code == "":
+		return errors.New("an error without a code")
+	}
+	return nil
+}
+
+// toLimits and fromLimits convert limits between the executor and the wire.
+func toLimits(l executor.Limits) Limits {
+	return Limits{TimeoutMS: l.Timeout.Milliseconds(), MemoryLimitMB: l.MemoryLimitMB, MaxOutputBytes: l.MaxOutputBytes, MaxProcesses: l.MaxProcesses,
+		MaxFileBytes: l.MaxFileBytes, MaxFilesOut: l.MaxFilesOut, MaxFilesOutBytes: l.MaxFilesOutBytes}
+}
+
+func fromLimits(l Limits) executor.Limits {
+	return executor.Limits{Timeout: time.Duration(l.TimeoutMS) * time.Millisecond, MemoryLimitMB: l.MemoryLimitMB, MaxOutputBytes: l.MaxOutputBytes,
+		MaxProcesses: l.MaxProcesses, MaxFileBytes: l.MaxFileBytes, MaxFilesOut: l.MaxFilesOut, MaxFilesOutBytes: l.MaxFilesOutBytes}
+}
+
+func toFiles(files []executor.File) []File {
+	out := make([]File, len(files))
+	for i, f := range files {
+		out[i] = File{Path: f.Path, Data: f.Data}
+	}
+	return out
+}
+
+func fromFiles(files []File) []executor.File {
+	out := make([]executor.File, len(files))
+	for i, f := range files {
+		out[i] = executor.File{Path: f.Path, Data: f.Data}
+	}
+	return out
+}
+
+// Frames.
+
+// handshakeFrame is the largest frame of the handshake (a Config carries the warm-up code).
+const handshakeFrame = 1 << 20
+
+// errFrameTooLarge is a frame over the limit: the connection cannot go on.
+var errFrameTooLarge = errors.New("frame too large")
+
+// writeFrame writes v as one frame.
+func writeFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	_, err = w.Write(append(buf, b...))
+	return err
+}
+
+// readFrame reads one frame of at most max bytes into v.
+func readFrame(r io.Reader, max int64, v any) error {
+	var head [4]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return err
+	}
+	n := int64(binary.BigEndian.Uint32(head[:]))
+	if n > max {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", errFrameTooLarge, n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
