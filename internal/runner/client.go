@@ -300,10 +300,19 @@ func (c *Client) release(ch *clientChannel, reusable bool) {
 
 // roundTrip sends req on a channel and returns the last reply; Output replies go to output.
 // With cancel, ctx ending sends Cancel and the last reply still comes (an execution killed);
-// without, ctx ending abandons the request.
+// without, ctx ending abandons the request. An execution's last reply is followed by Done,
+// once the runner has emptied its directory: then, in the background, done is called, with
+// false if Done did not come (the runner went).
 func (c *Client) roundTrip(ctx context.Context, req *Request, cancel bool, output func(*Output)) (*Reply, error) {
+	return c.exchange(ctx, req, cancel, output, nil)
+}
+
+func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output func(*Output), done func(ok bool)) (*Reply, error) {
 	ch, limit, err := c.channel()
 	if err != nil {
+		if done != nil {
+			done(false)
+		}
 		return nil, err
 	}
 	ch.wmu.Lock()
@@ -311,6 +320,9 @@ func (c *Client) roundTrip(ctx context.Context, req *Request, cancel bool, outpu
 	ch.wmu.Unlock()
 	if err != nil {
 		ch.conn.Close()
+		if done != nil {
+			done(false)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrRunnerGone, err)
 	}
 	onDone := func() { ch.conn.Close() }
@@ -331,6 +343,9 @@ func (c *Client) roundTrip(ctx context.Context, req *Request, cancel bool, outpu
 		if err != nil {
 			stop()
 			ch.conn.Close()
+			if done != nil {
+				done(false)
+			}
 			if ctx.Err() != nil && !cancel {
 				return nil, ctx.Err()
 			}
@@ -346,7 +361,18 @@ func (c *Client) roundTrip(ctx context.Context, req *Request, cancel bool, outpu
 			continue
 		}
 		// A Cancel that was sent, or is being sent, must not reach the next request.
-		c.release(ch, stop())
+		reusable := stop()
+		if done == nil {
+			c.release(ch, reusable)
+			return rep, nil
+		}
+		go func() {
+			var d Reply
+			err := readFrame(ch.conn, limit, &d)
+			ok := err == nil && d.Done != nil
+			done(ok)
+			c.release(ch, reusable && ok)
+		}()
 		return rep, nil
 	}
 }
@@ -389,23 +415,24 @@ func (c *Client) removeDir(dir string) {
 }
 
 // Execute implements executor.Executor: the runner runs req in a directory the server made.
+// The directory goes once the runner has emptied it, after the result.
 func (c *Client) Execute(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
 	dir, err := c.makeDir()
 	if err != nil {
 		return noResult(req), err
 	}
-	defer c.removeDir(dir)
 	e := executeOf(req)
 	e.Dir = filepath.Base(dir)
-	return c.execute(ctx, &Request{Execute: e}, req, out)
+	return c.execute(ctx, &Request{Execute: e}, req, out, func(bool) { c.removeDir(dir) })
 }
 
 func executeOf(req executor.Request) *Execute {
 	return &Execute{ID: req.ID, Code: req.Code, Stdin: req.Stdin, Env: req.Env, Files: toFiles(req.Files), Network: req.Network, Limits: toLimits(req.Limits)}
 }
 
-// execute sends an Execute or SessionExecute and returns its result, streaming to out.
-func (c *Client) execute(ctx context.Context, r *Request, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
+// execute sends an Execute or SessionExecute and returns its result, streaming to out; done
+// (an Execute's) is called once the runner says it is done with it.
+func (c *Client) execute(ctx context.Context, r *Request, req executor.Request, out executor.Output, done func(bool)) (api.ExecuteResult, error) {
 	var output func(*Output)
 	if out != nil {
 		if r.Execute != nil {
@@ -415,7 +442,7 @@ func (c *Client) execute(ctx context.Context, r *Request, req executor.Request, 
 		}
 		output = func(o *Output) { out.Write(o.Stream, o.Data) }
 	}
-	rep, err := c.roundTrip(ctx, r, true, output)
+	rep, err := c.exchange(ctx, r, true, output, done)
 	switch {
 	case err != nil:
 		return noResult(req), err
@@ -650,7 +677,7 @@ func (ss *remoteSession) Execute(ctx context.Context, req executor.Request, out 
 	if ss.Ended() {
 		return noResult(req), executor.ErrSessionEnded
 	}
-	res, err := ss.c.execute(ctx, &Request{SessionExecute: &SessionExecute{Session: ss.id, Execute: *executeOf(req)}}, req, out)
+	res, err := ss.c.execute(ctx, &Request{SessionExecute: &SessionExecute{Session: ss.id, Execute: *executeOf(req)}}, req, out, nil)
 	if errors.Is(err, executor.ErrSessionEnded) || errors.Is(err, ErrRunnerGone) || (err == nil && res.SessionLost) {
 		ss.end()
 	}

@@ -19,8 +19,10 @@
 // A channel carries one request at a time: a Request from the server, then Replies from the
 // runner until the last one (Result, Session, Files, File, Status, Stats, Done or Error). While
 // an execution runs the runner may send Output replies, and the server may send a Request
-// with Cancel, which kills the execution and still gets its Result. Channels are kept for the
-// next request.
+// with Cancel, which kills the execution and still gets its Result. An Execute's last reply is
+// followed by Done once the runner has emptied its directory (the result goes first, the
+// cleaning after): the server then removes the directory. Channels are kept for the next
+// request.
 package runner
 
 import (

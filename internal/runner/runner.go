@@ -367,26 +367,43 @@ func (s *served) serveChannel(fd int) {
 		mu.Lock()
 		cancelCurrent = c
 		mu.Unlock()
-		rep := s.handle(ctx, req, ch)
+		rep, finish := s.handle(ctx, req, ch)
 		mu.Lock()
 		cancelCurrent = nil
 		mu.Unlock()
 		c()
-		if err := ch.send(rep); err != nil {
+		err := ch.send(rep)
+		if req.Execute != nil {
+			// The result went first; the execution's directory is emptied (and its spare
+			// replaced) after, and Done says so: the server removes the directory then.
+			finish()
+			if err == nil {
+				err = ch.send(&Reply{Done: &Done{}})
+			}
+		}
+		if err != nil {
 			return
 		}
 	}
 }
 
-// handle carries out one request and returns its last reply.
-func (s *served) handle(ctx context.Context, req *Request, ch *channel) *Reply {
+// handle carries out one request and returns its last reply, and for an execution what is
+// left to do once the reply is sent.
+func (s *served) handle(ctx context.Context, req *Request, ch *channel) (*Reply, func()) {
+	if req.Execute != nil {
+		res, finish, err := s.execute(ctx, req.Execute, ch, s.ex)
+		if err != nil {
+			return &Reply{Error: errorOf(err)}, finish
+		}
+		return &Reply{Result: &res}, finish
+	}
+	return s.handleOther(ctx, req, ch), nil
+}
+
+// handleOther carries out a request other than an execution.
+func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Reply {
 	var err error
 	switch {
-	case req.Execute != nil:
-		res, err2 := s.execute(ctx, req.Execute, ch, s.ex)
-		if err = err2; err == nil {
-			return &Reply{Result: &res}
-		}
 	case req.CreateSession != nil:
 		info, err2 := s.createSession(ctx, req.CreateSession)
 		if err = err2; err == nil {
@@ -401,7 +418,8 @@ func (s *served) handle(ctx context.Context, req *Request, ch *channel) *Reply {
 			err = executor.ErrSessionEnded
 			break
 		}
-		res, err2 := s.execute(ctx, &req.SessionExecute.Execute, ch, ss)
+		res, finish, err2 := s.execute(ctx, &req.SessionExecute.Execute, ch, ss)
+		finish()
 		if err = err2; err == nil {
 			return &Reply{Result: &res}
 		}
@@ -457,13 +475,14 @@ func (s *served) handle(ctx context.Context, req *Request, ch *channel) *Reply {
 	return &Reply{Error: errorOf(err)}
 }
 
-// runner is what runs an execution: the executor, or a session.
+// execer is what runs an execution: the executor, or a session.
 type execer interface {
 	Execute(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error)
 }
 
-// execute runs e with ex, streaming its output on ch when asked.
-func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer) (api.ExecuteResult, error) {
+// execute runs e with ex, streaming its output on ch when asked. finish is what is left to do
+// once the result is sent (see executor.Deferred).
+func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer) (api.ExecuteResult, func(), error) {
 	req := executor.Request{ID: e.ID, Code: e.Code, Stdin: e.Stdin, Env: e.Env, Files: fromFiles(e.Files), Network: e.Network, Limits: fromLimits(e.Limits)}
 	if e.Dir != "" {
 		req.Dir = filepath.Join(s.cfg.WorkDir, e.Dir)
@@ -474,11 +493,18 @@ func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer
 		sink = &outputSink{ch: ch}
 		out = sink
 	}
-	res, err := ex.Execute(ctx, req, out)
+	var res api.ExecuteResult
+	var err error
+	finish := func() {}
+	if d, ok := ex.(executor.Deferred); ok {
+		res, finish, err = d.ExecuteDeferred(ctx, req, out)
+	} else {
+		res, err = ex.Execute(ctx, req, out)
+	}
 	if sink != nil {
 		sink.close()
 	}
-	return res, err
+	return res, finish, err
 }
 
 // outputSink sends an execution's output on its channel as it comes, until the execution is

@@ -62,3 +62,23 @@ type Executor interface {
 	// descriptors of the system's paths); no execution may run or start meanwhile.
 	Close()
 }
+
+// Deferred is an executor that can hand over a result before what is left to do once it is
+// known — emptying the execution's directory, replacing the spare it took — so that a caller
+// delivers the result first. ExecuteDeferred is Execute without that work, which finish does;
+// the caller calls finish once, whatever the error.
+type Deferred interface {
+	ExecuteDeferred(ctx context.Context, req Request, out Output) (res api.ExecuteResult, finish func(), err error)
+}
+
+// afterwards is the work an execution leaves for after its result, done in reverse order.
+type afterwards []func()
+
+func (a *afterwards) add(f func()) { *a = append(*a, f) }
+
+func (a *afterwards) run() {
+	for i := len(*a) - 1; i >= 0; i-- {
+		(*a)[i]()
+	}
+	*a = nil
+}

@@ -255,25 +255,35 @@ type forkRequest struct {
 // Execute implements Executor: a spare, an idle supervisor or one the zygote forks runs the
 // code.
 func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
+	res, finish, err := f.ExecuteDeferred(ctx, req, out)
+	finish()
+	return res, err
+}
+
+// ExecuteDeferred implements Deferred.
+func (f *Fork) ExecuteDeferred(ctx context.Context, req Request, out Output) (api.ExecuteResult, func(), error) {
+	var later afterwards
 	e, err := f.spawn.begin(req, out, f.zygotePID())
 	if err != nil {
-		return noResult(req), err
+		return noResult(req), later.run, err
 	}
-	defer e.close()
+	later.add(e.close)
 	p, err := newPipes()
 	if err != nil {
-		return noResult(req), err
+		return noResult(req), later.run, err
 	}
-	defer p.closeAll()
+	later.add(p.closeAll)
 
 	f.begin()
-	defer f.end()
+	later.add(f.end)
 	pid, sup, err := f.send(e, p)
 	if err != nil {
 		// The zygote is down or failed this request: run it in spawn mode instead.
 		f.fallbacks.Add(1)
 		e.close()
-		return f.spawn.Execute(ctx, req, out)
+		res, finish, err := f.spawn.ExecuteDeferred(ctx, req, out)
+		later.add(finish)
+		return res, later.run, err
 	}
 	p.closeChildEnds()
 	e.watch(ctx, pid)
@@ -302,7 +312,7 @@ func (f *Fork) Execute(ctx context.Context, req Request, out Output) (api.Execut
 
 	res, killed := f.spawn.end(e, st, nil, nil)
 	f.release(sup, !killed && st.ExitCode != nil)
-	return res, nil
+	return res, later.run, nil
 }
 
 // zygotePID is the pid of the zygote that will fork the execution: one is started first

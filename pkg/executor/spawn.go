@@ -82,16 +82,24 @@ type status struct {
 
 // Execute implements Executor: the runner is a fresh interpreter, the supervisor of the code.
 func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error) {
+	res, finish, err := s.ExecuteDeferred(ctx, req, out)
+	finish()
+	return res, err
+}
+
+// ExecuteDeferred implements Deferred.
+func (s *Spawn) ExecuteDeferred(ctx context.Context, req Request, out Output) (api.ExecuteResult, func(), error) {
+	var later afterwards
 	e, err := s.begin(req, out, 0)
 	if err != nil {
-		return noResult(req), err
+		return noResult(req), later.run, err
 	}
-	defer e.close()
+	later.add(e.close)
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return noResult(req), err
+		return noResult(req), later.run, err
 	}
-	defer statusR.Close()
+	later.add(func() { statusR.Close() })
 
 	// -s: no user site-packages, which would be in the code's HOME (its working directory).
 	// The supervisor starts in the execution's directory, with the server's environment only:
@@ -103,7 +111,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	cmd, started, err := pythonCommand(s.cfg.Python, runnerSource+"\nrunner_main()\n", extra, s.paramsOf(e))
 	if err != nil {
 		statusW.Close()
-		return noResult(req), err
+		return noResult(req), later.run, err
 	}
 	cmd.Dir = e.dir
 	cmd.Env = s.env(e.work, e.tree, e.baseEnv())
@@ -120,7 +128,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	started(err)
 	statusW.Close()
 	if err != nil {
-		return noResult(req), fmt.Errorf("starting %s: %w", s.cfg.Python, err)
+		return noResult(req), later.run, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
 	}
 	pid := cmd.Process.Pid
 	e.watch(ctx, pid)
@@ -137,7 +145,7 @@ func (s *Spawn) Execute(ctx context.Context, req Request, out Output) (api.Execu
 	case <-time.After(2 * time.Second):
 	}
 	res, _ := s.end(e, st, cmd.ProcessState, waitErr)
-	return res, nil
+	return res, later.run, nil
 }
 
 // finish fills the exit fields: a kill by pyexec first, then the runner's status line, then
