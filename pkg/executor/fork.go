@@ -179,8 +179,10 @@ func (f *Fork) ensureZygote() error {
 		return err
 	}
 	cmd.Dir = f.cfg.WorkDir
-	// matplotlib's font cache is built once, in the zygote, into a directory of its own.
-	cmd.Env = append(f.spawn.env(f.cfg.WorkDir, packages.Tree(f.cfg.PackagesDir), nil), "MPLCONFIGDIR="+filepath.Join(f.cfg.WorkDir, zygoteConfigDir))
+	// matplotlib's font cache is built once, in the zygote, into a directory of its own, which
+	// is its home too: the work root is the server's, and the runner can write nothing there.
+	own := filepath.Join(f.cfg.WorkDir, zygoteConfigDir)
+	cmd.Env = f.spawn.env(own, packages.Tree(f.cfg.PackagesDir), map[string]string{"MPLCONFIGDIR": own, "XDG_CACHE_HOME": own})
 	cmd.Stdout, cmd.Stderr = &logWriter{f: f, stream: "stdout"}, &logWriter{f: f, stream: "stderr"}
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
 	if f.cfg.Reaper != nil {
