@@ -57,6 +57,9 @@ var (
 
 // Timeouts of the client.
 const (
+	// helloTimeout bounds the wait for a runner's Hello, handshakeTimeout the whole handshake
+	// (the runner starts its executor before it is ready).
+	helloTimeout     = 10 * time.Second
 	handshakeTimeout = 60 * time.Second
 	// controlTimeout bounds a request that runs no code (stats, session status, files).
 	controlTimeout = 10 * time.Second
@@ -84,6 +87,7 @@ type Client struct {
 	ready    chan struct{} // closed while a runner is ready; replaced when it goes
 	inUse    map[string]bool
 	spareDir string // the directory with the runner for its next session started ahead of time
+	warm     *executor.SessionRequest // what WarmSession asked for: asked of every new runner
 	closed   bool
 	listener net.Listener // the runner socket, closed with the client
 	sessions map[*remoteSession]bool
@@ -151,12 +155,13 @@ func (c *Client) Attach(conn ctlConn) error {
 
 // handshake reads Hello, sends Config and reads Ready; the runner is then the client's.
 func (c *Client) handshake(conn ctlConn) error {
-	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	_ = conn.SetDeadline(time.Now().Add(helloTimeout))
 	defer conn.SetDeadline(time.Time{})
 	var hello Hello
 	if err := readFrame(conn, handshakeFrame, &hello); err != nil {
 		return fmt.Errorf("the runner's hello: %w", err)
 	}
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	cfg := c.cfg.Runner
 	cfg.Protocol = Protocol
 	refuse := func(msg string) error {
@@ -195,7 +200,11 @@ func (c *Client) handshake(conn ctlConn) error {
 	c.ctl, c.hello, c.kernel, c.mode, c.maxFrame = conn, hello, k, ready.Mode, cfg.MaxFrame
 	c.gen++
 	close(c.ready)
+	warm := c.warm
 	c.mu.Unlock()
+	if warm != nil { // a runner that came back: it keeps a session ahead of time too
+		go c.WarmSession(*warm)
+	}
 	c.log.Info("runner ready", "pid", hello.PID, "uid", hello.UID, "gid", hello.GID, "mode", ready.Mode, "version", hello.Version)
 	if c.cfg.OnReady != nil {
 		c.cfg.OnReady(hello, k)
@@ -228,6 +237,7 @@ func (c *Client) watch(conn ctlConn) {
 	_, err := conn.Read(b[:]) // the runner never writes after Ready: any read is its end
 	c.mu.Lock()
 	idle := c.idle
+	delete(c.inUse, c.spareDir) // the next runner empties it with the other leftovers
 	c.ctl, c.idle, c.spareDir = nil, nil, ""
 	c.ready = make(chan struct{})
 	c.gen++
@@ -567,7 +577,7 @@ func (c *Client) WarmSession(req executor.SessionRequest) {
 		return
 	}
 	c.mu.Lock()
-	c.spareDir = dir
+	c.spareDir, c.warm = dir, &req
 	c.mu.Unlock()
 	if _, err := c.control(&Request{WarmSession: &CreateSession{Dir: filepath.Base(dir), Network: req.Network, Limits: toLimits(req.Limits)}}); err != nil {
 		c.log.Error(err, "no session started ahead of time")

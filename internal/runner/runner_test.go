@@ -359,9 +359,10 @@ func TestSessionEndedBetweenCalls(t *testing.T) {
 
 // A runner that dies takes its executions and sessions with it: what ran fails with
 // ErrRunnerGone, the sessions have ended, the client is not ready until the next runner comes,
-// and the next one empties what the last one left.
+// the next one empties what the last one left, and keeps a session ahead of time again.
 func TestRunnerDies(t *testing.T) {
-	c, procs := childClient(t, clientConfig(t, executor.ModeFork, 0))
+	c, procs := childClient(t, clientConfig(t, executor.ModeFork, 1))
+	c.WarmSession(executor.SessionRequest{Limits: testLimits})
 	ss, err := c.NewSession(context.Background(), executor.SessionRequest{ID: "s-3", Limits: testLimits})
 	if err != nil {
 		t.Fatal(err)
@@ -395,9 +396,28 @@ func TestRunnerDies(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	ss.Close()
-	for deadline := time.Now().Add(5 * time.Second); len(dirsOf(t, c)) != 0; time.Sleep(100 * time.Millisecond) {
+	// What is left: the directory of the new runner's session started ahead of time.
+	var dirs []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if dirs = dirsOf(t, c); len(dirs) == 1 {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("directories of the dead runner left: %v", dirsOf(t, c))
+			t.Fatalf("want the new spare's directory alone, have %v", dirs)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		next, err := c.NewSession(context.Background(), executor.SessionRequest{ID: "s-4", Limits: testLimits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := filepath.Base(next.(*remoteSession).dir) == dirs[0]
+		next.Close()
+		if took {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new runner keeps no session ahead of time")
 		}
 	}
 }
