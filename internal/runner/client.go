@@ -86,7 +86,7 @@ type Client struct {
 	idle     []*clientChannel
 	ready    chan struct{} // closed while a runner is ready; replaced when it goes
 	inUse    map[string]bool
-	spareDir string // the directory with the runner for its next session started ahead of time
+	spareDir string                   // the directory with the runner for its next session started ahead of time
 	warm     *executor.SessionRequest // what WarmSession asked for: asked of every new runner
 	closed   bool
 	listener net.Listener // the runner socket, closed with the client
