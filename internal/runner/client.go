@@ -47,12 +47,12 @@ func MaxFrameFor(maxOutputBytes int, maxFilesOutBytes, maxFileBytes, maxRequestB
 	return 12*int64(maxOutputBytes) + 6*maxFilesOutBytes + 2*maxFileBytes + 2*maxRequestBytes + 1<<20
 }
 
-// Errors of the client.
+// Errors of the client; both are executor.ErrUnavailable.
 var (
 	// ErrNoRunner: no runner is connected now (it has not come yet, or it went).
-	ErrNoRunner = errors.New("the runner is not connected")
+	ErrNoRunner = fmt.Errorf("%w: the runner is not connected (it is starting or restarting)", executor.ErrUnavailable)
 	// ErrRunnerGone: the runner went while it had the request.
-	ErrRunnerGone = errors.New("the runner went away")
+	ErrRunnerGone = fmt.Errorf("%w: the runner went away while it had the request", executor.ErrUnavailable)
 )
 
 // Timeouts of the client.

@@ -4,6 +4,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -51,6 +52,10 @@ type File struct {
 type Output interface {
 	Write(stream string, data []byte)
 }
+
+// ErrUnavailable is an executor that cannot run code now, for a while: the runner is starting
+// or restarting. The request may be sent again.
+var ErrUnavailable = errors.New("no runner to run code now")
 
 // Executor runs executions.
 type Executor interface {

@@ -112,6 +112,9 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 	case errors.Is(err, executor.ErrSessionEnded):
 		s.writeRequestError(w, r, s.sessions.notFound(r.PathValue("id")))
 		return
+	case errors.Is(err, executor.ErrUnavailable):
+		s.unavailable(w, r, err)
+		return
 	case err != nil:
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "execution failed: "+err.Error())
 		return
@@ -138,14 +141,25 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req ex
 	res, err := run(ctx, req, sw)
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	if err != nil {
+		code := api.ErrCodeInternal
+		if errors.Is(err, executor.ErrUnavailable) {
+			code = api.ErrCodeUnavailable
+		}
 		sw.finish(api.StreamEvent{Type: api.EventError, Error: &api.ErrorBody{
-			Code: api.ErrCodeInternal, Message: "execution failed: " + err.Error(), RequestID: req.ID,
+			Code: code, Message: "execution failed: " + err.Error(), RequestID: req.ID,
 		}})
-		s.m.rejected.WithLabelValues(api.ErrCodeInternal).Inc()
+		s.m.rejected.WithLabelValues(code).Inc()
 		return
 	}
 	res = finalResult(res, req.ID)
 	sw.finish(api.StreamEvent{Type: api.EventExit, ExecuteResult: &res})
+}
+
+// unavailable answers 503 with Retry-After: nothing can run code now (the runner is starting or
+// restarting), and the request may be sent again.
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	w.Header().Set("Retry-After", "1")
+	s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, err.Error())
 }
 
 // finalResult fills in what the response must carry whatever the executor left out: the

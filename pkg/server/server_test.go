@@ -225,6 +225,24 @@ func TestExecutorError(t *testing.T) {
 	}
 }
 
+// While the runner is not there (it starts, or restarts) a request is told to come back: 503 with
+// Retry-After, also in a stream (an error event of code unavailable).
+func TestExecutorUnavailable(t *testing.T) {
+	exec := fakeExec(func(context.Context, executor.Request, executor.Output) (api.ExecuteResult, error) {
+		return api.ExecuteResult{}, fmt.Errorf("%w: the runner is not connected", executor.ErrUnavailable)
+	})
+	h := newHarness(t, testConfig(), exec, true)
+	resp, body := h.execute(`{"code":"1"}`)
+	wantError(t, resp, body, http.StatusServiceUnavailable, api.ErrCodeUnavailable, "the runner is not connected")
+	if resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q", resp.Header.Get("Retry-After"))
+	}
+	resp, body = h.do(context.Background(), http.MethodPost, "/v1/execute?stream=true", "application/json", `{"code":"1"}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"type":"error","error":{"code":"unavailable"`) {
+		t.Errorf("streamed: %d %s", resp.StatusCode, body)
+	}
+}
+
 func TestExecutionLogLine(t *testing.T) {
 	result := api.ExecuteResult{ExitCode: 1, Stdout: "12345", Stderr: "ab", Reason: api.ReasonSignal, Signal: "SIGKILL",
 		StdoutTruncated: true, Files: []api.OutputFile{{Path: "plot.png", Size: 3}}}

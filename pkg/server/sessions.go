@@ -132,6 +132,9 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &fileErr):
 		s.writeError(w, r, http.StatusBadRequest, api.ErrCodeBadRequest, fileErr.Error())
 		return
+	case errors.Is(err, executor.ErrUnavailable):
+		s.unavailable(w, r, err)
+		return
 	case err != nil:
 		logr.FromContextOrDiscard(r.Context()).Error(err, "session not started")
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "starting the session: "+err.Error())
@@ -568,6 +571,9 @@ func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, executor.ErrFileTooLarge):
 		s.writeError(w, r, http.StatusRequestEntityTooLarge, api.ErrCodeTooLarge,
 			fmt.Sprintf("session %q: %q is larger than max_file_bytes (%d bytes), or grew while it was read", e.id, p, maxBytes))
+		return
+	case errors.Is(err, executor.ErrUnavailable):
+		s.unavailable(w, r, err)
 		return
 	case err != nil:
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "reading the file: "+err.Error())
