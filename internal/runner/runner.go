@@ -225,6 +225,9 @@ type served struct {
 
 // start starts the executor cfg asks for, once the directories left from before are empty.
 func (r *runner) start(cfg Config) (*served, error) {
+	if err := unix.Access(cfg.WorkDir, unix.X_OK); err != nil {
+		return nil, fmt.Errorf("the runner (uid %d, gid %d) cannot enter the work dir %s: %w: every directory on the way must let it through, the last one by its group", os.Getuid(), os.Getgid(), cfg.WorkDir, err)
+	}
 	for _, d := range cfg.Cleanup {
 		if executor.IsDirName(d) {
 			executor.EmptyDir(filepath.Join(cfg.WorkDir, d))
