@@ -1,7 +1,9 @@
 package inject
 
 import (
+	"crypto/rand"
 	"fmt"
+	"io"
 	"math"
 	"path"
 	"regexp"
@@ -53,11 +55,11 @@ const (
 // Annotations that configure the injected containers. Every one is optional; an empty or
 // all-blank value counts as absent, so its default applies.
 const (
-	// AnnotationImage is the image of both pyexec containers (pyexec-init and the pyexec
-	// sidecar). Accepted: an image reference without blanks. Default: Defaults.Image.
+	// AnnotationImage is the image of the pyexec containers (pyexec-init, pyexec-runner and the
+	// pyexec sidecar). Accepted: an image reference without blanks. Default: Defaults.Image.
 	AnnotationImage = "pyexec.dev/image"
 
-	// AnnotationImagePullPolicy is the imagePullPolicy of both pyexec containers. Accepted:
+	// AnnotationImagePullPolicy is the imagePullPolicy of the pyexec containers. Accepted:
 	// Always, IfNotPresent or Never. Default: Defaults.PullPolicy; when that is empty too the
 	// field is left out and the API server's defaulting applies.
 	AnnotationImagePullPolicy = "pyexec.dev/image-pull-policy"
@@ -70,8 +72,9 @@ const (
 	AnnotationRequire = "pyexec.dev/require"
 
 	// AnnotationPreload lists modules to import once and keep imported, comma-separated, each
-	// a dotted identifier (numpy,os.path). It becomes PYEXEC_PRELOAD of both containers:
-	// pyexec-init times each import, the sidecar keeps them imported. Default: none.
+	// a dotted identifier (numpy,os.path). It becomes PYEXEC_PRELOAD of pyexec-init and the
+	// sidecar: pyexec-init times each import, the sidecar has its runner keep them imported.
+	// Default: none.
 	AnnotationPreload = "pyexec.dev/preload"
 
 	// AnnotationInstall lists packages that pyexec-init installs into the packages volume at
@@ -144,22 +147,73 @@ const (
 	// chart), else the sidecar's, 10m.
 	AnnotationSessionIdleTimeout = "pyexec.dev/session-idle-timeout"
 
-	// AnnotationCPURequest is the CPU request of both pyexec containers, a quantity above
-	// zero (100m, 1). It must not exceed the CPU limit. Default: DefaultCPURequest.
+	// AnnotationCPURequest is the CPU request of the server's containers, the pyexec sidecar
+	// and pyexec-init (the API, packages, pip), a quantity above zero (50m, 1). It must not
+	// exceed the CPU limit. Default: Defaults.SidecarResources (the injector's
+	// --sidecar-cpu-request), else DefaultCPURequest.
 	AnnotationCPURequest = "pyexec.dev/cpu-request"
 
-	// AnnotationCPULimit is the CPU limit of both pyexec containers, a quantity above zero,
-	// not below the CPU request. Default: none (no CPU limit).
+	// AnnotationCPULimit is the CPU limit of the pyexec sidecar and pyexec-init, a quantity
+	// above zero, not below the CPU request. Default: Defaults.SidecarResources (the
+	// injector's --sidecar-cpu-limit), else none (no CPU limit).
 	AnnotationCPULimit = "pyexec.dev/cpu-limit"
 
-	// AnnotationMemoryRequest is the memory request of both pyexec containers, a quantity
-	// above zero (128Mi). It must not exceed the memory limit. Default: DefaultMemoryRequest.
+	// AnnotationMemoryRequest is the memory request of the pyexec sidecar and pyexec-init, a
+	// quantity above zero (64Mi). It must not exceed the memory limit. Default:
+	// Defaults.SidecarResources (the injector's --sidecar-memory-request), else
+	// DefaultMemoryRequest.
 	AnnotationMemoryRequest = "pyexec.dev/memory-request"
 
-	// AnnotationMemoryLimit is the memory limit of both pyexec containers, a quantity above
-	// zero, not below the memory request. The pyexec-run volume is in memory and counts
-	// against it. Default: DefaultMemoryLimit.
+	// AnnotationMemoryLimit is the memory limit of the pyexec sidecar and pyexec-init, a
+	// quantity above zero, not below the memory request. pip runs in them, code never does.
+	// Default: Defaults.SidecarResources (the injector's --sidecar-memory-limit), else
+	// DefaultMemoryLimit.
 	AnnotationMemoryLimit = "pyexec.dev/memory-limit"
+
+	// AnnotationRunnerCPURequest is the CPU request of pyexec-runner, the container of every
+	// execution and session, a quantity above zero (100m, 1). It must not exceed the runner's
+	// CPU limit. Default: Defaults.RunnerResources (the injector's --runner-cpu-request), else
+	// DefaultRunnerCPURequest.
+	AnnotationRunnerCPURequest = "pyexec.dev/runner-cpu-request"
+
+	// AnnotationRunnerCPULimit is the CPU limit of pyexec-runner, a quantity above zero, not
+	// below its CPU request: the kernel's CPU quota then throttles code and never the server.
+	// Default: Defaults.RunnerResources (the injector's --runner-cpu-limit), else none.
+	AnnotationRunnerCPULimit = "pyexec.dev/runner-cpu-limit"
+
+	// AnnotationRunnerMemoryRequest is the memory request of pyexec-runner, a quantity above
+	// zero (128Mi). It must not exceed the runner's memory limit. Default:
+	// Defaults.RunnerResources (the injector's --runner-memory-request), else
+	// DefaultRunnerMemoryRequest.
+	AnnotationRunnerMemoryRequest = "pyexec.dev/runner-memory-request"
+
+	// AnnotationRunnerMemoryLimit is the memory limit of pyexec-runner, a quantity above zero,
+	// not below its memory request: the memory of every execution and session, and what code
+	// writes to /dev/shm (pyexec-shm is in memory), count against it, and the kernel's OOM
+	// killer acts inside the runner's container, never on the server. Default:
+	// Defaults.RunnerResources (the injector's --runner-memory-limit), else
+	// DefaultRunnerMemoryLimit.
+	AnnotationRunnerMemoryLimit = "pyexec.dev/runner-memory-limit"
+
+	// AnnotationShmSize is the size of the runner's /dev/shm (the sizeLimit of the in-memory
+	// emptyDir pyexec-shm, the app containers' /dev/shm being another), a quantity above zero
+	// (64Mi, 1Gi). Default: Defaults.ShmSize (the injector's --runner-shm-size), else
+	// DefaultShmSize.
+	AnnotationShmSize = "pyexec.dev/shm-size"
+
+	// AnnotationServerUID pins the uid of the server: pyexec-init and the pyexec sidecar run as
+	// it, and it is the group of every pyexec container, through which the runner reaches the
+	// directories the server gives it. Accepted: a whole number from 1 to MaxUID (to
+	// MaxUserNamespaceUID in a pod with hostUsers: false), other than the runner's uid.
+	// Default: drawn per pod from Defaults.UIDRange (the injector's --uid-range), or from
+	// UserNamespaceUIDRange in a pod with hostUsers: false. Pin the uids where each namespace
+	// has a range of its own (OpenShift's restricted SCC).
+	AnnotationServerUID = "pyexec.dev/server-uid"
+
+	// AnnotationRunnerUID pins the uid of the runner: pyexec-runner, and every execution and
+	// session in it, run as it. Accepted and default as for AnnotationServerUID; it must differ
+	// from the server's uid, pinned or drawn.
+	AnnotationRunnerUID = "pyexec.dev/runner-uid"
 
 	// AnnotationContainers names the app containers that get the socket (the pyexec-run
 	// volume, read-only, and PYEXEC_SOCKET), comma-separated. Each name must be one of the
@@ -191,16 +245,61 @@ const (
 	NetworkAllow = settings.NetworkAllow
 )
 
-// Defaults of the sidecar's resources, used when the annotations leave them out.
+// Defaults of the containers' resources and of the runner's /dev/shm, used when neither the
+// annotations nor Defaults give them.
 const (
-	// DefaultCPURequest is the CPU request of the pyexec containers (AnnotationCPURequest).
-	DefaultCPURequest = "100m"
-	// DefaultMemoryRequest is the memory request of the pyexec containers
+	// DefaultCPURequest is the CPU request of pyexec and pyexec-init (AnnotationCPURequest).
+	DefaultCPURequest = settings.DefaultSidecarCPURequest
+	// DefaultMemoryRequest is the memory request of pyexec and pyexec-init
 	// (AnnotationMemoryRequest).
-	DefaultMemoryRequest = "128Mi"
-	// DefaultMemoryLimit is the memory limit of the pyexec containers (AnnotationMemoryLimit).
-	DefaultMemoryLimit = "1Gi"
+	DefaultMemoryRequest = settings.DefaultSidecarMemoryRequest
+	// DefaultMemoryLimit is the memory limit of pyexec and pyexec-init (AnnotationMemoryLimit).
+	DefaultMemoryLimit = settings.DefaultSidecarMemoryLimit
+
+	// DefaultRunnerCPURequest is the CPU request of pyexec-runner (AnnotationRunnerCPURequest).
+	DefaultRunnerCPURequest = settings.DefaultRunnerCPURequest
+	// DefaultRunnerMemoryRequest is the memory request of pyexec-runner
+	// (AnnotationRunnerMemoryRequest).
+	DefaultRunnerMemoryRequest = settings.DefaultRunnerMemoryRequest
+	// DefaultRunnerMemoryLimit is the memory limit of pyexec-runner
+	// (AnnotationRunnerMemoryLimit).
+	DefaultRunnerMemoryLimit = settings.DefaultRunnerMemoryLimit
+
+	// DefaultShmSize is the size of pyexec-runner's /dev/shm (AnnotationShmSize).
+	DefaultShmSize = settings.DefaultShmSize
 )
+
+// DefaultSidecarResources are the requests and limits of pyexec and pyexec-init when
+// Defaults.SidecarResources is nil.
+func DefaultSidecarResources() corev1.ResourceRequirements {
+	return resources(DefaultCPURequest, "", DefaultMemoryRequest, DefaultMemoryLimit)
+}
+
+// DefaultRunnerResources are the requests and limits of pyexec-runner when
+// Defaults.RunnerResources is nil.
+func DefaultRunnerResources() corev1.ResourceRequirements {
+	return resources(DefaultRunnerCPURequest, "", DefaultRunnerMemoryRequest, DefaultRunnerMemoryLimit)
+}
+
+// resources builds requests and limits of valid quantities; "" leaves one out.
+func resources(cpuRequest, cpuLimit, memoryRequest, memoryLimit string) corev1.ResourceRequirements {
+	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	for _, q := range []struct {
+		list  corev1.ResourceList
+		name  corev1.ResourceName
+		value string
+	}{
+		{res.Requests, corev1.ResourceCPU, cpuRequest},
+		{res.Limits, corev1.ResourceCPU, cpuLimit},
+		{res.Requests, corev1.ResourceMemory, memoryRequest},
+		{res.Limits, corev1.ResourceMemory, memoryLimit},
+	} {
+		if q.value != "" {
+			q.list[q.name] = resource.MustParse(q.value)
+		}
+	}
+	return res
+}
 
 // Bounds of the socket path. The sidecar's own defaults and bounds, which ParseConfig checks
 // the annotations against so that a pod is refused at admission rather than left with a
@@ -233,6 +332,22 @@ type Defaults struct {
 	// SessionIdleTimeout is what an absent AnnotationSessionIdleTimeout means; 0 means the
 	// sidecar's default, 10m.
 	SessionIdleTimeout time.Duration
+	// SidecarResources are the requests and limits of pyexec and pyexec-init that
+	// AnnotationCPURequest, AnnotationCPULimit, AnnotationMemoryRequest and
+	// AnnotationMemoryLimit override; nil means DefaultSidecarResources().
+	SidecarResources *corev1.ResourceRequirements
+	// RunnerResources are the requests and limits of pyexec-runner that the runner's resource
+	// annotations override; nil means DefaultRunnerResources().
+	RunnerResources *corev1.ResourceRequirements
+	// ShmSize is what an absent AnnotationShmSize means; zero means DefaultShmSize.
+	ShmSize resource.Quantity
+	// UIDRange is the range the uids that the annotations do not pin are drawn from (a pod
+	// with hostUsers: false draws from UserNamespaceUIDRange instead); zero means
+	// DefaultUIDRange.
+	UIDRange UIDRange
+	// Rand is where the uids are drawn from; nil means crypto/rand. The webhook shares its
+	// Defaults between concurrent admissions, so there it must be safe for concurrent use.
+	Rand io.Reader
 	// Force injects pods that do not carry LabelInject at all (offline use: inject every pod
 	// template of a file). A pod whose LabelInject has another value than "true", an injected
 	// pod and the injector's own pods are still left alone.
@@ -268,8 +383,17 @@ type Config struct {
 	MaxSessions        *int          // PYEXEC_MAX_SESSIONS, 0 switches sessions off; nil: the sidecar's default, 8
 	SessionIdleTimeout time.Duration // PYEXEC_SESSION_IDLE_TIMEOUT; 0: the sidecar's default, 10m
 
-	// Resources of both pyexec containers.
+	// ServerUID is the uid of pyexec-init and the pyexec sidecar, and the group of every pyexec
+	// container; RunnerUID is the uid of pyexec-runner. ParseConfig sets both, distinct and
+	// above zero; a Config built by hand must too.
+	ServerUID, RunnerUID int64
+
+	// Resources of pyexec and pyexec-init.
 	Resources corev1.ResourceRequirements
+	// RunnerResources of pyexec-runner.
+	RunnerResources corev1.ResourceRequirements
+	// ShmSize is the sizeLimit of pyexec-shm, the runner's /dev/shm; zero sets none.
+	ShmSize resource.Quantity
 
 	// Containers are the app containers that get the socket, in the pod's order.
 	Containers []string
@@ -293,8 +417,10 @@ func (e *AnnotationError) Error() string {
 }
 
 // ParseConfig reads and validates the pod's pyexec.dev annotations with d for what they leave
-// out. Annotations are checked in the order of their declaration and the first bad one is
-// returned as an *AnnotationError; pod only needs its metadata, containers and restartPolicy.
+// out, and draws the uids that they do not pin. Annotations are checked in the order of their
+// declaration and the first bad one is returned as an *AnnotationError; an error reading
+// d.Rand is returned as it is. pod only needs its metadata, containers, restartPolicy and
+// hostUsers.
 func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	p := parser{ann: pod.Annotations}
 	cfg := &Config{}
@@ -343,7 +469,16 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	if cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout); err != nil {
 		return nil, err
 	}
-	if cfg.Resources, err = p.resources(); err != nil {
+	if cfg.Resources, err = p.resources(sidecarResourceKeys, orDefaultResources(d.SidecarResources, DefaultSidecarResources)); err != nil {
+		return nil, err
+	}
+	if cfg.RunnerResources, err = p.resources(runnerResourceKeys, orDefaultResources(d.RunnerResources, DefaultRunnerResources)); err != nil {
+		return nil, err
+	}
+	if cfg.ShmSize, err = p.shmSize(d.ShmSize); err != nil {
+		return nil, err
+	}
+	if cfg.ServerUID, cfg.RunnerUID, err = p.identity(d, pod.Spec.HostUsers); err != nil {
 		return nil, err
 	}
 	if cfg.Containers, err = p.containers(pod.Spec.Containers); err != nil {
@@ -617,26 +752,44 @@ func (p parser) intInRange(key string, min, max int, want string) (int, error) {
 	return n, nil
 }
 
-// resources builds the pyexec containers' requests and limits: the annotations over the
-// defaults, each above zero, and no request above its limit. When a request exceeds its limit,
-// the annotation that was set is blamed (the request when both were).
-func (p parser) resources() (corev1.ResourceRequirements, error) {
+// resourceKeys are the annotations of one container's resources.
+type resourceKeys struct {
+	cpuRequest, cpuLimit, memoryRequest, memoryLimit string
+}
+
+var (
+	sidecarResourceKeys = resourceKeys{AnnotationCPURequest, AnnotationCPULimit, AnnotationMemoryRequest, AnnotationMemoryLimit}
+	runnerResourceKeys  = resourceKeys{AnnotationRunnerCPURequest, AnnotationRunnerCPULimit, AnnotationRunnerMemoryRequest, AnnotationRunnerMemoryLimit}
+)
+
+// orDefaultResources is a copy of *res, or def() when res is nil.
+func orDefaultResources(res *corev1.ResourceRequirements, def func() corev1.ResourceRequirements) corev1.ResourceRequirements {
+	if res == nil {
+		return def()
+	}
+	return *res.DeepCopy()
+}
+
+// resources builds a container's requests and limits: the annotations keys over the defaults
+// def, each above zero, and no request above its limit. When a request exceeds its limit, the
+// annotation that was set is blamed (the request when both were); when neither was, the
+// defaults are.
+func (p parser) resources(keys resourceKeys, def corev1.ResourceRequirements) (corev1.ResourceRequirements, error) {
 	pairs := []struct {
-		name                   corev1.ResourceName
-		what, example          string
-		reqKey, limKey         string
-		reqDefault, limDefault string
+		name           corev1.ResourceName
+		what, example  string
+		reqKey, limKey string
 	}{
-		{corev1.ResourceCPU, "CPU", "100m", AnnotationCPURequest, AnnotationCPULimit, DefaultCPURequest, ""},
-		{corev1.ResourceMemory, "memory", "128Mi", AnnotationMemoryRequest, AnnotationMemoryLimit, DefaultMemoryRequest, DefaultMemoryLimit},
+		{corev1.ResourceCPU, "CPU", "100m", keys.cpuRequest, keys.cpuLimit},
+		{corev1.ResourceMemory, "memory", "128Mi", keys.memoryRequest, keys.memoryLimit},
 	}
 	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
 	for _, pr := range pairs {
-		req, reqSet, err := p.quantity(pr.reqKey, pr.reqDefault, pr.what, pr.example)
+		req, reqSet, err := p.quantity(pr.reqKey, def.Requests, pr.name, pr.what, pr.example)
 		if err != nil {
 			return res, err
 		}
-		lim, limSet, err := p.quantity(pr.limKey, pr.limDefault, pr.what, pr.example)
+		lim, limSet, err := p.quantity(pr.limKey, def.Limits, pr.name, pr.what, pr.example)
 		if err != nil {
 			return res, err
 		}
@@ -650,7 +803,11 @@ func (p parser) resources() (corev1.ResourceRequirements, error) {
 		if req == nil || req.Cmp(*lim) <= 0 {
 			continue
 		}
-		if reqSet || !limSet {
+		switch {
+		case !reqSet && !limSet:
+			return res, &AnnotationError{pr.reqKey, req.String(),
+				fmt.Sprintf("a %s quantity no larger than the %s limit %s (%s): the injector's defaults are not", pr.what, pr.what, lim, pr.limKey)}
+		case reqSet:
 			v, _ := p.get(pr.reqKey)
 			return res, &AnnotationError{pr.reqKey, v,
 				fmt.Sprintf("a %s quantity no larger than the %s limit %s (%s)", pr.what, pr.what, lim, pr.limKey)}
@@ -665,15 +822,15 @@ func (p parser) resources() (corev1.ResourceRequirements, error) {
 	return res, nil
 }
 
-// quantity parses a resource annotation above zero, or def (nil when def is empty). set tells
-// whether the annotation was given.
-func (p parser) quantity(key, def, what, example string) (q *resource.Quantity, set bool, err error) {
+// quantity parses a resource annotation above zero, or takes name from the defaults def (nil
+// when def has none). set tells whether the annotation was given.
+func (p parser) quantity(key string, def corev1.ResourceList, name corev1.ResourceName, what, example string) (q *resource.Quantity, set bool, err error) {
 	v, ok := p.get(key)
 	if !ok {
-		if def == "" {
+		d, has := def[name]
+		if !has {
 			return nil, false, nil
 		}
-		d := resource.MustParse(def)
 		return &d, false, nil
 	}
 	parsed, err := resource.ParseQuantity(v)
@@ -681,6 +838,77 @@ func (p parser) quantity(key, def, what, example string) (q *resource.Quantity, 
 		return nil, true, &AnnotationError{key, v, fmt.Sprintf("a %s quantity above zero, such as %s", what, example)}
 	}
 	return &parsed, true, nil
+}
+
+// shmSize reads AnnotationShmSize, else the default def, else DefaultShmSize.
+func (p parser) shmSize(def resource.Quantity) (resource.Quantity, error) {
+	v, ok := p.get(AnnotationShmSize)
+	if !ok {
+		if def.IsZero() {
+			return resource.MustParse(DefaultShmSize), nil
+		}
+		if def.Sign() < 0 {
+			return resource.Quantity{}, &AnnotationError{AnnotationShmSize, def.String(), "a memory quantity above zero, such as 64Mi: the injector's default is not"}
+		}
+		return def.DeepCopy(), nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil || q.Sign() <= 0 {
+		return resource.Quantity{}, &AnnotationError{AnnotationShmSize, v, "a memory quantity above zero, such as 64Mi"}
+	}
+	return q, nil
+}
+
+// identity reads the pinned uids and draws the others: from d.UIDRange, or, in a pod with
+// hostUsers false (a user namespace of its own), from UserNamespaceUIDRange, where a pinned
+// uid must be too.
+func (p parser) identity(d Defaults, hostUsers *bool) (server, runner int64, err error) {
+	userns := hostUsers != nil && !*hostUsers
+	maxUID, want := int64(MaxUID), fmt.Sprintf("a whole number from 1 to %d, such as %d", MaxUID, DefaultUIDRange.Min)
+	rng := d.UIDRange
+	switch {
+	case userns:
+		maxUID, rng = MaxUserNamespaceUID, UserNamespaceUIDRange
+		want = fmt.Sprintf("a whole number from 1 to %d in a pod with hostUsers: false (its uids are those of its user namespace), such as %d",
+			MaxUserNamespaceUID, UserNamespaceUIDRange.Min)
+	case rng == UIDRange{}:
+		rng = DefaultUIDRange
+	}
+	if server, err = p.uid(AnnotationServerUID, maxUID, want); err != nil {
+		return 0, 0, err
+	}
+	if runner, err = p.uid(AnnotationRunnerUID, maxUID, want); err != nil {
+		return 0, 0, err
+	}
+	if server != 0 && server == runner {
+		v, _ := p.get(AnnotationRunnerUID)
+		return 0, 0, &AnnotationError{AnnotationRunnerUID, v, fmt.Sprintf("a uid other than the server's (%s): the runner must not own what the server owns", AnnotationServerUID)}
+	}
+	if server != 0 && runner != 0 {
+		return server, runner, nil
+	}
+	if err := rng.Validate(); err != nil {
+		return 0, 0, &AnnotationError{AnnotationServerUID, rng.String(),
+			fmt.Sprintf("a uid, or a range MIN-MAX with 1 <= MIN < MAX <= %d to draw it from: the injector's --uid-range is not one", MaxUID)}
+	}
+	src := d.Rand
+	if src == nil {
+		src = rand.Reader
+	}
+	return drawUIDs(src, rng, server, runner)
+}
+
+// uid reads a pinned uid from 1 to maxUID; 0 when unset.
+func (p parser) uid(key string, maxUID int64, want string) (int64, error) {
+	v, ok := p.get(key)
+	if !ok {
+		return 0, nil
+	}
+	uid, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || uid < 1 || int64(uid) > maxUID {
+		return 0, &AnnotationError{key, v, want}
+	}
+	return int64(uid), nil
 }
 
 // containers resolves the app containers that get the socket, in the pod's order.

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // configPod is the pod of the ParseConfig table: two app containers, proxy first, and bot
@@ -28,7 +30,19 @@ func configPod(annotations map[string]string) *corev1.Pod {
 	}
 }
 
+// The server's resources by default: requests cpu 50m, memory 64Mi, limits memory 512Mi.
 func defaultResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("50m"),
+			corev1.ResourceMemory: resource.MustParse("64Mi"),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+	}
+}
+
+// The runner's resources by default: requests cpu 100m, memory 128Mi, limits memory 1Gi.
+func defaultRunnerResources() corev1.ResourceRequirements {
 	return corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{
 			corev1.ResourceCPU:    resource.MustParse("100m"),
@@ -38,20 +52,38 @@ func defaultResources() corev1.ResourceRequirements {
 	}
 }
 
+// The uids that testutil.SameBytes draws: from DefaultUIDRange, and from UserNamespaceUIDRange
+// (a pod with hostUsers: false).
+const (
+	drawnServerUID, drawnRunnerUID             = 60386333, 582750489
+	drawnUsernsServerUID, drawnUsernsRunnerUID = 60967, 62475
+)
+
 // defaultConfig is what ParseConfig makes of configPod without annotations and testDefaults.
 func defaultConfig() Config {
 	return Config{
-		Image:         testDefaults.Image,
-		PullPolicy:    testDefaults.PullPolicy,
-		Resources:     defaultResources(),
-		Containers:    []string{"proxy", "bot"},
-		SocketDir:     SocketDir,
-		NativeSidecar: true,
-		Network:       NetworkDeny,
+		Image:           testDefaults.Image,
+		PullPolicy:      testDefaults.PullPolicy,
+		ServerUID:       drawnServerUID,
+		RunnerUID:       drawnRunnerUID,
+		Resources:       defaultResources(),
+		RunnerResources: defaultRunnerResources(),
+		ShmSize:         resource.MustParse("64Mi"),
+		Containers:      []string{"proxy", "bot"},
+		SocketDir:       SocketDir,
+		NativeSidecar:   true,
+		Network:         NetworkDeny,
 
 		MaxSessions:        ptr.To(8),
 		SessionIdleTimeout: 10 * time.Minute,
 	}
+}
+
+// withDefaults is testDefaults changed by edit.
+func withDefaults(edit func(d *Defaults)) *Defaults {
+	d := testDefaults
+	edit(&d)
+	return &d
 }
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -68,8 +100,9 @@ func TestParseConfig(t *testing.T) {
 	tests := []struct {
 		name        string
 		annotations map[string]string
-		defaults    *Defaults            // nil: testDefaults
+		defaults    *Defaults            // nil: testDefaults; a nil Rand: testutil.SameBytes
 		restart     corev1.RestartPolicy // of the pod
+		hostUsers   *bool                // of the pod
 		want        func(c *Config)      // changes to defaultConfig(); nil when an error is expected
 		wantErr     string
 	}{
@@ -270,16 +303,16 @@ func TestParseConfig(t *testing.T) {
 			wantErr: `annotation pyexec.dev/cpu-limit="-1": want a CPU quantity above zero, such as 100m`},
 		{name: "cpu request over limit", annotations: map[string]string{AnnotationCPURequest: "2", AnnotationCPULimit: "1"},
 			wantErr: `annotation pyexec.dev/cpu-request="2": want a CPU quantity no larger than the CPU limit 1 (pyexec.dev/cpu-limit)`},
-		{name: "cpu limit under the default request", annotations: map[string]string{AnnotationCPULimit: "50m"},
-			wantErr: `annotation pyexec.dev/cpu-limit="50m": want a CPU quantity no smaller than the CPU request 100m (pyexec.dev/cpu-request)`},
+		{name: "cpu limit under the default request", annotations: map[string]string{AnnotationCPULimit: "20m"},
+			wantErr: `annotation pyexec.dev/cpu-limit="20m": want a CPU quantity no smaller than the CPU request 50m (pyexec.dev/cpu-request)`},
 
 		// memory-request and memory-limit
-		{name: "memory request", annotations: map[string]string{AnnotationMemoryRequest: "1Gi"},
-			want: func(c *Config) { c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("1Gi") }},
+		{name: "memory request", annotations: map[string]string{AnnotationMemoryRequest: "256Mi"},
+			want: func(c *Config) { c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("256Mi") }},
 		{name: "memory request not a quantity", annotations: map[string]string{AnnotationMemoryRequest: "lots"},
 			wantErr: `annotation pyexec.dev/memory-request="lots": want a memory quantity above zero, such as 128Mi`},
-		{name: "memory request over the default limit", annotations: map[string]string{AnnotationMemoryRequest: "2Gi"},
-			wantErr: `annotation pyexec.dev/memory-request="2Gi": want a memory quantity no larger than the memory limit 1Gi (pyexec.dev/memory-limit)`},
+		{name: "memory request over the default limit", annotations: map[string]string{AnnotationMemoryRequest: "1Gi"},
+			wantErr: `annotation pyexec.dev/memory-request="1Gi": want a memory quantity no larger than the memory limit 512Mi (pyexec.dev/memory-limit)`},
 		{name: "memory limit", annotations: map[string]string{AnnotationMemoryLimit: "4Gi", AnnotationMemoryRequest: "2Gi"},
 			want: func(c *Config) {
 				c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("2Gi")
@@ -287,10 +320,137 @@ func TestParseConfig(t *testing.T) {
 			}},
 		{name: "memory limit not a quantity", annotations: map[string]string{AnnotationMemoryLimit: "1 GB"},
 			wantErr: `annotation pyexec.dev/memory-limit="1 GB": want a memory quantity above zero, such as 128Mi`},
-		{name: "memory limit under the default request", annotations: map[string]string{AnnotationMemoryLimit: "64Mi"},
-			wantErr: `annotation pyexec.dev/memory-limit="64Mi": want a memory quantity no smaller than the memory request 128Mi (pyexec.dev/memory-request)`},
+		{name: "memory limit under the default request", annotations: map[string]string{AnnotationMemoryLimit: "32Mi"},
+			wantErr: `annotation pyexec.dev/memory-limit="32Mi": want a memory quantity no smaller than the memory request 64Mi (pyexec.dev/memory-request)`},
 		{name: "memory request over limit", annotations: map[string]string{AnnotationMemoryRequest: "512Mi", AnnotationMemoryLimit: "256Mi"},
 			wantErr: `annotation pyexec.dev/memory-request="512Mi": want a memory quantity no larger than the memory limit 256Mi (pyexec.dev/memory-limit)`},
+		{name: "resources default of the injector", defaults: withDefaults(func(d *Defaults) {
+			d.SidecarResources = &corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")},
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")},
+			}
+		}), want: func(c *Config) {
+			c.Resources = corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")},
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")},
+			}
+		}},
+		{name: "resources of the injector without any", defaults: withDefaults(func(d *Defaults) { d.SidecarResources = &corev1.ResourceRequirements{} }),
+			want: func(c *Config) { c.Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{}} }},
+		{name: "memory request over the injector's default limit", annotations: map[string]string{AnnotationMemoryRequest: "300Mi"},
+			defaults: withDefaults(func(d *Defaults) { d.SidecarResources = ptr.To(resources("", "", "", "256Mi")) }),
+			wantErr:  `annotation pyexec.dev/memory-request="300Mi": want a memory quantity no larger than the memory limit 256Mi (pyexec.dev/memory-limit)`},
+		{name: "defaults of the injector that do not fit", defaults: withDefaults(func(d *Defaults) { d.SidecarResources = ptr.To(resources("2", "1", "", "")) }),
+			wantErr: `annotation pyexec.dev/cpu-request="2": want a CPU quantity no larger than the CPU limit 1 (pyexec.dev/cpu-limit): the injector's defaults are not`},
+
+		// runner-cpu-request, runner-cpu-limit, runner-memory-request, runner-memory-limit
+		{name: "runner resources", annotations: map[string]string{AnnotationRunnerCPURequest: "250m", AnnotationRunnerCPULimit: "2",
+			AnnotationRunnerMemoryRequest: "512Mi", AnnotationRunnerMemoryLimit: "4Gi"},
+			want: func(c *Config) { c.RunnerResources = resources("250m", "2", "512Mi", "4Gi") }},
+		{name: "runner resources leave the server's alone", annotations: map[string]string{AnnotationRunnerMemoryLimit: "8Gi"},
+			want: func(c *Config) { c.RunnerResources.Limits[corev1.ResourceMemory] = resource.MustParse("8Gi") }},
+		{name: "server resources leave the runner's alone", annotations: map[string]string{AnnotationCPULimit: "500m"},
+			want: func(c *Config) { c.Resources.Limits[corev1.ResourceCPU] = resource.MustParse("500m") }},
+		{name: "runner resources default of the injector", defaults: withDefaults(func(d *Defaults) { d.RunnerResources = ptr.To(resources("1", "", "2Gi", "2Gi")) }),
+			want: func(c *Config) { c.RunnerResources = resources("1", "", "2Gi", "2Gi") }},
+		{name: "runner cpu request not a quantity", annotations: map[string]string{AnnotationRunnerCPURequest: "a lot"},
+			wantErr: `annotation pyexec.dev/runner-cpu-request="a lot": want a CPU quantity above zero, such as 100m`},
+		{name: "runner cpu limit zero", annotations: map[string]string{AnnotationRunnerCPULimit: "0"},
+			wantErr: `annotation pyexec.dev/runner-cpu-limit="0": want a CPU quantity above zero, such as 100m`},
+		{name: "runner cpu limit under the default request", annotations: map[string]string{AnnotationRunnerCPULimit: "50m"},
+			wantErr: `annotation pyexec.dev/runner-cpu-limit="50m": want a CPU quantity no smaller than the CPU request 100m (pyexec.dev/runner-cpu-request)`},
+		{name: "runner memory request negative", annotations: map[string]string{AnnotationRunnerMemoryRequest: "-1Gi"},
+			wantErr: `annotation pyexec.dev/runner-memory-request="-1Gi": want a memory quantity above zero, such as 128Mi`},
+		{name: "runner memory request over the default limit", annotations: map[string]string{AnnotationRunnerMemoryRequest: "2Gi"},
+			wantErr: `annotation pyexec.dev/runner-memory-request="2Gi": want a memory quantity no larger than the memory limit 1Gi (pyexec.dev/runner-memory-limit)`},
+		{name: "runner memory limit not a quantity", annotations: map[string]string{AnnotationRunnerMemoryLimit: "1 GB"},
+			wantErr: `annotation pyexec.dev/runner-memory-limit="1 GB": want a memory quantity above zero, such as 128Mi`},
+		{name: "runner memory request over limit", annotations: map[string]string{AnnotationRunnerMemoryRequest: "3Gi", AnnotationRunnerMemoryLimit: "2Gi"},
+			wantErr: `annotation pyexec.dev/runner-memory-request="3Gi": want a memory quantity no larger than the memory limit 2Gi (pyexec.dev/runner-memory-limit)`},
+
+		// shm-size
+		{name: "shm size", annotations: map[string]string{AnnotationShmSize: "1Gi"},
+			want: func(c *Config) { c.ShmSize = resource.MustParse("1Gi") }},
+		{name: "shm size default of the injector", defaults: withDefaults(func(d *Defaults) { d.ShmSize = resource.MustParse("256Mi") }),
+			want: func(c *Config) { c.ShmSize = resource.MustParse("256Mi") }},
+		{name: "shm size over the injector's default", annotations: map[string]string{AnnotationShmSize: "16Mi"},
+			defaults: withDefaults(func(d *Defaults) { d.ShmSize = resource.MustParse("256Mi") }),
+			want:     func(c *Config) { c.ShmSize = resource.MustParse("16Mi") }},
+		{name: "shm size zero", annotations: map[string]string{AnnotationShmSize: "0"},
+			wantErr: `annotation pyexec.dev/shm-size="0": want a memory quantity above zero, such as 64Mi`},
+		{name: "shm size not a quantity", annotations: map[string]string{AnnotationShmSize: "64 MB"},
+			wantErr: `annotation pyexec.dev/shm-size="64 MB": want a memory quantity above zero, such as 64Mi`},
+		{name: "shm size default of the injector negative", defaults: withDefaults(func(d *Defaults) { d.ShmSize = resource.MustParse("-1") }),
+			wantErr: `annotation pyexec.dev/shm-size="-1": want a memory quantity above zero, such as 64Mi: the injector's default is not`},
+
+		// server-uid and runner-uid
+		{name: "server uid pinned", annotations: map[string]string{AnnotationServerUID: "1000"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = 1000, drawnServerUID }},
+		{name: "runner uid pinned", annotations: map[string]string{AnnotationRunnerUID: "2000"},
+			want: func(c *Config) { c.RunnerUID = 2000 }},
+		{name: "both uids pinned", annotations: map[string]string{AnnotationServerUID: " 1000 ", AnnotationRunnerUID: "2000"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = 1000, 2000 }},
+		{name: "runner uid pinned to what the server draws", annotations: map[string]string{AnnotationRunnerUID: "60386333"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = drawnRunnerUID, drawnServerUID }},
+		{name: "server uid pinned to what the runner draws", annotations: map[string]string{AnnotationServerUID: "582750489"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = drawnRunnerUID, drawnRunnerUID-1 }},
+		{name: "uids pinned at the bounds", annotations: map[string]string{AnnotationServerUID: "1", AnnotationRunnerUID: "2147483647"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = 1, 2147483647 }},
+		{name: "uids pinned outside the range", annotations: map[string]string{AnnotationServerUID: "1000", AnnotationRunnerUID: "1001"},
+			defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 5000, Max: 5001} }),
+			want:     func(c *Config) { c.ServerUID, c.RunnerUID = 1000, 1001 }},
+		{name: "uids equal", annotations: map[string]string{AnnotationServerUID: "1000", AnnotationRunnerUID: "1000"},
+			wantErr: `annotation pyexec.dev/runner-uid="1000": want a uid other than the server's (pyexec.dev/server-uid): the runner must not own what the server owns`},
+		{name: "server uid 0", annotations: map[string]string{AnnotationServerUID: "0"},
+			wantErr: `annotation pyexec.dev/server-uid="0": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "runner uid 0", annotations: map[string]string{AnnotationRunnerUID: "0"},
+			wantErr: `annotation pyexec.dev/runner-uid="0": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "server uid negative", annotations: map[string]string{AnnotationServerUID: "-5"},
+			wantErr: `annotation pyexec.dev/server-uid="-5": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "server uid a name", annotations: map[string]string{AnnotationServerUID: "pyexec"},
+			wantErr: `annotation pyexec.dev/server-uid="pyexec": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "runner uid with a group", annotations: map[string]string{AnnotationRunnerUID: "1000:1000"},
+			wantErr: `annotation pyexec.dev/runner-uid="1000:1000": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "runner uid a fraction", annotations: map[string]string{AnnotationRunnerUID: "10.5"},
+			wantErr: `annotation pyexec.dev/runner-uid="10.5": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "runner uid signed", annotations: map[string]string{AnnotationRunnerUID: "+1000"},
+			wantErr: `annotation pyexec.dev/runner-uid="+1000": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "server uid over the API's bound", annotations: map[string]string{AnnotationServerUID: "2147483648"},
+			wantErr: `annotation pyexec.dev/server-uid="2147483648": want a whole number from 1 to 2147483647, such as 100000`},
+		{name: "runner uid -1, 32 bits", annotations: map[string]string{AnnotationRunnerUID: "4294967295"},
+			wantErr: `annotation pyexec.dev/runner-uid="4294967295": want a whole number from 1 to 2147483647, such as 100000`},
+
+		// the uid range (the injector's --uid-range)
+		{name: "uid range of the injector", defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 5000, Max: 5001} }),
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = 5001, 5000 }},
+		{name: "uid range of one uid", defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 5000, Max: 5000} }),
+			wantErr: `annotation pyexec.dev/server-uid="5000-5000": want a uid, or a range MIN-MAX with 1 <= MIN < MAX <= 2147483647 to draw it from: the injector's --uid-range is not one`},
+		{name: "uid range from root", defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 0, Max: 100} }),
+			wantErr: `annotation pyexec.dev/server-uid="0-100": want a uid, or a range MIN-MAX with 1 <= MIN < MAX <= 2147483647 to draw it from: the injector's --uid-range is not one`},
+		{name: "uid range upside down", defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 9000, Max: 8000} }),
+			wantErr: `annotation pyexec.dev/server-uid="9000-8000": want a uid, or a range MIN-MAX with 1 <= MIN < MAX <= 2147483647 to draw it from: the injector's --uid-range is not one`},
+		{name: "uid range past the API's bound", defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 100000, Max: 1 << 32} }),
+			wantErr: `annotation pyexec.dev/server-uid="100000-4294967296": want a uid, or a range MIN-MAX with 1 <= MIN < MAX <= 2147483647 to draw it from: the injector's --uid-range is not one`},
+		{name: "a bad uid range is not used when both uids are pinned", annotations: map[string]string{AnnotationServerUID: "1000", AnnotationRunnerUID: "2000"},
+			defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 9000, Max: 8000} }),
+			want:     func(c *Config) { c.ServerUID, c.RunnerUID = 1000, 2000 }},
+
+		// hostUsers: false (a user namespace)
+		{name: "user namespace draws below 65536", hostUsers: ptr.To(false),
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = drawnUsernsServerUID, drawnUsernsRunnerUID }},
+		{name: "user namespace ignores the injector's range", hostUsers: ptr.To(false),
+			defaults: withDefaults(func(d *Defaults) { d.UIDRange = UIDRange{Min: 9000, Max: 8000} }),
+			want:     func(c *Config) { c.ServerUID, c.RunnerUID = drawnUsernsServerUID, drawnUsernsRunnerUID }},
+		{name: "hostUsers true draws from the range", hostUsers: ptr.To(true),
+			want: func(c *Config) {}},
+		{name: "user namespace, uids pinned", hostUsers: ptr.To(false), annotations: map[string]string{AnnotationServerUID: "1000", AnnotationRunnerUID: "65535"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = 1000, 65535 }},
+		{name: "user namespace, server uid pinned past 65535", hostUsers: ptr.To(false), annotations: map[string]string{AnnotationServerUID: "65536"},
+			wantErr: `annotation pyexec.dev/server-uid="65536": want a whole number from 1 to 65535 in a pod with hostUsers: false (its uids are those of its user namespace), such as 10000`},
+		{name: "user namespace, runner uid pinned past 65535", hostUsers: ptr.To(false), annotations: map[string]string{AnnotationRunnerUID: "100000"},
+			wantErr: `annotation pyexec.dev/runner-uid="100000": want a whole number from 1 to 65535 in a pod with hostUsers: false (its uids are those of its user namespace), such as 10000`},
+		{name: "host users, uid past 65535", hostUsers: ptr.To(true), annotations: map[string]string{AnnotationServerUID: "100000"},
+			want: func(c *Config) { c.ServerUID, c.RunnerUID = 100000, drawnRunnerUID }},
 
 		// containers
 		{name: "containers", annotations: map[string]string{AnnotationContainers: "bot"},
@@ -350,8 +510,12 @@ func TestParseConfig(t *testing.T) {
 			if tt.defaults != nil {
 				d = *tt.defaults
 			}
+			if d.Rand == nil {
+				d.Rand = testutil.SameBytes{}
+			}
 			pod := configPod(tt.annotations)
 			pod.Spec.RestartPolicy = tt.restart
+			pod.Spec.HostUsers = tt.hostUsers
 			got, err := ParseConfig(pod, d)
 			if tt.wantErr != "" {
 				var ae *AnnotationError

@@ -14,16 +14,22 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // update rewrites the golden files: go test ./pkg/inject -update
 var update = flag.Bool("update", false, "rewrite testdata/inject/*.injected.yaml from the current output")
 
-// testDefaults are the injector defaults of every golden case.
+// testDefaults are the injector defaults of every golden case. Their Rand gives the same
+// bytes at every read, so every pod gets the same uids whatever was injected before it: the
+// outputs do not depend on the order of documents, nor on whether the webhook or
+// InjectManifests injected them.
 var testDefaults = Defaults{
 	Image:         "registry.example/pyexec:1.0.0",
 	PullPolicy:    corev1.PullIfNotPresent,
 	NativeSidecar: true,
+	Rand:          testutil.SameBytes{},
 }
 
 const goldenDir = "testdata/inject"

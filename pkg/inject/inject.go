@@ -1,6 +1,10 @@
 // Package inject adds pyexec to a pod: the pyexec-init init container, which checks Python
-// once and writes the preflight report, and the pyexec sidecar, which serves executions on a
-// Unix socket in a volume that the app containers mount.
+// once and writes the preflight report; the pyexec sidecar (the server), which serves the API
+// on a Unix socket in a volume that the app containers mount; and the pyexec-runner sidecar,
+// which runs every execution and session for the server. The server and the runner have uids
+// of their own (ServerUID, RunnerUID), drawn per pod or pinned by annotations, so that code
+// owns nothing of the server's and its processes count against a uid no other pod has; the
+// runner's container is the code's box (its memory and CPU limits, its /dev/shm).
 //
 // The mutation is a pure function of the pod and a Config parsed from the pod's pyexec.dev
 // annotations (ParseConfig). Inject builds typed corev1 values in small functions and
@@ -29,19 +33,27 @@ import (
 const (
 	// InitContainerName is the init container that runs `pyexec init`.
 	InitContainerName = "pyexec-init"
-	// SidecarName is the container that runs `pyexec serve`.
+	// SidecarName is the container that runs `pyexec serve`, the server.
 	SidecarName = "pyexec"
+	// RunnerName is the container that runs `pyexec runner`: every execution and session.
+	RunnerName = "pyexec-runner"
 
 	// VolumeRun is the in-memory emptyDir that holds the socket and the preflight report.
 	VolumeRun = "pyexec-run"
 	// VolumePackages is the emptyDir that packages are installed into.
 	VolumePackages = "pyexec-packages"
-	// VolumeTmp is the emptyDir mounted at /tmp of the pyexec containers, whose root
-	// filesystem is read-only; executions get their working directories below it.
+	// VolumeTmp is the emptyDir mounted at /tmp of pyexec-init and the server, whose root
+	// filesystem is read-only.
 	VolumeTmp = "pyexec-tmp"
 	// VolumeNoToken is an empty volume mounted over ServiceAccountDir in the pyexec
 	// containers, so that no service account token reaches the code they run.
 	VolumeNoToken = "pyexec-no-token"
+	// VolumeWork is the emptyDir that the server shares with the runner: the work root
+	// (WorkDir) and the runner socket's directory (RunnerSocketDir), which pyexec-init makes
+	// in it.
+	VolumeWork = "pyexec-work"
+	// VolumeShm is the in-memory emptyDir mounted at ShmDir of the runner, with a size limit.
+	VolumeShm = "pyexec-shm"
 
 	// SocketDir is where the pyexec containers mount VolumeRun, and where app containers
 	// mount it unless AnnotationSocketDir says otherwise.
@@ -56,8 +68,20 @@ const (
 	TmpDir = "/tmp"
 	// DrainTimeout is the sidecar's PYEXEC_DRAIN_TIMEOUT.
 	DrainTimeout = "20s"
-	// WorkDir is the sidecar's PYEXEC_WORK_DIR, on VolumeTmp.
-	WorkDir = TmpDir + "/pyexec"
+	// RunnerDir is where pyexec-init and the server mount the root of VolumeWork. The runner
+	// never sees that root, which the kubelet makes with mode 0777 (so that the runner could
+	// rename what is in it): it mounts the two directories below it by subPath.
+	RunnerDir = "/var/lib/pyexec/runner"
+	// WorkDir is the work root (PYEXEC_WORK_DIR of pyexec-init and the server): the server
+	// owns it (mode 0710) and makes each execution's and session's directory in it.
+	WorkDir = RunnerDir + "/" + workSubPath
+	// RunnerSocketDir is the server's directory (mode 0710) of the runner socket.
+	RunnerSocketDir = RunnerDir + "/" + runnerSocketSubPath
+	// RunnerSocket is where the server listens for the runner (PYEXEC_RUNNER_SOCKET of
+	// pyexec-init and the server, PYEXEC_SERVER_SOCKET of the runner).
+	RunnerSocket = RunnerSocketDir + "/runner.sock"
+	// ShmDir is where the runner mounts VolumeShm.
+	ShmDir = "/dev/shm"
 	// ServiceAccountDir is where Kubernetes mounts a service account token.
 	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -66,11 +90,21 @@ const (
 	// ProbePortName names ProbePort on the sidecar; the probes refer to it by this name.
 	ProbePortName = "pyexec-probe"
 
-	// RunAsID is the uid and gid of the pyexec containers (the image's USER).
-	RunAsID int64 = 65532
-
 	// EnvSocket is the variable that tells an app container (and the sidecar) the socket path.
 	EnvSocket = "PYEXEC_SOCKET"
+)
+
+// The directories of VolumeWork, by their subPath.
+const (
+	workSubPath         = "work"
+	runnerSocketSubPath = "run"
+)
+
+// names are the containers and volumes that Inject adds: a pod that has one of them already
+// is not injected.
+var (
+	containerNames = []string{InitContainerName, RunnerName, SidecarName}
+	volumeNames    = []string{VolumeNoToken, VolumePackages, VolumeRun, VolumeShm, VolumeTmp, VolumeWork}
 )
 
 // ShouldInject reports whether the pod is to be injected and, when not, why. It refuses pods
@@ -91,17 +125,17 @@ func shouldInject(pod *corev1.Pod, force bool) (bool, string) {
 		return false, fmt.Sprintf("the injector's own pod (label %s=%s)", LabelAppName, InjectorAppName)
 	}
 	for _, c := range pod.Spec.Containers {
-		if c.Name == SidecarName || c.Name == InitContainerName {
+		if slices.Contains(containerNames, c.Name) {
 			return false, fmt.Sprintf("already has a container named %s", c.Name)
 		}
 	}
 	for _, c := range pod.Spec.InitContainers {
-		if c.Name == SidecarName || c.Name == InitContainerName {
+		if slices.Contains(containerNames, c.Name) {
 			return false, fmt.Sprintf("already has an init container named %s", c.Name)
 		}
 	}
 	for _, v := range pod.Spec.Volumes {
-		if slices.Contains([]string{VolumeRun, VolumePackages, VolumeTmp, VolumeNoToken}, v.Name) {
+		if slices.Contains(volumeNames, v.Name) {
 			return false, fmt.Sprintf("already has a volume named %s", v.Name)
 		}
 	}
@@ -119,7 +153,8 @@ func shouldInject(pod *corev1.Pod, force bool) (bool, string) {
 
 // InjectPod is the whole injection for one pod: it copies the pod, decides with ShouldInject
 // (and d.Force), parses the annotations and injects the copy. out is the copy, injected or
-// not, unless err is set; reason says why a pod was not injected. err is an *AnnotationError.
+// not, unless err is set; reason says why a pod was not injected. err is an *AnnotationError,
+// or the error of reading d.Rand.
 func InjectPod(pod *corev1.Pod, d Defaults) (out *corev1.Pod, injected bool, reason string, err error) {
 	out = pod.DeepCopy()
 	if ok, why := shouldInject(out, d.Force); !ok {
@@ -134,10 +169,14 @@ func InjectPod(pod *corev1.Pod, d Defaults) (out *corev1.Pod, injected bool, rea
 }
 
 // Inject adds pyexec to the pod in place (the caller passes a copy): the volumes, pyexec-init
-// as the first init container, the sidecar (right after pyexec-init as a native sidecar, else
-// as the last container), the socket mount and PYEXEC_SOCKET in each of cfg.Containers, and
-// the annotations AnnotationStatus and, when absent, AnnotationDefaultContainer. It does not
-// check ShouldInject.
+// as the first init container, the runner and the server (right after pyexec-init, in this
+// order, as native sidecars, else as the last containers), the socket mount and PYEXEC_SOCKET
+// in each of cfg.Containers, and the annotations AnnotationStatus and, when absent,
+// AnnotationDefaultContainer. It does not check ShouldInject.
+//
+// Native sidecars start in order, each once the one before has started: the runner, which
+// dials the server until it listens, starts first, and the server's startup probe holds back
+// the app containers until the server is ready, which it is once the runner has come.
 func Inject(pod *corev1.Pod, cfg *Config) {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
@@ -152,43 +191,67 @@ func Inject(pod *corev1.Pod, cfg *Config) {
 			connectApp(&pod.Spec.Containers[i], cfg.SocketDir)
 		}
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes()...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(cfg)...)
 	first := []corev1.Container{initContainer(cfg)}
 	if cfg.NativeSidecar {
-		first = append(first, sidecar(cfg))
+		first = append(first, runner(cfg), sidecar(cfg))
 	} else {
-		pod.Spec.Containers = append(pod.Spec.Containers, sidecar(cfg))
+		pod.Spec.Containers = append(pod.Spec.Containers, runner(cfg), sidecar(cfg))
 	}
 	pod.Spec.InitContainers = append(first, pod.Spec.InitContainers...)
 }
 
 // volumes are the pod volumes that Inject adds, sorted by name.
-func volumes() []corev1.Volume {
+func volumes(cfg *Config) []corev1.Volume {
 	emptyDir := func(name string, medium corev1.StorageMedium) corev1.Volume {
 		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: medium},
 		}}
 	}
+	shm := emptyDir(VolumeShm, corev1.StorageMediumMemory)
+	if !cfg.ShmSize.IsZero() {
+		shm.EmptyDir.SizeLimit = ptr.To(cfg.ShmSize.DeepCopy())
+	}
 	return []corev1.Volume{
 		emptyDir(VolumeNoToken, corev1.StorageMediumDefault),
 		emptyDir(VolumePackages, corev1.StorageMediumDefault),
 		emptyDir(VolumeRun, corev1.StorageMediumMemory),
+		shm,
 		emptyDir(VolumeTmp, corev1.StorageMediumDefault),
+		emptyDir(VolumeWork, corev1.StorageMediumDefault),
 	}
 }
 
-// pyexecMounts are the volume mounts of both pyexec containers, sorted by name.
-//
-// The empty, read-only VolumeNoToken over ServiceAccountDir keeps a service account token out:
-// the ServiceAccount admission plugin (which the API server runs again when a webhook is
-// reinvoked) skips containers that already mount something there, and the sidecar runs
-// untrusted code.
-func pyexecMounts() []corev1.VolumeMount {
+// noTokenMount is the empty, read-only VolumeNoToken over ServiceAccountDir, in every pyexec
+// container. It keeps a service account token out: the ServiceAccount admission plugin (which
+// the API server runs again when a webhook is reinvoked) skips containers that already mount
+// something there, and the pod runs untrusted code.
+func noTokenMount() corev1.VolumeMount {
+	return corev1.VolumeMount{Name: VolumeNoToken, MountPath: ServiceAccountDir, ReadOnly: true}
+}
+
+// serverMounts are the volume mounts of pyexec-init and the server, sorted by name: VolumeWork
+// by its root, where they make the work root and the runner socket's directory.
+func serverMounts() []corev1.VolumeMount {
 	return []corev1.VolumeMount{
-		{Name: VolumeNoToken, MountPath: ServiceAccountDir, ReadOnly: true},
+		noTokenMount(),
 		{Name: VolumePackages, MountPath: PackagesDir},
 		{Name: VolumeRun, MountPath: SocketDir},
 		{Name: VolumeTmp, MountPath: TmpDir},
+		{Name: VolumeWork, MountPath: RunnerDir},
+	}
+}
+
+// runnerMounts are the volume mounts of the runner, sorted by name and subPath: the packages
+// read-only, its own /dev/shm, and of VolumeWork only the two directories that the server
+// owns, at the paths where the server sees them. Neither the app's socket nor the report.
+func runnerMounts() []corev1.VolumeMount {
+	return []corev1.VolumeMount{
+		noTokenMount(),
+		{Name: VolumePackages, MountPath: PackagesDir, ReadOnly: true},
+		{Name: VolumeShm, MountPath: ShmDir},
+		{Name: VolumeWork, MountPath: RunnerSocketDir, SubPath: runnerSocketSubPath},
+		{Name: VolumeWork, MountPath: WorkDir, SubPath: workSubPath},
 	}
 }
 
@@ -221,13 +284,13 @@ func connectApp(c *corev1.Container, socketDir string) {
 	c.Env = env
 }
 
-// securityContext meets the restricted Pod Security Standard on its own, whatever the pod's
-// securityContext says.
-func securityContext() *corev1.SecurityContext {
+// securityContext runs a container as uid and gid, and meets the restricted Pod Security
+// Standard on its own, whatever the pod's securityContext says.
+func securityContext(uid, gid int64) *corev1.SecurityContext {
 	return &corev1.SecurityContext{
 		RunAsNonRoot:             ptr.To(true),
-		RunAsUser:                ptr.To(RunAsID),
-		RunAsGroup:               ptr.To(RunAsID),
+		RunAsUser:                ptr.To(uid),
+		RunAsGroup:               ptr.To(gid),
 		AllowPrivilegeEscalation: ptr.To(false),
 		ReadOnlyRootFilesystem:   ptr.To(true),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -235,12 +298,16 @@ func securityContext() *corev1.SecurityContext {
 	}
 }
 
-// initContainer runs `pyexec init`: it checks the interpreter and the requirements, installs
-// cfg.Install into the packages volume and writes the report.
+// initContainer runs `pyexec init` as the server: it checks the interpreter and the
+// requirements, installs cfg.Install into the packages volume, makes the work root and the
+// runner socket's directory, and writes the report, with both uids in it.
 func initContainer(cfg *Config) corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: "PYEXEC_PACKAGES_DIR", Value: PackagesDir},
 		{Name: "PYEXEC_REPORT", Value: ReportPath},
+		{Name: "PYEXEC_RUNNER_SOCKET", Value: RunnerSocket},
+		{Name: "PYEXEC_RUNNER_UID", Value: strconv.FormatInt(cfg.RunnerUID, 10)},
+		{Name: "PYEXEC_WORK_DIR", Value: WorkDir},
 	}
 	env = appendList(env, "PYEXEC_REQUIRE", cfg.Require, "\n")
 	env = appendList(env, "PYEXEC_PRELOAD", cfg.Preload, ",")
@@ -252,14 +319,41 @@ func initContainer(cfg *Config) corev1.Container {
 		Args:            []string{"init"},
 		Env:             sortEnv(env),
 		Resources:       *cfg.Resources.DeepCopy(),
-		VolumeMounts:    pyexecMounts(),
-		SecurityContext: securityContext(),
+		VolumeMounts:    serverMounts(),
+		SecurityContext: securityContext(cfg.ServerUID, cfg.ServerUID),
 	}
 }
 
-// sidecar runs `pyexec serve`. As a native sidecar (cfg.NativeSidecar) it is an init
-// container with restartPolicy Always whose startup probe holds back the app containers
-// until the socket serves (up to two minutes); else a regular container.
+// runner runs `pyexec runner` as cfg.RunnerUID in the server's group: it dials the server's
+// runner socket (checking that the server is cfg.ServerUID) and runs every execution and
+// session there. It has no probe: the server reports on it. As a native sidecar
+// (cfg.NativeSidecar) it is an init container with restartPolicy Always and no startup probe,
+// so the server starts right after it; else a regular container.
+func runner(cfg *Config) corev1.Container {
+	c := corev1.Container{
+		Name:            RunnerName,
+		Image:           cfg.Image,
+		ImagePullPolicy: cfg.PullPolicy,
+		Args:            []string{"runner"},
+		Env: []corev1.EnvVar{
+			{Name: "PYEXEC_SERVER_SOCKET", Value: RunnerSocket},
+			{Name: "PYEXEC_SERVER_UID", Value: strconv.FormatInt(cfg.ServerUID, 10)},
+		},
+		Resources:       *cfg.RunnerResources.DeepCopy(),
+		VolumeMounts:    runnerMounts(),
+		SecurityContext: securityContext(cfg.RunnerUID, cfg.ServerUID),
+	}
+	if cfg.NativeSidecar {
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+	}
+	return c
+}
+
+// sidecar runs `pyexec serve` as cfg.ServerUID: it listens on the runner socket for
+// cfg.RunnerUID, and serves the app's socket once the runner has come. As a native sidecar
+// (cfg.NativeSidecar) it is an init container with restartPolicy Always whose startup probe
+// holds back the app containers until the socket serves (up to two minutes); else a regular
+// container.
 func sidecar(cfg *Config) corev1.Container {
 	env := []corev1.EnvVar{
 		// The drain, plus the server's 5 s abort grace, ends within the pod's default
@@ -268,6 +362,8 @@ func sidecar(cfg *Config) corev1.Container {
 		{Name: "PYEXEC_PACKAGES_DIR", Value: PackagesDir},
 		{Name: "PYEXEC_PROBE_ADDR", Value: fmt.Sprintf(":%d", ProbePort)},
 		{Name: "PYEXEC_REPORT", Value: ReportPath},
+		{Name: "PYEXEC_RUNNER_SOCKET", Value: RunnerSocket},
+		{Name: "PYEXEC_RUNNER_UID", Value: strconv.FormatInt(cfg.RunnerUID, 10)},
 		{Name: EnvSocket, Value: path.Join(SocketDir, SocketFile)},
 		// The socket's directory is private to the pod, and app containers may run as
 		// other users than the sidecar.
@@ -325,10 +421,10 @@ func sidecar(cfg *Config) corev1.Container {
 		},
 		Env:             sortEnv(env),
 		Resources:       *cfg.Resources.DeepCopy(),
-		VolumeMounts:    pyexecMounts(),
+		VolumeMounts:    serverMounts(),
 		ReadinessProbe:  probe("/readyz", 5, 3),
 		LivenessProbe:   probe("/healthz", 10, 3),
-		SecurityContext: securityContext(),
+		SecurityContext: securityContext(cfg.ServerUID, cfg.ServerUID),
 	}
 	if cfg.NativeSidecar {
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)

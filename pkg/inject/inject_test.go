@@ -2,11 +2,15 @@ package inject
 
 import (
 	"errors"
+	"path"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -68,6 +72,21 @@ func TestShouldInject(t *testing.T) {
 		{name: "volume pyexec-run", change: func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "data"}, {Name: VolumeRun}}
 		}, reason: "already has a volume named pyexec-run"},
+		{name: "container pyexec-runner", change: func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: RunnerName})
+		}, reason: "already has a container named pyexec-runner"},
+		{name: "native sidecar pyexec-runner", change: func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: RunnerName}}
+		}, force: true, reason: "already has an init container named pyexec-runner"},
+		{name: "volume pyexec-work", change: func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: VolumeWork}}
+		}, reason: "already has a volume named pyexec-work"},
+		{name: "volume pyexec-shm", change: func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "data"}, {Name: VolumeShm}}
+		}, force: true, reason: "already has a volume named pyexec-shm"},
+		{name: "volumes of other names", change: func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "pyexec"}, {Name: "pyexec-runner"}, {Name: "shm"}, {Name: "work"}}
+		}, want: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,7 +146,7 @@ func TestInjectPodNotOptedIn(t *testing.T) {
 	d := testDefaults
 	d.Force = true
 	out, injected, _, err = InjectPod(pod, d)
-	if err != nil || !injected || len(out.Spec.InitContainers) != 2 {
+	if err != nil || !injected || len(out.Spec.InitContainers) != 3 {
 		t.Fatalf("InjectPod(Force) = %v, %v, %d init containers", injected, err, len(out.Spec.InitContainers))
 	}
 }
@@ -147,7 +166,7 @@ func TestInjectLayout(t *testing.T) {
 		pod := appPod("proxy", "bot")
 		pod.Spec.InitContainers = []corev1.Container{{Name: "migrate"}}
 		pod.Spec.Volumes = []corev1.Volume{{Name: "data"}}
-		cfg := &Config{Image: "img", Containers: []string{"bot"}, SocketDir: "/run/px", NativeSidecar: native}
+		cfg := &Config{Image: "img", ServerUID: 1000, RunnerUID: 2000, Containers: []string{"bot"}, SocketDir: "/run/px", NativeSidecar: native}
 		Inject(pod, cfg)
 
 		var inits, apps []string
@@ -157,9 +176,9 @@ func TestInjectLayout(t *testing.T) {
 		for _, c := range pod.Spec.Containers {
 			apps = append(apps, c.Name)
 		}
-		wantInits, wantApps := []string{"pyexec-init", "pyexec", "migrate"}, []string{"proxy", "bot"}
+		wantInits, wantApps := []string{"pyexec-init", "pyexec-runner", "pyexec", "migrate"}, []string{"proxy", "bot"}
 		if !native {
-			wantInits, wantApps = []string{"pyexec-init", "migrate"}, []string{"proxy", "bot", "pyexec"}
+			wantInits, wantApps = []string{"pyexec-init", "migrate"}, []string{"proxy", "bot", "pyexec-runner", "pyexec"}
 		}
 		if !equality.Semantic.DeepEqual(inits, wantInits) || !equality.Semantic.DeepEqual(apps, wantApps) {
 			t.Errorf("native=%v: init containers %v, containers %v; want %v, %v", native, inits, apps, wantInits, wantApps)
@@ -168,7 +187,7 @@ func TestInjectLayout(t *testing.T) {
 		for _, v := range pod.Spec.Volumes {
 			vols = append(vols, v.Name)
 		}
-		if want := []string{"data", VolumeNoToken, VolumePackages, VolumeRun, VolumeTmp}; !equality.Semantic.DeepEqual(vols, want) {
+		if want := []string{"data", VolumeNoToken, VolumePackages, VolumeRun, VolumeShm, VolumeTmp, VolumeWork}; !equality.Semantic.DeepEqual(vols, want) {
 			t.Errorf("volumes %v, want %v", vols, want)
 		}
 		if len(pod.Spec.Containers[0].VolumeMounts) != 0 || len(pod.Spec.Containers[0].Env) != 0 {
@@ -202,6 +221,9 @@ func TestInitContainer(t *testing.T) {
 		{Name: "PYEXEC_PRELOAD", Value: "numpy,os.path"},
 		{Name: "PYEXEC_REPORT", Value: "/var/run/pyexec/preflight.json"},
 		{Name: "PYEXEC_REQUIRE", Value: "pandas>=2\nnumpy"},
+		{Name: "PYEXEC_RUNNER_SOCKET", Value: "/var/lib/pyexec/runner/run/runner.sock"},
+		{Name: "PYEXEC_RUNNER_UID", Value: "582750489"},
+		{Name: "PYEXEC_WORK_DIR", Value: "/var/lib/pyexec/runner/work"},
 	}
 	if !equality.Semantic.DeepEqual(c.Env, wantEnv) {
 		t.Errorf("env\n got %+v\nwant %+v", c.Env, wantEnv)
@@ -216,8 +238,11 @@ func TestInitContainer(t *testing.T) {
 	if !equality.Semantic.DeepEqual(c.Resources, cfg.Resources) {
 		t.Errorf("resources %+v, want %+v", c.Resources, cfg.Resources)
 	}
-	if !equality.Semantic.DeepEqual(c.VolumeMounts, pyexecMounts()) {
+	if !equality.Semantic.DeepEqual(c.VolumeMounts, serverMounts()) {
 		t.Errorf("mounts %+v", c.VolumeMounts)
+	}
+	if u, g := c.SecurityContext.RunAsUser, c.SecurityContext.RunAsGroup; *u != cfg.ServerUID || *g != cfg.ServerUID {
+		t.Errorf("runs as %d:%d, want the server's %d:%d", *u, *g, cfg.ServerUID, cfg.ServerUID)
 	}
 }
 
@@ -247,11 +272,13 @@ func TestSidecar(t *testing.T) {
 		{Name: "PYEXEC_PROBE_ADDR", Value: ":9901"},
 		{Name: "PYEXEC_REPORT", Value: "/var/run/pyexec/preflight.json"},
 		{Name: "PYEXEC_REQUIRE_ISOLATION", Value: "true"},
+		{Name: "PYEXEC_RUNNER_SOCKET", Value: "/var/lib/pyexec/runner/run/runner.sock"},
+		{Name: "PYEXEC_RUNNER_UID", Value: "582750489"},
 		{Name: "PYEXEC_SESSION_IDLE_TIMEOUT", Value: "1m30s"},
 		{Name: "PYEXEC_SOCKET", Value: "/var/run/pyexec/pyexec.sock"},
 		{Name: "PYEXEC_SOCKET_MODE", Value: "0666"},
 		{Name: "PYEXEC_TIMEOUT", Value: "45s"},
-		{Name: "PYEXEC_WORK_DIR", Value: "/tmp/pyexec"},
+		{Name: "PYEXEC_WORK_DIR", Value: "/var/lib/pyexec/runner/work"},
 	}
 	if !equality.Semantic.DeepEqual(c.Env, wantEnv) {
 		t.Errorf("env\n got %+v\nwant %+v", c.Env, wantEnv)
@@ -469,11 +496,11 @@ func TestInjectPodSessionAnnotations(t *testing.T) {
 }
 
 func TestSecurityContextIsRestricted(t *testing.T) {
-	sc := securityContext()
+	sc := securityContext(1000, 2000)
 	switch {
 	case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot,
-		sc.RunAsUser == nil || *sc.RunAsUser != 65532,
-		sc.RunAsGroup == nil || *sc.RunAsGroup != 65532,
+		sc.RunAsUser == nil || *sc.RunAsUser != 1000,
+		sc.RunAsGroup == nil || *sc.RunAsGroup != 2000,
 		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation,
 		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem,
 		sc.Capabilities == nil || !equality.Semantic.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}),
@@ -481,27 +508,172 @@ func TestSecurityContextIsRestricted(t *testing.T) {
 		sc.Privileged != nil:
 		t.Errorf("securityContext() = %+v", sc)
 	}
-	if securityContext() == sc {
+	if securityContext(1000, 2000) == sc {
 		t.Error("securityContext() shares its value")
 	}
 }
 
 func TestVolumesAndMounts(t *testing.T) {
-	for _, v := range volumes() {
+	cfg := defaultConfig()
+	for _, v := range volumes(&cfg) {
 		if v.EmptyDir == nil {
 			t.Errorf("volume %s is not an emptyDir", v.Name)
 		}
-		if want := v.Name == VolumeRun; (v.EmptyDir.Medium == corev1.StorageMediumMemory) != want {
+		if want := v.Name == VolumeRun || v.Name == VolumeShm; (v.EmptyDir.Medium == corev1.StorageMediumMemory) != want {
 			t.Errorf("volume %s medium %q", v.Name, v.EmptyDir.Medium)
 		}
+		if want := v.Name == VolumeShm; (v.EmptyDir.SizeLimit != nil) != want {
+			t.Errorf("volume %s sizeLimit %v", v.Name, v.EmptyDir.SizeLimit)
+		}
 	}
-	for _, m := range pyexecMounts() {
+	cfg.ShmSize = resource.MustParse("1Gi")
+	shm := volumes(&cfg)[3]
+	if want := resource.MustParse("1Gi"); shm.Name != VolumeShm || shm.EmptyDir.SizeLimit.Cmp(want) != 0 {
+		t.Errorf("volume %s sizeLimit %v, want %s 1Gi", shm.Name, shm.EmptyDir.SizeLimit, VolumeShm)
+	}
+	cfg.ShmSize = resource.Quantity{}
+	if shm := volumes(&cfg)[3]; shm.EmptyDir.SizeLimit != nil {
+		t.Errorf("a Config without a shm size: sizeLimit %v, want none", shm.EmptyDir.SizeLimit)
+	}
+
+	for _, m := range serverMounts() {
 		if (m.Name == VolumeNoToken) != m.ReadOnly {
-			t.Errorf("mount %s readOnly %v", m.Name, m.ReadOnly)
+			t.Errorf("server mount %s readOnly %v", m.Name, m.ReadOnly)
 		}
 		if m.Name == VolumeNoToken && m.MountPath != "/var/run/secrets/kubernetes.io/serviceaccount" {
 			t.Errorf("no-token mount at %s", m.MountPath)
 		}
+		if m.SubPath != "" {
+			t.Errorf("server mount %s has subPath %s: the server mounts whole volumes", m.Name, m.SubPath)
+		}
+	}
+	if m := serverMounts()[4]; m.Name != VolumeWork || m.MountPath != "/var/lib/pyexec/runner" {
+		t.Errorf("server mounts %s at %s, want pyexec-work's root at /var/lib/pyexec/runner", m.Name, m.MountPath)
+	}
+}
+
+// TestRunnerMounts: the runner sees the packages read-only, a /dev/shm of its own, and of
+// pyexec-work only the two directories the server owns (by subPath, never the volume's root,
+// which the kubelet makes with mode 0777), at the paths where the server sees them; neither
+// the app's socket nor /tmp of the server.
+func TestRunnerMounts(t *testing.T) {
+	want := []corev1.VolumeMount{
+		{Name: "pyexec-no-token", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+		{Name: "pyexec-packages", MountPath: "/var/lib/pyexec/packages", ReadOnly: true},
+		{Name: "pyexec-shm", MountPath: "/dev/shm"},
+		{Name: "pyexec-work", MountPath: "/var/lib/pyexec/runner/run", SubPath: "run"},
+		{Name: "pyexec-work", MountPath: "/var/lib/pyexec/runner/work", SubPath: "work"},
+	}
+	if got := runnerMounts(); !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("runner mounts\n got %+v\nwant %+v", got, want)
+	}
+	// What the server sees through the root of pyexec-work is where the runner sees it.
+	for _, m := range runnerMounts() {
+		if m.Name == VolumeWork && path.Join(RunnerDir, m.SubPath) != m.MountPath {
+			t.Errorf("runner mounts subPath %s at %s; the server sees it at %s", m.SubPath, m.MountPath, path.Join(RunnerDir, m.SubPath))
+		}
+	}
+	if path.Dir(RunnerSocket) != RunnerSocketDir || path.Dir(WorkDir) != RunnerDir || path.Dir(RunnerSocketDir) != RunnerDir {
+		t.Errorf("paths: socket %s, work %s, runner dir %s", RunnerSocket, WorkDir, RunnerDir)
+	}
+}
+
+func TestRunner(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.ServerUID, cfg.RunnerUID = 1000, 2000
+	cfg.RunnerResources = resources("250m", "2", "256Mi", "2Gi")
+	cfg.Preload, cfg.Timeout = []string{"numpy"}, time.Minute // the server's: not on the runner
+	c := runner(&cfg)
+
+	if c.Name != "pyexec-runner" || c.Image != cfg.Image || c.ImagePullPolicy != cfg.PullPolicy ||
+		!equality.Semantic.DeepEqual(c.Args, []string{"runner"}) {
+		t.Errorf("container %s image %s policy %s args %v", c.Name, c.Image, c.ImagePullPolicy, c.Args)
+	}
+	wantEnv := []corev1.EnvVar{
+		{Name: "PYEXEC_SERVER_SOCKET", Value: "/var/lib/pyexec/runner/run/runner.sock"},
+		{Name: "PYEXEC_SERVER_UID", Value: "1000"},
+	}
+	if !equality.Semantic.DeepEqual(c.Env, wantEnv) {
+		t.Errorf("env\n got %+v\nwant %+v", c.Env, wantEnv)
+	}
+	if !equality.Semantic.DeepEqual(c.Resources, cfg.RunnerResources) {
+		t.Errorf("resources %+v, want the runner's %+v", c.Resources, cfg.RunnerResources)
+	}
+	if u, g := c.SecurityContext.RunAsUser, c.SecurityContext.RunAsGroup; *u != 2000 || *g != 1000 {
+		t.Errorf("runs as %d:%d, want the runner's uid in the server's group, 2000:1000", *u, *g)
+	}
+	if !equality.Semantic.DeepEqual(c.VolumeMounts, runnerMounts()) {
+		t.Errorf("mounts %+v", c.VolumeMounts)
+	}
+	if c.StartupProbe != nil || c.ReadinessProbe != nil || c.LivenessProbe != nil || len(c.Ports) != 0 {
+		t.Errorf("the runner has probes or ports: %+v", c)
+	}
+	if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("native runner restartPolicy %v, want Always", c.RestartPolicy)
+	}
+	cfg.NativeSidecar = false
+	if c := runner(&cfg); c.RestartPolicy != nil {
+		t.Errorf("regular runner restartPolicy %v, want none", c.RestartPolicy)
+	}
+}
+
+// TestInjectPodIdentity runs the whole injection: the two uids reach the containers, the
+// server's uid is every pyexec container's group, and each side is told the other's uid.
+func TestInjectPodIdentity(t *testing.T) {
+	pod := appPod("bot")
+	pod.Annotations = map[string]string{AnnotationServerUID: "1234", AnnotationRunnerUID: "5678"}
+	out, injected, _, err := InjectPod(pod, testDefaults)
+	if err != nil || !injected {
+		t.Fatalf("InjectPod() = %v, %v", injected, err)
+	}
+	want := map[string]struct {
+		uid, gid int64
+		env      map[string]string
+	}{
+		InitContainerName: {1234, 1234, map[string]string{"PYEXEC_RUNNER_UID": "5678"}},
+		RunnerName:        {5678, 1234, map[string]string{"PYEXEC_SERVER_UID": "1234"}},
+		SidecarName:       {1234, 1234, map[string]string{"PYEXEC_RUNNER_UID": "5678"}},
+	}
+	seen := 0
+	for _, c := range out.Spec.InitContainers {
+		w, ok := want[c.Name]
+		if !ok {
+			continue
+		}
+		seen++
+		if *c.SecurityContext.RunAsUser != w.uid || *c.SecurityContext.RunAsGroup != w.gid {
+			t.Errorf("%s runs as %d:%d, want %d:%d", c.Name, *c.SecurityContext.RunAsUser, *c.SecurityContext.RunAsGroup, w.uid, w.gid)
+		}
+		for name, value := range w.env {
+			found := false
+			for _, e := range c.Env {
+				found = found || e.Name == name && e.Value == value
+			}
+			if !found {
+				t.Errorf("%s lacks %s=%s: %+v", c.Name, name, value, c.Env)
+			}
+		}
+	}
+	if seen != 3 {
+		t.Errorf("found %d pyexec containers, want 3", seen)
+	}
+}
+
+// TestInjectPodRandError: a reader of randomness that fails fails the injection with its
+// error, not an *AnnotationError (the webhook answers 500, not 403).
+func TestInjectPodRandError(t *testing.T) {
+	d := testDefaults
+	d.Rand = iotest.ErrReader(errors.New("no entropy"))
+	out, injected, _, err := InjectPod(appPod("bot"), d)
+	var ae *AnnotationError
+	if err == nil || errors.As(err, &ae) || !strings.Contains(err.Error(), "no entropy") || out != nil || injected {
+		t.Errorf("InjectPod() = %v, %v, %v; want the reader's error", out, injected, err)
+	}
+	// Both uids pinned: nothing is drawn.
+	pod := appPod("bot")
+	pod.Annotations = map[string]string{AnnotationServerUID: "1000", AnnotationRunnerUID: "2000"}
+	if _, injected, _, err := InjectPod(pod, d); err != nil || !injected {
+		t.Errorf("InjectPod(pinned uids) = %v, %v; want injected without a draw", injected, err)
 	}
 }
 

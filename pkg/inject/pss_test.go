@@ -54,7 +54,7 @@ func TestGoldenPodsAreRestricted(t *testing.T) {
 }
 
 // TestRestrictedCheckCanFail shows that the check above has teeth: the same injection with
-// the sidecar's securityContext dropped is forbidden.
+// the server's and the runner's securityContext dropped is forbidden, for each of them.
 func TestRestrictedCheckCanFail(t *testing.T) {
 	pod := appPod("bot")
 	pod.Spec.SecurityContext = &corev1.PodSecurityContext{
@@ -74,14 +74,14 @@ func TestRestrictedCheckCanFail(t *testing.T) {
 	}
 
 	for i := range out.Spec.InitContainers {
-		if out.Spec.InitContainers[i].Name == SidecarName {
+		if name := out.Spec.InitContainers[i].Name; name == SidecarName || name == RunnerName {
 			out.Spec.InitContainers[i].SecurityContext = nil
 		}
 	}
 	forbidden := restrictedForbidden(t, out)
 	for _, want := range []string{
-		`allowPrivilegeEscalation != false (container "pyexec" must set securityContext.allowPrivilegeEscalation=false)`,
-		`unrestricted capabilities (container "pyexec" must set securityContext.capabilities.drop=["ALL"])`,
+		`allowPrivilegeEscalation != false (containers "pyexec-runner", "pyexec" must set securityContext.allowPrivilegeEscalation=false)`,
+		`unrestricted capabilities (containers "pyexec-runner", "pyexec" must set securityContext.capabilities.drop=["ALL"])`,
 	} {
 		if !strings.Contains(forbidden, want) {
 			t.Errorf("forbidden = %q, want it to contain %q", forbidden, want)

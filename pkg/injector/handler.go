@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
@@ -100,8 +101,9 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	a := &admitted{}
 	resp := h.defaulter.Handle(context.WithValue(ctx, admittedKey{}, a), req)
 	switch {
-	case a.outcome == "" || a.outcome == OutcomeInjected && !resp.Allowed:
-		// The pod did not decode (400), or the injected pod could not be marshalled (500).
+	case a.outcome == "" || a.outcome == OutcomeError || a.outcome == OutcomeInjected && !resp.Allowed:
+		// The pod did not decode (400), the uids could not be drawn (500), or the injected pod
+		// could not be marshalled (500).
 		msg := "admission failed"
 		if resp.Result != nil {
 			msg = resp.Result.Message
@@ -116,7 +118,8 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 }
 
 // Default implements admission.Defaulter: it injects the pod in place, or leaves it alone
-// (skipped), or returns the *inject.AnnotationError that denies it (403 with its message).
+// (skipped), or returns the *inject.AnnotationError that denies it (403 with its message). Any
+// other error (reading the source of the uids) is the injector's: an internal error (500).
 func (h *Handler) Default(ctx context.Context, pod *corev1.Pod) error {
 	a, _ := ctx.Value(admittedKey{}).(*admitted)
 	if a == nil {
@@ -129,10 +132,14 @@ func (h *Handler) Default(ctx context.Context, pod *corev1.Pod) error {
 	a.owner = metav1.GetControllerOf(pod)
 	_, a.alreadyInjected = pod.Annotations[inject.AnnotationStatus]
 	out, injected, reason, err := inject.InjectPod(pod, h.defaults)
+	var denied *inject.AnnotationError
 	switch {
-	case err != nil:
+	case errors.As(err, &denied):
 		a.outcome, a.reason = OutcomeDenied, err.Error()
 		return err
+	case err != nil:
+		a.outcome, a.reason = OutcomeError, err.Error()
+		return apierrors.NewInternalError(err)
 	case !injected:
 		a.outcome, a.reason = OutcomeSkipped, reason
 		return nil

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/go-logr/logr"
@@ -30,16 +31,18 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/inject"
 	"github.com/pyexec/pyexec/pkg/injector"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // goldenDir holds the cases of pkg/inject's TestGolden: an input and its <case>.injected.yaml.
 const goldenDir = "../inject/testdata/inject"
 
-// testDefaults are pkg/inject's golden defaults.
+// testDefaults are pkg/inject's golden defaults: the same uids for every pod.
 var testDefaults = inject.Defaults{
 	Image:         "registry.example/pyexec:1.0.0",
 	PullPolicy:    corev1.PullIfNotPresent,
 	NativeSidecar: true,
+	Rand:          testutil.SameBytes{},
 }
 
 const namespace = "bots"
@@ -83,12 +86,18 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, testDefaults)
+}
+
+// newFixtureWith is a fixture whose handler has the defaults d.
+func newFixtureWith(t *testing.T, d inject.Defaults) *fixture {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{reg: prometheus.NewRegistry(), rec: &recorder{}}
-	f.h = injector.NewHandler(scheme, testDefaults, logr.Discard(), f.reg, f.rec)
+	f.h = injector.NewHandler(scheme, d, logr.Discard(), f.reg, f.rec)
 	return f
 }
 
@@ -359,7 +368,7 @@ func TestUnknownFieldSurvives(t *testing.T) {
 	if err := json.Unmarshal(out, &typed); err != nil {
 		t.Fatal(err)
 	}
-	if typed.Annotations[inject.AnnotationStatus] != inject.StatusInjected || len(typed.Spec.InitContainers) != 2 {
+	if typed.Annotations[inject.AnnotationStatus] != inject.StatusInjected || len(typed.Spec.InitContainers) != 3 {
 		t.Errorf("not injected: %s", out)
 	}
 }
@@ -487,6 +496,28 @@ func TestEvents(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRandError: when the uids cannot be drawn, the pod is not denied for its annotations but
+// fails with an internal error (500), counted as an error, without an Event; pinned uids need
+// no draw.
+func TestRandError(t *testing.T) {
+	d := testDefaults
+	d.Rand = iotest.ErrReader(errors.New("no entropy"))
+	f := newFixtureWith(t, d)
+	_, resp := f.admit(t, goldenPod(t, owned), false)
+	if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusInternalServerError || !strings.Contains(resp.Result.Message, "no entropy") {
+		t.Errorf("response %+v, want a 500 that names the error", resp.Result)
+	}
+	checkCounts(t, f, map[string]float64{injector.OutcomeError: 1})
+	if got := f.rec.take(); len(got) != 0 {
+		t.Errorf("events %+v, want none", got)
+	}
+
+	_, resp = f.admit(t, goldenPod(t, chain(owned, withAnnotations(inject.AnnotationServerUID, "1000", inject.AnnotationRunnerUID, "2000"))), false)
+	if !resp.Allowed || len(resp.Patches) == 0 {
+		t.Errorf("pinned uids: response %+v, want the pod injected", resp.Result)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package settings is the one definition of the sidecar's settings that more than one part of
 // pyexec knows: the defaults and bounds of `pyexec serve` (cmd/pyexec/app) that the server
 // (pkg/server) checks, the injector (pkg/inject, cmd/pyexec-injector) turns annotations and its
-// own flags into, and the chart (charts/pyexec) and README document.
+// own flags into, and the chart (charts/pyexec) and README document; and the defaults of the
+// injected pod that no serve flag holds (its uids, resources and /dev/shm).
 //
 // The constants are what the code uses; Sidecar lists the same settings with their names for
 // the test (cmd/pyexec/app/settings_test.go) that checks the serve flags, the annotation
@@ -111,3 +112,23 @@ var Sidecar = []Setting{
 	{Flag: "max-session-idle-timeout", Default: DefaultMaxSessionIdleTimeout,
 		Doc: "the longest idle timeout a session may ask for; the bound of the session idle timeout annotation"},
 }
+
+// Defaults of the injected pod that no flag of `pyexec serve` holds: the injector's flags
+// default to them, the chart repeats them, and pod annotations override them.
+const (
+	// DefaultUIDRange is the range the injector draws the server's and the runner's uid from.
+	DefaultUIDRange = "100000-999999999"
+
+	// The server's resources (pyexec and pyexec-init: the API, packages, pip).
+	DefaultSidecarCPURequest    = "50m"
+	DefaultSidecarMemoryRequest = "64Mi"
+	DefaultSidecarMemoryLimit   = "512Mi"
+
+	// The runner's resources (pyexec-runner: every execution and session).
+	DefaultRunnerCPURequest    = "100m"
+	DefaultRunnerMemoryRequest = "128Mi"
+	DefaultRunnerMemoryLimit   = "1Gi"
+
+	// DefaultShmSize is the size of the runner's /dev/shm.
+	DefaultShmSize = "64Mi"
+)
