@@ -1,12 +1,12 @@
 // Package settings is the one definition of the sidecar's settings that more than one part of
 // pyexec knows: the defaults and bounds of `pyexec serve` (cmd/pyexec/app) that the server
 // (pkg/server) checks, the injector (pkg/inject, cmd/pyexec-injector) turns annotations and its
-// own flags into, and the chart (charts/pyexec) and README document; and the defaults of the
+// own flags into, and the chart (charts/pyexec) and README document; and the settings of the
 // injected pod that no serve flag holds (its uids, resources and /dev/shm).
 //
-// The constants are what the code uses; Sidecar lists the same settings with their names for
-// the test (cmd/pyexec/app/settings_test.go) that checks the serve flags, the annotation
-// parser, the chart's values and the README against them.
+// The constants are what the code uses; Sidecar and Pod list the same settings with their names
+// for the test (cmd/pyexec/app/settings_test.go) that checks the serve flags, the annotation
+// parser, the injector's flags, the chart's values and the README against them.
 package settings
 
 import "time"
@@ -132,3 +132,49 @@ const (
 	// DefaultShmSize is the size of the runner's /dev/shm.
 	DefaultShmSize = "64Mi"
 )
+
+// PodSetting is a setting of the injected pod that no flag of `pyexec serve` holds: the
+// injector writes it into the pod's spec (a securityContext, resources, a volume).
+type PodSetting struct {
+	// Annotation is the pod annotation that sets it; empty when none does.
+	Annotation string
+	// InjectorFlag is the pyexec-injector flag (of serve and inject) that gives its default;
+	// empty when the injector has none.
+	InjectorFlag string
+	// ChartValue is the key in charts/pyexec/values.yaml that sets InjectorFlag; empty when
+	// the chart has none.
+	ChartValue string
+	// Default is the default as the flag, the chart and the README write it; empty when there
+	// is none (no CPU limit, a uid drawn per pod).
+	Default string
+	// Doc says what the setting is, in a line.
+	Doc string
+}
+
+// Pod are the settings of the injected pod.
+var Pod = []PodSetting{
+	{InjectorFlag: "uid-range", ChartValue: "identity.uidRange", Default: DefaultUIDRange,
+		Doc: "range of the uids drawn per pod for the server and the runner"},
+	{Annotation: "pyexec.dev/server-uid",
+		Doc: "the server's uid, pinned; default: drawn from the range"},
+	{Annotation: "pyexec.dev/runner-uid",
+		Doc: "the runner's uid, pinned; default: drawn from the range"},
+	{Annotation: "pyexec.dev/cpu-request", InjectorFlag: "sidecar-cpu-request", ChartValue: "sidecar.resources.requests.cpu",
+		Default: DefaultSidecarCPURequest, Doc: "CPU request of pyexec and pyexec-init"},
+	{Annotation: "pyexec.dev/cpu-limit", InjectorFlag: "sidecar-cpu-limit", ChartValue: "sidecar.resources.limits.cpu",
+		Doc: "CPU limit of pyexec and pyexec-init"},
+	{Annotation: "pyexec.dev/memory-request", InjectorFlag: "sidecar-memory-request", ChartValue: "sidecar.resources.requests.memory",
+		Default: DefaultSidecarMemoryRequest, Doc: "memory request of pyexec and pyexec-init"},
+	{Annotation: "pyexec.dev/memory-limit", InjectorFlag: "sidecar-memory-limit", ChartValue: "sidecar.resources.limits.memory",
+		Default: DefaultSidecarMemoryLimit, Doc: "memory limit of pyexec and pyexec-init"},
+	{Annotation: "pyexec.dev/runner-cpu-request", InjectorFlag: "runner-cpu-request", ChartValue: "runner.resources.requests.cpu",
+		Default: DefaultRunnerCPURequest, Doc: "CPU request of pyexec-runner"},
+	{Annotation: "pyexec.dev/runner-cpu-limit", InjectorFlag: "runner-cpu-limit", ChartValue: "runner.resources.limits.cpu",
+		Doc: "CPU limit of pyexec-runner"},
+	{Annotation: "pyexec.dev/runner-memory-request", InjectorFlag: "runner-memory-request", ChartValue: "runner.resources.requests.memory",
+		Default: DefaultRunnerMemoryRequest, Doc: "memory request of pyexec-runner"},
+	{Annotation: "pyexec.dev/runner-memory-limit", InjectorFlag: "runner-memory-limit", ChartValue: "runner.resources.limits.memory",
+		Default: DefaultRunnerMemoryLimit, Doc: "memory limit of pyexec-runner"},
+	{Annotation: "pyexec.dev/shm-size", InjectorFlag: "runner-shm-size", ChartValue: "runner.shmSize",
+		Default: DefaultShmSize, Doc: "size of pyexec-runner's /dev/shm"},
+}

@@ -29,6 +29,8 @@ type InjectConfig struct {
 
 	MaxSessions        int           // --max-sessions: 0 switches sessions off
 	SessionIdleTimeout time.Duration // --session-idle-timeout
+
+	Pod PodConfig // --uid-range, the containers' resources, --runner-shm-size
 }
 
 // Validate checks the config.
@@ -46,6 +48,9 @@ func (c *InjectConfig) Validate() error {
 		return err
 	}
 	if err := validSessions(c.MaxSessions, c.SessionIdleTimeout); err != nil {
+		return err
+	}
+	if err := c.Pod.Validate(); err != nil {
 		return err
 	}
 	return validPullPolicy(c.PullPolicy)
@@ -98,12 +103,13 @@ func newInjectCommand(io IO, run func(context.Context, *InjectConfig) error) *co
 	f := cmd.Flags()
 	f.StringVarP(&cfg.File, "file", "f", "", "manifests to read, or - for standard input")
 	f.StringVarP(&cfg.Output, "output", "o", "yaml", "output format: yaml or json")
-	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init and pyexec, unless a pod's pyexec.dev/image says otherwise")
+	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init, pyexec-runner and pyexec, unless a pod's pyexec.dev/image says otherwise")
 	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
 	f.BoolVar(&cfg.NativeSidecar, "native-sidecar", true, "inject the sidecar as a native sidecar (Kubernetes 1.29 or newer)")
 	f.BoolVar(&cfg.Force, "force", false, "inject pod templates that lack the pyexec.dev/inject label too")
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
+	addPodFlags(f, &cfg.Pod)
 	return cmd
 }
 
@@ -118,11 +124,13 @@ func runInject(sio IO, cfg *InjectConfig) error {
 		in = f
 	}
 	var r io.Reader = in
-	return inject.InjectManifests(r, sio.Stdout, inject.Defaults{
+	d := inject.Defaults{
 		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation,
 		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
-	}, cfg.Output)
+	}
+	cfg.Pod.apply(&d)
+	return inject.InjectManifests(r, sio.Stdout, d, cfg.Output)
 }
 
 // addConfinementFlags adds the flags of serve and inject that set the injected sidecars'

@@ -67,6 +67,8 @@ type ServeConfig struct {
 	// defaults of pyexec.dev/max-sessions and pyexec.dev/session-idle-timeout.
 	MaxSessions        int
 	SessionIdleTimeout time.Duration
+	// Pod holds the injected pods' uid range, resources and /dev/shm size.
+	Pod PodConfig
 	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
 	Kubeconfig string
 	// Watchdog reports pods labeled pyexec.dev/inject=true that run without the sidecar;
@@ -105,6 +107,9 @@ func (c *ServeConfig) Validate() error {
 		return err
 	}
 	if err := validSessions(c.MaxSessions, c.SessionIdleTimeout); err != nil {
+		return err
+	}
+	if err := c.Pod.Validate(); err != nil {
 		return err
 	}
 	if err := c.validWatchdog(); err != nil {
@@ -165,11 +170,12 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	f.StringVar(&cfg.Service, "service", "", "Service of the webhook, for the certificate's DNS names (self mode)")
 	f.StringSliceVar(&cfg.CertHosts, "cert-hosts", nil, "more DNS names or IP addresses for the self-managed certificate (a webhook reached by URL)")
 	f.StringVar(&cfg.Namespace, "namespace", "", "namespace of the injector (default: $POD_NAMESPACE)")
-	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init and pyexec, unless a pod's pyexec.dev/image says otherwise")
+	f.StringVar(&cfg.SidecarImage, "sidecar-image", DefaultSidecarImage, "image of pyexec-init, pyexec-runner and pyexec, unless a pod's pyexec.dev/image says otherwise")
 	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
 	f.StringVar(&cfg.NativeSidecar, "native-sidecar", "auto", "auto (from the API server version: 1.29 or newer), true or false")
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
+	addPodFlags(f, &cfg.Pod)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
 	f.BoolVar(&cfg.Watchdog, "watchdog", false, "report pods labeled "+inject.LabelInject+"=true that run without the pyexec sidecar (a Warning Event "+watchdog.ReasonNotInjected+" and metrics); one replica at a time (leader election in --namespace)")
 	f.BoolVar(&cfg.WatchdogDelete, "watchdog-delete", false, "with --watchdog, also delete such pods that have a controller, so that it re-creates them through the webhook")
@@ -195,7 +201,8 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	}
 	log.Info("starting", "version", version.Version, "apiServer", serverVersion, "nativeSidecar", native, "sidecarImage", cfg.SidecarImage,
 		"network", cfg.Network, "requireIsolation", cfg.RequireIsolation,
-		"maxSessions", cfg.MaxSessions, "sessionIdleTimeout", cfg.SessionIdleTimeout.String(), "certMode", cfg.CertMode)
+		"maxSessions", cfg.MaxSessions, "sessionIdleTimeout", cfg.SessionIdleTimeout.String(), "uidRange", cfg.Pod.UIDRange.String(),
+		"certMode", cfg.CertMode)
 
 	var certMgr *certs.Manager
 	if cfg.CertMode == CertModeSelf {
@@ -216,6 +223,7 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	}
 	defaults := inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout}
+	cfg.Pod.apply(&defaults) // Rand stays nil: crypto/rand, safe for concurrent admissions
 	handler := injector.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
 	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

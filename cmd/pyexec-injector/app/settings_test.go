@@ -41,3 +41,32 @@ func TestSettingsInjectorFlags(t *testing.T) {
 		t.Fatal("no setting has an injector flag")
 	}
 }
+
+// The injector's flags that give the injected pods' uid range, resources and /dev/shm size
+// (serve and inject alike) default to settings.Pod's defaults.
+func TestSettingsPodFlags(t *testing.T) {
+	root := NewRootCommand(IO{Stdin: &bytes.Buffer{}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, LookupEnv: func(string) (string, bool) { return "", false }}, Runners{})
+	checked := 0
+	for _, s := range settings.Pod {
+		if s.InjectorFlag == "" {
+			continue
+		}
+		for _, sub := range []string{"serve", "inject"} {
+			cmd, _, err := root.Find([]string{sub})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := cmd.Flags().Lookup(s.InjectorFlag)
+			switch {
+			case f == nil:
+				t.Errorf("pyexec-injector %s has no --%s", sub, s.InjectorFlag)
+			case f.DefValue != s.Default:
+				t.Errorf("pyexec-injector %s --%s defaults to %q; settings.Pod says %q", sub, s.InjectorFlag, f.DefValue, s.Default)
+			}
+			checked++
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("checked %d flags, want the 10 of settings.Pod in serve and inject", checked)
+	}
+}
