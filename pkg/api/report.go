@@ -17,6 +17,10 @@ const (
 	RolePackages = "packages"
 	RoleReport   = "report"
 	RoleVenv     = "venv"
+	// RoleWork is the work root, RoleRunnerSocket the runner socket's directory: the server's,
+	// which the runner only enters.
+	RoleWork         = "work"
+	RoleRunnerSocket = "runner_socket"
 )
 
 // Report is the preflight report that `pyexec init` writes as JSON and `pyexec serve` reads.
@@ -37,6 +41,10 @@ type Report struct {
 	// Isolation is what the kernel offers to confine executions; a missing layer is also a
 	// warning in Problems.
 	Isolation *Isolation `json:"isolation,omitempty"`
+	// Identity is the uid init ran as (the server's), its group and the runner's uid (-1 when
+	// not given); nil when the report was written by pyexec serve, which reports its identity
+	// in /v1/info.
+	Identity *Identity `json:"identity,omitempty"`
 	// Problems are sentences for a person, hard failures and warnings alike.
 	Problems   []string `json:"problems"`
 	DurationMS float64  `json:"duration_ms"`

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +31,20 @@ var (
 	ErrVenv        = errors.New("the venv cannot be used")
 	ErrReportPath  = errors.New("the report cannot be written")
 	ErrInstall     = errors.New("packages could not be installed")
+	ErrServerDir   = errors.New("a directory of the server cannot be made")
 )
+
+// ServerDirMode is the mode of the server's directories that the runner only enters (the work
+// root, the runner socket's directory): the runner, in the server's group, reaches what the
+// server gives it there, and can neither list them nor make, rename or remove anything in
+// them.
+const ServerDirMode = 0o710
+
+// ServerDir is a directory of the server that the runner only enters, with its role in
+// Report.Paths (api.RoleWork, api.RoleRunnerSocket).
+type ServerDir struct {
+	Path, Role string
+}
 
 // Options are the inputs of one preflight.
 type Options struct {
@@ -55,6 +70,11 @@ type Options struct {
 	// Kernel is what the kernel offers to confine executions (confine.Probe); nil leaves
 	// the report's isolation out.
 	Kernel *confine.Kernel
+	// ServerDirs are made (with their parents) when missing and given ServerDirMode when not;
+	// one that is locked or cannot be given the mode fails the preflight (ErrServerDir).
+	ServerDirs []ServerDir
+	// Identity is the server's and the runner's uid, for the report; nil leaves it out.
+	Identity *api.Identity
 
 	Finder    python.Finder
 	MountInfo string   // pathcheck.DefaultMountInfo unless testing
@@ -81,6 +101,7 @@ func Run(ctx context.Context, opts Options) (*api.Report, error) {
 		Requirements:  []api.Requirement{},
 		Preload:       []api.Preload{},
 		Paths:         []api.Path{},
+		Identity:      opts.Identity,
 		Problems:      []string{},
 	}}
 	p.do(ctx)
@@ -218,6 +239,20 @@ func (p *run) checkPaths(checker *pathcheck.Checker) {
 	if rep.Locked {
 		p.fail(fmt.Errorf("%w: %s", ErrReportPath, rep.Reason))
 	}
+	for _, d := range p.opts.ServerDirs {
+		res := checker.Check(d.Path, d.Role, true)
+		p.report.Paths = append(p.report.Paths, res)
+		if res.Locked {
+			p.fail(fmt.Errorf("%w: %s", ErrServerDir, res.Reason))
+			continue
+		}
+		// MkdirAll's mode went through the umask, and a directory that was there has its own.
+		if err := os.Chmod(d.Path, ServerDirMode); err != nil {
+			p.fail(fmt.Errorf("%w: %s: %w", ErrServerDir, d.Path, err))
+			continue
+		}
+		p.log.V(1).Info("server directory ready", "path", d.Path, "role", d.Role, "mode", fmt.Sprintf("%#o", ServerDirMode))
+	}
 }
 
 func (p *run) venv(ctx context.Context, checker *pathcheck.Checker, base string) (string, error) {
@@ -290,7 +325,8 @@ func (p *run) checkPreload(results []api.Preload) {
 }
 
 // Summary is the one line a person reads in `kubectl logs`: ok or FAILED, runtime,
-// interpreter and version, policy, requirements met/total, preload, problems.
+// interpreter and version, policy, requirements met/total, preload, isolation, the server's
+// and the runner's uids, problems.
 func Summary(r *api.Report) string {
 	var b strings.Builder
 	b.WriteString("pyexec preflight ")
@@ -340,6 +376,13 @@ func Summary(r *api.Report) string {
 			}
 		}
 		fmt.Fprintf(&b, " isolation=landlock%d:%s", iso.LandlockABI, strings.Join(active, ","))
+	}
+	if id := r.Identity; id != nil {
+		runner := "unknown"
+		if id.RunnerUID >= 0 {
+			runner = strconv.Itoa(id.RunnerUID)
+		}
+		fmt.Fprintf(&b, " uids=server:%d,runner:%s", id.ServerUID, runner)
 	}
 	if len(r.Problems) == 0 {
 		b.WriteString(" problems=none")

@@ -327,3 +327,48 @@ func TestRunReportsIsolation(t *testing.T) {
 		}
 	}
 }
+
+// ServerDirs are made with their parents and mode ServerDirMode, one that exists gets the mode,
+// a locked one fails the preflight with ErrServerDir; the identity goes into the report and
+// the summary line.
+func TestRunServerDirs(t *testing.T) {
+	opts := options(t, inContainer)
+	dir := t.TempDir()
+	made, existing := filepath.Join(dir, "a", "b", "work"), filepath.Join(dir, "run")
+	if err := os.Mkdir(existing, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	opts.ServerDirs = []ServerDir{{made, api.RoleWork}, {existing, api.RoleRunnerSocket}}
+	opts.Identity = &api.Identity{ServerUID: 1000, RunnerUID: 2000, GID: 1000, Separate: true}
+	r, err := Run(context.Background(), opts)
+	if err != nil || !r.OK {
+		t.Fatalf("ok=%v err=%v problems=%q", r.OK, err, r.Problems)
+	}
+	for _, d := range []string{made, existing} {
+		if st, err := os.Stat(d); err != nil || st.Mode().Perm() != ServerDirMode {
+			t.Errorf("%s: %v, %v; want mode %#o", d, st.Mode(), err, ServerDirMode)
+		}
+	}
+	if r.Identity == nil || *r.Identity != *opts.Identity {
+		t.Errorf("report identity %+v, want %+v", r.Identity, opts.Identity)
+	}
+	if sum := Summary(r); !strings.Contains(sum, " uids=server:1000,runner:2000 problems=") {
+		t.Errorf("summary %q lacks the uids", sum)
+	}
+	r.Identity.RunnerUID = -1
+	if sum := Summary(r); !strings.Contains(sum, " uids=server:1000,runner:unknown ") {
+		t.Errorf("summary %q: want runner:unknown", sum)
+	}
+	r.Identity = nil
+	if sum := Summary(r); strings.Contains(sum, "uids=") {
+		t.Errorf("summary %q names uids without an identity", sum)
+	}
+
+	ro := t.TempDir()
+	testutil.MountTmpfs(t, ro, unix.MS_RDONLY)
+	opts.ServerDirs = []ServerDir{{filepath.Join(ro, "work"), api.RoleWork}}
+	r, err = Run(context.Background(), opts)
+	if !errors.Is(err, ErrServerDir) || r.OK || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("ok=%v err=%v, want ErrServerDir: read-only", r.OK, err)
+	}
+}

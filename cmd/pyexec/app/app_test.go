@@ -49,7 +49,8 @@ func TestInitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &InitConfig{PackagesDir: DefaultPackagesDir, Report: DefaultReport, InspectTimeout: DefaultInspectTimeout, InstallTimeout: DefaultInstallTimeout}
+	want := &InitConfig{PackagesDir: DefaultPackagesDir, Report: DefaultReport, InspectTimeout: DefaultInspectTimeout, InstallTimeout: DefaultInstallTimeout,
+		RunnerUID: -1, identity: true}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}

@@ -52,6 +52,16 @@ type InitConfig struct {
 	NoIndex          bool          // --no-index, passed to pip
 	TrustedHosts     []string      // --trusted-host, passed to pip
 
+	// Of pyexec init alone (pyexec serve has flags of these names for itself): the server's
+	// directories that the runner only enters, made with mode 0710, and the runner's uid for the
+	// report's identity.
+	WorkDir      string // --work-dir: the work root; empty: none is made
+	RunnerSocket string // --runner-socket: the runner socket, whose directory is made; empty: none
+	RunnerUID    int    // --runner-uid: the runner's uid; -1: not known
+
+	// identity: the report records the identity (pyexec init's own flags are set).
+	identity bool
+
 	// Requirements is Require and RequirementsFile parsed; Validate fills it.
 	Requirements []pyreq.Requirement
 	// InstallRequirements is Install parsed; Validate fills it.
@@ -124,7 +134,14 @@ func (c *InitConfig) Validate() error {
 	if c.InspectTimeout <= 0 {
 		return usageErrorf("--inspect-timeout %v: must be positive", c.InspectTimeout)
 	}
-	for _, p := range []*string{&c.Report, &c.PackagesDir, &c.VenvDir} {
+	switch {
+	case !c.identity: // pyexec serve's preflight: the flags are serve's
+	case c.RunnerUID == 0:
+		return usageErrorf("--runner-uid 0: pyexec never runs code as root")
+	case c.RunnerUID < -1:
+		return usageErrorf("--runner-uid %d: want a uid, or -1 when not known", c.RunnerUID)
+	}
+	for _, p := range []*string{&c.Report, &c.PackagesDir, &c.VenvDir, &c.WorkDir, &c.RunnerSocket} {
 		if *p == "" {
 			continue
 		}
@@ -138,7 +155,7 @@ func (c *InitConfig) Validate() error {
 }
 
 func newInitCommand(io IO, g *globalConfig, run func(context.Context, *InitConfig) error) *cobra.Command {
-	cfg := &InitConfig{}
+	cfg := &InitConfig{identity: true}
 	if run == nil {
 		run = func(ctx context.Context, c *InitConfig) error { return runInit(ctx, io, g, c) }
 	}
@@ -157,6 +174,10 @@ func newInitCommand(io IO, g *globalConfig, run func(context.Context, *InitConfi
 		},
 	}
 	AddInitFlags(cmd, cfg)
+	f := cmd.Flags()
+	f.StringVar(&cfg.WorkDir, "work-dir", "", "the server's work root (pyexec serve --work-dir) to make, or set, with mode 0710: the runner, in the server's group, may only enter it")
+	f.StringVar(&cfg.RunnerSocket, "runner-socket", "", "the server's runner socket (pyexec serve --runner-socket): its directory is made, or set, with mode 0710")
+	f.IntVar(&cfg.RunnerUID, "runner-uid", -1, "the runner's uid (pyexec serve --runner-uid), recorded in the report's identity; -1: not known")
 	return cmd
 }
 
@@ -195,6 +216,27 @@ func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error
 	return nil
 }
 
+// serverDirs are the directories --work-dir and --runner-socket ask for.
+func (c *InitConfig) serverDirs() []preflight.ServerDir {
+	var dirs []preflight.ServerDir
+	if c.WorkDir != "" {
+		dirs = append(dirs, preflight.ServerDir{Path: c.WorkDir, Role: api.RoleWork})
+	}
+	if c.RunnerSocket != "" {
+		dirs = append(dirs, preflight.ServerDir{Path: filepath.Dir(c.RunnerSocket), Role: api.RoleRunnerSocket})
+	}
+	return dirs
+}
+
+// identityOf is the identity of a server running as uid and gid with --runner-uid, for the
+// report of pyexec init; nil for pyexec serve's own preflight.
+func (c *InitConfig) identityOf(uid, gid int) *api.Identity {
+	if !c.identity {
+		return nil
+	}
+	return &api.Identity{ServerUID: uid, RunnerUID: c.RunnerUID, GID: gid, Separate: c.RunnerUID >= 0 && c.RunnerUID != uid}
+}
+
 // runPreflight detects the container, runs the preflight and writes the report; `pyexec
 // serve` calls it when it finds no report.
 func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*api.Report, error) {
@@ -222,6 +264,8 @@ func runPreflight(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) 
 		Env:            python.Env(path, home),
 		Version:        version.Version,
 		Kernel:         &kernel,
+		ServerDirs:     cfg.serverDirs(),
+		Identity:       cfg.identityOf(os.Geteuid(), os.Getegid()),
 		Log:            log,
 	})
 	if !errors.Is(err, preflight.ErrReportPath) {
