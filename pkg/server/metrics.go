@@ -1,6 +1,8 @@
 package server
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -96,15 +98,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // IsolationGauge is pyexec_isolation_layer_active: 1 for each layer of confinement the kernel
-// gives executions, 0 for one it lacks.
+// gives executions, 0 for one it lacks. The same collector holds pyexec_identity_info
+// (SetIdentity).
 func IsolationGauge(isolation *api.Isolation) *IsolationMetric {
-	g := &IsolationMetric{prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"})}
+	g := &IsolationMetric{
+		layers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "1 for each layer of confinement the kernel gives executions, 0 for one it lacks."}, []string{"layer"}),
+		identity: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_identity_info",
+			Help: "1 for the uids the server and its runner run as, once the runner is ready (the runner's is the code's)."}, []string{"server_uid", "runner_uid"}),
+	}
 	g.Set(isolation)
 	return g
 }
 
-// IsolationMetric is pyexec_isolation_layer_active.
-type IsolationMetric struct{ *prometheus.GaugeVec }
+// IsolationMetric is pyexec_isolation_layer_active and pyexec_identity_info, one
+// prometheus.Collector.
+type IsolationMetric struct {
+	layers, identity *prometheus.GaugeVec
+}
 
 // Set sets each layer of isolation: once the runner has come, what it applies is known.
 func (g *IsolationMetric) Set(isolation *api.Isolation) {
@@ -113,6 +123,27 @@ func (g *IsolationMetric) Set(isolation *api.Isolation) {
 		if l.Active {
 			v = 1
 		}
-		g.WithLabelValues(l.Name).Set(v)
+		g.layers.WithLabelValues(l.Name).Set(v)
 	}
+}
+
+// SetIdentity sets pyexec_identity_info to the uids of id, the one series there is: a runner
+// that comes again replaces its predecessor's. nil removes it.
+func (g *IsolationMetric) SetIdentity(id *api.Identity) {
+	g.identity.Reset()
+	if id != nil {
+		g.identity.WithLabelValues(strconv.Itoa(id.ServerUID), strconv.Itoa(id.RunnerUID)).Set(1)
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (g *IsolationMetric) Describe(ch chan<- *prometheus.Desc) {
+	g.layers.Describe(ch)
+	g.identity.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (g *IsolationMetric) Collect(ch chan<- prometheus.Metric) {
+	g.layers.Collect(ch)
+	g.identity.Collect(ch)
 }

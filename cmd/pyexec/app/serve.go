@@ -491,8 +491,9 @@ func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.
 			MaxFrame: runner.MaxFrameFor(cfg.MaxOutputBytes, cfg.MaxFilesOutBytes, cfg.MaxFileBytes, cfg.MaxRequestBytes),
 			Accept:   cfg.acceptRunner,
 			OnReady: func(h runner.Hello, k confine.Kernel) {
-				iso, _ := boot.Isolation(k, isolation, h)
+				iso, id := boot.Isolation(k, isolation, h)
 				isoGauge.Set(iso)
+				isoGauge.SetIdentity(id)
 			},
 			Log: log.WithName("runner"),
 		},
