@@ -11,12 +11,14 @@ import (
 	k8sversion "k8s.io/apimachinery/pkg/version"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/server"
 )
 
 // sidecarMetricsText is /metrics as a fork-mode sidecar serves it: the metrics that status
-// reads, registered and encoded by the Prometheus client as pyexec serve does, plus a
-// histogram and the untouched families that status ignores.
-func sidecarMetricsText(t testing.TB, fork bool, layers map[string]bool, reasons map[string]int, sessions int) []byte {
+// reads, registered and encoded by the Prometheus client as pyexec serve does (the isolation
+// layers and, when uids holds the server's and the runner's, the identity through pkg/server's
+// own collector), plus a histogram and the untouched families that status ignores.
+func sidecarMetricsText(t testing.TB, fork bool, layers map[string]bool, reasons map[string]int, sessions int, uids []int) []byte {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	executions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pyexec_executions_total", Help: "Executions."}, []string{"reason"})
@@ -27,9 +29,13 @@ func sidecarMetricsText(t testing.TB, fork bool, layers map[string]bool, reasons
 	open.Set(float64(sessions))
 	ready := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pyexec_ready", Help: "Ready."})
 	ready.Set(1)
-	iso := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pyexec_isolation_layer_active", Help: "Layers."}, []string{"layer"})
+	isolation := &api.Isolation{}
 	for l, on := range layers {
-		iso.WithLabelValues(l).Set(map[bool]float64{true: 1}[on])
+		isolation.Layers = append(isolation.Layers, api.IsolationLayer{Name: l, Active: on})
+	}
+	iso := server.IsolationGauge(isolation)
+	if uids != nil {
+		iso.SetIdentity(&api.Identity{ServerUID: uids[0], RunnerUID: uids[1], GID: uids[0], Separate: uids[0] != uids[1]})
 	}
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pyexec_requests_rejected_total", Help: "Rejected."}, []string{"code"})
 	rejected.WithLabelValues("queue_full").Add(2)
@@ -59,7 +65,7 @@ var allLayers = map[string]bool{"landlock_filesystem": true, "scoped_signals": t
 	"network_control": true, "landlock_truncate": true, "non_dumpable": true}
 
 func TestParseMetrics(t *testing.T) {
-	text := sidecarMetricsText(t, true, allLayers, map[string]int{"exit": 10, "timeout": 2, "signal": 1}, 3)
+	text := sidecarMetricsText(t, true, allLayers, map[string]int{"exit": 10, "timeout": 2, "signal": 1}, 3, []int{100123, 200456})
 	m, err := ParseMetrics(text)
 	if err != nil {
 		t.Fatal(err)
@@ -70,17 +76,23 @@ func TestParseMetrics(t *testing.T) {
 	if m.ByReason["timeout"] != 2 || m.Rejected["queue_full"] != 2 {
 		t.Errorf("by reason %v, rejected %v", m.ByReason, m.Rejected)
 	}
+	if m.ServerUID == nil || *m.ServerUID != 100123 || m.RunnerUID == nil || *m.RunnerUID != 200456 {
+		t.Errorf("uids %v/%v, want 100123/200456", m.ServerUID, m.RunnerUID)
+	}
 	if active, missing := m.ActiveLayers(); active != 6 || len(missing) != 0 {
 		t.Errorf("layers: %d active, missing %v", active, missing)
 	}
 
 	partial := map[string]bool{"landlock_filesystem": true, "seccomp": false, "network_control": false}
-	m, err = ParseMetrics(sidecarMetricsText(t, false, partial, nil, 0))
+	m, err = ParseMetrics(sidecarMetricsText(t, false, partial, nil, 0, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.Mode != "spawn" || m.Executions != 0 || m.Errors != 0 {
 		t.Errorf("spawn sidecar: %+v", m)
+	}
+	if m.ServerUID != nil || m.RunnerUID != nil {
+		t.Errorf("uids %v/%v from a sidecar whose runner is not ready, want none", m.ServerUID, m.RunnerUID)
 	}
 	if active, missing := m.ActiveLayers(); active != 1 || strings.Join(missing, ",") != "network_control,seccomp" {
 		t.Errorf("layers: %d active, missing %v", active, missing)
@@ -97,9 +109,10 @@ func TestParseMetrics(t *testing.T) {
 func TestStatusTable(t *testing.T) {
 	yes, no := true, false
 	full := &SidecarMetrics{Mode: "fork", Executions: 12, Errors: 1, SessionsOpen: 2, Layers: allLayers}
+	server, runner := int64(100123), int64(200456)
 	rows := []PodStatus{
 		{Namespace: "bots", Pod: "bot-1", Node: "node-a", Injected: InjectedNative, Init: InitOK, InitSummary: "pyexec preflight ok: runtime=containerd/kubernetes",
-			Ready: &yes, Mode: "fork", ModeFrom: "metrics", Metrics: full},
+			Ready: &yes, Mode: "fork", ModeFrom: "metrics", ServerUID: &server, RunnerUID: &runner, UIDsFrom: "metrics", Metrics: full},
 		{Namespace: "bots", Pod: "bot-2", Injected: InjectedRegular, Init: InitFailed, Ready: &no, Restarts: 4, Mode: "fork", ModeFrom: "spec",
 			MetricsError: "connection refused", Notes: []string{"init failed: kubectl pyexec report bot-2", "metrics: connection refused"}},
 		{Namespace: "web", Pod: "old", Injected: InjectedNo, Init: none, Notes: []string{"not injected: x"}},
@@ -121,8 +134,11 @@ func TestStatusTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(b.String(), "\n")
-	if !strings.HasPrefix(lines[0], "NAMESPACE   POD     NODE     INJECTED   INIT     READY   RESTARTS   MODE") || !strings.Contains(lines[0], "ERRORS   INIT-SUMMARY") || !strings.HasSuffix(lines[0], "NOTE") {
+	if !strings.HasPrefix(lines[0], "NAMESPACE   POD     NODE     INJECTED   INIT     READY   RESTARTS   UIDS            MODE") || !strings.Contains(lines[0], "ERRORS   INIT-SUMMARY") || !strings.HasSuffix(lines[0], "NOTE") {
 		t.Errorf("wide header: %q", lines[0])
+	}
+	if !strings.Contains(lines[1], " 0          100123/200456   fork ") || !strings.Contains(lines[3], " -          -               - ") {
+		t.Errorf("wide UIDS: %q, %q", lines[1], lines[3])
 	}
 	if !strings.HasPrefix(lines[1], "bots        bot-1   node-a   native") || !strings.HasSuffix(lines[1], "pyexec preflight ok: runtime=containerd/kubernetes   -") {
 		t.Errorf("wide row: %q", lines[1])
@@ -151,7 +167,8 @@ func sampleReport() *api.Report {
 			Implementation: "CPython", Prefix: "/usr", Pip: api.Pip{Available: true, Version: "23.0.1"}, Ctypes: true,
 			ExternallyManaged: api.ExternallyManaged{Present: true, Applies: true},
 			SitePackages:      []api.SitePackages{{Path: "/usr/lib/python3/dist-packages", Exists: true}}},
-		Policy: api.PolicySystem,
+		Policy:   api.PolicySystem,
+		Identity: &api.Identity{ServerUID: 100123, RunnerUID: 200456, GID: 100123, Separate: true},
 		Requirements: []api.Requirement{
 			{Name: "numpy", Specifier: ">=1.20", Installed: "1.24.2", OK: true},
 			{Name: "pandas", Specifier: ">=2", OK: false, Problem: "not installed"},
@@ -175,7 +192,7 @@ func TestWriteReport(t *testing.T) {
 	for _, want := range []string{
 		"Summary:  pyexec preflight FAILED: runtime=containerd/kubernetes python=/usr/bin/python3 (3.11.2) policy=system requirements=1/2",
 		"Result:   FAILED (pyexec 0.1.0, 2026-11-26T15:31:28Z, 812 ms)",
-		"Policy:   system",
+		"Policy:   system\nIdentity: server uid 100123, runner uid 200456, group 100123 (separate)\n",
 		"  executable          /usr/bin/python3\n",
 		"  real path           /usr/bin/python3.11\n",
 		"  version             CPython 3.11.2\n",
@@ -200,8 +217,18 @@ func TestWriteReport(t *testing.T) {
 	if err := WriteReport(&b, &api.Report{OK: true, Policy: api.PolicySystem}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "Python\n  none found\n") || !strings.Contains(b.String(), "Requirements (0/0 met)\n  none\n") {
+	if !strings.Contains(b.String(), "Python\n  none found\n") || !strings.Contains(b.String(), "Requirements (0/0 met)\n  none\n") ||
+		strings.Contains(b.String(), "Identity:") {
 		t.Errorf("empty report:\n%s", b.String())
+	}
+	for id, want := range map[api.Identity]string{
+		{ServerUID: 1000, RunnerUID: -1, GID: 1000}:   "Identity: server uid 1000, runner uid unknown, group 1000 (not known)\n",
+		{ServerUID: 1000, RunnerUID: 1000, GID: 1000}: "Identity: server uid 1000, runner uid 1000, group 1000 (shared: the code owns what the server owns)\n",
+	} {
+		b.Reset()
+		if err := WriteReport(&b, &api.Report{Identity: &id}); err != nil || !strings.Contains(b.String(), want) {
+			t.Errorf("report of %+v lacks %q:\n%s", id, want, b.String())
+		}
 	}
 }
 

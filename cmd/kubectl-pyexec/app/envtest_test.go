@@ -134,6 +134,16 @@ func injectedPod(t *testing.T, name string, native bool) *corev1.Pod {
 	return out
 }
 
+// containerUID is the runAsUser of the pod's container name.
+func containerUID(t *testing.T, pod *corev1.Pod, name string) int64 {
+	t.Helper()
+	c, _ := sidecarContainer(pod, name)
+	if c == nil || c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil {
+		t.Fatalf("pod %s: container %s has no runAsUser", pod.Name, name)
+	}
+	return *c.SecurityContext.RunAsUser
+}
+
 // createPod creates the pod and sets its status.
 func (k *kube) createPod(t *testing.T, ns string, pod *corev1.Pod, status *corev1.PodStatus) *corev1.Pod {
 	t.Helper()
@@ -209,7 +219,7 @@ func TestStatusAgainstAPIServer(t *testing.T) {
 	k.namespace(t, ns, nil)
 
 	// A sidecar's /metrics on this machine, reached through the API server's pod proxy.
-	metricsText := sidecarMetricsText(t, true, allLayers, map[string]int{"exit": 7, "timeout": 1}, 2)
+	metricsText := sidecarMetricsText(t, true, allLayers, map[string]int{"exit": 7, "timeout": 1}, 2, []int{100123, 200456})
 	var accept string
 	var mu sync.Mutex
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
@@ -322,6 +332,17 @@ func TestStatusAgainstAPIServer(t *testing.T) {
 	}
 	if r := byName["bot-good"]; r.Metrics == nil || r.Metrics.ByReason["timeout"] != 1 || r.ModeFrom != "metrics" || r.InitSummary != summaryOK {
 		t.Errorf("bot-good: %+v", r)
+	}
+	// The uids: of the metrics when they are read, else of the spec (what the injector drew).
+	if r := byName["bot-good"]; r.UIDsFrom != "metrics" || r.ServerUID == nil || *r.ServerUID != 100123 || r.RunnerUID == nil || *r.RunnerUID != 200456 {
+		t.Errorf("bot-good uids %v/%v from %q, want 100123/200456 from the metrics", r.ServerUID, r.RunnerUID, r.UIDsFrom)
+	}
+	specServer, specRunner := containerUID(t, bad, inject.SidecarName), containerUID(t, bad, inject.RunnerName)
+	if r := byName["bot-failed"]; r.UIDsFrom != "spec" || r.ServerUID == nil || *r.ServerUID != specServer || r.RunnerUID == nil || *r.RunnerUID != specRunner {
+		t.Errorf("bot-failed uids %v/%v from %q, want %d/%d from the spec", r.ServerUID, r.RunnerUID, r.UIDsFrom, specServer, specRunner)
+	}
+	if r := byName["bot-old"]; r.UIDsFrom != "" || r.ServerUID != nil {
+		t.Errorf("bot-old (not injected) uids %v from %q, want none", r.ServerUID, r.UIDsFrom)
 	}
 	if r := byName["bot-failed"]; r.Metrics != nil || !strings.Contains(r.MetricsError, "connection refused") || r.ModeFrom != "spec" ||
 		!strings.HasPrefix(r.InitSummary, "pyexec preflight FAILED") {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -16,6 +17,7 @@ const (
 	metricExecutions    = "pyexec_executions_total"
 	metricSessionsOpen  = "pyexec_sessions_open"
 	metricIsolation     = "pyexec_isolation_layer_active"
+	metricIdentity      = "pyexec_identity_info"
 	metricReady         = "pyexec_ready"
 	metricRejected      = "pyexec_requests_rejected_total"
 	metricForkWarm      = "pyexec_fork_warm_executions_total"
@@ -41,6 +43,11 @@ type SidecarMetrics struct {
 	Layers map[string]bool `json:"isolation_layers"`
 	// Ready is pyexec_ready.
 	Ready bool `json:"ready"`
+	// ServerUID and RunnerUID are the labels of pyexec_identity_info: the uids the server and
+	// its runner (and so the code) run as; nil before the runner is ready, or from a sidecar
+	// older than the metric.
+	ServerUID *int64 `json:"server_uid,omitempty"`
+	RunnerUID *int64 `json:"runner_uid,omitempty"`
 }
 
 // ActiveLayers returns the active layers' count and the missing layers, sorted.
@@ -92,6 +99,13 @@ func ParseMetrics(text []byte) (*SidecarMetrics, error) {
 	}
 	for _, s := range samples(families[metricReady]) {
 		m.Ready = s.value == 1
+	}
+	for _, s := range samples(families[metricIdentity]) {
+		server, err1 := strconv.ParseInt(s.labels["server_uid"], 10, 64)
+		runner, err2 := strconv.ParseInt(s.labels["runner_uid"], 10, 64)
+		if s.value == 1 && err1 == nil && err2 == nil {
+			m.ServerUID, m.RunnerUID = &server, &runner
+		}
 	}
 	return m, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -113,6 +114,16 @@ func WriteReport(w io.Writer, r *api.Report) error {
 	}
 	fmt.Fprintf(b, "Runtime:  %s\n", orNone(runtime))
 	fmt.Fprintf(b, "Policy:   %s\n", orNone(r.Policy))
+	if id := r.Identity; id != nil {
+		runner, how := strconv.Itoa(id.RunnerUID), "separate"
+		switch {
+		case id.RunnerUID < 0:
+			runner, how = "unknown", "not known"
+		case !id.Separate:
+			how = "shared: the code owns what the server owns"
+		}
+		fmt.Fprintf(b, "Identity: server uid %d, runner uid %s, group %d (%s)\n", id.ServerUID, runner, id.GID, how)
+	}
 
 	fmt.Fprintf(b, "\nPython\n")
 	if p := r.Python; p == nil {

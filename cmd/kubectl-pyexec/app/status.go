@@ -82,6 +82,13 @@ type PodStatus struct {
 	// "spec" (the container's PYEXEC_MODE, else pyexec serve's default) when they could not be.
 	Mode     string `json:"mode,omitempty"`
 	ModeFrom string `json:"mode_from,omitempty"`
+	// ServerUID and RunnerUID are the uids of the server (pyexec) and of the runner
+	// (pyexec-runner, the code's); UIDsFrom says where they were read: "metrics"
+	// (pyexec_identity_info), or "spec" (the containers' runAsUser) when they could not be.
+	// nil when neither says.
+	ServerUID *int64 `json:"server_uid,omitempty"`
+	RunnerUID *int64 `json:"runner_uid,omitempty"`
+	UIDsFrom  string `json:"uids_from,omitempty"`
 	// Metrics are the sidecar's /metrics; nil when they could not be read (MetricsError says why).
 	Metrics      *SidecarMetrics `json:"metrics"`
 	MetricsError string          `json:"metrics_error,omitempty"`
@@ -106,8 +113,8 @@ func newStatusCommand(io IO, kube *KubeOptions, connect func() (*Cluster, error)
 			"  NOTE        why a value is missing (\"-\"), or what is wrong\n\n" +
 			"The last five come from the sidecar's /metrics, read through the API server's pod proxy (the\n" +
 			"pods/proxy permission); a pod whose metrics cannot be read shows \"-\" and the reason in NOTE.\n" +
-			"-o wide adds the node, the sidecar's restarts and pyexec-init's summary line; -o json prints\n" +
-			"all of it.",
+			"-o wide adds the node, the sidecar's restarts, UIDS (the server's and the runner's uid, from\n" +
+			"the metrics, else from the pod's spec) and pyexec-init's summary line; -o json prints all of it.",
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.AllNamespaces = kube.AllNamespaces
@@ -214,6 +221,10 @@ func podStatus(ctx context.Context, c *Cluster, pod *corev1.Pod) PodStatus {
 			row.MetricsError = firstLine(err.Error())
 		}
 	}
+	row.ServerUID, row.RunnerUID, row.UIDsFrom = specUIDs(pod, sidecar)
+	if m := row.Metrics; m != nil && m.ServerUID != nil {
+		row.ServerUID, row.RunnerUID, row.UIDsFrom = m.ServerUID, m.RunnerUID, "metrics"
+	}
 	if row.Metrics != nil {
 		row.Mode, row.ModeFrom = row.Metrics.Mode, "metrics"
 		if _, missing := row.Metrics.ActiveLayers(); len(missing) > 0 {
@@ -224,6 +235,26 @@ func podStatus(ctx context.Context, c *Cluster, pod *corev1.Pod) PodStatus {
 		row.Notes = append(row.Notes, "metrics: "+row.MetricsError)
 	}
 	return row
+}
+
+// specUIDs are the uids that the pod's spec gives the server and the runner (their
+// containers' runAsUser, else the pod's), and "spec"; "" when it gives neither.
+func specUIDs(pod *corev1.Pod, sidecar *corev1.Container) (server, runner *int64, from string) {
+	uid := func(c *corev1.Container) *int64 {
+		if c != nil && c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+			return c.SecurityContext.RunAsUser
+		}
+		if c != nil && pod.Spec.SecurityContext != nil {
+			return pod.Spec.SecurityContext.RunAsUser
+		}
+		return nil
+	}
+	r, _ := sidecarContainer(pod, inject.RunnerName)
+	server, runner = uid(sidecar), uid(r)
+	if server == nil && runner == nil {
+		return nil, nil, ""
+	}
+	return server, runner, "spec"
 }
 
 // initStatus fills Init and InitSummary from pyexec-init's container status: its summary
@@ -305,7 +336,8 @@ func envValue(c *corev1.Container, name, def string) string {
 }
 
 // WriteStatusTable prints the rows as an aligned table; with allNamespaces a NAMESPACE column
-// leads, wide adds NODE, RESTARTS and the init summary line, and NOTE comes last.
+// leads, wide adds NODE, RESTARTS, UIDS (the server's/the runner's) and the init summary line,
+// and NOTE comes last.
 func WriteStatusTable(w io.Writer, rows []PodStatus, allNamespaces, wide bool) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	var header []string
@@ -318,7 +350,7 @@ func WriteStatusTable(w io.Writer, rows []PodStatus, allNamespaces, wide bool) e
 	}
 	header = append(header, "INJECTED", "INIT", "READY")
 	if wide {
-		header = append(header, "RESTARTS")
+		header = append(header, "RESTARTS", "UIDS")
 	}
 	header = append(header, "MODE", "ISOLATION", "SESSIONS", "EXECUTIONS", "ERRORS")
 	if wide {
@@ -345,7 +377,7 @@ func WriteStatusTable(w io.Writer, rows []PodStatus, allNamespaces, wide bool) e
 			if r.Ready != nil {
 				restarts = strconv.Itoa(int(r.Restarts))
 			}
-			cells = append(cells, restarts)
+			cells = append(cells, restarts, uids(r.ServerUID, r.RunnerUID))
 		}
 		isolation, sessions, executions, errs := none, none, none, none
 		if m := r.Metrics; m != nil {
@@ -367,6 +399,20 @@ func WriteStatusTable(w io.Writer, rows []PodStatus, allNamespaces, wide bool) e
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
+}
+
+// uids is SERVER/RUNNER, - for one not known, and - for neither.
+func uids(server, runner *int64) string {
+	if server == nil && runner == nil {
+		return none
+	}
+	s := func(uid *int64) string {
+		if uid == nil {
+			return none
+		}
+		return strconv.FormatInt(*uid, 10)
+	}
+	return s(server) + "/" + s(runner)
 }
 
 func orNone(s string) string {
