@@ -93,6 +93,16 @@ func TestDefaults(t *testing.T) {
 		"--require-isolation=true",
 		"--max-sessions=8",
 		"--session-idle-timeout=10m",
+		"--uid-range=100000-999999999",
+		"--sidecar-cpu-request=50m",
+		"--sidecar-cpu-limit=",
+		"--sidecar-memory-request=64Mi",
+		"--sidecar-memory-limit=512Mi",
+		"--runner-cpu-request=100m",
+		"--runner-cpu-limit=",
+		"--runner-memory-request=128Mi",
+		"--runner-memory-limit=1Gi",
+		"--runner-shm-size=64Mi",
 		"--log-format=json",
 	}
 	equal(t, "injector args", c.Args, wantArgs)
@@ -146,6 +156,9 @@ func TestDefaults(t *testing.T) {
 		"kubectl rollout restart",
 		"kubectl logs POD -c pyexec-init",
 		"kubectl logs POD -c pyexec\n",
+		"kubectl logs POD -c pyexec-runner\n",
+		"the sidecars pyexec-runner and pyexec",
+		"two\nuids drawn from 100000-999999999 (identity.uidRange)",
 		"kubectl logs -n pyexec-system deploy/" + fullname,
 		"Secret pyexec-system/" + certSecret,
 		"failurePolicy is Fail",
@@ -241,6 +254,23 @@ sidecar:
   requireIsolation: false
   maxSessions: 0
   sessionIdleTimeout: 1h30m
+  resources:
+    requests:
+      cpu: 0.25 # a number, as --set passes one
+      memory: 100Mi
+    limits:
+      cpu: "1"
+      memory: 1Gi
+runner:
+  resources:
+    requests:
+      cpu: 500m
+    limits:
+      cpu: 2
+      memory: 4Gi
+  shmSize: 1Gi
+identity:
+  uidRange: 1000680000-1000689999
 webhook:
   failurePolicy: Ignore
   timeoutSeconds: 30
@@ -268,8 +298,18 @@ logFormat: console
 		"--network":              "allow",
 		"--require-isolation":    "false",
 		"--max-sessions":         "0",
-		"--session-idle-timeout": "1h30m",
-		"--log-format":           "console",
+		"--session-idle-timeout":   "1h30m",
+		"--uid-range":              "1000680000-1000689999",
+		"--sidecar-cpu-request":    "0.25",
+		"--sidecar-cpu-limit":      "1",
+		"--sidecar-memory-request": "100Mi",
+		"--sidecar-memory-limit":   "1Gi",
+		"--runner-cpu-request":     "500m",
+		"--runner-cpu-limit":       "2",
+		"--runner-memory-request":  "128Mi", // the chart's default: values merge
+		"--runner-memory-limit":    "4Gi",
+		"--runner-shm-size":        "1Gi",
+		"--log-format":             "console",
 	} {
 		if got := argValue(t, c.Args, flag); got != want {
 			t.Errorf("%s = %q, want %q", flag, got, want)
@@ -447,6 +487,27 @@ func TestSchemaRejects(t *testing.T) {
 		"unknown top-level key":            "replicas: 3\n",
 		"unknown nested key":               "webhook:\n  failurePolicyy: Ignore\n",
 		"unknown sidecar image key":        "sidecar:\n  image:\n    digest: sha256:0\n",
+		"uidRange one number":              "identity:\n  uidRange: \"100000\"\n",
+		"uidRange from 0":                  "identity:\n  uidRange: 0-1000\n",
+		"uidRange negative":                "identity:\n  uidRange: -5-1000\n",
+		"uidRange words":                   "identity:\n  uidRange: all\n",
+		"uidRange blanks":                  "identity:\n  uidRange: 1000 - 2000\n",
+		"uidRange a number":                "identity:\n  uidRange: 1000\n",
+		"uidRange past 32 bits":            "identity:\n  uidRange: 1000-99999999999\n",
+		"unknown identity key":             "identity:\n  serverUid: 1000\n",
+		"runner cpu request zero":          "runner:\n  resources:\n    requests:\n      cpu: 0\n",
+		"runner cpu request 0m":            "runner:\n  resources:\n    requests:\n      cpu: 0m\n",
+		"runner memory limit negative":     "runner:\n  resources:\n    limits:\n      memory: -1Gi\n",
+		"runner memory limit in words":     "runner:\n  resources:\n    limits:\n      memory: one gig\n",
+		"runner memory limit a unit typo":  "runner:\n  resources:\n    limits:\n      memory: 1GB\n",
+		"runner resources unknown kind":    "runner:\n  resources:\n    limits:\n      nvidia.com/gpu: 1\n",
+		"runner resources unknown key":     "runner:\n  resources:\n    limit:\n      cpu: 1\n",
+		"sidecar cpu limit empty":          "sidecar:\n  resources:\n    limits:\n      cpu: \"\"\n",
+		"sidecar memory request a boolean": "sidecar:\n  resources:\n    requests:\n      memory: true\n",
+		"shmSize zero":                     "runner:\n  shmSize: 0Mi\n",
+		"shmSize empty":                    "runner:\n  shmSize: \"\"\n",
+		"shmSize in words":                 "runner:\n  shmSize: big\n",
+		"unknown runner key":               "runner:\n  image: pyexec\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			// As `helm install` does it...
@@ -490,6 +551,15 @@ func TestSchemaAccepts(t *testing.T) {
 		"podDisruptionBudget:\n  minAvailable: 0\n",
 		"image:\n  repository: localhost:5000/team/pyexec-injector\n  tag: v0.1.0_rc.1\n",
 		"resources:\n  requests:\n    cpu: 0.5\n    memory: 100Mi\n",
+		"identity:\n  uidRange: 1-2\n",
+		"identity:\n  uidRange: 10000-2147483647\n",
+		"runner:\n  shmSize: 1Gi\n",
+		"runner:\n  shmSize: 1.5G\n",
+		"runner:\n  shmSize: 67108864\n",
+		"runner:\n  resources:\n    requests:\n      cpu: 1\n      memory: 1e9\n    limits:\n      cpu: 2500m\n      memory: 8Gi\n",
+		"runner:\n  resources:\n    requests:\n      cpu: .5\n",
+		"runner:\n  resources: {}\n",
+		"sidecar:\n  resources:\n    limits:\n      cpu: 100m\n      memory: 256Mi\n",
 		"global:\n  imageRegistry: example.com\n", // from a parent chart
 		certManagerMode,
 	} {
