@@ -121,11 +121,108 @@ func TestSettingsAgree(t *testing.T) {
 			check(s.Flag+": README chart value", strings.Contains(readme, "`"+s.ChartValue+"`"), "README.md does not mention `%s`", s.ChartValue)
 		}
 	}
+	for _, s := range settings.Pod {
+		name := s.Annotation
+		if name == "" {
+			name = "--" + s.InjectorFlag
+		}
+		if s.Annotation != "" {
+			// The annotation takes the default, and the README's annotation table has its row.
+			if s.Default != "" {
+				_, err := inject.ParseConfig(annotatedPod(map[string]string{s.Annotation: s.Default}), inject.Defaults{Image: "pyexec"})
+				check(name+": annotation takes the default", err == nil, "%s=%s: %v", s.Annotation, s.Default, err)
+			}
+			check(name+": README annotation row", annotationRow(readme, s.Annotation, s.Default),
+				"README.md has no annotation row for `%s` that shows the default %s", s.Annotation, readmeDefault(s.Default))
+		}
+		if s.InjectorFlag != "" {
+			env := "PYEXEC_INJECTOR_" + strings.ToUpper(strings.ReplaceAll(s.InjectorFlag, "-", "_"))
+			check(name+": README injector row", tableRowWith(readme, "`--"+s.InjectorFlag+"`", env, nil) &&
+				(s.Default == "" || tableRowWith(readme, "`--"+s.InjectorFlag+"`", env, s.Default)),
+				"README.md's pyexec-injector table has no row with `--%s`, `%s` and the default %s", s.InjectorFlag, env, readmeDefault(s.Default))
+		}
+		if s.ChartValue != "" {
+			v, ok := lookup(values, s.ChartValue)
+			check(name+": chart default", ok == (s.Default != "") && (!ok || sameValue(s.Default, v)),
+				"values.yaml %s is %v; want %s", s.ChartValue, v, readmeDefault(s.Default))
+			_, ok = schemaProperty(schema, s.ChartValue)
+			check(name+": chart schema", ok, "values.schema.json has no %s", s.ChartValue)
+			check(name+": chart passes it", passesValue(deployment, s.InjectorFlag, s.ChartValue),
+				"the injector's deployment does not pass .Values.%s as --%s", s.ChartValue, s.InjectorFlag)
+			topic := chartTopic(s.ChartValue)
+			check(name+": README chart value", strings.Contains(readme, "`"+topic+"`"), "README.md does not mention `%s`", topic)
+		}
+	}
 	for name, reason := range knownSettingGaps {
 		if open, seen := gaps[name]; !seen || !open {
 			t.Errorf("known gap %q (%s) is closed or gone: remove it from knownSettingGaps", name, reason)
 		}
 	}
+}
+
+// annotationRow tells whether text has a table row whose first cell names the annotation in
+// backquotes and, when def is not empty, that shows def in backquotes.
+func annotationRow(text, annotation, def string) bool {
+	for _, line := range strings.Split(text, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) > 2 && strings.HasPrefix(line, "|") && strings.Contains(cells[1], "`"+annotation+"`") &&
+			(def == "" || strings.Contains(line, "`"+def+"`")) {
+			return true
+		}
+	}
+	return false
+}
+
+// readmeDefault is a PodSetting's default as a message shows it.
+func readmeDefault(def string) string {
+	if def == "" {
+		return "none"
+	}
+	return "`" + def + "`"
+}
+
+// schemaProperty finds the dotted key in values.schema.json, following $ref into definitions.
+func schemaProperty(schema map[string]any, key string) (map[string]any, bool) {
+	definitions, _ := schema["definitions"].(map[string]any)
+	s := schema
+	for _, k := range strings.Split(key, ".") {
+		if ref, ok := s["$ref"].(string); ok {
+			s, _ = definitions[strings.TrimPrefix(ref, "#/definitions/")].(map[string]any)
+		}
+		props, _ := s["properties"].(map[string]any)
+		if s, _ = props[k].(map[string]any); s == nil {
+			return nil, false
+		}
+	}
+	return s, true
+}
+
+// passesValue tells whether a line of the deployment passes the chart value key as --flag:
+// {{ .Values.KEY }}, or {{ dig "A" "B" "" .Values.PREFIX }} for KEY = PREFIX.A.B.
+func passesValue(deployment, flag, key string) bool {
+	if !strings.Contains(deployment, "--"+flag+"={{") {
+		return false
+	}
+	parts := strings.Split(key, ".")
+	for i := 1; i <= len(parts); i++ {
+		want := ".Values." + key
+		if i < len(parts) {
+			want = `dig "` + strings.Join(parts[i:], `" "`) + `" "" .Values.` + strings.Join(parts[:i], ".")
+		}
+		if lineWith(deployment, "--"+flag+"={{", want) {
+			return true
+		}
+	}
+	return false
+}
+
+// chartTopic is the value the README names for a chart key: a container's resources as a
+// whole (sidecar.resources for sidecar.resources.requests.cpu), else the key.
+func chartTopic(key string) string {
+	if before, _, ok := strings.Cut(key, ".resources."); ok {
+		return before + ".resources"
+	}
+	return key
 }
 
 // A config that pyexec serve accepts passes server.Config.Validate, which runServe calls; a
