@@ -292,12 +292,12 @@ logFormat: console
 		t.Errorf("image = %q (%s), want registry.example.com/pyexec-injector:1.2.3 (Always)", c.Image, c.ImagePullPolicy)
 	}
 	for flag, want := range map[string]string{
-		"--sidecar-image":        "registry.example.com:5000/pyexec:1.2.3-debug",
-		"--image-pull-policy":    "Never",
-		"--native-sidecar":       "false",
-		"--network":              "allow",
-		"--require-isolation":    "false",
-		"--max-sessions":         "0",
+		"--sidecar-image":          "registry.example.com:5000/pyexec:1.2.3-debug",
+		"--image-pull-policy":      "Never",
+		"--native-sidecar":         "false",
+		"--network":                "allow",
+		"--require-isolation":      "false",
+		"--max-sessions":           "0",
 		"--session-idle-timeout":   "1h30m",
 		"--uid-range":              "1000680000-1000689999",
 		"--sidecar-cpu-request":    "0.25",
