@@ -270,15 +270,27 @@ func TestLabeledPodIsInjectedAndStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	ic := stored.Spec.InitContainers
-	if len(ic) != 2 || ic[0].Name != "pyexec-init" || ic[1].Name != "pyexec" {
-		t.Fatalf("init containers %v, want pyexec-init then the native sidecar pyexec", names(ic))
+	if len(ic) != 3 || ic[0].Name != "pyexec-init" || ic[1].Name != "pyexec-runner" || ic[2].Name != "pyexec" {
+		t.Fatalf("init containers %v, want pyexec-init then the native sidecars pyexec-runner and pyexec", names(ic))
 	}
-	sidecar := &ic[1]
+	runner, sidecar := &ic[1], &ic[2]
 	if sidecar.RestartPolicy == nil || *sidecar.RestartPolicy != corev1.ContainerRestartPolicyAlways || sidecar.StartupProbe == nil {
 		t.Errorf("native sidecar fields did not survive: restartPolicy %v startupProbe %v", sidecar.RestartPolicy, sidecar.StartupProbe)
 	}
-	if sidecar.Image != "pyexec:test" || ic[0].Image != "pyexec:test" {
-		t.Errorf("images %s %s", ic[0].Image, sidecar.Image)
+	if runner.RestartPolicy == nil || *runner.RestartPolicy != corev1.ContainerRestartPolicyAlways || runner.StartupProbe != nil {
+		t.Errorf("the runner: restartPolicy %v startupProbe %v, want Always and none", runner.RestartPolicy, runner.StartupProbe)
+	}
+	if sidecar.Image != "pyexec:test" || ic[0].Image != "pyexec:test" || runner.Image != "pyexec:test" {
+		t.Errorf("images %s %s %s", ic[0].Image, runner.Image, sidecar.Image)
+	}
+	// Two uids drawn for the pod, stored as the injector wrote them: the server's for
+	// pyexec-init and pyexec and as every pyexec container's group, another for the runner.
+	server, runnerUID := *sidecar.SecurityContext.RunAsUser, *runner.SecurityContext.RunAsUser
+	if server == runnerUID || server < 100000 || runnerUID < 100000 || *ic[0].SecurityContext.RunAsUser != server ||
+		*runner.SecurityContext.RunAsGroup != server || envValue(sidecar, "PYEXEC_RUNNER_UID") != strconv.FormatInt(runnerUID, 10) ||
+		envValue(runner, "PYEXEC_SERVER_UID") != strconv.FormatInt(server, 10) {
+		t.Errorf("uids: init %d, runner %d:%d, server %d; env server %v runner %v", *ic[0].SecurityContext.RunAsUser,
+			runnerUID, *runner.SecurityContext.RunAsGroup, server, sidecar.Env, runner.Env)
 	}
 	bot := container(stored.Spec.Containers, "bot")
 	if bot == nil || !hasMount(bot, "/var/run/pyexec") || envValue(bot, "PYEXEC_SOCKET") != "/var/run/pyexec/pyexec.sock" {
@@ -293,7 +305,7 @@ func TestLabeledPodIsInjectedAndStored(t *testing.T) {
 	if vol == "" || !mountsVolume(bot, vol) {
 		t.Fatalf("precondition: the app container should carry the token volume %q", vol)
 	}
-	for _, c := range []*corev1.Container{&ic[0], sidecar} {
+	for _, c := range []*corev1.Container{&ic[0], runner, sidecar} {
 		if mountsVolume(c, vol) {
 			t.Errorf("%s mounts the service account token", c.Name)
 		}
