@@ -227,10 +227,11 @@ const (
 	// containers always use SocketDir. Default: SocketDir (/var/run/pyexec).
 	AnnotationSocketDir = "pyexec.dev/socket-dir"
 
-	// AnnotationNativeSidecar chooses how the sidecar runs. Accepted: auto, true or false.
-	// true: as a native sidecar (an init container with restartPolicy Always and a startup
-	// probe, Kubernetes 1.29 or later), so app containers start only once it serves and Jobs
-	// complete. false: as a regular container next to the app containers. auto:
+	// AnnotationNativeSidecar chooses how the sidecars (the runner and the server) run.
+	// Accepted: auto, true or false. true: as native sidecars (init containers with
+	// restartPolicy Always, Kubernetes 1.29 or later; the server's startup probe holds back
+	// the app containers), so app containers start only once the server serves and Jobs
+	// complete. false: as regular containers next to the app containers. auto:
 	// Defaults.NativeSidecar, which the webhook sets from the API server's version. A pod
 	// with restartPolicy Never or OnFailure (a Job's pod) needs a native sidecar: a regular
 	// one would keep it from ever completing. Default: auto.

@@ -55,16 +55,16 @@ const (
 	// VolumeShm is the in-memory emptyDir mounted at ShmDir of the runner, with a size limit.
 	VolumeShm = "pyexec-shm"
 
-	// SocketDir is where the pyexec containers mount VolumeRun, and where app containers
-	// mount it unless AnnotationSocketDir says otherwise.
+	// SocketDir is where pyexec-init and the server mount VolumeRun, and where app containers
+	// mount it unless AnnotationSocketDir says otherwise. The runner does not mount it.
 	SocketDir = "/var/run/pyexec"
 	// SocketFile is the socket's file name in the socket directory.
 	SocketFile = "pyexec.sock"
 	// ReportPath is the preflight report that pyexec-init writes and the sidecar reads.
 	ReportPath = SocketDir + "/preflight.json"
-	// PackagesDir is where the pyexec containers mount VolumePackages.
+	// PackagesDir is where the pyexec containers mount VolumePackages (the runner read-only).
 	PackagesDir = "/var/lib/pyexec/packages"
-	// TmpDir is where the pyexec containers mount VolumeTmp.
+	// TmpDir is where pyexec-init and the server mount VolumeTmp.
 	TmpDir = "/tmp"
 	// DrainTimeout is the sidecar's PYEXEC_DRAIN_TIMEOUT.
 	DrainTimeout = "20s"
@@ -100,8 +100,8 @@ const (
 	runnerSocketSubPath = "run"
 )
 
-// names are the containers and volumes that Inject adds: a pod that has one of them already
-// is not injected.
+// containerNames and volumeNames are what Inject adds: a pod that has a container or a volume
+// of one of these names already is not injected.
 var (
 	containerNames = []string{InitContainerName, RunnerName, SidecarName}
 	volumeNames    = []string{VolumeNoToken, VolumePackages, VolumeRun, VolumeShm, VolumeTmp, VolumeWork}
