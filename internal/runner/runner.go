@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -159,21 +160,39 @@ func (r *runner) serve(conn *net.UnixConn) error {
 	}
 	r.o.Log.Info("serving", "mode", ready.Mode, "python", cfg.Python, "uid", hello.UID, "gid", hello.GID, "landlockABI", cfg.LandlockABI, "seccomp", cfg.Seccomp)
 	// The rest of the connection: one byte and one descriptor per channel.
-	b, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
 	for {
-		n, oobn, _, _, err := conn.ReadMsgUnix(b, oob)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.EOF
-		}
-		fd, err := oneFD(oob[:oobn])
+		fd, err := recvChannel(raw)
 		if err != nil {
 			return err
 		}
 		go s.serveChannel(fd)
 	}
+}
+
+// recvChannel reads one byte and the descriptor of a channel that came with it. The descriptor
+// is close-on-exec from the start (MSG_CMSG_CLOEXEC): a process the runner starts meanwhile
+// (a supervisor) must never hold a channel to the server.
+func recvChannel(raw syscall.RawConn) (int, error) {
+	b, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	var n, oobn int
+	var recvErr error
+	err := raw.Read(func(fd uintptr) bool {
+		n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), b, oob, unix.MSG_CMSG_CLOEXEC)
+		return !errors.Is(recvErr, unix.EAGAIN)
+	})
+	switch {
+	case err != nil:
+		return -1, err
+	case recvErr != nil:
+		return -1, recvErr
+	case n == 0:
+		return -1, io.EOF
+	}
+	return oneFD(oob[:oobn])
 }
 
 // oneFD is the one descriptor of a control message.
@@ -194,7 +213,6 @@ func oneFD(oob []byte) (int, error) {
 		}
 		return -1, fmt.Errorf("a channel comes with one descriptor, got %d", len(fds))
 	}
-	unix.CloseOnExec(fds[0])
 	return fds[0], nil
 }
 
