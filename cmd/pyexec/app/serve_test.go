@@ -7,6 +7,7 @@ import (
 	"errors"
 
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,7 +26,9 @@ import (
 	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
-// sidecar is a real `pyexec serve` process: the test binary acting as pyexec.
+// sidecar is a real `pyexec serve` process: the test binary acting as pyexec. In the pod's
+// configuration (sidecarOptions.runnerUID) it comes with a `pyexec runner` process of its own,
+// as the pod's runner container.
 type sidecar struct {
 	t      testing.TB
 	cmd    *exec.Cmd
@@ -33,9 +36,22 @@ type sidecar struct {
 	probe  string // host:port of the probe server
 	client *client.Client
 
+	// runnerSocket is the server's --runner-socket, empty where serve starts its runner itself.
+	runnerSocket string
+	// newRunner is the command of the runner process; runner is the one running.
+	newRunner func() *exec.Cmd
+	runner    *runnerProc
+
 	mu    sync.Mutex
-	lines []map[string]any // structured log lines from stderr
+	lines []map[string]any // structured log lines from stderr, the server's and the runner's
 	done  chan struct{}
+}
+
+// runnerProc is a `pyexec runner` process that the test started, as the kubelet starts the
+// pod's runner container.
+type runnerProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once it was waited for
 }
 
 // startSidecar starts `pyexec serve` with a private socket and report and waits until ready.
@@ -50,9 +66,20 @@ type sidecarOptions struct {
 	bin  string   // the pyexec binary; default this test binary
 	dir  string   // where its files go (short: socket paths are limited to 108 bytes); default a new one
 	uid  int      // run as this uid and gid, with no capability; 0: as the test
+	// runnerUID, with uid, starts the runner as the injected pod does: `pyexec runner
+	// --server-socket` as this uid in the server's group, which dials the server's
+	// --runner-socket. The work root and the runner socket's directory are made first, as
+	// pyexec init makes them in the pod. 0: serve starts its runner as its child.
+	runnerUID int
+	// runnerCgroup is a cgroup v1 directory the runner joins before it runs (a memory
+	// cgroup: the runner container's limit).
+	runnerCgroup string
 	// inherit are files the server inherits from whoever starts it, as from a shell.
 	inherit []*os.File
 }
+
+// runnerSocketPath is where a sidecar of dir listens for its runner (sidecarOptions.runnerUID).
+func runnerSocketPath(dir string) string { return filepath.Join(dir, "runner", "runner.sock") }
 
 func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 	t.Helper()
@@ -76,13 +103,35 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 		// As root it starts its runner as nobody, which must be able to run it.
 		self = testutil.ShareTestBinary(t)
 	}
+	env := []string{"PYEXEC_TEST_AS_MAIN=1", "PYEXEC_CONTAINER=true", "PATH=/usr/bin:/bin", "HOME=/", "PYEXEC_TEST_SECRET=hunter2"}
+	if o.runnerUID != 0 {
+		if o.uid == 0 {
+			t.Fatal("a runner of its own needs the server's uid too")
+		}
+		s.runnerSocket = runnerSocketPath(dir)
+		// As pyexec init makes them in the pod: the server's, mode 0710; the runner, in the
+		// server's group, may only enter them.
+		for _, d := range []string{filepath.Join(dir, "work"), filepath.Dir(s.runnerSocket)} {
+			if err := os.MkdirAll(d, 0o710); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(d, o.uid, o.uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, 0o710); err != nil {
+				t.Fatal(err)
+			}
+		}
+		full = append(full, "--runner-socket", s.runnerSocket, "--runner-uid", strconv.Itoa(o.runnerUID))
+		s.newRunner = runnerCommand(t, self, s.runnerSocket, o, env)
+	}
 	argv := append(append(append([]string{}, o.wrap...), self), full...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.ExtraFiles = o.inherit
 	if o.uid != 0 {
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 	}
-	s.cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PYEXEC_CONTAINER=true", "PATH=/usr/bin:/bin", "HOME=/", "PYEXEC_TEST_SECRET=hunter2"}
+	s.cmd.Env = env
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -90,15 +139,98 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go s.readLogs(stderr)
+	go func() {
+		defer close(s.done)
+		s.readLogs(stderr)
+	}()
 	t.Cleanup(s.stop)
+	if s.newRunner != nil {
+		s.startRunner()
+	}
 	s.client = client.New(s.socket)
 	s.waitReady()
 	return s
 }
 
+// runnerCommand returns the command of the pod's runner: `pyexec runner` as o.runnerUID in the
+// server's group (gid o.uid), dialing socket, in o.runnerCgroup if set.
+func runnerCommand(t testing.TB, self, socket string, o sidecarOptions, env []string) func() *exec.Cmd {
+	argv := []string{self, "runner", "--server-socket", socket, "--server-uid", strconv.Itoa(o.uid)}
+	if o.runnerCgroup != "" {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Fatalf("setpriv (util-linux) is needed to start the runner in a cgroup: %v", err)
+		}
+		// The shell joins the cgroup as root; setpriv then drops to the runner's uid and gid.
+		argv = append([]string{"/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, o.runnerCgroup,
+			setpriv, "--reuid", strconv.Itoa(o.runnerUID), "--regid", strconv.Itoa(o.uid), "--clear-groups", "--"}, argv...)
+	}
+	return func() *exec.Cmd {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = env
+		// A process group of its own, as the first process of its container.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if o.runnerCgroup == "" {
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(o.runnerUID), Gid: uint32(o.uid)}
+		}
+		return cmd
+	}
+}
+
+// startRunner starts the runner process, as the kubelet starts (or restarts) the runner
+// container; its log lines join the server's.
+func (s *sidecar) startRunner() {
+	s.t.Helper()
+	inheritNothing.Do(func() {
+		// A container runtime starts the runner with its standard streams alone. This test
+		// may have inherited other descriptors from whoever started go test, which exec would
+		// pass on to the runner, and the runner to the code: pyexec serve marks what it
+		// inherited close-on-exec itself, pyexec runner relies on its container runtime.
+		if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+			s.t.Fatal(err)
+		}
+	})
+	cmd := s.newRunner()
+	r, w, err := os.Pipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	// A file, not a pipe of exec's: Wait then does not wait for the processes the runner
+	// leaves with its stderr.
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		s.t.Fatal(err)
+	}
+	p := &runnerProc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		defer r.Close()
+		s.readLogs(r)
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	s.runner = p
+}
+
+// inheritNothing marks, once, the descriptors this test inherited close-on-exec.
+var inheritNothing sync.Once
+
+// stop stops the runner process: once its server is gone, SIGTERM ends it.
+func (p *runnerProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
 func (s *sidecar) readLogs(r io.Reader) {
-	defer close(s.done)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -163,6 +295,10 @@ func (s *sidecar) allLogs() string {
 }
 
 func (s *sidecar) stop() {
+	if s.runner != nil {
+		// As at the pod's end: both get SIGTERM; the runner stops once its server is gone.
+		_ = s.runner.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	if s.cmd.ProcessState == nil {
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -171,6 +307,9 @@ func (s *sidecar) stop() {
 			_ = s.cmd.Process.Kill()
 		}
 		_ = s.cmd.Wait()
+	}
+	if s.runner != nil {
+		s.runner.stop()
 	}
 }
 
