@@ -22,20 +22,35 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
 	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
-// hostileUID is the uid of the server and of its code in the hostile-code tests: the pod's
-// configuration (one uid for both, no capability), with a uid no other test or pod uses, since
+// The uids of the hostile-code tests, as in the injected pod, which no other test or pod uses:
 // the attacks signal every process they can.
-const hostileUID = 61077
+const (
+	// hostileUID is the server's uid, and its gid the pod's group.
+	hostileUID = 61077
+	// hostileRunnerUID is the runner's, and so the code's, in the pod's group.
+	hostileRunnerUID = 61078
+	// hostileAppUID is the app's: in the pod's group, so that it reaches the socket.
+	hostileAppUID = 61079
+)
 
-// podSidecar starts `pyexec serve` as hostileUID with executions as the same uid, as in a pod.
-func podSidecar(t *testing.T, args ...string) *sidecar {
+// podOptions vary the pod of the hostile-code tests.
+type podOptions struct {
+	// oneUID starts the runner as the server's child, as its own uid: a non-root server
+	// outside Kubernetes, where the identity layer is missing.
+	oneUID bool
+	// runnerCgroup is the cgroup v1 directory the runner joins (sidecarOptions.runnerCgroup).
+	runnerCgroup string
+}
+
+// podSidecar starts the pod's sidecar: `pyexec serve` as hostileUID with --runner-socket, and
+// `pyexec runner` as hostileRunnerUID in the server's group, which dials it.
+func podSidecar(t *testing.T, o podOptions, args ...string) *sidecar {
 	t.Helper()
 	if os.Getuid() != 0 {
-		t.Skip("SKIPPED: needs root to start the sidecar as another uid; the hostile-code attacks did not run")
+		t.Skip("SKIPPED: needs root to start the sidecar as other uids; the hostile-code attacks did not run")
 	}
 	dir, bin := testutil.SharedTempDir(t, "pyexec")
 	// A packages dir with a current tree, as an install leaves it: the attacks aim at it.
@@ -63,7 +78,11 @@ func podSidecar(t *testing.T, args ...string) *sidecar {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { secret.Close() })
-	return startSidecarWith(t, sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}}, args...)
+	so := sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}, runnerUID: hostileRunnerUID, runnerCgroup: o.runnerCgroup}
+	if o.oneUID {
+		so.runnerUID = 0
+	}
+	return startSidecarWith(t, so, args...)
 }
 
 // layerServer stands for what the server does itself, whatever the kernel: it never hands the
@@ -73,40 +92,69 @@ const layerServer = "server"
 // attack is hostile code and the check, from outside, that it failed.
 type attack struct {
 	name string
-	// code runs as an execution; {{SOCKET}}, {{PACKAGES}}, {{WORK}}, {{SERVER}}, {{ZYGOTE}}
-	// and {{PORT}} are replaced first.
+	// code runs as an execution; {{SOCKET}}, {{PACKAGES}}, {{WORK}}, {{REPORT}},
+	// {{RUNNER_SOCKET}}, {{OTHER}} (another session's directory), {{OWNED}} (what the server
+	// owns), {{SERVER}}, {{RUNNER}}, {{ZYGOTE}} and {{PORT}} are replaced first.
 	code string
 	// files and env go with the request.
 	files []api.InputFile
 	env   map[string]string
 	// layers are the layers of confinement that stop it, each on its own.
 	layers []string
+	// noSession: it does not run again as a call in a session, where that would aim at
+	// nothing else.
+	noSession bool
 	// check looks from outside; res is the attack's result.
 	check func(t *testing.T, h *hostile, res *api.ExecuteResult)
+	// open, where set, runs the attack also where none of its layers is in force, and checks
+	// from outside that it got through (the check above can fail), says what is open, and
+	// puts back what it changed. Without it such an attack is only logged as open.
+	open func(t *testing.T, h *hostile, res *api.ExecuteResult)
 }
 
 // hostile is a pod sidecar under attack, with what the attacks aim at.
 type hostile struct {
-	s           *sidecar
-	dir         string
-	sockIno     uint64
-	sockDirMode os.FileMode
-	zygote      int
-	tcp         net.Listener
-	accepted    chan net.Conn
+	s       *sidecar
+	dir     string
+	sockIno uint64
+	// server, runner and zygote are pyexec's own processes: the server (another uid than the
+	// code's, where the identity layer is in force), the runner (the code's uid) and the
+	// runner's zygote (0 in spawn mode).
+	server, runner, zygote int
+	// other is another session's directory, which the attacks aim at as if the code had learnt
+	// its name (attack 27 checks that it cannot); otherID is that session's id.
+	other, otherID string
+	// owned are what the server owns, as they were before the attacks.
+	owned    []ownedPath
+	tcp      net.Listener
+	accepted chan net.Conn
 	// inSession says the attack runs as a call in a session of its own.
 	inSession bool
 }
 
 func (h *hostile) expand(code string) string {
+	owned := make([]string, len(h.owned))
+	for i, o := range h.owned {
+		owned[i] = fmt.Sprintf("(%q, %q, %s)", o.key, o.path, map[bool]string{true: "True", false: "False"}[o.socket])
+	}
 	return strings.NewReplacer(
 		"{{SOCKET}}", h.s.socket,
 		"{{PACKAGES}}", filepath.Join(h.dir, "packages"),
 		"{{WORK}}", filepath.Join(h.dir, "work"),
-		"{{SERVER}}", strconv.Itoa(h.s.cmd.Process.Pid),
+		"{{REPORT}}", filepath.Join(filepath.Dir(h.s.socket), "preflight.json"),
+		"{{RUNNER_SOCKET}}", h.s.runnerSocket,
+		"{{OTHER}}", h.other,
+		"{{OWNED}}", "["+strings.Join(owned, ", ")+"]",
+		"{{SERVER}}", strconv.Itoa(h.server),
+		"{{RUNNER}}", strconv.Itoa(h.runner),
 		"{{ZYGOTE}}", strconv.Itoa(h.zygote),
 		"{{PORT}}", strconv.Itoa(h.tcp.Addr().(*net.TCPAddr).Port),
 	).Replace(code)
+}
+
+// alive says whether the server, the runner and the zygote all live.
+func (h *hostile) alive() bool {
+	return syscall.Kill(h.server, 0) == nil && syscall.Kill(h.runner, 0) == nil && (h.zygote == 0 || syscall.Kill(h.zygote, 0) == nil)
 }
 
 // attempts is Python that tries each call and prints "OPEN name" or "blocked name".
@@ -169,22 +217,7 @@ print("done")
 			}
 			// The tree, wherever it was: an execution's or a session's directory (a session
 			// started ahead of time has its own, which stays).
-			entries, err := os.ReadDir(filepath.Join(h.dir, "work"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var dirs []string
-			for _, e := range entries {
-				if _, err := os.Lstat(filepath.Join(h.dir, "work", e.Name(), "work", strings.Repeat("d", 250))); err == nil {
-					t.Errorf("the execution's directory was left behind: %s", e.Name())
-				}
-				if !strings.HasPrefix(e.Name(), ".") { // the zygote's .zygote
-					dirs = append(dirs, e.Name())
-				}
-			}
-			if len(dirs) > 1 {
-				t.Errorf("directories in the work root, want a spare session's at most: %v", dirs)
-			}
+			h.noDirsLeft(t)
 		}},
 	{name: "17 use a descriptor the server or the supervisor holds", layers: []string{layerServer},
 		code: `
@@ -213,30 +246,6 @@ for fd in sorted(os.listdir("/proc/self/fd"), key=int):
 			for _, l := range lines {
 				if !own(l) {
 					t.Errorf("a descriptor that is not one of the execution's own: %s", l)
-				}
-			}
-		}},
-	{name: "11 chmod the socket, its directory and the work root", layers: []string{layerServer},
-		code: `
-import os
-os.chmod("{{SOCKET}}", 0)
-os.chmod(os.path.dirname("{{SOCKET}}"), 0o700)
-os.chmod("{{WORK}}", 0o111)
-print("done")
-`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
-			if res.Stdout != "done\n" {
-				t.Fatalf("the chmods did not run: %+v", res)
-			}
-			// The next readiness probe puts the permissions back (the test, as root, would
-			// connect whatever they are).
-			resp, err := http.Get("http://" + h.s.probe + "/readyz")
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			for path, want := range map[string]os.FileMode{h.s.socket: 0o660, filepath.Dir(h.s.socket): h.sockDirMode, filepath.Join(h.dir, "work"): executor.WorkRootMode} {
-				if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
-					t.Errorf("%s: mode %v, want %#o (%v)", path, fi.Mode().Perm(), want, err)
 				}
 			}
 		}},
@@ -270,14 +279,15 @@ def setown(pid):
     fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
     os.write(w, b"x")
 attempt("F_SETOWN the server", lambda: setown({{SERVER}}))
+attempt("F_SETOWN the runner", lambda: setown({{RUNNER}}))
 if {{ZYGOTE}}:
     attempt("F_SETOWN the zygote", lambda: setown({{ZYGOTE}}))
 time.sleep(0.2)
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
 			// With scoped signals fcntl succeeds and the kernel drops the signal: the check
 			// that counts is from outside.
-			if syscall.Kill(h.s.cmd.Process.Pid, 0) != nil || (h.zygote > 0 && syscall.Kill(h.zygote, 0) != nil) {
-				t.Errorf("the server or the zygote died:\n%s", res.Stdout)
+			if !h.alive() {
+				t.Errorf("the server, the runner or the zygote died:\n%s", res.Stdout)
 			}
 		}},
 	{name: "15 leave something through IPC, extended attributes, inotify", layers: []string{confine.LayerSeccomp},
@@ -294,14 +304,17 @@ attempt("mq_open", lambda: check(ctypes.CDLL("librt.so.1", use_errno=True).mq_op
 attempt("setxattr on the work dir", lambda: os.setxattr(".", "user.left", b"x"))
 attempt("inotify on the work root", lambda: check(libc.inotify_add_watch(libc.inotify_init(), b"{{WORK}}", 0xfff)))
 `, check: noneOpen},
-	{name: "16 an abstract socket through a socketpair", layers: []string{confine.LayerScopedSignals, confine.LayerSeccomp},
+	// Landlock's scope keeps the code from connecting to a name outside its domain, not from
+	// binding one, which the app (in the pod's network namespace) might then connect to:
+	// seccomp alone stops the bind.
+	{name: "16 an abstract socket through a socketpair", layers: []string{confine.LayerSeccomp},
 		code: attempts + `
 def abstract():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.bind("\0pyexec-hostile")
 attempt("bind an abstract name", abstract)
 `, check: noneOpen},
-	{name: "1 replace the API socket", layers: []string{confine.LayerFilesystem},
+	{name: "1 replace the API socket", layers: []string{confine.LayerFilesystem, confine.LayerIdentity},
 		code: attempts + `
 attempt("unlink socket", lambda: os.unlink("{{SOCKET}}"))
 attempt("rename socket", lambda: os.rename("{{SOCKET}}", "{{SOCKET}}.old"))
@@ -316,7 +329,7 @@ attempt("listen beside it", listen)
 				t.Errorf("the socket was replaced: %v (inode %d, was %d)", err, st.Ino, h.sockIno)
 			}
 		}},
-	{name: "2 plant code in the packages dir", layers: []string{confine.LayerFilesystem},
+	{name: "2 plant code in the packages dir", layers: []string{confine.LayerFilesystem, confine.LayerIdentity},
 		code: attempts + `
 tree = os.path.realpath("{{PACKAGES}}/current")
 attempt("sitecustomize in the tree", lambda: open(os.path.join(tree, "sitecustomize.py"), "w").write("print('pwned')"))
@@ -332,7 +345,7 @@ attempt("re-point current", lambda: os.symlink("/tmp", "{{PACKAGES}}/current.evi
 		}},
 	{name: "3 read the server's secrets", layers: []string{confine.LayerFilesystem, confine.LayerNonDumpable},
 		code: attempts + `
-for pid in ("{{SERVER}}", "{{ZYGOTE}}", str(os.getppid())):
+for pid in ("{{SERVER}}", "{{RUNNER}}", "{{ZYGOTE}}", str(os.getppid())):
     for f in ("environ", "mem", "cmdline"):
         attempt("%s/%s" % (pid, f), lambda: print(open("/proc/%s/%s" % (pid, f), "rb").read(64)))
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
@@ -340,27 +353,42 @@ for pid in ("{{SERVER}}", "{{ZYGOTE}}", str(os.getppid())):
 				t.Errorf("the server's environment leaked:\n%s", res.Stdout)
 			}
 			for _, f := range []string{"environ", "mem"} {
-				if strings.Contains(res.Stdout, "OPEN "+strconv.Itoa(h.s.cmd.Process.Pid)+"/"+f) || strings.Contains(res.Stdout, "OPEN "+strconv.Itoa(h.zygote)+"/"+f) {
-					t.Errorf("/proc/PID/%s of the server or the zygote was readable:\n%s", f, res.Stdout)
+				for _, pid := range []int{h.server, h.runner, h.zygote} {
+					if strings.Contains(res.Stdout, "OPEN "+strconv.Itoa(pid)+"/"+f) {
+						t.Errorf("/proc/%d/%s of the server, the runner or the zygote was readable:\n%s", pid, f, res.Stdout)
+					}
 				}
 			}
 		}},
-	{name: "4 kill the server, the zygote, the supervisor, everyone", layers: []string{confine.LayerScopedSignals, confine.LayerSeccomp},
+	{name: "4 kill the server, the runner, the zygote, the supervisor, everyone", layers: []string{confine.LayerScopedSignals, confine.LayerSeccomp},
 		code: attempts + `
 attempt("kill server", lambda: os.kill({{SERVER}}, signal.SIGKILL))
+attempt("kill runner", lambda: os.kill({{RUNNER}}, signal.SIGKILL))
 if {{ZYGOTE}}:
     attempt("kill zygote", lambda: os.kill({{ZYGOTE}}, signal.SIGKILL))
 attempt("kill supervisor", lambda: os.kill(os.getppid(), signal.SIGKILL))
 attempt("killpg server", lambda: os.killpg(os.getpgid({{SERVER}}), signal.SIGKILL))
 def join_and_kill(pid):
-    os.setpgid(0, os.getpgid(pid))
-    os.kill(0, signal.SIGKILL)
+    # In a child: where it joins the group (no seccomp), kill(0) reaches the child itself, and
+    # whom else is judged from outside.
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setpgid(0, os.getpgid(pid))
+        except OSError:
+            os._exit(3)
+        os.kill(0, signal.SIGKILL)
+        os._exit(4)
+    _, st = os.waitpid(child, 0)
+    if os.WIFEXITED(st) and os.WEXITSTATUS(st) == 3:
+        raise PermissionError("setpgid refused")
+    # Joined: whether kill(0) reached anyone but the child is checked from outside.
+    raise PermissionError("joined the group of %d; kill(0) ended the child (status %d)" % (pid, st))
+attempt("killpg runner", lambda: os.killpg(os.getpgid({{RUNNER}}), signal.SIGKILL))
 attempt("join the server's group and kill it", lambda: join_and_kill({{SERVER}}))
+attempt("join the runner's group and kill it", lambda: join_and_kill({{RUNNER}}))
 if {{ZYGOTE}}:
     attempt("join the zygote's group and kill it", lambda: join_and_kill({{ZYGOTE}}))
-import resource
-attempt("prlimit the server", lambda: resource.prlimit({{SERVER}}, resource.RLIMIT_NOFILE, (4, 4)))
-attempt("renice the server", lambda: os.setpriority(os.PRIO_PROCESS, {{SERVER}}, 19))
 try:  # succeeds when every process it may not signal is skipped: checked from outside
     os.kill(-1, signal.SIGKILL)
 except OSError as e:
@@ -368,18 +396,38 @@ except OSError as e:
 print("still running")
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
 			noneOpen(t, h, res)
-			if limits, err := os.ReadFile("/proc/" + strconv.Itoa(h.s.cmd.Process.Pid) + "/limits"); err != nil || !strings.Contains(string(limits), "Max open files") ||
-				regexp.MustCompile(`Max open files +4 +4 `).Match(limits) {
-				t.Errorf("the server's limits changed (%v):\n%s", err, limits)
-			}
 			if !strings.Contains(res.Stdout, "still running") {
 				t.Errorf("the code's own process died: %+v", res)
 			}
-			if syscall.Kill(h.s.cmd.Process.Pid, 0) != nil || (h.zygote > 0 && syscall.Kill(h.zygote, 0) != nil) {
-				t.Errorf("the server or the zygote died")
+			if !h.alive() {
+				t.Errorf("the server, the runner or the zygote died")
 			}
 			if res.Reason != api.ReasonExit || res.ExitCode != 0 {
 				t.Errorf("the code's own execution was cut short: %+v", res)
+			}
+		}},
+	{name: "22 set the limits and the priority of the server, the runner, the zygote", layers: []string{confine.LayerSeccomp},
+		code: attempts + `
+import resource
+for what, pid in (("server", {{SERVER}}), ("runner", {{RUNNER}}), ("zygote", {{ZYGOTE}})):
+    if pid:
+        attempt("prlimit the " + what, lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (4, 4)))
+        attempt("renice the " + what, lambda: os.setpriority(os.PRIO_PROCESS, pid, 19))
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			noneOpen(t, h, res)
+			for _, pid := range []int{h.server, h.runner, h.zygote} {
+				if pid == 0 {
+					continue
+				}
+				limits, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/limits")
+				if err != nil || !strings.Contains(string(limits), "Max open files") || regexp.MustCompile(`Max open files +4 +4 `).Match(limits) {
+					t.Errorf("the limits of %d changed (%v):\n%s", pid, err, limits)
+				}
+				// The test's own priority: the server's and the runner's, as they started.
+				want, _ := syscall.Getpriority(syscall.PRIO_PROCESS, 0)
+				if prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, pid); err != nil || prio != want {
+					t.Errorf("%d was reniced: priority %d, want %d (%v)", pid, prio, want, err)
+				}
 			}
 		}},
 	{name: "6 leave files for the next execution", layers: []string{confine.LayerFilesystem},
@@ -435,10 +483,12 @@ attempt("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, 1))
 		}},
 }
 
-// TestHostileCode runs the attacks against a sidecar in the pod's configuration, in both modes,
-// and checks from outside that each failed and that the next genuine request gets a genuine
-// result. With a Landlock ABI capped as on older kernels, an attack whose layer is then
-// missing is reported as open, not passed.
+// TestHostileCode runs the attacks against a sidecar in the pod's configuration (the server
+// and the runner as uids of their own), in both modes, and checks from outside that each
+// failed and that the next genuine request gets a genuine result. Where a layer is missing —
+// a Landlock ABI capped as on older kernels, no seccomp filter, or one uid for the server and
+// the runner (a non-root server outside Kubernetes) — an attack whose layers are all missing
+// is reported as open, not passed.
 //
 // Where sessions is set, every attack runs again as a call in a session of its own (deleted
 // before the check), and a session attacks another.
@@ -447,21 +497,44 @@ func TestHostileCode(t *testing.T) {
 		mode     string
 		abi      int
 		sessions bool
-	}{{"fork", confine.NoCap, true}, {"spawn", confine.NoCap, true}, {"fork", 5, true}, {"spawn", 3, false}, {"fork", 0, false}} {
-		t.Run(fmt.Sprintf("%s/abi=%d", tc.mode, tc.abi), func(t *testing.T) {
+		// noSeccomp runs code without the seccomp filter (--seccomp=false); oneUID starts the
+		// runner as the server's child, as its uid.
+		noSeccomp, oneUID bool
+	}{
+		{mode: "fork", abi: confine.NoCap, sessions: true}, {mode: "spawn", abi: confine.NoCap, sessions: true}, {mode: "fork", abi: 5, sessions: true},
+		{mode: "spawn", abi: 3}, {mode: "fork", abi: 0},
+		{mode: "fork", abi: confine.NoCap, noSeccomp: true}, {mode: "fork", abi: confine.NoCap, oneUID: true},
+	} {
+		name := fmt.Sprintf("%s/abi=%d", tc.mode, tc.abi)
+		if tc.noSeccomp {
+			name += ",seccomp=false"
+		}
+		if tc.oneUID {
+			name += ",one-uid"
+		}
+		t.Run(name, func(t *testing.T) {
 			args := []string{"--mode", tc.mode, "--max-landlock-abi", strconv.Itoa(tc.abi)}
-			h := newHostile(t, args...)
+			if tc.noSeccomp {
+				args = append(args, "--seccomp=false")
+			}
+			h := newHostileWith(t, podOptions{oneUID: tc.oneUID}, args...)
+			kernel := confine.Probe(tc.abi)
+			kernel.Seccomp = kernel.Seccomp && !tc.noSeccomp
 			active := map[string]bool{layerServer: true}
-			for _, l := range confine.Probe(tc.abi).Layers() {
+			for _, l := range append(kernel.Layers(), confine.IdentityLayer(!tc.oneUID)) {
 				active[l.Name] = l.Active
 			}
-			for _, a := range attacks {
-				if !slices.ContainsFunc(a.layers, func(l string) bool { return active[l] }) {
-					if tc.abi == confine.NoCap {
-						t.Errorf("this kernel lacks %v: attack %q is open", a.layers, a.name)
-					} else {
-						t.Logf("OPEN at Landlock ABI %d (no %v): %s", tc.abi, a.layers, a.name)
-					}
+			h.sameLayers(t, active)
+			// Only the pod on this kernel, with every layer, may have none missing.
+			full := tc.abi == confine.NoCap && !tc.noSeccomp && !tc.oneUID
+			for _, a := range slices.Concat(attacks, ownershipAttacks) {
+				open := !slices.ContainsFunc(a.layers, func(l string) bool { return active[l] })
+				switch {
+				case open && full:
+					t.Errorf("this kernel lacks %v: attack %q is open", a.layers, a.name)
+					continue
+				case open && a.open == nil:
+					t.Logf("OPEN in %s (no %v): %s", name, a.layers, a.name)
 					continue
 				}
 				req := api.ExecuteRequest{Code: h.expand(a.code), TimeoutSeconds: seconds(20), Env: a.env}
@@ -469,21 +542,27 @@ func TestHostileCode(t *testing.T) {
 					content, _ := base64.StdEncoding.DecodeString(f.ContentBase64)
 					req.Files = append(req.Files, api.InputFile{Path: f.Path, ContentBase64: b64(h.expand(string(content)))})
 				}
+				check := a.check
+				if open {
+					check = a.open
+				}
 				t.Run(a.name, func(t *testing.T) {
 					res := h.s.execute(t, req)
-					a.check(t, h, res)
+					check(t, h, res)
 					h.genuine(t)
 				})
-				if tc.sessions {
+				if tc.sessions && !a.noSession {
 					t.Run("session/"+a.name, func(t *testing.T) {
 						h.inSession = true
 						defer func() { h.inSession = false }()
 						res := h.inOwnSession(t, req)
-						a.check(t, h, res)
+						check(t, h, res)
 						h.genuine(t)
 					})
 				}
 			}
+			t.Run("27 find another session's directory", func(t *testing.T) { h.findOtherDir(t, active) })
+			t.Run("28 chmod what the server owns, every millisecond, from a session's thread", func(t *testing.T) { h.chmodLoop(t, active) })
 			if tc.sessions {
 				t.Run("20 reach another session", func(t *testing.T) { h.otherSession(t, active) })
 				t.Run("21 fill the uid's descriptors in flight", h.inflight)
@@ -504,20 +583,29 @@ func TestHostileCode(t *testing.T) {
 
 func newHostile(t *testing.T, args ...string) *hostile {
 	t.Helper()
-	s := podSidecar(t, args...)
-	h := &hostile{s: s, dir: filepath.Dir(filepath.Dir(s.socket)), accepted: make(chan net.Conn, 4)}
+	return newHostileWith(t, podOptions{}, args...)
+}
+
+func newHostileWith(t *testing.T, o podOptions, args ...string) *hostile {
+	t.Helper()
+	s := podSidecar(t, o, args...)
+	h := &hostile{s: s, dir: filepath.Dir(filepath.Dir(s.socket)), server: s.cmd.Process.Pid, accepted: make(chan net.Conn, 4)}
 	var st syscall.Stat_t
 	if err := syscall.Stat(s.socket, &st); err != nil {
 		t.Fatal(err)
 	}
 	h.sockIno = st.Ino
-	if fi, err := os.Stat(filepath.Dir(s.socket)); err == nil {
-		h.sockDirMode = fi.Mode().Perm()
+	if s.runner != nil {
+		h.runner = s.runner.cmd.Process.Pid
+	} else if h.runner = runnerOf(h.server); h.runner == 0 {
+		t.Fatal("no runner below the server")
 	}
-	h.zygote = zygoteOf(s.cmd.Process.Pid)
+	h.zygote = zygoteOf(h.runner)
 	if slices.Contains(args, "fork") && h.zygote == 0 {
-		t.Fatal("fork mode, and no zygote below the server: the attacks on it would not run")
+		t.Fatal("fork mode, and no zygote below the runner: the attacks on it would not run")
 	}
+	h.startOther(t)
+	h.owned = h.ownedPaths(t)
 	var err error
 	if h.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
@@ -533,6 +621,18 @@ func newHostile(t *testing.T, args ...string) *hostile {
 		}
 	}()
 	return h
+}
+
+// runnerOf returns the pid of the runner the server started as its child, 0 if there is none.
+func runnerOf(server int) int {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, p := range readProcTable() {
+			if p.ppid == server && isRunner(p.pid) {
+				return p.pid
+			}
+		}
+	}
+	return 0
 }
 
 // genuine checks that the sidecar still serves genuine results, and says it is ready.
@@ -570,10 +670,10 @@ import glob
 for path in glob.glob("{{WORK}}/*/work/secret.txt") + glob.glob("/proc/[0-9]*/cwd/secret.txt"):
     attempt("read " + path, lambda: print(open(path).read()))
 attempt("list the work root", lambda: print(os.listdir("{{WORK}}")))
-# Every other process but the server, the zygote and the supervisor (attack 4): the victim's
-# among them. Processes of other uids refuse anyway.
+# Every other process but the server, the runner, the zygote and the supervisor (attack 4):
+# the victim's among them. Processes of other uids refuse anyway.
 for pid in os.listdir("/proc"):
-    if pid.isdigit() and int(pid) not in (os.getpid(), os.getppid(), {{SERVER}}, {{ZYGOTE}}):
+    if pid.isdigit() and int(pid) not in (os.getpid(), os.getppid(), {{SERVER}}, {{RUNNER}}, {{ZYGOTE}}):
         try:
             os.kill(int(pid), signal.SIGKILL)
             print("killed", pid)
@@ -649,7 +749,7 @@ def peek():
         print(f.read(16))
 attempt("read the victim's memory", peek)
 for pid in os.listdir("/proc"):
-    if pid.isdigit() and int(pid) not in (os.getpid(), os.getppid(), {{SERVER}}, {{ZYGOTE}}):
+    if pid.isdigit() and int(pid) not in (os.getpid(), os.getppid(), {{SERVER}}, {{RUNNER}}, {{ZYGOTE}}):
         try:
             os.kill(int(pid), signal.SIGSTOP)
             os.kill(int(pid), signal.SIGKILL)
@@ -869,7 +969,7 @@ func TestPodSidecarCountsTheZygotesMemory(t *testing.T) {
 		pages, _ := strconv.ParseFloat(strings.Fields(string(b))[1], 64)
 		return pages * float64(os.Getpagesize())
 	}
-	want := 0.9 * (statm(h.s.cmd.Process.Pid) + statm(h.zygote))
+	want := 0.9 * (statm(h.server) + statm(h.zygote))
 	if got := metric(t, h.s, "pyexec_sidecar_rss_bytes"); got < want {
 		t.Fatalf("pyexec_sidecar_rss_bytes %.0f MiB, want at least %.0f MiB (serve and its zygote)", got/(1<<20), want/(1<<20))
 	}
