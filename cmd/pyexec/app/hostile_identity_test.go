@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -285,13 +286,89 @@ for key, path, socket in OWNED:
 
 // ownershipAttacks change the permissions or the owner of what the server owns, each in one
 // way: chmod, fchmod on a read-only descriptor, fchmodat2 on an O_PATH descriptor (which needs
-// no permission to open), a POSIX ACL through setxattr, fchownat.
+// no permission to open), a POSIX ACL through setxattr, fchownat. Then the runner socket:
+// connected to as the runner, and replaced.
 var ownershipAttacks = []attack{
 	ownAttack("11 chmod what the server owns", "chmod", []string{confine.LayerIdentity}),
 	ownAttack("23 fchmod what the server owns through a read-only descriptor", "fchmod", []string{confine.LayerIdentity}),
 	ownAttack("24 fchmodat2 what the server owns through an O_PATH descriptor", "fchmodat2", []string{confine.LayerIdentity}),
 	ownAttack("25 give itself a POSIX ACL on what the server owns", "acl", []string{confine.LayerIdentity, confine.LayerSeccomp}),
 	ownAttack("26 chown what the server owns", "fchownat", []string{confine.LayerIdentity}),
+	{name: "29 take the runner's place on the runner socket", layers: []string{confine.LayerSeccomp, layerServer}, runnerSocket: true, noSession: true,
+		code: `
+import json, os, socket, struct
+def frame(v):
+    b = json.dumps(v).encode()
+    return struct.pack(">I", len(b)) + b
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect("{{RUNNER_SOCKET}}")
+except OSError as e:
+    print("blocked connect", type(e).__name__, e)
+else:
+    print("connected", flush=True)
+    # A runner's hello and its ready at once: a server that took the connection for its
+    # runner's would send its config, then other users' code and env.
+    hello = {"protocol": 1, "version": "hostile", "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(), "landlock_abi": 6, "seccomp": True}
+    got = b""
+    try:
+        s.sendall(frame(hello) + frame({"mode": "fork"}))
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except OSError as e:
+        print("connection ended:", type(e).__name__, e)
+    print("answer", len(got), "bytes", got[:200])
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			switch {
+			case strings.HasPrefix(res.Stdout, "blocked connect PermissionError"):
+				// seccomp: no Unix socket but socketpair.
+			case strings.HasPrefix(res.Stdout, "connected\n"):
+				// Without seccomp the connection is made: the socket is the pod's group's, and
+				// the code is of the runner's uid. The server has its runner: it must close the
+				// connection unanswered, and say so.
+				if !strings.Contains(res.Stdout, "answer 0 bytes") {
+					t.Errorf("the server answered the code as its runner:\n%s", res.Stdout)
+				}
+				h.refusedRunners++
+				waitForLog(t, h.s, func() bool { return len(h.runnerRefusals()) >= h.refusedRunners })
+				t.Logf("without seccomp the code connected; the server, which has its runner, closed the connection unanswered: %v", h.runnerRefusals()[h.refusedRunners-1])
+			default:
+				t.Fatalf("the attack did not run: %+v", res)
+			}
+			if ready := h.s.logs("runner ready"); len(ready) != 1 || !h.alive() {
+				t.Errorf("the runner was replaced: %d runners were ready; the server, the runner and the zygote alive: %t", len(ready), h.alive())
+			}
+		}},
+	{name: "31 replace the runner socket", layers: []string{confine.LayerIdentity, confine.LayerFilesystem}, runnerSocket: true, noSession: true,
+		code: attempts + `
+sock = "{{RUNNER_SOCKET}}"
+attempt("unlink the runner socket", lambda: os.unlink(sock))
+attempt("rename the runner socket", lambda: os.rename(sock, sock + ".old"))
+attempt("rename its directory", lambda: os.rename(os.path.dirname(sock), os.path.dirname(sock) + ".old"))
+def listen():
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sock + ".new")
+attempt("listen beside it", listen)
+`, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
+			noneOpen(t, h, res)
+			h.ownedUnchanged(t)
+		}},
+}
+
+// runnerRefusals are the server's log lines of connections to the runner socket of the
+// runner's uid, refused while it has its runner.
+func (h *hostile) runnerRefusals() []map[string]any {
+	var out []map[string]any
+	for _, l := range h.s.logs("runner not attached") {
+		if strings.Contains(fmt.Sprint(l["error"]), "already connected") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // owningResults are the results of owning's attempts, by key; every attempt said how it
@@ -688,5 +765,310 @@ print("started", tries[0], tries[1])
 		t.Errorf("the deleted session: %v, want session_not_found", err)
 	}
 	h.noDirsLeft(t)
+	h.genuine(t)
+}
+
+// memoryCgroup makes a cgroup v1 memory cgroup with limit bytes below the test's own, and
+// removes it at the end.
+func memoryCgroup(t *testing.T, limit int64) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	parent := ""
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		if p := strings.SplitN(sc.Text(), ":", 3); len(p) == 3 && p[1] == "memory" {
+			parent = p[2]
+		}
+	}
+	root := "/sys/fs/cgroup/memory"
+	if _, err := os.Stat(filepath.Join(root, parent, "memory.limit_in_bytes")); parent == "" || err != nil {
+		t.Fatalf("no cgroup v1 memory controller for this test (%q): %v", parent, err)
+	}
+	dir := filepath.Join(root, parent, fmt.Sprintf("pyexec-hostile-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The sidecar stopped first (its cleanup was registered later); what is left of the
+		// runner's tree goes as the container's would.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if err := os.Remove(dir); err == nil || time.Now().After(deadline) {
+				if err != nil {
+					t.Errorf("removing the cgroup: %v", err)
+				}
+				return
+			}
+			procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			for _, p := range strings.Fields(string(procs)) {
+				if pid, err := strconv.Atoi(p); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// inCgroup says whether pid is in the memory cgroup dir.
+func inCgroup(pid int, dir string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p := strings.SplitN(line, ":", 3); len(p) == 3 && p[1] == "memory" {
+			return strings.HasSuffix(dir, p[2])
+		}
+	}
+	return false
+}
+
+// oomKills is how many processes the kernel's OOM killer took in the memory cgroup dir.
+func oomKills(t *testing.T, dir string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "memory.oom_control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("memory.oom_control has no oom_kill count:\n%s", b)
+	return 0
+}
+
+// testRunnerOOM (30): the runner, and all it starts, not the server, is in a memory cgroup of
+// its own, as the runner container's limit; code with no address-space limit of its own
+// allocates past it. The kernel's OOM killer acts inside the cgroup: the server lives, the
+// app's socket answers, the execution gets a result or a clean error, and the server is ready
+// again, with the runner restarted if the OOM killer took it (as the kubelet restarts the
+// container). Then the runner itself goes as the OOM killer would take it (runnerGoes).
+func testRunnerOOM(t *testing.T) {
+	const limit = 384 << 20
+	cg := memoryCgroup(t, limit)
+	h := newHostileWith(t, podOptions{runnerCgroup: cg}, "--mode", "fork", "--memory-limit-mb", "0", "--max-memory-limit-mb", "0")
+	if !inCgroup(h.runner, cg) || !inCgroup(h.zygote, cg) || inCgroup(h.server, cg) {
+		t.Fatalf("the runner (%t) and its zygote (%t) must be in the cgroup, the server (%t) not", inCgroup(h.runner, cg), inCgroup(h.zygote, cg), inCgroup(h.server, cg))
+	}
+	ctx := context.Background()
+	hog := "chunks = []\nfor i in range(32):\n    chunks.append(b'x' * (32 << 20))  # written: resident\n    print(i, flush=True)\nprint('allocated', flush=True)"
+	res, err := h.s.client.Execute(ctx, api.ExecuteRequest{Code: hog, TimeoutSeconds: seconds(60)})
+	kills := oomKills(t, cg)
+	if kills == 0 {
+		t.Fatalf("the OOM killer did not act: %+v %v", res, err)
+	}
+	var apiErr *client.APIError
+	switch {
+	case err == nil && !strings.Contains(res.Stdout, "allocated") && res.ExitCode != 0:
+		t.Logf("the execution's result: reason %s, signal %q, exit %d, after %d chunks of 32 MiB", res.Reason, res.Signal, res.ExitCode, strings.Count(res.Stdout, "\n"))
+	case errors.As(err, &apiErr):
+		t.Logf("the execution's error: %d %s %s", apiErr.Status, apiErr.Code, apiErr.Message)
+	default:
+		t.Fatalf("the execution past the limit: %+v %v", res, err)
+	}
+	h.afterRunnerLoss(t, "the OOM killer", kills)
+
+	active := map[string]bool{}
+	for _, l := range confine.Probe(confine.NoCap).Layers() {
+		active[l.Name] = l.Active
+	}
+	h.runnerGoes(t, active)
+}
+
+// takeRunnerPlace is a session's call in which a thread dials the runner socket every 10 ms and
+// says hello and ready as a runner would; a server that takes it for its runner gets, for each
+// execution, a forged result that shows the request's env. The call itself waits, and its
+// supervisor with it, which then watches neither the runner nor the time.
+const takeRunnerPlace = `
+import json, os, socket, struct, threading, time
+def frame(v):
+    b = json.dumps(v).encode()
+    return struct.pack(">I", len(b)) + b
+def recvall(s, n):
+    b = b""
+    while len(b) < n:
+        more = s.recv(n - len(b))
+        if not more:
+            raise EOFError
+        b += more
+    return b
+def channel(ch):
+    try:
+        while True:
+            req = json.loads(recvall(ch, struct.unpack(">I", recvall(ch, 4))[0]))
+            if "execute" in req:
+                out = "forged; the request's env: %s\n" % json.dumps(req["execute"].get("env"))
+                ch.sendall(frame({"result": {"exit_code": 0, "stdout": out, "stderr": "", "reason": "exit", "duration_ms": 1, "files": [], "outputs": []}}) + frame({"done": {}}))
+            else:
+                ch.sendall(frame({"done": {}}))
+    except (OSError, EOFError):
+        ch.close()
+def serve(s):
+    while True:
+        msg, anc, _, _ = s.recvmsg(1, socket.CMSG_SPACE(4))
+        if not msg:
+            return
+        for _, _, data in anc:
+            ch = socket.socket(fileno=struct.unpack("i", data[:4])[0])
+            threading.Thread(target=channel, args=(ch,), daemon=True).start()
+def take():
+    hello = frame({"protocol": 1, "version": "hostile", "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(), "landlock_abi": 6, "seccomp": True})
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect("{{RUNNER_SOCKET}}")
+            s.sendall(hello)
+            recvall(s, struct.unpack(">I", recvall(s, 4))[0])  # the server's config
+            s.sendall(frame({"mode": "fork"}))
+            serve(s)
+        except (OSError, EOFError):
+            pass
+        time.sleep(0.01)
+threading.Thread(target=take, daemon=True).start()
+print(os.getpid(), flush=True)
+time.sleep(60)
+`
+
+// runnerGoes (32): the runner goes, as the OOM killer takes it (SIGKILL), while an execution
+// and a session's call run, and the session's code dials the runner socket to take the
+// runner's place (takeRunnerPlace). The calls get clean errors; /readyz says not ready until a
+// runner comes; the kubelet's restart brings the genuine runner back, and what the server then
+// calls its runner is that runner: the app's next execution gets a genuine result, and its
+// env reaches no code but its own.
+func (h *hostile) runnerGoes(t *testing.T, active map[string]bool) {
+	ctx := context.Background()
+	sess, err := h.s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs, pids := make(chan error, 2), make(chan string, 2)
+	// The first output of each call is its pid.
+	firstOnly := func() func(string, string) {
+		var once sync.Once
+		return func(_, data string) { once.Do(func() { pids <- strings.TrimSpace(data) }) }
+	}
+	go func() {
+		_, err := h.s.client.ExecuteStream(ctx, api.ExecuteRequest{Code: "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(30)", TimeoutSeconds: seconds(60)}, firstOnly())
+		errs <- err
+	}()
+	go func() {
+		_, err := h.s.client.SessionExecuteStream(ctx, sess.ID, api.ExecuteRequest{Code: h.expand(takeRunnerPlace), TimeoutSeconds: seconds(120)}, firstOnly())
+		errs <- err
+	}()
+	// The code's processes and their supervisors outlive the runner here, where the runner is
+	// not the first process of a PID namespace of its own: they go at the end, as the end of
+	// the runner's container would take them.
+	var orphans []int
+	for range 2 {
+		pid, err := strconv.Atoi(<-pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orphans = append(orphans, pid, parentOf(pid))
+	}
+	defer func() {
+		for _, pid := range orphans {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	if err := h.s.runner.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-h.s.runner.exited
+	var apiErr *client.APIError
+	for range 2 {
+		if err := <-errs; !errors.As(err, &apiErr) {
+			t.Errorf("a call when the runner went: %v, want an error of the API", err)
+		} else {
+			t.Logf("a call when the runner went: %d %s %s", apiErr.Status, apiErr.Code, apiErr.Message)
+		}
+	}
+	if code := h.readyz(t); code == http.StatusOK && active[confine.LayerSeccomp] {
+		t.Errorf("/readyz: 200 with no runner")
+	}
+	if syscall.Kill(h.server, 0) != nil {
+		t.Fatal("the server died with the runner")
+	}
+	time.Sleep(time.Second) // the kubelet's restart comes later than the code's next dial
+	h.s.startRunner()
+	h.runner = h.s.runner.cmd.Process.Pid
+	for deadline := time.Now().Add(30 * time.Second); h.readyz(t) != http.StatusOK; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready 30 s after the runner went: %s", h.s.allLogs())
+		}
+	}
+	res, err := h.s.client.Execute(ctx, api.ExecuteRequest{Code: "print(6 * 7)", Env: map[string]string{"API_KEY": "s3cr3t-of-the-app"}})
+	ready := h.s.logs("runner ready")
+	last := ready[len(ready)-1]
+	summary := fmt.Sprintf("the app's execution: %+v %v; the runners the server took: %v", res, err, ready)
+	switch {
+	case err == nil && res.Stdout == "42\n" && last["pid"] == float64(h.runner) && last["version"] != "hostile":
+		h.zygote = zygoteOf(h.runner)
+		h.genuine(t)
+	case active[confine.LayerSeccomp]:
+		t.Errorf("the code took the runner's place: %s", summary)
+	default:
+		t.Logf("OPEN without seccomp: a session's code that outlived the runner took its place on the runner socket: %s", summary)
+		for _, pid := range orphans {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// The genuine runner, refused while the code held its place, is taken once the code
+		// is gone.
+		waitForLog(t, h.s, func() bool {
+			ready := h.s.logs("runner ready")
+			return ready[len(ready)-1]["pid"] == float64(h.runner) && h.readyz(t) == http.StatusOK
+		})
+		h.zygote = zygoteOf(h.runner)
+		h.genuine(t)
+	}
+	if _, err := h.s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: "print(1)"}); !errors.As(err, &apiErr) || apiErr.Code != api.ErrCodeSessionNotFound {
+		t.Errorf("the session of the runner that went: %v, want session_not_found", err)
+	}
+}
+
+// parentOf is the parent of pid, 0 if it is gone.
+func parentOf(pid int) int {
+	for _, p := range readProcTable() {
+		if p.pid == pid {
+			return p.ppid
+		}
+	}
+	return 0
+}
+
+// afterRunnerLoss checks that the server lived through what took the runner's code or the
+// runner (what): its socket answers, and it is ready again, with the runner restarted if it
+// went; then the next genuine execution works. kills are the OOM killer's.
+func (h *hostile) afterRunnerLoss(t *testing.T, what string, kills int) {
+	t.Helper()
+	if syscall.Kill(h.server, 0) != nil {
+		t.Fatalf("the server died after %s", what)
+	}
+	if _, err := h.s.client.Info(context.Background()); err != nil {
+		t.Fatalf("/v1/info after %s: %v", what, err)
+	}
+	select {
+	case <-h.s.runner.exited:
+		t.Logf("%s took the runner (%d OOM kills in the cgroup): starting it again, as the kubelet would", what, kills)
+		h.s.startRunner()
+		h.runner = h.s.runner.cmd.Process.Pid
+	default:
+		t.Logf("%s took the code, not the runner (%d OOM kills in the cgroup)", what, kills)
+	}
+	for deadline := time.Now().Add(30 * time.Second); h.readyz(t) != http.StatusOK; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready 30 s after %s: %s", what, h.s.allLogs())
+		}
+	}
+	h.zygote = zygoteOf(h.runner)
 	h.genuine(t)
 }

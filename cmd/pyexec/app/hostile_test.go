@@ -101,6 +101,9 @@ type attack struct {
 	env   map[string]string
 	// layers are the layers of confinement that stop it, each on its own.
 	layers []string
+	// runnerSocket: it aims at the runner socket, which a server that starts its runner
+	// itself does not have.
+	runnerSocket bool
 	// noSession: it does not run again as a call in a session, where that would aim at
 	// nothing else.
 	noSession bool
@@ -130,6 +133,9 @@ type hostile struct {
 	accepted chan net.Conn
 	// inSession says the attack runs as a call in a session of its own.
 	inSession bool
+	// refusedRunners counts the connections to the runner socket that code made (attack 29):
+	// the server must have refused as many.
+	refusedRunners int
 }
 
 func (h *hostile) expand(code string) string {
@@ -528,6 +534,10 @@ func TestHostileCode(t *testing.T) {
 			// Only the pod on this kernel, with every layer, may have none missing.
 			full := tc.abi == confine.NoCap && !tc.noSeccomp && !tc.oneUID
 			for _, a := range slices.Concat(attacks, ownershipAttacks) {
+				if a.runnerSocket && h.s.runnerSocket == "" {
+					t.Logf("SKIPPED %q: the server starts its runner itself, on no socket", a.name)
+					continue
+				}
 				open := !slices.ContainsFunc(a.layers, func(l string) bool { return active[l] })
 				switch {
 				case open && full:
@@ -569,6 +579,9 @@ func TestHostileCode(t *testing.T) {
 			}
 			t.Run("5 read another execution's files", func(t *testing.T) { h.otherExecution(t, active) })
 			t.Run("13 find an earlier request's env in memory", h.envInMemory)
+			if tc.noSeccomp {
+				t.Run("32 take the runner's place when it goes", func(t *testing.T) { h.runnerGoes(t, active) })
+			}
 			t.Run("network true is refused", func(t *testing.T) {
 				yes := true
 				_, err := h.s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(1)", Network: &yes})
@@ -579,6 +592,7 @@ func TestHostileCode(t *testing.T) {
 			})
 		})
 	}
+	t.Run("30 run the runner out of memory", testRunnerOOM)
 }
 
 func newHostile(t *testing.T, args ...string) *hostile {
