@@ -81,6 +81,12 @@ func (c *Cluster) writeConfigs() error {
 // Kubeconfig is the admin's kubeconfig. It works inside the cluster's network namespace.
 func (c *Cluster) Kubeconfig() string { return c.path("admin.kubeconfig") }
 
+// EmptyDir is the directory on the host of a pod's emptyDir volume, under the kubelet's root:
+// what the pod's containers mount, seen from outside them.
+func (c *Cluster) EmptyDir(podUID, volume string) string {
+	return c.path("kubelet", "pods", podUID, "volumes", "kubernetes.io~empty-dir", volume)
+}
+
 func (c *Cluster) writeKubeconfig(user string) error {
 	pki := c.path("pki")
 	content := fmt.Sprintf(`apiVersion: v1
