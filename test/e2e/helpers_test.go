@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/pyexec/pyexec/pkg/inject"
 )
 
 // kubectl runs the cluster's kubectl and returns its standard output; a failure is the error,
@@ -98,12 +100,88 @@ func botRun(t *testing.T, ns, pod, container, code string) map[string]any {
 // botRunTimeout is botRun with a time limit in seconds.
 func botRunTimeout(t *testing.T, ns, pod, container, code string, timeout int) map[string]any {
 	t.Helper()
+	res, err := runInBot(ns, pod, container, code, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// runInBot is botRunTimeout for goroutines: an answer that is not JSON is the error. An
+// error from the sidecar is an answer: {"error": ..., "type": ...}.
+func runInBot(ns, pod, container, code string, timeout int) (map[string]any, error) {
 	out, err := kubectl("exec", "-n", ns, pod, "-c", container, "--", "python3", "/app/sample_bot.py", "run", code, fmt.Sprint(timeout))
 	var res map[string]any
 	if jerr := json.Unmarshal([]byte(out), &res); jerr != nil {
-		t.Fatalf("sample_bot.py run %q: %v (%v)\n%s", code, jerr, err, out)
+		return nil, fmt.Errorf("pod %s: sample_bot.py run %q: %v (%v)\n%s", pod, code, jerr, err, out)
 	}
-	return res
+	return res, nil
+}
+
+// botPython runs a Python script in a container of the bot's image, where the sidecar's client
+// (/app/pyexec_client.py) and the sample bot are importable, with args as sys.argv[1:]; the
+// script prints one JSON object, which botPython returns.
+func botPython(ns, pod, container, script string, args ...string) (map[string]any, error) {
+	script = "import sys\nsys.path.insert(0, '/app')\n" + script
+	out, err := kubectl(append([]string{"exec", "-n", ns, pod, "-c", container, "--", "python3", "-c", script}, args...)...)
+	var res map[string]any
+	if jerr := json.Unmarshal([]byte(out), &res); jerr != nil {
+		return nil, fmt.Errorf("pod %s: python3 -c %q: %v (%v)\n%s", pod, script, jerr, err, out)
+	}
+	return res, nil
+}
+
+// sidecarInfo is GET /v1/info through the app's socket, from a container of the bot's image.
+func sidecarInfo(ns, pod, container string) (map[string]any, error) {
+	return botPython(ns, pod, container, `import json
+from pyexec_client import Client
+print(json.dumps(Client().info()))`)
+}
+
+// podUIDs returns the server's and the runner's uid of an injected pod: the runAsUser of its
+// pyexec and pyexec-runner containers.
+func podUIDs(t *testing.T, pod *corev1.Pod) (server, runner int64) {
+	t.Helper()
+	uid := func(name string) int64 {
+		for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+			if c.Name == name {
+				if c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil {
+					t.Fatalf("pod %s: container %s has no runAsUser", pod.Name, name)
+				}
+				return *c.SecurityContext.RunAsUser
+			}
+		}
+		t.Fatalf("pod %s has no container %s", pod.Name, name)
+		return 0
+	}
+	return uid(inject.SidecarName), uid(inject.RunnerName)
+}
+
+// restartCounts returns the restart count of each container of a pod, by name.
+func restartCounts(t *testing.T, cs *kubernetes.Clientset, ns, pod string) map[string]int32 {
+	t.Helper()
+	p, err := cs.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int32{}
+	for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		n[s.Name] = s.RestartCount
+	}
+	return n
+}
+
+// lastLogLine returns the last line of a container's JSON log whose msg is msg, nil when
+// there is none.
+func lastLogLine(t *testing.T, ns, pod, container, msg string) map[string]any {
+	t.Helper()
+	var last map[string]any
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", ns, pod, "-c", container)) {
+		if l["msg"] == msg {
+			last = l
+		}
+	}
+	return last
 }
 
 // jsonLines parses every line of a JSON log; a line that is not JSON fails the test.

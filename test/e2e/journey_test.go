@@ -11,10 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -153,7 +153,8 @@ open("` + oldVenv + `/bin/python", "w").write("old venv\n")`},
 }
 
 // Step 2: the sample bot Deployment, labeled and annotated; its pod comes up injected, with
-// pyexec-init completed and the native sidecar started before the bot.
+// pyexec-init completed, then the native sidecars pyexec-runner and pyexec started (the server
+// ready) before the bot, each as a uid of its own.
 func stepBot(t *testing.T, cs *kubernetes.Clientset) {
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
@@ -187,12 +188,23 @@ func stepBot(t *testing.T, cs *kubernetes.Clientset) {
 	if s := init["pyexec-init"]; s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
 		t.Fatalf("pyexec-init did not complete: %+v", s.State)
 	}
-	if len(pod.Spec.InitContainers) < 2 || pod.Spec.InitContainers[1].Name != "pyexec" ||
-		pod.Spec.InitContainers[1].RestartPolicy == nil || *pod.Spec.InitContainers[1].RestartPolicy != corev1.ContainerRestartPolicyAlways {
-		t.Fatal("pyexec is not the native sidecar right after pyexec-init")
+	var order []string
+	for _, c := range pod.Spec.InitContainers {
+		native := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		order = append(order, fmt.Sprintf("%s(native=%v)", c.Name, native))
 	}
-	if s := init["pyexec"]; s.State.Running == nil || s.Started == nil || !*s.Started || !s.Ready {
+	if want := "pyexec-init(native=false) pyexec-runner(native=true) pyexec(native=true)"; !strings.HasPrefix(strings.Join(order, " "), want) {
+		t.Fatalf("init containers %v: want %s first", order, want)
+	}
+	if s := init[inject.RunnerName]; s.State.Running == nil || s.Started == nil || !*s.Started {
+		t.Fatalf("the runner is not running and started: %+v", s)
+	}
+	if s := init[inject.SidecarName]; s.State.Running == nil || s.Started == nil || !*s.Started || !s.Ready {
 		t.Fatalf("the pyexec sidecar is not running, started and ready: %+v", s)
+	}
+	server, runner := podUIDs(t, pod)
+	if server <= 0 || runner <= 0 || server == runner || server == 65532 || runner == 65532 {
+		t.Fatalf("the server's uid %d and the runner's %d: want two uids of their own", server, runner)
 	}
 	for _, c := range pod.Spec.Containers {
 		if c.Name != "bot" {
@@ -206,7 +218,7 @@ func stepBot(t *testing.T, cs *kubernetes.Clientset) {
 			t.Fatalf("the bot does not mount the socket's directory read-only: %+v", c.VolumeMounts)
 		}
 	}
-	t.Logf("pod %s up: pyexec-init, pyexec, bot", pod.Name)
+	t.Logf("pod %s up: pyexec-init, pyexec-runner (uid %d), pyexec (uid %d), bot", pod.Name, runner, server)
 }
 
 // podStates summarizes the pods of a namespace for an error message.
@@ -218,6 +230,11 @@ func podStates(cs *kubernetes.Clientset, ns string) string {
 	var out []string
 	for _, p := range pods.Items {
 		s := p.Name + " " + string(p.Status.Phase)
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+				s += fmt.Sprintf(" unscheduled(%s)", c.Message)
+			}
+		}
 		for _, st := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 			switch {
 			case st.State.Waiting != nil:
@@ -237,7 +254,8 @@ var botResult = regexp.MustCompile(`(?m)^bot: result #(\d+) reason=(\w+) exit=(-
 
 // Step 3: the bot's executions, seen with kubectl logs in every container.
 func stepLogs(t *testing.T, cs *kubernetes.Clientset) {
-	pod := podOf(t, cs, appNS, botSelector).Name
+	p := podOf(t, cs, appNS, botSelector)
+	pod := p.Name
 	var botLog string
 	eventually(t, time.Minute, "three results in the bot's log", func() error {
 		var err error
@@ -286,6 +304,14 @@ func stepLogs(t *testing.T, cs *kubernetes.Clientset) {
 		ids[e["id"]] = true
 	}
 	t.Logf("%d bot results, %d execution lines; one: %v", results, len(executions), executions[0])
+	// The runner logs in a container of its own: it serves, as the pod's runner uid.
+	_, runnerUID := podUIDs(t, p)
+	serving := lastLogLine(t, appNS, pod, inject.RunnerName, "serving")
+	if serving == nil || serving["uid"] != float64(runnerUID) || serving["mode"] != "fork" {
+		t.Fatalf("kubectl logs -c %s: want a line serving in fork mode as uid %d, got %v", inject.RunnerName, runnerUID, serving)
+	}
+	line, _ := json.Marshal(serving)
+	t.Logf("%s: %s", inject.RunnerName, line)
 }
 
 // Step 4: inside the real pod.
@@ -305,22 +331,50 @@ func stepInsidePod(t *testing.T, cs *kubernetes.Clientset) {
 		t.Logf("detect: %s", strings.Join(strings.Fields(out), " "))
 	})
 
-	t.Run("sidecar_identity_and_root", func(t *testing.T) {
-		res := botRun(t, appNS, pod.Name, "bot", `import os
-print(os.getuid(), os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"))
+	t.Run("code_as_the_runner_uid_the_server_as_another", func(t *testing.T) {
+		server, runner := podUIDs(t, pod)
+		// The runner's uid has no passwd entry: getpass.getuser() must still answer.
+		res := botRun(t, appNS, pod.Name, "bot", `import getpass, os
+print(os.getuid(), bool(getpass.getuser()), os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"))
 try:
     open("/usr/lib/pyexec-was-here", "w")
 except OSError as e:
     print(e.strerror)`)
-		if res["stdout"] != "65532 False\nRead-only file system\n" {
-			t.Fatalf("uid, token and root file system of an execution: %v", res)
+		if want := fmt.Sprintf("%d True False\nRead-only file system\n", runner); res["stdout"] != want {
+			t.Fatalf("uid, user name, token and root file system of an execution: want %q, got %v", want, res)
+		}
+		// From the host: every process of each container runs as its uid.
+		procs, err := hostProcs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for container, uid := range map[string]int64{inject.SidecarName: server, inject.RunnerName: runner} {
+			in := inContainer(procs, pod, container)
+			if len(in) == 0 {
+				t.Fatalf("no process of container %s seen from the host", container)
+			}
+			for _, p := range in {
+				if int64(p.UID) != uid {
+					t.Fatalf("process %d (%s) of container %s runs as uid %d, want %d", p.PID, p.Comm, container, p.UID, uid)
+				}
+			}
+		}
+		info, err := sidecarInfo(appNS, pod.Name, "bot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info["identity"].(map[string]any)
+		if id["server_uid"] != float64(server) || id["runner_uid"] != float64(runner) || id["separate"] != true {
+			t.Fatalf("/v1/info identity: %v, want server %d, runner %d, separate", info["identity"], server, runner)
 		}
 	})
 
 	t.Run("timeout_kills_the_tree_and_orphans_are_reaped", func(t *testing.T) {
 		// A process that escapes into its own session, and an orphan: a grandchild whose
 		// parent exits, so that it is reparented and must be reaped when it ends.
-		res := botRunTimeout(t, appNS, pod.Name, "bot", `import os, subprocess, time
+		done := make(chan map[string]any, 1)
+		go func() {
+			res, err := runInBot(appNS, pod.Name, "bot", `import os, subprocess, time
 subprocess.Popen(["sleep", "301"], start_new_session=True)
 pid = os.fork()
 if pid == 0:
@@ -331,18 +385,42 @@ if pid == 0:
 os.waitpid(pid, 0)
 print("started", flush=True)
 time.sleep(60)`, 3)
+			if err != nil {
+				res = map[string]any{"error": err.Error()}
+			}
+			done <- res
+		}()
+		// While it runs, seen from the host: the execution's processes are in the runner's
+		// container.
+		eventually(t, 3*time.Second, "the execution's sleep 301 in the runner's container", func() error {
+			procs, err := hostProcs()
+			if err != nil {
+				return err
+			}
+			names := containerNames(pod)
+			for _, p := range procs {
+				if p.Pod == string(pod.UID) && p.Cmdline == "sleep 301" {
+					if c := names[p.Container]; c != inject.RunnerName {
+						t.Fatalf("the execution's process %d is in container %q, want %s", p.PID, c, inject.RunnerName)
+					}
+					return nil
+				}
+			}
+			return errors.New("not seen")
+		})
+		res := <-done
 		if res["timed_out"] != true || res["reason"] != "timeout" || res["stdout"] != "started\n" {
 			t.Fatalf("an execution past its 3 s limit: %v", res)
 		}
 		eventually(t, 10*time.Second, "no process of the execution left, no zombie", func() error {
-			procs, err := containerProcesses(appNS, pod.Name, "pyexec")
+			procs, err := containerProcesses(appNS, pod.Name, inject.RunnerName)
 			if err != nil {
 				return err
 			}
 			for _, p := range procs {
 				f := strings.Fields(p)
 				if len(f) < 2 || f[1] == "Z" || strings.Contains(p, "sleep 301") {
-					return fmt.Errorf("left in the sidecar: %q", p)
+					return fmt.Errorf("left in the runner's container: %q", p)
 				}
 			}
 			return nil
@@ -434,99 +512,12 @@ time.sleep(60)`, 3)
 
 // Step 5: what happens when things fail.
 func stepFailures(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
-	t.Run("sidecar_killed", func(t *testing.T) { sidecarKilled(t, cs) })
+	t.Run("runner_killed", func(t *testing.T) { runnerKilled(t, cs) })
+	t.Run("oom_in_the_runner", func(t *testing.T) { runnerOOM(t, cs) })
+	t.Run("server_killed", func(t *testing.T) { serverKilled(t, cs) })
 	t.Run("injector_down", func(t *testing.T) { injectorDown(t, cs) })
 	t.Run("watchdog_recreates_a_pod_that_missed_injection", func(t *testing.T) { watchdog(t, cs, helm) })
 	t.Run("helm_uninstall", func(t *testing.T) { uninstall(t, cs, helm) })
-}
-
-// sidecarKilled kills the sidecar (SIGKILL from the host, as the OOM killer would) while an
-// execution is in flight: that call fails with a clear error, the kubelet restarts the sidecar
-// and the bot works again.
-func sidecarKilled(t *testing.T, cs *kubernetes.Clientset) {
-	ctx := context.Background()
-	pod := podOf(t, cs, appNS, botSelector)
-	inflight := make(chan string, 1)
-	go func() {
-		out, _ := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "/app/sample_bot.py", "run",
-			"import time; open('e2e-in-flight', 'w').close(); time.sleep(30)", "60")
-		inflight <- out
-	}()
-	// The execution marks that it runs in its working directory, the one place it may write
-	// (the bot's own loop runs too, so the in-flight gauge would not tell them apart).
-	eventually(t, 30*time.Second, "the long execution running", func() error {
-		_, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "pyexec", "--", "python3", "-c",
-			"import glob, sys; sys.exit(0 if glob.glob('"+inject.WorkDir+"/x-*/work/e2e-in-flight') else 1)")
-		return err
-	})
-	if err := syscall.Kill(hostPID(t, pod, "pyexec serve"), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	var out string
-	select {
-	case out = <-inflight:
-	case <-time.After(time.Minute):
-		t.Fatal("the execution in flight did not end when the sidecar died")
-	}
-	want := "connection to /var/run/pyexec/pyexec.sock lost"
-	if !strings.Contains(out, `"type": "PyexecError"`) || !strings.Contains(out, want) {
-		t.Fatalf("the call in flight when the sidecar died: want a PyexecError saying %q, got %s", want, out)
-	}
-	eventually(t, 2*time.Minute, "the sidecar restarted and ready", func() error {
-		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for _, s := range p.Status.InitContainerStatuses {
-			if s.Name == "pyexec" && s.RestartCount >= 1 && s.Ready {
-				return nil
-			}
-		}
-		return fmt.Errorf("not yet: %s", podStates(cs, appNS))
-	})
-	back := time.Since(killed)
-	if res := botRun(t, appNS, pod.Name, "bot", "print(6 * 7)"); res["stdout"] != "42\n" {
-		t.Fatalf("an execution after the restart: %v", res)
-	}
-	since := time.Now().UTC().Format(time.RFC3339)
-	eventually(t, 30*time.Second, "the bot's loop working again", func() error {
-		log, err := kubectl("logs", "-n", appNS, pod.Name, "-c", "bot", "--since-time", since)
-		if err != nil || !botResult.MatchString(log) {
-			return fmt.Errorf("no result yet: %v %s", err, log)
-		}
-		return nil
-	})
-	t.Logf("the call in flight got: %s; the sidecar was back and ready after %s", strings.TrimSpace(out), back.Round(100*time.Millisecond))
-}
-
-// hostPID finds, from the host, the process of a pod whose command line starts with cmdline.
-func hostPID(t *testing.T, pod *corev1.Pod, cmdline string) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []int
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		cg, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		cmd, err2 := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		args := strings.ReplaceAll(string(cmd), "\x00", " ")
-		if strings.Contains(string(cg), string(pod.UID)) && strings.Contains(args, cmdline) && !strings.Contains(args, "python") {
-			found = append(found, pid)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("processes %q in pod %s: %v", cmdline, pod.Name, found)
-	}
-	return found[0]
 }
 
 func injectorDown(t *testing.T, cs *kubernetes.Clientset) {
@@ -627,13 +618,19 @@ def attempt(name, f):
         print("OPEN", name, flush=True)
     except Exception as e:
         print("blocked", name, type(e).__name__, flush=True)
-sock = "/var/run/pyexec/pyexec.sock"
-pkgs = "/var/lib/pyexec/packages"  # the packages volume; it exists and the sidecar writes it
-attempt("kill the server", lambda: os.kill(1, signal.SIGKILL))
+sock = "/var/run/pyexec/pyexec.sock"  # the app's socket, in the server's container
+runner_sock = "` + inject.RunnerSocket + `"  # what the runner dials; owned by the server
+work = "` + inject.WorkDir + `"  # the work root, owned by the server
+pkgs = "/var/lib/pyexec/packages"  # the packages volume; it exists and the server writes it
+attempt("kill the runner", lambda: os.kill(1, signal.SIGKILL))
 attempt("kill the supervisor", lambda: os.kill(os.getppid(), signal.SIGKILL))
-attempt("read the server's environment", lambda: open("/proc/1/environ").read())
-attempt("unlink the socket", lambda: os.unlink(sock))
-attempt("call the API from inside", lambda: socket.socket(socket.AF_UNIX).connect(sock))
+attempt("read the runner's environment", lambda: open("/proc/1/environ").read())
+attempt("find the app's socket", lambda: os.stat(sock))
+attempt("connect to the runner's socket", lambda: socket.socket(socket.AF_UNIX).connect(runner_sock))
+attempt("unlink the runner's socket", lambda: os.unlink(runner_sock))
+attempt("chmod the work root", lambda: os.chmod(work, 0o777))
+attempt("chmod the execution's directory", lambda: os.chmod("..", 0o777))
+attempt("list the work root", lambda: os.listdir(work))
 attempt("write the packages dir", lambda: open(os.path.join(pkgs, "sitecustomize.py"), "w").write("print(1)"))
 attempt("re-point current", lambda: os.symlink("/tmp", os.path.join(pkgs, "current.evil")))
 attempt("leave a file in /tmp", lambda: open("/tmp/pyexec-left", "w").write("x"))
@@ -642,54 +639,43 @@ attempt("reach the network", lambda: socket.create_connection(("127.0.0.1", 9901
 `
 
 // hostileCode runs the attacks in the real injected pod, under the restricted PSS and
-// RuntimeDefault seccomp, and checks from outside: every attempt failed, the sidecar neither
-// restarted nor lost its socket, says each layer of confinement is active, and the next
-// genuine request gets a genuine result.
+// RuntimeDefault seccomp, and checks from outside: every attempt failed, neither the server
+// nor the runner restarted, the app's socket, the runner's socket and the work root are as
+// they were, the server says each layer of confinement is active, and the next genuine
+// request gets a genuine result.
 func hostileCode(t *testing.T, cs *kubernetes.Clientset, pod string) {
-	ctx := context.Background()
-	restarts := func() int32 {
-		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-			if s.Name == "pyexec" {
-				return s.RestartCount
-			}
-		}
-		t.Fatalf("no pyexec container in %s", pod)
-		return 0
+	// What the attempts aim at, seen by the app (its socket) and by the server (the rest).
+	state := func() string {
+		app := mustKubectl(t, "exec", "-n", appNS, pod, "-c", "bot", "--", "stat", "-c", "%n %i %a %u", "/var/run/pyexec/pyexec.sock")
+		server := mustKubectl(t, "exec", "-n", appNS, pod, "-c", inject.SidecarName, "--", "stat", "-c", "%n %i %a %u",
+			inject.RunnerSocket, inject.RunnerSocketDir, inject.WorkDir)
+		return strings.TrimSpace(app + server)
 	}
-	inode := func() string {
-		return strings.TrimSpace(mustKubectl(t, "exec", "-n", appNS, pod, "-c", "bot", "--", "stat", "-c", "%i", "/var/run/pyexec/pyexec.sock"))
-	}
-	before, ino := restarts(), inode()
+	before, was := restartCounts(t, cs, appNS, pod), state()
 
 	res := botRun(t, appNS, pod, "bot", hostileCodeAttempts)
 	out := fmt.Sprint(res["stdout"])
-	if strings.Contains(out, "OPEN") || strings.Count(out, "blocked") != 10 {
-		t.Fatalf("hostile code in the pod: an attempt got through or did not run:\n%s%v", out, res["stderr"])
+	if n := strings.Count(hostileCodeAttempts, "\nattempt("); strings.Contains(out, "OPEN") || strings.Count(out, "blocked") != n {
+		t.Fatalf("hostile code in the pod: an attempt got through or did not run (%d attempts):\n%s%v", n, out, res["stderr"])
 	}
-	if got := restarts(); got != before {
-		t.Fatalf("the sidecar restarted (%d, was %d)", got, before)
+	for _, c := range []string{inject.SidecarName, inject.RunnerName} {
+		if got := restartCounts(t, cs, appNS, pod); got[c] != before[c] {
+			t.Fatalf("%s restarted (%d, was %d)", c, got[c], before[c])
+		}
 	}
-	if got := inode(); got != ino {
-		t.Fatalf("the socket was replaced: inode %s, was %s", got, ino)
+	if now := state(); now != was {
+		t.Fatalf("the sockets or the work root changed:\nbefore:\n%s\nafter:\n%s", was, now)
 	}
 	if res := botRun(t, appNS, pod, "bot", "print(6 * 7)"); res["stdout"] != "42\n" {
 		t.Fatalf("the next genuine request: %v", res)
 	}
-	var ready map[string]any
-	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec")) {
-		if l["msg"] == "ready" {
-			ready = l
-		}
-	}
+	ready := lastLogLine(t, appNS, pod, inject.SidecarName, "ready")
 	layers := fmt.Sprint(ready["isolation"])
-	if ready == nil || strings.Contains(layers, "=false") || !strings.Contains(layers, "scoped_signals=true") || ready["network"] != "deny" {
-		t.Fatalf("the sidecar's ready line does not say every layer is active: %v", ready)
+	if ready == nil || strings.Contains(layers, "=false") || !strings.Contains(layers, "scoped_signals=true") ||
+		!strings.Contains(layers, "identity=true") || ready["network"] != "deny" {
+		t.Fatalf("the server's ready line does not say every layer is active: %v", ready)
 	}
-	t.Logf("every attempt blocked; sidecar: landlockABI=%v %s", ready["landlockABI"], layers)
+	t.Logf("every attempt blocked; the server: landlockABI=%v %s", ready["landlockABI"], layers)
 }
 
 // sessionAcrossCalls: the bot keeps one session across three calls, as a conversation does —
@@ -787,7 +773,9 @@ func stepPlugin(t *testing.T, cs *kubernetes.Clientset) {
 	t.Run("run", func(t *testing.T) {
 		out, code := plugin(t, "run", pod.Name, "-n", appNS, "-c", "print(6 * 7)")
 		if code != 0 || out != "42\n" {
-			t.Fatalf("kubectl pyexec run: exit %d\n%s", code, out)
+			server, _ := podUIDs(t, pod)
+			t.Fatalf("kubectl pyexec run: exit %d (it runs pyexec run in the %s container, as the server's uid %d; the pod's %s is %q)\n%s",
+				code, inject.SidecarName, server, inject.AnnotationAllowUIDs, pod.Annotations[inject.AnnotationAllowUIDs], out)
 		}
 		if out, code := plugin(t, "run", pod.Name, "-n", appNS, "-c", "import sys; sys.exit(3)"); code != 3 {
 			t.Fatalf("kubectl pyexec run of sys.exit(3): exit %d\n%s", code, out)
@@ -817,6 +805,25 @@ func stepPlugin(t *testing.T, cs *kubernetes.Clientset) {
 		}
 		if n, err := strconv.Atoi(f[7]); err != nil || n < 2 {
 			t.Errorf("executions %q: the bot and the runs above made more", f[7])
+		}
+		// -o wide: UIDS is the server's uid/the runner's, as the pod spec says; -o json has both.
+		server, runner := podUIDs(t, pod)
+		wide, code := plugin(t, "status", "-n", appNS, "-o", "wide")
+		rows := strings.Split(strings.TrimSpace(wide), "\n")
+		col := slices.Index(strings.Fields(rows[0]), "UIDS")
+		var uids string
+		for _, l := range rows[1:] {
+			if f := strings.Fields(l); len(f) > col && col >= 0 && f[0] == pod.Name {
+				uids = f[col]
+			}
+		}
+		if want := fmt.Sprintf("%d/%d", server, runner); code != 0 || uids != want {
+			t.Fatalf("kubectl pyexec status -o wide: UIDS %q, want %s (exit %d)\n%s", uids, want, code, wide)
+		}
+		var rowsJSON []map[string]any
+		if err := json.Unmarshal([]byte(out), &rowsJSON); err != nil || len(rowsJSON) != 1 ||
+			rowsJSON[0]["server_uid"] != float64(server) || rowsJSON[0]["runner_uid"] != float64(runner) {
+			t.Fatalf("kubectl pyexec status -o json: want server_uid %d and runner_uid %d (%v)\n%s", server, runner, err, out)
 		}
 	})
 
