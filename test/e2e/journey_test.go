@@ -56,6 +56,7 @@ func TestJourney(t *testing.T) {
 		{"3_executions_and_logs", func(t *testing.T) { stepLogs(t, cs) }},
 		{"4_inside_the_pod", func(t *testing.T) { stepInsidePod(t, cs) }},
 		{"4b_kubectl_pyexec", func(t *testing.T) { stepPlugin(t, cs) }},
+		{"4c_density", func(t *testing.T) { stepDensity(t, cs) }},
 		{"5_failure_paths", func(t *testing.T) { stepFailures(t, cs, helm) }},
 	}
 	for _, s := range steps {
@@ -131,6 +132,10 @@ func sampleBot(t *testing.T) *appsv1.Deployment {
 		t.Fatal(err)
 	}
 	spec := &d.Spec.Template.Spec
+	// The bot (Python as PID 1 of its container, without a SIGTERM handler) and the intruder
+	// (sleep) ignore SIGTERM and wait out the grace period: 5 s, not 30, when the density step
+	// scales eleven pods away.
+	spec.TerminationGracePeriodSeconds = ptr.To[int64](5)
 	bot := &spec.Containers[0]
 	bot.Env = append(bot.Env, corev1.EnvVar{Name: "BOT_INTERVAL", Value: "1"})
 	bot.VolumeMounts = append(bot.VolumeMounts, corev1.VolumeMount{Name: "old-venv", MountPath: oldVenv})
@@ -148,6 +153,9 @@ open("` + oldVenv + `/bin/python", "w").write("old venv\n")`},
 	intruder.Name, intruder.Command, intruder.Env = "intruder", []string{"sleep", "infinity"}, nil
 	intruder.VolumeMounts = nil
 	intruder.SecurityContext.RunAsUser = ptr.To[int64](intruderUID)
+	// Without requests: the density step's twelve pods must fit the node's two CPUs, and each
+	// already asks for 160m (the bot's 10m, the runner's 100m and the server's 50m).
+	intruder.Resources = corev1.ResourceRequirements{}
 	spec.Containers = append(spec.Containers, *intruder)
 	return d
 }
