@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -45,6 +46,10 @@ type Config struct {
 	Limits api.Limits
 	// AllowUIDs are the peer uids allowed to use the socket; empty allows any peer.
 	AllowUIDs []int
+	// AllowOwnUID lets a peer of the server's own uid call whatever AllowUIDs says: pyexec's
+	// own commands in the server's container (`kubectl pyexec run` execs `pyexec run` there).
+	// Set it only where code runs as another uid.
+	AllowOwnUID bool
 	// LogCode adds each execution's code to its log line.
 	LogCode bool
 	// Version is reported by GET /v1/info.
@@ -285,7 +290,7 @@ func (s *Server) peerAllowed(w http.ResponseWriter, r *http.Request, log logr.Lo
 		return true
 	}
 	uid, _, pid, ok := PeerCred(r.Context())
-	if ok && slices.Contains(s.cfg.AllowUIDs, uid) {
+	if ok && (slices.Contains(s.cfg.AllowUIDs, uid) || (s.cfg.AllowOwnUID && uid == os.Geteuid())) {
 		return true
 	}
 	log.Info("peer refused", "uid", uid, "pid", pid, "allowedUids", s.cfg.AllowUIDs)

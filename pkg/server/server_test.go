@@ -163,6 +163,16 @@ func TestPeerUID(t *testing.T) {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
 	})
+	// The harness's client is of the server's own uid: pyexec's own commands in its container
+	// (kubectl pyexec run) pass where code runs as another uid, and only there.
+	t.Run("the server's own uid", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.AllowUIDs, cfg.AllowOwnUID = []int{other}, true
+		h := newHarness(t, cfg, okExec, true)
+		if resp, body := h.execute(`{"code":"1"}`); resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+	})
 	t.Run("unknown peer", func(t *testing.T) {
 		cfg := testConfig()
 		cfg.AllowUIDs = []int{os.Getuid()}

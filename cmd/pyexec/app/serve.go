@@ -322,10 +322,12 @@ func (c *ServeConfig) serverConfig() server.Config {
 	return server.Config{
 		Limits:    c.limits(),
 		AllowUIDs: c.AllowUIDs,
-		LogCode:   c.LogCode,
-		Version:   version.Version,
-		Mode:      c.Mode,
-		WorkDir:   c.WorkDir,
+		// The server's uid is pyexec's own where code runs as another.
+		AllowOwnUID: c.separateRunner(),
+		LogCode:     c.LogCode,
+		Version:     version.Version,
+		Mode:        c.Mode,
+		WorkDir:     c.WorkDir,
 		WorkDirGID: func() int {
 			if c.credential != nil {
 				return int(c.credential.Gid)
