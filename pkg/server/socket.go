@@ -85,26 +85,21 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 	return k, nil
 }
 
-// restoreModes puts back the permissions of the socket and of its directory when they changed:
-// code running as the server's uid owns both and may chmod them (Landlock does not govern
-// permissions), which would shut every client out.
-func (k *Socket) restoreModes() error {
-	for _, f := range []struct {
-		path string
-		mode os.FileMode
-	}{{filepath.Dir(k.cfg.Path), k.dirMode}, {k.cfg.Path, k.cfg.Mode}} {
-		fi, err := os.Lstat(f.path)
-		if err != nil {
-			return fmt.Errorf("socket: %w", err)
-		}
-		if f.mode == 0 || fi.Mode().Perm() == f.mode {
-			continue
-		}
-		if err := os.Chmod(f.path, f.mode); err != nil {
-			return fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", f.path, fi.Mode().Perm(), f.mode, err)
-		}
-		k.srv.log.Info("permissions restored", "path", f.path, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "mode", fmt.Sprintf("%#o", f.mode))
+// restoreMode puts back the permissions of the socket or of its directory (mode; 0 leaves it
+// as it is) when they changed: code running as the server's uid owns both and may chmod them
+// (Landlock does not govern permissions), which would shut every client out.
+func (k *Socket) restoreMode(path string, mode os.FileMode) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
 	}
+	if mode == 0 || fi.Mode().Perm() == mode {
+		return nil
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", path, fi.Mode().Perm(), mode, err)
+	}
+	k.srv.log.Info("permissions restored", "path", path, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "mode", fmt.Sprintf("%#o", mode))
 	return nil
 }
 
@@ -148,9 +143,13 @@ func (k *Socket) check() error {
 	if !serving {
 		return errNotServing
 	}
+	// The directory first: at mode 0 even its owner cannot look at the socket in it.
+	if err := k.restoreMode(filepath.Dir(k.cfg.Path), k.dirMode); err != nil {
+		return err
+	}
 	lost := ln.owned()
 	if lost == nil {
-		return k.restoreModes()
+		return k.restoreMode(k.cfg.Path, k.cfg.Mode)
 	}
 	k.srv.mu.Lock()
 	draining := k.srv.draining

@@ -69,6 +69,11 @@ func newRunnerCommand(io IO, g *globalConfig, run func(context.Context, *RunnerC
 
 func runRunner(ctx context.Context, io IO, g *globalConfig, cfg *RunnerConfig) error {
 	log := logs.New(io.Stderr, g.Log).WithName("runner")
+	// Descriptors the runner inherited (from a shell, a wrapper) must not reach the code; the
+	// control connection is taken over below, close-on-exec too.
+	if err := closeOnExec(); err != nil {
+		log.Info("WARNING: descriptors the runner inherited may reach executions", "err", err.Error())
+	}
 	o := runner.Options{Socket: cfg.ServerSocket, ServerUID: cfg.ServerUID, Version: version.Version, Log: log}
 	if cfg.ControlFD > 0 {
 		f := os.NewFile(uintptr(cfg.ControlFD), "control")

@@ -7,7 +7,6 @@ import (
 	"errors"
 
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -168,6 +167,9 @@ func runnerCommand(t testing.TB, self, socket string, o sidecarOptions, env []st
 	return func() *exec.Cmd {
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = env
+		// What the server inherits (from a shell), the runner does too: it must not reach the
+		// code either.
+		cmd.ExtraFiles = o.inherit
 		// A process group of its own, as the first process of its container.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if o.runnerCgroup == "" {
@@ -181,15 +183,6 @@ func runnerCommand(t testing.TB, self, socket string, o sidecarOptions, env []st
 // container; its log lines join the server's.
 func (s *sidecar) startRunner() {
 	s.t.Helper()
-	inheritNothing.Do(func() {
-		// A container runtime starts the runner with its standard streams alone. This test
-		// may have inherited other descriptors from whoever started go test, which exec would
-		// pass on to the runner, and the runner to the code: pyexec serve marks what it
-		// inherited close-on-exec itself, pyexec runner relies on its container runtime.
-		if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
-			s.t.Fatal(err)
-		}
-	})
 	cmd := s.newRunner()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -215,9 +208,6 @@ func (s *sidecar) startRunner() {
 	}()
 	s.runner = p
 }
-
-// inheritNothing marks, once, the descriptors this test inherited close-on-exec.
-var inheritNothing sync.Once
 
 // stop stops the runner process: once its server is gone, SIGTERM ends it.
 func (p *runnerProc) stop() {
