@@ -169,7 +169,9 @@ func (f *Fork) startSpare() {
 	if s != nil {
 		delete(f.warming, s.pid)
 	}
-	if err == nil && s.gen == f.gen && f.zygote != nil {
+	// Its zygote stopped meanwhile (closed, or restarted): the spare went with it.
+	stopped := s != nil && (s.gen != f.gen || f.zygote == nil)
+	if err == nil && !stopped {
 		f.spares = append(f.spares, s)
 		s = nil
 	}
@@ -181,6 +183,8 @@ func (f *Fork) startSpare() {
 	switch {
 	case errors.Is(err, errNoZygote):
 		f.cfg.Log.V(1).Info("no spare while the zygote is down")
+	case err != nil && stopped:
+		f.cfg.Log.V(1).Info("a spare went with its zygote", "reason", err.Error())
 	case err != nil:
 		f.cfg.Log.Error(err, "a spare did not start")
 	}
