@@ -113,7 +113,7 @@ func TestStatusTable(t *testing.T) {
 	rows := []PodStatus{
 		{Namespace: "bots", Pod: "bot-1", Node: "node-a", Injected: InjectedNative, Init: InitOK, InitSummary: "pyexec preflight ok: runtime=containerd/kubernetes",
 			Ready: &yes, Mode: "fork", ModeFrom: "metrics", ServerUID: &server, RunnerUID: &runner, UIDsFrom: "metrics", Metrics: full},
-		{Namespace: "bots", Pod: "bot-2", Injected: InjectedRegular, Init: InitFailed, Ready: &no, Restarts: 4, Mode: "fork", ModeFrom: "spec",
+		{Namespace: "bots", Pod: "bot-2", Injected: InjectedRegular, Init: InitFailed, Ready: &no, Restarts: 4, RunnerRestarts: 7, Mode: "fork", ModeFrom: "spec",
 			MetricsError: "connection refused", Notes: []string{"init failed: kubectl pyexec report bot-2", "metrics: connection refused"}},
 		{Namespace: "web", Pod: "old", Injected: InjectedNo, Init: none, Notes: []string{"not injected: x"}},
 	}
@@ -137,14 +137,14 @@ func TestStatusTable(t *testing.T) {
 	if !strings.HasPrefix(lines[0], "NAMESPACE   POD     NODE     INJECTED   INIT     READY   RESTARTS   UIDS            MODE") || !strings.Contains(lines[0], "ERRORS   INIT-SUMMARY") || !strings.HasSuffix(lines[0], "NOTE") {
 		t.Errorf("wide header: %q", lines[0])
 	}
-	if !strings.Contains(lines[1], " 0          100123/200456   fork ") || !strings.Contains(lines[3], " -          -               - ") {
+	if !strings.Contains(lines[1], " 0/0        100123/200456   fork ") || !strings.Contains(lines[3], " -          -               - ") {
 		t.Errorf("wide UIDS: %q, %q", lines[1], lines[3])
 	}
 	if !strings.HasPrefix(lines[1], "bots        bot-1   node-a   native") || !strings.HasSuffix(lines[1], "pyexec preflight ok: runtime=containerd/kubernetes   -") {
 		t.Errorf("wide row: %q", lines[1])
 	}
-	if !strings.Contains(lines[2], " false   4 ") {
-		t.Errorf("wide row without restarts: %q", lines[2])
+	if !strings.Contains(lines[2], " false   4/7 ") { // the server's, then the runner's
+		t.Errorf("wide row's restarts: %q", lines[2])
 	}
 }
 

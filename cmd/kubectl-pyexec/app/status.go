@@ -78,6 +78,8 @@ type PodStatus struct {
 	// Ready is the sidecar's readiness; nil without a container status.
 	Ready    *bool `json:"ready"`
 	Restarts int32 `json:"restarts"`
+	// RunnerRestarts are the runner container's: an OOM in it, or a crash, restarts it alone.
+	RunnerRestarts int32 `json:"runner_restarts"`
 	// Mode is the sidecar's execution mode; ModeFrom says where it was read: "metrics", or
 	// "spec" (the container's PYEXEC_MODE, else pyexec serve's default) when they could not be.
 	Mode     string `json:"mode,omitempty"`
@@ -201,6 +203,9 @@ func podStatus(ctx context.Context, c *Cluster, pod *corev1.Pod) PodStatus {
 		ready := st.Ready
 		row.Ready = &ready
 		row.Restarts = st.RestartCount
+	}
+	if rst := containerStatus(pod, inject.RunnerName); rst != nil {
+		row.RunnerRestarts = rst.RestartCount
 	}
 	switch {
 	case pod.Status.PodIP == "":
@@ -375,7 +380,7 @@ func WriteStatusTable(w io.Writer, rows []PodStatus, allNamespaces, wide bool) e
 		if wide {
 			restarts := none
 			if r.Ready != nil {
-				restarts = strconv.Itoa(int(r.Restarts))
+				restarts = fmt.Sprintf("%d/%d", r.Restarts, r.RunnerRestarts)
 			}
 			cells = append(cells, restarts, uids(r.ServerUID, r.RunnerUID))
 		}
