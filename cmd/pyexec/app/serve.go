@@ -322,8 +322,9 @@ func (c *ServeConfig) serverConfig() server.Config {
 	return server.Config{
 		Limits:    c.limits(),
 		AllowUIDs: c.AllowUIDs,
-		// The server's uid is pyexec's own where code runs as another.
-		AllowOwnUID: c.separateRunner(),
+		// In a pod the server's uid is pyexec's own (kubectl pyexec run execs pyexec run in its
+		// container), and the code's is the runner's.
+		AllowOwnUID: c.RunnerSocket != "" && c.RunnerUID != os.Geteuid(),
 		LogCode:     c.LogCode,
 		Version:     version.Version,
 		Mode:        c.Mode,

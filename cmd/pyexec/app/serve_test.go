@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"io"
 	"net/http"
@@ -651,7 +652,7 @@ func TestServeLimits(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("processes of uid %d left: %v", limitsUID, left)
+			t.Errorf("processes of uid %d left: %v", limitsUID, describeProcs(left))
 			break
 		}
 	}
@@ -660,17 +661,33 @@ func TestServeLimits(t *testing.T) {
 // limitsUID runs TestServeLimits's code; no other test uses it.
 const limitsUID = 61002
 
+// describeProcs says what each process is: its pid, parent, name, state and command line.
+func describeProcs(pids []int) []string {
+	var out []string
+	for _, pid := range pids {
+		stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		out = append(out, fmt.Sprintf("%s [%.80q]", strings.TrimSpace(string(stat[:min(len(stat), 60)])), strings.ReplaceAll(string(cmdline), "\x00", " ")))
+	}
+	return out
+}
+
 // processesOfUID lists the live processes of uid but the runner's own (runnerTree), which run
-// as that user too.
+// as that user too. Only that uid's processes are looked at: the runners of other tests (and
+// their spares) must not use up the spares runnerTree allows.
 func processesOfUID(uid int) []int {
-	procs := readProcTable()
+	var procs []procInfo
+	for _, p := range readProcTable() {
+		if owner, ok := testutil.ProcessUID(p.pid); ok && owner == uid && p.state != "Z" {
+			procs = append(procs, p)
+		}
+	}
 	allowed := runnerTree(procs, 2) // --warm 1: one execution's spare, and one session's
 	var out []int
 	for _, p := range procs {
-		if owner, ok := testutil.ProcessUID(p.pid); p.state == "Z" || !ok || owner != uid || allowed[p.pid] {
-			continue
+		if !allowed[p.pid] {
+			out = append(out, p.pid)
 		}
-		out = append(out, p.pid)
 	}
 	return out
 }
