@@ -175,12 +175,13 @@ func (c *Client) handshake(conn ctlConn) error {
 	k := c.cfg.Kernel
 	k.LandlockABI = min(k.LandlockABI, hello.LandlockABI)
 	k.Seccomp = k.Seccomp && hello.Seccomp
+	k.ProcessBudget = k.ProcessBudget && hello.ProcessBudget
 	if c.cfg.Accept != nil {
 		if err := c.cfg.Accept(hello, k); err != nil {
 			return refuse(err.Error())
 		}
 	}
-	cfg.LandlockABI, cfg.Seccomp = k.LandlockABI, k.Seccomp
+	cfg.LandlockABI, cfg.Seccomp, cfg.ProcessBudget = k.LandlockABI, k.Seccomp, k.ProcessBudget
 	cfg.MaxFrame = c.cfg.MaxFrame
 	cfg.Cleanup = c.leftovers()
 	if err := writeFrame(conn, &cfg); err != nil {

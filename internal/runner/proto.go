@@ -50,9 +50,11 @@ type Hello struct {
 	PID     int    `json:"pid"`
 	UID     int    `json:"uid"`
 	GID     int    `json:"gid"`
-	// LandlockABI and Seccomp are what the runner's kernel offers (confine.Probe, uncapped).
-	LandlockABI int  `json:"landlock_abi"`
-	Seccomp     bool `json:"seccomp"`
+	// LandlockABI, Seccomp and ProcessBudget are what the runner's kernel offers
+	// (confine.Probe, uncapped).
+	LandlockABI   int  `json:"landlock_abi"`
+	Seccomp       bool `json:"seccomp"`
+	ProcessBudget bool `json:"process_budget,omitempty"`
 }
 
 // Config is the server's answer to Hello: how the runner runs code. A Config with Refused set
@@ -74,9 +76,11 @@ type Config struct {
 	PackagesDir string `json:"packages_dir"`
 	// Path is executions' PATH.
 	Path string `json:"path"`
-	// LandlockABI and Seccomp are the confinement to apply: at most what both kernels offer.
-	LandlockABI int  `json:"landlock_abi"`
-	Seccomp     bool `json:"seccomp"`
+	// LandlockABI, Seccomp and ProcessBudget are the confinement to apply: at most what both
+	// kernels offer (a runner of an older protocol says nothing of a budget: it has none).
+	LandlockABI   int  `json:"landlock_abi"`
+	Seccomp       bool `json:"seccomp"`
+	ProcessBudget bool `json:"process_budget,omitempty"`
 	// ProtectPIDs are processes code must not signal besides the runner's own: the server,
 	// when it is in the runner's PID namespace.
 	ProtectPIDs []int `json:"protect_pids,omitempty"`

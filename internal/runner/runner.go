@@ -130,7 +130,7 @@ func (r *runner) dial(ctx context.Context) (*net.UnixConn, error) {
 func (r *runner) serve(conn *net.UnixConn) error {
 	defer conn.Close()
 	k := confine.Probe(confine.NoCap)
-	hello := Hello{Protocol: Protocol, Version: r.o.Version, PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid(), LandlockABI: k.LandlockABI, Seccomp: k.Seccomp}
+	hello := Hello{Protocol: Protocol, Version: r.o.Version, PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid(), LandlockABI: k.LandlockABI, Seccomp: k.Seccomp, ProcessBudget: k.ProcessBudget}
 	if err := writeFrame(conn, &hello); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
@@ -158,7 +158,7 @@ func (r *runner) serve(conn *net.UnixConn) error {
 	if err != nil {
 		return err
 	}
-	r.o.Log.Info("serving", "mode", ready.Mode, "python", cfg.Python, "uid", hello.UID, "gid", hello.GID, "landlockABI", cfg.LandlockABI, "seccomp", cfg.Seccomp)
+	r.o.Log.Info("serving", "mode", ready.Mode, "python", cfg.Python, "uid", hello.UID, "gid", hello.GID, "landlockABI", cfg.LandlockABI, "seccomp", cfg.Seccomp, "processBudget", cfg.ProcessBudget)
 	// The rest of the connection: one byte and one descriptor per channel.
 	raw, err := conn.SyscallConn()
 	if err != nil {
@@ -257,7 +257,7 @@ func (r *runner) start(cfg Config) (*served, error) {
 		WorkDir:     cfg.WorkDir,
 		Path:        cfg.Path,
 		Reaper:      r.reaper,
-		Isolation:   executor.Isolation{Kernel: confine.Kernel{LandlockABI: cfg.LandlockABI, Seccomp: cfg.Seccomp}, Protect: cfg.ProtectPIDs},
+		Isolation:   executor.Isolation{Kernel: confine.Kernel{LandlockABI: cfg.LandlockABI, Seccomp: cfg.Seccomp, ProcessBudget: cfg.ProcessBudget}, Protect: cfg.ProtectPIDs},
 		Log:         r.o.Log.WithName("executor"),
 	}
 	var ex executor.LocalStarter

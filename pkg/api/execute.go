@@ -7,6 +7,9 @@ const (
 	ReasonOutputLimit = "output_limit" // stdout or stderr passed its cap; the tree was killed
 	ReasonMemoryLimit = "memory_limit" // an allocation failed at the memory limit
 	ReasonSignal      = "signal"       // a signal killed the interpreter (Signal names it)
+	// ReasonProcessLimit: the code did not exit 0 after its process budget (max_processes)
+	// refused it a process or a thread.
+	ReasonProcessLimit = "process_limit"
 )
 
 // ExecuteRequest is the body of POST /v1/execute.
@@ -166,6 +169,11 @@ type Limits struct {
 	MaxMemoryLimitMB  int     `json:"max_memory_limit_mb"`
 	MaxOutputBytes    int     `json:"max_output_bytes"`
 	MaxProcesses      int     `json:"max_processes"`
+	// MaxProcessesScope says what MaxProcesses counts: "execution" (each execution and each
+	// session has a budget of its own: the process_budget layer) or "uid" (RLIMIT_NPROC: the
+	// processes and threads of the runner's uid, all executions together); absent without a
+	// limit.
+	MaxProcessesScope string `json:"max_processes_scope,omitempty"`
 	MaxFileBytes      int64   `json:"max_file_bytes"`
 	MaxFilesOut       int     `json:"max_files_out"`
 	MaxFilesOutBytes  int64   `json:"max_files_out_bytes"` // total size of the files returned from one execution

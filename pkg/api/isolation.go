@@ -15,7 +15,7 @@ type Isolation struct {
 // IsolationLayer is one layer of confinement.
 type IsolationLayer struct {
 	// Name is one of landlock_filesystem, scoped_signals, seccomp, network_control,
-	// landlock_truncate, non_dumpable, identity.
+	// landlock_truncate, non_dumpable, process_budget, identity.
 	Name   string `json:"name"`
 	Active bool   `json:"active"`
 	// Missing says, for a layer that is not active, which attacks are then open.
@@ -37,3 +37,22 @@ type Identity struct {
 	// owns, and its processes count against a uid of its own.
 	Separate bool `json:"separate"`
 }
+
+// Active says the layer named is there and active (false for a nil Isolation).
+func (iso *Isolation) Active(name string) bool {
+	if iso == nil {
+		return false
+	}
+	for _, l := range iso.Layers {
+		if l.Name == name {
+			return l.Active
+		}
+	}
+	return false
+}
+
+// What Limits.MaxProcessesScope says MaxProcesses counts.
+const (
+	ProcessesPerExecution = "execution" // each execution and each session: its own budget
+	ProcessesPerUID       = "uid"       // RLIMIT_NPROC: every execution of the runner's uid together
+)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"unsafe"
 
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
@@ -40,6 +41,10 @@ type Kernel struct {
 	LandlockABI int
 	// Seccomp says a seccomp filter can be installed for this architecture.
 	Seccomp bool
+	// ProcessBudget says a supervisor can count an execution's processes and threads itself
+	// (seccomp user notification, with CONTINUE: Linux 5.5), instead of RLIMIT_NPROC counting
+	// every execution of the runner's uid together. See BudgetFilter.
+	ProcessBudget bool
 }
 
 // NoCap is Probe's maxABI for "the Landlock ABI the kernel has".
@@ -59,7 +64,34 @@ func Probe(maxABI int) Kernel {
 	if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err == nil {
 		_, k.Seccomp = auditArch[runtime.GOARCH]
 	}
+	k.ProcessBudget = k.Seccomp && userNotifContinue()
 	return k
+}
+
+// userNotifContinue says the kernel has seccomp user notification (Linux 5.0) and its CONTINUE
+// answer (5.5, which has no probe of its own: the release says).
+func userNotifContinue() bool {
+	action := uint32(unix.SECCOMP_RET_USER_NOTIF)
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompGetActionAvail, 0, uintptr(unsafe.Pointer(&action))); errno != 0 {
+		return false
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return releaseAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 5)
+}
+
+// seccompGetActionAvail is SECCOMP_GET_ACTION_AVAIL of seccomp(2).
+const seccompGetActionAvail = 2
+
+// releaseAtLeast says a kernel release ("6.1.0-18-amd64") is at least major.minor.
+func releaseAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if n, _ := fmt.Sscanf(release, "%d.%d", &ma, &mi); n != 2 {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // Layers names each layer and whether it is active on this kernel, for the report, GET
@@ -77,6 +109,8 @@ func (k Kernel) Layers() []Layer {
 			Without: "code can truncate any file of its uid: the packages trees, other executions' files"},
 		// prctl(PR_SET_DUMPABLE) is in every kernel pyexec runs on.
 		{Name: LayerNonDumpable, Active: true},
+		{Name: LayerProcessBudget, Active: k.ProcessBudget,
+			Without: "the processes and threads of every execution and session count against one limit (RLIMIT_NPROC of the runner's uid): one that starts --max-processes of them keeps every other from starting a thread or a subprocess"},
 	}
 }
 
@@ -97,6 +131,9 @@ const (
 	// LayerNonDumpable: the server, the zygote, the supervisors and the code's own process
 	// are non-dumpable, so code of the same uid cannot read their /proc files or ptrace them.
 	LayerNonDumpable = "non_dumpable"
+	// LayerProcessBudget: each execution and each session has --max-processes processes and
+	// threads of its own, counted by its supervisor.
+	LayerProcessBudget = "process_budget"
 )
 
 // Layer is one layer of confinement and whether the kernel gives it.

@@ -164,6 +164,11 @@ func (k Kernel) Filter(p Policy) ([]byte, error) {
 	}
 	prog = append(prog, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW})
 
+	return assemble(prog)
+}
+
+// assemble makes struct sock_filter entries of prog, 8 bytes each, in the machine's byte order.
+func assemble(prog []bpf.Instruction) ([]byte, error) {
 	raw, err := bpf.Assemble(prog)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: %w", err)
@@ -215,4 +220,23 @@ func argNegative(i int) []bpf.Instruction {
 		bpf.LoadAbsolute{Off: uint32(offArgs + 8*i), Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x80000000, SkipFalse: 1},
 	}
+}
+
+// BudgetFilter assembles the second seccomp program of the code's process when the kernel has
+// ProcessBudget: every call that makes a process or a thread (clone, clone3, fork, vfork)
+// waits for the supervisor's answer (SECCOMP_RET_USER_NOTIF), which the process installs with
+// SECCOMP_FILTER_FLAG_NEW_LISTENER and whose listener it hands to its supervisor before the
+// code runs. Where the first program refuses a call (EPERM), that answer wins: the kernel
+// takes the most restrictive of all filters'. It returns nil without ProcessBudget.
+func (k Kernel) BudgetFilter() ([]byte, error) {
+	if !k.ProcessBudget {
+		return nil, nil
+	}
+	prog := []bpf.Instruction{bpf.LoadAbsolute{Off: offNr, Size: 4}}
+	for i, nr := range forkCalls {
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(nr), SkipTrue: uint8(len(forkCalls) - i)})
+	}
+	// The other architecture and x32 never get here: the first program kills or refuses them.
+	prog = append(prog, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW}, bpf.RetConstant{Val: unix.SECCOMP_RET_USER_NOTIF})
+	return assemble(prog)
 }

@@ -64,6 +64,10 @@ type confineSpec struct {
 	Seccomp string `json:"seccomp,omitempty"`
 	// ParentPIDOffsets are where the program wants the supervisor's pid.
 	ParentPIDOffsets []int `json:"parent_pid_offsets,omitempty"`
+	// Budget is the program of confine.BudgetFilter, base64, installed with seccomp(2)
+	// (SeccompNr): its listener goes to the supervisor, which counts the processes and threads.
+	Budget    string `json:"budget,omitempty"`
+	SeccompNr int    `json:"seccomp_nr,omitempty"`
 }
 
 // confinement builds the ruleset and the seccomp program of one execution, whose working
@@ -95,6 +99,16 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	if prog != nil {
 		spec.Seccomp = base64.StdEncoding.EncodeToString(prog)
 		spec.ParentPIDOffsets = confine.ParentPIDOffsets(prog)
+	}
+	if req.MaxProcesses > 0 {
+		budget, err := k.BudgetFilter()
+		if err != nil {
+			ruleset.Close()
+			return nil, nil, err
+		}
+		if budget != nil {
+			spec.Budget, spec.SeccompNr = base64.StdEncoding.EncodeToString(budget), unix.SYS_SECCOMP
+		}
 	}
 	return ruleset, spec, nil
 }

@@ -345,7 +345,7 @@ func behaviours(packagesTree string) []behaviour {
 				assertGone(t, pidsFrom(t, r.Stdout))
 			}},
 		{"code that reports its own end early is killed with the result",
-			Request{Code: "import os, time\nprint('pid:%d' % os.getpid(), flush=True)\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        if fd > 2 and os.readlink('/proc/self/fd/%d' % fd).startswith('pipe:'):\n            os.write(fd, b'0')\n    except OSError:\n        pass\ntime.sleep(600)"},
+			Request{Code: "import os, time\nprint('pid:%d' % os.getpid(), flush=True)\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        if fd > 2 and os.readlink('/proc/self/fd/%d' % fd).startswith(('pipe:', 'socket:')):\n            os.write(fd, b'0')\n    except OSError:\n        pass\ntime.sleep(600)"},
 			func(t *testing.T, r api.ExecuteResult, d time.Duration) {
 				if d > 10*time.Second || r.Reason != api.ReasonExit {
 					t.Fatalf("%+v after %v", r, d)

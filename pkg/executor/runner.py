@@ -24,12 +24,20 @@ PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 
-# In the code's process: the write end of the pipe on which it tells its supervisor that the
-# code finished (see _finish), and the process's pid: a process the code forks inherits both,
-# and its own end must not be taken for the code's.
+# In the code's process: its end of the socket on which it tells its supervisor that the code
+# finished (see _finish), and the process's pid: a process the code forks inherits both, and
+# its own end must not be taken for the code's.
 _done_fd = None
 _code_pid = None
+# In the code's process, between its confinement and the code: the listener of its process
+# budget, for the supervisor (see Budget).
+_listener = None
 
 
 def status(fd, **fields):
@@ -129,13 +137,14 @@ def oom_first():
 
 def confine(spec, ruleset_fd):
     """In the code's process, before the code: no_new_privs, the Landlock ruleset pyexec built
-    for this execution (ruleset_fd), and the seccomp program. Both apply to the calling thread
-    and the threads it starts later: the process must have no other thread. Raises OSError
-    when a layer cannot be applied: the code must not run."""
+    for this execution (ruleset_fd), the seccomp program, and the process budget's, whose
+    listener it returns (None without a budget). All apply to the calling thread and the
+    threads it starts later: the process must have no other thread. Raises OSError when a
+    layer cannot be applied: the code must not run."""
     import ctypes
 
     if spec is None:
-        return
+        return None
     if len(os.listdir("/proc/self/task")) != 1:
         raise OSError("the code's process has threads that confinement would not reach")
     if spec.get("landlock") and ruleset_fd is None:
@@ -160,6 +169,18 @@ def confine(spec, ruleset_fd):
         if libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
             err = ctypes.get_errno()
             raise OSError(err, "seccomp: %s" % os.strerror(err))
+    if spec.get("budget"):
+        import base64
+
+        prog = base64.b64decode(spec["budget"])
+        buf = ctypes.create_string_buffer(prog, len(prog))
+        fprog = sock_fprog()(len(prog) // 8, ctypes.addressof(buf))
+        listener = libc().syscall(spec["seccomp_nr"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(fprog))
+        if listener < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "seccomp (process budget): %s" % os.strerror(err))
+        return listener
+    return None
 
 
 def run_code(params, ruleset_fd=None):
@@ -169,6 +190,7 @@ def run_code(params, ruleset_fd=None):
     with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
         source = f.read()
     main = _confined(params, ruleset_fd)
+    _hand_listener(_done_fd, params)
     status, memory_error = _cell(source, main, "<code>")
     _exit(status, memory_error)
 
@@ -202,8 +224,9 @@ def _confined(params, ruleset_fd):
         _outputs = open(params["outputs"], "a", encoding="utf-8")
     # A process group of its own: a signal to "my group" reaches only the code's processes.
     os.setpgid(0, 0)
+    global _listener
     try:
-        confine(params.get("confine"), ruleset_fd)
+        _listener = confine(params.get("confine"), ruleset_fd)
     except Exception as e:
         sys.stderr.write("pyexec: the execution could not be confined: %s\n" % e)
         sys.stderr.flush()
@@ -214,6 +237,30 @@ def _confined(params, ruleset_fd):
     builtins.display = display
     _hook_pyplot()
     return main
+
+
+def _hand_listener(sock_fd, params, msg=None):
+    """Hand the process budget's listener to the supervisor on sock_fd, with the budget (and
+    msg's other fields), before the code runs: what comes later on that socket is the code's
+    word, and the supervisor takes a listener only once. Without a budget, send msg alone."""
+    import socket
+
+    global _listener
+    fields = dict(msg or {})
+    fds = []
+    if _listener is not None:
+        fields["budget"] = params["limits"]["tasks"]
+        fds = [_listener]
+    if not fields:
+        return
+    sock = socket.socket(fileno=os.dup(sock_fd))
+    try:
+        send_fds(sock, json.dumps(fields).encode(), fds)
+    finally:
+        sock.close()
+        if _listener is not None:
+            os.close(_listener)
+            _listener = None
 
 
 def _cell(source, main, filename):
@@ -406,14 +453,19 @@ def _finish(status, memory_error):
         pass  # the supervisor waits for the exit instead
 
 
-def children():
-    me = os.getpid()
+def children(me=None):
+    """The children of me (this process by default)."""
+    proc = "/proc/self" if me is None else "/proc/%d" % me
+    me = me or os.getpid()
     try:  # each thread has its own list of the children it forked
         kids = []
-        for task in os.listdir("/proc/self/task"):
-            with open("/proc/self/task/%s/children" % task) as f:
+        for task in os.listdir(proc + "/task"):
+            with open("%s/task/%s/children" % (proc, task)) as f:
                 kids.extend(int(p) for p in f.read().split())
         return kids
+    except FileNotFoundError:
+        if me != os.getpid() and not os.path.exists(proc):
+            return []  # it ended
     except OSError:
         pass
     kids = []
@@ -471,7 +523,7 @@ def supervise(params, status_fd, prepare=None, handed=(), ruleset_fd=None):
     subreaper = make_subreaper()
     sys.stdout.flush()
     sys.stderr.flush()
-    child, done_r = fork_code()
+    child, done = fork_code()
     if child == 0:
         os.close(status_fd)
         if prepare is not None:
@@ -481,43 +533,50 @@ def supervise(params, status_fd, prepare=None, handed=(), ruleset_fd=None):
         os.close(fd)
     if ruleset_fd is not None:
         os.close(ruleset_fd)
-    watch(child, status_fd, subreaper, done_r)
+    watch(child, status_fd, subreaper, done)
 
 
 def fork_code():
-    """Fork the code's process, with the pipe on which it reports that the code finished.
-    Returns its pid and the pipe's read end in the supervisor, (0, None) in the process."""
+    """Fork the code's process, with the socket on which it hands over its budget's listener
+    and reports that the code finished. Returns its pid and the supervisor's end of the socket,
+    (0, None) in the process."""
+    import socket
+
     global _done_fd, _code_pid
-    done_r, done_w = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     child = os.fork()
     if child == 0:
         set_name(CODE_NAME)
-        os.close(done_r)
-        _done_fd, _code_pid = done_w, os.getpid()
+        mine.close()
+        _done_fd, _code_pid = theirs.detach(), os.getpid()
         return 0, None
-    os.close(done_w)
-    return child, done_r
+    theirs.close()
+    return child, mine
 
 
-def watch(child, status_fd, subreaper, done_r):
-    """In the supervisor: wait until the code's process (child) reports on done_r that the code
-    finished, or ends; kill what it left behind; write the status line and close status_fd,
-    which ends the execution for pyexec."""
+def watch(child, status_fd, subreaper, done):
+    """In the supervisor: wait until the code's process (child) reports on done that the code
+    finished, or ends, answering its budget meanwhile; kill what it left behind; write the
+    status line and close status_fd, which ends the execution for pyexec."""
     import signal
 
     children()  # fault in now the pages that reporting touches
     json.dumps({"exit_code": 0})
+    budget = Budget()
     try:
-        early, memory_error, st = _wait(child, done_r)
+        early, memory_error, st = _wait(child, done, budget)
     finally:
-        os.close(done_r)
+        done.close()
     if early is not None:
-        # The code's process is ending; but code may have written on done_r itself while it
+        # The code's process is ending; but code may have written on done itself while it
         # goes on running: kill it, so that whatever it is doing ends with the result.
         os.kill(child, signal.SIGKILL)
     kill_leftovers(keep=child if st is None else None)
+    budget.close()
     if memory_error:
         status(status_fd, memory_error=True)
+    if budget.refused:
+        status(status_fd, process_limit=True)
     if early is not None:
         status(status_fd, exit_code=early, subreaper=subreaper)
     elif os.WIFSIGNALED(st):
@@ -533,10 +592,10 @@ def watch(child, status_fd, subreaper, done_r):
         kill_leftovers()
 
 
-def _wait(child, done_r):
-    """Reap every process that ends until the code's process reports its exit status on done_r
-    (returns it, whether a MemoryError ended the code, None) or ends without (returns None,
-    False, its wait status)."""
+def _wait(child, done, budget):
+    """Reap every process that ends, and answer the budget, until the code's process reports its
+    exit status on done (returns it, whether a MemoryError ended the code, None) or ends without
+    (returns None, False, its wait status)."""
     import select
 
     try:
@@ -545,13 +604,13 @@ def _wait(child, done_r):
         pidfd = None
     try:
         poller = select.poll()
-        poller.register(done_r, select.POLLIN)
+        poller.register(done.fileno(), select.POLLIN)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
         while True:
             while True:
                 try:
-                    pid, st = os.waitpid(-1, os.WNOHANG if pidfd is not None else 0)
+                    pid, st = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
                     pid = 0
                 except InterruptedError:
@@ -560,18 +619,123 @@ def _wait(child, done_r):
                     return None, False, st
                 if pid == 0:
                     break
-            # Wakes when the child reports or ends; an orphan that ended meanwhile is reaped on
-            # the next wake.
-            for fd, _ in poller.poll(1000):
-                if fd == done_r:
-                    data = os.read(done_r, 16).split()
+            # Wakes when the child reports or ends (without a pidfd: every 50 ms), or the budget
+            # is asked; an orphan that ended meanwhile is reaped on the next wake.
+            for fd, event in poller.poll(1000 if pidfd is not None else 50):
+                if fd == budget.fd:
+                    if not budget.answer(event):
+                        poller.unregister(fd)
+                        budget.close()
+                elif fd == done.fileno():
+                    try:
+                        msg, fds = recv_fds(done)
+                    except OSError:
+                        msg, fds = b"", []
+                    if fds:
+                        if budget.take(msg, fds):
+                            poller.register(budget.fd, select.POLLIN)
+                        continue
+                    data = msg.split()
                     try:
                         return int(data[0]), data[1:] == [b"m"], None
                     except (ValueError, IndexError):  # EOF, or not a report: wait for the exit
-                        poller.unregister(done_r)
+                        if not msg:
+                            poller.unregister(fd)
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+class Budget:
+    """The process budget of an execution or a session, where the kernel lets its supervisor
+    count (confine.BudgetFilter): every clone, clone3, fork and vfork of the code's processes
+    waits for the supervisor's answer, which lets it go on while the tree holds fewer than its
+    budget of tasks (processes and threads, as RLIMIT_NPROC counts them) and refuses it with
+    EAGAIN, as RLIMIT_NPROC would, otherwise.
+
+    The count costs no /proc read per call: bound, an upper bound of the tree's tasks, grows
+    with each allowance and is recounted from /proc only when it reaches the budget. A clone
+    the supervisor let go on is in /proc once its thread has run again: a recount first waits
+    until GRACE has passed since the latest allowance. The tree passes its budget only by the
+    clones the scheduler kept from running for longer than that."""
+
+    GRACE = 0.005
+
+    def __init__(self):
+        self.fd = None
+        self.limit = 0
+        self.bound = 0
+        self.last = 0.0  # time of the latest allowance
+        self.refused = 0
+
+    def take(self, msg, fds):
+        """Take the listener the code's process handed over (True), once, before its code
+        ran; any other descriptor is closed."""
+        try:
+            limit = json.loads(msg).get("budget")
+        except (ValueError, AttributeError):
+            limit = None
+        if self.fd is not None or not isinstance(limit, int) or limit <= 0:
+            for fd in fds:
+                os.close(fd)
+            return False
+        for fd in fds[1:]:
+            os.close(fd)
+        self.fd, self.limit, self.bound = fds[0], limit, 1  # the code's process, alone
+        return True
+
+    def answer(self, event):
+        """Answer one notification (poll's event on the listener). False when the listener has
+        no process left: it says so with POLLHUP alone, and a read would then wait forever."""
+        import errno
+        import fcntl
+        import select
+        import struct
+        import time
+
+        if not event & select.POLLIN:
+            return False
+        req = bytearray(80)  # struct seccomp_notif, zeroed as the kernel wants it
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, req, True)
+        except OSError as e:
+            # ENOENT: the caller was killed meanwhile. Otherwise no process is left to ask.
+            return e.errno in (errno.ENOENT, errno.EINTR)
+        if self.bound >= self.limit:
+            wait = self.last + self.GRACE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.bound = tree_tasks(os.getpid())
+        if self.bound >= self.limit:
+            self.refused += 1
+            resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, -errno.EAGAIN, 0)
+        else:
+            self.bound += 1
+            self.last = time.monotonic()
+            resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, resp)
+        except OSError:
+            pass  # the caller was killed meanwhile
+        return True
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def tree_tasks(root):
+    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too)."""
+    count, todo = 0, children(root)
+    while todo:
+        pid = todo.pop()
+        try:
+            count += len(os.listdir("/proc/%d/task" % pid))
+        except OSError:
+            continue
+        todo.extend(children(pid))
+    return count
 
 
 def recv_fds(sock):
@@ -634,14 +798,15 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
     if ruleset_fd is not None:
         os.close(ruleset_fd)
     pidfd = os.pidfd_open(child)
-    answer, st = _session_wait(child, mine, pidfd)
+    budget = Budget()
+    answer, st = _session_wait(child, mine, pidfd, budget)
     if answer is None or not answer.get("ready"):
         error = (answer or {}).get("error") or "the session's interpreter %s" % _ended(st)
         send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
         os._exit(1)
     send_fds(ctl, json.dumps({"pid": child}).encode(), [pidfd])
     calls = 0
-    while _session_idle(child, ctl, pidfd):
+    while _session_idle(child, ctl, pidfd, budget):
         try:
             msg, fds = recv_fds(ctl)
         except OSError:
@@ -659,7 +824,8 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
             pass  # the interpreter is gone: _session_wait says how it ended
         for fd in fds:
             os.close(fd)
-        answer, st = _session_wait(child, mine, pidfd, calls)
+        budget.refused = 0
+        answer, st = _session_wait(child, mine, pidfd, budget, calls)
         kill_leftovers(keep=child if st is None else None)
         if st is not None:
             reply = {"exit_code": 1, "lost": True}
@@ -671,7 +837,7 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
             break
         code = answer.get("exit_code")
         reply = {"exit_code": code if isinstance(code, int) and 0 <= code <= 255 else 1,
-                 "memory_error": answer.get("memory_error") is True}
+                 "memory_error": answer.get("memory_error") is True, "process_limit": budget.refused > 0}
         try:
             send_fds(ctl, json.dumps(reply).encode(), [])
         except OSError:
@@ -690,32 +856,41 @@ def _ended(st):
     return "exited with status %d" % os.WEXITSTATUS(st)
 
 
-def _session_idle(child, ctl, pidfd):
-    """Between calls: reap what ends, until pyexec sends (True) or the interpreter ends
-    (False)."""
+def _session_idle(child, ctl, pidfd, budget):
+    """Between calls: reap what ends and answer the budget, until pyexec sends (True) or the
+    interpreter ends (False)."""
     import select
 
     poller = select.poll()
     poller.register(ctl.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
+    if budget.fd is not None:
+        poller.register(budget.fd, select.POLLIN)
     while True:
         reap_all()
-        ready = [fd for fd, _ in poller.poll(1000)]
-        if pidfd in ready:
+        events = dict(poller.poll(1000))
+        if budget.fd in events:
+            if not budget.answer(events.pop(budget.fd)):
+                poller.unregister(budget.fd)
+                budget.close()
+        if pidfd in events:
             return False
-        if ready:
+        if events:
             return True
 
 
-def _session_wait(child, sock, pidfd, call=None):
-    """Reap every process that ends until the interpreter answers call on sock (returns its
-    answer, None) or ends (returns None, its wait status). An answer to another call is
-    dropped."""
+def _session_wait(child, sock, pidfd, budget, call=None):
+    """Reap every process that ends, and answer the budget, until the interpreter answers call
+    on sock (returns its answer, None) or ends (returns None, its wait status). An answer to
+    another call is dropped. The first answer (call None, "ready") brings the budget's
+    listener."""
     import select
 
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
+    if budget.fd is not None:
+        poller.register(budget.fd, select.POLLIN)
     while True:
         while True:
             try:
@@ -728,13 +903,20 @@ def _session_wait(child, sock, pidfd, call=None):
                 return None, st
             if pid == 0:
                 break
-        for fd, _ in poller.poll(1000):
+        for fd, event in poller.poll(1000):
+            if fd == budget.fd:
+                if not budget.answer(event):
+                    poller.unregister(fd)
+                    budget.close()
+                continue
             if fd != sock.fileno():
                 continue
             try:
-                msg = sock.recv(4096)
+                msg, fds = recv_fds(sock)
             except OSError:
-                msg = b""
+                msg, fds = b"", []
+            if fds and budget.take(msg if call is None else b"", fds):
+                poller.register(budget.fd, select.POLLIN)
             try:
                 answer = json.loads(msg) if msg else None
             except ValueError:
@@ -762,7 +944,7 @@ def session_main(params, ruleset_fd, conn):
     import signal
 
     signal.signal(signal.SIGINT, _interrupt)
-    conn.send(b'{"ready": true}')
+    _hand_listener(conn.fileno(), params, {"ready": True})
     calls = 0
     while True:
         try:

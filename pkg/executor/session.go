@@ -132,7 +132,9 @@ type sessionReply struct {
 	ExitCode    *int   `json:"exit_code"`
 	Signal      int    `json:"signal"`
 	MemoryError bool   `json:"memory_error"`
-	Lost        bool   `json:"lost"`
+	// ProcessLimit: the call's budget refused a process or a thread.
+	ProcessLimit bool `json:"process_limit"`
+	Lost         bool `json:"lost"`
 }
 
 // beginSession makes the session's directory, input files and confinement. The caller
@@ -591,9 +593,7 @@ func (ss *LocalSession) finish(res *api.ExecuteResult, k *killer, reply sessionR
 		if reply.Signal != 0 {
 			res.Reason, res.Signal = api.ReasonSignal, unix.SignalName(syscall.Signal(reply.Signal))
 		}
-		if reply.MemoryError {
-			res.Reason = api.ReasonMemoryLimit
-		}
+		res.Reason = limitReason(res.Reason, res.ExitCode, reply.MemoryError, reply.ProcessLimit)
 	}
 	if why != "" {
 		res.Reason = why

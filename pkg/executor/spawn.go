@@ -78,6 +78,8 @@ type status struct {
 	ExitCode    *int `json:"exit_code"`
 	Signal      int  `json:"signal"`
 	MemoryError bool `json:"memory_error"`
+	// ProcessLimit: the process budget refused the code a process or a thread.
+	ProcessLimit bool `json:"process_limit"`
 }
 
 // Execute implements Executor: the runner is a fresh interpreter, the supervisor of the code.
@@ -164,9 +166,7 @@ func (s *Spawn) finish(res *api.ExecuteResult, killedFor string, st status, ps *
 			res.Reason = api.ReasonSignal
 			res.Signal = unix.SignalName(syscall.Signal(st.Signal))
 		}
-		if st.MemoryError {
-			res.Reason = api.ReasonMemoryLimit
-		}
+		res.Reason = limitReason(res.Reason, res.ExitCode, st.MemoryError, st.ProcessLimit)
 	default:
 		// The runner itself did not report: it was killed, or crashed before the code ran.
 		res.Reason = api.ReasonExit
@@ -185,6 +185,19 @@ func (s *Spawn) finish(res *api.ExecuteResult, killedFor string, st status, ps *
 		}
 		s.cfg.Log.V(1).Info("runner ended without status", "id", res.ID, "err", fmt.Sprint(waitErr))
 	}
+}
+
+// limitReason is the reason of an execution that ended by itself (reason: exit or signal):
+// memory_limit when a MemoryError ended the code, process_limit when the code failed after its
+// budget refused it a process or a thread (code that coped with it and exited 0 just exited).
+func limitReason(reason string, exitCode int, memoryError, processLimit bool) string {
+	switch {
+	case memoryError:
+		return api.ReasonMemoryLimit
+	case processLimit && exitCode != 0:
+		return api.ReasonProcessLimit
+	}
+	return reason
 }
 
 // envFile, in an execution's directory, holds the request's env as a JSON object.
@@ -286,7 +299,8 @@ func (e *FileError) Error() string { return fmt.Sprintf("files: %s: %v", e.Path,
 func (e *FileError) Unwrap() error { return e.Err }
 
 // params are the runner's: the code's file, its limits, and its confinement, whose Landlock
-// ruleset comes as a file descriptor when landlock is set.
+// ruleset comes as a file descriptor when landlock is set. The process limit is the tree's own
+// budget ("tasks") where the kernel lets the supervisor count it, else RLIMIT_NPROC ("nproc").
 func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, session bool) string {
 	limits := map[string]any{"nproc": req.MaxProcesses, "nofile": codeOpenFiles()}
 	if req.MemoryLimitMB > 0 {
@@ -295,8 +309,14 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, ses
 	if req.MaxFileBytes > 0 {
 		limits["fsize_bytes"] = req.MaxFileBytes
 	}
-	if req.MaxProcesses <= 0 {
+	switch {
+	case req.MaxProcesses <= 0:
 		delete(limits, "nproc")
+	case spec != nil && spec.Budget != "":
+		// The supervisor counts the tree's processes and threads (runner.py's Budget): the uid's
+		// count, which every execution shares, must not stop one before its own budget does.
+		delete(limits, "nproc")
+		limits["tasks"] = req.MaxProcesses
 	}
 	p := map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "outputs": filepath.Join(dir, outputsFile), "cwd": filepath.Join(dir, "work"),
 		"limits": limits, "confine": spec, "landlock": landlock}
@@ -355,9 +375,8 @@ func readStatus(r io.Reader) status {
 		if json.Unmarshal(sc.Bytes(), &line) != nil {
 			continue
 		}
-		if line.MemoryError {
-			st.MemoryError = true
-		}
+		st.MemoryError = st.MemoryError || line.MemoryError
+		st.ProcessLimit = st.ProcessLimit || line.ProcessLimit
 		if line.ExitCode != nil {
 			st.ExitCode, st.Signal = line.ExitCode, line.Signal
 		}

@@ -216,7 +216,7 @@ def _spare(req, ctl, conn, status_fd, warmup):
     os.setpgid(0, 0)  # pyexec pauses a spare that warms up while executions run, as a group
     os.set_inheritable(status_fd, False)
     subreaper = make_subreaper()
-    child, done_r = fork_code()
+    child, done = fork_code()
     if child == 0:
         os.close(status_fd)
         _warm_up(warmup)
@@ -230,7 +230,7 @@ def _spare(req, ctl, conn, status_fd, warmup):
         _enter(ex, fds[:3])
         run_code(ex["params"], fds[3] if len(fds) > 3 else None)
     conn.close()
-    watch(child, status_fd, subreaper, done_r)
+    watch(child, status_fd, subreaper, done)
     os._exit(0)
 
 

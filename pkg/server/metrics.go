@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.
-	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, reasonError} {
+	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, api.ReasonProcessLimit, reasonError} {
 		m.executions.WithLabelValues(r)
 	}
 	for _, c := range []string{api.ErrCodeQueueFull, api.ErrCodeUnavailable, api.ErrCodeForbidden, api.ErrCodeTooLarge, api.ErrCodeBadRequest} {

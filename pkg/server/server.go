@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/packages"
 	"github.com/pyexec/pyexec/pkg/settings"
@@ -350,6 +351,12 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	info.Mode = s.mode()
 	info.Limits = s.cfg.Limits
+	if info.Limits.MaxProcesses > 0 {
+		info.Limits.MaxProcessesScope = api.ProcessesPerUID
+		if info.Isolation.Active(confine.LayerProcessBudget) {
+			info.Limits.MaxProcessesScope = api.ProcessesPerExecution
+		}
+	}
 	info.Ready = true // only a ready server gets here
 	writeJSON(w, http.StatusOK, info)
 }
