@@ -174,12 +174,12 @@ type Limits struct {
 	// processes and threads of the runner's uid, all executions together); absent without a
 	// limit.
 	MaxProcessesScope string `json:"max_processes_scope,omitempty"`
-	MaxFileBytes      int64   `json:"max_file_bytes"`
-	MaxFilesOut       int     `json:"max_files_out"`
-	MaxFilesOutBytes  int64   `json:"max_files_out_bytes"` // total size of the files returned from one execution
-	MaxRequestBytes   int64   `json:"max_request_bytes"`
-	MaxConcurrent     int     `json:"max_concurrent"`
-	Queue             int     `json:"queue"`
+	MaxFileBytes      int64  `json:"max_file_bytes"`
+	MaxFilesOut       int    `json:"max_files_out"`
+	MaxFilesOutBytes  int64  `json:"max_files_out_bytes"` // total size of the files returned from one execution
+	MaxRequestBytes   int64  `json:"max_request_bytes"`
+	MaxConcurrent     int    `json:"max_concurrent"`
+	Queue             int    `json:"queue"`
 	// Connections open at once on the socket: in all, and of one peer uid.
 	MaxConnections       int `json:"max_connections"`
 	MaxConnectionsPerUID int `json:"max_connections_per_uid"`
