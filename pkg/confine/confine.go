@@ -128,8 +128,10 @@ const (
 	LayerSeccomp       = "seccomp"
 	LayerNetwork       = "network_control"
 	LayerTruncate      = "landlock_truncate"
-	// LayerNonDumpable: the server, the zygote, the supervisors and the code's own process
-	// are non-dumpable, so code of the same uid cannot read their /proc files or ptrace them.
+	// LayerNonDumpable: the server, the zygote and the supervisors are non-dumpable, so code of
+	// the same uid cannot read their /proc files or ptrace them. The code's own process is too
+	// until Landlock confines it, which then keeps other domains out instead (its supervisor
+	// reads its memory).
 	LayerNonDumpable = "non_dumpable"
 	// LayerProcessBudget: each execution and each session has --max-processes processes and
 	// threads of its own, counted by its supervisor.

@@ -2,7 +2,9 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/confine"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // holdCode forks children that sleep until a fork is refused, says how many it holds and the
@@ -183,5 +186,72 @@ threading.Thread(target=hog, daemon=True).start()
 				t.Errorf("second call: %+v", res)
 			}
 		})
+	}
+}
+
+// A session's memory is its tree's, between calls too: a thread that forks children holding
+// memory after its call ends the session once they pass the limit, though each is far under
+// it; a call that touches more than the limit ends it too, with its output so far.
+func TestSessionMemoryLimit(t *testing.T) {
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			lim := defaultLimits
+			lim.MemoryLimitMB = 128
+			ss := newSession(t, st, SessionRequest{ID: "between", Limits: lim})
+			res := call(t, ss, `import os, threading, time
+def hog():
+    time.sleep(0.3)  # after the call: its end kills what it started
+    for _ in range(10):
+        if os.fork() == 0:
+            b = bytearray(32 << 20)
+            time.sleep(60)
+            os._exit(0)
+threading.Thread(target=hog, daemon=True).start()
+`, func(r *Request) { r.Limits = lim })
+			if res.ExitCode != 0 {
+				t.Fatalf("first call: %+v", res)
+			}
+			// No call meanwhile: the end of a call kills what the session's threads started.
+			time.Sleep(3 * time.Second)
+			if _, err := ss.Execute(context.Background(), Request{ID: "after", Code: "1", Limits: lim}, nil); !errors.Is(err, ErrSessionEnded) {
+				t.Fatalf("the session outlived children holding more than its memory limit: %v", err)
+			}
+
+			ss = newSession(t, st, SessionRequest{ID: "during", Limits: lim})
+			res = call(t, ss, "print('start', flush=True)\nb = bytearray(512 << 20)", func(r *Request) { r.Limits = lim })
+			if res.Reason != api.ReasonMemoryLimit || !res.SessionLost || res.Stdout != "start\n" {
+				t.Errorf("a call past the limit: %+v", res)
+			}
+		})
+	}
+}
+
+// 32 threads that each multiply two 500x500 arrays under 300 MB: address space that threads
+// reserve and never touch is not the limit's.
+func TestThreadsOfNumpyUnderTheMemoryLimit(t *testing.T) {
+	py := testutil.RequireSystemPython(t)
+	if out, err := exec.Command(py, "-c", "import numpy").CombinedOutput(); err != nil {
+		t.Fatalf("numpy is a test dependency (make deps installs python3-numpy): %s", out)
+	}
+	ex := modes(t)[ModeFork]
+	lim := defaultLimits
+	lim.MemoryLimitMB = 300
+	code := `import threading
+import numpy as np
+a = np.ones((500, 500))
+out = []
+def f():
+    out.append(float((a @ a)[0, 0]))
+ts = [threading.Thread(target=f) for _ in range(32)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(len(out), out[0])
+`
+	res, err := ex.Execute(context.Background(), Request{ID: "numpy", Code: code, Limits: lim}, nil)
+	if err != nil || res.ExitCode != 0 || res.Stdout != "32 500.0\n" {
+		t.Fatalf("%+v %v", res, err)
 	}
 }

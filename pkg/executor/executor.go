@@ -30,7 +30,7 @@ type Request struct {
 // Limits of one execution.
 type Limits struct {
 	Timeout        time.Duration
-	MemoryLimitMB  int   // address-space limit of every process of the execution
+	MemoryLimitMB  int   // resident memory of the execution's whole tree (RLIMIT_AS: a backstop far above)
 	MaxOutputBytes int   // per stream; more kills the tree with reason output_limit
 	MaxProcesses   int   // RLIMIT_NPROC of the execution's processes
 	MaxFileBytes   int64 // largest file the code may write (RLIMIT_FSIZE), and largest returned

@@ -290,11 +290,24 @@ func behaviours(packagesTree string) []behaviour {
 				t.Errorf("reason %s truncated %v len %d", r.Reason, r.StdoutTruncated, len(r.Stdout))
 			}
 		}},
-		{"4 GB allocation hits the memory limit", Request{Code: "print('start', flush=True)\nb = bytearray(4 * 1024**3)", Limits: Limits{MemoryLimitMB: 256}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+		{"memory touched past the limit kills the tree, and the output so far is kept", Request{Code: "print('start', flush=True)\nb = bytearray(1024**3)\nprint('after')", Limits: Limits{MemoryLimitMB: 256}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
+			if r.Reason != api.ReasonMemoryLimit || r.ExitCode != 137 || r.Signal != "SIGKILL" || r.Stdout != "start\n" {
+				t.Errorf("%+v", r)
+			}
+		}},
+		{"an allocation past the address-space backstop raises MemoryError", Request{Code: "print('start', flush=True)\nb = bytearray(64 * 1024**3)", Limits: Limits{MemoryLimitMB: 256}}, func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 			if r.Reason != api.ReasonMemoryLimit || r.ExitCode != 1 || r.Stdout != "start\n" || !strings.HasSuffix(r.Stderr, "MemoryError\n") {
 				t.Errorf("%+v", r)
 			}
 		}},
+		{"children that together pass the memory limit are killed with the code", Request{Code: "import os, time\nfor _ in range(8):\n    pid = os.fork()\n    if pid == 0:\n        b = bytearray(48 << 20)\n        time.sleep(60)\n        os._exit(0)\n    print('pid:%d' % pid, flush=True)\ntime.sleep(60)", Limits: Limits{MemoryLimitMB: 256}},
+			func(t *testing.T, r api.ExecuteResult, d time.Duration) {
+				// Each child is far under the limit: RLIMIT_AS alone would let them all live.
+				if r.Reason != api.ReasonMemoryLimit || r.ExitCode != 137 || d > 30*time.Second {
+					t.Errorf("%+v after %v", r, d)
+				}
+				assertGone(t, pidsFrom(t, r.Stdout))
+			}},
 		{"huge file write stops at the file limit", Request{Code: "f = open('big.bin', 'wb')\nfor _ in range(100):\n    f.write(b'0' * (1 << 20))", Limits: Limits{MaxFileBytes: 1 << 20}},
 			func(t *testing.T, r api.ExecuteResult, _ time.Duration) {
 				// The file stops at the limit, and a file at the limit is returned.

@@ -179,8 +179,14 @@ def confine(spec, ruleset_fd):
         if listener < 0:
             err = ctypes.get_errno()
             raise OSError(err, "seccomp (process budget): %s" % os.strerror(err))
-        return listener
-    return None
+    else:
+        listener = None
+    if ruleset_fd is not None:
+        # Dumpable, so that the supervisor can read the tree's memory (smaps_rollup): Landlock
+        # keeps every process outside this domain — other executions' code — from ptrace and
+        # from its /proc files all the same, and /proc is read-only to the code itself.
+        prctl(PR_SET_DUMPABLE, 1)
+    return listener
 
 
 def run_code(params, ruleset_fd=None):
@@ -190,7 +196,7 @@ def run_code(params, ruleset_fd=None):
     with open(params["code"], encoding="utf-8", errors="surrogateescape") as f:
         source = f.read()
     main = _confined(params, ruleset_fd)
-    _hand_listener(_done_fd, params)
+    _hand_limits(_done_fd, params)
     status, memory_error = _cell(source, main, "<code>")
     _exit(status, memory_error)
 
@@ -201,8 +207,7 @@ def _limit(params):
 
     limits = params["limits"]
     for name, value in (("RLIMIT_AS", limits.get("as_bytes")), ("RLIMIT_NPROC", limits.get("nproc")),
-                        ("RLIMIT_FSIZE", limits.get("fsize_bytes")), ("RLIMIT_NOFILE", limits.get("nofile")),
-                        ("RLIMIT_CORE", 0)):
+                        ("RLIMIT_FSIZE", limits.get("fsize_bytes")), ("RLIMIT_CORE", 0)):
         if value is not None:
             resource.setrlimit(getattr(resource, name), (value, value))
     os.chdir(params["cwd"])
@@ -239,20 +244,24 @@ def _confined(params, ruleset_fd):
     return main
 
 
-def _hand_listener(sock_fd, params, msg=None):
-    """Hand the process budget's listener to the supervisor on sock_fd, with the budget (and
-    msg's other fields), before the code runs: what comes later on that socket is the code's
-    word, and the supervisor takes a listener only once. Without a budget, send msg alone."""
+def _hand_limits(sock_fd, params, msg=None):
+    """Hand the tree's limits to the supervisor on sock_fd, with msg's fields, before the code
+    runs: the memory limit, and the process budget with its listener. What comes later on that
+    socket is the code's word, and the supervisor takes limits only once. Then lower the limit
+    of open files: the kernel refuses to pass a descriptor when its uid has more in flight than
+    the sender's limit, which code may have filled up to its own (see codeOpenFiles)."""
+    import resource
     import socket
 
     global _listener
     fields = dict(msg or {})
+    limits = params["limits"]
+    if limits.get("memory_bytes"):
+        fields["memory"] = limits["memory_bytes"]
     fds = []
     if _listener is not None:
-        fields["budget"] = params["limits"]["tasks"]
+        fields["budget"] = limits["tasks"]
         fds = [_listener]
-    if not fields:
-        return
     sock = socket.socket(fileno=os.dup(sock_fd))
     try:
         send_fds(sock, json.dumps(fields).encode(), fds)
@@ -261,6 +270,8 @@ def _hand_listener(sock_fd, params, msg=None):
         if _listener is not None:
             os.close(_listener)
             _listener = None
+    if limits.get("nofile") is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits["nofile"], limits["nofile"]))
 
 
 def _cell(source, main, filename):
@@ -556,15 +567,15 @@ def fork_code():
 
 def watch(child, status_fd, subreaper, done):
     """In the supervisor: wait until the code's process (child) reports on done that the code
-    finished, or ends, answering its budget meanwhile; kill what it left behind; write the
-    status line and close status_fd, which ends the execution for pyexec."""
+    finished, or ends, holding its tree to its limits meanwhile; kill what it left behind; write
+    the status line and close status_fd, which ends the execution for pyexec."""
     import signal
 
     children()  # fault in now the pages that reporting touches
     json.dumps({"exit_code": 0})
-    budget = Budget()
+    tree = Tree()
     try:
-        early, memory_error, st = _wait(child, done, budget)
+        early, memory_error, st = _wait(child, done, tree)
     finally:
         done.close()
     if early is not None:
@@ -572,10 +583,10 @@ def watch(child, status_fd, subreaper, done):
         # goes on running: kill it, so that whatever it is doing ends with the result.
         os.kill(child, signal.SIGKILL)
     kill_leftovers(keep=child if st is None else None)
-    budget.close()
-    if memory_error:
+    tree.close()
+    if memory_error or tree.over_memory:
         status(status_fd, memory_error=True)
-    if budget.refused:
+    if tree.refused:
         status(status_fd, process_limit=True)
     if early is not None:
         status(status_fd, exit_code=early, subreaper=subreaper)
@@ -592,11 +603,13 @@ def watch(child, status_fd, subreaper, done):
         kill_leftovers()
 
 
-def _wait(child, done, budget):
-    """Reap every process that ends, and answer the budget, until the code's process reports its
-    exit status on done (returns it, whether a MemoryError ended the code, None) or ends without
-    (returns None, False, its wait status)."""
+def _wait(child, done, tree):
+    """Reap every process that ends, and hold the tree to its limits, until the code's process
+    reports its exit status on done (returns it, whether a MemoryError ended the code, None) or
+    ends without (returns None, False, its wait status). Past its memory limit the tree is
+    killed."""
     import select
+    import signal
 
     try:
         pidfd = os.pidfd_open(child)
@@ -619,21 +632,22 @@ def _wait(child, done, budget):
                     return None, False, st
                 if pid == 0:
                     break
-            # Wakes when the child reports or ends (without a pidfd: every 50 ms), or the budget
-            # is asked; an orphan that ended meanwhile is reaped on the next wake.
-            for fd, event in poller.poll(1000 if pidfd is not None else 50):
-                if fd == budget.fd:
-                    if not budget.answer(event):
+            # Wakes when the child reports or ends (without a pidfd: every 50 ms), the budget is
+            # asked, or the memory is due; an orphan that ended meanwhile is reaped on the next
+            # wake.
+            for fd, event in poller.poll(tree.timeout(1000 if pidfd is not None else 50)):
+                if fd == tree.fd:
+                    if not tree.answer(event):
                         poller.unregister(fd)
-                        budget.close()
+                        tree.close()
                 elif fd == done.fileno():
                     try:
                         msg, fds = recv_fds(done)
                     except OSError:
                         msg, fds = b"", []
-                    if fds:
-                        if budget.take(msg, fds):
-                            poller.register(budget.fd, select.POLLIN)
+                    if msg[:1] == b"{" or fds:
+                        if tree.take(msg, fds):
+                            poller.register(tree.fd, select.POLLIN)
                         continue
                     data = msg.split()
                     try:
@@ -641,48 +655,92 @@ def _wait(child, done, budget):
                     except (ValueError, IndexError):  # EOF, or not a report: wait for the exit
                         if not msg:
                             poller.unregister(fd)
+            if tree.memory_over():
+                os.kill(child, signal.SIGKILL)  # the rest of the tree goes after the result
+                _, st = os.waitpid(child, 0)
+                return None, False, st
     finally:
         if pidfd is not None:
             os.close(pidfd)
 
 
-class Budget:
-    """The process budget of an execution or a session, where the kernel lets its supervisor
-    count (confine.BudgetFilter): every clone, clone3, fork and vfork of the code's processes
-    waits for the supervisor's answer, which lets it go on while the tree holds fewer than its
-    budget of tasks (processes and threads, as RLIMIT_NPROC counts them) and refuses it with
-    EAGAIN, as RLIMIT_NPROC would, otherwise.
+class Tree:
+    """The supervisor's side of the limits of the code's tree — every process below the
+    supervisor — which the code's process hands over before its code runs (_hand_limits): its
+    process budget and its memory limit.
 
-    The count costs no /proc read per call: bound, an upper bound of the tree's tasks, grows
-    with each allowance and is recounted from /proc only when it reaches the budget. A clone
-    the supervisor let go on is in /proc once its thread has run again: a recount first waits
-    until GRACE has passed since the latest allowance. The tree passes its budget only by the
-    clones the scheduler kept from running for longer than that."""
+    The process budget, where the kernel lets the supervisor count (confine.BudgetFilter):
+    every clone, clone3, fork and vfork of the code's processes waits for the supervisor's
+    answer, which lets it go on while the tree holds fewer than its budget of tasks (processes
+    and threads, as RLIMIT_NPROC counts them) and refuses it with EAGAIN, as RLIMIT_NPROC would,
+    otherwise. The count costs no /proc read per call: bound, an upper bound of the tree's
+    tasks, grows with each allowance and is recounted from /proc only when it reaches the
+    budget. A clone the supervisor let go on is in /proc once its thread has run again: a
+    recount first waits until GRACE has passed since the latest allowance. The tree passes its
+    budget only by the clones the scheduler kept from running for longer than that.
+
+    The memory limit: the tree's resident memory, read every INTERVAL (tree_memory); past the
+    limit the supervisor kills the tree."""
 
     GRACE = 0.005
+    INTERVAL = 0.1
 
     def __init__(self):
-        self.fd = None
+        self.taken = False
+        self.fd = None  # the budget's listener
         self.limit = 0
         self.bound = 0
         self.last = 0.0  # time of the latest allowance
         self.refused = 0
+        self.memory = 0  # bytes; 0: no limit
+        self.over_memory = False
+        self._due = 0.0
 
     def take(self, msg, fds):
-        """Take the listener the code's process handed over (True), once, before its code
-        ran; any other descriptor is closed."""
-        try:
-            limit = json.loads(msg).get("budget")
-        except (ValueError, AttributeError):
-            limit = None
-        if self.fd is not None or not isinstance(limit, int) or limit <= 0:
+        """Take the limits the code's process handed over, once; True when they bring a budget
+        to answer. Descriptors not taken are closed."""
+        limits = None
+        if not self.taken:
+            try:
+                limits = json.loads(msg)
+            except ValueError:
+                pass
+        if not isinstance(limits, dict):
+            for fd in fds:
+                os.close(fd)
+            return False
+        self.taken = True
+        memory, budget = limits.get("memory"), limits.get("budget")
+        if isinstance(memory, int) and memory > 0:
+            self.memory = memory
+        if not fds or not isinstance(budget, int) or budget <= 0:
             for fd in fds:
                 os.close(fd)
             return False
         for fd in fds[1:]:
             os.close(fd)
-        self.fd, self.limit, self.bound = fds[0], limit, 1  # the code's process, alone
+        self.fd, self.limit, self.bound = fds[0], budget, 1  # the code's process, alone
         return True
+
+    def timeout(self, ms):
+        """poll's timeout: ms, or less when the memory is due to be read."""
+        if not self.memory:
+            return ms
+        import time
+
+        return max(0, min(ms, int((self._due - time.monotonic()) * 1000) + 1))
+
+    def memory_over(self):
+        """Read the tree's memory when it is due: True once it has been over the limit."""
+        if not self.memory or self.over_memory:
+            return self.over_memory
+        import time
+
+        now = time.monotonic()
+        if now >= self._due:
+            self._due = now + self.INTERVAL
+            self.over_memory = tree_memory(os.getpid(), self.memory) > self.memory
+        return self.over_memory
 
     def answer(self, event):
         """Answer one notification (poll's event on the listener). False when the listener has
@@ -725,17 +783,59 @@ class Budget:
             self.fd = None
 
 
-def tree_tasks(root):
-    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too)."""
-    count, todo = 0, children(root)
+def tree_pids(root):
+    """The processes below root."""
+    out, todo = [], children(root)
     while todo:
         pid = todo.pop()
+        out.append(pid)
+        todo.extend(children(pid))
+    return out
+
+
+def tree_tasks(root):
+    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too)."""
+    count = 0
+    for pid in tree_pids(root):
         try:
             count += len(os.listdir("/proc/%d/task" % pid))
         except OSError:
-            continue
-        todo.extend(children(pid))
+            pass
     return count
+
+
+_page_size = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_memory(root, limit):
+    """The resident memory of the processes below root, in bytes: the sum of their resident
+    sets (statm: cheap) while it is at most limit; past it, of their proportional sets (Pss of
+    smaps_rollup: a page n processes share counts 1/n in each, as pages forked processes share
+    with their parent and the zygote), which a supervisor can read of dumpable processes only —
+    the code's are where Landlock confines them (see confine) — and elsewhere their resident
+    sets again."""
+    rss = {}
+    for pid in tree_pids(root):
+        try:
+            with open("/proc/%d/statm" % pid, "rb") as f:
+                rss[pid] = int(f.read().split()[1]) * _page_size
+        except (OSError, ValueError, IndexError):
+            pass
+    total = sum(rss.values())
+    if total <= limit:
+        return total
+    total = 0
+    for pid, resident in rss.items():
+        try:
+            with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        resident = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+        total += resident
+    return total
 
 
 def recv_fds(sock):
@@ -798,15 +898,15 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
     if ruleset_fd is not None:
         os.close(ruleset_fd)
     pidfd = os.pidfd_open(child)
-    budget = Budget()
-    answer, st = _session_wait(child, mine, pidfd, budget)
+    tree = Tree()
+    answer, st = _session_wait(child, mine, pidfd, tree)
     if answer is None or not answer.get("ready"):
         error = (answer or {}).get("error") or "the session's interpreter %s" % _ended(st)
         send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
         os._exit(1)
     send_fds(ctl, json.dumps({"pid": child}).encode(), [pidfd])
     calls = 0
-    while _session_idle(child, ctl, pidfd, budget):
+    while _session_idle(child, ctl, pidfd, tree):
         try:
             msg, fds = recv_fds(ctl)
         except OSError:
@@ -824,11 +924,11 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
             pass  # the interpreter is gone: _session_wait says how it ended
         for fd in fds:
             os.close(fd)
-        budget.refused = 0
-        answer, st = _session_wait(child, mine, pidfd, budget, calls)
+        tree.refused = 0
+        answer, st = _session_wait(child, mine, pidfd, tree, calls)
         kill_leftovers(keep=child if st is None else None)
         if st is not None:
-            reply = {"exit_code": 1, "lost": True}
+            reply = {"exit_code": 1, "lost": True, "memory_error": tree.over_memory}
             if os.WIFSIGNALED(st):
                 reply.update(exit_code=128 + os.WTERMSIG(st), signal=os.WTERMSIG(st))
             elif os.WIFEXITED(st):
@@ -837,7 +937,7 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
             break
         code = answer.get("exit_code")
         reply = {"exit_code": code if isinstance(code, int) and 0 <= code <= 255 else 1,
-                 "memory_error": answer.get("memory_error") is True, "process_limit": budget.refused > 0}
+                 "memory_error": answer.get("memory_error") is True, "process_limit": tree.refused > 0}
         try:
             send_fds(ctl, json.dumps(reply).encode(), [])
         except OSError:
@@ -856,41 +956,46 @@ def _ended(st):
     return "exited with status %d" % os.WEXITSTATUS(st)
 
 
-def _session_idle(child, ctl, pidfd, budget):
-    """Between calls: reap what ends and answer the budget, until pyexec sends (True) or the
-    interpreter ends (False)."""
+def _session_idle(child, ctl, pidfd, tree):
+    """Between calls: reap what ends and hold the tree to its limits, until pyexec sends (True)
+    or the interpreter ends (False): past its memory limit the session is killed."""
     import select
+    import signal
 
     poller = select.poll()
     poller.register(ctl.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
-    if budget.fd is not None:
-        poller.register(budget.fd, select.POLLIN)
+    if tree.fd is not None:
+        poller.register(tree.fd, select.POLLIN)
     while True:
         reap_all()
-        events = dict(poller.poll(1000))
-        if budget.fd in events:
-            if not budget.answer(events.pop(budget.fd)):
-                poller.unregister(budget.fd)
-                budget.close()
+        events = dict(poller.poll(tree.timeout(1000)))
+        if tree.fd in events:
+            if not tree.answer(events.pop(tree.fd)):
+                poller.unregister(tree.fd)
+                tree.close()
+        if tree.memory_over():
+            os.kill(child, signal.SIGKILL)
+            return False
         if pidfd in events:
             return False
         if events:
             return True
 
 
-def _session_wait(child, sock, pidfd, budget, call=None):
-    """Reap every process that ends, and answer the budget, until the interpreter answers call
-    on sock (returns its answer, None) or ends (returns None, its wait status). An answer to
-    another call is dropped. The first answer (call None, "ready") brings the budget's
-    listener."""
+def _session_wait(child, sock, pidfd, tree, call=None):
+    """Reap every process that ends, and hold the tree to its limits, until the interpreter
+    answers call on sock (returns its answer, None) or ends (returns None, its wait status):
+    past its memory limit it is killed. An answer to another call is dropped. The first answer
+    (call None, "ready") brings the tree's limits."""
     import select
+    import signal
 
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
-    if budget.fd is not None:
-        poller.register(budget.fd, select.POLLIN)
+    if tree.fd is not None:
+        poller.register(tree.fd, select.POLLIN)
     while True:
         while True:
             try:
@@ -903,11 +1008,11 @@ def _session_wait(child, sock, pidfd, budget, call=None):
                 return None, st
             if pid == 0:
                 break
-        for fd, event in poller.poll(1000):
-            if fd == budget.fd:
-                if not budget.answer(event):
+        for fd, event in poller.poll(tree.timeout(1000)):
+            if fd == tree.fd:
+                if not tree.answer(event):
                     poller.unregister(fd)
-                    budget.close()
+                    tree.close()
                 continue
             if fd != sock.fileno():
                 continue
@@ -915,8 +1020,8 @@ def _session_wait(child, sock, pidfd, budget, call=None):
                 msg, fds = recv_fds(sock)
             except OSError:
                 msg, fds = b"", []
-            if fds and budget.take(msg if call is None else b"", fds):
-                poller.register(budget.fd, select.POLLIN)
+            if (call is None or fds) and tree.take(msg if call is None else b"", fds):
+                poller.register(tree.fd, select.POLLIN)
             try:
                 answer = json.loads(msg) if msg else None
             except ValueError:
@@ -927,6 +1032,10 @@ def _session_wait(child, sock, pidfd, budget, call=None):
                 continue
             if not msg:
                 poller.unregister(sock.fileno())  # nothing more from it: wait for its end
+        if tree.memory_over():
+            os.kill(child, signal.SIGKILL)
+            _, st = os.waitpid(child, 0)
+            return None, st
 
 
 def session_main(params, ruleset_fd, conn):
@@ -944,7 +1053,7 @@ def session_main(params, ruleset_fd, conn):
     import signal
 
     signal.signal(signal.SIGINT, _interrupt)
-    _hand_listener(conn.fileno(), params, {"ready": True})
+    _hand_limits(conn.fileno(), params, {"ready": True})
     calls = 0
     while True:
         try:

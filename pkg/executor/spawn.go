@@ -304,7 +304,8 @@ func (e *FileError) Unwrap() error { return e.Err }
 func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, session bool) string {
 	limits := map[string]any{"nproc": req.MaxProcesses, "nofile": codeOpenFiles()}
 	if req.MemoryLimitMB > 0 {
-		limits["as_bytes"] = int64(req.MemoryLimitMB) << 20
+		limits["memory_bytes"] = int64(req.MemoryLimitMB) << 20
+		limits["as_bytes"] = AddressSpaceLimit(req.MemoryLimitMB)
 	}
 	if req.MaxFileBytes > 0 {
 		limits["fsize_bytes"] = req.MaxFileBytes
@@ -327,6 +328,14 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, ses
 	b, _ := json.Marshal(p)
 	return string(b)
 }
+
+// AddressSpaceLimit is RLIMIT_AS of each of the code's processes under a memory limit of mb: a
+// backstop 16 GiB above it. The supervisor holds the tree to the limit by its resident memory;
+// address space that is reserved and never touched must not fail first — each thread reserves
+// its stack (8 MiB) and a malloc arena (64 MiB), and OpenBLAS its buffers: 32 threads of numpy
+// reserve about 4 GiB. An allocation larger than the backstop still fails at once
+// (MemoryError).
+func AddressSpaceLimit(mb int) int64 { return int64(mb)<<20 + 16<<30 }
 
 // codeOpenFiles is the code's limit of open files, soft and hard. The kernel counts the
 // descriptors in flight on Unix sockets per uid and refuses to pass more once the count is over

@@ -99,8 +99,8 @@ const (
 	// Default: the sidecar's, 5m.
 	AnnotationMaxTimeout = "pyexec.dev/max-timeout"
 
-	// AnnotationMemoryLimitMB is the default address-space limit (RLIMIT_AS) of each process
-	// of an execution in MiB, a whole number from 32 to 4096 (the sidecar's largest). It
+	// AnnotationMemoryLimitMB is the default memory limit of an execution (the resident memory
+	// of its whole process tree) in MiB, a whole number from 32 to 4096 (the sidecar's largest). It
 	// becomes PYEXEC_MEMORY_LIMIT_MB of the sidecar. Default: the sidecar's, 1024.
 	AnnotationMemoryLimitMB = "pyexec.dev/memory-limit-mb"
 

@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/executor"
 )
 
@@ -132,10 +133,24 @@ func TestInfo(t *testing.T) {
 	if err := json.Unmarshal(body, &info); err != nil {
 		t.Fatal(err)
 	}
-	want := api.Info{Version: "1.2.3", Policy: "system-python", Mode: "spawn", Ready: true, Limits: testLimits(),
+	// Without the process_budget layer, max_processes is RLIMIT_NPROC of the runner's uid.
+	limits := testLimits()
+	limits.MaxProcessesScope = api.ProcessesPerUID
+	want := api.Info{Version: "1.2.3", Policy: "system-python", Mode: "spawn", Ready: true, Limits: limits,
 		Preflight: api.Preflight{OK: true, Summary: "python 3.12 ok", Source: "/run/pyexec/preflight.json"}}
 	if !reflect.DeepEqual(info, want) {
 		t.Errorf("info\n got %+v\nwant %+v", info, want)
+	}
+	// With it, each execution's own.
+	iso := confine.Kernel{Seccomp: true, ProcessBudget: true}.Info("deny")
+	h.srv.SetReady(api.Info{Isolation: iso})
+	_, body = h.do(context.Background(), http.MethodGet, "/v1/info", "", "")
+	info = api.Info{}
+	if err := json.Unmarshal(body, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Limits.MaxProcessesScope != api.ProcessesPerExecution || !info.Isolation.Active(confine.LayerProcessBudget) {
+		t.Errorf("with the process budget: %+v %+v", info.Limits, info.Isolation)
 	}
 }
 

@@ -24,8 +24,7 @@ const (
 	DefaultMaxSessionIdleTimeout = time.Hour
 )
 
-// MinMemoryLimitMB is the smallest memory limit (RLIMIT_AS) a Python interpreter starts
-// under: no memory limit of serve, of an annotation or of a request may be below it (serve's
+// MinMemoryLimitMB is the smallest memory limit a Python interpreter starts under: no memory limit of serve, of an annotation or of a request may be below it (serve's
 // 0, no limit, aside).
 const MinMemoryLimitMB = 32
 
@@ -88,7 +87,7 @@ var Sidecar = []Setting{
 		Doc: "largest time limit a request may ask for"},
 	{Flag: "memory-limit-mb", Default: DefaultMemoryLimitMB, Min: MinMemoryLimitMB, Max: DefaultMaxMemoryLimitMB,
 		Annotation: "pyexec.dev/memory-limit-mb",
-		Doc:        "default address-space limit of each process of an execution, MiB; serve also takes 0 (no limit) and, with a larger --max-memory-limit-mb, more"},
+		Doc:        "default memory limit of an execution (the resident memory of its whole process tree), MiB; serve also takes 0 (no limit) and, with a larger --max-memory-limit-mb, more"},
 	{Flag: "max-memory-limit-mb", Default: DefaultMaxMemoryLimitMB,
 		Doc: "largest memory limit a request may ask for, MiB: 0 (no maximum) or at least MinMemoryLimitMB; the annotation's upper bound"},
 	{Flag: "max-concurrent", Min: 1, Annotation: "pyexec.dev/max-concurrent",

@@ -80,8 +80,9 @@ var hogResult = regexp.MustCompile(`^forked (\d+) then errno 11\nheld ([\d.]+) s
 // Step 4c: density (issue 21). The bot scaled to 12 replicas on the one node; in every pod an
 // execution starts 16 threads and a subprocess; then one pod's code forks and holds all it can
 // for 25 s while every other pod's execution still starts 16 threads and a subprocess: each pod
-// has uids of its own, so RLIMIT_NPROC counts its tasks alone. Seen from the host: each pod's
-// tasks and PSS, and the tasks of the node's busiest uids.
+// has uids of its own, so RLIMIT_NPROC counts its tasks alone; and so does an execution beside
+// it in its own pod, as each execution has a process budget of its own. Seen from the host:
+// each pod's tasks and PSS, and the tasks of the node's busiest uids.
 func stepDensity(t *testing.T, cs *kubernetes.Clientset) {
 	start := time.Now()
 	scaleBot(t, cs, densityReplicas)
@@ -148,6 +149,12 @@ func stepDensity(t *testing.T, cs *kubernetes.Clientset) {
 	})
 	t.Logf("density: the code of %s holds the %d processes it forked, %s after it was sent", hog.Name, forked, time.Since(hogStart).Round(100*time.Millisecond))
 	inEvery(t, others, "16 threads and a subprocess in every other pod while one pod's code holds all it can")
+	// In the hog's own pod too: each execution has a budget of its own (the process_budget
+	// layer, which the runner's container, under RuntimeDefault seccomp, must have).
+	if limits["max_processes_scope"] != "execution" {
+		t.Fatalf("/v1/info limits.max_processes_scope: %v, want execution (a budget per execution)", limits)
+	}
+	inEvery(t, []corev1.Pod{hog}, "16 threads and a subprocess beside the hog in its own pod")
 	// The other pods were served while the hog held every process it forked (and itself).
 	if n := uidTasks(t)[int(hogUID)]; n < forked+1 {
 		t.Fatalf("the hog's uid has %d tasks, fewer than the %d processes it forked and itself: it let go before the other pods were done (in %s)",
@@ -167,8 +174,11 @@ func stepDensity(t *testing.T, cs *kubernetes.Clientset) {
 	if held, _ := strconv.ParseFloat(m[2], 64); held < hogSeconds {
 		t.Fatalf("the hog held its processes %s s, want %d", m[2], hogSeconds)
 	}
-	t.Logf("density: the code of %s forked %s processes, then EAGAIN (RLIMIT_NPROC %v of uid %d), and held them %s s (the whole execution %s)",
-		hog.Name, m[1], maxProcs, hogUID, m[2], time.Since(hogStart).Round(100*time.Millisecond))
+	t.Logf("density: the code of %s forked %s processes, then EAGAIN (its budget: max_processes %v), and held them %s s (the whole execution %s)",
+		hog.Name, m[1], maxProcs, m[2], time.Since(hogStart).Round(100*time.Millisecond))
+	if strconv.Itoa(int(maxProcs)-1) != m[1] {
+		t.Errorf("the hog forked %s processes: its budget of %v tasks holds %v children beside its own process", m[1], maxProcs, maxProcs-1)
+	}
 	executionsWork(t, hog.Name, "an execution in the hog's pod after it let go")
 }
 

@@ -234,10 +234,12 @@ for fd in sorted(os.listdir("/proc/self/fd"), key=int):
     except OSError:
         pass  # the listing's own descriptor
 `, check: func(t *testing.T, h *hostile, res *api.ExecuteResult) {
-			// The code holds its three streams, the pipe on which it reports its end, and the
-			// file of its own rich outputs. A session's interpreter holds, instead of the pipe,
+			// The code holds its three streams (pipes), the socket on which it reports its end to
+			// its supervisor, and the file of its own rich outputs. A session's interpreter holds
 			// its socket to its own supervisor, and /dev/null for between calls.
-			own := func(l string) bool { return strings.Contains(l, " pipe:[") || strings.HasSuffix(l, "/outputs.jsonl") }
+			own := func(l string) bool {
+				return strings.Contains(l, " pipe:[") || strings.Contains(l, " socket:[") || strings.HasSuffix(l, "/outputs.jsonl")
+			}
 			want := 5
 			if h.inSession {
 				want = 6

@@ -276,7 +276,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.BoolVar(&cfg.LogCode, "log-code", false, "include the code in each execution's log line")
 	f.DurationVar(&cfg.Timeout, "timeout", settings.DefaultTimeout, "default time limit of an execution")
 	f.DurationVar(&cfg.MaxTimeout, "max-timeout", settings.DefaultMaxTimeout, "largest time limit a request may ask for")
-	f.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", settings.DefaultMemoryLimitMB, "default address-space limit of each process of an execution, MiB (0: none)")
+	f.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", settings.DefaultMemoryLimitMB, "default memory limit of an execution: the resident memory of its whole process tree, MiB (0: none)")
 	f.IntVar(&cfg.MaxMemoryLimitMB, "max-memory-limit-mb", settings.DefaultMaxMemoryLimitMB, "largest memory limit a request may ask for, MiB (0: no limit)")
 	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", 1<<20, "cap of stdout and of stderr, each; past it the execution is killed (reason output_limit)")
 	f.IntVar(&cfg.MaxProcesses, "max-processes", 128, "RLIMIT_NPROC of executions: processes and threads of their user (0: no limit)")
