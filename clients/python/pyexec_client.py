@@ -531,7 +531,7 @@ class Result:
         stdout: what the code wrote to standard output (maybe truncated).
         stderr: what the code wrote to standard error, tracebacks included (maybe truncated).
         reason: why the execution ended: ``"exit"``, ``"timeout"``, ``"output_limit"``,
-            ``"memory_limit"`` or ``"signal"``.
+            ``"memory_limit"``, ``"process_limit"`` or ``"signal"``.
         signal: the signal that killed the interpreter (e.g. ``"SIGKILL"``), else None.
         timed_out: whether the time limit killed the code.
         stdout_truncated: whether stdout was cut at the server's output cap.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/confine"
+	"github.com/pyexec/pyexec/pkg/container"
 	"github.com/pyexec/pyexec/pkg/executor"
 )
 
@@ -258,7 +259,9 @@ func (r *runner) start(cfg Config) (*served, error) {
 		Path:        cfg.Path,
 		Reaper:      r.reaper,
 		Isolation:   executor.Isolation{Kernel: confine.Kernel{LandlockABI: cfg.LandlockABI, Seccomp: cfg.Seccomp, ProcessBudget: cfg.ProcessBudget}, Protect: cfg.ProtectPIDs},
-		Log:         r.o.Log.WithName("executor"),
+		// The runner's container's CPU limit: the code's, shared by its executions.
+		CPUs: container.CPULimit(),
+		Log:  r.o.Log.WithName("executor"),
 	}
 	var ex executor.LocalStarter
 	switch cfg.Mode {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +38,10 @@ type execution struct {
 	unwatch func()
 	// session says the directory is a session's, whose code comes with each call.
 	session bool
+	// threads is the execution's share of the CPUs for BLAS and OpenMP pools (Spawn.share),
+	// which release gives back.
+	threads int
+	release func()
 }
 
 // begin makes the execution's directory with its input files, its captures and its
@@ -43,6 +49,7 @@ type execution struct {
 // The caller closes the execution.
 func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}}
+	e.threads, e.release = s.share()
 	var err error
 	e.dir, e.own, err = s.prepare(req)
 	if err != nil {
@@ -75,7 +82,22 @@ func (e *execution) baseEnv() map[string]string {
 
 // params are the runner's parameters of this execution.
 func (s *Spawn) paramsOf(e *execution) string {
-	return s.params(e.req, e.dir, e.spec, e.ruleset != nil, e.session)
+	return s.params(e.req, e.dir, e.spec, e.ruleset != nil, e.session, e.threads)
+}
+
+// share counts an execution (or a session's call) in, and returns its share of the runner's
+// CPUs for the BLAS and OpenMP pools of its code: the CPUs (the cgroup's limit, else the
+// machine's) divided among the executions running at its start, itself included, rounded
+// down, at least 1. A lone numpy job on a 4-CPU runner gets 4 threads, each of four at once 1.
+// The returned func counts it out, once.
+func (s *Spawn) share() (int, func()) {
+	n := s.running.Add(1)
+	cpus := s.cfg.CPUs
+	if cpus <= 0 {
+		cpus = float64(runtime.NumCPU())
+	}
+	var once sync.Once
+	return max(1, int(cpus/float64(n))), func() { once.Do(func() { s.running.Add(-1) }) }
 }
 
 // watch arms the time limit and the caller's cancellation on the supervisor pid.
@@ -129,6 +151,7 @@ func (e *execution) closeRuleset() {
 // close releases the ruleset and removes the directory (or empties the caller's), whatever
 // happened.
 func (e *execution) close() {
+	e.release()
 	e.closeRuleset()
 	releaseDir(e.dir, e.own)
 	e.dir = ""

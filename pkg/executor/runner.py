@@ -197,6 +197,7 @@ def run_code(params, ruleset_fd=None):
         source = f.read()
     main = _confined(params, ruleset_fd)
     _hand_limits(_done_fd, params)
+    set_blas_threads(params.get("threads"))
     status, memory_error = _cell(source, main, "<code>")
     _exit(status, memory_error)
 
@@ -222,8 +223,11 @@ def _confined(params, ruleset_fd):
     import builtins
     import types
 
+    global _pinned
     with open(params["env"], encoding="utf-8") as f:
-        os.environ.update(json.load(f) or {})
+        env = json.load(f) or {}
+    os.environ.update(env)
+    _pinned = set(env) & set(BLAS_VARS)
     global _outputs
     if params.get("outputs"):  # opened now: confined, the code could not open it
         _outputs = open(params["outputs"], "a", encoding="utf-8")
@@ -242,6 +246,76 @@ def _confined(params, ruleset_fd):
     builtins.display = display
     _hook_pyplot()
     return main
+
+
+# The thread pools of BLAS and OpenMP libraries (numpy's, scipy's, torch's). Every interpreter
+# pyexec starts has 1 thread each in its environment: the zygote must stay single-threaded to
+# fork safely. Each execution's code gets its share of the runner's CPUs (Spawn.share), set after
+# its confinement — a pool's threads are then confined too and count against its budget — in the
+# environment, for the libraries the code loads itself, and in the pools already loaded (numpy
+# preloaded in the zygote reads its environment once, at import), as threadpoolctl does: through
+# each library's own set_num_threads. A variable the request's env sets is the request's.
+BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_pinned = set()  # BLAS_VARS the request's env set
+_blas_threads = 1  # what the loaded pools run with
+_blas_setters = None  # their set_num_threads functions, once found
+
+
+def set_blas_threads(n, env=()):
+    global _blas_threads
+    if not isinstance(n, int) or n < 1:
+        return
+    pinned = _pinned | (set(env) & set(BLAS_VARS))
+    for k in BLAS_VARS:
+        if k not in pinned:
+            os.environ[k] = str(n)
+    if n == _blas_threads or pinned:
+        return
+    for fn in blas_setters():
+        try:
+            fn(n)
+        except Exception:
+            pass
+    _blas_threads = n
+
+
+def blas_setters():
+    """The set_num_threads functions of the BLAS and OpenMP libraries loaded in this process,
+    found in /proc/self/maps; looked for again while there are none."""
+    global _blas_setters
+    if _blas_setters:
+        return _blas_setters
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split(None, 5)[5].rstrip("\n") for line in f if ".so" in line and len(line.split(None, 5)) == 6})
+    except OSError:
+        return []
+    found = []
+    for lib in libs:
+        name = os.path.basename(lib).lower()
+        if "blas" in name:
+            symbols = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                       "scipy_openblas_set_num_threads64_")
+        elif "gomp" in name or "libomp" in name or "iomp" in name:
+            symbols = ("omp_set_num_threads",)
+        elif "mkl_rt" in name:
+            symbols = ("MKL_Set_Num_Threads",)
+        else:
+            continue
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for symbol in symbols:
+            fn = getattr(handle, symbol, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int], None
+                found.append(fn)
+                break
+    _blas_setters = found
+    return found
 
 
 def _hand_limits(sock_fd, params, msg=None):
@@ -1096,7 +1170,9 @@ def _session_call(fds, main, filename):
         os.dup2(fd, target)
         os.close(fd)
     _std_streams()
-    os.environ.update(call.get("env") or {})
+    env = call.get("env") or {}
+    os.environ.update(env)
+    set_blas_threads(call.get("threads"), env)
     global _in_call
     import signal
 

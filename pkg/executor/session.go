@@ -145,6 +145,7 @@ func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *ex
 		return nil, nil, err
 	}
 	e.session = true
+	e.release() // a session's start is no execution: each call takes its share
 	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
 }
 
@@ -499,7 +500,9 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	}
 	defer call.Close()
 	defer callW.Close() // stops a write the interpreter never read
-	callData, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env})
+	threads, release := ss.spawn.share()
+	defer release()
+	callData, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env, "threads": threads})
 	if err != nil {
 		return noResult(req), err
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,7 +46,10 @@ type SpawnConfig struct {
 	Reaper *Reaper
 	// Isolation confines every execution before its code runs.
 	Isolation Isolation
-	Log       logr.Logger
+	// CPUs are what the code may use together (the runner's CPU limit, container.CPULimit);
+	// 0: as many as the machine has. Each execution's BLAS threads are its share (see share).
+	CPUs float64
+	Log  logr.Logger
 }
 
 // Spawn runs every execution in a fresh interpreter, under the embedded runner that
@@ -55,6 +59,8 @@ type Spawn struct {
 
 	rulesMu sync.Mutex
 	rules   *confine.Rules // see systemRules
+
+	running atomic.Int32 // executions and session calls under way (see share)
 }
 
 // NewSpawn checks the config and creates the work directory.
@@ -301,7 +307,7 @@ func (e *FileError) Unwrap() error { return e.Err }
 // params are the runner's: the code's file, its limits, and its confinement, whose Landlock
 // ruleset comes as a file descriptor when landlock is set. The process limit is the tree's own
 // budget ("tasks") where the kernel lets the supervisor count it, else RLIMIT_NPROC ("nproc").
-func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, session bool) string {
+func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, session bool, threads int) string {
 	limits := map[string]any{"nproc": req.MaxProcesses, "nofile": codeOpenFiles()}
 	if req.MemoryLimitMB > 0 {
 		limits["memory_bytes"] = int64(req.MemoryLimitMB) << 20
@@ -320,7 +326,7 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, ses
 		limits["tasks"] = req.MaxProcesses
 	}
 	p := map[string]any{"code": filepath.Join(dir, "code.py"), "env": filepath.Join(dir, envFile), "outputs": filepath.Join(dir, outputsFile), "cwd": filepath.Join(dir, "work"),
-		"limits": limits, "confine": spec, "landlock": landlock}
+		"limits": limits, "confine": spec, "landlock": landlock, "threads": threads}
 	if session {
 		p["session"] = true
 		delete(p, "code")

@@ -105,8 +105,8 @@ const (
 	AnnotationMemoryLimitMB = "pyexec.dev/memory-limit-mb"
 
 	// AnnotationMaxConcurrent is how many executions run at once, a whole number above zero.
-	// It becomes PYEXEC_MAX_CONCURRENT of the sidecar. Default: the sidecar's, the number of
-	// CPUs it sees.
+	// It becomes PYEXEC_MAX_CONCURRENT of the sidecar. Default: the runner's CPU limit rounded
+	// up (pyexec.dev/runner-cpu-limit), else the sidecar's: the number of CPUs it sees.
 	AnnotationMaxConcurrent = "pyexec.dev/max-concurrent"
 
 	// AnnotationAllowUIDs lists the uids that may call the sidecar, comma-separated whole

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/pyexec/pyexec/pkg/container"
 	"github.com/pyexec/pyexec/pkg/settings"
 )
 
@@ -379,8 +380,8 @@ func sidecar(cfg *Config) corev1.Container {
 	if cfg.MemoryLimitMB > 0 {
 		env = append(env, corev1.EnvVar{Name: "PYEXEC_MEMORY_LIMIT_MB", Value: fmt.Sprint(cfg.MemoryLimitMB)})
 	}
-	if cfg.MaxConcurrent > 0 {
-		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CONCURRENT", Value: fmt.Sprint(cfg.MaxConcurrent)})
+	if n := maxConcurrent(cfg); n > 0 {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CONCURRENT", Value: fmt.Sprint(n)})
 	}
 	if len(cfg.AllowUIDs) > 0 {
 		uids := make([]string, len(cfg.AllowUIDs))
@@ -446,6 +447,19 @@ func probe(path string, periodSeconds, failureThreshold int32) *corev1.Probe {
 }
 
 // appendList adds the variable name with the items joined by sep, unless there are none.
+// maxConcurrent is the sidecar's --max-concurrent: the annotation's, else as many executions as
+// the runner's CPU limit gives whole CPUs (serve sees its own container's limit, not the
+// runner's), else 0: the sidecar's default.
+func maxConcurrent(cfg *Config) int {
+	if cfg.MaxConcurrent > 0 {
+		return cfg.MaxConcurrent
+	}
+	if q, ok := cfg.RunnerResources.Limits[corev1.ResourceCPU]; ok {
+		return container.WholeCPUs(q.AsApproximateFloat64())
+	}
+	return 0
+}
+
 func appendList(env []corev1.EnvVar, name string, items []string, sep string) []corev1.EnvVar {
 	if len(items) == 0 {
 		return env

@@ -692,3 +692,32 @@ func TestConnectApp(t *testing.T) {
 		t.Errorf("env %+v, want %+v", c.Env, want)
 	}
 }
+
+// The sidecar's --max-concurrent follows the runner's CPU limit, not the server container's
+// (which is all serve itself can see); an annotation says otherwise.
+func TestMaxConcurrentFromTheRunnersCPULimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit      string
+		annotation int
+		want       string // "" : not set, the sidecar's default
+	}{
+		{"", 0, ""},
+		{"500m", 0, "1"},
+		{"1500m", 0, "2"},
+		{"4", 0, "4"},
+		{"4", 8, "8"},
+	} {
+		cfg := defaultConfig()
+		cfg.RunnerResources = resources("100m", tc.limit, "128Mi", "1Gi")
+		cfg.MaxConcurrent = tc.annotation
+		got := ""
+		for _, e := range sidecar(&cfg).Env {
+			if e.Name == "PYEXEC_MAX_CONCURRENT" {
+				got = e.Value
+			}
+		}
+		if got != tc.want {
+			t.Errorf("runner CPU limit %q, annotation %d: PYEXEC_MAX_CONCURRENT %q, want %q", tc.limit, tc.annotation, got, tc.want)
+		}
+	}
+}

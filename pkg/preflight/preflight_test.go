@@ -296,9 +296,10 @@ func TestRunReportsIsolation(t *testing.T) {
 		wantSummary string
 		wantMissing []string
 	}{
-		{confine.Kernel{LandlockABI: 7, Seccomp: true}, " isolation=landlock7:landlock_filesystem,scoped_signals,seccomp,network_control,landlock_truncate,non_dumpable ", nil},
-		{confine.Kernel{LandlockABI: 3, Seccomp: true}, " isolation=landlock3:landlock_filesystem,seccomp,network_control,landlock_truncate,non_dumpable ", []string{confine.LayerScopedSignals}},
-		{confine.Kernel{}, " isolation=landlock0:non_dumpable ", []string{confine.LayerFilesystem, confine.LayerScopedSignals, confine.LayerSeccomp, confine.LayerNetwork, confine.LayerTruncate}},
+		{confine.Kernel{LandlockABI: 7, Seccomp: true, ProcessBudget: true}, " isolation=landlock7:landlock_filesystem,scoped_signals,seccomp,network_control,landlock_truncate,non_dumpable,process_budget ", nil},
+		{confine.Kernel{LandlockABI: 3, Seccomp: true, ProcessBudget: true}, " isolation=landlock3:landlock_filesystem,seccomp,network_control,landlock_truncate,non_dumpable,process_budget ", []string{confine.LayerScopedSignals}},
+		{confine.Kernel{LandlockABI: 3, Seccomp: true}, " isolation=landlock3:landlock_filesystem,seccomp,network_control,landlock_truncate,non_dumpable ", []string{confine.LayerScopedSignals, confine.LayerProcessBudget}},
+		{confine.Kernel{}, " isolation=landlock0:non_dumpable ", []string{confine.LayerFilesystem, confine.LayerScopedSignals, confine.LayerSeccomp, confine.LayerNetwork, confine.LayerTruncate, confine.LayerProcessBudget}},
 	} {
 		opts := options(t, inContainer)
 		opts.Kernel = &tc.kernel
@@ -306,7 +307,7 @@ func TestRunReportsIsolation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Isolation == nil || r.Isolation.LandlockABI != tc.kernel.LandlockABI || len(r.Isolation.Layers) != 6 {
+		if r.Isolation == nil || r.Isolation.LandlockABI != tc.kernel.LandlockABI || len(r.Isolation.Layers) != 7 {
 			t.Fatalf("isolation = %+v", r.Isolation)
 		}
 		var missing []string

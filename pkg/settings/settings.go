@@ -91,7 +91,7 @@ var Sidecar = []Setting{
 	{Flag: "max-memory-limit-mb", Default: DefaultMaxMemoryLimitMB,
 		Doc: "largest memory limit a request may ask for, MiB: 0 (no maximum) or at least MinMemoryLimitMB; the annotation's upper bound"},
 	{Flag: "max-concurrent", Min: 1, Annotation: "pyexec.dev/max-concurrent",
-		Doc: "executions that run at once; default: the number of CPUs"},
+		Doc: "executions that run at once; default: the runner's CPU limit rounded up, else the number of CPUs"},
 	{Flag: "allow-uids", Annotation: "pyexec.dev/allow-uids",
 		Doc: "peer uids allowed to call; default: every uid"},
 	{Flag: "allow-packages", Annotation: "pyexec.dev/allow-packages",

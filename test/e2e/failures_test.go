@@ -153,9 +153,10 @@ func runnerKilled(t *testing.T, cs *kubernetes.Clientset) {
 // oomRunnerLimit is the runner's memory limit of the OOM path's bot.
 const oomRunnerLimit = "300Mi"
 
-// oomCode forks four processes that each touch 150 MiB, every one under its own RLIMIT_AS
-// (memory_limit_mb 200), 600 MiB in all: only the runner container's memory limit stops them.
-// It prints its RLIMIT_AS and how each child ended (-9: killed).
+// oomCode forks four processes that each touch 150 MiB, 600 MiB in all. Under memory_limit_mb
+// 1024 (the tree's) only the runner container's memory limit stops them; under 200 the
+// supervisor kills the tree first. It prints its RLIMIT_AS (the backstop: the limit + 16 GiB)
+// and how each child ended (-9: killed).
 const oomCode = `import os, resource, time
 print("RLIMIT_AS", resource.getrlimit(resource.RLIMIT_AS)[0] >> 20, flush=True)
 children = []
@@ -181,8 +182,9 @@ except PyexecError as e:
 print(json.dumps(r))`
 
 // runnerOOM runs code that takes more memory than the runner's container has, in several
-// processes each within its own RLIMIT_AS, in a second bot whose runner has a 300Mi limit
-// (pyexec.dev/runner-memory-limit): the kernel kills code in the runner's container and
+// processes, in a second bot whose runner has a 300Mi limit (pyexec.dev/runner-memory-limit).
+// Under a tree limit below the container's, the supervisor kills the tree and the kernel never
+// acts; above it, the kernel kills code in the runner's container and
 // nothing else (judged from the host: the containers' memory cgroups count the kills), the
 // server does not restart, the app's socket answers and the next execution works.
 func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
@@ -211,12 +213,24 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 	serverKills, serverLimit := oomKills(t, pod, inject.SidecarName)
 	before := restartCounts(t, cs, appNS, pod.Name)
 
+	// The tree's limit acts first: the supervisor kills it, not the kernel.
 	res, err := botPython(appNS, pod.Name, "bot", executeScript, oomCode, "200")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if res["reason"] != "memory_limit" || res["exit_code"] != float64(137) {
+		t.Fatalf("600 MiB in four processes under memory_limit_mb 200: %v", res)
+	}
+	if n, _ := oomKills(t, pod, inject.RunnerName); n != kills {
+		t.Fatalf("the kernel's OOM killer acted (%d kills, were %d) where the tree's memory limit should have", n, kills)
+	}
+
+	res, err = botPython(appNS, pod.Name, "bot", executeScript, oomCode, "1024")
+	if err != nil {
+		t.Fatal(err)
+	}
 	lines := strings.Split(strings.TrimSpace(fmt.Sprint(res["stdout"])), "\n")
-	if res["exit_code"] != float64(0) || len(lines) != 2 || lines[0] != "RLIMIT_AS 200" {
+	if res["exit_code"] != float64(0) || len(lines) != 2 || lines[0] != fmt.Sprintf("RLIMIT_AS %d", 1024+16<<10) {
 		t.Fatalf("the execution that outgrows the runner's container: %v", res)
 	}
 	killed := 0
@@ -244,7 +258,7 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 		t.Fatalf("GET /v1/info after the OOM: %v %v", err, info)
 	}
 	executionsWork(t, pod.Name, "the next execution after the OOM")
-	t.Logf("runner limit %s, server limit %d MiB: 4 processes of 150 MiB, each under RLIMIT_AS 200 MiB, ended %s; "+
+	t.Logf("runner limit %s, server limit %d MiB: 4 processes of 150 MiB under memory_limit_mb 200 killed by their supervisor; under 1024 ended %s; "+
 		"OOM kills in the runner's cgroup %d -> %d, in the server's %d; no container restarted",
 		oomRunnerLimit, serverLimit>>20, lines[1], kills, after, serverKills)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/pyexec/pyexec/pkg/boot"
 	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/confine"
+	"github.com/pyexec/pyexec/pkg/container"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/logs"
 	"github.com/pyexec/pyexec/pkg/packages"
@@ -269,7 +270,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntVar(&cfg.MaxLandlockABI, "max-landlock-abi", confine.NoCap, "use at most this Landlock ABI version, as on an older kernel (-1: what the kernel has; 0: no Landlock)")
 	f.BoolVar(&cfg.Seccomp, "seccomp", true, "install the seccomp filter in executions; false leaves code able to open Unix sockets, ptrace, use the network and, without Landlock ABI 6, signal the server")
 	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
-	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", runtime.NumCPU(), "executions that run at once")
+	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", defaultMaxConcurrent(), "executions that run at once; default: the CPU limit of serve's cgroup rounded up, else the number of CPUs (the injector passes the runner container's CPU limit)")
 	f.IntVar(&cfg.Queue, "queue", 16, "executions that may wait for a slot; more get 429 at once")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long running executions may finish before they are killed")
 	f.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", 10<<20, "largest request body; larger gets 413")
@@ -619,4 +620,14 @@ func closeOnExec() error {
 		}
 	}
 	return nil
+}
+
+// defaultMaxConcurrent is --max-concurrent's default: as many executions as whole CPUs the
+// cgroup's CPU limit gives (the runner that serve starts by hand shares it), else as the
+// machine has.
+func defaultMaxConcurrent() int {
+	if n := container.WholeCPUs(container.CPULimit()); n > 0 {
+		return n
+	}
+	return runtime.NumCPU()
 }

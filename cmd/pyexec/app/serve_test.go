@@ -622,8 +622,12 @@ func TestServeLimits(t *testing.T) {
 			func(r *api.ExecuteResult) bool { return r.TimedOut }},
 		{"output flood", api.ExecuteRequest{Code: "while True: print('y' * 100)"}, api.ReasonOutputLimit,
 			func(r *api.ExecuteResult) bool { return r.StdoutTruncated && len(r.Stdout) == 65536 }},
-		{"4 GB allocation", api.ExecuteRequest{Code: "x = bytearray(4 << 30)"}, api.ReasonMemoryLimit,
+		{"4 GB touched", api.ExecuteRequest{Code: "x = bytearray(4 << 30)"}, api.ReasonMemoryLimit,
+			func(r *api.ExecuteResult) bool { return r.ExitCode == 137 && r.Signal == "SIGKILL" }},
+		{"64 GB allocation", api.ExecuteRequest{Code: "x = bytearray(64 << 30)"}, api.ReasonMemoryLimit,
 			func(r *api.ExecuteResult) bool { return strings.HasSuffix(r.Stderr, "MemoryError\n") }},
+		{"fork and hold past the budget", api.ExecuteRequest{Code: "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(n, e.errno)\n    raise"}, api.ReasonProcessLimit,
+			func(r *api.ExecuteResult) bool { return r.Stdout == "63 11\n" && r.ExitCode == 1 }},
 		{"huge file", api.ExecuteRequest{Code: "open('f', 'wb').write(b'0' * (100 << 20))"}, api.ReasonExit,
 			func(r *api.ExecuteResult) bool {
 				return r.ExitCode == 1 && strings.Contains(r.Stderr, "File too large")
