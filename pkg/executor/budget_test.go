@@ -2,9 +2,10 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -146,7 +147,7 @@ print("after", threading.active_count())
 }
 
 // A session's budget holds for its whole life: what its threads hold between calls counts
-// against it alone, and a thread that forks between calls is refused past it, while an
+// against it alone, and a thread that outlives its call and forks is refused past it, while an
 // execution beside it starts its own threads.
 func TestProcessBudgetPerSession(t *testing.T) {
 	requireBudget(t)
@@ -189,42 +190,64 @@ threading.Thread(target=hog, daemon=True).start()
 	}
 }
 
-// A session's memory is its tree's, between calls too: a thread that forks children holding
-// memory after its call ends the session once they pass the limit, though each is far under
-// it; a call that touches more than the limit ends it too, with its output so far.
+// A session's memory is its tree's: children that together pass the limit end the session,
+// though each is far under it, and so does a call that touches more than the limit, with its
+// output so far. Between calls the session is at rest: a thread that would fork then does not
+// run (judged from outside: no child).
 func TestSessionMemoryLimit(t *testing.T) {
 	for mode, st := range sessionModes(t) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			lim := defaultLimits
 			lim.MemoryLimitMB = 128
-			ss := newSession(t, st, SessionRequest{ID: "between", Limits: lim})
+			limited := func(r *Request) { r.Limits = lim }
+			ss := newSession(t, st, SessionRequest{ID: "children", Limits: lim})
 			res := call(t, ss, `import os, threading, time
 def hog():
-    time.sleep(0.3)  # after the call: its end kills what it started
+    time.sleep(0.3)  # after the call
     for _ in range(10):
         if os.fork() == 0:
             b = bytearray(32 << 20)
             time.sleep(60)
             os._exit(0)
 threading.Thread(target=hog, daemon=True).start()
-`, func(r *Request) { r.Limits = lim })
-			if res.ExitCode != 0 {
+print(os.getpid())
+`, limited)
+			pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
+			if err != nil {
 				t.Fatalf("first call: %+v", res)
 			}
-			// No call meanwhile: the end of a call kills what the session's threads started.
-			time.Sleep(3 * time.Second)
-			if _, err := ss.Execute(context.Background(), Request{ID: "after", Code: "1", Limits: lim}, nil); !errors.Is(err, ErrSessionEnded) {
-				t.Fatalf("the session outlived children holding more than its memory limit: %v", err)
+			time.Sleep(2 * time.Second)
+			if state, _ := procState(t, pid); state != "T" || len(childrenOf(t, pid)) != 0 {
+				t.Fatalf("between calls the interpreter is %s with children %v: want stopped, none", state, childrenOf(t, pid))
+			}
+			res = call(t, ss, "import os, time\nfor _ in range(10):\n    if os.fork() == 0:\n        b = bytearray(32 << 20)\n        time.sleep(60)\n        os._exit(0)\ntime.sleep(10)", limited)
+			if res.Reason != api.ReasonMemoryLimit || !res.SessionLost || res.DurationMS > 9000 {
+				t.Errorf("children past the limit together: %+v", res)
 			}
 
-			ss = newSession(t, st, SessionRequest{ID: "during", Limits: lim})
-			res = call(t, ss, "print('start', flush=True)\nb = bytearray(512 << 20)", func(r *Request) { r.Limits = lim })
+			ss = newSession(t, st, SessionRequest{ID: "touch", Limits: lim})
+			res = call(t, ss, "print('start', flush=True)\nb = bytearray(512 << 20)", limited)
 			if res.Reason != api.ReasonMemoryLimit || !res.SessionLost || res.Stdout != "start\n" {
 				t.Errorf("a call past the limit: %+v", res)
 			}
 		})
 	}
+}
+
+// childrenOf lists the children of pid's threads, from /proc.
+func childrenOf(t *testing.T, pid int) []string {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		out = append(out, strings.Fields(string(b))...)
+	}
+	return out
 }
 
 // 32 threads that each multiply two 500x500 arrays under 300 MB: address space that threads
@@ -254,4 +277,45 @@ print(len(out), out[0])
 	if err != nil || res.ExitCode != 0 || res.Stdout != "32 500.0\n" {
 		t.Fatalf("%+v %v", res, err)
 	}
+}
+
+// A session at rest takes nothing: between calls its interpreter is stopped, threads and all
+// (seen from outside: state T, no CPU time), and the next call goes on where it was.
+func TestSessionAtRest(t *testing.T) {
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ss := newSession(t, st, SessionRequest{ID: "rest"})
+			res := call(t, ss, "import os, threading\nspins = [0]\ndef spin():\n    while True:\n        spins[0] += 1\nthreading.Thread(target=spin, daemon=True).start()\nprint(os.getpid())")
+			pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
+			if err != nil {
+				t.Fatalf("first call: %+v", res)
+			}
+			time.Sleep(200 * time.Millisecond)
+			state, ticks := procState(t, pid)
+			time.Sleep(time.Second)
+			state2, ticks2 := procState(t, pid)
+			if state != "T" || state2 != "T" || ticks2 != ticks {
+				t.Fatalf("between calls the interpreter is %s then %s, CPU ticks %d then %d: want stopped, no CPU", state, state2, ticks, ticks2)
+			}
+			// The spinning thread goes on during the call: spins grows while it runs.
+			res = call(t, ss, "import time\na = spins[0]\ntime.sleep(0.2)\nprint(spins[0] > a)")
+			if res.Stdout != "True\n" || res.ExitCode != 0 {
+				t.Errorf("a call after rest: %+v", res)
+			}
+		})
+	}
+}
+
+// procState reads a process's state letter and its user+system CPU ticks from /proc.
+func procState(t *testing.T, pid int) (string, int) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return f[0], utime + stime
 }

@@ -951,6 +951,7 @@ def send_fds(sock, msg, fds):
 def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
     """Supervise a session until pyexec closes ctl or its interpreter ends. prepare, when
     given, runs first in the interpreter's process (fork mode: user, directory, environment)."""
+    import signal
     import socket
 
     make_subreaper()
@@ -979,6 +980,9 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
         send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
         os._exit(1)
     send_fds(ctl, json.dumps({"pid": child}).encode(), [pidfd])
+    # At rest between calls: the interpreter is stopped, with its threads — no CPU, no new
+    # thread or connection — and continued for the next call.
+    os.kill(child, signal.SIGSTOP)
     calls = 0
     while _session_idle(child, ctl, pidfd, tree):
         try:
@@ -992,6 +996,7 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
         # Each call is numbered: what the code itself writes on its socket cannot pass for
         # the answer of a later call.
         calls += 1
+        os.kill(child, signal.SIGCONT)
         try:
             send_fds(mine, json.dumps({"op": "exec", "call": calls}).encode(), fds)
         except OSError:
@@ -1001,6 +1006,8 @@ def session_supervise(ctl, params, prepare=None, ruleset_fd=None):
         tree.refused = 0
         answer, st = _session_wait(child, mine, pidfd, tree, calls)
         kill_leftovers(keep=child if st is None else None)
+        if st is None:
+            os.kill(child, signal.SIGSTOP)
         if st is not None:
             reply = {"exit_code": 1, "lost": True, "memory_error": tree.over_memory}
             if os.WIFSIGNALED(st):
