@@ -30,6 +30,8 @@ type Options struct {
 	Socket string
 	// ServerUID is the uid the server must run as (checked with SO_PEERCRED); -1 takes any.
 	ServerUID int
+	// ShmDir is a shared-memory directory of the runner's own (executor.SpawnConfig.ShmDir).
+	ShmDir string
 	// Version is pyexec's, said in Hello.
 	Version string
 	Log     logr.Logger
@@ -260,8 +262,9 @@ func (r *runner) start(cfg Config) (*served, error) {
 		Reaper:      r.reaper,
 		Isolation:   executor.Isolation{Kernel: confine.Kernel{LandlockABI: cfg.LandlockABI, Seccomp: cfg.Seccomp, ProcessBudget: cfg.ProcessBudget}, Protect: cfg.ProtectPIDs},
 		// The runner's container's CPU limit: the code's, shared by its executions.
-		CPUs: container.CPULimit(),
-		Log:  r.o.Log.WithName("executor"),
+		CPUs:   container.CPULimit(),
+		ShmDir: r.o.ShmDir,
+		Log:    r.o.Log.WithName("executor"),
 	}
 	var ex executor.LocalStarter
 	switch cfg.Mode {

@@ -347,8 +347,15 @@ func TestSessionEndedBetweenCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ss.Close()
-	if res, err := ss.Execute(context.Background(), executor.Request{ID: "1", Code: "import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.3), os._exit(0))).start()", Limits: testLimits}, nil); err != nil || res.ExitCode != 0 {
+	// Between calls the interpreter is at rest (stopped): it can only be ended from outside, as
+	// the kernel's OOM killer would.
+	res, err := ss.Execute(context.Background(), executor.Request{ID: "1", Code: "import os\nprint(os.getpid())", Limits: testLimits}, nil)
+	pid, perr := strconv.Atoi(strings.TrimSpace(res.Stdout))
+	if err != nil || perr != nil {
 		t.Fatalf("%+v %v", res, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); !ss.Ended(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -45,6 +45,7 @@ func (s *Spawn) systemRules() (*confine.Rules, error) {
 
 // Close implements Executor: the system's paths, opened once, are released.
 func (s *Spawn) Close() {
+	s.shm.close()
 	s.rulesMu.Lock()
 	defer s.rulesMu.Unlock()
 	if s.rules != nil {

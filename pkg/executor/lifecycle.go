@@ -42,6 +42,8 @@ type execution struct {
 	// which release gives back.
 	threads int
 	release func()
+	// unshm ends the execution's (or session's) hold on shared memory (see shmJanitor).
+	unshm func()
 }
 
 // begin makes the execution's directory with its input files, its captures and its
@@ -50,6 +52,7 @@ type execution struct {
 func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}}
 	e.threads, e.release = s.share()
+	e.unshm = s.shm.hold()
 	var err error
 	e.dir, e.own, err = s.prepare(req)
 	if err != nil {
@@ -152,6 +155,7 @@ func (e *execution) closeRuleset() {
 // happened.
 func (e *execution) close() {
 	e.release()
+	e.unshm()
 	e.closeRuleset()
 	releaseDir(e.dir, e.own)
 	e.dir = ""

@@ -244,7 +244,7 @@ def _confined(params, ruleset_fd):
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
     builtins.display = display
-    _hook_pyplot()
+    _hook_modules()
     return main
 
 
@@ -451,33 +451,68 @@ def _show_figures(*args, **kwargs):
         sys.stderr.write("pyexec: figures were not sent: %s: %s\n" % (type(e).__name__, e))
 
 
-class _PyplotHook:
-    """Replaces matplotlib.pyplot.show with _show_figures when the code imports pyplot."""
+class _PatchOnImport:
+    """Patches the module name with patch(module) as the code imports it, once."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
 
     def find_spec(self, name, path, target=None):
-        if name != "matplotlib.pyplot":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         import importlib.util
 
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
+            exec_module, patch = spec.loader.exec_module, self.patch
 
             def exec_and_patch(module):
                 exec_module(module)
-                module.show = _show_figures
+                patch(module)
 
             spec.loader.exec_module = exec_and_patch
         return spec
 
 
-def _hook_pyplot():
-    plt = sys.modules.get("matplotlib.pyplot")
-    if plt is not None:  # preloaded by the zygote
-        plt.show = _show_figures
+def _patch_module(name, patch):
+    module = sys.modules.get(name)
+    if module is not None:  # preloaded by the zygote
+        patch(module)
     else:
-        sys.meta_path.insert(0, _PyplotHook())
+        sys.meta_path.insert(0, _PatchOnImport(name, patch))
+
+
+def _hook_modules():
+    """pyplot.show() sends the figures (_show_figures); the names multiprocessing gives shared
+    memory and semaphores in /dev/shm carry 128 random bits, not 32 (shared_memory) or about 41
+    (semaphores): confined code may open a name it knows there, so a name must not be found by
+    probing."""
+    _patch_module("matplotlib.pyplot", _patch_show)
+    _patch_module("multiprocessing.shared_memory", _patch_shm_names)
+    _patch_module("multiprocessing.synchronize", _patch_sem_names)
+
+
+def _patch_show(module):
+    module.show = _show_figures
+
+
+def _patch_shm_names(module):
+    import secrets
+
+    prefix = getattr(module, "_SHM_NAME_PREFIX", "/psm_")
+    module._make_filename = lambda: prefix + secrets.token_hex(16)
+
+
+def _patch_sem_names(module):
+    import secrets
+
+    def _make_name():
+        from multiprocessing import process
+
+        return "%s-%s" % (process.current_process()._config["semprefix"], secrets.token_hex(16))
+
+    module.SemLock._make_name = staticmethod(_make_name)
 
 
 def _exit_status(code):

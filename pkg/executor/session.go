@@ -102,11 +102,15 @@ const sessionStartTimeout = 30 * time.Second
 type LocalSession struct {
 	spawn *Spawn
 	req   SessionRequest
-	dir   string // the session's directory: work/, mpl/, env.json, outputs.jsonl
-	own   bool   // the executor made dir and removes it
-	work  string
-	sup   int // the supervisor's pid
-	supFD int // a pidfd of the supervisor: readable once it has ended
+	// Its hold on shared memory (see shmJanitor), taken by its first call (holdsShm): active
+	// from shmBegin to shmEnd, during each call; unshm ends it.
+	shmBegin, shmEnd, unshm func()
+	holdsShm                bool
+	dir                     string // the session's directory: work/, mpl/, env.json, outputs.jsonl
+	own                     bool   // the executor made dir and removes it
+	work                    string
+	sup                     int // the supervisor's pid
+	supFD                   int // a pidfd of the supervisor: readable once it has ended
 	// kernel is a pidfd of the interpreter, through which a call is interrupted (-1 before
 	// the interpreter is ready); kernelPID its pid.
 	kernel    int
@@ -145,8 +149,12 @@ func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *ex
 		return nil, nil, err
 	}
 	e.session = true
-	e.release() // a session's start is no execution: each call takes its share
-	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}}, e, nil
+	// A session's start is no execution: each call takes its share of the CPUs, and its first
+	// call takes its hold on shared memory, for the session's life (its code runs in calls
+	// alone: at rest between them, and none in a session started ahead of time).
+	e.release()
+	e.unshm()
+	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}, unshm: func() {}}, e, nil
 }
 
 // NewSession starts a session: a fresh interpreter supervises the session.
@@ -502,6 +510,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	defer callW.Close() // stops a write the interpreter never read
 	threads, release := ss.spawn.share()
 	defer release()
+	defer ss.holdShm()()
 	callData, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env, "threads": threads})
 	if err != nil {
 		return noResult(req), err
@@ -667,7 +676,19 @@ func (ss *LocalSession) Close() {
 		ss.ctl, ss.kernel, ss.supFD = -1, -1, -1
 		ss.fdMu.Unlock()
 		releaseDir(ss.dir, ss.own)
+		ss.unshm()
 	})
+}
+
+// holdShm takes the session's hold on shared memory at its first call, and makes it active
+// until the returned func; the call holds ss.mu.
+func (ss *LocalSession) holdShm() func() {
+	if !ss.holdsShm {
+		ss.holdsShm = true
+		ss.shmBegin, ss.shmEnd, ss.unshm = ss.spawn.shm.holdSession()
+	}
+	ss.shmBegin()
+	return ss.shmEnd
 }
 
 // Dir is the session's directory (see SessionRequest.Dir).

@@ -46,6 +46,10 @@ type SpawnConfig struct {
 	Reaper *Reaper
 	// Isolation confines every execution before its code runs.
 	Isolation Isolation
+	// ShmDir is a shared-memory directory of the runner's own (its container's /dev/shm),
+	// where what an execution or a session leaves is removed once it ends (see shmJanitor);
+	// empty: not watched (a /dev/shm that others share, as on a host).
+	ShmDir string
 	// CPUs are what the code may use together (the runner's CPU limit, container.CPULimit);
 	// 0: as many as the machine has. Each execution's BLAS threads are its share (see share).
 	CPUs float64
@@ -61,6 +65,7 @@ type Spawn struct {
 	rules   *confine.Rules // see systemRules
 
 	running atomic.Int32 // executions and session calls under way (see share)
+	shm     *shmJanitor
 }
 
 // NewSpawn checks the config and creates the work directory.
@@ -73,7 +78,11 @@ func NewSpawn(cfg SpawnConfig) (*Spawn, error) {
 			return nil, fmt.Errorf("spawn executor: work dir: %w", err)
 		}
 	}
-	return &Spawn{cfg: cfg}, nil
+	shm, err := newShmJanitor(cfg.ShmDir, cfg.Log)
+	if err != nil {
+		return nil, fmt.Errorf("spawn executor: watching %s: %w", cfg.ShmDir, err)
+	}
+	return &Spawn{cfg: cfg, shm: shm}, nil
 }
 
 // Mode implements the server's mode report.

@@ -339,6 +339,8 @@ func runner(cfg *Config) corev1.Container {
 		Env: []corev1.EnvVar{
 			{Name: "PYEXEC_SERVER_SOCKET", Value: RunnerSocket},
 			{Name: "PYEXEC_SERVER_UID", Value: strconv.FormatInt(cfg.ServerUID, 10)},
+			// Its /dev/shm is an emptyDir of its own: what code leaves there goes.
+			{Name: "PYEXEC_SHM_DIR", Value: ShmDir},
 		},
 		Resources:       *cfg.RunnerResources.DeepCopy(),
 		VolumeMounts:    runnerMounts(),

@@ -592,6 +592,7 @@ func TestRunner(t *testing.T) {
 	wantEnv := []corev1.EnvVar{
 		{Name: "PYEXEC_SERVER_SOCKET", Value: "/var/lib/pyexec/runner/run/runner.sock"},
 		{Name: "PYEXEC_SERVER_UID", Value: "1000"},
+		{Name: "PYEXEC_SHM_DIR", Value: "/dev/shm"},
 	}
 	if !equality.Semantic.DeepEqual(c.Env, wantEnv) {
 		t.Errorf("env\n got %+v\nwant %+v", c.Env, wantEnv)

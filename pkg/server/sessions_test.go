@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,8 +175,19 @@ func TestSessionsEndWhenIdleOrGone(t *testing.T) {
 	h, _ := sessionHarness(t, 4)
 	idle := h.createSession(`{"idle_timeout_seconds": 0.3}`)
 	gone := h.createSession(`{}`)
-	// A thread outlives the call and ends the interpreter after it.
-	h.sessionCall(gone.ID, `{"code": "import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.3), os._exit(0)), daemon=True).start()"}`)
+	// The interpreter ends between calls — at rest, only from outside, as the OOM killer would.
+	_, b := h.sessionCall(gone.ID, `{"code": "import os\nprint(os.getpid(), end='')"}`)
+	var res api.ExecuteResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(res.Stdout)
+	if err != nil {
+		t.Fatalf("the interpreter's pid: %s", b)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "both sessions to end", func() bool {
 		return metricValue(t, h.reg, "pyexec_sessions_open", "", "") == 0
 	})

@@ -43,6 +43,8 @@ type podOptions struct {
 	oneUID bool
 	// runnerCgroup is the cgroup v1 directory the runner joins (sidecarOptions.runnerCgroup).
 	runnerCgroup string
+	// runnerShm gives the runner a /dev/shm of its own (sidecarOptions.runnerShm).
+	runnerShm bool
 }
 
 // podSidecar starts the pod's sidecar: `pyexec serve` as hostileUID with --runner-socket, and
@@ -78,7 +80,7 @@ func podSidecar(t *testing.T, o podOptions, args ...string) *sidecar {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { secret.Close() })
-	so := sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}, runnerUID: hostileRunnerUID, runnerCgroup: o.runnerCgroup}
+	so := sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}, runnerUID: hostileRunnerUID, runnerCgroup: o.runnerCgroup, runnerShm: o.runnerShm}
 	if o.oneUID {
 		so.runnerUID = 0
 	}

@@ -23,6 +23,9 @@ type RunnerConfig struct {
 	ServerUID int
 	// ControlFD is the control connection of a runner that pyexec serve started itself.
 	ControlFD int
+	// ShmDir is a shared-memory directory of the runner's own (its container's /dev/shm):
+	// what an execution or session leaves there is removed once it ends.
+	ShmDir string
 }
 
 // Validate checks that the runner knows its server: a socket and its uid, or a control fd.
@@ -64,6 +67,7 @@ func newRunnerCommand(io IO, g *globalConfig, run func(context.Context, *RunnerC
 	f.IntVar(&cfg.ServerUID, "server-uid", -1, "the uid pyexec serve runs as; a socket of another uid is not the server")
 	f.IntVar(&cfg.ControlFD, "control-fd", 0, "the control connection of a runner pyexec serve started itself (set by pyexec serve)")
 	_ = f.MarkHidden("control-fd")
+	f.StringVar(&cfg.ShmDir, "shm-dir", "", "a shared-memory directory that is the runner's alone (its container's /dev/shm, as the injector mounts it): what an execution or session leaves there is removed once it ends, and all of it whenever none runs; empty: not watched. Never a /dev/shm that other programs share")
 	return cmd
 }
 
@@ -74,7 +78,7 @@ func runRunner(ctx context.Context, io IO, g *globalConfig, cfg *RunnerConfig) e
 	if err := closeOnExec(); err != nil {
 		log.Info("WARNING: descriptors the runner inherited may reach executions", "err", err.Error())
 	}
-	o := runner.Options{Socket: cfg.ServerSocket, ServerUID: cfg.ServerUID, Version: version.Version, Log: log}
+	o := runner.Options{Socket: cfg.ServerSocket, ServerUID: cfg.ServerUID, ShmDir: cfg.ShmDir, Version: version.Version, Log: log}
 	if cfg.ControlFD > 0 {
 		f := os.NewFile(uintptr(cfg.ControlFD), "control")
 		c, err := net.FileConn(f)

@@ -74,6 +74,9 @@ type sidecarOptions struct {
 	// runnerCgroup is a cgroup v1 directory the runner joins before it runs (a memory
 	// cgroup: the runner container's limit).
 	runnerCgroup string
+	// runnerShm runs the runner in a mount namespace of its own with a 16 MiB tmpfs on
+	// /dev/shm, as the injector gives its container one, and --shm-dir /dev/shm.
+	runnerShm bool
 	// inherit are files the server inherits from whoever starts it, as from a shell.
 	inherit []*os.File
 }
@@ -156,14 +159,27 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 // server's group (gid o.uid), dialing socket, in o.runnerCgroup if set.
 func runnerCommand(t testing.TB, self, socket string, o sidecarOptions, env []string) func() *exec.Cmd {
 	argv := []string{self, "runner", "--server-socket", socket, "--server-uid", strconv.Itoa(o.uid)}
-	if o.runnerCgroup != "" {
+	asRoot := o.runnerCgroup != "" || o.runnerShm
+	if asRoot {
 		setpriv, err := exec.LookPath("setpriv")
 		if err != nil {
-			t.Fatalf("setpriv (util-linux) is needed to start the runner in a cgroup: %v", err)
+			t.Fatalf("setpriv (util-linux) is needed to start the runner in a cgroup or with a /dev/shm of its own: %v", err)
 		}
-		// The shell joins the cgroup as root; setpriv then drops to the runner's uid and gid.
-		argv = append([]string{"/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, o.runnerCgroup,
+		// The shell joins the cgroup and mounts /dev/shm as root; setpriv then drops to the
+		// runner's uid and gid.
+		script := `exec "$@"`
+		if o.runnerShm {
+			script = `mount -t tmpfs -o size=16m,mode=1777 pyexec-shm /dev/shm && ` + script
+			argv = append(argv, "--shm-dir", "/dev/shm")
+		}
+		if o.runnerCgroup != "" {
+			script = `echo $$ > "$0/cgroup.procs" && ` + script
+		}
+		argv = append([]string{"/bin/sh", "-c", script, o.runnerCgroup,
 			setpriv, "--reuid", strconv.Itoa(o.runnerUID), "--regid", strconv.Itoa(o.uid), "--clear-groups", "--"}, argv...)
+		if o.runnerShm {
+			argv = append([]string{"unshare", "--mount", "--propagation", "private"}, argv...)
+		}
 	}
 	return func() *exec.Cmd {
 		cmd := exec.Command(argv[0], argv[1:]...)
@@ -173,7 +189,7 @@ func runnerCommand(t testing.TB, self, socket string, o sidecarOptions, env []st
 		cmd.ExtraFiles = o.inherit
 		// A process group of its own, as the first process of its container.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if o.runnerCgroup == "" {
+		if !asRoot {
 			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(o.runnerUID), Gid: uint32(o.uid)}
 		}
 		return cmd
