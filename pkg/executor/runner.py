@@ -937,13 +937,16 @@ def tree_memory(root, limit):
     for pid, resident in rss.items():
         try:
             with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+                pss = 0  # no Pss line: its memory is gone already (it is exiting)
                 for line in f:
                     if line.startswith(b"Pss:"):
-                        resident = int(line.split()[1]) * 1024
+                        pss = int(line.split()[1]) * 1024
                         break
-        except (OSError, ValueError, IndexError):
+            total += pss
+        except PermissionError:  # not dumpable: its resident set
+            total += resident
+        except (OSError, ValueError, IndexError):  # gone
             pass
-        total += resident
     return total
 
 
