@@ -95,13 +95,18 @@ func (s *Spawn) paramsOf(e *execution) string {
 // The returned func counts it out, once.
 func (s *Spawn) share() (int, func()) {
 	n := s.running.Add(1)
-	cpus := s.cfg.CPUs
-	if cpus <= 0 {
-		cpus = float64(runtime.NumCPU())
-	}
 	var once sync.Once
-	return max(1, int(cpus/float64(n))), func() { once.Do(func() { s.running.Add(-1) }) }
+	return max(1, int(s.cpuLimit()/float64(n))), func() { once.Do(func() { s.running.Add(-1) }) }
 }
+
+// cpuLimit is what the code may use together: the runner's CPU limit, else the machine's CPUs.
+func (s *Spawn) cpuLimit() float64 {
+	if s.cfg.CPUs > 0 {
+		return s.cfg.CPUs
+	}
+	return float64(runtime.NumCPU())
+}
+
 
 // watch arms the time limit and the caller's cancellation on the supervisor pid.
 func (e *execution) watch(ctx context.Context, pid int) {

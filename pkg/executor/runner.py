@@ -249,19 +249,24 @@ def _confined(params, ruleset_fd):
 
 
 # The thread pools of BLAS and OpenMP libraries (numpy's, scipy's, torch's). Every interpreter
-# pyexec starts has 1 thread each in its environment: the zygote must stay single-threaded to
-# fork safely. Each execution's code gets its share of the runner's CPUs (Spawn.share), set after
-# its confinement — a pool's threads are then confined too and count against its budget — in the
-# environment, for the libraries the code loads itself, and in the pools already loaded (numpy
-# preloaded in the zygote reads its environment once, at import), as threadpoolctl does: through
-# each library's own set_num_threads. A variable the request's env sets is the request's.
+# pyexec starts has 1 thread each in its environment: the zygote, the spares and the code's
+# process before its confinement must have no thread that confinement would not reach. Each
+# execution's code gets its share of the runner's CPUs (Spawn.share), after its confinement (a
+# pool's threads are then confined too and count against its budget): in the environment, for
+# the libraries the code loads itself, and in the OpenMP and MKL pools already loaded, through
+# their own set_num_threads, which start no thread. OpenBLAS's would start its pool at once,
+# 2-3 ms in every execution: a preloaded OpenBLAS keeps 1 thread unless the request's env sets
+# OPENBLAS_NUM_THREADS. A variable the request's env sets is the request's.
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 _pinned = set()  # BLAS_VARS the request's env set
-_blas_threads = 1  # what the loaded pools run with
+_blas_threads = 1  # what the loaded OpenMP and MKL pools run with
 _blas_setters = None  # their set_num_threads functions, once found
+_blas_modules = 0  # how many modules were loaded when none was found
 
 
-def set_blas_threads(n, env=()):
+def set_blas_threads(n, env=(), session=False):
+    """Set the execution's share n. What is loaded in an execution's process came from the
+    zygote, which found its pools once; a session's interpreter may load more between calls."""
     global _blas_threads
     if not isinstance(n, int) or n < 1:
         return
@@ -269,9 +274,11 @@ def set_blas_threads(n, env=()):
     for k in BLAS_VARS:
         if k not in pinned:
             os.environ[k] = str(n)
+    if "OPENBLAS_NUM_THREADS" in pinned:
+        _set_openblas(os.environ["OPENBLAS_NUM_THREADS"])
     if n == _blas_threads or pinned:
         return
-    for fn in blas_setters():
+    for fn in (blas_setters() if session or _blas_setters is None else _blas_setters):
         try:
             fn(n)
         except Exception:
@@ -279,12 +286,37 @@ def set_blas_threads(n, env=()):
     _blas_threads = n
 
 
+def _set_openblas(value):
+    """What the request's env asks of a loaded OpenBLAS, which then starts its pool at once."""
+    import ctypes
+
+    try:
+        n = int(value)
+        with open("/proc/self/maps") as f:
+            libs = {line.split(None, 5)[5].rstrip("\n") for line in f if "blas" in line and len(line.split(None, 5)) == 6}
+    except (OSError, ValueError):
+        return
+    for lib in libs:
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for symbol in ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                       "scipy_openblas_set_num_threads64_"):
+            fn = getattr(handle, symbol, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int], None
+                fn(n)
+                break
+
+
 def blas_setters():
-    """The set_num_threads functions of the BLAS and OpenMP libraries loaded in this process,
+    """The set_num_threads functions of the OpenMP and MKL libraries loaded in this process,
     found in /proc/self/maps; looked for again while there are none."""
-    global _blas_setters
-    if _blas_setters:
+    global _blas_setters, _blas_modules
+    if _blas_setters is not None and (_blas_setters or _blas_modules == len(sys.modules)):
         return _blas_setters
+    _blas_modules = len(sys.modules)
     import ctypes
 
     try:
@@ -295,10 +327,7 @@ def blas_setters():
     found = []
     for lib in libs:
         name = os.path.basename(lib).lower()
-        if "blas" in name:
-            symbols = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                       "scipy_openblas_set_num_threads64_")
-        elif "gomp" in name or "libomp" in name or "iomp" in name:
+        if "gomp" in name or "libomp" in name or "iomp" in name:
             symbols = ("omp_set_num_threads",)
         elif "mkl_rt" in name:
             symbols = ("MKL_Set_Num_Threads",)
@@ -750,8 +779,8 @@ def _wait(child, done, tree):
                         poller.unregister(fd)
                         tree.close()
                 elif fd == done.fileno():
-                    try:
-                        msg, fds = recv_fds(done)
+                    try:  # the limits, then "STATUS" or "STATUS m": a few bytes
+                        msg, fds = recv_fds(done, 4096)
                     except OSError:
                         msg, fds = b"", []
                     if msg[:1] == b"{" or fds:
@@ -821,7 +850,11 @@ class Tree:
         self.taken = True
         memory, budget = limits.get("memory"), limits.get("budget")
         if isinstance(memory, int) and memory > 0:
-            self.memory = memory
+            import time
+
+            # The first reading one interval in: a short execution is over before, and its
+            # supervisor does not take the CPU from it.
+            self.memory, self._due = memory, time.monotonic() + self.INTERVAL
         if not fds or not isinstance(budget, int) or budget <= 0:
             for fd in fds:
                 os.close(fd)
@@ -950,13 +983,14 @@ def tree_memory(root, limit):
     return total
 
 
-def recv_fds(sock):
-    """One message of a SOCK_SEQPACKET socket and the file descriptors that came with it."""
+def recv_fds(sock, size=1 << 20):
+    """One message of a SOCK_SEQPACKET socket (at most size bytes: the rest is cut) and the file
+    descriptors that came with it."""
     import array
     import socket
 
     fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(8 * fds.itemsize))
+    msg, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(8 * fds.itemsize))
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
@@ -1217,7 +1251,7 @@ def _session_call(fds, main, filename):
     _std_streams()
     env = call.get("env") or {}
     os.environ.update(env)
-    set_blas_threads(call.get("threads"), env)
+    set_blas_threads(call.get("threads"), env, session=True)
     global _in_call
     import signal
 

@@ -2,6 +2,8 @@ package executor
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"os/exec"
 	"testing"
 	"time"
@@ -14,12 +16,14 @@ import (
 )
 
 // blasCode multiplies two matrices with numpy's BLAS, then says how many threads the process
-// has (the pool's workers and itself) and what OPENBLAS_NUM_THREADS says.
-const blasCode = `import os
+// has (the pool's workers and itself), what OPENBLAS_NUM_THREADS says, and how many threads
+// the loaded OpenBLAS uses.
+const blasCode = `import ctypes, os
 import numpy as np
 a = np.random.rand(400, 400)
 a @ a
-print(len(os.listdir("/proc/self/task")), os.environ["OPENBLAS_NUM_THREADS"])
+lib = next(l for l in (x.split()[-1] for x in open("/proc/self/maps")) if "blas" in os.path.basename(l))
+print(len(os.listdir("/proc/self/task")), os.environ["OPENBLAS_NUM_THREADS"], ctypes.CDLL(lib).openblas_get_num_threads())
 `
 
 // poolCode says what OPENBLAS_NUM_THREADS says and how many threads the loaded OpenBLAS uses.
@@ -28,15 +32,19 @@ lib = next(l for l in (x.split()[-1] for x in open("/proc/self/maps")) if "blas"
 print(os.environ["OPENBLAS_NUM_THREADS"], ctypes.CDLL(lib).openblas_get_num_threads())
 `
 
-// numpyFork is fork mode with numpy preloaded, confined, on a runner of cpus CPUs.
-func numpyFork(t *testing.T, cpus float64, warm int) *Fork {
+// numpyFork is fork mode, confined, on a runner of cpus CPUs, with numpy preloaded or not.
+func numpyFork(t *testing.T, cpus float64, warm int, preload bool) *Fork {
 	t.Helper()
 	py := testutil.RequireSystemPython(t)
 	if out, err := exec.Command(py, "-c", "import numpy").CombinedOutput(); err != nil {
 		t.Fatalf("numpy is a test dependency (make deps installs python3-numpy): %s", out)
 	}
-	fk, err := NewFork(ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard(), CPUs: cpus,
-		Isolation: Isolation{Kernel: confine.Probe(confine.NoCap)}}, Preload: []string{"numpy"}, Warm: warm})
+	cfg := ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard(), CPUs: cpus,
+		Isolation: Isolation{Kernel: confine.Probe(confine.NoCap)}}, Warm: warm}
+	if preload {
+		cfg.Preload = []string{"numpy"}
+	}
+	fk, err := NewFork(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,23 +55,29 @@ func numpyFork(t *testing.T, cpus float64, warm int) *Fork {
 	return fk
 }
 
-// The BLAS threads actually running in the code's process, with numpy preloaded in the zygote
-// (whose pool started with one thread): the execution's share of the runner's CPUs.
+// The BLAS threads actually running in the code's process. numpy imported by the code gets the
+// execution's share of the runner's CPUs (OpenBLAS caps it at the machine's); numpy preloaded
+// in the zygote keeps 1 thread (starting its pool would cost every execution 2-3 ms) unless
+// the request's env sets OPENBLAS_NUM_THREADS; the environment says the share either way.
 func TestBLASThreadsAreTheExecutionsShare(t *testing.T) {
+	pool := func(cpus int) int { return min(cpus, runtime.NumCPU()) }
 	for _, tc := range []struct {
-		name string
-		cpus float64
-		env  map[string]string
-		want string
+		name    string
+		cpus    float64
+		preload bool
+		env     map[string]string
+		want    string
 	}{
-		{"half a CPU", 0.5, nil, "1 1\n"},
-		{"2 CPUs, alone", 2, nil, "2 2\n"},
-		{"3 CPUs, alone", 3, nil, "3 3\n"},
-		{"2 CPUs, pinned by the request", 2, map[string]string{"OPENBLAS_NUM_THREADS": "1"}, "1 1\n"},
+		{"half a CPU", 0.5, false, nil, "1 1 1\n"},
+		{"2 CPUs, alone", 2, false, nil, fmt.Sprintf("%d 2 %d\n", pool(2), pool(2))},
+		{"3 CPUs, alone", 3, false, nil, fmt.Sprintf("%d 3 %d\n", pool(3), pool(3))},
+		{"2 CPUs, alone, preloaded", 2, true, nil, "1 2 1\n"},
+		{"2 CPUs, preloaded, raised by the request", 2, true, map[string]string{"OPENBLAS_NUM_THREADS": "2"}, "2 2 2\n"},
+		{"2 CPUs, pinned by the request", 2, false, map[string]string{"OPENBLAS_NUM_THREADS": "1"}, "1 1 1\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, warm := range []int{0, 1} {
-				fk := numpyFork(t, tc.cpus, warm)
+				fk := numpyFork(t, tc.cpus, warm, tc.preload)
 				if warm > 0 {
 					awaitSpare(t, fk)
 				}
@@ -75,7 +89,7 @@ func TestBLASThreadsAreTheExecutionsShare(t *testing.T) {
 		})
 	}
 	t.Run("2 CPUs, two at once", func(t *testing.T) {
-		fk := numpyFork(t, 2, 0)
+		fk := numpyFork(t, 2, 0, false)
 		first := make(chan api.ExecuteResult, 1)
 		go func() {
 			res, _ := fk.Execute(context.Background(), Request{ID: "first", Code: "import time\ntime.sleep(3)", Limits: defaultLimits}, nil)
@@ -83,30 +97,31 @@ func TestBLASThreadsAreTheExecutionsShare(t *testing.T) {
 		}()
 		time.Sleep(time.Second)
 		res, err := fk.Execute(context.Background(), Request{ID: "second", Code: blasCode, Limits: defaultLimits}, nil)
-		if err != nil || res.Stdout != "1 1\n" {
+		if err != nil || res.Stdout != "1 1 1\n" {
 			t.Errorf("beside another execution: %+v %v", res, err)
 		}
 		<-first
 	})
 	t.Run("a session's calls", func(t *testing.T) {
-		fk := numpyFork(t, 2, 0)
+		fk := numpyFork(t, 2, 0, false)
 		ss := newSession(t, fk, SessionRequest{ID: "blas"})
-		if res := call(t, ss, poolCode); res.Stdout != "2 2\n" {
-			t.Errorf("a call alone: %+v", res)
+		if want := fmt.Sprintf("2 %d\n", pool(2)); call(t, ss, "import numpy\n"+poolCode).Stdout != want {
+			t.Errorf("a call alone: want %q", want)
 		}
-		// The share is set per call: beside an execution, half.
+		// The share is set per call, in the environment: beside an execution, half; the pool
+		// that numpy started keeps its size.
 		first := make(chan struct{})
 		go func() {
 			defer close(first)
 			_, _ = fk.Execute(context.Background(), Request{ID: "beside", Code: "import time\ntime.sleep(3)", Limits: defaultLimits}, nil)
 		}()
 		time.Sleep(time.Second)
-		if res := call(t, ss, poolCode); res.Stdout != "1 1\n" {
-			t.Errorf("a call beside an execution: %+v", res)
+		if want := fmt.Sprintf("1 %d\n", pool(2)); call(t, ss, poolCode).Stdout != want {
+			t.Errorf("a call beside an execution: want %q", want)
 		}
 		<-first
-		if res := call(t, ss, poolCode); res.Stdout != "2 2\n" {
-			t.Errorf("a call alone again: %+v", res)
+		if want := fmt.Sprintf("2 %d\n", pool(2)); call(t, ss, poolCode).Stdout != want {
+			t.Errorf("a call alone again: want %q", want)
 		}
 	})
 }

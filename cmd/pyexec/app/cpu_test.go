@@ -15,8 +15,8 @@ import (
 const cpuCgroupV1 = "/sys/fs/cgroup/cpu"
 
 // A sidecar started inside a CPU quota, as a runner container's limits.cpu makes one: it admits
-// as many executions at once as the quota gives whole CPUs, and a lone execution's numpy (preloaded
-// in the zygote, whose pool started with one thread) runs on its share of them.
+// as many executions at once as the quota gives whole CPUs, and a lone execution's numpy runs on
+// its share of them.
 func TestServeUnderACPUQuota(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("SKIPPED: a cgroup of its own needs root; the CPU limit was not read from a real cgroup")
@@ -42,7 +42,7 @@ func TestServeUnderACPUQuota(t *testing.T) {
 				t.Fatal(err)
 			}
 			join := []string{"sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, cg}
-			s := startSidecar(t, join, "--preload", "numpy")
+			s := startSidecar(t, join)
 			info, err := s.client.Info(context.Background())
 			if err != nil || info.Limits.MaxConcurrent != tc.concurrent {
 				t.Fatalf("max_concurrent under %d µs per 100 ms: %+v %v", tc.quota, info, err)
