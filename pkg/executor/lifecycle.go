@@ -107,7 +107,6 @@ func (s *Spawn) cpuLimit() float64 {
 	return float64(runtime.NumCPU())
 }
 
-
 // watch arms the time limit and the caller's cancellation on the supervisor pid.
 func (e *execution) watch(ctx context.Context, pid int) {
 	e.killer.setPID(pid)

@@ -3,8 +3,8 @@ package executor
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
