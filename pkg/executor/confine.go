@@ -61,17 +61,58 @@ type confineSpec struct {
 	RestrictSelf int `json:"landlock_restrict_self"`
 	// Landlock says a ruleset comes with the execution: without it the code must not run.
 	Landlock bool `json:"landlock"`
-	// Seccomp is the program of confine.Filter, base64.
-	Seccomp string `json:"seccomp,omitempty"`
-	// ParentPIDOffsets are where the program wants the supervisor's pid.
-	ParentPIDOffsets []int `json:"parent_pid_offsets,omitempty"`
-	// Budget is the program of confine.BudgetFilter, base64, installed with seccomp(2)
-	// (SeccompNr): its listener goes to the supervisor, which counts the processes and threads.
-	Budget    string `json:"budget,omitempty"`
-	SeccompNr int    `json:"seccomp_nr,omitempty"`
+	// filters are the seccomp programs: Seccomp is confine.Filter's, base64, with the
+	// supervisor's pid wanted at ParentPIDOffsets; Budget is confine.BudgetFilter's, installed
+	// with seccomp(2) (SeccompNr), whose listener goes to the supervisor, which counts the
+	// processes and threads.
+	filters
 }
 
-// confinement builds the ruleset and the seccomp program of one execution, whose working
+// filters are the seccomp programs of a code's process: those of confineSpec, without its
+// Landlock part. Equal filters are the same confinement, so a spare confined ahead with them
+// (Fork) can take an execution that wants them.
+type filters struct {
+	Seccomp          string `json:"seccomp,omitempty"`
+	ParentPIDOffsets []int  `json:"parent_pid_offsets,omitempty"`
+	Budget           string `json:"budget,omitempty"`
+	SeccompNr        int    `json:"seccomp_nr,omitempty"`
+	// network is the policy the programs were made for.
+	network bool
+}
+
+// key identifies the programs: two filters with equal keys install the same.
+func (f filters) key() string { return f.Seccomp + "|" + f.Budget }
+
+// filtersFor assembles the seccomp programs of an execution with or without the network and
+// a process budget, forked from the zygote of pid zygote (0 in spawn mode).
+func (s *Spawn) filtersFor(network, budget bool, zygote int) (filters, error) {
+	out := filters{network: network}
+	k := s.cfg.Isolation.Kernel
+	protect := append([]int{os.Getpid(), confine.ParentPID}, s.cfg.Isolation.Protect...)
+	if zygote > 0 {
+		protect = append(protect, zygote)
+	}
+	prog, err := k.Filter(confine.Policy{Network: network, Protect: protect})
+	if err != nil {
+		return out, err
+	}
+	if prog != nil {
+		out.Seccomp = base64.StdEncoding.EncodeToString(prog)
+		out.ParentPIDOffsets = confine.ParentPIDOffsets(prog)
+	}
+	if budget {
+		prog, err := k.BudgetFilter()
+		if err != nil {
+			return out, err
+		}
+		if prog != nil {
+			out.Budget, out.SeccompNr = base64.StdEncoding.EncodeToString(prog), unix.SYS_SECCOMP
+		}
+	}
+	return out, nil
+}
+
+// confinement builds the ruleset and the seccomp programs of one execution, whose working
 // directory is work. zygote is the zygote's pid, 0 in spawn mode. The ruleset is nil without
 // Landlock; the caller closes it once the code's process has it.
 func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.File, *confineSpec, error) {
@@ -79,12 +120,7 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	if k.LandlockABI == 0 && !k.Seccomp {
 		return nil, nil, nil
 	}
-	protect := append([]int{os.Getpid(), confine.ParentPID}, s.cfg.Isolation.Protect...)
-	if zygote > 0 {
-		protect = append(protect, zygote)
-	}
-	p := confine.Policy{Read: []string{tree}, Write: []string{work, filepath.Join(filepath.Dir(work), mplDir)}, Network: req.Network, Protect: protect}
-	prog, err := k.Filter(p)
+	f, err := s.filtersFor(req.Network, req.MaxProcesses > 0, zygote)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -92,24 +128,10 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	if err != nil {
 		return nil, nil, fmt.Errorf("confining the execution: %w", err)
 	}
+	p := confine.Policy{Read: []string{tree}, Write: []string{work, filepath.Join(filepath.Dir(work), mplDir)}, Network: req.Network}
 	ruleset, err := rules.Ruleset(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("confining the execution: %w", err)
 	}
-	spec := &confineSpec{RestrictSelf: unix.SYS_LANDLOCK_RESTRICT_SELF, Landlock: ruleset != nil}
-	if prog != nil {
-		spec.Seccomp = base64.StdEncoding.EncodeToString(prog)
-		spec.ParentPIDOffsets = confine.ParentPIDOffsets(prog)
-	}
-	if req.MaxProcesses > 0 {
-		budget, err := k.BudgetFilter()
-		if err != nil {
-			ruleset.Close()
-			return nil, nil, err
-		}
-		if budget != nil {
-			spec.Budget, spec.SeccompNr = base64.StdEncoding.EncodeToString(budget), unix.SYS_SECCOMP
-		}
-	}
-	return ruleset, spec, nil
+	return ruleset, &confineSpec{RestrictSelf: unix.SYS_LANDLOCK_RESTRICT_SELF, Landlock: ruleset != nil, filters: f}, nil
 }

@@ -82,6 +82,9 @@ type Fork struct {
 	starting int              // spares asked for and not ready yet
 	warming  map[int]struct{} // pids (and process groups) of the spares warming up
 	inflight int              // executions running
+	// like are the seccomp programs of the latest execution, which spares install ahead (see
+	// spare.filters); nil until an execution wants some.
+	like *filters
 
 	fallbacks atomic.Int64
 	warmHits  atomic.Int64
@@ -252,6 +255,9 @@ type forkRequest struct {
 	Cwd    string            `json:"cwd"`
 	Env    map[string]string `json:"env"`
 	Tree   string            `json:"tree"`
+	// Confine, in a spare's request, are the seccomp programs its code process installs before
+	// it waits for an execution.
+	Confine *filters `json:"confine,omitempty"`
 }
 
 // Execute implements Executor: a spare, an idle supervisor or one the zygote forks runs the
@@ -348,7 +354,11 @@ func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 		}
 		return unix.UnixRights(out...)
 	}
-	if s := f.takeSpare(); s != nil {
+	var want *filters
+	if e.spec != nil && e.spec.key() != "|" {
+		want = &e.spec.filters
+	}
+	if s := f.takeSpare(want); s != nil {
 		err := s.handOff(data, fds(p.stdinR, p.stdoutW, p.stderrW))
 		s.close()
 		if err == nil {

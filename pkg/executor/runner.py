@@ -138,9 +138,9 @@ def oom_first():
 def confine(spec, ruleset_fd):
     """In the code's process, before the code: no_new_privs, the Landlock ruleset pyexec built
     for this execution (ruleset_fd), the seccomp program, and the process budget's, whose
-    listener it returns (None without a budget). All apply to the calling thread and the
-    threads it starts later: the process must have no other thread. Raises OSError when a
-    layer cannot be applied: the code must not run."""
+    listener it returns (None without a budget, or when preconfine handed it already). All
+    apply to the calling thread and the threads it starts later: the process must have no other
+    thread. Raises OSError when a layer cannot be applied: the code must not run."""
     import ctypes
 
     if spec is None:
@@ -149,12 +149,28 @@ def confine(spec, ruleset_fd):
         raise OSError("the code's process has threads that confinement would not reach")
     if spec.get("landlock") and ruleset_fd is None:
         raise OSError("no Landlock ruleset came with the execution")
+    ahead = _preconfined is not None
+    if ahead and _preconfined != (spec.get("seccomp"), spec.get("budget")):
+        raise OSError("the process was confined ahead for another execution")
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if ruleset_fd is not None:
         if libc().syscall(spec["landlock_restrict_self"], ruleset_fd, 0) != 0:
             err = ctypes.get_errno()
             raise OSError(err, "landlock_restrict_self: %s" % os.strerror(err))
         os.close(ruleset_fd)
+    listener = None if ahead else _install_filters(spec)
+    if ruleset_fd is not None:
+        # Dumpable, so that the supervisor can read the tree's memory (smaps_rollup): Landlock
+        # keeps every process outside this domain — other executions' code — from ptrace and
+        # from its /proc files all the same, and /proc is read-only to the code itself.
+        prctl(PR_SET_DUMPABLE, 1)
+    return listener
+
+
+def _install_filters(spec):
+    """Install spec's seccomp programs in this process; returns the budget's listener, or None."""
+    import ctypes
+
     if spec.get("seccomp"):
         import base64
         import struct
@@ -169,24 +185,49 @@ def confine(spec, ruleset_fd):
         if libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
             err = ctypes.get_errno()
             raise OSError(err, "seccomp: %s" % os.strerror(err))
-    if spec.get("budget"):
-        import base64
+    if not spec.get("budget"):
+        return None
+    import base64
 
-        prog = base64.b64decode(spec["budget"])
-        buf = ctypes.create_string_buffer(prog, len(prog))
-        fprog = sock_fprog()(len(prog) // 8, ctypes.addressof(buf))
-        listener = libc().syscall(spec["seccomp_nr"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(fprog))
-        if listener < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, "seccomp (process budget): %s" % os.strerror(err))
-    else:
-        listener = None
-    if ruleset_fd is not None:
-        # Dumpable, so that the supervisor can read the tree's memory (smaps_rollup): Landlock
-        # keeps every process outside this domain — other executions' code — from ptrace and
-        # from its /proc files all the same, and /proc is read-only to the code itself.
-        prctl(PR_SET_DUMPABLE, 1)
+    prog = base64.b64decode(spec["budget"])
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = sock_fprog()(len(prog) // 8, ctypes.addressof(buf))
+    listener = libc().syscall(spec["seccomp_nr"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(fprog))
+    if listener < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "seccomp (process budget): %s" % os.strerror(err))
     return listener
+
+
+# In a spare's code process confined ahead (preconfine): the seccomp programs it installed,
+# (seccomp, budget) as the spare's request gave them.
+_preconfined = None
+
+
+def preconfine(spec, sock_fd):
+    """In a spare's code process, after its warm-up and before it waits for an execution:
+    no_new_privs and the seccomp programs pyexec made for the spare (spec: those of the
+    executions it may take), which cost the kernel over a millisecond to install — off the
+    execution's path. The budget's listener goes to the supervisor now, on sock_fd, before any
+    code ran. confine() then applies the rest (Landlock) with the execution. The filters allow
+    what the spare does until its code runs: waiting, its streams, directory, limits."""
+    global _preconfined
+    if not spec or not (spec.get("seccomp") or spec.get("budget")):
+        return
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise OSError("the spare has threads that confinement would not reach")
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    listener = _install_filters(spec)
+    _preconfined = (spec.get("seccomp"), spec.get("budget"))
+    if listener is not None:
+        import socket
+
+        sock = socket.socket(fileno=os.dup(sock_fd))
+        try:
+            send_fds(sock, b'{"listener": true}', [listener])
+        finally:
+            sock.close()
+            os.close(listener)
 
 
 def run_code(params, ruleset_fd=None):
@@ -363,8 +404,9 @@ def _hand_limits(sock_fd, params, msg=None):
         fields["memory"] = limits["memory_bytes"]
     fds = []
     if _listener is not None:
-        fields["budget"] = limits["tasks"]
         fds = [_listener]
+    if _listener is not None or (_preconfined is not None and _preconfined[1]):
+        fields["budget"] = limits["tasks"]
     sock = socket.socket(fileno=os.dup(sock_fd))
     try:
         send_fds(sock, json.dumps(fields).encode(), fds)
@@ -590,7 +632,8 @@ def _finish(status, memory_error):
     supervisor, which kills them), then close the streams, then report "STATUS" or "STATUS m"
     (a MemoryError ended the code). What the code could write here itself says no more than
     sys.exit(STATUS) or raise MemoryError would."""
-    kill_leftovers()
+    if has_children():
+        kill_leftovers()
     for fd in (0, 1, 2):
         try:
             os.close(fd)
@@ -600,6 +643,17 @@ def _finish(status, memory_error):
         os.write(_done_fd, b"%d%s" % (status, b" m" if memory_error else b""))
     except OSError:
         pass  # the supervisor waits for the exit instead
+
+
+def has_children():
+    """Whether this process has a child, running or ended (one waitid, reaping none)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WSTOPPED | os.WCONTINUED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def children(me=None):
@@ -720,7 +774,8 @@ def watch(child, status_fd, subreaper, done):
         # The code's process is ending; but code may have written on done itself while it
         # goes on running: kill it, so that whatever it is doing ends with the result.
         os.kill(child, signal.SIGKILL)
-    kill_leftovers(keep=child if st is None else None)
+    if not tree.forkless():
+        kill_leftovers(keep=child if st is None else None)
     tree.close()
     if memory_error or tree.over_memory:
         status(status_fd, memory_error=True)
@@ -830,13 +885,16 @@ class Tree:
         self.bound = 0
         self.last = 0.0  # time of the latest allowance
         self.refused = 0
+        self.allowed = 0  # new tasks the budget let the tree make
         self.memory = 0  # bytes; 0: no limit
         self.over_memory = False
         self._due = 0.0
 
     def take(self, msg, fds):
-        """Take the limits the code's process handed over, once; True when they bring a budget
-        to answer. Descriptors not taken are closed."""
+        """Take what the code's process hands over before its code runs: the budget's listener
+        alone ({"listener": true}, from a spare confined ahead: preconfine), then the limits,
+        once. True when a listener to answer comes with either. Descriptors not taken are
+        closed. Until the limits come, the listener refuses every new task."""
         limits = None
         if not self.taken:
             try:
@@ -847,6 +905,15 @@ class Tree:
             for fd in fds:
                 os.close(fd)
             return False
+        if limits.get("listener") is True:
+            if self.fd is not None or not fds:
+                for fd in fds:
+                    os.close(fd)
+                return False
+            for fd in fds[1:]:
+                os.close(fd)
+            self.fd, self.limit, self.bound = fds[0], 1, 1
+            return True
         self.taken = True
         memory, budget = limits.get("memory"), limits.get("budget")
         if isinstance(memory, int) and memory > 0:
@@ -855,14 +922,25 @@ class Tree:
             # The first reading one interval in: a short execution is over before, and its
             # supervisor does not take the CPU from it.
             self.memory, self._due = memory, time.monotonic() + self.INTERVAL
-        if not fds or not isinstance(budget, int) or budget <= 0:
+        if not isinstance(budget, int) or budget <= 0 or (self.fd is None) == (not fds):
+            # No budget; or a listener twice, or none: the limits cannot be trusted to count.
             for fd in fds:
                 os.close(fd)
+            if self.fd is not None:
+                self.limit = 1 << 30 if budget is None else 1
             return False
         for fd in fds[1:]:
             os.close(fd)
-        self.fd, self.limit, self.bound = fds[0], budget, 1  # the code's process, alone
+        if fds:
+            self.fd = fds[0]
+        self.limit, self.bound = budget, 1  # the code's process, alone
         return True
+
+    def forkless(self):
+        """True when the budget's listener came before the code ran and let the tree make no
+        task: then no process of the tree can be left but the code's own, and there is nothing
+        to look for."""
+        return self.fd is not None and self.allowed == 0
 
     def timeout(self, ms):
         """poll's timeout: ms, or less when the memory is due to be read."""
@@ -911,6 +989,7 @@ class Tree:
             resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, -errno.EAGAIN, 0)
         else:
             self.bound += 1
+            self.allowed += 1
             self.last = time.monotonic()
             resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         try:

@@ -26,6 +26,19 @@ type spare struct {
 	conn   int      // our end of a SOCK_SEQPACKET socket to the code's process
 	status *os.File // read end of the status pipe
 	gen    int      // the zygote generation it was forked from
+	// filters, when set, are the seccomp programs its code process installed ahead, off the
+	// execution's path (installing them costs the kernel over a millisecond): it takes only an
+	// execution that wants the same. Without, it confines itself with its execution, as a
+	// process forked for one does.
+	filters *filters
+}
+
+// fits says the spare can take an execution that wants the seccomp programs want (nil: none).
+func (s *spare) fits(want *filters) bool {
+	if s.filters == nil {
+		return true
+	}
+	return want != nil && s.filters.key() == want.key()
 }
 
 // ready waits until the spare's code process has warmed up. Time the spare spends paused
@@ -132,18 +145,32 @@ func (f *Fork) refill() {
 	}
 }
 
-// takeSpare returns the oldest ready spare, or nil.
-func (f *Fork) takeSpare() *spare {
+// takeSpare returns the oldest ready spare that can take an execution that wants the seccomp
+// programs want, or nil; spares made for other programs are let go, and the next ones are
+// made for want.
+func (f *Fork) takeSpare(want *filters) *spare {
 	f.pool.Lock()
-	defer f.pool.Unlock()
-	if len(f.spares) == 0 {
-		return nil
+	f.like = want
+	var taken *spare
+	var unfit []*spare
+	for len(f.spares) > 0 && taken == nil {
+		s := f.spares[0]
+		f.spares = f.spares[1:]
+		if s.fits(want) {
+			taken = s
+		} else {
+			unfit = append(unfit, s)
+		}
 	}
-	s := f.spares[0]
-	f.spares = f.spares[1:]
-	// Paused as it sent "ready", it would not run its execution.
-	_ = unix.Kill(-s.pid, unix.SIGCONT)
-	return s
+	if taken != nil {
+		// Paused as it sent "ready", it would not run its execution.
+		_ = unix.Kill(-taken.pid, unix.SIGCONT)
+	}
+	f.pool.Unlock()
+	for _, s := range unfit {
+		s.discard()
+	}
+	return taken
 }
 
 // startSpare has the zygote fork a spare, waits until it has warmed up and adds it to the pool.
@@ -192,16 +219,12 @@ func (f *Fork) startSpare() {
 
 // forkSpare asks the zygote for a spare; it answers the spare's pid and socket.
 func (f *Fork) forkSpare() (*spare, error) {
-	data, err := json.Marshal(forkRequest{Op: "spare"})
-	if err != nil {
-		return nil, err
-	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer statusW.Close()
-	s, err := f.requestSpare(data, statusW)
+	s, err := f.requestSpare(statusW)
 	if err != nil {
 		statusR.Close()
 		return nil, err
@@ -210,17 +233,35 @@ func (f *Fork) forkSpare() (*spare, error) {
 	return s, nil
 }
 
-func (f *Fork) requestSpare(data []byte, statusW *os.File) (*spare, error) {
+// requestSpare asks the zygote for a spare confined ahead like the latest execution.
+func (f *Fork) requestSpare(statusW *os.File) (*spare, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.zygote == nil {
 		return nil, errNoZygote
 	}
+	f.pool.Lock()
+	like := f.like
+	f.pool.Unlock()
+	req := forkRequest{Op: "spare"}
+	if like != nil {
+		// Made for this zygote: the programs protect its pid.
+		network, budget := like.network, like.Budget != ""
+		fl, err := f.spawn.filtersFor(network, budget, f.zygote.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		req.Confine = &fl
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
 	pid, conn, err := f.ask(data, unix.UnixRights(int(statusW.Fd())))
 	if err != nil {
 		return nil, err
 	}
-	return &spare{pid: pid, conn: conn, gen: f.gen}, nil
+	return &spare{pid: pid, conn: conn, gen: f.gen, filters: req.Confine}, nil
 }
 
 // The control sockets are blocking: a signal to the thread (the Go runtime preempts with

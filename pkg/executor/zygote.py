@@ -191,7 +191,7 @@ def _warm_up(code):
 
 def _rehearse():
     """In a spare's code process, before it waits: touch what running an execution touches —
-    the runner's modules and functions, the environment, compile and exec, a print — so that
+    the runner's modules and functions, the environment, a cell of code, a print — so that
     the copy-on-write faults of those pages are taken now (here each costs 10-30 µs)."""
     import builtins  # noqa: F401
     import linecache  # noqa: F401
@@ -206,9 +206,10 @@ def _rehearse():
     os.chdir(os.getcwd())
     json.loads(json.dumps({"params": {"code": "/c", "limits": {"nproc": 1}}, "cwd": "/", "env": env}))
     main = types.ModuleType("__main__")
-    exec(compile("print(1)\n", "<code>", "exec"), main.__dict__)  # stdout is /dev/null here
+    _cell("print(1)\n", main, "<code>")  # stdout is /dev/null here
     sys.stdout.flush()
     children()
+    has_children()
 
 
 def _spare(req, ctl, conn, status_fd, warmup):
@@ -223,6 +224,11 @@ def _spare(req, ctl, conn, status_fd, warmup):
         os.close(status_fd)
         _warm_up(warmup)
         _rehearse()
+        try:
+            preconfine(req.get("confine"), _done_fd)
+        except Exception as e:
+            sys.stderr.write("pyexec spare: could not be confined ahead: %s\n" % e)
+            os._exit(1)
         conn.send(b'{"ready": true}')
         msg, fds = recv_fds(conn)
         conn.close()
