@@ -554,11 +554,18 @@ def _patch_module(name, patch):
         sys.meta_path.insert(0, _PatchOnImport(name, patch))
 
 
+_hooked = False  # _hook_modules ran in this process, or in the zygote it was forked from
+
+
 def _hook_modules():
     """pyplot.show() sends the figures (_show_figures); the names multiprocessing gives shared
     memory and semaphores in /dev/shm carry 128 random bits, not 32 (shared_memory) or about 41
     (semaphores): confined code may open a name it knows there, so a name must not be found by
-    probing."""
+    probing. Once per process: the zygote's hooks hold in every fork of it."""
+    global _hooked
+    if _hooked:
+        return
+    _hooked = True
     _patch_module("matplotlib.pyplot", _patch_show)
     _patch_module("multiprocessing.shared_memory", _patch_shm_names)
     _patch_module("multiprocessing.synchronize", _patch_sem_names)

@@ -86,7 +86,7 @@ def _preload(modules):
             sys.stderr.write("pyexec zygote: matplotlib.pyplot: %s: %s\n" % (type(e).__name__, e))
     # What the runner imports in every supervisor and code process, imported once here.
     for name in ("ctypes", "resource", "linecache", "types", "select", "random", "traceback", "atexit", "base64", "struct", "ast", "io",
-                 "fcntl", "errno", "time"):
+                 "fcntl", "errno", "time", "array"):
         try:
             importlib.import_module(name)
         except Exception:  # a minimal Python without ctypes still runs
@@ -95,6 +95,7 @@ def _preload(modules):
         libc()
         sock_fprog()
         blas_setters()  # of the pools the preload loaded: each execution sets its share
+        _hook_modules()  # once for every fork
     except Exception:
         pass
     # What is imported now lives as long as the zygote. Frozen, the collector of a child never
