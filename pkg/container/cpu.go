@@ -18,30 +18,45 @@ import (
 func CPULimit() float64 { return fsRoot("/").cpuLimit() }
 
 func (r fsRoot) cpuLimit() float64 {
+	limit := math.Inf(1)
+	r.cgroupDirs("cpu", func(dir string, v2 bool) {
+		if l := r.bandwidth(dir, v2); l > 0 && l < limit {
+			limit = l
+		}
+	})
+	if math.IsInf(limit, 1) {
+		return 0
+	}
+	return limit
+}
+
+// cgroupDirs calls visit with each directory of the calling process's cgroups that holds
+// controller: the process's own, then each one up to the mount's root, in the v1 hierarchy of
+// the controller and in the v2 one (which has it when the directory has its files).
+func (r fsRoot) cgroupDirs(controller string, visit func(dir string, v2 bool)) {
 	cgroups, err := r.read("/proc/self/cgroup")
 	if err != nil {
-		return 0
+		return
 	}
 	mounts, err := r.read("/proc/self/mountinfo")
 	if err != nil {
-		return 0
+		return
 	}
 	ms, err := mountinfo.GetMountsFromReader(bytes.NewReader(mounts), nil)
 	if err != nil {
-		return 0
+		return
 	}
-	limit := math.Inf(1)
 	for _, line := range strings.Split(string(cgroups), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
 		v2 := parts[0] == "0" && parts[1] == ""
-		if !v2 && !hasController(parts[1], "cpu") {
+		if !v2 && !hasController(parts[1], controller) {
 			continue
 		}
 		for _, m := range ms {
-			if v2 && m.FSType != "cgroup2" || !v2 && (m.FSType != "cgroup" || !hasController(m.VFSOptions, "cpu")) {
+			if v2 && m.FSType != "cgroup2" || !v2 && (m.FSType != "cgroup" || !hasController(m.VFSOptions, controller)) {
 				continue
 			}
 			// The process's cgroup as seen from this mount, which shows the hierarchy from
@@ -51,19 +66,13 @@ func (r fsRoot) cpuLimit() float64 {
 				continue
 			}
 			for dir := path.Join(m.Mountpoint, rel); ; dir = path.Dir(dir) {
-				if l := r.bandwidth(dir, v2); l > 0 && l < limit {
-					limit = l
-				}
+				visit(dir, v2)
 				if dir == m.Mountpoint || dir == "/" {
 					break
 				}
 			}
 		}
 	}
-	if math.IsInf(limit, 1) {
-		return 0
-	}
-	return limit
 }
 
 // bandwidth is the CPU limit of one cgroup directory, 0 for none.
