@@ -43,8 +43,10 @@ func (s *Spawn) systemRules() (*confine.Rules, error) {
 	return rules, nil
 }
 
-// Close implements Executor: the system's paths, opened once, are released.
+// Close implements Executor: the system's paths, opened once, are released; the memory
+// watchdog and the watch of shared memory stop.
 func (s *Spawn) Close() {
+	s.watchdog.close()
 	s.shm.close()
 	s.rulesMu.Lock()
 	defer s.rulesMu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,13 +45,17 @@ type execution struct {
 	release func()
 	// unshm ends the execution's (or session's) hold on shared memory (see shmJanitor).
 	unshm func()
+	// trees registers the execution's tree for the memory watchdog while it runs; memoryNote
+	// is what the watchdog said when it ended it.
+	trees      *trees
+	memoryNote atomic.Pointer[string]
 }
 
 // begin makes the execution's directory with its input files, its captures and its
 // confinement. zygote is the zygote's pid, which the code must not signal; 0 in spawn mode.
 // The caller closes the execution.
 func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
-	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}}
+	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}, trees: s.trees}
 	e.threads, e.release = s.share()
 	e.unshm = s.shm.hold()
 	var err error
@@ -107,12 +112,17 @@ func (s *Spawn) cpuLimit() float64 {
 	return float64(runtime.NumCPU())
 }
 
-// watch arms the time limit and the caller's cancellation on the supervisor pid.
+// watch arms the time limit and the caller's cancellation on the supervisor pid, and hands
+// its tree to the memory watchdog.
 func (e *execution) watch(ctx context.Context, pid int) {
 	e.killer.setPID(pid)
 	timer := time.AfterFunc(e.req.Timeout, func() { e.killer.kill(api.ReasonTimeout) })
 	stop := context.AfterFunc(ctx, func() { e.killer.kill(api.ReasonSignal) })
-	e.unwatch = func() { timer.Stop(); stop() }
+	untrack := e.trees.add(&tree{kind: treeExecution, id: e.req.ID, root: pid, end: func(note string) {
+		e.memoryNote.Store(&note)
+		e.killer.kill(api.ReasonMemoryLimit)
+	}})
+	e.unwatch = func() { timer.Stop(); stop(); untrack() }
 }
 
 // end turns what became of the execution into its result: the kill by pyexec, if any, first,
@@ -122,6 +132,11 @@ func (e *execution) watch(ctx context.Context, pid int) {
 func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error) (res api.ExecuteResult, killed bool) {
 	e.unwatch()
 	killed = e.killer.disarm()
+	// Only the memory watchdog kills with this reason (the supervisor's own memory limit says
+	// so in the status line).
+	if note := e.memoryNote.Load(); note != nil && e.killer.reason() == api.ReasonMemoryLimit {
+		_, _ = e.stderr.Write([]byte(*note))
+	}
 	res = api.ExecuteResult{ID: e.req.ID}
 	res.Stdout, res.StdoutTruncated = e.stdout.result()
 	res.Stderr, res.StderrTruncated = e.stderr.result()

@@ -222,17 +222,21 @@ func TestParseStat(t *testing.T) {
 		line            string
 		ppid            int
 		zombie, exiting bool
+		threads         int
+		rss             int64
 	}{
-		{"12 (python3) S 7 12 12 0 -1 4194560 100 0", 7, false, false},
-		{"12 (a (b) c) R 7 12 12 0 -1 4194564 100 0", 7, false, true},
-		{"12 (x) Z 9 12 12 0 -1 4227076 0 0", 9, true, true},
+		{"12 (python3) S 7 12 12 0 -1 4194560 100 0", 7, false, false, 0, 0},
+		{"12 (a (b) c) R 7 12 12 0 -1 4194564 100 0", 7, false, true, 0, 0},
+		{"12 (x) Z 9 12 12 0 -1 4227076 0 0", 9, true, true, 0, 0},
+		{"12 (python3) S 7 12 12 0 -1 4194560 2311 0 0 0 5 1 0 0 20 0 3 0 9077 31916032 2562 18446744073709551615 1 1 0 0 0 0 0 16781312 2 0 0 0 17 1 0 0 0 0 0",
+			7, false, false, 3, 2562},
 	} {
 		p, ok := parseStat(12, []byte(tt.line))
-		if !ok || p.ppid != tt.ppid || p.zombie != tt.zombie || p.exiting != tt.exiting {
+		if !ok || p.ppid != tt.ppid || p.zombie != tt.zombie || p.exiting != tt.exiting || p.threads != tt.threads || p.rss != tt.rss {
 			t.Errorf("parseStat(%q) = %+v, %v", tt.line, p, ok)
 		}
 	}
-	if p, ok := readStat(os.Getpid()); !ok || p.exiting || p.zombie {
+	if p, ok := readStat(os.Getpid()); !ok || p.exiting || p.zombie || p.threads < 2 || p.rss <= 0 {
 		t.Errorf("this process: %+v, %v", p, ok)
 	}
 }

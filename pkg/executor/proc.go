@@ -18,6 +18,9 @@ type procEntry struct {
 	// exiting is set from the start of exit(2) (PF_EXITING): a process killed a moment ago
 	// still tears its memory down before it is a zombie.
 	exiting bool
+	// threads is its number of threads; rss its resident memory in pages.
+	threads int
+	rss     int64
 }
 
 // pfExiting is PF_EXITING of the kernel's task flags (/proc/PID/stat field 9).
@@ -70,6 +73,10 @@ func parseStat(pid int, b []byte) (procEntry, bool) {
 		if flags, err := strconv.ParseUint(fields[6], 10, 64); err == nil {
 			p.exiting = flags&pfExiting != 0
 		}
+	}
+	if len(fields) > 21 { // num_threads (field 20) and rss (field 24)
+		p.threads, _ = strconv.Atoi(fields[17])
+		p.rss, _ = strconv.ParseInt(fields[21], 10, 64)
 	}
 	return p, true
 }

@@ -125,7 +125,11 @@ type LocalSession struct {
 	pendingEnv map[string]string
 	// tree is the packages tree the interpreter has on sys.path and may read.
 	tree string
-	fdMu sync.Mutex // orders interrupt against Close
+	fdMu sync.Mutex // orders interrupt and endForMemory against Close
+	// untrack takes its tree from the memory watchdog (see track); memoryNote is what the
+	// watchdog said when it ended the session.
+	untrack    func()
+	memoryNote atomic.Pointer[string]
 }
 
 // sessionReply is what the supervisor answers: first the interpreter's pid (with its pidfd)
@@ -154,7 +158,8 @@ func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *ex
 	// alone: at rest between them, and none in a session started ahead of time).
 	e.release()
 	e.unshm()
-	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}, unshm: func() {}}, e, nil
+	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, kernel: -1, ctl: -1, exited: func() {}, unshm: func() {},
+		untrack: func() {}}, e, nil
 }
 
 // NewSession starts a session: a fresh interpreter supervises the session.
@@ -214,6 +219,7 @@ func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*LocalSessi
 		}
 		return nil, err
 	}
+	ss.track()
 	return ss, nil
 }
 
@@ -229,14 +235,19 @@ func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*LocalSessio
 			ss.Close()
 			return nil, err
 		}
+		ss.track()
 		return ss, nil
 	}
 	ss, err := f.forkSession(ctx, req)
 	if errors.Is(err, errZygoteDown) {
 		f.fallbacks.Add(1)
-		return f.spawn.NewSession(ctx, req)
+		return f.spawn.NewSession(ctx, req) // tracked there
 	}
-	return ss, err
+	if err != nil {
+		return nil, err
+	}
+	ss.track()
+	return ss, nil
 }
 
 // WarmSession keeps one session like req (its network and limits; its env and files come
@@ -566,6 +577,9 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	stop()
 	k.disarm()
 	waitBounded(&copies, 2*time.Second)
+	if note := ss.memoryNote.Load(); note != nil {
+		_, _ = stderr.Write([]byte(*note))
+	}
 
 	res := api.ExecuteResult{ID: req.ID}
 	res.Stdout, res.StdoutTruncated = stdout.result()
@@ -593,8 +607,11 @@ func (ss *LocalSession) finish(res *api.ExecuteResult, k *killer, reply sessionR
 	case k.killedTree():
 		res.Reason, res.ExitCode, res.Signal, res.SessionLost = why, 128+int(unix.SIGKILL), unix.SignalName(unix.SIGKILL), true
 		return
-	case ss.ended.Load() && why == "": // closed (deleted, drained) while the call ran
+	case ss.ended.Load() && why == "": // closed (deleted, drained) or ended by the memory watchdog while the call ran
 		res.Reason, res.ExitCode, res.Signal, res.SessionLost = api.ReasonSignal, 128+int(unix.SIGKILL), unix.SignalName(unix.SIGKILL), true
+		if ss.memoryNote.Load() != nil {
+			res.Reason = api.ReasonMemoryLimit
+		}
 		return
 	case err != nil || reply.ExitCode == nil:
 		// The supervisor is gone without an answer: the code found a way to end it.
@@ -661,10 +678,31 @@ func (ss *LocalSession) end() {
 	}
 }
 
+// track hands the session's tree to the memory watchdog, until Close.
+func (ss *LocalSession) track() {
+	ss.untrack = ss.spawn.trees.add(&tree{kind: treeSession, id: ss.req.ID, root: ss.sup, end: ss.endForMemory})
+}
+
+// endForMemory ends the session for the memory watchdog: a running call answers memory_limit
+// and SessionLost, with note on its stderr; between calls the session just ends.
+func (ss *LocalSession) endForMemory(note string) {
+	ss.fdMu.Lock()
+	defer ss.fdMu.Unlock()
+	if ss.supFD < 0 { // closed meanwhile
+		return
+	}
+	ss.memoryNote.Store(&note)
+	ss.end()
+}
+
+// EndedForMemory says the memory watchdog ended the session.
+func (ss *LocalSession) EndedForMemory() bool { return ss.memoryNote.Load() != nil }
+
 // Close ends the session: its processes are killed (a running call ends with SessionLost) and
 // its directory removed.
 func (ss *LocalSession) Close() {
 	ss.once.Do(func() {
+		ss.untrack()
 		ss.end()
 		ss.mu.Lock()
 		defer ss.mu.Unlock()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/confine"
+	"github.com/pyexec/pyexec/pkg/container"
 	"github.com/pyexec/pyexec/pkg/python"
 )
 
@@ -53,7 +54,12 @@ type SpawnConfig struct {
 	// CPUs are what the code may use together (the runner's CPU limit, container.CPULimit);
 	// 0: as many as the machine has. Each execution's BLAS threads are its share (see share).
 	CPUs float64
-	Log  logr.Logger
+	// Memory is the runner's memory cgroup (its container's: container.FindMemoryCgroup); nil
+	// when none was found. MemoryHighWater is the percentage of its limit past which the
+	// memory watchdog ends the largest tree (see memoryWatchdog); 0, or no limit: no watchdog.
+	Memory          *container.MemoryCgroup
+	MemoryHighWater int
+	Log             logr.Logger
 }
 
 // Spawn runs every execution in a fresh interpreter, under the embedded runner that
@@ -66,6 +72,9 @@ type Spawn struct {
 
 	running atomic.Int32 // executions and session calls under way (see share)
 	shm     *shmJanitor
+	// trees are the executions' and sessions' process trees, which watchdog watches.
+	trees    *trees
+	watchdog *memoryWatchdog
 }
 
 // NewSpawn checks the config and creates the work directory.
@@ -82,7 +91,8 @@ func NewSpawn(cfg SpawnConfig) (*Spawn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spawn executor: watching %s: %w", cfg.ShmDir, err)
 	}
-	return &Spawn{cfg: cfg, shm: shm}, nil
+	ts := newTrees()
+	return &Spawn{cfg: cfg, shm: shm, trees: ts, watchdog: watchMemory(cfg.Memory, cfg.MemoryHighWater, ts, cfg.Log)}, nil
 }
 
 // Mode implements the server's mode report.
