@@ -664,17 +664,26 @@ type remoteSession struct {
 	dir string
 	gen int
 
-	mu     sync.Mutex
-	ended  bool
-	memory int64
-	once   sync.Once
+	mu          sync.Mutex
+	ended       bool
+	endedMemory bool // the runner's memory watchdog ended it
+	memory      int64
+	once        sync.Once
 }
 
 func (ss *remoteSession) update(st SessionState) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.ended = ss.ended || st.Ended
+	ss.endedMemory = ss.endedMemory || st.EndedForMemory
 	ss.memory = st.MemoryBytes
+}
+
+// EndedForMemory says the runner's memory watchdog ended the session (as the runner last said).
+func (ss *remoteSession) EndedForMemory() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.endedMemory
 }
 
 func (ss *remoteSession) end() {
@@ -689,6 +698,14 @@ func (ss *remoteSession) Execute(ctx context.Context, req executor.Request, out 
 		return noResult(req), executor.ErrSessionEnded
 	}
 	res, err := ss.c.execute(ctx, &Request{SessionExecute: &SessionExecute{Session: ss.id, Execute: *executeOf(req)}}, req, out, nil)
+	if errors.Is(err, executor.ErrSessionEnded) {
+		// It ended since the last status: the runner says why (EndedForMemory).
+		if states, err := ss.c.status([]*remoteSession{ss}); err == nil {
+			if st, ok := states[ss.id]; ok {
+				ss.update(st)
+			}
+		}
+	}
 	if errors.Is(err, executor.ErrSessionEnded) || errors.Is(err, ErrRunnerGone) || (err == nil && res.SessionLost) {
 		ss.end()
 	}

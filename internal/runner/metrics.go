@@ -33,11 +33,21 @@ var (
 	descRunnerRSS = prometheus.NewDesc("pyexec_runner_rss_bytes", "Resident memory of the runner and every process below it.", nil, nil)
 	descRunnerPSS = prometheus.NewDesc("pyexec_runner_pss_bytes", "Proportional memory of the runner and every process below it.", nil, nil)
 	descRunnerUp  = prometheus.NewDesc("pyexec_runner_connected", "1 while the runner is connected and ready, 0 otherwise.", nil, nil)
+
+	descTrees      = prometheus.NewDesc("pyexec_runner_trees", "Executions running and sessions open in the runner: the process trees below their supervisors.", nil, nil)
+	descTreeTasks  = prometheus.NewDesc("pyexec_runner_tree_tasks", "Processes and threads of the executions' and sessions' trees (as --max-processes counts them).", nil, nil)
+	descTreeMemory = prometheus.NewDesc("pyexec_runner_tree_memory_bytes", "Memory of the executions' and sessions' trees, as their memory limit counts it: Pss where the runner may read it, else RSS.", nil, nil)
+	descMemUsage   = prometheus.NewDesc("pyexec_runner_memory_usage_bytes", "Memory usage of the runner's cgroup (its container's): memory.current, or memory.usage_in_bytes of cgroup v1.", nil, nil)
+	descMemWS      = prometheus.NewDesc("pyexec_runner_memory_working_set_bytes", "Working set of the runner's cgroup: its usage less the inactive page cache, what the memory watchdog compares with its mark.", nil, nil)
+	descMemLimit   = prometheus.NewDesc("pyexec_runner_memory_limit_bytes", "Memory limit of the runner's cgroup; 0 when it has none.", nil, nil)
+	descHighWater  = prometheus.NewDesc("pyexec_runner_memory_high_water_bytes", "The memory watchdog's mark (--runner-memory-high-water of the limit); 0 when there is no watchdog.", nil, nil)
+	descWatchdog   = prometheus.NewDesc("pyexec_runner_memory_watchdog_ended_total", "Executions and sessions the runner's memory watchdog ended (the runner's count: it restarts from 0 with the runner).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWarm, descFallbacks, descReaped, descKilled, descRSS, descPSS, descRunnerRSS, descRunnerPSS, descRunnerUp} {
+	for _, d := range []*prometheus.Desc{descWarm, descFallbacks, descReaped, descKilled, descRSS, descPSS, descRunnerRSS, descRunnerPSS, descRunnerUp,
+		descTrees, descTreeTasks, descTreeMemory, descMemUsage, descMemWS, descMemLimit, descHighWater, descWatchdog} {
 		ch <- d
 	}
 }
@@ -71,6 +81,14 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 		{descRunnerRSS, prometheus.GaugeValue, float64(st.RSS)},
 		{descRunnerPSS, prometheus.GaugeValue, float64(st.PSS)},
 		{descRunnerUp, prometheus.GaugeValue, up},
+		{descTrees, prometheus.GaugeValue, float64(st.Trees)},
+		{descTreeTasks, prometheus.GaugeValue, float64(st.TreeTasks)},
+		{descTreeMemory, prometheus.GaugeValue, float64(st.TreeMemory)},
+		{descMemUsage, prometheus.GaugeValue, float64(st.MemoryUsage)},
+		{descMemWS, prometheus.GaugeValue, float64(st.MemoryWorkingSet)},
+		{descMemLimit, prometheus.GaugeValue, float64(st.MemoryLimit)},
+		{descHighWater, prometheus.GaugeValue, float64(st.MemoryHighWater)},
+		{descWatchdog, prometheus.CounterValue, float64(st.WatchdogEnded)},
 	} {
 		ch <- prometheus.MustNewConstMetric(v.d, v.t, v.v)
 	}

@@ -39,7 +39,10 @@ import (
 )
 
 // Protocol is the version of the protocol between pyexec serve and pyexec runner. It changes
-// when a message changes meaning; the server refuses a runner that speaks another.
+// when a message changes meaning; the server refuses a runner that speaks another. A field
+// added to a message, which the other end's older code ignores and whose absence means what it
+// did before, does not change it: Config.MemoryHighWater, Stats' figures of the trees and of
+// the memory cgroup, SessionState.EndedForMemory.
 const Protocol = 1
 
 // Hello is the runner's first message on the control connection.
@@ -87,6 +90,10 @@ type Config struct {
 	// Cleanup are directories of the work root left over from before (a runner that died):
 	// the runner empties them before it is ready, and the server removes them.
 	Cleanup []string `json:"cleanup,omitempty"`
+	// MemoryHighWater is the percentage of the runner's memory limit (its container's) past
+	// which its memory watchdog ends the largest execution or session; 0: none (what a server
+	// that says nothing of it asks).
+	MemoryHighWater int `json:"memory_high_water,omitempty"`
 	// MaxFrame is the largest frame either end sends or reads after the handshake.
 	MaxFrame int64 `json:"max_frame"`
 }
@@ -223,6 +230,8 @@ type SessionStatusReply struct {
 type SessionState struct {
 	Ended       bool  `json:"ended"`
 	MemoryBytes int64 `json:"memory_bytes"`
+	// EndedForMemory: the runner's memory watchdog ended it.
+	EndedForMemory bool `json:"ended_for_memory,omitempty"`
 }
 
 // StatsRequest asks for the runner's figures.
@@ -239,6 +248,19 @@ type Stats struct {
 	// RSS and PSS are the memory of the runner and every process below it, in bytes.
 	RSS int64 `json:"rss"`
 	PSS int64 `json:"pss"`
+	// Trees are the executions running and the sessions open; TreeTasks their processes and
+	// threads, TreeMemory their memory in bytes (executor.TreeStats). A runner that says
+	// nothing of them (an older one) reads as 0.
+	Trees      int   `json:"trees,omitempty"`
+	TreeTasks  int   `json:"tree_tasks,omitempty"`
+	TreeMemory int64 `json:"tree_memory,omitempty"`
+	// The runner's memory cgroup, in bytes: its usage, working set and limit (0: none), the
+	// memory watchdog's mark (0: no watchdog) and the trees the watchdog ended.
+	MemoryUsage      int64 `json:"memory_usage,omitempty"`
+	MemoryWorkingSet int64 `json:"memory_working_set,omitempty"`
+	MemoryLimit      int64 `json:"memory_limit,omitempty"`
+	MemoryHighWater  int64 `json:"memory_high_water,omitempty"`
+	WatchdogEnded    int64 `json:"watchdog_ended,omitempty"`
 }
 
 // Cleanup empties directories of the work root that the server is done with.

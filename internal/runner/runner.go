@@ -264,7 +264,10 @@ func (r *runner) start(cfg Config) (*served, error) {
 		// The runner's container's CPU limit: the code's, shared by its executions.
 		CPUs:   container.CPULimit(),
 		ShmDir: r.o.ShmDir,
-		Log:    r.o.Log.WithName("executor"),
+		// The runner's container's memory: its watchdog's, and its metrics'.
+		Memory:          container.FindMemoryCgroup(),
+		MemoryHighWater: cfg.MemoryHighWater,
+		Log:             r.o.Log.WithName("executor"),
 	}
 	var ex executor.LocalStarter
 	switch cfg.Mode {
@@ -483,6 +486,8 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 			state := SessionState{Ended: true}
 			if ss := s.session(id); ss != nil && !ss.Ended() {
 				state = SessionState{MemoryBytes: ss.Memory()}
+			} else if ss != nil {
+				state.EndedForMemory = ss.EndedForMemory()
 			}
 			st.Sessions[id] = state
 		}
@@ -596,5 +601,10 @@ func (s *served) stats() *Stats {
 	reaped, killed := s.r.reaper.Stats()
 	st.Reaped, st.Killed = int64(reaped), int64(killed)
 	st.RSS, st.PSS = executor.TreeMemory(os.Getpid())
+	if ts, ok := s.ex.(interface{ TreeStats() executor.TreeStats }); ok {
+		t := ts.TreeStats()
+		st.Trees, st.TreeTasks, st.TreeMemory = t.Trees, t.Tasks, t.Memory
+		st.MemoryUsage, st.MemoryWorkingSet, st.MemoryLimit, st.MemoryHighWater, st.WatchdogEnded = t.Usage, t.WorkingSet, t.Limit, t.HighWater, t.WatchdogEnded
+	}
 	return st
 }

@@ -74,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyexec_sessions_ended_total",
-			Help: "Sessions ended, by reason (deleted, idle, lost: a call's timeout killed it, exited: its interpreter ended, drain).",
+			Help: "Sessions ended, by reason (deleted, idle, lost: a call's timeout killed it, exited: its interpreter ended, memory_limit: a call passed its memory limit or the runner's memory watchdog ended it, drain).",
 		}, []string{"reason"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.
@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{refusedMaxConnections, refusedMaxConnectionsPerUID} {
 		m.connsRefused.WithLabelValues(r)
 	}
-	for _, r := range []string{sessionDeleted, sessionIdle, sessionLost, sessionExited, sessionDrain} {
+	for _, r := range []string{sessionDeleted, sessionIdle, sessionLost, sessionExited, sessionDrain, sessionMemory} {
 		m.sessionsEnded.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -29,7 +29,18 @@ const (
 	sessionLost    = "lost"    // a call's time limit killed it
 	sessionExited  = "exited"  // its interpreter ended by itself
 	sessionDrain   = "drain"   // the server shut down
+	// sessionMemory: the runner's memory watchdog ended it, or a call passed its memory limit.
+	sessionMemory = "memory_limit"
 )
+
+// endedWhy is why a session that ended by itself, between calls, ended: the runner's memory
+// watchdog ended it, or its interpreter exited.
+func endedWhy(ss executor.Session) string {
+	if m, ok := ss.(interface{ EndedForMemory() bool }); ok && m.EndedForMemory() {
+		return sessionMemory
+	}
+	return sessionExited
+}
 
 // endedKept is how many ended sessions are remembered, so that a call to one is told why it
 // ended rather than only that it does not exist.
@@ -243,6 +254,8 @@ func endedMessage(why string) string {
 		return "a call did not stop when interrupted and was killed with its session"
 	case sessionExited:
 		return "its interpreter exited"
+	case sessionMemory:
+		return "its memory: it passed its memory limit in a call, or held the most memory when the runner's neared its limit (the runner's memory watchdog)"
 	case sessionDrain:
 		return "the server shut down"
 	}
@@ -378,7 +391,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	unclaim := sync.OnceFunc(func() { s.sessions.unclaim(e) })
 	defer unclaim()
 	if e.ss.Ended() {
-		s.endSession(e, sessionExited)
+		s.endSession(e, endedWhy(e.ss))
 		s.writeRequestError(w, r, s.sessions.notFound(e.id))
 		return
 	}
@@ -393,8 +406,11 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		s.sessions.used(e)
 		unclaim()
 		if errors.Is(err, executor.ErrSessionEnded) || (err == nil && res.SessionLost) {
-			why := sessionExited
-			if res.TimedOut || res.Reason == api.ReasonOutputLimit || res.Reason == api.ReasonSignal && res.Signal == "SIGKILL" {
+			why := endedWhy(e.ss)
+			switch {
+			case err == nil && res.Reason == api.ReasonMemoryLimit:
+				why = sessionMemory
+			case res.TimedOut || res.Reason == api.ReasonOutputLimit || res.Reason == api.ReasonSignal && res.Signal == "SIGKILL":
 				why = sessionLost
 			}
 			s.endSession(e, why)
@@ -472,7 +488,7 @@ func (s *Server) sweep(now time.Time) {
 		case now.Sub(e.lastUsed) >= e.idle:
 			end = append(end, ending{e, sessionIdle})
 		case e.ss.Ended():
-			end = append(end, ending{e, sessionExited})
+			end = append(end, ending{e, endedWhy(e.ss)})
 		}
 	}
 	s.sessions.mu.Unlock()
