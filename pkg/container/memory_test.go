@@ -102,3 +102,46 @@ func TestFindMemoryCgroupHere(t *testing.T) {
 	}
 	t.Logf("%s (v2 %t): limit %d, usage %d", cg.Dir, cg.V2, cg.Limit, usage)
 }
+
+// What the memory watchdog pays per reading below its mark (Usage) and above it (WorkingSet
+// too), on this machine's cgroup.
+func BenchmarkMemoryCgroupReadings(b *testing.B) {
+	cg := FindMemoryCgroup()
+	if cg == nil {
+		b.Skip("SKIPPED: no memory cgroup readable here")
+	}
+	b.Run("usage", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := cg.Usage(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("working set", func(b *testing.B) {
+		for b.Loop() {
+			cg.WorkingSet(1 << 30)
+		}
+	})
+}
+
+// A reading is the figure now, not the first one again: the cgroup's usage follows memory this
+// process takes and gives back.
+func TestMemoryCgroupUsageFollows(t *testing.T) {
+	cg := FindMemoryCgroup()
+	if cg == nil {
+		t.Skip("SKIPPED: no memory cgroup readable here; that a reading follows the usage was not tested")
+	}
+	before, err := cg.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := make([]byte, 64<<20)
+	for i := range hold {
+		hold[i] = 1
+	}
+	during, _ := cg.Usage()
+	if during < before+32<<20 {
+		t.Errorf("usage %d, then %d after writing 64 MiB", before, during)
+	}
+	hold[len(hold)-1] = 2
+}

@@ -121,7 +121,7 @@ func (e *execution) watch(ctx context.Context, pid int) {
 	untrack := e.trees.add(&tree{kind: treeExecution, id: e.req.ID, root: pid, end: func(note string) {
 		e.memoryNote.Store(&note)
 		e.killer.kill(api.ReasonMemoryLimit)
-	}})
+	}}, true)
 	e.unwatch = func() { timer.Stop(); stop(); untrack() }
 }
 

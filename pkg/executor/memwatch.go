@@ -1,7 +1,10 @@
 package executor
 
 import (
+	"cmp"
 	"fmt"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,13 +24,16 @@ import (
 //   - The figure it watches is the memory cgroup's working set (container.MemoryCgroup: usage
 //     less the inactive page cache, as the kubelet counts it), against mark, a share of the
 //     cgroup's limit (SpawnConfig.MemoryHighWater, 90% by default).
-//   - It reads the usage alone (one small cgroup file) while it is below the mark, and the
-//     working set only above. It reads it as often as the distance to the mark asks: the time
-//     code filling memory at pollRate would take to reach it, between minPoll and maxPoll
-//     (every 100 ms far from the mark, every 10 ms near it). It sleeps while there is no tree.
+//   - It reads the usage alone (one small cgroup file, kept open: one pread) while it is below
+//     the mark, and the working set only above. It reads it as often as the distance to the
+//     mark asks: the time code filling memory at pollRate (1 GiB/s) would take to reach it,
+//     between minPoll and maxPoll (every 500 ms at 500 MiB or more below the mark, every 10 ms
+//     within 10 MiB of it). It sleeps while no code runs — no execution, no session in a call:
+//     a session at rest is stopped, and memory grows only where code runs — so an idle pod pays
+//     nothing.
 //   - Past the mark it reads every tree's memory from /proc as the supervisors measure it for
 //     their own limit (procTable.memory: Pss where readable, else RSS; the supervisor itself
-//     aside) and ends the largest: an execution is killed as a timeout kills it (its result
+//     aside; Pss only of the trees whose RSS could make them the largest) and ends the largest: an execution is killed as a timeout kills it (its result
 //     says reason memory_limit, exit 137, SIGKILL), a session is ended (a running call answers
 //     memory_limit and session_lost); a note on its stderr says why.
 //   - Then it waits until every process of that tree has gone (its memory is freed when it is
@@ -53,7 +59,7 @@ type memoryWatchdog struct {
 // The watchdog's timing.
 const (
 	minPoll = 10 * time.Millisecond
-	maxPoll = 100 * time.Millisecond
+	maxPoll = 500 * time.Millisecond
 	// pollRate is how fast code is taken to fill memory (bytes per second): the next reading
 	// comes before code at this rate could pass the mark.
 	pollRate = 1 << 30
@@ -97,9 +103,9 @@ func (w *memoryWatchdog) run() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		if victim == nil && w.trees.empty() {
+		if victim == nil && w.trees.idle() {
 			select {
-			case <-w.trees.added:
+			case <-w.trees.wake:
 			case <-w.stop:
 				return
 			}
@@ -109,17 +115,26 @@ func (w *memoryWatchdog) run() {
 			w.log.Error(err, "memory watchdog: the cgroup's usage cannot be read; stopping")
 			return
 		}
-		if victim != nil && (allGone(victim) || time.Since(victimAt) > victimWait) {
-			victim = nil
-		}
-		if victim == nil && usage >= w.mark {
-			if ws := w.cg.WorkingSet(usage); ws >= w.mark {
-				if victim = w.endLargest(ws); victim != nil {
-					victimAt = time.Now()
-				}
+		if victim != nil {
+			switch gone := allGone(victim); {
+			case gone:
+				w.log.Info("memory watchdog: the tree it ended is gone", "goneAfterMs", ms(time.Since(victimAt)), "usageBytes", usage)
+				victim = nil
+			case time.Since(victimAt) > victimWait:
+				w.log.Info("memory watchdog: the tree it ended is not gone yet; it may end another", "waitedMs", ms(time.Since(victimAt)))
+				victim = nil
 			}
 		}
-		timer.Reset(pollAfter(w.mark - usage))
+		ws, read := usage, time.Now() // the working set is at most the usage: read only past the mark
+		if usage >= w.mark {
+			ws = w.cg.WorkingSet(usage)
+		}
+		if victim == nil && ws >= w.mark {
+			if victim = w.endLargest(ws, read); victim != nil {
+				victimAt = time.Now()
+			}
+		}
+		timer.Reset(pollAfter(w.mark - ws))
 		select {
 		case <-timer.C:
 		case <-w.stop:
@@ -128,33 +143,55 @@ func (w *memoryWatchdog) run() {
 	}
 }
 
-// endLargest ends the tree that holds the most memory, at a working set of ws, and returns its
-// processes (its supervisor included); nil when no tree holds any.
-func (w *memoryWatchdog) endLargest(ws int64) []int {
+// endLargest ends the tree that holds the most memory, at a working set of ws read at read,
+// and returns its processes (its supervisor included); nil when no tree holds any. A tree's
+// Pss is at most its RSS, which the process table already has: trees are measured largest RSS
+// first, and those whose RSS is below the largest Pss found are not read at all.
+func (w *memoryWatchdog) endLargest(ws int64, read time.Time) []int {
 	tab := readProcTable()
-	var largest *tree
-	var most int64
-	var pids []int
+	type candidate struct {
+		t    *tree
+		pids []int
+		rss  int64
+	}
+	var cands []candidate
 	for _, t := range w.trees.list() {
 		if t.ended {
 			continue
 		}
 		below := tab.below(t.root)
-		if m := tab.memory(below); m > most {
-			largest, most, pids = t, m, append(below, t.root)
+		var rss int64
+		for _, pid := range below {
+			rss += tab.byPID[pid].rss * int64(os.Getpagesize())
+		}
+		cands = append(cands, candidate{t, below, rss})
+	}
+	slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(b.rss, a.rss) })
+	var largest *candidate
+	var most int64
+	for i := range cands {
+		if cands[i].rss <= most {
+			break
+		}
+		if m := tab.memory(cands[i].pids); m > most {
+			largest, most = &cands[i], m
 		}
 	}
 	if largest == nil {
 		return nil
 	}
-	largest.ended = true
+	largest.t.ended = true
 	w.ended.Add(1)
-	w.log.Info("memory watchdog: ended the largest tree", "kind", largest.kind, "id", largest.id, "treeBytes", most,
-		"workingSetBytes", ws, "limitBytes", w.limit, "highWaterBytes", w.mark)
-	largest.end(fmt.Sprintf("pyexec: ended by the runner's memory watchdog: the runner's memory reached %d%% of its limit (%d of %d MiB; the mark is %d%%), and this %s's processes held the most of it (%d MiB)\n",
-		ws*100/w.limit, ws>>20, w.limit>>20, w.pct, largest.kind, most>>20))
-	return pids
+	chosen := time.Since(read)
+	largest.t.end(fmt.Sprintf("pyexec: ended by the runner's memory watchdog: the runner's memory reached %d%% of its limit (%d of %d MiB; the mark is %d%%), and this %s's processes held the most of it (%d MiB)\n",
+		ws*100/w.limit, ws>>20, w.limit>>20, w.pct, largest.t.kind, most>>20))
+	w.log.Info("memory watchdog: ended the largest tree", "kind", largest.t.kind, "id", largest.t.id, "treeBytes", most,
+		"workingSetBytes", ws, "limitBytes", w.limit, "highWaterBytes", w.mark, "trees", len(cands),
+		"chosenAfterMs", ms(chosen), "endedAfterMs", ms(time.Since(read)))
+	return append(largest.pids, largest.t.root)
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // allGone says whether every one of pids has ended (a zombie's memory is freed).
 func allGone(pids []int) bool {

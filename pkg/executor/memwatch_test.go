@@ -166,7 +166,7 @@ func TestTreeStats(t *testing.T) {
 
 // The poll comes sooner as the memory nears the mark, within its bounds.
 func TestPollAfter(t *testing.T) {
-	for headroom, want := range map[int64]time.Duration{-1: minPoll, 0: minPoll, 1 << 20: minPoll, 50 << 20: 48828125, 1 << 30: maxPoll} {
+	for headroom, want := range map[int64]time.Duration{-1: minPoll, 0: minPoll, 1 << 20: minPoll, 50 << 20: 48828125, 1 << 30: maxPoll, 1 << 40: maxPoll} {
 		if got := pollAfter(headroom); got != want {
 			t.Errorf("pollAfter(%d) = %v, want %v", headroom, got, want)
 		}

@@ -522,6 +522,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	threads, release := ss.spawn.share()
 	defer release()
 	defer ss.holdShm()()
+	defer ss.spawn.trees.run()() // the memory watchdog watches while the call runs
 	callData, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env, "threads": threads})
 	if err != nil {
 		return noResult(req), err
@@ -680,7 +681,7 @@ func (ss *LocalSession) end() {
 
 // track hands the session's tree to the memory watchdog, until Close.
 func (ss *LocalSession) track() {
-	ss.untrack = ss.spawn.trees.add(&tree{kind: treeSession, id: ss.req.ID, root: ss.sup, end: ss.endForMemory})
+	ss.untrack = ss.spawn.trees.add(&tree{kind: treeSession, id: ss.req.ID, root: ss.sup, end: ss.endForMemory}, false)
 }
 
 // endForMemory ends the session for the memory watchdog: a running call answers memory_limit

@@ -30,28 +30,32 @@ type tree struct {
 	ended bool
 }
 
-// trees are the trees of the executions running and the sessions open.
+// trees are the trees of the executions running and the sessions open. Code runs in them only
+// while an execution runs or a session is in a call (at rest a session is stopped): active
+// counts those, and the watchdog sleeps while it is 0.
 type trees struct {
-	mu    sync.Mutex
-	next  uint64
-	all   map[uint64]*tree
-	added chan struct{} // a tree was added: wakes the watchdog
+	mu     sync.Mutex
+	next   uint64
+	all    map[uint64]*tree
+	active int
+	wake   chan struct{} // active went above 0: wakes the watchdog
 }
 
 func newTrees() *trees {
-	return &trees{all: map[uint64]*tree{}, added: make(chan struct{}, 1)}
+	return &trees{all: map[uint64]*tree{}, wake: make(chan struct{}, 1)}
 }
 
-// add registers t; the returned func removes it, once.
-func (ts *trees) add(t *tree) func() {
+// add registers t, active (an execution) or not (a session, active in its calls: run); the
+// returned func removes it, once.
+func (ts *trees) add(t *tree, active bool) func() {
 	ts.mu.Lock()
 	ts.next++
 	id := ts.next
 	ts.all[id] = t
 	ts.mu.Unlock()
-	select {
-	case ts.added <- struct{}{}:
-	default:
+	var inactive func()
+	if active {
+		inactive = ts.run()
 	}
 	var once sync.Once
 	return func() {
@@ -59,8 +63,37 @@ func (ts *trees) add(t *tree) func() {
 			ts.mu.Lock()
 			delete(ts.all, id)
 			ts.mu.Unlock()
+			if inactive != nil {
+				inactive()
+			}
 		})
 	}
+}
+
+// run counts code running (a session's call) until the returned func, once.
+func (ts *trees) run() func() {
+	ts.mu.Lock()
+	ts.active++
+	ts.mu.Unlock()
+	select {
+	case ts.wake <- struct{}{}:
+	default:
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ts.mu.Lock()
+			ts.active--
+			ts.mu.Unlock()
+		})
+	}
+}
+
+// idle says no code runs in any tree.
+func (ts *trees) idle() bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.active == 0
 }
 
 // list returns the trees registered now.
@@ -72,12 +105,6 @@ func (ts *trees) list() []*tree {
 		out = append(out, t)
 	}
 	return out
-}
-
-func (ts *trees) empty() bool {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return len(ts.all) == 0
 }
 
 // procTable is one reading of /proc/PID/stat of every process: ppid, threads, resident pages.
