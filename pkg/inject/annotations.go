@@ -140,6 +140,13 @@ const (
 	// sidecar's, 8.
 	AnnotationMaxSessions = "pyexec.dev/max-sessions"
 
+	// AnnotationRunnerMemoryHighWater is the percentage of the runner's memory limit
+	// (pyexec.dev/runner-memory-limit) past which the runner's memory watchdog ends the
+	// execution or session that holds the most memory, before the kernel's OOM killer would take
+	// a process of any; a whole number from 0 to 99, 0 turning the watchdog off. It becomes
+	// PYEXEC_RUNNER_MEMORY_HIGH_WATER of the sidecar. Default: the sidecar's, 90.
+	AnnotationRunnerMemoryHighWater = "pyexec.dev/runner-memory-high-water"
+
 	// AnnotationSessionIdleTimeout is how long a session lives without a call unless it asks
 	// for another time, a Go duration above zero (90s, 30m), no longer than the sidecar's
 	// max session idle timeout (1h). It becomes PYEXEC_SESSION_IDLE_TIMEOUT of the sidecar.
@@ -384,6 +391,10 @@ type Config struct {
 	MaxSessions        *int          // PYEXEC_MAX_SESSIONS, 0 switches sessions off; nil: the sidecar's default, 8
 	SessionIdleTimeout time.Duration // PYEXEC_SESSION_IDLE_TIMEOUT; 0: the sidecar's default, 10m
 
+	// RunnerMemoryHighWater is PYEXEC_RUNNER_MEMORY_HIGH_WATER, 0 turns the runner's memory
+	// watchdog off; nil: the sidecar's default, 90.
+	RunnerMemoryHighWater *int
+
 	// ServerUID is the uid of pyexec-init and the pyexec sidecar, and the group of every pyexec
 	// container; RunnerUID is the uid of pyexec-runner. ParseConfig sets both, distinct and
 	// above zero; a Config built by hand must too.
@@ -468,6 +479,10 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 		return nil, err
 	}
 	if cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout); err != nil {
+		return nil, err
+	}
+	if cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, 0, settings.MaxRunnerMemoryHighWater,
+		fmt.Sprintf("a whole percentage from 0 (no watchdog) to %d, such as %d", settings.MaxRunnerMemoryHighWater, settings.DefaultRunnerMemoryHighWater)); err != nil {
 		return nil, err
 	}
 	if cfg.Resources, err = p.resources(sidecarResourceKeys, orDefaultResources(d.SidecarResources, DefaultSidecarResources)); err != nil {
@@ -751,6 +766,19 @@ func (p parser) intInRange(key string, min, max int, want string) (int, error) {
 		return 0, &AnnotationError{key, v, want}
 	}
 	return n, nil
+}
+
+// optionalInt reads the integer annotation key, from min to max; nil when it is absent.
+func (p parser) optionalInt(key string, min, max int, want string) (*int, error) {
+	v, ok := p.get(key)
+	if !ok {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		return nil, &AnnotationError{key, v, want}
+	}
+	return &n, nil
 }
 
 // resourceKeys are the annotations of one container's resources.

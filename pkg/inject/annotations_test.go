@@ -254,6 +254,16 @@ func TestParseConfig(t *testing.T) {
 		{name: "max sessions default negative", defaults: &Defaults{Image: testDefaults.Image, NativeSidecar: true, MaxSessions: ptr.To(-3)},
 			wantErr: `annotation pyexec.dev/max-sessions="-3": want a whole number of sessions from 0 (0 switches sessions off), such as 8: the injector's default is negative`},
 
+		// runner-memory-high-water
+		{name: "runner memory high water", annotations: map[string]string{AnnotationRunnerMemoryHighWater: "80"},
+			want: func(c *Config) { c.RunnerMemoryHighWater = ptr.To(80) }},
+		{name: "runner memory high water 0 turns the watchdog off", annotations: map[string]string{AnnotationRunnerMemoryHighWater: "0"},
+			want: func(c *Config) { c.RunnerMemoryHighWater = ptr.To(0) }},
+		{name: "runner memory high water 100", annotations: map[string]string{AnnotationRunnerMemoryHighWater: "100"},
+			wantErr: `annotation pyexec.dev/runner-memory-high-water="100": want a whole percentage from 0 (no watchdog) to 99, such as 90`},
+		{name: "runner memory high water with a percent sign", annotations: map[string]string{AnnotationRunnerMemoryHighWater: "90%"},
+			wantErr: `annotation pyexec.dev/runner-memory-high-water="90%": want a whole percentage from 0 (no watchdog) to 99, such as 90`},
+
 		// session-idle-timeout
 		{name: "session idle timeout", annotations: map[string]string{AnnotationSessionIdleTimeout: "90s"},
 			want: func(c *Config) { c.SessionIdleTimeout = 90 * time.Second }},

@@ -385,6 +385,9 @@ func sidecar(cfg *Config) corev1.Container {
 	if n := maxConcurrent(cfg); n > 0 {
 		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CONCURRENT", Value: fmt.Sprint(n)})
 	}
+	if cfg.RunnerMemoryHighWater != nil {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_RUNNER_MEMORY_HIGH_WATER", Value: strconv.Itoa(*cfg.RunnerMemoryHighWater)})
+	}
 	if len(cfg.AllowUIDs) > 0 {
 		uids := make([]string, len(cfg.AllowUIDs))
 		for i, uid := range cfg.AllowUIDs {

@@ -495,6 +495,35 @@ func TestInjectPodSessionAnnotations(t *testing.T) {
 	}
 }
 
+// The runner's memory watchdog: the sidecar's default unless the annotation says otherwise,
+// 0 included.
+func TestRunnerMemoryHighWaterEnv(t *testing.T) {
+	for value, want := range map[string]string{"": "", "0": "0", "75": "75"} {
+		pod := appPod("bot")
+		if value != "" {
+			pod.Annotations = map[string]string{AnnotationRunnerMemoryHighWater: value}
+		}
+		out, injected, _, err := InjectPod(pod, testDefaults)
+		if err != nil || !injected {
+			t.Fatalf("InjectPod() = %v, %v", injected, err)
+		}
+		got, set := "", false
+		for _, c := range append(out.Spec.InitContainers, out.Spec.Containers...) {
+			for _, e := range c.Env {
+				if e.Name == "PYEXEC_RUNNER_MEMORY_HIGH_WATER" {
+					if c.Name != SidecarName {
+						t.Errorf("PYEXEC_RUNNER_MEMORY_HIGH_WATER in %s: the server passes it to the runner", c.Name)
+					}
+					got, set = e.Value, true
+				}
+			}
+		}
+		if got != want || set != (want != "") {
+			t.Errorf("%s=%q: PYEXEC_RUNNER_MEMORY_HIGH_WATER=%q (set %t), want %q", AnnotationRunnerMemoryHighWater, value, got, set, want)
+		}
+	}
+}
+
 func TestSecurityContextIsRestricted(t *testing.T) {
 	sc := securityContext(1000, 2000)
 	switch {

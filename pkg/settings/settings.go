@@ -22,6 +22,13 @@ const (
 	DefaultMaxSessions           = 8
 	DefaultSessionIdleTimeout    = 10 * time.Minute
 	DefaultMaxSessionIdleTimeout = time.Hour
+	// DefaultRunnerMemoryHighWater is the percentage of the runner's memory limit past which
+	// its memory watchdog ends the largest execution or session: a tenth of the limit is left
+	// for the time between two readings (10 ms near the mark) and for the kill to free the
+	// tree's memory.
+	DefaultRunnerMemoryHighWater = 90
+	// MaxRunnerMemoryHighWater is the largest: at 100 the kernel's OOM killer acts first.
+	MaxRunnerMemoryHighWater = 99
 )
 
 // MinMemoryLimitMB is the smallest memory limit a Python interpreter starts under: no memory limit of serve, of an annotation or of a request may be below it (serve's
@@ -110,6 +117,9 @@ var Sidecar = []Setting{
 		Doc: "how long a session lives without a call; the annotation's bound is serve's default --max-session-idle-timeout"},
 	{Flag: "max-session-idle-timeout", Default: DefaultMaxSessionIdleTimeout,
 		Doc: "the longest idle timeout a session may ask for; the bound of the session idle timeout annotation"},
+	{Flag: "runner-memory-high-water", Default: DefaultRunnerMemoryHighWater, Min: 0, Max: MaxRunnerMemoryHighWater,
+		Annotation: "pyexec.dev/runner-memory-high-water",
+		Doc:        "percentage of the runner's memory limit past which its memory watchdog ends the execution or session that holds the most memory; 0 turns it off"},
 }
 
 // Defaults of the injected pod that no flag of `pyexec serve` holds: the injector's flags

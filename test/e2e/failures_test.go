@@ -199,6 +199,10 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 		labels["app.kubernetes.io/name"] = name
 	}
 	d.Spec.Template.Annotations[inject.AnnotationRunnerMemoryLimit] = oomRunnerLimit
+	// The runner's memory watchdog off: what this path tests is the kernel's OOM killer, the
+	// backstop of code that fills memory faster than the watchdog reads (four processes touching
+	// 150 MiB each at once often do).
+	d.Spec.Template.Annotations[inject.AnnotationRunnerMemoryHighWater] = "0"
 	if _, err := cs.AppsV1().Deployments(appNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

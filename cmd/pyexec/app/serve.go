@@ -77,6 +77,10 @@ type ServeConfig struct {
 	MaxLandlockABI int
 	// Seccomp installs the seccomp filter in executions (--seccomp).
 	Seccomp bool
+	// RunnerMemoryHighWater is the percentage of the runner's memory limit past which its
+	// memory watchdog ends the largest execution or session (--runner-memory-high-water); 0:
+	// no watchdog.
+	RunnerMemoryHighWater int
 
 	MaxConcurrent   int
 	Queue           int
@@ -160,6 +164,7 @@ func (c *ServeConfig) Validate() error {
 		msg string
 	}{
 		{c.Warm >= 0, "--warm must not be negative"},
+		{c.RunnerMemoryHighWater >= 0 && c.RunnerMemoryHighWater <= settings.MaxRunnerMemoryHighWater, fmt.Sprintf("--runner-memory-high-water %d: want a percentage of the runner's memory limit from 1 to %d, or 0 (no watchdog)", c.RunnerMemoryHighWater, settings.MaxRunnerMemoryHighWater)},
 		{c.MaxLandlockABI >= confine.NoCap, "--max-landlock-abi: want -1 (what the kernel has), 0 (no Landlock) or a version"},
 		{c.MaxConcurrent > 0, "--max-concurrent must be positive"},
 		{c.Queue >= 0, "--queue must not be negative"},
@@ -268,6 +273,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.StringVar(&cfg.Network, "network", settings.DefaultNetwork, "network for code: deny (no sockets but socketpair) or allow; a request's \"network\" may turn it off, or on only when allowed")
 	f.BoolVar(&cfg.RequireIsolation, "require-isolation", settings.DefaultRequireIsolation, "refuse to start when the kernel lacks a layer of confinement (Landlock filesystem and scoped signals, seccomp); without it the sidecar warns once and starts")
 	f.IntVar(&cfg.MaxLandlockABI, "max-landlock-abi", confine.NoCap, "use at most this Landlock ABI version, as on an older kernel (-1: what the kernel has; 0: no Landlock)")
+	f.IntVar(&cfg.RunnerMemoryHighWater, "runner-memory-high-water", settings.DefaultRunnerMemoryHighWater, "percentage of the runner's memory limit (its cgroup's: the runner container's limits.memory) past which the runner ends the execution or session that holds the most memory (reason memory_limit), before the kernel's OOM killer takes a process of any; 0: off. Without a limit there is no watchdog")
 	f.BoolVar(&cfg.Seccomp, "seccomp", true, "install the seccomp filter in executions; false leaves code able to open Unix sockets, ptrace, use the network and, without Landlock ABI 6, signal the server")
 	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
 	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", defaultMaxConcurrent(), "executions that run at once; default: the CPU limit of serve's cgroup rounded up, else the number of CPUs (the injector passes the runner container's CPU limit)")
@@ -489,6 +495,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.
 			Runner: runner.Config{
 				Mode: cfg.Mode, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent,
 				WorkDir: cfg.WorkDir, PackagesDir: cfg.Init.PackagesDir, Path: path,
+				MemoryHighWater: cfg.RunnerMemoryHighWater,
 			},
 			Kernel:   kernel,
 			GID:      -1,
