@@ -200,6 +200,23 @@ func TestSessionsEndWhenIdleOrGone(t *testing.T) {
 	}
 }
 
+// A call that passes the session's memory limit loses the session, which ended for its memory:
+// so its 404 and pyexec_sessions_ended_total say, not that its interpreter exited.
+func TestSessionEndedForItsMemory(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	sess := h.createSession(`{"memory_limit_mb": 64}`)
+	_, b := h.sessionCall(sess.ID, `{"code": "import time\nx = b'x' * (256 << 20)\ntime.sleep(10)"}`)
+	var res api.ExecuteResult
+	if err := json.Unmarshal(b, &res); err != nil || res.Reason != api.ReasonMemoryLimit || !res.SessionLost {
+		t.Fatalf("a call past its session's memory limit: %s", b)
+	}
+	resp, b := h.sessionCall(sess.ID, `{"code": "1"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "its memory")
+	if metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionMemory) != 1 || metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionExited) != 0 {
+		t.Error("the session's end is not counted as memory_limit")
+	}
+}
+
 // A call that does not stop when interrupted loses its session, and says so; streaming works
 // in a session; shutting down ends the sessions.
 func TestSessionLostStreamedAndDrained(t *testing.T) {
