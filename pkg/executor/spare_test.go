@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -83,18 +84,7 @@ func TestSpareConfinedAhead(t *testing.T) {
 	// listener it handed over before it waited.
 	awaitSpare(t, fk)
 	hits = fk.WarmHits()
-	got := run(false, `import os, time
-kids = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(30)
-            os._exit(0)
-        kids += 1
-except OSError as e:
-    print("held", kids, e.errno)
-raise SystemExit(3)
-`)
+	got := run(false, fmt.Sprintf(holdCode, 0))
 	if fk.WarmHits() != hits+1 {
 		t.Error("the execution did not run in the spare confined like it")
 	}
