@@ -17,7 +17,7 @@ APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib c
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 
-.PHONY: deps build demo tools test bench bench-modes cluster-up cluster-down cluster-soak
+.PHONY: deps build demo tools test bench bench-modes bench-footprint cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -71,9 +71,14 @@ cluster-soak: deps tools
 	$(GO) run ./test/cluster/clusterctl soak -n $(SOAK_BOOTS)
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -skip Modes -benchtime 20x ./...
+	$(GO) test -run '^$$' -bench . -skip 'Modes|Footprint' -benchtime 20x ./...
 
 # The modes against the original bot's way, with pandas and matplotlib (see README).
 bench-modes: deps
 	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
 	$(GO) test -run '^$$' -bench Modes -benchtime 40x -timeout 60m -v ./cmd/pyexec/app
+
+# The memory of an idle pod by process, with pandas and matplotlib (see README); as root.
+bench-footprint: deps
+	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
+	$(GO) test -run '^$$' -bench Footprint -benchtime 1x -v ./cmd/pyexec/app

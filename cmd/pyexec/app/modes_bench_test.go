@@ -15,7 +15,6 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // BenchmarkModes measures, in one run, the ways an application can run a snippet: the
@@ -28,10 +27,7 @@ import (
 //
 //	go test ./cmd/pyexec/app -run '^$' -bench Modes -benchtime 40x
 func BenchmarkModes(b *testing.B) {
-	py := testutil.RequireSystemPython(b)
-	if out, err := exec.Command(py, "-c", "import numpy, pandas, matplotlib").CombinedOutput(); err != nil {
-		b.Skipf("SKIPPED: needs numpy, pandas and matplotlib in %s (apt-get install python3-pandas python3-matplotlib): %s", py, out)
-	}
+	py := requireDataStack(b)
 	snippets := []struct{ name, code string }{
 		{"print", "print(1)"},
 		{"pandas", "import pandas as pd; pd.DataFrame({'a': range(1000)}).describe()"},
@@ -141,10 +137,7 @@ func sessionPath(args ...string) func(b *testing.B) func(string) func(context.Co
 //
 //	go test ./cmd/pyexec/app -run '^$' -bench Sessions -benchtime 20x
 func BenchmarkSessions(b *testing.B) {
-	py := testutil.RequireSystemPython(b)
-	if out, err := exec.Command(py, "-c", "import numpy, pandas, matplotlib").CombinedOutput(); err != nil {
-		b.Skipf("SKIPPED: needs numpy, pandas and matplotlib in %s (apt-get install python3-pandas python3-matplotlib): %s", py, out)
-	}
+	requireDataStack(b)
 	ctx := context.Background()
 	for _, warm := range []string{"1", "0"} {
 		b.Run("create/warm="+warm, func(b *testing.B) {

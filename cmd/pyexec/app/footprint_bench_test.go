@@ -1,0 +1,287 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/testutil"
+)
+
+// BenchmarkFootprint measures the memory of an idle pod: a real pyexec serve (the pyexec
+// binary, built for the run) with numpy, pandas and matplotlib preloaded and the default
+// flags, its runner, zygote, spares and sessions. It reports the proportional set size (PSS,
+// from /proc/PID/smaps_rollup: a page shared by n processes counts 1/n in each) in MiB of each
+// role and of the whole pod, in three states:
+//
+//   - idle: started, spares warmed, nothing run yet (metrics <role>-MiB, total-MiB, and
+//     anon-MiB and file-MiB: the pages of the heap and of mapped files);
+//   - after-traffic: after bursts of stateless executions, idle again (after-traffic-MiB);
+//   - sessions: what one more idle pandas session adds (MiB/session): after one session, then
+//     sessionsN more, each having run a pandas call, all idle.
+//
+// File pages shared with processes outside the pod (the system's Python and libraries, used
+// by other programs on the machine) count in part only, so the file figure varies with what
+// else runs; anon-MiB does not. Needs root (the runner's processes are another uid's and not
+// dumpable) and numpy, pandas and matplotlib in the system Python. Each run starts one
+// sidecar:
+//
+//	go test ./cmd/pyexec/app -run '^$' -bench Footprint -benchtime 1x
+func BenchmarkFootprint(b *testing.B) {
+	requireDataStack(b)
+	if os.Getuid() != 0 {
+		b.Fatal("reading the PSS of the runner's processes needs root")
+	}
+	bin := buildPyexec(b)
+	s := startSidecarWith(b, sidecarOptions{bin: bin}, "--preload", "numpy,pandas,matplotlib")
+	server := s.cmd.Process.Pid
+	ctx := context.Background()
+
+	idle := waitIdle(b, server)
+	byRole := map[string]float64{}
+	for _, p := range idle {
+		byRole[p.role] += p.pss
+	}
+	logFootprint(b, "idle", idle)
+	for _, role := range footprintRoles {
+		b.ReportMetric(byRole[role], role+"-MiB")
+	}
+	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.pss }), "total-MiB")
+	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.anon }), "anon-MiB")
+	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.file }), "file-MiB")
+
+	// Stateless traffic: bursts of concurrent executions, which leave supervisors for the next.
+	for range 3 {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if res, err := s.client.Execute(ctx, api.ExecuteRequest{Code: "print(1)"}); err != nil || res.ExitCode != 0 {
+					b.Errorf("print(1): %+v %v", res, err)
+				}
+			}()
+		}
+		wg.Wait()
+		time.Sleep(200 * time.Millisecond)
+	}
+	traffic := waitIdle(b, server)
+	logFootprint(b, "after traffic", traffic)
+	b.ReportMetric(sumOf(traffic, func(p procMem) float64 { return p.pss }), "after-traffic-MiB")
+
+	// Idle pandas sessions: what one more adds, the first one (and whatever it starts) aside.
+	const sessionsN = 4
+	pandas := api.ExecuteRequest{Code: "import pandas as pd\ndf = pd.DataFrame({'a': range(1000)})\ndf.describe()"}
+	session := func() {
+		sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, err := s.client.SessionExecute(ctx, sess.ID, pandas); err != nil || res.ExitCode != 0 {
+			b.Fatalf("pandas call: %+v %v", res, err)
+		}
+	}
+	session()
+	one := waitIdle(b, server)
+	for range sessionsN {
+		session()
+	}
+	more := waitIdle(b, server)
+	logFootprint(b, fmt.Sprintf("%d idle pandas sessions", 1+sessionsN), more)
+	pss := func(p procMem) float64 { return p.pss }
+	b.ReportMetric((sumOf(more, pss)-sumOf(one, pss))/sessionsN, "MiB/session")
+	b.ReportMetric(0, "ns/op")
+}
+
+// footprintRoles are the processes of a pod, as classifyPod names them.
+var footprintRoles = []string{"server", "runner", "zygote", "spare-super", "spare-code", "session-super", "session", "idle-super", "other"}
+
+// requireDataStack returns the system Python; it skips the benchmark when that lacks numpy,
+// pandas or matplotlib.
+func requireDataStack(b *testing.B) string {
+	py := testutil.RequireSystemPython(b)
+	if out, err := exec.Command(py, "-c", "import numpy, pandas, matplotlib").CombinedOutput(); err != nil {
+		b.Skipf("SKIPPED: needs numpy, pandas and matplotlib in %s (apt-get install python3-pandas python3-matplotlib): %s", py, out)
+	}
+	return py
+}
+
+// buildPyexec builds the pyexec binary into a directory every user may enter (the runner runs
+// it as nobody): the pod's processes are those of the real binary, not of this test binary.
+func buildPyexec(b *testing.B) string {
+	dir, err := os.MkdirTemp("", "pxbin")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(dir, "pyexec")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pyexec/pyexec/cmd/pyexec").CombinedOutput(); err != nil {
+		b.Fatalf("building pyexec: %v: %s", err, out)
+	}
+	return bin
+}
+
+// procMem is the memory of one process of the pod, in MiB.
+type procMem struct {
+	pid             int
+	role, comm      string
+	pss, anon, file float64
+}
+
+// waitIdle waits until the pod's memory holds still (two readings a second apart within
+// 0.25 MiB, for at most a minute: spares and sessions started ahead of time have warmed up)
+// and returns it.
+func waitIdle(b *testing.B, server int) []procMem {
+	b.Helper()
+	prev := math.Inf(1)
+	for deadline := time.Now().Add(time.Minute); ; {
+		time.Sleep(time.Second)
+		procs := podMemory(b, server)
+		total := sumOf(procs, func(p procMem) float64 { return p.pss })
+		if math.Abs(total-prev) < 0.25 || time.Now().After(deadline) {
+			return procs
+		}
+		prev = total
+	}
+}
+
+// podMemory reads the PSS of server and every process below it, each with its role: the
+// server, its runner, the zygote and the supervisors the zygote forked — a spare's (in a
+// process group of its own, with the spare's code process), a session's (with the session's
+// interpreter), or one kept idle after an execution (no child).
+func podMemory(b *testing.B, server int) []procMem {
+	b.Helper()
+	kids := map[int][]int{}
+	for _, p := range readProcTable() {
+		kids[p.ppid] = append(kids[p.ppid], p.pid)
+	}
+	var out []procMem
+	add := func(pid int, role string) {
+		m, err := smapsRollup(pid)
+		if err != nil {
+			return // it ended meanwhile
+		}
+		m.role = role
+		out = append(out, m)
+	}
+	var walk func(pid int, role string)
+	walk = func(pid int, role string) {
+		add(pid, role)
+		for _, k := range kids[pid] {
+			walk(k, role)
+		}
+	}
+	add(server, "server")
+	for _, runner := range kids[server] {
+		add(runner, "runner")
+		for _, z := range kids[runner] {
+			if comm(z) != "pyexec-zygote" {
+				walk(z, "other")
+				continue
+			}
+			add(z, "zygote")
+			for _, sup := range kids[z] {
+				switch {
+				case comm(sup) != "pyexec-super":
+					walk(sup, "other")
+				case len(kids[sup]) == 0:
+					add(sup, "idle-super")
+				case pgid(sup) == sup:
+					add(sup, "spare-super")
+					for _, k := range kids[sup] {
+						walk(k, "spare-code")
+					}
+				default:
+					add(sup, "session-super")
+					for _, k := range kids[sup] {
+						walk(k, "session")
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// smapsRollup reads /proc/PID/smaps_rollup.
+func smapsRollup(pid int) (procMem, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return procMem{}, err
+	}
+	m := procMem{pid: pid, comm: comm(pid)}
+	for _, line := range strings.Split(string(data), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "Pss":
+			m.pss = kb / 1024
+		case "Pss_Anon":
+			m.anon = kb / 1024
+		case "Pss_File":
+			m.file = kb / 1024
+		}
+	}
+	return m, nil
+}
+
+// pgid is the process group of pid, from /proc/PID/stat; -1 if it ended.
+func pgid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 3 {
+		return -1
+	}
+	g, err := strconv.Atoi(f[2])
+	if err != nil {
+		return -1
+	}
+	return g
+}
+
+func sumOf(procs []procMem, f func(procMem) float64) float64 {
+	var sum float64
+	for _, p := range procs {
+		sum += f(p)
+	}
+	return sum
+}
+
+// logFootprint logs the processes of the pod in state, by role, then the totals.
+func logFootprint(b *testing.B, state string, procs []procMem) {
+	procs = slices.Clone(procs)
+	slices.SortStableFunc(procs, func(x, y procMem) int {
+		return slices.Index(footprintRoles, x.role) - slices.Index(footprintRoles, y.role)
+	})
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s: PSS MiB (anon + file)\n", state)
+	for _, p := range procs {
+		fmt.Fprintf(&sb, "  %-13s %7d %-14s %6.1f (%5.1f + %5.1f)\n", p.role, p.pid, p.comm, p.pss, p.anon, p.file)
+	}
+	fmt.Fprintf(&sb, "  %-36s %6.1f (%5.1f + %5.1f)", "total", sumOf(procs, func(p procMem) float64 { return p.pss }),
+		sumOf(procs, func(p procMem) float64 { return p.anon }), sumOf(procs, func(p procMem) float64 { return p.file }))
+	b.Log(sb.String())
+}
