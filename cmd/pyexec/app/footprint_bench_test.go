@@ -117,7 +117,7 @@ func requireDataStack(b *testing.B) string {
 }
 
 // buildPyexec builds the pyexec binary into a directory every user may enter (the runner runs
-// it as nobody): the pod's processes are those of the real binary, not of this test binary.
+// it as nobody): the pod's processes are those of the image's binary, not of this test binary.
 func buildPyexec(b *testing.B) string {
 	dir, err := os.MkdirTemp("", "pxbin")
 	if err != nil {
@@ -128,7 +128,10 @@ func buildPyexec(b *testing.B) string {
 		b.Fatal(err)
 	}
 	bin := filepath.Join(dir, "pyexec")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pyexec/pyexec/cmd/pyexec").CombinedOutput(); err != nil {
+	// As the Dockerfile builds it: static, without symbols.
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/pyexec/pyexec/cmd/pyexec")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("building pyexec: %v: %s", err, out)
 	}
 	return bin
