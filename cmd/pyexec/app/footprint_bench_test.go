@@ -1,7 +1,9 @@
 package app
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
@@ -25,14 +27,16 @@ import (
 // role and of the whole pod, in three states:
 //
 //   - idle: started, spares warmed, nothing run yet (metrics <role>-MiB, total-MiB, and
-//     anon-MiB and file-MiB: the pages of the heap and of mapped files);
+//     anon-MiB and file-MiB: the pages of the heap and of mapped files; and alone-MiB, the
+//     pages the pod's processes map, each counted once: its PSS were nothing else on the
+//     machine mapping the same files);
 //   - after-traffic: after bursts of stateless executions, idle again (after-traffic-MiB);
 //   - sessions: what one more idle pandas session adds (MiB/session): after one session, then
 //     sessionsN more, each having run a pandas call, all idle.
 //
 // File pages shared with processes outside the pod (the system's Python and libraries, used
-// by other programs on the machine) count in part only, so the file figure varies with what
-// else runs; anon-MiB does not. Needs root (the runner's processes are another uid's and not
+// by other programs on the machine) count in part only, so file-MiB and total-MiB vary with
+// what else runs; anon-MiB and alone-MiB do not. Needs root (the runner's processes are another uid's and not
 // dumpable) and numpy, pandas and matplotlib in the system Python. Each run starts one
 // sidecar:
 //
@@ -59,6 +63,7 @@ func BenchmarkFootprint(b *testing.B) {
 	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.pss }), "total-MiB")
 	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.anon }), "anon-MiB")
 	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.file }), "file-MiB")
+	b.ReportMetric(alone(b, idle), "alone-MiB")
 
 	// Stateless traffic: bursts of concurrent executions, which leave supervisors for the next.
 	for range 3 {
@@ -287,4 +292,57 @@ func logFootprint(b *testing.B, state string, procs []procMem) {
 	fmt.Fprintf(&sb, "  %-36s %6.1f (%5.1f + %5.1f)", "total", sumOf(procs, func(p procMem) float64 { return p.pss }),
 		sumOf(procs, func(p procMem) float64 { return p.anon }), sumOf(procs, func(p procMem) float64 { return p.file }))
 	b.Log(sb.String())
+}
+
+// alone is the memory of procs in MiB were they alone on the machine: the physical pages they
+// map (from /proc/PID/pagemap, which shows frame numbers to root), each counted once.
+func alone(b *testing.B, procs []procMem) float64 {
+	b.Helper()
+	frames := map[uint64]struct{}{}
+	for _, p := range procs {
+		if err := mappedFrames(p.pid, frames); err != nil {
+			b.Logf("pagemap of %d: %v", p.pid, err)
+		}
+	}
+	return float64(len(frames)*os.Getpagesize()) / (1 << 20)
+}
+
+// mappedFrames adds the frame numbers of the resident pages pid maps to frames.
+func mappedFrames(pid int, frames map[uint64]struct{}) error {
+	maps, err := os.Open("/proc/" + strconv.Itoa(pid) + "/maps")
+	if err != nil {
+		return err
+	}
+	defer maps.Close()
+	pagemap, err := os.Open("/proc/" + strconv.Itoa(pid) + "/pagemap")
+	if err != nil {
+		return err
+	}
+	defer pagemap.Close()
+	page := uint64(os.Getpagesize())
+	sc := bufio.NewScanner(maps)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || strings.HasPrefix(f[1], "---") || (len(f) > 5 && f[5] == "[vsyscall]") {
+			continue // reserved address space, or no pagemap
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		buf := make([]byte, (end-start)/page*8)
+		n, _ := pagemap.ReadAt(buf, int64(start/page*8))
+		for i := 0; i+8 <= n; i += 8 {
+			e := binary.LittleEndian.Uint64(buf[i:])
+			if e&(1<<63) != 0 { // present
+				frames[e&(1<<55-1)] = struct{}{}
+			}
+		}
+	}
+	return sc.Err()
 }
