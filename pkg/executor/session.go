@@ -253,10 +253,11 @@ func (f *Fork) NewSession(ctx context.Context, req SessionRequest) (*LocalSessio
 // WarmSession keeps one session like req (its network and limits; its env and files come
 // when it is taken) started ahead of time, so that creating one costs no fork. A session is
 // taken from it in well under a millisecond, against some 20 ms to fork and confine one with
-// pandas preloaded; it costs the memory of an idle session.
+// pandas preloaded; it costs the memory of an idle session, so the first one is started when
+// the first session is created (NewSession), not before: a pod that never opens a session
+// never holds one.
 func (f *Fork) WarmSession(req SessionRequest) {
 	f.sessions.want(req, f.forkSession)
-	f.sessions.refill()
 }
 
 // errZygoteDown: a session cannot be forked now.

@@ -270,12 +270,21 @@ func TestSessionClose(t *testing.T) {
 	}
 }
 
-// A session started ahead of time is taken by a request like it, which gets its files at once
-// and its env with the first call; another is started for the next. A request unlike it (another
-// memory limit) gets a session of its own.
+// A session is started ahead of time once the first session has been created, not before. It
+// is taken by a request like it, which gets its files at once and its env with the first call;
+// another is started for the next. A request unlike it (another memory limit) gets a session of
+// its own.
 func TestSessionFromSpare(t *testing.T) {
 	fk := sessionModes(t)[ModeFork].(*Fork)
 	fk.WarmSession(SessionRequest{Limits: defaultLimits})
+	time.Sleep(time.Second)
+	fk.sessions.mu.Lock()
+	early := fk.sessions.spare != nil || fk.sessions.starting
+	fk.sessions.mu.Unlock()
+	if early {
+		t.Fatal("a session was started ahead of time before the first one was created")
+	}
+	newSession(t, fk, SessionRequest{ID: "first"})
 	spare := func() *LocalSession {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
@@ -382,6 +391,7 @@ func TestSessionInputFileInTheWay(t *testing.T) {
 func TestSpareSessionFollowsThePackagesTree(t *testing.T) {
 	fk := sessionModes(t)[ModeFork].(*Fork)
 	fk.WarmSession(SessionRequest{Limits: defaultLimits})
+	newSession(t, fk, SessionRequest{ID: "first"}) // the one ahead of time starts after it
 	deadline := time.Now().Add(20 * time.Second)
 	var spare *LocalSession
 	for spare == nil {
