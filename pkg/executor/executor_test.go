@@ -845,6 +845,38 @@ func TestForkReusesSupervisors(t *testing.T) {
 	}
 }
 
+// Kept supervisors go once no execution has run for SupervisorIdle, and executions run on.
+func TestForkLetsKeptSupervisorsGoWhenIdle(t *testing.T) {
+	fk := newFork(t, 0)
+	fk.cfg.SupervisorIdle = 500 * time.Millisecond
+	run1(t, fk, "print(1)")
+	fk.pool.Lock()
+	kept := len(fk.idle)
+	var pid int
+	if kept == 1 {
+		pid = fk.idle[0].pid
+	}
+	fk.pool.Unlock()
+	if kept != 1 {
+		t.Fatalf("%d kept supervisors after an execution, want 1", kept)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		fk.pool.Lock()
+		kept = len(fk.idle)
+		fk.pool.Unlock()
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if kept == 0 && (err != nil || bytes.Contains(b, []byte(") Z"))) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d kept supervisors, supervisor %d still there, after idling", kept, pid)
+		}
+	}
+	if r := run1(t, fk, "print(2)"); r.Stdout != "2\n" {
+		t.Fatalf("%+v", r)
+	}
+}
+
 // A supervisor kept for the next execution that something stopped (SIGSTOP) is resumed when it
 // takes one: the execution does not wait for its timeout.
 func TestForkResumesAStoppedSupervisor(t *testing.T) {

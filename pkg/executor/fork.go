@@ -50,7 +50,14 @@ type ForkConfig struct {
 	// Supervisors is how many supervisors of finished executions are kept for the next ones
 	// (0: one per CPU). Forking the code's process from one saves forking a supervisor.
 	Supervisors int
+	// SupervisorIdle is how long kept supervisors wait for an execution once none runs; then
+	// they go (0: DefaultSupervisorIdle). They serve bursts, while the spares are used up; an
+	// idle pod keeps its spares alone, each kept supervisor being some 2-3 MiB of its own.
+	SupervisorIdle time.Duration
 }
+
+// DefaultSupervisorIdle is ForkConfig.SupervisorIdle by default.
+const DefaultSupervisorIdle = 30 * time.Second
 
 // Fork runs each execution in a supervisor forked from the zygote, which imported the preload
 // modules once; every guarantee of Spawn holds (the supervisor is the same runner code). When
@@ -82,6 +89,8 @@ type Fork struct {
 	starting int              // spares asked for and not ready yet
 	warming  map[int]struct{} // pids (and process groups) of the spares warming up
 	inflight int              // executions running
+	lastEnd  time.Time        // when the last execution ended
+	idleOff  *time.Timer      // lets the kept supervisors go once idle (dropIdle)
 	// like are the seccomp programs of the latest execution, which spares install ahead (see
 	// spare.filters); nil until an execution wants some.
 	like *filters
@@ -109,6 +118,9 @@ func NewFork(cfg ForkConfig) (*Fork, error) {
 	}
 	if cfg.Supervisors <= 0 {
 		cfg.Supervisors = runtime.NumCPU()
+	}
+	if cfg.SupervisorIdle <= 0 {
+		cfg.SupervisorIdle = DefaultSupervisorIdle
 	}
 	if cfg.Warm < 0 {
 		return nil, fmt.Errorf("fork executor: warm %d: want 0 or more spares", cfg.Warm)
@@ -144,6 +156,11 @@ func (f *Fork) Mode() string {
 // of time.
 func (f *Fork) Close() {
 	f.sessions.stop()
+	f.pool.Lock()
+	if f.idleOff != nil {
+		f.idleOff.Stop()
+	}
+	f.pool.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true // a session started ahead of time must not start it again
@@ -512,6 +529,33 @@ func (f *Fork) release(s *supervisor, reusable bool) {
 	f.mu.Unlock()
 	if !keep {
 		s.close()
+	}
+}
+
+// idleLater arms the timer that lets the kept supervisors go once no execution has run for
+// SupervisorIdle; f.pool is held, and the last execution has just ended.
+func (f *Fork) idleLater() {
+	f.lastEnd = time.Now()
+	if f.idleOff == nil {
+		f.idleOff = time.AfterFunc(f.cfg.SupervisorIdle, f.dropIdle)
+		return
+	}
+	f.idleOff.Reset(f.cfg.SupervisorIdle)
+}
+
+// dropIdle lets the kept supervisors go when no execution has run for SupervisorIdle.
+func (f *Fork) dropIdle() {
+	f.pool.Lock()
+	var idle []*supervisor
+	if f.inflight == 0 && time.Since(f.lastEnd) >= f.cfg.SupervisorIdle {
+		idle, f.idle = f.idle, nil
+	}
+	f.pool.Unlock()
+	for _, s := range idle {
+		s.close()
+	}
+	if len(idle) > 0 {
+		f.cfg.Log.V(1).Info("kept supervisors let go while idle", "supervisors", len(idle))
 	}
 }
 

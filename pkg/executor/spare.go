@@ -98,7 +98,7 @@ func (s *spare) discard() {
 
 // begin and end bracket an execution. The first execution in flight pauses the spares that
 // are warming up (SIGSTOP to their process group); when none is in flight any more they go on,
-// and used spares are replaced.
+// used spares are replaced, and the kept supervisors go after SupervisorIdle (idleLater).
 func (f *Fork) begin() {
 	f.pool.Lock()
 	defer f.pool.Unlock()
@@ -113,6 +113,7 @@ func (f *Fork) end() {
 	f.inflight--
 	if f.inflight == 0 {
 		f.signalWarming(unix.SIGCONT)
+		f.idleLater()
 	}
 	f.pool.Unlock()
 	f.refill()
