@@ -30,7 +30,8 @@ import (
 //     anon-MiB and file-MiB: the pages of the heap and of mapped files; and alone-MiB, the
 //     pages the pod's processes map, each counted once: its PSS were nothing else on the
 //     machine mapping the same files);
-//   - after-traffic: after bursts of stateless executions, idle again (after-traffic-MiB);
+//   - after-traffic: after bursts of stateless executions, idle again — once the supervisors
+//     kept for the next executions have gone, or 45 s (after-traffic-MiB);
 //   - sessions: what one more idle pandas session adds (MiB/session): after one session, then
 //     sessionsN more, each having run a pandas call, all idle.
 //
@@ -81,7 +82,14 @@ func BenchmarkFootprint(b *testing.B) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	traffic := waitIdle(b, server)
-	logFootprint(b, "after traffic", traffic)
+	logFootprint(b, "right after traffic", traffic)
+	// Then idle: the supervisors kept for the next executions go after a while.
+	for deadline := time.Now().Add(45 * time.Second); hasRole(traffic, "idle-super") && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		traffic = podMemory(b, server)
+	}
+	traffic = waitIdle(b, server)
+	logFootprint(b, "idle after traffic", traffic)
 	b.ReportMetric(sumOf(traffic, func(p procMem) float64 { return p.pss }), "after-traffic-MiB")
 
 	// Idle pandas sessions: what one more adds, the first one (and whatever it starts) aside.
@@ -268,6 +276,10 @@ func pgid(pid int) int {
 		return -1
 	}
 	return g
+}
+
+func hasRole(procs []procMem, role string) bool {
+	return slices.ContainsFunc(procs, func(p procMem) bool { return p.role == role })
 }
 
 func sumOf(procs []procMem, f func(procMem) float64) float64 {
