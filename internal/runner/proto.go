@@ -74,6 +74,9 @@ type Config struct {
 	Warm        int      `json:"warm"`
 	WarmupCode  string   `json:"warmup_code"`
 	Supervisors int      `json:"supervisors"`
+	// RestAfter is how long fork mode waits without an execution before it rests (0: never;
+	// see executor.ForkConfig).
+	RestAfter time.Duration `json:"rest_after,omitempty"`
 	// WorkDir is the work root, made by the server; PackagesDir holds the packages trees.
 	WorkDir     string `json:"work_dir"`
 	PackagesDir string `json:"packages_dir"`

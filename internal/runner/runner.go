@@ -278,7 +278,8 @@ func (r *runner) start(cfg Config) (*served, error) {
 		}
 		ex = sp
 	case executor.ModeFork:
-		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: sc, Preload: cfg.Preload, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.Supervisors})
+		fk, err := executor.NewFork(executor.ForkConfig{SpawnConfig: sc, Preload: cfg.Preload, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.Supervisors,
+			RestAfter: cfg.RestAfter})
 		if err != nil {
 			return nil, err
 		}

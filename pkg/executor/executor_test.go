@@ -845,10 +845,10 @@ func TestForkReusesSupervisors(t *testing.T) {
 	}
 }
 
-// Kept supervisors go once no execution has run for SupervisorIdle, and executions run on.
-func TestForkLetsKeptSupervisorsGoWhenIdle(t *testing.T) {
+// Kept supervisors go once no execution has run for RestAfter, and executions run on.
+func TestForkLetsKeptSupervisorsGoAtRest(t *testing.T) {
 	fk := newFork(t, 0)
-	fk.cfg.SupervisorIdle = 500 * time.Millisecond
+	fk.cfg.RestAfter = 500 * time.Millisecond
 	run1(t, fk, "print(1)")
 	fk.pool.Lock()
 	kept := len(fk.idle)
@@ -869,11 +869,63 @@ func TestForkLetsKeptSupervisorsGoWhenIdle(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d kept supervisors, supervisor %d still there, after idling", kept, pid)
+			t.Fatalf("%d kept supervisors, supervisor %d still there, at rest", kept, pid)
 		}
 	}
 	if r := run1(t, fk, "print(2)"); r.Stdout != "2\n" {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// Once no execution has run for RestAfter the executor rests: its warm spare is replaced by a
+// cold one, which has not run the warm-up and runs the next execution; the spare that replaces
+// that one warms up again.
+func TestForkRests(t *testing.T) {
+	py := testutil.RequireSystemPython(t)
+	marks := filepath.Join(t.TempDir(), "warm-ups")
+	fk, err := NewFork(ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()},
+		Warm: 1, WarmupCode: fmt.Sprintf("open(%q, 'a').write('w')", marks), RestAfter: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fk.Close)
+	warmUps := func() int {
+		b, _ := os.ReadFile(marks)
+		return len(b)
+	}
+	// spare waits for a ready spare, then says whether it is cold.
+	spare := func() bool {
+		t.Helper()
+		awaitSpare(t, fk)
+		fk.pool.Lock()
+		defer fk.pool.Unlock()
+		return fk.spares[0].cold
+	}
+	if spare() || warmUps() != 1 {
+		t.Fatalf("the first spare: want it warmed up, have %d warm-ups", warmUps())
+	}
+	if r := run1(t, fk, "print(1)"); r.Stdout != "1\n" || fk.WarmHits() != 1 {
+		t.Fatalf("in the warm spare: %+v, %d warm hits", r, fk.WarmHits())
+	}
+	if spare() || warmUps() != 2 {
+		t.Fatalf("the spare after an execution: want it warmed up, have %d warm-ups", warmUps())
+	}
+	for deadline := time.Now().Add(10 * time.Second); !spare(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no cold spare after RestAfter without executions")
+		}
+	}
+	if warmUps() != 2 {
+		t.Fatalf("%d warm-ups: the cold spare warmed up", warmUps())
+	}
+	if r := run1(t, fk, "print(2)"); r.Stdout != "2\n" || fk.WarmHits() != 2 {
+		t.Fatalf("in the cold spare: %+v, %d warm hits", r, fk.WarmHits())
+	}
+	if spare() || warmUps() != 3 {
+		t.Fatalf("the spare after the rest: want it warmed up, have %d warm-ups", warmUps())
 	}
 }
 

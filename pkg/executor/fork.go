@@ -50,14 +50,14 @@ type ForkConfig struct {
 	// Supervisors is how many supervisors of finished executions are kept for the next ones
 	// (0: one per CPU). Forking the code's process from one saves forking a supervisor.
 	Supervisors int
-	// SupervisorIdle is how long kept supervisors wait for an execution once none runs; then
-	// they go (0: DefaultSupervisorIdle). They serve bursts, while the spares are used up; an
-	// idle pod keeps its spares alone, each kept supervisor being some 2-3 MiB of its own.
-	SupervisorIdle time.Duration
+	// RestAfter is how long the executor waits, once no execution runs, before it rests (0:
+	// never): the supervisors kept for the next executions go, and each warm spare is replaced
+	// by a cold one, forked and rehearsed but not warmed up — with numpy, pandas and matplotlib
+	// preloaded some 3 MiB of its own instead of some 22. The next execution takes a cold spare:
+	// as fast for code that touches little (print), while code that uses the preloaded libraries
+	// pays the page faults the warm-up would have taken; the spares that replace it are warm.
+	RestAfter time.Duration
 }
-
-// DefaultSupervisorIdle is ForkConfig.SupervisorIdle by default.
-const DefaultSupervisorIdle = 30 * time.Second
 
 // Fork runs each execution in a supervisor forked from the zygote, which imported the preload
 // modules once; every guarantee of Spawn holds (the supervisor is the same runner code). When
@@ -89,8 +89,9 @@ type Fork struct {
 	starting int              // spares asked for and not ready yet
 	warming  map[int]struct{} // pids (and process groups) of the spares warming up
 	inflight int              // executions running
-	lastEnd  time.Time        // when the last execution ended
-	idleOff  *time.Timer      // lets the kept supervisors go once idle (dropIdle)
+	lastEnd  time.Time        // when the last execution ended, or the executor started
+	restOff  *time.Timer      // rests the executor once idle for RestAfter (rest)
+	resting  bool             // spares are started cold
 	// like are the seccomp programs of the latest execution, which spares install ahead (see
 	// spare.filters); nil until an execution wants some.
 	like *filters
@@ -119,9 +120,6 @@ func NewFork(cfg ForkConfig) (*Fork, error) {
 	if cfg.Supervisors <= 0 {
 		cfg.Supervisors = runtime.NumCPU()
 	}
-	if cfg.SupervisorIdle <= 0 {
-		cfg.SupervisorIdle = DefaultSupervisorIdle
-	}
 	if cfg.Warm < 0 {
 		return nil, fmt.Errorf("fork executor: warm %d: want 0 or more spares", cfg.Warm)
 	}
@@ -139,6 +137,9 @@ func (f *Fork) Start() error {
 		return err
 	}
 	f.refill()
+	f.pool.Lock()
+	f.restLater()
+	f.pool.Unlock()
 	return nil
 }
 
@@ -157,8 +158,8 @@ func (f *Fork) Mode() string {
 func (f *Fork) Close() {
 	f.sessions.stop()
 	f.pool.Lock()
-	if f.idleOff != nil {
-		f.idleOff.Stop()
+	if f.restOff != nil {
+		f.restOff.Stop()
 	}
 	f.pool.Unlock()
 	f.mu.Lock()
@@ -268,6 +269,7 @@ func (f *Fork) stopZygote() {
 // forkRequest is the control message of one execution.
 type forkRequest struct {
 	Op     string            `json:"op"`
+	Cold   bool              `json:"cold,omitempty"` // a spare that skips the warm-up
 	Params json.RawMessage   `json:"params"`
 	Cwd    string            `json:"cwd"`
 	Env    map[string]string `json:"env"`
@@ -529,33 +531,6 @@ func (f *Fork) release(s *supervisor, reusable bool) {
 	f.mu.Unlock()
 	if !keep {
 		s.close()
-	}
-}
-
-// idleLater arms the timer that lets the kept supervisors go once no execution has run for
-// SupervisorIdle; f.pool is held, and the last execution has just ended.
-func (f *Fork) idleLater() {
-	f.lastEnd = time.Now()
-	if f.idleOff == nil {
-		f.idleOff = time.AfterFunc(f.cfg.SupervisorIdle, f.dropIdle)
-		return
-	}
-	f.idleOff.Reset(f.cfg.SupervisorIdle)
-}
-
-// dropIdle lets the kept supervisors go when no execution has run for SupervisorIdle.
-func (f *Fork) dropIdle() {
-	f.pool.Lock()
-	var idle []*supervisor
-	if f.inflight == 0 && time.Since(f.lastEnd) >= f.cfg.SupervisorIdle {
-		idle, f.idle = f.idle, nil
-	}
-	f.pool.Unlock()
-	for _, s := range idle {
-		s.close()
-	}
-	if len(idle) > 0 {
-		f.cfg.Log.V(1).Info("kept supervisors let go while idle", "supervisors", len(idle))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +32,7 @@ type spare struct {
 	// execution that wants the same. Without, it confines itself with its execution, as a
 	// process forked for one does.
 	filters *filters
+	cold    bool // rehearsed, not warmed up: started while the executor rests
 }
 
 // fits says the spare can take an execution that wants the seccomp programs want (nil: none).
@@ -97,12 +99,13 @@ func (s *spare) discard() {
 }
 
 // begin and end bracket an execution. The first execution in flight pauses the spares that
-// are warming up (SIGSTOP to their process group); when none is in flight any more they go on,
-// used spares are replaced, and the kept supervisors go after SupervisorIdle (idleLater).
+// are warming up (SIGSTOP to their process group) and ends the executor's rest; when none is in
+// flight any more they go on, used spares are replaced, and the executor rests after RestAfter.
 func (f *Fork) begin() {
 	f.pool.Lock()
 	defer f.pool.Unlock()
 	f.inflight++
+	f.resting = false
 	if f.inflight == 1 {
 		f.signalWarming(unix.SIGSTOP)
 	}
@@ -113,7 +116,7 @@ func (f *Fork) end() {
 	f.inflight--
 	if f.inflight == 0 {
 		f.signalWarming(unix.SIGCONT)
-		f.idleLater()
+		f.restLater()
 	}
 	f.pool.Unlock()
 	f.refill()
@@ -132,7 +135,8 @@ func (f *Fork) signalWarming(sig unix.Signal) {
 	}
 }
 
-// refill starts the spares missing from the pool, unless an execution is in flight.
+// refill starts the spares missing from the pool, unless an execution is in flight: cold
+// ones while the executor rests.
 func (f *Fork) refill() {
 	f.pool.Lock()
 	n := 0
@@ -140,18 +144,68 @@ func (f *Fork) refill() {
 		n = max(f.cfg.Warm-len(f.spares)-f.starting, 0)
 	}
 	f.starting += n
+	cold := f.resting
 	f.pool.Unlock()
 	for range n {
-		go f.startSpare()
+		go f.startSpare(cold)
 	}
 }
 
+// restLater arms the timer that rests the executor once no execution has run for RestAfter;
+// f.pool is held, and the last execution has just ended (or the executor started).
+func (f *Fork) restLater() {
+	f.lastEnd = time.Now()
+	if f.cfg.RestAfter <= 0 {
+		return
+	}
+	if f.restOff == nil {
+		f.restOff = time.AfterFunc(f.cfg.RestAfter, f.rest)
+		return
+	}
+	f.restOff.Reset(f.cfg.RestAfter)
+}
+
+// rest, when no execution has run for RestAfter, lets the kept supervisors go and replaces
+// the warm spares with cold ones, until the next execution.
+func (f *Fork) rest() {
+	f.pool.Lock()
+	if f.inflight > 0 || f.resting || time.Since(f.lastEnd) < f.cfg.RestAfter {
+		f.pool.Unlock()
+		return
+	}
+	f.resting = true
+	kept := f.idle
+	f.idle = nil
+	var warm, cold []*spare
+	for _, s := range f.spares {
+		if s.cold {
+			cold = append(cold, s)
+		} else {
+			warm = append(warm, s)
+		}
+	}
+	f.spares = cold
+	f.pool.Unlock()
+	for _, s := range kept {
+		s.close()
+	}
+	for _, s := range warm {
+		s.discard()
+	}
+	f.refill()
+	f.cfg.Log.V(1).Info("resting", "supervisorsLetGo", len(kept), "sparesCooled", len(warm))
+}
+
 // takeSpare returns the oldest ready spare that can take an execution that wants the seccomp
-// programs want, or nil; spares made for other programs are let go, and the next ones are
-// made for want.
+// programs want, a warm one before a cold one, or nil; spares made for other programs are let
+// go, and the next ones are made for want.
 func (f *Fork) takeSpare(want *filters) *spare {
 	f.pool.Lock()
 	f.like = want
+	if i := slices.IndexFunc(f.spares, func(s *spare) bool { return !s.cold && s.fits(want) }); i > 0 {
+		warm := f.spares[i]
+		f.spares = slices.Insert(slices.Delete(f.spares, i, i+1), 0, warm)
+	}
 	var taken *spare
 	var unfit []*spare
 	for len(f.spares) > 0 && taken == nil {
@@ -174,10 +228,11 @@ func (f *Fork) takeSpare(want *filters) *spare {
 	return taken
 }
 
-// startSpare has the zygote fork a spare, waits until it has warmed up and adds it to the pool.
-func (f *Fork) startSpare() {
+// startSpare has the zygote fork a spare, waits until it has warmed up (unless cold) and adds
+// it to the pool.
+func (f *Fork) startSpare(cold bool) {
 	start := time.Now()
-	s, err := f.forkSpare()
+	s, err := f.forkSpare(cold)
 	if err == nil {
 		f.pool.Lock()
 		f.warming[s.pid] = struct{}{}
@@ -188,7 +243,7 @@ func (f *Fork) startSpare() {
 		if err = f.ready(s); err != nil {
 			killTree(s.pid)
 		} else {
-			f.cfg.Log.V(1).Info("spare ready", "pid", s.pid, "ms", time.Since(start).Milliseconds())
+			f.cfg.Log.V(1).Info("spare ready", "pid", s.pid, "cold", cold, "ms", time.Since(start).Milliseconds())
 		}
 	}
 	f.mu.Lock()
@@ -219,13 +274,13 @@ func (f *Fork) startSpare() {
 }
 
 // forkSpare asks the zygote for a spare; it answers the spare's pid and socket.
-func (f *Fork) forkSpare() (*spare, error) {
+func (f *Fork) forkSpare(cold bool) (*spare, error) {
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer statusW.Close()
-	s, err := f.requestSpare(statusW)
+	s, err := f.requestSpare(statusW, cold)
 	if err != nil {
 		statusR.Close()
 		return nil, err
@@ -234,8 +289,9 @@ func (f *Fork) forkSpare() (*spare, error) {
 	return s, nil
 }
 
-// requestSpare asks the zygote for a spare confined ahead like the latest execution.
-func (f *Fork) requestSpare(statusW *os.File) (*spare, error) {
+// requestSpare asks the zygote for a spare confined ahead like the latest execution, cold or
+// warm.
+func (f *Fork) requestSpare(statusW *os.File, cold bool) (*spare, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.zygote == nil {
@@ -244,7 +300,7 @@ func (f *Fork) requestSpare(statusW *os.File) (*spare, error) {
 	f.pool.Lock()
 	like := f.like
 	f.pool.Unlock()
-	req := forkRequest{Op: "spare"}
+	req := forkRequest{Op: "spare", Cold: cold}
 	if like != nil {
 		// Made for this zygote: the programs protect its pid.
 		network, budget := like.network, like.Budget != ""
@@ -262,7 +318,7 @@ func (f *Fork) requestSpare(statusW *os.File) (*spare, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &spare{pid: pid, conn: conn, gen: f.gen, filters: req.Confine}, nil
+	return &spare{pid: pid, conn: conn, gen: f.gen, filters: req.Confine, cold: cold}, nil
 }
 
 // The control sockets are blocking: a signal to the thread (the Go runtime preempts with

@@ -13,9 +13,10 @@
 #       it, on which pyexec then speaks the session protocol (see there).
 #   {"op": "spare"} with the status pipe of the spare's execution to
 #       come: fork a spare supervisor, which at once forks the code's process; that process
-#       warms up and waits. Answer {"pid": spare} with a socket to the code's process as
-#       SCM_RIGHTS; on it the process says {"ready": true}, then takes the "exec" request of
-#       one execution with its three standard streams (and its ruleset).
+#       warms up (not with "cold": true, while pyexec rests) and waits. Answer {"pid": spare}
+#       with a socket to the code's process as SCM_RIGHTS; on it the process says
+#       {"ready": true}, then takes the "exec" request of one execution with its three standard
+#       streams (and its ruleset).
 # Nothing of one execution reaches the next: each runs in a fresh fork of the zygote, which
 # never runs user code itself.
 import gc
@@ -269,7 +270,7 @@ def _fork(req, fds, ctl, warmup):
             set_name(SUPERVISOR_NAME)
             theirs.close()
             if spare:
-                _spare(req, ctl, conn, fds[0], warmup)
+                _spare(req, ctl, conn, fds[0], "pass" if req.get("cold") else warmup)
             if op == "session":
                 _session(req, fds, ctl, conn)
             _supervisor(req, fds, ctl, conn)

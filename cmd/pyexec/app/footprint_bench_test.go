@@ -24,73 +24,74 @@ import (
 // binary, built for the run) with numpy, pandas and matplotlib preloaded and the default
 // flags, its runner, zygote, spares and sessions. It reports the proportional set size (PSS,
 // from /proc/PID/smaps_rollup: a page shared by n processes counts 1/n in each) in MiB of each
-// role and of the whole pod, in three states:
+// role and of the whole pod, in these states:
 //
-//   - idle: started, spares warmed, nothing run yet (metrics <role>-MiB, total-MiB, and
+//   - at rest: idle for --rest-after, the spare cold (metrics <role>-MiB, total-MiB, and
 //     anon-MiB and file-MiB: the pages of the heap and of mapped files; and alone-MiB, the
 //     pages the pod's processes map, each counted once: its PSS were nothing else on the
-//     machine mapping the same files);
-//   - after-traffic: after bursts of stateless executions, idle again — once the supervisors
-//     kept for the next executions have gone, or 45 s (after-traffic-MiB);
+//     machine mapping the same files); then after bursts of stateless executions, at rest
+//     again (after-traffic-MiB);
+//   - warm: started, its spare warmed up, nothing run yet, as a pod is for --rest-after after
+//     its start and after each execution (warm-total-MiB, warm-anon-MiB, warm-alone-MiB);
+//     right after bursts of stateless executions, with the supervisors kept for the next ones
+//     (burst-MiB);
 //   - sessions: what one more idle pandas session adds (MiB/session): after one session, then
 //     sessionsN more, each having run a pandas call, all idle.
 //
 // File pages shared with processes outside the pod (the system's Python and libraries, used
 // by other programs on the machine) count in part only, so file-MiB and total-MiB vary with
-// what else runs; anon-MiB and alone-MiB do not. Needs root (the runner's processes are another uid's and not
-// dumpable) and numpy, pandas and matplotlib in the system Python. Each run starts one
-// sidecar:
+// what else runs; anon-MiB and alone-MiB do not. Needs root (the runner's processes are
+// another uid's and not dumpable) and numpy, pandas and matplotlib in the system Python. It
+// starts two sidecars, one after the other (-v logs each process):
 //
-//	go test ./cmd/pyexec/app -run '^$' -bench Footprint -benchtime 1x
+//	go test ./cmd/pyexec/app -run '^$' -bench Footprint -benchtime 1x -v
 func BenchmarkFootprint(b *testing.B) {
 	requireDataStack(b)
 	if os.Getuid() != 0 {
 		b.Fatal("reading the PSS of the runner's processes needs root")
 	}
 	bin := buildPyexec(b)
-	s := startSidecarWith(b, sidecarOptions{bin: bin}, "--preload", "numpy,pandas,matplotlib")
-	server := s.cmd.Process.Pid
 	ctx := context.Background()
+	pss := func(p procMem) float64 { return p.pss }
+	anon := func(p procMem) float64 { return p.anon }
 
-	idle := waitIdle(b, server)
+	// At rest.
+	const restAfter = 5 * time.Second
+	s := startSidecarWith(b, sidecarOptions{bin: bin}, "--preload", "numpy,pandas,matplotlib", "--rest-after", restAfter.String())
+	server := s.cmd.Process.Pid
+	time.Sleep(restAfter) // counted from the runner's start, a little later
+	rest := waitIdle(b, server)
+	logFootprint(b, "at rest", rest)
 	byRole := map[string]float64{}
-	for _, p := range idle {
+	for _, p := range rest {
 		byRole[p.role] += p.pss
 	}
-	logFootprint(b, "idle", idle)
 	for _, role := range footprintRoles {
 		b.ReportMetric(byRole[role], role+"-MiB")
 	}
-	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.pss }), "total-MiB")
-	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.anon }), "anon-MiB")
-	b.ReportMetric(sumOf(idle, func(p procMem) float64 { return p.file }), "file-MiB")
-	b.ReportMetric(alone(b, idle), "alone-MiB")
+	b.ReportMetric(sumOf(rest, pss), "total-MiB")
+	b.ReportMetric(sumOf(rest, anon), "anon-MiB")
+	b.ReportMetric(sumOf(rest, func(p procMem) float64 { return p.file }), "file-MiB")
+	b.ReportMetric(alone(b, rest), "alone-MiB")
+	bursts(b, s)
+	time.Sleep(restAfter)
+	rest = waitIdle(b, server)
+	logFootprint(b, "at rest after traffic", rest)
+	b.ReportMetric(sumOf(rest, pss), "after-traffic-MiB")
+	s.stop()
 
-	// Stateless traffic: bursts of concurrent executions, which leave supervisors for the next.
-	for range 3 {
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if res, err := s.client.Execute(ctx, api.ExecuteRequest{Code: "print(1)"}); err != nil || res.ExitCode != 0 {
-					b.Errorf("print(1): %+v %v", res, err)
-				}
-			}()
-		}
-		wg.Wait()
-		time.Sleep(200 * time.Millisecond)
-	}
-	traffic := waitIdle(b, server)
-	logFootprint(b, "right after traffic", traffic)
-	// Then idle: the supervisors kept for the next executions go after a while.
-	for deadline := time.Now().Add(45 * time.Second); hasRole(traffic, "idle-super") && time.Now().Before(deadline); {
-		time.Sleep(time.Second)
-		traffic = podMemory(b, server)
-	}
-	traffic = waitIdle(b, server)
-	logFootprint(b, "idle after traffic", traffic)
-	b.ReportMetric(sumOf(traffic, func(p procMem) float64 { return p.pss }), "after-traffic-MiB")
+	// Warm.
+	s = startSidecarWith(b, sidecarOptions{bin: bin}, "--preload", "numpy,pandas,matplotlib", "--rest-after", "0")
+	server = s.cmd.Process.Pid
+	warm := waitIdle(b, server)
+	logFootprint(b, "warm", warm)
+	b.ReportMetric(sumOf(warm, pss), "warm-total-MiB")
+	b.ReportMetric(sumOf(warm, anon), "warm-anon-MiB")
+	b.ReportMetric(alone(b, warm), "warm-alone-MiB")
+	bursts(b, s)
+	warm = waitIdle(b, server)
+	logFootprint(b, "right after traffic", warm)
+	b.ReportMetric(sumOf(warm, pss), "burst-MiB")
 
 	// Idle pandas sessions: what one more adds, the first one (and whatever it starts) aside.
 	const sessionsN = 4
@@ -111,9 +112,27 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	more := waitIdle(b, server)
 	logFootprint(b, fmt.Sprintf("%d idle pandas sessions", 1+sessionsN), more)
-	pss := func(p procMem) float64 { return p.pss }
 	b.ReportMetric((sumOf(more, pss)-sumOf(one, pss))/sessionsN, "MiB/session")
 	b.ReportMetric(0, "ns/op")
+}
+
+// bursts sends three bursts of four stateless executions at once, which leave supervisors
+// kept for the next executions.
+func bursts(b *testing.B, s *sidecar) {
+	for range 3 {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(1)"}); err != nil || res.ExitCode != 0 {
+					b.Errorf("print(1): %+v %v", res, err)
+				}
+			}()
+		}
+		wg.Wait()
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // footprintRoles are the processes of a pod, as classifyPod names them.
@@ -276,10 +295,6 @@ func pgid(pid int) int {
 		return -1
 	}
 	return g
-}
-
-func hasRole(procs []procMem, role string) bool {
-	return slices.ContainsFunc(procs, func(p procMem) bool { return p.role == role })
 }
 
 func sumOf(procs []procMem, f func(procMem) float64) float64 {

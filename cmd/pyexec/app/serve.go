@@ -43,6 +43,8 @@ import (
 const (
 	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
 	DefaultProbeAddr = ":9901"
+	// DefaultRestAfter is --rest-after: an idle pod's spares go cold after it.
+	DefaultRestAfter = 5 * time.Minute
 	// nobody: the user executions run as when pyexec serve itself runs as root.
 	defaultRootRunAs = "65534:65534"
 )
@@ -67,6 +69,8 @@ type ServeConfig struct {
 	Mode       string // --mode fork|spawn
 	Warm       int    // --warm: spares of fork mode
 	WarmupCode string // --warmup-code: what a spare runs before it waits
+	// RestAfter is how long fork mode waits without an execution before it rests (--rest-after).
+	RestAfter time.Duration
 	// AllowPackages are the patterns of packages code may install at run time.
 	AllowPackages []string
 	// Network is the network policy of code: deny or allow (--network).
@@ -164,6 +168,7 @@ func (c *ServeConfig) Validate() error {
 		msg string
 	}{
 		{c.Warm >= 0, "--warm must not be negative"},
+		{c.RestAfter >= 0, "--rest-after must not be negative"},
 		{c.RunnerMemoryHighWater >= 0 && c.RunnerMemoryHighWater <= settings.MaxRunnerMemoryHighWater, fmt.Sprintf("--runner-memory-high-water %d: want a percentage of the runner's memory limit from 1 to %d, or 0 (no watchdog)", c.RunnerMemoryHighWater, settings.MaxRunnerMemoryHighWater)},
 		{c.MaxLandlockABI >= confine.NoCap, "--max-landlock-abi: want -1 (what the kernel has), 0 (no Landlock) or a version"},
 		{c.MaxConcurrent > 0, "--max-concurrent must be positive"},
@@ -266,6 +271,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.StringVar(&cfg.Mode, "mode", executor.ModeFork, "fork: executions are forked from a warm interpreter that imported --preload once (spawn while it is down); spawn: a fresh interpreter per execution")
 	f.IntVar(&cfg.Warm, "warm", 1, "fork mode: children forked ahead of time that have run --warmup-code and wait for an execution; replaced after an execution when none is in flight (0: fork each execution on demand); above 0, one session is also started ahead of time when sessions are on")
 	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
+	f.DurationVar(&cfg.RestAfter, "rest-after", DefaultRestAfter, "fork mode: after this long without an execution the sidecar rests: the supervisors kept for the next executions go and the spares are replaced by cold ones, which skip --warmup-code (0: never)")
 	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
 	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] the runner started as a child (and so the code) runs as; default the server's user, or 65534:65534 when the server runs as root")
 	f.StringVar(&cfg.RunnerSocket, "runner-socket", "", "Unix socket on which the runner container connects (pyexec runner --server-socket); empty: the server starts the runner as a child process")
@@ -493,7 +499,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.
 		Server: srv, Reaper: reaper, Registry: reg, Info: info,
 		Runner: runner.ClientConfig{
 			Runner: runner.Config{
-				Mode: cfg.Mode, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent,
+				Mode: cfg.Mode, Warm: cfg.Warm, WarmupCode: cfg.WarmupCode, Supervisors: cfg.MaxConcurrent, RestAfter: cfg.RestAfter,
 				WorkDir: cfg.WorkDir, PackagesDir: cfg.Init.PackagesDir, Path: path,
 				MemoryHighWater: cfg.RunnerMemoryHighWater,
 			},

@@ -394,6 +394,25 @@ func TestServeForkSparesAndMemory(t *testing.T) {
 	}
 }
 
+// With --rest-after the sidecar rests once no execution has run for that long (its spare goes
+// cold), and the next execution runs in a spare all the same.
+func TestServeRests(t *testing.T) {
+	s := startSidecar(t, nil, "--rest-after", "1s", "--verbosity", "1")
+	for deadline := time.Now().Add(20 * time.Second); len(s.logs("resting")) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not resting after 1 s without executions: %v", s.allLogs())
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); metric(t, s, "pyexec_fork_warm_executions_total") < 1; time.Sleep(300 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no execution ran in the cold spare")
+		}
+		if res := s.execute(t, api.ExecuteRequest{Code: "print(1)"}); res.Stdout != "1\n" {
+			t.Fatalf("%+v", res)
+		}
+	}
+}
+
 func TestPyexecRun(t *testing.T) {
 	s := startSidecar(t, nil)
 	tests := []struct {
