@@ -929,6 +929,31 @@ func TestForkRests(t *testing.T) {
 	}
 }
 
+// A spare still warming up when the executor rests is replaced by a cold one once ready.
+func TestForkRestsWhileASpareWarmsUp(t *testing.T) {
+	py := testutil.RequireSystemPython(t)
+	fk, err := NewFork(ForkConfig{SpawnConfig: SpawnConfig{Python: py, WorkDir: t.TempDir(), Path: "/usr/bin:/bin", Log: logr.Discard()},
+		Warm: 1, WarmupCode: "import time\ntime.sleep(1)", RestAfter: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fk.Close)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		fk.pool.Lock()
+		cold := len(fk.spares) == 1 && fk.spares[0].cold && fk.resting
+		fk.pool.Unlock()
+		if cold {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no cold spare after the rest")
+		}
+	}
+}
+
 // A supervisor kept for the next execution that something stopped (SIGSTOP) is resumed when it
 // takes one: the execution does not wait for its timeout.
 func TestForkResumesAStoppedSupervisor(t *testing.T) {

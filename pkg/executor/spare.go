@@ -254,14 +254,22 @@ func (f *Fork) startSpare(cold bool) {
 	}
 	// Its zygote stopped meanwhile (closed, or restarted): the spare went with it.
 	stopped := s != nil && (s.gen != f.gen || f.zygote == nil)
-	if err == nil && !stopped {
+	// The executor rested while it warmed up: a cold one replaces it.
+	cooled := err == nil && !stopped && !cold && f.resting
+	if err == nil && !stopped && !cooled {
 		f.spares = append(f.spares, s)
 		s = nil
+	}
+	if cooled {
+		f.starting++
 	}
 	f.pool.Unlock()
 	f.mu.Unlock()
 	if s != nil {
 		s.discard()
+	}
+	if cooled {
+		go f.startSpare(true)
 	}
 	switch {
 	case errors.Is(err, errNoZygote):

@@ -44,7 +44,7 @@ const (
 	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
 	DefaultProbeAddr = ":9901"
 	// DefaultRestAfter is --rest-after: an idle pod's spares go cold after it.
-	DefaultRestAfter = 5 * time.Minute
+	DefaultRestAfter = 10 * time.Minute
 	// nobody: the user executions run as when pyexec serve itself runs as root.
 	defaultRootRunAs = "65534:65534"
 )
