@@ -712,21 +712,27 @@ func (ss *remoteSession) Execute(ctx context.Context, req executor.Request, out 
 	return res, err
 }
 
-// Files implements executor.Session.
-func (ss *remoteSession) Files() ([]api.SessionFile, bool, error) {
+// Files implements executor.Session. A runner of an older pyexec sends no Total: it is then
+// the files listed, as many as it knows of.
+func (ss *remoteSession) Files() (api.SessionFiles, error) {
 	if ss.Ended() {
-		return nil, false, executor.ErrSessionEnded
+		return api.SessionFiles{}, executor.ErrSessionEnded
 	}
 	rep, err := ss.c.control(&Request{SessionFiles: &SessionRef{Session: ss.id}})
 	switch {
 	case err != nil:
-		return nil, false, err
+		return api.SessionFiles{}, err
 	case rep.Error != nil:
-		return nil, false, rep.Error.Err()
+		return api.SessionFiles{}, rep.Error.Err()
 	case rep.Files == nil:
-		return nil, false, fmt.Errorf("%w: it answered files with %s", ErrRunnerGone, describe(rep))
+		return api.SessionFiles{}, fmt.Errorf("%w: it answered files with %s", ErrRunnerGone, describe(rep))
 	}
-	return rep.Files.Files, rep.Files.Truncated, nil
+	l := *rep.Files
+	if l.Files == nil {
+		l.Files = []api.SessionFile{}
+	}
+	l.Total = max(l.Total, len(l.Files))
+	return l, nil
 }
 
 // ReadFile implements executor.Session.

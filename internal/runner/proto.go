@@ -42,7 +42,8 @@ import (
 // when a message changes meaning; the server refuses a runner that speaks another. A field
 // added to a message, which the other end's older code ignores and whose absence means what it
 // did before, does not change it: Config.MemoryHighWater, Stats' figures of the trees and of
-// the memory cgroup, SessionState.EndedForMemory.
+// the memory cgroup, SessionState.EndedForMemory, the Total and Partial of a Files reply (an
+// older runner's listing counts as complete, its Total as the files it lists).
 const Protocol = 1
 
 // Hello is the runner's first message on the control connection.
@@ -446,6 +447,8 @@ func (r *Reply) Validate() error {
 				return fmt.Errorf("result: file %q is not a relative path", f.Path)
 			}
 		}
+	case r.Files != nil && len(r.Files.Files) > api.MaxSessionFiles:
+		return fmt.Errorf("files: %d listed, more than %d", len(r.Files.Files), api.MaxSessionFiles)
 	case r.Session != nil && !executor.IsDirName(r.Session.Dir):
 		return fmt.Errorf("session: dir %q is not a directory of the work root", r.Session.Dir)
 	case r.Error != nil && r.Error.Code == "":

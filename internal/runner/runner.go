@@ -456,9 +456,9 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 		}
 	case req.SessionFiles != nil:
 		if ss := s.session(req.SessionFiles.Session); ss != nil {
-			files, truncated, err2 := ss.Files()
+			l, err2 := ss.Files()
 			if err = err2; err == nil {
-				return &Reply{Files: &api.SessionFiles{Files: files, Truncated: truncated}}
+				return &Reply{Files: &l}
 			}
 		} else {
 			err = executor.ErrSessionEnded

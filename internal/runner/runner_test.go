@@ -303,8 +303,8 @@ func TestSessionsThroughTheRunner(t *testing.T) {
 	if res, err := ss.Execute(context.Background(), executor.Request{ID: "2", Code: "print(x)", Limits: testLimits}, nil); err != nil || res.Stdout != "hello\n" {
 		t.Fatalf("the state of the last call: %+v %v", res, err)
 	}
-	files, _, err := ss.Files()
-	if err != nil || len(files) != 2 {
+	files, err := ss.Files()
+	if err != nil || len(files.Files) != 2 || files.Total != 2 {
 		t.Fatalf("files %+v %v", files, err)
 	}
 	if data, err := ss.ReadFile("out.txt", 100); err != nil || string(data) != "HELLO" {

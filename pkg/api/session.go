@@ -55,15 +55,26 @@ type SessionFile struct {
 
 // SessionFiles is the answer of GET /v1/sessions/{id}/files: the regular files below the
 // session's working directory, sorted by path, at most MaxSessionFiles of them. Symlinks are
-// neither followed nor listed.
+// neither followed nor listed. A listing is bounded in time (SessionFilesWalkTimeout) as well
+// as in entries, so that a directory of many files costs the sidecar little.
 type SessionFiles struct {
 	Files []SessionFile `json:"files"`
-	// Truncated says there were more than MaxSessionFiles; those left out sort last.
+	// Truncated says files were left out: there were more than MaxSessionFiles (those left out
+	// sort last), or the walk was cut short (Partial).
 	Truncated bool `json:"truncated"`
+	// Total is how many regular files the walk found: all of them, unless Partial.
+	Total int `json:"total"`
+	// Partial says the walk stopped at SessionFilesWalkTimeout before it had seen every file:
+	// Files are then the first, by path, of the Total files it saw, not of all.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // MaxSessionFiles is the most files GET /v1/sessions/{id}/files lists.
 const MaxSessionFiles = 1000
+
+// SessionFilesWalkTimeout bounds the walk of one listing of a session's files (waiting for
+// another listing to finish included): past it, the listing answers what it found (Partial).
+const SessionFilesWalkTimeout = 3 * time.Second
 
 // Error codes of the session endpoints.
 const (

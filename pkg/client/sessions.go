@@ -77,8 +77,9 @@ func (c *Client) SessionExecuteStream(ctx context.Context, id string, req api.Ex
 }
 
 // SessionFiles lists the regular files of a session's working directory, sorted by path, at
-// most api.MaxSessionFiles (then Truncated); symlinks are neither followed nor listed
-// (GET /v1/sessions/{id}/files). It works while a call runs in the session.
+// most api.MaxSessionFiles (then Truncated), and counts them (Total); a walk that took longer
+// than api.SessionFilesWalkTimeout stops there (Partial). Symlinks are neither followed nor
+// listed (GET /v1/sessions/{id}/files). It works while a call runs in the session.
 func (c *Client) SessionFiles(ctx context.Context, id string) (*api.SessionFiles, error) {
 	path, err := sessionPath(id, "/files")
 	if err != nil {

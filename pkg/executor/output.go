@@ -5,14 +5,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"io/fs"
 	"os"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
 )
@@ -105,12 +105,20 @@ func collectFilesUpTo(work string, inputs map[string][]byte, maxBytes int64, max
 }
 
 // collectFilesSince is collectFilesUpTo for a session's call: the files it created or changed
-// are those not stamped the same as before it.
-func collectFilesSince(work string, before map[string]fileStamp, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
+// are those before tells (see callStamps).
+func collectFilesSince(work string, before *callStamps, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
 	return collectFiles(work, nil, before, maxBytes, maxFiles, maxTotal)
 }
 
-func collectFiles(work string, inputs map[string][]byte, before map[string]fileStamp, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
+// collectSlack is how many more changed files than it may return collectFiles keeps in view,
+// for those it then leaves out (too large, gone meanwhile).
+const collectSlack = 64
+
+// collectFiles walks work once, within callWalkTimeout, and keeps in view the first, by path,
+// of the files the code created or changed: as many as it may return, one per input file
+// (which it may find unchanged) and collectSlack more; it says truncated when there were more,
+// or when the walk was cut short. So a directory of many files costs a bounded memory.
+func collectFiles(work string, inputs map[string][]byte, before *callStamps, maxBytes int64, maxFiles int, maxTotal int64) ([]api.OutputFile, bool) {
 	files := []api.OutputFile{}
 	if maxBytes <= 0 {
 		maxBytes = 1 << 62
@@ -123,17 +131,17 @@ func collectFiles(work string, inputs map[string][]byte, before map[string]fileS
 		return files, false
 	}
 	defer root.Close()
-	var paths []string
-	walkFiles(root, func(p string, _ fs.DirEntry) { paths = append(paths, p) })
-	sort.Strings(paths)
-	truncated := false
+	changed := newFirstSorted(maxFiles+len(inputs)+collectSlack, func(p string) string { return p })
+	complete := walkFiles(root, time.Now().Add(callWalkTimeout), func(p string, stat func() (*unix.Stat_t, bool)) bool {
+		if before.changed(p, stat) {
+			changed.add(p)
+		}
+		return true
+	})
+	paths, dropped := changed.result()
+	truncated := dropped || !complete
 	left := maxTotal
 	for _, p := range paths {
-		if was, ok := before[p]; ok {
-			if now, ok := stampOf(root, p); ok && now == was {
-				continue
-			}
-		}
 		limit := min(maxBytes, left)
 		in, isInput := inputs[p]
 		readLimit := limit
@@ -205,40 +213,3 @@ func readCapped(root *os.Root, p string, max int64) (data []byte, tooBig bool) {
 		return nil, false
 	}
 }
-
-// walkFiles calls fn for each regular file below root (as listed: check the file itself before
-// trusting it), in lexical order. The code of a session may swap a directory for a FIFO or a
-// symlink while the server walks: a directory is opened O_DIRECTORY|O_NOFOLLOW|O_NONBLOCK, so
-// such a swap ends that branch of the walk instead of blocking the server or leading it away
-// (fs.WalkDir would open the FIFO and wait for a writer).
-func walkFiles(root *os.Root, fn func(p string, d fs.DirEntry)) {
-	var walk func(dir string, depth int)
-	walk = func(dir string, depth int) {
-		if depth > maxWalkDepth {
-			return
-		}
-		f, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return
-		}
-		entries, _ := f.ReadDir(-1)
-		f.Close()
-		slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-		for _, e := range entries {
-			p := e.Name()
-			if dir != "." {
-				p = dir + "/" + p
-			}
-			switch {
-			case e.IsDir():
-				walk(p, depth+1)
-			case e.Type().IsRegular():
-				fn(p, e)
-			}
-		}
-	}
-	walk(".", 0)
-}
-
-// maxWalkDepth bounds the directories walkFiles descends into.
-const maxWalkDepth = 256

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeTestFiles writes each file of files (path → content) under dir.
@@ -197,7 +198,10 @@ func TestWalkFilesNeverBlocksOnASwap(t *testing.T) {
 		done := make(chan bool, 1)
 		go func() {
 			found := false
-			walkFiles(root, func(p string, _ fs.DirEntry) { found = found || p == "keep.txt" })
+			walkFiles(root, time.Time{}, func(p string, _ func() (*unix.Stat_t, bool)) bool {
+				found = found || p == "keep.txt"
+				return true
+			})
 			done <- found
 		}()
 		select {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -77,8 +76,9 @@ func (p InProcess) NewSession(ctx context.Context, req SessionRequest) (Session,
 type Session interface {
 	// Execute runs one call in the session (see LocalSession.Execute).
 	Execute(ctx context.Context, req Request, out Output) (api.ExecuteResult, error)
-	// Files lists the regular files of the session's working directory.
-	Files() (files []api.SessionFile, truncated bool, err error)
+	// Files lists the regular files of the session's working directory, within bounds (see
+	// LocalSession.Files).
+	Files() (api.SessionFiles, error)
 	// ReadFile reads one of them, of at most max bytes.
 	ReadFile(p string, max int64) ([]byte, error)
 	// Ended says the session can run no more calls.
@@ -844,30 +844,63 @@ type fileStamp struct {
 	ino, size, mtime, ctime int64
 }
 
-// stampFiles stamps every regular file below work.
-func stampFiles(work string) map[string]fileStamp {
-	stamps := map[string]fileStamp{}
-	root, err := os.OpenRoot(work)
-	if err != nil {
-		return stamps
-	}
-	defer root.Close()
-	walkFiles(root, func(p string, _ fs.DirEntry) {
-		if st, ok := stampOf(root, p); ok {
-			stamps[p] = st
-		}
-	})
-	return stamps
+func stampOf(st *unix.Stat_t) fileStamp {
+	return fileStamp{ino: int64(st.Ino), size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
 }
 
-func stampOf(root *os.Root, p string) (fileStamp, bool) {
-	fi, err := root.Lstat(p)
+// callStamps tell which files a session's call created or changed, in memory that does not
+// grow with the files of the session. Whatever changes a file or puts it at a path (a write, a
+// chmod, utime, a rename, a link) sets its ctime to the kernel's clock, and no call can set it
+// back: a file whose ctime is older than the call is one the call left as it was. Only the
+// files changed just before the call (since) are stamped, at most maxStamps of them, to tell
+// the call's changes from theirs.
+type callStamps struct {
+	since int64                // ns: a file with an older ctime is unchanged
+	files map[string]fileStamp // the files whose ctime is since or later
+}
+
+// stampWindow is how long before a call a file's ctime must be for the file to count as
+// unchanged without a stamp: more than a filesystem's timestamp granularity (a second on some)
+// and the lag of the kernel's coarse clock behind time.Now.
+const stampWindow = 2 * time.Second
+
+// maxStamps bounds the files stamped before a call; past it, a file changed in the last
+// stampWindow before the call and again unchanged by it may be returned as changed.
+const maxStamps = 10_000
+
+// callWalkTimeout bounds each walk of a session's working directory around a call: the stamps
+// before it and the files collected after it.
+const callWalkTimeout = 5 * time.Second
+
+// stampFiles stamps the files below work changed in the last stampWindow (see callStamps).
+func stampFiles(work string) *callStamps {
+	s := &callStamps{since: time.Now().Add(-stampWindow).UnixNano(), files: map[string]fileStamp{}}
+	root, err := os.OpenRoot(work)
 	if err != nil {
-		return fileStamp{}, false
+		return s
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileStamp{}, false
+	defer root.Close()
+	walkFiles(root, time.Now().Add(callWalkTimeout), func(p string, stat func() (*unix.Stat_t, bool)) bool {
+		st, ok := stat()
+		if !ok || st.Ctim.Nano() < s.since {
+			return true
+		}
+		s.files[p] = stampOf(st)
+		return len(s.files) < maxStamps
+	})
+	return s
+}
+
+// changed says whether the file at p, as stat shows it now, was created or changed by the
+// call. Without stamps (an execution's fresh directory) every file was.
+func (s *callStamps) changed(p string, stat func() (*unix.Stat_t, bool)) bool {
+	if s == nil {
+		return true
 	}
-	return fileStamp{ino: int64(st.Ino), size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, true
+	st, ok := stat()
+	if !ok || st.Ctim.Nano() < s.since {
+		return false
+	}
+	was, ok := s.files[p]
+	return !ok || was != stampOf(st)
 }

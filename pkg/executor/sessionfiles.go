@@ -5,8 +5,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"slices"
-	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pyexec/pyexec/pkg/api"
 )
@@ -18,18 +19,27 @@ var (
 )
 
 // Files lists the regular files below the session's working directory, sorted by path, at
-// most api.MaxSessionFiles of them; truncated says there were more. Symlinks are neither
-// followed nor listed. It takes no lock: it works while a call runs, whose code may change
-// the files meanwhile. The error is ErrSessionEnded once the session has ended.
-func (ss *LocalSession) Files() (files []api.SessionFile, truncated bool, err error) {
+// most api.MaxSessionFiles of them, within api.SessionFilesWalkTimeout (see listFiles).
+// Symlinks are neither followed nor listed. It takes no lock of the session: it works while a
+// call runs, whose code may change the files meanwhile. Listings of the executor's sessions
+// walk maxConcurrentListings at a time; the others wait, within the same time bound. The error
+// is ErrSessionEnded once the session has ended.
+func (ss *LocalSession) Files() (api.SessionFiles, error) {
 	if ss.ended.Load() {
-		return nil, false, ErrSessionEnded
+		return api.SessionFiles{}, ErrSessionEnded
 	}
-	files, truncated = listFiles(ss.work, api.MaxSessionFiles)
+	deadline := time.Now().Add(api.SessionFilesWalkTimeout)
+	var l api.SessionFiles
+	if release, ok := ss.spawn.listing(deadline); ok {
+		l = listFiles(ss.work, api.MaxSessionFiles, deadline)
+		release()
+	} else {
+		l = api.SessionFiles{Files: []api.SessionFile{}, Truncated: true, Partial: true}
+	}
 	if ss.ended.Load() { // closed meanwhile: its directory is being removed
-		return nil, false, ErrSessionEnded
+		return api.SessionFiles{}, ErrSessionEnded
 	}
-	return files, truncated, nil
+	return l, nil
 }
 
 // ReadFile reads the regular file at p ("/"-separated, relative to the session's working
@@ -77,32 +87,63 @@ func dirsOnTheWay(root *os.Root, p string) bool {
 	return true
 }
 
-// listFiles returns the regular files below work, sorted by path, at most max of them;
-// truncated says there were more. The walk goes through os.Root and does not follow
-// symlinks; it holds at most 2*max entries however many files there are.
-func listFiles(work string, max int) (files []api.SessionFile, truncated bool) {
-	files = []api.SessionFile{}
+// listFiles returns the regular files below work, sorted by path, at most max of them, and
+// how many there are; it stops walking at deadline (Partial). It holds at most 2*max entries
+// however many files there are (see walkFiles and firstSorted).
+func listFiles(work string, max int, deadline time.Time) api.SessionFiles {
+	l := api.SessionFiles{Files: []api.SessionFile{}}
 	root, err := os.OpenRoot(work)
 	if err != nil {
-		return files, false
+		return l
 	}
 	defer root.Close()
-	keepFirst := func() {
-		slices.SortFunc(files, func(a, b api.SessionFile) int { return strings.Compare(a.Path, b.Path) })
-		if len(files) > max {
-			files, truncated = files[:max], true
+	first := newFirstSorted(max, func(f api.SessionFile) string { return f.Path })
+	complete := walkFiles(root, deadline, func(p string, stat func() (*unix.Stat_t, bool)) bool {
+		l.Total++
+		if !first.wants(p) {
+			first.add(api.SessionFile{Path: p}) // dropped: said in truncated
+			return true
+		}
+		if st, ok := stat(); ok {
+			first.add(api.SessionFile{Path: p, Size: st.Size, ModifiedAt: time.Unix(st.Mtim.Unix()).UTC()})
+		}
+		return true
+	})
+	files, dropped := first.result()
+	kept := fitPaths(files, maxListingPathBytes)
+	l.Files = append(l.Files, files[:kept]...)
+	l.Truncated, l.Partial = dropped || kept < len(files) || !complete, !complete
+	return l
+}
+
+// maxListingPathBytes bounds the paths of one listing, so that its frame from the runner stays
+// within the slack runner.MaxFrameFor leaves (each byte escaped in JSON at most 6 bytes): a
+// thousand paths of 128 bytes on average fit.
+const maxListingPathBytes = 128 << 10
+
+// fitPaths returns how many of files, from the first, have paths of at most max bytes in all.
+func fitPaths(files []api.SessionFile, max int) int {
+	for i, f := range files {
+		if max -= len(f.Path); max < 0 {
+			return i
 		}
 	}
-	walkFiles(root, func(p string, d fs.DirEntry) {
-		fi, err := d.Info() // lstat: the file may have changed since it was listed
-		if err != nil || !fi.Mode().IsRegular() {
-			return
-		}
-		files = append(files, api.SessionFile{Path: p, Size: fi.Size(), ModifiedAt: fi.ModTime().UTC()})
-		if len(files) > 2*max {
-			keepFirst()
-		}
-	})
-	keepFirst()
-	return files, truncated
+	return len(files)
+}
+
+// maxConcurrentListings is how many listings of session files walk at once in one executor:
+// each holds a bounded part of what it finds, and so they all do together.
+const maxConcurrentListings = 2
+
+// listing waits until fewer than maxConcurrentListings listings walk, or until deadline: ok
+// says it may walk, and then release ends its turn.
+func (s *Spawn) listing(deadline time.Time) (release func(), ok bool) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case s.listings <- struct{}{}:
+		return func() { <-s.listings }, true
+	case <-t.C:
+		return nil, false
+	}
 }

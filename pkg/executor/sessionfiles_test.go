@@ -3,9 +3,11 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,9 +23,9 @@ func TestSessionFilesAndReadFile(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			ss := newSession(t, st, SessionRequest{ID: "s", Files: []File{{Path: "in/put.txt", Data: []byte("input")}}})
-			files, truncated, err := ss.Files()
-			if err != nil || truncated || len(files) != 1 || files[0].Path != "in/put.txt" || files[0].Size != 5 {
-				t.Fatalf("before any call: %+v %v %v", files, truncated, err)
+			l, err := ss.Files()
+			if err != nil || l.Truncated || l.Partial || l.Total != 1 || len(l.Files) != 1 || l.Files[0].Path != "in/put.txt" || l.Files[0].Size != 5 {
+				t.Fatalf("before any call: %+v %v", l, err)
 			}
 			done := make(chan api.ExecuteResult, 1)
 			go func() {
@@ -52,9 +54,9 @@ time.sleep(60)`}, nil)
 				_, err := ss.ReadFile("fifo", 1)
 				return errors.Is(err, ErrFileNotFound) && fileExists(ss, "fifo")
 			})
-			files, truncated, err = ss.Files()
-			if err != nil || truncated || len(files) != 2 || files[0].Path != "in/put.txt" || files[1].Path != "out/during.txt" || files[1].Size != 6 {
-				t.Fatalf("while the call runs: %+v %v %v", files, truncated, err)
+			l, err = ss.Files()
+			if files := l.Files; err != nil || l.Truncated || l.Total != 2 || len(files) != 2 || files[0].Path != "in/put.txt" || files[1].Path != "out/during.txt" || files[1].Size != 6 {
+				t.Fatalf("while the call runs: %+v %v", l, err)
 			}
 			for _, p := range []string{"nope", "out", ".", "passwd", "inlink/put.txt", "in/put.txt/x", "fifo", "../s", "/etc/passwd", ""} {
 				if data, err := ss.ReadFile(p, 1<<20); !errors.Is(err, ErrFileNotFound) {
@@ -76,7 +78,7 @@ time.sleep(60)`}, nil)
 			if res := <-done; !res.SessionLost {
 				t.Errorf("the call in the closed session: %+v", res)
 			}
-			if _, _, err := ss.Files(); !errors.Is(err, ErrSessionEnded) {
+			if _, err := ss.Files(); !errors.Is(err, ErrSessionEnded) {
 				t.Errorf("Files after Close: %v", err)
 			}
 			if _, err := ss.ReadFile("in/put.txt", 1<<20); !errors.Is(err, ErrSessionEnded) {
@@ -138,7 +140,11 @@ func TestSessionFilesListFirstByPath(t *testing.T) {
 		{54, nil, false},
 		{1000, nil, false},
 	} {
-		files, truncated := listFiles(dir, tt.max)
+		l := listFiles(dir, tt.max, time.Time{})
+		files, truncated := l.Files, l.Truncated
+		if l.Total != 54 || l.Partial {
+			t.Errorf("max %d: total %d, partial %v; want 54 files seen, the walk complete", tt.max, l.Total, l.Partial)
+		}
 		if tt.want == nil && (len(files) != 54 || files[53].Path != "f/149") {
 			t.Errorf("max %d: %d files, the last %+v", tt.max, len(files), files[len(files)-1])
 		}
@@ -152,7 +158,49 @@ func TestSessionFilesListFirstByPath(t *testing.T) {
 			t.Errorf("max %d: %d files, truncated %v", tt.max, len(files), truncated)
 		}
 	}
-	if files, truncated := listFiles(filepath.Join(dir, "none"), 10); len(files) != 0 || files == nil || truncated {
-		t.Errorf("no work dir: %+v %v", files, truncated)
+	if l := listFiles(filepath.Join(dir, "none"), 10, time.Time{}); len(l.Files) != 0 || l.Files == nil || l.Truncated || l.Total != 0 {
+		t.Errorf("no work dir: %+v", l)
+	}
+}
+
+// A listing stops at its deadline and says so: the files are then the first by path of those
+// the walk saw, and the total counts those.
+func TestSessionFilesListStopsAtItsDeadline(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 3 * walkBatch {
+		if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := listFiles(dir, 10, time.Now().Add(-time.Second))
+	if !l.Partial || !l.Truncated || l.Total >= 3*walkBatch || len(l.Files) > 10 {
+		t.Errorf("a listing past its deadline: partial %v, truncated %v, total %d, %d files; want partial, truncated, fewer than %d seen",
+			l.Partial, l.Truncated, l.Total, len(l.Files), 3*walkBatch)
+	}
+	if l := listFiles(dir, 10, time.Now().Add(time.Minute)); l.Partial || !l.Truncated || l.Total != 3*walkBatch || len(l.Files) != 10 || l.Files[0].Path != "0" {
+		t.Errorf("a listing within its deadline: %+v", l)
+	}
+}
+
+// The paths of one listing are bounded in bytes, so that its frame from the runner is too.
+func TestSessionFilesListBoundsItsPathBytes(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("d", 200)
+	if err := os.MkdirAll(filepath.Join(dir, long, long), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := 2 * maxListingPathBytes / (2*len(long) + 10)
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(dir, long, long, fmt.Sprintf("%08d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := listFiles(dir, n, time.Time{})
+	bytes := 0
+	for _, f := range l.Files {
+		bytes += len(f.Path)
+	}
+	if !l.Truncated || l.Total != n || len(l.Files) == 0 || bytes > maxListingPathBytes || len(l.Files) >= n {
+		t.Errorf("%d files of %d listed, %d bytes of paths (at most %d), truncated %v", len(l.Files), l.Total, bytes, maxListingPathBytes, l.Truncated)
 	}
 }

@@ -75,6 +75,8 @@ type Spawn struct {
 	// trees are the executions' and sessions' process trees, which watchdog watches.
 	trees    *trees
 	watchdog *memoryWatchdog
+	// listings holds a token per listing of session files that walks (see listing).
+	listings chan struct{}
 }
 
 // NewSpawn checks the config and creates the work directory.
@@ -92,7 +94,8 @@ func NewSpawn(cfg SpawnConfig) (*Spawn, error) {
 		return nil, fmt.Errorf("spawn executor: watching %s: %w", cfg.ShmDir, err)
 	}
 	ts := newTrees()
-	return &Spawn{cfg: cfg, shm: shm, trees: ts, watchdog: watchMemory(cfg.Memory, cfg.MemoryHighWater, ts, cfg.Log)}, nil
+	return &Spawn{cfg: cfg, shm: shm, trees: ts, watchdog: watchMemory(cfg.Memory, cfg.MemoryHighWater, ts, cfg.Log),
+		listings: make(chan struct{}, maxConcurrentListings)}, nil
 }
 
 // Mode implements the server's mode report.

@@ -553,12 +553,12 @@ func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, rerr)
 		return
 	}
-	files, truncated, err := e.ss.Files()
+	l, err := e.ss.Files()
 	if err != nil { // ErrSessionEnded: closed since the lookup
 		s.writeRequestError(w, r, s.sessions.notFound(e.id))
 		return
 	}
-	writeJSON(w, http.StatusOK, api.SessionFiles{Files: files, Truncated: truncated})
+	writeJSON(w, http.StatusOK, l)
 }
 
 // handleSessionFile serves GET /v1/sessions/{id}/files/{path...}: the bytes of one regular

@@ -1,0 +1,69 @@
+package executor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// firstSorted keeps the first max by key, however many it is given, and says when it dropped
+// some.
+func TestFirstSortedKeepsTheFirst(t *testing.T) {
+	for _, tt := range []struct {
+		max, n  int
+		dropped bool
+	}{{0, 0, false}, {0, 3, true}, {3, 3, false}, {3, 4, true}, {5, 1000, true}, {1000, 999, false}} {
+		f := newFirstSorted(tt.max, func(s string) string { return s })
+		for i := range tt.n {
+			f.add(fmt.Sprintf("%05d", (i*7919)%tt.n)) // every number below n once, shuffled
+			if len(f.items) > 2*tt.max {
+				t.Fatalf("max %d: holds %d", tt.max, len(f.items))
+			}
+		}
+		got, dropped := f.result()
+		if len(got) != min(tt.max, tt.n) || dropped != tt.dropped {
+			t.Errorf("max %d of %d: %d kept, dropped %v", tt.max, tt.n, len(got), dropped)
+			continue
+		}
+		for i, s := range got {
+			if s != fmt.Sprintf("%05d", i) {
+				t.Errorf("max %d of %d: %v", tt.max, tt.n, got)
+				break
+			}
+		}
+	}
+}
+
+// A session's call stamps only the files changed just before it, however many files the
+// session holds, and still tells what the call changed: a file older than stampWindow that it
+// rewrote, a file it made; not the recent file it left alone.
+func TestCallStampsHoldOnlyRecentFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(p, data string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 100 {
+		write(fmt.Sprintf("old%03d.txt", i), "old")
+	}
+	time.Sleep(stampWindow + 100*time.Millisecond) // a loaded machine only makes them older
+	write("recent.txt", "recent")
+	s := stampFiles(dir)
+	if _, ok := s.files["recent.txt"]; len(s.files) != 1 || !ok {
+		t.Fatalf("stamped %d files; want recent.txt alone", len(s.files))
+	}
+	write("old007.txt", "rewritten")
+	write("new.txt", "new")
+	got, truncated := collectFilesSince(dir, s, 1<<20, 10, 1<<20)
+	var paths []string
+	for _, f := range got {
+		paths = append(paths, f.Path)
+	}
+	if fmt.Sprint(paths) != "[new.txt old007.txt]" || truncated {
+		t.Errorf("the call changed %v, truncated %v; want [new.txt old007.txt]", paths, truncated)
+	}
+}
