@@ -15,7 +15,9 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -99,13 +101,18 @@ func New(backend Backend, opts Options) *mcp.Server {
 		URITemplate: FileURITemplate,
 		Description: "A file in a session's working directory, such as a CSV or a PNG the code wrote.",
 	}, t.readFile)
-	// resources/list names the files of every open session, read from the sidecar each time.
+	// resources/list names the files of every open session, read from the sidecar each time,
+	// a session per page.
 	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			if method != "resources/list" {
 				return next(ctx, method, req)
 			}
-			return t.listFiles(ctx)
+			var cursor string
+			if p, ok := req.GetParams().(*mcp.ListResourcesParams); ok && p != nil {
+				cursor = p.Cursor
+			}
+			return t.listFiles(ctx, cursor)
 		}
 	})
 	return s
@@ -323,17 +330,30 @@ func parseFileURI(uri string) (id, p string, ok bool) {
 	return id, p, true
 }
 
-// listFiles answers resources/list: every file of every open session.
-func (t *tools) listFiles(ctx context.Context) (*mcp.ListResourcesResult, error) {
+// listFiles answers resources/list, one page per session that has files: the files of the
+// first such session from cursor on, as GET /v1/sessions/{id}/files lists them (at most
+// api.MaxSessionFiles, within its time bound), and nextCursor names the session after it. So a
+// page costs one bounded listing however many sessions and files there are. A page whose
+// listing left files out says so in its _meta (truncated, total_files); those files are still
+// read by their URI.
+func (t *tools) listFiles(ctx context.Context, cursor string) (*mcp.ListResourcesResult, error) {
 	list, err := t.b.Sessions(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
-	for _, s := range list.Sessions {
+	from, err := parseCursor(cursor)
+	if err != nil {
+		return nil, err
+	}
+	sessions := list.Sessions
+	for len(sessions) > 0 && before(sessions[0], from) {
+		sessions = sessions[1:]
+	}
+	for i, s := range sessions {
 		files, err := t.b.SessionFiles(ctx, s.ID)
-		if err != nil {
-			continue // it ended meanwhile
+		if err != nil || len(files.Files) == 0 {
+			continue // it ended meanwhile, or has no files
 		}
 		for _, f := range files.Files {
 			out.Resources = append(out.Resources, &mcp.Resource{
@@ -341,8 +361,56 @@ func (t *tools) listFiles(ctx context.Context) (*mcp.ListResourcesResult, error)
 				MIMEType: mimeType(f.Path), Size: f.Size,
 			})
 		}
+		if files.Truncated {
+			out.Meta = mcp.Meta{"truncated": true, "total_files": files.Total, "session_id": s.ID}
+		}
+		if i+1 < len(sessions) {
+			out.NextCursor = cursorOf(sessions[i+1])
+		}
+		break
 	}
 	return out, nil
+}
+
+// A cursor of resources/list names the session a page starts from by its creation time and
+// id: GET /v1/sessions lists sessions oldest first, so a page goes on from where the last one
+// stopped even when sessions were closed or created meanwhile.
+type pageCursor struct {
+	created time.Time
+	id      string
+}
+
+func cursorOf(s api.Session) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(s.CreatedAt.UTC().Format(time.RFC3339Nano) + " " + s.ID))
+}
+
+// parseCursor reads a cursor of cursorOf; the empty cursor starts from the first session.
+func parseCursor(cursor string) (pageCursor, error) {
+	if cursor == "" {
+		return pageCursor{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	created, id, ok := strings.Cut(string(b), " ")
+	var c pageCursor
+	if err == nil && ok {
+		c.created, err = time.Parse(time.RFC3339Nano, created)
+		c.id = id
+	}
+	if err != nil || !ok || c.id == "" {
+		return pageCursor{}, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "invalid cursor: pass the nextCursor of the last resources/list, or none to start over"}
+	}
+	return c, nil
+}
+
+// before says s comes before the session the cursor names, in the order of GET /v1/sessions.
+func before(s api.Session, c pageCursor) bool {
+	if c.id == "" {
+		return false
+	}
+	if !s.CreatedAt.Equal(c.created) {
+		return s.CreatedAt.Before(c.created)
+	}
+	return s.ID < c.id
 }
 
 func (t *tools) readFile(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {

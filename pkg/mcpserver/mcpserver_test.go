@@ -1,11 +1,15 @@
 package mcpserver
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/pyexec/pyexec/pkg/api"
@@ -89,5 +93,83 @@ func TestDescribe(t *testing.T) {
 	}
 	if got := describe(errors.New("plain")); got != "plain" {
 		t.Errorf("a plain error: %q", got)
+	}
+}
+
+// fakeFiles is a backend of sessions and their files; nothing else of it is called.
+type fakeFiles struct {
+	Backend
+	sessions []api.Session
+	files    map[string]api.SessionFiles
+	listed   int
+}
+
+func (f *fakeFiles) Sessions(context.Context) (*api.SessionList, error) {
+	return &api.SessionList{Sessions: f.sessions}, nil
+}
+
+func (f *fakeFiles) SessionFiles(_ context.Context, id string) (*api.SessionFiles, error) {
+	f.listed++
+	l, ok := f.files[id]
+	if !ok {
+		return nil, &client.APIError{Status: 404, Code: api.ErrCodeSessionNotFound}
+	}
+	return &l, nil
+}
+
+// resources/list pages a session at a time, skips sessions without files, says when a
+// session's listing was truncated, and goes on from its cursor when the session it names was
+// closed meanwhile.
+func TestListFilesPagesASessionAtATime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	files := func(total int, paths ...string) api.SessionFiles {
+		l := api.SessionFiles{Total: total, Truncated: total > len(paths)}
+		for _, p := range paths {
+			l.Files = append(l.Files, api.SessionFile{Path: p, Size: 1})
+		}
+		return l
+	}
+	f := &fakeFiles{
+		sessions: []api.Session{{ID: "s1", CreatedAt: t0}, {ID: "s2", CreatedAt: t0.Add(time.Second)}, {ID: "s3", CreatedAt: t0.Add(2 * time.Second)}, {ID: "s4", CreatedAt: t0.Add(3 * time.Second)}},
+		files:    map[string]api.SessionFiles{"s1": files(2, "a", "b"), "s2": files(0), "s3": files(5000, "x", "y", "z"), "s4": files(1, "only")},
+	}
+	tl := &tools{b: f}
+	page := func(cursor string) *mcp.ListResourcesResult {
+		t.Helper()
+		r, err := tl.listFiles(context.Background(), cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	names := func(r *mcp.ListResourcesResult) string {
+		var n []string
+		for _, res := range r.Resources {
+			n = append(n, res.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	p1 := page("")
+	if names(p1) != "a,b" || p1.NextCursor == "" || p1.Meta != nil || f.listed != 1 {
+		t.Fatalf("page 1: %q, next %q, meta %v, %d listings", names(p1), p1.NextCursor, p1.Meta, f.listed)
+	}
+	p2 := page(p1.NextCursor)
+	if names(p2) != "x,y,z" || p2.NextCursor == "" || p2.Meta["truncated"] != true || p2.Meta["total_files"] != 5000 {
+		t.Fatalf("page 2: %q, next %q, meta %v", names(p2), p2.NextCursor, p2.Meta)
+	}
+	p3 := page(p2.NextCursor)
+	if names(p3) != "only" || p3.NextCursor != "" {
+		t.Fatalf("page 3: %q, next %q", names(p3), p3.NextCursor)
+	}
+	// s2, which page 2 was to start from, is closed: page 2 starts at s3 all the same.
+	f.sessions = slices.Delete(f.sessions, 1, 2)
+	if p := page(p1.NextCursor); names(p) != "x,y,z" {
+		t.Errorf("page 2 after its session closed: %q", names(p))
+	}
+	for _, bad := range []string{"nope", base64.RawURLEncoding.EncodeToString([]byte("yesterday s1"))} {
+		var wire *jsonrpc.Error
+		if _, err := tl.listFiles(context.Background(), bad); !errors.As(err, &wire) || wire.Code != jsonrpc.CodeInvalidParams {
+			t.Errorf("cursor %q: %v; want invalid params", bad, err)
+		}
 	}
 }
