@@ -67,3 +67,26 @@ func TestCallStampsHoldOnlyRecentFiles(t *testing.T) {
 		t.Errorf("the call changed %v, truncated %v; want [new.txt old007.txt]", paths, truncated)
 	}
 }
+
+// Listings walk maxConcurrentListings at a time; one more waits, and past its deadline it does
+// not walk at all.
+func TestListingsWalkAFewAtATime(t *testing.T) {
+	s := &Spawn{listings: make(chan struct{}, maxConcurrentListings)}
+	var releases []func()
+	for i := range maxConcurrentListings {
+		release, ok := s.listing(time.Now().Add(time.Minute))
+		if !ok {
+			t.Fatalf("listing %d of %d may not walk", i+1, maxConcurrentListings)
+		}
+		releases = append(releases, release)
+	}
+	if _, ok := s.listing(time.Now().Add(50 * time.Millisecond)); ok {
+		t.Fatalf("listing %d walks beside %d others", maxConcurrentListings+1, maxConcurrentListings)
+	}
+	releases[0]()
+	if release, ok := s.listing(time.Now().Add(time.Minute)); !ok {
+		t.Fatal("a listing may not walk once one ended")
+	} else {
+		release()
+	}
+}
