@@ -114,15 +114,21 @@ func checkGivenDir(root, dir string) error {
 }
 
 // EmptyDir removes everything in dir, also where the code took away the permissions of what it
-// made, and leaves dir itself.
+// made, and leaves dir itself. It reads dir walkBatch names at a time, so that a directory of
+// very many files is never held whole: an entry removed meanwhile does not hide the others.
 func EmptyDir(dir string) {
 	f, err := os.Open(dir)
 	if err != nil {
 		return
 	}
-	names, _ := f.Readdirnames(-1)
-	f.Close()
-	for _, name := range names {
-		removeAll(filepath.Join(dir, name))
+	defer f.Close()
+	for {
+		names, err := f.Readdirnames(walkBatch)
+		for _, name := range names {
+			removeAll(filepath.Join(dir, name))
+		}
+		if err != nil { // io.EOF at the end
+			return
+		}
 	}
 }

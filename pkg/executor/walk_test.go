@@ -90,3 +90,20 @@ func TestListingsWalkAFewAtATime(t *testing.T) {
 		release()
 	}
 }
+
+// EmptyDir removes every entry, however many, read a batch at a time while it removes them.
+func TestEmptyDirRemovesEveryEntry(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 5*walkBatch + 7 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "d", "e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	EmptyDir(dir)
+	if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
+		t.Errorf("%d entries left, %v", len(names), err)
+	}
+}
