@@ -20,6 +20,9 @@ const (
 	// 30 s after which pkg/client closes its own idle connections, so the client closes first
 	// and never sends a request on a connection that the server is closing.
 	SocketIdleTimeout = 60 * time.Second
+	// SocketMaxHeaderBytes bounds a request's headers (net/http adds 4 KiB of slack): more
+	// gets 431. An app sends a few hundred bytes; an MCP client's token fits many times over.
+	SocketMaxHeaderBytes = 64 << 10
 )
 
 // errNotServing fails readiness while the socket's Serve is not running.
@@ -37,7 +40,8 @@ type SocketConfig struct {
 //     (Limits.MaxConnectionsPerUID); one over a cap is closed at once and logged once per
 //     burst;
 //   - a client that sends its headers too slowly, or a connection left idle, is closed
-//     (SocketReadHeaderTimeout, SocketIdleTimeout);
+//     (SocketReadHeaderTimeout, SocketIdleTimeout), and so is one whose body does not arrive
+//     in time (BodyTimeout, then BodyMinRate); headers are capped (SocketMaxHeaderBytes);
 //   - each readiness check (Server.Ready, /readyz) compares the file at the path with the one
 //     bind created: a socket file removed, or replaced by a stale socket, is re-created with
 //     Listen's checks, so the server serves again; one that another server listens on is
@@ -76,10 +80,11 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 		k.dirMode = fi.Mode().Perm()
 	}
 	k.hs = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           withBodyDeadline(s.Handler(), BodyTimeout, BodyMinRate),
 		ConnContext:       ConnContext,
 		ReadHeaderTimeout: SocketReadHeaderTimeout,
 		IdleTimeout:       SocketIdleTimeout,
+		MaxHeaderBytes:    SocketMaxHeaderBytes,
 	}
 	s.addReadyCheck("socket", k.check)
 	return k, nil

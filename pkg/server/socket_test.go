@@ -201,7 +201,7 @@ func TestConnLimiterCaps(t *testing.T) {
 	cl := newConnLimiter(5, 2, logs.New(buf, logs.Options{Format: logs.FormatJSON}), newMetrics(reg))
 	var releases []func()
 	admit := func(uid int) bool {
-		release, ok := cl.admit(peerCred{uid: uid, pid: 1})
+		release, ok := cl.admit(uidPeer(uid), "uid", uid, "pid", 1)
 		if ok {
 			releases = append(releases, release)
 		}
@@ -211,7 +211,7 @@ func TestConnLimiterCaps(t *testing.T) {
 	if want := "true true false true true true false false"; got != want {
 		t.Fatalf("admitted %s, want %s", got, want)
 	}
-	if open, ofUID := cl.counts(1); open != 5 || ofUID != 2 {
+	if open, ofUID := cl.counts(uidPeer(1)); open != 5 || ofUID != 2 {
 		t.Errorf("open %d, of uid 1 %d; want 5, 2", open, ofUID)
 	}
 	releases[0]() // one of uid 1
