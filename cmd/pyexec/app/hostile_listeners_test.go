@@ -30,10 +30,46 @@ const (
 func TestHostileListeners(t *testing.T) {
 	// On every address: a genuine client comes from this machine's own, non-loopback address
 	// while the flood comes from loopback.
-	s := podSidecar(t, podOptions{}, "--probe-addr", "0.0.0.0:0",
+	s := podSidecar(t, podOptions{}, "--probe-addr", "0.0.0.0:0", "--max-concurrent", "1",
 		"--probe-max-connections", strconv.Itoa(listenersProbeMax), "--probe-max-connections-per-ip", strconv.Itoa(listenersProbeMaxPerIP))
 	t.Run("probe connection flood", func(t *testing.T) { probeFlood(t, s) })
 	t.Run("trickled body", func(t *testing.T) { trickledBodies(t, s) })
+	t.Run("mcp hang-up", func(t *testing.T) { mcpHangUp(t, s) })
+}
+
+// mcpHangUp calls run_python over /mcp with code that sleeps for 300 s, and hangs up once it
+// runs. The execution ends soon after (its log line, pyexec_executions_in_flight), and a
+// genuine call gets the one execution slot (--max-concurrent 1).
+func mcpHangUp(t *testing.T, s *sidecar) {
+	before := len(s.logs("execution finished"))
+	c, err := net.Dial("unix", s.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_python","arguments":{"code":"import time\ntime.sleep(300)","timeout_seconds":300}}}`
+	fmt.Fprintf(c, "POST /mcp HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n%s", len(call), call)
+	for deadline := time.Now().Add(30 * time.Second); metric(t, s, "pyexec_executions_in_flight") != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the call over /mcp is not running after 30 s: %s", s.allLogs())
+		}
+	}
+	hungUp := time.Now()
+	c.Close()
+	for deadline := hungUp.Add(60 * time.Second); len(s.logs("execution finished")) == before; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the execution of a client that hung up on /mcp still runs 60 s later")
+		}
+	}
+	line := s.logs("execution finished")[before]
+	t.Logf("the execution ended %v after the client hung up: reason %v, exit code %v, %v ms", time.Since(hungUp).Round(10*time.Millisecond), line["reason"], line["exitCode"], line["durationMs"])
+	if n := metric(t, s, "pyexec_executions_in_flight"); n != 0 {
+		t.Errorf("pyexec_executions_in_flight %v after the hang-up, want 0", n)
+	}
+	res, text, _ := callTool(t, connectMCP(t, mcpTransports(t, s)["http"]()), "run_python", map[string]any{"code": "print(6 * 7)"})
+	if res.IsError || !strings.Contains(text, "42") {
+		t.Fatalf("a genuine run_python after the hang-up: %q", text)
+	}
 }
 
 // trickleBound is how long a trickled body may hold its connection in these tests: the body
@@ -240,7 +276,7 @@ func ownAddress(t *testing.T) string {
 // clientFrom is an HTTP client whose connections come from the address ip.
 func clientFrom(ip string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
 }
 
 // probeGet asks the probe port at ip:port for path; code 0 when no answer came.
