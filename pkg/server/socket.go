@@ -94,15 +94,16 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 // as it is) when they changed: code running as the server's uid owns both and may chmod them
 // (Landlock does not govern permissions), which would shut every client out.
 func (k *Socket) restoreMode(path string, mode os.FileMode) error {
+	const reason = "its permissions or its directory's changed and cannot be put back"
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+		return notReady(reason, fmt.Errorf("socket: %w", err))
 	}
 	if mode == 0 || fi.Mode().Perm() == mode {
 		return nil
 	}
 	if err := os.Chmod(path, mode); err != nil {
-		return fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", path, fi.Mode().Perm(), mode, err)
+		return notReady(reason, fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", path, fi.Mode().Perm(), mode, err))
 	}
 	k.srv.log.Info("permissions restored", "path", path, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "mode", fmt.Sprintf("%#o", mode))
 	return nil
@@ -160,11 +161,15 @@ func (k *Socket) check() error {
 	draining := k.srv.draining
 	k.srv.mu.Unlock()
 	if draining {
-		return lost // shutting down: no new socket
+		return notReady("removed or replaced while draining", lost) // shutting down: no new socket
 	}
 	nl, err := Listen(k.cfg.Path, k.cfg.Mode, k.cfg.GID)
 	if err != nil {
-		return fmt.Errorf("%w; not re-created: %w", lost, err)
+		reason := "removed or replaced, and it cannot be re-created"
+		if errors.Is(err, ErrSocketInUse) {
+			reason = "replaced, and another server listens on its path"
+		}
+		return notReady(reason, fmt.Errorf("%w; not re-created: %w", lost, err))
 	}
 	cl := nl.(*credListener)
 	cl.conns = k.conns // connections of the old listener still hold their places
