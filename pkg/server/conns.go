@@ -184,3 +184,12 @@ func (c *limitedConn) Close() error {
 	c.closed.Do(c.release)
 	return err
 }
+
+// CloseWrite shuts down the writing side, as net/http does before it closes a connection after
+// an error answer (so that the client reads the answer rather than a reset).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

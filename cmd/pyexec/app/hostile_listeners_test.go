@@ -202,6 +202,9 @@ func probeFlood(t *testing.T, s *sidecar) {
 	if answered+closed != flood {
 		t.Errorf("%d connections neither answered nor closed within 30 s", flood-answered-closed)
 	}
+	if lines := s.logs("connections refused"); len(lines) != 1 || lines[0]["listener"] != "probe" || lines[0]["reason"] != "max_connections_per_ip" {
+		t.Errorf("log lines about refused connections %v; want one for the burst, naming the probe port and the cap", lines)
+	}
 
 	if ip := ownAddress(t); ip != "" {
 		other := clientFrom(ip)
