@@ -30,7 +30,7 @@ const (
 func TestHostileListeners(t *testing.T) {
 	// On every address: a genuine client comes from this machine's own, non-loopback address
 	// while the flood comes from loopback.
-	s := podSidecar(t, podOptions{}, "--probe-addr", "0.0.0.0:0", "--max-concurrent", "1",
+	s := podSidecar(t, podOptions{}, "--probe-addr", "0.0.0.0:0", "--max-concurrent", "1", "--log-code",
 		"--probe-max-connections", strconv.Itoa(listenersProbeMax), "--probe-max-connections-per-ip", strconv.Itoa(listenersProbeMaxPerIP))
 	t.Run("probe connection flood", func(t *testing.T) { probeFlood(t, s) })
 	t.Run("trickled body", func(t *testing.T) { trickledBodies(t, s) })
@@ -38,16 +38,40 @@ func TestHostileListeners(t *testing.T) {
 }
 
 // mcpHangUp calls run_python over /mcp with code that sleeps for 300 s, and hangs up once it
-// runs. The execution ends soon after (its log line, pyexec_executions_in_flight), and a
-// genuine call gets the one execution slot (--max-concurrent 1).
+// runs: as an execution, then as a call in a session. Each ends soon after (its log line,
+// pyexec_executions_in_flight), the session lives on (the call is interrupted, as at its time
+// limit), and a genuine call gets the one execution slot (--max-concurrent 1).
 func mcpHangUp(t *testing.T, s *sidecar) {
-	before := len(s.logs("execution finished"))
+	cs := connectMCP(t, mcpTransports(t, s)["http"]())
+	hangUpOnMCP(t, s, `"code":"import time\ntime.sleep(300)","timeout_seconds":300`)
+	_, _, created := callTool(t, cs, "create_session", map[string]any{})
+	id, _ := created["session_id"].(string)
+	if id == "" {
+		t.Fatalf("create_session: %v", created)
+	}
+	callTool(t, cs, "run_python", map[string]any{"session_id": id, "code": "x = 41"})
+	hangUpOnMCP(t, s, `"session_id":"`+id+`","code":"import time\ntime.sleep(300)","timeout_seconds":300`)
+	res, text, _ := callTool(t, cs, "run_python", map[string]any{"session_id": id, "code": "x + 1"})
+	if res.IsError || !strings.Contains(text, "42") {
+		t.Fatalf("the session after its call's client hung up: %q", text)
+	}
+	res, text, _ = callTool(t, cs, "run_python", map[string]any{"code": "print(6 * 7)"})
+	if res.IsError || !strings.Contains(text, "42") {
+		t.Fatalf("a genuine run_python after the hang-ups: %q", text)
+	}
+}
+
+// hangUpOnMCP calls run_python with args (JSON members) on a connection of its own, hangs up
+// once the execution runs, and waits until it has ended.
+func hangUpOnMCP(t *testing.T, s *sidecar, args string) {
+	t.Helper()
+	before := len(sleepers(s))
 	c, err := net.Dial("unix", s.socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_python","arguments":{"code":"import time\ntime.sleep(300)","timeout_seconds":300}}}`
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_python","arguments":{` + args + `}}}`
 	fmt.Fprintf(c, "POST /mcp HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n%s", len(call), call)
 	for deadline := time.Now().Add(30 * time.Second); metric(t, s, "pyexec_executions_in_flight") != 1; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -56,19 +80,15 @@ func mcpHangUp(t *testing.T, s *sidecar) {
 	}
 	hungUp := time.Now()
 	c.Close()
-	for deadline := hungUp.Add(60 * time.Second); len(s.logs("execution finished")) == before; time.Sleep(50 * time.Millisecond) {
+	for deadline := hungUp.Add(60 * time.Second); len(sleepers(s)) == before; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the execution of a client that hung up on /mcp still runs 60 s later")
 		}
 	}
-	line := s.logs("execution finished")[before]
-	t.Logf("the execution ended %v after the client hung up: reason %v, exit code %v, %v ms", time.Since(hungUp).Round(10*time.Millisecond), line["reason"], line["exitCode"], line["durationMs"])
+	line := sleepers(s)[before]
+	t.Logf("%s: the execution ended %v after the client hung up: reason %v, exit code %v, %v ms", args, time.Since(hungUp).Round(10*time.Millisecond), line["reason"], line["exitCode"], line["durationMs"])
 	if n := metric(t, s, "pyexec_executions_in_flight"); n != 0 {
 		t.Errorf("pyexec_executions_in_flight %v after the hang-up, want 0", n)
-	}
-	res, text, _ := callTool(t, connectMCP(t, mcpTransports(t, s)["http"]()), "run_python", map[string]any{"code": "print(6 * 7)"})
-	if res.IsError || !strings.Contains(text, "42") {
-		t.Fatalf("a genuine run_python after the hang-up: %q", text)
 	}
 }
 
@@ -237,6 +257,17 @@ func probeFlood(t *testing.T, s *sidecar) {
 	if code != http.StatusOK {
 		t.Errorf("a genuine /healthz from loopback after the flood: %d %q", code, body)
 	}
+}
+
+// sleepers are the log lines of the executions that ran the code of hangUpOnMCP (--log-code).
+func sleepers(s *sidecar) []map[string]any {
+	var out []map[string]any
+	for _, l := range s.logs("execution finished") {
+		if code, _ := l["code"].(string); strings.Contains(code, "time.sleep(300)") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // serverMemory reads VmRSS and VmHWM (KiB) of pid.
