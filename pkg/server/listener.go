@@ -217,7 +217,7 @@ func (cl *credListener) Accept() (net.Conn, error) {
 			cc.cred = peerCred{uid: -1, gid: -1, pid: -1}
 		}
 		if cl.conns != nil {
-			release, admitted := cl.conns.admit(cc.cred)
+			release, admitted := cl.conns.admit(uidPeer(cc.cred.uid), "uid", cc.cred.uid, "pid", cc.cred.pid)
 			if !admitted {
 				c.Close()
 				continue

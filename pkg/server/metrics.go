@@ -23,6 +23,9 @@ type metrics struct {
 	connsOpen    prometheus.Gauge
 	connsRefused *prometheus.CounterVec
 
+	probeConnsOpen    prometheus.Gauge
+	probeConnsRefused *prometheus.CounterVec
+
 	sessionsOpen    prometheus.Gauge
 	sessionsCreated prometheus.Counter
 	sessionsEnded   *prometheus.CounterVec
@@ -64,6 +67,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pyexec_connections_refused_total",
 			Help: "Connections to the API socket closed at once because a cap was reached, by cap (max_connections, max_connections_per_uid).",
 		}, []string{"reason"}),
+		probeConnsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_probe_connections_open",
+			Help: "Connections open on the probe port.",
+		}),
+		probeConnsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_probe_connections_refused_total",
+			Help: "Connections to the probe port closed at once because a cap was reached, by cap (max_connections, max_connections_per_ip).",
+		}, []string{"reason"}),
 		sessionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pyexec_sessions_open",
 			Help: "Sessions open now.",
@@ -87,11 +98,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{refusedMaxConnections, refusedMaxConnectionsPerUID} {
 		m.connsRefused.WithLabelValues(r)
 	}
+	for _, r := range []string{refusedMaxConnections, refusedMaxConnectionsPerIP} {
+		m.probeConnsRefused.WithLabelValues(r)
+	}
 	for _, r := range []string{sessionDeleted, sessionIdle, sessionLost, sessionExited, sessionDrain, sessionMemory} {
 		m.sessionsEnded.WithLabelValues(r)
 	}
 	if reg != nil {
 		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready, m.connsOpen, m.connsRefused,
+			m.probeConnsOpen, m.probeConnsRefused,
 			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded)
 	}
 	return m

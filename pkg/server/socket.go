@@ -20,6 +20,9 @@ const (
 	// 30 s after which pkg/client closes its own idle connections, so the client closes first
 	// and never sends a request on a connection that the server is closing.
 	SocketIdleTimeout = 60 * time.Second
+	// SocketMaxHeaderBytes bounds a request's headers (net/http adds 4 KiB of slack): more
+	// gets 431. An app sends a few hundred bytes; an MCP client's token fits many times over.
+	SocketMaxHeaderBytes = 64 << 10
 )
 
 // errNotServing fails readiness while the socket's Serve is not running.
@@ -37,7 +40,8 @@ type SocketConfig struct {
 //     (Limits.MaxConnectionsPerUID); one over a cap is closed at once and logged once per
 //     burst;
 //   - a client that sends its headers too slowly, or a connection left idle, is closed
-//     (SocketReadHeaderTimeout, SocketIdleTimeout);
+//     (SocketReadHeaderTimeout, SocketIdleTimeout), and so is one whose body does not arrive
+//     in time (BodyTimeout, then BodyMinRate); headers are capped (SocketMaxHeaderBytes);
 //   - each readiness check (Server.Ready, /readyz) compares the file at the path with the one
 //     bind created: a socket file removed, or replaced by a stale socket, is re-created with
 //     Listen's checks, so the server serves again; one that another server listens on is
@@ -76,10 +80,11 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 		k.dirMode = fi.Mode().Perm()
 	}
 	k.hs = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           withBodyDeadline(s.Handler(), BodyTimeout, BodyMinRate),
 		ConnContext:       ConnContext,
 		ReadHeaderTimeout: SocketReadHeaderTimeout,
 		IdleTimeout:       SocketIdleTimeout,
+		MaxHeaderBytes:    SocketMaxHeaderBytes,
 	}
 	s.addReadyCheck("socket", k.check)
 	return k, nil
@@ -89,15 +94,16 @@ func (s *Server) ListenSocket(cfg SocketConfig) (*Socket, error) {
 // as it is) when they changed: code running as the server's uid owns both and may chmod them
 // (Landlock does not govern permissions), which would shut every client out.
 func (k *Socket) restoreMode(path string, mode os.FileMode) error {
+	const reason = "its permissions or its directory's changed and cannot be put back"
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+		return notReady(reason, fmt.Errorf("socket: %w", err))
 	}
 	if mode == 0 || fi.Mode().Perm() == mode {
 		return nil
 	}
 	if err := os.Chmod(path, mode); err != nil {
-		return fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", path, fi.Mode().Perm(), mode, err)
+		return notReady(reason, fmt.Errorf("socket: %s has mode %#o, and it cannot be put back to %#o: %w", path, fi.Mode().Perm(), mode, err))
 	}
 	k.srv.log.Info("permissions restored", "path", path, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "mode", fmt.Sprintf("%#o", mode))
 	return nil
@@ -155,11 +161,15 @@ func (k *Socket) check() error {
 	draining := k.srv.draining
 	k.srv.mu.Unlock()
 	if draining {
-		return lost // shutting down: no new socket
+		return notReady("removed or replaced while draining", lost) // shutting down: no new socket
 	}
 	nl, err := Listen(k.cfg.Path, k.cfg.Mode, k.cfg.GID)
 	if err != nil {
-		return fmt.Errorf("%w; not re-created: %w", lost, err)
+		reason := "removed or replaced, and it cannot be re-created"
+		if errors.Is(err, ErrSocketInUse) {
+			reason = "replaced, and another server listens on its path"
+		}
+		return notReady(reason, fmt.Errorf("%w; not re-created: %w", lost, err))
 	}
 	cl := nl.(*credListener)
 	cl.conns = k.conns // connections of the old listener still hold their places

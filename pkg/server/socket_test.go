@@ -201,7 +201,7 @@ func TestConnLimiterCaps(t *testing.T) {
 	cl := newConnLimiter(5, 2, logs.New(buf, logs.Options{Format: logs.FormatJSON}), newMetrics(reg))
 	var releases []func()
 	admit := func(uid int) bool {
-		release, ok := cl.admit(peerCred{uid: uid, pid: 1})
+		release, ok := cl.admit(uidPeer(uid), "uid", uid, "pid", 1)
 		if ok {
 			releases = append(releases, release)
 		}
@@ -211,7 +211,7 @@ func TestConnLimiterCaps(t *testing.T) {
 	if want := "true true false true true true false false"; got != want {
 		t.Fatalf("admitted %s, want %s", got, want)
 	}
-	if open, ofUID := cl.counts(1); open != 5 || ofUID != 2 {
+	if open, ofUID := cl.counts(uidPeer(1)); open != 5 || ofUID != 2 {
 		t.Errorf("open %d, of uid 1 %d; want 5, 2", open, ofUID)
 	}
 	releases[0]() // one of uid 1
@@ -285,7 +285,7 @@ func TestReadyRecreatesRemovedSocket(t *testing.T) {
 
 // TestReadyNeverTakesOverAnotherServersSocket: the socket file is unlinked and another
 // process binds its own socket at the path. The server must not remove it: /readyz is 503
-// and the log says why, once. When that socket goes stale, the next check takes the path back.
+// and says why without the path, and the log says why with it, once. When that socket goes stale, the next check takes the path back.
 func TestReadyNeverTakesOverAnotherServersSocket(t *testing.T) {
 	h := newSocketHarness(t, testConfig())
 	other := listenInPlace(t, h.path)
@@ -296,9 +296,11 @@ func TestReadyNeverTakesOverAnotherServersSocket(t *testing.T) {
 
 	for range 3 {
 		code, body := h.readyz()
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "another server is listening on "+h.path) ||
-			!strings.Contains(body, "replaced by another file") {
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "socket: replaced, and another server listens on its path") {
 			t.Fatalf("/readyz with another server on the path: %d %q; want 503 saying why", code, body)
+		}
+		if strings.Contains(body, filepath.Dir(h.path)) {
+			t.Fatalf("/readyz names the socket's path: %q", body)
 		}
 	}
 	lines := h.logs.lines(t, "not ready")
@@ -358,7 +360,8 @@ func TestReadyNotWhileNotServing(t *testing.T) {
 }
 
 // TestReadyRecreatesWorkDir: a removed work dir is re-created by the readiness check; a file
-// put in its place is left alone and the server is not ready.
+// put in its place is left alone and the server is not ready: /readyz says why without the
+// path (the probe port answers whoever reaches it), the log with it.
 func TestReadyRecreatesWorkDir(t *testing.T) {
 	cfg := testConfig()
 	cfg.WorkDir = filepath.Join(shortTempDir(t), "work")
@@ -388,8 +391,12 @@ func TestReadyRecreatesWorkDir(t *testing.T) {
 	if err := os.WriteFile(cfg.WorkDir, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := h.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "regular file, not a directory") {
-		t.Fatalf("/readyz with a file as the work dir: %d %q", code, body)
+	if code, body := h.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "work dir: it is a regular file, not a directory") ||
+		strings.Contains(body, cfg.WorkDir) {
+		t.Fatalf("/readyz with a file as the work dir: %d %q; want 503 saying why, without the path", code, body)
+	}
+	if lines := h.logs.lines(t, "not ready"); len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["error"]), cfg.WorkDir) {
+		t.Errorf("log lines %v; want one naming the work dir's path", lines)
 	}
 	if b, err := os.ReadFile(cfg.WorkDir); err != nil || string(b) != "keep" {
 		t.Fatalf("the file at the work dir was touched: %q %v", b, err)
@@ -409,4 +416,22 @@ func listenInPlace(t *testing.T, path string) *net.UnixListener {
 	}
 	t.Cleanup(func() { other.Close() })
 	return other
+}
+
+// TestReadyzNamesNoPath: a server whose preflight found problems that name paths is not ready;
+// /readyz says so and counts them, without a path; the socket's API, for the app, lists them.
+func TestReadyzNamesNoPath(t *testing.T) {
+	h := newSocketHarness(t, testConfig())
+	h.srv.mu.Lock()
+	h.srv.ready = false
+	h.srv.mu.Unlock()
+	secret := filepath.Join(shortTempDir(t), "packages")
+	h.srv.SetInfo(api.Info{Preflight: api.Preflight{Problems: []string{"packages dir " + secret + " is read-only", "no interpreter at /opt/python"}}})
+	code, body := h.readyz()
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "2 problems") || strings.Contains(body, "/") {
+		t.Fatalf("/readyz of a server whose preflight failed: %d %q; want 503 counting the problems, naming no path", code, body)
+	}
+	if err := h.execute(); err == nil || !strings.Contains(err.Error(), secret) {
+		t.Errorf("the socket's answer to the app: %v; want the problems listed", err)
+	}
 }

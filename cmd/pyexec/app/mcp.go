@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
 	"github.com/pyexec/pyexec/pkg/cli"
@@ -49,17 +48,10 @@ func runMCP(ctx context.Context, sio IO, socket string, stdin io.Reader) error {
 	}
 	installs := info.Packages != nil && len(info.Packages.Allowed) > 0
 	srv := mcpserver.New(c, mcpserver.Options{Version: version.Version, Packages: installs})
-	in, ok := stdin.(io.ReadCloser)
-	if !ok {
-		in = io.NopCloser(stdin)
-	}
-	err = srv.Run(ctx, &mcp.IOTransport{Reader: in, Writer: nopWriteCloser{sio.Stdout}})
+	// A line that is not a JSON-RPC message is answered with an error, and the next one read.
+	err = srv.Run(ctx, &mcpserver.StdioTransport{In: stdin, Out: sio.Stdout})
 	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
 		return nil // the client closed stdin, or a signal
 	}
 	return err
 }
-
-type nopWriteCloser struct{ io.Writer }
-
-func (nopWriteCloser) Close() error { return nil }

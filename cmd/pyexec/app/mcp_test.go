@@ -282,3 +282,68 @@ func BenchmarkMCP(b *testing.B) {
 		})
 	}
 }
+
+// `pyexec mcp` (the real binary) answers a line that is not JSON with a JSON-RPC parse error of
+// id null and goes on: the genuine initialize and tools/list after it are answered, and it
+// exits 0 when its input ends.
+func TestMCPStdioAnswersParseErrors(t *testing.T) {
+	s := startSidecar(t, nil)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "mcp", "--socket", s.socket)
+	cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PATH=/usr/bin:/bin", "HOME=/"}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for _, line := range []string{
+		"print('this is Python, not JSON')",
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`,
+	} {
+		if _, err := fmt.Fprintln(in, line); err != nil {
+			t.Fatalf("pyexec mcp stopped reading: %v; stderr %s", err, stderr.String())
+		}
+	}
+	type answer struct {
+		ID     json.RawMessage `json:"id"`
+		Result json.RawMessage `json:"result"`
+		Error  *struct {
+			Code int `json:"code"`
+		} `json:"error"`
+	}
+	byID := map[string]answer{}
+	timer := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	dec := json.NewDecoder(out)
+	for len(byID) < 3 {
+		var a answer
+		if err := dec.Decode(&a); err != nil {
+			t.Fatalf("after %d answers: %v; stderr %s", len(byID), err, stderr.String())
+		}
+		byID[string(a.ID)] = a
+	}
+	if a := byID["null"]; a.Error == nil || a.Error.Code != -32700 {
+		t.Errorf("the line that is not JSON: %+v; want error -32700 of id null", a)
+	}
+	if a := byID["2"]; a.Error != nil || !strings.Contains(string(a.Result), mcpserver.ToolRunPython) {
+		t.Errorf("tools/list after it: %s %+v", a.Result, a.Error)
+	}
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("pyexec mcp after its input ended: %v; stderr %s", err, stderr.String())
+	}
+}

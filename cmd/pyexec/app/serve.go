@@ -45,6 +45,12 @@ const (
 	DefaultProbeAddr = ":9901"
 	// DefaultRestAfter is --rest-after: an idle pod's spares go cold after it.
 	DefaultRestAfter = 10 * time.Minute
+	// DefaultProbeMaxConnections and DefaultProbeMaxConnectionsPerIP cap the probe port's
+	// connections: the kubelet opens one per probe and Prometheus keeps one or two, each
+	// from an address of its own; one address (code with --network allow, from loopback or
+	// the pod's address) may not take more than an eighth.
+	DefaultProbeMaxConnections      = 64
+	DefaultProbeMaxConnectionsPerIP = 8
 	// nobody: the user executions run as when pyexec serve itself runs as root.
 	defaultRootRunAs = "65534:65534"
 )
@@ -104,6 +110,9 @@ type ServeConfig struct {
 
 	MaxConnections       int // --max-connections: open at once on the socket
 	MaxConnectionsPerUID int // --max-connections-per-uid: of one peer uid
+
+	ProbeMaxConnections      int // --probe-max-connections: open at once on the probe port
+	ProbeMaxConnectionsPerIP int // --probe-max-connections-per-ip: of one remote address
 
 	MCP bool // --mcp: serve the Model Context Protocol at /mcp on the socket
 
@@ -188,6 +197,9 @@ func (c *ServeConfig) Validate() error {
 		{c.MaxConnections > 0, "--max-connections must be positive"},
 		{c.MaxConnectionsPerUID > 0, "--max-connections-per-uid must be positive"},
 		{c.MaxConnectionsPerUID <= c.MaxConnections, fmt.Sprintf("--max-connections-per-uid %d is over --max-connections %d", c.MaxConnectionsPerUID, c.MaxConnections)},
+		{c.ProbeMaxConnections > 0, "--probe-max-connections must be positive"},
+		{c.ProbeMaxConnectionsPerIP > 0, "--probe-max-connections-per-ip must be positive"},
+		{c.ProbeMaxConnectionsPerIP <= c.ProbeMaxConnections, fmt.Sprintf("--probe-max-connections-per-ip %d is over --probe-max-connections %d", c.ProbeMaxConnectionsPerIP, c.ProbeMaxConnections)},
 		{c.MaxSessions >= 0, "--max-sessions must not be negative (0: no sessions)"},
 		{c.SessionIdleTimeout > 0 && c.MaxSessionIdleTimeout > 0, "--session-idle-timeout and --max-session-idle-timeout must be positive"},
 		{c.SessionIdleTimeout <= c.MaxSessionIdleTimeout, fmt.Sprintf("--session-idle-timeout %v is over --max-session-idle-timeout %v", c.SessionIdleTimeout, c.MaxSessionIdleTimeout)},
@@ -298,6 +310,8 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.Int64Var(&cfg.MaxFilesOutBytes, "max-files-out-bytes", 32<<20, "total size of the files returned from an execution; files past it are left out (files_truncated)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 256, "connections open at once on the socket; more are closed at once")
 	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
+	f.IntVar(&cfg.ProbeMaxConnections, "probe-max-connections", DefaultProbeMaxConnections, "connections open at once on the probe port; more are closed at once")
+	f.IntVar(&cfg.ProbeMaxConnectionsPerIP, "probe-max-connections-per-ip", DefaultProbeMaxConnectionsPerIP, "connections open at once on the probe port from one remote address (every loopback address counts as one); more are closed at once")
 	f.BoolVar(&cfg.MCP, "mcp", true, "serve the Model Context Protocol (Streamable HTTP) at /mcp on the socket, with the same peer checks, limits and logs as the API")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", settings.DefaultMaxSessions, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
 	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", settings.DefaultSessionIdleTimeout, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
@@ -423,15 +437,14 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		log.Info("waiting for the runner", "socket", cfg.RunnerSocket, "runnerUid", cfg.RunnerUID)
 	}
 	if cfg.ProbeAddr != "" {
-		pl, err := net.Listen("tcp", cfg.ProbeAddr)
+		probe, err := srv.ListenProbe(server.ProbeConfig{Addr: cfg.ProbeAddr, MaxConnections: cfg.ProbeMaxConnections, MaxConnectionsPerIP: cfg.ProbeMaxConnectionsPerIP}, reg)
 		if err != nil {
 			_ = srv.Shutdown(context.Background(), api)
 			return fmt.Errorf("--probe-addr %s: %w", cfg.ProbeAddr, err)
 		}
-		probe := &http.Server{Handler: srv.ProbeHandler(reg), ReadHeaderTimeout: server.SocketReadHeaderTimeout, IdleTimeout: server.SocketIdleTimeout}
-		servers = append(servers, probe)
-		go func() { serveErr <- probe.Serve(pl) }()
-		log.Info("serving probes", "addr", pl.Addr().String())
+		servers = append(servers, probe.HTTPServer())
+		go func() { serveErr <- probe.Serve() }()
+		log.Info("serving probes", "addr", probe.Addr().String(), "maxConnections", cfg.ProbeMaxConnections, "maxConnectionsPerIp", cfg.ProbeMaxConnectionsPerIP)
 	}
 
 	// The reaper outlives the signal: during the drain, orphans must still be reaped.

@@ -867,11 +867,21 @@ func TestServeFilesOutAndConnectionFlags(t *testing.T) {
 	if lim.MaxFilesOutBytes != 1000 || lim.MaxConnections != 10 || lim.MaxConnectionsPerUID != 4 {
 		t.Errorf("limits %+v; want files out bytes 1000, connections 10, per uid 4 (the flag over the variable)", lim)
 	}
+	if def.ProbeMaxConnections != DefaultProbeMaxConnections || def.ProbeMaxConnectionsPerIP != DefaultProbeMaxConnectionsPerIP {
+		t.Errorf("probe defaults: connections %d, per address %d", def.ProbeMaxConnections, def.ProbeMaxConnectionsPerIP)
+	}
+	p := parseServe(t, map[string]string{"PYEXEC_PROBE_MAX_CONNECTIONS": "20", "PYEXEC_PROBE_MAX_CONNECTIONS_PER_IP": "3"}, "--probe-max-connections-per-ip", "5")
+	if p.ProbeMaxConnections != 20 || p.ProbeMaxConnectionsPerIP != 5 {
+		t.Errorf("probe caps %d, %d; want 20 and 5 (the flag over the variable)", p.ProbeMaxConnections, p.ProbeMaxConnectionsPerIP)
+	}
 	for args, want := range map[string]string{
-		"--max-files-out-bytes 0":                         "--max-files-out-bytes must be positive",
-		"--max-connections 0":                             "--max-connections must be positive",
-		"--max-connections-per-uid 0":                     "--max-connections-per-uid must be positive",
-		"--max-connections 8 --max-connections-per-uid 9": "--max-connections-per-uid 9 is over --max-connections 8",
+		"--max-files-out-bytes 0":                                    "--max-files-out-bytes must be positive",
+		"--max-connections 0":                                        "--max-connections must be positive",
+		"--max-connections-per-uid 0":                                "--max-connections-per-uid must be positive",
+		"--max-connections 8 --max-connections-per-uid 9":            "--max-connections-per-uid 9 is over --max-connections 8",
+		"--probe-max-connections 0":                                  "--probe-max-connections must be positive",
+		"--probe-max-connections-per-ip 0":                           "--probe-max-connections-per-ip must be positive",
+		"--probe-max-connections 8 --probe-max-connections-per-ip 9": "--probe-max-connections-per-ip 9 is over --probe-max-connections 8",
 	} {
 		r := run(t, nil, append([]string{"serve"}, strings.Fields(args)...)...)
 		if r.code != ExitUsage || !strings.Contains(r.stderr, want) {

@@ -1,0 +1,91 @@
+package mcpserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// rpcLine is a JSON-RPC answer as it comes back on a line.
+type rpcLine struct {
+	ID     json.RawMessage `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code int `json:"code"`
+	} `json:"error"`
+}
+
+// TestStdioTransportAnswersBadLines: lines that are not JSON, JSON that is no JSON-RPC message
+// and a line over MaxLineLength each get an error of id null, and the server goes on: the
+// genuine requests after them are answered, and the server ends only when its input does.
+func TestStdioTransportAnswersBadLines(t *testing.T) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "noop"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{}, nil, nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Run(context.Background(), &StdioTransport{In: inR, Out: outW, MaxLineLength: 1024})
+	}()
+	go func() {
+		for _, line := range []string{
+			"this is not JSON",
+			"",
+			`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`,
+			`{"no":"method"}`,
+			`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+			`{"jsonrpc":"2.0","id":"x","method":"tools/list","params":{"padding":"` + strings.Repeat("a", 2048) + `"}}`,
+			`{"jsonrpc":"2.0","id":2,"method":"tools/list"` + "\r",
+			`{"jsonrpc":"2.0","id":3,"method":"tools/list"}` + "\r",
+		} {
+			if _, err := io.WriteString(inW, line+"\n"); err != nil {
+				return
+			}
+		}
+	}()
+	got := map[string]rpcLine{} // by id; errors of id null in order: null0, null1, ...
+	nulls := 0
+	sc := bufio.NewScanner(outR)
+	timer := time.AfterFunc(20*time.Second, func() { outR.Close() })
+	defer timer.Stop()
+	for len(got) < 6 && sc.Scan() {
+		var l rpcLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("an answer that is not JSON: %q", sc.Text())
+		}
+		id := string(l.ID)
+		if id == "null" || id == "" {
+			id = "null" + string(rune('0'+nulls))
+			nulls++
+		}
+		got[id] = l
+	}
+	want := map[string]int{"null0": jsonrpc.CodeParseError, "null1": jsonrpc.CodeInvalidRequest, "null2": jsonrpc.CodeInvalidRequest, "null3": jsonrpc.CodeParseError}
+	for id, code := range want {
+		if l, ok := got[id]; !ok || l.Error == nil || l.Error.Code != code {
+			t.Errorf("answer %s: %+v; want error %d (all answers: %v)", id, l, code, got)
+		}
+	}
+	if l := got["3"]; l.Error != nil || !strings.Contains(string(l.Result), `"noop"`) {
+		t.Errorf("tools/list after the bad lines: %s %+v", l.Result, l.Error)
+	}
+	if l := got["1"]; l.Error != nil || !strings.Contains(string(l.Result), "protocolVersion") {
+		t.Errorf("initialize: %s %+v", l.Result, l.Error)
+	}
+	inW.Close()
+	select {
+	case err := <-done:
+		t.Logf("the server ended with its input: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not end with its input")
+	}
+}
