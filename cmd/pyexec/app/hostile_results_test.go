@@ -25,13 +25,13 @@ const resultsWriteTimeout = "3s"
 // base64, within the default --max-files-out-bytes (32 MiB) and --max-file-bytes (10 MiB).
 const bigResultCode = "import os\nfor i in range(3):\n    open(f'big{i}.bin', 'wb').write(os.urandom(9 << 20))\n"
 
-// TestHostileResultsNotRead (attack 33): as many clients as --max-concurrent ask for results of
-// tens of MiB and never read them — a plain execution and a session's call, one of them
-// streamed — and a third asks for a file of the session and never reads it. Judged from
-// outside: a genuine client's print(1) is answered promptly (their slots were released when
-// their results were known), /readyz says 200, the session takes its next call, and each
-// non-reader's connection is closed after --write-timeout with its body cut short. The
-// server's peak memory (VmHWM) is logged, for the README's figures.
+// TestHostileResultsNotRead: as many clients as --max-concurrent ask for results of tens of
+// MiB and never read them — a plain execution and a session's call — and a third asks for a
+// file of the session and never reads it. Judged from outside: their slots are free once their
+// results are known (0 in flight, 2 results waiting), a genuine client's print(1) is answered
+// promptly, /readyz says 200, the session takes its next call, and each non-reader's connection
+// is closed after --write-timeout with its body cut short. The server's memory (VmRSS, VmHWM)
+// is logged, for the README's figures.
 //
 // In fork mode both ask for the plain JSON result, in spawn mode for streams (?stream=true).
 func TestHostileResultsNotRead(t *testing.T) {
@@ -214,9 +214,9 @@ f.flush()
 `,
 }
 
-// TestHostileOutputsHugeKeys (attack 34): outputs whose MIME types are huge, or very many empty
-// ones (outputsAttacks), come back within --max-files-out-bytes (outputs and files share it) and say
-// outputs_truncated — as an execution and as a session's call, in both modes.
+// TestHostileOutputsHugeKeys: outputs whose MIME types are huge, or very many empty ones
+// (outputsAttacks), come back within --max-files-out-bytes (outputs and files share it) and
+// say outputs_truncated — as an execution and as a session's call, in both modes.
 func TestHostileOutputsHugeKeys(t *testing.T) {
 	const budget = 1 << 20
 	for _, mode := range []string{"fork", "spawn"} {
