@@ -255,7 +255,8 @@ func TestResultsNotReadFreeTheirSlots(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
 			cfg := testConfig()
-			cfg.Limits.MaxConcurrent, cfg.Limits.WriteTimeoutSeconds = 1, 1
+			// The write timeout leaves time for the checks made while the result waits.
+			cfg.Limits.MaxConcurrent, cfg.Limits.WriteTimeoutSeconds = 1, 3
 			h := newHarness(t, cfg, bigExec, true)
 			path := "/v1/execute"
 			if stream {

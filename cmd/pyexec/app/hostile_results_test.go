@@ -17,9 +17,10 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 )
 
-// resultsWriteTimeout is the --write-timeout of the results attacks: short, so that the test
-// sees the connections cut without waiting for the default.
-const resultsWriteTimeout = "3s"
+// resultsWriteTimeout is the --write-timeout of the results attacks: shorter than the default,
+// so that the test sees the connections cut soon, and long enough for the checks made while the
+// results wait (a metric read, a print(1)) on a loaded machine.
+const resultsWriteTimeout = "5s"
 
 // bigResultCode writes three files of 9 MiB of random bytes: a result of 27 MiB, 36 MiB in
 // base64, within the default --max-files-out-bytes (32 MiB) and --max-file-bytes (10 MiB).
