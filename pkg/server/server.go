@@ -355,6 +355,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	info.Mode = s.mode()
 	info.Limits = s.cfg.Limits
+	info.Limits.WriteTimeoutSeconds = s.writeTimeout().Seconds() // the default where none was set
 	if info.Limits.MaxProcesses > 0 {
 		info.Limits.MaxProcessesScope = api.ProcessesPerUID
 		if info.Isolation.Active(confine.LayerProcessBudget) {

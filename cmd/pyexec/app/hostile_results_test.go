@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -255,5 +256,29 @@ func TestHostileOutputsHugeKeys(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServeWriteTimeoutFlag: --write-timeout (PYEXEC_WRITE_TIMEOUT) defaults to 30 s, reaches
+// /v1/info's limits, and must be positive.
+func TestServeWriteTimeoutFlag(t *testing.T) {
+	if d := parseServe(t, nil).WriteTimeout; d != 30*time.Second {
+		t.Errorf("default --write-timeout %v; want 30s", d)
+	}
+	c := parseServe(t, map[string]string{"PYEXEC_WRITE_TIMEOUT": "5s"})
+	if got := c.limits().WriteTimeoutSeconds; got != 5 {
+		t.Errorf("PYEXEC_WRITE_TIMEOUT=5s: limits.write_timeout_seconds %v; want 5", got)
+	}
+	for _, v := range []string{"0", "-1s"} {
+		// A serve that never starts: a value let through returns at once, without serving.
+		var out strings.Builder
+		root := NewRootCommand(IO{Stdout: &out, Stderr: &out, LookupEnv: env(nil)}, Runners{
+			Serve: func(context.Context, *ServeConfig) error { return nil },
+		})
+		root.SetArgs([]string{"serve", "--write-timeout", v})
+		var usage *UsageError
+		if err := root.Execute(); !errors.As(err, &usage) || !strings.Contains(err.Error(), "--write-timeout must be positive") {
+			t.Errorf("serve --write-timeout %s: %v; want a usage error saying it must be positive", v, err)
+		}
 	}
 }
