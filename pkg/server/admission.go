@@ -51,8 +51,8 @@ func newAdmission(maxConcurrent, queue int, m *metrics) *admission {
 
 // acquire waits for an execution slot. It fails at once with errQueueFull when the queue is
 // full, and stops waiting with ctx's error when ctx ends or with errDraining when drain is
-// closed. On success the caller must call the grant's release exactly once, and may call its
-// resultKnown before.
+// closed. On success the caller must call the grant's Release (once the response is written;
+// later calls do nothing), and calls its resultKnown as soon as the execution is over.
 func (a *admission) acquire(ctx context.Context, drain <-chan struct{}) (*grant, error) {
 	select {
 	case a.tickets <- struct{}{}:
