@@ -183,6 +183,10 @@ type Limits struct {
 	// Connections open at once on the socket: in all, and of one peer uid.
 	MaxConnections       int `json:"max_connections"`
 	MaxConnectionsPerUID int `json:"max_connections_per_uid"`
+	// WriteTimeoutSeconds is how long a client has to take a response that carries a result
+	// or a file, from the moment it is known; past it the connection is closed (pyexec serve
+	// --write-timeout).
+	WriteTimeoutSeconds float64 `json:"write_timeout_seconds"`
 	// AllowNetwork: code may open network connections (pyexec serve --network allow).
 	AllowNetwork bool `json:"allow_network"`
 	// Sessions open at once, and how long one lives without a call: the default and the most

@@ -197,9 +197,9 @@ func releaseDir(dir string, own bool) {
 // itself; the code may write there too, which only adds to its own result.
 const outputsFile = "outputs.jsonl"
 
-// readOutputs reads the rich outputs of an execution, in order, up to budget bytes of their
-// data; what is past it, or not a well-formed output, is left out (truncated says so for the
-// former). It holds one line at a time besides the outputs kept.
+// readOutputs reads the rich outputs of an execution, in order, up to budget bytes (see
+// outputSize); what is past it, or not a well-formed output, is left out (truncated says so for
+// the former). It holds one line at a time besides the outputs kept.
 func readOutputs(path string, budget int64) (outputs []api.Output, used int64, truncated bool) {
 	outputs = []api.Output{}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
@@ -218,10 +218,7 @@ func readOutputs(path string, budget int64) (outputs []api.Output, used int64, t
 		if json.Unmarshal(sc.Bytes(), &o) != nil || (o.Type != api.OutputExecuteResult && o.Type != api.OutputDisplayData) || len(o.Data) == 0 {
 			continue
 		}
-		size := int64(0)
-		for _, v := range o.Data {
-			size += int64(len(v))
-		}
+		size := outputSize(o)
 		if used+size > budget {
 			return outputs, used, true
 		}
@@ -229,4 +226,23 @@ func readOutputs(path string, budget int64) (outputs []api.Output, used int64, t
 		outputs = append(outputs, o)
 	}
 	return outputs, used, sc.Err() != nil
+}
+
+// JSON framing of an output in a result, counted against the budget with its strings, so that
+// many small outputs or MIME types with empty values cannot pass it: {"type":"","data":{}} and
+// the comma between two outputs, and "":"" and a comma for each entry of data.
+const (
+	outputFraming = len(`{"type":"","data":{}},`)
+	entryFraming  = len(`"":"",`)
+)
+
+// outputSize is what an output counts against the budget: every string of it — its type, each
+// MIME type (a key of data) and each value — and its JSON framing. Escapes (of quotes and control
+// characters) are not counted.
+func outputSize(o api.Output) int64 {
+	size := int64(outputFraming + len(o.Type))
+	for k, v := range o.Data {
+		size += int64(entryFraming + len(k) + len(v))
+	}
+	return size
 }

@@ -3,10 +3,12 @@ package executor
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -242,5 +244,34 @@ func TestParseStat(t *testing.T) {
 	}
 	if p, ok := readStat(os.Getpid()); !ok || p.exiting || p.zombie || p.threads < 2 || p.rss <= 0 {
 		t.Errorf("this process: %+v, %v", p, ok)
+	}
+}
+
+// TestReadOutputsCountsEveryByte: the MIME types of outputs (the keys of data) and their JSON
+// framing count against the budget with the values, so that outputs of huge keys and empty
+// values, or very many empty ones, cannot pass it (code can write the outputs file itself).
+func TestReadOutputsCountsEveryByte(t *testing.T) {
+	const budget = 1 << 20
+	for name, line := range map[string]string{
+		"huge keys":      fmt.Sprintf(`{"type":"display_data","data":{"%s":""}}`, strings.Repeat("k", 300<<10)),
+		"many tiny ones": `{"type":"display_data","data":{"":""}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), outputsFile)
+			var b strings.Builder
+			for range 4 * budget / len(line) {
+				b.WriteString(line + "\n")
+			}
+			if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			outputs, used, truncated := readOutputs(path, budget)
+			encoded, _ := json.Marshal(outputs)
+			if !truncated || used > budget || len(outputs) == 0 || len(encoded) > budget {
+				t.Fatalf("%d outputs, %d bytes counted, %d bytes as JSON, truncated %v; want at most %d bytes, truncated",
+					len(outputs), used, len(encoded), truncated, budget)
+			}
+			t.Logf("%d outputs kept, %d bytes counted, %d bytes as JSON", len(outputs), used, len(encoded))
+		})
 	}
 }

@@ -1,12 +1,21 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/executor"
@@ -148,4 +157,153 @@ func TestQueuedClientGoesAway(t *testing.T) {
 	if resp, body := h.execute(`{"code":"third"}`); resp.StatusCode != http.StatusOK {
 		t.Fatalf("third request: status %d: %s", resp.StatusCode, body)
 	}
+}
+
+// TestAdmissionCountsResultsWaiting checks the admission rule: at most maxConcurrent run, and
+// running executions plus results known but not yet written are at most maxConcurrent +
+// resultsWaiting(maxConcurrent); a result known gives back its slot at once.
+func TestAdmissionCountsResultsWaiting(t *testing.T) {
+	const maxConcurrent = 2
+	m := newMetrics(nil)
+	a := newAdmission(maxConcurrent, 8, m)
+	ctx := context.Background()
+	acquire := func() *grant {
+		t.Helper()
+		g, err := a.acquire(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	// blocked starts an acquire and checks that it waits: a buggy admission that lets it
+	// through does so at once, well within the pause.
+	blocked := func(why string) <-chan *grant {
+		t.Helper()
+		got := make(chan *grant, 1)
+		depth := gaugeValue(m.queueDepth)
+		go func() {
+			g, _ := a.acquire(ctx, nil)
+			got <- g
+		}()
+		waitFor(t, "the acquire to wait", func() bool { return gaugeValue(m.queueDepth) == depth+1 })
+		select {
+		case <-got:
+			t.Fatalf("an execution was admitted %s", why)
+		case <-time.After(100 * time.Millisecond):
+		}
+		return got
+	}
+
+	running := []*grant{acquire(), acquire()}
+	third := blocked("while maxConcurrent run")
+	running[0].resultKnown() // its slot goes to the third at once
+	waiting := []*grant{running[0]}
+	running = []*grant{running[1], recv(t, "the third admitted", third)}
+
+	// Results fill their own room first: resultsWaiting of them beside two running.
+	for len(waiting) < resultsWaiting(maxConcurrent) {
+		running[0].resultKnown()
+		waiting = append(waiting, running[0])
+		running = append(running[1:], acquire())
+	}
+	if got, want := gaugeValue(m.resultsWaiting), float64(resultsWaiting(maxConcurrent)); got != want {
+		t.Fatalf("pyexec_results_waiting %v, want %v", got, want)
+	}
+	// Past it, a result known frees its slot but takes the room of a new execution.
+	running[0].resultKnown()
+	waiting = append(waiting, running[0])
+	running = running[1:]
+	next := blocked(fmt.Sprintf("while %d run and %d results wait to be written", len(running), len(waiting)))
+	if got := gaugeValue(m.inFlight); got != float64(len(running)) {
+		t.Errorf("pyexec_executions_in_flight %v, want %d", got, len(running))
+	}
+	// A result written (or cut off) lets it in.
+	waiting[0].Release()
+	g := recv(t, "an execution admitted once a result was written", next)
+	for _, w := range append(append(waiting[1:], running...), g) {
+		w.Release()
+		w.Release() // a second call changes nothing
+	}
+	if r, w, q := gaugeValue(m.inFlight), gaugeValue(m.resultsWaiting), gaugeValue(m.queueDepth); r != 0 || w != 0 || q != 0 {
+		t.Errorf("after every release: in flight %v, results waiting %v, queue %v; want 0", r, w, q)
+	}
+	if len(a.slots) != 0 || len(a.held) != 0 || len(a.tickets) != 0 {
+		t.Errorf("after every release: %d slots, %d held, %d tickets taken", len(a.slots), len(a.held), len(a.tickets))
+	}
+}
+
+// gaugeValue reads a gauge.
+func gaugeValue(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	_ = g.Write(&m)
+	return m.GetGauge().GetValue()
+}
+
+// bigExec answers code "big" with 4 MiB of stdout, and anything else with exitResult.
+var bigExec = fakeExec(func(_ context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
+	res := exitResult()
+	if req.Code == "big" {
+		res.Stdout = strings.Repeat("x", 4<<20)
+	}
+	return res, nil
+})
+
+// TestResultsNotReadFreeTheirSlots: a client that asks for a large result and never reads it
+// holds no execution slot, only a place of the results waiting, and is cut off after the
+// write timeout: its body ends short of its Content-Length (a stream: without its exit event).
+func TestResultsNotReadFreeTheirSlots(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
+			cfg := testConfig()
+			// The write timeout leaves time for the checks made while the result waits.
+			cfg.Limits.MaxConcurrent, cfg.Limits.WriteTimeoutSeconds = 1, 3
+			h := newHarness(t, cfg, bigExec, true)
+			path := "/v1/execute"
+			if stream {
+				path += "?stream=true"
+			}
+			// As many non-readers as results may wait: the slot stays free for the others.
+			var conns []net.Conn
+			for i := range resultsWaiting(cfg.Limits.MaxConcurrent) {
+				conns = append(conns, sendRaw(t, h.sock, path, `{"code":"big"}`))
+				waitFor(t, "the result to wait", func() bool {
+					return metricValue(t, h.reg, "pyexec_results_waiting", "", "") == float64(i+1)
+				})
+			}
+			if got := metricValue(t, h.reg, "pyexec_executions_in_flight", "", ""); got != 0 {
+				t.Errorf("%v executions in flight while only results wait; want 0", got)
+			}
+			if resp, body := h.execute(`{"code":"small"}`); resp.StatusCode != http.StatusOK {
+				t.Fatalf("a genuine request beside the non-readers: %d %s", resp.StatusCode, body)
+			}
+			waitFor(t, "the non-readers cut off", func() bool { return len(h.logs.lines(t, "response cut off")) == len(conns) })
+			for _, c := range conns {
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("no status line: %v", err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != http.StatusOK || err == nil {
+					t.Errorf("a cut-off response: %d, %d bytes of body (Content-Length %d), error %v; want a 200 cut short",
+						resp.StatusCode, n, resp.ContentLength, err)
+				}
+			}
+			if got := metricValue(t, h.reg, "pyexec_results_waiting", "", ""); got != 0 {
+				t.Errorf("pyexec_results_waiting %v after the cut; want 0", got)
+			}
+		})
+	}
+}
+
+// sendRaw sends a POST of body to path on a connection of its own, and reads nothing.
+func sendRaw(t *testing.T, sock, path, body string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
+	return c
 }

@@ -20,15 +20,15 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.end()
-	ctx, done, ok := s.admit(w, r)
+	ctx, g, done, ok := s.admit(w, r)
 	if !ok {
 		return
 	}
 	defer done()
 	if stream {
-		s.runStreaming(ctx, w, req, s.executor().Execute)
+		s.runStreaming(ctx, w, r, req, s.executor().Execute, g.resultKnown)
 	} else {
-		s.runPlain(ctx, w, r, req, s.executor().Execute)
+		s.runPlain(ctx, w, r, req, s.executor().Execute, g.resultKnown)
 	}
 }
 
@@ -58,15 +58,16 @@ func (s *Server) readExecution(w http.ResponseWriter, r *http.Request, check fun
 }
 
 // admit waits for an execution slot and tracks the execution (Abort cancels ctx), or answers
-// why no slot came. The caller calls done when the execution is over.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request) (ctx context.Context, done func(), ok bool) {
-	release, err := s.adm.acquire(r.Context(), s.drainCh)
+// why no slot came. The caller calls g.resultKnown as soon as the execution is over, which
+// frees its slot, and done once its response is written (or cut off).
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (ctx context.Context, g *grant, done func(), ok bool) {
+	g, err := s.adm.acquire(r.Context(), s.drainCh)
 	if err != nil {
 		s.admissionFailed(w, r, err)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	ctx, untrack := s.track(r.Context())
-	return ctx, func() { untrack(); release() }, true
+	return ctx, g, func() { untrack(); g.Release() }, true
 }
 
 // beginOrRefuse counts the request as work (see begin), or answers 503 while draining.
@@ -99,10 +100,12 @@ func (s *Server) admissionFailed(w http.ResponseWriter, r *http.Request, err err
 	}
 }
 
-// runPlain runs req and answers with the whole result.
-func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request, run runFunc) {
+// runPlain runs req and answers with the whole result. It calls known when the result is
+// known, before it is written: the execution's slot is free from then on.
+func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request, run runFunc, known func()) {
 	start := time.Now()
 	res, err := run(ctx, req, nil)
+	known()
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	var fileErr *executor.FileError
 	switch {
@@ -119,7 +122,10 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "execution failed: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, finalResult(res, req.ID))
+	// From here only the encoded body is live (res is not used again): it is what the server
+	// holds while the client reads.
+	body := encodeJSON(finalResult(res, req.ID), resultSize(res))
+	s.writeBody(w, r, http.StatusOK, "application/json", body)
 }
 
 // runStreaming runs req and answers with newline-delimited JSON events: output as the
@@ -129,7 +135,11 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 // no longer change the status, and an exit event cannot be made up. The stream then ends
 // with one event {"type":"error","error":{"code":"internal","message":...,"request_id":...}}
 // instead of the exit event; clients treat a stream without an exit event as failed.
-func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req executor.Request, run runFunc) {
+//
+// known is called when the result is known, before the last event is written: the
+// execution's slot is free from then on. The last event has the write timeout (see
+// writeBody); a client that does not take it in time is cut off.
+func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request, run runFunc, known func()) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -139,20 +149,28 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, req ex
 
 	start := time.Now()
 	res, err := run(ctx, req, sw)
+	known()
 	s.recordExecution(ctx, req, res, err, time.Since(start))
+	var last api.StreamEvent
 	if err != nil {
 		code := api.ErrCodeInternal
 		if errors.Is(err, executor.ErrUnavailable) {
 			code = api.ErrCodeUnavailable
 		}
-		sw.finish(api.StreamEvent{Type: api.EventError, Error: &api.ErrorBody{
+		last = api.StreamEvent{Type: api.EventError, Error: &api.ErrorBody{
 			Code: code, Message: "execution failed: " + err.Error(), RequestID: req.ID,
-		}})
+		}}
 		s.m.rejected.WithLabelValues(code).Inc()
-		return
+	} else {
+		res = finalResult(res, req.ID)
+		last = api.StreamEvent{Type: api.EventExit, ExecuteResult: &res}
 	}
-	res = finalResult(res, req.ID)
-	sw.finish(api.StreamEvent{Type: api.EventExit, ExecuteResult: &res})
+	// From here only the encoded event is live: it is what the server holds while the client
+	// reads.
+	event := encodeJSON(last, resultSize(res))
+	if err := sw.finish(event, s.writeTimeout()); err != nil {
+		s.cutOff(r, len(event), err)
+	}
 }
 
 // unavailable answers 503 with Retry-After: nothing can run code now (the runner is starting or
@@ -170,6 +188,22 @@ func finalResult(res api.ExecuteResult, id string) api.ExecuteResult {
 		res.Files = []api.OutputFile{}
 	}
 	return res
+}
+
+// resultSize is about the size of res in JSON: its strings, each once, and room for the rest
+// (escapes aside).
+func resultSize(res api.ExecuteResult) int {
+	n := 4096 + len(res.Stdout) + len(res.Stderr)
+	for _, f := range res.Files {
+		n += 96 + len(f.Path) + len(f.ContentBase64)
+	}
+	for _, o := range res.Outputs {
+		n += 48
+		for k, v := range o.Data {
+			n += 8 + len(k) + len(v)
+		}
+	}
+	return n
 }
 
 // recordExecution writes the one log line of an execution and updates the metrics.

@@ -17,8 +17,10 @@ type metrics struct {
 	duration   prometheus.Histogram
 	queueDepth prometheus.Gauge
 	inFlight   prometheus.Gauge
-	rejected   *prometheus.CounterVec
-	ready      prometheus.Gauge
+	// resultsWaiting are results known, held in memory, whose responses are not yet written.
+	resultsWaiting prometheus.Gauge
+	rejected       *prometheus.CounterVec
+	ready          prometheus.Gauge
 
 	connsOpen    prometheus.Gauge
 	connsRefused *prometheus.CounterVec
@@ -50,6 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pyexec_executions_in_flight",
 			Help: "Executions running now.",
+		}),
+		resultsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pyexec_results_waiting",
+			Help: "Results of executions and session calls that are over, held in memory until their responses are written to their clients (or cut off at the write timeout).",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyexec_requests_rejected_total",
@@ -105,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.sessionsEnded.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.rejected, m.ready, m.connsOpen, m.connsRefused,
+		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.resultsWaiting, m.rejected, m.ready, m.connsOpen, m.connsRefused,
 			m.probeConnsOpen, m.probeConnsRefused,
 			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded)
 	}

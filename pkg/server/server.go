@@ -3,6 +3,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,9 +15,11 @@ import (
 	"runtime/debug"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +99,7 @@ func (c Config) Validate() error {
 	check(l.MaxRequestBytes > 0, "max_request_bytes %d: must be > 0", l.MaxRequestBytes)
 	check(l.MaxConcurrent > 0, "max_concurrent %d: must be > 0", l.MaxConcurrent)
 	check(l.Queue >= 0, "queue %d: must be >= 0", l.Queue)
+	check(l.WriteTimeoutSeconds >= 0, "write_timeout_seconds %v: must be >= 0 (0: the default)", l.WriteTimeoutSeconds)
 	check(l.MaxConnections > 0, "max_connections %d: must be > 0", l.MaxConnections)
 	check(l.MaxConnectionsPerUID > 0 && l.MaxConnectionsPerUID <= l.MaxConnections,
 		"max_connections_per_uid %d: must be > 0 and at most max_connections %d", l.MaxConnectionsPerUID, l.MaxConnections)
@@ -351,6 +355,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	info.Mode = s.mode()
 	info.Limits = s.cfg.Limits
+	info.Limits.WriteTimeoutSeconds = s.writeTimeout().Seconds() // the default where none was set
 	if info.Limits.MaxProcesses > 0 {
 		info.Limits.MaxProcessesScope = api.ProcessesPerUID
 		if info.Isolation.Active(confine.LayerProcessBudget) {
@@ -383,6 +388,62 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, status int, 
 	writeJSON(w, status, api.ErrorResponse{Error: api.ErrorBody{
 		Code: code, Message: msg, RequestID: requestID(r.Context()),
 	}})
+}
+
+// DefaultWriteTimeout is the write timeout of a server whose Limits set none (see writeBody).
+const DefaultWriteTimeout = 30 * time.Second
+
+// writeTimeout is how long a client has to take a response body that carries a result or a
+// file: Limits.WriteTimeoutSeconds, else DefaultWriteTimeout.
+func (s *Server) writeTimeout() time.Duration {
+	if t := s.cfg.Limits.WriteTimeoutSeconds; t > 0 {
+		return seconds(t)
+	}
+	return DefaultWriteTimeout
+}
+
+// writeBody answers with body, of a result or a file, which the client must take within the
+// write timeout. Status and headers go first, with the body's Content-Length; a client that
+// does not read (or reads too slowly) is cut off: the write fails, the connection is closed,
+// and the client sees the body end short of its Content-Length. Whatever the response held
+// (its slot of results waiting, the body) is freed as the handler returns.
+func (s *Server) writeBody(w http.ResponseWriter, r *http.Request, status int, contentType string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.writeTimeout())) // not supported in process (MCP): nothing to cut off
+	w.WriteHeader(status)
+	_, err := w.Write(body)
+	if err == nil {
+		err = rc.Flush()
+		if errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
+	}
+	if err != nil {
+		s.cutOff(r, len(body), err)
+	}
+}
+
+// cutOff logs a response that did not reach its client: it went away, or did not take the
+// body within the write timeout.
+func (s *Server) cutOff(r *http.Request, size int, err error) {
+	logr.FromContextOrDiscard(r.Context()).Info("response cut off", "method", r.Method, "path", r.URL.Path,
+		"bytes", size, "writeTimeout", s.writeTimeout().String(), "reason", err.Error())
+}
+
+// encodeJSON encodes v as writeJSON would, into a buffer of sizeHint bytes to start with (the
+// size v is expected to take: a buffer that grows by doubling would hold up to twice the body
+// while it waits for its client).
+func encodeJSON(v any, sizeHint int) []byte {
+	var b bytes.Buffer
+	b.Grow(sizeHint)
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err)) // the API's types always encode
+	}
+	return b.Bytes()
 }
 
 // writeJSON answers with v as JSON.

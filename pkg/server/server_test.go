@@ -136,6 +136,8 @@ func TestInfo(t *testing.T) {
 	// Without the process_budget layer, max_processes is RLIMIT_NPROC of the runner's uid.
 	limits := testLimits()
 	limits.MaxProcessesScope = api.ProcessesPerUID
+	// A write timeout the limits leave unset is the default, and info says which.
+	limits.WriteTimeoutSeconds = DefaultWriteTimeout.Seconds()
 	want := api.Info{Version: "1.2.3", Policy: "system-python", Mode: "spawn", Ready: true, Limits: limits,
 		Preflight: api.Preflight{OK: true, Summary: "python 3.12 ok", Source: "/run/pyexec/preflight.json"}}
 	if !reflect.DeepEqual(info, want) {

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -131,13 +130,13 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	// Starting an interpreter costs what an execution does: it takes a slot.
-	release, err := s.adm.acquire(r.Context(), s.drainCh)
+	g, err := s.adm.acquire(r.Context(), s.drainCh)
 	if err != nil {
 		s.admissionFailed(w, r, err)
 		return
 	}
 	ss, err := st.NewSession(r.Context(), req)
-	release()
+	g.Release()
 	var fileErr *executor.FileError
 	switch {
 	case errors.As(err, &fileErr):
@@ -386,8 +385,11 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("session %q is running a call; one call at a time", e.id))
 		return
 	}
-	// Free once the result is known, before it is written: the client may send its next call
-	// as soon as it has read this one's.
+	// Busy means that a call runs in the session: it ends when the call's result is known,
+	// before that result is written (as the call's execution slot is given back then). The
+	// result is the server's from then on, apart from the session, so the session takes its
+	// next call — on another connection — while a client that does not read this result is
+	// still being waited for (at most the write timeout).
 	unclaim := sync.OnceFunc(func() { s.sessions.unclaim(e) })
 	defer unclaim()
 	if e.ss.Ended() {
@@ -395,7 +397,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, s.sessions.notFound(e.id))
 		return
 	}
-	ctx, done, ok := s.admit(w, r)
+	ctx, g, done, ok := s.admit(w, r)
 	if !ok {
 		return
 	}
@@ -418,9 +420,9 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		return res, err
 	}
 	if stream {
-		s.runStreaming(ctx, w, req, run)
+		s.runStreaming(ctx, w, r, req, run, g.resultKnown)
 	} else {
-		s.runPlain(ctx, w, r, req, run)
+		s.runPlain(ctx, w, r, req, run, g.resultKnown)
 	}
 }
 
@@ -599,11 +601,8 @@ func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
-	w.Header().Set("Content-Type", ctype)
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(data) // an error means the client went away
+	s.writeBody(w, r, http.StatusOK, ctype, data)
 }
 
 // WarmSessions asks the executor, when it keeps sessions started ahead of time, for one like a

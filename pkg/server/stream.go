@@ -14,6 +14,7 @@ import (
 // sequence); a mutex orders the writes of the stdout and stderr goroutines.
 type streamWriter struct {
 	mu   sync.Mutex
+	w    http.ResponseWriter
 	enc  *json.Encoder
 	rc   *http.ResponseController
 	err  error // the first write error: the client is gone
@@ -24,7 +25,7 @@ type streamWriter struct {
 func newStreamWriter(w http.ResponseWriter) *streamWriter {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	return &streamWriter{enc: enc, rc: http.NewResponseController(w)}
+	return &streamWriter{w: w, enc: enc, rc: http.NewResponseController(w)}
 }
 
 // Write sends data of stream ("stdout" or "stderr") as one event.
@@ -37,12 +38,21 @@ func (sw *streamWriter) Write(stream string, data []byte) {
 	sw.emit(api.StreamEvent{Type: stream, Data: string(data)})
 }
 
-// finish sends last, the final event. Output that comes after it is dropped.
-func (sw *streamWriter) finish(last api.StreamEvent) {
+// finish sends last, the final event already encoded (one JSON line), within timeout, and
+// returns the error that kept it from the client, if any: the client is gone, or took longer
+// than timeout. Output that comes after it is dropped.
+func (sw *streamWriter) finish(last []byte, timeout time.Duration) error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	sw.emit(last)
 	sw.done = true
+	if sw.err != nil {
+		return sw.err
+	}
+	_ = sw.rc.SetWriteDeadline(time.Now().Add(timeout))
+	if _, sw.err = sw.w.Write(last); sw.err == nil {
+		sw.err = sw.rc.Flush()
+	}
+	return sw.err
 }
 
 // stop drops all output from now on: the handler is about to return, after which nothing
@@ -74,5 +84,6 @@ func (sw *streamWriter) emit(ev api.StreamEvent) {
 	}
 }
 
-// streamWriteTimeout bounds one write of a stream event to a client.
+// streamWriteTimeout bounds one write of an output event to a client; the last event, which
+// carries the result, has the server's write timeout (Server.writeTimeout).
 const streamWriteTimeout = 10 * time.Second

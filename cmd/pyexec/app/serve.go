@@ -108,7 +108,10 @@ type ServeConfig struct {
 	MaxFilesOut      int
 	MaxFilesOutBytes int64
 
-	MaxConnections       int // --max-connections: open at once on the socket
+	MaxConnections int // --max-connections: open at once on the socket
+	// WriteTimeout is how long a client has to take a response that carries a result or a
+	// file (--write-timeout).
+	WriteTimeout         time.Duration
 	MaxConnectionsPerUID int // --max-connections-per-uid: of one peer uid
 
 	ProbeMaxConnections      int // --probe-max-connections: open at once on the probe port
@@ -195,6 +198,7 @@ func (c *ServeConfig) Validate() error {
 		{c.MaxFilesOut >= 0, "--max-files-out must not be negative"},
 		{c.MaxFilesOutBytes > 0, "--max-files-out-bytes must be positive"},
 		{c.MaxConnections > 0, "--max-connections must be positive"},
+		{c.WriteTimeout > 0, "--write-timeout must be positive"},
 		{c.MaxConnectionsPerUID > 0, "--max-connections-per-uid must be positive"},
 		{c.MaxConnectionsPerUID <= c.MaxConnections, fmt.Sprintf("--max-connections-per-uid %d is over --max-connections %d", c.MaxConnectionsPerUID, c.MaxConnections)},
 		{c.ProbeMaxConnections > 0, "--probe-max-connections must be positive"},
@@ -312,6 +316,7 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
 	f.IntVar(&cfg.ProbeMaxConnections, "probe-max-connections", DefaultProbeMaxConnections, "connections open at once on the probe port; more are closed at once")
 	f.IntVar(&cfg.ProbeMaxConnectionsPerIP, "probe-max-connections-per-ip", DefaultProbeMaxConnectionsPerIP, "connections open at once on the probe port from one remote address (every loopback address counts as one); more are closed at once")
+	f.DurationVar(&cfg.WriteTimeout, "write-timeout", server.DefaultWriteTimeout, "how long a client has to read a response that carries a result or a file, from the moment it is known; past it the connection is closed and the body is cut short")
 	f.BoolVar(&cfg.MCP, "mcp", true, "serve the Model Context Protocol (Streamable HTTP) at /mcp on the socket, with the same peer checks, limits and logs as the API")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", settings.DefaultMaxSessions, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
 	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", settings.DefaultSessionIdleTimeout, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
@@ -336,6 +341,7 @@ func (c *ServeConfig) limits() api.Limits {
 
 		MaxConnections:       c.MaxConnections,
 		MaxConnectionsPerUID: c.MaxConnectionsPerUID,
+		WriteTimeoutSeconds:  c.WriteTimeout.Seconds(),
 		AllowNetwork:         c.Network == networkAllow,
 
 		MaxSessions:                  c.MaxSessions,

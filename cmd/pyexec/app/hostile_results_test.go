@@ -1,0 +1,284 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// resultsWriteTimeout is the --write-timeout of the results attacks: shorter than the default,
+// so that the test sees the connections cut soon, and long enough for the checks made while the
+// results wait (a metric read, a print(1)) on a loaded machine.
+const resultsWriteTimeout = "5s"
+
+// bigResultCode writes three files of 9 MiB of random bytes: a result of 27 MiB, 36 MiB in
+// base64, within the default --max-files-out-bytes (32 MiB) and --max-file-bytes (10 MiB).
+const bigResultCode = "import os\nfor i in range(3):\n    open(f'big{i}.bin', 'wb').write(os.urandom(9 << 20))\n"
+
+// TestHostileResultsNotRead: as many clients as --max-concurrent ask for results of tens of
+// MiB and never read them — a plain execution and a session's call — and a third asks for a
+// file of the session and never reads it. Judged from outside: their slots are free once their
+// results are known (0 in flight, 2 results waiting), a genuine client's print(1) is answered
+// promptly, /readyz says 200, the session takes its next call, and each non-reader's connection
+// is closed after --write-timeout with its body cut short. The server's memory (VmRSS, VmHWM)
+// is logged, for the README's figures.
+//
+// In fork mode both ask for the plain JSON result, in spawn mode for streams (?stream=true).
+func TestHostileResultsNotRead(t *testing.T) {
+	for _, tc := range []struct {
+		mode   string
+		stream bool
+	}{
+		{mode: "fork"},
+		{mode: "spawn", stream: true},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			s := podSidecar(t, podOptions{}, "--mode", tc.mode, "--max-concurrent", "2", "--queue", "4", "--write-timeout", resultsWriteTimeout)
+			server := s.cmd.Process.Pid
+			ctx := context.Background()
+			before := procStatusKB(t, server, "VmRSS")
+			sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			body, _ := json.Marshal(api.ExecuteRequest{Code: bigResultCode, TimeoutSeconds: seconds(60)})
+			readers := []*unread{
+				sendUnread(t, s.socket, http.MethodPost, "/v1/execute"+streamQuery(tc.stream), body),
+				sendUnread(t, s.socket, http.MethodPost, "/v1/sessions/"+sess.ID+"/execute"+streamQuery(tc.stream), body),
+			}
+			// Both results are known (and built) once both executions have logged their end.
+			waitFor(t, 120*time.Second, "both executions to finish", func() bool { return len(s.logs("execution finished")) >= 2 })
+			// Their slots were given back before the results were written.
+			if running, waiting := metric(t, s, "pyexec_executions_in_flight"), metric(t, s, "pyexec_results_waiting"); running != 0 || waiting != 2 {
+				t.Errorf("with two results unread: %v executions in flight, %v results waiting; want 0 and 2", running, waiting)
+			}
+			readers = append(readers, sendUnread(t, s.socket, http.MethodGet, "/v1/sessions/"+sess.ID+"/files/big0.bin", nil))
+
+			// A genuine client: a generous bound, so that only a server that keeps it waiting
+			// for the non-readers (65 s and more before) fails it.
+			start := time.Now()
+			gctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			res, err := s.client.Execute(gctx, api.ExecuteRequest{Code: "print(1)"})
+			cancel()
+			genuine := time.Since(start)
+			t.Logf("%s: server VmRSS %d KiB before; with the non-readers' results held: VmRSS %d KiB, VmHWM %d KiB; genuine print(1) answered in %v",
+				tc.mode, before, procStatusKB(t, server, "VmRSS"), procStatusKB(t, server, "VmHWM"), genuine.Round(time.Millisecond))
+			if err != nil || res.Stdout != "1\n" {
+				t.Fatalf("a genuine print(1) while two clients do not read their results: %v %+v", err, res)
+			}
+			if code := readyzOf(t, s); code != http.StatusOK {
+				t.Fatalf("/readyz: %d while the server answers", code)
+			}
+			// The session's call ended when its result was known: it is not busy.
+			gctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+			res, err = s.client.SessionExecute(gctx, sess.ID, api.ExecuteRequest{Code: "print(2)"})
+			cancel()
+			if err != nil || res.Stdout != "2\n" {
+				t.Fatalf("the session's next call while its previous result is not read: %v %+v", err, res)
+			}
+
+			// Each non-reader is cut off after the write timeout: the server logs it, closes
+			// the connection, and what the client then reads is a body cut short.
+			waitFor(t, 120*time.Second, "the three responses to be cut off", func() bool { return len(s.logs("response cut off")) >= 3 })
+			for _, u := range readers {
+				u.cutShort(t)
+			}
+			t.Logf("%s: after the cut: server VmRSS %d KiB, VmHWM %d KiB", tc.mode, procStatusKB(t, server, "VmRSS"), procStatusKB(t, server, "VmHWM"))
+			if v := metric(t, s, "pyexec_results_waiting"); v != 0 {
+				t.Errorf("pyexec_results_waiting %v after every response was cut; want 0", v)
+			}
+			// And the server serves as before.
+			res = s.execute(t, api.ExecuteRequest{Code: "print(3)"})
+			if res.Stdout != "3\n" {
+				t.Fatalf("after the cut: %+v", res)
+			}
+		})
+	}
+}
+
+// unread is a request whose response the client never reads (until cutShort).
+type unread struct {
+	what string
+	conn net.Conn
+}
+
+// sendUnread sends one request on a connection of its own and reads nothing back.
+func sendUnread(t *testing.T, socket, method, path string, body []byte) *unread {
+	t.Helper()
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, len(body))
+	if _, err := c.Write(append([]byte(req), body...)); err != nil {
+		t.Fatal(err)
+	}
+	return &unread{what: method + " " + path, conn: c}
+}
+
+// cutShort reads the response, now, and checks that it is a 200 whose body was cut short: the
+// server closed the connection before its end.
+func (u *unread) cutShort(t *testing.T) {
+	t.Helper()
+	_ = u.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(u.conn), nil)
+	if err != nil {
+		t.Errorf("%s: no status line before the cut: %v", u.what, err)
+		return
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err == nil {
+		t.Errorf("%s: %d, %d bytes of body, read error %v; want a 200 whose body ends early", u.what, resp.StatusCode, n, err)
+		return
+	}
+	t.Logf("%s: 200, %d bytes of body (Content-Length %d), then: %v", u.what, n, resp.ContentLength, err)
+}
+
+func streamQuery(stream bool) string {
+	if stream {
+		return "?stream=true"
+	}
+	return ""
+}
+
+// readyzOf asks the probe port whether s is ready, as the kubelet does.
+func readyzOf(t *testing.T, s *sidecar) int {
+	t.Helper()
+	resp, err := http.Get("http://" + s.probe + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitFor waits up to limit for cond, and fails saying what it waited for.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("waited %v for %s", limit, what)
+}
+
+// procStatusKB reads a field in kB (VmRSS, VmHWM) of /proc/PID/status.
+func procStatusKB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
+}
+
+// outputsAttacks write rich outputs themselves, on the outputs file the runner opened for the
+// code (display's module holds it): eight of a MIME type of 1 MB with an empty value (8 MB of
+// JSON), or 200,000 with an empty type and value (7.8 MB). The file stays under
+// --max-file-bytes. Before every byte of an output counted, both counted 0 bytes.
+var outputsAttacks = map[string]string{
+	"huge MIME types": `import json
+f = display.__globals__["_outputs"]
+for i in range(8):
+    f.write(json.dumps({"type": "display_data", "data": {str(i) * 1000000: ""}}) + "\n")
+f.flush()
+`,
+	"many empty outputs": `f = display.__globals__["_outputs"]
+for i in range(200000):
+    f.write('{"type":"display_data","data":{"":""}}\n')
+f.flush()
+`,
+}
+
+// TestHostileOutputsHugeKeys: outputs whose MIME types are huge, or very many empty ones
+// (outputsAttacks), come back within --max-files-out-bytes (outputs and files share it) and
+// say outputs_truncated — as an execution and as a session's call, in both modes.
+func TestHostileOutputsHugeKeys(t *testing.T) {
+	const budget = 1 << 20
+	for _, mode := range []string{"fork", "spawn"} {
+		t.Run(mode, func(t *testing.T) {
+			s := podSidecar(t, podOptions{}, "--mode", mode, "--max-files-out-bytes", strconv.Itoa(budget))
+			ctx := context.Background()
+			sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for attack, code := range outputsAttacks {
+				for as, run := range map[string]func(api.ExecuteRequest) (*api.ExecuteResult, error){
+					"execution": func(req api.ExecuteRequest) (*api.ExecuteResult, error) { return s.client.Execute(ctx, req) },
+					"session's call": func(req api.ExecuteRequest) (*api.ExecuteResult, error) {
+						return s.client.SessionExecute(ctx, sess.ID, req)
+					},
+				} {
+					what := attack + " as " + as
+					res, err := run(api.ExecuteRequest{Code: code, TimeoutSeconds: seconds(60)})
+					if err != nil {
+						t.Fatalf("%s: %v", what, err)
+					}
+					encoded, _ := json.Marshal(res.Outputs)
+					var strs int
+					for _, o := range res.Outputs {
+						for k, v := range o.Data {
+							strs += len(k) + len(v)
+						}
+					}
+					t.Logf("%s: %d outputs, %d bytes of MIME types and values, %d bytes of JSON, truncated %v", what, len(res.Outputs), strs, len(encoded), res.OutputsTruncated)
+					if res.ExitCode != 0 || len(res.Outputs) == 0 || !res.OutputsTruncated || len(encoded) > budget {
+						t.Errorf("%s: exit %d (%s), %d outputs, %d bytes of JSON, outputs_truncated %v; want some outputs, at most %d bytes, truncated",
+							what, res.ExitCode, res.Stderr, len(res.Outputs), len(encoded), res.OutputsTruncated, budget)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestServeWriteTimeoutFlag: --write-timeout (PYEXEC_WRITE_TIMEOUT) defaults to 30 s, reaches
+// /v1/info's limits, and must be positive.
+func TestServeWriteTimeoutFlag(t *testing.T) {
+	if d := parseServe(t, nil).WriteTimeout; d != 30*time.Second {
+		t.Errorf("default --write-timeout %v; want 30s", d)
+	}
+	c := parseServe(t, map[string]string{"PYEXEC_WRITE_TIMEOUT": "5s"})
+	if got := c.limits().WriteTimeoutSeconds; got != 5 {
+		t.Errorf("PYEXEC_WRITE_TIMEOUT=5s: limits.write_timeout_seconds %v; want 5", got)
+	}
+	for _, v := range []string{"0", "-1s"} {
+		// A serve that never starts: a value let through returns at once, without serving.
+		var out strings.Builder
+		root := NewRootCommand(IO{Stdout: &out, Stderr: &out, LookupEnv: env(nil)}, Runners{
+			Serve: func(context.Context, *ServeConfig) error { return nil },
+		})
+		root.SetArgs([]string{"serve", "--write-timeout", v})
+		var usage *UsageError
+		if err := root.Execute(); !errors.As(err, &usage) || !strings.Contains(err.Error(), "--write-timeout must be positive") {
+			t.Errorf("serve --write-timeout %s: %v; want a usage error saying it must be positive", v, err)
+		}
+	}
+}
