@@ -282,3 +282,51 @@ func TestServeWriteTimeoutFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestServerGoMemoryLimit: pyexec serve in a memory cgroup of its own, as its container's
+// limits.memory, sets the Go runtime's soft memory limit to a share of it (goMemoryLimitShare),
+// read back from outside through the runtime's own figure (go_gc_gomemlimit_bytes on /metrics);
+// a GOMEMLIMIT the operator set is left as it is. Then the attack it is for: two clients ask for
+// results of 27 MiB (36 MiB in JSON) and do not read them, which took a server without the
+// soft limit past a 320 MiB limit (its RSS reached 316-432 MiB in TestHostileResultsNotRead; in
+// this cgroup the kernel's OOM killer took it). Judged from outside: the OOM killer never acts
+// in the server's cgroup, and a genuine print(1) is answered with both results held.
+func TestServerGoMemoryLimit(t *testing.T) {
+	const limit = 320 << 20
+	untested := "the server's Go memory limit was not tried against a real cgroup: a server that holds large results may pass its container's limit"
+	t.Run("from the container's limit", func(t *testing.T) {
+		cg := memoryCgroup(t, limit, untested)
+		s := podSidecar(t, podOptions{serverCgroup: cg}, "--mode", "fork", "--max-concurrent", "2", "--queue", "4", "--write-timeout", "60s")
+		server := s.cmd.Process.Pid
+		kills := oomKills(t, cg)
+		want := float64(int64(float64(limit) * goMemoryLimitShare))
+		if got := metric(t, s, "go_gc_gomemlimit_bytes"); got != want {
+			t.Fatalf("go_gc_gomemlimit_bytes %.0f, want %.0f (%.0f%% of the cgroup's %d)\n%s", got, want, 100*goMemoryLimitShare, limit, s.allLogs())
+		}
+
+		body, _ := json.Marshal(api.ExecuteRequest{Code: bigResultCode, TimeoutSeconds: seconds(60)})
+		for range 2 {
+			sendUnread(t, s.socket, http.MethodPost, "/v1/execute", body)
+		}
+		waitFor(t, 120*time.Second, "both executions to finish", func() bool { return len(s.logs("execution finished")) >= 2 })
+		waitFor(t, 60*time.Second, "both results to wait for their clients", func() bool { return metric(t, s, "pyexec_results_waiting") == 2 })
+		gctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := s.client.Execute(gctx, api.ExecuteRequest{Code: "print(1)"})
+		cancel()
+		t.Logf("the server with two unread results in a %d MiB cgroup: VmRSS %d KiB, VmHWM %d KiB", limit>>20,
+			procStatusKB(t, server, "VmRSS"), procStatusKB(t, server, "VmHWM"))
+		if err != nil || res.Stdout != "1\n" {
+			t.Fatalf("a genuine print(1) while two results wait: %v %+v\n%s", err, res, s.allLogs())
+		}
+		if n := oomKills(t, cg); n != kills {
+			t.Fatalf("the kernel's OOM killer acted in the server's cgroup (%d kills, were %d)", n, kills)
+		}
+	})
+	t.Run("GOMEMLIMIT", func(t *testing.T) {
+		cg := memoryCgroup(t, limit, untested)
+		s := podSidecar(t, podOptions{serverCgroup: cg, serverEnv: []string{"GOMEMLIMIT=100MiB"}}, "--mode", "fork")
+		if got := metric(t, s, "go_gc_gomemlimit_bytes"); got != 100<<20 {
+			t.Fatalf("go_gc_gomemlimit_bytes %.0f with GOMEMLIMIT=100MiB, want %d", got, 100<<20)
+		}
+	})
+}

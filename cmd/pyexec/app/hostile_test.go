@@ -45,6 +45,10 @@ type podOptions struct {
 	runnerCgroup string
 	// runnerShm gives the runner a /dev/shm of its own (sidecarOptions.runnerShm).
 	runnerShm bool
+	// serverCgroup is the cgroup v1 directory the server joins (sidecarOptions.serverCgroup).
+	serverCgroup string
+	// serverEnv is added to the server's environment (sidecarOptions.serverEnv).
+	serverEnv []string
 }
 
 // podSidecar starts the pod's sidecar: `pyexec serve` as hostileUID with --runner-socket, and
@@ -80,7 +84,7 @@ func podSidecar(t *testing.T, o podOptions, args ...string) *sidecar {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { secret.Close() })
-	so := sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}, runnerUID: hostileRunnerUID, runnerCgroup: o.runnerCgroup, runnerShm: o.runnerShm}
+	so := sidecarOptions{bin: bin, dir: dir, uid: hostileUID, inherit: []*os.File{secret}, runnerUID: hostileRunnerUID, runnerCgroup: o.runnerCgroup, runnerShm: o.runnerShm, serverCgroup: o.serverCgroup, serverEnv: o.serverEnv}
 	if o.oneUID {
 		so.runnerUID = 0
 	}

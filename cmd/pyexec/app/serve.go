@@ -396,6 +396,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("making the server non-dumpable: %w", err)
 	}
+	setGoMemoryLimit(log)
 	// Descriptors the server inherited (from a shell, a wrapper) must not reach the code.
 	if err := closeOnExec(); err != nil {
 		log.Info("WARNING: descriptors the server inherited may reach executions", "err", err.Error())

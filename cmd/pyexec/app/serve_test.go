@@ -74,6 +74,11 @@ type sidecarOptions struct {
 	// runnerCgroup is a cgroup v1 directory the runner joins before it runs (a memory
 	// cgroup: the runner container's limit).
 	runnerCgroup string
+	// serverCgroup is a cgroup v1 directory the server joins before it runs, with uid (a
+	// memory cgroup: the server container's limit).
+	serverCgroup string
+	// serverEnv is added to the server's environment (not the runner's).
+	serverEnv []string
 	// runnerShm runs the runner in a mount namespace of its own with a 16 MiB tmpfs on
 	// /dev/shm, as the injector gives its container one, and --shm-dir /dev/shm.
 	runnerShm bool
@@ -129,12 +134,16 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 		s.newRunner = runnerCommand(t, self, s.runnerSocket, o, env)
 	}
 	argv := append(append(append([]string{}, o.wrap...), self), full...)
+	if o.serverCgroup != "" {
+		// The shell joins the cgroup as root; setpriv then drops to the server's uid and gid.
+		argv = append(joinCgroup(t, o.serverCgroup, o.uid, o.uid), argv...)
+	}
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.ExtraFiles = o.inherit
-	if o.uid != 0 {
+	if o.uid != 0 && o.serverCgroup == "" {
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 	}
-	s.cmd.Env = env
+	s.cmd.Env = append(env[:len(env):len(env)], o.serverEnv...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +162,17 @@ func startSidecarWith(t testing.TB, o sidecarOptions, args ...string) *sidecar {
 	s.client = client.New(s.socket)
 	s.waitReady()
 	return s
+}
+
+// joinCgroup returns the prefix of a command that joins the cgroup v1 directory cgroup as
+// root, then runs the rest as uid and gid with no supplementary group.
+func joinCgroup(t testing.TB, cgroup string, uid, gid int) []string {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to start a process in a cgroup: %v", err)
+	}
+	return []string{"/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, cgroup,
+		setpriv, "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(gid), "--clear-groups", "--"}
 }
 
 // runnerCommand returns the command of the pod's runner: `pyexec runner` as o.runnerUID in the
