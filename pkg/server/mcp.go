@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -32,9 +33,58 @@ func (s *Server) mcpHandler() http.Handler {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, PropagateRequestCancellation: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpRequestKey{}, r.Context())))
+		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.writeTimeout()}
+		h.ServeHTTP(dw, r.WithContext(context.WithValue(r.Context(), mcpRequestKey{}, r.Context())))
+		if dw.err != nil {
+			s.cutOff(r, dw.written, dw.err)
+		}
 	})
 }
+
+// deadlineWriter gives a response the write timeout from its first byte on: the MCP SDK writes
+// its answer — a tool's whole result, tens of MiB with files — itself, after the call, and a
+// client that does not read it must not hold it longer than one of the API (see writeBody).
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	armed   bool
+	written int
+	err     error // the first write error: the client went away, or did not read in time
+}
+
+func (d *deadlineWriter) arm() {
+	if !d.armed {
+		d.armed = true
+		_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	}
+}
+
+// WriteHeader sends the status line and headers, and arms the deadline.
+func (d *deadlineWriter) WriteHeader(status int) {
+	d.arm()
+	d.ResponseWriter.WriteHeader(status)
+}
+
+// Write writes body bytes, within the deadline.
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	d.arm()
+	n, err := d.ResponseWriter.Write(b)
+	d.written += n
+	if err != nil && d.err == nil {
+		d.err = err
+	}
+	return n, err
+}
+
+// Flush sends what is buffered, within the deadline.
+func (d *deadlineWriter) Flush() {
+	d.arm()
+	_ = d.rc.Flush()
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // mcpCall serves an API call of an MCP tool: it ends when the /mcp request it serves ends
 // (its client hung up), and so does the execution it runs.

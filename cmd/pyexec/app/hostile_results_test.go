@@ -330,3 +330,44 @@ func TestServerGoMemoryLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestHostileMCPResultNotRead: an MCP client asks run_python over /mcp for a result of 27 MiB
+// (36 MiB of base64 in the tool's structured content) and never reads the answer, which the MCP
+// SDK writes itself after the call. Judged from outside: the server cuts it off after
+// --write-timeout as it does an API client (logged 'response cut off', the body short), and a
+// genuine call is answered meanwhile and after.
+func TestHostileMCPResultNotRead(t *testing.T) {
+	s := podSidecar(t, podOptions{}, "--mode", "fork", "--write-timeout", resultsWriteTimeout)
+	server := s.cmd.Process.Pid
+	call, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+		"params": map[string]any{"name": "run_python", "arguments": map[string]any{"code": bigResultCode}}})
+	c, err := net.Dial("unix", s.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	head := fmt.Sprintf("POST /mcp HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"+
+		"Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: %d\r\n\r\n", len(call))
+	if _, err := c.Write(append([]byte(head), call...)); err != nil {
+		t.Fatal(err)
+	}
+	u := &unread{what: "POST /mcp tools/call run_python", conn: c}
+	waitFor(t, 120*time.Second, "the execution to finish", func() bool { return len(s.logs("execution finished")) >= 1 })
+	res := s.execute(t, api.ExecuteRequest{Code: "print(1)"})
+	if res.Stdout != "1\n" {
+		t.Fatalf("a genuine print(1) while an MCP client does not read its result: %+v", res)
+	}
+	waitFor(t, 120*time.Second, "the MCP response to be cut off", func() bool {
+		for _, l := range s.logs("response cut off") {
+			if l["path"] == "/mcp" {
+				return true
+			}
+		}
+		return false
+	})
+	u.cutShort(t)
+	t.Logf("server VmHWM %d KiB", procStatusKB(t, server, "VmHWM"))
+	if res := s.execute(t, api.ExecuteRequest{Code: "print(2)"}); res.Stdout != "2\n" {
+		t.Fatalf("after the cut: %+v", res)
+	}
+}
