@@ -1,7 +1,9 @@
 package runner
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -345,9 +347,14 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 		}
 	}
 	stop := context.AfterFunc(ctx, onDone)
+	// An execution's result is passed on as the runner encoded it (see passResult).
+	pass := req.Execute != nil || req.SessionExecute != nil
 	for {
-		rep := &Reply{}
-		err := readFrame(ch.conn, limit, rep)
+		var rep *Reply
+		b, err := readFrameBytes(ch.conn, limit)
+		if err == nil {
+			rep, err = decodeReply(b, pass)
+		}
 		if err == nil {
 			err = rep.Validate()
 		}
@@ -805,3 +812,58 @@ var (
 	_ executor.SessionStarter = (*Client)(nil)
 	_ executor.Session        = (*remoteSession)(nil)
 )
+
+// decodeReply decodes a frame of the runner; with pass, a result is kept as its JSON (see
+// passResult) when it can be.
+func decodeReply(b []byte, pass bool) (*Reply, error) {
+	if pass {
+		if res, ok := passResult(b); ok {
+			return &Reply{Result: res}, nil
+		}
+	}
+	rep := &Reply{}
+	return rep, json.Unmarshal(b, rep)
+}
+
+// resultPrefix and resultSuffix are how a result's frame begins and ends: {"result":R}\n
+// (writeFrame), R an object.
+var resultPrefix, resultSuffix = []byte(`{"result":{`), []byte("}\n")
+
+// passResult reads a result's frame, {"result":R}\n, without decoding its files and outputs,
+// and keeps R and a newline — the body of the API's response, made in place in b — as the
+// result's Encoded, which the server writes as it is: the server never holds a large result
+// twice, decoded and encoded again. What it needs of the result (its figures, stdout and
+// stderr for the log, the paths of its files for Validate) is decoded beside. ok is false
+// for a frame that is not such a result, or whose result lacks what the API's body must have
+// (the request's id, files as a list: what the server's finalResult would fill in); it is then
+// decoded whole.
+func passResult(b []byte) (res *api.ExecuteResult, ok bool) {
+	if !bytes.HasPrefix(b, resultPrefix) || !bytes.HasSuffix(b, resultSuffix) {
+		return nil, false
+	}
+	body := b[len(`{"result":`) : len(b)-len("\n")] // R}
+	r := body[:len(body)-1]
+	if !json.Valid(r) {
+		return nil, false // not one value: {"result":...} had more in it
+	}
+	var head struct {
+		api.ExecuteResult
+		Files []struct {
+			Path string `json:"path"`
+			Size int64  `json:"size"`
+		} `json:"files"` // paths and sizes, not contents
+		Outputs []struct{} `json:"outputs"` // counted, not read
+	}
+	if err := json.Unmarshal(r, &head); err != nil || head.ID == "" || head.Files == nil {
+		return nil, false
+	}
+	res = &head.ExecuteResult
+	res.Files = make([]api.OutputFile, len(head.Files))
+	for i, f := range head.Files {
+		res.Files[i] = api.OutputFile{Path: f.Path, Size: f.Size}
+	}
+	res.Outputs = make([]api.Output, len(head.Outputs))
+	body[len(body)-1] = '\n' // R} becomes R\n
+	res.Encoded = body
+	return res, true
+}

@@ -26,6 +26,7 @@
 package runner
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -492,34 +493,47 @@ const handshakeFrame = 1 << 20
 // errFrameTooLarge is a frame over the limit: the connection cannot go on.
 var errFrameTooLarge = errors.New("frame too large")
 
-// writeFrame writes v as one frame.
+// writeFrame writes v as one frame: JSON as the API writes it (no HTML escapes), and a newline
+// (a result's frame is then {"result":R}\n, whose R is the API's body: see resultBody).
 func writeFrame(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	buf.Write(make([]byte, 4)) // the length, once known
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	buf := make([]byte, 4, 4+len(b))
-	binary.BigEndian.PutUint32(buf, uint32(len(b)))
-	_, err = w.Write(append(buf, b...))
+	b := buf.Bytes()
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	_, err := w.Write(b)
 	return err
 }
 
 // readFrame reads one frame of at most max bytes into v.
 func readFrame(r io.Reader, max int64, v any) error {
+	b, err := readFrameBytes(r, max)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// readFrameBytes reads one frame of at most max bytes.
+func readFrameBytes(r io.Reader, max int64) ([]byte, error) {
 	var head [4]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
-		return err
+		return nil, err
 	}
 	n := int64(binary.BigEndian.Uint32(head[:]))
 	if n > max {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", errFrameTooLarge, n, max)
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errFrameTooLarge, n, max)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return err
+		return nil, err
 	}
-	return json.Unmarshal(b, v)
+	return b, nil
 }

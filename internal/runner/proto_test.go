@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -116,5 +117,62 @@ func TestFrames(t *testing.T) {
 	}
 	if err := readFrame(bytes.NewReader(b.Bytes()[:b.Len()-1]), 1<<20, &out); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("a cut frame: %v", err)
+	}
+}
+
+// TestPassResult: a result's frame, as writeFrame writes it, is passed on as it is: its
+// Encoded is the API's body byte for byte (what the server would write encoding the result
+// itself), with the figures decoded beside and the files' paths and sizes, not their contents.
+// Frames that are not a result of the API's shape are decoded whole instead.
+func TestPassResult(t *testing.T) {
+	res := api.ExecuteResult{ID: "r1", ExitCode: 3, Stdout: "a <b> & \"c\"\n", Stderr: "é\x00", Reason: api.ReasonExit, DurationMS: 1.5,
+		Files:   []api.OutputFile{{Path: "d/f.png", Size: 3, ContentBase64: "AAAA"}},
+		Outputs: []api.Output{{Type: "display_data", Data: map[string]string{"text/plain": "x", "image/png": "iVBO"}}}, OutputsTruncated: true}
+	frame := func(rep *Reply) []byte {
+		var b bytes.Buffer
+		if err := writeFrame(&b, rep); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readFrameBytes(&b, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got, ok := passResult(frame(&Reply{Result: &res}))
+	if !ok {
+		t.Fatal("a result's frame was not passed on")
+	}
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(res); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Encoded, want.Bytes()) {
+		t.Fatalf("Encoded:\n%s\nwant the API's body:\n%s", got.Encoded, want.Bytes())
+	}
+	if got.ID != "r1" || got.ExitCode != 3 || got.Stdout != res.Stdout || got.Stderr != res.Stderr || !got.OutputsTruncated ||
+		len(got.Files) != 1 || got.Files[0].Path != "d/f.png" || got.Files[0].Size != 3 || got.Files[0].ContentBase64 != "" || len(got.Outputs) != 1 {
+		t.Fatalf("the figures decoded beside: %+v", got)
+	}
+	if err := (&Reply{Result: got}).Validate(); err != nil {
+		t.Fatalf("Validate of a passed result: %v", err)
+	}
+
+	for name, b := range map[string][]byte{
+		"no id":             frame(&Reply{Result: &api.ExecuteResult{Files: []api.OutputFile{}}}),
+		"files null":        frame(&Reply{Result: &api.ExecuteResult{ID: "r1"}}),
+		"another reply":     frame(&Reply{Done: &Done{}}),
+		"more than a value": []byte(`{"result":{"id":"r1","files":[]},"done":{}}` + "\n"),
+		"not a frame":       []byte(`{"result":{"id":"r1","files":[]}`),
+	} {
+		if r, ok := passResult(b); ok {
+			t.Errorf("%s: passed on as %q", name, r.Encoded)
+		}
+	}
+	// A frame with two replies in it is refused, as before, once decoded whole.
+	if rep, err := decodeReply([]byte(`{"result":{"id":"r1","files":[]},"done":{}}`+"\n"), true); err == nil && rep.Validate() == nil {
+		t.Error("a frame with a result and a done was accepted")
 	}
 }

@@ -537,6 +537,12 @@ func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer
 	if sink != nil {
 		sink.close()
 	}
+	// As the API's body has it, so that the server can pass the result on as it is (see the
+	// client's passResult).
+	res.ID = e.ID
+	if res.Files == nil {
+		res.Files = []api.OutputFile{}
+	}
 	return res, finish, err
 }
 

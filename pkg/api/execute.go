@@ -70,6 +70,12 @@ type ExecuteResult struct {
 	// SessionLost is true when a session's call ended its session: its interpreter was killed
 	// (a timeout the code did not stop for) or exited. Later calls get 404.
 	SessionLost bool `json:"session_lost,omitempty"`
+
+	// Encoded, when set, is this result as the JSON body of a response, newline included, as
+	// pyexec's runner encoded it: the server writes it as it is instead of encoding the result
+	// again, and the contents of Files and Outputs are then not decoded (Files hold their paths
+	// and sizes, Outputs are only counted). Never part of the JSON: it is the JSON.
+	Encoded []byte `json:"-"`
 }
 
 // Kinds of rich output, in Jupyter's vocabulary.

@@ -124,7 +124,10 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 	// From here only the encoded body is live (res is not used again): it is what the server
 	// holds while the client reads.
-	body := encodeJSON(finalResult(res, req.ID), resultSize(res))
+	body := res.Encoded // the runner's encoding, as it is
+	if body == nil {
+		body = encodeJSON(finalResult(res, req.ID), resultSize(res))
+	}
 	s.writeBody(w, r, http.StatusOK, "application/json", body)
 }
 
@@ -167,9 +170,15 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	// From here only the encoded event is live: it is what the server holds while the client
 	// reads.
-	event := encodeJSON(last, resultSize(res))
+	var event [][]byte
+	if err == nil && res.Encoded != nil {
+		// The runner's encoding of the result, as it is, after the event's type: {"type":"exit",...}.
+		event = [][]byte{[]byte(`{"type":"exit",`), res.Encoded[1:]}
+	} else {
+		event = [][]byte{encodeJSON(last, resultSize(res))}
+	}
 	if err := sw.finish(event, s.writeTimeout()); err != nil {
-		s.cutOff(r, len(event), err)
+		s.cutOff(r, lenAll(event), err)
 	}
 }
 
@@ -233,4 +242,13 @@ func (s *Server) recordExecution(ctx context.Context, req executor.Request, res 
 		"outputs", len(res.Outputs),
 	)
 	log.Info("execution finished", kv...)
+}
+
+// lenAll is the length of the slices together.
+func lenAll(bs [][]byte) int {
+	n := 0
+	for _, b := range bs {
+		n += len(b)
+	}
+	return n
 }

@@ -38,10 +38,11 @@ func (sw *streamWriter) Write(stream string, data []byte) {
 	sw.emit(api.StreamEvent{Type: stream, Data: string(data)})
 }
 
-// finish sends last, the final event already encoded (one JSON line), within timeout, and
+// finish sends last, the final event already encoded (one JSON line, in pieces written one
+// after the other), within timeout, and
 // returns the error that kept it from the client, if any: the client is gone, or took longer
 // than timeout. Output that comes after it is dropped.
-func (sw *streamWriter) finish(last []byte, timeout time.Duration) error {
+func (sw *streamWriter) finish(last [][]byte, timeout time.Duration) error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	sw.done = true
@@ -49,9 +50,12 @@ func (sw *streamWriter) finish(last []byte, timeout time.Duration) error {
 		return sw.err
 	}
 	_ = sw.rc.SetWriteDeadline(time.Now().Add(timeout))
-	if _, sw.err = sw.w.Write(last); sw.err == nil {
-		sw.err = sw.rc.Flush()
+	for _, b := range last {
+		if _, sw.err = sw.w.Write(b); sw.err != nil {
+			return sw.err
+		}
 	}
+	sw.err = sw.rc.Flush()
 	return sw.err
 }
 

@@ -287,10 +287,10 @@ func TestServeWriteTimeoutFlag(t *testing.T) {
 // limits.memory, sets the Go runtime's soft memory limit to a share of it (goMemoryLimitShare),
 // read back from outside through the runtime's own figure (go_gc_gomemlimit_bytes on /metrics);
 // a GOMEMLIMIT the operator set is left as it is. Then the attack it is for: two clients ask for
-// results of 27 MiB (36 MiB in JSON) and do not read them, which took a server without the
-// soft limit past a 320 MiB limit (its RSS reached 316-432 MiB in TestHostileResultsNotRead; in
-// this cgroup the kernel's OOM killer took it). Judged from outside: the OOM killer never acts
-// in the server's cgroup, and a genuine print(1) is answered with both results held.
+// results of 27 MiB (36 MiB in JSON) and do not read them (while the server decoded and encoded
+// each result again, this took a server without the soft limit past the 320 MiB limit: the
+// kernel's OOM killer took it). Judged from outside: the OOM killer never acts in the server's
+// cgroup, and a genuine print(1) is answered with both results held.
 func TestServerGoMemoryLimit(t *testing.T) {
 	const limit = 320 << 20
 	untested := "the server's Go memory limit was not tried against a real cgroup: a server that holds large results may pass its container's limit"
