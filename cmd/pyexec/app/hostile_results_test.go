@@ -371,3 +371,58 @@ func TestHostileMCPResultNotRead(t *testing.T) {
 		t.Fatalf("after the cut: %+v", res)
 	}
 }
+
+// maxResultCode makes a result as large as the default caps allow: 1,000 KiB of stdout (under
+// --max-output-bytes, 1 MiB) and four files of 8 MiB of random bytes, --max-files-out-bytes
+// (32 MiB) in all, under --max-file-bytes (10 MiB) each.
+const maxResultCode = "import os, sys\nsys.stdout.write('x' * (1000 << 10))\nfor i in range(4):\n    open(f'max{i}.bin', 'wb').write(os.urandom(8 << 20))\n"
+
+// TestServerMemoryAtItsMaximum drives the server to the most results it may hold — 2 x
+// --max-concurrent (2) of them, each as large as the caps allow, none read — and checks the
+// README's bound from outside: its RSS stays within its RSS at rest plus 2 x max-concurrent x
+// 1.5 x R, R = 4/3 x --max-files-out-bytes + 2 x --max-output-bytes. A fifth execution waits in
+// the queue meanwhile (results waiting hold its room) and runs once --write-timeout has cut a
+// non-reader off.
+func TestServerMemoryAtItsMaximum(t *testing.T) {
+	const maxConcurrent = 2
+	s := podSidecar(t, podOptions{}, "--mode", "fork", "--max-concurrent", strconv.Itoa(maxConcurrent), "--queue", "4", "--write-timeout", "15s")
+	server := s.cmd.Process.Pid
+	rest := procStatusKB(t, server, "VmRSS") << 10
+	r := 4*float64(32<<20)/3 + 2*float64(1<<20)
+	bound := float64(rest) + 2*maxConcurrent*1.5*r
+
+	body, _ := json.Marshal(api.ExecuteRequest{Code: maxResultCode, TimeoutSeconds: seconds(120)})
+	var readers []*unread
+	for range 2 * maxConcurrent {
+		readers = append(readers, sendUnread(t, s.socket, http.MethodPost, "/v1/execute", body))
+	}
+	waitFor(t, 180*time.Second, "4 results to wait for their clients", func() bool { return metric(t, s, "pyexec_results_waiting") == 2*maxConcurrent })
+	// A fifth: no room for its result while four wait.
+	fifth := make(chan error, 1)
+	go func() {
+		res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(5)"})
+		if err == nil && res.Stdout != "5\n" {
+			err = fmt.Errorf("%+v", res)
+		}
+		fifth <- err
+	}()
+	waitFor(t, 30*time.Second, "the fifth to wait in the queue", func() bool { return metric(t, s, "pyexec_queue_depth") == 1 })
+	hwm := procStatusKB(t, server, "VmHWM") << 10
+	t.Logf("4 results of %.1f MiB in JSON held: server VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB; F as measured %.2f",
+		r/(1<<20), procStatusKB(t, server, "VmRSS"), hwm>>10, rest>>10, bound/1024, float64(hwm-rest)/(2*maxConcurrent*r))
+	if float64(hwm) > bound {
+		t.Errorf("the server's peak RSS %d KiB is over the README's bound of %.0f KiB", hwm>>10, bound/1024)
+	}
+	select {
+	case err := <-fifth:
+		t.Fatalf("the fifth execution ran while four results waited (%v)", err)
+	default:
+	}
+	if err := <-fifth; err != nil { // once the write timeout has cut a non-reader off
+		t.Fatalf("the fifth execution: %v", err)
+	}
+	waitFor(t, 60*time.Second, "every non-reader to be cut off", func() bool { return len(s.logs("response cut off")) >= 2*maxConcurrent })
+	for _, u := range readers {
+		u.cutShort(t)
+	}
+}
