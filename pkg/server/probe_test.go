@@ -15,6 +15,7 @@ import (
 
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/logs"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // probeHarness is a ready Server's probe port (ListenProbe, on every address).
@@ -100,29 +101,16 @@ func (h *probeHarness) get(from, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// nonLoopbackIPv4 returns an IPv4 address of this machine that is not loopback, or skips.
-func nonLoopbackIPv4(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-			return n.IP.String()
-		}
-	}
-	t.Skip("SKIPPED: no non-loopback IPv4 address on this machine to connect from as a second peer")
-	return ""
-}
-
 // TestProbeCapsConnections: floods of idle connections to the probe port from two addresses.
 // Each address keeps at most its cap and all of them the total cap; the others are closed at
 // once, counted by cap and logged; every loopback address counts as one peer; a genuine probe
 // from another address is answered while one address holds its cap, and the places come back
 // when the connections close.
 func TestProbeCapsConnections(t *testing.T) {
-	own := nonLoopbackIPv4(t)
+	own := testutil.NonLoopbackIPv4()
+	if own == "" {
+		t.Skip("SKIPPED: no non-loopback IPv4 address on this machine to connect from as a second peer")
+	}
 	const perIP, total, flood = 4, 6, 100
 	h := newProbeHarness(t, ProbeConfig{Addr: "0.0.0.0:0", MaxConnections: total, MaxConnectionsPerIP: perIP})
 

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -190,4 +191,19 @@ func ProcessUID(pid int) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// NonLoopbackIPv4 returns an IPv4 address of this machine that is not loopback, "" when it has
+// none: a second peer for tests of per-address caps.
+func NonLoopbackIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return ""
 }

@@ -1,13 +1,10 @@
 package app
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +49,7 @@ func manySessionFiles(t *testing.T, mode string) {
 		for _, pid := range []int{server, runner} {
 			resetPeak(t, pid)
 		}
-		base := map[int]int{server: vmKiB(t, server, "VmRSS"), runner: vmKiB(t, runner, "VmRSS")}
+		base := map[int]int64{server: procStatusKB(t, server, "VmRSS"), runner: procStatusKB(t, runner, "VmRSS")}
 		start := time.Now()
 		f()
 		took := time.Since(start)
@@ -60,7 +57,7 @@ func manySessionFiles(t *testing.T, mode string) {
 			name string
 			pid  int
 		}{{"server", server}, {"runner", runner}} {
-			peak := vmKiB(t, p.pid, "VmHWM")
+			peak := procStatusKB(t, p.pid, "VmHWM")
 			t.Logf("%s: %s peak %.1f MiB (%.1f MiB before), %v", name, p.name, float64(peak)/1024, float64(base[p.pid])/1024, took.Round(time.Millisecond))
 			// Generous: the figures measured are in the commit and the report.
 			if grew := peak - base[p.pid]; grew > maxListingGrowthKiB {
@@ -177,26 +174,4 @@ func resetPeak(t *testing.T, pid int) {
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
 		t.Fatalf("resetting the peak memory of %d (needs to own it or root): %v", pid, err)
 	}
-}
-
-// vmKiB reads one figure (VmRSS, VmHWM) of /proc/PID/status, in KiB.
-func vmKiB(t *testing.T, pid int, field string) int {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // Caps of the probe port in these tests: small, so that a flood is mostly refused.
@@ -173,7 +173,7 @@ func probeFlood(t *testing.T, s *sidecar) {
 		t.Fatal(err)
 	}
 	pid := s.cmd.Process.Pid
-	rssBefore, hwmBefore := serverMemory(t, pid)
+	rssBefore, hwmBefore := procStatusKB(t, pid, "VmRSS"), procStatusKB(t, pid, "VmHWM")
 
 	conns := make([]net.Conn, 0, flood)
 	defer func() {
@@ -213,7 +213,7 @@ func probeFlood(t *testing.T, s *sidecar) {
 		}()
 	}
 	wg.Wait()
-	rssDuring, hwmDuring := serverMemory(t, pid)
+	rssDuring, hwmDuring := procStatusKB(t, pid, "VmRSS"), procStatusKB(t, pid, "VmHWM")
 	t.Logf("%d connections to the probe port: %d answered and kept, %d closed; the server's VmRSS %d KiB before, %d KiB with them open (VmHWM %d, then %d KiB)",
 		flood, answered, closed, rssBefore, rssDuring, hwmBefore, hwmDuring)
 	if answered > listenersProbeMaxPerIP {
@@ -226,7 +226,7 @@ func probeFlood(t *testing.T, s *sidecar) {
 		t.Errorf("log lines about refused connections %v; want one for the burst, naming the probe port and the cap", lines)
 	}
 
-	if ip := ownAddress(t); ip != "" {
+	if ip := testutil.NonLoopbackIPv4(); ip != "" {
 		other := clientFrom(ip)
 		if code, body := probeGet(t, other, ip, port, "/healthz"); code != http.StatusOK {
 			t.Errorf("a genuine /healthz from %s during the flood: %d %q", ip, code, body)
@@ -268,43 +268,6 @@ func sleepers(s *sidecar) []map[string]any {
 		}
 	}
 	return out
-}
-
-// serverMemory reads VmRSS and VmHWM (KiB) of pid.
-func serverMemory(t *testing.T, pid int) (rss, hwm int) {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "VmRSS:":
-			rss, _ = strconv.Atoi(f[1])
-		case "VmHWM:":
-			hwm, _ = strconv.Atoi(f[1])
-		}
-	}
-	return rss, hwm
-}
-
-// ownAddress returns an IPv4 address of this machine that is not loopback, "" if none.
-func ownAddress(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-			return n.IP.String()
-		}
-	}
-	return ""
 }
 
 // clientFrom is an HTTP client whose connections come from the address ip.
