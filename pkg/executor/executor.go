@@ -25,6 +25,9 @@ type Request struct {
 	// Network lets the code open network sockets; the server allows it or refuses the request.
 	Network bool
 	Limits
+	// OpenFiles, when set, receives the files the result returns, open, instead of their
+	// contents in the result: the caller reads them as it sends the result, and closes them.
+	OpenFiles *OpenFiles
 }
 
 // Limits of one execution.

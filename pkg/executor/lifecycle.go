@@ -152,7 +152,7 @@ func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error)
 	}
 	var used int64
 	res.Outputs, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
-	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, max(budget-used, 1))
+	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, max(budget-used, 1), e.req.OpenFiles)
 	res.DurationMS = float64(time.Since(e.begun).Microseconds()) / 1000
 	return res, killed
 }

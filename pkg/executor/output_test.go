@@ -49,7 +49,7 @@ func TestCollectFilesTotalCap(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	got, truncated := collectFilesUpTo(work, nil, 10<<20, 100, total)
+	got, truncated := collectFilesUpTo(work, nil, 10<<20, 100, total, nil)
 	runtime.ReadMemStats(&after)
 
 	if !truncated {
@@ -106,13 +106,33 @@ func TestCollectFilesCapsTogether(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			work := t.TempDir()
 			writeTestFiles(t, work, tt.files)
-			got, truncated := collectFilesUpTo(work, map[string][]byte{"in.txt": input}, tt.maxBytes, tt.maxFiles, tt.maxTotal)
-			var names []string
-			for _, f := range got {
-				names = append(names, f.Path)
-			}
-			if fmt.Sprint(names) != tt.want || truncated != tt.truncated {
-				t.Errorf("files %v truncated %v, want %s %v", names, truncated, tt.want, tt.truncated)
+			// Read, and kept open (OpenFiles): the same files, the same contents.
+			for _, open := range []*OpenFiles{nil, {}} {
+				got, truncated := collectFilesUpTo(work, map[string][]byte{"in.txt": input}, tt.maxBytes, tt.maxFiles, tt.maxTotal, open)
+				var names []string
+				for _, f := range got {
+					names = append(names, f.Path)
+					content, err := base64.StdEncoding.DecodeString(f.ContentBase64)
+					if of := open.File(f.Path); of != nil {
+						content = make([]byte, f.Size)
+						_, err = of.ReadAt(content, 0)
+						if f.ContentBase64 != "" {
+							t.Errorf("open: %s has its content in the result too", f.Path)
+						}
+					} else if open != nil {
+						t.Errorf("open: %s is not open", f.Path)
+					}
+					if err != nil || !bytes.Equal(content, tt.files[f.Path]) || f.Size != int64(len(content)) {
+						t.Errorf("open %v: %s of size %d holds %q (%v), want %q", open != nil, f.Path, f.Size, content, err, tt.files[f.Path])
+					}
+				}
+				if fmt.Sprint(names) != tt.want || truncated != tt.truncated {
+					t.Errorf("open %v: files %v truncated %v, want %s %v", open != nil, names, truncated, tt.want, tt.truncated)
+				}
+				if open != nil && len(open.files) != len(got) {
+					t.Errorf("open: %d files open for %d returned", len(open.files), len(got))
+				}
+				open.Close()
 			}
 		})
 	}
@@ -132,7 +152,7 @@ func TestCollectFilesSkipsWhatIsNotARegularFile(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(work, "fifo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, truncated := collectFilesUpTo(work, nil, 100, 10, 100)
+	got, truncated := collectFilesUpTo(work, nil, 100, 10, 100, nil)
 	if len(got) != 1 || got[0].Path != "real.txt" || truncated {
 		t.Errorf("files %+v truncated %v, want real.txt alone", got, truncated)
 	}

@@ -596,7 +596,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	}
 	var used int64
 	res.Outputs, used, res.OutputsTruncated = readOutputs(outputs, budget)
-	res.Files, res.FilesTruncated = collectFilesSince(ss.work, before, req.MaxFileBytes, req.MaxFilesOut, max(budget-used, 1))
+	res.Files, res.FilesTruncated = collectFilesSince(ss.work, before, req.MaxFileBytes, req.MaxFilesOut, max(budget-used, 1), req.OpenFiles)
 	res.DurationMS = float64(time.Since(begun).Microseconds()) / 1000
 	return res, nil
 }

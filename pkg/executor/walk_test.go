@@ -58,7 +58,7 @@ func TestCallStampsHoldOnlyRecentFiles(t *testing.T) {
 	}
 	write("old007.txt", "rewritten")
 	write("new.txt", "new")
-	got, truncated := collectFilesSince(dir, s, 1<<20, 10, 1<<20)
+	got, truncated := collectFilesSince(dir, s, 1<<20, 10, 1<<20, nil)
 	var paths []string
 	for _, f := range got {
 		paths = append(paths, f.Path)
