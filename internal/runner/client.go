@@ -358,6 +358,9 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 		if err == nil {
 			err = rep.Validate()
 		}
+		if err == nil && rep.ResultStream != nil && rep.ResultStream.Bytes > limit {
+			err = fmt.Errorf("%w: a result of %d bytes, the limit is %d", errFrameTooLarge, rep.ResultStream.Bytes, limit)
+		}
 		if err != nil {
 			stop()
 			ch.conn.Close()
@@ -380,20 +383,85 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 		}
 		// A Cancel that was sent, or is being sent, must not reach the next request.
 		reusable := stop()
-		if done == nil {
-			c.release(ch, reusable)
-			return rep, nil
+		// after is what follows the last reply, once read whole (ok) or not.
+		after := func(ok bool) {
+			if done == nil {
+				c.release(ch, reusable && ok)
+				return
+			}
+			if !ok {
+				ch.conn.Close()
+				done(false)
+				return
+			}
+			go func() {
+				var d Reply
+				err := readFrame(ch.conn, limit, &d)
+				ok := err == nil && d.Done != nil
+				done(ok)
+				c.release(ch, reusable && ok)
+			}()
 		}
-		go func() {
-			var d Reply
-			err := readFrame(ch.conn, limit, &d)
-			ok := err == nil && d.Done != nil
-			done(ok)
-			c.release(ch, reusable && ok)
-		}()
+		if rs := rep.ResultStream; rs != nil {
+			// The channel is the body's until it is closed.
+			res := rs.Head
+			res.Encoded = &streamedResult{conn: ch.conn, size: rs.Bytes, left: rs.Bytes, after: after,
+				stdout: rs.StdoutBytes, stderr: rs.StderrBytes}
+			return &Reply{Result: &res}, nil
+		}
+		after(true)
 		return rep, nil
 	}
 }
+
+// bodyReadTimeout is how long a streamed result's reader waits for the runner's next bytes:
+// the runner holds them, and sends them as fast as the server takes them.
+const bodyReadTimeout = 10 * time.Second
+
+// streamedResult is a large result's body (ResultStream), read from the runner's channel as it
+// is read; closing it gives the channel back, or closes it when the body was not read whole.
+// Its result has no stdout and stderr, only their sizes (OutputBytes): they are in the body.
+type streamedResult struct {
+	conn           net.Conn
+	size, left     int64
+	stdout, stderr int
+	once           sync.Once
+	after          func(ok bool)
+}
+
+func (r *streamedResult) Size() int64 { return r.size }
+
+// OutputBytes are the sizes of the result's stdout and stderr.
+func (r *streamedResult) OutputBytes() (stdout, stderr int) { return r.stdout, r.stderr }
+
+func (r *streamedResult) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	_ = r.conn.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	n, err := r.conn.Read(p)
+	r.left -= int64(n)
+	if err != nil {
+		err = fmt.Errorf("%w: a result's body ended %d bytes short: %v", ErrRunnerGone, r.left, err)
+	}
+	return n, err
+}
+
+func (r *streamedResult) Close() error {
+	r.once.Do(func() {
+		_ = r.conn.SetReadDeadline(time.Time{})
+		r.after(r.left == 0)
+	})
+	return nil
+}
+
+// passedResult is a small result's body, from its frame (see passResult).
+type passedResult struct{ *bytes.Reader }
+
+func (passedResult) Close() error { return nil }
 
 // control is roundTrip for a request that runs no code, bounded by controlTimeout.
 func (c *Client) control(req *Request) (*Reply, error) {
@@ -864,6 +932,6 @@ func passResult(b []byte) (res *api.ExecuteResult, ok bool) {
 	}
 	res.Outputs = make([]api.Output, len(head.Outputs))
 	body[len(body)-1] = '\n' // R} becomes R\n
-	res.Encoded = body
+	res.Encoded = passedResult{bytes.NewReader(body)}
 	return res, true
 }

@@ -17,7 +17,10 @@
 // every execution and session.
 //
 // A channel carries one request at a time: a Request from the server, then Replies from the
-// runner until the last one (Result, Session, Files, File, Status, Stats, Done or Error). While
+// runner until the last one (Result, ResultStream, Session, Files, File, Status, Stats, Done
+// or Error). A result is the API's JSON body of it: in a frame, {"result":R}, when it is small;
+// else a ResultStream (its figures, and the body's length) followed by the body's bytes as
+// they are, which the server writes to its client as it reads them. While
 // an execution runs the runner may send Output replies, and the server may send a Request
 // with Cancel, which kills the execution and still gets its Result. An Execute's last reply is
 // followed by Done once the runner has emptied its directory (the result goes first, the
@@ -44,8 +47,9 @@ import (
 // added to a message, which the other end's older code ignores and whose absence means what it
 // did before, does not change it: Config.MemoryHighWater, Stats' figures of the trees and of
 // the memory cgroup, SessionState.EndedForMemory, the Total and Partial of a Files reply (an
-// older runner's listing counts as complete, its Total as the files it lists).
-const Protocol = 1
+// older runner's listing counts as complete, its Total as the files it lists). Protocol 2
+// streams large results (ResultStream).
+const Protocol = 2
 
 // Hello is the runner's first message on the control connection.
 type Hello struct {
@@ -131,15 +135,31 @@ type Request struct {
 
 // Reply is one message of the runner on a channel: exactly one field is set.
 type Reply struct {
-	Output  *Output             `json:"output,omitempty"`
-	Result  *api.ExecuteResult  `json:"result,omitempty"`
-	Session *SessionInfo        `json:"session,omitempty"`
-	Files   *api.SessionFiles   `json:"files,omitempty"`
-	File    *FileData           `json:"file,omitempty"`
-	Status  *SessionStatusReply `json:"status,omitempty"`
-	Stats   *Stats              `json:"stats,omitempty"`
-	Done    *Done               `json:"done,omitempty"`
-	Error   *Error              `json:"error,omitempty"`
+	Output *Output            `json:"output,omitempty"`
+	Result *api.ExecuteResult `json:"result,omitempty"`
+	// ResultStream is a large result: the body follows the frame.
+	ResultStream *ResultStream       `json:"result_stream,omitempty"`
+	Session      *SessionInfo        `json:"session,omitempty"`
+	Files        *api.SessionFiles   `json:"files,omitempty"`
+	File         *FileData           `json:"file,omitempty"`
+	Status       *SessionStatusReply `json:"status,omitempty"`
+	Stats        *Stats              `json:"stats,omitempty"`
+	Done         *Done               `json:"done,omitempty"`
+	Error        *Error              `json:"error,omitempty"`
+
+	// open are a Result's files, open, whose contents the runner sends with it.
+	open *executor.OpenFiles
+}
+
+// ResultStream is a result whose body, Bytes of the API's JSON, newline included, follows its
+// frame on the channel as raw bytes. Head is the result without the contents of its stdout,
+// stderr, files and outputs: their sizes (StdoutBytes, StderrBytes, the files'), paths and
+// count.
+type ResultStream struct {
+	Bytes       int64             `json:"bytes"`
+	Head        api.ExecuteResult `json:"head"`
+	StdoutBytes int               `json:"stdout_bytes"`
+	StderrBytes int               `json:"stderr_bytes"`
 }
 
 // Execute runs code once, in the directory Dir of the work root that the server made.
@@ -430,7 +450,7 @@ func (l Limits) validate() error {
 // Validate checks a reply: exactly one field, each well formed.
 func (r *Reply) Validate() error {
 	n := 0
-	for _, set := range []bool{r.Output != nil, r.Result != nil, r.Session != nil, r.Files != nil, r.File != nil,
+	for _, set := range []bool{r.Output != nil, r.Result != nil, r.ResultStream != nil, r.Session != nil, r.Files != nil, r.File != nil,
 		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil} {
 		if set {
 			n++
@@ -443,17 +463,27 @@ func (r *Reply) Validate() error {
 	case r.Output != nil && r.Output.Stream != api.EventStdout && r.Output.Stream != api.EventStderr:
 		return fmt.Errorf("output on stream %q", r.Output.Stream)
 	case r.Result != nil:
-		for _, f := range r.Result.Files {
-			if !fs.ValidPath(f.Path) || f.Path == "." {
-				return fmt.Errorf("result: file %q is not a relative path", f.Path)
-			}
-		}
+		return validFiles(r.Result.Files)
+	case r.ResultStream != nil && r.ResultStream.Bytes < int64(len("{}\n")):
+		return fmt.Errorf("result stream of %d bytes", r.ResultStream.Bytes)
+	case r.ResultStream != nil:
+		return validFiles(r.ResultStream.Head.Files)
 	case r.Files != nil && len(r.Files.Files) > api.MaxSessionFiles:
 		return fmt.Errorf("files: %d listed, more than %d", len(r.Files.Files), api.MaxSessionFiles)
 	case r.Session != nil && !executor.IsDirName(r.Session.Dir):
 		return fmt.Errorf("session: dir %q is not a directory of the work root", r.Session.Dir)
 	case r.Error != nil && r.Error.Code == "":
 		return errors.New("an error without a code")
+	}
+	return nil
+}
+
+// validFiles checks the paths of a result's files.
+func validFiles(files []api.OutputFile) error {
+	for _, f := range files {
+		if !fs.ValidPath(f.Path) || f.Path == "." {
+			return fmt.Errorf("result: file %q is not a relative path", f.Path)
+		}
 	}
 	return nil
 }

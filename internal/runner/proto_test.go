@@ -149,8 +149,9 @@ func TestPassResult(t *testing.T) {
 	if err := enc.Encode(res); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got.Encoded, want.Bytes()) {
-		t.Fatalf("Encoded:\n%s\nwant the API's body:\n%s", got.Encoded, want.Bytes())
+	encoded := readEncoded(t, got)
+	if !bytes.Equal(encoded, want.Bytes()) || got.Encoded.Size() != int64(len(encoded)) {
+		t.Fatalf("Encoded (%d bytes):\n%s\nwant the API's body:\n%s", got.Encoded.Size(), encoded, want.Bytes())
 	}
 	if got.ID != "r1" || got.ExitCode != 3 || got.Stdout != res.Stdout || got.Stderr != res.Stderr || !got.OutputsTruncated ||
 		len(got.Files) != 1 || got.Files[0].Path != "d/f.png" || got.Files[0].Size != 3 || got.Files[0].ContentBase64 != "" || len(got.Outputs) != 1 {
@@ -168,11 +169,22 @@ func TestPassResult(t *testing.T) {
 		"not a frame":       []byte(`{"result":{"id":"r1","files":[]}`),
 	} {
 		if r, ok := passResult(b); ok {
-			t.Errorf("%s: passed on as %q", name, r.Encoded)
+			t.Errorf("%s: passed on as %q", name, readEncoded(t, r))
 		}
 	}
 	// A frame with two replies in it is refused, as before, once decoded whole.
 	if rep, err := decodeReply([]byte(`{"result":{"id":"r1","files":[]},"done":{}}`+"\n"), true); err == nil && rep.Validate() == nil {
 		t.Error("a frame with a result and a done was accepted")
 	}
+}
+
+// readEncoded reads a result's Encoded whole, and closes it.
+func readEncoded(t *testing.T, res *api.ExecuteResult) []byte {
+	t.Helper()
+	defer res.Encoded.Close()
+	b, err := io.ReadAll(res.Encoded)
+	if err != nil {
+		t.Fatalf("reading a result's body: %v", err)
+	}
+	return b
 }

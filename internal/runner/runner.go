@@ -403,14 +403,12 @@ func (s *served) serveChannel(fd int) {
 		cancelCurrent = nil
 		mu.Unlock()
 		c()
-		err := ch.send(rep)
-		if req.Execute != nil {
-			// The result went first; the execution's directory is emptied (and its spare
-			// replaced) after, and Done says so: the server removes the directory then.
-			finish()
-			if err == nil {
-				err = ch.send(&Reply{Done: &Done{}})
-			}
+		// The result goes first; the execution's directory is emptied (and its spare
+		// replaced) after, or while a large result's body goes, and Done says so: the server
+		// removes the directory then.
+		err := ch.sendReply(rep, finish)
+		if req.Execute != nil && err == nil {
+			err = ch.send(&Reply{Done: &Done{}})
 		}
 		if err != nil {
 			return
@@ -422,11 +420,7 @@ func (s *served) serveChannel(fd int) {
 // left to do once the reply is sent.
 func (s *served) handle(ctx context.Context, req *Request, ch *channel) (*Reply, func()) {
 	if req.Execute != nil {
-		res, finish, err := s.execute(ctx, req.Execute, ch, s.ex)
-		if err != nil {
-			return &Reply{Error: errorOf(err)}, finish
-		}
-		return &Reply{Result: &res}, finish
+		return s.execute(ctx, req.Execute, ch, s.ex)
 	}
 	return s.handleOther(ctx, req, ch), nil
 }
@@ -449,11 +443,9 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 			err = executor.ErrSessionEnded
 			break
 		}
-		res, finish, err2 := s.execute(ctx, &req.SessionExecute.Execute, ch, ss)
+		rep, finish := s.execute(ctx, &req.SessionExecute.Execute, ch, ss)
 		finish()
-		if err = err2; err == nil {
-			return &Reply{Result: &res}
-		}
+		return rep
 	case req.SessionFiles != nil:
 		if ss := s.session(req.SessionFiles.Session); ss != nil {
 			l, err2 := ss.Files()
@@ -513,10 +505,13 @@ type execer interface {
 	Execute(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error)
 }
 
-// execute runs e with ex, streaming its output on ch when asked. finish is what is left to do
-// once the result is sent (see executor.Deferred).
-func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer) (api.ExecuteResult, func(), error) {
-	req := executor.Request{ID: e.ID, Code: e.Code, Stdin: e.Stdin, Env: e.Env, Files: fromFiles(e.Files), Network: e.Network, Limits: fromLimits(e.Limits)}
+// execute runs e with ex, streaming its output on ch when asked, and returns its result or
+// error as a reply; the result's files are open, to be read as it is sent (see sendReply).
+// finish is what is left to do once the result is sent (see executor.Deferred).
+func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer) (*Reply, func()) {
+	open := &executor.OpenFiles{}
+	req := executor.Request{ID: e.ID, Code: e.Code, Stdin: e.Stdin, Env: e.Env, Files: fromFiles(e.Files), Network: e.Network, Limits: fromLimits(e.Limits),
+		OpenFiles: open}
 	if e.Dir != "" {
 		req.Dir = filepath.Join(s.cfg.WorkDir, e.Dir)
 	}
@@ -543,7 +538,11 @@ func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer
 	if res.Files == nil {
 		res.Files = []api.OutputFile{}
 	}
-	return res, finish, err
+	if err != nil {
+		open.Close()
+		return &Reply{Error: errorOf(err)}, finish
+	}
+	return &Reply{Result: &res, open: open}, finish
 }
 
 // outputSink sends an execution's output on its channel as it comes, until the execution is

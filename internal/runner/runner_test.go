@@ -1,9 +1,13 @@
 package runner
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -640,4 +644,117 @@ func tasksOf(uid, runner int) []int {
 		}
 	}
 	return out
+}
+
+// bigResultCode prints a line and writes a file of 1 MiB of random bytes: a result far over
+// maxInlineResult.
+const bigResultCode = "import os\nprint('big')\nopen('f.bin', 'wb').write(os.urandom(1 << 20))"
+
+// A large result streams: the client gets its figures at once and its body (the API's JSON,
+// the file in base64) as it reads, over the channel, which it gets back once the body is read
+// whole, and closes when it is not. The runner going in the middle of a body is an error of
+// the read, not a short body taken for whole.
+func TestLargeResultsStream(t *testing.T) {
+	c, procs := childClient(t, clientConfig(t, executor.ModeFork, 0))
+	readBody := func(res api.ExecuteResult) (api.ExecuteResult, error) {
+		defer res.Encoded.Close()
+		b, err := io.ReadAll(res.Encoded)
+		if err != nil {
+			return api.ExecuteResult{}, err
+		}
+		if int64(len(b)) != res.Encoded.Size() || !bytes.HasSuffix(b, []byte("}\n")) {
+			t.Fatalf("a body of %d bytes, %d said", len(b), res.Encoded.Size())
+		}
+		var whole api.ExecuteResult
+		return whole, json.Unmarshal(b, &whole)
+	}
+	checkBig := func(what string, res api.ExecuteResult) {
+		t.Helper()
+		if _, ok := res.Encoded.(*streamedResult); !ok {
+			t.Fatalf("%s: a result of 1 MiB came as %T, not streamed", what, res.Encoded)
+		}
+		// stdout in the body alone, its size beside.
+		stdout, stderr := res.Encoded.(*streamedResult).OutputBytes()
+		if res.Stdout != "" || stdout != len("big\n") || stderr != 0 || len(res.Files) != 1 || res.Files[0].Size != 1<<20 || res.Files[0].ContentBase64 != "" {
+			t.Fatalf("%s: the figures: %+v, stdout %d bytes, stderr %d", what, res, stdout, stderr)
+		}
+		whole, err := readBody(res)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		data, err := base64.StdEncoding.DecodeString(whole.Files[0].ContentBase64)
+		if whole.ID != res.ID || whole.Stdout != "big\n" || err != nil || len(data) != 1<<20 {
+			t.Fatalf("%s: the body: id %q stdout %q, a file of %d bytes (%v)", what, whole.ID, whole.Stdout, len(data), err)
+		}
+	}
+
+	checkBig("an execution", run(t, c, executor.Request{ID: "b1", Code: bigResultCode}))
+	small := run(t, c, executor.Request{ID: "s1", Code: "print(1)"})
+	if _, ok := small.Encoded.(passedResult); !ok || small.Stdout != "1\n" {
+		t.Fatalf("a small result came as %T: %+v", small.Encoded, small)
+	}
+	if whole, err := readBody(small); err != nil || whole.Stdout != "1\n" || whole.ID != "s1" {
+		t.Fatalf("a small result's body: %+v %v", whole, err)
+	}
+
+	ss, err := c.NewSession(context.Background(), executor.SessionRequest{ID: "s-1", Limits: testLimits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	res, err := ss.Execute(context.Background(), executor.Request{ID: "b2", Code: bigResultCode, Limits: testLimits}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBig("a session's call", res)
+	// The session's channel came back whole: the next call is in step.
+	if res, err := ss.Execute(context.Background(), executor.Request{ID: "b3", Code: "print(x)", Limits: testLimits}, nil); err != nil || res.ExitCode == 0 {
+		t.Fatalf("the next call: %+v %v", res, err)
+	}
+	// A session's body left unread: its channel is not the next call's.
+	res, err = ss.Execute(context.Background(), executor.Request{ID: "b3", Code: bigResultCode, Limits: testLimits}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, res.Encoded, 100); err != nil {
+		t.Fatal(err)
+	}
+	res.Encoded.Close()
+	for i := range 3 {
+		if res, err := ss.Execute(context.Background(), executor.Request{ID: fmt.Sprint("c", i), Code: "print(6*7)", Limits: testLimits}, nil); err != nil || res.Stdout != "42\n" {
+			t.Fatalf("a session's call after a body left unread: %+v %v", res, err)
+		}
+	}
+	ss.Close()
+
+	// A body left unread: another execution runs meanwhile; closing it gives up its channel,
+	// and the executions after are intact, the directories all gone.
+	unread := run(t, c, executor.Request{ID: "b4", Code: bigResultCode})
+	if res := run(t, c, executor.Request{ID: "n1", Code: "print(6*7)"}); res.Stdout != "42\n" {
+		t.Fatalf("beside an unread body: %+v", res)
+	}
+	if _, err := io.CopyN(io.Discard, unread.Encoded, 100); err != nil {
+		t.Fatal(err)
+	}
+	unread.Encoded.Close()
+	for i := range 4 {
+		if res := run(t, c, executor.Request{ID: fmt.Sprint("n", i+2), Code: "print(6*7)"}); res.Stdout != "42\n" {
+			t.Fatalf("after a body left unread: %+v", res)
+		}
+	}
+	checkBig("after a body left unread", run(t, c, executor.Request{ID: "b5", Code: bigResultCode}))
+	for deadline := time.Now().Add(5 * time.Second); len(dirsOf(t, c)) != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("directories left in the work root: %v", dirsOf(t, c))
+		}
+	}
+
+	// The runner goes while a body waits: reading it fails.
+	cut := run(t, c, executor.Request{ID: "b6", Code: bigResultCode})
+	if err := syscall.Kill(procs.latest(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBody(cut); !errors.Is(err, ErrRunnerGone) {
+		t.Fatalf("a body whose runner went: %v", err)
+	}
 }

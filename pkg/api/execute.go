@@ -1,5 +1,7 @@
 package api
 
+import "io"
+
 // Reasons an execution ended, in ExecuteResult.Reason.
 const (
 	ReasonExit        = "exit"         // the code finished (any exit status)
@@ -74,8 +76,18 @@ type ExecuteResult struct {
 	// Encoded, when set, is this result as the JSON body of a response, newline included, as
 	// pyexec's runner encoded it: the server writes it as it is instead of encoding the result
 	// again, and the contents of Files and Outputs are then not decoded (Files hold their paths
-	// and sizes, Outputs are only counted). Never part of the JSON: it is the JSON.
-	Encoded []byte `json:"-"`
+	// and sizes, Outputs are only counted). Never part of the JSON: it is the JSON. Whoever
+	// holds a result with Encoded set must close it, read or not.
+	Encoded EncodedResult `json:"-"`
+}
+
+// EncodedResult is a result's JSON body, Size bytes, read once: a large one streams from
+// pyexec's runner as it is read, and holds the runner's channel until it is closed. The
+// result of a large one has its stdout and stderr only in the body: its Encoded then has a
+// method OutputBytes() (stdout, stderr int) that tells their sizes.
+type EncodedResult interface {
+	io.ReadCloser
+	Size() int64
 }
 
 // Kinds of rich output, in Jupyter's vocabulary.

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -105,6 +108,9 @@ func (s *Server) admissionFailed(w http.ResponseWriter, r *http.Request, err err
 func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Request, req executor.Request, run runFunc, known func()) {
 	start := time.Now()
 	res, err := run(ctx, req, nil)
+	if res.Encoded != nil {
+		defer res.Encoded.Close()
+	}
 	known()
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	var fileErr *executor.FileError
@@ -122,13 +128,13 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "execution failed: "+err.Error())
 		return
 	}
-	// From here only the encoded body is live (res is not used again): it is what the server
-	// holds while the client reads.
-	body := res.Encoded // the runner's encoding, as it is
-	if body == nil {
-		body = encodeJSON(finalResult(res, req.ID), resultSize(res))
+	if enc := res.Encoded; enc != nil {
+		// The runner's encoding, as it is: a large one streams from the runner as the client
+		// reads it, so the server never holds it whole.
+		s.writeBodyFrom(w, r, http.StatusOK, "application/json", enc, enc.Size())
+		return
 	}
-	s.writeBody(w, r, http.StatusOK, "application/json", body)
+	s.writeBody(w, r, http.StatusOK, "application/json", encodeJSON(finalResult(res, req.ID), executor.ResultSize(res)))
 }
 
 // runStreaming runs req and answers with newline-delimited JSON events: output as the
@@ -152,6 +158,9 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, r *htt
 
 	start := time.Now()
 	res, err := run(ctx, req, sw)
+	if res.Encoded != nil {
+		defer res.Encoded.Close()
+	}
 	known()
 	s.recordExecution(ctx, req, res, err, time.Since(start))
 	var last api.StreamEvent
@@ -168,18 +177,39 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, r *htt
 		res = finalResult(res, req.ID)
 		last = api.StreamEvent{Type: api.EventExit, ExecuteResult: &res}
 	}
-	// From here only the encoded event is live: it is what the server holds while the client
-	// reads.
-	var event [][]byte
+	var event io.Reader
+	var size int64
 	if err == nil && res.Encoded != nil {
-		// The runner's encoding of the result, as it is, after the event's type: {"type":"exit",...}.
-		event = [][]byte{[]byte(`{"type":"exit",`), res.Encoded[1:]}
-	} else {
-		event = [][]byte{encodeJSON(last, resultSize(res))}
+		// The runner's encoding of the result, as it is (streamed when large), after the
+		// event's type: {"type":"exit",...}.
+		event, size, err = exitEvent(res.Encoded)
+		if err != nil {
+			last = api.StreamEvent{Type: api.EventError, Error: &api.ErrorBody{
+				Code: api.ErrCodeInternal, Message: "execution failed: " + err.Error(), RequestID: req.ID,
+			}}
+		}
 	}
-	if err := sw.finish(event, s.writeTimeout()); err != nil {
-		s.cutOff(r, lenAll(event), err)
+	if event == nil {
+		b := encodeJSON(last, executor.ResultSize(res))
+		event, size = bytes.NewReader(b), int64(len(b))
 	}
+	if err := sw.finish(event, size, s.writeTimeout()); err != nil {
+		s.cutOff(r, size, err)
+	}
+}
+
+// exitEvent is a stream's exit event of a result the runner encoded: {"type":"exit", and the
+// body after its opening brace.
+func exitEvent(enc api.EncodedResult) (io.Reader, int64, error) {
+	var brace [1]byte
+	if _, err := io.ReadFull(enc, brace[:]); err != nil {
+		return nil, 0, err
+	}
+	if brace[0] != '{' {
+		return nil, 0, errors.New("the runner's result is not a JSON object")
+	}
+	const head = `{"type":"exit",`
+	return io.MultiReader(strings.NewReader(head), enc), int64(len(head)) + enc.Size() - 1, nil
 }
 
 // unavailable answers 503 with Retry-After: nothing can run code now (the runner is starting or
@@ -199,22 +229,6 @@ func finalResult(res api.ExecuteResult, id string) api.ExecuteResult {
 	return res
 }
 
-// resultSize is about the size of res in JSON: its strings, each once, and room for the rest
-// (escapes aside).
-func resultSize(res api.ExecuteResult) int {
-	n := 4096 + len(res.Stdout) + len(res.Stderr)
-	for _, f := range res.Files {
-		n += 96 + len(f.Path) + len(f.ContentBase64)
-	}
-	for _, o := range res.Outputs {
-		n += 48
-		for k, v := range o.Data {
-			n += 8 + len(k) + len(v)
-		}
-	}
-	return n
-}
-
 // recordExecution writes the one log line of an execution and updates the metrics.
 func (s *Server) recordExecution(ctx context.Context, req executor.Request, res api.ExecuteResult, err error, elapsed time.Duration) {
 	log := logr.FromContextOrDiscard(ctx) // carries the request id
@@ -230,25 +244,20 @@ func (s *Server) recordExecution(ctx context.Context, req executor.Request, res 
 		return
 	}
 	s.m.executions.WithLabelValues(res.Reason).Inc()
+	stdoutBytes, stderrBytes := len(res.Stdout), len(res.Stderr)
+	if o, ok := res.Encoded.(interface{ OutputBytes() (int, int) }); ok { // they are in the body
+		stdoutBytes, stderrBytes = o.OutputBytes()
+	}
 	kv = append(kv,
 		"exitCode", res.ExitCode,
 		"reason", res.Reason,
 		"signal", res.Signal,
-		"stdoutBytes", len(res.Stdout),
-		"stderrBytes", len(res.Stderr),
+		"stdoutBytes", stdoutBytes,
+		"stderrBytes", stderrBytes,
 		"stdoutTruncated", res.StdoutTruncated,
 		"stderrTruncated", res.StderrTruncated,
 		"files", len(res.Files),
 		"outputs", len(res.Outputs),
 	)
 	log.Info("execution finished", kv...)
-}
-
-// lenAll is the length of the slices together.
-func lenAll(bs [][]byte) int {
-	n := 0
-	for _, b := range bs {
-		n += len(b)
-	}
-	return n
 }

@@ -36,7 +36,7 @@ func (s *Server) mcpHandler() http.Handler {
 		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.writeTimeout()}
 		h.ServeHTTP(dw, r.WithContext(context.WithValue(r.Context(), mcpRequestKey{}, r.Context())))
 		if dw.err != nil {
-			s.cutOff(r, dw.written, dw.err)
+			s.cutOff(r, int64(dw.written), dw.err)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -408,12 +409,23 @@ func (s *Server) writeTimeout() time.Duration {
 // and the client sees the body end short of its Content-Length. Whatever the response held
 // (its slot of results waiting, the body) is freed as the handler returns.
 func (s *Server) writeBody(w http.ResponseWriter, r *http.Request, status int, contentType string, body []byte) {
+	s.writeBodyFrom(w, r, status, contentType, bytes.NewReader(body), int64(len(body)))
+}
+
+// writeBodyFrom is writeBody of a body of size bytes that body yields as it is read (a result
+// streamed from the runner): the status and headers go first, so a body that fails in the
+// middle — its client gone or too slow, the runner gone — ends short of its Content-Length,
+// and the connection is closed.
+func (s *Server) writeBodyFrom(w http.ResponseWriter, r *http.Request, status int, contentType string, body io.Reader, size int64) {
 	w.Header().Set("Content-Type", contentType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.writeTimeout())) // not supported in process (MCP): nothing to cut off
 	w.WriteHeader(status)
-	_, err := w.Write(body)
+	n, err := io.Copy(w, body)
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
+	}
 	if err == nil {
 		err = rc.Flush()
 		if errors.Is(err, http.ErrNotSupported) {
@@ -421,13 +433,13 @@ func (s *Server) writeBody(w http.ResponseWriter, r *http.Request, status int, c
 		}
 	}
 	if err != nil {
-		s.cutOff(r, len(body), err)
+		s.cutOff(r, size, err)
 	}
 }
 
 // cutOff logs a response that did not reach its client: it went away, or did not take the
 // body within the write timeout.
-func (s *Server) cutOff(r *http.Request, size int, err error) {
+func (s *Server) cutOff(r *http.Request, size int64, err error) {
 	logr.FromContextOrDiscard(r.Context()).Info("response cut off", "method", r.Method, "path", r.URL.Path,
 		"bytes", size, "writeTimeout", s.writeTimeout().String(), "reason", err.Error())
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -38,11 +39,11 @@ func (sw *streamWriter) Write(stream string, data []byte) {
 	sw.emit(api.StreamEvent{Type: stream, Data: string(data)})
 }
 
-// finish sends last, the final event already encoded (one JSON line, in pieces written one
-// after the other), within timeout, and
-// returns the error that kept it from the client, if any: the client is gone, or took longer
-// than timeout. Output that comes after it is dropped.
-func (sw *streamWriter) finish(last [][]byte, timeout time.Duration) error {
+// finish sends last, the final event already encoded (one JSON line of size bytes, read as it
+// is written), within timeout, and returns the error that kept it from the client, if any:
+// the client is gone or took longer than timeout, or last failed (the runner went). Output
+// that comes after it is dropped.
+func (sw *streamWriter) finish(last io.Reader, size int64, timeout time.Duration) error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	sw.done = true
@@ -50,10 +51,12 @@ func (sw *streamWriter) finish(last [][]byte, timeout time.Duration) error {
 		return sw.err
 	}
 	_ = sw.rc.SetWriteDeadline(time.Now().Add(timeout))
-	for _, b := range last {
-		if _, sw.err = sw.w.Write(b); sw.err != nil {
-			return sw.err
-		}
+	n, err := io.Copy(sw.w, last)
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if sw.err = err; err != nil {
+		return err
 	}
 	sw.err = sw.rc.Flush()
 	return sw.err

@@ -109,6 +109,39 @@ func TestHostileResultsNotRead(t *testing.T) {
 	}
 }
 
+// TestResultCutInTheMiddle: a result's body fails in the middle — a file of the result shrinks
+// while the body is on its way: the session's next call, from another client, truncates it
+// while the first client reads slowly. Its status and headers are gone already: that client
+// sees a 200 whose body ends short of its Content-Length, long before the write timeout; the
+// server logs the cut; the session and the server go on.
+func TestResultCutInTheMiddle(t *testing.T) {
+	s := podSidecar(t, podOptions{}, "--mode", "fork", "--write-timeout", "120s")
+	ctx := context.Background()
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(api.ExecuteRequest{Code: "import os\nopen('big.bin', 'wb').write(os.urandom(9 << 20))"})
+	start := time.Now()
+	u := sendUnread(t, s.socket, http.MethodPost, "/v1/sessions/"+sess.ID+"/execute", body)
+	waitFor(t, 30*time.Second, "the result to wait for its client", func() bool { return metric(t, s, "pyexec_results_waiting") == 1 })
+	res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: "import os\nos.truncate('big.bin', 10)\nprint(os.path.getsize('big.bin'))"})
+	if err != nil || res.Stdout != "10\n" {
+		t.Fatalf("the session's next call: %+v %v", res, err)
+	}
+	u.cutShort(t)
+	if took := time.Since(start); took > 60*time.Second {
+		t.Errorf("the body was cut after %v: by the write timeout, not by the file that shrank", took)
+	}
+	waitFor(t, 10*time.Second, "the cut in the server's log", func() bool { return len(s.logs("response cut off")) == 1 })
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: "print(os.path.getsize('big.bin'))"}); err != nil || res.Stdout != "10\n" {
+		t.Fatalf("the session after: %+v %v", res, err)
+	}
+	if res, err := s.client.Execute(ctx, api.ExecuteRequest{Code: "print(1)"}); err != nil || res.Stdout != "1\n" {
+		t.Fatalf("an execution after: %+v %v", res, err)
+	}
+}
+
 // unread is a request whose response the client never reads (until cutShort).
 type unread struct {
 	what string
@@ -372,24 +405,32 @@ func TestHostileMCPResultNotRead(t *testing.T) {
 	}
 }
 
-// maxResultCode makes a result as large as the default caps allow: 1,000 KiB of stdout (under
-// --max-output-bytes, 1 MiB) and four files of 8 MiB of random bytes, --max-files-out-bytes
-// (32 MiB) in all, under --max-file-bytes (10 MiB) each.
-const maxResultCode = "import os, sys\nsys.stdout.write('x' * (1000 << 10))\nfor i in range(4):\n    open(f'max{i}.bin', 'wb').write(os.urandom(8 << 20))\n"
+// maxResultCode makes a result as large as the default caps allow: 1,000 KiB of stdout and as
+// much of stderr (under --max-output-bytes, 1 MiB) and four files of 8 MiB of random bytes,
+// --max-files-out-bytes (32 MiB) in all, under --max-file-bytes (10 MiB) each.
+const maxResultCode = "import os, sys\nsys.stdout.write('x' * (1000 << 10))\nsys.stderr.write('y' * (1000 << 10))\n" +
+	"for i in range(4):\n    open(f'max{i}.bin', 'wb').write(os.urandom(8 << 20))\n"
 
 // TestServerMemoryAtItsMaximum drives the server to the most results it may hold — 2 x
 // --max-concurrent (2) of them, each as large as the caps allow, none read — and checks the
-// README's bound from outside: its RSS stays within its RSS at rest plus 2 x max-concurrent x
-// 1.5 x R, R = 4/3 x --max-files-out-bytes + 2 x --max-output-bytes. A fifth execution waits in
-// the queue meanwhile (results waiting hold its room) and runs once --write-timeout has cut a
-// non-reader off.
+// README's bounds from outside. A large result streams from the runner, its files read from
+// disk as they go: the server's RSS stays within its RSS at rest plus 2 x max-concurrent x
+// 1.5 x 256 KiB and 16 MiB of room for the runtime and the test's own requests (its collector
+// lets the heap reach 4 MiB before it first collects; connections, /metrics reads, the fifth
+// execution), and the runner's within its RSS at rest plus 2 x max-concurrent x 6 x J, J the
+// JSON of a result's stdout, stderr and outputs (not its files). Holding the results, the
+// server would be about 190 MiB above its rest (as it was before results streamed). A fifth
+// execution waits in the queue meanwhile (results waiting hold its room) and runs once
+// --write-timeout has cut a non-reader off.
 func TestServerMemoryAtItsMaximum(t *testing.T) {
 	const maxConcurrent = 2
 	s := podSidecar(t, podOptions{}, "--mode", "fork", "--max-concurrent", strconv.Itoa(maxConcurrent), "--queue", "4", "--write-timeout", "15s")
-	server := s.cmd.Process.Pid
-	rest := procStatusKB(t, server, "VmRSS") << 10
-	r := 4*float64(32<<20)/3 + 2*float64(1<<20)
-	bound := float64(rest) + 2*maxConcurrent*1.5*r
+	server, runner := s.cmd.Process.Pid, s.runner.cmd.Process.Pid
+	rest, runnerRest := procStatusKB(t, server, "VmRSS")<<10, procStatusKB(t, runner, "VmRSS")<<10
+	r := 4*float64(32<<20)/3 + 2*float64(1<<20) // the largest result in JSON
+	j := 2 * float64(1000<<10)                  // maxResultCode's stdout and stderr, which need no escapes
+	bound := float64(rest) + 2*maxConcurrent*1.5*(256<<10) + 16<<20
+	runnerBound := float64(runnerRest) + 2*maxConcurrent*6*j
 
 	body, _ := json.Marshal(api.ExecuteRequest{Code: maxResultCode, TimeoutSeconds: seconds(120)})
 	var readers []*unread
@@ -407,11 +448,16 @@ func TestServerMemoryAtItsMaximum(t *testing.T) {
 		fifth <- err
 	}()
 	waitFor(t, 30*time.Second, "the fifth to wait in the queue", func() bool { return metric(t, s, "pyexec_queue_depth") == 1 })
-	hwm := procStatusKB(t, server, "VmHWM") << 10
-	t.Logf("4 results of %.1f MiB in JSON held: server VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB; F as measured %.2f",
-		r/(1<<20), procStatusKB(t, server, "VmRSS"), hwm>>10, rest>>10, bound/1024, float64(hwm-rest)/(2*maxConcurrent*r))
+	hwm, runnerHWM := procStatusKB(t, server, "VmHWM")<<10, procStatusKB(t, runner, "VmHWM")<<10
+	t.Logf("4 results of %.1f MiB in JSON held: server VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB",
+		r/(1<<20), procStatusKB(t, server, "VmRSS"), hwm>>10, rest>>10, bound/1024)
+	t.Logf("the runner: VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB; per byte of J %.2f",
+		procStatusKB(t, runner, "VmRSS"), runnerHWM>>10, runnerRest>>10, runnerBound/1024, float64(runnerHWM-runnerRest)/(2*maxConcurrent*j))
 	if float64(hwm) > bound {
 		t.Errorf("the server's peak RSS %d KiB is over the README's bound of %.0f KiB", hwm>>10, bound/1024)
+	}
+	if float64(runnerHWM) > runnerBound {
+		t.Errorf("the runner's peak RSS %d KiB is over the README's bound of %.0f KiB", runnerHWM>>10, runnerBound/1024)
 	}
 	select {
 	case err := <-fifth:
