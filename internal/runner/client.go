@@ -361,6 +361,9 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 		if err == nil && rep.ResultStream != nil && rep.ResultStream.Bytes > limit {
 			err = fmt.Errorf("%w: a result of %d bytes, the limit is %d", errFrameTooLarge, rep.ResultStream.Bytes, limit)
 		}
+		if err == nil && rep.FileStream != nil && req.SessionFile != nil && rep.FileStream.Bytes > req.SessionFile.Max {
+			err = fmt.Errorf("a file of %d bytes, the most asked for %d", rep.FileStream.Bytes, req.SessionFile.Max)
+		}
 		if err != nil {
 			stop()
 			ch.conn.Close()
@@ -402,12 +405,16 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 				c.release(ch, reusable && ok)
 			}()
 		}
-		if rs := rep.ResultStream; rs != nil {
-			// The channel is the body's until it is closed.
+		// The channel is a body's until it is closed.
+		switch {
+		case rep.ResultStream != nil:
+			rs := rep.ResultStream
 			res := rs.Head
-			res.Encoded = &streamedResult{conn: ch.conn, size: rs.Bytes, left: rs.Bytes, after: after,
-				stdout: rs.StdoutBytes, stderr: rs.StderrBytes}
+			res.Encoded = &streamedResult{streamedBody: newStreamedBody(ch.conn, rs.Bytes, after), stdout: rs.StdoutBytes, stderr: rs.StderrBytes}
 			return &Reply{Result: &res}, nil
+		case rep.FileStream != nil:
+			rep.body = newStreamedBody(ch.conn, rep.FileStream.Bytes, after)
+			return rep, nil
 		}
 		after(true)
 		return rep, nil
@@ -418,23 +425,33 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 // the runner holds them, and sends them as fast as the server takes them.
 const bodyReadTimeout = 10 * time.Second
 
-// streamedResult is a large result's body (ResultStream), read from the runner's channel as it
-// is read; closing it gives the channel back, or closes it when the body was not read whole.
-// Its result has no stdout and stderr, only their sizes (OutputBytes): they are in the body.
-type streamedResult struct {
-	conn           net.Conn
-	size, left     int64
-	stdout, stderr int
-	once           sync.Once
-	after          func(ok bool)
+// streamedBody is the body that follows a ResultStream or a FileStream, read from the
+// runner's channel as it is read; closing it gives the channel back, or closes it when the
+// body was not read whole.
+type streamedBody struct {
+	conn       net.Conn
+	size, left int64
+	once       sync.Once
+	after      func(ok bool)
 }
 
-func (r *streamedResult) Size() int64 { return r.size }
+func newStreamedBody(conn net.Conn, size int64, after func(ok bool)) *streamedBody {
+	return &streamedBody{conn: conn, size: size, left: size, after: after}
+}
+
+// streamedResult is a large result's body. Its result has no stdout and stderr, only their
+// sizes (OutputBytes): they are in the body.
+type streamedResult struct {
+	*streamedBody
+	stdout, stderr int
+}
 
 // OutputBytes are the sizes of the result's stdout and stderr.
 func (r *streamedResult) OutputBytes() (stdout, stderr int) { return r.stdout, r.stderr }
 
-func (r *streamedResult) Read(p []byte) (int, error) {
+func (r *streamedBody) Size() int64 { return r.size }
+
+func (r *streamedBody) Read(p []byte) (int, error) {
 	if r.left == 0 {
 		return 0, io.EOF
 	}
@@ -445,12 +462,12 @@ func (r *streamedResult) Read(p []byte) (int, error) {
 	n, err := r.conn.Read(p)
 	r.left -= int64(n)
 	if err != nil {
-		err = fmt.Errorf("%w: a result's body ended %d bytes short: %v", ErrRunnerGone, r.left, err)
+		err = fmt.Errorf("%w: a body ended %d bytes short: %v", ErrRunnerGone, r.left, err)
 	}
 	return n, err
 }
 
-func (r *streamedResult) Close() error {
+func (r *streamedBody) Close() error {
 	r.once.Do(func() {
 		_ = r.conn.SetReadDeadline(time.Time{})
 		r.after(r.left == 0)
@@ -556,7 +573,7 @@ func describe(rep *Reply) string {
 		return "a session"
 	case rep.Files != nil:
 		return "files"
-	case rep.File != nil:
+	case rep.FileStream != nil:
 		return "a file"
 	case rep.Status != nil:
 		return "a status"
@@ -810,8 +827,9 @@ func (ss *remoteSession) Files() (api.SessionFiles, error) {
 	return l, nil
 }
 
-// ReadFile implements executor.Session.
-func (ss *remoteSession) ReadFile(p string, max int64) ([]byte, error) {
+// OpenFile implements executor.Session: the file streams from the runner as it is read, and
+// its channel is the body's until it is closed.
+func (ss *remoteSession) OpenFile(p string, max int64) (executor.Body, error) {
 	if ss.Ended() {
 		return nil, executor.ErrSessionEnded
 	}
@@ -821,12 +839,10 @@ func (ss *remoteSession) ReadFile(p string, max int64) ([]byte, error) {
 		return nil, err
 	case rep.Error != nil:
 		return nil, rep.Error.Err()
-	case rep.File == nil:
+	case rep.body == nil:
 		return nil, fmt.Errorf("%w: it answered a file with %s", ErrRunnerGone, describe(rep))
-	case int64(len(rep.File.Data)) > max:
-		return nil, executor.ErrFileTooLarge
 	}
-	return rep.File.Data, nil
+	return rep.body, nil
 }
 
 // Ended implements executor.Session: it was closed, a call ended it, the runner said so, or

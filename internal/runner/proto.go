@@ -17,15 +17,15 @@
 // every execution and session.
 //
 // A channel carries one request at a time: a Request from the server, then Replies from the
-// runner until the last one (Result, ResultStream, Session, Files, File, Status, Stats, Done
-// or Error). A result is the API's JSON body of it: in a frame, {"result":R}, when it is small;
-// else a ResultStream (its figures, and the body's length) followed by the body's bytes as
-// they are, which the server writes to its client as it reads them. While
-// an execution runs the runner may send Output replies, and the server may send a Request
-// with Cancel, which kills the execution and still gets its Result. An Execute's last reply is
-// followed by Done once the runner has emptied its directory (the result goes first, the
-// cleaning after): the server then removes the directory. Channels are kept for the next
-// request.
+// runner until the last one (Result, ResultStream, Session, Files, FileStream, Status, Stats,
+// Done or Error). A result is the API's JSON body of it: in a frame, {"result":R}, when it is
+// small; else a ResultStream (its figures, and the body's length) followed by the body's bytes
+// as they are, which the server writes to its client as it reads them. A session's file comes
+// the same way, a FileStream followed by its bytes. While an execution runs the runner may
+// send Output replies, and the server may send a Request with Cancel, which kills the
+// execution and still gets its Result. An Execute's last reply is followed by Done once the
+// runner has emptied its directory (the result goes first, the cleaning after): the server
+// then removes the directory. Channels are kept for the next request.
 package runner
 
 import (
@@ -141,14 +141,18 @@ type Reply struct {
 	ResultStream *ResultStream       `json:"result_stream,omitempty"`
 	Session      *SessionInfo        `json:"session,omitempty"`
 	Files        *api.SessionFiles   `json:"files,omitempty"`
-	File         *FileData           `json:"file,omitempty"`
+	FileStream   *FileStream         `json:"file_stream,omitempty"`
 	Status       *SessionStatusReply `json:"status,omitempty"`
 	Stats        *Stats              `json:"stats,omitempty"`
 	Done         *Done               `json:"done,omitempty"`
 	Error        *Error              `json:"error,omitempty"`
 
-	// open are a Result's files, open, whose contents the runner sends with it.
+	// open are a Result's files, open, whose contents the runner sends with it; file is the
+	// open file a FileStream sends.
 	open *executor.OpenFiles
+	file executor.Body
+	// body is, in the server, the body that follows a ResultStream or a FileStream.
+	body *streamedBody
 }
 
 // ResultStream is a result whose body, Bytes of the API's JSON, newline included, follows its
@@ -235,9 +239,10 @@ type SessionFile struct {
 	Max     int64  `json:"max"`
 }
 
-// FileData answers SessionFile.
-type FileData struct {
-	Data []byte `json:"data"`
+// FileStream answers SessionFile: the file's Bytes follow its frame on the channel as raw
+// bytes, read from the open file as the server takes them.
+type FileStream struct {
+	Bytes int64 `json:"bytes"`
 }
 
 // SessionStatus asks whether sessions still run, and their memory.
@@ -450,7 +455,7 @@ func (l Limits) validate() error {
 // Validate checks a reply: exactly one field, each well formed.
 func (r *Reply) Validate() error {
 	n := 0
-	for _, set := range []bool{r.Output != nil, r.Result != nil, r.ResultStream != nil, r.Session != nil, r.Files != nil, r.File != nil,
+	for _, set := range []bool{r.Output != nil, r.Result != nil, r.ResultStream != nil, r.Session != nil, r.Files != nil, r.FileStream != nil,
 		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil} {
 		if set {
 			n++
@@ -468,6 +473,8 @@ func (r *Reply) Validate() error {
 		return fmt.Errorf("result stream of %d bytes", r.ResultStream.Bytes)
 	case r.ResultStream != nil:
 		return validFiles(r.ResultStream.Head.Files)
+	case r.FileStream != nil && r.FileStream.Bytes < 0:
+		return fmt.Errorf("file stream of %d bytes", r.FileStream.Bytes)
 	case r.Files != nil && len(r.Files.Files) > api.MaxSessionFiles:
 		return fmt.Errorf("files: %d listed, more than %d", len(r.Files.Files), api.MaxSessionFiles)
 	case r.Session != nil && !executor.IsDirName(r.Session.Dir):

@@ -27,6 +27,11 @@ func (c *channel) sendReply(rep *Reply, finish func()) error {
 	if finish == nil {
 		finish = func() {}
 	}
+	if rep.FileStream != nil {
+		err := c.sendFile(rep)
+		finish()
+		return err
+	}
 	if rep.Result == nil {
 		err := c.send(rep)
 		finish()
@@ -75,6 +80,26 @@ func (c *channel) sendReply(rep *Reply, finish func()) error {
 		err = w.Flush()
 	}
 	<-finished
+	return err
+}
+
+// sendFile sends a FileStream and the bytes of its open file, as the server takes them. A file
+// that shrank since it was opened fails it.
+func (c *channel) sendFile(rep *Reply) error {
+	defer rep.file.Close()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := writeFrame(c.conn, rep); err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(c.conn, 64<<10)
+	n, err := io.Copy(w, rep.file)
+	if err == nil && n < rep.FileStream.Bytes {
+		err = fmt.Errorf("the file shrank from %d bytes to %d while it was sent", rep.FileStream.Bytes, n)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
 	return err
 }
 

@@ -457,9 +457,9 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 		}
 	case req.SessionFile != nil:
 		if ss := s.session(req.SessionFile.Session); ss != nil {
-			data, err2 := ss.ReadFile(req.SessionFile.Path, req.SessionFile.Max)
+			body, err2 := ss.OpenFile(req.SessionFile.Path, req.SessionFile.Max)
 			if err = err2; err == nil {
-				return &Reply{File: &FileData{Data: data}}
+				return &Reply{FileStream: &FileStream{Bytes: body.Size()}, file: body}
 			}
 		} else {
 			err = executor.ErrSessionEnded

@@ -311,14 +311,28 @@ func TestSessionsThroughTheRunner(t *testing.T) {
 	if err != nil || len(files.Files) != 2 || files.Total != 2 {
 		t.Fatalf("files %+v %v", files, err)
 	}
-	if data, err := ss.ReadFile("out.txt", 100); err != nil || string(data) != "HELLO" {
+	if data, err := readFile(ss, "out.txt", 100); err != nil || string(data) != "HELLO" {
 		t.Fatalf("out.txt: %q %v", data, err)
 	}
-	if _, err := ss.ReadFile("out.txt", 2); !errors.Is(err, executor.ErrFileTooLarge) {
+	if _, err := readFile(ss, "out.txt", 2); !errors.Is(err, executor.ErrFileTooLarge) {
 		t.Errorf("a file over the limit: %v", err)
 	}
-	if _, err := ss.ReadFile("missing", 100); !errors.Is(err, executor.ErrFileNotFound) {
+	if _, err := readFile(ss, "missing", 100); !errors.Is(err, executor.ErrFileNotFound) {
 		t.Errorf("a missing file: %v", err)
+	}
+	// A file's body left unread: its channel is not the next request's.
+	body, err := ss.OpenFile("out.txt", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, body, 2); err != nil {
+		t.Fatal(err)
+	}
+	body.Close()
+	for range 3 {
+		if data, err := readFile(ss, "out.txt", 100); err != nil || string(data) != "HELLO" {
+			t.Fatalf("out.txt after a body left unread: %q %v", data, err)
+		}
 	}
 	if ss.Memory() <= 0 || ss.Ended() {
 		t.Errorf("a live session: memory %d, ended %v", ss.Memory(), ss.Ended())
@@ -757,4 +771,19 @@ func TestLargeResultsStream(t *testing.T) {
 	if _, err := readBody(cut); !errors.Is(err, ErrRunnerGone) {
 		t.Fatalf("a body whose runner went: %v", err)
 	}
+}
+
+// readFile reads a file of a session whole, as the server's file endpoint does, and checks
+// that it has the size OpenFile said.
+func readFile(ss executor.Session, p string, max int64) ([]byte, error) {
+	body, err := ss.OpenFile(p, max)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(body)
+	if err == nil && int64(len(data)) != body.Size() {
+		err = fmt.Errorf("%d bytes of %d", len(data), body.Size())
+	}
+	return data, err
 }

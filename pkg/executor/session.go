@@ -79,8 +79,9 @@ type Session interface {
 	// Files lists the regular files of the session's working directory, within bounds (see
 	// LocalSession.Files).
 	Files() (api.SessionFiles, error)
-	// ReadFile reads one of them, of at most max bytes.
-	ReadFile(p string, max int64) ([]byte, error)
+	// OpenFile opens one of them, of at most max bytes, to be read once and closed (see
+	// LocalSession.OpenFile).
+	OpenFile(p string, max int64) (Body, error)
 	// Ended says the session can run no more calls.
 	Ended() bool
 	// Memory is the session's resident memory in bytes.

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -15,7 +16,7 @@ import (
 // Errors of Session.ReadFile.
 var (
 	ErrFileNotFound = errors.New("no regular file at this path of the session's working directory")
-	ErrFileTooLarge = errors.New("the file is larger than the limit, or grew while it was read")
+	ErrFileTooLarge = errors.New("the file is larger than the limit")
 )
 
 // Files lists the regular files below the session's working directory, sorted by path, at
@@ -42,38 +43,58 @@ func (ss *LocalSession) Files() (api.SessionFiles, error) {
 	return l, nil
 }
 
-// ReadFile reads the regular file at p ("/"-separated, relative to the session's working
+// Body is bytes to read once, Size of them, and close: a file of a session, opened.
+type Body interface {
+	io.ReadCloser
+	Size() int64
+}
+
+// OpenFile opens the regular file at p ("/"-separated, relative to the session's working
 // directory, as Files lists it) of at most max bytes. A symlink is not followed, neither as
 // the last component nor on the way (the path of a file Files does not list), and a FIFO is
-// opened without blocking and not read. It takes no lock, as Files. The error is
-// ErrFileNotFound (nothing there, or not a regular file), ErrFileTooLarge or ErrSessionEnded.
-func (ss *LocalSession) ReadFile(p string, max int64) ([]byte, error) {
+// opened without blocking and never read. It takes no lock, as Files. The Body reads the file
+// as it is read, Size bytes (its size when it was opened): one that shrank since ends early.
+// The error is ErrFileNotFound (nothing there, or not a regular file), ErrFileTooLarge or
+// ErrSessionEnded.
+func (ss *LocalSession) OpenFile(p string, max int64) (Body, error) {
 	if ss.ended.Load() {
 		return nil, ErrSessionEnded
 	}
 	if !fs.ValidPath(p) {
 		return nil, ErrFileNotFound
 	}
-	var data []byte
+	var f *os.File
+	var size int64
 	tooBig := false
 	// os.Root keeps every step inside the working directory, whatever the code swaps in;
-	// readCapped opens the file with O_NOFOLLOW|O_NONBLOCK and checks it on the descriptor.
+	// openCapped opens the file with O_NOFOLLOW|O_NONBLOCK and checks it on the descriptor.
 	if root, err := os.OpenRoot(ss.work); err == nil {
 		if dirsOnTheWay(root, p) {
-			data, tooBig = readCapped(root, p, max)
+			f, size, tooBig = openCapped(root, p, max)
 		}
 		root.Close()
 	}
 	switch {
 	case ss.ended.Load():
+		if f != nil {
+			f.Close()
+		}
 		return nil, ErrSessionEnded
 	case tooBig:
 		return nil, ErrFileTooLarge
-	case data == nil:
+	case f == nil:
 		return nil, ErrFileNotFound
 	}
-	return data, nil
+	return &fileBody{SectionReader: io.NewSectionReader(f, 0, size), f: f}, nil
 }
+
+// fileBody is an open file's first Size bytes.
+type fileBody struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (b *fileBody) Close() error { return b.f.Close() }
 
 // dirsOnTheWay says whether each parent of p is a directory, not a symlink. os.Root would
 // follow a symlink that stays inside the root; the code may swap one in after this check, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,7 +41,7 @@ time.sleep(60)`}, nil)
 			}()
 			deadline := time.Now().Add(20 * time.Second)
 			for {
-				data, err := ss.ReadFile("out/during.txt", 1<<20)
+				data, err := readFile(ss, "out/during.txt", 1<<20)
 				if err == nil && string(data) == "during" {
 					break
 				}
@@ -51,7 +52,7 @@ time.sleep(60)`}, nil)
 				time.Sleep(10 * time.Millisecond)
 			}
 			waitUntil(t, func() bool {
-				_, err := ss.ReadFile("fifo", 1)
+				_, err := readFile(ss, "fifo", 1)
 				return errors.Is(err, ErrFileNotFound) && fileExists(ss, "fifo")
 			})
 			l, err = ss.Files()
@@ -59,15 +60,28 @@ time.sleep(60)`}, nil)
 				t.Fatalf("while the call runs: %+v %v", l, err)
 			}
 			for _, p := range []string{"nope", "out", ".", "passwd", "inlink/put.txt", "in/put.txt/x", "fifo", "../s", "/etc/passwd", ""} {
-				if data, err := ss.ReadFile(p, 1<<20); !errors.Is(err, ErrFileNotFound) {
-					t.Errorf("ReadFile(%q) = %q, %v; want ErrFileNotFound", p, data, err)
+				if data, err := readFile(ss, p, 1<<20); !errors.Is(err, ErrFileNotFound) {
+					t.Errorf("OpenFile(%q) = %q, %v; want ErrFileNotFound", p, data, err)
 				}
 			}
-			if data, err := ss.ReadFile("in/put.txt", 5); err != nil || string(data) != "input" {
+			if data, err := readFile(ss, "in/put.txt", 5); err != nil || string(data) != "input" {
 				t.Errorf("at the cap: %q, %v", data, err)
 			}
-			if data, err := ss.ReadFile("in/put.txt", 4); !errors.Is(err, ErrFileTooLarge) {
+			if data, err := readFile(ss, "in/put.txt", 4); !errors.Is(err, ErrFileTooLarge) {
 				t.Errorf("over the cap: %q, %v", data, err)
+			}
+			// Read as it is read: a file that shrank since it was opened ends early.
+			if body, err := ss.OpenFile("out/during.txt", 1<<20); err != nil || body.Size() != 6 {
+				t.Errorf("OpenFile: %v", err)
+			} else {
+				if err := os.Truncate(filepath.Join(ss.work, "out/during.txt"), 2); err != nil {
+					t.Fatal(err)
+				}
+				data, err := io.ReadAll(body)
+				body.Close()
+				if err != nil || string(data) != "du" {
+					t.Errorf("a file that shrank to 2 bytes of 6: %q, %v", data, err)
+				}
 			}
 			select {
 			case res := <-done:
@@ -81,8 +95,8 @@ time.sleep(60)`}, nil)
 			if _, err := ss.Files(); !errors.Is(err, ErrSessionEnded) {
 				t.Errorf("Files after Close: %v", err)
 			}
-			if _, err := ss.ReadFile("in/put.txt", 1<<20); !errors.Is(err, ErrSessionEnded) {
-				t.Errorf("ReadFile after Close: %v", err)
+			if _, err := readFile(ss, "in/put.txt", 1<<20); !errors.Is(err, ErrSessionEnded) {
+				t.Errorf("OpenFile after Close: %v", err)
 			}
 		})
 	}
@@ -203,4 +217,19 @@ func TestSessionFilesListBoundsItsPathBytes(t *testing.T) {
 	if !l.Truncated || l.Total != n || len(l.Files) == 0 || bytes > maxListingPathBytes || len(l.Files) >= n {
 		t.Errorf("%d files of %d listed, %d bytes of paths (at most %d), truncated %v", len(l.Files), l.Total, bytes, maxListingPathBytes, l.Truncated)
 	}
+}
+
+// readFile reads a file of a session whole, as the server's file endpoint does, and checks
+// that it has the size OpenFile said.
+func readFile(ss Session, p string, max int64) ([]byte, error) {
+	body, err := ss.OpenFile(p, max)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(body)
+	if err == nil && int64(len(data)) != body.Size() {
+		err = fmt.Errorf("%d bytes of %d", len(data), body.Size())
+	}
+	return data, err
 }

@@ -577,7 +577,7 @@ func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	maxBytes := s.cfg.Limits.MaxFileBytes
-	data, err := e.ss.ReadFile(p, maxBytes)
+	body, err := e.ss.OpenFile(p, maxBytes)
 	switch {
 	case errors.Is(err, executor.ErrSessionEnded):
 		s.writeRequestError(w, r, s.sessions.notFound(e.id))
@@ -588,7 +588,7 @@ func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, executor.ErrFileTooLarge):
 		s.writeError(w, r, http.StatusRequestEntityTooLarge, api.ErrCodeTooLarge,
-			fmt.Sprintf("session %q: %q is larger than max_file_bytes (%d bytes), or grew while it was read", e.id, p, maxBytes))
+			fmt.Sprintf("session %q: %q is larger than max_file_bytes (%d bytes)", e.id, p, maxBytes))
 		return
 	case errors.Is(err, executor.ErrUnavailable):
 		s.unavailable(w, r, err)
@@ -602,7 +602,9 @@ func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
 		ctype = "application/octet-stream"
 	}
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	s.writeBody(w, r, http.StatusOK, ctype, data)
+	// As it comes from the runner: the server holds a buffer of it, not the file.
+	defer body.Close()
+	s.writeBodyFrom(w, r, http.StatusOK, ctype, body, body.Size())
 }
 
 // WarmSessions asks the executor, when it keeps sessions started ahead of time, for one like a
