@@ -8,15 +8,18 @@ package mcpserver
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"net/url"
 	"path"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -26,8 +29,8 @@ import (
 
 // Backend is the sidecar's API; *client.Client is one, over the socket or in process.
 type Backend interface {
-	Execute(ctx context.Context, req api.ExecuteRequest) (*api.ExecuteResult, error)
-	SessionExecute(ctx context.Context, id string, req api.ExecuteRequest) (*api.ExecuteResult, error)
+	ExecuteRaw(ctx context.Context, req api.ExecuteRequest) (*client.RawResult, error)
+	SessionExecuteRaw(ctx context.Context, id string, req api.ExecuteRequest) (*client.RawResult, error)
 	CreateSession(ctx context.Context, req api.SessionRequest) (*api.Session, error)
 	DeleteSession(ctx context.Context, id string) error
 	Sessions(ctx context.Context) (*api.SessionList, error)
@@ -65,6 +68,9 @@ func New(backend Backend, opts Options) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "pyexec", Title: "pyexec Python sandbox", Version: opts.Version},
 		&mcp.ServerOptions{Instructions: instructions, HasResources: true})
 	t := &tools{b: backend}
+	// run_python's structured content is the API's result as the sidecar answered it (see
+	// runPython): its output schema is set here, as the SDK would derive it from the type, so
+	// that the SDK neither encodes the result again nor decodes it to check it.
 	mcp.AddTool(s, &mcp.Tool{
 		Name:  ToolRunPython,
 		Title: "Run Python",
@@ -72,6 +78,7 @@ func New(backend Backend, opts Options) *mcp.Server {
 			"and each matplotlib figure as an image. Without session_id the code runs in a fresh interpreter and nothing persists; " +
 			"with session_id it runs in that session, where earlier calls' variables, imports and files are still there. " +
 			"The result is an error when the code raised, exited with a non-zero status or hit a limit (time, memory, output).",
+		OutputSchema: resultSchema,
 	}, t.runPython)
 	mcp.AddTool(s, &mcp.Tool{
 		Name:        ToolCreateSession,
@@ -129,25 +136,56 @@ type RunInput struct {
 	Files          map[string]string `json:"files,omitempty" jsonschema:"text files to write into the working directory before the code runs: relative path to content"`
 }
 
-func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInput) (*mcp.CallToolResult, *api.ExecuteResult, error) {
+// resultSchema is run_python's output schema: the API's result, as mcp.AddTool derives a
+// schema from a type.
+var resultSchema = func() *jsonschema.Schema {
+	s, err := jsonschema.ForType(reflect.TypeFor[api.ExecuteResult](), &jsonschema.ForOptions{})
+	if err != nil {
+		panic(fmt.Sprintf("the schema of api.ExecuteResult: %v", err))
+	}
+	return s
+}()
+
+// noResult is run_python's structured content when no code ran: the zero result, as the
+// output schema asks for one.
+var noResult = func() json.RawMessage {
+	b, err := json.Marshal(api.ExecuteResult{})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// runPython runs the code and answers with what a model reads of the result (resultOf) and,
+// as structured content, the result as the API answered it. That JSON is passed on as it is
+// (the files' contents in it are never decoded, nor encoded again): a call holds its result
+// about once while its answer is built, not once per step of decoding and encoding.
+func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInput) (*mcp.CallToolResult, any, error) {
 	if strings.TrimSpace(in.Code) == "" {
-		return failed("code is empty: pass the Python source to run"), nil, nil
+		return withNoResult(failed("code is empty: pass the Python source to run")), nil, nil
 	}
 	req := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files)}
 	if in.TimeoutSeconds > 0 {
 		req.TimeoutSeconds = &in.TimeoutSeconds
 	}
-	var res *api.ExecuteResult
+	var raw *client.RawResult
 	var err error
 	if in.SessionID != "" {
-		res, err = t.b.SessionExecute(ctx, in.SessionID, req)
+		raw, err = t.b.SessionExecuteRaw(ctx, in.SessionID, req)
 	} else {
-		res, err = t.b.Execute(ctx, req)
+		raw, err = t.b.ExecuteRaw(ctx, req)
 	}
 	if err != nil {
-		return failed(describe(err)), nil, nil
+		return withNoResult(failed(describe(err))), nil, nil
 	}
-	return resultOf(res), res, nil
+	res := resultOf(raw.Result)
+	res.StructuredContent = json.RawMessage(raw.Body)
+	return res, nil, nil
+}
+
+func withNoResult(r *mcp.CallToolResult) *mcp.CallToolResult {
+	r.StructuredContent = noResult
+	return r
 }
 
 // textFiles turns run_python's files into the API's, sorted by path.
