@@ -27,6 +27,10 @@ type mcpRequestKey struct{}
 // context that carries the HTTP request's values but never ends (for every protocol version
 // before 2026-07-28), so the request's own context travels as a value to the API calls, which
 // end with it (mcpCall).
+//
+// A tool's result waits in the /mcp answer, not in the API call's response, which is made at
+// once, in memory: the answer carries it (carrier), and admission counts it among the results
+// waiting to be written until the answer is written or cut off.
 func (s *Server) mcpHandler() http.Handler {
 	backend := client.NewInProcess(http.HandlerFunc(s.mcpCall))
 	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls})
@@ -34,7 +38,10 @@ func (s *Server) mcpHandler() http.Handler {
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, PropagateRequestCancellation: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.writeTimeout()}
-		h.ServeHTTP(dw, r.WithContext(context.WithValue(r.Context(), mcpRequestKey{}, r.Context())))
+		c := newCarrier()
+		defer c.written()
+		ctx := withCarrier(context.WithValue(r.Context(), mcpRequestKey{}, r.Context()), c)
+		h.ServeHTTP(dw, r.WithContext(ctx))
 		if dw.err != nil {
 			s.cutOff(r, dw.written, dw.err)
 		}
