@@ -6,6 +6,7 @@
 package mcpserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -46,6 +47,12 @@ type Options struct {
 	// Packages offers install_packages: the sidecar allows installs at run time
 	// (--allow-packages is not empty).
 	Packages bool
+	// PassOn, when set, takes run_python's structured content — the API's result, files and
+	// all, one line of JSON — past the SDK's encoder: it returns a JSON value that stands for
+	// it in the tool's result, and the transport writes the content in its place. The SDK then
+	// encodes a small answer; without PassOn it encodes the content itself, a copy at each of
+	// its steps.
+	PassOn func(ctx context.Context, content json.RawMessage) json.RawMessage
 }
 
 // Tool names.
@@ -67,7 +74,7 @@ const instructions = `pyexec runs Python code in a sandbox next to this applicat
 func New(backend Backend, opts Options) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "pyexec", Title: "pyexec Python sandbox", Version: opts.Version},
 		&mcp.ServerOptions{Instructions: instructions, HasResources: true})
-	t := &tools{b: backend}
+	t := &tools{b: backend, passOn: opts.PassOn}
 	// run_python's structured content is the API's result as the sidecar answered it (see
 	// runPython): its output schema is set here, as the SDK would derive it from the type, so
 	// that the SDK neither encodes the result again nor decodes it to check it.
@@ -126,7 +133,10 @@ func New(backend Backend, opts Options) *mcp.Server {
 }
 
 // tools are the handlers, over the backend.
-type tools struct{ b Backend }
+type tools struct {
+	b      Backend
+	passOn func(ctx context.Context, content json.RawMessage) json.RawMessage
+}
 
 // RunInput is run_python's input.
 type RunInput struct {
@@ -179,7 +189,11 @@ func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInp
 		return withNoResult(failed(describe(err))), nil, nil
 	}
 	res := resultOf(raw.Result)
-	res.StructuredContent = json.RawMessage(raw.Body)
+	content := json.RawMessage(bytes.TrimSuffix(raw.Body, []byte("\n")))
+	if t.passOn != nil {
+		content = t.passOn(ctx, content)
+	}
+	res.StructuredContent = content
 	return res, nil, nil
 }
 

@@ -173,6 +173,7 @@ type carrier struct {
 	done     bool
 	holding  chan struct{} // closed once it carries a result
 	releases []func()
+	passed   []passed // contents passed on past the MCP SDK (see pass)
 }
 
 func newCarrier() *carrier { return &carrier{holding: make(chan struct{})} }
@@ -212,7 +213,7 @@ func (c *carrier) written() {
 	c.mu.Lock()
 	c.done = true
 	releases := c.releases
-	c.releases = nil
+	c.releases, c.passed = nil, nil
 	c.mu.Unlock()
 	for _, release := range releases {
 		release()
