@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/url"
 	"path"
@@ -47,11 +48,12 @@ type Options struct {
 	// Packages offers install_packages: the sidecar allows installs at run time
 	// (--allow-packages is not empty).
 	Packages bool
-	// PassOn, when set, takes run_python's structured content — the API's result, files and
-	// all, one line of JSON — past the SDK's encoder: it returns a JSON value that stands for
-	// it in the tool's result, and the transport writes the content in its place. The SDK then
-	// encodes a small answer; without PassOn it encodes the content itself, a copy at each of
-	// its steps.
+	// PassOn, when set, takes the large parts of run_python's answer — its structured content
+	// (the API's result, files and all, one line of JSON) and each image's base64 — past the
+	// SDK's encoder: it returns a JSON string of base64 characters that stands for the content
+	// in the tool's result (as it is, or as an image's data), and the transport writes the
+	// content in its place. The SDK then encodes a small answer; without PassOn it encodes the
+	// contents itself, a copy at each of its steps.
 	PassOn func(ctx context.Context, content json.RawMessage) json.RawMessage
 }
 
@@ -188,10 +190,14 @@ func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInp
 	if err != nil {
 		return withNoResult(failed(describe(err))), nil, nil
 	}
-	res := resultOf(raw.Result)
-	content := json.RawMessage(bytes.TrimSuffix(raw.Body, []byte("\n")))
+	var pass func(json.RawMessage) json.RawMessage
 	if t.passOn != nil {
-		content = t.passOn(ctx, content)
+		pass = func(content json.RawMessage) json.RawMessage { return t.passOn(ctx, content) }
+	}
+	res := resultOf(raw.Result, pass)
+	content := json.RawMessage(bytes.TrimSuffix(raw.Body, []byte("\n")))
+	if pass != nil {
+		content = pass(content)
 	}
 	res.StructuredContent = content
 	return res, nil, nil
@@ -214,7 +220,8 @@ func textFiles(files map[string]string) []api.InputFile {
 
 // resultOf is the content a model reads of an execution: its output, the value of its last
 // expression, how it ended when that is not a normal exit, the files it wrote, and each image.
-func resultOf(res *api.ExecuteResult) *mcp.CallToolResult {
+// pass, when not nil, passes each image's base64 on (see imageData).
+func resultOf(res *api.ExecuteResult, pass func(json.RawMessage) json.RawMessage) *mcp.CallToolResult {
 	var b strings.Builder
 	section := func(name, text string) {
 		if text == "" {
@@ -238,7 +245,7 @@ func resultOf(res *api.ExecuteResult) *mcp.CallToolResult {
 		if o.Type == api.OutputExecuteResult {
 			section("result", o.Data["text/plain"])
 		}
-		if png, err := base64.StdEncoding.DecodeString(o.Data["image/png"]); err == nil && len(png) > 0 {
+		if png, ok := imageData(o.Data["image/png"], pass); ok {
 			images = append(images, &mcp.ImageContent{Data: png, MIMEType: "image/png"})
 		}
 	}
@@ -265,6 +272,33 @@ func resultOf(res *api.ExecuteResult) *mcp.CallToolResult {
 	}
 	content := append([]mcp.Content{&mcp.TextContent{Text: b.String()}}, images...)
 	return &mcp.CallToolResult{Content: content, IsError: failed}
+}
+
+// imageData is the data of an image for an ImageContent, of its base64 b64: ok is false when
+// b64 is not base64 or is empty. With pass, a b64 that is canonical — what
+// base64.StdEncoding makes of its bytes, as the SDK would write them — is passed on as a JSON
+// string, and the data returned is that of what stands for it: the SDK writes it as that
+// string, and the transport writes b64 in its place.
+func imageData(b64 string, pass func(json.RawMessage) json.RawMessage) ([]byte, bool) {
+	if pass != nil && canonicalBase64(b64) {
+		quoted := make([]byte, 0, len(b64)+2)
+		quoted = append(append(append(quoted, '"'), b64...), '"')
+		stand := pass(quoted)
+		if data, err := base64.StdEncoding.DecodeString(strings.Trim(string(stand), `"`)); err == nil {
+			return data, true
+		}
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	return data, err == nil && len(data) > 0
+}
+
+// canonicalBase64 says b64 is base64.StdEncoding's encoding of some bytes, at least one.
+func canonicalBase64(b64 string) bool {
+	if b64 == "" || strings.ContainsAny(b64, "\r\n") { // the decoder skips them; the encoder writes none
+		return false
+	}
+	_, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding.Strict(), strings.NewReader(b64)))
+	return err == nil
 }
 
 // SessionInput is create_session's input.

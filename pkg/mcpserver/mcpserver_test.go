@@ -50,7 +50,7 @@ func TestResultOf(t *testing.T) {
 		{"files", api.ExecuteResult{Reason: api.ReasonExit, Files: []api.OutputFile{{Path: "a.csv", Size: 3}}}, "files written: a.csv (3 bytes)\n", 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := resultOf(&tt.res)
+			r := resultOf(&tt.res, nil)
 			if got := textOf(r); got != tt.text {
 				t.Errorf("text %q, want %q", got, tt.text)
 			}
@@ -58,6 +58,36 @@ func TestResultOf(t *testing.T) {
 				t.Errorf("%d images, isError %v; want %d, %v", got, r.IsError, tt.images, tt.isErr)
 			}
 		})
+	}
+}
+
+// With a pass, an image's canonical base64 is passed on, and the image's data is that of what
+// stands for it, which the SDK writes as that base64; base64 that is not canonical (the SDK
+// would write it otherwise) is decoded as without a pass, and what is not base64 is no image.
+func TestResultOfPassesImagesOn(t *testing.T) {
+	png := base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\nrest"))
+	const token = `"pyexecABCDEFGHIJKLMNOPQRSTUVWXYZ"`
+	var passed []string
+	pass := func(content json.RawMessage) json.RawMessage {
+		passed = append(passed, string(content))
+		return json.RawMessage(token)
+	}
+	notCanonical := png[:len(png)-4] + "\n" + png[len(png)-4:]
+	res := api.ExecuteResult{Reason: api.ReasonExit, Outputs: []api.Output{
+		{Type: api.OutputDisplayData, Data: map[string]string{"image/png": png}},
+		{Type: api.OutputDisplayData, Data: map[string]string{"image/png": notCanonical}},
+		{Type: api.OutputDisplayData, Data: map[string]string{"image/png": "not base64!"}},
+	}}
+	r := resultOf(&res, pass)
+	if len(r.Content) != 3 {
+		t.Fatalf("%d contents; want the text and two images", len(r.Content))
+	}
+	stood, _ := json.Marshal(r.Content[1].(*mcp.ImageContent).Data)
+	if string(stood) != token || !slices.Equal(passed, []string{`"` + png + `"`}) {
+		t.Errorf("the image's data is written as %s, passed on %q; want %s, and the image's base64 as a JSON string", stood, passed, token)
+	}
+	if got := string(r.Content[2].(*mcp.ImageContent).Data); got != "\x89PNG\r\n\x1a\nrest" {
+		t.Errorf("base64 with a newline: %q", got)
 	}
 }
 

@@ -127,7 +127,8 @@ func passOn(ctx context.Context, content json.RawMessage) json.RawMessage {
 
 // passed is a content passed on past the MCP SDK's encoder, and the JSON string that stands
 // for it in the SDK's answer: random, made after the code ran, so that nothing the code
-// printed can name it.
+// printed can name it, and of base64 characters, four to a group without padding, so that it
+// may stand for an image's data too (the SDK writes the data's base64: that same string).
 type passed struct {
 	token   []byte
 	content []byte
@@ -136,7 +137,7 @@ type passed struct {
 // pass keeps content until the carrier's response is written, and returns the JSON string
 // that stands for it there.
 func (c *carrier) pass(content json.RawMessage) json.RawMessage {
-	p := passed{token: []byte(`"pyexec-passed-` + rand.Text() + `"`), content: content}
+	p := passed{token: []byte(`"pyexec` + rand.Text() + `"`), content: content} // 6 + 26 characters
 	c.mu.Lock()
 	c.passed = append(c.passed, p)
 	c.mu.Unlock()

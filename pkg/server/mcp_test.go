@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"testing"
 )
@@ -16,6 +17,11 @@ func TestCarrierWritesWhatItPassedOn(t *testing.T) {
 	stand := passOn(ctx, body)
 	if bytes.Contains(stand, []byte("r1")) || !json.Valid(stand) {
 		t.Fatalf("what stands for the content: %s", stand)
+	}
+	// It may stand for an image's data: the SDK writes the data's base64, the same string.
+	data, err := base64.StdEncoding.DecodeString(string(bytes.Trim(stand, `"`)))
+	if again, _ := json.Marshal(data); err != nil || !bytes.Equal(again, stand) {
+		t.Errorf("%s as an image's data is written as %s (%v)", stand, again, err)
 	}
 	other := newCarrier().pass(json.RawMessage(`{"other":true}`))
 	msg := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"structuredContent":` + string(stand) + `,"other":` + string(other) + `}}`)
