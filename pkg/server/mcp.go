@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -144,16 +145,27 @@ func (c *carrier) pass(content json.RawMessage) json.RawMessage {
 	return p.token
 }
 
-// expand is b in pieces, with each content passed on in place of its token.
+// expand is b in pieces, with each content passed on in place of its token, wherever in b
+// that is.
 func (c *carrier) expand(b []byte) [][]byte {
+	type at struct {
+		i int
+		p passed
+	}
+	var found []at
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	pieces := [][]byte{b}
 	for _, p := range c.passed {
-		last := pieces[len(pieces)-1]
-		if i := bytes.Index(last, p.token); i >= 0 {
-			pieces = append(pieces[:len(pieces)-1], last[:i], p.content, last[i+len(p.token):])
+		if i := bytes.Index(b, p.token); i >= 0 {
+			found = append(found, at{i, p})
 		}
 	}
-	return pieces
+	c.mu.Unlock()
+	slices.SortFunc(found, func(x, y at) int { return x.i - y.i })
+	pieces := make([][]byte, 0, 2*len(found)+1)
+	from := 0
+	for _, f := range found {
+		pieces = append(pieces, b[from:f.i], f.p.content)
+		from = f.i + len(f.p.token)
+	}
+	return append(pieces, b[from:])
 }

@@ -23,10 +23,12 @@ func TestCarrierWritesWhatItPassedOn(t *testing.T) {
 	if again, _ := json.Marshal(data); err != nil || !bytes.Equal(again, stand) {
 		t.Errorf("%s as an image's data is written as %s (%v)", stand, again, err)
 	}
+	image := json.RawMessage(`"iVBORw0K"`)
+	imageStand := passOn(ctx, image) // passed on after the result, written before it
 	other := newCarrier().pass(json.RawMessage(`{"other":true}`))
-	msg := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"structuredContent":` + string(stand) + `,"other":` + string(other) + `}}`)
+	msg := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"image","data":` + string(imageStand) + `}],"structuredContent":` + string(stand) + `,"other":` + string(other) + `}}`)
 	got := bytes.Join(c.expand(msg), nil)
-	want := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"structuredContent":` + string(body) + `,"other":` + string(other) + `}}`
+	want := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"image","data":"iVBORw0K"}],"structuredContent":` + string(body) + `,"other":` + string(other) + `}}`
 	if string(got) != want {
 		t.Errorf("written:\n%s\nwant:\n%s", got, want)
 	}
