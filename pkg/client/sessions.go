@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -113,7 +112,7 @@ func (c *Client) SessionFile(ctx context.Context, id, file string) ([]byte, stri
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := readBody(resp)
 	if err != nil {
 		return nil, "", fmt.Errorf("pyexec: reading the answer of %s: %w", path, err)
 	}

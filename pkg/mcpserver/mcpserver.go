@@ -6,17 +6,22 @@
 package mcpserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/url"
 	"path"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -26,8 +31,8 @@ import (
 
 // Backend is the sidecar's API; *client.Client is one, over the socket or in process.
 type Backend interface {
-	Execute(ctx context.Context, req api.ExecuteRequest) (*api.ExecuteResult, error)
-	SessionExecute(ctx context.Context, id string, req api.ExecuteRequest) (*api.ExecuteResult, error)
+	ExecuteRaw(ctx context.Context, req api.ExecuteRequest) (*client.RawResult, error)
+	SessionExecuteRaw(ctx context.Context, id string, req api.ExecuteRequest) (*client.RawResult, error)
 	CreateSession(ctx context.Context, req api.SessionRequest) (*api.Session, error)
 	DeleteSession(ctx context.Context, id string) error
 	Sessions(ctx context.Context) (*api.SessionList, error)
@@ -43,6 +48,13 @@ type Options struct {
 	// Packages offers install_packages: the sidecar allows installs at run time
 	// (--allow-packages is not empty).
 	Packages bool
+	// PassOn, when set, takes the large parts of run_python's answer — its structured content
+	// (the API's result, files and all, one line of JSON) and each image's base64 — past the
+	// SDK's encoder: it returns a JSON string of base64 characters that stands for the content
+	// in the tool's result (as it is, or as an image's data), and the transport writes the
+	// content in its place. The SDK then encodes a small answer; without PassOn it encodes the
+	// contents itself, a copy at each of its steps.
+	PassOn func(ctx context.Context, content json.RawMessage) json.RawMessage
 }
 
 // Tool names.
@@ -64,7 +76,10 @@ const instructions = `pyexec runs Python code in a sandbox next to this applicat
 func New(backend Backend, opts Options) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "pyexec", Title: "pyexec Python sandbox", Version: opts.Version},
 		&mcp.ServerOptions{Instructions: instructions, HasResources: true})
-	t := &tools{b: backend}
+	t := &tools{b: backend, passOn: opts.PassOn}
+	// run_python's structured content is the API's result as the sidecar answered it (see
+	// runPython): its output schema is set here, as the SDK would derive it from the type, so
+	// that the SDK neither encodes the result again nor decodes it to check it.
 	mcp.AddTool(s, &mcp.Tool{
 		Name:  ToolRunPython,
 		Title: "Run Python",
@@ -72,6 +87,7 @@ func New(backend Backend, opts Options) *mcp.Server {
 			"and each matplotlib figure as an image. Without session_id the code runs in a fresh interpreter and nothing persists; " +
 			"with session_id it runs in that session, where earlier calls' variables, imports and files are still there. " +
 			"The result is an error when the code raised, exited with a non-zero status or hit a limit (time, memory, output).",
+		OutputSchema: resultSchema,
 	}, t.runPython)
 	mcp.AddTool(s, &mcp.Tool{
 		Name:        ToolCreateSession,
@@ -119,7 +135,10 @@ func New(backend Backend, opts Options) *mcp.Server {
 }
 
 // tools are the handlers, over the backend.
-type tools struct{ b Backend }
+type tools struct {
+	b      Backend
+	passOn func(ctx context.Context, content json.RawMessage) json.RawMessage
+}
 
 // RunInput is run_python's input.
 type RunInput struct {
@@ -129,25 +148,64 @@ type RunInput struct {
 	Files          map[string]string `json:"files,omitempty" jsonschema:"text files to write into the working directory before the code runs: relative path to content"`
 }
 
-func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInput) (*mcp.CallToolResult, *api.ExecuteResult, error) {
+// resultSchema is run_python's output schema: the API's result, as mcp.AddTool derives a
+// schema from a type.
+var resultSchema = func() *jsonschema.Schema {
+	s, err := jsonschema.ForType(reflect.TypeFor[api.ExecuteResult](), &jsonschema.ForOptions{})
+	if err != nil {
+		panic(fmt.Sprintf("the schema of api.ExecuteResult: %v", err))
+	}
+	return s
+}()
+
+// noResult is run_python's structured content when no code ran: the zero result, as the
+// output schema asks for one.
+var noResult = func() json.RawMessage {
+	b, err := json.Marshal(api.ExecuteResult{})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// runPython runs the code and answers with what a model reads of the result (resultOf) and,
+// as structured content, the result as the API answered it. That JSON is passed on as it is
+// (the files' contents in it are never decoded, nor encoded again): a call holds its result
+// about once while its answer is built, not once per step of decoding and encoding.
+func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInput) (*mcp.CallToolResult, any, error) {
 	if strings.TrimSpace(in.Code) == "" {
-		return failed("code is empty: pass the Python source to run"), nil, nil
+		return withNoResult(failed("code is empty: pass the Python source to run")), nil, nil
 	}
 	req := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files)}
 	if in.TimeoutSeconds > 0 {
 		req.TimeoutSeconds = &in.TimeoutSeconds
 	}
-	var res *api.ExecuteResult
+	var raw *client.RawResult
 	var err error
 	if in.SessionID != "" {
-		res, err = t.b.SessionExecute(ctx, in.SessionID, req)
+		raw, err = t.b.SessionExecuteRaw(ctx, in.SessionID, req)
 	} else {
-		res, err = t.b.Execute(ctx, req)
+		raw, err = t.b.ExecuteRaw(ctx, req)
 	}
 	if err != nil {
-		return failed(describe(err)), nil, nil
+		return withNoResult(failed(describe(err))), nil, nil
 	}
-	return resultOf(res), res, nil
+	var pass func(json.RawMessage) json.RawMessage
+	if t.passOn != nil {
+		pass = func(content json.RawMessage) json.RawMessage { return t.passOn(ctx, content) }
+	}
+	res := resultOf(raw.Result, pass)
+	content := json.RawMessage(bytes.TrimSuffix(raw.Body, []byte("\n")))
+	if pass != nil {
+		content = pass(content)
+	}
+	res.StructuredContent = content
+	return res, nil, nil
+}
+
+func withNoResult(r *mcp.CallToolResult) *mcp.CallToolResult {
+	r.StructuredContent = noResult
+	return r
 }
 
 // textFiles turns run_python's files into the API's, sorted by path.
@@ -162,7 +220,8 @@ func textFiles(files map[string]string) []api.InputFile {
 
 // resultOf is the content a model reads of an execution: its output, the value of its last
 // expression, how it ended when that is not a normal exit, the files it wrote, and each image.
-func resultOf(res *api.ExecuteResult) *mcp.CallToolResult {
+// pass, when not nil, passes each image's base64 on (see imageData).
+func resultOf(res *api.ExecuteResult, pass func(json.RawMessage) json.RawMessage) *mcp.CallToolResult {
 	var b strings.Builder
 	section := func(name, text string) {
 		if text == "" {
@@ -186,7 +245,7 @@ func resultOf(res *api.ExecuteResult) *mcp.CallToolResult {
 		if o.Type == api.OutputExecuteResult {
 			section("result", o.Data["text/plain"])
 		}
-		if png, err := base64.StdEncoding.DecodeString(o.Data["image/png"]); err == nil && len(png) > 0 {
+		if png, ok := imageData(o.Data["image/png"], pass); ok {
 			images = append(images, &mcp.ImageContent{Data: png, MIMEType: "image/png"})
 		}
 	}
@@ -213,6 +272,33 @@ func resultOf(res *api.ExecuteResult) *mcp.CallToolResult {
 	}
 	content := append([]mcp.Content{&mcp.TextContent{Text: b.String()}}, images...)
 	return &mcp.CallToolResult{Content: content, IsError: failed}
+}
+
+// imageData is the data of an image for an ImageContent, of its base64 b64: ok is false when
+// b64 is not base64 or is empty. With pass, a b64 that is canonical — what
+// base64.StdEncoding makes of its bytes, as the SDK would write them — is passed on as a JSON
+// string, and the data returned is that of what stands for it: the SDK writes it as that
+// string, and the transport writes b64 in its place.
+func imageData(b64 string, pass func(json.RawMessage) json.RawMessage) ([]byte, bool) {
+	if pass != nil && canonicalBase64(b64) {
+		quoted := make([]byte, 0, len(b64)+2)
+		quoted = append(append(append(quoted, '"'), b64...), '"')
+		stand := pass(quoted)
+		if data, err := base64.StdEncoding.DecodeString(strings.Trim(string(stand), `"`)); err == nil {
+			return data, true
+		}
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	return data, err == nil && len(data) > 0
+}
+
+// canonicalBase64 says b64 is base64.StdEncoding's encoding of some bytes, at least one.
+func canonicalBase64(b64 string) bool {
+	if b64 == "" || strings.ContainsAny(b64, "\r\n") { // the decoder skips them; the encoder writes none
+		return false
+	}
+	_, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding.Strict(), strings.NewReader(b64)))
+	return err == nil
 }
 
 // SessionInput is create_session's input.

@@ -3,7 +3,9 @@ package mcpserver
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -48,7 +50,7 @@ func TestResultOf(t *testing.T) {
 		{"files", api.ExecuteResult{Reason: api.ReasonExit, Files: []api.OutputFile{{Path: "a.csv", Size: 3}}}, "files written: a.csv (3 bytes)\n", 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := resultOf(&tt.res)
+			r := resultOf(&tt.res, nil)
 			if got := textOf(r); got != tt.text {
 				t.Errorf("text %q, want %q", got, tt.text)
 			}
@@ -56,6 +58,36 @@ func TestResultOf(t *testing.T) {
 				t.Errorf("%d images, isError %v; want %d, %v", got, r.IsError, tt.images, tt.isErr)
 			}
 		})
+	}
+}
+
+// With a pass, an image's canonical base64 is passed on, and the image's data is that of what
+// stands for it, which the SDK writes as that base64; base64 that is not canonical (the SDK
+// would write it otherwise) is decoded as without a pass, and what is not base64 is no image.
+func TestResultOfPassesImagesOn(t *testing.T) {
+	png := base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\nrest"))
+	const token = `"pyexecABCDEFGHIJKLMNOPQRSTUVWXYZ"`
+	var passed []string
+	pass := func(content json.RawMessage) json.RawMessage {
+		passed = append(passed, string(content))
+		return json.RawMessage(token)
+	}
+	notCanonical := png[:len(png)-4] + "\n" + png[len(png)-4:]
+	res := api.ExecuteResult{Reason: api.ReasonExit, Outputs: []api.Output{
+		{Type: api.OutputDisplayData, Data: map[string]string{"image/png": png}},
+		{Type: api.OutputDisplayData, Data: map[string]string{"image/png": notCanonical}},
+		{Type: api.OutputDisplayData, Data: map[string]string{"image/png": "not base64!"}},
+	}}
+	r := resultOf(&res, pass)
+	if len(r.Content) != 3 {
+		t.Fatalf("%d contents; want the text and two images", len(r.Content))
+	}
+	stood, _ := json.Marshal(r.Content[1].(*mcp.ImageContent).Data)
+	if string(stood) != token || !slices.Equal(passed, []string{`"` + png + `"`}) {
+		t.Errorf("the image's data is written as %s, passed on %q; want %s, and the image's base64 as a JSON string", stood, passed, token)
+	}
+	if got := string(r.Content[2].(*mcp.ImageContent).Data); got != "\x89PNG\r\n\x1a\nrest" {
+		t.Errorf("base64 with a newline: %q", got)
 	}
 }
 
@@ -172,4 +204,128 @@ func TestListFilesPagesASessionAtATime(t *testing.T) {
 			t.Errorf("cursor %q: %v; want invalid params", bad, err)
 		}
 	}
+}
+
+// rawBackend answers run_python's calls with a result as the sidecar's API would; nothing else
+// of it is called.
+type rawBackend struct {
+	Backend
+	body []byte
+}
+
+func (b rawBackend) ExecuteRaw(_ context.Context, req api.ExecuteRequest) (*client.RawResult, error) {
+	var res api.ExecuteResult
+	if err := json.Unmarshal(b.body, &res); err != nil {
+		return nil, err
+	}
+	return &client.RawResult{Result: &res, Body: b.body}, nil
+}
+
+// connect starts the MCP server of b and a client of it, in memory.
+func connect(t *testing.T, b Backend) *mcp.ClientSession {
+	t.Helper()
+	ct, st := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	ss, err := New(b, Options{Version: "test"}).Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// run_python declares the schemas mcp.AddTool derives from its types — RunInput in,
+// api.ExecuteResult out — though its structured content is the API's JSON, passed on; a call's
+// structured content is that JSON, files and all, beside the text a model reads; a call that
+// runs nothing has the zero result, as before.
+func TestRunPythonPassesTheResultOn(t *testing.T) {
+	typed := mcp.NewServer(&mcp.Implementation{Name: "typed"}, nil)
+	mcp.AddTool(typed, &mcp.Tool{Name: ToolRunPython}, func(context.Context, *mcp.CallToolRequest, RunInput) (*mcp.CallToolResult, *api.ExecuteResult, error) {
+		return nil, nil, nil
+	})
+	want := listedTool(t, typed, ToolRunPython)
+
+	body := []byte(`{"id":"r1","exit_code":0,"stdout":"<6>\n","stderr":"","reason":"exit","timed_out":false,"stdout_truncated":false,"stderr_truncated":false,"duration_ms":12.5,` +
+		`"files":[{"path":"a.bin","size":3,"content_base64":"AAEC"}],"files_truncated":false,"outputs":[{"type":"execute_result","data":{"text/plain":"'x'"}}],"outputs_truncated":false}` + "\n")
+	cs := connect(t, rawBackend{body: body})
+	var got *mcp.Tool
+	for tool, err := range cs.Tools(context.Background(), nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == ToolRunPython {
+			got = tool
+		}
+	}
+	for name, pair := range map[string][2]any{"input": {got.InputSchema, want.InputSchema}, "output": {got.OutputSchema, want.OutputSchema}} {
+		g, _ := json.Marshal(pair[0])
+		w, _ := json.Marshal(pair[1])
+		if string(g) != string(w) {
+			t.Errorf("run_python's %s schema:\n%s\nwant (mcp.AddTool's):\n%s", name, g, w)
+		}
+	}
+
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": "print(6)"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var structured, sent map[string]any
+	b, _ := json.Marshal(res.StructuredContent)
+	_ = json.Unmarshal(b, &structured)
+	_ = json.Unmarshal(body, &sent)
+	if !reflect.DeepEqual(structured, sent) {
+		t.Errorf("structured content %s; want the API's result %s", b, body)
+	}
+	if text := textOf(res); text != "stdout:\n<6>\nresult:\n'x'\nfiles written: a.bin (3 bytes)\n" || res.IsError {
+		t.Errorf("text %q, isError %v", text, res.IsError)
+	}
+
+	res, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": " "}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var empty, zero map[string]any
+	b, _ = json.Marshal(res.StructuredContent)
+	_ = json.Unmarshal(b, &empty)
+	z, _ := json.Marshal(api.ExecuteResult{})
+	_ = json.Unmarshal(z, &zero)
+	if !res.IsError || !reflect.DeepEqual(empty, zero) {
+		t.Errorf("empty code: isError %v, structured content %s; want an error with the zero result %s", res.IsError, b, z)
+	}
+	// The SDK checks the arguments against the input schema, as it did.
+	if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": 1}}); err == nil && !res.IsError {
+		t.Errorf("code 1 (not a string) was taken: %q", textOf(res))
+	}
+}
+
+// listedTool is the tool named name as tools/list lists it.
+func listedTool(t *testing.T, s *mcp.Server, name string) *mcp.Tool {
+	t.Helper()
+	ct, st := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	ss, err := s.Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == name {
+			return tool
+		}
+	}
+	t.Fatalf("no tool %s", name)
+	return nil
 }

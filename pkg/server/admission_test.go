@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -229,6 +230,72 @@ func TestAdmissionCountsResultsWaiting(t *testing.T) {
 	}
 	if len(a.slots) != 0 || len(a.held) != 0 || len(a.tickets) != 0 {
 		t.Errorf("after every release: %d slots, %d held, %d tickets taken", len(a.slots), len(a.held), len(a.tickets))
+	}
+}
+
+// TestCarrierHoldsResults: a result that a carrier (an /mcp answer) carries keeps its room
+// among the results waiting until the carrier's response is written, not until its own
+// response is: a further execution waits meanwhile. A request of a carrier that already holds
+// a result is refused rather than wait for room only its own answer would free. A grant that
+// knew no result (a session's start) and one released after the carrier's response was
+// written give back their room at once.
+func TestCarrierHoldsResults(t *testing.T) {
+	const maxConcurrent = 1
+	m := newMetrics(nil)
+	a := newAdmission(maxConcurrent, 8, m)
+	acquire := func(ctx context.Context) *grant {
+		t.Helper()
+		g, err := a.acquire(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	c := newCarrier()
+	cctx := withCarrier(context.Background(), c)
+
+	start := acquire(cctx) // a session's start: no result
+	start.Release()
+	if len(a.held) != 0 {
+		t.Fatalf("a grant without a result kept its room: %d held", len(a.held))
+	}
+
+	g := acquire(cctx)
+	g.resultKnown()
+	g.Release() // the API call's response is made; the carrier's is not written yet
+	if got := gaugeValue(m.resultsWaiting); got != 1 || len(a.held) != 1 {
+		t.Fatalf("after the API call's response: results waiting %v, %d held; want 1 and 1", got, len(a.held))
+	}
+	other := acquire(context.Background()) // room for maxConcurrent running beside it
+	other.resultKnown()                    // and a result waiting: none left
+	next := make(chan *grant, 1)
+	go func() {
+		g, _ := a.acquire(context.Background(), nil)
+		next <- g
+	}()
+	waitFor(t, "the next to wait", func() bool { return gaugeValue(m.queueDepth) == 1 })
+	// The carrier's own next request does not wait for room its answer holds.
+	if _, err := a.acquire(cctx, nil); !errors.Is(err, errQueueFull) {
+		t.Fatalf("a request of a carrier that holds a result, with no room: %v; want errQueueFull", err)
+	}
+	select {
+	case <-next:
+		t.Fatal("an execution was admitted while the carrier's result waits")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.written()
+	n := recv(t, "an execution admitted once the carrier's response was written", next)
+	if got := gaugeValue(m.resultsWaiting); got != 1 {
+		t.Errorf("results waiting %v after the carrier's response was written; want 1 (the other's)", got)
+	}
+	// Released after the carrier's response was written: at once.
+	n.Release()
+	other.Release()
+	late := acquire(cctx)
+	late.resultKnown()
+	late.Release()
+	if r, w, q := gaugeValue(m.inFlight), gaugeValue(m.resultsWaiting), gaugeValue(m.queueDepth); r != 0 || w != 0 || q != 0 || len(a.held) != 0 {
+		t.Errorf("after every release: in flight %v, results waiting %v, queue %v, %d held; want 0", r, w, q, len(a.held))
 	}
 }
 

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -27,14 +31,21 @@ type mcpRequestKey struct{}
 // context that carries the HTTP request's values but never ends (for every protocol version
 // before 2026-07-28), so the request's own context travels as a value to the API calls, which
 // end with it (mcpCall).
+//
+// A tool's result waits in the /mcp answer, not in the API call's response, which is made at
+// once, in memory: the answer carries it (carrier), and admission counts it among the results
+// waiting to be written until the answer is written or cut off.
 func (s *Server) mcpHandler() http.Handler {
 	backend := client.NewInProcess(http.HandlerFunc(s.mcpCall))
-	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls})
+	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls, PassOn: passOn})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, PropagateRequestCancellation: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.writeTimeout()}
-		h.ServeHTTP(dw, r.WithContext(context.WithValue(r.Context(), mcpRequestKey{}, r.Context())))
+		c := newCarrier()
+		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.writeTimeout(), c: c}
+		defer c.written()
+		ctx := withCarrier(context.WithValue(r.Context(), mcpRequestKey{}, r.Context()), c)
+		h.ServeHTTP(dw, r.WithContext(ctx))
 		if dw.err != nil {
 			s.cutOff(r, int64(dw.written), dw.err)
 		}
@@ -46,6 +57,7 @@ func (s *Server) mcpHandler() http.Handler {
 // client that does not read it must not hold it longer than one of the API (see writeBody).
 type deadlineWriter struct {
 	http.ResponseWriter
+	c       *carrier // writes what it passed on in place of what stands for it
 	rc      *http.ResponseController
 	timeout time.Duration
 	armed   bool
@@ -66,15 +78,21 @@ func (d *deadlineWriter) WriteHeader(status int) {
 	d.ResponseWriter.WriteHeader(status)
 }
 
-// Write writes body bytes, within the deadline.
+// Write writes body bytes, within the deadline, with the contents the carrier passed on in
+// place of what stands for them (the SDK writes each message in one Write).
 func (d *deadlineWriter) Write(b []byte) (int, error) {
 	d.arm()
-	n, err := d.ResponseWriter.Write(b)
-	d.written += n
-	if err != nil && d.err == nil {
-		d.err = err
+	for _, piece := range d.c.expand(b) {
+		n, err := d.ResponseWriter.Write(piece)
+		d.written += n
+		if err != nil {
+			if d.err == nil {
+				d.err = err
+			}
+			return 0, err
+		}
 	}
-	return n, err
+	return len(b), nil
 }
 
 // Flush sends what is buffered, within the deadline.
@@ -97,4 +115,57 @@ func (s *Server) mcpCall(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(ctx)
 	}
 	s.ServeHTTP(w, r)
+}
+
+// passOn keeps a tool's structured content in the carrier of the /mcp request being served,
+// and returns what stands for it (see carrier.pass); without a carrier, the content itself.
+func passOn(ctx context.Context, content json.RawMessage) json.RawMessage {
+	if c := carrierOf(ctx); c != nil {
+		return c.pass(content)
+	}
+	return content
+}
+
+// passed is a content passed on past the MCP SDK's encoder, and the JSON string that stands
+// for it in the SDK's answer: random, made after the code ran, so that nothing the code
+// printed can name it, and of base64 characters, four to a group without padding, so that it
+// may stand for an image's data too (the SDK writes the data's base64: that same string).
+type passed struct {
+	token   []byte
+	content []byte
+}
+
+// pass keeps content until the carrier's response is written, and returns the JSON string
+// that stands for it there.
+func (c *carrier) pass(content json.RawMessage) json.RawMessage {
+	p := passed{token: []byte(`"pyexec` + rand.Text() + `"`), content: content} // 6 + 26 characters
+	c.mu.Lock()
+	c.passed = append(c.passed, p)
+	c.mu.Unlock()
+	return p.token
+}
+
+// expand is b in pieces, with each content passed on in place of its token, wherever in b
+// that is.
+func (c *carrier) expand(b []byte) [][]byte {
+	type at struct {
+		i int
+		p passed
+	}
+	var found []at
+	c.mu.Lock()
+	for _, p := range c.passed {
+		if i := bytes.Index(b, p.token); i >= 0 {
+			found = append(found, at{i, p})
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(found, func(x, y at) int { return x.i - y.i })
+	pieces := make([][]byte, 0, 2*len(found)+1)
+	from := 0
+	for _, f := range found {
+		pieces = append(pieces, b[from:f.i], f.p.content)
+		from = f.i + len(f.p.token)
+	}
+	return append(pieces, b[from:])
 }

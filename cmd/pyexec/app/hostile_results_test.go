@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/mcpserver"
 )
 
 // resultsWriteTimeout is the --write-timeout of the results attacks: shorter than the default,
@@ -146,6 +149,38 @@ func TestResultCutInTheMiddle(t *testing.T) {
 type unread struct {
 	what string
 	conn net.Conn
+	resp *http.Response // once its status line and headers are read (head)
+}
+
+// sendMCPUnread calls run_python with args over /mcp (stateless, as a client of protocol
+// 2025-06-18 does) on a connection of its own and reads nothing back.
+func sendMCPUnread(t *testing.T, socket string, args map[string]any) *unread {
+	t.Helper()
+	call, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+		"params": map[string]any{"name": "run_python", "arguments": args}})
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	head := fmt.Sprintf("POST /mcp HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"+
+		"Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: %d\r\n\r\n", len(call))
+	if _, err := c.Write(append([]byte(head), call...)); err != nil {
+		t.Fatal(err)
+	}
+	return &unread{what: "POST /mcp tools/call run_python", conn: c}
+}
+
+// head reads the response's status line and headers, and no more of the body than one
+// buffer of 4 KiB: the client still does not read its answer.
+func (u *unread) head(t *testing.T, limit time.Duration) {
+	t.Helper()
+	_ = u.conn.SetReadDeadline(time.Now().Add(limit))
+	resp, err := http.ReadResponse(bufio.NewReader(u.conn), nil)
+	if err != nil {
+		t.Fatalf("%s: no status line within %v: %v", u.what, limit, err)
+	}
+	u.resp = resp
 }
 
 // sendUnread sends one request on a connection of its own and reads nothing back.
@@ -168,10 +203,13 @@ func sendUnread(t *testing.T, socket, method, path string, body []byte) *unread 
 func (u *unread) cutShort(t *testing.T) {
 	t.Helper()
 	_ = u.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(u.conn), nil)
-	if err != nil {
-		t.Errorf("%s: no status line before the cut: %v", u.what, err)
-		return
+	resp := u.resp
+	if resp == nil {
+		var err error
+		if resp, err = http.ReadResponse(bufio.NewReader(u.conn), nil); err != nil {
+			t.Errorf("%s: no status line before the cut: %v", u.what, err)
+			return
+		}
 	}
 	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -372,19 +410,7 @@ func TestServerGoMemoryLimit(t *testing.T) {
 func TestHostileMCPResultNotRead(t *testing.T) {
 	s := podSidecar(t, podOptions{}, "--mode", "fork", "--write-timeout", resultsWriteTimeout)
 	server := s.cmd.Process.Pid
-	call, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-		"params": map[string]any{"name": "run_python", "arguments": map[string]any{"code": bigResultCode}}})
-	c, err := net.Dial("unix", s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	head := fmt.Sprintf("POST /mcp HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"+
-		"Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: %d\r\n\r\n", len(call))
-	if _, err := c.Write(append([]byte(head), call...)); err != nil {
-		t.Fatal(err)
-	}
-	u := &unread{what: "POST /mcp tools/call run_python", conn: c}
+	u := sendMCPUnread(t, s.socket, map[string]any{"code": bigResultCode})
 	waitFor(t, 120*time.Second, "the execution to finish", func() bool { return len(s.logs("execution finished")) >= 1 })
 	res := s.execute(t, api.ExecuteRequest{Code: "print(1)"})
 	if res.Stdout != "1\n" {
@@ -465,10 +491,124 @@ func TestServerMemoryAtItsMaximum(t *testing.T) {
 	default:
 	}
 	if err := <-fifth; err != nil { // once the write timeout has cut a non-reader off
-		t.Fatalf("the fifth execution: %v", err)
+		t.Fatalf("the fifth execution: %v\n%s", err, s.allLogs())
 	}
 	waitFor(t, 60*time.Second, "every non-reader to be cut off", func() bool { return len(s.logs("response cut off")) >= 2*maxConcurrent })
 	for _, u := range readers {
 		u.cutShort(t)
+	}
+}
+
+// mcpF is what the server holds at its peak per byte of an /mcp answer's result (the README's
+// F of MCP calls, see Agents: MCP).
+const mcpF = 2.5
+
+// TestMCPMemoryAtItsMaximum drives /mcp to the most results the server may hold: 2 x
+// --max-concurrent (2) run_python calls, each of a result as large as the default caps allow
+// — of files (maxResultCode), or of images and files (maxFiguresCode) — none of whose answers
+// is read. Judged from outside: each answer is built (its status line arrives), the four wait
+// as results to be written (pyexec_results_waiting, until --write-timeout cuts them off), a
+// fifth execution on the API waits in the queue meanwhile and runs once a non-reader is cut
+// off, the server's peak RSS stays within the README's bound for MCP — its RSS at rest plus
+// 2 x max-concurrent x mcpF x R, R = 4/3 x --max-files-out-bytes + 2 x --max-output-bytes —
+// and a client that reads gets the whole answer.
+func TestMCPMemoryAtItsMaximum(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		code          string
+		files, images int
+	}{
+		{"files", maxResultCode, 4, 0},
+		{"figures", maxFiguresCode, 3, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) { mcpAtItsMaximum(t, tc.code, tc.files, tc.images) })
+	}
+}
+
+// maxFiguresCode makes a result of figures as large as the caps allow: 1,000 KiB of stdout,
+// three PNG images (random bytes: the server does not read them as images) of nearly 2.5 MiB
+// each, 10 MiB of base64 (the outputs file the code writes them to is under --max-file-bytes,
+// 10 MiB), and three files of 7 MiB, which --max-files-out-bytes (32 MiB), shared by outputs and
+// files, leaves room for. An /mcp answer carries each image twice: as an image for the model,
+// and in the structured content.
+const maxFiguresCode = `import base64, json, os, sys
+sys.stdout.write('x' * (1000 << 10))
+f = display.__globals__["_outputs"]
+for i in range(3):
+    f.write(json.dumps({"type": "display_data", "data": {"image/png": base64.b64encode(os.urandom((5 << 19) - 1000)).decode()}}) + "\n")
+f.flush()
+for i in range(3):
+    open(f'max{i}.bin', 'wb').write(os.urandom(7 << 20))
+`
+
+// mcpAtItsMaximum is TestMCPMemoryAtItsMaximum with the results of code, which writes files
+// files and draws images figures.
+func mcpAtItsMaximum(t *testing.T, code string, files, images int) {
+	const maxConcurrent = 2
+	s := podSidecar(t, podOptions{}, "--mode", "fork", "--max-concurrent", strconv.Itoa(maxConcurrent), "--queue", "4", "--write-timeout", "30s")
+	server := s.cmd.Process.Pid
+	rest := procStatusKB(t, server, "VmRSS") << 10
+	r := 4*float64(32<<20)/3 + 2*float64(1<<20)
+	bound := float64(rest) + 2*maxConcurrent*mcpF*r
+
+	var readers []*unread
+	for range 2 * maxConcurrent {
+		readers = append(readers, sendMCPUnread(t, s.socket, map[string]any{"code": code, "timeout_seconds": 120}))
+	}
+	// The SDK writes an answer once it is whole: its status line says it is built.
+	for _, u := range readers {
+		u.head(t, 180*time.Second)
+	}
+	if v := metric(t, s, "pyexec_results_waiting"); v != 2*maxConcurrent {
+		t.Errorf("pyexec_results_waiting %v with %d /mcp answers unread; want %d", v, 2*maxConcurrent, 2*maxConcurrent)
+	}
+	// A fifth: no room for its result while four answers wait.
+	fifth := make(chan error, 1)
+	go func() {
+		res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(5)"})
+		if err == nil && res.Stdout != "5\n" {
+			err = fmt.Errorf("%+v", res)
+		}
+		fifth <- err
+	}()
+	waitFor(t, 20*time.Second, "the fifth to wait in the queue", func() bool {
+		select {
+		case err := <-fifth:
+			t.Fatalf("the fifth execution ran while four /mcp answers waited (%v)\n%s", err, s.allLogs())
+		default:
+		}
+		return metric(t, s, "pyexec_queue_depth") == 1
+	})
+	hwm := procStatusKB(t, server, "VmHWM") << 10
+	t.Logf("4 /mcp answers of results of %.1f MiB in JSON held: server VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB; F as measured %.2f",
+		r/(1<<20), procStatusKB(t, server, "VmRSS"), hwm>>10, rest>>10, bound/1024, float64(hwm-rest)/(2*maxConcurrent*r))
+	if float64(hwm) > bound {
+		t.Errorf("the server's peak RSS %d KiB is over the README's bound for MCP of %.0f KiB", hwm>>10, bound/1024)
+	}
+	if err := <-fifth; err != nil { // once the write timeout has cut a non-reader off
+		t.Fatalf("the fifth execution: %v\n%s", err, s.allLogs())
+	}
+	waitFor(t, 90*time.Second, "every /mcp answer to be cut off", func() bool { return len(s.logs("response cut off")) >= 2*maxConcurrent })
+	for _, u := range readers {
+		u.cutShort(t)
+	}
+	if v := metric(t, s, "pyexec_results_waiting"); v != 0 {
+		t.Errorf("pyexec_results_waiting %v after every answer was cut off; want 0", v)
+	}
+	// A client that reads gets the whole answer: the text, each image, and the result with
+	// every file and output as structured content.
+	res, text, structured := callTool(t, connectMCP(t, mcpTransports(t, s)["http"]()), mcpserver.ToolRunPython,
+		map[string]any{"code": code, "timeout_seconds": 120})
+	var got int
+	for _, c := range res.Content {
+		if img, ok := c.(*mcp.ImageContent); ok && len(img.Data) > 2<<20 {
+			got++
+		}
+	}
+	gotFiles, _ := structured["files"].([]any)
+	outputs, _ := structured["outputs"].([]any)
+	if res.IsError || got != images || len(gotFiles) != files || len(outputs) != images || !strings.HasPrefix(text, "stdout:\nxxx") {
+		t.Errorf("a call read whole: isError %v, %d images, %d files, %d outputs, text %.40q; want %d images, %d files, %d outputs",
+			res.IsError, got, len(gotFiles), len(outputs), text, images, files, images)
 	}
 }
