@@ -501,7 +501,7 @@ func TestServerMemoryAtItsMaximum(t *testing.T) {
 
 // mcpF is what the server holds at its peak per byte of an /mcp answer's result (the README's
 // F of MCP calls, see Agents: MCP).
-const mcpF = 2.5
+const mcpF = 2.0
 
 // TestMCPMemoryAtItsMaximum drives /mcp to the most results the server may hold: 2 x
 // --max-concurrent (2) run_python calls, each of a result as large as the default caps allow
