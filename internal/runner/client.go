@@ -361,7 +361,13 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 		if err == nil && rep.ResultStream != nil && rep.ResultStream.Bytes > limit {
 			err = fmt.Errorf("%w: a result of %d bytes, the limit is %d", errFrameTooLarge, rep.ResultStream.Bytes, limit)
 		}
-		if err == nil && rep.FileStream != nil && req.SessionFile != nil && rep.FileStream.Bytes > req.SessionFile.Max {
+		switch {
+		case err != nil:
+		case rep.ResultStream != nil && !pass:
+			err = errors.New("a result to a request that runs no code")
+		case rep.FileStream != nil && req.SessionFile == nil:
+			err = errors.New("a file to a request for no file")
+		case rep.FileStream != nil && rep.FileStream.Bytes > req.SessionFile.Max:
 			err = fmt.Errorf("a file of %d bytes, the most asked for %d", rep.FileStream.Bytes, req.SessionFile.Max)
 		}
 		if err != nil {
@@ -394,7 +400,7 @@ func (c *Client) exchange(ctx context.Context, req *Request, cancel bool, output
 			}
 			if !ok {
 				ch.conn.Close()
-				done(false)
+				go done(false) // the directory may need the runner to empty it: not in the caller's time
 				return
 			}
 			go func() {

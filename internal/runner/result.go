@@ -40,6 +40,13 @@ func (c *channel) sendReply(rep *Reply, finish func()) error {
 	open := rep.open
 	defer open.Close()
 	body, err := newResultBody(rep.Result, open)
+	if err == nil && body.size <= maxInlineResult && len(rep.Result.Files) > 0 {
+		// Small: its files are read now, as they are — one that a thread of a session's code
+		// shrank since it was opened comes back shorter, as a file read at the end of the
+		// call would — and the body is made of what was read.
+		readOpenFiles(rep.Result, open)
+		body, err = newResultBody(rep.Result, nil)
+	}
 	if err != nil {
 		finish()
 		return err
@@ -81,6 +88,21 @@ func (c *channel) sendReply(rep *Reply, finish func()) error {
 	}
 	<-finished
 	return err
+}
+
+// readOpenFiles puts the contents of res's open files into res, each its first Size bytes or
+// fewer when it shrank.
+func readOpenFiles(res *api.ExecuteResult, open *executor.OpenFiles) {
+	for i, f := range res.Files {
+		file := open.File(f.Path)
+		if file == nil {
+			continue
+		}
+		data := make([]byte, f.Size)
+		n, _ := io.ReadFull(io.NewSectionReader(file, 0, f.Size), data)
+		res.Files[i].Size = int64(n)
+		res.Files[i].ContentBase64 = base64.StdEncoding.EncodeToString(data[:n])
+	}
 }
 
 // sendFile sends a FileStream and the bytes of its open file, as the server takes them. A file

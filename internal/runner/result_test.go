@@ -119,3 +119,51 @@ func collectOpen(t *testing.T, work string, open *executor.OpenFiles) []api.Outp
 	}
 	return files
 }
+
+// TestSmallResultOfAShrunkFile: a small result's file that shrank after the executor opened it
+// (a thread of a session's code truncated it) comes back shorter, in one frame, as a file read
+// at the end of the call would: the reply does not fail, the channel stays in step.
+func TestSmallResultOfAShrunkFile(t *testing.T) {
+	work := t.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "f.txt"), []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(work, "f.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := &executor.OpenFiles{}
+	open.Add("f.txt", f)
+	if err := os.Truncate(filepath.Join(work, "f.txt"), 4); err != nil {
+		t.Fatal(err)
+	}
+	a, b := socketPair(t)
+	res := &api.ExecuteResult{ID: "r", Files: []api.OutputFile{{Path: "f.txt", Size: 10}}, Outputs: []api.Output{}}
+	sent := make(chan error, 1)
+	go func() {
+		err := (&channel{conn: a}).sendReply(&Reply{Result: res, open: open}, nil)
+		if err != nil {
+			a.Close() // as the runner closes a channel it cannot go on with
+		}
+		sent <- err
+	}()
+	frame, err := readFrameBytes(b, 1<<20)
+	if err := <-sent; err != nil {
+		t.Fatalf("sendReply: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := passResult(frame)
+	if !ok {
+		t.Fatalf("not a result's frame: %s", frame)
+	}
+	var whole api.ExecuteResult
+	if err := json.Unmarshal(readEncoded(t, got), &whole); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := base64.StdEncoding.DecodeString(whole.Files[0].ContentBase64)
+	if whole.Files[0].Size != 4 || string(data) != "0123" || got.Files[0].Size != 4 {
+		t.Fatalf("the shrunk file came back as %+v (%q)", whole.Files[0], data)
+	}
+}

@@ -2,6 +2,8 @@ package client
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 )
@@ -18,9 +20,15 @@ type handlerTransport struct{ h http.Handler }
 
 func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rec := &recorder{header: http.Header{}}
-	t.h.ServeHTTP(rec, r)
+	if aborted := serve(t.h, rec, r); aborted {
+		return nil, errors.New("in process: the response was aborted")
+	}
 	if rec.status == 0 {
 		rec.WriteHeader(http.StatusOK)
+	}
+	// A body that failed in the middle (its runner went) ends short, as on a connection.
+	if n, err := strconv.ParseInt(rec.sent.Get("Content-Length"), 10, 64); err == nil && int64(len(rec.body)) < n {
+		return nil, fmt.Errorf("in process: the response ended %d bytes short of its Content-Length", n-int64(len(rec.body)))
 	}
 	return &http.Response{
 		Status:     strconv.Itoa(rec.status) + " " + http.StatusText(rec.status),
@@ -31,6 +39,21 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		ContentLength: int64(len(rec.body)),
 		Request:       r,
 	}, nil
+}
+
+// serve serves r with h; aborted says h aborted the response (http.ErrAbortHandler), as
+// net/http would close its connection.
+func serve(h http.Handler, w http.ResponseWriter, r *http.Request) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			aborted = true
+		}
+	}()
+	h.ServeHTTP(w, r)
+	return false
 }
 
 // recorder is a response served in process: status, headers as sent, body. A body of a

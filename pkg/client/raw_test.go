@@ -43,3 +43,28 @@ func TestExecuteRawInProcess(t *testing.T) {
 		t.Error("a 404 was taken for a result")
 	}
 }
+
+// TestInProcessCutBodies: in process, a body that ends short of its Content-Length (its runner
+// went in the middle) and a response the handler aborted are errors, as a closed connection is
+// on the socket, not results cut short.
+func TestInProcessCutBodies(t *testing.T) {
+	body := []byte(`{"id":"r1","exit_code":0,"files":[],"outputs":[]}` + "\n")
+	for name, h := range map[string]http.HandlerFunc{
+		"short": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)+10))
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(body)
+		},
+		"aborted": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(body[:10])
+			panic(http.ErrAbortHandler)
+		},
+	} {
+		if raw, err := NewInProcess(h).ExecuteRaw(context.Background(), api.ExecuteRequest{Code: "pass"}); err == nil {
+			t.Errorf("%s: taken for a result: %+v", name, raw.Result)
+		}
+	}
+}

@@ -195,6 +195,9 @@ func (s *Server) runStreaming(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	if err := sw.finish(event, size, s.writeTimeout()); err != nil {
 		s.cutOff(r, size, err)
+		// The connection is closed, not the stream ended: a cut exit event followed by the
+		// stream's clean end could pass for a whole one.
+		panic(http.ErrAbortHandler)
 	}
 }
 

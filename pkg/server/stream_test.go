@@ -170,3 +170,43 @@ func TestClientHangupCancelsExecution(t *testing.T) {
 		})
 	}
 }
+
+// failingBody is a result's body whose source fails after its first bytes, as a streamed
+// result does when the runner goes in the middle of it.
+type failingBody struct {
+	*strings.Reader
+	size int64
+}
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if b.Reader.Len() == 0 {
+		return 0, errors.New("the runner went")
+	}
+	return b.Reader.Read(p)
+}
+func (b *failingBody) Size() int64  { return b.size }
+func (b *failingBody) Close() error { return nil }
+
+// TestBodyCutInTheMiddle: a result's body that fails in the middle, after the status and
+// headers went, ends the response with the connection closed — the plain body short of its
+// Content-Length, the stream without a clean end of its chunked body (a cut exit event followed
+// by the stream's end could pass for a whole one) — and is logged as cut off.
+func TestBodyCutInTheMiddle(t *testing.T) {
+	const head = `{"id":"x","exit_code":0,"stdout":"AAAA`
+	exec := fakeExec(func(_ context.Context, req executor.Request, _ executor.Output) (api.ExecuteResult, error) {
+		res := exitResult()
+		res.ID = req.ID
+		res.Encoded = &failingBody{Reader: strings.NewReader(head), size: 1000}
+		return res, nil
+	})
+	h := newHarness(t, testConfig(), exec, true)
+	for _, query := range []string{"", "?stream=1"} {
+		resp, body, err := h.send(context.Background(), http.MethodPost, "/v1/execute"+query, "application/json", `{"code":"1"}`)
+		if err == nil {
+			t.Errorf("%q: the body %q of a result cut in the middle was read whole", query, body)
+		} else if resp.StatusCode != http.StatusOK {
+			t.Errorf("%q: status %d", query, resp.StatusCode)
+		}
+	}
+	waitFor(t, "both cuts in the log", func() bool { return len(h.logs.lines(t, "response cut off")) == 2 })
+}
