@@ -465,14 +465,7 @@ func TestServerMemoryAtItsMaximum(t *testing.T) {
 	}
 	waitFor(t, 180*time.Second, "4 results to wait for their clients", func() bool { return metric(t, s, "pyexec_results_waiting") == 2*maxConcurrent })
 	// A fifth: no room for its result while four wait.
-	fifth := make(chan error, 1)
-	go func() {
-		res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(5)"})
-		if err == nil && res.Stdout != "5\n" {
-			err = fmt.Errorf("%+v", res)
-		}
-		fifth <- err
-	}()
+	fifth := printFiveLater(s)
 	waitFor(t, 30*time.Second, "the fifth to wait in the queue", func() bool { return metric(t, s, "pyexec_queue_depth") == 1 })
 	hwm, runnerHWM := procStatusKB(t, server, "VmHWM")<<10, procStatusKB(t, runner, "VmHWM")<<10
 	t.Logf("4 results of %.1f MiB in JSON held: server VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB",
@@ -497,6 +490,20 @@ func TestServerMemoryAtItsMaximum(t *testing.T) {
 	for _, u := range readers {
 		u.cutShort(t)
 	}
+}
+
+// printFiveLater runs print(5) on s's API in the background; what came of it (nil: it printed
+// 5) comes on the channel.
+func printFiveLater(s *sidecar) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(5)"})
+		if err == nil && res.Stdout != "5\n" {
+			err = fmt.Errorf("%+v", res)
+		}
+		done <- err
+	}()
+	return done
 }
 
 // mcpF is what the server holds at its peak per byte of an /mcp answer's result (the README's
@@ -563,14 +570,7 @@ func mcpAtItsMaximum(t *testing.T, code string, files, images int) {
 		t.Errorf("pyexec_results_waiting %v with %d /mcp answers unread; want %d", v, 2*maxConcurrent, 2*maxConcurrent)
 	}
 	// A fifth: no room for its result while four answers wait.
-	fifth := make(chan error, 1)
-	go func() {
-		res, err := s.client.Execute(context.Background(), api.ExecuteRequest{Code: "print(5)"})
-		if err == nil && res.Stdout != "5\n" {
-			err = fmt.Errorf("%+v", res)
-		}
-		fifth <- err
-	}()
+	fifth := printFiveLater(s)
 	waitFor(t, 20*time.Second, "the fifth to wait in the queue", func() bool {
 		select {
 		case err := <-fifth:
