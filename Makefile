@@ -1,8 +1,9 @@
 # Two commands set up a fresh machine (Debian, Go installed, run as root):
 #   make demo   build pyexec; run `pyexec init` against the local system Python, then `pyexec serve`
 #               on a local socket, and send it a sample execution with curl and with `pyexec run`
-#   make test   go vet and every test (real Python, real pip, real mounts), then the end-to-end
-#               journey on a real one-node Kubernetes cluster (test/e2e)
+#   make test   go vet, the kubectl plugin built for macOS and Windows, and every test (real
+#               Python, real pip, real mounts), then the end-to-end journey on a real one-node
+#               Kubernetes cluster (test/e2e)
 # and, to try pyexec on a local node by hand (see README):
 #   make cluster-up / make cluster-down
 # and, to check that the test cluster boots every time: make cluster-soak
@@ -17,7 +18,12 @@ APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib c
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
 
-.PHONY: deps build demo tools test bench bench-modes bench-footprint cluster-up cluster-down cluster-soak
+# The platforms the kubectl plugin is built for (make cross); make test builds it for one of
+# each other operating system, so that Linux-only code cannot creep into it unseen.
+PLUGIN_PLATFORMS      := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+PLUGIN_TEST_PLATFORMS := darwin/arm64 windows/amd64
+
+.PHONY: deps build cross demo tools test bench bench-modes bench-footprint cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -29,6 +35,14 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/pyexec ./cmd/pyexec
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/kubectl-pyexec ./cmd/kubectl-pyexec
+
+# kubectl-pyexec for every platform in PLUGIN_PLATFORMS, into bin/OS-ARCH/.
+cross:
+	@for p in $(PLUGIN_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		echo "kubectl-pyexec $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -ldflags "$(LDFLAGS)" -o bin/$$os-$$arch/kubectl-pyexec$$ext ./cmd/kubectl-pyexec || exit 1; \
+	done
 
 demo: deps build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
@@ -52,6 +66,10 @@ tools:
 # The end-to-end suite runs alone, after the others: it starts a whole cluster.
 test: deps tools
 	$(GO) vet ./...
+	@for p in $(PLUGIN_TEST_PLATFORMS); do \
+		echo "kubectl-pyexec builds for $$p"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/kubectl-pyexec || exit 1; \
+	done
 	KUBEBUILDER_ASSETS=$$(bash test/tools/build.sh) $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /test/e2e)
 	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
 

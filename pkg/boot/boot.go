@@ -20,7 +20,6 @@ import (
 	"github.com/pyexec/pyexec/pkg/confine"
 	"github.com/pyexec/pyexec/pkg/executor"
 	"github.com/pyexec/pyexec/pkg/packages"
-	"github.com/pyexec/pyexec/pkg/preflight"
 	"github.com/pyexec/pyexec/pkg/server"
 )
 
@@ -124,7 +123,7 @@ func Isolation(k confine.Kernel, iso *api.Isolation, hello runner.Hello) (*api.I
 func WithReport(info api.Info, report *api.Report, source string) api.Info {
 	if report != nil {
 		info.Container, info.Python, info.Policy = report.Container, report.Python, report.Policy
-		info.Preflight = api.Preflight{OK: report.OK, Summary: preflight.Summary(report), Problems: report.Problems, Source: source}
+		info.Preflight = api.Preflight{OK: report.OK, Summary: report.Summary(), Problems: report.Problems, Source: source}
 	}
 	return info
 }

@@ -110,11 +110,3 @@ func hasController(list, c string) bool {
 	}
 	return false
 }
-
-// WholeCPUs rounds a CPU limit up to whole CPUs, at least 1; 0 (no limit) stays 0.
-func WholeCPUs(limit float64) int {
-	if limit <= 0 {
-		return 0
-	}
-	return max(1, int(math.Ceil(limit-1e-9)))
-}

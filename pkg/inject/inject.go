@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/pyexec/pyexec/pkg/container"
 	"github.com/pyexec/pyexec/pkg/settings"
 )
 
@@ -460,7 +459,7 @@ func maxConcurrent(cfg *Config) int {
 		return cfg.MaxConcurrent
 	}
 	if q, ok := cfg.RunnerResources.Limits[corev1.ResourceCPU]; ok {
-		return container.WholeCPUs(q.AsApproximateFloat64())
+		return settings.WholeCPUs(q.AsApproximateFloat64())
 	}
 	return 0
 }

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -322,72 +320,4 @@ func (p *run) checkPreload(results []api.Preload) {
 			p.warn("%v", err)
 		}
 	}
-}
-
-// Summary is the one line a person reads in `kubectl logs`: ok or FAILED, runtime,
-// interpreter and version, policy, requirements met/total, preload, isolation, the server's
-// and the runner's uids, problems.
-func Summary(r *api.Report) string {
-	var b strings.Builder
-	b.WriteString("pyexec preflight ")
-	if r.OK {
-		b.WriteString("ok")
-	} else {
-		b.WriteString("FAILED")
-	}
-	runtime := r.Container.Runtime
-	if r.Container.Orchestrator != "" {
-		runtime += "/" + r.Container.Orchestrator
-	}
-	fmt.Fprintf(&b, ": runtime=%s", runtime)
-	if r.Python != nil {
-		fmt.Fprintf(&b, " python=%s (%s)", r.Python.Executable, r.Python.Version)
-	} else {
-		b.WriteString(" python=none")
-	}
-	fmt.Fprintf(&b, " policy=%s", r.Policy)
-	met := 0
-	for _, q := range r.Requirements {
-		if q.OK {
-			met++
-		}
-	}
-	fmt.Fprintf(&b, " requirements=%d/%d", met, len(r.Requirements))
-	if len(r.Preload) == 0 {
-		b.WriteString(" preload=none")
-	} else {
-		var mods []string
-		var total float64
-		for _, m := range r.Preload {
-			name := m.Module
-			if !m.OK {
-				name += "(failed)"
-			}
-			mods = append(mods, name)
-			total += m.ImportMS
-		}
-		fmt.Fprintf(&b, " preload=%s (%.0f ms)", strings.Join(mods, ","), total)
-	}
-	if iso := r.Isolation; iso != nil {
-		var active []string
-		for _, l := range iso.Layers {
-			if l.Active {
-				active = append(active, l.Name)
-			}
-		}
-		fmt.Fprintf(&b, " isolation=landlock%d:%s", iso.LandlockABI, strings.Join(active, ","))
-	}
-	if id := r.Identity; id != nil {
-		runner := "unknown"
-		if id.RunnerUID >= 0 {
-			runner = strconv.Itoa(id.RunnerUID)
-		}
-		fmt.Fprintf(&b, " uids=server:%d,runner:%s", id.ServerUID, runner)
-	}
-	if len(r.Problems) == 0 {
-		b.WriteString(" problems=none")
-	} else {
-		fmt.Fprintf(&b, " problems=%d: %s", len(r.Problems), strings.Join(r.Problems, "; "))
-	}
-	return b.String()
 }

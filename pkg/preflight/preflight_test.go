@@ -99,7 +99,7 @@ func TestRunInContainer(t *testing.T) {
 	if r.DurationMS <= 0 {
 		t.Errorf("duration_ms = %v", r.DurationMS)
 	}
-	sum := Summary(r)
+	sum := r.Summary()
 	want := fmt.Sprintf("pyexec preflight ok: runtime=containerd/kubernetes python=%s (%s) policy=system requirements=1/3 preload=json,no_such_module_xyz(failed) (", opts.Python, r.Python.Version)
 	if !strings.HasPrefix(sum, want) || !strings.HasSuffix(sum, "problems=3: "+strings.Join(wantProblems, "; ")) || strings.Contains(sum, "\n") {
 		t.Errorf("summary:\n%s\nwant prefix:\n%s", sum, want)
@@ -123,8 +123,8 @@ func TestRunStrict(t *testing.T) {
 	if !errors.Is(err, ErrRequirement) || r.OK {
 		t.Fatalf("ok=%v err=%v, want ErrRequirement", r.OK, err)
 	}
-	if len(r.Problems) != 2 || !strings.HasPrefix(Summary(r), "pyexec preflight FAILED: ") {
-		t.Errorf("problems %q summary %q", r.Problems, Summary(r))
+	if len(r.Problems) != 2 || !strings.HasPrefix(r.Summary(), "pyexec preflight FAILED: ") {
+		t.Errorf("problems %q summary %q", r.Problems, r.Summary())
 	}
 }
 
@@ -135,8 +135,8 @@ func TestRunNoInterpreter(t *testing.T) {
 	if !errors.Is(err, ErrInterpreter) || !errors.Is(err, python.ErrNotFound) || r.OK || r.Python != nil {
 		t.Fatalf("ok=%v python=%v err=%v, want ErrInterpreter wrapping ErrNotFound", r.OK, r.Python, err)
 	}
-	if !strings.Contains(Summary(r), " python=none ") {
-		t.Errorf("summary %q", Summary(r))
+	if !strings.Contains(r.Summary(), " python=none ") {
+		t.Errorf("summary %q", r.Summary())
 	}
 }
 
@@ -323,7 +323,7 @@ func TestRunReportsIsolation(t *testing.T) {
 		if strings.Join(missing, ",") != strings.Join(tc.wantMissing, ",") || !r.OK {
 			t.Errorf("kernel %+v: missing %v, want %v (ok=%v)", tc.kernel, missing, tc.wantMissing, r.OK)
 		}
-		if sum := Summary(r); !strings.Contains(sum, tc.wantSummary) {
+		if sum := r.Summary(); !strings.Contains(sum, tc.wantSummary) {
 			t.Errorf("summary %q lacks %q", sum, tc.wantSummary)
 		}
 	}
@@ -353,15 +353,15 @@ func TestRunServerDirs(t *testing.T) {
 	if r.Identity == nil || *r.Identity != *opts.Identity {
 		t.Errorf("report identity %+v, want %+v", r.Identity, opts.Identity)
 	}
-	if sum := Summary(r); !strings.Contains(sum, " uids=server:1000,runner:2000 problems=") {
+	if sum := r.Summary(); !strings.Contains(sum, " uids=server:1000,runner:2000 problems=") {
 		t.Errorf("summary %q lacks the uids", sum)
 	}
 	r.Identity.RunnerUID = -1
-	if sum := Summary(r); !strings.Contains(sum, " uids=server:1000,runner:unknown ") {
+	if sum := r.Summary(); !strings.Contains(sum, " uids=server:1000,runner:unknown ") {
 		t.Errorf("summary %q: want runner:unknown", sum)
 	}
 	r.Identity = nil
-	if sum := Summary(r); strings.Contains(sum, "uids=") {
+	if sum := r.Summary(); strings.Contains(sum, "uids=") {
 		t.Errorf("summary %q names uids without an identity", sum)
 	}
 

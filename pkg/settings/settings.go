@@ -9,7 +9,10 @@
 // parser, the injector's flags, the chart's values and the README against them.
 package settings
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Defaults of `pyexec serve`.
 const (
@@ -186,4 +189,14 @@ var Pod = []PodSetting{
 		Default: DefaultRunnerMemoryLimit, Doc: "memory limit of pyexec-runner"},
 	{Annotation: "pyexec.dev/shm-size", InjectorFlag: "runner-shm-size", ChartValue: "runner.shmSize",
 		Default: DefaultShmSize, Doc: "size of pyexec-runner's /dev/shm"},
+}
+
+// WholeCPUs rounds a CPU limit up to whole CPUs, at least 1; 0 (no limit) stays 0: the
+// default of --max-concurrent from a CPU limit, which serve reads from its cgroup and the
+// injector from the runner container's resources.
+func WholeCPUs(limit float64) int {
+	if limit <= 0 {
+		return 0
+	}
+	return max(1, int(math.Ceil(limit-1e-9)))
 }

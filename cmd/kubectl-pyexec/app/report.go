@@ -17,7 +17,6 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/cli"
 	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/preflight"
 )
 
 // ReportConfig is the config of `kubectl pyexec report`.
@@ -106,7 +105,7 @@ func WriteReport(w io.Writer, r *api.Report) error {
 	if !r.OK {
 		result = "FAILED"
 	}
-	fmt.Fprintf(b, "Summary:  %s\n", preflight.Summary(r))
+	fmt.Fprintf(b, "Summary:  %s\n", r.Summary())
 	fmt.Fprintf(b, "Result:   %s (pyexec %s, %s, %.0f ms)\n", result, orNone(r.PyexecVersion), orNone(r.CreatedAt), r.DurationMS)
 	runtime := r.Container.Runtime
 	if r.Container.Orchestrator != "" {

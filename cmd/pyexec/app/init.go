@@ -207,7 +207,7 @@ func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error
 	report, err := runPreflight(ctx, io, log, cfg)
 	// The summary is the one line that `kubectl logs -c pyexec-init` shows; the steps behind it
 	// are debug lines (-v 1), and the report holds the details.
-	fmt.Fprintln(io.Stdout, preflight.Summary(report))
+	fmt.Fprintln(io.Stdout, report.Summary())
 	log.V(1).Info("preflight finished", "ok", report.OK, "durationMs", report.DurationMS, "problems", len(report.Problems))
 	if err != nil {
 		log.Error(err, "preflight failed")

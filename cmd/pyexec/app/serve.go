@@ -615,7 +615,7 @@ func loadReport(ctx context.Context, io IO, log logr.Logger, cfg *InitConfig) (*
 	}
 	log.Info("no preflight report: running the preflight", "path", cfg.Report)
 	report, err = runPreflight(ctx, io, log.WithName("preflight"), cfg)
-	log.Info("preflight finished", "summary", preflight.Summary(report))
+	log.Info("preflight finished", "summary", report.Summary())
 	return report, "serve", err
 }
 
@@ -659,7 +659,7 @@ func closeOnExec() error {
 // cgroup's CPU limit gives (the runner that serve starts by hand shares it), else as the
 // machine has.
 func defaultMaxConcurrent() int {
-	if n := container.WholeCPUs(container.CPULimit()); n > 0 {
+	if n := settings.WholeCPUs(container.CPULimit()); n > 0 {
 		return n
 	}
 	return runtime.NumCPU()
