@@ -16,7 +16,7 @@ import (
 )
 
 // maxInlineResult is the largest result (its JSON body) sent in a frame; a larger one streams.
-var maxInlineResult int64 = 64 << 10
+const maxInlineResult = 64 << 10
 
 // sendReply sends rep, and runs finish (if any) once its frame is sent. A result goes as the
 // API's body of it: in a frame when it is small (see passResult), else as a ResultStream

@@ -780,10 +780,5 @@ func readFile(ss executor.Session, p string, max int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer body.Close()
-	data, err := io.ReadAll(body)
-	if err == nil && int64(len(data)) != body.Size() {
-		err = fmt.Errorf("%d bytes of %d", len(data), body.Size())
-	}
-	return data, err
+	return testutil.ReadSized(body)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // A session's files are listed and read while a call runs in it; what is not a regular file
@@ -226,10 +227,5 @@ func readFile(ss Session, p string, max int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer body.Close()
-	data, err := io.ReadAll(body)
-	if err == nil && int64(len(data)) != body.Size() {
-		err = fmt.Errorf("%d bytes of %d", len(data), body.Size())
-	}
-	return data, err
+	return testutil.ReadSized(body)
 }

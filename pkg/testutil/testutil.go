@@ -5,11 +5,14 @@ package testutil
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -206,4 +209,31 @@ func NonLoopbackIPv4() string {
 		}
 	}
 	return ""
+}
+
+// HTTPGet asks c for url and returns the status and the body; status 0, and the error as the
+// body, when no answer came.
+func HTTPGet(c *http.Client, url string) (int, string) {
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// ReadSized reads a body that tells its size (a session's file, opened) whole, closes it, and
+// fails when it held another number of bytes than it said.
+func ReadSized(body interface {
+	io.ReadCloser
+	Size() int64
+}) ([]byte, error) {
+	defer body.Close()
+	data, err := io.ReadAll(body)
+	if err == nil && int64(len(data)) != body.Size() {
+		err = fmt.Errorf("%d bytes of %d", len(data), body.Size())
+	}
+	return data, err
 }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -279,14 +278,7 @@ func clientFrom(ip string) *http.Client {
 // probeGet asks the probe port at ip:port for path; code 0 when no answer came.
 func probeGet(t *testing.T, c *http.Client, ip, port, path string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+net.JoinHostPort(ip, port)+path, nil)
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testutil.HTTPGet(c, "http://"+net.JoinHostPort(ip, port)+path)
 }
 
 // grepLines returns the lines of text that start with prefix, joined.
