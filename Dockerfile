@@ -14,7 +14,7 @@ RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/pyexec/pyexec/pkg/version.Version=${VERSION}" \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/pyexec/pyexec/internal/version.Version=${VERSION}" \
       -o /out/ ./cmd/pyexec ./cmd/pyexec-injector
 
 # The injector: the static binary alone on an empty base, as an arbitrary non-root user.

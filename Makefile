@@ -16,7 +16,7 @@ DEMO_DIR  ?= /tmp/pyexec-demo
 APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib curl util-linux \
              containerd runc containernetworking-plugins iptables debootstrap
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/pyexec/pyexec/pkg/version.Version=$(VERSION)
+LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)
 
 # The platforms the kubectl plugin is built for (make cross); make test builds it for one of
 # each other operating system, so that Linux-only code cannot creep into it unseen.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/pyexec/pyexec/internal/executor"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/executor"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // BenchmarkHop is what the server-runner hop costs an execution: print(1) in fork mode with a

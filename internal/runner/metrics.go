@@ -1,11 +1,12 @@
 package runner
 
 import (
+	"github.com/pyexec/pyexec/internal/proc"
+	"github.com/pyexec/pyexec/internal/reaper"
+
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 // Collector is the metrics of the runner, and of the server's own processes, read once per
@@ -14,12 +15,12 @@ type Collector struct {
 	c *Client
 	// own is the server's reaper; child says the runner is the server's child, so that the
 	// server's tree already holds the runner's.
-	own   *executor.Reaper
+	own   *reaper.Reaper
 	child bool
 }
 
 // Collector returns the metrics of the runner and of own, the server's reaper.
-func (c *Client) Collector(own *executor.Reaper, child bool) *Collector {
+func (c *Client) Collector(own *reaper.Reaper, child bool) *Collector {
 	return &Collector{c: c, own: own, child: child}
 }
 
@@ -63,7 +64,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 		up = 1
 	}
 	reaped, killed := m.own.Stats()
-	rss, pss := executor.TreeMemory(os.Getpid())
+	rss, pss := proc.TreeMemory(os.Getpid())
 	if !m.child {
 		rss, pss = rss+st.RSS, pss+st.PSS
 	}

@@ -38,8 +38,8 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/pyexec/pyexec/internal/executor"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 // Protocol is the version of the protocol between pyexec serve and pyexec runner. It changes
@@ -315,7 +315,7 @@ type Error struct {
 	Path string `json:"path,omitempty"`
 }
 
-// Error codes, each the wire form of an error of pkg/executor that callers tell apart.
+// Error codes, each the wire form of an error of internal/executor that callers tell apart.
 const (
 	ErrSessionBusy  = "session_busy"   // executor.ErrSessionBusy
 	ErrSessionEnded = "session_ended"  // executor.ErrSessionEnded

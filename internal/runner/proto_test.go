@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pyexec/pyexec/internal/executor"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 const dir = "x-0123456789abcdef01234567"

@@ -11,8 +11,8 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/pyexec/pyexec/internal/executor"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 // maxInlineResult is the largest result (its JSON body) sent in a frame; a larger one streams.

@@ -1,6 +1,9 @@
 package runner
 
 import (
+	"github.com/pyexec/pyexec/internal/proc"
+	"github.com/pyexec/pyexec/internal/reaper"
+
 	"context"
 	"errors"
 	"fmt"
@@ -15,10 +18,10 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/confine"
+	"github.com/pyexec/pyexec/internal/container"
+	"github.com/pyexec/pyexec/internal/executor"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/container"
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 // Options configure the runner (pyexec runner).
@@ -54,7 +57,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("making the runner non-dumpable: %w", err)
 	}
-	reaper, err := executor.NewReaper(o.Log.WithName("reaper"))
+	reaper, err := reaper.New(o.Log.WithName("reaper"))
 	if err != nil {
 		return err
 	}
@@ -97,7 +100,7 @@ func Run(ctx context.Context, o Options) error {
 // connection.
 type runner struct {
 	o      Options
-	reaper *executor.Reaper
+	reaper *reaper.Reaper
 }
 
 // dial dials the server's socket until it answers with the expected uid, or ctx ends.
@@ -606,7 +609,7 @@ func (s *served) stats() *Stats {
 	}
 	reaped, killed := s.r.reaper.Stats()
 	st.Reaped, st.Killed = int64(reaped), int64(killed)
-	st.RSS, st.PSS = executor.TreeMemory(os.Getpid())
+	st.RSS, st.PSS = proc.TreeMemory(os.Getpid())
 	if ts, ok := s.ex.(interface{ TreeStats() executor.TreeStats }); ok {
 		t := ts.TreeStats()
 		st.Trees, st.TreeTasks, st.TreeMemory = t.Trees, t.Tasks, t.Memory

@@ -23,10 +23,10 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
+	"github.com/pyexec/pyexec/internal/confine"
+	"github.com/pyexec/pyexec/internal/executor"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/executor"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // TestMain lets the test binary be a runner (PYEXEC_RUNNER_TEST): "child" on fd 3, "dial"

@@ -10,8 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pyexec/pyexec/internal/executor"
+	"github.com/pyexec/pyexec/internal/reaper"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 // readyOn is an Output that closes seen once stdout has carried "ready".
@@ -61,7 +62,7 @@ func TestTreeStatsThroughTheRunner(t *testing.T) {
 		t.Errorf("the watchdog's mark %d under a limit of %d", st.MemoryHighWater, st.MemoryLimit)
 	}
 	// The metrics the server serves from them.
-	reaper, err := executor.NewReaper(stderrLog())
+	reaper, err := reaper.New(stderrLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // TestPodValues: identity.uidRange, sidecar.resources, runner.resources and runner.shmSize
@@ -19,7 +19,7 @@ func TestPodValues(t *testing.T) {
 		want         app.PodConfig
 	}{{
 		name: "defaults",
-		want: app.PodConfig{UIDRange: inject.UIDRange{Min: 100000, Max: 999999999},
+		want: app.PodConfig{UIDRange: mutation.UIDRange{Min: 100000, Max: 999999999},
 			Sidecar: app.ResourceFlags{CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi"},
 			Runner:  app.ResourceFlags{CPURequest: "100m", MemoryRequest: "128Mi", MemoryLimit: "1Gi"},
 			ShmSize: "64Mi"},
@@ -38,7 +38,7 @@ runner:
     limits: {cpu: 4, memory: 8Gi}
   shmSize: 512Mi
 `,
-		want: app.PodConfig{UIDRange: inject.UIDRange{Min: 5000, Max: 5999},
+		want: app.PodConfig{UIDRange: mutation.UIDRange{Min: 5000, Max: 5999},
 			Sidecar: app.ResourceFlags{CPURequest: "1", CPULimit: "2", MemoryRequest: "1Gi", MemoryLimit: "2Gi"},
 			Runner:  app.ResourceFlags{CPURequest: "250m", CPULimit: "4", MemoryRequest: "256Mi", MemoryLimit: "8Gi"},
 			ShmSize: "512Mi"},
@@ -52,7 +52,7 @@ runner:
   resources:
     requests: {cpu: null, memory: null}
 `,
-		want: app.PodConfig{UIDRange: inject.UIDRange{Min: 100000, Max: 999999999},
+		want: app.PodConfig{UIDRange: mutation.UIDRange{Min: 100000, Max: 999999999},
 			Sidecar: app.ResourceFlags{CPURequest: "50m", MemoryRequest: "64Mi"},
 			Runner:  app.ResourceFlags{MemoryLimit: "1Gi"},
 			ShmSize: "64Mi"},

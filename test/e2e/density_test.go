@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // densityReplicas is how many bot pods the density step runs on the one node.
@@ -134,7 +134,7 @@ func stepDensity(t *testing.T, cs *kubernetes.Clientset) {
 	}()
 	// The hog says, in its working directory, that it holds all it could: seen from the host,
 	// in the kubelet's directory of the pod's work volume.
-	marker := filepath.Join(theCluster.EmptyDir(string(hog.UID), inject.VolumeWork), filepath.Base(inject.WorkDir), "x-*", "work", "hog-forked")
+	marker := filepath.Join(theCluster.EmptyDir(string(hog.UID), mutation.VolumeWork), filepath.Base(mutation.WorkDir), "x-*", "work", "hog-forked")
 	var forked int
 	eventually(t, 30*time.Second, "the hog to fork all it can", func() error {
 		files, _ := filepath.Glob(marker)
@@ -289,9 +289,9 @@ func densityReport(t *testing.T, when string, pods []corev1.Pod, owner map[int64
 			}
 			k := 2
 			switch names[p.Container] {
-			case inject.RunnerName:
+			case mutation.RunnerName:
 				k = 0
-			case inject.SidecarName:
+			case mutation.SidecarName:
 				k = 1
 			}
 			u.tasks[k] += int64(p.Tasks)

@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/mutation"
 	"github.com/pyexec/pyexec/test/cluster"
 )
 
@@ -47,7 +47,7 @@ func inFlight(t *testing.T, pod *corev1.Pod, arg string) <-chan string {
 
 // running reports whether a process with this command line is in the runner's container.
 func running(pod *corev1.Pod, cmdline string) bool {
-	procs, _ := containerProcesses(appNS, pod.Name, inject.RunnerName)
+	procs, _ := containerProcesses(appNS, pod.Name, mutation.RunnerName)
 	for _, p := range procs {
 		if f := strings.SplitN(p, " ", 3); len(f) == 3 && f[2] == cmdline {
 			return true
@@ -123,10 +123,10 @@ func runnerKilled(t *testing.T, cs *kubernetes.Clientset) {
 	}
 	answered := time.Since(killed)
 	eventually(t, 2*time.Minute, "the runner restarted and serving", func() error {
-		if n := restartCounts(t, cs, appNS, pod.Name); n[inject.RunnerName] != before[inject.RunnerName]+1 {
+		if n := restartCounts(t, cs, appNS, pod.Name); n[mutation.RunnerName] != before[mutation.RunnerName]+1 {
 			return fmt.Errorf("restarts %v, were %v", n, before)
 		}
-		log, err := kubectl("logs", "-n", appNS, pod.Name, "-c", inject.RunnerName)
+		log, err := kubectl("logs", "-n", appNS, pod.Name, "-c", mutation.RunnerName)
 		if err != nil || !strings.Contains(log, `"msg":"serving"`) {
 			return fmt.Errorf("the new runner does not serve yet: %v\n%s", err, log)
 		}
@@ -134,8 +134,8 @@ func runnerKilled(t *testing.T, cs *kubernetes.Clientset) {
 	})
 	back := time.Since(killed)
 	executionsWork(t, pod.Name, "an execution after the runner's restart")
-	if n := restartCounts(t, cs, appNS, pod.Name); n[inject.SidecarName] != before[inject.SidecarName] {
-		t.Fatalf("the server restarted (%d, was %d): the runner's death reached it", n[inject.SidecarName], before[inject.SidecarName])
+	if n := restartCounts(t, cs, appNS, pod.Name); n[mutation.SidecarName] != before[mutation.SidecarName] {
+		t.Fatalf("the server restarted (%d, was %d): the runner's death reached it", n[mutation.SidecarName], before[mutation.SidecarName])
 	}
 	procs, err := hostProcs()
 	if err != nil {
@@ -198,11 +198,11 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 	for _, labels := range []map[string]string{d.Labels, d.Spec.Selector.MatchLabels, d.Spec.Template.Labels} {
 		labels["app.kubernetes.io/name"] = name
 	}
-	d.Spec.Template.Annotations[inject.AnnotationRunnerMemoryLimit] = oomRunnerLimit
+	d.Spec.Template.Annotations[mutation.AnnotationRunnerMemoryLimit] = oomRunnerLimit
 	// The runner's memory watchdog off: what this path tests is the kernel's OOM killer, the
 	// backstop of code that fills memory faster than the watchdog reads (four processes touching
 	// 150 MiB each at once often do).
-	d.Spec.Template.Annotations[inject.AnnotationRunnerMemoryHighWater] = "0"
+	d.Spec.Template.Annotations[mutation.AnnotationRunnerMemoryHighWater] = "0"
 	if _, err := cs.AppsV1().Deployments(appNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -210,11 +210,11 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 	waitAvailable(t, cs, name, 1)
 	pod := podOf(t, cs, appNS, "app.kubernetes.io/name="+name)
 	want := resource.MustParse(oomRunnerLimit)
-	kills, limit := oomKills(t, pod, inject.RunnerName)
+	kills, limit := oomKills(t, pod, mutation.RunnerName)
 	if limit != want.Value() {
 		t.Fatalf("the memory limit of the runner's cgroup: %d bytes, want %s", limit, oomRunnerLimit)
 	}
-	serverKills, serverLimit := oomKills(t, pod, inject.SidecarName)
+	serverKills, serverLimit := oomKills(t, pod, mutation.SidecarName)
 	before := restartCounts(t, cs, appNS, pod.Name)
 
 	// The tree's limit acts first: the supervisor kills it, not the kernel.
@@ -225,7 +225,7 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 	if res["reason"] != "memory_limit" || res["exit_code"] != float64(137) {
 		t.Fatalf("600 MiB in four processes under memory_limit_mb 200: %v", res)
 	}
-	if n, _ := oomKills(t, pod, inject.RunnerName); n != kills {
+	if n, _ := oomKills(t, pod, mutation.RunnerName); n != kills {
 		t.Fatalf("the kernel's OOM killer acted (%d kills, were %d) where the tree's memory limit should have", n, kills)
 	}
 
@@ -246,14 +246,14 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 	if killed == 0 {
 		t.Fatalf("no child was killed: the runner's memory limit did not act: %v", res)
 	}
-	after, _ := oomKills(t, pod, inject.RunnerName)
+	after, _ := oomKills(t, pod, mutation.RunnerName)
 	if after-kills != killed {
 		t.Fatalf("the runner's memory cgroup counts %d OOM kills, the code saw %d of its children killed: %v", after-kills, killed, res)
 	}
-	if n, _ := oomKills(t, pod, inject.SidecarName); n != serverKills {
+	if n, _ := oomKills(t, pod, mutation.SidecarName); n != serverKills {
 		t.Fatalf("the OOM killer acted in the server's container (%d kills, were %d)", n, serverKills)
 	}
-	for _, c := range []string{inject.SidecarName, inject.RunnerName} {
+	for _, c := range []string{mutation.SidecarName, mutation.RunnerName} {
 		if n := restartCounts(t, cs, appNS, pod.Name); n[c] != before[c] {
 			t.Fatalf("%s restarted (%d, was %d): the OOM killer took it", c, n[c], before[c])
 		}
@@ -311,9 +311,9 @@ func serverKilled(t *testing.T, cs *kubernetes.Clientset) {
 	})
 	ended := time.Since(killed)
 	eventually(t, 2*time.Minute, "the server restarted and the pod ready", func() error {
-		ready, restarts, err := containerReady(cs, pod.Name, inject.SidecarName)
-		if err != nil || !ready || restarts != before[inject.SidecarName]+1 {
-			return fmt.Errorf("server ready %v, restarts %d (were %d), %v: %s", ready, restarts, before[inject.SidecarName], err, podStates(cs, appNS))
+		ready, restarts, err := containerReady(cs, pod.Name, mutation.SidecarName)
+		if err != nil || !ready || restarts != before[mutation.SidecarName]+1 {
+			return fmt.Errorf("server ready %v, restarts %d (were %d), %v: %s", ready, restarts, before[mutation.SidecarName], err, podStates(cs, appNS))
 		}
 		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
@@ -329,15 +329,15 @@ func serverKilled(t *testing.T, cs *kubernetes.Clientset) {
 	back := time.Since(killed)
 	// The runner said why it let go, and served the new server without restarting.
 	var msgs []string
-	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod.Name, "-c", inject.RunnerName)) {
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod.Name, "-c", mutation.RunnerName)) {
 		msgs = append(msgs, fmt.Sprint(l["msg"]))
 	}
 	gone := slices.Index(msgs, "server gone; dialing again")
 	if gone < 0 || !slices.Contains(msgs[gone:], "serving") {
 		t.Fatalf("the runner's log: want \"server gone; dialing again\", then \"serving\": %q", msgs)
 	}
-	if n := restartCounts(t, cs, appNS, pod.Name); n[inject.RunnerName] != before[inject.RunnerName] {
-		t.Fatalf("the runner restarted (%d, was %d): it should have dialed the new server", n[inject.RunnerName], before[inject.RunnerName])
+	if n := restartCounts(t, cs, appNS, pod.Name); n[mutation.RunnerName] != before[mutation.RunnerName] {
+		t.Fatalf("the runner restarted (%d, was %d): it should have dialed the new server", n[mutation.RunnerName], before[mutation.RunnerName])
 	}
 	executionsWork(t, pod.Name, "an execution after the server's restart")
 	since := time.Now().UTC().Format(time.RFC3339)

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // kubectl runs the cluster's kubectl and returns its standard output; a failure is the error,
@@ -154,7 +154,7 @@ func podUIDs(t *testing.T, pod *corev1.Pod) (server, runner int64) {
 		t.Fatalf("pod %s has no container %s", pod.Name, name)
 		return 0
 	}
-	return uid(inject.SidecarName), uid(inject.RunnerName)
+	return uid(mutation.SidecarName), uid(mutation.RunnerName)
 }
 
 // restartCounts returns the restart count of each container of a pod, by name.

@@ -28,8 +28,8 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
-	"github.com/pyexec/pyexec/pkg/certs"
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/certs"
+	"github.com/pyexec/pyexec/internal/mutation"
 	"github.com/pyexec/pyexec/test/cluster"
 )
 
@@ -204,10 +204,10 @@ func stepBot(t *testing.T, cs *kubernetes.Clientset) {
 	if want := "pyexec-init(native=false) pyexec-runner(native=true) pyexec(native=true)"; !strings.HasPrefix(strings.Join(order, " "), want) {
 		t.Fatalf("init containers %v: want %s first", order, want)
 	}
-	if s := init[inject.RunnerName]; s.State.Running == nil || s.Started == nil || !*s.Started {
+	if s := init[mutation.RunnerName]; s.State.Running == nil || s.Started == nil || !*s.Started {
 		t.Fatalf("the runner is not running and started: %+v", s)
 	}
-	if s := init[inject.SidecarName]; s.State.Running == nil || s.Started == nil || !*s.Started || !s.Ready {
+	if s := init[mutation.SidecarName]; s.State.Running == nil || s.Started == nil || !*s.Started || !s.Ready {
 		t.Fatalf("the pyexec sidecar is not running, started and ready: %+v", s)
 	}
 	server, runner := podUIDs(t, pod)
@@ -314,12 +314,12 @@ func stepLogs(t *testing.T, cs *kubernetes.Clientset) {
 	t.Logf("%d bot results, %d execution lines; one: %v", results, len(executions), executions[0])
 	// The runner logs in a container of its own: it serves, as the pod's runner uid.
 	_, runnerUID := podUIDs(t, p)
-	serving := lastLogLine(t, appNS, pod, inject.RunnerName, "serving")
+	serving := lastLogLine(t, appNS, pod, mutation.RunnerName, "serving")
 	if serving == nil || serving["uid"] != float64(runnerUID) || serving["mode"] != "fork" {
-		t.Fatalf("kubectl logs -c %s: want a line serving in fork mode as uid %d, got %v", inject.RunnerName, runnerUID, serving)
+		t.Fatalf("kubectl logs -c %s: want a line serving in fork mode as uid %d, got %v", mutation.RunnerName, runnerUID, serving)
 	}
 	line, _ := json.Marshal(serving)
-	t.Logf("%s: %s", inject.RunnerName, line)
+	t.Logf("%s: %s", mutation.RunnerName, line)
 }
 
 // Step 4: inside the real pod.
@@ -356,7 +356,7 @@ except OSError as e:
 		if err != nil {
 			t.Fatal(err)
 		}
-		for container, uid := range map[string]int64{inject.SidecarName: server, inject.RunnerName: runner} {
+		for container, uid := range map[string]int64{mutation.SidecarName: server, mutation.RunnerName: runner} {
 			in := inContainer(procs, pod, container)
 			if len(in) == 0 {
 				t.Fatalf("no process of container %s seen from the host", container)
@@ -408,8 +408,8 @@ time.sleep(60)`, 3)
 			names := containerNames(pod)
 			for _, p := range procs {
 				if p.Pod == string(pod.UID) && p.Cmdline == "sleep 301" {
-					if c := names[p.Container]; c != inject.RunnerName {
-						t.Fatalf("the execution's process %d is in container %q, want %s", p.PID, c, inject.RunnerName)
+					if c := names[p.Container]; c != mutation.RunnerName {
+						t.Fatalf("the execution's process %d is in container %q, want %s", p.PID, c, mutation.RunnerName)
 					}
 					return nil
 				}
@@ -421,7 +421,7 @@ time.sleep(60)`, 3)
 			t.Fatalf("an execution past its 3 s limit: %v", res)
 		}
 		eventually(t, 10*time.Second, "no process of the execution left, no zombie", func() error {
-			procs, err := containerProcesses(appNS, pod.Name, inject.RunnerName)
+			procs, err := containerProcesses(appNS, pod.Name, mutation.RunnerName)
 			if err != nil {
 				return err
 			}
@@ -627,8 +627,8 @@ def attempt(name, f):
     except Exception as e:
         print("blocked", name, type(e).__name__, flush=True)
 sock = "/var/run/pyexec/pyexec.sock"  # the app's socket, in the server's container
-runner_sock = "` + inject.RunnerSocket + `"  # what the runner dials; owned by the server
-work = "` + inject.WorkDir + `"  # the work root, owned by the server
+runner_sock = "` + mutation.RunnerSocket + `"  # what the runner dials; owned by the server
+work = "` + mutation.WorkDir + `"  # the work root, owned by the server
 pkgs = "/var/lib/pyexec/packages"  # the packages volume; it exists and the server writes it
 attempt("kill the runner", lambda: os.kill(1, signal.SIGKILL))
 attempt("kill the supervisor", lambda: os.kill(os.getppid(), signal.SIGKILL))
@@ -655,8 +655,8 @@ func hostileCode(t *testing.T, cs *kubernetes.Clientset, pod string) {
 	// What the attempts aim at, seen by the app (its socket) and by the server (the rest).
 	state := func() string {
 		app := mustKubectl(t, "exec", "-n", appNS, pod, "-c", "bot", "--", "stat", "-c", "%n %i %a %u", "/var/run/pyexec/pyexec.sock")
-		server := mustKubectl(t, "exec", "-n", appNS, pod, "-c", inject.SidecarName, "--", "stat", "-c", "%n %i %a %u",
-			inject.RunnerSocket, inject.RunnerSocketDir, inject.WorkDir)
+		server := mustKubectl(t, "exec", "-n", appNS, pod, "-c", mutation.SidecarName, "--", "stat", "-c", "%n %i %a %u",
+			mutation.RunnerSocket, mutation.RunnerSocketDir, mutation.WorkDir)
 		return strings.TrimSpace(app + server)
 	}
 	before, was := restartCounts(t, cs, appNS, pod), state()
@@ -666,7 +666,7 @@ func hostileCode(t *testing.T, cs *kubernetes.Clientset, pod string) {
 	if n := strings.Count(hostileCodeAttempts, "\nattempt("); strings.Contains(out, "OPEN") || strings.Count(out, "blocked") != n {
 		t.Fatalf("hostile code in the pod: an attempt got through or did not run (%d attempts):\n%s%v", n, out, res["stderr"])
 	}
-	for _, c := range []string{inject.SidecarName, inject.RunnerName} {
+	for _, c := range []string{mutation.SidecarName, mutation.RunnerName} {
 		if got := restartCounts(t, cs, appNS, pod); got[c] != before[c] {
 			t.Fatalf("%s restarted (%d, was %d)", c, got[c], before[c])
 		}
@@ -677,7 +677,7 @@ func hostileCode(t *testing.T, cs *kubernetes.Clientset, pod string) {
 	if res := botRun(t, appNS, pod, "bot", "print(6 * 7)"); res["stdout"] != "42\n" {
 		t.Fatalf("the next genuine request: %v", res)
 	}
-	ready := lastLogLine(t, appNS, pod, inject.SidecarName, "ready")
+	ready := lastLogLine(t, appNS, pod, mutation.SidecarName, "ready")
 	layers := fmt.Sprint(ready["isolation"])
 	if ready == nil || strings.Contains(layers, "=false") || !strings.Contains(layers, "scoped_signals=true") ||
 		!strings.Contains(layers, "identity=true") || ready["network"] != "deny" {
@@ -783,7 +783,7 @@ func stepPlugin(t *testing.T, cs *kubernetes.Clientset) {
 		if code != 0 || out != "42\n" {
 			server, _ := podUIDs(t, pod)
 			t.Fatalf("kubectl pyexec run: exit %d (it runs pyexec run in the %s container, as the server's uid %d; the pod's %s is %q)\n%s",
-				code, inject.SidecarName, server, inject.AnnotationAllowUIDs, pod.Annotations[inject.AnnotationAllowUIDs], out)
+				code, mutation.SidecarName, server, mutation.AnnotationAllowUIDs, pod.Annotations[mutation.AnnotationAllowUIDs], out)
 		}
 		if out, code := plugin(t, "run", pod.Name, "-n", appNS, "-c", "import sys; sys.exit(3)"); code != 3 {
 			t.Fatalf("kubectl pyexec run of sys.exit(3): exit %d\n%s", code, out)

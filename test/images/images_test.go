@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pyexec/pyexec/pkg/testutil"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/test/cluster"
 )
 

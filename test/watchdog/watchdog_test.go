@@ -50,9 +50,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
-	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/testutil"
-	"github.com/pyexec/pyexec/pkg/watchdog"
+	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/testutil"
+	"github.com/pyexec/pyexec/internal/watchdog"
 )
 
 const (
@@ -266,7 +266,7 @@ func replicaSet(t *testing.T, ns, name string) *appsv1.ReplicaSet {
 // podSpec is a labeled pod, owned by rs when it is not nil.
 func podSpec(name string, rs *appsv1.ReplicaSet) *corev1.Pod {
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{inject.LabelInject: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{mutation.LabelInject: "true"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "bot", Image: "bot:test"}}},
 	}
 	if rs != nil {
@@ -299,7 +299,7 @@ func uninjected(t *testing.T, ns string, p *corev1.Pod) *corev1.Pod {
 // injected creates the pod as the webhook would have stored it.
 func injected(t *testing.T, ns string, p *corev1.Pod) *corev1.Pod {
 	t.Helper()
-	out, ok, reason, err := inject.InjectPod(p, inject.Defaults{Image: "pyexec:test"})
+	out, ok, reason, err := mutation.InjectPod(p, mutation.Defaults{Image: "pyexec:test"})
 	if err != nil || !ok {
 		t.Fatalf("inject: %v %s", err, reason)
 	}
@@ -309,7 +309,7 @@ func injected(t *testing.T, ns string, p *corev1.Pod) *corev1.Pod {
 func hasSidecar(p *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == inject.SidecarName {
+			if c.Name == mutation.SidecarName {
 				return true
 			}
 		}
@@ -456,10 +456,10 @@ func TestReportOnly(t *testing.T) {
 	plain.Labels = nil
 	create(t, ns, plain)
 	optedOut := podSpec("opted-out", rs)
-	optedOut.Labels[inject.LabelInject] = "false"
+	optedOut.Labels[mutation.LabelInject] = "false"
 	create(t, ns, optedOut)
 	own := podSpec("injector", rs)
-	own.Labels[inject.LabelAppName] = inject.InjectorAppName
+	own.Labels[mutation.LabelAppName] = mutation.InjectorAppName
 	create(t, ns, own)
 	uninjected(t, injectorNS, podSpec("in-injector-namespace", nil))
 	uninjected(t, metav1.NamespaceSystem, podSpec("in-kube-system", nil))
@@ -500,7 +500,7 @@ func TestReportOnly(t *testing.T) {
 	var names []string
 	for _, p := range cached.Items {
 		names = append(names, p.Namespace+"/"+p.Name)
-		if p.Labels[inject.LabelInject] != "true" {
+		if p.Labels[mutation.LabelInject] != "true" {
 			t.Errorf("cached pod %s/%s without the label", p.Namespace, p.Name)
 		}
 	}
@@ -552,7 +552,7 @@ func TestDelete(t *testing.T) {
 	uninjected(t, ns, podSpec("owned", rs))
 	uninjected(t, ns, podSpec("unowned", nil))
 	bad := podSpec("bad-annotation", rs)
-	bad.Annotations = map[string]string{inject.AnnotationTimeout: "ten"}
+	bad.Annotations = map[string]string{mutation.AnnotationTimeout: "ten"}
 	uninjected(t, ns, bad)
 	term := podSpec("terminating", rs)
 	term.Finalizers = []string{finalizer}
@@ -566,7 +566,7 @@ func TestDelete(t *testing.T) {
 	waitEvent(t, ns, "owned", "Delete", "deleted it so that its controller ReplicaSet/bot re-creates it through the webhook")
 	waitEvent(t, ns, "unowned", "Report", "not deleted: it has no controller ownerReference")
 	waitEvent(t, ns, "bad-annotation", "Report", "not deleted: the webhook would deny its re-creation")
-	if e := events(t, ns, "bad-annotation"); len(e) == 1 && !strings.Contains(e[0].Message, inject.AnnotationTimeout) {
+	if e := events(t, ns, "bad-annotation"); len(e) == 1 && !strings.Contains(e[0].Message, mutation.AnnotationTimeout) {
 		t.Errorf("the Event does not name the annotation: %s", e[0].Message)
 	}
 	checkMetrics(t, w.reg, 2, 2, 1)

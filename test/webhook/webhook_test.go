@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
-	"github.com/pyexec/pyexec/pkg/testutil"
+	"github.com/pyexec/pyexec/internal/testutil"
 )
 
 const (

@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/version"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/version"
 )
 
 // IO is what a command may touch of its process.

@@ -10,13 +10,13 @@ import (
 	"github.com/prometheus/common/expfmt"
 	k8sversion "k8s.io/apimachinery/pkg/version"
 
+	"github.com/pyexec/pyexec/internal/server"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/server"
 )
 
 // sidecarMetricsText is /metrics as a fork-mode sidecar serves it: the metrics that status
 // reads, registered and encoded by the Prometheus client as pyexec serve does (the isolation
-// layers and, when uids holds the server's and the runner's, the identity through pkg/server's
+// layers and, when uids holds the server's and the runner's, the identity through internal/server's
 // own collector), plus a histogram and the untouched families that status ignores.
 func sidecarMetricsText(t testing.TB, fork bool, layers map[string]bool, reasons map[string]int, sessions int, uids []int) []byte {
 	t.Helper()

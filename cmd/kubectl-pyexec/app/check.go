@@ -20,9 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	k8sversion "k8s.io/apimachinery/pkg/version"
 
-	"github.com/pyexec/pyexec/pkg/certs"
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/certs"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // Defaults of check: the names that `helm install pyexec charts/pyexec -n pyexec-system` and
@@ -170,7 +170,7 @@ func findWebhookConfig(ctx context.Context, c *Cluster, cfg *CheckConfig) (*admi
 	wc, err := api.Get(ctx, cfg.WebhookConfig, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && !cfg.webhookSet {
 		// Installed under another release name: the only configuration of the injector.
-		list, lerr := api.List(ctx, metav1.ListOptions{LabelSelector: inject.LabelAppName + "=" + inject.InjectorAppName})
+		list, lerr := api.List(ctx, metav1.ListOptions{LabelSelector: mutation.LabelAppName + "=" + mutation.InjectorAppName})
 		if lerr == nil && len(list.Items) == 1 {
 			wc, err = &list.Items[0], nil
 		}
@@ -293,7 +293,7 @@ func checkEndpoints(ctx context.Context, c *Cluster, wh *admissionregistrationv1
 	if name == "" {
 		return okf("webhook %s is called by URL (%s): no Service to check", wh.Name, *wh.ClientConfig.URL)
 	}
-	pods := fmt.Sprintf("kubectl -n %s get pods -l %s=%s; kubectl -n %s describe deploy/%s", ns, inject.LabelAppName, inject.InjectorAppName, ns, name)
+	pods := fmt.Sprintf("kubectl -n %s get pods -l %s=%s; kubectl -n %s describe deploy/%s", ns, mutation.LabelAppName, mutation.InjectorAppName, ns, name)
 	if _, err := c.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
 		return fail("reinstall the chart, which creates it", "Service %s/%s of webhook %s: %v", ns, name, wh.Name, err)
 	}
@@ -320,7 +320,7 @@ func checkEndpoints(ctx context.Context, c *Cluster, wh *admissionregistrationv1
 // checkNamespaces finds the namespaces of opted-in pods that a webhook's namespaceSelector
 // leaves out.
 func checkNamespaces(ctx context.Context, c *Cluster, wc *admissionregistrationv1.MutatingWebhookConfiguration) Finding {
-	list, err := c.Client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: inject.LabelInject + "=" + inject.LabelInjectEnabled})
+	list, err := c.Client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: mutation.LabelInject + "=" + mutation.LabelInjectEnabled})
 	if err != nil {
 		return fail("run check as a user who may list pods in every namespace", "cannot list the opted-in pods: %v", err)
 	}
@@ -329,7 +329,7 @@ func checkNamespaces(ctx context.Context, c *Cluster, wc *admissionregistrationv
 		count[p.Namespace]++
 	}
 	if len(count) == 0 {
-		return okf("no pod is labelled %s=%s yet", inject.LabelInject, inject.LabelInjectEnabled)
+		return okf("no pod is labelled %s=%s yet", mutation.LabelInject, mutation.LabelInjectEnabled)
 	}
 	names := make([]string, 0, len(count))
 	for ns := range count {
@@ -364,7 +364,7 @@ func checkNamespaces(ctx context.Context, c *Cluster, wc *admissionregistrationv
 	if len(excluded) > 0 {
 		return fail("run these pods in another namespace: kube-system and the injector's own namespace are never injected; other exclusions come from the chart's webhook.namespaceSelector.extraMatchExpressions",
 			"the webhook's namespaceSelector excludes namespaces with pods labelled %s=%s, which are never injected: %s",
-			inject.LabelInject, inject.LabelInjectEnabled, strings.Join(excluded, ", "))
+			mutation.LabelInject, mutation.LabelInjectEnabled, strings.Join(excluded, ", "))
 	}
 	return okf("the webhook's namespaceSelector admits every namespace with opted-in pods: %s", strings.Join(included, ", "))
 }

@@ -33,10 +33,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pyexec/pyexec/internal/certs"
+	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/certs"
-	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // kube is the control plane of the test binary, started by the first test that needs it.
@@ -124,10 +124,10 @@ func (k *kube) namespace(t *testing.T, name string, labels map[string]string) {
 func injectedPod(t *testing.T, name string, native bool) *corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{inject.LabelInject: inject.LabelInjectEnabled}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{mutation.LabelInject: mutation.LabelInjectEnabled}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "bot", Image: "bot:test"}}},
 	}
-	out, injected, why, err := inject.InjectPod(pod, inject.Defaults{Image: "pyexec:test", NativeSidecar: native})
+	out, injected, why, err := mutation.InjectPod(pod, mutation.Defaults{Image: "pyexec:test", NativeSidecar: native})
 	if err != nil || !injected {
 		t.Fatalf("inject: %v %s", err, why)
 	}
@@ -165,9 +165,9 @@ func (k *kube) createPod(t *testing.T, ns string, pod *corev1.Pod, status *corev
 
 // setProbePort points the sidecar's probe port at port.
 func setProbePort(pod *corev1.Pod, port int) {
-	sc, _ := sidecarContainer(pod, inject.SidecarName)
+	sc, _ := sidecarContainer(pod, mutation.SidecarName)
 	for i := range sc.Ports {
-		if sc.Ports[i].Name == inject.ProbePortName {
+		if sc.Ports[i].Name == mutation.ProbePortName {
 			sc.Ports[i].ContainerPort = int32(port)
 		}
 	}
@@ -201,7 +201,7 @@ type fakeLogs map[string]string
 
 func (f fakeLogs) Logs(_ context.Context, _, pod, container string, tail int64) (string, error) {
 	log, ok := f[pod]
-	if !ok || container != inject.InitContainerName || tail <= 0 {
+	if !ok || container != mutation.InitContainerName || tail <= 0 {
 		return "", fmt.Errorf("fake: no log for %s/%s", pod, container)
 	}
 	return log, nil
@@ -251,7 +251,7 @@ func TestStatusAgainstAPIServer(t *testing.T) {
 	good := injectedPod(t, "bot-good", true)
 	setProbePort(good, metricsPort)
 	st := corev1.PodStatus{Phase: corev1.PodRunning,
-		InitContainerStatuses: []corev1.ContainerStatus{terminated(inject.InitContainerName, 0, summaryOK+"\n"), running(inject.SidecarName, true)},
+		InitContainerStatuses: []corev1.ContainerStatus{terminated(mutation.InitContainerName, 0, summaryOK+"\n"), running(mutation.SidecarName, true)},
 		ContainerStatuses:     []corev1.ContainerStatus{running("bot", true)}}
 	st.PodIP, st.PodIPs = podIP()
 	k.createPod(t, ns, good, &st)
@@ -261,8 +261,8 @@ func TestStatusAgainstAPIServer(t *testing.T) {
 	bad := injectedPod(t, "bot-failed", false)
 	setProbePort(bad, closedPort)
 	st = corev1.PodStatus{Phase: corev1.PodRunning,
-		InitContainerStatuses: []corev1.ContainerStatus{terminated(inject.InitContainerName, 1, "")},
-		ContainerStatuses:     []corev1.ContainerStatus{running("bot", true), running(inject.SidecarName, false)}}
+		InitContainerStatuses: []corev1.ContainerStatus{terminated(mutation.InitContainerName, 1, "")},
+		ContainerStatuses:     []corev1.ContainerStatus{running("bot", true), running(mutation.SidecarName, false)}}
 	st.PodIP, st.PodIPs = podIP()
 	k.createPod(t, ns, bad, &st)
 
@@ -271,7 +271,7 @@ func TestStatusAgainstAPIServer(t *testing.T) {
 
 	// 4. Labelled but not injected (created before the injector).
 	k.createPod(t, ns, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "bot-old", Labels: map[string]string{inject.LabelInject: inject.LabelInjectEnabled}},
+		ObjectMeta: metav1.ObjectMeta{Name: "bot-old", Labels: map[string]string{mutation.LabelInject: mutation.LabelInjectEnabled}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "bot", Image: "bot:test"}}},
 	}, nil)
 
@@ -337,7 +337,7 @@ func TestStatusAgainstAPIServer(t *testing.T) {
 	if r := byName["bot-good"]; r.UIDsFrom != "metrics" || r.ServerUID == nil || *r.ServerUID != 100123 || r.RunnerUID == nil || *r.RunnerUID != 200456 {
 		t.Errorf("bot-good uids %v/%v from %q, want 100123/200456 from the metrics", r.ServerUID, r.RunnerUID, r.UIDsFrom)
 	}
-	specServer, specRunner := containerUID(t, bad, inject.SidecarName), containerUID(t, bad, inject.RunnerName)
+	specServer, specRunner := containerUID(t, bad, mutation.SidecarName), containerUID(t, bad, mutation.RunnerName)
 	if r := byName["bot-failed"]; r.UIDsFrom != "spec" || r.ServerUID == nil || *r.ServerUID != specServer || r.RunnerUID == nil || *r.RunnerUID != specRunner {
 		t.Errorf("bot-failed uids %v/%v from %q, want %d/%d from the spec", r.ServerUID, r.RunnerUID, r.UIDsFrom, specServer, specRunner)
 	}
@@ -401,7 +401,7 @@ func TestRunAndReportAgainstAPIServer(t *testing.T) {
 	const ns = "runs"
 	k.namespace(t, ns, nil)
 	st := corev1.PodStatus{Phase: corev1.PodRunning,
-		InitContainerStatuses: []corev1.ContainerStatus{terminated(inject.InitContainerName, 0, ""), running(inject.SidecarName, true)},
+		InitContainerStatuses: []corev1.ContainerStatus{terminated(mutation.InitContainerName, 0, ""), running(mutation.SidecarName, true)},
 		ContainerStatuses:     []corev1.ContainerStatus{running("bot", true)}}
 	k.createPod(t, ns, injectedPod(t, "bot", true), &st)
 	k.createPod(t, ns, injectedPod(t, "starting", true), nil)
@@ -430,7 +430,7 @@ func TestRunAndReportAgainstAPIServer(t *testing.T) {
 	if code != 0 || out != "1\n" {
 		t.Errorf("run -c: exit %d, %q %q", code, out, errOut)
 	}
-	if c := fx.calls[len(fx.calls)-1]; c.namespace != ns || c.pod != "bot" || c.container != inject.SidecarName {
+	if c := fx.calls[len(fx.calls)-1]; c.namespace != ns || c.pod != "bot" || c.container != mutation.SidecarName {
 		t.Errorf("exec call %+v", c)
 	}
 	file := filepath.Join(t.TempDir(), "code.py")
@@ -462,7 +462,7 @@ func TestRunAndReportAgainstAPIServer(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Requirements (1/2 met)") || !strings.HasPrefix(out, "Summary:  pyexec preflight FAILED") {
 		t.Errorf("report: exit %d: %s\n%s", code, errOut, out)
 	}
-	if c := fx.calls[len(fx.calls)-1]; strings.Join(c.command, " ") != "cat "+inject.ReportPath || c.container != inject.SidecarName {
+	if c := fx.calls[len(fx.calls)-1]; strings.Join(c.command, " ") != "cat "+mutation.ReportPath || c.container != mutation.SidecarName {
 		t.Errorf("exec call %+v", c)
 	}
 	code, out, _ = k.run(t, deps, "", "report", "bot", "-n", ns, "-o", "json")
@@ -481,7 +481,7 @@ func TestRunAndReportAgainstAPIServer(t *testing.T) {
 	}
 	// cat fails in the container: its stderr is the reason.
 	fx.handle = func(cmd []string, _ string, _, stderr io.Writer) error {
-		io.WriteString(stderr, "cat: "+inject.ReportPath+": No such file or directory\n")
+		io.WriteString(stderr, "cat: "+mutation.ReportPath+": No such file or directory\n")
 		return &ExitCodeError{Code: 1}
 	}
 	code, _, errOut = k.run(t, deps, "", "report", "bot", "-n", ns)
@@ -534,7 +534,7 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := k.client.CoreV1().Services(injectorNS).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "pyexec"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{inject.LabelAppName: inject.InjectorAppName},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{mutation.LabelAppName: mutation.InjectorAppName},
 			Ports: []corev1.ServicePort{{Name: "https", Port: 443}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mutation"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
 )
 
 // ReportConfig is the config of `kubectl pyexec report`.
@@ -38,11 +38,11 @@ func newReportCommand(io IO, connect func() (*Cluster, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report POD [-o json]",
 		Short: "The pod's preflight report, readable (-o json: as written)",
-		Long: "report reads the preflight report that pyexec-init wrote (" + inject.ReportPath + ") from the\n" +
+		Long: "report reads the preflight report that pyexec-init wrote (" + mutation.ReportPath + ") from the\n" +
 			"pod's pyexec container (pods/exec, as kubectl exec) and prints it readable: the summary, Python,\n" +
 			"the policy, requirements, preloads, isolation layers and problems. -o json prints the file.\n" +
 			"The sidecar must be running; pyexec-init's one summary line is also in\n" +
-			"kubectl logs POD -c " + inject.InitContainerName + ".",
+			"kubectl logs POD -c " + mutation.InitContainerName + ".",
 		Args: exactlyOnePod,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Pod = args[0]
@@ -63,7 +63,7 @@ func newReportCommand(io IO, connect func() (*Cluster, error)) *cobra.Command {
 			}
 			var r api.Report
 			if err := json.Unmarshal(raw, &r); err != nil {
-				return fmt.Errorf("%s in pod %s/%s is not a preflight report: %w", inject.ReportPath, c.Namespace, cfg.Pod, err)
+				return fmt.Errorf("%s in pod %s/%s is not a preflight report: %w", mutation.ReportPath, c.Namespace, cfg.Pod, err)
 			}
 			return WriteReport(io.Stdout, &r)
 		},
@@ -78,22 +78,22 @@ func ReadReport(ctx context.Context, c *Cluster, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sc, _ := sidecarContainer(pod, inject.SidecarName); sc == nil {
-		return nil, fmt.Errorf("pod %s/%s has no %s container: it was not injected (kubectl pyexec status)", c.Namespace, name, inject.SidecarName)
+	if sc, _ := sidecarContainer(pod, mutation.SidecarName); sc == nil {
+		return nil, fmt.Errorf("pod %s/%s has no %s container: it was not injected (kubectl pyexec status)", c.Namespace, name, mutation.SidecarName)
 	}
-	if st := containerStatus(pod, inject.SidecarName); st == nil || st.State.Running == nil {
+	if st := containerStatus(pod, mutation.SidecarName); st == nil || st.State.Running == nil {
 		return nil, fmt.Errorf("cannot read %s: the %s container of pod %s/%s is not running; pyexec-init's summary: kubectl logs -n %s %s -c %s",
-			inject.ReportPath, inject.SidecarName, c.Namespace, name, c.Namespace, name, inject.InitContainerName)
+			mutation.ReportPath, mutation.SidecarName, c.Namespace, name, c.Namespace, name, mutation.InitContainerName)
 	}
 	var stdout, stderr bytes.Buffer
-	err = c.Exec.Exec(ctx, c.Namespace, name, inject.SidecarName, []string{"cat", inject.ReportPath}, nil, &stdout, &stderr)
+	err = c.Exec.Exec(ctx, c.Namespace, name, mutation.SidecarName, []string{"cat", mutation.ReportPath}, nil, &stdout, &stderr)
 	if err != nil {
 		detail := firstLine(stderr.String())
 		var exit *ExitCodeError
 		if errors.As(err, &exit) && detail != "" {
 			err = errors.New(detail)
 		}
-		return nil, fmt.Errorf("cannot read %s in the %s container of pod %s/%s (pods/exec: cat): %v", inject.ReportPath, inject.SidecarName, c.Namespace, name, err)
+		return nil, fmt.Errorf("cannot read %s in the %s container of pod %s/%s (pods/exec: cat): %v", mutation.ReportPath, mutation.SidecarName, c.Namespace, name, err)
 	}
 	return stdout.Bytes(), nil
 }

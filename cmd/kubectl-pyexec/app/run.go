@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // ExitRunFailed is the exit code of run when the code did not run at all (as `pyexec run`'s
@@ -107,13 +107,13 @@ func Run(ctx context.Context, c *Cluster, cfg *RunConfig, stdin io.Reader, stdou
 	if err != nil {
 		return &exitError{code: ExitRunFailed, msg: err.Error()}
 	}
-	if sc, _ := sidecarContainer(pod, inject.SidecarName); sc == nil {
-		return &exitError{code: ExitRunFailed, msg: fmt.Sprintf("pod %s/%s has no %s container: it was not injected (kubectl pyexec status)", c.Namespace, cfg.Pod, inject.SidecarName)}
+	if sc, _ := sidecarContainer(pod, mutation.SidecarName); sc == nil {
+		return &exitError{code: ExitRunFailed, msg: fmt.Sprintf("pod %s/%s has no %s container: it was not injected (kubectl pyexec status)", c.Namespace, cfg.Pod, mutation.SidecarName)}
 	}
-	if st := containerStatus(pod, inject.SidecarName); st == nil || st.State.Running == nil {
-		return &exitError{code: ExitRunFailed, msg: fmt.Sprintf("the %s container of pod %s/%s is not running (kubectl pyexec status)", inject.SidecarName, c.Namespace, cfg.Pod)}
+	if st := containerStatus(pod, mutation.SidecarName); st == nil || st.State.Running == nil {
+		return &exitError{code: ExitRunFailed, msg: fmt.Sprintf("the %s container of pod %s/%s is not running (kubectl pyexec status)", mutation.SidecarName, c.Namespace, cfg.Pod)}
 	}
-	err = c.Exec.Exec(ctx, c.Namespace, cfg.Pod, inject.SidecarName, cfg.Command(), stdin, stdout, stderr)
+	err = c.Exec.Exec(ctx, c.Namespace, cfg.Pod, mutation.SidecarName, cfg.Command(), stdin, stdout, stderr)
 	var exit *ExitCodeError
 	switch {
 	case err == nil:
@@ -121,5 +121,5 @@ func Run(ctx context.Context, c *Cluster, cfg *RunConfig, stdin io.Reader, stdou
 	case errors.As(err, &exit):
 		return &exitError{code: exit.Code} // pyexec run has said why on stderr
 	}
-	return &exitError{code: ExitRunFailed, msg: fmt.Sprintf("exec in the %s container of pod %s/%s: %v", inject.SidecarName, c.Namespace, cfg.Pod, err)}
+	return &exitError{code: ExitRunFailed, msg: fmt.Sprintf("exec in the %s container of pod %s/%s: %v", mutation.SidecarName, c.Namespace, cfg.Pod, err)}
 }

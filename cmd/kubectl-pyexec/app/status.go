@@ -16,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // Values of the INJECTED and INIT columns.
@@ -139,7 +139,7 @@ func newStatusCommand(io IO, kube *KubeOptions, connect func() (*Cluster, error)
 				if cfg.AllNamespaces {
 					where = "any namespace"
 				}
-				fmt.Fprintf(io.Stderr, "No pods labelled %s=%s in %s.\n", inject.LabelInject, inject.LabelInjectEnabled, where)
+				fmt.Fprintf(io.Stderr, "No pods labelled %s=%s in %s.\n", mutation.LabelInject, mutation.LabelInjectEnabled, where)
 				return nil
 			}
 			return WriteStatusTable(io.Stdout, rows, cfg.AllNamespaces, cfg.Output == "wide")
@@ -157,7 +157,7 @@ func Status(ctx context.Context, c *Cluster, allNamespaces bool) ([]PodStatus, e
 	if allNamespaces {
 		ns = metav1.NamespaceAll
 	}
-	list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: inject.LabelInject + "=" + inject.LabelInjectEnabled})
+	list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: mutation.LabelInject + "=" + mutation.LabelInjectEnabled})
 	if err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
@@ -183,11 +183,11 @@ func Status(ctx context.Context, c *Cluster, allNamespaces bool) ([]PodStatus, e
 func podStatus(ctx context.Context, c *Cluster, pod *corev1.Pod) PodStatus {
 	row := PodStatus{Namespace: pod.Namespace, Pod: pod.Name, Node: pod.Spec.NodeName, Phase: string(pod.Status.Phase),
 		Injected: InjectedNo, Init: none}
-	sidecar, native := sidecarContainer(pod, inject.SidecarName)
+	sidecar, native := sidecarContainer(pod, mutation.SidecarName)
 	if sidecar == nil {
 		why := "the webhook did not inject it: created before the injector was installed, or excluded (kubectl pyexec check)"
-		if pod.Annotations[inject.AnnotationStatus] == inject.StatusInjected {
-			why = "annotated " + inject.AnnotationStatus + "=" + inject.StatusInjected + " but has no " + inject.SidecarName + " container"
+		if pod.Annotations[mutation.AnnotationStatus] == mutation.StatusInjected {
+			why = "annotated " + mutation.AnnotationStatus + "=" + mutation.StatusInjected + " but has no " + mutation.SidecarName + " container"
 		}
 		row.Notes = append(row.Notes, "not injected: "+why)
 		return row
@@ -198,13 +198,13 @@ func podStatus(ctx context.Context, c *Cluster, pod *corev1.Pod) PodStatus {
 	}
 	initStatus(ctx, c, pod, &row)
 
-	st := containerStatus(pod, inject.SidecarName)
+	st := containerStatus(pod, mutation.SidecarName)
 	if st != nil {
 		ready := st.Ready
 		row.Ready = &ready
 		row.Restarts = st.RestartCount
 	}
-	if rst := containerStatus(pod, inject.RunnerName); rst != nil {
+	if rst := containerStatus(pod, mutation.RunnerName); rst != nil {
 		row.RunnerRestarts = rst.RestartCount
 	}
 	switch {
@@ -254,7 +254,7 @@ func specUIDs(pod *corev1.Pod, sidecar *corev1.Container) (server, runner *int64
 		}
 		return nil
 	}
-	r, _ := sidecarContainer(pod, inject.RunnerName)
+	r, _ := sidecarContainer(pod, mutation.RunnerName)
 	server, runner = uid(sidecar), uid(r)
 	if server == nil && runner == nil {
 		return nil, nil, ""
@@ -265,7 +265,7 @@ func specUIDs(pod *corev1.Pod, sidecar *corev1.Container) (server, runner *int64
 // initStatus fills Init and InitSummary from pyexec-init's container status: its summary
 // line from the termination message when there is one, else from the last lines of its log.
 func initStatus(ctx context.Context, c *Cluster, pod *corev1.Pod, row *PodStatus) {
-	st := containerStatus(pod, inject.InitContainerName)
+	st := containerStatus(pod, mutation.InitContainerName)
 	if st == nil {
 		row.Init = InitWaiting
 		return
@@ -289,7 +289,7 @@ func initStatus(ctx context.Context, c *Cluster, pod *corev1.Pod, row *PodStatus
 	summary := summaryLine(term.Message)
 	if summary == "" {
 		lctx, cancel := context.WithTimeout(ctx, logsTimeout)
-		log, err := c.Logs.Logs(lctx, pod.Namespace, pod.Name, inject.InitContainerName, logTailLines)
+		log, err := c.Logs.Logs(lctx, pod.Namespace, pod.Name, mutation.InitContainerName, logTailLines)
 		cancel()
 		if err != nil {
 			row.Notes = append(row.Notes, "init log: "+firstLine(err.Error()))
@@ -320,14 +320,14 @@ func summaryLine(text string) string {
 	return ""
 }
 
-// probePort is the sidecar's port named inject.ProbePortName, else inject.ProbePort.
+// probePort is the sidecar's port named mutation.ProbePortName, else mutation.ProbePort.
 func probePort(c *corev1.Container) int {
 	for _, p := range c.Ports {
-		if p.Name == inject.ProbePortName {
+		if p.Name == mutation.ProbePortName {
 			return int(p.ContainerPort)
 		}
 	}
-	return inject.ProbePort
+	return mutation.ProbePort
 }
 
 // envValue is a container's literal variable, or def.

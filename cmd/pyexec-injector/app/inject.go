@@ -10,9 +10,9 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/settings"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/settings"
 )
 
 // InjectConfig is the config of `pyexec-injector inject`.
@@ -57,8 +57,8 @@ func (c *InjectConfig) Validate() error {
 }
 
 func validNetwork(n string) error {
-	if n != inject.NetworkDeny && n != inject.NetworkAllow {
-		return cli.Usagef("--network %q: want %s or %s", n, inject.NetworkDeny, inject.NetworkAllow)
+	if n != mutation.NetworkDeny && n != mutation.NetworkAllow {
+		return cli.Usagef("--network %q: want %s or %s", n, mutation.NetworkDeny, mutation.NetworkAllow)
 	}
 	return nil
 }
@@ -124,18 +124,18 @@ func runInject(sio IO, cfg *InjectConfig) error {
 		in = f
 	}
 	var r io.Reader = in
-	d := inject.Defaults{
+	d := mutation.Defaults{
 		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation,
 		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
 	}
 	cfg.Pod.apply(&d)
-	return inject.InjectManifests(r, sio.Stdout, d, cfg.Output)
+	return mutation.InjectManifests(r, sio.Stdout, d, cfg.Output)
 }
 
 // addConfinementFlags adds the flags of serve and inject that set the injected sidecars'
 // PYEXEC_NETWORK and PYEXEC_REQUIRE_ISOLATION, the defaults of pyexec.dev/network and
-// pyexec.dev/require-isolation. Their defaults are the sidecar's own (pkg/settings).
+// pyexec.dev/require-isolation. Their defaults are the sidecar's own (internal/settings).
 func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bool) {
 	f.StringVar(network, "network", settings.DefaultNetwork,
 		"whether the code that injected sidecars run may use the network: deny or allow, unless a pod's pyexec.dev/network says otherwise")
@@ -145,7 +145,7 @@ func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bo
 
 // addSessionFlags adds the flags of serve and inject that set the injected sidecars'
 // PYEXEC_MAX_SESSIONS and PYEXEC_SESSION_IDLE_TIMEOUT, the defaults of pyexec.dev/max-sessions
-// and pyexec.dev/session-idle-timeout. Their defaults are the sidecar's own (pkg/settings).
+// and pyexec.dev/session-idle-timeout. Their defaults are the sidecar's own (internal/settings).
 func addSessionFlags(f *pflag.FlagSet, maxSessions *int, idle *time.Duration) {
 	f.IntVar(maxSessions, "max-sessions", settings.DefaultMaxSessions,
 		"sessions that injected sidecars keep open at once (0 switches sessions off), unless a pod's pyexec.dev/max-sessions says otherwise")

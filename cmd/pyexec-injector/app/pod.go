@@ -7,19 +7,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/settings"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/settings"
 )
 
 // PodConfig holds the flags of serve and inject that give the injected pods what no flag of
 // pyexec serve holds: the range their uids are drawn from, the containers' resources and the
 // size of the runner's /dev/shm. Pod annotations override each of them but the range.
 type PodConfig struct {
-	UIDRange inject.UIDRange // --uid-range MIN-MAX
-	Sidecar  ResourceFlags   // --sidecar-*: pyexec and pyexec-init
-	Runner   ResourceFlags   // --runner-*: pyexec-runner
-	ShmSize  string          // --runner-shm-size
+	UIDRange mutation.UIDRange // --uid-range MIN-MAX
+	Sidecar  ResourceFlags     // --sidecar-*: pyexec and pyexec-init
+	Runner   ResourceFlags     // --runner-*: pyexec-runner
+	ShmSize  string            // --runner-shm-size
 
 	// Filled by Validate.
 	sidecar, runner corev1.ResourceRequirements
@@ -56,7 +56,7 @@ func (c *PodConfig) Validate() error {
 }
 
 // apply sets the defaults of d that c holds; c must be valid.
-func (c *PodConfig) apply(d *inject.Defaults) {
+func (c *PodConfig) apply(d *mutation.Defaults) {
 	d.UIDRange = c.UIDRange
 	d.SidecarResources = c.sidecar.DeepCopy()
 	d.RunnerResources = c.runner.DeepCopy()
@@ -111,9 +111,9 @@ func quantity(flag, v, want string) (*resource.Quantity, error) {
 }
 
 // addPodFlags adds the flags of serve and inject that fill c. Their defaults are in
-// pkg/settings (settings.Pod lists them).
+// internal/settings (settings.Pod lists them).
 func addPodFlags(f *pflag.FlagSet, c *PodConfig) {
-	f.TextVar(&c.UIDRange, "uid-range", inject.DefaultUIDRange,
+	f.TextVar(&c.UIDRange, "uid-range", mutation.DefaultUIDRange,
 		"range MIN-MAX of the uids drawn for each injected pod, one for the server and another for the runner (1 <= MIN < MAX <= 2147483647), unless a pod pins them with pyexec.dev/server-uid and pyexec.dev/runner-uid; a pod with hostUsers: false draws from 10000-65533")
 	resources := func(prefix, containers, annotationPrefix string, r *ResourceFlags, def ResourceFlags) {
 		for _, q := range []struct {

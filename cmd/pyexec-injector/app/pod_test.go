@@ -11,12 +11,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 
-	"github.com/pyexec/pyexec/pkg/inject"
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // parsePodFlags runs serve and inject with args and env (neither is started) and returns the
-// inject.Defaults each builds from its PodConfig.
-func parsePodFlags(t *testing.T, env map[string]string, args ...string) (serve, inj inject.Defaults) {
+// mutation.Defaults each builds from its PodConfig.
+func parsePodFlags(t *testing.T, env map[string]string, args ...string) (serve, inj mutation.Defaults) {
 	t.Helper()
 	var sc *ServeConfig
 	var ic *InjectConfig
@@ -57,8 +57,8 @@ func res(cpuRequest, cpuLimit, memoryRequest, memoryLimit string) *corev1.Resour
 // TestPodFlags: --uid-range, the resources of both containers and --runner-shm-size, or their
 // variables, reach the Defaults of serve and of inject.
 func TestPodFlags(t *testing.T) {
-	defaults := inject.Defaults{
-		UIDRange:         inject.UIDRange{Min: 100000, Max: 999999999},
+	defaults := mutation.Defaults{
+		UIDRange:         mutation.UIDRange{Min: 100000, Max: 999999999},
 		SidecarResources: res("50m", "", "64Mi", "512Mi"),
 		RunnerResources:  res("100m", "", "128Mi", "1Gi"),
 		ShmSize:          resource.MustParse("64Mi"),
@@ -67,34 +67,34 @@ func TestPodFlags(t *testing.T) {
 		name string
 		args []string
 		env  map[string]string
-		want func(d *inject.Defaults)
+		want func(d *mutation.Defaults)
 	}{
-		{name: "defaults", want: func(d *inject.Defaults) {}},
+		{name: "defaults", want: func(d *mutation.Defaults) {}},
 		{name: "flags", args: []string{"--uid-range=5000-5999",
 			"--sidecar-cpu-request=100m", "--sidecar-cpu-limit=1", "--sidecar-memory-request=128Mi", "--sidecar-memory-limit=1Gi",
 			"--runner-cpu-request=1", "--runner-cpu-limit=4", "--runner-memory-request=2Gi", "--runner-memory-limit=8Gi",
 			"--runner-shm-size=1Gi"},
-			want: func(d *inject.Defaults) {
-				d.UIDRange = inject.UIDRange{Min: 5000, Max: 5999}
+			want: func(d *mutation.Defaults) {
+				d.UIDRange = mutation.UIDRange{Min: 5000, Max: 5999}
 				d.SidecarResources = res("100m", "1", "128Mi", "1Gi")
 				d.RunnerResources = res("1", "4", "2Gi", "8Gi")
 				d.ShmSize = resource.MustParse("1Gi")
 			}},
 		{name: "empty: none", args: []string{"--sidecar-memory-limit=", "--runner-cpu-request=", "--runner-memory-request=", "--runner-memory-limit="},
-			want: func(d *inject.Defaults) {
+			want: func(d *mutation.Defaults) {
 				d.SidecarResources = res("50m", "", "64Mi", "")
 				d.RunnerResources = res("", "", "", "")
 			}},
 		{name: "env", env: map[string]string{"PYEXEC_INJECTOR_UID_RANGE": "10-20", "PYEXEC_INJECTOR_RUNNER_MEMORY_LIMIT": "2Gi",
 			"PYEXEC_INJECTOR_SIDECAR_CPU_LIMIT": "500m", "PYEXEC_INJECTOR_RUNNER_SHM_SIZE": "128Mi"},
-			want: func(d *inject.Defaults) {
-				d.UIDRange = inject.UIDRange{Min: 10, Max: 20}
+			want: func(d *mutation.Defaults) {
+				d.UIDRange = mutation.UIDRange{Min: 10, Max: 20}
 				d.RunnerResources = res("100m", "", "128Mi", "2Gi")
 				d.SidecarResources = res("50m", "500m", "64Mi", "512Mi")
 				d.ShmSize = resource.MustParse("128Mi")
 			}},
 		{name: "flags over env", args: []string{"--uid-range=30-40"}, env: map[string]string{"PYEXEC_INJECTOR_UID_RANGE": "10-20"},
-			want: func(d *inject.Defaults) { d.UIDRange = inject.UIDRange{Min: 30, Max: 40} }},
+			want: func(d *mutation.Defaults) { d.UIDRange = mutation.UIDRange{Min: 30, Max: 40} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,7 +102,7 @@ func TestPodFlags(t *testing.T) {
 			want.SidecarResources, want.RunnerResources = defaults.SidecarResources.DeepCopy(), defaults.RunnerResources.DeepCopy()
 			tt.want(&want)
 			serve, inj := parsePodFlags(t, tt.env, tt.args...)
-			for name, got := range map[string]inject.Defaults{"serve": serve, "inject": inj} {
+			for name, got := range map[string]mutation.Defaults{"serve": serve, "inject": inj} {
 				if !equality.Semantic.DeepEqual(got, want) {
 					t.Errorf("%s: defaults\n got %+v\nwant %+v", name, got, want)
 				}
@@ -173,37 +173,37 @@ spec:
 	}
 
 	out, c := run(t, "")
-	server, runner := *c[inject.SidecarName].SecurityContext.RunAsUser, *c[inject.RunnerName].SecurityContext.RunAsUser
+	server, runner := *c[mutation.SidecarName].SecurityContext.RunAsUser, *c[mutation.RunnerName].SecurityContext.RunAsUser
 	if server == runner || min(server, runner) != 7000 || max(server, runner) != 7001 {
 		t.Errorf("uids %d and %d, want 7000 and 7001 in some order", server, runner)
 	}
-	if *c[inject.InitContainerName].SecurityContext.RunAsUser != server || *c[inject.RunnerName].SecurityContext.RunAsGroup != server {
+	if *c[mutation.InitContainerName].SecurityContext.RunAsUser != server || *c[mutation.RunnerName].SecurityContext.RunAsGroup != server {
 		t.Errorf("pyexec-init runs as %d, the runner in group %d; want the server's %d",
-			*c[inject.InitContainerName].SecurityContext.RunAsUser, *c[inject.RunnerName].SecurityContext.RunAsGroup, server)
+			*c[mutation.InitContainerName].SecurityContext.RunAsUser, *c[mutation.RunnerName].SecurityContext.RunAsGroup, server)
 	}
-	if got := quantityOf(c[inject.SidecarName].Resources.Limits, corev1.ResourceCPU); got != "1" {
+	if got := quantityOf(c[mutation.SidecarName].Resources.Limits, corev1.ResourceCPU); got != "1" {
 		t.Errorf("server CPU limit %s, want 1", got)
 	}
-	if got := quantityOf(c[inject.RunnerName].Resources.Limits, corev1.ResourceMemory); got != "2Gi" {
+	if got := quantityOf(c[mutation.RunnerName].Resources.Limits, corev1.ResourceMemory); got != "2Gi" {
 		t.Errorf("runner memory limit %s, want 2Gi", got)
 	}
 	for _, v := range out.Spec.Volumes {
-		if v.Name == inject.VolumeShm && v.EmptyDir.SizeLimit.String() != "256Mi" {
+		if v.Name == mutation.VolumeShm && v.EmptyDir.SizeLimit.String() != "256Mi" {
 			t.Errorf("pyexec-shm sizeLimit %s, want 256Mi", v.EmptyDir.SizeLimit)
 		}
 	}
 
 	_, c = run(t, `pyexec.dev/server-uid: "1234", pyexec.dev/runner-uid: "5678", pyexec.dev/cpu-limit: "2", pyexec.dev/runner-memory-limit: 4Gi`)
-	if s, r := *c[inject.SidecarName].SecurityContext.RunAsUser, *c[inject.RunnerName].SecurityContext.RunAsUser; s != 1234 || r != 5678 {
+	if s, r := *c[mutation.SidecarName].SecurityContext.RunAsUser, *c[mutation.RunnerName].SecurityContext.RunAsUser; s != 1234 || r != 5678 {
 		t.Errorf("pinned uids: server %d, runner %d; want 1234, 5678", s, r)
 	}
-	if env := envOf(c[inject.SidecarName]); env["PYEXEC_RUNNER_UID"] != strconv.Itoa(5678) {
+	if env := envOf(c[mutation.SidecarName]); env["PYEXEC_RUNNER_UID"] != strconv.Itoa(5678) {
 		t.Errorf("server's PYEXEC_RUNNER_UID %q, want 5678", env["PYEXEC_RUNNER_UID"])
 	}
-	if got := quantityOf(c[inject.SidecarName].Resources.Limits, corev1.ResourceCPU); got != "2" {
+	if got := quantityOf(c[mutation.SidecarName].Resources.Limits, corev1.ResourceCPU); got != "2" {
 		t.Errorf("server CPU limit %s, want the annotation's 2", got)
 	}
-	if got := quantityOf(c[inject.RunnerName].Resources.Limits, corev1.ResourceMemory); got != "4Gi" {
+	if got := quantityOf(c[mutation.RunnerName].Resources.Limits, corev1.ResourceMemory); got != "4Gi" {
 		t.Errorf("runner memory limit %s, want the annotation's 4Gi", got)
 	}
 }

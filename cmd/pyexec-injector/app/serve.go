@@ -24,13 +24,13 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/pyexec/pyexec/pkg/certs"
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/injector"
-	"github.com/pyexec/pyexec/pkg/logs"
-	"github.com/pyexec/pyexec/pkg/version"
-	"github.com/pyexec/pyexec/pkg/watchdog"
+	"github.com/pyexec/pyexec/internal/certs"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/logs"
+	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/podwebhook"
+	"github.com/pyexec/pyexec/internal/version"
+	"github.com/pyexec/pyexec/internal/watchdog"
 )
 
 // Defaults of `pyexec-injector serve`.
@@ -160,7 +160,7 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "HTTPS port of the webhook (path "+injector.Path+")")
+	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "HTTPS port of the webhook (path "+podwebhook.Path+")")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":8080", "address of /metrics; 0 disables")
 	f.StringVar(&cfg.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&cfg.CertDir, "cert-dir", DefaultCertDir, "directory of tls.crt and tls.key")
@@ -177,7 +177,7 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
 	addPodFlags(f, &cfg.Pod)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
-	f.BoolVar(&cfg.Watchdog, "watchdog", false, "report pods labeled "+inject.LabelInject+"=true that run without the pyexec sidecar (a Warning Event "+watchdog.ReasonNotInjected+" and metrics); one replica at a time (leader election in --namespace)")
+	f.BoolVar(&cfg.Watchdog, "watchdog", false, "report pods labeled "+mutation.LabelInject+"=true that run without the pyexec sidecar (a Warning Event "+watchdog.ReasonNotInjected+" and metrics); one replica at a time (leader election in --namespace)")
 	f.BoolVar(&cfg.WatchdogDelete, "watchdog-delete", false, "with --watchdog, also delete such pods that have a controller, so that it re-creates them through the webhook")
 	f.IntVar(&cfg.WatchdogMaxDeletionsPerMinute, "watchdog-max-deletions-per-minute", 5, "most pods --watchdog-delete deletes in any minute")
 	f.DurationVar(&cfg.WatchdogGracePeriod, "watchdog-grace-period", 30*time.Second, "how old a pod must be before the watchdog looks at it")
@@ -221,11 +221,11 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	if err != nil {
 		return err
 	}
-	defaults := inject.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
+	defaults := mutation.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout}
 	cfg.Pod.apply(&defaults) // Rand stays nil: crypto/rand, safe for concurrent admissions
-	handler := injector.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
-	mgr.GetWebhookServer().Register(injector.Path, &webhook.Admission{Handler: handler})
+	handler := podwebhook.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
+	mgr.GetWebhookServer().Register(podwebhook.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}

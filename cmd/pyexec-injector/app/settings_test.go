@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pyexec/pyexec/pkg/settings"
+	"github.com/pyexec/pyexec/internal/settings"
 )
 
 // The injector's flags that give the annotations' defaults (serve and inject alike) default to
-// the sidecar's own settings, from pkg/settings.
+// the sidecar's own settings, from internal/settings.
 func TestSettingsInjectorFlags(t *testing.T) {
 	root := NewRootCommand(IO{Stdin: &bytes.Buffer{}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, LookupEnv: func(string) (string, bool) { return "", false }}, Runners{})
 	checked := 0

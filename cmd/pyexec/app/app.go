@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/logs"
-	"github.com/pyexec/pyexec/pkg/version"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/logs"
+	"github.com/pyexec/pyexec/internal/version"
 )
 
 // Exit codes.

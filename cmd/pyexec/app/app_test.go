@@ -134,7 +134,7 @@ func TestInitUsageErrors(t *testing.T) {
 }
 
 func TestDetectFixtureRoot(t *testing.T) {
-	root := "../../../pkg/container/testdata/k8s-containerd-cgroupv2"
+	root := "../../../internal/container/testdata/k8s-containerd-cgroupv2"
 	r := run(t, map[string]string{"KUBERNETES_SERVICE_HOST": "must not be read with --root"}, "detect", "--root", root)
 	if r.code != ExitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)

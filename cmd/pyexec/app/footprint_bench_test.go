@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // BenchmarkFootprint measures the memory of an idle pod: a real pyexec serve (the pyexec

@@ -20,10 +20,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/confine"
+	"github.com/pyexec/pyexec/internal/executor"
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
-	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/executor"
 )
 
 // The attacks on what the server owns (issue 21). The server and the runner run as uids of

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // Caps of the probe port in these tests: small, so that a flood is mostly refused.

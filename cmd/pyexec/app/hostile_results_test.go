@@ -17,8 +17,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/pyexec/pyexec/internal/mcpserver"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/mcpserver"
 )
 
 // resultsWriteTimeout is the --write-timeout of the results attacks: shorter than the default,

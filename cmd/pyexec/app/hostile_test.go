@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pyexec/pyexec/internal/confine"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
-	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // The uids of the hostile-code tests, as in the injected pod, which no other test or pod uses:

@@ -12,17 +12,17 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/confine"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/confine"
 
-	"github.com/pyexec/pyexec/pkg/logs"
-	"github.com/pyexec/pyexec/pkg/packages"
-	"github.com/pyexec/pyexec/pkg/pathcheck"
-	"github.com/pyexec/pyexec/pkg/preflight"
-	"github.com/pyexec/pyexec/pkg/pyreq"
-	"github.com/pyexec/pyexec/pkg/python"
-	"github.com/pyexec/pyexec/pkg/version"
+	"github.com/pyexec/pyexec/internal/logs"
+	"github.com/pyexec/pyexec/internal/packages"
+	"github.com/pyexec/pyexec/internal/pathcheck"
+	"github.com/pyexec/pyexec/internal/preflight"
+	"github.com/pyexec/pyexec/internal/pyreq"
+	"github.com/pyexec/pyexec/internal/python"
+	"github.com/pyexec/pyexec/internal/version"
 )
 
 // Defaults of `pyexec init`; `pyexec serve` shares them.

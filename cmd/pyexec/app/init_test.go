@@ -18,9 +18,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/preflight"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/preflight"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // TestMain lets the test binary act as pyexec itself (PYEXEC_TEST_AS_MAIN=1), so tests can run

@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pyexec/pyexec/pkg/cli"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/mcpserver"
+	"github.com/pyexec/pyexec/internal/version"
 	"github.com/pyexec/pyexec/pkg/client"
-	"github.com/pyexec/pyexec/pkg/mcpserver"
-	"github.com/pyexec/pyexec/pkg/version"
 )
 
 // newMCPCommand is `pyexec mcp`: an MCP server on standard input and output that forwards every

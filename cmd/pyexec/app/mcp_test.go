@@ -17,9 +17,9 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/pyexec/pyexec/internal/mcpserver"
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/mcpserver"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // mcpTransports are the two ways an agent reaches the sidecar over MCP: Streamable HTTP at

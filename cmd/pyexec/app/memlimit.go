@@ -6,7 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/pyexec/pyexec/pkg/container"
+	"github.com/pyexec/pyexec/internal/container"
 )
 
 // goMemoryLimitShare is the share of its container's memory limit that pyexec serve gives the

@@ -42,7 +42,7 @@ print("done", len(x) >> 20, flush=True)
 // memory), the execution finishes. The figures are read back through the server's /metrics.
 func TestRunnerMemoryWatchdog(t *testing.T) {
 	const limit = 512 << 20
-	cg := memoryCgroup(t, limit, "the runner's memory watchdog was not run against a real cgroup (its unit tests in pkg/executor read a stand-in)")
+	cg := memoryCgroup(t, limit, "the runner's memory watchdog was not run against a real cgroup (its unit tests in internal/executor read a stand-in)")
 	s := podSidecar(t, podOptions{runnerCgroup: cg}, "--mode", "fork", "--memory-limit-mb", "0", "--max-memory-limit-mb", "0", "--max-concurrent", "4")
 	s.waitReady()
 	kills := oomKills(t, cg)

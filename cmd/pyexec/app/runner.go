@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/logs"
 	"github.com/pyexec/pyexec/internal/runner"
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/logs"
-	"github.com/pyexec/pyexec/pkg/version"
+	"github.com/pyexec/pyexec/internal/version"
 )
 
 // RunnerConfig is the config of `pyexec runner`. Every field has a flag and a PYEXEC_*

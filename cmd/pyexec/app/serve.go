@@ -1,6 +1,8 @@
 package app
 
 import (
+	"github.com/pyexec/pyexec/internal/unixsocket"
+
 	"context"
 	"errors"
 	"fmt"
@@ -23,23 +25,24 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/boot"
+	"github.com/pyexec/pyexec/internal/cli"
+	"github.com/pyexec/pyexec/internal/confine"
+	"github.com/pyexec/pyexec/internal/container"
+	"github.com/pyexec/pyexec/internal/executor"
+	"github.com/pyexec/pyexec/internal/logs"
+	"github.com/pyexec/pyexec/internal/packages"
+	"github.com/pyexec/pyexec/internal/preflight"
+	"github.com/pyexec/pyexec/internal/python"
+	"github.com/pyexec/pyexec/internal/reaper"
 	"github.com/pyexec/pyexec/internal/runner"
+	"github.com/pyexec/pyexec/internal/server"
+	"github.com/pyexec/pyexec/internal/settings"
+	"github.com/pyexec/pyexec/internal/version"
 	"github.com/pyexec/pyexec/pkg/api"
-	"github.com/pyexec/pyexec/pkg/boot"
-	"github.com/pyexec/pyexec/pkg/cli"
-	"github.com/pyexec/pyexec/pkg/confine"
-	"github.com/pyexec/pyexec/pkg/container"
-	"github.com/pyexec/pyexec/pkg/executor"
-	"github.com/pyexec/pyexec/pkg/logs"
-	"github.com/pyexec/pyexec/pkg/packages"
-	"github.com/pyexec/pyexec/pkg/preflight"
-	"github.com/pyexec/pyexec/pkg/python"
-	"github.com/pyexec/pyexec/pkg/server"
-	"github.com/pyexec/pyexec/pkg/settings"
-	"github.com/pyexec/pyexec/pkg/version"
 )
 
-// Defaults of `pyexec serve`; those the injector also knows are in pkg/settings.
+// Defaults of `pyexec serve`; those the injector also knows are in internal/settings.
 const (
 	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
 	DefaultProbeAddr = ":9901"
@@ -411,7 +414,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 		}
 		log.Info("WARNING: executions are not fully confined", "missing", describeMissing(missing))
 	}
-	reaper, err := executor.NewReaper(log.WithName("reaper"))
+	reaper, err := reaper.New(log.WithName("reaper"))
 	if err != nil {
 		return err
 	}
@@ -496,7 +499,7 @@ func listenForRunner(path string) (net.Listener, error) {
 	if err := os.Chmod(dir, runnerSocketDirMode); err != nil {
 		return nil, fmt.Errorf("--runner-socket: %w", err)
 	}
-	l, err := server.Listen(path, 0o660, -1)
+	l, err := unixsocket.Listen(path, 0o660, -1)
 	if err != nil {
 		return nil, fmt.Errorf("--runner-socket: %w", err)
 	}
@@ -506,7 +509,7 @@ func listenForRunner(path string) (net.Listener, error) {
 // becomeReady loads the preflight report (or runs the preflight once) and hands it to
 // boot.Ready with the configuration of the flags. On failure the server stays up and not
 // ready, so /v1/info and the logs say why.
-func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *executor.Reaper, reg prometheus.Registerer,
+func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.Logger, cfg *ServeConfig, srv *server.Server, reaper *reaper.Reaper, reg prometheus.Registerer,
 	kernel confine.Kernel, isolation *api.Isolation, isoGauge *server.IsolationMetric, runnerListener net.Listener) error {
 	info := api.Info{Version: version.Version, Mode: cfg.Mode, Limits: cfg.limits(), Isolation: isolation}
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)

@@ -21,9 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
-	"github.com/pyexec/pyexec/pkg/testutil"
 )
 
 // sidecar is a real `pyexec serve` process: the test binary acting as pyexec. In the pod's

@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/pyexec/pyexec/pkg/inject"
-	"github.com/pyexec/pyexec/pkg/settings"
+	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/settings"
 )
 
 // repoRoot is the repository's top, from this package (cmd/pyexec/app).
@@ -30,7 +30,7 @@ const repoRoot = "../../.."
 // reports it; the test fails when a listed gap is closed, so that the list stays true.
 var knownSettingGaps = map[string]string{}
 
-// TestSettingsAgree checks every setting of pkg/settings against the places that repeat it:
+// TestSettingsAgree checks every setting of internal/settings against the places that repeat it:
 // the serve flag (name, variable, default, bounds), the annotation parser and what the
 // injector writes, the injector's flag, the chart's values.yaml, values.schema.json and
 // deployment, and the README's tables.
@@ -82,7 +82,7 @@ func TestSettingsAgree(t *testing.T) {
 			}
 			// The annotation takes the bounds and refuses what is past them.
 			for _, b := range bounds(s) {
-				_, err := inject.ParseConfig(annotatedPod(map[string]string{s.Annotation: b.value}), inject.Defaults{Image: "pyexec"})
+				_, err := mutation.ParseConfig(annotatedPod(map[string]string{s.Annotation: b.value}), mutation.Defaults{Image: "pyexec"})
 				check(fmt.Sprintf("%s: annotation %s %s", s.Flag, b.what, b.value), (err == nil) == b.ok,
 					"%s=%s: %v; want accepted %t", s.Annotation, b.value, err, b.ok)
 			}
@@ -129,7 +129,7 @@ func TestSettingsAgree(t *testing.T) {
 		if s.Annotation != "" {
 			// The annotation takes the default, and the README's annotation table has its row.
 			if s.Default != "" {
-				_, err := inject.ParseConfig(annotatedPod(map[string]string{s.Annotation: s.Default}), inject.Defaults{Image: "pyexec"})
+				_, err := mutation.ParseConfig(annotatedPod(map[string]string{s.Annotation: s.Default}), mutation.Defaults{Image: "pyexec"})
 				check(name+": annotation takes the default", err == nil, "%s=%s: %v", s.Annotation, s.Default, err)
 			}
 			check(name+": README annotation row", annotationRow(readme, s.Annotation, s.Default),
@@ -337,7 +337,7 @@ func serveError(t *testing.T, args ...string) error {
 // annotatedPod is a pod that opts in, with annotations ann.
 func annotatedPod(ann map[string]string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{inject.LabelInject: inject.LabelInjectEnabled}, Annotations: ann},
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{mutation.LabelInject: mutation.LabelInjectEnabled}, Annotations: ann},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
 	}
 }
@@ -346,18 +346,18 @@ func annotatedPod(ann map[string]string) *corev1.Pod {
 func parseAnnotations(t *testing.T, ann map[string]string) *corev1.Pod {
 	t.Helper()
 	pod := annotatedPod(ann)
-	cfg, err := inject.ParseConfig(pod, inject.Defaults{Image: "pyexec"})
+	cfg, err := mutation.ParseConfig(pod, mutation.Defaults{Image: "pyexec"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	inject.Inject(pod, cfg)
+	mutation.Inject(pod, cfg)
 	return pod
 }
 
 // sidecarEnv is the value of the variable name in the injected sidecar.
 func sidecarEnv(pod *corev1.Pod, name string) (string, bool) {
 	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
-		if c.Name != inject.SidecarName {
+		if c.Name != mutation.SidecarName {
 			continue
 		}
 		for _, e := range c.Env {

@@ -1,0 +1,248 @@
+package executor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pyexec/pyexec/internal/packages"
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// execution is the lifecycle of one execution, the same in both modes: its directory and input
+// files, its captured streams, the killer that holds its limits, its confinement, and its
+// result. A mode only starts the code's supervisor and waits for its status; everything else
+// happens here, once.
+type execution struct {
+	req   Request
+	begun time.Time
+	dir   string // holds code.py, work/ and mpl/
+	own   bool   // the executor made dir (the request gave none) and removes it
+	work  string // the code's working directory
+	// tree is the current packages tree, resolved once: the execution sees one tree for its
+	// whole run.
+	tree   string
+	killer *killer
+	stdout *capture
+	stderr *capture
+	// ruleset is the execution's Landlock ruleset (nil without Landlock); spec is the rest of
+	// what the code's process applies to itself.
+	ruleset *os.File
+	spec    *confineSpec
+	unwatch func()
+	// session says the directory is a session's, whose code comes with each call.
+	session bool
+	// threads is the execution's share of the CPUs for BLAS and OpenMP pools (Spawn.share),
+	// which release gives back.
+	threads int
+	release func()
+	// unshm ends the execution's (or session's) hold on shared memory (see shmJanitor).
+	unshm func()
+	// trees registers the execution's tree for the memory watchdog while it runs; memoryNote
+	// is what the watchdog said when it ended it.
+	trees      *trees
+	memoryNote atomic.Pointer[string]
+}
+
+// begin makes the execution's directory with its input files, its captures and its
+// confinement. zygote is the zygote's pid, which the code must not signal; 0 in spawn mode.
+// The caller closes the execution.
+func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
+	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}, trees: s.trees}
+	e.threads, e.release = s.share()
+	e.unshm = s.shm.hold()
+	var err error
+	e.dir, e.own, err = s.prepare(req)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	e.work = filepath.Join(e.dir, "work")
+	e.tree = packages.Tree(s.cfg.PackagesDir)
+	onLimit := func() { e.killer.kill(api.ReasonOutputLimit) }
+	e.stdout = &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	e.stderr = &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	if e.ruleset, e.spec, err = s.confinement(req, e.work, e.tree, zygote); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// mplDir, in an execution's directory beside work/, is its MPLCONFIGDIR: matplotlib's cache is
+// not one of the files the execution returns.
+const mplDir = "mpl"
+
+// baseEnv is what the execution adds to the server's base environment: its MPLCONFIGDIR and
+// XDG_CACHE_HOME. The request's env is applied by the code's process itself (see envFile).
+func (e *execution) baseEnv() map[string]string {
+	// fontconfig's cache too: HOME is the working directory, whose files are returned.
+	mpl := filepath.Join(e.dir, mplDir)
+	return map[string]string{"MPLCONFIGDIR": mpl, "XDG_CACHE_HOME": mpl}
+}
+
+// params are the runner's parameters of this execution.
+func (s *Spawn) paramsOf(e *execution) string {
+	return s.params(e.req, e.dir, e.spec, e.ruleset != nil, e.session, e.threads)
+}
+
+// share counts an execution (or a session's call) in, and returns its share of the runner's
+// CPUs for the BLAS and OpenMP pools of its code: the CPUs (the cgroup's limit, else the
+// machine's) divided among the executions running at its start, itself included, rounded
+// down, at least 1. A lone numpy job on a 4-CPU runner gets 4 threads, each of four at once 1.
+// The returned func counts it out, once.
+func (s *Spawn) share() (int, func()) {
+	n := s.running.Add(1)
+	var once sync.Once
+	return max(1, int(s.cpuLimit()/float64(n))), func() { once.Do(func() { s.running.Add(-1) }) }
+}
+
+// cpuLimit is what the code may use together: the runner's CPU limit, else the machine's CPUs.
+func (s *Spawn) cpuLimit() float64 {
+	if s.cfg.CPUs > 0 {
+		return s.cfg.CPUs
+	}
+	return float64(runtime.NumCPU())
+}
+
+// watch arms the time limit and the caller's cancellation on the supervisor pid, and hands
+// its tree to the memory watchdog.
+func (e *execution) watch(ctx context.Context, pid int) {
+	e.killer.setPID(pid)
+	timer := time.AfterFunc(e.req.Timeout, func() { e.killer.kill(api.ReasonTimeout) })
+	stop := context.AfterFunc(ctx, func() { e.killer.kill(api.ReasonSignal) })
+	untrack := e.trees.add(&tree{kind: treeExecution, id: e.req.ID, root: pid, end: func(note string) {
+		e.memoryNote.Store(&note)
+		e.killer.kill(api.ReasonMemoryLimit)
+	}}, true)
+	e.unwatch = func() { timer.Stop(); stop(); untrack() }
+}
+
+// end turns what became of the execution into its result: the kill by pyexec, if any, first,
+// then the status line, then what became of the runner (ps and waitErr, spawn mode only). The
+// killer is disarmed first: a limit that fires later kills nothing (in fork mode the
+// supervisor may run the next execution by then). killed says pyexec killed it.
+func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error) (res api.ExecuteResult, killed bool) {
+	e.unwatch()
+	killed = e.killer.disarm()
+	// Only the memory watchdog kills with this reason (the supervisor's own memory limit says
+	// so in the status line).
+	if note := e.memoryNote.Load(); note != nil && e.killer.reason() == api.ReasonMemoryLimit {
+		_, _ = e.stderr.Write([]byte(*note))
+	}
+	res = api.ExecuteResult{ID: e.req.ID}
+	res.Stdout, res.StdoutTruncated = e.stdout.result()
+	res.Stderr, res.StderrTruncated = e.stderr.result()
+	s.finish(&res, e.killer.reason(), st, ps, waitErr)
+	inputs := map[string][]byte{}
+	for _, f := range e.req.Files {
+		inputs[f.Path] = f.Data
+	}
+	// Outputs first, then files, in what is left of one budget.
+	budget := e.req.MaxFilesOutBytes
+	if budget <= 0 {
+		budget = DefaultMaxFilesOutBytes
+	}
+	var used int64
+	res.Outputs, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
+	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, max(budget-used, 1), e.req.OpenFiles)
+	res.DurationMS = float64(time.Since(e.begun).Microseconds()) / 1000
+	return res, killed
+}
+
+// noResult is what Execute returns with an error: the execution did not run.
+func noResult(req Request) api.ExecuteResult {
+	return api.ExecuteResult{ID: req.ID, Files: []api.OutputFile{}, Outputs: []api.Output{}}
+}
+
+// closeRuleset releases the ruleset, once the code's process has it.
+func (e *execution) closeRuleset() {
+	if e.ruleset != nil {
+		e.ruleset.Close()
+		e.ruleset = nil
+	}
+}
+
+// close releases the ruleset and removes the directory (or empties the caller's), whatever
+// happened.
+func (e *execution) close() {
+	e.release()
+	e.unshm()
+	e.closeRuleset()
+	releaseDir(e.dir, e.own)
+	e.dir = ""
+}
+
+// releaseDir removes dir when the executor made it (own), and empties it for the caller to
+// remove when the caller gave it.
+func releaseDir(dir string, own bool) {
+	switch {
+	case dir == "":
+	case own:
+		removeAll(dir)
+	default:
+		EmptyDir(dir)
+	}
+}
+
+// outputsFile, in an execution's directory, is where the code's process writes its rich
+// outputs, one JSON object a line (runner.py's _emit). The process opens it before it confines
+// itself; the code may write there too, which only adds to its own result.
+const outputsFile = "outputs.jsonl"
+
+// readOutputs reads the rich outputs of an execution, in order, up to budget bytes (see
+// outputSize); what is past it, or not a well-formed output, is left out (truncated says so for
+// the former). It holds one line at a time besides the outputs kept.
+func readOutputs(path string, budget int64) (outputs []api.Output, used int64, truncated bool) {
+	outputs = []api.Output{}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return outputs, 0, false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return outputs, 0, false
+	}
+	// A line longer than the budget (and a little JSON) could not fit: the scanner stops there.
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), int(min(budget, 1<<30))+4096)
+	for sc.Scan() {
+		var o api.Output
+		if json.Unmarshal(sc.Bytes(), &o) != nil || (o.Type != api.OutputExecuteResult && o.Type != api.OutputDisplayData) || len(o.Data) == 0 {
+			continue
+		}
+		size := outputSize(o)
+		if used+size > budget {
+			return outputs, used, true
+		}
+		used += size
+		outputs = append(outputs, o)
+	}
+	return outputs, used, sc.Err() != nil
+}
+
+// JSON framing of an output in a result, counted against the budget with its strings, so that
+// many small outputs or MIME types with empty values cannot pass it: {"type":"","data":{}} and
+// the comma between two outputs, and "":"" and a comma for each entry of data.
+const (
+	outputFraming = len(`{"type":"","data":{}},`)
+	entryFraming  = len(`"":"",`)
+)
+
+// outputSize is what an output counts against the budget: every string of it — its type, each
+// MIME type (a key of data) and each value — and its JSON framing. Escapes (of quotes and control
+// characters) are not counted.
+func outputSize(o api.Output) int64 {
+	size := int64(outputFraming + len(o.Type))
+	for k, v := range o.Data {
+		size += int64(entryFraming + len(k) + len(v))
+	}
+	return size
+}

@@ -1,0 +1,191 @@
+// Package proc reads the process table from /proc and kills process trees: what the
+// executor's accounting and the PID-1 reaper share.
+package proc
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stat is what /proc/PID/stat says of one process.
+type Stat struct {
+	PID, PPID int
+	Zombie    bool
+	// Exiting is set from the start of exit(2) (PF_EXITING): a process killed a moment ago
+	// still tears its memory down before it is a zombie.
+	Exiting bool
+	// Threads is its number of threads; RSSPages its resident memory in pages.
+	Threads  int
+	RSSPages int64
+}
+
+// pfExiting is PF_EXITING of the kernel's task flags (/proc/PID/stat field 9).
+const pfExiting = 0x4
+
+// ReadAll reads /proc/PID/stat of every process.
+func ReadAll() []Stat {
+	dir, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make([]Stat, 0, len(dir))
+	for _, e := range dir {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ok := ReadStat(pid); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ReadStat reads /proc/PID/stat of pid; false when it is gone.
+func ReadStat(pid int) (Stat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Stat{}, false
+	}
+	return parseStat(pid, b)
+}
+
+// parseStat reads "pid (comm) state ppid pgrp session tty tpgid flags ..."; comm may hold
+// spaces and parentheses.
+func parseStat(pid int, b []byte) (Stat, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return Stat{}, false
+	}
+	fields := strings.Fields(string(b[i+2:]))
+	if len(fields) < 2 {
+		return Stat{}, false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return Stat{}, false
+	}
+	p := Stat{PID: pid, PPID: ppid, Zombie: fields[0] == "Z"}
+	if len(fields) > 6 {
+		if flags, err := strconv.ParseUint(fields[6], 10, 64); err == nil {
+			p.Exiting = flags&pfExiting != 0
+		}
+	}
+	if len(fields) > 21 { // num_threads (field 20) and rss (field 24)
+		p.Threads, _ = strconv.Atoi(fields[17])
+		p.RSSPages, _ = strconv.ParseInt(fields[21], 10, 64)
+	}
+	return p, true
+}
+
+// Descendants returns the live (non-zombie) descendants of root.
+func Descendants(root int) []int {
+	kids := map[int][]int{}
+	for _, p := range ReadAll() {
+		if !p.Zombie {
+			kids[p.PPID] = append(kids[p.PPID], p.PID)
+		}
+	}
+	var out []int
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, k := range kids[pid] {
+			out = append(out, k)
+			queue = append(queue, k)
+		}
+	}
+	return out
+}
+
+// KillTree kills root and every process below it. Descendants go first while root, a child
+// subreaper, is alive: an orphan then moves to root, stays in the tree and is found by the
+// next pass. Root goes last.
+func KillTree(root int) {
+	for pass := 0; pass < 1000; pass++ {
+		desc := Descendants(root)
+		if len(desc) == 0 {
+			break
+		}
+		for _, pid := range desc {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	_ = unix.Kill(root, unix.SIGKILL)
+}
+
+// Children returns the direct children of this process, from every thread's children list
+// (an orphan handed to a subreaper may be parented to any of its threads).
+func Children() []int {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// TreeMemory sums the resident (RSS) and proportional (PSS: shared pages divided among the
+// processes that share them) memory of root and its descendants, in bytes, from
+// /proc/PID/smaps_rollup. Processes that end while it reads are left out. smaps_rollup of a
+// non-dumpable process (the zygote, the supervisors) is closed to a server without
+// CAP_SYS_PTRACE, as in a pod: their RSS then comes from /proc/PID/statm, which anyone may
+// read, and they add nothing to PSS.
+func TreeMemory(root int) (rss, pss int64) {
+	for _, pid := range append([]int{root}, Descendants(root)...) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+		if err != nil {
+			rss += StatmRSS(pid)
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			name, rest, ok := strings.Cut(line, ":")
+			if !ok || (name != "Rss" && name != "Pss") {
+				continue
+			}
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				continue
+			}
+			if name == "Rss" {
+				rss += kb << 10
+			} else {
+				pss += kb << 10
+			}
+		}
+	}
+	return rss, pss
+}
+
+// StatmRSS is the resident memory of pid from /proc/PID/statm, in bytes; 0 if it ended.
+func StatmRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
+}

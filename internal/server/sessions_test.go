@@ -1,0 +1,471 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/pyexec/pyexec/internal/confine"
+	"github.com/pyexec/pyexec/internal/executor"
+	"github.com/pyexec/pyexec/internal/testutil"
+	"github.com/pyexec/pyexec/pkg/api"
+)
+
+// sessionHarness serves with a real spawn executor, confined as far as the kernel allows, and
+// room for max sessions; edit changes the limits of testLimits.
+func sessionHarness(t *testing.T, max int, edit ...func(*api.Limits)) (*harness, string) {
+	t.Helper()
+	py := testutil.RequireSystemPython(t)
+	work := t.TempDir()
+	ex, err := executor.NewSpawn(executor.SpawnConfig{Python: py, WorkDir: work, Path: "/usr/bin:/bin", Log: logr.Discard(),
+		Isolation: executor.Isolation{Kernel: confine.Probe(confine.NoCap)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Limits.MaxSessions = max
+	cfg.Limits.SessionIdleTimeoutSeconds, cfg.Limits.MaxSessionIdleTimeoutSeconds = 60, 120
+	for _, e := range edit {
+		e(&cfg.Limits)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, cfg, executor.InProcess{LocalStarter: ex}, true)
+	t.Cleanup(func() { h.srv.closeSessions(sessionDrain) })
+	return h, work
+}
+
+func (h *harness) createSession(body string) api.Session {
+	h.t.Helper()
+	ct := ""
+	if body != "" {
+		ct = "application/json"
+	}
+	resp, b := h.do(context.Background(), http.MethodPost, "/v1/sessions", ct, body)
+	if resp.StatusCode != http.StatusCreated {
+		h.t.Fatalf("create: %d %s", resp.StatusCode, b)
+	}
+	var s api.Session
+	if err := json.Unmarshal(b, &s); err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+func (h *harness) sessionCall(id, body string) (*http.Response, []byte) {
+	h.t.Helper()
+	return h.do(context.Background(), http.MethodPost, "/v1/sessions/"+id+"/execute", "application/json", body)
+}
+
+func decodeResult(t *testing.T, b []byte) api.ExecuteResult {
+	t.Helper()
+	var res api.ExecuteResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return res
+}
+
+// The whole life of a session through the API: created with an empty body, listed, called
+// with state kept, described, deleted; then a call gets 404 saying why; metrics count it all.
+func TestSessionLifecycle(t *testing.T) {
+	h, work := sessionHarness(t, 4)
+	s := h.createSession("")
+	if !strings.HasPrefix(s.ID, "s-") || s.IdleTimeoutSeconds != 60 || !s.ExpiresAt.After(s.CreatedAt) || s.MemoryLimitMB != 256 || s.MemoryBytes <= 0 {
+		t.Fatalf("created: %+v", s)
+	}
+	for i, tt := range []struct{ body, stdout string }{
+		{`{"code": "x = 1"}`, ""},
+		{`{"code": "x += 1\nprint(x)", "env": {"A": "b"}}`, "2\n"},
+	} {
+		resp, b := h.sessionCall(s.ID, tt.body)
+		if res := decodeResult(t, b); resp.StatusCode != 200 || res.Stdout != tt.stdout || res.ExitCode != 0 {
+			t.Fatalf("call %d: %d %+v", i, resp.StatusCode, res)
+		}
+	}
+	resp, b := h.sessionCall(s.ID, `{"code": "1", "memory_limit_mb": 64}`)
+	wantError(t, resp, b, 400, api.ErrCodeBadRequest, "memory_limit_mb: a session's is set when it is created")
+	resp, b = h.sessionCall(s.ID, `{"code": "1", "network": false}`)
+	wantError(t, resp, b, 400, api.ErrCodeBadRequest, "network:")
+
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions", "", "")
+	var list api.SessionList
+	if err := json.Unmarshal(b, &list); err != nil || resp.StatusCode != 200 || len(list.Sessions) != 1 || list.Sessions[0].Executions != 2 || list.Sessions[0].Busy {
+		t.Fatalf("list: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+	var got api.Session
+	if err := json.Unmarshal(b, &got); err != nil || resp.StatusCode != 200 || got.ID != s.ID || !got.LastUsedAt.After(s.LastUsedAt) {
+		t.Fatalf("get: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.do(context.Background(), http.MethodPut, "/v1/sessions/"+s.ID, "", "")
+	wantError(t, resp, b, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "DELETE, GET")
+
+	resp, _ = h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID, "", "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	resp, b = h.sessionCall(s.ID, `{"code": "x"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "has ended (deleted)")
+	resp, b = h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID, "", "")
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "deleted")
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/s-unknown", "", "")
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+	if entries, _ := os.ReadDir(work); len(entries) != 0 {
+		t.Errorf("the session's directory is left in the work dir: %v", entries)
+	}
+	for _, m := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"pyexec_sessions_created_total", "", "", 1},
+		{"pyexec_sessions_open", "", "", 0},
+		{"pyexec_sessions_ended_total", "reason", sessionDeleted, 1},
+		{"pyexec_sessions_ended_total", "reason", sessionIdle, 0},
+	} {
+		if got := metricValue(t, h.reg, m.name, m.label, m.value); got != m.want {
+			t.Errorf("%s{%s} = %v, want %v", m.name, m.value, got, m.want)
+		}
+	}
+	if lines := h.logs.lines(t, "session ended"); len(lines) != 1 || lines[0]["reason"] != sessionDeleted {
+		t.Errorf("log lines of the end: %v", lines)
+	}
+}
+
+// --max-sessions holds, sessions may be switched off, and bad bodies get 400.
+func TestSessionLimits(t *testing.T) {
+	h, _ := sessionHarness(t, 2)
+	h.createSession(`{}`)
+	h.createSession(`{"idle_timeout_seconds": 5, "memory_limit_mb": 128, "env": {"K": "v"}}`)
+	resp, b := h.do(context.Background(), http.MethodPost, "/v1/sessions", "application/json", `{}`)
+	wantError(t, resp, b, http.StatusTooManyRequests, api.ErrCodeTooManySessions, "--max-sessions 2")
+	for body, msg := range map[string]string{
+		`{"idle_timeout_seconds": 0}`:     "idle_timeout_seconds: must be > 0",
+		`{"idle_timeout_seconds": 121}`:   "over the server's maximum of 120",
+		`{"memory_limit_mb": 4096}`:       "memory_limit_mb: 4096 is over",
+		`{"network": true}`:               "network:",
+		`{"files": [{"path": "/etc/x"}]}`: "files[0].path",
+		`{"code": "1"}`:                   "unknown field",
+	} {
+		resp, b := h.do(context.Background(), http.MethodPost, "/v1/sessions", "application/json", body)
+		if resp.StatusCode/100 != 4 || !strings.Contains(string(b), msg) {
+			t.Errorf("%s: %d %s; want a 4xx with %q", body, resp.StatusCode, b, msg)
+		}
+	}
+
+	off, _ := sessionHarness(t, 0)
+	resp, b = off.do(context.Background(), http.MethodPost, "/v1/sessions", "", "")
+	wantError(t, resp, b, http.StatusForbidden, api.ErrCodeForbidden, "--max-sessions 0")
+}
+
+// A session idle past its timeout ends; so does one whose interpreter ended between calls.
+func TestSessionsEndWhenIdleOrGone(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	idle := h.createSession(`{"idle_timeout_seconds": 0.3}`)
+	gone := h.createSession(`{}`)
+	// The interpreter ends between calls — at rest, only from outside, as the OOM killer would.
+	_, b := h.sessionCall(gone.ID, `{"code": "import os\nprint(os.getpid(), end='')"}`)
+	var res api.ExecuteResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(res.Stdout)
+	if err != nil {
+		t.Fatalf("the interpreter's pid: %s", b)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both sessions to end", func() bool {
+		return metricValue(t, h.reg, "pyexec_sessions_open", "", "") == 0
+	})
+	resp, b := h.sessionCall(idle.ID, `{"code": "1"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "idle for longer than its idle timeout")
+	resp, b = h.sessionCall(gone.ID, `{"code": "1"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "its interpreter exited")
+	if metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionIdle) != 1 || metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionExited) != 1 {
+		t.Error("the ends are not counted by reason")
+	}
+}
+
+// A call that passes the session's memory limit loses the session, which ended for its memory:
+// so its 404 and pyexec_sessions_ended_total say, not that its interpreter exited.
+func TestSessionEndedForItsMemory(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	sess := h.createSession(`{"memory_limit_mb": 64}`)
+	_, b := h.sessionCall(sess.ID, `{"code": "import time\nx = b'x' * (256 << 20)\ntime.sleep(10)"}`)
+	var res api.ExecuteResult
+	if err := json.Unmarshal(b, &res); err != nil || res.Reason != api.ReasonMemoryLimit || !res.SessionLost {
+		t.Fatalf("a call past its session's memory limit: %s", b)
+	}
+	resp, b := h.sessionCall(sess.ID, `{"code": "1"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "its memory")
+	if metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionMemory) != 1 || metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionExited) != 0 {
+		t.Error("the session's end is not counted as memory_limit")
+	}
+}
+
+// A call that does not stop when interrupted loses its session, and says so; streaming works
+// in a session; shutting down ends the sessions.
+func TestSessionLostStreamedAndDrained(t *testing.T) {
+	h, work := sessionHarness(t, 4)
+	s := h.createSession(`{}`)
+	resp, b := h.do(context.Background(), http.MethodPost, "/v1/sessions/"+s.ID+"/execute?stream=true", "application/json", `{"code": "import sys\nprint('out')\nprint('err', file=sys.stderr)\n6*7"}`)
+	var events []api.StreamEvent
+	for sc := bufio.NewScanner(bytes.NewReader(b)); sc.Scan(); {
+		var ev api.StreamEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, ev)
+	}
+	streamed := map[string]string{}
+	for _, ev := range events[:len(events)-1] {
+		streamed[ev.Type] += ev.Data
+	}
+	last := events[len(events)-1]
+	if resp.StatusCode != 200 || streamed[api.EventStdout] != "out\n" || streamed[api.EventStderr] != "err\n" || last.Type != api.EventExit || last.Outputs[0].Data["text/plain"] != "42" {
+		t.Fatalf("stream: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.sessionCall(s.ID, `{"code": "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)", "timeout_seconds": 0.2}`)
+	if res := decodeResult(t, b); !res.SessionLost || res.Reason != api.ReasonTimeout {
+		t.Fatalf("stubborn call: %d %+v", resp.StatusCode, res)
+	}
+	resp, b = h.sessionCall(s.ID, `{"code": "1"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "killed with its session")
+
+	h.createSession(`{}`)
+	h.createSession(`{}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionDrain); got != 2 {
+		t.Errorf("sessions ended by the drain: %v, want 2", got)
+	}
+	if entries, _ := os.ReadDir(work); len(entries) != 0 {
+		t.Errorf("sessions' directories left after the drain: %v", entries)
+	}
+}
+
+// Deleting a session while a call runs in it ends the call: killed with its session.
+func TestSessionDeletedDuringACall(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession(`{}`)
+	done := make(chan api.ExecuteResult, 1)
+	go func() {
+		_, b := h.sessionCall(s.ID, `{"code": "import time\ntime.sleep(30)"}`)
+		done <- decodeResult(t, b)
+	}()
+	waitFor(t, "the call to run", func() bool {
+		_, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+		return strings.Contains(string(b), `"busy":true`)
+	})
+	resp, _ := h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID, "", "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	res := recv(t, "the call's result", done)
+	if !res.SessionLost || res.Reason != api.ReasonSignal || res.Signal != "SIGKILL" {
+		t.Fatalf("the call in a deleted session: %+v", res)
+	}
+	if got := metricValue(t, h.reg, "pyexec_sessions_ended_total", "reason", sessionDeleted); got != 1 {
+		t.Errorf("ended as deleted: %v", got)
+	}
+}
+
+// The files of a session's working directory: listed (regular files only, sorted, in
+// subdirectories) and read back byte for byte; what is not a regular file of it is 404
+// file_not_found, a path that leaves it 400, a file over max_file_bytes 413. A FIFO the code
+// made answers 404 at once.
+func TestSessionFiles(t *testing.T) {
+	const maxFile = 4096
+	h, _ := sessionHarness(t, 4, func(l *api.Limits) { l.MaxFileBytes = maxFile })
+	// The code cannot write a file over max_file_bytes (RLIMIT_FSIZE); an input file can be
+	// larger (it is capped by max_request_bytes only).
+	big := bytes.Repeat([]byte("b"), maxFile+1)
+	s := h.createSession(`{"files": [{"path": "big.bin", "content_base64": "` + base64.StdEncoding.EncodeToString(big) + `"}]}`)
+	code := `import os
+os.makedirs('out/sub')
+open('out/data.csv', 'w').write('a,b\n1,2\n')
+open('out/plot.png', 'wb').write(bytes(range(256)) * 3)
+open('out/a b%.txt', 'w').write('spaced')
+open('out/sub/raw', 'wb').write(b'\x00raw')
+open('edge.bin', 'wb').write(b'e' * 4096)
+os.makedirs('emptydir')
+os.symlink('/etc/passwd', 'passwd')
+os.symlink('out', 'outlink')
+os.mkfifo('fifo')
+try:
+    open('over.bin', 'wb').write(b'o' * 4097)
+except OSError as e:
+    print(type(e).__name__)`
+	body, _ := json.Marshal(api.ExecuteRequest{Code: code})
+	resp, b := h.sessionCall(s.ID, string(body))
+	if res := decodeResult(t, b); resp.StatusCode != 200 || res.ExitCode != 0 {
+		t.Fatalf("the call: %d %s", resp.StatusCode, b)
+	}
+
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+"/files", "", "")
+	var list api.SessionFiles
+	if err := json.Unmarshal(b, &list); err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("list: %d %s", resp.StatusCode, b)
+	}
+	// over.bin was cut at max_file_bytes by RLIMIT_FSIZE.
+	want := []api.SessionFile{{Path: "big.bin", Size: maxFile + 1}, {Path: "edge.bin", Size: maxFile}, {Path: "out/a b%.txt", Size: 6},
+		{Path: "out/data.csv", Size: 8}, {Path: "out/plot.png", Size: 768}, {Path: "out/sub/raw", Size: 4}, {Path: "over.bin", Size: maxFile}}
+	if len(list.Files) != len(want) || list.Truncated {
+		t.Fatalf("list: %s", b)
+	}
+	for i, f := range list.Files {
+		if f.Path != want[i].Path || f.Size != want[i].Size || time.Since(f.ModifiedAt) > time.Minute || f.ModifiedAt.Location() != time.UTC {
+			t.Errorf("files[%d] = %+v, want %+v modified now", i, f, want[i])
+		}
+	}
+
+	get := func(p string) (*http.Response, []byte) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h.do(ctx, http.MethodGet, "/v1/sessions/"+s.ID+"/files/"+p, "", "")
+	}
+	for _, tt := range []struct {
+		path, ctype string
+		want        []byte
+	}{
+		{"out/plot.png", "image/png", bytes.Repeat(func() []byte {
+			b := make([]byte, 256)
+			for i := range b {
+				b[i] = byte(i)
+			}
+			return b
+		}(), 3)},
+		{"out/a%20b%25.txt", "text/plain; charset=utf-8", []byte("spaced")},
+		{"out/sub/raw", "application/octet-stream", []byte("\x00raw")},
+		{"out/./sub//raw", "application/octet-stream", []byte("\x00raw")},
+		{"edge.bin", "", bytes.Repeat([]byte("e"), maxFile)}, // at the limit
+	} {
+		resp, b := get(tt.path)
+		if resp.StatusCode != 200 || !bytes.Equal(b, tt.want) || resp.Header.Get("Content-Length") != strconv.Itoa(len(tt.want)) ||
+			(tt.ctype != "" && resp.Header.Get("Content-Type") != tt.ctype) || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: %d %v %q", tt.path, resp.StatusCode, resp.Header, b)
+		}
+	}
+	for _, p := range []string{"nope.txt", "out", "emptydir", "passwd", "outlink/plot.png", "out/sub/raw/x", "fifo", "out/nope/x"} {
+		begun := time.Now()
+		resp, b := get(p)
+		wantError(t, resp, b, 404, api.ErrCodeFileNotFound, "is not a regular file")
+		if d := time.Since(begun); d > 2*time.Second {
+			t.Errorf("%s: answered after %v", p, d)
+		}
+	}
+	for p, msg := range map[string]string{"../x": `".." segment`, "%2E%2E/x": `".." segment`, "out/../../x": `".." segment`,
+		"": "must not be empty", "/etc/passwd": "is absolute", "out/%00": "NUL"} {
+		resp, b := get(p)
+		wantError(t, resp, b, 400, api.ErrCodeBadRequest, msg)
+	}
+	resp, b = get("big.bin")
+	wantError(t, resp, b, http.StatusRequestEntityTooLarge, api.ErrCodeTooLarge, "larger than max_file_bytes (4096 bytes)")
+
+	resp, b = h.do(context.Background(), http.MethodPost, "/v1/sessions/"+s.ID+"/files", "", "")
+	wantError(t, resp, b, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "GET")
+	resp, b = h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID+"/files/edge.bin", "", "")
+	wantError(t, resp, b, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed, "GET")
+	for _, p := range []string{"/v1/sessions/s-unknown/files", "/v1/sessions/s-unknown/files/edge.bin"} {
+		resp, b := h.do(context.Background(), http.MethodGet, p, "", "")
+		wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+	}
+	h.do(context.Background(), http.MethodDelete, "/v1/sessions/"+s.ID, "", "")
+	for _, p := range []string{"/files", "/files/edge.bin"} {
+		resp, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+p, "", "")
+		wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "deleted")
+	}
+}
+
+// While a call runs, its code swaps a regular file, a symlink to /etc/passwd and a FIFO under
+// one name, and a directory and a symlink to /etc on the way to another, as fast as it can:
+// every read of them answers at once, the file's own bytes or 404, never what lies outside.
+func TestSessionFilesSwappedUnderTheServer(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession(`{}`)
+	code := `import os, shutil, time
+def remove(p):
+    if os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p)
+    elif os.path.lexists(p):
+        os.unlink(p)
+def place(name, make):
+    remove('tmp')
+    make('tmp')
+    try:
+        os.replace('tmp', name)
+    except OSError: # a directory for a symlink, or the other way round
+        os.rename(name, 'old')
+        os.rename('tmp', name)
+        remove('old')
+def regular(p):
+    open(p, 'w').write('mine')
+def fakedir(p):
+    os.mkdir(p)
+    open(p + '/passwd', 'w').write('mine')
+makers = [regular, lambda p: os.symlink('/etc/passwd', p), os.mkfifo]
+dirs = [fakedir, lambda p: os.symlink('/etc', p)]
+end, n = time.time() + 3, 0
+while time.time() < end:
+    place('swap', makers[n % 3])
+    place('d', dirs[n % 2])
+    n += 1
+print(n)`
+	body, _ := json.Marshal(api.ExecuteRequest{Code: code})
+	done := make(chan api.ExecuteResult, 1)
+	go func() {
+		_, b := h.sessionCall(s.ID, string(body))
+		done <- decodeResult(t, b)
+	}()
+	waitFor(t, "the call to run", func() bool {
+		_, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+		return strings.Contains(string(b), `"busy":true`)
+	})
+	counts := map[string]int{}
+	for running := true; running; {
+		select {
+		case res := <-done:
+			if res.ExitCode != 0 || res.Stdout == "" {
+				t.Fatalf("the swapping call: %+v", res)
+			}
+			t.Logf("%s swaps; answers: %v", strings.TrimSpace(res.Stdout), counts)
+			running = false
+			continue
+		default:
+		}
+		for _, p := range []string{"/files/swap", "/files/d/passwd", "/files"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, b := h.do(ctx, http.MethodGet, "/v1/sessions/"+s.ID+p, "", "")
+			cancel()
+			counts[p+" "+strconv.Itoa(resp.StatusCode)]++
+			switch {
+			case p == "/files" && resp.StatusCode == 200:
+			case resp.StatusCode == 200 && string(b) == "mine":
+			case resp.StatusCode == 404 && errorBody(t, b).Code == api.ErrCodeFileNotFound:
+			default:
+				t.Fatalf("%s: %d %q", p, resp.StatusCode, b)
+			}
+		}
+	}
+	if counts["/files/swap 200"] == 0 || counts["/files/swap 404"] == 0 {
+		t.Logf("one kind of answer never came (timing): %v", counts)
+	}
+}

@@ -1,7 +1,0 @@
-// Package version holds pyexec's version, set at build time:
-//
-//	go build -ldflags "-X github.com/pyexec/pyexec/pkg/version.Version=v0.1.0" ./cmd/...
-package version
-
-// Version is "dev" in builds that do not set it.
-var Version = "dev"
