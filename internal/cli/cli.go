@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/pyexec/pyexec/internal/settings"
 )
 
 // UsageError is a mistake in how a command was called; it exits 2.
@@ -88,4 +90,16 @@ func RequireCommand(cmd *cobra.Command, args []string) error {
 		return Usagef("a command is required")
 	}
 	return Usagef("unknown command %q", args[0])
+}
+
+// GroupedUsage is a cobra usage function that lists a command's flags by settings group
+// (`pyexec serve --help`), then the global flags.
+func GroupedUsage(c *cobra.Command) error {
+	w := c.OutOrStderr()
+	fmt.Fprintf(w, "Usage:\n  %s\n\n", c.UseLine())
+	settings.Usage(w, c.LocalFlags())
+	if c.HasAvailableInheritedFlags() {
+		fmt.Fprintf(w, "\nGlobal flags:\n%s", c.InheritedFlags().FlagUsagesWrapped(100))
+	}
+	return nil
 }

@@ -35,13 +35,16 @@ func TestConfinementFlags(t *testing.T) {
 		network          string
 		requireIsolation bool
 	}{
-		{name: "defaults", network: "deny"},
+		// The chart's defaults: network denied, isolation required.
+		{name: "defaults", network: "deny", requireIsolation: true},
 		{name: "flags", args: []string{"--network=allow", "--require-isolation"}, network: "allow", requireIsolation: true},
 		{name: "flags false", args: []string{"--network=deny", "--require-isolation=false"}, network: "deny"},
-		{name: "env", env: map[string]string{"PYEXEC_INJECTOR_NETWORK": "allow", "PYEXEC_INJECTOR_REQUIRE_ISOLATION": "true"},
-			network: "allow", requireIsolation: true},
+		{name: "env", env: map[string]string{"PYEXEC_INJECTOR_NETWORK": "allow", "PYEXEC_INJECTOR_REQUIRE_ISOLATION": "false"},
+			network: "allow"},
 		{name: "flags over env", args: []string{"--require-isolation=false"},
 			env: map[string]string{"PYEXEC_INJECTOR_REQUIRE_ISOLATION": "true"}, network: "deny"},
+		{name: "flags over env, on", args: []string{"--require-isolation=true"},
+			env: map[string]string{"PYEXEC_INJECTOR_REQUIRE_ISOLATION": "false"}, network: "deny", requireIsolation: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,7 +102,8 @@ spec:
 		args              []string
 		network, require  string
 	}{
-		{name: "defaults", network: "deny", require: "false"},
+		{name: "defaults", network: "deny", require: "true"},
+		{name: "isolation off", args: []string{"--require-isolation=false"}, network: "deny", require: "false"},
 		{name: "flags", args: []string{"--network=allow", "--require-isolation"}, network: "allow", require: "true"},
 		{name: "annotations over flags", args: []string{"--network=allow", "--require-isolation"},
 			annotations: `pyexec.dev/network: deny, pyexec.dev/require-isolation: "false"`, network: "deny", require: "false"},

@@ -135,20 +135,24 @@ func runInject(sio IO, cfg *InjectConfig) error {
 
 // addConfinementFlags adds the flags of serve and inject that set the injected sidecars'
 // PYEXEC_NETWORK and PYEXEC_REQUIRE_ISOLATION, the defaults of pyexec.dev/network and
-// pyexec.dev/require-isolation. Their defaults are the sidecar's own (internal/settings).
+// pyexec.dev/require-isolation. Their defaults are the chart's (settings.Setting.InjectorDefault):
+// the offline inject writes what an installed webhook would.
 func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bool) {
-	f.StringVar(network, "network", settings.DefaultNetwork,
+	f.StringVar(network, "network", injectorDefault[string]("network"),
 		"whether the code that injected sidecars run may use the network: deny or allow, unless a pod's pyexec.dev/network says otherwise")
-	f.BoolVar(requireIsolation, "require-isolation", settings.DefaultRequireIsolation,
+	f.BoolVar(requireIsolation, "require-isolation", injectorDefault[bool]("require-isolation"),
 		"injected sidecars refuse to start on a kernel that lacks a layer of confinement (Landlock ABI 6, seccomp), unless a pod's pyexec.dev/require-isolation says otherwise")
 }
 
 // addSessionFlags adds the flags of serve and inject that set the injected sidecars'
 // PYEXEC_MAX_SESSIONS and PYEXEC_SESSION_IDLE_TIMEOUT, the defaults of pyexec.dev/max-sessions
-// and pyexec.dev/session-idle-timeout. Their defaults are the sidecar's own (internal/settings).
+// and pyexec.dev/session-idle-timeout. Their defaults are the chart's.
 func addSessionFlags(f *pflag.FlagSet, maxSessions *int, idle *time.Duration) {
-	f.IntVar(maxSessions, "max-sessions", settings.DefaultMaxSessions,
+	f.IntVar(maxSessions, "max-sessions", injectorDefault[int]("max-sessions"),
 		"sessions that injected sidecars keep open at once (0 switches sessions off), unless a pod's pyexec.dev/max-sessions says otherwise")
-	f.DurationVar(idle, "session-idle-timeout", settings.DefaultSessionIdleTimeout,
+	f.DurationVar(idle, "session-idle-timeout", injectorDefault[time.Duration]("session-idle-timeout"),
 		"how long a session of an injected sidecar lives without a call (at most the sidecar's max session idle timeout, 1h), unless a pod's pyexec.dev/session-idle-timeout says otherwise")
 }
+
+// injectorDefault is the default of the injector's flag for the sidecar setting of that flag.
+func injectorDefault[T any](flag string) T { return settings.Lookup(flag).InjectorDefault().(T) }

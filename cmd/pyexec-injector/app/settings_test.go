@@ -10,16 +10,17 @@ import (
 )
 
 // The injector's flags that give the annotations' defaults (serve and inject alike) default to
-// the sidecar's own settings, from internal/settings.
+// the chart's values (internal/settings), so that the offline inject writes what an installed
+// webhook would.
 func TestSettingsInjectorFlags(t *testing.T) {
 	root := NewRootCommand(IO{Stdin: &bytes.Buffer{}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, LookupEnv: func(string) (string, bool) { return "", false }}, Runners{})
 	checked := 0
-	for _, s := range settings.Sidecar {
+	for _, s := range settings.Shared() {
 		if s.InjectorFlag == "" {
 			continue
 		}
-		want := fmt.Sprint(s.Default)
-		if d, ok := s.Default.(time.Duration); ok {
+		want := fmt.Sprint(s.InjectorDefault())
+		if d, ok := s.InjectorDefault().(time.Duration); ok {
 			want = d.String()
 		}
 		for _, sub := range []string{"serve", "inject"} {
@@ -32,7 +33,7 @@ func TestSettingsInjectorFlags(t *testing.T) {
 			case f == nil:
 				t.Errorf("pyexec-injector %s has no --%s", sub, s.InjectorFlag)
 			case f.DefValue != want:
-				t.Errorf("pyexec-injector %s --%s defaults to %q; the sidecar's default is %q", sub, s.InjectorFlag, f.DefValue, want)
+				t.Errorf("pyexec-injector %s --%s defaults to %q; the chart's is %q", sub, s.InjectorFlag, f.DefValue, want)
 			}
 			checked++
 		}

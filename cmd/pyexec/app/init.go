@@ -22,15 +22,16 @@ import (
 	"github.com/pyexec/pyexec/internal/preflight"
 	"github.com/pyexec/pyexec/internal/pyreq"
 	"github.com/pyexec/pyexec/internal/python"
+	"github.com/pyexec/pyexec/internal/settings"
 	"github.com/pyexec/pyexec/internal/version"
 )
 
 // Defaults of `pyexec init`; `pyexec serve` shares them.
 const (
-	DefaultPackagesDir    = "/var/lib/pyexec/packages"
-	DefaultReport         = "/var/run/pyexec/preflight.json"
-	DefaultInspectTimeout = 2 * time.Minute
-	DefaultInstallTimeout = 5 * time.Minute
+	DefaultPackagesDir    = settings.DefaultPackagesDir
+	DefaultReport         = settings.DefaultReport
+	DefaultInspectTimeout = settings.DefaultInspectTimeout
+	DefaultInstallTimeout = settings.DefaultInstallTimeout
 )
 
 // InitConfig is the config of `pyexec init`. Every field has a flag and a PYEXEC_* variable.
@@ -181,25 +182,21 @@ func newInitCommand(io IO, g *globalConfig, run func(context.Context, *InitConfi
 	return cmd
 }
 
-// AddInitFlags registers the preflight flags; `pyexec serve` accepts them too.
+// AddInitFlags registers the preflight flags (the settings marked Preflight); `pyexec serve`
+// accepts them too.
 func AddInitFlags(cmd *cobra.Command, cfg *InitConfig) {
-	f := cmd.Flags()
-	f.StringVar(&cfg.Python, "python", "", "interpreter to use (path, or name on PATH); default: in a container /usr/local/bin/python3, /usr/bin/python3, then python3 on PATH; on a host python3 on PATH first")
-	f.StringArrayVar(&cfg.Require, "require", nil, `required distribution with an optional PEP 440 specifier, e.g. "pandas>=2" (repeatable; PYEXEC_REQUIRE takes one per line)`)
-	f.StringVar(&cfg.RequirementsFile, "requirements", "", "requirements.txt of names with specifiers (comments and blank lines allowed; options, markers and URLs are errors)")
-	f.StringSliceVar(&cfg.Preload, "preload", nil, "comma-separated modules to import once and keep imported, e.g. numpy,pandas")
-	f.StringVar(&cfg.PackagesDir, "packages-dir", DefaultPackagesDir, "writable directory for packages installed at run time; executions see it first on sys.path")
-	f.StringVar(&cfg.Report, "report", DefaultReport, "where the preflight report (JSON) is written")
-	f.StringVar(&cfg.VenvDir, "venv-dir", "", "host only: use a venv that pyexec creates and owns at this path (ignored in a container)")
-	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a requirement is not met or a preload module does not import")
-	f.StringArrayVar(&cfg.Install, "install", nil, `package to install into --packages-dir at start when the interpreter lacks it, e.g. "requests>=2" (repeatable; PYEXEC_INSTALL takes one per line)`)
-	f.DurationVar(&cfg.InstallTimeout, "install-timeout", DefaultInstallTimeout, "bound of one pip run")
-	f.StringVar(&cfg.IndexURL, "index-url", "", "pip --index-url (default: pip's own configuration)")
-	f.StringArrayVar(&cfg.ExtraIndexURL, "extra-index-url", nil, "pip --extra-index-url (repeatable)")
-	f.StringArrayVar(&cfg.FindLinks, "find-links", nil, "pip --find-links: a directory or page of wheels (repeatable)")
-	f.BoolVar(&cfg.NoIndex, "no-index", false, "pip --no-index: use --find-links only")
-	f.StringArrayVar(&cfg.TrustedHosts, "trusted-host", nil, "pip --trusted-host (repeatable)")
-	f.DurationVar(&cfg.InspectTimeout, "inspect-timeout", DefaultInspectTimeout, "bound of each interpreter run of the preflight (inspection, venv creation)")
+	settings.AddFlags(cmd.Flags(), settings.Filter(settings.Serve, func(s settings.Setting) bool { return s.Preflight }), cfg.vars())
+}
+
+// vars are the variables of the preflight flags, by flag.
+func (c *InitConfig) vars() map[string]any {
+	return map[string]any{
+		"python": &c.Python, "require": &c.Require, "requirements": &c.RequirementsFile, "preload": &c.Preload,
+		"packages-dir": &c.PackagesDir, "report": &c.Report, "venv-dir": &c.VenvDir, "strict": &c.Strict,
+		"install": &c.Install, "install-timeout": &c.InstallTimeout, "index-url": &c.IndexURL,
+		"extra-index-url": &c.ExtraIndexURL, "find-links": &c.FindLinks, "no-index": &c.NoIndex,
+		"trusted-host": &c.TrustedHosts, "inspect-timeout": &c.InspectTimeout,
+	}
 }
 
 func runInit(ctx context.Context, io IO, g *globalConfig, cfg *InitConfig) error {

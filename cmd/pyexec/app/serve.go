@@ -1,6 +1,9 @@
 package app
 
 import (
+	"reflect"
+	"slices"
+
 	"github.com/pyexec/pyexec/internal/unixsocket"
 
 	"context"
@@ -42,18 +45,13 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 )
 
-// Defaults of `pyexec serve`; those the injector also knows are in internal/settings.
+// Defaults of `pyexec serve`, from its settings (internal/settings).
 const (
-	DefaultSocket    = "/var/run/pyexec/pyexec.sock"
-	DefaultProbeAddr = ":9901"
-	// DefaultRestAfter is --rest-after: an idle pod's spares go cold after it.
-	DefaultRestAfter = 10 * time.Minute
-	// DefaultProbeMaxConnections and DefaultProbeMaxConnectionsPerIP cap the probe port's
-	// connections: the kubelet opens one per probe and Prometheus keeps one or two, each
-	// from an address of its own; one address (code with --network allow, from loopback or
-	// the pod's address) may not take more than an eighth.
-	DefaultProbeMaxConnections      = 64
-	DefaultProbeMaxConnectionsPerIP = 8
+	DefaultSocket                   = settings.DefaultSocket
+	DefaultProbeAddr                = settings.DefaultProbeAddr
+	DefaultRestAfter                = settings.DefaultRestAfter
+	DefaultProbeMaxConnections      = settings.DefaultProbeMaxConnections
+	DefaultProbeMaxConnectionsPerIP = settings.DefaultProbeMaxConnectionsPerIP
 	// nobody: the user executions run as when pyexec serve itself runs as root.
 	defaultRootRunAs = "65534:65534"
 )
@@ -178,43 +176,31 @@ func (c *ServeConfig) Validate() error {
 	if c.Network != networkDeny && c.Network != networkAllow {
 		return usageErrorf("--network %q: want deny or allow", c.Network)
 	}
+	var errs []error
+	// Each value within its setting's bounds, then the bounds between settings.
+	for name, v := range c.vars() {
+		if err := settings.Lookup(name).Check(reflect.ValueOf(v).Elem().Interface()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	checks := []struct {
 		ok  bool
 		msg string
 	}{
-		{c.Warm >= 0, "--warm must not be negative"},
-		{c.RestAfter >= 0, "--rest-after must not be negative"},
-		{c.RunnerMemoryHighWater >= 0 && c.RunnerMemoryHighWater <= settings.MaxRunnerMemoryHighWater, fmt.Sprintf("--runner-memory-high-water %d: want a percentage of the runner's memory limit from 1 to %d, or 0 (no watchdog)", c.RunnerMemoryHighWater, settings.MaxRunnerMemoryHighWater)},
-		{c.MaxLandlockABI >= confine.NoCap, "--max-landlock-abi: want -1 (what the kernel has), 0 (no Landlock) or a version"},
-		{c.MaxConcurrent > 0, "--max-concurrent must be positive"},
-		{c.Queue >= 0, "--queue must not be negative"},
-		{c.DrainTimeout >= 0, "--drain-timeout must not be negative"},
-		{c.MaxRequestBytes > 0, "--max-request-bytes must be positive"},
-		{c.Timeout > 0 && c.MaxTimeout > 0, "--timeout and --max-timeout must be positive"},
 		{c.Timeout <= c.MaxTimeout, fmt.Sprintf("--timeout %v is over --max-timeout %v", c.Timeout, c.MaxTimeout)},
-		{c.MemoryLimitMB == 0 || c.MemoryLimitMB >= settings.MinMemoryLimitMB, fmt.Sprintf("--memory-limit-mb %d: want 0 (no limit) or at least %d (below it the interpreter cannot start)", c.MemoryLimitMB, settings.MinMemoryLimitMB)},
-		{c.MaxMemoryLimitMB == 0 || c.MaxMemoryLimitMB >= settings.MinMemoryLimitMB, fmt.Sprintf("--max-memory-limit-mb %d: want 0 (no maximum) or at least %d", c.MaxMemoryLimitMB, settings.MinMemoryLimitMB)},
 		{c.MaxMemoryLimitMB == 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB <= c.MaxMemoryLimitMB), fmt.Sprintf("--memory-limit-mb %d must be set and at most --max-memory-limit-mb %d", c.MemoryLimitMB, c.MaxMemoryLimitMB)},
-		{c.MaxOutputBytes > 0, "--max-output-bytes must be positive"},
-		{c.MaxProcesses >= 0, "--max-processes must not be negative (0: no limit)"},
-		{c.MaxFileBytes > 0, "--max-file-bytes must be positive"},
-		{c.MaxFilesOut >= 0, "--max-files-out must not be negative"},
-		{c.MaxFilesOutBytes > 0, "--max-files-out-bytes must be positive"},
-		{c.MaxConnections > 0, "--max-connections must be positive"},
-		{c.WriteTimeout > 0, "--write-timeout must be positive"},
-		{c.MaxConnectionsPerUID > 0, "--max-connections-per-uid must be positive"},
 		{c.MaxConnectionsPerUID <= c.MaxConnections, fmt.Sprintf("--max-connections-per-uid %d is over --max-connections %d", c.MaxConnectionsPerUID, c.MaxConnections)},
-		{c.ProbeMaxConnections > 0, "--probe-max-connections must be positive"},
-		{c.ProbeMaxConnectionsPerIP > 0, "--probe-max-connections-per-ip must be positive"},
 		{c.ProbeMaxConnectionsPerIP <= c.ProbeMaxConnections, fmt.Sprintf("--probe-max-connections-per-ip %d is over --probe-max-connections %d", c.ProbeMaxConnectionsPerIP, c.ProbeMaxConnections)},
-		{c.MaxSessions >= 0, "--max-sessions must not be negative (0: no sessions)"},
-		{c.SessionIdleTimeout > 0 && c.MaxSessionIdleTimeout > 0, "--session-idle-timeout and --max-session-idle-timeout must be positive"},
 		{c.SessionIdleTimeout <= c.MaxSessionIdleTimeout, fmt.Sprintf("--session-idle-timeout %v is over --max-session-idle-timeout %v", c.SessionIdleTimeout, c.MaxSessionIdleTimeout)},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
-			return usageErrorf("%s", ch.msg)
+			errs = append(errs, errors.New(ch.msg))
 		}
+	}
+	if len(errs) > 0 {
+		return &UsageError{Err: errors.Join(errs...)}
 	}
 	return nil
 }
@@ -281,50 +267,42 @@ func newServeCommand(io IO, g *globalConfig, run func(context.Context, *ServeCon
 		},
 	}
 	AddInitFlags(cmd, &cfg.Init)
-	f := cmd.Flags()
-	f.StringVar(&cfg.Socket, "socket", DefaultSocket, "Unix socket to serve the API on; its directory is created")
-	f.StringVar(&cfg.SocketMode, "socket-mode", "0660", "permissions of the socket (octal)")
-	f.StringVar(&cfg.SocketGroup, "socket-group", "", "group of the socket (name or gid); default: the server's")
-	f.IntSliceVar(&cfg.AllowUIDs, "allow-uids", nil, "comma-separated peer uids allowed to call (SO_PEERCRED); empty allows all")
-	f.StringVar(&cfg.ProbeAddr, "probe-addr", DefaultProbeAddr, "TCP address of /healthz, /readyz and /metrics; empty disables")
-	f.StringVar(&cfg.Mode, "mode", executor.ModeFork, "fork: executions are forked from a warm interpreter that imported --preload once (spawn while it is down); spawn: a fresh interpreter per execution")
-	f.IntVar(&cfg.Warm, "warm", 1, "fork mode: children forked ahead of time that have run --warmup-code and wait for an execution; replaced after an execution when none is in flight (0: fork each execution on demand); above 0, one session is also kept started ahead of time once sessions are used")
-	f.StringVar(&cfg.WarmupCode, "warmup-code", "", "fork mode: Python a spare runs before it waits, to fault in what executions touch; empty: a built-in warm-up of the preloaded numpy, pandas and matplotlib")
-	f.DurationVar(&cfg.RestAfter, "rest-after", DefaultRestAfter, "fork mode: after this long without an execution the sidecar rests: the supervisors kept for the next executions go and the spares are replaced by cold ones, which skip --warmup-code (0: never)")
-	f.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "pyexec"), "where executions get their working directories")
-	f.StringVar(&cfg.RunAs, "run-as", "", "UID[:GID] the runner started as a child (and so the code) runs as; default the server's user, or 65534:65534 when the server runs as root")
-	f.StringVar(&cfg.RunnerSocket, "runner-socket", "", "Unix socket on which the runner container connects (pyexec runner --server-socket); empty: the server starts the runner as a child process")
-	f.IntVar(&cfg.RunnerUID, "runner-uid", -1, "with --runner-socket: the uid the runner runs as; a process of another uid may not connect")
-	f.StringVar(&cfg.Network, "network", settings.DefaultNetwork, "network for code: deny (no sockets but socketpair) or allow; a request's \"network\" may turn it off, or on only when allowed")
-	f.BoolVar(&cfg.RequireIsolation, "require-isolation", settings.DefaultRequireIsolation, "refuse to start when the kernel lacks a layer of confinement (Landlock filesystem and scoped signals, seccomp); without it the sidecar warns once and starts")
-	f.IntVar(&cfg.MaxLandlockABI, "max-landlock-abi", confine.NoCap, "use at most this Landlock ABI version, as on an older kernel (-1: what the kernel has; 0: no Landlock)")
-	f.IntVar(&cfg.RunnerMemoryHighWater, "runner-memory-high-water", settings.DefaultRunnerMemoryHighWater, "percentage of the runner's memory limit (its cgroup's: the runner container's limits.memory) past which the runner ends the execution or session that holds the most memory (reason memory_limit), before the kernel's OOM killer takes a process of any; 0: off. Without a limit there is no watchdog")
-	f.BoolVar(&cfg.Seccomp, "seccomp", true, "install the seccomp filter in executions; false leaves code able to open Unix sockets, ptrace, use the network and, without Landlock ABI 6, signal the server")
-	f.StringSliceVar(&cfg.AllowPackages, "allow-packages", nil, `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`)
-	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", defaultMaxConcurrent(), "executions that run at once; default: the CPU limit of serve's cgroup rounded up, else the number of CPUs (the injector passes the runner container's CPU limit)")
-	f.IntVar(&cfg.Queue, "queue", 16, "executions that may wait for a slot; more get 429 at once")
-	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long running executions may finish before they are killed")
-	f.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", 10<<20, "largest request body; larger gets 413")
-	f.BoolVar(&cfg.LogCode, "log-code", false, "include the code in each execution's log line")
-	f.DurationVar(&cfg.Timeout, "timeout", settings.DefaultTimeout, "default time limit of an execution")
-	f.DurationVar(&cfg.MaxTimeout, "max-timeout", settings.DefaultMaxTimeout, "largest time limit a request may ask for")
-	f.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", settings.DefaultMemoryLimitMB, "default memory limit of an execution: the resident memory of its whole process tree, MiB (0: none)")
-	f.IntVar(&cfg.MaxMemoryLimitMB, "max-memory-limit-mb", settings.DefaultMaxMemoryLimitMB, "largest memory limit a request may ask for, MiB (0: no limit)")
-	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", 1<<20, "cap of stdout and of stderr, each; past it the execution is killed (reason output_limit)")
-	f.IntVar(&cfg.MaxProcesses, "max-processes", 128, "RLIMIT_NPROC of executions: processes and threads of their user (0: no limit)")
-	f.Int64Var(&cfg.MaxFileBytes, "max-file-bytes", 10<<20, "largest file an execution may write (RLIMIT_FSIZE) and the largest returned")
-	f.IntVar(&cfg.MaxFilesOut, "max-files-out", 32, "most files returned from an execution")
-	f.Int64Var(&cfg.MaxFilesOutBytes, "max-files-out-bytes", 32<<20, "total size of the files returned from an execution; files past it are left out (files_truncated)")
-	f.IntVar(&cfg.MaxConnections, "max-connections", 256, "connections open at once on the socket; more are closed at once")
-	f.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", 64, "connections open at once on the socket from one peer uid; more are closed at once")
-	f.IntVar(&cfg.ProbeMaxConnections, "probe-max-connections", DefaultProbeMaxConnections, "connections open at once on the probe port; more are closed at once")
-	f.IntVar(&cfg.ProbeMaxConnectionsPerIP, "probe-max-connections-per-ip", DefaultProbeMaxConnectionsPerIP, "connections open at once on the probe port from one remote address (every loopback address counts as one); more are closed at once")
-	f.DurationVar(&cfg.WriteTimeout, "write-timeout", server.DefaultWriteTimeout, "how long a client has to read a response that carries a result or a file, from the moment it is known; past it the connection is closed and the body is cut short")
-	f.BoolVar(&cfg.MCP, "mcp", true, "serve the Model Context Protocol (Streamable HTTP) at /mcp on the socket, with the same peer checks, limits and logs as the API")
-	f.IntVar(&cfg.MaxSessions, "max-sessions", settings.DefaultMaxSessions, "sessions open at once (POST /v1/sessions); more get 429 too_many_sessions (0: sessions off)")
-	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", settings.DefaultSessionIdleTimeout, "a session ends after this long without a call, unless it asks for another idle_timeout_seconds")
-	f.DurationVar(&cfg.MaxSessionIdleTimeout, "max-session-idle-timeout", settings.DefaultMaxSessionIdleTimeout, "the longest idle timeout a session may ask for")
+	// The defaults worked out at run time; every other default is the setting's.
+	cfg.MaxConcurrent, cfg.WorkDir = defaultMaxConcurrent(), filepath.Join(os.TempDir(), "pyexec")
+	settings.AddFlags(cmd.Flags(), settings.Filter(settings.Serve, func(s settings.Setting) bool { return !s.Preflight }), cfg.vars())
+	cmd.SetUsageFunc(cli.GroupedUsage)
 	return cmd
+}
+
+// vars are the variables of serve's own flags (the preflight's are Init's), by flag.
+func (c *ServeConfig) vars() map[string]any {
+	return map[string]any{
+		"socket": &c.Socket, "socket-mode": &c.SocketMode, "socket-group": &c.SocketGroup, "allow-uids": &c.AllowUIDs,
+		"max-connections": &c.MaxConnections, "max-connections-per-uid": &c.MaxConnectionsPerUID,
+		"max-request-bytes": &c.MaxRequestBytes, "write-timeout": &c.WriteTimeout, "mcp": &c.MCP, "log-code": &c.LogCode,
+
+		"timeout": &c.Timeout, "max-timeout": &c.MaxTimeout, "memory-limit-mb": &c.MemoryLimitMB,
+		"max-memory-limit-mb": &c.MaxMemoryLimitMB, "max-output-bytes": &c.MaxOutputBytes, "max-processes": &c.MaxProcesses,
+		"max-file-bytes": &c.MaxFileBytes, "max-files-out": &c.MaxFilesOut, "max-files-out-bytes": &c.MaxFilesOutBytes,
+
+		"max-concurrent": &c.MaxConcurrent, "queue": &c.Queue, "drain-timeout": &c.DrainTimeout,
+
+		"network": &c.Network, "require-isolation": &c.RequireIsolation, "max-landlock-abi": &c.MaxLandlockABI,
+		"seccomp": &c.Seccomp, "run-as": &c.RunAs,
+
+		"work-dir": &c.WorkDir, "runner-socket": &c.RunnerSocket, "runner-uid": &c.RunnerUID,
+		"runner-memory-high-water": &c.RunnerMemoryHighWater,
+
+		"mode": &c.Mode, "warm": &c.Warm, "warmup-code": &c.WarmupCode, "rest-after": &c.RestAfter,
+
+		"max-sessions": &c.MaxSessions, "session-idle-timeout": &c.SessionIdleTimeout,
+		"max-session-idle-timeout": &c.MaxSessionIdleTimeout,
+
+		"allow-packages": &c.AllowPackages,
+
+		"probe-addr": &c.ProbeAddr, "probe-max-connections": &c.ProbeMaxConnections,
+		"probe-max-connections-per-ip": &c.ProbeMaxConnectionsPerIP,
+	}
 }
 
 func (c *ServeConfig) limits() api.Limits {

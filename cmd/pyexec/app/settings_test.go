@@ -54,7 +54,7 @@ func TestSettingsAgree(t *testing.T) {
 		}
 	}
 
-	for _, s := range settings.Sidecar {
+	for _, s := range settings.Shared() {
 		// The serve flag: it exists, has the setting's default and variable.
 		f := serve.Lookup(s.Flag)
 		check(s.Flag+": serve flag", f != nil, "pyexec serve has no --%s", s.Flag)
@@ -67,7 +67,7 @@ func TestSettingsAgree(t *testing.T) {
 		}
 
 		// serve takes the bounds and refuses what is past them, all else at its defaults.
-		for _, b := range bounds(s) {
+		for _, b := range bounds(s.Min, s.Max) {
 			err := serveError(t, "--"+s.Flag, b.value)
 			check(fmt.Sprintf("%s: serve %s %s", s.Flag, b.what, b.value), (err == nil) == b.ok, "serve --%s %s: %v; want accepted %t", s.Flag, b.value, err, b.ok)
 		}
@@ -81,7 +81,7 @@ func TestSettingsAgree(t *testing.T) {
 					"a pod without %s gets %s=%q; the sidecar's default is %v", s.Annotation, s.Env(), env, s.Default)
 			}
 			// The annotation takes the bounds and refuses what is past them.
-			for _, b := range bounds(s) {
+			for _, b := range bounds(s.AnnotationBounds()) {
 				_, err := mutation.ParseConfig(annotatedPod(map[string]string{s.Annotation: b.value}), mutation.Defaults{Image: "pyexec"})
 				check(fmt.Sprintf("%s: annotation %s %s", s.Flag, b.what, b.value), (err == nil) == b.ok,
 					"%s=%s: %v; want accepted %t", s.Annotation, b.value, err, b.ok)
@@ -108,7 +108,7 @@ func TestSettingsAgree(t *testing.T) {
 			prop, ok := lookup(schema, "properties."+strings.ReplaceAll(s.ChartValue, ".", ".properties."))
 			check(s.Flag+": chart schema", ok, "values.schema.json has no %s", s.ChartValue)
 			if p, isMap := prop.(map[string]any); isMap {
-				if min, has := p["minimum"]; has || s.Min != nil {
+				if min, has := p["minimum"]; has || isInt(s.Min) { // a duration is a string in the chart
 					check(s.Flag+": chart schema minimum", has && s.Min != nil && sameValue(s.Min, min), "values.schema.json %s minimum %v; settings say %v", s.ChartValue, min, s.Min)
 				}
 				if enum, has := p["enum"].([]any); has {
@@ -296,14 +296,14 @@ type bound struct {
 	ok          bool
 }
 
-// bounds are the values at each bound of s (accepted) and just past it (refused).
-func bounds(s settings.Setting) []bound {
+// bounds are the values at each bound (accepted) and just past it (refused).
+func bounds(min, max any) []bound {
 	var out []bound
-	switch min := s.Min.(type) {
+	switch min := min.(type) {
 	case int:
 		out = append(out, bound{"minimum", strconv.Itoa(min), true}, bound{"below the minimum", strconv.Itoa(min - 1), false})
 	}
-	switch max := s.Max.(type) {
+	switch max := max.(type) {
 	case int:
 		out = append(out, bound{"maximum", strconv.Itoa(max), true}, bound{"above the maximum", strconv.Itoa(max + 1), false})
 	case time.Duration:
@@ -311,6 +311,8 @@ func bounds(s settings.Setting) []bound {
 	}
 	return out
 }
+
+func isInt(v any) bool { _, ok := v.(int); return ok }
 
 // serveCommandFlags are the flags of pyexec serve.
 func serveCommandFlags(t *testing.T) *pflag.FlagSet {
@@ -491,4 +493,53 @@ func readYAML(t *testing.T, path string) map[string]any {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return doc
+}
+
+// Every flag of pyexec serve is a setting of internal/settings (so --help groups it, the
+// reference documents it and its bounds are checked), and every setting is a flag of serve.
+func TestServeFlagsAreTheSettings(t *testing.T) {
+	serve := serveCommandFlags(t)
+	known := map[string]bool{}
+	for _, s := range settings.Serve {
+		known[s.Flag] = true
+		if serve.Lookup(s.Flag) == nil {
+			t.Errorf("setting --%s is not a flag of pyexec serve", s.Flag)
+		}
+	}
+	serve.VisitAll(func(f *pflag.Flag) {
+		if !known[f.Name] && f.Name != "help" {
+			t.Errorf("pyexec serve --%s is not a setting of internal/settings", f.Name)
+		}
+	})
+	if len(known) < 55 {
+		t.Errorf("%d settings; serve had 58 flags when the registry was made", len(known))
+	}
+}
+
+// pyexec serve reports every bad setting at once, not the first.
+func TestServeReportsEveryError(t *testing.T) {
+	r := run(t, map[string]string{"PYEXEC_QUEUE": "-1"}, "serve", "--warm", "-1", "--max-connections", "0", "--memory-limit-mb", "16",
+		"--timeout", "10m")
+	for _, want := range []string{"--warm must not be negative", "--queue must not be negative", "--max-connections must be positive",
+		"--memory-limit-mb 16: want 0 (no limit) or at least 32", "--timeout 10m0s is over --max-timeout 5m0s"} {
+		if r.code != ExitUsage || !strings.Contains(r.stderr, want) {
+			t.Errorf("exit %d, stderr %q; want exit 2 mentioning %q", r.code, r.stderr, want)
+		}
+	}
+}
+
+// pyexec serve --help lists the flags by group.
+func TestServeHelpByGroup(t *testing.T) {
+	r := run(t, nil, "serve", "--help")
+	last := -1
+	for _, g := range settings.Groups {
+		i := strings.Index(r.stdout, "\n"+string(g)+":\n")
+		if i < 0 || i < last {
+			t.Fatalf("serve --help: group %q missing or out of order:\n%s", g, r.stdout)
+		}
+		last = i
+	}
+	if i := strings.Index(r.stdout, "      --warm int"); i < strings.Index(r.stdout, "\nFork mode:\n") || i > strings.Index(r.stdout, "\nSessions:\n") {
+		t.Errorf("--warm is not under Fork mode:\n%s", r.stdout)
+	}
 }
