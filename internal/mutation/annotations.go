@@ -2,8 +2,10 @@ package mutation
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"path"
 	"regexp"
@@ -429,84 +431,104 @@ func (e *AnnotationError) Error() string {
 }
 
 // ParseConfig reads and validates the pod's pyexec.dev annotations with d for what they leave
-// out, and draws the uids that they do not pin. Annotations are checked in the order of their
-// declaration and the first bad one is returned as an *AnnotationError; an error reading
-// d.Rand is returned as it is. pod only needs its metadata, containers, restartPolicy and
+// out, and draws the uids that they do not pin. Every annotation is checked, in the order of
+// their declaration: one bad annotation is returned as an *AnnotationError, several as
+// AnnotationErrors; an error reading d.Rand is returned as it is. pod only needs its metadata, containers, restartPolicy and
 // hostUsers.
 func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	p := parser{ann: pod.Annotations}
 	cfg := &Config{}
 	var err error
+	var errs []error
 
-	if cfg.Image, err = p.image(d.Image); err != nil {
-		return nil, err
+	cfg.Image, err = p.image(d.Image)
+	errs = append(errs, err)
+	cfg.PullPolicy, err = p.pullPolicy(d.PullPolicy)
+	errs = append(errs, err)
+	cfg.Require, err = p.lines(AnnotationRequire)
+	errs = append(errs, err)
+	cfg.Preload, err = p.modules()
+	errs = append(errs, err)
+	cfg.Install, err = p.lines(AnnotationInstall)
+	errs = append(errs, err)
+	cfg.AllowPackages, err = p.patterns()
+	errs = append(errs, err)
+	cfg.Timeout, cfg.MaxTimeout, err = p.timeouts()
+	errs = append(errs, err)
+	cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB,
+		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB))
+	errs = append(errs, err)
+	cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, 1, 0, "a whole number above zero, such as 4")
+	errs = append(errs, err)
+	cfg.AllowUIDs, err = p.uids(AnnotationAllowUIDs)
+	errs = append(errs, err)
+	cfg.Network, err = p.network(d.Network)
+	errs = append(errs, err)
+	cfg.RequireIsolation, err = p.boolean(AnnotationRequireIsolation, d.RequireIsolation)
+	errs = append(errs, err)
+	cfg.MaxSessions, err = p.maxSessions(d.MaxSessions)
+	errs = append(errs, err)
+	cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout)
+	errs = append(errs, err)
+	cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, 0, settings.MaxRunnerMemoryHighWater,
+		fmt.Sprintf("a whole percentage from 0 (no watchdog) to %d, such as %d", settings.MaxRunnerMemoryHighWater, settings.DefaultRunnerMemoryHighWater))
+	errs = append(errs, err)
+	cfg.Resources, err = p.resources(sidecarResourceKeys, orDefaultResources(d.SidecarResources, DefaultSidecarResources))
+	errs = append(errs, err)
+	cfg.RunnerResources, err = p.resources(runnerResourceKeys, orDefaultResources(d.RunnerResources, DefaultRunnerResources))
+	errs = append(errs, err)
+	cfg.ShmSize, err = p.shmSize(d.ShmSize)
+	errs = append(errs, err)
+	cfg.ServerUID, cfg.RunnerUID, err = p.identity(d, pod.Spec.HostUsers)
+	errs = append(errs, err)
+	cfg.Containers, err = p.containers(pod.Spec.Containers)
+	errs = append(errs, err)
+	if err == nil { // the socket directory must suit the chosen containers
+		cfg.SocketDir, err = p.socketDir(pod.Spec.Containers, cfg.Containers)
+		errs = append(errs, err)
 	}
-	if cfg.PullPolicy, err = p.pullPolicy(d.PullPolicy); err != nil {
-		return nil, err
+	cfg.NativeSidecar, err = p.nativeSidecar(d.NativeSidecar, pod.Spec.RestartPolicy)
+	errs = append(errs, err)
+	var bad AnnotationErrors
+	for _, err := range errs {
+		var ae *AnnotationError
+		switch {
+		case err == nil:
+		case errors.As(err, &ae):
+			bad = append(bad, ae)
+		default:
+			return nil, err // reading d.Rand
+		}
 	}
-	if cfg.Require, err = p.lines(AnnotationRequire); err != nil {
-		return nil, err
+	switch len(bad) {
+	case 0:
+		return cfg, nil
+	case 1:
+		return nil, bad[0]
 	}
-	if cfg.Preload, err = p.modules(); err != nil {
-		return nil, err
+	return nil, bad
+}
+
+// AnnotationErrors are the annotations of one pod that ParseConfig refuses, more than one, in
+// the order of their declaration; errors.As finds the first.
+type AnnotationErrors []*AnnotationError
+
+// Error reads each annotation's error, "; " between them.
+func (e AnnotationErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, ae := range e {
+		msgs[i] = ae.Error()
 	}
-	if cfg.Install, err = p.lines(AnnotationInstall); err != nil {
-		return nil, err
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap returns each *AnnotationError.
+func (e AnnotationErrors) Unwrap() []error {
+	out := make([]error, len(e))
+	for i, ae := range e {
+		out[i] = ae
 	}
-	if cfg.AllowPackages, err = p.patterns(); err != nil {
-		return nil, err
-	}
-	if cfg.Timeout, cfg.MaxTimeout, err = p.timeouts(); err != nil {
-		return nil, err
-	}
-	if cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB,
-		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB)); err != nil {
-		return nil, err
-	}
-	if cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, 1, 0, "a whole number above zero, such as 4"); err != nil {
-		return nil, err
-	}
-	if cfg.AllowUIDs, err = p.uids(AnnotationAllowUIDs); err != nil {
-		return nil, err
-	}
-	if cfg.Network, err = p.network(d.Network); err != nil {
-		return nil, err
-	}
-	if cfg.RequireIsolation, err = p.boolean(AnnotationRequireIsolation, d.RequireIsolation); err != nil {
-		return nil, err
-	}
-	if cfg.MaxSessions, err = p.maxSessions(d.MaxSessions); err != nil {
-		return nil, err
-	}
-	if cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout); err != nil {
-		return nil, err
-	}
-	if cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, 0, settings.MaxRunnerMemoryHighWater,
-		fmt.Sprintf("a whole percentage from 0 (no watchdog) to %d, such as %d", settings.MaxRunnerMemoryHighWater, settings.DefaultRunnerMemoryHighWater)); err != nil {
-		return nil, err
-	}
-	if cfg.Resources, err = p.resources(sidecarResourceKeys, orDefaultResources(d.SidecarResources, DefaultSidecarResources)); err != nil {
-		return nil, err
-	}
-	if cfg.RunnerResources, err = p.resources(runnerResourceKeys, orDefaultResources(d.RunnerResources, DefaultRunnerResources)); err != nil {
-		return nil, err
-	}
-	if cfg.ShmSize, err = p.shmSize(d.ShmSize); err != nil {
-		return nil, err
-	}
-	if cfg.ServerUID, cfg.RunnerUID, err = p.identity(d, pod.Spec.HostUsers); err != nil {
-		return nil, err
-	}
-	if cfg.Containers, err = p.containers(pod.Spec.Containers); err != nil {
-		return nil, err
-	}
-	if cfg.SocketDir, err = p.socketDir(pod.Spec.Containers, cfg.Containers); err != nil {
-		return nil, err
-	}
-	if cfg.NativeSidecar, err = p.nativeSidecar(d.NativeSidecar, pod.Spec.RestartPolicy); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return out
 }
 
 // parser reads one pod's annotations. Each method parses one annotation (or a pair that is
@@ -1018,4 +1040,68 @@ func (p parser) nativeSidecar(def bool, restart corev1.RestartPolicy) (bool, err
 
 func isBlankOrControl(r rune) bool {
 	return r <= ' ' || r == 0x7f
+}
+
+// Annotations are every pod annotation of pyexec's (and its label, and the status it writes).
+var Annotations = []string{
+	LabelInject, AnnotationStatus, AnnotationImage, AnnotationImagePullPolicy, AnnotationRequire, AnnotationPreload,
+	AnnotationInstall, AnnotationAllowPackages, AnnotationTimeout, AnnotationMaxTimeout, AnnotationMemoryLimitMB,
+	AnnotationMaxConcurrent, AnnotationAllowUIDs, AnnotationNetwork, AnnotationRequireIsolation, AnnotationMaxSessions,
+	AnnotationRunnerMemoryHighWater, AnnotationSessionIdleTimeout, AnnotationCPURequest, AnnotationCPULimit,
+	AnnotationMemoryRequest, AnnotationMemoryLimit, AnnotationRunnerCPURequest, AnnotationRunnerCPULimit,
+	AnnotationRunnerMemoryRequest, AnnotationRunnerMemoryLimit, AnnotationShmSize, AnnotationServerUID,
+	AnnotationRunnerUID, AnnotationContainers, AnnotationSocketDir, AnnotationNativeSidecar,
+}
+
+// annotationPrefix is the prefix of pyexec's annotations.
+const annotationPrefix = "pyexec.dev/"
+
+// UnknownAnnotations are warnings, one per annotation of the pyexec.dev/ prefix that pyexec
+// does not know (a typo such as pyexec.dev/timout would otherwise change nothing and say
+// nothing), in key order, each with the known annotation it is closest to, if any is close.
+func UnknownAnnotations(ann map[string]string) []string {
+	var out []string
+	for _, key := range slices.Sorted(maps.Keys(ann)) {
+		if !strings.HasPrefix(key, annotationPrefix) || slices.Contains(Annotations, key) {
+			continue
+		}
+		msg := fmt.Sprintf("annotation %s is not one of pyexec's and changes nothing", key)
+		if near := closest(key, Annotations); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+// closest is the candidate nearest to s by edit distance, when it is at most 3 edits away.
+func closest(s string, candidates []string) string {
+	best, bestD := "", 4
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

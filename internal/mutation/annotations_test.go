@@ -2,6 +2,7 @@ package mutation
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -510,9 +511,11 @@ func TestParseConfig(t *testing.T) {
 			defaults: &Defaults{Image: testDefaults.Image},
 			wantErr:  `annotation pyexec.dev/native-sidecar="auto": want true (Kubernetes 1.29 or later) in a pod with restartPolicy OnFailure: a regular sidecar container would keep it from completing`},
 
-		// order: the first bad annotation in declaration order is reported
-		{name: "first error wins", annotations: map[string]string{AnnotationNativeSidecar: "maybe", AnnotationTimeout: "soon"},
-			wantErr: `annotation pyexec.dev/timeout="soon": want a Go duration such as 30s`},
+		// every bad annotation is reported, in declaration order
+		{name: "every error", annotations: map[string]string{AnnotationNativeSidecar: "maybe", AnnotationTimeout: "soon", AnnotationShmSize: "big"},
+			wantErr: `annotation pyexec.dev/timeout="soon": want a Go duration such as 30s; ` +
+				`annotation pyexec.dev/shm-size="big": want a memory quantity above zero, such as 64Mi; ` +
+				`annotation pyexec.dev/native-sidecar="maybe": want auto, true or false`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -561,5 +564,42 @@ func TestAnnotationErrorFields(t *testing.T) {
 	want := AnnotationError{Annotation: AnnotationTimeout, Value: "ten", Accepted: "a Go duration such as 30s"}
 	if *ae != want {
 		t.Errorf("error = %+v, want %+v", *ae, want)
+	}
+}
+
+// Several bad annotations come as AnnotationErrors, in which errors.As finds the first.
+func TestAnnotationErrors(t *testing.T) {
+	d := testDefaults
+	d.Rand = testutil.SameBytes{}
+	testDefaults := d
+	_, err := ParseConfig(configPod(map[string]string{AnnotationTimeout: "soon", AnnotationMaxSessions: "-1"}), testDefaults)
+	var all AnnotationErrors
+	var first *AnnotationError
+	if !errors.As(err, &all) || len(all) != 2 || !errors.As(err, &first) || first.Annotation != AnnotationTimeout {
+		t.Fatalf("err %v (%T); want AnnotationErrors of pyexec.dev/timeout and pyexec.dev/max-sessions", err, err)
+	}
+	_, err = ParseConfig(configPod(map[string]string{AnnotationTimeout: "soon"}), testDefaults)
+	if _, ok := err.(*AnnotationError); !ok {
+		t.Errorf("one bad annotation: %T; want *AnnotationError", err)
+	}
+}
+
+func TestUnknownAnnotations(t *testing.T) {
+	got := UnknownAnnotations(map[string]string{
+		"pyexec.dev/timout": "1m", "pyexec.dev/timeout": "1m", "pyexec.dev/whatever": "x", "example.com/timout": "1m",
+		"pyexec.dev/runner-memory-limt": "2Gi",
+	})
+	want := []string{
+		"annotation pyexec.dev/runner-memory-limt is not one of pyexec's and changes nothing; did you mean pyexec.dev/runner-memory-limit?",
+		"annotation pyexec.dev/timout is not one of pyexec's and changes nothing; did you mean pyexec.dev/timeout?",
+		"annotation pyexec.dev/whatever is not one of pyexec's and changes nothing",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("UnknownAnnotations:\n got %q\nwant %q", got, want)
+	}
+	for _, known := range Annotations {
+		if w := UnknownAnnotations(map[string]string{known: "x"}); len(w) != 0 {
+			t.Errorf("%s: %q", known, w)
+		}
 	}
 }

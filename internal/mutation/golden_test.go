@@ -64,7 +64,7 @@ func goldenFile(input string) string {
 func injectString(t *testing.T, in []byte, d Defaults, output string) []byte {
 	t.Helper()
 	var out bytes.Buffer
-	if err := InjectManifests(bytes.NewReader(in), &out, d, output); err != nil {
+	if err := InjectManifests(bytes.NewReader(in), &out, d, output, nil); err != nil {
 		t.Fatalf("InjectManifests: %v", err)
 	}
 	return out.Bytes()

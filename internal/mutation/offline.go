@@ -39,8 +39,9 @@ const (
 // other document passes through unchanged (re-encoded, keys sorted).
 //
 // Nothing is written when an error occurs. An invalid annotation is an error that names the
-// document and wraps the *AnnotationError.
-func InjectManifests(r io.Reader, w io.Writer, d Defaults, output string) error {
+// document and wraps the *AnnotationError. warn, when not nil, is given a warning naming the
+// document for each pyexec.dev/ annotation of an injected pod that pyexec does not know.
+func InjectManifests(r io.Reader, w io.Writer, d Defaults, output string, warn func(string)) error {
 	if output == "" {
 		output = OutputYAML
 	}
@@ -70,8 +71,13 @@ func InjectManifests(r io.Reader, w io.Writer, d Defaults, output string) error 
 		if err != nil {
 			return fmt.Errorf("%s: %w", doc.where(n, nil), err)
 		}
-		if err := injectObject(obj, d); err != nil {
-			return fmt.Errorf("%s: %w", doc.where(n, obj), err)
+		where := doc.where(n, obj)
+		if err := injectObject(obj, d, func(msg string) {
+			if warn != nil {
+				warn(where + ": " + msg)
+			}
+		}); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
 		}
 		if err := encode(&out, obj, output, n > 1); err != nil {
 			return fmt.Errorf("%s: %w", doc.where(n, obj), err)
@@ -184,26 +190,26 @@ func objectID(obj map[string]any) string {
 
 // injectObject injects the object in place when it is a pod, holds a pod template or is a
 // List, and leaves it alone otherwise.
-func injectObject(obj map[string]any, d Defaults) error {
+func injectObject(obj map[string]any, d Defaults, warn func(string)) error {
 	apiVersion, _ := obj["apiVersion"].(string)
 	kind, _ := obj["kind"].(string)
 	switch apiVersion + " " + kind {
 	case "v1 Pod":
-		return injectPart(obj, d, func(p *corev1.Pod) *corev1.Pod { return p })
+		return injectPart(obj, d, warn, func(p *corev1.Pod) *corev1.Pod { return p })
 	case "v1 List":
-		return injectList(obj, d)
+		return injectList(obj, d, warn)
 	case "apps/v1 Deployment":
-		return injectPart(obj, d, func(o *appsv1.Deployment) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
+		return injectPart(obj, d, warn, func(o *appsv1.Deployment) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
 	case "apps/v1 StatefulSet":
-		return injectPart(obj, d, func(o *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
+		return injectPart(obj, d, warn, func(o *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
 	case "apps/v1 DaemonSet":
-		return injectPart(obj, d, func(o *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
+		return injectPart(obj, d, warn, func(o *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
 	case "apps/v1 ReplicaSet":
-		return injectPart(obj, d, func(o *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
+		return injectPart(obj, d, warn, func(o *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
 	case "batch/v1 Job":
-		return injectPart(obj, d, func(o *batchv1.Job) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
+		return injectPart(obj, d, warn, func(o *batchv1.Job) *corev1.PodTemplateSpec { return &o.Spec.Template }, "spec", "template")
 	case "batch/v1 CronJob":
-		return injectPart(obj, d, func(o *batchv1.CronJob) *corev1.PodTemplateSpec { return &o.Spec.JobTemplate.Spec.Template },
+		return injectPart(obj, d, warn, func(o *batchv1.CronJob) *corev1.PodTemplateSpec { return &o.Spec.JobTemplate.Spec.Template },
 			"spec", "jobTemplate", "spec", "template")
 	}
 	return nil
@@ -217,7 +223,7 @@ type podPart interface {
 // injectPart decodes obj strictly as a T, injects the pod or pod template that part picks
 // out of it, and, when it was injected, writes that back into obj at path (for a pod, with no
 // path, its metadata and spec).
-func injectPart[T any, P podPart](obj map[string]any, d Defaults, part func(*T) P, path ...string) error {
+func injectPart[T any, P podPart](obj map[string]any, d Defaults, warn func(string), part func(*T) P, path ...string) error {
 	j, err := json.Marshal(obj)
 	if err != nil {
 		return err
@@ -238,6 +244,9 @@ func injectPart[T any, P podPart](obj map[string]any, d Defaults, part func(*T) 
 	out, injected, _, err := InjectPod(pod, d)
 	if err != nil || !injected {
 		return err
+	}
+	for _, w := range UnknownAnnotations(pod.Annotations) {
+		warn(w)
 	}
 	if len(path) == 0 {
 		if err := setPath(obj, out.ObjectMeta, "metadata"); err != nil {
@@ -274,14 +283,14 @@ func setPath(obj map[string]any, v any, path ...string) error {
 }
 
 // injectList injects each item of a v1 List.
-func injectList(obj map[string]any, d Defaults) error {
+func injectList(obj map[string]any, d Defaults, warn func(string)) error {
 	items, _ := obj["items"].([]any)
 	for i, item := range items {
 		m, ok := item.(map[string]any)
 		if !ok {
 			return fmt.Errorf("item %d: not a Kubernetes object", i+1)
 		}
-		if err := injectObject(m, d); err != nil {
+		if err := injectObject(m, d, warn); err != nil {
 			if id := objectID(m); id != "" {
 				return fmt.Errorf("item %d (%s): %w", i+1, id, err)
 			}

@@ -146,7 +146,7 @@ spec:
 			if output == "" {
 				output = "yaml"
 			}
-			err := InjectManifests(strings.NewReader(tt.in), &out, testDefaults, output)
+			err := InjectManifests(strings.NewReader(tt.in), &out, testDefaults, output, nil)
 			if err == nil {
 				t.Fatalf("no error; output:\n%s", out.String())
 			}

@@ -86,6 +86,9 @@ type admitted struct {
 	// alreadyInjected: the pod carries AnnotationStatus, as on a reinvocation after another
 	// webhook's change; its skip gets no Event.
 	alreadyInjected bool
+	// warnings name the pyexec.dev/ annotations that pyexec does not know, of a pod it
+	// injected or denied; the API server shows them to the client (kubectl prints them).
+	warnings []string
 }
 
 type admittedKey struct{}
@@ -133,8 +136,11 @@ func (h *Handler) Default(ctx context.Context, pod *corev1.Pod) error {
 	_, a.alreadyInjected = pod.Annotations[mutation.AnnotationStatus]
 	out, injected, reason, err := mutation.InjectPod(pod, h.defaults)
 	var denied *mutation.AnnotationError
+	if injected || errors.As(err, &denied) {
+		a.warnings = mutation.UnknownAnnotations(pod.Annotations)
+	}
 	switch {
-	case errors.As(err, &denied):
+	case denied != nil:
 		a.outcome, a.reason = OutcomeDenied, err.Error()
 		return err
 	case err != nil:
@@ -151,6 +157,10 @@ func (h *Handler) Default(ctx context.Context, pod *corev1.Pod) error {
 
 func (h *Handler) done(log logr.Logger, req admission.Request, a *admitted, resp admission.Response) admission.Response {
 	h.injections.WithLabelValues(a.outcome).Inc()
+	if len(a.warnings) > 0 {
+		resp.Warnings = append(resp.Warnings, a.warnings...)
+		log = log.WithValues("warnings", a.warnings)
+	}
 	log.Info("admission", "pod", a.pod, "outcome", a.outcome, "reason", a.reason)
 	h.event(req, a)
 	return resp

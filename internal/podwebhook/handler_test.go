@@ -579,3 +579,27 @@ func sortedCopy(s []string) []string {
 	slices.Sort(c)
 	return c
 }
+
+// TestUnknownAnnotationWarnings: a pyexec.dev/ annotation that pyexec does not know comes back
+// as an admission warning (kubectl prints it) on a pod that is injected or denied, never on
+// one that is left alone; the pod is admitted as it would be without it.
+func TestUnknownAnnotationWarnings(t *testing.T) {
+	f := newFixture(t)
+	typo := "annotation pyexec.dev/timout is not one of pyexec's and changes nothing; did you mean pyexec.dev/timeout?"
+	for _, tt := range []struct {
+		name    string
+		edit    func(map[string]any)
+		allowed bool
+		want    []string
+	}{
+		{"injected", withAnnotations("pyexec.dev/timout", "1m"), true, []string{typo}},
+		{"denied", withAnnotations("pyexec.dev/timout", "1m", mutation.AnnotationTimeout, "ten"), false, []string{typo}},
+		{"clean", withAnnotations(mutation.AnnotationTimeout, "1m"), true, nil},
+		{"already injected", withAnnotations("pyexec.dev/timout", "1m", mutation.AnnotationStatus, mutation.StatusInjected), true, nil},
+	} {
+		resp := f.h.Handle(context.Background(), request(goldenPod(t, tt.edit), false))
+		if resp.Allowed != tt.allowed || !slices.Equal(resp.Warnings, tt.want) {
+			t.Errorf("%s: allowed %v, warnings %q; want %v, %q", tt.name, resp.Allowed, resp.Warnings, tt.allowed, tt.want)
+		}
+	}
+}

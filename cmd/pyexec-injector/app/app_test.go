@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // testIO is an IO with the given environment and standard input.
@@ -259,5 +261,35 @@ func wantUsageError(t *testing.T, env map[string]string, args ...string) {
 	}
 	if stdout.Len() != 0 {
 		t.Errorf("%v %v: wrote %q", env, args, stdout)
+	}
+}
+
+// inject warns on stderr of each pyexec.dev/ annotation it does not know, naming the document,
+// and writes the manifests on stdout as without it.
+func TestInjectWarnsOfUnknownAnnotations(t *testing.T) {
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: bot
+  labels: {pyexec.dev/inject: "true"}
+  annotations: {pyexec.dev/timout: 1m, pyexec.dev/max-sesions: "2"}
+spec:
+  containers: [{name: bot, image: example.com/bot}]
+`
+	sio, stdout, stderr := testIO(nil, pod)
+	if code := Main(context.Background(), []string{"inject", "-f", "-"}, sio); code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"Warning: document 1 (Pod/bot, line 1): annotation pyexec.dev/max-sesions is not one of pyexec's and changes nothing; did you mean pyexec.dev/max-sessions?\n",
+		"Warning: document 1 (Pod/bot, line 1): annotation pyexec.dev/timout is not one of pyexec's and changes nothing; did you mean pyexec.dev/timeout?\n",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q; want %q", stderr, want)
+		}
+	}
+	var out corev1.Pod
+	if err := yaml.UnmarshalStrict(stdout.Bytes(), &out); err != nil || out.Annotations[mutation.AnnotationStatus] != mutation.StatusInjected {
+		t.Errorf("stdout is not the injected pod (%v):\n%s", err, stdout)
 	}
 }

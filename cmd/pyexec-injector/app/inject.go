@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -130,7 +131,8 @@ func runInject(sio IO, cfg *InjectConfig) error {
 		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
 	}
 	cfg.Pod.apply(&d)
-	return mutation.InjectManifests(r, sio.Stdout, d, cfg.Output)
+	// Warnings go to stderr, as kubectl prints an API server's: the manifests on stdout stay whole.
+	return mutation.InjectManifests(r, sio.Stdout, d, cfg.Output, func(msg string) { fmt.Fprintln(sio.Stderr, "Warning: "+msg) })
 }
 
 // addConfinementFlags adds the flags of serve and inject that set the injected sidecars'
