@@ -23,7 +23,7 @@ LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)
 PLUGIN_PLATFORMS      := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 PLUGIN_TEST_PLATFORMS := darwin/arm64 windows/amd64
 
-.PHONY: deps build cross demo tools test bench bench-modes bench-footprint cluster-up cluster-down cluster-soak
+.PHONY: deps build cross demo tools test reference bench bench-modes bench-footprint cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -62,6 +62,11 @@ demo: deps build
 # cached (about 20 minutes the first time on 2 cores, instant after).
 tools:
 	bash test/tools/build.sh >/dev/null
+
+# The reference pages in docs/reference, generated from the settings and the annotations'
+# doc comments; make test fails when they drift.
+reference:
+	$(GO) test -count=1 -run TestReference ./internal/settings ./internal/mutation -update-reference
 
 # The end-to-end suite runs alone, after the others: it starts a whole cluster.
 test: deps tools
