@@ -455,10 +455,12 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	errs = append(errs, err)
 	cfg.Timeout, cfg.MaxTimeout, err = p.timeouts()
 	errs = append(errs, err)
-	cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB,
-		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", settings.MinMemoryLimitMB, settings.DefaultMaxMemoryLimitMB))
+	minMB, maxMB := intBounds("memory-limit-mb")
+	cfg.MemoryLimitMB, err = p.intInRange(AnnotationMemoryLimitMB, minMB, maxMB,
+		fmt.Sprintf("a whole number of MiB from %d to %d, such as 1024", minMB, maxMB))
 	errs = append(errs, err)
-	cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, 1, 0, "a whole number above zero, such as 4")
+	minConcurrent, _ := intBounds("max-concurrent")
+	cfg.MaxConcurrent, err = p.intInRange(AnnotationMaxConcurrent, minConcurrent, 0, "a whole number above zero, such as 4")
 	errs = append(errs, err)
 	cfg.AllowUIDs, err = p.uids(AnnotationAllowUIDs)
 	errs = append(errs, err)
@@ -470,8 +472,9 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	errs = append(errs, err)
 	cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout)
 	errs = append(errs, err)
-	cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, 0, settings.MaxRunnerMemoryHighWater,
-		fmt.Sprintf("a whole percentage from 0 (no watchdog) to %d, such as %d", settings.MaxRunnerMemoryHighWater, settings.DefaultRunnerMemoryHighWater))
+	minHW, maxHW := intBounds("runner-memory-high-water")
+	cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, minHW, maxHW,
+		fmt.Sprintf("a whole percentage from %d (no watchdog) to %d, such as %d", minHW, maxHW, settings.DefaultRunnerMemoryHighWater))
 	errs = append(errs, err)
 	cfg.Resources, err = p.resources(sidecarResourceKeys, orDefaultResources(d.SidecarResources, DefaultSidecarResources))
 	errs = append(errs, err)
@@ -747,13 +750,15 @@ func (p parser) maxSessions(def *int) (*int, error) {
 // when 0). Either must be above zero and within the sidecar's max session idle timeout, which
 // no annotation changes.
 func (p parser) sessionIdleTimeout(def time.Duration) (time.Duration, error) {
+	_, bound := settings.Lookup("session-idle-timeout").AnnotationBounds()
+	maxIdle := bound.(time.Duration)
 	within := fmt.Sprintf("a Go duration no longer than the sidecar's max session idle timeout %v, such as 10m",
-		settings.DefaultMaxSessionIdleTimeout)
+		maxIdle)
 	d, err := p.duration(AnnotationSessionIdleTimeout)
 	switch {
 	case err != nil:
 		return 0, err
-	case d > settings.DefaultMaxSessionIdleTimeout:
+	case d > maxIdle:
 		v, _ := p.get(AnnotationSessionIdleTimeout)
 		return 0, &AnnotationError{AnnotationSessionIdleTimeout, v, within}
 	case d > 0:
@@ -763,7 +768,7 @@ func (p parser) sessionIdleTimeout(def time.Duration) (time.Duration, error) {
 	case def < 0:
 		return 0, &AnnotationError{AnnotationSessionIdleTimeout, def.String(),
 			"a Go duration above zero, such as 10m: the injector's default is not"}
-	case def > settings.DefaultMaxSessionIdleTimeout:
+	case def > maxIdle:
 		return 0, &AnnotationError{AnnotationSessionIdleTimeout, def.String(), within + ": the injector's default is longer"}
 	}
 	return def, nil
@@ -776,7 +781,15 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// positiveInt parses a whole number above zero and, when max > 0, at most max.
+// intBounds are the bounds of the annotation of an int setting of the sidecar
+// (internal/settings), max 0 when it has none.
+func intBounds(flag string) (min, max int) {
+	lo, hi := settings.Lookup(flag).AnnotationBounds()
+	min, _ = lo.(int)
+	max, _ = hi.(int)
+	return min, max
+}
+
 // intInRange reads a whole number from min to max (max 0: no upper bound); 0 when unset.
 func (p parser) intInRange(key string, min, max int, want string) (int, error) {
 	v, ok := p.get(key)
