@@ -71,6 +71,7 @@ reference:
 # The end-to-end suite runs alone, after the others: it starts a whole cluster.
 test: deps tools
 	$(GO) vet ./...
+	cd pkg && $(GO) vet ./... && $(GO) test -count=1 ./...
 	@for p in $(PLUGIN_TEST_PLATFORMS); do \
 		echo "kubectl-pyexec builds for $$p"; \
 		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/kubectl-pyexec || exit 1; \
