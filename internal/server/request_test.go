@@ -226,8 +226,9 @@ func TestConfigValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for a bad config")
 	}
-	for _, want := range []string{"max_timeout_seconds 5", "memory_limit_mb 8", "max_concurrent 0", "allowed uid -2",
-		"max_files_out_bytes 0", "max_connections_per_uid 65"} {
+	// The errors are those of pyexec serve's settings, which name the flags.
+	for _, want := range []string{"--max-timeout 5s", "--memory-limit-mb 8", "--max-concurrent must be positive", "--allow-uids: -2",
+		"--max-files-out-bytes must be positive", "--max-connections-per-uid 65"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}

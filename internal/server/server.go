@@ -73,44 +73,34 @@ type Config struct {
 	MCP, MCPInstalls bool
 }
 
-// Validate checks that the limits make sense, with the rules of `pyexec serve` (its
-// ServeConfig.Validate, which says the same with flag names): a config serve accepts passes,
-// and runServe calls Validate before New. New assumes a valid Config. A memory limit of 0 is no
-// limit, a maximum of 0 no maximum, and max processes 0 no limit. The session idle timeouts are
-// only checked when sessions are on (MaxSessions > 0).
+// Validate checks the limits with the rules of `pyexec serve`, which are its settings'
+// (internal/settings; the errors name serve's flags): a config serve accepts passes, and
+// runServe calls Validate before New. New assumes a valid Config. A memory limit of 0 is no
+// limit, a maximum of 0 no maximum, max processes 0 no limit, a write timeout of 0 the default.
+// The session idle timeouts are only checked when sessions are on (MaxSessions > 0).
 func (c Config) Validate() error {
 	l := c.Limits
-	var errs []error
-	check := func(ok bool, format string, args ...any) {
-		if !ok {
-			errs = append(errs, fmt.Errorf(format, args...))
-		}
+	values := map[string]any{
+		"timeout": seconds(l.TimeoutSeconds), "max-timeout": seconds(l.MaxTimeoutSeconds),
+		"memory-limit-mb": l.MemoryLimitMB, "max-memory-limit-mb": l.MaxMemoryLimitMB,
+		"max-output-bytes": l.MaxOutputBytes, "max-processes": l.MaxProcesses, "max-file-bytes": l.MaxFileBytes,
+		"max-files-out": l.MaxFilesOut, "max-files-out-bytes": l.MaxFilesOutBytes, "max-request-bytes": l.MaxRequestBytes,
+		"max-concurrent": l.MaxConcurrent, "queue": l.Queue,
+		"max-connections": l.MaxConnections, "max-connections-per-uid": l.MaxConnectionsPerUID,
+		"max-sessions": l.MaxSessions,
 	}
-	check(l.TimeoutSeconds > 0, "timeout_seconds %v: must be > 0", l.TimeoutSeconds)
-	check(l.MaxTimeoutSeconds >= l.TimeoutSeconds, "max_timeout_seconds %v: must be >= timeout_seconds %v", l.MaxTimeoutSeconds, l.TimeoutSeconds)
-	check(l.MemoryLimitMB == 0 || l.MemoryLimitMB >= settings.MinMemoryLimitMB,
-		"memory_limit_mb %d: must be 0 (no limit) or at least %d", l.MemoryLimitMB, settings.MinMemoryLimitMB)
-	check(l.MaxMemoryLimitMB == 0 || l.MaxMemoryLimitMB >= settings.MinMemoryLimitMB,
-		"max_memory_limit_mb %d: must be 0 (no maximum) or at least %d", l.MaxMemoryLimitMB, settings.MinMemoryLimitMB)
-	check(l.MaxMemoryLimitMB == 0 || (l.MemoryLimitMB > 0 && l.MemoryLimitMB <= l.MaxMemoryLimitMB),
-		"memory_limit_mb %d: must be above 0 and at most max_memory_limit_mb %d", l.MemoryLimitMB, l.MaxMemoryLimitMB)
-	check(l.MaxOutputBytes > 0, "max_output_bytes %d: must be > 0", l.MaxOutputBytes)
-	check(l.MaxProcesses >= 0, "max_processes %d: must be >= 0 (0: no limit)", l.MaxProcesses)
-	check(l.MaxFileBytes > 0, "max_file_bytes %d: must be > 0", l.MaxFileBytes)
-	check(l.MaxFilesOut >= 0, "max_files_out %d: must be >= 0", l.MaxFilesOut)
-	check(l.MaxFilesOutBytes > 0, "max_files_out_bytes %d: must be > 0", l.MaxFilesOutBytes)
-	check(l.MaxRequestBytes > 0, "max_request_bytes %d: must be > 0", l.MaxRequestBytes)
-	check(l.MaxConcurrent > 0, "max_concurrent %d: must be > 0", l.MaxConcurrent)
-	check(l.Queue >= 0, "queue %d: must be >= 0", l.Queue)
-	check(l.WriteTimeoutSeconds >= 0, "write_timeout_seconds %v: must be >= 0 (0: the default)", l.WriteTimeoutSeconds)
-	check(l.MaxConnections > 0, "max_connections %d: must be > 0", l.MaxConnections)
-	check(l.MaxConnectionsPerUID > 0 && l.MaxConnectionsPerUID <= l.MaxConnections,
-		"max_connections_per_uid %d: must be > 0 and at most max_connections %d", l.MaxConnectionsPerUID, l.MaxConnections)
-	check(l.MaxSessions >= 0, "max_sessions %d: must be >= 0", l.MaxSessions)
-	check(l.MaxSessions == 0 || (l.SessionIdleTimeoutSeconds > 0 && l.SessionIdleTimeoutSeconds <= l.MaxSessionIdleTimeoutSeconds),
-		"session_idle_timeout_seconds %v: must be > 0 and at most max_session_idle_timeout_seconds %v", l.SessionIdleTimeoutSeconds, l.MaxSessionIdleTimeoutSeconds)
+	if l.WriteTimeoutSeconds != 0 {
+		values["write-timeout"] = seconds(l.WriteTimeoutSeconds)
+	}
+	if l.MaxSessions > 0 {
+		values["session-idle-timeout"] = seconds(l.SessionIdleTimeoutSeconds)
+		values["max-session-idle-timeout"] = seconds(l.MaxSessionIdleTimeoutSeconds)
+	}
+	errs := settings.Validate(values)
 	for _, uid := range c.AllowUIDs {
-		check(uid >= 0, "allowed uid %d: must be >= 0", uid)
+		if uid < 0 {
+			errs = append(errs, fmt.Errorf("--allow-uids: %d is not a uid", uid))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -209,3 +209,47 @@ func Usage(w io.Writer, fs *pflag.FlagSet) {
 
 // Wanted says in words what a bounded setting takes, for the reference.
 func (s Setting) Wanted() string { return wanted(s.Min, s.Max, s.ZeroMeans) }
+
+// relation is a bound between two settings: the value of lesser is at most that of greater.
+type relation struct {
+	lesser, greater string
+	// zeroIsNone: a greater of 0 means none, and then nothing is checked (a maximum of 0).
+	zeroIsNone bool
+}
+
+// relations are the bounds between settings.
+var relations = []relation{
+	{lesser: "timeout", greater: "max-timeout"},
+	{lesser: "memory-limit-mb", greater: "max-memory-limit-mb", zeroIsNone: true},
+	{lesser: "max-connections-per-uid", greater: "max-connections"},
+	{lesser: "probe-max-connections-per-ip", greater: "probe-max-connections"},
+	{lesser: "session-idle-timeout", greater: "max-session-idle-timeout"},
+}
+
+// Validate checks values (by flag) against the bounds of each setting and the bounds between
+// settings, for those present: `pyexec serve` checks its flags with it, the server its limits.
+// It returns every error, in the order of the settings.
+func Validate(values map[string]any) []error {
+	var errs []error
+	for _, s := range Serve {
+		if v, ok := values[s.Flag]; ok {
+			if err := s.Check(v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, r := range relations {
+		lv, ok1 := values[r.lesser]
+		gv, ok2 := values[r.greater]
+		l, _ := number(lv)
+		g, _ := number(gv)
+		switch {
+		case !ok1 || !ok2 || (r.zeroIsNone && g == 0):
+		case r.zeroIsNone && l == 0:
+			errs = append(errs, fmt.Errorf("--%s %s must be set (not 0) under --%s %s", r.lesser, format(lv), r.greater, format(gv)))
+		case l > g:
+			errs = append(errs, fmt.Errorf("--%s %s is over --%s %s", r.lesser, format(lv), r.greater, format(gv)))
+		}
+	}
+	return errs
+}

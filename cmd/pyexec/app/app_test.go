@@ -116,7 +116,7 @@ func TestInitUsageErrors(t *testing.T) {
 		{"stray argument", nil, []string{"init", "extra"}, `unknown command "extra"`},
 		{"bad detect output", nil, []string{"detect", "-o", "yaml"}, `-o "yaml": want json or text`},
 		{"serve memory limit too small", nil, []string{"serve", "--memory-limit-mb", "16"}, "--memory-limit-mb 16: want 0 (no limit) or at least 32"},
-		{"serve default over maximum", nil, []string{"serve", "--memory-limit-mb", "2048", "--max-memory-limit-mb", "1024"}, "must be set and at most --max-memory-limit-mb 1024"},
+		{"serve default over maximum", nil, []string{"serve", "--memory-limit-mb", "2048", "--max-memory-limit-mb", "1024"}, "--memory-limit-mb 2048 is over --max-memory-limit-mb 1024"},
 		{"serve runs code as root", nil, []string{"serve", "--run-as", "0"}, "pyexec never runs code as root"},
 		{"serve bad socket mode", nil, []string{"serve", "--socket-mode", "rw"}, `--socket-mode "rw"`},
 		{"serve bad package pattern", nil, []string{"serve", "--allow-packages", "[x"}, `--allow-packages "[x"`},

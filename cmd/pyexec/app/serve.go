@@ -2,7 +2,6 @@ package app
 
 import (
 	"reflect"
-	"slices"
 
 	"github.com/pyexec/pyexec/internal/unixsocket"
 
@@ -176,30 +175,11 @@ func (c *ServeConfig) Validate() error {
 	if c.Network != networkDeny && c.Network != networkAllow {
 		return usageErrorf("--network %q: want deny or allow", c.Network)
 	}
-	var errs []error
-	// Each value within its setting's bounds, then the bounds between settings.
+	values := map[string]any{}
 	for name, v := range c.vars() {
-		if err := settings.Lookup(name).Check(reflect.ValueOf(v).Elem().Interface()); err != nil {
-			errs = append(errs, err)
-		}
+		values[name] = reflect.ValueOf(v).Elem().Interface()
 	}
-	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	checks := []struct {
-		ok  bool
-		msg string
-	}{
-		{c.Timeout <= c.MaxTimeout, fmt.Sprintf("--timeout %v is over --max-timeout %v", c.Timeout, c.MaxTimeout)},
-		{c.MaxMemoryLimitMB == 0 || (c.MemoryLimitMB > 0 && c.MemoryLimitMB <= c.MaxMemoryLimitMB), fmt.Sprintf("--memory-limit-mb %d must be set and at most --max-memory-limit-mb %d", c.MemoryLimitMB, c.MaxMemoryLimitMB)},
-		{c.MaxConnectionsPerUID <= c.MaxConnections, fmt.Sprintf("--max-connections-per-uid %d is over --max-connections %d", c.MaxConnectionsPerUID, c.MaxConnections)},
-		{c.ProbeMaxConnectionsPerIP <= c.ProbeMaxConnections, fmt.Sprintf("--probe-max-connections-per-ip %d is over --probe-max-connections %d", c.ProbeMaxConnectionsPerIP, c.ProbeMaxConnections)},
-		{c.SessionIdleTimeout <= c.MaxSessionIdleTimeout, fmt.Sprintf("--session-idle-timeout %v is over --max-session-idle-timeout %v", c.SessionIdleTimeout, c.MaxSessionIdleTimeout)},
-	}
-	for _, ch := range checks {
-		if !ch.ok {
-			errs = append(errs, errors.New(ch.msg))
-		}
-	}
-	if len(errs) > 0 {
+	if errs := settings.Validate(values); len(errs) > 0 {
 		return &UsageError{Err: errors.Join(errs...)}
 	}
 	return nil
