@@ -11,8 +11,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
@@ -39,6 +42,7 @@ const (
 // env is the running control plane and injector of the test binary.
 type env struct {
 	client  *kubernetes.Clientset
+	cfg     *rest.Config
 	stop    context.CancelFunc
 	stopped chan struct{}
 	logs    *testutil.SyncBuffer
@@ -108,7 +112,7 @@ func start() (*env, func(), error) {
 		cleanup()
 		return nil, nil, err
 	}
-	e := &env{client: client, stopped: make(chan struct{}), logs: &testutil.SyncBuffer{}}
+	e := &env{client: client, cfg: cfg, stopped: make(chan struct{}), logs: &testutil.SyncBuffer{}}
 	var runCtx context.Context
 	runCtx, e.stop = context.WithCancel(ctx)
 	certDir, _ := os.MkdirTemp("", "pyexec-injector-certs")
@@ -354,6 +358,50 @@ func TestInvalidAnnotationIsDenied(t *testing.T) {
 	if err == nil || !apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "denied") || !strings.Contains(err.Error(), "pyexec.dev/timeout") {
 		t.Fatalf("err = %v, want a denial naming pyexec.dev/timeout", err)
 	}
+}
+
+// Through the real API server: every bad annotation is named in the denial, and an unknown
+// pyexec.dev/ annotation reaches the client as a warning (what kubectl prints as "Warning:").
+func TestAnnotationErrorsAndWarnings(t *testing.T) {
+	_, err := shared.client.CoreV1().Pods(appNS).Create(context.Background(), labeledPod("bad2", map[string]string{
+		"pyexec.dev/timeout": "ten", "pyexec.dev/max-sessions": "-1"}), metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), `pyexec.dev/timeout="ten"`) || !strings.Contains(err.Error(), `pyexec.dev/max-sessions="-1"`) {
+		t.Errorf("err = %v, want a denial naming both annotations", err)
+	}
+
+	var warnings warningRecorder
+	cfg := rest.CopyConfig(shared.cfg)
+	cfg.WarningHandler = &warnings
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := client.CoreV1().Pods(appNS).Create(context.Background(), labeledPod("typo", map[string]string{"pyexec.dev/timout": "1m"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "annotation pyexec.dev/timout is not one of pyexec's and changes nothing; did you mean pyexec.dev/timeout?"
+	if got := warnings.all(); !slices.Contains(got, want) || stored.Annotations["pyexec.dev/status"] != "injected" {
+		t.Errorf("warnings %q (status %q); want %q on an injected pod", got, stored.Annotations["pyexec.dev/status"], want)
+	}
+}
+
+// warningRecorder keeps the warnings the API server sends.
+type warningRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warningRecorder) HandleWarningHeader(_ int, _ string, msg string) {
+	w.mu.Lock()
+	w.msgs = append(w.msgs, msg)
+	w.mu.Unlock()
+}
+
+func (w *warningRecorder) all() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
 }
 
 func TestNativeSidecarOff(t *testing.T) {
