@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"path"
 	"strings"
 	"testing"
 
@@ -63,6 +65,8 @@ func TestRouteTable(t *testing.T) {
 		{"PUT", "/mcp", 405, api.ErrCodeMethodNotAllowed, "DELETE, GET, POST", "method PUT not allowed on /mcp; allowed: DELETE, GET, POST"},
 		{"GET", "/mcp/", 404, api.ErrCodeNotFound, "", "no route /mcp/"},
 		{"get", "/v1/info", 405, api.ErrCodeMethodNotAllowed, "GET", ""},
+		// An escaped "/" separates no segments, here as in a session's id.
+		{"GET", "/v1%2Finfo", 404, api.ErrCodeNotFound, "", "no route /v1/info"},
 
 		{"GET", "/v1/sessions", 200, "", "", ""},
 		{"PUT", "/v1/sessions", 405, api.ErrCodeMethodNotAllowed, "GET, POST", ""},
@@ -153,5 +157,39 @@ func TestRouteTable(t *testing.T) {
 				t.Errorf("a 404 that is not the route table's: %s", b)
 			}
 		})
+	}
+}
+
+// The path the mux sees is one it neither cleans nor redirects, and it unescapes to the path
+// as written; the rest from a "//" on is one segment.
+func TestMuxPath(t *testing.T) {
+	for _, tt := range []struct {
+		escaped, want string
+		merged        int
+	}{
+		{"/v1/info", "/v1/info", -1},
+		{"/v1/sessions/a%2Fb/", "/v1/sessions/a%2Fb/", -1},
+		{"/a/./b/..", "/a/%2E/b/%2E%2E", -1},
+		{"/a//b/../c", "/a/%2Fb%2F..%2Fc", 1},
+		{"/a/.//", "/a/%2E/%2F", 2},
+		{"//", "/%2F", 0},
+		{"/", "/", -1},
+	} {
+		p, merged := muxPath(tt.escaped)
+		if p != tt.want || merged != tt.merged {
+			t.Errorf("muxPath(%q) = %q, %d; want %q, %d", tt.escaped, p, merged, tt.want, tt.merged)
+		}
+		was, _ := url.PathUnescape(tt.escaped)
+		if now, err := url.PathUnescape(p); err != nil || now != was {
+			t.Errorf("muxPath(%q) = %q unescapes to %q, not %q (%v)", tt.escaped, p, now, was, err)
+		}
+		if clean := path.Clean(p); clean != strings.TrimSuffix(p, "/") && clean != p {
+			t.Errorf("muxPath(%q) = %q, which ServeMux would clean to %q", tt.escaped, p, clean)
+		}
+	}
+	for pattern, want := range map[string]int{"GET /v1/sessions/{id}/files/{path...}": 4, "GET /v1/sessions/{id}": -1, "/{all...}": 0} {
+		if got := tailAt(pattern); got != want {
+			t.Errorf("tailAt(%q) = %d, want %d", pattern, got, want)
+		}
 	}
 }
