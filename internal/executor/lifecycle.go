@@ -132,11 +132,15 @@ func (e *execution) watch(ctx context.Context, pid int) {
 	timer := time.AfterFunc(e.req.Timeout, func() { e.killer.kill(api.ReasonTimeout) })
 	stop := context.AfterFunc(ctx, func() { e.killer.kill(api.ReasonSignal) })
 	untrack := e.track(pid)
-	e.unwatch = func() { timer.Stop(); stop(); untrack() }
-	if e.ss != nil {
-		// A call is over once the interpreter has answered: a limit that fires later must not
-		// interrupt the interpreter at rest, or its next call.
-		e.unwatch = func() { timer.Stop(); stop(); e.killer.disarm(); untrack() }
+	e.unwatch = func() {
+		timer.Stop()
+		stop()
+		if e.ss != nil {
+			// A call is over once the interpreter has answered: a limit that fires later must
+			// not interrupt the interpreter at rest, or its next call.
+			e.killer.disarm()
+		}
+		untrack()
 	}
 }
 
