@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,28 +314,11 @@ func (f *Fork) ExecuteDeferred(ctx context.Context, req Request, out Output) (ap
 	}
 	p.closeChildEnds()
 	e.watch(ctx, pid)
-
-	var copies sync.WaitGroup
-	copies.Add(3)
-	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(req.Stdin)); p.stdinW.Close() }()
-	go func() { defer copies.Done(); _, _ = io.Copy(e.stdout, p.stdoutR) }()
-	go func() { defer copies.Done(); _, _ = io.Copy(e.stderr, p.stderrR) }()
-	// The status pipe ends once the supervisor and every process of the code are gone; after a
-	// kill, whatever still holds it gets a few seconds, not forever.
-	statusCh := make(chan status, 1)
-	go func() { statusCh <- readStatus(p.statusR) }()
-	var st status
-	select {
-	case st = <-statusCh:
-	case <-e.killer.done():
-		select {
-		case st = <-statusCh:
-		case <-time.After(5 * time.Second):
-			f.cfg.Log.Info("status pipe still open after the kill", "id", req.ID)
-		}
+	// The status pipe ends once the supervisor and every process of the code are gone.
+	st, ok := await(e, p, func() status { return readStatus(p.statusR) })
+	if !ok {
+		f.cfg.Log.Info("status pipe still open after the kill", "id", req.ID)
 	}
-	e.unwatch()
-	waitBounded(&copies, 2*time.Second) // the supervisor killed what held the streams
 
 	res, killed := f.spawn.end(e, st, nil, nil)
 	f.release(sup, !killed && st.ExitCode != nil)

@@ -2,8 +2,10 @@ package executor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,10 +18,10 @@ import (
 	"github.com/pyexec/pyexec/pkg/api"
 )
 
-// execution is the lifecycle of one execution, the same in both modes: its directory and input
-// files, its captured streams, the killer that holds its limits, its confinement, and its
-// result. A mode only starts the code's supervisor and waits for its status; everything else
-// happens here, once.
+// execution is the lifecycle of one execution, the same in both modes, and of one call of a
+// session: its directory and input files, its captured streams, the killer that holds its
+// limits, its confinement, and its result. A mode (or the session) only hands the code to its
+// supervisor and waits for how it ended; everything else happens here, once.
 type execution struct {
 	req   Request
 	begun time.Time
@@ -37,13 +39,17 @@ type execution struct {
 	ruleset *os.File
 	spec    *confineSpec
 	unwatch func()
-	// session says the directory is a session's, whose code comes with each call.
-	session bool
+	// ss is the session whose start or call this is (nil for an execution): the directory,
+	// the confinement and the interpreter are the session's, and the code comes with each call.
+	ss *LocalSession
+	// before, in a session's call, tells the files the call created or changed (see
+	// callStamps); an execution's directory is fresh.
+	before *callStamps
 	// threads is the execution's share of the CPUs for BLAS and OpenMP pools (Spawn.share),
 	// which release gives back.
 	threads int
 	release func()
-	// unshm ends the execution's (or session's) hold on shared memory (see shmJanitor).
+	// unshm ends the execution's (or the call's) hold on shared memory (see shmJanitor).
 	unshm func()
 	// trees registers the execution's tree for the memory watchdog while it runs; memoryNote
 	// is what the watchdog said when it ended it.
@@ -51,12 +57,22 @@ type execution struct {
 	memoryNote atomic.Pointer[string]
 }
 
+// newExecution is what every execution and every call of a session has: its start, its share
+// of the CPUs, and its captures, whose caps end it through k with reason output_limit.
+func (s *Spawn) newExecution(req Request, out Output, k *killer) *execution {
+	e := &execution{req: req, begun: time.Now(), killer: k, unwatch: func() {}, unshm: func() {}, trees: s.trees}
+	e.threads, e.release = s.share()
+	onLimit := func() { e.killer.kill(api.ReasonOutputLimit) }
+	e.stdout = &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	e.stderr = &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
+	return e
+}
+
 // begin makes the execution's directory with its input files, its captures and its
 // confinement. zygote is the zygote's pid, which the code must not signal; 0 in spawn mode.
 // The caller closes the execution.
 func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
-	e := &execution{req: req, begun: time.Now(), killer: &killer{}, unwatch: func() {}, trees: s.trees}
-	e.threads, e.release = s.share()
+	e := s.newExecution(req, out, &killer{})
 	e.unshm = s.shm.hold()
 	var err error
 	e.dir, e.own, err = s.prepare(req)
@@ -66,9 +82,6 @@ func (s *Spawn) begin(req Request, out Output, zygote int) (*execution, error) {
 	}
 	e.work = filepath.Join(e.dir, "work")
 	e.tree = packages.Tree(s.cfg.PackagesDir)
-	onLimit := func() { e.killer.kill(api.ReasonOutputLimit) }
-	e.stdout = &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
-	e.stderr = &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
 	if e.ruleset, e.spec, err = s.confinement(req, e.work, e.tree, zygote); err != nil {
 		e.close()
 		return nil, err
@@ -90,7 +103,7 @@ func (e *execution) baseEnv() map[string]string {
 
 // params are the runner's parameters of this execution.
 func (s *Spawn) paramsOf(e *execution) string {
-	return s.params(e.req, e.dir, e.spec, e.ruleset != nil, e.session, e.threads)
+	return s.params(e.req, e.dir, e.spec, e.ruleset != nil, e.ss != nil, e.threads)
 }
 
 // share counts an execution (or a session's call) in, and returns its share of the runner's
@@ -112,39 +125,93 @@ func (s *Spawn) cpuLimit() float64 {
 	return float64(runtime.NumCPU())
 }
 
-// watch arms the time limit and the caller's cancellation on the supervisor pid, and hands
-// its tree to the memory watchdog.
+// watch arms the time limit and the caller's cancellation on the supervisor pid, and has the
+// memory watchdog watch the code while it runs.
 func (e *execution) watch(ctx context.Context, pid int) {
 	e.killer.setPID(pid)
 	timer := time.AfterFunc(e.req.Timeout, func() { e.killer.kill(api.ReasonTimeout) })
 	stop := context.AfterFunc(ctx, func() { e.killer.kill(api.ReasonSignal) })
-	untrack := e.trees.add(&tree{kind: treeExecution, id: e.req.ID, root: pid, end: func(note string) {
+	untrack := e.track(pid)
+	e.unwatch = func() {
+		timer.Stop()
+		stop()
+		if e.ss != nil {
+			// A call is over once the interpreter has answered: a limit that fires later must
+			// not interrupt the interpreter at rest, or its next call.
+			e.killer.disarm()
+		}
+		untrack()
+	}
+}
+
+// track hands the execution's tree, under pid, to the memory watchdog until the returned func.
+// A session's tree is the watchdog's for the session's whole life (LocalSession.track), and
+// ends the session itself: a call only counts as code running.
+func (e *execution) track(pid int) func() {
+	if e.ss != nil {
+		return e.trees.run()
+	}
+	return e.trees.add(&tree{kind: treeExecution, id: e.req.ID, root: pid, end: func(note string) {
 		e.memoryNote.Store(&note)
 		e.killer.kill(api.ReasonMemoryLimit)
 	}}, true)
-	e.unwatch = func() { timer.Stop(); stop(); untrack() }
 }
 
-// end turns what became of the execution into its result: the kill by pyexec, if any, first,
-// then the status line, then what became of the runner (ps and waitErr, spawn mode only). The
-// killer is disarmed first: a limit that fires later kills nothing (in fork mode the
-// supervisor may run the next execution by then). killed says pyexec killed it.
-func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error) (res api.ExecuteResult, killed bool) {
-	e.unwatch()
-	killed = e.killer.disarm()
+// memoryEnded is what the memory watchdog said when it ended the execution, or the session of
+// the call; nil when it did not.
+func (e *execution) memoryEnded() *string {
+	if e.ss != nil {
+		return e.ss.memoryNote.Load()
+	}
 	// Only the memory watchdog kills with this reason (the supervisor's own memory limit says
 	// so in the status line).
-	if note := e.memoryNote.Load(); note != nil && e.killer.reason() == api.ReasonMemoryLimit {
+	if e.killer.reason() != api.ReasonMemoryLimit {
+		return nil
+	}
+	return e.memoryNote.Load()
+}
+
+// await runs the streams of an execution whose supervisor has it (fork mode, a session's
+// call): stdin to the code, its stdout and stderr into the captures, while answer waits for
+// how the code ended. After a kill, answer has a few seconds more, not forever (ok is false
+// then). Then the limits stop, and the streams are drained (their holders were killed).
+func await[T any](e *execution, p *pipes, answer func() T) (v T, ok bool) {
+	var copies sync.WaitGroup
+	copies.Add(3)
+	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(e.req.Stdin)); p.stdinW.Close() }()
+	go func() { defer copies.Done(); _, _ = io.Copy(e.stdout, p.stdoutR) }()
+	go func() { defer copies.Done(); _, _ = io.Copy(e.stderr, p.stderrR) }()
+	answers := make(chan T, 1)
+	go func() { answers <- answer() }()
+	ok = true
+	select {
+	case v = <-answers:
+	case <-e.killer.done():
+		select {
+		case v = <-answers:
+		case <-time.After(5 * time.Second):
+			ok = false
+		}
+	}
+	e.unwatch()
+	waitBounded(&copies, 2*time.Second)
+	return v, ok
+}
+
+// end turns what became of the execution into its result: finish fills the exit fields,
+// from what the killer did and what the supervisor said; then come the outputs and the files.
+// The killer is disarmed first: a limit that fires later kills nothing (in fork mode the
+// supervisor may run the next execution by then). killed says pyexec killed it.
+func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteResult, killed bool) {
+	e.unwatch()
+	killed = e.killer.disarm()
+	if note := e.memoryEnded(); note != nil {
 		_, _ = e.stderr.Write([]byte(*note))
 	}
 	res = api.ExecuteResult{ID: e.req.ID}
 	res.Stdout, res.StdoutTruncated = e.stdout.result()
 	res.Stderr, res.StderrTruncated = e.stderr.result()
-	s.finish(&res, e.killer.reason(), st, ps, waitErr)
-	inputs := map[string][]byte{}
-	for _, f := range e.req.Files {
-		inputs[f.Path] = f.Data
-	}
+	finish(&res)
 	// Outputs first, then files, in what is left of one budget.
 	budget := e.req.MaxFilesOutBytes
 	if budget <= 0 {
@@ -152,9 +219,29 @@ func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error)
 	}
 	var used int64
 	res.Outputs, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
-	res.Files, res.FilesTruncated = collectFilesUpTo(e.work, inputs, e.req.MaxFileBytes, e.req.MaxFilesOut, max(budget-used, 1), e.req.OpenFiles)
+	res.Files, res.FilesTruncated = e.files(max(budget-used, 1))
 	res.DurationMS = float64(time.Since(e.begun).Microseconds()) / 1000
 	return res, killed
+}
+
+// files are the files the code created or changed in its working directory, within the
+// request's caps and budget bytes.
+func (e *execution) files(budget int64) ([]api.OutputFile, bool) {
+	r := e.req
+	if e.before != nil {
+		return collectFilesSince(e.work, e.before, r.MaxFileBytes, r.MaxFilesOut, budget, r.OpenFiles)
+	}
+	inputs := map[string][]byte{}
+	for _, f := range r.Files {
+		inputs[f.Path] = f.Data
+	}
+	return collectFilesUpTo(e.work, inputs, r.MaxFileBytes, r.MaxFilesOut, budget, r.OpenFiles)
+}
+
+// end is execution.end of an execution: its exit fields from the kill by pyexec, if any, first,
+// then the status line, then what became of the runner (ps and waitErr, spawn mode only).
+func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error) (api.ExecuteResult, bool) {
+	return e.end(func(res *api.ExecuteResult) { s.finish(res, e.killer.reason(), st, ps, waitErr) })
 }
 
 // noResult is what Execute returns with an error: the execution did not run.
@@ -171,12 +258,14 @@ func (e *execution) closeRuleset() {
 }
 
 // close releases the ruleset and removes the directory (or empties the caller's), whatever
-// happened.
+// happened; a session's directory is the session's to release.
 func (e *execution) close() {
 	e.release()
 	e.unshm()
 	e.closeRuleset()
-	releaseDir(e.dir, e.own)
+	if e.ss == nil {
+		releaseDir(e.dir, e.own)
+	}
 	e.dir = ""
 }
 

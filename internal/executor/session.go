@@ -154,14 +154,14 @@ func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *ex
 	if err != nil {
 		return nil, nil, err
 	}
-	e.session = true
 	// A session's start is no execution: each call takes its share of the CPUs, and its first
 	// call takes its hold on shared memory, for the session's life (its code runs in calls
 	// alone: at rest between them, and none in a session started ahead of time).
 	e.release()
 	e.unshm()
-	return &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, interp: -1, ctl: -1, exited: func() {}, unshm: func() {},
-		untrack: func() {}}, e, nil
+	e.ss = &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, interp: -1, ctl: -1, exited: func() {}, unshm: func() {},
+		untrack: func() {}}
+	return e.ss, e, nil
 }
 
 // NewSession starts a session: a fresh interpreter supervises the session.
@@ -494,113 +494,103 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	if ss.ended.Load() || !ss.alive() {
 		return noResult(req), ErrSessionEnded
 	}
-	begun := time.Now()
-	if err := ss.writeFiles(req.Files); err != nil {
+	e, err := ss.beginCall(req, out)
+	if err != nil {
 		return noResult(req), err
 	}
-	if ss.pendingEnv != nil {
-		env := maps.Clone(ss.pendingEnv)
-		maps.Copy(env, req.Env)
-		req.Env, ss.pendingEnv = env, nil
-	}
-	before := stampFiles(ss.work)
-	outputs := filepath.Join(ss.dir, outputsFile)
-	if st, err := os.Stat(outputs); err != nil || st.Size() > 0 { // the interpreter appends to it
-		if err := os.Truncate(outputs, 0); err != nil {
-			return noResult(req), err
-		}
-	}
+	defer e.close()
 	p, err := newPipes()
 	if err != nil {
 		return noResult(req), err
 	}
 	defer p.closeAll()
-	// The call's code and env go on a pipe of their own, written while the interpreter reads.
+	callW, err := ss.send(e, p)
+	if err != nil {
+		return noResult(req), err
+	}
+	defer callW.Close() // stops a write the interpreter never read
+	e.watch(ctx, ss.sup)
+	a, ok := await(e, p, ss.answer)
+	if !ok {
+		a.err = errors.New("no answer after the kill")
+	}
+	res, _ := e.end(func(res *api.ExecuteResult) {
+		ss.finish(res, e.killer, a.reply, a.err)
+		if res.SessionLost {
+			ss.end()
+		}
+	})
+	return res, nil
+}
+
+// beginCall is the lifecycle of one call, in the session's directory: its input files written
+// and the session's env from a spare applied, the files there stamped (see callStamps), and the
+// outputs of the last call taken away. Its killer interrupts the code before it kills the
+// session. The caller holds ss.mu, and closes the call.
+func (ss *LocalSession) beginCall(req Request, out Output) (*execution, error) {
+	e := ss.spawn.newExecution(req, out, &killer{grace: interruptGrace, interrupt: ss.interrupt})
+	e.ss, e.dir, e.work, e.tree = ss, ss.dir, ss.work, ss.tree
+	if err := ss.writeFiles(req.Files); err != nil {
+		e.close()
+		return nil, err
+	}
+	if ss.pendingEnv != nil {
+		env := maps.Clone(ss.pendingEnv)
+		maps.Copy(env, req.Env)
+		e.req.Env, ss.pendingEnv = env, nil
+	}
+	e.before = stampFiles(ss.work)
+	outputs := filepath.Join(ss.dir, outputsFile)
+	if st, err := os.Stat(outputs); err != nil || st.Size() > 0 { // the interpreter appends to it
+		if err := os.Truncate(outputs, 0); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
+	e.unshm = ss.holdShm()
+	return e, nil
+}
+
+// send hands the call to the supervisor: its standard streams, and a pipe of its own that
+// carries its code, env and share of the CPUs, written while the interpreter reads. The caller
+// closes the returned end of that pipe once the call is over.
+func (ss *LocalSession) send(e *execution, p *pipes) (*os.File, error) {
+	callData, err := json.Marshal(map[string]any{"code": e.req.Code, "env": e.req.Env, "threads": e.threads})
+	if err != nil {
+		return nil, err
+	}
 	call, callW, err := os.Pipe()
 	if err != nil {
-		return noResult(req), err
+		return nil, err
 	}
 	defer call.Close()
-	defer callW.Close() // stops a write the interpreter never read
-	threads, release := ss.spawn.share()
-	defer release()
-	defer ss.holdShm()()
-	defer ss.spawn.trees.run()() // the memory watchdog watches while the call runs
-	callData, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env, "threads": threads})
-	if err != nil {
-		return noResult(req), err
-	}
-
-	k := &killer{grace: interruptGrace, interrupt: ss.interrupt}
-	onLimit := func() { k.kill(api.ReasonOutputLimit) }
-	stdout := &capture{stream: api.EventStdout, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
-	stderr := &capture{stream: api.EventStderr, max: req.MaxOutputBytes, out: out, onLimit: onLimit}
 	rights := unix.UnixRights(int(call.Fd()), int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()))
 	if err := ignoringEINTR(func() error { return unix.Sendmsg(ss.ctl, []byte(`{"op":"exec"}`), rights, nil, 0) }); err != nil {
+		callW.Close()
 		if !ss.alive() {
 			ss.end()
-			return noResult(req), ErrSessionEnded
+			return nil, ErrSessionEnded
 		}
 		// The session is there; the call did not reach it (ETOOMANYREFS: too many descriptors
 		// in flight for the uid). It may be tried again.
-		return noResult(req), fmt.Errorf("handing the call to the session: %w", err)
+		return nil, fmt.Errorf("handing the call to the session: %w", err)
 	}
 	p.closeChildEnds()
-	call.Close()
-	k.setPID(ss.sup)
-	timer := time.AfterFunc(req.Timeout, func() { k.kill(api.ReasonTimeout) })
-	stop := context.AfterFunc(ctx, func() { k.kill(api.ReasonSignal) })
-
-	var copies sync.WaitGroup
-	copies.Add(3)
 	go func() { _, _ = callW.Write(callData); callW.Close() }()
-	go func() { defer copies.Done(); _, _ = io.Copy(p.stdinW, bytes.NewReader(req.Stdin)); p.stdinW.Close() }()
-	go func() { defer copies.Done(); _, _ = io.Copy(stdout, p.stdoutR) }()
-	go func() { defer copies.Done(); _, _ = io.Copy(stderr, p.stderrR) }()
-	type answer struct {
-		reply sessionReply
-		err   error
-	}
-	answers := make(chan answer, 1)
-	go func() {
-		reply, fds, err := recvReply(ss.ctl)
-		closeFDs(fds)
-		answers <- answer{reply, err}
-	}()
-	var a answer
-	select {
-	case a = <-answers:
-	case <-k.done():
-		select {
-		case a = <-answers:
-		case <-time.After(5 * time.Second):
-			a.err = errors.New("no answer after the kill")
-		}
-	}
-	timer.Stop()
-	stop()
-	k.disarm()
-	waitBounded(&copies, 2*time.Second)
-	if note := ss.memoryNote.Load(); note != nil {
-		_, _ = stderr.Write([]byte(*note))
-	}
+	return callW, nil
+}
 
-	res := api.ExecuteResult{ID: req.ID}
-	res.Stdout, res.StdoutTruncated = stdout.result()
-	res.Stderr, res.StderrTruncated = stderr.result()
-	ss.finish(&res, k, a.reply, a.err)
-	if res.SessionLost {
-		ss.end()
-	}
-	budget := req.MaxFilesOutBytes
-	if budget <= 0 {
-		budget = DefaultMaxFilesOutBytes
-	}
-	var used int64
-	res.Outputs, used, res.OutputsTruncated = readOutputs(outputs, budget)
-	res.Files, res.FilesTruncated = collectFilesSince(ss.work, before, req.MaxFileBytes, req.MaxFilesOut, max(budget-used, 1), req.OpenFiles)
-	res.DurationMS = float64(time.Since(begun).Microseconds()) / 1000
-	return res, nil
+// callAnswer is how a call ended, as the supervisor says; err when it said nothing.
+type callAnswer struct {
+	reply sessionReply
+	err   error
+}
+
+// answer waits for the supervisor's answer to a call.
+func (ss *LocalSession) answer() callAnswer {
+	reply, fds, err := recvReply(ss.ctl)
+	closeFDs(fds)
+	return callAnswer{reply, err}
 }
 
 // finish fills the exit fields of a call from the killer and the supervisor's answer.

@@ -225,6 +225,50 @@ func TestSessionLimitsAndEnd(t *testing.T) {
 	}
 }
 
+// A call shares the execution's lifecycle: its stdin reaches the code, its output streams as
+// it comes, an output cap or the caller's cancellation interrupts it (the session lives on,
+// its state kept), and the result says why it ended.
+func TestSessionCallLifecycle(t *testing.T) {
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ss := newSession(t, st, SessionRequest{ID: "l"})
+			call(t, ss, "kept = 7")
+
+			rec := &recorder{}
+			res, err := ss.Execute(context.Background(), Request{ID: "stream", Code: "import sys\nprint(sys.stdin.read())\nprint('err', file=sys.stderr)",
+				Stdin: []byte("from stdin"), Limits: defaultLimits}, rec)
+			if err != nil || res.Stdout != "from stdin\n" || res.Stderr != "err\n" || res.Reason != api.ReasonExit {
+				t.Fatalf("stdin and streams: %+v %v", res, err)
+			}
+			var streamed strings.Builder
+			for _, ev := range rec.events {
+				if data, ok := strings.CutPrefix(ev, api.EventStdout+":"); ok {
+					streamed.WriteString(data)
+				}
+			}
+			if streamed.String() != res.Stdout {
+				t.Fatalf("streamed stdout %q, result %q", streamed.String(), res.Stdout)
+			}
+
+			res = call(t, ss, "while True:\n    print('y' * 100)", func(r *Request) { r.MaxOutputBytes = 1000 })
+			if res.Reason != api.ReasonOutputLimit || !res.StdoutTruncated || len(res.Stdout) != 1000 || res.TimedOut || res.SessionLost {
+				t.Fatalf("a call over the output cap: %+v", res)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			res, err = ss.Execute(ctx, Request{ID: "cancel", Code: "import time\nwhile True:\n    time.sleep(0.01)", Limits: defaultLimits}, nil)
+			if err != nil || res.Reason != api.ReasonSignal || res.TimedOut || res.SessionLost || !strings.Contains(res.Stderr, "KeyboardInterrupt") {
+				t.Fatalf("a cancelled call: %+v %v", res, err)
+			}
+			if res := call(t, ss, "kept"); resultText(res) != "7" {
+				t.Fatalf("state after the interrupted calls: %+v", res)
+			}
+		})
+	}
+}
+
 // Rich outputs come back per call; a figure is a PNG that decodes.
 func TestSessionOutputs(t *testing.T) {
 	st := sessionModes(t)[ModeSpawn]

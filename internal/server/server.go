@@ -17,7 +17,6 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,7 +110,7 @@ type Server struct {
 	log    logr.Logger
 	m      *metrics
 	adm    *admission
-	routes map[string]map[string]http.HandlerFunc // path → method → handler
+	router *router // dispatches by the route table (routes)
 	// sessions are the open sessions.
 	sessions *sessionTable
 
@@ -152,20 +151,7 @@ func New(cfg Config, exec executor.Executor, log logr.Logger, reg prometheus.Reg
 	if cfg.WorkDir != "" {
 		s.addReadyCheck("work dir", s.checkWorkDir)
 	}
-	s.routes = map[string]map[string]http.HandlerFunc{
-		"/v1/execute":               {http.MethodPost: s.handleExecute},
-		"/v1/info":                  {http.MethodGet: s.handleInfo},
-		"/v1/packages":              {http.MethodGet: s.handleListPackages, http.MethodPost: s.handleInstallPackages},
-		"/v1/sessions":              {http.MethodGet: s.handleListSessions, http.MethodPost: s.handleCreateSession},
-		"/v1/sessions/{id}":         {http.MethodGet: s.handleGetSession, http.MethodDelete: s.handleDeleteSession},
-		"/v1/sessions/{id}/execute": {http.MethodPost: s.handleSessionExecute},
-		routeSessionFiles:           {http.MethodGet: s.handleSessionFiles},
-		routeSessionFile:            {http.MethodGet: s.handleSessionFile},
-	}
-	if cfg.MCP {
-		h := s.mcpHandler().ServeHTTP
-		s.routes["/mcp"] = map[string]http.HandlerFunc{http.MethodPost: h, http.MethodGet: h, http.MethodDelete: h}
-	}
+	s.router = newRouter(s.routes())
 	return s
 }
 
@@ -253,33 +239,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.route(rw, r)
-}
-
-// route dispatches r through the route table.
-func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	methods, ok := s.routes[r.URL.Path]
-	if key, id, file, isSession := sessionRoute(r.URL.EscapedPath()); !ok && isSession {
-		methods, ok = s.routes[key]
-		r.SetPathValue("id", id)
-		r.SetPathValue("path", file)
-	}
-	if !ok {
-		s.writeError(w, r, http.StatusNotFound, api.ErrCodeNotFound, fmt.Sprintf("no route %s", r.URL.Path))
-		return
-	}
-	h, ok := methods[r.Method]
-	if !ok {
-		allow := make([]string, 0, len(methods))
-		for m := range methods {
-			allow = append(allow, m)
-		}
-		sort.Strings(allow)
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		s.writeError(w, r, http.StatusMethodNotAllowed, api.ErrCodeMethodNotAllowed,
-			fmt.Sprintf("method %s not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
-		return
-	}
-	h(w, r)
 }
 
 // peerAllowed checks the peer uid against AllowUIDs and answers 403 when refused.

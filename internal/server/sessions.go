@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"net/url"
 	"path"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -513,40 +511,6 @@ func (s *Server) closeSessions(why string) {
 	for _, e := range open {
 		s.endSession(e, why)
 	}
-}
-
-// Route keys of a session's files.
-const (
-	routeSessionFiles = "/v1/sessions/{id}/files"
-	routeSessionFile  = "/v1/sessions/{id}/files/{path...}"
-)
-
-// sessionRoute maps /v1/sessions/{id}[/execute|/files|/files/{path...}], escaped (an id may
-// hold an escaped "/", a file path escaped segments), to its route key, the id and, for a
-// file, its path unescaped.
-func sessionRoute(escaped string) (key, id, file string, ok bool) {
-	rest, ok := strings.CutPrefix(escaped, "/v1/sessions/")
-	if !ok {
-		return "", "", "", false
-	}
-	id, sub, hasSub := strings.Cut(rest, "/")
-	id, err := url.PathUnescape(id)
-	if id == "" || err != nil {
-		return "", "", "", false
-	}
-	if tail, isFile := strings.CutPrefix(sub, "files/"); hasSub && isFile {
-		// Unescaping the whole tail is unescaping each segment: an escaped "/" ("%2F") cannot
-		// be part of a file's name, and cleanFilePath checks the path that results.
-		if file, err = url.PathUnescape(tail); err != nil {
-			return "", "", "", false
-		}
-		return routeSessionFile, id, file, true
-	}
-	key = "/v1/sessions/{id}"
-	if hasSub {
-		key += "/" + sub
-	}
-	return key, id, "", true
 }
 
 // handleSessionFiles serves GET /v1/sessions/{id}/files: the regular files of the session's
