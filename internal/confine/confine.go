@@ -1,7 +1,7 @@
 // Package confine builds what confines one execution in the kernel, without privileges: a
 // Landlock ruleset (filesystem, TCP, scoped signals and abstract Unix sockets) and a seccomp
-// program, for the code's process to apply to itself before the code runs (runner.py's
-// confine()). It also probes what the running kernel offers, so that what is missing is said
+// program, for the code's process to apply to itself before the code runs (the runner's
+// confine.confine, internal/executor/pyexec_runner/confine.py). It also probes what the running kernel offers, so that what is missing is said
 // instead of silently skipped.
 //
 // The rules follow from the threat: the code runs as the server's own uid, so everything the

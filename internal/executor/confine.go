@@ -56,7 +56,7 @@ func (s *Spawn) Close() {
 	}
 }
 
-// confineSpec is what the code's process needs to confine itself (runner.py's confine()): the
+// confineSpec is what the code's process needs to confine itself (pyexec_runner's confine.confine): the
 // Landlock ruleset comes beside it as a file descriptor.
 type confineSpec struct {
 	// RestrictSelf is the number of landlock_restrict_self(2) on this architecture.

@@ -3,7 +3,6 @@ package executor
 import (
 	"bytes"
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,9 +21,6 @@ import (
 	"github.com/pyexec/pyexec/internal/proc"
 	"github.com/pyexec/pyexec/pkg/api"
 )
-
-//go:embed zygote.py
-var zygoteSource string
 
 // ModeFork runs executions in children forked from a warm interpreter (the zygote).
 const ModeFork = "fork"
@@ -45,7 +41,7 @@ type ForkConfig struct {
 	// run WarmupCode and waits for an execution. 0 forks every execution on demand.
 	Warm int
 	// WarmupCode is what a spare's code process runs before it waits; empty runs the built-in
-	// warm-up of the preloaded numpy, pandas and matplotlib (zygote.py).
+	// warm-up of the preloaded numpy, pandas and matplotlib (pyexec_runner/zygote.py).
 	WarmupCode string
 	// Supervisors is how many supervisors of finished executions are kept for the next ones
 	// (0: one per CPU). Forking the code's process from one saves forking a supervisor.
@@ -194,7 +190,7 @@ func (f *Fork) ensureZygote() error {
 	ours, theirs := os.NewFile(uintptr(pair[0]), "zygote-control"), os.NewFile(uintptr(pair[1]), "zygote-control")
 	defer theirs.Close()
 	params, _ := json.Marshal(map[string]any{"preload": f.cfg.Preload, "warmup": f.cfg.WarmupCode})
-	cmd, started, err := pythonCommand(f.cfg.Python, runnerSource+"\n"+zygoteSource+"\nzygote_main()\n", []*os.File{theirs}, string(params))
+	cmd, started, err := pythonCommand(f.cfg.Python, zygoteSource, []*os.File{theirs}, string(params))
 	if err != nil {
 		ours.Close()
 		return err

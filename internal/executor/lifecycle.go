@@ -282,7 +282,7 @@ func releaseDir(dir string, own bool) {
 }
 
 // outputsFile, in an execution's directory, is where the code's process writes its rich
-// outputs, one JSON object a line (runner.py's _emit). The process opens it before it confines
+// outputs, one JSON object a line (pyexec_runner's outputs.emit). The process opens it before it confines
 // itself; the code may write there too, which only adds to its own result.
 const outputsFile = "outputs.jsonl"
 

@@ -8,12 +8,12 @@ import (
 
 // pythonCommand is python running source, handed over on a pipe with params (JSON, which has
 // no newline), which the source finds as sys.argv[1]. Neither is on the command line: ps and
-// /proc/PID/cmdline, which every process may read, show a short bootstrap instead of pyexec's
-// 30 KB of Python and of the paths of the execution's directory. The pipe is the last of extra,
+// /proc/PID/cmdline, which every process may read, show a short bootstrap instead of the
+// runner's Python (some 80 KB: see runnerSource) and of the paths of the execution's directory. The pipe is the last of extra,
 // so the descriptors of extra keep their numbers (3, 4, ...); the bootstrap reads it, closes it
 // and runs what it read. Start the command, then call started with Start's error: it writes
-// the pipe (in the background: it fits the pipe's buffer, but a child that dies first must not
-// block the caller) and closes the caller's ends.
+// the pipe (in the background: the source is larger than the pipe's buffer, and a child that
+// dies first must not block the caller) and closes the caller's ends.
 func pythonCommand(python, source string, extra []*os.File, params string) (*exec.Cmd, func(startErr error), error) {
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -98,8 +98,8 @@ const interruptGrace = 2 * time.Second
 // sessionStartTimeout bounds the start of a session's interpreter.
 const sessionStartTimeout = 30 * time.Second
 
-// LocalSession is one running session: a supervisor (runner.py's session_supervise), which pyexec
-// talks to over ctl, and under it the interpreter, confined for its whole life as an
+// LocalSession is one running session: a supervisor (pyexec_runner's session.supervise), which
+// pyexec talks to over ctl, and under it the interpreter, confined for its whole life as an
 // execution's code process is. One call runs at a time.
 type LocalSession struct {
 	spawn *Spawn
@@ -183,7 +183,7 @@ func (s *Spawn) NewSession(ctx context.Context, req SessionRequest) (*LocalSessi
 	if e.ruleset != nil {
 		extra = append(extra, e.ruleset) // fd 4
 	}
-	cmd, started, err := pythonCommand(s.cfg.Python, runnerSource+"\nrunner_main()\n", extra, s.paramsOf(e))
+	cmd, started, err := pythonCommand(s.cfg.Python, spawnSource, extra, s.paramsOf(e))
 	if err != nil {
 		ss.Close()
 		return nil, err

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,9 +27,6 @@ import (
 	"github.com/pyexec/pyexec/internal/python"
 	"github.com/pyexec/pyexec/pkg/api"
 )
-
-//go:embed runner.py
-var runnerSource string
 
 // ModeSpawn starts a fresh interpreter for every execution.
 const ModeSpawn = "spawn"
@@ -141,7 +137,7 @@ func (s *Spawn) ExecuteDeferred(ctx context.Context, req Request, out Output) (a
 	if e.ruleset != nil {
 		extra = append(extra, e.ruleset) // fd 4
 	}
-	cmd, started, err := pythonCommand(s.cfg.Python, runnerSource+"\nrunner_main()\n", extra, s.paramsOf(e))
+	cmd, started, err := pythonCommand(s.cfg.Python, spawnSource, extra, s.paramsOf(e))
 	if err != nil {
 		statusW.Close()
 		return noResult(req), later.run, err
@@ -345,7 +341,7 @@ func (s *Spawn) params(req Request, dir string, spec *confineSpec, landlock, ses
 	case req.MaxProcesses <= 0:
 		delete(limits, "nproc")
 	case spec != nil && spec.Budget != "":
-		// The supervisor counts the tree's processes and threads (runner.py's Budget): the uid's
+		// The supervisor counts the tree's processes and threads (pyexec_runner's tree.Tree): the uid's
 		// count, which every execution shares, must not stop one before its own budget does.
 		delete(limits, "nproc")
 		limits["tasks"] = req.MaxProcesses

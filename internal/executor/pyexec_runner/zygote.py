@@ -1,30 +1,41 @@
-# pyexec zygote: the fork server of --mode fork. Appended to runner.py and started once as
-#     python -s -u -c BOOTSTRAP '{"preload": [...], "warmup": "..."}'
-# where the bootstrap reads RUNNER+ZYGOTE+"zygote_main()" from a pipe (pythonCommand),
-# with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then
-# answers three requests, each a JSON message:
-#   {"op": "exec", ...} with the standard streams, the status pipe and, when Landlock is in use,
-#       the execution's ruleset as SCM_RIGHTS file descriptors: fork a supervisor that runs the code exactly as spawn mode's runner does;
-#       answer {"pid": supervisor} with a socket to it as SCM_RIGHTS. After the execution the
-#       supervisor sends "r" on that socket and waits for the next "exec" request, until the
-#       socket is closed.
-#   {"op": "session", ...} with the session's ruleset, when Landlock is in use: fork a supervisor
-#       that runs runner.py's session_supervise; answer {"pid": supervisor} with the socket to
-#       it, on which pyexec then speaks the session protocol (see there).
-#   {"op": "spare"} with the status pipe of the spare's execution to
-#       come: fork a spare supervisor, which at once forks the code's process; that process
-#       warms up (not with "cold": true, while pyexec rests) and waits. Answer {"pid": spare}
-#       with a socket to the code's process as SCM_RIGHTS; on it the process says
-#       {"ready": true}, then takes the "exec" request of one execution with its three standard
-#       streams (and its ruleset).
-# Nothing of one execution reaches the next: each runs in a fresh fork of the zygote, which
-# never runs user code itself.
+"""Fork mode's fork server, the zygote: started once as
+
+    python -s -u -c BOOTSTRAP '{"preload": [...], "warmup": "..."}'
+
+where the bootstrap reads the runner's modules from a pipe and calls main (see loader.boot),
+with a SOCK_SEQPACKET control socket on fd 3. It imports the preload modules once, then
+answers three requests, each a JSON message:
+  {"op": "exec", ...} with the standard streams, the status pipe and, when Landlock is in use,
+      the execution's ruleset as SCM_RIGHTS file descriptors: fork a supervisor that runs the
+      code exactly as spawn mode's does (run.supervise); answer {"pid": supervisor} with a
+      socket to it as SCM_RIGHTS. After the execution the supervisor sends "r" on that socket
+      and waits for the next "exec" request, until the socket is closed.
+  {"op": "session", ...} with the session's ruleset, when Landlock is in use: fork a
+      supervisor that runs session.supervise; answer {"pid": supervisor} with the socket to
+      it, on which pyexec then speaks the session protocol (see session).
+  {"op": "spare"} with the status pipe of the spare's execution to come: fork a spare
+      supervisor, which at once forks the code's process; that process warms up (not with
+      "cold": true, while pyexec rests) and waits. Answer {"pid": spare} with a socket to the
+      code's process as SCM_RIGHTS; on it the process says {"ready": true}, then takes the
+      "exec" request of one execution with its three standard streams (and its ruleset).
+Nothing of one execution reaches the next: each runs in a fresh fork of the zygote, which
+never runs user code itself. The zygote imports every module of the runner once, with this
+one, and every process it forks finds them imported."""
 import gc
+import json
+import os
 import signal
 import socket
+import sys
+
+from . import blas, codeproc, outputs, run, session
+from .cell import run_cell
+from .confine import preconfine, protect_self
+from .linux import PR_GET_NO_NEW_PRIVS, SUPERVISOR_NAME, ZYGOTE_NAME, libc, make_subreaper, set_name, sock_fprog
+from .procs import children, has_children
+from .protocol import recv_fds, send_fds
 
 CONTROL_FD = 3
-PR_GET_NO_NEW_PRIVS = 39
 
 # The warm-up of a spare's code process when pyexec passes none: it touches what executions
 # typically touch in the preloaded libraries (lazy imports, caches, and the pages they write),
@@ -96,8 +107,8 @@ def _preload(modules):
     try:
         libc()
         sock_fprog()
-        blas_setters()  # of the pools the preload loaded: each execution sets its share
-        _hook_modules()  # once for every fork
+        blas.setters()  # of the pools the preload loaded: each execution sets its share
+        outputs.hook_modules()  # once for every fork
     except Exception:
         pass
     # What is imported now lives as long as the zygote. Frozen, the collector of a child never
@@ -150,7 +161,7 @@ def _supervisor(req, fds, ctl, conn):
             conn.close()
             _enter(req, (stdin, stdout, stderr))
 
-        supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr), ruleset_fd=ruleset)
+        run.supervise(req["params"], status_fd, prepare, handed=(stdin, stdout, stderr), ruleset_fd=ruleset)
         try:
             conn.send(b"r")  # ready: the next execution is not kept waiting
             msg, fds = recv_fds(conn)
@@ -162,14 +173,14 @@ def _supervisor(req, fds, ctl, conn):
 
 
 def _session(req, fds, ctl, conn):
-    """In a supervisor forked for a session: supervise it (runner.py's session_supervise) until
-    pyexec closes conn, then end."""
+    """In a supervisor forked for a session: supervise it (session.supervise) until pyexec
+    closes conn, then end."""
     _leave_zygote(ctl)
 
     def prepare():
         _enter(req, None)
 
-    session_supervise(conn, req["params"], prepare, fds[0] if fds else None)
+    session.supervise(conn, req["params"], prepare, fds[0] if fds else None)
     os._exit(0)
 
 
@@ -215,7 +226,7 @@ def _rehearse():
     except Exception:
         pass
     main = types.ModuleType("__main__")
-    _cell("print(1)\n", main, "<code>")  # stdout is /dev/null here
+    run_cell("print(1)\n", main, "<code>")  # stdout is /dev/null here
     sys.stdout.flush()
     children()
     has_children()
@@ -250,13 +261,13 @@ def _spare(req, ctl, conn, status_fd, warmup):
     os.setpgid(0, 0)  # pyexec pauses a spare that warms up while executions run, as a group
     os.set_inheritable(status_fd, False)
     subreaper = make_subreaper()
-    child, done = fork_code()
+    child, done = codeproc.fork_code()
     if child == 0:
         os.close(status_fd)
         _warm_up(warmup)
         _rehearse()
         try:
-            preconfine(req.get("confine"), _done_fd)
+            preconfine(req.get("confine"), codeproc.done_fd())
         except Exception as e:
             sys.stderr.write("pyexec spare: could not be confined ahead: %s\n" % e)
             os._exit(1)
@@ -267,9 +278,9 @@ def _spare(req, ctl, conn, status_fd, warmup):
             os._exit(0)  # pyexec let the spare go
         ex = json.loads(msg)
         _enter(ex, fds[:3])
-        run_code(ex["params"], fds[3] if len(fds) > 3 else None)
+        run.run_code(ex["params"], fds[3] if len(fds) > 3 else None)
     conn.close()
-    watch(child, status_fd, subreaper, done)
+    run.watch(child, status_fd, subreaper, done)
     os._exit(0)
 
 
@@ -321,9 +332,10 @@ def _fork(req, fds, ctl, warmup):
     theirs.close()
 
 
-def zygote_main():
-    set_name(b"pyexec-zygote")
+def main(path_entry):
+    set_name(ZYGOTE_NAME)
     protect_self()
+    codeproc.set_path_entry(path_entry)
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     _preload(params.get("preload") or [])
     warmup = params.get("warmup") or BUILTIN_WARMUP

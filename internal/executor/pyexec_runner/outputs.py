@@ -1,0 +1,150 @@
+"""Rich outputs, in Jupyter's vocabulary: one JSON line each, {"type": "execute_result" |
+"display_data", "data": {MIME type: value}}, on the execution's outputs file, which pyexec
+reads after the code (bounded by --max-files-out-bytes); display() for the code, matplotlib's
+figures on plt.show() and at the end; and the import hooks that patch the modules the code
+imports (hook_modules)."""
+import json
+import sys
+
+_outputs = None  # the outputs file (use), None: outputs go nowhere
+
+
+def use(f):
+    """Send the outputs to f, a text file (None: nowhere). The code's process opens its outputs
+    file before its confinement, which would keep it from opening it."""
+    global _outputs
+    _outputs = f
+
+
+def bundle(obj):
+    """obj's MIME bundle: text/plain always; text/html of _repr_html_, image/png of a matplotlib
+    figure or of _repr_png_ (base64), when they give them."""
+    data = {"text/plain": repr(obj)}
+    html = getattr(obj, "_repr_html_", None)
+    if callable(html):
+        try:
+            text = html()
+            if isinstance(text, str):
+                data["text/html"] = text
+        except Exception:
+            pass
+    png = None
+    if type(obj).__module__.startswith("matplotlib") and hasattr(obj, "savefig"):
+        import io
+
+        buf = io.BytesIO()
+        obj.savefig(buf, format="png")
+        png = buf.getvalue()
+    elif callable(getattr(obj, "_repr_png_", None)):
+        try:
+            png = obj._repr_png_()
+        except Exception:
+            png = None
+    if isinstance(png, bytes):
+        import base64
+
+        data["image/png"] = base64.b64encode(png).decode("ascii")
+    return data
+
+
+def emit(kind, obj):
+    """Write obj as an output of kind ("execute_result" or "display_data")."""
+    if _outputs is None:
+        return
+    try:
+        _outputs.write(json.dumps({"type": kind, "data": bundle(obj)}) + "\n")
+        _outputs.flush()
+    except Exception as e:
+        sys.stderr.write("pyexec: an output was not sent: %s: %s\n" % (type(e).__name__, e))
+
+
+def display(*objs, **kwargs):
+    """display(obj, ...) as in a notebook: each object becomes a display_data output."""
+    for obj in objs:
+        emit("display_data", obj)
+
+
+def show_figures(*args, **kwargs):
+    """Every open matplotlib figure becomes a display_data output (a PNG), then is closed: on
+    plt.show() and when the code ends, as a notebook's inline backend does."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    try:
+        for num in plt.get_fignums():
+            emit("display_data", plt.figure(num))
+        plt.close("all")
+    except Exception as e:
+        sys.stderr.write("pyexec: figures were not sent: %s: %s\n" % (type(e).__name__, e))
+
+
+class _PatchOnImport:
+    """Patches the module name with patch(module) as the code imports it, once."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, name, path, target=None):
+        if name != self.name:
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module, patch = spec.loader.exec_module, self.patch
+
+            def exec_and_patch(module):
+                exec_module(module)
+                patch(module)
+
+            spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _patch_module(name, patch):
+    module = sys.modules.get(name)
+    if module is not None:  # preloaded by the zygote
+        patch(module)
+    else:
+        sys.meta_path.insert(0, _PatchOnImport(name, patch))
+
+
+_hooked = False  # hook_modules ran in this process, or in the zygote it was forked from
+
+
+def hook_modules():
+    """pyplot.show() sends the figures (show_figures); the names multiprocessing gives shared
+    memory and semaphores in /dev/shm carry 128 random bits, not 32 (shared_memory) or about 41
+    (semaphores): confined code may open a name it knows there, so a name must not be found by
+    probing. Once per process: the zygote's hooks hold in every fork of it."""
+    global _hooked
+    if _hooked:
+        return
+    _hooked = True
+    _patch_module("matplotlib.pyplot", _patch_show)
+    _patch_module("multiprocessing.shared_memory", _patch_shm_names)
+    _patch_module("multiprocessing.synchronize", _patch_sem_names)
+
+
+def _patch_show(module):
+    module.show = show_figures
+
+
+def _patch_shm_names(module):
+    import secrets
+
+    prefix = getattr(module, "_SHM_NAME_PREFIX", "/psm_")
+    module._make_filename = lambda: prefix + secrets.token_hex(16)
+
+
+def _patch_sem_names(module):
+    import secrets
+
+    def _make_name():
+        from multiprocessing import process
+
+        return "%s-%s" % (process.current_process()._config["semprefix"], secrets.token_hex(16))
+
+    module.SemLock._make_name = staticmethod(_make_name)
+

@@ -1,0 +1,267 @@
+"""Sessions. A session is one interpreter that runs call after call in the same __main__: its
+supervisor (supervise) forks it, confined for its whole life exactly as an execution's code
+process is, and stays between it and pyexec. The supervisor's socket to pyexec (ctl) carries,
+for each call, {"op": "exec"} with four descriptors: a pipe with the call ({"code": ...,
+"env": {...}}), stdin, stdout and stderr. The supervisor passes them on to the interpreter
+over a socket of their own, numbered ({"op": "exec", "call": N}), waits until the interpreter
+answers that call ({"call": N, "exit_code": ...}) or dies (reaping and then killing every
+other process of the session: what the code starts ends with its call), and answers
+{"exit_code": N, "memory_error": bool}, or {"exit_code": N, "signal": S, "lost": true} when
+the interpreter is gone, after which it ends. Its first message is {"pid": interpreter} with a
+pidfd of the interpreter, through which pyexec interrupts a call (SIGINT: KeyboardInterrupt),
+or {"error": ...}. pyexec closing ctl ends the session. The interpreter holds nothing of
+pyexec's: what it says is the code's word, checked like any input, and it can mislead no one
+but its own session's caller."""
+import json
+import os
+import sys
+
+from . import blas, codeproc
+from .cell import run_cell
+from .linux import code_name, make_subreaper, set_name
+from .procs import kill_leftovers, reap_all
+from .protocol import call_reply, ended, lost_reply, recv_fds, send_fds
+from .tree import Tree
+
+
+def supervise(ctl, params, prepare=None, ruleset_fd=None):
+    """Supervise a session until pyexec closes ctl or its interpreter ends. prepare, when
+    given, runs first in the interpreter's process (fork mode: user, directory, environment)."""
+    import signal
+    import socket
+
+    make_subreaper()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        try:
+            set_name(code_name())
+            ctl.close()
+            mine.close()
+            if prepare is not None:
+                prepare()
+            interpreter(params, ruleset_fd, theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    if ruleset_fd is not None:
+        os.close(ruleset_fd)
+    pidfd = os.pidfd_open(child)
+    tree = Tree()
+    answer, st = _wait(child, mine, pidfd, tree)
+    if answer is None or not answer.get("ready"):
+        error = (answer or {}).get("error") or "the session's interpreter %s" % ended(st)
+        send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
+        os._exit(1)
+    send_fds(ctl, json.dumps({"pid": child}).encode(), [pidfd])
+    # At rest between calls: the interpreter is stopped, with its threads — no CPU, no new
+    # thread or connection — and continued for the next call.
+    os.kill(child, signal.SIGSTOP)
+    calls = 0
+    while _idle(child, ctl, pidfd, tree):
+        try:
+            msg, fds = recv_fds(ctl)
+        except OSError:
+            break
+        if not msg or len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            break
+        # Each call is numbered: what the code itself writes on its socket cannot pass for
+        # the answer of a later call.
+        calls += 1
+        os.kill(child, signal.SIGCONT)
+        try:
+            send_fds(mine, json.dumps({"op": "exec", "call": calls}).encode(), fds)
+        except OSError:
+            pass  # the interpreter is gone: _wait says how it ended
+        for fd in fds:
+            os.close(fd)
+        tree.refused = 0
+        answer, st = _wait(child, mine, pidfd, tree, calls)
+        kill_leftovers(keep=child if st is None else None)
+        if st is None:
+            os.kill(child, signal.SIGSTOP)
+        if st is not None:
+            send_fds(ctl, json.dumps(lost_reply(st, tree.over_memory)).encode(), [])
+            break
+        try:
+            send_fds(ctl, json.dumps(call_reply(answer, tree.refused)).encode(), [])
+        except OSError:
+            break
+    kill_leftovers()
+    os._exit(0)
+
+
+def _idle(child, ctl, pidfd, tree):
+    """Between calls: reap what ends and hold the tree to its limits, until pyexec sends (True)
+    or the interpreter ends (False): past its memory limit the session is killed."""
+    import select
+    import signal
+
+    poller = select.poll()
+    poller.register(ctl.fileno(), select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    if tree.fd is not None:
+        poller.register(tree.fd, select.POLLIN)
+    while True:
+        reap_all()
+        events = dict(poller.poll(tree.timeout(1000)))
+        if tree.fd in events:
+            if not tree.answer(events.pop(tree.fd)):
+                poller.unregister(tree.fd)
+                tree.close()
+        if tree.memory_over():
+            os.kill(child, signal.SIGKILL)
+            return False
+        if pidfd in events:
+            return False
+        if events:
+            return True
+
+
+def _wait(child, sock, pidfd, tree, call=None):
+    """Reap every process that ends, and hold the tree to its limits, until the interpreter
+    answers call on sock (returns its answer, None) or ends (returns None, its wait status):
+    past its memory limit it is killed. An answer to another call is dropped. The first answer
+    (call None, "ready") brings the tree's limits."""
+    import select
+    import signal
+
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    if tree.fd is not None:
+        poller.register(tree.fd, select.POLLIN)
+    while True:
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            except InterruptedError:
+                continue
+            if pid == child:
+                return None, st
+            if pid == 0:
+                break
+        for fd, event in poller.poll(tree.timeout(1000)):
+            if fd == tree.fd:
+                if not tree.answer(event):
+                    poller.unregister(fd)
+                    tree.close()
+                continue
+            if fd != sock.fileno():
+                continue
+            try:
+                msg, fds = recv_fds(sock)
+            except OSError:
+                msg, fds = b"", []
+            if (call is None or fds) and tree.take(msg if call is None else b"", fds):
+                poller.register(tree.fd, select.POLLIN)
+            try:
+                answer = json.loads(msg) if msg else None
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                if answer.get("call") == call:
+                    return answer, None
+                continue
+            if not msg:
+                poller.unregister(sock.fileno())  # nothing more from it: wait for its end
+        if tree.memory_over():
+            os.kill(child, signal.SIGKILL)
+            _, st = os.waitpid(child, 0)
+            return None, st
+
+
+def interpreter(params, ruleset_fd, conn):
+    """The session's interpreter: limits and confinement once, then one call after another in
+    the same __main__, until the socket closes. Never returns."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        codeproc.limit(params)
+        main = codeproc.confined(params, ruleset_fd)
+    except BaseException as e:
+        send_fds(conn, json.dumps({"error": "%s: %s" % (type(e).__name__, e)}).encode(), [])
+        os._exit(126)
+    for fd in (0, 1, 2):  # between calls, what the code prints goes nowhere
+        os.dup2(null, fd)
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt)
+    codeproc.hand_limits(conn.fileno(), params, {"ready": True})
+    calls = 0
+    while True:
+        try:
+            msg, fds = recv_fds(conn)
+        except OSError:
+            os._exit(0)
+        if not msg or len(fds) != 4:
+            os._exit(0)
+        call = json.loads(msg).get("call")
+        calls += 1
+        try:
+            status, memory_error = _call(fds, main, "<cell-%d>" % calls)
+        except KeyboardInterrupt:  # between the code's end and its report
+            status, memory_error = 1, False
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)  # the call's streams end with it
+        try:
+            conn.send(json.dumps({"call": call, "exit_code": status, "memory_error": memory_error}).encode())
+        except OSError:
+            os._exit(0)
+
+
+# True while a call's code runs: an interrupt (SIGINT) raises KeyboardInterrupt in it, and is
+# ignored between calls.
+_in_call = False
+
+
+def _interrupt(signum, frame):
+    if _in_call:
+        raise KeyboardInterrupt
+
+
+def _call(fds, main, filename):
+    """One call: its streams on 0, 1 and 2, its env, its code run as a cell; then its
+    processes killed. Returns the exit status and whether a MemoryError ended the code."""
+    call_fd, stdio = fds[0], fds[1:]
+    with os.fdopen(call_fd, encoding="utf-8", errors="surrogateescape") as f:
+        call = json.load(f)
+    for fd, target in zip(stdio, (0, 1, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    _std_streams()
+    env = call.get("env") or {}
+    os.environ.update(env)
+    blas.set_threads(call.get("threads"), env, session=True)
+    global _in_call
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt)  # the last call's code may have replaced it
+    _in_call = True
+    try:
+        return run_cell(call["code"], main, filename)
+    finally:
+        _in_call = False
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        kill_leftovers()
+
+
+def _std_streams():
+    """Fresh sys.stdin, sys.stdout and sys.stderr on 0, 1 and 2 for a call, as python -u makes
+    them: the last call's code may have replaced or closed them."""
+    import io
+
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape")
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="surrogateescape", write_through=True)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
+
+

@@ -1,0 +1,214 @@
+"""The supervisor's hold on the code's tree — every process below the supervisor: its process
+budget and its memory limit (Tree), and what it reads of the tree in /proc."""
+import json
+import os
+
+from .linux import SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND, SECCOMP_USER_NOTIF_FLAG_CONTINUE
+from .procs import children
+
+
+class Tree:
+    """The supervisor's side of the limits of the code's tree — every process below the
+    supervisor — which the code's process hands over before its code runs
+    (codeproc.hand_limits): its process budget and its memory limit.
+
+    The process budget, where the kernel lets the supervisor count (Go's confine.BudgetFilter):
+    every clone, clone3, fork and vfork of the code's processes waits for the supervisor's
+    answer, which lets it go on while the tree holds fewer than its budget of tasks (processes
+    and threads, as RLIMIT_NPROC counts them) and refuses it with EAGAIN, as RLIMIT_NPROC would,
+    otherwise. The count costs no /proc read per call: bound, an upper bound of the tree's
+    tasks, grows with each allowance and is recounted from /proc only when it reaches the
+    budget. A clone the supervisor let go on is in /proc once its thread has run again: a
+    recount first waits until GRACE has passed since the latest allowance. The tree passes its
+    budget only by the clones the scheduler kept from running for longer than that.
+
+    The memory limit: the tree's resident memory, read every INTERVAL (tree_memory); past the
+    limit the supervisor kills the tree."""
+
+    GRACE = 0.005
+    INTERVAL = 0.1
+
+    def __init__(self):
+        self.taken = False
+        self.fd = None  # the budget's listener
+        self.limit = 0
+        self.bound = 0
+        self.last = 0.0  # time of the latest allowance
+        self.refused = 0
+        self.allowed = 0  # new tasks the budget let the tree make
+        self.memory = 0  # bytes; 0: no limit
+        self.over_memory = False
+        self._due = 0.0
+
+    def take(self, msg, fds):
+        """Take what the code's process hands over before its code runs: the budget's listener
+        alone ({"listener": true}, from a spare confined ahead: confine.preconfine), then the
+        limits, once. True when a listener to answer comes with either. Descriptors not taken are
+        closed. Until the limits come, the listener refuses every new task."""
+        limits = None
+        if not self.taken:
+            try:
+                limits = json.loads(msg)
+            except ValueError:
+                pass
+        if not isinstance(limits, dict):
+            for fd in fds:
+                os.close(fd)
+            return False
+        if limits.get("listener") is True:
+            if self.fd is not None or not fds:
+                for fd in fds:
+                    os.close(fd)
+                return False
+            for fd in fds[1:]:
+                os.close(fd)
+            self.fd, self.limit, self.bound = fds[0], 1, 1
+            return True
+        self.taken = True
+        memory, budget = limits.get("memory"), limits.get("budget")
+        if isinstance(memory, int) and memory > 0:
+            import time
+
+            # The first reading one interval in: a short execution is over before, and its
+            # supervisor does not take the CPU from it.
+            self.memory, self._due = memory, time.monotonic() + self.INTERVAL
+        if not isinstance(budget, int) or budget <= 0 or (self.fd is None) == (not fds):
+            # No budget; or a listener twice, or none: the limits cannot be trusted to count.
+            for fd in fds:
+                os.close(fd)
+            if self.fd is not None:
+                self.limit = 1 << 30 if budget is None else 1
+            return False
+        for fd in fds[1:]:
+            os.close(fd)
+        if fds:
+            self.fd = fds[0]
+        self.limit, self.bound = budget, 1  # the code's process, alone
+        return True
+
+    def forkless(self):
+        """True when the budget's listener came before the code ran and let the tree make no
+        task: then no process of the tree can be left but the code's own, and there is nothing
+        to look for."""
+        return self.fd is not None and self.allowed == 0
+
+    def timeout(self, ms):
+        """poll's timeout: ms, or less when the memory is due to be read."""
+        if not self.memory:
+            return ms
+        import time
+
+        return max(0, min(ms, int((self._due - time.monotonic()) * 1000) + 1))
+
+    def memory_over(self):
+        """Read the tree's memory when it is due: True once it has been over the limit."""
+        if not self.memory or self.over_memory:
+            return self.over_memory
+        import time
+
+        now = time.monotonic()
+        if now >= self._due:
+            self._due = now + self.INTERVAL
+            self.over_memory = tree_memory(os.getpid(), self.memory) > self.memory
+        return self.over_memory
+
+    def answer(self, event):
+        """Answer one notification (poll's event on the listener). False when the listener has
+        no process left: it says so with POLLHUP alone, and a read would then wait forever."""
+        import errno
+        import fcntl
+        import select
+        import struct
+        import time
+
+        if not event & select.POLLIN:
+            return False
+        req = bytearray(80)  # struct seccomp_notif, zeroed as the kernel wants it
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, req, True)
+        except OSError as e:
+            # ENOENT: the caller was killed meanwhile. Otherwise no process is left to ask.
+            return e.errno in (errno.ENOENT, errno.EINTR)
+        if self.bound >= self.limit:
+            wait = self.last + self.GRACE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.bound = tree_tasks(os.getpid())
+        if self.bound >= self.limit:
+            self.refused += 1
+            resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, -errno.EAGAIN, 0)
+        else:
+            self.bound += 1
+            self.allowed += 1
+            self.last = time.monotonic()
+            resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, resp)
+        except OSError:
+            pass  # the caller was killed meanwhile
+        return True
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def tree_pids(root):
+    """The processes below root."""
+    out, todo = [], children(root)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children(pid))
+    return out
+
+
+def tree_tasks(root):
+    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too)."""
+    count = 0
+    for pid in tree_pids(root):
+        try:
+            count += len(os.listdir("/proc/%d/task" % pid))
+        except OSError:
+            pass
+    return count
+
+_page_size = None
+
+
+def tree_memory(root, limit):
+    """The resident memory of the processes below root, in bytes: the sum of their resident
+    sets (statm: cheap) while it is at most limit; past it, of their proportional sets (Pss of
+    smaps_rollup: a page n processes share counts 1/n in each, as pages forked processes share
+    with their parent and the zygote), which a supervisor can read of dumpable processes only —
+    the code's are where Landlock confines them (see confine.confine) — and elsewhere their
+    resident sets again."""
+    global _page_size
+    if _page_size is None:
+        _page_size = os.sysconf("SC_PAGE_SIZE")
+    rss = {}
+    for pid in tree_pids(root):
+        try:
+            with open("/proc/%d/statm" % pid, "rb") as f:
+                rss[pid] = int(f.read().split()[1]) * _page_size
+        except (OSError, ValueError, IndexError):
+            pass
+    total = sum(rss.values())
+    if total <= limit:
+        return total
+    total = 0
+    for pid, resident in rss.items():
+        try:
+            with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+                pss = 0  # no Pss line: its memory is gone already (it is exiting)
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        pss = int(line.split()[1]) * 1024
+                        break
+            total += pss
+        except PermissionError:  # not dumpable: its resident set
+            total += resident
+        except (OSError, ValueError, IndexError):  # gone
+            pass
+    return total
