@@ -80,14 +80,14 @@ def ended(st):
     return "exited with status %d" % os.WEXITSTATUS(st)
 
 
-def recv_fds(sock, size=1 << 20):
+def recv_fds(sock, size=1 << 20, flags=0):
     """One message of a SOCK_SEQPACKET socket (at most size bytes: the rest is cut) and the file
-    descriptors that came with it."""
+    descriptors that came with it; flags are recvmsg's (MSG_DONTWAIT)."""
     import array
     import socket
 
     fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(8 * fds.itemsize))
+    msg, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(8 * fds.itemsize), flags)
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])

@@ -93,6 +93,25 @@ def watch(child, status_fd, subreaper, done):
         kill_leftovers()
 
 
+def _sent_report(done):
+    """The report the code's process already sent on done, if it did: (status, memory_error),
+    else None. What came before it (the limits, a listener) is dropped: the process is gone."""
+    import socket
+
+    while True:
+        try:
+            msg, fds = recv_fds(done, 4096, socket.MSG_DONTWAIT)
+        except OSError:  # nothing waits (BlockingIOError), or the socket failed
+            return None
+        for fd in fds:
+            os.close(fd)
+        if not msg:
+            return None
+        if msg[:1] == b"{" or fds:
+            continue
+        return parse_done(msg)
+
+
 def _wait(child, done, tree):
     """Reap every process that ends, and hold the tree to its limits, until the code's process
     reports its exit status on done (returns it, whether a MemoryError ended the code, None) or
@@ -119,6 +138,11 @@ def _wait(child, done, tree):
                 except InterruptedError:
                     continue
                 if pid == child:
+                    # It may have reported and ended since the last wake: the report then
+                    # waits on done, and says more than the wait status (a MemoryError).
+                    report = _sent_report(done)
+                    if report is not None:
+                        return report[0], report[1], None
                     return None, False, st
                 if pid == 0:
                     break

@@ -1,0 +1,41 @@
+"""The stateless supervisor's wait for the code's process."""
+import os
+import socket
+import unittest
+
+from pyexec_runner import run
+from pyexec_runner.tree import Tree
+
+
+class WaitTest(unittest.TestCase):
+    def ended_child(self, *messages):
+        """A child that sends messages on a socket and exits 1, waited for until it has ended
+        (a zombie, not reaped); the supervisor's end of the socket."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                mine.close()
+                for m in messages:
+                    theirs.send(m)
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.addCleanup(mine.close)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        return pid, mine
+
+    def test_report_of_a_process_that_ended_first(self):
+        # The code's process reported a MemoryError and ended before the supervisor woke: the
+        # report, not the wait status, says how it ended.
+        pid, done = self.ended_child(b'{"memory": 1048576}', b"1 m")
+        self.assertEqual(run._wait(pid, done, Tree()), (1, True, None))
+
+    def test_a_process_that_ended_without_a_report(self):
+        pid, done = self.ended_child(b'{"memory": 1048576}')
+        status, memory_error, st = run._wait(pid, done, Tree())
+        self.assertEqual((status, memory_error, os.waitstatus_to_exitcode(st)), (None, False, 1))
+
+
+if __name__ == "__main__":
+    unittest.main()
