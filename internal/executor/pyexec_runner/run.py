@@ -67,7 +67,7 @@ def watch(child, status_fd, subreaper, done):
         early, memory_error, st = _wait(child, done, tree)
     finally:
         done.close()
-    if early is not None:
+    if early is not None and st is None:
         # The code's process is ending; but code may have written on done itself while it
         # goes on running: kill it, so that whatever it is doing ends with the result.
         os.kill(child, signal.SIGKILL)
@@ -114,9 +114,9 @@ def _sent_report(done):
 
 def _wait(child, done, tree):
     """Reap every process that ends, and hold the tree to its limits, until the code's process
-    reports its exit status on done (returns it, whether a MemoryError ended the code, None) or
-    ends without (returns None, False, its wait status). Past its memory limit the tree is
-    killed."""
+    reports its exit status on done (returns it, whether a MemoryError ended the code, and None
+    or, when it was reaped after it reported, its wait status) or ends without (returns None,
+    False, its wait status). Past its memory limit the tree is killed."""
     import select
     import signal
 
@@ -142,7 +142,7 @@ def _wait(child, done, tree):
                     # waits on done, and says more than the wait status (a MemoryError).
                     report = _sent_report(done)
                     if report is not None:
-                        return report[0], report[1], None
+                        return report[0], report[1], st
                     return None, False, st
                 if pid == 0:
                     break
