@@ -58,12 +58,13 @@ const (
 	// StageHop is the request's way from the server to the runner (another container in a
 	// pod), on the kernel's monotonic clock that both read; left out when they do not share it.
 	StageHop = "hop"
-	// StageStart is the runner getting the code to a process that runs it: a warm spare takes
-	// it at once, else a supervisor or the zygote forks one (fork mode), or an interpreter
-	// starts (spawn mode); in a session, the call handed to its interpreter.
+	// StageStart is the runner handing the code over: to a warm spare's process, to an idle
+	// supervisor or one the zygote forks (fork mode), to a new interpreter (spawn mode), or to
+	// a session's interpreter.
 	StageStart = "start"
-	// StageRun is that process running it: confinement, the code, its exit, until the runner
-	// knows how it ended.
+	// StageRun is from the hand-over until the runner knows how the code ended: the code's
+	// process forked (fork mode without a warm spare) or the interpreter starting (spawn
+	// mode), confinement, the code, its exit.
 	StageRun = "run"
 	// StageCollect is the runner draining the output streams and reading the outputs and the
 	// files into the result.
