@@ -28,6 +28,9 @@ type Request struct {
 	// OpenFiles, when set, receives the files the result returns, open, instead of their
 	// contents in the result: the caller reads them as it sends the result, and closes them.
 	OpenFiles *OpenFiles
+	// Timings are the stages the execution went through before the executor (the server's
+	// parse, queue and hop), in milliseconds by name: the result's timings_ms start with them.
+	Timings map[string]float64
 }
 
 // Limits of one execution.

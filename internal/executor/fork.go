@@ -308,6 +308,7 @@ func (f *Fork) ExecuteDeferred(ctx context.Context, req Request, out Output) (ap
 		later.add(finish)
 		return res, later.run, err
 	}
+	e.handed = time.Now()
 	p.closeChildEnds()
 	e.watch(ctx, pid)
 	// The status pipe ends once the supervisor and every process of the code are gone.

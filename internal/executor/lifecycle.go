@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,9 +26,12 @@ import (
 type execution struct {
 	req   Request
 	begun time.Time
-	dir   string // holds code.py, work/ and mpl/
-	own   bool   // the executor made dir (the request gave none) and removes it
-	work  string // the code's working directory
+	// handed is when the code's process (or its supervisor) had the execution, answered when
+	// its end was known: the marks between the stages start, run and collect (see Stages).
+	handed, answered time.Time
+	dir              string // holds code.py, work/ and mpl/
+	own              bool   // the executor made dir (the request gave none) and removes it
+	work             string // the code's working directory
 	// tree is the current packages tree, resolved once: the execution sees one tree for its
 	// whole run.
 	tree   string
@@ -193,6 +197,7 @@ func await[T any](e *execution, p *pipes, answer func() T) (v T, ok bool) {
 			ok = false
 		}
 	}
+	e.answered = time.Now()
 	e.unwatch()
 	waitBounded(&copies, 2*time.Second)
 	return v, ok
@@ -220,8 +225,28 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 	var used int64
 	res.Outputs, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
 	res.Files, res.FilesTruncated = e.files(max(budget-used, 1))
-	res.DurationMS = float64(time.Since(e.begun).Microseconds()) / 1000
+	now := time.Now()
+	res.DurationMS = ms(now.Sub(e.begun))
+	res.TimingsMS = e.stages(now)
 	return res, killed
+}
+
+// stages are the execution's timings_ms: the request's stages (the server's), then start,
+// run and collect, each when both its marks are known.
+func (e *execution) stages(now time.Time) map[string]float64 {
+	t := maps.Clone(e.req.Timings)
+	if t == nil {
+		t = make(map[string]float64, 3)
+	}
+	put := func(stage string, from, to time.Time) {
+		if !from.IsZero() && !to.IsZero() && !to.Before(from) {
+			t[stage] = ms(to.Sub(from))
+		}
+	}
+	put(api.StageStart, e.begun, e.handed)
+	put(api.StageRun, e.handed, e.answered)
+	put(api.StageCollect, e.answered, now)
+	return t
 }
 
 // files are the files the code created or changed in its working directory, within the

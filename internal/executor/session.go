@@ -509,6 +509,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 		return noResult(req), err
 	}
 	defer callW.Close() // stops a write the interpreter never read
+	e.handed = time.Now()
 	e.watch(ctx, ss.sup)
 	a, ok := await(e, p, ss.answer)
 	if !ok {

@@ -159,12 +159,14 @@ func (s *Spawn) ExecuteDeferred(ctx context.Context, req Request, out Output) (a
 	if err != nil {
 		return noResult(req), later.run, fmt.Errorf("starting %s: %w", s.cfg.Python, err)
 	}
+	e.handed = time.Now() // the interpreter is started; its source and params are on their way
 	pid := cmd.Process.Pid
 	e.watch(ctx, pid)
 
 	statusDone := make(chan status, 1)
 	go func() { statusDone <- readStatus(statusR) }()
 	waitErr := cmd.Wait()
+	e.answered = time.Now()
 	if s.cfg.Reaper != nil {
 		s.cfg.Reaper.Done(pid)
 	}

@@ -48,7 +48,7 @@ import (
 // did before, does not change it: Config.MemoryHighWater, Stats' figures of the trees and of
 // the memory cgroup, SessionState.EndedForMemory, the Total and Partial of a Files reply (an
 // older runner's listing counts as complete, its Total as the files it lists). Protocol 2
-// streams large results (ResultStream).
+// streams large results (ResultStream). Execute's Timings and SentAt are such fields.
 const Protocol = 2
 
 // Hello is the runner's first message on the control connection.
@@ -178,6 +178,11 @@ type Execute struct {
 	Limits  Limits            `json:"limits"`
 	// Stream asks for Output replies as the code writes.
 	Stream bool `json:"stream,omitempty"`
+	// Timings are the server's stages of the execution so far (parse, queue), in
+	// milliseconds, which the result's timings_ms starts with; SentAt is when the server sent
+	// it, on CLOCK_MONOTONIC in nanoseconds, from which the runner tells the hop.
+	Timings map[string]float64 `json:"timings,omitempty"`
+	SentAt  int64              `json:"sent_at,omitempty"`
 }
 
 // File is an input file.

@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"maps"
+
 	"github.com/pyexec/pyexec/internal/proc"
 	"github.com/pyexec/pyexec/internal/reaper"
 
@@ -503,6 +505,33 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 	return &Reply{Error: errorOf(err)}
 }
 
+// withHop is the server's stages of an execution and the hop from the server's send at sentAt
+// (CLOCK_MONOTONIC, ns) to now. The hop is left out when the server sent no time, or one that
+// is not before now or more than a minute before: its clock is not this one (another time
+// namespace).
+func withHop(timings map[string]float64, sentAt int64) map[string]float64 {
+	hop := time.Duration(monotonicNow() - sentAt)
+	if sentAt == 0 || hop < 0 || hop > time.Minute {
+		return timings
+	}
+	t := maps.Clone(timings)
+	if t == nil {
+		t = map[string]float64{}
+	}
+	t[api.StageHop] = float64(hop.Microseconds()) / 1000
+	return t
+}
+
+// monotonicNow is CLOCK_MONOTONIC in nanoseconds, which the server and the runner of a pod
+// read alike (Go's monotonic readings are of this process alone).
+func monotonicNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
 // execer is what runs an execution: the executor, or a session.
 type execer interface {
 	Execute(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error)
@@ -514,7 +543,7 @@ type execer interface {
 func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer) (*Reply, func()) {
 	open := &executor.OpenFiles{}
 	req := executor.Request{ID: e.ID, Code: e.Code, Stdin: e.Stdin, Env: e.Env, Files: fromFiles(e.Files), Network: e.Network, Limits: fromLimits(e.Limits),
-		OpenFiles: open}
+		OpenFiles: open, Timings: withHop(e.Timings, e.SentAt)}
 	if e.Dir != "" {
 		req.Dir = filepath.Join(s.cfg.WorkDir, e.Dir)
 	}

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"slices"
+
 	"github.com/pyexec/pyexec/internal/unixsocket"
 
 	"bytes"
@@ -20,22 +22,34 @@ import (
 
 // handleExecute serves POST /v1/execute: check and map the request, wait for a slot, run.
 func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
+	begun := time.Now()
 	req, stream, ok := s.readExecution(w, r, nil)
 	if !ok || !s.beginOrRefuse(w, r) {
 		return
 	}
+	read := time.Now()
 	defer s.end()
 	ctx, g, done, ok := s.admit(w, r)
 	if !ok {
 		return
 	}
 	defer done()
+	req.Timings = serverStages(begun, read)
 	if stream {
 		s.runStreaming(ctx, w, r, req, s.executor().Execute, g.resultKnown)
 	} else {
 		s.runPlain(ctx, w, r, req, s.executor().Execute, g.resultKnown)
 	}
 }
+
+// serverStages are the server's stages of an execution: parse, from when its handler began to
+// when the request was read and checked; queue, from then until now, when it has a slot.
+func serverStages(begun, read time.Time) map[string]float64 {
+	return map[string]float64{api.StageParse: ms(read.Sub(begun)), api.StageQueue: ms(time.Since(read))}
+}
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // runFunc runs one execution: the executor's Execute, or a session's.
 type runFunc func(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error)
@@ -239,7 +253,12 @@ func (s *Server) recordExecution(ctx context.Context, req executor.Request, res 
 	log := logr.FromContextOrDiscard(ctx)    // carries the request id
 	uid, _, _, _ := unixsocket.PeerCred(ctx) // -1 when unknown
 	s.m.duration.Observe(elapsed.Seconds())
-	kv := []any{"uid", uid, "durationMs", float64(elapsed.Microseconds()) / 1000}
+	for stage, v := range res.TimingsMS {
+		if slices.Contains(api.Stages, stage) { // a label per known stage, never more
+			s.m.stages.WithLabelValues(stage).Observe(v / 1000)
+		}
+	}
+	kv := []any{"uid", uid, "durationMs", ms(elapsed)}
 	if s.cfg.LogCode {
 		kv = append(kv, "code", req.Code)
 	}

@@ -15,6 +15,7 @@ const reasonError = "error"
 type metrics struct {
 	executions *prometheus.CounterVec
 	duration   prometheus.Histogram
+	stages     *prometheus.HistogramVec
 	queueDepth prometheus.Gauge
 	inFlight   prometheus.Gauge
 	// resultsWaiting are results known, held in memory, whose responses are not yet written.
@@ -45,6 +46,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Wall time of executions, from admission to the result.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pyexec_execution_stage_seconds",
+			Help:    "Time of executions and session calls by stage, as the result's timings_ms has them: parse, queue, hop, start, run, collect.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60},
+		}, []string{"stage"}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pyexec_queue_depth",
 			Help: "Execute requests waiting for a free execution slot.",
@@ -110,8 +116,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{sessionDeleted, sessionIdle, sessionLost, sessionExited, sessionDrain, sessionMemory} {
 		m.sessionsEnded.WithLabelValues(r)
 	}
+	for _, stage := range api.Stages {
+		m.stages.WithLabelValues(stage)
+	}
 	if reg != nil {
-		reg.MustRegister(m.executions, m.duration, m.queueDepth, m.inFlight, m.resultsWaiting, m.rejected, m.ready, m.connsOpen, m.connsRefused,
+		reg.MustRegister(m.executions, m.duration, m.stages, m.queueDepth, m.inFlight, m.resultsWaiting, m.rejected, m.ready, m.connsOpen, m.connsRefused,
 			m.probeConnsOpen, m.probeConnsRefused,
 			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded)
 	}

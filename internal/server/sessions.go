@@ -359,6 +359,7 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 
 // handleSessionExecute serves POST /v1/sessions/{id}/execute: as /v1/execute, in the session.
 func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
+	begun := time.Now()
 	req, stream, ok := s.readExecution(w, r, func(body api.ExecuteRequest) *requestError {
 		switch {
 		case body.MemoryLimitMB != nil:
@@ -371,6 +372,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	read := time.Now()
 	e, rerr := s.lookup(r)
 	if rerr != nil {
 		s.writeRequestError(w, r, rerr)
@@ -402,6 +404,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
+	req.Timings = serverStages(begun, read)
 	ctx = logr.NewContext(ctx, logr.FromContextOrDiscard(ctx).WithValues("session", e.id))
 	run := func(ctx context.Context, req executor.Request, out executor.Output) (api.ExecuteResult, error) {
 		res, err := e.ss.Execute(ctx, req, out)

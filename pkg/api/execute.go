@@ -47,6 +47,33 @@ type OutputFile struct {
 	ContentBase64 string `json:"content_base64"`
 }
 
+// Stages of an execution, the keys of ExecuteResult.TimingsMS, in the order they happen. The
+// names are stable; a stage that was not measured is left out.
+const (
+	// StageParse is the server reading and checking the request, from the moment its handler
+	// has it.
+	StageParse = "parse"
+	// StageQueue is the wait for an execution slot (--max-concurrent, --queue).
+	StageQueue = "queue"
+	// StageHop is the request's way from the server to the runner (another container in a
+	// pod), on the kernel's monotonic clock that both read; left out when they do not share it.
+	StageHop = "hop"
+	// StageStart is the runner handing the code over: to a warm spare's process, to an idle
+	// supervisor or one the zygote forks (fork mode), to a new interpreter (spawn mode), or to
+	// a session's interpreter.
+	StageStart = "start"
+	// StageRun is from the hand-over until the runner knows how the code ended: the code's
+	// process forked (fork mode without a warm spare) or the interpreter starting (spawn
+	// mode), confinement, the code, its exit.
+	StageRun = "run"
+	// StageCollect is the runner draining the output streams and reading the outputs and the
+	// files into the result.
+	StageCollect = "collect"
+)
+
+// Stages are the Stage constants in the order they happen.
+var Stages = []string{StageParse, StageQueue, StageHop, StageStart, StageRun, StageCollect}
+
 // ExecuteResult is the 200 response of POST /v1/execute, and the exit event of a stream.
 type ExecuteResult struct {
 	ID       string `json:"id"`
@@ -55,12 +82,15 @@ type ExecuteResult struct {
 	Stderr   string `json:"stderr"`
 	Reason   string `json:"reason"`
 	// Signal names the signal that killed the interpreter (e.g. "SIGKILL"), when one did.
-	Signal          string       `json:"signal,omitempty"`
-	TimedOut        bool         `json:"timed_out"`
-	StdoutTruncated bool         `json:"stdout_truncated"`
-	StderrTruncated bool         `json:"stderr_truncated"`
-	DurationMS      float64      `json:"duration_ms"`
-	Files           []OutputFile `json:"files"`
+	Signal          string  `json:"signal,omitempty"`
+	TimedOut        bool    `json:"timed_out"`
+	StdoutTruncated bool    `json:"stdout_truncated"`
+	StderrTruncated bool    `json:"stderr_truncated"`
+	DurationMS      float64 `json:"duration_ms"`
+	// TimingsMS is where the execution's time went: milliseconds by stage (the Stage
+	// constants; api.Stages has their order); a stage not measured is left out.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
+	Files     []OutputFile       `json:"files"`
 	// FilesTruncated is true when files were left out by the count or size caps.
 	FilesTruncated bool `json:"files_truncated"`
 	// Outputs are the rich outputs, in order: the value of a final expression, display(),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,19 @@ type BenchResult struct {
 	Failed    int             // request errors (429 included) and executions that did not exit 0
 	Elapsed   time.Duration
 	FirstErr  error
+	// Stages are the results' timings_ms of the measured executions, by stage, sorted.
+	Stages map[string][]float64
+}
+
+// StagePercentile returns the p-th percentile (0-100) of a stage's milliseconds, nearest
+// rank; false when no result had the stage.
+func (r *BenchResult) StagePercentile(stage string, p float64) (float64, bool) {
+	v := r.Stages[stage]
+	if len(v) == 0 {
+		return 0, false
+	}
+	i := int(math.Ceil(p/100*float64(len(v)))) - 1
+	return v[max(0, min(i, len(v)-1))], true
 }
 
 // Percentile returns the p-th percentile (0-100) of the latencies, nearest rank.
@@ -54,6 +68,15 @@ func (r *BenchResult) ReportAs(w io.Writer, label string) {
 	fmt.Fprintf(w, "%sexecutions: %d ok, %d failed in %v\n", label, len(r.Latencies), r.Failed, r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "%slatency: p50 %v  p95 %v  p99 %v  max %v\n", label, round(r.Percentile(50)), round(r.Percentile(95)), round(r.Percentile(99)), round(r.Percentile(100)))
 	fmt.Fprintf(w, "%sthroughput: %.1f executions/s\n", label, r.Throughput())
+	if len(r.Stages) > 0 {
+		var parts []string
+		for _, stage := range api.Stages {
+			if v, ok := r.StagePercentile(stage, 50); ok {
+				parts = append(parts, fmt.Sprintf("%s %.3f", stage, v))
+			}
+		}
+		fmt.Fprintf(w, "%sstages p50 (ms): %s\n", label, strings.Join(parts, "  "))
+	}
 	if r.FirstErr != nil {
 		fmt.Fprintf(w, "%sfirst failure: %v\n", label, r.FirstErr)
 	}
@@ -64,9 +87,50 @@ func round(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond
 // Bench sends req Requests times from Concurrency clients and measures each execution from
 // request to result; one that does not exit 0 counts as failed.
 func (c *Client) Bench(ctx context.Context, req api.ExecuteRequest, o BenchOptions) (*BenchResult, error) {
-	return Load(ctx, func(ctx context.Context) error {
-		return exitedZero(c.Execute(ctx, req))
+	var st stages
+	return st.load(ctx, o, func(ctx context.Context) (*api.ExecuteResult, error) { return c.Execute(ctx, req) })
+}
+
+// stages gathers the timings_ms of the results of a Load.
+type stages struct {
+	mu sync.Mutex
+	ms map[string][]float64
+}
+
+// load is Load of run, whose results count as exitedZero says, with the stages of the
+// measured ones (not the warm-up's) in the result.
+func (s *stages) load(ctx context.Context, o BenchOptions, run func(context.Context) (*api.ExecuteResult, error)) (*BenchResult, error) {
+	for i := 0; i < o.Warmup; i++ {
+		if err := exitedZero(run(ctx)); err != nil {
+			return nil, fmt.Errorf("bench: warm-up: %w", err)
+		}
+	}
+	o.Warmup = 0
+	res, err := Load(ctx, func(ctx context.Context) error {
+		r, err := run(ctx)
+		if err == nil {
+			s.add(r.TimingsMS)
+		}
+		return exitedZero(r, err)
 	}, o)
+	if res != nil {
+		for _, v := range s.ms {
+			slices.Sort(v)
+		}
+		res.Stages = s.ms
+	}
+	return res, err
+}
+
+func (s *stages) add(t map[string]float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ms == nil {
+		s.ms = map[string][]float64{}
+	}
+	for stage, v := range t {
+		s.ms[stage] = append(s.ms[stage], v)
+	}
 }
 
 // exitedZero is err, or an error when the execution did not exit 0.
@@ -161,11 +225,13 @@ func (c *Client) BenchSession(ctx context.Context, req api.ExecuteRequest, o Ben
 		}
 		pool <- s.ID
 	}
-	calls, err := Load(ctx, func(ctx context.Context) error {
-		id := <-pool // one per client: never waits
-		defer func() { pool <- id }()
-		return exitedZero(c.SessionExecute(ctx, id, req))
-	}, BenchOptions{Requests: o.Requests, Concurrency: o.Concurrency, Interval: o.Interval})
+	var st stages
+	calls, err := st.load(ctx, BenchOptions{Requests: o.Requests, Concurrency: o.Concurrency, Interval: o.Interval},
+		func(ctx context.Context) (*api.ExecuteResult, error) {
+			id := <-pool // one per client: never waits
+			defer func() { pool <- id }()
+			return c.SessionExecute(ctx, id, req)
+		})
 	if err != nil {
 		return nil, err
 	}

@@ -48,8 +48,8 @@ func newBenchCommand(io IO) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure latency percentiles and throughput of a sidecar",
 		Long: "bench sends the same code N times from C concurrent clients to a running sidecar and prints\n" +
-			"p50/p95/p99 latency (request to result) and executions per second. An execution that does not\n" +
-			"exit 0 counts as failed.\n\n" +
+			"p50/p95/p99 latency (request to result), executions per second and the p50 of each stage of\n" +
+			"the results' timings_ms. An execution that does not exit 0 counts as failed.\n\n" +
 			"With --session it measures the code both ways in one run and labels each line: first as\n" +
 			"stateless executions (\"stateless ...\"), then as calls in warm sessions (\"session ...\"): it\n" +
 			"opens one session per client, sends each --warmup calls that are not measured, sends the N\n" +
