@@ -20,7 +20,7 @@ _code_pid = None
 # budget, for the supervisor (see tree.Tree).
 _listener = None
 # What `python -c` put first on sys.path, which the loader took off (see loader.boot); the code
-# gets it back after its limits.
+# gets it back just before it runs (give_path).
 _path_entry = ""
 
 
@@ -68,6 +68,14 @@ def limit(params):
         resource.setrlimit(getattr(resource, name), (value, value))
     os.chdir(params["cwd"])
     oom_first()
+
+
+def give_path():
+    """Put the working directory back first on sys.path (see loader.boot), just before the code
+    runs: its input files are there. Not before: until its confinement and limits are in place
+    the runner imports modules of its own in this process (confine's base64 and struct, when
+    spawn mode did not import them ahead), and a file named after one must not be what it
+    imports — it would choose the seccomp programs, or the limits handed to the supervisor."""
     sys.path.insert(0, _path_entry)
 
 

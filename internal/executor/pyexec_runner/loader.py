@@ -52,7 +52,7 @@ def boot(sources, entry):
     path_entry is the first entry of sys.path, taken off it first: `python -c` puts the working
     directory there, and the code's input files are there: a file named json.py or resource.py
     must not replace the runner's own modules (nor switch the limits off). The code gets the
-    directory back after its limits (codeproc.limit)."""
+    directory back once it is confined and limited, just before it runs (codeproc.give_path)."""
     path_entry = sys.path.pop(0)
     sys.meta_path.insert(0, SourceFinder(sources))
     __import__(entry)

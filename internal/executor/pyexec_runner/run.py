@@ -25,6 +25,7 @@ def run_code(params, ruleset_fd=None):
     main = codeproc.confined(params, ruleset_fd)
     codeproc.hand_limits(codeproc.done_fd(), params)
     blas.set_threads(params.get("threads"))
+    codeproc.give_path()
     code, memory_error = run_cell(source, main, "<code>")
     codeproc.end(code, memory_error)
 

@@ -193,6 +193,7 @@ def interpreter(params, ruleset_fd, conn):
 
     signal.signal(signal.SIGINT, _interrupt)
     codeproc.hand_limits(conn.fileno(), params, {"ready": True})
+    codeproc.give_path()
     calls = 0
     while True:
         try:
