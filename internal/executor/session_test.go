@@ -468,3 +468,22 @@ func TestSpareSessionFollowsThePackagesTree(t *testing.T) {
 		t.Fatalf("the new tree in a session created after the install: %+v", res)
 	}
 }
+
+// What the interpreter says on its socket is the code's word: a message nested too deep for
+// the supervisor's JSON decoder (a RecursionError, not a ValueError) is dropped like any other
+// that is not an answer, and does not end the supervisor, nor the session with it.
+func TestSessionSupervisorSurvivesDeepJSON(t *testing.T) {
+	code := "import sys\nf = sys._getframe()\nwhile 'conn' not in f.f_locals:\n    f = f.f_back\n" +
+		"f.f_locals['conn'].send(b'[' * 100000)\nf.f_locals['conn'].send(b'{\"call\": 0, \"x\": ' + b'[' * 100000)\nprint('still here')\n"
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			ss := newSession(t, st, SessionRequest{ID: "deep"})
+			if res := call(t, ss, code); res.SessionLost || res.ExitCode != 0 || res.Stdout != "still here\n" {
+				t.Fatalf("the session's supervisor ended: %+v", res)
+			}
+			if res := call(t, ss, "print('alive')"); res.Stdout != "alive\n" {
+				t.Fatalf("next call: %+v", res)
+			}
+		})
+	}
+}
