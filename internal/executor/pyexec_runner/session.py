@@ -163,7 +163,7 @@ def _wait(child, sock, pidfd, tree, call=None):
                 poller.register(tree.fd, select.POLLIN)
             try:
                 answer = json.loads(msg) if msg else None
-            except ValueError:
+            except (ValueError, RecursionError):  # the code's word: nested too deep, too
                 answer = None
             if isinstance(answer, dict):
                 if answer.get("call") == call:

@@ -49,7 +49,7 @@ class Tree:
         if not self.taken:
             try:
                 limits = json.loads(msg)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         if not isinstance(limits, dict):
             for fd in fds:
