@@ -24,12 +24,6 @@ func Usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
-// EnvName is the environment variable that sets a flag: the prefix and the flag name in upper
-// case with dashes as underscores (PYEXEC_ + --packages-dir → PYEXEC_PACKAGES_DIR).
-func EnvName(prefix, flag string) string {
-	return prefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
 // BindEnv sets every flag that the command line left alone from its environment variable.
 // Flags given on the command line win. A repeatable string flag takes one value per line.
 func BindEnv(fs *pflag.FlagSet, prefix string, lookup func(string) (string, bool)) error {
@@ -38,7 +32,7 @@ func BindEnv(fs *pflag.FlagSet, prefix string, lookup func(string) (string, bool
 		if f.Changed || f.Name == "help" || f.Name == "version" {
 			return
 		}
-		name := EnvName(prefix, f.Name)
+		name := settings.EnvName(prefix, f.Name)
 		v, ok := lookup(name)
 		if !ok {
 			return

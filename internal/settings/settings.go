@@ -11,6 +11,7 @@ package settings
 
 import (
 	"math"
+	"strings"
 	"time"
 )
 
@@ -139,17 +140,7 @@ func (s Setting) Env() string { return EnvName(EnvPrefix, s.Flag) }
 
 // EnvName is the variable of a flag: prefix, then the flag in capitals with _ for -.
 func EnvName(prefix, flag string) string {
-	b := []byte(prefix)
-	for _, r := range []byte(flag) {
-		switch {
-		case r == '-':
-			r = '_'
-		case 'a' <= r && r <= 'z':
-			r -= 'a' - 'A'
-		}
-		b = append(b, r)
-	}
-	return string(b)
+	return prefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 // InjectorDefault is the default of the injector's flag: the chart's.

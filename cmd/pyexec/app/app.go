@@ -13,6 +13,7 @@ import (
 
 	"github.com/pyexec/pyexec/internal/cli"
 	"github.com/pyexec/pyexec/internal/logs"
+	"github.com/pyexec/pyexec/internal/settings"
 	"github.com/pyexec/pyexec/internal/version"
 )
 
@@ -111,7 +112,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 
 // EnvName is the environment variable that sets a flag: PYEXEC_ and the flag name in upper
 // case with dashes as underscores (--packages-dir → PYEXEC_PACKAGES_DIR).
-func EnvName(flag string) string { return cli.EnvName(EnvPrefix, flag) }
+func EnvName(flag string) string { return settings.EnvName(EnvPrefix, flag) }
 
 func lookupOr(lookup func(string) (string, bool), key, def string) string {
 	if v, ok := lookup(key); ok && v != "" {

@@ -49,14 +49,18 @@ def children(me=None):
     return kids
 
 
-def reap_all():
+def reap_ended(child=None):
+    """Reap the children that have ended, without waiting; once child is among them, stop and
+    return its wait status (None: it has not ended)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, st = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return None
         if pid == 0:
-            return
+            return None
+        if pid == child:
+            return st
 
 
 def kill_leftovers(keep=None):
@@ -79,4 +83,4 @@ def kill_leftovers(keep=None):
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        reap_all()
+        reap_ended()

@@ -11,7 +11,7 @@ import sys
 from . import blas, codeproc
 from .cell import run_cell
 from .linux import make_subreaper
-from .procs import children, kill_leftovers
+from .procs import children, kill_leftovers, reap_ended
 from .protocol import parse_done, recv_fds, status
 from .tree import Tree
 
@@ -131,22 +131,14 @@ def _wait(child, done, tree):
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
         while True:
-            while True:
-                try:
-                    pid, st = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    pid = 0
-                except InterruptedError:
-                    continue
-                if pid == child:
-                    # It may have reported and ended since the last wake: the report then
-                    # waits on done, and says more than the wait status (a MemoryError).
-                    report = _sent_report(done)
-                    if report is not None:
-                        return report[0], report[1], st
-                    return None, False, st
-                if pid == 0:
-                    break
+            st = reap_ended(child)
+            if st is not None:
+                # It may have reported and ended since the last wake: the report then waits on
+                # done, and says more than the wait status (a MemoryError).
+                report = _sent_report(done)
+                if report is not None:
+                    return report[0], report[1], st
+                return None, False, st
             # Wakes when the child reports or ends (without a pidfd: every 50 ms), the budget is
             # asked, or the memory is due; an orphan that ended meanwhile is reaped on the next
             # wake.

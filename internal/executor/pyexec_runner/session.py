@@ -19,7 +19,7 @@ import sys
 from . import blas, codeproc
 from .cell import run_cell
 from .linux import code_name, make_subreaper, set_name
-from .procs import kill_leftovers, reap_all
+from .procs import kill_leftovers, reap_ended
 from .protocol import call_reply, ended, lost_reply, recv_fds, send_fds
 from .tree import Tree
 
@@ -107,7 +107,7 @@ def _idle(child, ctl, pidfd, tree):
     if tree.fd is not None:
         poller.register(tree.fd, select.POLLIN)
     while True:
-        reap_all()
+        reap_ended()
         events = dict(poller.poll(tree.timeout(1000)))
         if tree.fd in events:
             if not tree.answer(events.pop(tree.fd)):
@@ -136,17 +136,9 @@ def _wait(child, sock, pidfd, tree, call=None):
     if tree.fd is not None:
         poller.register(tree.fd, select.POLLIN)
     while True:
-        while True:
-            try:
-                pid, st = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = 0
-            except InterruptedError:
-                continue
-            if pid == child:
-                return None, st
-            if pid == 0:
-                break
+        st = reap_ended(child)
+        if st is not None:
+            return None, st
         for fd, event in poller.poll(tree.timeout(1000)):
             if fd == tree.fd:
                 if not tree.answer(event):
