@@ -344,21 +344,18 @@ func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	fds := func(fs ...*os.File) []byte {
-		var out []int
-		for _, file := range append(fs, e.ruleset) {
-			if file != nil {
-				out = append(out, int(file.Fd()))
-			}
+	rights := func(fds []int) []byte {
+		if e.ruleset != nil {
+			fds = append(fds, int(e.ruleset.Fd()))
 		}
-		return unix.UnixRights(out...)
+		return unix.UnixRights(fds...)
 	}
 	var want *filters
 	if e.spec != nil && e.spec.key() != "|" {
 		want = &e.spec.filters
 	}
 	if s := f.takeSpare(want); s != nil {
-		err := s.handOff(data, fds(p.stdinR, p.stdoutW, p.stderrW))
+		err := s.handOff(data, rights(p.theirs()))
 		s.close()
 		if err == nil {
 			f.warmHits.Add(1)
@@ -368,7 +365,10 @@ func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 		s.status.Close()
 		f.cfg.Log.Error(err, "a spare failed to take an execution; forking one", "spare", s.pid)
 	}
-	rights := fds(p.stdinR, p.stdoutW, p.stderrW, p.statusW)
+	if err := p.wantStatus(); err != nil {
+		return 0, nil, err
+	}
+	withStatus := rights(p.theirs())
 	for {
 		sup := f.takeSupervisor()
 		if sup == nil {
@@ -377,7 +377,7 @@ func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 		// Code of an earlier execution may have stopped it (below Landlock ABI 6 code can
 		// signal the processes of its uid): a stopped supervisor would hold this one.
 		_ = unix.Kill(sup.pid, unix.SIGCONT)
-		err := ignoringEINTR(func() error { return unix.Sendmsg(sup.conn, data, rights, nil, 0) })
+		err := ignoringEINTR(func() error { return unix.Sendmsg(sup.conn, data, withStatus, nil, 0) })
 		if err == nil {
 			f.reused.Add(1)
 			return sup.pid, sup, nil
@@ -389,7 +389,7 @@ func (f *Fork) send(e *execution, p *pipes) (int, *supervisor, error) {
 	if err := f.ensureZygote(); err != nil {
 		return 0, nil, err
 	}
-	pid, conn, err := f.ask(data, rights)
+	pid, conn, err := f.ask(data, withStatus)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -515,40 +515,89 @@ func (f *Fork) release(s *supervisor, reusable bool) {
 }
 
 // pipes are the standard streams and the status pipe of one execution.
+// pipes are an execution's (or a call's) standard streams and status: our ends as files in
+// Go's poller, the supervisor's ends as bare descriptors that are only sent to it and closed
+// (-1 once closed). A bare descriptor costs neither the poller's registration nor a switch back
+// to blocking mode to be sent: a dozen system calls less for each execution.
 type pipes struct {
-	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW, statusR, statusW *os.File
+	stdinW, stdoutR, stderrR, statusR *os.File
+	stdinR, stdoutW, stderrW, statusW int
 }
 
+// newPipes makes the standard streams' pipes; the status pipe comes from wantStatus, or from
+// a spare (useStatus).
 func newPipes() (*pipes, error) {
-	p := &pipes{}
+	p := &pipes{stdinR: -1, stdoutW: -1, stderrW: -1, statusW: -1}
 	var err error
-	for _, pair := range [][2]**os.File{{&p.stdinR, &p.stdinW}, {&p.stdoutR, &p.stdoutW}, {&p.stderrR, &p.stderrW}, {&p.statusR, &p.statusW}} {
-		if *pair[0], *pair[1], err = os.Pipe(); err != nil {
-			p.closeAll()
-			return nil, err
+	if p.stdinW, p.stdinR, err = pipeEnds(false); err == nil {
+		if p.stdoutR, p.stdoutW, err = pipeEnds(true); err == nil {
+			p.stderrR, p.stderrW, err = pipeEnds(true)
 		}
+	}
+	if err != nil {
+		p.closeAll()
+		return nil, err
 	}
 	return p, nil
 }
 
-// useStatus replaces the status pipe with a spare's, made when the spare was.
+// pipeEnds makes a pipe and returns our end (the read end when read) as a file in the
+// poller, and the other end as a bare blocking descriptor, both close-on-exec.
+func pipeEnds(read bool) (ours *os.File, theirs int, err error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, -1, os.NewSyscallError("pipe2", err)
+	}
+	mine, other := fds[1], fds[0]
+	if read {
+		mine, other = fds[0], fds[1]
+	}
+	if err := unix.SetNonblock(mine, true); err != nil {
+		unix.Close(mine)
+		unix.Close(other)
+		return nil, -1, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(mine), "|pipe"), other, nil
+}
+
+// wantStatus makes the status pipe, for a supervisor that is not a spare's.
+func (p *pipes) wantStatus() error {
+	r, w, err := pipeEnds(true)
+	if err != nil {
+		return err
+	}
+	p.statusR, p.statusW = r, w
+	return nil
+}
+
+// useStatus takes a spare's status pipe, made when the spare was.
 func (p *pipes) useStatus(r *os.File) {
-	p.statusR.Close()
-	p.statusW.Close()
-	p.statusR, p.statusW = r, nil
+	p.statusR = r
+}
+
+// theirs are the supervisor's ends, for SCM_RIGHTS: stdin, stdout, stderr, then the status
+// pipe's when there is one.
+func (p *pipes) theirs() []int {
+	fds := []int{p.stdinR, p.stdoutW, p.stderrW}
+	if p.statusW >= 0 {
+		fds = append(fds, p.statusW)
+	}
+	return fds
 }
 
 // closeChildEnds closes what the supervisor got a copy of, so EOF comes when it is gone.
 func (p *pipes) closeChildEnds() {
-	for _, f := range []*os.File{p.stdinR, p.stdoutW, p.stderrW, p.statusW} {
-		if f != nil {
-			f.Close()
+	for _, fd := range []*int{&p.stdinR, &p.stdoutW, &p.stderrW, &p.statusW} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
 		}
 	}
 }
 
 func (p *pipes) closeAll() {
-	for _, f := range []*os.File{p.stdinR, p.stdinW, p.stdoutR, p.stdoutW, p.stderrR, p.stderrW, p.statusR, p.statusW} {
+	p.closeChildEnds()
+	for _, f := range []*os.File{p.stdinW, p.stdoutR, p.stderrR, p.statusR} {
 		if f != nil {
 			f.Close()
 		}

@@ -560,12 +560,12 @@ func (ss *LocalSession) send(e *execution, p *pipes) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	call, callW, err := os.Pipe()
+	callW, call, err := pipeEnds(false)
 	if err != nil {
 		return nil, err
 	}
-	defer call.Close()
-	rights := unix.UnixRights(int(call.Fd()), int(p.stdinR.Fd()), int(p.stdoutW.Fd()), int(p.stderrW.Fd()))
+	defer unix.Close(call)
+	rights := unix.UnixRights(append([]int{call}, p.theirs()...)...)
 	if err := ignoringEINTR(func() error { return unix.Sendmsg(ss.ctl, []byte(`{"op":"exec"}`), rights, nil, 0) }); err != nil {
 		callW.Close()
 		if !ss.alive() {
