@@ -487,3 +487,28 @@ func TestSessionSupervisorSurvivesDeepJSON(t *testing.T) {
 		})
 	}
 }
+
+// Each call gets working standard streams whatever the last call's code did to them: closed
+// them, replaced them, or left them as they were (then they are kept, and write to this call's
+// streams).
+func TestSessionStreamsSurviveTheCode(t *testing.T) {
+	for name, st := range sessionModes(t) {
+		t.Run(name, func(t *testing.T) {
+			ss := newSession(t, st, SessionRequest{ID: "streams"})
+			steps := []struct{ code, stdout, stderr string }{
+				{"import sys\nprint('one')\nsys.stderr.write('e1\\n')", "one\n", "e1\n"},
+				{"print('two')\nsys.stderr.write('e2\\n')", "two\n", "e2\n"},
+				{"import sys\nprint('three')\nsys.stdout.close()\nsys.stderr.close()", "three\n", ""},
+				{"import sys\nprint('four')\nsys.stderr.write('e4\\n')", "four\n", "e4\n"},
+				{"import io, sys\nkept = sys.stdout\nsys.stdout = io.StringIO()\nprint('lost')", "", ""},
+				{"import sys\nprint('six', sys.stdout is not kept)", "six True\n", ""},
+				{"print('seven')", "seven\n", ""},
+			}
+			for i, s := range steps {
+				if r := call(t, ss, s.code); r.Stdout != s.stdout || r.Stderr != s.stderr || r.ExitCode != 0 {
+					t.Fatalf("call %d: stdout %q stderr %q exit %d; want %q, %q", i+1, r.Stdout, r.Stderr, r.ExitCode, s.stdout, s.stderr)
+				}
+			}
+		})
+	}
+}

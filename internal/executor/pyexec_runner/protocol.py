@@ -80,6 +80,12 @@ def ended(st):
     return "exited with status %d" % os.WEXITSTATUS(st)
 
 
+# The most a message between a session's supervisor and its interpreter (or pyexec) holds: they
+# are a few dozen bytes, and a buffer under malloc's mmap threshold (128 KiB) costs no mmap,
+# mremap and munmap for each message, as one of 1 MiB does.
+SMALL = 1 << 16
+
+
 def recv_fds(sock, size=1 << 20, flags=0):
     """One message of a SOCK_SEQPACKET socket (at most size bytes: the rest is cut) and the file
     descriptors that came with it; flags are recvmsg's (MSG_DONTWAIT)."""

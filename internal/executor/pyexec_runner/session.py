@@ -20,7 +20,7 @@ from . import blas, codeproc
 from .cell import run_cell
 from .linux import code_name, make_subreaper, set_name
 from .procs import kill_leftovers, reap_ended
-from .protocol import call_reply, ended, lost_reply, recv_fds, send_fds
+from .protocol import SMALL, call_reply, ended, lost_reply, recv_fds, send_fds
 from .tree import Tree
 
 
@@ -62,7 +62,7 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
     calls = 0
     while _idle(child, ctl, pidfd, tree):
         try:
-            msg, fds = recv_fds(ctl)
+            msg, fds = recv_fds(ctl, SMALL)
         except OSError:
             break
         if not msg or len(fds) != 4:
@@ -148,7 +148,7 @@ def _wait(child, sock, pidfd, tree, call=None):
             if fd != sock.fileno():
                 continue
             try:
-                msg, fds = recv_fds(sock)
+                msg, fds = recv_fds(sock, SMALL)
             except OSError:
                 msg, fds = b"", []
             if (call is None or fds) and tree.take(msg if call is None else b"", fds):
@@ -189,7 +189,7 @@ def interpreter(params, ruleset_fd, conn):
     calls = 0
     while True:
         try:
-            msg, fds = recv_fds(conn)
+            msg, fds = recv_fds(conn, SMALL)
         except OSError:
             os._exit(0)
         if not msg or len(fds) != 4:
@@ -222,8 +222,7 @@ def _call(fds, main, filename):
     """One call: its streams on 0, 1 and 2, its env, its code run as a cell; then its
     processes killed. Returns the exit status and whether a MemoryError ended the code."""
     call_fd, stdio = fds[0], fds[1:]
-    with os.fdopen(call_fd, encoding="utf-8", errors="surrogateescape") as f:
-        call = json.load(f)
+    call = json.loads(_read_all(call_fd).decode("utf-8", "surrogateescape"))
     for fd, target in zip(stdio, (0, 1, 2)):
         os.dup2(fd, target)
         os.close(fd)
@@ -248,13 +247,36 @@ def _call(fds, main, filename):
         kill_leftovers()
 
 
+def _read_all(fd):
+    """What comes on fd until its end; fd is closed."""
+    data = bytearray()
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    finally:
+        os.close(fd)
+
+
+# The sys.stdout and sys.stderr the last call got, kept for the next while the code leaves them.
+_streams = (None, None)
+
+
 def _std_streams():
     """Fresh sys.stdin, sys.stdout and sys.stderr on 0, 1 and 2 for a call, as python -u makes
-    them: the last call's code may have replaced or closed them."""
+    them: the last call's code may have replaced or closed them. Those it left as they were are
+    kept: they write through, and 1 and 2 are this call's streams now."""
     import io
 
+    global _streams
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="surrogateescape", write_through=True)
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
-
-
+    out, err = _streams
+    if sys.stdout is not out or out.closed:
+        out = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="surrogateescape", write_through=True)
+    if sys.stderr is not err or err.closed:
+        err = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
+    sys.stdout = sys.__stdout__ = out
+    sys.stderr = sys.__stderr__ = err
+    _streams = (out, err)
