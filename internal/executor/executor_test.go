@@ -665,6 +665,45 @@ func TestForkPreloadsAndIsolates(t *testing.T) {
 	}
 }
 
+// The out-of-memory killer takes the code's process first (oom_score_adj 1000), whether it was
+// spawned, forked on demand, taken from a spare (which raised it before it waited), or is a
+// session's interpreter; the server and the runner keep theirs.
+func TestCodeIsTheOutOfMemoryKillersFirstChoice(t *testing.T) {
+	const code = "print(open('/proc/self/oom_score_adj').read().strip())"
+	for mode, ex := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			if mode == modeForkWarm {
+				awaitSpare(t, ex.(*Fork))
+			}
+			before := int64(0)
+			if fk, ok := ex.(*Fork); ok {
+				before = fk.WarmHits()
+			}
+			if r := run1(t, ex, code); r.Stdout != "1000\n" {
+				t.Fatalf("the code's oom_score_adj: %+v", r)
+			}
+			if fk, ok := ex.(*Fork); ok && mode == modeForkWarm && fk.WarmHits() != before+1 {
+				t.Fatalf("the execution did not run in a spare")
+			}
+			if st, ok := ex.(LocalStarter); ok && mode != modeForkWarm {
+				ss := newSession(t, st, SessionRequest{ID: "oom"})
+				for range 2 {
+					if r := call(t, ss, code); r.Stdout != "1000\n" {
+						t.Fatalf("the session's oom_score_adj: %+v", r)
+					}
+				}
+			}
+		})
+	}
+	mine, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(mine)) == "1000" {
+		t.Fatal("the test's own process (the runner's place) was raised too")
+	}
+}
+
 // A spare that died while it waited costs nothing but the warm start: the execution is forked
 // on demand.
 func TestForkDeadSpareForksOnDemand(t *testing.T) {

@@ -27,14 +27,22 @@ def protect_self():
     except Exception:
         pass
 
+_oom_first = False  # oom_first ran in this process
+
+
 def oom_first():
     """The out-of-memory killer takes the code's process first, never the server. /proc/self of
     a non-dumpable process belongs to root: raising its own oom_score_adj is allowed on a file
-    it owns, for the moment it is dumpable — before it holds anything of its request."""
+    it owns, for the moment it is dumpable — before it holds anything of its request. Once per
+    process: a spare's code process does it before it waits (see zygote._spare)."""
+    global _oom_first
+    if _oom_first:
+        return
     prctl(PR_SET_DUMPABLE, 1)
     with open("/proc/self/oom_score_adj", "w") as f:
         f.write("1000")
     prctl(PR_SET_DUMPABLE, 0)
+    _oom_first = True
 
 
 def confine(spec, ruleset_fd):

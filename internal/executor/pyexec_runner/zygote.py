@@ -30,7 +30,7 @@ import sys
 
 from . import blas, codeproc, outputs, run, session
 from .cell import run_cell
-from .confine import preconfine, protect_self
+from .confine import oom_first, preconfine, protect_self
 from .linux import PR_GET_NO_NEW_PRIVS, SUPERVISOR_NAME, ZYGOTE_NAME, libc, make_subreaper, set_name, sock_fprog
 from .procs import children, has_children
 from .protocol import recv_fds, send_fds
@@ -124,18 +124,33 @@ def _leave_zygote(ctl):
     ctl.close()
 
 
-def _enter(req, stdio):
+def _enter(req, stdio, seeded=False):
     """In the code's process, once its execution is known: its standard streams, directory,
     environment, packages tree, and a random sequence of its own (forked children share the
-    zygote's)."""
+    zygote's) unless it drew one since its fork (seeded: a spare did as it warmed up)."""
     for fd, target in zip(stdio or (), (0, 1, 2)):
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
+    _set_environ(req["env"])
     if req.get("tree"):
         sys.path.insert(0, req["tree"])
+    if not seeded:
+        _reseed()
+
+
+def _set_environ(env):
+    """Make os.environ exactly env, changing only what differs: each variable set or removed
+    is a call into the C library, and most are the same from one execution to the next."""
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _reseed():
+    """A random sequence of this process's own, for random and numpy.random."""
     import random
 
     random.seed()
@@ -192,12 +207,7 @@ def _warm_up(code):
         exec(compile(code, "<warmup>", "exec"), {"__name__": "__pyexec_warmup__"})
     except BaseException as e:
         sys.stderr.write("pyexec spare: warm-up failed: %s: %s\n" % (type(e).__name__, e))
-    import random
-
-    random.seed()  # the pages of the random states, faulted in now: _enter re-seeds them
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed()
+    _reseed()  # after the fork: the spare's execution has this sequence (_enter's seeded)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     gc.collect()  # the warm-up's garbage, collected now and not during the execution
@@ -267,6 +277,7 @@ def _spare(req, ctl, conn, status_fd, warmup):
         _warm_up(warmup)
         _rehearse()
         try:
+            oom_first()  # the execution's process, ahead: a spare is the first to go too
             preconfine(req.get("confine"), codeproc.done_fd())
         except Exception as e:
             sys.stderr.write("pyexec spare: could not be confined ahead: %s\n" % e)
@@ -277,7 +288,7 @@ def _spare(req, ctl, conn, status_fd, warmup):
         if not msg or len(fds) not in (3, 4):
             os._exit(0)  # pyexec let the spare go
         ex = json.loads(msg)
-        _enter(ex, fds[:3])
+        _enter(ex, fds[:3], seeded=True)  # _warm_up drew its sequence
         run.run_code(ex["params"], fds[3] if len(fds) > 3 else None)
     conn.close()
     run.watch(child, status_fd, subreaper, done)
