@@ -23,7 +23,7 @@ LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)
 PLUGIN_PLATFORMS      := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 PLUGIN_TEST_PLATFORMS := darwin/arm64 windows/amd64
 
-.PHONY: deps build cross demo tools test reference bench bench-modes bench-footprint cluster-up cluster-down cluster-soak
+.PHONY: deps build cross demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -101,6 +101,14 @@ bench: deps
 bench-modes: deps
 	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
 	$(GO) test -run '^$$' -bench Modes -benchtime 40x -timeout 60m -v ./cmd/pyexec/app
+
+# This tree against another build of pyexec, in the same run (see README): BASE is a git ref,
+# by default the parent commit; ROUNDS alternating rounds (base, this) of 30 requests each.
+BASE   ?= HEAD~1
+ROUNDS ?= 3
+bench-compare: deps
+	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
+	PYEXEC_BASE_REF=$(BASE) PYEXEC_ROUNDS=$(ROUNDS) $(GO) test -run '^$$' -bench AgainstRef -benchtime 30x -timeout 90m -v ./cmd/pyexec/app
 
 # The memory of an idle pod by process, with pandas and matplotlib (see README); as root.
 bench-footprint: deps
