@@ -122,6 +122,21 @@ class DescriptorsTest(unittest.TestCase):
             a.close()
             b.close()
 
+    def test_messages_received_one_after_another_stay_apart(self):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            big = bytes(range(256)) * 512  # 128 KiB: above SMALL
+            for msg in (b"first message", big, b"2nd", b""):
+                protocol.send_fds(a, msg, [])
+            got = [protocol.recv_fds(b)[0] for _ in range(3)]
+            self.assertEqual(got, [b"first message", big, b"2nd"], "a message changed when the next came")
+            self.assertEqual(protocol.recv_fds(b, protocol.SMALL), (b"", []))
+            protocol.send_fds(a, big, [])
+            self.assertEqual(protocol.recv_fds(b, protocol.SMALL)[0], big[:protocol.SMALL], "cut at size")
+        finally:
+            a.close()
+            b.close()
+
 
 if __name__ == "__main__":
     unittest.main()
