@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,11 +51,14 @@ func BenchmarkAgainstRef(b *testing.B) {
 	}
 	b.Logf("base %s (%s), this tree (%s); %d rounds", ref, describe(ref), describe(""), rounds)
 
-	snippets := []struct{ name, code string }{
-		{"print", "print(1)"},
-		{"pandas", "import pandas as pd\ndf = pd.DataFrame({'a': range(1000), 'b': [i * 0.5 for i in range(1000)]})\nprint(df.describe())"},
+	snippets := []struct {
+		name, code string
+		png        bool // the result must show a PNG: a build that shows none has nothing to compare
+	}{
+		{"print", "print(1)", false},
+		{"pandas", "import pandas as pd\ndf = pd.DataFrame({'a': range(1000), 'b': [i * 0.5 for i in range(1000)]})\nprint(df.describe())", false},
 		// A figure as a notebook shows it: matplotlib's defaults (6.4x4.8 in at 100 dpi).
-		{"png", "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"},
+		{"png", "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()", true},
 	}
 	loads := []struct {
 		name string
@@ -69,7 +73,10 @@ func BenchmarkAgainstRef(b *testing.B) {
 				b.Run(kind+"/"+sn.name+"/"+l.name, func(b *testing.B) {
 					runs := map[string]func(context.Context) error{}
 					for name, s := range sidecars {
-						run, err := snippetRun(b, s, kind, sn.code, l.opts.Concurrency)
+						run, err := snippetRun(b, s, kind, sn.code, sn.png, l.opts.Concurrency)
+						if err != nil && name == "this" {
+							b.Fatal(err)
+						}
 						if err != nil {
 							b.Skipf("SKIPPED: the %s build cannot run this: %v", name, err)
 						}
@@ -108,7 +115,8 @@ func BenchmarkAgainstRef(b *testing.B) {
 
 // snippetRun returns what sends code to s once: as an execution, or as a call in one of
 // clients warm sessions (one per client, each warmed by a call first and deleted at the end).
-func snippetRun(b *testing.B, s *sidecar, kind, code string, clients int) (func(context.Context) error, error) {
+// It sends it once first: the code must exit 0, and show a PNG when png is set.
+func snippetRun(b *testing.B, s *sidecar, kind, code string, png bool, clients int) (func(context.Context) error, error) {
 	ctx := context.Background()
 	check := func(res *api.ExecuteResult, err error) error {
 		if err == nil && res.ExitCode != 0 {
@@ -116,7 +124,21 @@ func snippetRun(b *testing.B, s *sidecar, kind, code string, clients int) (func(
 		}
 		return err
 	}
+	shows := func(res *api.ExecuteResult, err error) error {
+		if err := check(res, err); err != nil || !png {
+			return err
+		}
+		for _, o := range res.Outputs {
+			if o.Data["image/png"] != "" {
+				return nil
+			}
+		}
+		return errors.New("no image/png in the result's outputs (a build without rich outputs)")
+	}
 	if kind == "stateless" {
+		if err := shows(s.client.Execute(ctx, api.ExecuteRequest{Code: code})); err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context) error { return check(s.client.Execute(ctx, api.ExecuteRequest{Code: code})) }, nil
 	}
 	ids := make(chan string, clients)
@@ -131,6 +153,11 @@ func snippetRun(b *testing.B, s *sidecar, kind, code string, clients int) (func(
 		}
 		ids <- sess.ID
 	}
+	id := <-ids
+	if err := shows(s.client.SessionExecute(ctx, id, api.ExecuteRequest{Code: code})); err != nil {
+		return nil, err
+	}
+	ids <- id
 	return func(ctx context.Context) error {
 		id := <-ids
 		defer func() { ids <- id }()
