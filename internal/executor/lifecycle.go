@@ -29,9 +29,12 @@ type execution struct {
 	// handed is when the code's process (or its supervisor) had the execution, answered when
 	// its end was known: the marks between the stages start, run and collect (see Stages).
 	handed, answered time.Time
-	dir              string // holds code.py, work/ and mpl/
-	own              bool   // the executor made dir (the request gave none) and removes it
-	work             string // the code's working directory
+	// codeNS is how long the code ran, as the code's process (or a session's interpreter)
+	// said: the stage code, within run; nil when it said nothing.
+	codeNS *int64
+	dir    string // holds code.py, work/ and mpl/
+	own    bool   // the executor made dir (the request gave none) and removes it
+	work   string // the code's working directory
 	// tree is the current packages tree, resolved once: the execution sees one tree for its
 	// whole run.
 	tree   string
@@ -245,6 +248,12 @@ func (e *execution) stages(now time.Time) map[string]float64 {
 	}
 	put(api.StageStart, e.begun, e.handed)
 	put(api.StageRun, e.handed, e.answered)
+	// The code's word: a time it cannot have had is no time.
+	if run, ok := t[api.StageRun]; ok && e.codeNS != nil && *e.codeNS >= 0 {
+		if code := ms(time.Duration(*e.codeNS)); code <= run {
+			t[api.StageCode] = code
+		}
+	}
 	put(api.StageCollect, e.answered, now)
 	return t
 }
@@ -266,6 +275,7 @@ func (e *execution) files(budget int64) ([]api.OutputFile, bool) {
 // end is execution.end of an execution: its exit fields from the kill by pyexec, if any, first,
 // then the status line, then what became of the runner (ps and waitErr, spawn mode only).
 func (s *Spawn) end(e *execution, st status, ps *os.ProcessState, waitErr error) (api.ExecuteResult, bool) {
+	e.codeNS = st.CodeNS
 	return e.end(func(res *api.ExecuteResult) { s.finish(res, e.killer.reason(), st, ps, waitErr) })
 }
 

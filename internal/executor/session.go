@@ -145,6 +145,8 @@ type sessionReply struct {
 	// ProcessLimit: the call's budget refused a process or a thread.
 	ProcessLimit bool `json:"process_limit"`
 	Lost         bool `json:"lost"`
+	// CodeNS is how long the call's code ran, as the interpreter said (see api.StageCode).
+	CodeNS *int64 `json:"code_ns"`
 }
 
 // beginSession makes the session's directory, input files and confinement. The caller
@@ -515,6 +517,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	if !ok {
 		a.err = errors.New("no answer after the kill")
 	}
+	e.codeNS = a.reply.CodeNS
 	res, _ := e.end(func(res *api.ExecuteResult) {
 		ss.finish(res, e.killer, a.reply, a.err)
 		if res.SessionLost {

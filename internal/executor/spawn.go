@@ -107,6 +107,8 @@ type status struct {
 	MemoryError bool `json:"memory_error"`
 	// ProcessLimit: the process budget refused the code a process or a thread.
 	ProcessLimit bool `json:"process_limit"`
+	// CodeNS is how long the code ran, as the code's process reported (see api.StageCode).
+	CodeNS *int64 `json:"code_ns"`
 }
 
 // Execute implements Executor: the runner is a fresh interpreter, the supervisor of the code.
@@ -416,7 +418,7 @@ func readStatus(r io.Reader) status {
 		st.MemoryError = st.MemoryError || line.MemoryError
 		st.ProcessLimit = st.ProcessLimit || line.ProcessLimit
 		if line.ExitCode != nil {
-			st.ExitCode, st.Signal = line.ExitCode, line.Signal
+			st.ExitCode, st.Signal, st.CodeNS = line.ExitCode, line.Signal, line.CodeNS
 		}
 	}
 	return st

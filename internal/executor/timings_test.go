@@ -9,7 +9,7 @@ import (
 
 // Every execution and session call says where its time went: the request's stages (the
 // server's) as given, then start, run and collect, which add up to no more than its duration,
-// and run holds the code's own time.
+// and run holds the code's own time, which code says.
 func TestTimings(t *testing.T) {
 	const code = "import time; time.sleep(0.2)"
 	given := map[string]float64{api.StageParse: 0.5, api.StageQueue: 7}
@@ -30,6 +30,9 @@ func TestTimings(t *testing.T) {
 		if tm[api.StageRun] < 200 || sum > res.DurationMS+0.01 {
 			t.Errorf("timings_ms %v, duration %v ms: run under the code's 200 ms, or stages over the duration", tm, res.DurationMS)
 		}
+		if code, ok := tm[api.StageCode]; !ok || code < 200 || code > tm[api.StageRun] {
+			t.Errorf("timings_ms %v: code missing, under the code's 200 ms, or over run", tm)
+		}
 	}
 	for name, ex := range modes(t) {
 		t.Run(name, func(t *testing.T) {
@@ -44,6 +47,38 @@ func TestTimings(t *testing.T) {
 		t.Run("session/"+name, func(t *testing.T) {
 			ss := newSession(t, st, SessionRequest{})
 			check(t, call(t, ss, code, func(r *Request) { r.Timings = given }))
+		})
+	}
+}
+
+// The code's time is the code's process's word: code that reports a time of its own on its
+// process's socket to the supervisor, longer than the run can have been, gets no code stage
+// (and the run its real one).
+func TestTimingsCodeCannotClaimMoreThanItsRun(t *testing.T) {
+	const forge = `import os, stat, time
+for fd in range(3, 64):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            os.write(fd, b"0 c999999999999")
+    except OSError:
+        pass
+time.sleep(0.2)
+`
+	for name, ex := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			if name == modeForkWarm {
+				awaitSpare(t, ex.(*Fork))
+			}
+			res, err := ex.Execute(context.Background(), Request{ID: "t", Code: forge, Limits: defaultLimits}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code, ok := res.TimingsMS[api.StageCode]; ok {
+				t.Fatalf("timings_ms %v: a code stage of %v ms, which the code made up", res.TimingsMS, code)
+			}
+			if run, ok := res.TimingsMS[api.StageRun]; !ok || run >= 999_999_000 {
+				t.Fatalf("timings_ms %v: no run, or the code's", res.TimingsMS)
+			}
 		})
 	}
 }

@@ -66,13 +66,18 @@ const (
 	// process forked (fork mode without a warm spare) or the interpreter starting (spawn
 	// mode), confinement, the code, its exit.
 	StageRun = "run"
+	// StageCode is part of run: the code itself, and its figures shown, as the code's
+	// process timed it (from just before the code to just after; the interpreter's end,
+	// the report and the wake-ups around it are the rest of run). It is that process's word:
+	// left out when it says none, or more than run.
+	StageCode = "code"
 	// StageCollect is the runner draining the output streams and reading the outputs and the
 	// files into the result.
 	StageCollect = "collect"
 )
 
-// Stages are the Stage constants in the order they happen.
-var Stages = []string{StageParse, StageQueue, StageHop, StageStart, StageRun, StageCollect}
+// Stages are the Stage constants in the order they happen (code within run).
+var Stages = []string{StageParse, StageQueue, StageHop, StageStart, StageRun, StageCode, StageCollect}
 
 // ExecuteResult is the 200 response of POST /v1/execute, and the exit event of a stream.
 type ExecuteResult struct {

@@ -136,7 +136,7 @@ def hand_limits(sock_fd, params, msg=None):
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits["nofile"], limits["nofile"]))
 
 
-def end(status, memory_error=False):
+def end(status, memory_error=False, code_ns=None):
     """End the code's process as the interpreter would — join non-daemon threads, run atexit
     handlers, flush the streams — but without tearing every module down: with pandas loaded,
     the full finalization costs more than the code itself."""
@@ -158,17 +158,18 @@ def end(status, memory_error=False):
         except Exception:
             pass
     if _done_fd is not None and os.getpid() == _code_pid:
-        finish(status, memory_error)
+        finish(status, memory_error, code_ns)
     os._exit(status)
 
 
-def finish(status, memory_error):
+def finish(status, memory_error, code_ns=None):
     """Tell the supervisor that the code finished, before this process ends: the teardown of
     an address space as large as a preloaded interpreter's costs milliseconds, and the result
     need not wait for it. First end the code's own processes (their orphans go to the
-    supervisor, which kills them), then close the streams, then report "STATUS" or "STATUS m"
-    (a MemoryError ended the code). What the code could write here itself says no more than
-    sys.exit(STATUS) or raise MemoryError would."""
+    supervisor, which kills them), then close the streams, then report (protocol.done_report)
+    the status, whether a MemoryError ended the code, and how long the code ran (code_ns, in
+    nanoseconds). What the code could write here itself says no more than sys.exit(STATUS),
+    raise MemoryError or a slower loop would."""
     if has_children():
         kill_leftovers()
     try:  # what is left of this process, its teardown, yields to the result's way out
@@ -181,7 +182,7 @@ def finish(status, memory_error):
         except OSError:
             pass
     try:
-        os.write(_done_fd, done_report(status, memory_error))
+        os.write(_done_fd, done_report(status, memory_error, code_ns))
     except OSError:
         pass  # the supervisor waits for the exit instead
 

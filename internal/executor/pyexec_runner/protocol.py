@@ -23,19 +23,38 @@ def status(fd, **fields):
         pass
 
 
-def done_report(status, memory_error):
-    """The code's process's report that the code finished: "STATUS", or "STATUS m" when a
-    MemoryError ended the code."""
-    return b"%d%s" % (status, b" m" if memory_error else b"")
+class Report(tuple):
+    """What the code's process reports when the code finished: its exit status, whether a
+    MemoryError ended the code, and how long the code ran (ns; None when not said)."""
+    __slots__ = ()
+
+    def __new__(cls, status, memory_error=False, code_ns=None):
+        return tuple.__new__(cls, (status, memory_error, code_ns))
+
+    status = property(lambda self: self[0])
+    memory_error = property(lambda self: self[1])
+    code_ns = property(lambda self: self[2])
+
+
+def done_report(status, memory_error, code_ns=None):
+    """The code's process's report that the code finished: "STATUS", then " m" when a
+    MemoryError ended the code, then " cNS" when the code ran NS nanoseconds."""
+    return b"%d%s%s" % (status, b" m" if memory_error else b"", b" c%d" % code_ns if code_ns is not None else b"")
 
 
 def parse_done(msg):
-    """(status, memory_error) of a report; None when msg is not one."""
+    """The Report in msg; None when msg is not one. A word it does not know is left out: the
+    report is the code's word."""
     data = msg.split()
     try:
-        return int(data[0]), data[1:] == [b"m"]
+        status = int(data[0])
     except (ValueError, IndexError):
         return None
+    code_ns = None
+    for word in data[1:]:
+        if word[:1] == b"c" and word[1:].isdigit() and len(word) < 20:
+            code_ns = int(word[1:])
+    return Report(status, b"m" in data[1:], code_ns)
 
 
 def limits_message(limits, msg=None, listener=False, preconfined_budget=False):
@@ -52,10 +71,15 @@ def limits_message(limits, msg=None, listener=False, preconfined_budget=False):
 
 def call_reply(answer, refused):
     """A session supervisor's reply to a call its interpreter answered (answer: what the
-    interpreter said, the code's word) while the process budget refused refused tasks."""
+    interpreter said, the code's word) while the process budget refused refused tasks; with
+    how long the code ran (code_ns) when the interpreter said so."""
     code = answer.get("exit_code")
-    return {"exit_code": code if isinstance(code, int) and 0 <= code <= 255 else 1,
-            "memory_error": answer.get("memory_error") is True, "process_limit": refused > 0}
+    reply = {"exit_code": code if isinstance(code, int) and 0 <= code <= 255 else 1,
+             "memory_error": answer.get("memory_error") is True, "process_limit": refused > 0}
+    ns = answer.get("code_ns")
+    if type(ns) is int and 0 <= ns < 1 << 62:
+        reply["code_ns"] = ns
+    return reply
 
 
 def lost_reply(st, over_memory):

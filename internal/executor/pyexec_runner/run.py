@@ -26,8 +26,11 @@ def run_code(params, ruleset_fd=None):
     codeproc.hand_limits(codeproc.done_fd(), params)
     blas.set_threads(params.get("threads"))
     codeproc.give_path()
+    import time
+
+    began = time.monotonic_ns()
     code, memory_error = run_cell(source, main, "<code>")
-    codeproc.end(code, memory_error)
+    codeproc.end(code, memory_error, time.monotonic_ns() - began)
 
 
 
@@ -65,9 +68,10 @@ def watch(child, status_fd, subreaper, done):
     json.dumps({"exit_code": 0})
     tree = Tree()
     try:
-        early, memory_error, st = _wait(child, done, tree)
+        report, st = _wait(child, done, tree)
     finally:
         done.close()
+    early = report.status if report is not None else None
     if early is not None and st is None:
         # The code's process is ending; but code may have written on done itself while it
         # goes on running: kill it, so that whatever it is doing ends with the result.
@@ -75,11 +79,13 @@ def watch(child, status_fd, subreaper, done):
     if not tree.forkless():
         kill_leftovers(keep=child if st is None else None)
     tree.close()
-    if memory_error or tree.over_memory:
+    if (report is not None and report.memory_error) or tree.over_memory:
         status(status_fd, memory_error=True)
     if tree.refused:
         status(status_fd, process_limit=True)
-    if early is not None:
+    if early is not None and report.code_ns is not None:
+        status(status_fd, exit_code=early, subreaper=subreaper, code_ns=report.code_ns)
+    elif early is not None:
         status(status_fd, exit_code=early, subreaper=subreaper)
     elif os.WIFSIGNALED(st):
         status(status_fd, exit_code=128 + os.WTERMSIG(st), signal=os.WTERMSIG(st), subreaper=subreaper)
@@ -95,8 +101,8 @@ def watch(child, status_fd, subreaper, done):
 
 
 def _sent_report(done):
-    """The report the code's process already sent on done, if it did: (status, memory_error),
-    else None. What came before it (the limits, a listener) is dropped: the process is gone."""
+    """The report the code's process already sent on done, if it did (a protocol.Report), else
+    None. What came before it (the limits, a listener) is dropped: the process is gone."""
     import socket
 
     while True:
@@ -115,9 +121,9 @@ def _sent_report(done):
 
 def _wait(child, done, tree):
     """Reap every process that ends, and hold the tree to its limits, until the code's process
-    reports its exit status on done (returns it, whether a MemoryError ended the code, and None
-    or, when it was reaped after it reported, its wait status) or ends without (returns None,
-    False, its wait status). Past its memory limit the tree is killed."""
+    reports on done that the code finished (returns the report, and None or, when it was
+    reaped after it reported, its wait status) or ends without (returns None and its wait
+    status). Past its memory limit the tree is killed."""
     import select
     import signal
 
@@ -135,10 +141,7 @@ def _wait(child, done, tree):
             if st is not None:
                 # It may have reported and ended since the last wake: the report then waits on
                 # done, and says more than the wait status (a MemoryError).
-                report = _sent_report(done)
-                if report is not None:
-                    return report[0], report[1], st
-                return None, False, st
+                return _sent_report(done), st
             # Wakes when the child reports or ends (without a pidfd: every 50 ms), the budget is
             # asked, or the memory is due; an orphan that ended meanwhile is reaped on the next
             # wake.
@@ -158,13 +161,13 @@ def _wait(child, done, tree):
                         continue
                     report = parse_done(msg)
                     if report is not None:
-                        return report[0], report[1], None
+                        return report, None
                     if not msg:  # EOF; anything else is not a report: wait for the exit
                         poller.unregister(fd)
             if tree.memory_over():
                 os.kill(child, signal.SIGKILL)  # the rest of the tree goes after the result
                 _, st = os.waitpid(child, 0)
-                return None, False, st
+                return None, st
     finally:
         if pidfd is not None:
             os.close(pidfd)

@@ -6,7 +6,8 @@ for each call, {"op": "exec"} with four descriptors: a pipe with the call ({"cod
 over a socket of their own, numbered ({"op": "exec", "call": N}), waits until the interpreter
 answers that call ({"call": N, "exit_code": ...}) or dies (reaping and then killing every
 other process of the session: what the code starts ends with its call), and answers
-{"exit_code": N, "memory_error": bool}, or {"exit_code": N, "signal": S, "lost": true} when
+{"exit_code": N, "memory_error": bool, "code_ns": N} (code_ns: how long the code ran, as the
+interpreter says), or {"exit_code": N, "signal": S, "lost": true} when
 the interpreter is gone, after which it ends. Its first message is {"pid": interpreter} with a
 pidfd of the interpreter, through which pyexec interrupts a call (SIGINT: KeyboardInterrupt),
 or {"error": ...}. pyexec closing ctl ends the session. The interpreter holds nothing of
@@ -196,14 +197,15 @@ def interpreter(params, ruleset_fd, conn):
             os._exit(0)
         call = json.loads(msg).get("call")
         calls += 1
+        answer = {"call": call, "exit_code": 1, "memory_error": False}
         try:
-            status, memory_error = _call(fds, main, "<cell-%d>" % calls)
+            answer["exit_code"], answer["memory_error"], answer["code_ns"] = _call(fds, main, "<cell-%d>" % calls)
         except KeyboardInterrupt:  # between the code's end and its report
-            status, memory_error = 1, False
+            pass
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # the call's streams end with it
         try:
-            conn.send(json.dumps({"call": call, "exit_code": status, "memory_error": memory_error}).encode())
+            conn.send(json.dumps(answer).encode())
         except OSError:
             os._exit(0)
 
@@ -220,7 +222,8 @@ def _interrupt(signum, frame):
 
 def _call(fds, main, filename):
     """One call: its streams on 0, 1 and 2, its env, its code run as a cell; then its
-    processes killed. Returns the exit status and whether a MemoryError ended the code."""
+    processes killed. Returns the exit status, whether a MemoryError ended the code, and how
+    long the code ran (ns)."""
     call_fd, stdio = fds[0], fds[1:]
     call = json.loads(_read_all(call_fd).decode("utf-8", "surrogateescape"))
     for fd, target in zip(stdio, (0, 1, 2)):
@@ -235,8 +238,12 @@ def _call(fds, main, filename):
 
     signal.signal(signal.SIGINT, _interrupt)  # the last call's code may have replaced it
     _in_call = True
+    import time
+
+    began = time.monotonic_ns()
     try:
-        return run_cell(call["code"], main, filename)
+        status, memory_error = run_cell(call["code"], main, filename)
+        return status, memory_error, time.monotonic_ns() - began
     finally:
         _in_call = False
         for stream in (sys.stdout, sys.stderr):

@@ -53,14 +53,27 @@ class DoneReportTest(unittest.TestCase):
     def test_round_trip(self):
         for st in (0, 1, 7, 255):
             for memory_error in (False, True):
-                self.assertEqual(protocol.parse_done(protocol.done_report(st, memory_error)), (st, memory_error))
+                for code_ns in (None, 0, 1234567):
+                    report = protocol.parse_done(protocol.done_report(st, memory_error, code_ns))
+                    self.assertEqual(report, (st, memory_error, code_ns))
+                    self.assertEqual((report.status, report.memory_error, report.code_ns), (st, memory_error, code_ns))
         self.assertEqual(protocol.done_report(1, True), b"1 m")
         self.assertEqual(protocol.done_report(0, False), b"0")
+        self.assertEqual(protocol.done_report(0, True, 42), b"0 m c42")
 
     def test_what_is_not_a_report(self):
         for msg in (b"", b"x", b" ", b"m 1"):
             self.assertIsNone(protocol.parse_done(msg), msg)
-        self.assertEqual(protocol.parse_done(b"3 x"), (3, False))
+        self.assertEqual(protocol.parse_done(b"3 x"), (3, False, None))
+        # The code's word: what is not a time is no time.
+        for msg in (b"0 c", b"0 c-5", b"0 c1e9", b"0 cx", b"0 c" + b"9" * 30):
+            self.assertEqual(protocol.parse_done(msg), (0, False, None), msg)
+
+    def test_the_code_time_of_a_call(self):
+        reply = protocol.call_reply({"exit_code": 0, "code_ns": 5000}, 0)
+        self.assertEqual(reply["code_ns"], 5000)
+        for bad in (-1, 1.5, "7", True, None, 1 << 70):
+            self.assertNotIn("code_ns", protocol.call_reply({"exit_code": 0, "code_ns": bad}, 0), bad)
 
 
 class LimitsMessageTest(unittest.TestCase):

@@ -29,26 +29,26 @@ class WaitTest(unittest.TestCase):
     def test_report_of_a_process_that_ended_first(self):
         # The code's process reported a MemoryError and ended before the supervisor woke: the
         # report, not the wait status, says how it ended.
-        pid, done = self.ended_child(b'{"memory": 1048576}', b"1 m")
-        status, memory_error, st = run._wait(pid, done, Tree())
-        self.assertEqual((status, memory_error, os.waitstatus_to_exitcode(st)), (1, True, 1))
+        pid, done = self.ended_child(b'{"memory": 1048576}', b"1 m c250")
+        report, st = run._wait(pid, done, Tree())
+        self.assertEqual((report, os.waitstatus_to_exitcode(st)), ((1, True, 250), 1))
 
     def test_a_process_that_ended_without_a_report(self):
         pid, done = self.ended_child(b'{"memory": 1048576}')
-        status, memory_error, st = run._wait(pid, done, Tree())
-        self.assertEqual((status, memory_error, os.waitstatus_to_exitcode(st)), (None, False, 1))
+        report, st = run._wait(pid, done, Tree())
+        self.assertEqual((report, os.waitstatus_to_exitcode(st)), (None, 1))
 
     def test_watch_reports_it(self):
         # The whole supervisor's end of it: the status lines say the MemoryError and the exit,
         # and nothing fails on a process that is reaped already.
-        pid, done = self.ended_child(b'{"memory": 1048576}', b"1 m")
+        pid, done = self.ended_child(b'{"memory": 1048576}', b"1 m c777")
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         run.watch(pid, w, False, done)
         with os.fdopen(os.dup(r), "rb") as f:
             lines = [json.loads(line) for line in f.read().splitlines()]
         self.assertIn({"memory_error": True}, lines)
-        self.assertEqual(lines[-1].get("exit_code"), 1, lines)
+        self.assertEqual((lines[-1].get("exit_code"), lines[-1].get("code_ns")), (1, 777), lines)
 
 
 if __name__ == "__main__":
