@@ -256,7 +256,7 @@ func (s *Spawn) prepare(req Request) (dir string, own bool, err error) {
 		}
 	}
 	if req.Code != "" { // a session's code comes with each of its calls
-		if err := os.WriteFile(filepath.Join(dir, "code.py"), []byte(req.Code), 0o600); err != nil {
+		if err := writeNewFile(filepath.Join(dir, "code.py"), []byte(req.Code)); err != nil {
 			return dir, own, err
 		}
 	}
@@ -267,13 +267,41 @@ func (s *Spawn) prepare(req Request) (dir string, own bool, err error) {
 	if err != nil {
 		return dir, own, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, envFile), env, 0o600); err != nil {
+	if err := writeNewFile(filepath.Join(dir, envFile), env); err != nil {
 		return dir, own, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, outputsFile), nil, 0o600); err != nil {
+	if err := writeNewFile(filepath.Join(dir, outputsFile), nil); err != nil {
 		return dir, own, err
 	}
 	return dir, own, writeFiles(work, req.Files)
+}
+
+// writeNewFile writes one of the files the runner gives an execution (mode 0600) with three
+// system calls: os.WriteFile's file would first try Go's poller (a regular file is refused)
+// and switch its mode back, five calls more, for each of them in each execution.
+func writeNewFile(path string, data []byte) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	for len(data) > 0 {
+		n, werr := unix.Write(fd, data)
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			err = werr
+			break
+		}
+		data = data[n:]
+	}
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
 }
 
 // writeFiles writes the input files, confined to work by os.Root.
