@@ -488,9 +488,8 @@ func TestSessionSupervisorSurvivesDeepJSON(t *testing.T) {
 	}
 }
 
-// Each call gets working standard streams whatever the last call's code did to them: closed
-// them, replaced them, or left them as they were (then they are kept, and write to this call's
-// streams).
+// Each call gets working standard streams whatever the last call's code did to them: closed,
+// replaced, detached, reconfigured, patched or deleted them.
 func TestSessionStreamsSurviveTheCode(t *testing.T) {
 	for name, st := range sessionModes(t) {
 		t.Run(name, func(t *testing.T) {
@@ -503,6 +502,12 @@ func TestSessionStreamsSurviveTheCode(t *testing.T) {
 				{"import io, sys\nkept = sys.stdout\nsys.stdout = io.StringIO()\nprint('lost')", "", ""},
 				{"import sys\nprint('six', sys.stdout is not kept)", "six True\n", ""},
 				{"print('seven')", "seven\n", ""},
+				{"import sys\nprint('eight')\nsys.stdout.detach()\nsys.stderr.detach()", "eight\n", ""},
+				{"print('nine')", "nine\n", ""},
+				{"import sys\nsys.stdout.reconfigure(encoding='ascii', errors='strict')\nsys.stdout.write = lambda s: 0", "", ""},
+				{"print('été')", "été\n", ""},
+				{"import sys\ndel sys.stdout, sys.stderr", "", ""},
+				{"print('twelve')", "twelve\n", ""},
 			}
 			for i, s := range steps {
 				if r := call(t, ss, s.code); r.Stdout != s.stdout || r.Stderr != s.stderr || r.ExitCode != 0 {

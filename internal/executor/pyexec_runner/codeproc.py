@@ -152,9 +152,9 @@ def end(status, memory_error=False, code_ns=None):
         atexit._run_exitfuncs()
     except Exception:
         pass
-    for stream in (sys.stdout, sys.stderr):
+    for name in ("stdout", "stderr"):  # the code may have deleted them
         try:
-            stream.flush()
+            getattr(sys, name).flush()
         except Exception:
             pass
     if _done_fd is not None and os.getpid() == _code_pid:

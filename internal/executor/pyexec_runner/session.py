@@ -246,9 +246,9 @@ def _call(fds, main, filename):
         return status, memory_error, time.monotonic_ns() - began
     finally:
         _in_call = False
-        for stream in (sys.stdout, sys.stderr):
+        for name in ("stdout", "stderr"):  # the code may have deleted them
             try:
-                stream.flush()
+                getattr(sys, name).flush()
             except Exception:
                 pass
         kill_leftovers()
@@ -267,23 +267,11 @@ def _read_all(fd):
         os.close(fd)
 
 
-# The sys.stdout and sys.stderr the last call got, kept for the next while the code leaves them.
-_streams = (None, None)
-
-
 def _std_streams():
     """Fresh sys.stdin, sys.stdout and sys.stderr on 0, 1 and 2 for a call, as python -u makes
-    them: the last call's code may have replaced or closed them. Those it left as they were are
-    kept: they write through, and 1 and 2 are this call's streams now."""
+    them: the last call's code may have replaced, closed, detached or reconfigured them."""
     import io
 
-    global _streams
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape")
-    out, err = _streams
-    if sys.stdout is not out or out.closed:
-        out = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="surrogateescape", write_through=True)
-    if sys.stderr is not err or err.closed:
-        err = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
-    sys.stdout = sys.__stdout__ = out
-    sys.stderr = sys.__stderr__ = err
-    _streams = (out, err)
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="surrogateescape", write_through=True)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
