@@ -82,3 +82,31 @@ time.sleep(0.2)
 		})
 	}
 }
+
+// A report the code writes itself on its process's socket to the supervisor, with an exit
+// status no process can have, is no report: the execution's exit code is the real one.
+func TestForgedReportOfAnImpossibleExitStatus(t *testing.T) {
+	const forge = `import os, stat
+for fd in range(3, 64):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            os.write(fd, b"-7")
+    except OSError:
+        pass
+raise SystemExit(3)
+`
+	for name, ex := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			if name == modeForkWarm {
+				awaitSpare(t, ex.(*Fork))
+			}
+			res, err := ex.Execute(context.Background(), Request{ID: "t", Code: forge, Limits: defaultLimits}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != 3 {
+				t.Fatalf("exit code %d, want the code's 3: %+v", res.ExitCode, res)
+			}
+		})
+	}
+}

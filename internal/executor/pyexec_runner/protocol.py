@@ -43,12 +43,14 @@ def done_report(status, memory_error, code_ns=None):
 
 
 def parse_done(msg):
-    """The Report in msg; None when msg is not one. A word it does not know is left out: the
-    report is the code's word."""
+    """The Report in msg; None when msg is not one (no exit status first, 0 to 255). A word it
+    does not know is left out: the report is the code's word."""
     data = msg.split()
     try:
         status = int(data[0])
     except (ValueError, IndexError):
+        return None
+    if not 0 <= status <= 255:  # no exit status is
         return None
     code_ns = None
     for word in data[1:]:

@@ -62,7 +62,7 @@ class DoneReportTest(unittest.TestCase):
         self.assertEqual(protocol.done_report(0, True, 42), b"0 m c42")
 
     def test_what_is_not_a_report(self):
-        for msg in (b"", b"x", b" ", b"m 1"):
+        for msg in (b"", b"x", b" ", b"m 1", b"-7", b"256 m", b"9" * 23):
             self.assertIsNone(protocol.parse_done(msg), msg)
         self.assertEqual(protocol.parse_done(b"3 x"), (3, False, None))
         # The code's word: what is not a time is no time.
