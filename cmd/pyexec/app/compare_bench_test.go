@@ -165,52 +165,27 @@ func snippetRun(b *testing.B, s *sidecar, kind, code string, png bool, clients i
 	}, nil
 }
 
-// buildRef builds pyexec at ref in a worktree of its own, or this tree when ref is "", into a
-// directory the runner's user (nobody, as root) can read.
+// buildRef builds pyexec as the image does (buildPyexecIn) at ref, in a worktree of its own,
+// or this tree when ref is "".
 func buildRef(b *testing.B, ref string) string {
 	b.Helper()
+	if ref == "" {
+		return buildPyexec(b)
+	}
 	root, err := filepath.Abs("../../..")
 	if err != nil {
 		b.Fatal(err)
 	}
-	out, err := os.MkdirTemp("", "pyexec-bench-")
+	src, err := os.MkdirTemp("", "pyexec-ref-")
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(out) })
-	if err := os.Chmod(out, 0o755); err != nil {
-		b.Fatal(err)
+	b.Cleanup(func() { os.RemoveAll(src) })
+	if msg, err := exec.Command("git", "-C", root, "worktree", "add", "--detach", src, ref).CombinedOutput(); err != nil {
+		b.Fatalf("a worktree of %s: %v\n%s", ref, err, msg)
 	}
-	src := root
-	if ref != "" {
-		src = filepath.Join(out, "src")
-		if msg, err := exec.Command("git", "-C", root, "worktree", "add", "--detach", src, ref).CombinedOutput(); err != nil {
-			b.Fatalf("a worktree of %s: %v\n%s", ref, err, msg)
-		}
-		b.Cleanup(func() { _ = exec.Command("git", "-C", root, "worktree", "remove", "--force", src).Run() })
-	}
-	linked := filepath.Join(out, "pyexec.linked")
-	cmd := exec.Command("go", "build", "-o", linked, "./cmd/pyexec")
-	cmd.Dir = src
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building %q: %v\n%s", ref, err, msg)
-	}
-	// Both builds as an image's layer would lay them down: written with write(2). The
-	// linker's own output, written through mmap, can sit in the page cache in large folios
-	// that the kernel maps with 2 MiB pages; on the VM this was measured on, such a server
-	// took 2-3x longer in every stage at rest — a difference of files, not of code.
-	data, err := os.ReadFile(linked)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(out, "pyexec")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Remove(linked); err != nil {
-		b.Fatal(err)
-	}
-	return bin
+	b.Cleanup(func() { _ = exec.Command("git", "-C", root, "worktree", "remove", "--force", src).Run() })
+	return buildPyexecIn(b, src)
 }
 
 // describe is git's name of ref's commit, or of the working tree when ref is "".
