@@ -55,58 +55,47 @@ func TestTimings(t *testing.T) {
 // process's socket to the supervisor, longer than the run can have been, gets no code stage
 // (and the run its real one).
 func TestTimingsCodeCannotClaimMoreThanItsRun(t *testing.T) {
-	const forge = `import os, stat, time
-for fd in range(3, 64):
-    try:
-        if stat.S_ISSOCK(os.fstat(fd).st_mode):
-            os.write(fd, b"0 c999999999999")
-    except OSError:
-        pass
-time.sleep(0.2)
-`
-	for name, ex := range modes(t) {
-		t.Run(name, func(t *testing.T) {
-			if name == modeForkWarm {
-				awaitSpare(t, ex.(*Fork))
-			}
-			res, err := ex.Execute(context.Background(), Request{ID: "t", Code: forge, Limits: defaultLimits}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if code, ok := res.TimingsMS[api.StageCode]; ok {
-				t.Fatalf("timings_ms %v: a code stage of %v ms, which the code made up", res.TimingsMS, code)
-			}
-			if run, ok := res.TimingsMS[api.StageRun]; !ok || run >= 999_999_000 {
-				t.Fatalf("timings_ms %v: no run, or the code's", res.TimingsMS)
-			}
-		})
-	}
+	forgeReport(t, "0 c999999999999", "import time\ntime.sleep(0.2)", func(t *testing.T, res api.ExecuteResult) {
+		if code, ok := res.TimingsMS[api.StageCode]; ok {
+			t.Fatalf("timings_ms %v: a code stage of %v ms, which the code made up", res.TimingsMS, code)
+		}
+		if run, ok := res.TimingsMS[api.StageRun]; !ok || run >= 999_999_000 {
+			t.Fatalf("timings_ms %v: no run, or the code's", res.TimingsMS)
+		}
+	})
 }
 
 // A report the code writes itself on its process's socket to the supervisor, with an exit
 // status no process can have, is no report: the execution's exit code is the real one.
 func TestForgedReportOfAnImpossibleExitStatus(t *testing.T) {
-	const forge = `import os, stat
+	forgeReport(t, "-7", "raise SystemExit(3)", func(t *testing.T, res api.ExecuteResult) {
+		if res.ExitCode != 3 {
+			t.Fatalf("exit code %d, want the code's 3: %+v", res.ExitCode, res)
+		}
+	})
+}
+
+// forgeReport runs, in every mode, code that writes report on every socket it holds (its
+// process's socket to the supervisor among them) and then runs then; check judges the result.
+func forgeReport(t *testing.T, report, then string, check func(*testing.T, api.ExecuteResult)) {
+	code := `import os, stat
 for fd in range(3, 64):
     try:
         if stat.S_ISSOCK(os.fstat(fd).st_mode):
-            os.write(fd, b"-7")
+            os.write(fd, b"` + report + `")
     except OSError:
         pass
-raise SystemExit(3)
-`
+` + then + "\n"
 	for name, ex := range modes(t) {
 		t.Run(name, func(t *testing.T) {
 			if name == modeForkWarm {
 				awaitSpare(t, ex.(*Fork))
 			}
-			res, err := ex.Execute(context.Background(), Request{ID: "t", Code: forge, Limits: defaultLimits}, nil)
+			res, err := ex.Execute(context.Background(), Request{ID: "t", Code: code, Limits: defaultLimits}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.ExitCode != 3 {
-				t.Fatalf("exit code %d, want the code's 3: %+v", res.ExitCode, res)
-			}
+			check(t, res)
 		})
 	}
 }
