@@ -135,7 +135,7 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 		s.writeError(w, r, http.StatusBadRequest, api.ErrCodeBadRequest, fileErr.Error())
 		return
 	case errors.Is(err, executor.ErrSessionEnded):
-		s.writeRequestError(w, r, s.sessions.notFound(r.PathValue("id")))
+		s.writeRequestError(w, r, s.sessions.notFound(r.PathValue("id"), "", false)) // it passed lookup
 		return
 	case errors.Is(err, executor.ErrUnavailable):
 		s.unavailable(w, r, err)

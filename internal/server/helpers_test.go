@@ -152,6 +152,9 @@ func (h *harness) send(ctx context.Context, method, path, contentType, body stri
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	if owners, ok := ctx.Value(ownerHeaders{}).([]string); ok {
+		req.Header[api.OwnerHeader] = owners
+	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return nil, nil, err
@@ -159,6 +162,14 @@ func (h *harness) send(ctx context.Context, method, path, contentType, body stri
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp, b, err
+}
+
+// ownerHeaders is the context key of the api.OwnerHeader values send gives a request.
+type ownerHeaders struct{}
+
+// as is a context whose requests send carries with api.OwnerHeader set to owners.
+func as(owners ...string) context.Context {
+	return context.WithValue(context.Background(), ownerHeaders{}, owners)
 }
 
 // do sends a request and returns the response with its body read.

@@ -54,6 +54,28 @@ func parseStream(r *http.Request) (bool, *requestError) {
 	}
 }
 
+// parseOwner reads the request's owner (api.OwnerHeader): scoped says the request is scoped to
+// owner's sessions; without the header it sees every session.
+func parseOwner(r *http.Request) (owner string, scoped bool, rerr *requestError) {
+	values := r.Header.Values(api.OwnerHeader)
+	switch {
+	case len(values) == 0:
+		return "", false, nil
+	case len(values) > 1:
+		return "", false, badRequest("%s: given %d times; give it once", api.OwnerHeader, len(values))
+	}
+	owner = values[0]
+	if owner == "" || len(owner) > api.MaxOwnerBytes {
+		return "", false, badRequest("%s: %d bytes; want 1 to %d printable ASCII characters", api.OwnerHeader, len(owner), api.MaxOwnerBytes)
+	}
+	for i := 0; i < len(owner); i++ {
+		if c := owner[i]; c < 0x20 || c > 0x7e {
+			return "", false, badRequest("%s: byte %d is %#02x; want printable ASCII characters", api.OwnerHeader, i, c)
+		}
+	}
+	return owner, true, nil
+}
+
 // readExecuteRequest checks the content type and decodes the body of POST /v1/execute,
 // reading at most maxBytes.
 func readExecuteRequest(w http.ResponseWriter, r *http.Request, maxBytes int64) (api.ExecuteRequest, *requestError) {

@@ -59,21 +59,28 @@ type session struct {
 	network    bool
 	executions int
 	busy       bool
+	owner      string // api.OwnerHeader of its creation; "": none
 }
 
 // sessionTable holds the open sessions.
 type sessionTable struct {
 	mu       sync.Mutex
 	open     map[string]*session
-	starting int               // sessions being created, counted against the maximum
-	ended    map[string]string // id → why it ended, the last endedKept
-	order    []string          // ended ids, oldest first
+	starting int                     // sessions being created, counted against the maximum
+	ended    map[string]endedSession // id → why it ended, the last endedKept
+	order    []string                // ended ids, oldest first
 	sweeping bool
 	closed   bool // the server shut down: no new sessions
 }
 
+// endedSession is what is remembered of an ended session.
+type endedSession struct {
+	why   string
+	owner string
+}
+
 func newSessionTable() *sessionTable {
-	return &sessionTable{open: map[string]*session{}, ended: map[string]string{}}
+	return &sessionTable{open: map[string]*session{}, ended: map[string]endedSession{}}
 }
 
 // describe is what the API says of a session; the caller holds the table's lock.
@@ -81,7 +88,7 @@ func (e *session) describe(memory bool) api.Session {
 	out := api.Session{
 		ID: e.id, CreatedAt: e.created, LastUsedAt: e.lastUsed, ExpiresAt: e.lastUsed.Add(e.idle),
 		IdleTimeoutSeconds: e.idle.Seconds(), Executions: e.executions, MemoryLimitMB: e.memoryMB,
-		Network: e.network, Busy: e.busy,
+		Network: e.network, Busy: e.busy, Owner: e.owner,
 	}
 	if memory {
 		out.MemoryBytes = e.ss.Memory()
@@ -100,6 +107,11 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	st, ok := s.sessionStarter()
 	if !ok {
 		s.writeError(w, r, http.StatusForbidden, api.ErrCodeForbidden, "sessions are switched off on this server (pyexec serve --max-sessions 0)")
+		return
+	}
+	owner, _, rerr := parseOwner(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
 		return
 	}
 	var body api.SessionRequest
@@ -151,7 +163,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	e := &session{ss: ss, id: req.ID, created: now, lastUsed: now, idle: idle, memoryMB: req.MemoryLimitMB, network: req.Network}
+	e := &session{ss: ss, id: req.ID, created: now, lastUsed: now, idle: idle, memoryMB: req.MemoryLimitMB, network: req.Network, owner: owner}
 	if !s.sessions.add(e) { // the server shut down meanwhile
 		ss.Close()
 		s.writeError(w, r, http.StatusServiceUnavailable, api.ErrCodeUnavailable, drainingMessage)
@@ -163,7 +175,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	s.startSweeper()
 	uid, _, _, _ := unixsocket.PeerCred(r.Context())
 	logr.FromContextOrDiscard(r.Context()).Info("session created", "session", e.id, "uid", uid,
-		"idleTimeout", idle.String(), "memoryLimitMb", e.memoryMB, "network", e.network)
+		"idleTimeout", idle.String(), "memoryLimitMb", e.memoryMB, "network", e.network, "owned", owner != "")
 	s.sessions.mu.Lock()
 	info := e.describe(false)
 	s.sessions.mu.Unlock()
@@ -231,14 +243,15 @@ func (t *sessionTable) add(e *session) bool {
 	return true
 }
 
-// notFound is the 404 of an id that is not open, saying why when the session ended lately.
-func (t *sessionTable) notFound(id string) *requestError {
+// notFound is the 404 of an id that is not open, saying why when the session ended lately
+// (to a request scoped to an owner, only when the session was that owner's).
+func (t *sessionTable) notFound(id string, owner string, scoped bool) *requestError {
 	t.mu.Lock()
-	why, ok := t.ended[id]
+	ended, ok := t.ended[id]
 	t.mu.Unlock()
 	msg := fmt.Sprintf("session %q: no such session", id)
-	if ok {
-		msg = fmt.Sprintf("session %q has ended (%s)", id, endedMessage(why))
+	if ok && (!scoped || ended.owner == owner) {
+		msg = fmt.Sprintf("session %q has ended (%s)", id, endedMessage(ended.why))
 	}
 	return &requestError{status: http.StatusNotFound, code: api.ErrCodeSessionNotFound, msg: msg}
 }
@@ -270,7 +283,7 @@ func (t *sessionTable) remove(e *session, why string) bool {
 		return false
 	}
 	delete(t.open, e.id)
-	t.ended[e.id] = why
+	t.ended[e.id] = endedSession{why: why, owner: e.owner}
 	t.order = append(t.order, e.id)
 	if len(t.order) > endedKept {
 		delete(t.ended, t.order[0])
@@ -294,24 +307,36 @@ func (s *Server) endSession(e *session, why string) {
 	s.log.Info("session ended", "session", e.id, "reason", why, "executions", executions, "lifetimeSeconds", lifetime.Seconds())
 }
 
-// lookup returns the open session named by the request's path.
+// lookup returns the open session named by the request's path: to a request scoped to an
+// owner, only one of that owner's (another's is not found, as if it did not exist).
 func (s *Server) lookup(r *http.Request) (*session, *requestError) {
+	owner, scoped, rerr := parseOwner(r)
+	if rerr != nil {
+		return nil, rerr
+	}
 	id := r.PathValue("id")
 	s.sessions.mu.Lock()
 	e, ok := s.sessions.open[id]
 	s.sessions.mu.Unlock()
-	if !ok {
-		return nil, s.sessions.notFound(id)
+	if !ok || (scoped && e.owner != owner) {
+		return nil, s.sessions.notFound(id, owner, scoped)
 	}
 	return e, nil
 }
 
 // handleListSessions serves GET /v1/sessions.
 func (s *Server) handleListSessions(w http.ResponseWriter, r *http.Request) {
+	owner, scoped, rerr := parseOwner(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
 	s.sessions.mu.Lock()
 	open := make([]*session, 0, len(s.sessions.open))
 	for _, e := range s.sessions.open {
-		open = append(open, e)
+		if !scoped || e.owner == owner {
+			open = append(open, e)
+		}
 	}
 	list := api.SessionList{Sessions: make([]api.Session, 0, len(open))}
 	for _, e := range open {
@@ -396,7 +421,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	defer unclaim()
 	if e.ss.Ended() {
 		s.endSession(e, endedWhy(e.ss))
-		s.writeRequestError(w, r, s.sessions.notFound(e.id))
+		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
 		return
 	}
 	ctx, g, done, ok := s.admit(w, r)
@@ -526,7 +551,7 @@ func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request) {
 	}
 	l, err := e.ss.Files()
 	if err != nil { // ErrSessionEnded: closed since the lookup
-		s.writeRequestError(w, r, s.sessions.notFound(e.id))
+		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
 		return
 	}
 	writeJSON(w, http.StatusOK, l)
@@ -549,7 +574,7 @@ func (s *Server) handleSessionFile(w http.ResponseWriter, r *http.Request) {
 	body, err := e.ss.OpenFile(p, maxBytes)
 	switch {
 	case errors.Is(err, executor.ErrSessionEnded):
-		s.writeRequestError(w, r, s.sessions.notFound(e.id))
+		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
 		return
 	case errors.Is(err, executor.ErrFileNotFound):
 		s.writeError(w, r, http.StatusNotFound, api.ErrCodeFileNotFound,

@@ -469,3 +469,94 @@ print(n)`
 		t.Logf("one kind of answer never came (timing): %v", counts)
 	}
 }
+
+// With api.OwnerHeader a request sees only its owner's sessions: another owner's, or one of
+// none, is not found by any endpoint, not listed, not called, not deleted, its files not read,
+// and its end not told; without the header the application sees them all. Bad keys get 400.
+func TestSessionOwners(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	create := func(ctx context.Context) api.Session {
+		t.Helper()
+		resp, b := h.do(ctx, http.MethodPost, "/v1/sessions", "application/json",
+			`{"files": [{"path": "secret.txt", "content_base64": "`+base64.StdEncoding.EncodeToString([]byte("alice's"))+`"}]}`)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create: %d %s", resp.StatusCode, b)
+		}
+		var s api.Session
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	alice, bob := as("alice"), as("bob")
+	a, none := create(alice), create(context.Background())
+	if a.Owner != "alice" || none.Owner != "" {
+		t.Fatalf("owners as created: %q, %q", a.Owner, none.Owner)
+	}
+	list := func(ctx context.Context) []string {
+		t.Helper()
+		resp, b := h.do(ctx, http.MethodGet, "/v1/sessions", "", "")
+		var l api.SessionList
+		if err := json.Unmarshal(b, &l); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("list: %d %s", resp.StatusCode, b)
+		}
+		var ids []string
+		for _, s := range l.Sessions {
+			ids = append(ids, s.ID+"="+s.Owner)
+		}
+		return ids
+	}
+	if got := strings.Join(list(alice), ","); got != a.ID+"=alice" {
+		t.Errorf("alice lists %s", got)
+	}
+	if got := list(bob); len(got) != 0 {
+		t.Errorf("bob lists %v", got)
+	}
+	if got := list(context.Background()); len(got) != 2 {
+		t.Errorf("the application lists %v; want both", got)
+	}
+	// Bob reaches neither alice's session nor the one of no owner, by any endpoint.
+	for _, id := range []string{a.ID, none.ID} {
+		for _, c := range []struct{ method, path, body string }{
+			{http.MethodGet, "/v1/sessions/" + id, ""},
+			{http.MethodPost, "/v1/sessions/" + id + "/execute", `{"code": "print(open('secret.txt').read())"}`},
+			{http.MethodGet, "/v1/sessions/" + id + "/files", ""},
+			{http.MethodGet, "/v1/sessions/" + id + "/files/secret.txt", ""},
+			{http.MethodDelete, "/v1/sessions/" + id, ""},
+		} {
+			ct := ""
+			if c.body != "" {
+				ct = "application/json"
+			}
+			resp, b := h.do(bob, c.method, c.path, ct, c.body)
+			wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+		}
+	}
+	// Alice reaches hers, and the application everything.
+	resp, b := h.do(alice, http.MethodPost, "/v1/sessions/"+a.ID+"/execute", "application/json", `{"code": "print(open('secret.txt').read())"}`)
+	if res := decodeResult(t, b); resp.StatusCode != 200 || res.Stdout != "alice's\n" {
+		t.Fatalf("alice's call: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.do(alice, http.MethodGet, "/v1/sessions/"+none.ID, "", "")
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+	if resp, b := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+a.ID+"/files/secret.txt", "", ""); resp.StatusCode != 200 || string(b) != "alice's" {
+		t.Fatalf("the application reads alice's file: %d %q", resp.StatusCode, b)
+	}
+	// Once ended, the session's end is told to its owner only.
+	if resp, _ := h.do(alice, http.MethodDelete, "/v1/sessions/"+a.ID, "", ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("alice's delete: %d", resp.StatusCode)
+	}
+	resp, b = h.do(alice, http.MethodGet, "/v1/sessions/"+a.ID, "", "")
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "has ended (deleted)")
+	resp, b = h.do(bob, http.MethodGet, "/v1/sessions/"+a.ID, "", "")
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+	// Bad keys.
+	for _, bad := range []context.Context{as(""), as("caf\u00e9"), as(strings.Repeat("k", api.MaxOwnerBytes+1)), as("a", "b")} {
+		resp, b := h.do(bad, http.MethodGet, "/v1/sessions", "", "")
+		wantError(t, resp, b, 400, api.ErrCodeBadRequest, api.OwnerHeader)
+		resp, b = h.do(bad, http.MethodPost, "/v1/sessions", "", "")
+		wantError(t, resp, b, 400, api.ErrCodeBadRequest, api.OwnerHeader)
+		resp, b = h.do(bad, http.MethodGet, "/v1/sessions/"+none.ID, "", "")
+		wantError(t, resp, b, 400, api.ErrCodeBadRequest, api.OwnerHeader)
+	}
+}

@@ -2,6 +2,17 @@ package api
 
 import "time"
 
+// OwnerHeader scopes a request to the sessions of one owner: an opaque key of at most
+// MaxOwnerBytes printable ASCII characters that an application gives each of its users or
+// conversations. POST /v1/sessions with it creates a session of that owner; GET /v1/sessions
+// lists only that owner's sessions; every /v1/sessions/{id} endpoint answers 404
+// session_not_found for a session of another owner, or of none. Without it a request sees
+// every session: the socket's one client is the application, which owns them all.
+const OwnerHeader = "Pyexec-Owner"
+
+// MaxOwnerBytes bounds an owner key.
+const MaxOwnerBytes = 200
+
 // SessionRequest is the body of POST /v1/sessions. Every field is optional; an empty body is
 // an empty object.
 type SessionRequest struct {
@@ -36,6 +47,8 @@ type Session struct {
 	Network       bool  `json:"network"`
 	// Busy says a call runs in the session now; another call gets 409 session_busy.
 	Busy bool `json:"busy"`
+	// Owner is the OwnerHeader of the request that created the session; empty: none.
+	Owner string `json:"owner,omitempty"`
 }
 
 // SessionList is the answer of GET /v1/sessions, oldest first.

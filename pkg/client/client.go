@@ -36,6 +36,16 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("pyexec: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
+// ownerKey is the context key of WithOwner's owner.
+type ownerKey struct{}
+
+// WithOwner returns a context whose requests are scoped to owner's sessions (api.OwnerHeader):
+// the sessions they create are owner's, and they see no other session. An application that
+// serves several users gives each its own owner.
+func WithOwner(ctx context.Context, owner string) context.Context {
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
 // Client talks to one sidecar socket. It is safe for concurrent use.
 type Client struct {
 	socket string
@@ -190,6 +200,9 @@ func decode(r io.Reader, path string, out any) error {
 
 // do sends the request and turns answers other than 2xx into *APIError.
 func (c *Client) do(hreq *http.Request) (*http.Response, error) {
+	if owner, ok := hreq.Context().Value(ownerKey{}).(string); ok {
+		hreq.Header.Set(api.OwnerHeader, owner)
+	}
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		if hreq.Context().Err() != nil {

@@ -197,3 +197,49 @@ func TestBenchSessionRefusesNonPositive(t *testing.T) {
 		}
 	}
 }
+
+// WithOwner's owner goes with every request made with its context, and only with those.
+func TestWithOwnerScopesEveryRequest(t *testing.T) {
+	seen := map[string]string{}
+	c := NewInProcess(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen[r.Method+" "+r.URL.Path] = r.Header.Get(api.OwnerHeader)
+		switch {
+		case r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		case strings.HasSuffix(r.URL.Path, "/files/f.txt"):
+			w.Write([]byte("x"))
+		case r.URL.Path == "/v1/sessions" && r.Method == http.MethodGet:
+			w.Write([]byte(`{"sessions": []}`))
+		default:
+			w.Write([]byte(`{"id": "s-1", "files": []}`))
+		}
+	}))
+	calls := func(ctx context.Context) {
+		t.Helper()
+		_, err1 := c.CreateSession(ctx, api.SessionRequest{})
+		_, err2 := c.Sessions(ctx)
+		_, err3 := c.Session(ctx, "s-1")
+		_, err4 := c.SessionExecuteRaw(ctx, "s-1", api.ExecuteRequest{Code: "1"})
+		_, err5 := c.SessionFiles(ctx, "s-1")
+		_, _, err6 := c.SessionFile(ctx, "s-1", "f.txt")
+		err7 := c.DeleteSession(ctx, "s-1")
+		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls(WithOwner(context.Background(), "user-42"))
+	if len(seen) != 7 {
+		t.Fatalf("requests: %v", seen)
+	}
+	for req, owner := range seen {
+		if owner != "user-42" {
+			t.Errorf("%s: owner %q", req, owner)
+		}
+	}
+	calls(context.Background())
+	for req, owner := range seen {
+		if owner != "" {
+			t.Errorf("%s without an owner: sent %q", req, owner)
+		}
+	}
+}
