@@ -16,8 +16,6 @@ import (
 	"mime"
 	"net/url"
 	"path"
-	"reflect"
-	"sort"
 	"strings"
 	"time"
 
@@ -29,13 +27,15 @@ import (
 	"github.com/pyexec/pyexec/pkg/client"
 )
 
-// Backend is the sidecar's API; *client.Client is one, over the socket or in process.
+// Backend is the sidecar's API; *client.Client is one, over the socket or in process. Each
+// call's context carries its caller's owner (client.WithOwner) when it has one.
 type Backend interface {
 	ExecuteRaw(ctx context.Context, req api.ExecuteRequest) (*client.RawResult, error)
 	SessionExecuteRaw(ctx context.Context, id string, req api.ExecuteRequest) (*client.RawResult, error)
 	CreateSession(ctx context.Context, req api.SessionRequest) (*api.Session, error)
 	DeleteSession(ctx context.Context, id string) error
 	Sessions(ctx context.Context) (*api.SessionList, error)
+	Session(ctx context.Context, id string) (*api.Session, error)
 	SessionFiles(ctx context.Context, id string) (*api.SessionFiles, error)
 	SessionFile(ctx context.Context, id, path string) ([]byte, string, error)
 	InstallPackages(ctx context.Context, req api.PackagesRequest) (*api.Packages, error)
@@ -48,6 +48,18 @@ type Options struct {
 	// Packages offers install_packages: the sidecar allows installs at run time
 	// (--allow-packages is not empty).
 	Packages bool
+	// Owner is the owner of this transport's callers' sessions when a request names none
+	// (`pyexec mcp --owner`, or a key of the process); see ownerOf.
+	Owner string
+	// MaxTimeoutSeconds is the server's --max-timeout: run_python's timeout_seconds is at most
+	// this in its schema. 0: no maximum in the schema (the server still has its own).
+	MaxTimeoutSeconds float64
+	// StructuredResult gives run_python, as before, an output schema (the API's result) and the
+	// API's whole result as structured content. Deprecated: for clients that read it; to go in
+	// a later release. Models are given the text and the images either way.
+	StructuredResult bool
+	// ProgressEvery is how often a call with a progress token is told of (0: every 5 s).
+	ProgressEvery time.Duration
 	// PassOn, when set, takes the large parts of run_python's answer — its structured content
 	// (the API's result, files and all, one line of JSON) and each image's base64 — past the
 	// SDK's encoder: it returns a JSON string of base64 characters that stands for the content
@@ -66,6 +78,9 @@ const (
 	ToolInstallPackages = "install_packages"
 )
 
+// MetaOwner is the key in a request's _meta of the owner it is made for (see ownerOf).
+const MetaOwner = "pyexec/owner"
+
 // FileURITemplate names a file of a session's working directory as a resource.
 const FileURITemplate = "pyexec://sessions/{session_id}/files/{+path}"
 
@@ -76,40 +91,52 @@ const instructions = `pyexec runs Python code in a sandbox next to this applicat
 func New(backend Backend, opts Options) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "pyexec", Title: "pyexec Python sandbox", Version: opts.Version},
 		&mcp.ServerOptions{Instructions: instructions, HasResources: true})
-	t := &tools{b: backend, passOn: opts.PassOn}
-	// run_python's structured content is the API's result as the sidecar answered it (see
-	// runPython): its output schema is set here, as the SDK would derive it from the type, so
-	// that the SDK neither encodes the result again nor decodes it to check it.
-	mcp.AddTool(s, &mcp.Tool{
+	every := opts.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := &tools{b: backend, passOn: opts.PassOn, owner: opts.Owner, structuredResult: opts.StructuredResult, progressEvery: every}
+	run := &mcp.Tool{
 		Name:  ToolRunPython,
 		Title: "Run Python",
 		Description: "Run Python 3 code and return what it printed, the value of its last expression (as in a notebook cell), " +
 			"and each matplotlib figure as an image. Without session_id the code runs in a fresh interpreter and nothing persists; " +
 			"with session_id it runs in that session, where earlier calls' variables, imports and files are still there. " +
 			"The result is an error when the code raised, exited with a non-zero status or hit a limit (time, memory, output).",
-		OutputSchema: resultSchema,
-	}, t.runPython)
-	mcp.AddTool(s, &mcp.Tool{
-		Name:        ToolCreateSession,
-		Title:       "Create a Python session",
-		Description: "Start a Python session: an interpreter whose variables, imports and working directory persist from one run_python call to the next. Returns session_id; pass it to run_python. Close it with close_session when done; an idle session ends by itself after its idle timeout.",
+		InputSchema: runSchema(opts.MaxTimeoutSeconds),
+	}
+	if opts.StructuredResult {
+		run.OutputSchema = schemaOf[api.ExecuteResult]()
+	}
+	addTool(s, run, upgradeMaps("path", "content", "files"), t.runPython)
+	addTool(s, &mcp.Tool{
+		Name:         ToolCreateSession,
+		Title:        "Create a Python session",
+		Description:  "Start a Python session: an interpreter whose variables, imports and working directory persist from one run_python call to the next. Returns session_id; pass it to run_python. Close it with close_session when done; an idle session ends by itself after its idle timeout.",
+		OutputSchema: schemaOf[SessionOutput](),
+	}, func(args map[string]any) {
+		upgradeMaps("path", "content", "files")(args)
+		upgradeMaps("name", "value", "env")(args)
 	}, t.createSession)
-	mcp.AddTool(s, &mcp.Tool{
-		Name:        ToolCloseSession,
-		Title:       "Close a Python session",
-		Description: "End a session and free its memory. Its variables and files are gone afterwards.",
-	}, t.closeSession)
-	mcp.AddTool(s, &mcp.Tool{
-		Name:        ToolListSessions,
-		Title:       "List Python sessions",
-		Description: "List the open sessions: id, when each was created and last used, when it expires, how many calls it ran, its memory.",
-	}, t.listSessions)
+	addTool(s, &mcp.Tool{
+		Name:         ToolCloseSession,
+		Title:        "Close a Python session",
+		Description:  "End a session and free its memory. Its variables and files are gone afterwards.",
+		OutputSchema: schemaOf[CloseOutput](),
+	}, nil, t.closeSession)
+	addTool(s, &mcp.Tool{
+		Name:         ToolListSessions,
+		Title:        "List Python sessions",
+		Description:  "List your open sessions: id, when each was created and last used, when it expires, how many calls it ran, its memory.",
+		OutputSchema: schemaOf[ListOutput](),
+	}, nil, t.listSessions)
 	if opts.Packages {
-		mcp.AddTool(s, &mcp.Tool{
-			Name:        ToolInstallPackages,
-			Title:       "Install Python packages",
-			Description: "Install Python packages (PEP 508 requirements such as \"scipy\" or \"scikit-learn>=1.4\") for later run_python calls. Only packages the operator allows can be installed.",
-		}, t.installPackages)
+		addTool(s, &mcp.Tool{
+			Name:         ToolInstallPackages,
+			Title:        "Install Python packages",
+			Description:  "Install Python packages (PEP 508 requirements such as \"scipy\" or \"scikit-learn>=1.4\") for later run_python calls. Only packages the operator allows can be installed.",
+			OutputSchema: schemaOf[api.Packages](),
+		}, nil, t.installPackages)
 	}
 	s.AddResourceTemplate(&mcp.ResourceTemplate{
 		Name:        "session-file",
@@ -117,8 +144,8 @@ func New(backend Backend, opts Options) *mcp.Server {
 		URITemplate: FileURITemplate,
 		Description: "A file in a session's working directory, such as a CSV or a PNG the code wrote.",
 	}, t.readFile)
-	// resources/list names the files of every open session, read from the sidecar each time,
-	// a session per page.
+	// resources/list names the files of the caller's open sessions, read from the sidecar each
+	// time, a session per page.
 	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			if method != "resources/list" {
@@ -128,93 +155,212 @@ func New(backend Backend, opts Options) *mcp.Server {
 			if p, ok := req.GetParams().(*mcp.ListResourcesParams); ok && p != nil {
 				cursor = p.Cursor
 			}
-			return t.listFiles(ctx, cursor)
+			owner, err := t.ownerOf(req)
+			if err != nil {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
+			}
+			if owner == "" { // an anonymous caller: see ownerOf
+				return listed(&mcp.ListResourcesResult{Resources: []*mcp.Resource{}}), nil
+			}
+			res, err := t.listFiles(client.WithOwner(ctx, owner), cursor)
+			if err != nil {
+				return nil, err
+			}
+			return listed(res), nil
 		}
 	})
 	return s
 }
 
+// listed is a resources/list answer with its cache scope: private, as the files listed are
+// the caller's (the SDK fills the field only in the answers it makes itself, and clients
+// reject an empty one).
+func listed(r *mcp.ListResourcesResult) *mcp.ListResourcesResult {
+	r.CacheScope = "private"
+	return r
+}
+
 // tools are the handlers, over the backend.
 type tools struct {
-	b      Backend
-	passOn func(ctx context.Context, content json.RawMessage) json.RawMessage
+	b                Backend
+	passOn           func(ctx context.Context, content json.RawMessage) json.RawMessage
+	owner            string
+	structuredResult bool
+	progressEvery    time.Duration
+}
+
+// ownerOf is the owner a request is made for, whose sessions alone it may see and use:
+//   - the transport's: on /mcp the request's api.OwnerHeader, set by the application; on
+//     stdio Options.Owner (`pyexec mcp --owner`, else a random key of the process, which is
+//     the MCP session there);
+//   - else the request's _meta[MetaOwner], for clients that set _meta per call;
+//   - else none (""): on /mcp without either, which is stateless and has no MCP session to
+//     tell callers apart by. Such a caller is listed no sessions and no files, and reaches only
+//     sessions of no owner, by the id create_session gave it (ids are unguessable).
+//
+// A _meta owner that differs from the transport's is refused: the application's wins, and a
+// caller that sends another one is told so rather than given the application's sessions.
+func (t *tools) ownerOf(req mcp.Request) (string, error) {
+	transport := t.owner
+	if extra := req.GetExtra(); extra != nil && extra.Header != nil {
+		if v := extra.Header.Values(api.OwnerHeader); len(v) > 0 {
+			transport = strings.Join(v, ",") // the API refuses a key given twice
+		}
+	}
+	var meta string
+	if p := req.GetParams(); p != nil {
+		if v, ok := p.GetMeta()[MetaOwner]; ok {
+			s, isString := v.(string)
+			if !isString || s == "" {
+				return "", fmt.Errorf("_meta[%q]: want a non-empty string, the owner key", MetaOwner)
+			}
+			meta = s
+		}
+	}
+	switch {
+	case transport != "" && meta != "" && meta != transport:
+		return "", fmt.Errorf("_meta[%q] differs from the owner this connection is for; leave it out", MetaOwner)
+	case transport != "":
+		return transport, nil
+	}
+	return meta, nil
+}
+
+// scoped is ctx for the backend calls of req: its owner's, when it has one.
+func (t *tools) scoped(ctx context.Context, req mcp.Request) (context.Context, string, error) {
+	owner, err := t.ownerOf(req)
+	if err != nil || owner == "" {
+		return ctx, "", err
+	}
+	return client.WithOwner(ctx, owner), owner, nil
+}
+
+// scopedTo is scoped for a call to session id: a caller of no owner may reach only a session
+// of no owner (the API, which has one client, does not tell them apart: this asks it first;
+// a session's owner never changes).
+func (t *tools) scopedTo(ctx context.Context, req mcp.Request, id string) (context.Context, error) {
+	ctx, owner, err := t.scoped(ctx, req)
+	if err != nil || owner != "" {
+		return ctx, err
+	}
+	s, err := t.b.Session(ctx, id)
+	if err != nil {
+		return ctx, err
+	}
+	if s.Owner != "" {
+		return ctx, &client.APIError{Status: 404, Code: api.ErrCodeSessionNotFound, Message: fmt.Sprintf("session %q: no such session", id)}
+	}
+	return ctx, nil
 }
 
 // RunInput is run_python's input.
 type RunInput struct {
-	Code           string            `json:"code" jsonschema:"the Python 3 source to run"`
-	SessionID      string            `json:"session_id,omitempty" jsonschema:"run in this session (from create_session) so that state persists; omit for a fresh interpreter"`
-	TimeoutSeconds float64           `json:"timeout_seconds,omitempty" jsonschema:"time limit in seconds; omit for the server's default"`
-	Files          map[string]string `json:"files,omitempty" jsonschema:"text files to write into the working directory before the code runs: relative path to content"`
+	Code           string      `json:"code" jsonschema:"the Python 3 source to run"`
+	SessionID      string      `json:"session_id,omitempty" jsonschema:"run in this session (from create_session) so that state persists; omit for a fresh interpreter"`
+	TimeoutSeconds float64     `json:"timeout_seconds,omitempty" jsonschema:"time limit in seconds; omit for the server's default"`
+	Files          []FileInput `json:"files,omitempty" jsonschema:"text files to write into the working directory before the code runs"`
 }
 
-// resultSchema is run_python's output schema: the API's result, as mcp.AddTool derives a
-// schema from a type.
-var resultSchema = func() *jsonschema.Schema {
-	s, err := jsonschema.ForType(reflect.TypeFor[api.ExecuteResult](), &jsonschema.ForOptions{})
-	if err != nil {
-		panic(fmt.Sprintf("the schema of api.ExecuteResult: %v", err))
+// runSchema is run_python's input schema: RunInput's, timeout_seconds above 0 and at most max.
+func runSchema(max float64) *jsonschema.Schema {
+	s := schemaOf[RunInput]()
+	timeout := s.Properties["timeout_seconds"]
+	zero := 0.0
+	timeout.ExclusiveMinimum = &zero
+	if max > 0 {
+		timeout.Maximum = &max
+		timeout.Description = fmt.Sprintf("time limit in seconds, at most %g; omit for the server's default", max)
 	}
 	return s
-}()
+}
 
-// noResult is run_python's structured content when no code ran: the zero result, as the
-// output schema asks for one.
-var noResult = func() json.RawMessage {
-	b, err := json.Marshal(api.ExecuteResult{})
-	if err != nil {
-		panic(err)
-	}
-	return b
-}()
-
-// runPython runs the code and answers with what a model reads of the result (resultOf) and,
-// as structured content, the result as the API answered it. That JSON is passed on as it is
-// (the files' contents in it are never decoded, nor encoded again): a call holds its result
-// about once while its answer is built, not once per step of decoding and encoding.
-func (t *tools) runPython(ctx context.Context, _ *mcp.CallToolRequest, in RunInput) (*mcp.CallToolResult, any, error) {
+// runPython runs the code and answers with what a model reads of the result (resultOf): the
+// text and each figure as an image. With StructuredResult, the result as the API answered it
+// is the structured content too, that JSON passed on as it is (the files' contents in it are
+// never decoded, nor encoded again): a call holds its result about once while its answer is
+// built, not once per step of decoding and encoding.
+func (t *tools) runPython(ctx context.Context, req *mcp.CallToolRequest, in RunInput) *mcp.CallToolResult {
 	if strings.TrimSpace(in.Code) == "" {
-		return withNoResult(failed("code is empty: pass the Python source to run")), nil, nil
+		return failed("code is empty: pass the Python source to run")
 	}
-	req := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files)}
-	if in.TimeoutSeconds > 0 {
-		req.TimeoutSeconds = &in.TimeoutSeconds
-	}
-	var raw *client.RawResult
 	var err error
 	if in.SessionID != "" {
-		raw, err = t.b.SessionExecuteRaw(ctx, in.SessionID, req)
+		ctx, err = t.scopedTo(ctx, req, in.SessionID)
 	} else {
-		raw, err = t.b.ExecuteRaw(ctx, req)
+		ctx, _, err = t.scoped(ctx, req)
 	}
 	if err != nil {
-		return withNoResult(failed(describe(err))), nil, nil
+		return failed(describe(err))
+	}
+	ereq := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files)}
+	if in.TimeoutSeconds > 0 {
+		ereq.TimeoutSeconds = &in.TimeoutSeconds
+	}
+	defer t.progress(ctx, req)()
+	var raw *client.RawResult
+	if in.SessionID != "" {
+		raw, err = t.b.SessionExecuteRaw(ctx, in.SessionID, ereq)
+	} else {
+		raw, err = t.b.ExecuteRaw(ctx, ereq)
+	}
+	if err != nil {
+		return failed(describe(err))
 	}
 	var pass func(json.RawMessage) json.RawMessage
 	if t.passOn != nil {
 		pass = func(content json.RawMessage) json.RawMessage { return t.passOn(ctx, content) }
 	}
 	res := resultOf(raw.Result, pass)
-	content := json.RawMessage(bytes.TrimSuffix(raw.Body, []byte("\n")))
-	if pass != nil {
-		content = pass(content)
+	if t.structuredResult {
+		content := json.RawMessage(bytes.TrimSuffix(raw.Body, []byte("\n")))
+		if pass != nil {
+			content = pass(content)
+		}
+		res.StructuredContent = content
 	}
-	res.StructuredContent = content
-	return res, nil, nil
+	return res
 }
 
-func withNoResult(r *mcp.CallToolResult) *mcp.CallToolResult {
-	r.StructuredContent = noResult
-	return r
+// progress tells the client how long a call has run, every progressEvery, when the call asked
+// for progress (a progress token): clients that reset their time-out on progress then wait
+// for a call as long as it runs. The returned func stops it.
+func (t *tools) progress(ctx context.Context, req *mcp.CallToolRequest) (stop func()) {
+	token := req.Params.GetProgressToken()
+	if token == nil || req.Session == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		start := time.Now()
+		tick := time.NewTicker(t.progressEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				elapsed := now.Sub(start).Seconds()
+				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: elapsed,
+					Message: fmt.Sprintf("running for %.0f s", elapsed)})
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-ended // no notification after the answer
+	}
 }
 
-// textFiles turns run_python's files into the API's, sorted by path.
-func textFiles(files map[string]string) []api.InputFile {
+// textFiles turns text files into the API's.
+func textFiles(files []FileInput) []api.InputFile {
 	out := make([]api.InputFile, 0, len(files))
-	for p, content := range files {
-		out = append(out, api.InputFile{Path: p, ContentBase64: base64.StdEncoding.EncodeToString([]byte(content))})
+	for _, f := range files {
+		out = append(out, api.InputFile{Path: f.Path, ContentBase64: base64.StdEncoding.EncodeToString([]byte(f.Content))})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
 }
 
@@ -303,10 +449,10 @@ func canonicalBase64(b64 string) bool {
 
 // SessionInput is create_session's input.
 type SessionInput struct {
-	IdleTimeoutSeconds float64           `json:"idle_timeout_seconds,omitempty" jsonschema:"end the session after this many seconds without a call; omit for the server's default"`
-	MemoryLimitMB      int               `json:"memory_limit_mb,omitempty" jsonschema:"memory limit of the session's interpreter in MiB; omit for the server's default"`
-	Env                map[string]string `json:"env,omitempty" jsonschema:"environment variables of the session's interpreter"`
-	Files              map[string]string `json:"files,omitempty" jsonschema:"text files to write into the session's working directory: relative path to content"`
+	IdleTimeoutSeconds float64     `json:"idle_timeout_seconds,omitempty" jsonschema:"end the session after this many seconds without a call; omit for the server's default"`
+	MemoryLimitMB      int         `json:"memory_limit_mb,omitempty" jsonschema:"memory limit of the session's interpreter in MiB; omit for the server's default"`
+	Env                []EnvVar    `json:"env,omitempty" jsonschema:"environment variables of the session's interpreter"`
+	Files              []FileInput `json:"files,omitempty" jsonschema:"text files to write into the session's working directory"`
 }
 
 // SessionOutput is create_session's structured result.
@@ -316,20 +462,30 @@ type SessionOutput struct {
 	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
 }
 
-func (t *tools) createSession(ctx context.Context, _ *mcp.CallToolRequest, in SessionInput) (*mcp.CallToolResult, *SessionOutput, error) {
-	req := api.SessionRequest{Env: in.Env, Files: textFiles(in.Files)}
+func (t *tools) createSession(ctx context.Context, req *mcp.CallToolRequest, in SessionInput) *mcp.CallToolResult {
+	ctx, _, err := t.scoped(ctx, req)
+	if err != nil {
+		return failed(err.Error())
+	}
+	sreq := api.SessionRequest{Files: textFiles(in.Files)}
+	for _, e := range in.Env {
+		if sreq.Env == nil {
+			sreq.Env = map[string]string{}
+		}
+		sreq.Env[e.Name] = e.Value
+	}
 	if in.IdleTimeoutSeconds > 0 {
-		req.IdleTimeoutSeconds = &in.IdleTimeoutSeconds
+		sreq.IdleTimeoutSeconds = &in.IdleTimeoutSeconds
 	}
 	if in.MemoryLimitMB > 0 {
-		req.MemoryLimitMB = &in.MemoryLimitMB
+		sreq.MemoryLimitMB = &in.MemoryLimitMB
 	}
-	s, err := t.b.CreateSession(ctx, req)
+	s, err := t.b.CreateSession(ctx, sreq)
 	if err != nil {
-		return failed(describe(err)), nil, nil
+		return failed(describe(err))
 	}
-	out := &SessionOutput{SessionID: s.ID, ExpiresAt: s.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z07:00"), IdleTimeoutSeconds: s.IdleTimeoutSeconds}
-	return text(fmt.Sprintf("session %s created; it ends after %gs without a call", s.ID, s.IdleTimeoutSeconds)), out, nil
+	out := &SessionOutput{SessionID: s.ID, ExpiresAt: s.ExpiresAt.UTC().Format(time.RFC3339), IdleTimeoutSeconds: s.IdleTimeoutSeconds}
+	return structured(text(fmt.Sprintf("session %s created; it ends after %gs without a call", s.ID, s.IdleTimeoutSeconds)), out)
 }
 
 // CloseInput is close_session's input.
@@ -342,11 +498,15 @@ type CloseOutput struct {
 	Closed bool `json:"closed"`
 }
 
-func (t *tools) closeSession(ctx context.Context, _ *mcp.CallToolRequest, in CloseInput) (*mcp.CallToolResult, *CloseOutput, error) {
-	if err := t.b.DeleteSession(ctx, in.SessionID); err != nil {
-		return failed(describe(err)), nil, nil
+func (t *tools) closeSession(ctx context.Context, req *mcp.CallToolRequest, in CloseInput) *mcp.CallToolResult {
+	ctx, err := t.scopedTo(ctx, req, in.SessionID)
+	if err != nil {
+		return failed(describe(err))
 	}
-	return text("session " + in.SessionID + " closed"), &CloseOutput{Closed: true}, nil
+	if err := t.b.DeleteSession(ctx, in.SessionID); err != nil {
+		return failed(describe(err))
+	}
+	return structured(text("session "+in.SessionID+" closed"), &CloseOutput{Closed: true})
 }
 
 // ListOutput is list_sessions' structured result.
@@ -354,20 +514,32 @@ type ListOutput struct {
 	Sessions []api.Session `json:"sessions"`
 }
 
-func (t *tools) listSessions(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, *ListOutput, error) {
+// ListInput is list_sessions' input: none.
+type ListInput struct{}
+
+func (t *tools) listSessions(ctx context.Context, req *mcp.CallToolRequest, _ ListInput) *mcp.CallToolResult {
+	ctx, owner, err := t.scoped(ctx, req)
+	if err != nil {
+		return failed(err.Error())
+	}
+	if owner == "" { // see ownerOf
+		return structured(text("no sessions listed: this connection names no owner (the application sets one per user); use the session_id that create_session returned\n"),
+			&ListOutput{Sessions: []api.Session{}})
+	}
 	list, err := t.b.Sessions(ctx)
 	if err != nil {
-		return failed(describe(err)), nil, nil
+		return failed(describe(err))
 	}
 	var b strings.Builder
-	for _, s := range list.Sessions {
+	for i, s := range list.Sessions {
 		fmt.Fprintf(&b, "%s: %d calls, last used %s, expires %s, %d MiB\n", s.ID, s.Executions,
 			s.LastUsedAt.UTC().Format("15:04:05"), s.ExpiresAt.UTC().Format("15:04:05"), s.MemoryBytes>>20)
+		list.Sessions[i].Owner = "" // the caller's own: no need to repeat it to a model
 	}
 	if len(list.Sessions) == 0 {
 		b.WriteString("no open sessions\n")
 	}
-	return text(b.String()), &ListOutput{Sessions: list.Sessions}, nil
+	return structured(text(b.String()), &ListOutput{Sessions: list.Sessions})
 }
 
 // PackagesInput is install_packages' input.
@@ -375,16 +547,16 @@ type PackagesInput struct {
 	Packages []string `json:"packages" jsonschema:"PEP 508 requirements, such as scipy or scikit-learn>=1.4"`
 }
 
-func (t *tools) installPackages(ctx context.Context, _ *mcp.CallToolRequest, in PackagesInput) (*mcp.CallToolResult, *api.Packages, error) {
+func (t *tools) installPackages(ctx context.Context, _ *mcp.CallToolRequest, in PackagesInput) *mcp.CallToolResult {
 	p, err := t.b.InstallPackages(ctx, api.PackagesRequest{Packages: in.Packages})
 	if err != nil {
-		return failed(describe(err)), nil, nil
+		return failed(describe(err))
 	}
 	var names []string
 	for _, i := range p.Installed {
 		names = append(names, i.Name+"=="+i.Version)
 	}
-	return text("installed; the packages tree now has: " + strings.Join(names, ", ")), p, nil
+	return structured(text("installed; the packages tree now has: "+strings.Join(names, ", ")), p)
 }
 
 // fileURI names a session's file.
@@ -505,8 +677,15 @@ func (t *tools) readFile(ctx context.Context, req *mcp.ReadResourceRequest) (*mc
 	if !ok {
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
-	data, contentType, err := t.b.SessionFile(ctx, id, p)
+	ctx, err := t.scopedTo(ctx, req, id)
 	var apiErr *client.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == 404 {
+		return nil, mcp.ResourceNotFoundError(uri)
+	}
+	if err != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
+	}
+	data, contentType, err := t.b.SessionFile(ctx, id, p)
 	if errors.As(err, &apiErr) && apiErr.Status == 404 {
 		return nil, mcp.ResourceNotFoundError(uri)
 	}

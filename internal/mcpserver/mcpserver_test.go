@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"reflect"
 	"slices"
 	"strings"
@@ -206,14 +207,20 @@ func TestListFilesPagesASessionAtATime(t *testing.T) {
 	}
 }
 
-// rawBackend answers run_python's calls with a result as the sidecar's API would; nothing else
-// of it is called.
+// rawBackend answers run_python's calls with a result as the sidecar's API would, and keeps
+// the last request; with err, it fails every call with it.
 type rawBackend struct {
 	Backend
 	body []byte
+	err  error
+	last *api.ExecuteRequest
 }
 
-func (b rawBackend) ExecuteRaw(_ context.Context, req api.ExecuteRequest) (*client.RawResult, error) {
+func (b *rawBackend) ExecuteRaw(_ context.Context, req api.ExecuteRequest) (*client.RawResult, error) {
+	b.last = &req
+	if b.err != nil {
+		return nil, b.err
+	}
 	var res api.ExecuteResult
 	if err := json.Unmarshal(b.body, &res); err != nil {
 		return nil, err
@@ -221,12 +228,30 @@ func (b rawBackend) ExecuteRaw(_ context.Context, req api.ExecuteRequest) (*clie
 	return &client.RawResult{Result: &res, Body: b.body}, nil
 }
 
+func (b *rawBackend) SessionExecuteRaw(ctx context.Context, _ string, req api.ExecuteRequest) (*client.RawResult, error) {
+	return b.ExecuteRaw(ctx, req)
+}
+
+func (b *rawBackend) CreateSession(context.Context, api.SessionRequest) (*api.Session, error) {
+	return nil, b.err
+}
+
+func (b *rawBackend) DeleteSession(context.Context, string) error { return b.err }
+
+func (b *rawBackend) Sessions(context.Context) (*api.SessionList, error) { return nil, b.err }
+
 // connect starts the MCP server of b and a client of it, in memory.
 func connect(t *testing.T, b Backend) *mcp.ClientSession {
 	t.Helper()
+	return connectWith(t, b, Options{Version: "test"})
+}
+
+// connectWith starts the MCP server of b with opts and a client of it, in memory.
+func connectWith(t *testing.T, b Backend, opts Options) *mcp.ClientSession {
+	t.Helper()
 	ct, st := mcp.NewInMemoryTransports()
 	ctx := context.Background()
-	ss, err := New(b, Options{Version: "test"}).Connect(ctx, st, nil)
+	ss, err := New(b, opts).Connect(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,11 +264,104 @@ func connect(t *testing.T, b Backend) *mcp.ClientSession {
 	return cs
 }
 
-// run_python declares the schemas mcp.AddTool derives from its types — RunInput in,
-// api.ExecuteResult out — though its structured content is the API's JSON, passed on; a call's
-// structured content is that JSON, files and all, beside the text a model reads; a call that
-// runs nothing has the zero result, as before.
-func TestRunPythonPassesTheResultOn(t *testing.T) {
+// toolOf is the tool named name as a client lists it.
+func toolOf(t *testing.T, cs *mcp.ClientSession, name string) *mcp.Tool {
+	t.Helper()
+	for tool, err := range cs.Tools(context.Background(), nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == name {
+			return tool
+		}
+	}
+	t.Fatalf("no tool %s", name)
+	return nil
+}
+
+func callTool(t *testing.T, cs *mcp.ClientSession, name string, args any) *mcp.CallToolResult {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// run_python is lean for a model: no output schema, and a result of the text and the images
+// alone, no structured content; a call that runs nothing is an error with no structured
+// content either. Its input schema has no map (strict modes refuse them): files are a list of
+// {path, content}, and the map of earlier versions is still taken; timeout_seconds is bounded
+// by the server's maximum.
+func TestRunPythonIsLean(t *testing.T) {
+	png := base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\nrest"))
+	body := []byte(`{"id":"r1","exit_code":0,"stdout":"<6>\n","stderr":"","reason":"exit","timed_out":false,"stdout_truncated":false,"stderr_truncated":false,"duration_ms":12.5,` +
+		`"files":[{"path":"a.bin","size":3,"content_base64":"AAEC"}],"files_truncated":false,"outputs":[{"type":"display_data","data":{"image/png":"` + png + `"}}],"outputs_truncated":false}` + "\n")
+	b := &rawBackend{body: body}
+	cs := connectWith(t, b, Options{Version: "test", MaxTimeoutSeconds: 300})
+	tool := toolOf(t, cs, ToolRunPython)
+	if tool.OutputSchema != nil {
+		t.Errorf("run_python has an output schema: %v", tool.OutputSchema)
+	}
+	schema, _ := json.Marshal(tool.InputSchema)
+	for _, want := range []string{`"maximum":300`, `"exclusiveMinimum":0`, `"required":["path","content"]`} {
+		if !strings.Contains(string(schema), want) {
+			t.Errorf("input schema lacks %s: %s", want, schema)
+		}
+	}
+	if strings.Contains(string(schema), `"additionalProperties":{`) || strings.Contains(string(schema), `"additionalProperties":true`) {
+		t.Errorf("input schema has a map: %s", schema)
+	}
+
+	res := callTool(t, cs, ToolRunPython, map[string]any{"code": "print(6)", "files": []any{map[string]any{"path": "in.txt", "content": "hi"}}})
+	if res.IsError || res.StructuredContent != nil || len(res.Content) != 2 || textOf(res) != "stdout:\n<6>\nfiles written: a.bin (3 bytes)\n" {
+		t.Errorf("result: isError %v, structured %v, %d contents, text %q", res.IsError, res.StructuredContent, len(res.Content), textOf(res))
+	} else if img, ok := res.Content[1].(*mcp.ImageContent); !ok || img.MIMEType != "image/png" || string(img.Data) != "\x89PNG\r\n\x1a\nrest" {
+		t.Errorf("image: %+v", res.Content[1])
+	}
+	if got := b.last.Files; len(got) != 1 || got[0].Path != "in.txt" || got[0].ContentBase64 != base64.StdEncoding.EncodeToString([]byte("hi")) {
+		t.Errorf("files sent: %+v", got)
+	}
+	// The map of earlier versions, sorted by path.
+	callTool(t, cs, ToolRunPython, map[string]any{"code": "1", "files": map[string]any{"b.txt": "2", "a.txt": "1"}})
+	if got := b.last.Files; len(got) != 2 || got[0].Path != "a.txt" || got[1].Path != "b.txt" {
+		t.Errorf("files of the old form sent as %+v", got)
+	}
+	for _, bad := range []map[string]any{
+		{"code": " "},
+		{"code": 1},
+		{"code": "1", "timeout_seconds": 301},
+		{"code": "1", "timeout_seconds": 0},
+		{"code": "1", "files": map[string]any{"a": 1}},
+		{"code": "1", "files": []any{map[string]any{"path": "a"}}},
+		{"code": "1", "surprise": true},
+	} {
+		b.last = nil
+		res := callTool(t, cs, ToolRunPython, bad)
+		if !res.IsError || res.StructuredContent != nil || b.last != nil {
+			t.Errorf("%v: isError %v, structured content %v, ran %v", bad, res.IsError, res.StructuredContent, b.last != nil)
+		}
+	}
+	// A failing call of every tool has no structured content, though they have output schemas.
+	fail := &rawBackend{err: &client.APIError{Status: 404, Code: api.ErrCodeSessionNotFound, Message: "no such session"}}
+	cs = connectWith(t, fail, Options{Version: "test", Owner: "o"})
+	for name, args := range map[string]map[string]any{
+		ToolRunPython:     {"code": "1", "session_id": "s-x"},
+		ToolCreateSession: {},
+		ToolCloseSession:  {"session_id": "s-x"},
+		ToolListSessions:  {},
+	} {
+		res := callTool(t, cs, name, args)
+		if !res.IsError || res.StructuredContent != nil {
+			t.Errorf("%s failing: isError %v, structured content %v", name, res.IsError, res.StructuredContent)
+		}
+	}
+}
+
+// With StructuredResult (deprecated), run_python declares the output schema mcp.AddTool
+// derives from api.ExecuteResult, and a call's structured content is the API's JSON, files
+// and all, beside the text a model reads.
+func TestRunPythonStructuredResult(t *testing.T) {
 	typed := mcp.NewServer(&mcp.Implementation{Name: "typed"}, nil)
 	mcp.AddTool(typed, &mcp.Tool{Name: ToolRunPython}, func(context.Context, *mcp.CallToolRequest, RunInput) (*mcp.CallToolResult, *api.ExecuteResult, error) {
 		return nil, nil, nil
@@ -252,28 +370,14 @@ func TestRunPythonPassesTheResultOn(t *testing.T) {
 
 	body := []byte(`{"id":"r1","exit_code":0,"stdout":"<6>\n","stderr":"","reason":"exit","timed_out":false,"stdout_truncated":false,"stderr_truncated":false,"duration_ms":12.5,` +
 		`"files":[{"path":"a.bin","size":3,"content_base64":"AAEC"}],"files_truncated":false,"outputs":[{"type":"execute_result","data":{"text/plain":"'x'"}}],"outputs_truncated":false}` + "\n")
-	cs := connect(t, rawBackend{body: body})
-	var got *mcp.Tool
-	for tool, err := range cs.Tools(context.Background(), nil) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if tool.Name == ToolRunPython {
-			got = tool
-		}
+	cs := connectWith(t, &rawBackend{body: body}, Options{Version: "test", StructuredResult: true})
+	got := toolOf(t, cs, ToolRunPython)
+	g, _ := json.Marshal(got.OutputSchema)
+	w, _ := json.Marshal(want.OutputSchema)
+	if string(g) != string(w) {
+		t.Errorf("run_python's output schema:\n%s\nwant (mcp.AddTool's):\n%s", g, w)
 	}
-	for name, pair := range map[string][2]any{"input": {got.InputSchema, want.InputSchema}, "output": {got.OutputSchema, want.OutputSchema}} {
-		g, _ := json.Marshal(pair[0])
-		w, _ := json.Marshal(pair[1])
-		if string(g) != string(w) {
-			t.Errorf("run_python's %s schema:\n%s\nwant (mcp.AddTool's):\n%s", name, g, w)
-		}
-	}
-
-	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": "print(6)"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := callTool(t, cs, ToolRunPython, map[string]any{"code": "print(6)"})
 	var structured, sent map[string]any
 	b, _ := json.Marshal(res.StructuredContent)
 	_ = json.Unmarshal(b, &structured)
@@ -283,23 +387,6 @@ func TestRunPythonPassesTheResultOn(t *testing.T) {
 	}
 	if text := textOf(res); text != "stdout:\n<6>\nresult:\n'x'\nfiles written: a.bin (3 bytes)\n" || res.IsError {
 		t.Errorf("text %q, isError %v", text, res.IsError)
-	}
-
-	res, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": " "}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var empty, zero map[string]any
-	b, _ = json.Marshal(res.StructuredContent)
-	_ = json.Unmarshal(b, &empty)
-	z, _ := json.Marshal(api.ExecuteResult{})
-	_ = json.Unmarshal(z, &zero)
-	if !res.IsError || !reflect.DeepEqual(empty, zero) {
-		t.Errorf("empty code: isError %v, structured content %s; want an error with the zero result %s", res.IsError, b, z)
-	}
-	// The SDK checks the arguments against the input schema, as it did.
-	if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": 1}}); err == nil && !res.IsError {
-		t.Errorf("code 1 (not a string) was taken: %q", textOf(res))
 	}
 }
 
@@ -328,4 +415,57 @@ func listedTool(t *testing.T, s *mcp.Server, name string) *mcp.Tool {
 	}
 	t.Fatalf("no tool %s", name)
 	return nil
+}
+
+// A request's owner: the transport's (the /mcp request's header, else the stdio server's),
+// else the request's _meta; a _meta owner that differs from the transport's is refused, and
+// one that is not a non-empty string too; none of them: no owner.
+func TestOwnerOf(t *testing.T) {
+	req := func(header string, meta any) *mcp.CallToolRequest {
+		r := &mcp.CallToolRequest{Params: &mcp.CallToolParamsRaw{Name: ToolRunPython}}
+		if header != "" {
+			r.Extra = &mcp.RequestExtra{Header: http.Header{api.OwnerHeader: {header}}}
+		}
+		if meta != nil {
+			r.Params.Meta = mcp.Meta{MetaOwner: meta}
+		}
+		return r
+	}
+	for _, tt := range []struct {
+		server, header string
+		meta           any
+		want, err      string
+	}{
+		{"", "", nil, "", ""},
+		{"", "", "m", "m", ""},
+		{"", "h", nil, "h", ""},
+		{"s", "", nil, "s", ""},
+		{"s", "h", nil, "h", ""},
+		{"", "h", "h", "h", ""},
+		{"", "h", "m", "", "differs"},
+		{"s", "", "m", "", "differs"},
+		{"", "", "", "", "non-empty string"},
+		{"", "", 7.0, "", "non-empty string"},
+	} {
+		got, err := (&tools{owner: tt.server}).ownerOf(req(tt.header, tt.meta))
+		if got != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("server %q, header %q, meta %v: %q, %v; want %q, error %q", tt.server, tt.header, tt.meta, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+// resources/list answers with cacheScope "private" (clients on the TypeScript SDK 2.x reject a
+// result whose cacheScope is empty), and lists nothing to a caller of no owner.
+func TestResourcesListIsPrivate(t *testing.T) {
+	f := &fakeFiles{sessions: []api.Session{{ID: "s1"}}, files: map[string]api.SessionFiles{"s1": {Files: []api.SessionFile{{Path: "a.csv", Size: 1}}, Total: 1}}}
+	for owner, want := range map[string]int{"o": 1, "": 0} {
+		cs := connectWith(t, f, Options{Version: "test", Owner: owner})
+		res, err := cs.ListResources(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.CacheScope != "private" || len(res.Resources) != want {
+			t.Errorf("owner %q: cacheScope %q, %d resources; want private, %d", owner, res.CacheScope, len(res.Resources), want)
+		}
+	}
 }

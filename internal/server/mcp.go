@@ -37,7 +37,8 @@ type mcpRequestKey struct{}
 // waiting to be written until the answer is written or cut off.
 func (s *Server) mcpHandler() http.Handler {
 	backend := client.NewInProcess(http.HandlerFunc(s.mcpCall))
-	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls, PassOn: passOn})
+	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls, PassOn: passOn,
+		MaxTimeoutSeconds: s.cfg.Limits.MaxTimeoutSeconds, StructuredResult: s.cfg.MCPStructuredResult})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, PropagateRequestCancellation: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -64,16 +64,10 @@ func parseOwner(r *http.Request) (owner string, scoped bool, rerr *requestError)
 	case len(values) > 1:
 		return "", false, badRequest("%s: given %d times; give it once", api.OwnerHeader, len(values))
 	}
-	owner = values[0]
-	if owner == "" || len(owner) > api.MaxOwnerBytes {
-		return "", false, badRequest("%s: %d bytes; want 1 to %d printable ASCII characters", api.OwnerHeader, len(owner), api.MaxOwnerBytes)
+	if err := api.CheckOwner(values[0]); err != nil {
+		return "", false, badRequest("%s: %v", api.OwnerHeader, err)
 	}
-	for i := 0; i < len(owner); i++ {
-		if c := owner[i]; c < 0x20 || c > 0x7e {
-			return "", false, badRequest("%s: byte %d is %#02x; want printable ASCII characters", api.OwnerHeader, i, c)
-		}
-	}
-	return owner, true, nil
+	return values[0], true, nil
 }
 
 // readExecuteRequest checks the content type and decodes the body of POST /v1/execute,

@@ -70,6 +70,9 @@ type Config struct {
 	// MCP serves the Model Context Protocol at /mcp (see internal/mcpserver); MCPInstalls offers
 	// its install_packages tool (run-time installs are allowed).
 	MCP, MCPInstalls bool
+	// MCPStructuredResult gives run_python the API's result as structured content
+	// (mcpserver.Options.StructuredResult, deprecated).
+	MCPStructuredResult bool
 }
 
 // Validate checks the limits with the rules of `pyexec serve`, which are its settings'

@@ -184,6 +184,8 @@ var Serve = []Setting{
 		Doc: "how long a client has to read a response that carries a result or a file, from the moment it is known; past it the connection is closed and the body is cut short"},
 	{Flag: "mcp", Group: GroupSocket, Default: true,
 		Doc: "serve the Model Context Protocol (Streamable HTTP) at /mcp on the socket, with the same peer checks, limits and logs as the API"},
+	{Flag: "mcp-structured-result", Group: GroupSocket, Default: false,
+		Doc: "deprecated, for MCP clients that read it: run_python at /mcp declares an output schema and gives the API's whole result as structured content, as earlier versions did (models get the text and the images either way)"},
 	{Flag: "log-code", Group: GroupSocket, Default: false,
 		Doc: "include the code in each execution's log line"},
 

@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // OwnerHeader scopes a request to the sessions of one owner: an opaque key of at most
 // MaxOwnerBytes printable ASCII characters that an application gives each of its users or
@@ -12,6 +15,20 @@ const OwnerHeader = "Pyexec-Owner"
 
 // MaxOwnerBytes bounds an owner key.
 const MaxOwnerBytes = 200
+
+// CheckOwner says what is wrong with an owner key, if anything: it is 1 to MaxOwnerBytes
+// printable ASCII characters.
+func CheckOwner(owner string) error {
+	if owner == "" || len(owner) > MaxOwnerBytes {
+		return fmt.Errorf("%d bytes; want 1 to %d printable ASCII characters", len(owner), MaxOwnerBytes)
+	}
+	for i := 0; i < len(owner); i++ {
+		if c := owner[i]; c < 0x20 || c > 0x7e {
+			return fmt.Errorf("byte %d is %#02x; want printable ASCII characters", i, c)
+		}
+	}
+	return nil
+}
 
 // SessionRequest is the body of POST /v1/sessions. Every field is optional; an empty body is
 // an empty object.

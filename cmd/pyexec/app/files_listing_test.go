@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/pyexec/pyexec/pkg/api"
+	"github.com/pyexec/pyexec/pkg/client"
 )
 
 // manyFiles is how many small files the attack leaves in its session's working directory.
@@ -40,7 +41,7 @@ func manySessionFiles(t *testing.T, mode string) {
 		t.Fatal("no runner below the server")
 	}
 	ctx := context.Background()
-	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	sess, err := s.client.CreateSession(client.WithOwner(ctx, "lister"), api.SessionRequest{}) // listed over MCP as its owner
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func manySessionFiles(t *testing.T, mode string) {
 		}, t)
 	})
 
-	tr := mcpTransports(t, s)["http"]
+	tr := mcpTransportsAs(t, s, "lister")["http"]
 	stage("4 concurrent MCP resources/list", func() {
 		concurrently(4, func() error {
 			cs, err := mcp.NewClient(&mcp.Implementation{Name: "pyexec-test", Version: "1"}, nil).Connect(ctx, tr(), nil)

@@ -552,7 +552,9 @@ for i in range(3):
 // files and draws images figures.
 func mcpAtItsMaximum(t *testing.T, code string, files, images int) {
 	const maxConcurrent = 2
-	s := podSidecar(t, podOptions{}, "--mode", "fork", "--max-concurrent", strconv.Itoa(maxConcurrent), "--queue", "4", "--write-timeout", "30s")
+	// The result as structured content too (deprecated, but the largest answer /mcp makes).
+	s := podSidecar(t, podOptions{}, "--mode", "fork", "--max-concurrent", strconv.Itoa(maxConcurrent), "--queue", "4", "--write-timeout", "30s",
+		"--mcp-structured-result")
 	server := s.cmd.Process.Pid
 	rest := procStatusKB(t, server, "VmRSS") << 10
 	r := 4*float64(32<<20)/3 + 2*float64(1<<20)

@@ -23,26 +23,55 @@ import (
 )
 
 // mcpTransports are the two ways an agent reaches the sidecar over MCP: Streamable HTTP at
-// /mcp on its socket, and `pyexec mcp` on stdio, forwarding to the socket.
+// /mcp on its socket, and `pyexec mcp` on stdio, forwarding to the socket. Neither names an
+// owner: /mcp's caller is anonymous, and each `pyexec mcp` owns its sessions by a key of its
+// own.
 func mcpTransports(t testing.TB, s *sidecar) map[string]func() mcp.Transport {
+	return mcpTransportsAs(t, s, "")
+}
+
+// mcpTransportsAs are mcpTransports for the sessions of owner: the api.OwnerHeader of every
+// /mcp request, and `pyexec mcp --owner`. Extra arguments go to `pyexec mcp`.
+func mcpTransportsAs(t testing.TB, s *sidecar, owner string, mcpArgs ...string) map[string]func() mcp.Transport {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	socketClient := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	var rt http.RoundTripper = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", s.socket)
-	}}}
+	}}
+	if owner != "" {
+		rt = ownerTransport{owner: owner, next: rt}
+	}
+	socketClient := &http.Client{Transport: rt}
+	args := append([]string{"mcp", "--socket", s.socket}, mcpArgs...)
+	if owner != "" {
+		args = append(args, "--owner", owner)
+	}
 	return map[string]func() mcp.Transport{
 		"http": func() mcp.Transport {
 			return &mcp.StreamableClientTransport{Endpoint: "http://pyexec/mcp", HTTPClient: socketClient}
 		},
 		"stdio": func() mcp.Transport {
-			cmd := exec.Command(self, "mcp", "--socket", s.socket)
+			cmd := exec.Command(self, args...)
 			cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PATH=/usr/bin:/bin", "HOME=/"}
 			return &mcp.CommandTransport{Command: cmd}
 		},
 	}
+}
+
+// ownerTransport sends every request with api.OwnerHeader, as an application that serves
+// several users sets it on /mcp.
+type ownerTransport struct {
+	owner string
+	next  http.RoundTripper
+}
+
+func (o ownerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(api.OwnerHeader, o.owner)
+	return o.next.RoundTrip(r)
 }
 
 func connectMCP(t *testing.T, tr mcp.Transport) *mcp.ClientSession {
@@ -87,7 +116,7 @@ func TestMCP(t *testing.T) {
 		t.Fatalf("the system Python lacks matplotlib (apt-get install python3-matplotlib): %s", out)
 	}
 	s := startSidecar(t, nil, "--allow-packages", "pyexec-test-nothing")
-	for name, tr := range mcpTransports(t, s) {
+	for name, tr := range mcpTransportsAs(t, s, "test-owner") {
 		t.Run(name, func(t *testing.T) {
 			before := len(s.logs("execution finished"))
 			cs := connectMCP(t, tr())
@@ -123,11 +152,11 @@ func TestMCP(t *testing.T) {
 				t.Fatalf("install_packages of a package not allowed: %v %q", res.IsError, text)
 			}
 			res, text, structured := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "print(2 * 3)\n'done'"})
-			if res.IsError || !strings.Contains(text, "stdout:\n6\n") || !strings.Contains(text, "result:\n'done'") || structured["exit_code"] != float64(0) {
+			if res.IsError || !strings.Contains(text, "stdout:\n6\n") || !strings.Contains(text, "result:\n'done'") || structured != nil {
 				t.Fatalf("print: %v %q %v", res.IsError, text, structured)
 			}
-			res, text, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "raise ValueError('boom')"})
-			if !res.IsError || !strings.Contains(text, "ValueError: boom") || !strings.Contains(text, "exit code 1") {
+			res, text, structured = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "raise ValueError('boom')"})
+			if !res.IsError || !strings.Contains(text, "ValueError: boom") || !strings.Contains(text, "exit code 1") || structured != nil {
 				t.Fatalf("an exception: %v %q", res.IsError, text)
 			}
 			res, _, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"})
@@ -147,7 +176,7 @@ func TestMCP(t *testing.T) {
 				t.Fatalf("create_session: %v", created)
 			}
 			callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x = 41\nopen('out.csv', 'w').write('a,b\\n1,2\\n')",
-				"files": map[string]any{"in.txt": "from the agent"}})
+				"files": []any{map[string]any{"path": "in.txt", "content": "from the agent"}}})
 			res, text, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "print(open('in.txt').read())\nx + 1"})
 			if res.IsError || !strings.Contains(text, "from the agent") || !strings.Contains(text, "result:\n42") {
 				t.Fatalf("state across calls: %q", text)

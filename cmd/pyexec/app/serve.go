@@ -118,6 +118,9 @@ type ServeConfig struct {
 	ProbeMaxConnectionsPerIP int // --probe-max-connections-per-ip: of one remote address
 
 	MCP bool // --mcp: serve the Model Context Protocol at /mcp on the socket
+	// MCPStructuredResult is --mcp-structured-result (deprecated): run_python's structured
+	// content is the API's result.
+	MCPStructuredResult bool
 
 	MaxSessions           int           // --max-sessions: open at once (0: none)
 	SessionIdleTimeout    time.Duration // --session-idle-timeout: a session's default
@@ -259,7 +262,7 @@ func (c *ServeConfig) vars() map[string]any {
 	return map[string]any{
 		"socket": &c.Socket, "socket-mode": &c.SocketMode, "socket-group": &c.SocketGroup, "allow-uids": &c.AllowUIDs,
 		"max-connections": &c.MaxConnections, "max-connections-per-uid": &c.MaxConnectionsPerUID,
-		"max-request-bytes": &c.MaxRequestBytes, "write-timeout": &c.WriteTimeout, "mcp": &c.MCP, "log-code": &c.LogCode,
+		"max-request-bytes": &c.MaxRequestBytes, "write-timeout": &c.WriteTimeout, "mcp": &c.MCP, "mcp-structured-result": &c.MCPStructuredResult, "log-code": &c.LogCode,
 
 		"timeout": &c.Timeout, "max-timeout": &c.MaxTimeout, "memory-limit-mb": &c.MemoryLimitMB,
 		"max-memory-limit-mb": &c.MaxMemoryLimitMB, "max-output-bytes": &c.MaxOutputBytes, "max-processes": &c.MaxProcesses,
@@ -329,7 +332,8 @@ func (c *ServeConfig) serverConfig() server.Config {
 			}
 			return 0
 		}(),
-		MCP: c.MCP,
+		MCP:                 c.MCP,
+		MCPStructuredResult: c.MCPStructuredResult,
 		// install_packages is offered when some package may be installed at run time.
 		MCPInstalls: len(c.AllowPackages) > 0,
 	}
