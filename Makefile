@@ -3,7 +3,9 @@
 #               on a local socket, and send it a sample execution with curl and with `pyexec run`
 #   make test   go vet, the kubectl plugin built for macOS and Windows, and every test (real
 #               Python, real pip, real mounts), then the end-to-end journey on a real one-node
-#               Kubernetes cluster (test/e2e)
+#               Kubernetes cluster (test/e2e); node 20 or later with npm must be installed
+#               (TestMCPTypeScriptClient runs `npm ci` in test/mcp-ts when needed; not in
+#               APT_PKGS: node from a package that bundles npm, which Debian's npm conflicts with)
 # and, to try pyexec on a local node by hand (see README):
 #   make cluster-up / make cluster-down
 # and, to check that the test cluster boots every time: make cluster-soak
