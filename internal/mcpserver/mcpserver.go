@@ -16,6 +16,7 @@ import (
 	"mime"
 	"net/url"
 	"path"
+	"reflect"
 	"strings"
 	"time"
 
@@ -208,7 +209,7 @@ func (t *tools) ownerOf(req mcp.Request) (string, error) {
 		}
 	}
 	var meta string
-	if p := req.GetParams(); p != nil {
+	if p := req.GetParams(); p != nil && !reflect.ValueOf(p).IsNil() { // a request without params has a nil *XParams
 		if v, ok := p.GetMeta()[MetaOwner]; ok {
 			s, isString := v.(string)
 			if !isString || s == "" {

@@ -452,6 +452,10 @@ func TestOwnerOf(t *testing.T) {
 			t.Errorf("server %q, header %q, meta %v: %q, %v; want %q, error %q", tt.server, tt.header, tt.meta, got, err, tt.want, tt.err)
 		}
 	}
+	// A request sent without params (resources/list of the 2025 protocol) has none to read.
+	if got, err := (&tools{owner: "s"}).ownerOf(&mcp.ListResourcesRequest{}); got != "s" || err != nil {
+		t.Errorf("a request without params: %q, %v", got, err)
+	}
 }
 
 // resources/list answers with cacheScope "private" (clients on the TypeScript SDK 2.x reject a

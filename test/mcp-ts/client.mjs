@@ -15,6 +15,9 @@
 //                          the 2025 initialize handshake
 //   --owner-checks         the same as --suite all
 //   --timeout-ms N         the time of each MCP request (default 20000)
+//   --owner KEY            the owner of the basic checks' client (HTTP: the Pyexec-Owner header;
+//                          stdio: --owner); without it an HTTP client is anonymous and is listed
+//                          no sessions or files
 //
 // It prints one JSON report on stdout: {"transport", "checks": [{"name", "ok", "detail"}]},
 // and exits 0 when every check passed, 1 when one failed, 2 on bad arguments.
@@ -49,6 +52,7 @@ function parseArgs(argv) {
             case '--owner-checks': o.suite = 'all'; break;
             case '--timeout-ms': o.timeoutMs = Number(value()); break;
             case '--era': o.era = value(); break;
+            case '--owner': o.owner = value(); break;
             default: usage(`unknown argument ${a}`);
         }
     }
@@ -201,7 +205,7 @@ async function runPython(client, args) {
 async function basicChecks() {
     let c;
     await check('connect', async () => {
-        c = await connect(undefined);
+        c = await connect(opts.owner);
         const v = c.client.getServerVersion();
         return `server ${v?.name} ${v?.version}, protocol ${c.client.getNegotiatedProtocolVersion()} (${c.client.getProtocolEra()} era)`;
     });

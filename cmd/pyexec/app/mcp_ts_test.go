@@ -47,8 +47,11 @@ func TestMCPTypeScriptClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The basic checks' HTTP client names an owner, as an application that serves several users
+	// does (an anonymous /mcp caller is listed no sessions or files); over stdio the process's
+	// own key is the owner.
 	transports := map[string][]string{
-		"http": {"--socket", s.socket},
+		"http": {"--socket", s.socket, "--owner", "ts-basic"},
 		"stdio": {"--stdio", self, "--arg", "mcp", "--arg", "--socket", "--arg", s.socket,
 			"--env", "PYEXEC_TEST_AS_MAIN=1", "--env", "PATH=/usr/bin:/bin", "--env", "HOME=/"},
 	}
