@@ -170,6 +170,19 @@ func New(backend Backend, opts Options) *mcp.Server {
 			return listed(res), nil
 		}
 	})
+	// A handler's panic is the request's error, not the process's end: the SDK runs handlers
+	// on goroutines of its own, where nothing else recovers it, and the sidecar serves /mcp
+	// in process. Added last, it is outermost: it covers the middleware above too.
+	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (res mcp.Result, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					res, err = nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("internal error in %s: %v", method, p)}
+				}
+			}()
+			return next(ctx, method, req)
+		}
+	})
 	return s
 }
 

@@ -473,3 +473,26 @@ func TestResourcesListIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// panicky panics in every call.
+type panicky struct{ Backend }
+
+func (panicky) ExecuteRaw(context.Context, api.ExecuteRequest) (*client.RawResult, error) {
+	panic("boom")
+}
+
+func (panicky) Sessions(context.Context) (*api.SessionList, error) { panic("boom") }
+
+// A handler's panic is its request's error, a tool's or resources/list's; the server goes on.
+func TestPanicIsTheRequestsError(t *testing.T) {
+	cs := connectWith(t, panicky{}, Options{Version: "test", Owner: "o"})
+	for range 2 {
+		_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": "1"}})
+		if err == nil || !strings.Contains(err.Error(), "boom") {
+			t.Fatalf("a call whose handler panics: %v", err)
+		}
+		if _, err := cs.ListResources(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "boom") {
+			t.Fatalf("resources/list whose handler panics: %v", err)
+		}
+	}
+}
