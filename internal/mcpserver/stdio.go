@@ -19,7 +19,9 @@ import (
 // not end the connection, as it would there: it is answered with a JSON-RPC error of id null —
 // -32700 (parse error) for a line that is not JSON, -32600 (invalid request) for JSON that is
 // not a JSON-RPC message and for a line longer than MaxLineLength — and the next line is read.
-// Blank lines are skipped.
+// Blank lines are skipped. When the input ends, the calls still running are answered before
+// the connection closes: a client that writes its last request and closes its end gets its
+// answer.
 type StdioTransport struct {
 	In  io.Reader // closed with the connection when it is an io.Closer
 	Out io.Writer // never closed
@@ -34,22 +36,88 @@ func (t *StdioTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 	if max <= 0 {
 		max = mcp.DefaultMaxLineLength
 	}
-	out := &lockedWriter{w: t.Out}
-	in := &lineFilter{in: t.In, r: bufio.NewReader(t.In), out: out, max: max}
+	calls := newInflight()
+	out := &lockedWriter{w: t.Out, calls: calls}
+	in := &lineFilter{ctx: ctx, in: t.In, r: bufio.NewReader(t.In), out: out, max: max, calls: calls}
 	// The filter bounds the lines already; the SDK's own bound must let every one through.
 	return (&mcp.IOTransport{Reader: in, Writer: out, MaxLineLength: max + 2}).Connect(ctx)
 }
 
 // lockedWriter writes each message whole: the SDK's answers and the filter's errors share it.
+// An answer ends its call in calls, written or not.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu    sync.Mutex
+	w     io.Writer
+	calls *inflight
 }
 
 func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
+	n, err := w.w.Write(p)
+	w.mu.Unlock()
+	if w.calls != nil && w.calls.running() {
+		if msg, derr := jsonrpc.DecodeMessage(bytes.TrimSpace(p)); derr == nil {
+			if resp, ok := msg.(*jsonrpc.Response); ok {
+				w.calls.end(resp.ID)
+			}
+		}
+	}
+	return n, err
+}
+
+// inflight are the calls read and not yet answered, by id.
+type inflight struct {
+	mu   sync.Mutex
+	ids  map[jsonrpc.ID]int
+	idle chan struct{} // closed while ids is empty
+}
+
+func newInflight() *inflight {
+	idle := make(chan struct{})
+	close(idle)
+	return &inflight{ids: map[jsonrpc.ID]int{}, idle: idle}
+}
+
+// start counts a call.
+func (c *inflight) start(id jsonrpc.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ids) == 0 {
+		c.idle = make(chan struct{})
+	}
+	c.ids[id]++
+}
+
+// end counts a call answered, or cancelled by its client (no answer is due then).
+func (c *inflight) end(id jsonrpc.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids[id] == 0 {
+		return
+	}
+	if c.ids[id]--; c.ids[id] == 0 {
+		delete(c.ids, id)
+	}
+	if len(c.ids) == 0 {
+		close(c.idle)
+	}
+}
+
+func (c *inflight) running() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ids) > 0
+}
+
+// wait returns once no call runs, or when ctx ends.
+func (c *inflight) wait(ctx context.Context) {
+	c.mu.Lock()
+	idle := c.idle
+	c.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
 }
 
 // Close leaves the output open: it is the process's standard output.
@@ -58,6 +126,8 @@ func (w *lockedWriter) Close() error { return nil }
 // lineFilter hands the SDK only the lines that are JSON-RPC messages, each with its newline,
 // and answers the others itself.
 type lineFilter struct {
+	ctx     context.Context // the connection's: waiting for calls at the end stops with it
+	calls   *inflight
 	in      io.Reader
 	r       *bufio.Reader
 	out     io.Writer
@@ -70,6 +140,9 @@ type lineFilter struct {
 func (f *lineFilter) Read(p []byte) (int, error) {
 	for len(f.pending) == 0 {
 		if f.err != nil {
+			if errors.Is(f.err, io.EOF) {
+				f.calls.wait(f.ctx) // the SDK closes the connection, and drops its calls, at EOF
+			}
 			return 0, f.err
 		}
 		line, tooLong, err := f.readLine()
@@ -124,31 +197,51 @@ func (f *lineFilter) check(line []byte, tooLong bool) (msg []byte, werr error) {
 	case !json.Valid(line):
 		return nil, f.answer(jsonrpc.CodeParseError, "Parse error: the line is not JSON; send one JSON-RPC message a line")
 	}
-	if err := checkMessages(line); err != nil {
+	msgs, err := decodeMessages(line)
+	if err != nil {
 		return nil, f.answer(jsonrpc.CodeInvalidRequest, "Invalid Request: "+err.Error())
+	}
+	for _, m := range msgs {
+		req, ok := m.(*jsonrpc.Request)
+		switch {
+		case !ok:
+		case req.IsCall():
+			f.calls.start(req.ID)
+		case req.Method == "notifications/cancelled":
+			var p struct {
+				RequestID any `json:"requestId"`
+			}
+			if json.Unmarshal(req.Params, &p) == nil {
+				if id, err := jsonrpc.MakeID(p.RequestID); err == nil {
+					f.calls.end(id)
+				}
+			}
+		}
 	}
 	return append(line, '\n'), nil
 }
 
-// checkMessages checks that line, valid JSON, is a JSON-RPC message or a batch of them.
-func checkMessages(line []byte) error {
+// decodeMessages decodes line, valid JSON: a JSON-RPC message or a batch of them.
+func decodeMessages(line []byte) ([]jsonrpc.Message, error) {
 	if line[0] != '[' {
-		_, err := jsonrpc.DecodeMessage(line)
-		return err
+		m, err := jsonrpc.DecodeMessage(line)
+		return []jsonrpc.Message{m}, err
 	}
 	var batch []json.RawMessage
 	if err := json.Unmarshal(line, &batch); err != nil {
-		return err
+		return nil, err
 	}
 	if len(batch) == 0 {
-		return errors.New("an empty batch")
+		return nil, errors.New("an empty batch")
 	}
-	for _, m := range batch {
-		if _, err := jsonrpc.DecodeMessage(m); err != nil {
-			return err
+	msgs := make([]jsonrpc.Message, len(batch))
+	for i, m := range batch {
+		var err error
+		if msgs[i], err = jsonrpc.DecodeMessage(m); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return msgs, nil
 }
 
 // errorAnswer is a JSON-RPC error answer whose request's id is not known: id null.

@@ -89,3 +89,61 @@ func TestStdioTransportAnswersBadLines(t *testing.T) {
 		t.Fatal("the server did not end with its input")
 	}
 }
+
+// A call still running when the input ends is answered before the server ends; a call the
+// client cancelled is not waited for.
+func TestStdioTransportAnswersCallsInFlightAtEOF(t *testing.T) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "slow"}, func(ctx context.Context, _ *mcp.CallToolRequest, in struct {
+		Forever bool `json:"forever,omitempty"`
+	}) (*mcp.CallToolResult, any, error) {
+		if in.Forever {
+			<-ctx.Done()
+			return nil, nil, ctx.Err()
+		}
+		time.Sleep(300 * time.Millisecond)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "late"}}}, nil, nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background(), &StdioTransport{In: inR, Out: outW}) }()
+	go func() {
+		for _, line := range []string{
+			`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`,
+			`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+			`{"jsonrpc":"2.0","id":"f","method":"tools/call","params":{"name":"slow","arguments":{"forever":true}}}`,
+			`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"f"}}`,
+			`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow","arguments":{}}}`,
+		} {
+			if _, err := io.WriteString(inW, line+"\n"); err != nil {
+				return
+			}
+		}
+		inW.Close() // the client's last request is written: its end closes
+	}()
+	answered := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			var l rpcLine
+			if json.Unmarshal(sc.Bytes(), &l) == nil && string(l.ID) == "2" {
+				answered <- string(l.Result)
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		outW.Close()
+		select {
+		case r := <-answered:
+			if !strings.Contains(r, "late") {
+				t.Errorf("the call in flight at EOF: %s", r)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("the server ended (%v) without answering the call in flight at EOF", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not end after its input did")
+	}
+}

@@ -313,8 +313,8 @@ func BenchmarkMCP(b *testing.B) {
 }
 
 // `pyexec mcp` (the real binary) answers a line that is not JSON with a JSON-RPC parse error of
-// id null and goes on: the genuine initialize and tools/list after it are answered, and it
-// exits 0 when its input ends.
+// id null and goes on: the genuine initialize and tools/list after it are answered; when its
+// input ends it answers the call still running, then exits 0.
 func TestMCPStdioAnswersParseErrors(t *testing.T) {
 	s := startSidecar(t, nil)
 	self, err := os.Executable()
@@ -371,7 +371,15 @@ func TestMCPStdioAnswersParseErrors(t *testing.T) {
 	if a := byID["2"]; a.Error != nil || !strings.Contains(string(a.Result), mcpserver.ToolRunPython) {
 		t.Errorf("tools/list after it: %s %+v", a.Result, a.Error)
 	}
+	// The last request, then the end of the input: its call is answered before pyexec mcp exits.
+	if _, err := fmt.Fprintln(in, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_python","arguments":{"code":"import time\ntime.sleep(1)\nprint('late')"}}}`); err != nil {
+		t.Fatal(err)
+	}
 	in.Close()
+	var last answer
+	if err := dec.Decode(&last); err != nil || string(last.ID) != "3" || !strings.Contains(string(last.Result), `stdout:\nlate`) {
+		t.Errorf("the call in flight when the input ended: %s %s, %v; stderr %s", last.ID, last.Result, err, stderr.String())
+	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("pyexec mcp after its input ended: %v; stderr %s", err, stderr.String())
 	}
