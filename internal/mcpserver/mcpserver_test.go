@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -493,6 +494,69 @@ func TestPanicIsTheRequestsError(t *testing.T) {
 		}
 		if _, err := cs.ListResources(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "boom") {
 			t.Fatalf("resources/list whose handler panics: %v", err)
+		}
+	}
+}
+
+// slowBackend answers run_python after a while.
+type slowBackend struct {
+	rawBackend
+	wait time.Duration
+}
+
+func (b *slowBackend) ExecuteRaw(ctx context.Context, req api.ExecuteRequest) (*client.RawResult, error) {
+	time.Sleep(b.wait)
+	return b.rawBackend.ExecuteRaw(ctx, req)
+}
+
+// A call with a progress token is told of every ProgressEvery while it runs, with the seconds
+// it has run, rising; a call without one is told nothing; nothing comes after the answer.
+func TestRunPythonProgress(t *testing.T) {
+	b := &slowBackend{rawBackend: rawBackend{body: []byte(`{"exit_code":0,"reason":"exit","stdout":"done\n"}`)}, wait: 350 * time.Millisecond}
+	ct, st := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	ss, err := New(b, Options{Version: "test", ProgressEvery: 100 * time.Millisecond}).Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	var mu sync.Mutex
+	var got []*mcp.ProgressNotificationParams
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+			mu.Lock()
+			got = append(got, r.Params)
+			mu.Unlock()
+		}}).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	params := &mcp.CallToolParams{Name: ToolRunPython, Arguments: map[string]any{"code": "1"}}
+	if _, err := cs.CallTool(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d progress notifications for a call without a progress token", n)
+	}
+	params.SetProgressToken("tok-1")
+	if res, err := cs.CallTool(ctx, params); err != nil || res.IsError {
+		t.Fatalf("call: %v %v", res, err)
+	}
+	time.Sleep(250 * time.Millisecond) // any late one would come now
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) < 2 || len(got) > 4 {
+		t.Fatalf("%d progress notifications in a call of 350 ms, one each 100 ms", len(got))
+	}
+	for i, p := range got {
+		if p.ProgressToken != "tok-1" || p.Progress <= 0 || (i > 0 && p.Progress <= got[i-1].Progress) || !strings.HasPrefix(p.Message, "running for") {
+			t.Errorf("notification %d: %+v", i, p)
 		}
 	}
 }

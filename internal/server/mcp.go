@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -25,7 +27,9 @@ type mcpRequestKey struct{}
 // mcpHandler serves MCP over Streamable HTTP. Its tools call this server's own API in process,
 // with the context of the MCP request (and so its peer's credentials): an MCP call is checked,
 // queued, limited, confined and logged as the same call on the socket would be. Stateless: no
-// MCP session to keep between requests, plain JSON answers.
+// MCP session to keep between requests; plain JSON answers, but for a tool's call that asks
+// for progress (a progress token), answered as server-sent events. A body is at most
+// --max-request-bytes.
 //
 // A client that hangs up interrupts its call, as on the API. The SDK hands its tool handlers a
 // context that carries the HTTP request's values but never ends (for every protocol version
@@ -39,9 +43,30 @@ func (s *Server) mcpHandler() http.Handler {
 	backend := client.NewInProcess(http.HandlerFunc(s.mcpCall))
 	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls, PassOn: passOn,
 		MaxTimeoutSeconds: s.cfg.Limits.MaxTimeoutSeconds, StructuredResult: s.cfg.MCPStructuredResult})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
-		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, PropagateRequestCancellation: true})
+	handler := func(jsonResponse bool) http.Handler {
+		return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+			&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: jsonResponse, PropagateRequestCancellation: true,
+				MaxRequestBodyBytes: s.cfg.Limits.MaxRequestBytes})
+	}
+	plain, events := handler(true), handler(false)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A call that asks for progress is answered as a stream of events: the notifications,
+		// then the answer (a JSON answer has nowhere to put them). Any other, as one JSON.
+		h := plain
+		if r.Method == http.MethodPost {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxRequestBytes))
+			if isMaxBytes(err) {
+				http.Error(w, fmt.Sprintf("request body exceeds %d bytes (--max-request-bytes)", s.cfg.Limits.MaxRequestBytes), http.StatusRequestEntityTooLarge)
+				return
+			}
+			if err != nil {
+				return // the client went away
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if asksProgress(body) {
+				h = events
+			}
+		}
 		c := newCarrier()
 		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.writeTimeout(), c: c}
 		defer c.written()
@@ -51,6 +76,23 @@ func (s *Server) mcpHandler() http.Handler {
 			s.cutOff(r, int64(dw.written), dw.err)
 		}
 	})
+}
+
+// asksProgress says body is a tools/call with a progress token.
+func asksProgress(body []byte) bool {
+	var call struct {
+		Method string `json:"method"`
+		Params struct {
+			Meta struct {
+				ProgressToken json.RawMessage `json:"progressToken"`
+			} `json:"_meta"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(body, &call) != nil || call.Method != "tools/call" {
+		return false
+	}
+	token := call.Params.Meta.ProgressToken
+	return len(token) > 0 && string(token) != "null"
 }
 
 // deadlineWriter gives a response the write timeout from its first byte on: the MCP SDK writes

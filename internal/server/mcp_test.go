@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +44,46 @@ func TestCarrierWritesWhatItPassedOn(t *testing.T) {
 	c.written()
 	if got := bytes.Join(c.expand(msg), nil); !bytes.Equal(got, msg) {
 		t.Error("a content was written after its carrier's response")
+	}
+}
+
+// /mcp takes a body of at most --max-request-bytes, as the API does, and answers 413 past it.
+func TestMCPBodyLimit(t *testing.T) {
+	cfg := testConfig()
+	cfg.MCP = true
+	h := newHarness(t, cfg, okExec, true)
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_python","arguments":{"code":"` +
+		strings.Repeat("x", int(cfg.Limits.MaxRequestBytes)) + `"}}}`
+	req, err := http.NewRequest(http.MethodPost, "http://pyexec/mcp", strings.NewReader(call))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "--max-request-bytes") {
+		t.Errorf("a body over the limit: %d %s", resp.StatusCode, b)
+	}
+}
+
+// Only a tools/call with a progress token is answered as events.
+func TestAsksProgress(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t"},"name":"run_python"}}`: true,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":7},"name":"run_python"}}`:   true,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":null}}}`:                    false,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_python"}}`:                               false,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"progressToken":"t"}}}`:                     false,
+		`[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t"}}}]`:                   false,
+		`not json`: false,
+	} {
+		if got := asksProgress([]byte(body)); got != want {
+			t.Errorf("%s: %v, want %v", body, got, want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -382,5 +383,41 @@ func TestMCPStdioAnswersParseErrors(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("pyexec mcp after its input ended: %v; stderr %s", err, stderr.String())
+	}
+}
+
+// A run_python that asks for progress is told every 5 s that it still runs, on both transports
+// (over /mcp its answer is then a stream of events), so that clients that reset their time-out
+// on progress wait for it; its answer comes after.
+func TestMCPProgress(t *testing.T) {
+	s := startSidecar(t, nil)
+	for name, tr := range mcpTransportsAs(t, s, "progress") {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var got []float64
+			ctx := context.Background()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, &mcp.ClientOptions{
+				ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+					mu.Lock()
+					got = append(got, r.Params.Progress)
+					mu.Unlock()
+				}}).Connect(ctx, tr(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			params := &mcp.CallToolParams{Name: mcpserver.ToolRunPython, Arguments: map[string]any{"code": "import time\ntime.sleep(5.8)\nprint('done')"}}
+			params.SetProgressToken(name)
+			res, err := cs.CallTool(ctx, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if res.IsError || len(res.Content) == 0 || res.Content[0].(*mcp.TextContent).Text != "stdout:\ndone\n" || len(got) != 1 || got[0] < 4.9 {
+				t.Errorf("result %v; progress %v: want one notification at 5 s", res.Content, got)
+			}
+		})
 	}
 }
