@@ -767,16 +767,27 @@ class Client:
         timeout: socket timeout in seconds for each HTTP exchange (connecting and every
             wait for data). Default None: per call, the execution's ``timeout`` + 30 s when
             it sets one, else 330 s (and 30 s for :meth:`info`).
+        owner: the owner key of this client's sessions (the ``Pyexec-Owner`` header, 1 to 200
+            printable ASCII characters): the sessions it creates are the owner's, and it sees
+            no other. An application that serves several users makes a client per user.
+            Default None: every session.
     """
 
-    def __init__(self, socket_path: Optional[str] = None, timeout: Optional[float] = None) -> None:
+    def __init__(
+        self, socket_path: Optional[str] = None, timeout: Optional[float] = None, owner: Optional[str] = None
+    ) -> None:
         if socket_path is None:
             socket_path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET_PATH
+        if owner is not None and (
+            not isinstance(owner, str) or not 1 <= len(owner) <= 200 or any(not " " <= c <= "~" for c in owner)
+        ):
+            raise ValueError("owner: want 1 to 200 printable ASCII characters, got %r" % (owner,))
         self.socket_path = os.fspath(socket_path)  # type: str
         self.timeout = timeout  # type: Optional[float]
+        self.owner = owner  # type: Optional[str]
 
     def __repr__(self) -> str:
-        return "Client(socket_path=%r, timeout=%r)" % (self.socket_path, self.timeout)
+        return "Client(socket_path=%r, timeout=%r, owner=%r)" % (self.socket_path, self.timeout, self.owner)
 
     def execute(
         self,
@@ -1083,6 +1094,8 @@ class Client:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        if self.owner is not None:
+            headers["Pyexec-Owner"] = self.owner
         send_error = None  # type: Optional[BaseException]
         try:
             conn.request(method, url, body=body, headers=headers)

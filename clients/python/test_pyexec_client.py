@@ -425,6 +425,27 @@ class SessionTest(ServerTest):
         self.assertIn(one.id, ids)
         self.assertIn(two.id, ids)
 
+    def test_owners_see_only_their_sessions(self) -> None:
+        alice = pyexec_client.Client(self.client.socket_path, owner="alice")
+        bob = pyexec_client.Client(self.client.socket_path, owner="bob")
+        mine = alice.create_session()
+        self.addCleanup(mine.close)
+        self.assertEqual(mine.info.get("owner"), "alice", "info: %r" % mine.info)
+        self.assertTrue(mine.run("secret = 42", timeout=QUICK).ok)
+        self.assertEqual([s["id"] for s in alice.list_sessions()], [mine.id])
+        self.assertNotIn(mine.id, [s["id"] for s in bob.list_sessions()])
+        with self.assertRaises(pyexec_client.SessionNotFound):
+            bob.get_session(mine.id)
+        with self.assertRaises(pyexec_client.SessionNotFound):
+            pyexec_client.Session(bob, {"id": mine.id}).run("print(secret)", timeout=QUICK)
+        with self.assertRaises(pyexec_client.SessionNotFound):
+            bob.delete_session(mine.id)
+        self.assertIn(mine.id, self.session_ids())  # the application's client sees all
+        self.assertEqual(mine.run("print(secret)", timeout=QUICK).stdout, "42\n")
+        for bad in ("", "x" * 201, "caf\u00e9", "a\nb"):
+            with self.assertRaises(ValueError):
+                pyexec_client.Client(self.client.socket_path, owner=bad)
+
     def test_files_persist(self) -> None:
         sess = self.new_session()
         wrote = sess.run("with open('notes.txt', 'w') as f:\n    f.write('kept')\n", timeout=QUICK)
