@@ -549,6 +549,9 @@ class Result:
         session_lost: whether this call, run in a :class:`Session`, ended the session: its
             interpreter exited or was killed (a timeout the code did not stop for). Later
             calls in it raise :class:`SessionNotFound`.
+        exception: the exception the code raised and did not catch, as Jupyter names its
+            parts — a dict ``{"ename", "evalue", "traceback": [lines]}`` (the traceback without
+            pyexec's own frames) — else None.
     """
 
     id: str = ""
@@ -566,6 +569,7 @@ class Result:
     outputs: List[Output] = field(default_factory=list)
     outputs_truncated: bool = False
     session_lost: bool = False
+    exception: Optional[Dict[str, Any]] = None
 
     @property
     def ok(self) -> bool:
@@ -603,6 +607,7 @@ class Result:
             outputs=[Output.from_json(o) for o in doc.get("outputs") or [] if isinstance(o, dict)],
             outputs_truncated=bool(doc.get("outputs_truncated")),
             session_lost=bool(doc.get("session_lost")),
+            exception=doc.get("exception") if isinstance(doc.get("exception"), dict) else None,
         )
 
     def __repr__(self) -> str:

@@ -102,6 +102,11 @@ class ExecuteTest(ServerTest):
         self.assertIn("Traceback (most recent call last)", result.stderr, self.explain(result))
         self.assertIn("ValueError: boom", result.stderr, self.explain(result))
         self.assertFalse(result.ok)
+        exc = result.exception
+        self.assertIsNotNone(exc, self.explain(result))
+        self.assertEqual((exc["ename"], exc["evalue"]), ("ValueError", "boom"))
+        self.assertEqual(exc["traceback"][-1], "ValueError: boom")
+        self.assertIsNone(self.run_code("print(1)").exception)
 
     def test_sys_exit(self) -> None:
         result = self.run_code("import sys\nprint('bye')\nsys.exit(3)\n")

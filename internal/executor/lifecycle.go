@@ -226,7 +226,11 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 		budget = DefaultMaxFilesOutBytes
 	}
 	var used int64
-	res.Outputs, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
+	var exc *api.Exception
+	res.Outputs, exc, used, res.OutputsTruncated = readOutputs(filepath.Join(e.dir, outputsFile), budget)
+	if res.ExitCode != 0 { // an exception ends the code with status 1: one the code wrote and then exited 0 is not its end
+		res.Exception = exc
+	}
 	res.Files, res.FilesTruncated = e.files(max(budget-used, 1))
 	now := time.Now()
 	res.DurationMS = ms(now.Sub(e.begun))
@@ -322,34 +326,66 @@ func releaseDir(dir string, own bool) {
 const outputsFile = "outputs.jsonl"
 
 // readOutputs reads the rich outputs of an execution, in order, up to budget bytes (see
-// outputSize); what is past it, or not a well-formed output, is left out (truncated says so for
-// the former). It holds one line at a time besides the outputs kept.
-func readOutputs(path string, budget int64) (outputs []api.Output, used int64, truncated bool) {
+// outputSize), and the record of the exception that ended it (the last one, when the code
+// wrote more), which counts against the same budget; what is past it, or not a well-formed
+// output, is left out (truncated says so for the former). It holds one line at a time besides
+// what it keeps.
+func readOutputs(path string, budget int64) (outputs []api.Output, exc *api.Exception, used int64, truncated bool) {
 	outputs = []api.Output{}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return outputs, 0, false
+		return outputs, nil, 0, false
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return outputs, 0, false
+		return outputs, nil, 0, false
 	}
 	// A line longer than the budget (and a little JSON) could not fit: the scanner stops there.
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), int(min(budget, 1<<30))+4096)
 	for sc.Scan() {
-		var o api.Output
-		if json.Unmarshal(sc.Bytes(), &o) != nil || (o.Type != api.OutputExecuteResult && o.Type != api.OutputDisplayData) || len(o.Data) == 0 {
+		var o struct {
+			api.Output
+			api.Exception
+		}
+		if json.Unmarshal(sc.Bytes(), &o) != nil {
 			continue
 		}
-		size := outputSize(o)
+		var size int64
+		switch {
+		case o.Type == outputError && o.Ename != "":
+			size = exceptionSize(o.Exception)
+		case (o.Type == api.OutputExecuteResult || o.Type == api.OutputDisplayData) && len(o.Data) > 0:
+			size = outputSize(o.Output)
+		default:
+			continue
+		}
 		if used+size > budget {
-			return outputs, used, true
+			return outputs, exc, used, true
 		}
 		used += size
-		outputs = append(outputs, o)
+		if o.Type == outputError {
+			e := o.Exception
+			exc = &e
+		} else {
+			outputs = append(outputs, o.Output)
+		}
 	}
-	return outputs, used, sc.Err() != nil
+	return outputs, exc, used, sc.Err() != nil
+}
+
+// outputError is the type of the record of the exception that ended the code
+// (pyexec_runner's outputs.emit_exception).
+const outputError = "error"
+
+// exceptionSize is what an exception's record counts against the outputs budget: its strings
+// and their JSON framing.
+func exceptionSize(e api.Exception) int64 {
+	size := int64(len(`"exception":{"ename":"","evalue":"","traceback":[]},`) + len(e.Ename) + len(e.Evalue))
+	for _, line := range e.Traceback {
+		size += int64(len(`"",`) + len(line))
+	}
+	return size
 }
 
 // JSON framing of an output in a result, counted against the budget with its strings, so that

@@ -325,5 +325,8 @@ func ResultSize(res api.ExecuteResult) int {
 			n += 8 + len(k) + len(v)
 		}
 	}
+	if e := res.Exception; e != nil {
+		n += int(exceptionSize(*e))
+	}
 	return n
 }

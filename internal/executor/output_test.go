@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/pyexec/pyexec/pkg/api"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -247,8 +248,9 @@ func TestWalkFilesNeverBlocksOnASwap(t *testing.T) {
 func TestReadOutputsCountsEveryByte(t *testing.T) {
 	const budget = 1 << 20
 	for name, line := range map[string]string{
-		"huge keys":      fmt.Sprintf(`{"type":"display_data","data":{"%s":""}}`, strings.Repeat("k", 300<<10)),
-		"many tiny ones": `{"type":"display_data","data":{"":""}}`,
+		"huge keys":       fmt.Sprintf(`{"type":"display_data","data":{"%s":""}}`, strings.Repeat("k", 300<<10)),
+		"many tiny ones":  `{"type":"display_data","data":{"":""}}`,
+		"many exceptions": `{"type":"error","ename":"E","evalue":"","traceback":["",""]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), outputsFile)
@@ -259,13 +261,34 @@ func TestReadOutputsCountsEveryByte(t *testing.T) {
 			if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			outputs, used, truncated := readOutputs(path, budget)
+			outputs, exc, used, truncated := readOutputs(path, budget)
 			encoded, _ := json.Marshal(outputs)
-			if !truncated || used > budget || len(outputs) == 0 || len(encoded) > budget {
+			if !truncated || used > budget || (len(outputs) == 0 && exc == nil) || len(encoded) > budget {
 				t.Fatalf("%d outputs, %d bytes counted, %d bytes as JSON, truncated %v; want at most %d bytes, truncated",
 					len(outputs), used, len(encoded), truncated, budget)
 			}
 			t.Logf("%d outputs kept, %d bytes counted, %d bytes as JSON", len(outputs), used, len(encoded))
 		})
+	}
+}
+
+// The record of an exception becomes the result's exception, the last one when the code wrote
+// more, and is never an output; a malformed one (no ename) is left out.
+func TestReadOutputsTakesTheException(t *testing.T) {
+	path := filepath.Join(t.TempDir(), outputsFile)
+	lines := `{"type":"display_data","data":{"text/plain":"1"}}
+{"type":"error","ename":"Forged","evalue":"by the code","traceback":["x"]}
+{"type":"error","evalue":"no name","traceback":[]}
+{"type":"error","ename":"ValueError","evalue":"bad","traceback":["Traceback (most recent call last):","ValueError: bad"]}
+`
+	if err := os.WriteFile(path, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	outputs, exc, used, truncated := readOutputs(path, 1<<20)
+	if len(outputs) != 1 || outputs[0].Type != api.OutputDisplayData || truncated || used <= 0 {
+		t.Fatalf("outputs %+v, %d bytes, truncated %v", outputs, used, truncated)
+	}
+	if exc == nil || exc.Ename != "ValueError" || exc.Evalue != "bad" || len(exc.Traceback) != 2 {
+		t.Fatalf("exception %+v", exc)
 	}
 }

@@ -104,6 +104,9 @@ type ExecuteResult struct {
 	// OutputsTruncated is true when outputs were left out: past --max-files-out-bytes,
 	// which outputs and files share.
 	OutputsTruncated bool `json:"outputs_truncated"`
+	// Exception is the exception that ended the code, when one did (the code raised it and
+	// did not catch it; not SystemExit), as Jupyter names its parts.
+	Exception *Exception `json:"exception,omitempty"`
 	// SessionLost is true when a session's call ended its session: its interpreter was killed
 	// (a timeout the code did not stop for) or exited. Later calls get 404.
 	SessionLost bool `json:"session_lost,omitempty"`
@@ -123,6 +126,19 @@ type ExecuteResult struct {
 type EncodedResult interface {
 	io.ReadCloser
 	Size() int64
+}
+
+// Exception is an exception the code raised and did not catch.
+type Exception struct {
+	// Ename is the exception's class name, such as "ValueError".
+	Ename string `json:"ename"`
+	// Evalue is its message: str() of it (at most 4096 characters, then a note of how many
+	// were left out).
+	Evalue string `json:"evalue"`
+	// Traceback is the traceback as Python prints it, a line each, last the exception's own
+	// line, without pyexec's own frames; at most the first 20 and the last 80 lines, a line in
+	// their place saying how many were left out, each at most 2000 characters.
+	Traceback []string `json:"traceback"`
 }
 
 // Kinds of rich output, in Jupyter's vocabulary.

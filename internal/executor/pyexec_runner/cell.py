@@ -1,7 +1,7 @@
 """Code run as a notebook runs a cell."""
 import sys
 
-from .outputs import emit, show_figures
+from .outputs import emit, emit_exception, show_figures
 
 
 def run_cell(source, main, filename):
@@ -32,12 +32,15 @@ def run_cell(source, main, filename):
         show_figures()
         if e.__traceback__ is not None:
             e.__traceback__ = e.__traceback__.tb_next  # hide this frame
+        te = code_traceback(e)
         if sys.excepthook is sys.__excepthook__:
-            import traceback  # the Python printer reads the source from linecache
-
-            traceback.print_exception(type(e), e, e.__traceback__)
+            try:
+                sys.stderr.write("".join(te.format()) if te is not None else "%s\n" % type(e).__name__)
+            except Exception:
+                pass
         else:
             sys.excepthook(type(e), e, e.__traceback__)
+        emit_exception(e, te)
         return 1, isinstance(e, MemoryError)
     return 0, False
 
@@ -54,3 +57,26 @@ def exit_status(code):
         pass
     return 1
 
+
+
+OWN_FRAMES = "<pyexec>/"  # the file names of pyexec's own code (loader.py)
+
+
+def code_traceback(e):
+    """e's traceback as the code's: a traceback.TracebackException without pyexec's own frames,
+    in e and in the exceptions it chains or groups; None when it cannot be made."""
+    import traceback  # the printer reads the source from linecache
+
+    try:
+        te = traceback.TracebackException(type(e), e, e.__traceback__, compact=True)
+    except Exception:
+        return None
+    seen, todo = set(), [te]
+    while todo:
+        t = todo.pop()
+        if t is None or id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack[:] = [f for f in t.stack if not f.filename.startswith(OWN_FRAMES)]
+        todo += [t.__cause__, t.__context__] + list(getattr(t, "exceptions", None) or [])
+    return te

@@ -1,5 +1,6 @@
 """Rich outputs, in Jupyter's vocabulary: one JSON line each, {"type": "execute_result" |
-"display_data", "data": {MIME type: value}}, on the execution's outputs file, which pyexec
+"display_data", "data": {MIME type: value}} (and {"type": "error", ...}: the exception that
+ended the code, emit_exception), on the execution's outputs file, which pyexec
 reads after the code (bounded by --max-files-out-bytes); display() for the code, matplotlib's
 figures on plt.show() and at the end; and the import hooks that patch the modules the code
 imports (hook_modules)."""
@@ -56,6 +57,45 @@ def emit(kind, obj):
         _outputs.flush()
     except Exception as e:
         sys.stderr.write("pyexec: an output was not sent: %s: %s\n" % (type(e).__name__, e))
+
+
+# Bounds of an exception's record: its value, each line of its traceback, and the lines kept
+# (the first and the last; a line in their place says how many were left out).
+MAX_EVALUE = 4096
+MAX_LINE = 2000
+HEAD_LINES, TAIL_LINES = 20, 80
+
+
+def emit_exception(e, te):
+    """Write the exception e that ended the code, as Jupyter names its parts: {"type": "error",
+    "ename", "evalue", "traceback": [lines]}, te its traceback (cell.code_traceback), bounded."""
+    if _outputs is None:
+        return
+    try:
+        try:
+            evalue = str(e)
+        except Exception:
+            evalue = "<exception str() failed>"
+        lines = "".join(te.format()).splitlines() if te is not None else []
+        if len(lines) > HEAD_LINES + TAIL_LINES:
+            left = len(lines) - HEAD_LINES - TAIL_LINES
+            lines = lines[:HEAD_LINES] + ["... %d lines left out ..." % left] + lines[-TAIL_LINES:]
+        record = {
+            "type": "error",
+            "ename": type(e).__name__,
+            "evalue": _clip(evalue, MAX_EVALUE),
+            "traceback": [_clip(line, MAX_LINE) for line in lines],
+        }
+        _outputs.write(json.dumps(record) + "\n")
+        _outputs.flush()
+    except Exception as err:
+        sys.stderr.write("pyexec: the exception was not sent: %s: %s\n" % (type(err).__name__, err))
+
+
+def _clip(text, limit):
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "... (%d characters left out)" % (len(text) - limit)
 
 
 def display(*objs, **kwargs):

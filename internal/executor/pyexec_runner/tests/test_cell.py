@@ -8,7 +8,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pyexec_runner import cell, outputs
 
 
-class RunCellTest(unittest.TestCase):
+class CellCase(unittest.TestCase):
+    """Runs cells in a namespace of their own, their outputs written to a buffer."""
+
     def setUp(self):
         self.argv, self.excepthook = sys.argv, sys.excepthook
         self.outputs = io.StringIO()
@@ -28,6 +30,8 @@ class RunCellTest(unittest.TestCase):
     def results(self):
         return [json.loads(line) for line in self.outputs.getvalue().splitlines()]
 
+
+class RunCellTest(CellCase):
     def test_the_last_expression_is_the_result(self):
         self.assertEqual(self.run_cell("x = 6\nprint('p')\nx * 7"), ((0, False), "p\n", ""))
         self.assertEqual(self.results(), [{"type": "execute_result", "data": {"text/plain": "42"}}])
@@ -69,6 +73,63 @@ class RunCellTest(unittest.TestCase):
         sys.excepthook = lambda kind, e, tb: seen.append((kind, tb.tb_frame.f_code.co_filename))
         self.assertEqual(self.run_cell("1/0"), ((1, False), "", ""))
         self.assertEqual(seen, [(ZeroDivisionError, "<cell-test>")])
+
+
+class ExceptionRecordTest(CellCase):
+    def errors(self):
+        return [r for r in self.results() if r["type"] == "error"]
+
+    def test_an_exception_is_recorded_as_jupyter_names_it(self):
+        _, _, err = self.run_cell("def f():\n    raise ValueError('bad value')\nf()")
+        [record] = self.errors()
+        self.assertEqual(record["ename"], "ValueError")
+        self.assertEqual(record["evalue"], "bad value")
+        self.assertEqual(record["traceback"], err.splitlines())
+        self.assertEqual(record["traceback"][-1], "ValueError: bad value")
+        self.assertIn('  File "<cell-test>", line 3, in <module>', record["traceback"])
+
+    def test_no_record_without_an_exception(self):
+        self.run_cell("1")
+        self.run_cell("raise SystemExit(2)")
+        self.assertEqual(self.errors(), [])
+
+    def test_pyexecs_own_frames_are_left_out(self):
+        # A function of pyexec's own (as loader.py names its files) that the code calls, and
+        # that raises from the code's own callback, in a chained exception too.
+        own = {}
+        exec(compile("def call(f):\n    return f()\n", "<pyexec>/pyexec_runner/fake.py", "exec"), own)
+        self.main.call = own["call"]
+        _, _, err = self.run_cell(
+            "def boom():\n    raise KeyError('k')\n"
+            "try:\n    call(boom)\nexcept KeyError as e:\n    raise RuntimeError('again') from e")
+        [record] = self.errors()
+        self.assertNotIn("<pyexec>", err)
+        self.assertNotIn("<pyexec>", "\n".join(record["traceback"]))
+        self.assertIn('  File "<cell-test>", line 2, in boom', record["traceback"])
+        self.assertEqual((record["ename"], record["evalue"]), ("RuntimeError", "again"))
+
+    def test_bounds(self):
+        self.run_cell("raise ValueError('x' * 10000)")
+        [record] = self.errors()
+        self.assertEqual(len(record["evalue"]), outputs.MAX_EVALUE + len("... (5904 characters left out)"))
+        self.assertTrue(all(len(line) <= outputs.MAX_LINE + 40 for line in record["traceback"]))
+        head, tail = outputs.HEAD_LINES, outputs.TAIL_LINES
+        outputs.HEAD_LINES, outputs.TAIL_LINES = 2, 3
+        try:
+            self.outputs.truncate(0)
+            self.outputs.seek(0)
+            self.run_cell("def a(n):\n    if n: a(n - 1)\n    else: raise ValueError('deep')\na(3)")
+        finally:
+            outputs.HEAD_LINES, outputs.TAIL_LINES = head, tail
+        [record] = self.errors()
+        self.assertEqual(len(record["traceback"]), 6)
+        self.assertRegex(record["traceback"][2], r"^\.\.\. \d+ lines left out \.\.\.$")
+        self.assertEqual(record["traceback"][-1], "ValueError: deep")
+
+    def test_a_hostile_str(self):
+        self.run_cell("class E(Exception):\n    def __str__(self):\n        raise RuntimeError\nraise E()")
+        [record] = self.errors()
+        self.assertEqual((record["ename"], record["evalue"]), ("E", "<exception str() failed>"))
 
 
 class ExitStatusTest(unittest.TestCase):
