@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -52,8 +53,15 @@ type Client struct {
 	http   *http.Client
 }
 
-// New returns a client for the socket at path ("" means DefaultSocket).
+// SocketEnv names the environment variable that holds the socket's path: the injector sets it
+// in every app container of an injected pod.
+const SocketEnv = "PYEXEC_SOCKET"
+
+// New returns a client for the socket at path; "" means $PYEXEC_SOCKET, else DefaultSocket.
 func New(path string) *Client {
+	if path == "" {
+		path = os.Getenv(SocketEnv)
+	}
 	if path == "" {
 		path = DefaultSocket
 	}

@@ -243,3 +243,18 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 		}
 	}
 }
+
+// New("") is the socket of $PYEXEC_SOCKET, else the default one.
+func TestNewReadsTheSocketFromTheEnvironment(t *testing.T) {
+	t.Setenv(SocketEnv, "/run/app/pyexec.sock")
+	if got := New("").Socket(); got != "/run/app/pyexec.sock" {
+		t.Errorf("with %s set: %q", SocketEnv, got)
+	}
+	if got := New("/given.sock").Socket(); got != "/given.sock" {
+		t.Errorf("a path given: %q", got)
+	}
+	t.Setenv(SocketEnv, "")
+	if got := New("").Socket(); got != DefaultSocket {
+		t.Errorf("without %s: %q", SocketEnv, got)
+	}
+}
