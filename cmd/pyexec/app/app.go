@@ -107,6 +107,7 @@ func NewRootCommand(io IO, run Runners) *cobra.Command {
 	root.AddCommand(newRunnerCommand(io, g, run.Runner))
 	root.AddCommand(newBenchCommand(io))
 	root.AddCommand(newMCPCommand(io))
+	root.AddCommand(newSessionCommand(io))
 	return root
 }
 

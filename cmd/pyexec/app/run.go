@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,6 +34,7 @@ type RunConfig struct {
 	Timeout time.Duration // --timeout; 0 uses the server's default
 	Stream  bool          // --stream
 	Session string        // --session: run in this session instead of a fresh execution
+	Outputs string        // --outputs: the directory the figures are written to
 }
 
 // Validate checks that exactly one source of code is given.
@@ -64,7 +68,10 @@ func newRunCommand(io IO, _ *globalConfig, run func(context.Context, *RunConfig)
 			"fresh execution: what earlier calls defined, imported or wrote is still there. A session runs\n" +
 			"one call at a time (a second gets session_busy, exit 125), and an unknown or ended session\n" +
 			"gets session_not_found (exit 125). A timeout interrupts the code; if it does not stop, the\n" +
-			"session is lost, and run says so.",
+			"session is lost, and run says so.\n\n" +
+			"The value of the code's last expression is printed after its output, as a notebook shows it\n" +
+			"(its text/plain). With --outputs DIR each figure (every image/png output) is written to\n" +
+			"DIR/figure-N.png, N from 1, skipping the names that exist; DIR is made when missing.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageErrorf("one FILE at most, got %d", len(args))
@@ -87,6 +94,7 @@ func newRunCommand(io IO, _ *globalConfig, run func(context.Context, *RunConfig)
 	f.DurationVar(&cfg.Timeout, "timeout", 0, "time limit of the execution (default: the server's)")
 	f.BoolVar(&cfg.Stream, "stream", false, "print output as it arrives")
 	f.StringVar(&cfg.Session, "session", "", "run the code in this session (its id) instead of a fresh execution")
+	f.StringVar(&cfg.Outputs, "outputs", "", "write each figure (image/png output) into this directory as figure-N.png")
 	return cmd
 }
 
@@ -138,12 +146,19 @@ func runRun(ctx context.Context, sio IO, cfg *RunConfig) error {
 		}
 	}
 	if err != nil {
-		msg := err.Error()
-		if !strings.HasPrefix(msg, "pyexec: ") { // a client.APIError says it already
-			msg = "pyexec: " + msg
-		}
-		fmt.Fprintln(sio.Stderr, msg)
+		fmt.Fprintln(sio.Stderr, runError(err))
 		return &exitError{code: ExitRunFailed}
+	}
+	for _, o := range res.Outputs {
+		if text, ok := o.Data["text/plain"]; ok && o.Type == api.OutputExecuteResult {
+			io.WriteString(sio.Stdout, strings.TrimSuffix(text, "\n")+"\n")
+		}
+	}
+	if cfg.Outputs != "" {
+		if err := writeFigures(sio, cfg.Outputs, res.Outputs); err != nil {
+			fmt.Fprintf(sio.Stderr, "pyexec: --outputs: %v\n", err)
+			return &exitError{code: ExitRunFailed}
+		}
 	}
 	if res.SessionLost {
 		fmt.Fprintf(sio.Stderr, "pyexec: session %s ended with this call\n", cfg.Session)
@@ -175,4 +190,59 @@ func errorsAsExit(err error) (int, bool) {
 		return e.code, true
 	}
 	return 0, false
+}
+
+// writeFigures writes each image/png of outputs into dir as figure-N.png, N from 1, never over
+// a file that is there (the next free N), and says each on stderr.
+func writeFigures(sio IO, dir string, outputs []api.Output) error {
+	var pngs [][]byte
+	for i, o := range outputs {
+		b64, ok := o.Data["image/png"]
+		if !ok {
+			continue
+		}
+		png, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return fmt.Errorf("output %d: its image/png is not base64: %w", i, err)
+		}
+		pngs = append(pngs, png)
+	}
+	if len(pngs) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	n := 1
+	for _, png := range pngs {
+		for ; ; n++ {
+			path := filepath.Join(dir, fmt.Sprintf("figure-%d.png", n))
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			_, err = f.Write(png)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			fmt.Fprintf(sio.Stderr, "pyexec: figure written to %s\n", path)
+			break
+		}
+	}
+	return nil
+}
+
+// runError is the line that says why a request failed.
+func runError(err error) string {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "pyexec: ") { // a client.APIError says it already
+		msg = "pyexec: " + msg
+	}
+	return msg
 }

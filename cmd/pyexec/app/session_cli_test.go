@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +200,55 @@ func TestPyexecSessionFiles(t *testing.T) {
 	}
 	if _, err := s.client.SessionFiles(ctx, "s-unknown"); err == nil || !strings.Contains(err.Error(), api.ErrCodeSessionNotFound) {
 		t.Errorf("the files of an unknown session: %v", err)
+	}
+}
+
+// `pyexec session create|list|delete` against a real sidecar, as an owner and as the
+// application; `pyexec run` prints the last expression's value and, with --outputs, writes
+// each figure as figure-N.png without writing over a file that is there.
+func TestPyexecSessionCommandsAndRunOutputs(t *testing.T) {
+	s := startSidecar(t, nil)
+	sock := []string{"--socket", s.socket}
+	r := run(t, nil, append([]string{"session", "create", "--owner", "alice", "--idle-timeout", "90s"}, sock...)...)
+	id := strings.TrimSpace(r.stdout)
+	if r.code != ExitOK || !strings.HasPrefix(id, "s-") {
+		t.Fatalf("session create: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"run", "--session", id, "-c", "x = 20\nx * 2 + 2"}, sock...)...); r.code != ExitOK || r.stdout != "42\n" {
+		t.Errorf("run in the session, its last expression: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "list", "--owner", "alice"}, sock...)...); r.code != ExitOK ||
+		!strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "alice") || !strings.HasPrefix(r.stdout, "ID ") {
+		t.Errorf("session list as alice: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "list", "--owner", "bob", "--json"}, sock...)...); r.code != ExitOK || strings.TrimSpace(r.stdout) != "{\n  \"sessions\": []\n}" {
+		t.Errorf("session list as bob: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "delete", "--owner", "bob", id}, sock...)...); r.code != ExitRunFailed || !strings.Contains(r.stderr, "session_not_found") {
+		t.Errorf("session delete as bob: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "delete", id}, sock...)...); r.code != ExitOK || r.stdout != id+" deleted\n" {
+		t.Errorf("session delete as the application: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "create", "--owner", "caf\u00e9"}, sock...)...); r.code != ExitUsage {
+		t.Errorf("a bad --owner: %+v", r)
+	}
+
+	dir := filepath.Join(t.TempDir(), "figs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "figure-1.png"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code := "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nplt.plot([2, 1])\nplt.show()\n'done'"
+	r = run(t, nil, append([]string{"run", "--outputs", dir, "-c", code}, sock...)...)
+	if r.code != ExitOK || r.stdout != "'done'\n" || strings.Count(r.stderr, "figure written to") != 2 {
+		t.Fatalf("run --outputs: %+v", r)
+	}
+	for name, want := range map[string]string{"figure-1.png": "mine", "figure-2.png": "\x89PNG", "figure-3.png": "\x89PNG"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || !strings.HasPrefix(string(b), want) {
+			t.Errorf("%s: %.8q, %v; want %q", name, b, err, want)
+		}
 	}
 }
