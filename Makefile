@@ -12,10 +12,11 @@
 
 GO        ?= go
 DEMO_DIR  ?= /tmp/pyexec-demo
-# Debian packages the tests and the demo use: the system Python with venv and pip, and numpy and
-# matplotlib for the fork-mode tests of preloaded scientific modules; for the test cluster,
+# Debian packages the tests and the demo use: the system Python with venv and pip, and numpy,
+# pandas and matplotlib for the fork-mode tests of preloaded scientific modules and the rich
+# outputs (text/llm+plain of tables and arrays); for the test cluster,
 # containerd, runc, the CNI plugins, iptables and debootstrap (the images' Python root).
-APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-matplotlib curl util-linux \
+APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-pandas python3-matplotlib curl util-linux \
              containerd runc containernetworking-plugins iptables debootstrap
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)

@@ -19,7 +19,8 @@ def use(f):
 
 def bundle(obj):
     """obj's MIME bundle: text/plain always; text/html of _repr_html_, image/png of a matplotlib
-    figure or of _repr_png_ (base64), when they give them."""
+    figure or of _repr_png_ (base64), when they give them; text/llm+plain of a pandas DataFrame
+    or Series or a numpy array (llm_text)."""
     data = {"text/plain": repr(obj)}
     html = getattr(obj, "_repr_html_", None)
     if callable(html):
@@ -45,7 +46,83 @@ def bundle(obj):
         import base64
 
         data["image/png"] = base64.b64encode(png).decode("ascii")
+    try:
+        text = llm_text(obj)
+    except Exception:
+        text = None
+    if text:
+        data[LLM_MIME] = text
     return data
+
+
+# A summary of a table or an array for a model to read: what it is, its shape and types, its
+# nulls, its first and last rows; at most LLM_MAX characters.
+LLM_MIME = "text/llm+plain"
+LLM_MAX = 4000
+LLM_ROWS = 5  # first and last rows shown of a longer one
+LLM_COLUMNS = 30  # columns described; the rest counted
+LLM_CELL = 40  # characters of a cell
+
+
+def llm_text(obj):
+    """The text/llm+plain of a pandas DataFrame or Series or a numpy array, else None. Only
+    modules the code imported are looked at: none is imported here."""
+    pd = sys.modules.get("pandas")
+    np = sys.modules.get("numpy")
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        text = _frame_text(obj)
+    elif pd is not None and isinstance(obj, pd.Series):
+        text = _series_text(obj)
+    elif np is not None and isinstance(obj, np.ndarray):
+        text = _array_text(np, obj)
+    else:
+        return None
+    if len(text) > LLM_MAX:
+        text = text[: LLM_MAX - 40].rstrip() + "\n... (%d characters left out)" % (len(text) - LLM_MAX + 40)
+    return text
+
+
+def _rows(obj):
+    """The rows of a frame or series to show: all of a short one, else the first and last."""
+    if not hasattr(obj, "columns"):
+        obj = obj.to_frame()
+    kw = {"max_colwidth": LLM_CELL, "max_cols": LLM_COLUMNS}
+    if len(obj) <= 2 * LLM_ROWS:
+        return "rows:\n" + obj.to_string(**kw)
+    return "first %d rows:\n%s\nlast %d rows:\n%s" % (
+        LLM_ROWS, obj.head(LLM_ROWS).to_string(**kw), LLM_ROWS, obj.tail(LLM_ROWS).to_string(**kw))
+
+
+def _frame_text(df):
+    rows, cols = df.shape
+    nulls, dtypes = df.isna().sum(), df.dtypes  # by position: names may repeat
+    lines = ["pandas.DataFrame: %d rows x %d columns" % (rows, cols), "columns (dtype, nulls):"]
+    for i, name in enumerate(list(df.columns)[:LLM_COLUMNS]):
+        lines.append("  %s: %s, %d nulls" % (str(name)[:LLM_CELL], dtypes.iloc[i], int(nulls.iloc[i])))
+    if cols > LLM_COLUMNS:
+        lines.append("  ... %d more columns" % (cols - LLM_COLUMNS))
+    if rows:
+        lines.append(_rows(df))
+    return "\n".join(lines)
+
+
+def _series_text(s):
+    name = "" if s.name is None else " %r" % (str(s.name)[:LLM_CELL],)
+    lines = ["pandas.Series%s: %d values, dtype %s, %d nulls" % (name, len(s), s.dtype, int(s.isna().sum()))]
+    if len(s):
+        lines.append(_rows(s))
+    return "\n".join(lines)
+
+
+def _array_text(np, a):
+    lines = ["numpy.ndarray: shape %s, dtype %s" % (tuple(a.shape), a.dtype)]
+    if a.size and a.dtype.kind in "iuf":
+        with np.errstate(all="ignore"):
+            nans = int(np.isnan(a).sum()) if a.dtype.kind == "f" else 0
+            lines.append("min %s, max %s, mean %s, %d NaN" % (np.nanmin(a), np.nanmax(a), np.nanmean(a), nans) if nans < a.size
+                         else "all %d values NaN" % a.size)
+    lines.append(np.array2string(a, threshold=200, edgeitems=3, max_line_width=120))
+    return "\n".join(lines)
 
 
 def emit(kind, obj):

@@ -1,211 +1,59 @@
-import base64
-import io
-import json
-import os
-import re
-import sys
-import tempfile
-import types
 import unittest
-from contextlib import redirect_stderr
+
+import numpy as np
+import pandas as pd
 
 from pyexec_runner import outputs
 
 
-class HTML:
-    def _repr_html_(self):
-        return "<b>t</b>"
+class LLMTextTest(unittest.TestCase):
+    def test_a_frame(self):
+        df = pd.DataFrame({"a": range(1000), "b": np.where(np.arange(1000) % 7 == 0, np.nan, 1.5), "c": ["x" * 100] * 1000})
+        text = outputs.bundle(df)[outputs.LLM_MIME]
+        lines = text.splitlines()
+        self.assertEqual(lines[0], "pandas.DataFrame: 1000 rows x 3 columns")
+        self.assertIn("  b: float64, 143 nulls", lines)
+        self.assertIn("first 5 rows:", lines)
+        self.assertIn("last 5 rows:", lines)
+        self.assertTrue(lines[-1].startswith("999  999  1.5  xxx"), lines[-1])
+        self.assertNotIn("x" * 41, text)  # cells cut at 40 characters
 
-    def __repr__(self):
-        return "HTML()"
+    def test_a_short_frame_shows_every_row_and_repeated_names(self):
+        text = outputs.llm_text(pd.DataFrame([[1, 2]], columns=["x", "x"]))
+        self.assertEqual(text, "pandas.DataFrame: 1 rows x 2 columns\ncolumns (dtype, nulls):\n"
+                               "  x: int64, 0 nulls\n  x: int64, 0 nulls\nrows:\n   x  x\n0  1  2")
 
+    def test_a_wide_frame_counts_the_columns_left_out(self):
+        text = outputs.llm_text(pd.DataFrame(np.zeros((3, 100))))
+        self.assertIn("  ... 70 more columns", text)
+        self.assertLessEqual(len(text), outputs.LLM_MAX)
 
-class Broken:
-    def _repr_html_(self):
-        raise RuntimeError("no html")
+    def test_a_series(self):
+        text = outputs.llm_text(pd.Series([1.0, None, 3.0], name="v"))
+        self.assertTrue(text.startswith("pandas.Series 'v': 3 values, dtype float64, 1 nulls\nrows:\n"), text)
 
-    def _repr_png_(self):
-        raise RuntimeError("no png")
+    def test_an_array(self):
+        text = outputs.llm_text(np.arange(10000.0).reshape(100, 100))
+        self.assertTrue(text.startswith("numpy.ndarray: shape (100, 100), dtype float64\nmin 0.0, max 9999.0, mean 4999.5, 0 NaN\n"), text)
+        self.assertIn("...", text)
+        self.assertEqual(outputs.llm_text(np.array([np.nan]))[: len("numpy.ndarray: shape (1,), dtype float64\nall 1 values NaN")],
+                         "numpy.ndarray: shape (1,), dtype float64\nall 1 values NaN")
 
+    def test_bounded(self):
+        text = outputs.llm_text(pd.DataFrame({"c%d" % i: ["y" * 40] * 20 for i in range(30)}))
+        self.assertLessEqual(len(text), outputs.LLM_MAX)
+        self.assertRegex(text, r"\.\.\. \(\d+ characters left out\)$")
 
-class NotText:
-    def _repr_html_(self):
-        return b"<b>bytes</b>"
+    def test_other_objects_have_none(self):
+        for obj in ([1, 2], {"a": 1}, "text", 3):
+            self.assertNotIn(outputs.LLM_MIME, outputs.bundle(obj))
 
+    def test_a_hostile_frame_keeps_the_rest_of_the_bundle(self):
+        class Hostile(pd.DataFrame):
+            def isna(self):
+                raise RuntimeError("no")
 
-class PNG:
-    def _repr_png_(self):
-        return b"\x89PNG-bytes"
-
-
-class Figure:
-    """What outputs takes for a matplotlib figure: a savefig of a class of matplotlib's."""
-
-    def savefig(self, buf, format):
-        buf.write(b"figure as " + format.encode())
-
-
-Figure.__module__ = "matplotlib.figure"
-
-
-class Written(unittest.TestCase):
-    def setUp(self):
-        self.file = io.StringIO()
-        outputs.use(self.file)
-
-    def tearDown(self):
-        outputs.use(None)
-
-    def written(self):
-        return [json.loads(line) for line in self.file.getvalue().splitlines()]
-
-
-class BundleTest(unittest.TestCase):
-    def test_plain_text_is_the_repr(self):
-        self.assertEqual(outputs.bundle("a"), {"text/plain": "'a'"})
-        self.assertEqual(outputs.bundle(42), {"text/plain": "42"})
-
-    def test_html(self):
-        self.assertEqual(outputs.bundle(HTML()), {"text/plain": "HTML()", "text/html": "<b>t</b>"})
-        self.assertNotIn("text/html", outputs.bundle(NotText()))
-
-    def test_png(self):
-        self.assertEqual(outputs.bundle(PNG())["image/png"], base64.b64encode(b"\x89PNG-bytes").decode())
-        self.assertEqual(base64.b64decode(outputs.bundle(Figure())["image/png"]), b"figure as png")
-
-    def test_a_failing_repr_method_leaves_it_out(self):
-        self.assertEqual(list(outputs.bundle(Broken())), ["text/plain"])
-
-
-class EmitTest(Written):
-    def test_one_json_line_each(self):
-        outputs.emit("execute_result", 7)
-        outputs.display("a", HTML())
-        self.assertEqual(self.written(), [
-            {"type": "execute_result", "data": {"text/plain": "7"}},
-            {"type": "display_data", "data": {"text/plain": "'a'"}},
-            {"type": "display_data", "data": {"text/plain": "HTML()", "text/html": "<b>t</b>"}},
-        ])
-
-    def test_no_file_no_output(self):
-        outputs.use(None)
-        outputs.display("nowhere")
-        self.assertEqual(self.file.getvalue(), "")
-
-    def test_an_output_that_cannot_be_written_is_reported(self):
-        class Full(io.StringIO):
-            def write(self, s):
-                raise OSError(28, "No space left on device")
-
-        outputs.use(Full())
-        err = io.StringIO()
-        with redirect_stderr(err):
-            outputs.display("x")
-        self.assertIn("pyexec: an output was not sent: OSError", err.getvalue())
-
-
-class FakePyplot(types.ModuleType):
-    def __init__(self, figures):
-        super().__init__("matplotlib.pyplot")
-        self.figures = dict(figures)
-
-    def get_fignums(self):
-        return sorted(self.figures)
-
-    def figure(self, num):
-        return self.figures[num]
-
-    def close(self, which):
-        assert which == "all"
-        self.figures.clear()
-
-
-class FiguresTest(Written):
-    def setUp(self):
-        super().setUp()
-        self.saved = sys.modules.get("matplotlib.pyplot")
-
-    def tearDown(self):
-        super().tearDown()
-        if self.saved is None:
-            sys.modules.pop("matplotlib.pyplot", None)
-        else:
-            sys.modules["matplotlib.pyplot"] = self.saved
-
-    def test_every_open_figure_is_displayed_then_closed(self):
-        plt = FakePyplot({1: Figure(), 2: Figure()})
-        sys.modules["matplotlib.pyplot"] = plt
-        outputs.show_figures()
-        self.assertEqual([o["type"] for o in self.written()], ["display_data", "display_data"])
-        self.assertEqual(plt.figures, {})
-        outputs.show_figures()
-        self.assertEqual(len(self.written()), 2)
-
-    def test_without_pyplot_nothing(self):
-        sys.modules.pop("matplotlib.pyplot", None)
-        outputs.show_figures()
-        self.assertEqual(self.written(), [])
-
-    def test_show_is_patched(self):
-        plt = FakePyplot({})
-        outputs._patch_show(plt)
-        self.assertIs(plt.show, outputs.show_figures)
-
-
-class PatchOnImportTest(unittest.TestCase):
-    def setUp(self):
-        self.meta_path = list(sys.meta_path)
-        self.dir = tempfile.TemporaryDirectory()
-        with open(os.path.join(self.dir.name, "pyexec_test_patched.py"), "w") as f:
-            f.write("VALUE = 1\n")
-        sys.path.insert(0, self.dir.name)
-
-    def tearDown(self):
-        sys.path.remove(self.dir.name)
-        sys.meta_path[:] = self.meta_path
-        sys.modules.pop("pyexec_test_patched", None)
-        self.dir.cleanup()
-
-    def test_patches_a_module_when_it_is_imported_once(self):
-        patched = []
-
-        def patch(module):
-            patched.append(module.VALUE)
-            module.VALUE = 2
-
-        outputs._patch_module("pyexec_test_patched", patch)
-        self.assertEqual(patched, [])
-        import pyexec_test_patched
-
-        self.assertEqual((patched, pyexec_test_patched.VALUE), ([1], 2))
-        self.assertEqual(sys.meta_path, self.meta_path, "the hook removes itself")
-
-    def test_patches_a_module_already_imported_at_once(self):
-        import pyexec_test_patched
-
-        outputs._patch_module("pyexec_test_patched", lambda m: setattr(m, "VALUE", 3))
-        self.assertEqual(pyexec_test_patched.VALUE, 3)
-        self.assertEqual(sys.meta_path, self.meta_path)
-
-
-class NamesTest(unittest.TestCase):
-    def test_shared_memory_names_carry_128_random_bits(self):
-        module = types.SimpleNamespace(_SHM_NAME_PREFIX="/psm_")
-        outputs._patch_shm_names(module)
-        names = {module._make_filename() for _ in range(3)}
-        self.assertEqual(len(names), 3)
-        for name in names:
-            self.assertRegex(name, r"^/psm_[0-9a-f]{32}$")
-
-    def test_semaphore_names_carry_128_random_bits(self):
-        class SemLock:
-            pass
-
-        outputs._patch_sem_names(types.SimpleNamespace(SemLock=SemLock))
-        name = SemLock._make_name()
-        self.assertTrue(re.fullmatch(r".+-[0-9a-f]{32}", name), name)
-        self.assertNotEqual(name, SemLock._make_name())
-
-
-if __name__ == "__main__":
-    unittest.main()
+        data = outputs.bundle(Hostile({"a": [1]}))
+        self.assertNotIn(outputs.LLM_MIME, data)
+        self.assertIn("text/plain", data)
+        self.assertIn("text/html", data)
