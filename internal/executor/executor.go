@@ -31,6 +31,10 @@ type Request struct {
 	// Timings are the stages the execution went through before the executor (the server's
 	// parse, queue and hop), in milliseconds by name: the result's timings_ms start with them.
 	Timings map[string]float64
+	// MaxTimeout (the largest time limit a request may ask for) and Installs (packages may be
+	// installed at run time) are the server's, for the result's hints.
+	MaxTimeout time.Duration
+	Installs   bool
 }
 
 // Limits of one execution.

@@ -231,6 +231,7 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 	if res.ExitCode != 0 { // an exception ends the code with status 1: one the code wrote and then exited 0 is not its end
 		res.Exception = exc
 	}
+	res.Hints = hints(&res, &e.req)
 	res.Files, res.FilesTruncated = e.files(max(budget-used, 1))
 	now := time.Now()
 	res.DurationMS = ms(now.Sub(e.begun))

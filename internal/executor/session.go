@@ -534,6 +534,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 func (ss *LocalSession) beginCall(req Request, out Output) (*execution, error) {
 	e := ss.spawn.newExecution(req, out, &killer{grace: interruptGrace, interrupt: ss.interrupt})
 	e.ss, e.dir, e.work, e.tree = ss, ss.dir, ss.work, ss.tree
+	e.req.Network = ss.req.Network // the session's, for the result's hints
 	if err := ss.writeFiles(req.Files); err != nil {
 		e.close()
 		return nil, err

@@ -48,7 +48,8 @@ import (
 // did before, does not change it: Config.MemoryHighWater, Stats' figures of the trees and of
 // the memory cgroup, SessionState.EndedForMemory, the Total and Partial of a Files reply (an
 // older runner's listing counts as complete, its Total as the files it lists). Protocol 2
-// streams large results (ResultStream). Execute's Timings and SentAt are such fields.
+// streams large results (ResultStream). Execute's Timings and SentAt are such fields, and its
+// MaxTimeoutMS and Installs.
 const Protocol = 2
 
 // Hello is the runner's first message on the control connection.
@@ -183,6 +184,10 @@ type Execute struct {
 	// it, on CLOCK_MONOTONIC in nanoseconds, from which the runner tells the hop.
 	Timings map[string]float64 `json:"timings,omitempty"`
 	SentAt  int64              `json:"sent_at,omitempty"`
+	// MaxTimeoutMS and Installs are the server's, for the result's hints
+	// (executor.Request's MaxTimeout and Installs).
+	MaxTimeoutMS int64 `json:"max_timeout_ms,omitempty"`
+	Installs     bool  `json:"installs,omitempty"`
 }
 
 // File is an input file.

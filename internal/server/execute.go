@@ -68,6 +68,7 @@ func (s *Server) readExecution(w http.ResponseWriter, r *http.Request, check fun
 	}
 	if rerr == nil {
 		req, rerr = newExecutorRequest(requestID(r.Context()), body, s.cfg.Limits)
+		req.Installs = s.cfg.MCPInstalls // for the result's hints
 	}
 	if rerr != nil {
 		s.writeRequestError(w, r, rerr)

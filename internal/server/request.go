@@ -181,7 +181,8 @@ func newExecutorRequest(id string, req api.ExecuteRequest, lim api.Limits) (exec
 	if rerr != nil {
 		return executor.Request{}, rerr
 	}
-	out := executor.Request{ID: id, Code: req.Code, Files: files, Limits: limits, Network: lim.AllowNetwork}
+	out := executor.Request{ID: id, Code: req.Code, Files: files, Limits: limits, Network: lim.AllowNetwork,
+		MaxTimeout: time.Duration(lim.MaxTimeoutSeconds * float64(time.Second))}
 	if req.Network != nil {
 		if *req.Network && !lim.AllowNetwork {
 			return executor.Request{}, &requestError{status: http.StatusForbidden, code: api.ErrCodeForbidden,

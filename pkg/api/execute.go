@@ -104,6 +104,10 @@ type ExecuteResult struct {
 	// OutputsTruncated is true when outputs were left out: past --max-files-out-bytes,
 	// which outputs and files share.
 	OutputsTruncated bool `json:"outputs_truncated"`
+	// Hints are short sentences for a model when the cause of a failure lies in the sandbox:
+	// the network is off, the time limit, the memory limit, the output cap, the process
+	// limit, a module that is not installed (and how to install it, when installs are allowed).
+	Hints []string `json:"hints,omitempty"`
 	// Exception is the exception that ended the code, when one did (the code raised it and
 	// did not catch it; not SystemExit), as Jupyter names its parts.
 	Exception *Exception `json:"exception,omitempty"`
