@@ -181,8 +181,8 @@ func TestMCPOwnerAttacks(t *testing.T) {
 			t.Fatalf("alice closes her session: %q", text)
 		}
 		anon := connectMCP(t, mcpTransports(t, s)["http"]())
-		for _, tool := range []string{mcpserver.ToolRunPython, mcpserver.ToolCloseSession} {
-			if _, text, _ := callTool(t, anon, tool, map[string]any{"session_id": id, "code": "1"}); strings.Contains(text, "ended") {
+		for tool, args := range map[string]map[string]any{mcpserver.ToolRunPython: {"session_id": id, "code": "1"}, mcpserver.ToolCloseSession: {"session_id": id}} {
+			if _, text, _ := callTool(t, anon, tool, args); !strings.Contains(text, "no such session") {
 				t.Errorf("%s as an anonymous caller: %q; want no such session, as to another owner", tool, text)
 			}
 		}
