@@ -217,8 +217,17 @@ type tools struct {
 func (t *tools) ownerOf(req mcp.Request) (string, error) {
 	transport := t.owner
 	if extra := req.GetExtra(); extra != nil && extra.Header != nil {
-		if v := extra.Header.Values(api.OwnerHeader); len(v) > 0 {
-			transport = strings.Join(v, ",") // the API refuses a key given twice
+		// A header given is the owner, or the request is refused as the API refuses it: an
+		// empty (or blank) or repeated one must not make an anonymous caller, free to claim
+		// any owner in _meta.
+		switch v := extra.Header.Values(api.OwnerHeader); {
+		case len(v) > 1:
+			return "", fmt.Errorf("%s: given %d times; give it once", api.OwnerHeader, len(v))
+		case len(v) == 1:
+			if err := api.CheckOwner(v[0]); err != nil {
+				return "", fmt.Errorf("%s: %v", api.OwnerHeader, err)
+			}
+			transport = v[0]
 		}
 	}
 	var meta string
@@ -258,6 +267,12 @@ func (t *tools) scopedTo(ctx context.Context, req mcp.Request, id string) (conte
 		return ctx, err
 	}
 	s, err := t.b.Session(ctx, id)
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == api.ErrCodeSessionNotFound {
+		// The API, unscoped, says why any session ended; another owner's is not this caller's
+		// to know of.
+		return ctx, &client.APIError{Status: 404, Code: api.ErrCodeSessionNotFound, Message: fmt.Sprintf("session %q: no such session", id)}
+	}
 	if err != nil {
 		return ctx, err
 	}

@@ -459,6 +459,21 @@ func TestOwnerOf(t *testing.T) {
 	}
 }
 
+// A Pyexec-Owner header the API would refuse — empty (or blank: net/http trims it), given
+// twice — makes no anonymous caller of the request, whose _meta could then claim any owner:
+// it is refused, as the API refuses it.
+func TestOwnerOfRefusesAHeaderTheAPIRefuses(t *testing.T) {
+	for _, values := range [][]string{{""}, {"al", "ice"}, {"alice", "alice"}, {strings.Repeat("a", api.MaxOwnerBytes+1)}} {
+		for _, meta := range []mcp.Meta{nil, {MetaOwner: "alice"}} {
+			r := &mcp.CallToolRequest{Params: &mcp.CallToolParamsRaw{Name: ToolRunPython, Meta: meta},
+				Extra: &mcp.RequestExtra{Header: http.Header{api.OwnerHeader: values}}}
+			if got, err := (&tools{}).ownerOf(r); err == nil {
+				t.Errorf("header %q, _meta %v: owner %q; want an error", values, meta, got)
+			}
+		}
+	}
+}
+
 // resources/list answers with cacheScope "private" (clients on the TypeScript SDK 2.x reject a
 // result whose cacheScope is empty), and lists nothing to a caller of no owner.
 func TestResourcesListIsPrivate(t *testing.T) {

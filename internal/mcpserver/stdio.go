@@ -56,9 +56,13 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	n, err := w.w.Write(p)
 	w.mu.Unlock()
 	if w.calls != nil && w.calls.running() {
-		if msg, derr := jsonrpc.DecodeMessage(bytes.TrimSpace(p)); derr == nil {
-			if resp, ok := msg.(*jsonrpc.Response); ok {
-				w.calls.end(resp.ID)
+		if line := bytes.TrimSpace(p); len(line) > 0 {
+			if msgs, derr := decodeMessages(line); derr == nil { // a batch's answers are one array
+				for _, msg := range msgs {
+					if resp, ok := msg.(*jsonrpc.Response); ok {
+						w.calls.end(resp.ID)
+					}
+				}
 			}
 		}
 	}
@@ -101,6 +105,13 @@ func (c *inflight) end(id jsonrpc.ID) {
 	if len(c.ids) == 0 {
 		close(c.idle)
 	}
+}
+
+// has says a call of id is counted and not yet answered.
+func (c *inflight) has(id jsonrpc.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ids[id] > 0
 }
 
 func (c *inflight) running() bool {
@@ -200,6 +211,18 @@ func (f *lineFilter) check(line []byte, tooLong bool) (msg []byte, werr error) {
 	msgs, err := decodeMessages(line)
 	if err != nil {
 		return nil, f.answer(jsonrpc.CodeInvalidRequest, "Invalid Request: "+err.Error())
+	}
+	// A call whose id is that of a call not yet answered (or of another in its batch) is
+	// refused here, as the SDK would refuse it, but with an answer of id null that would
+	// leave the call counted for ever (or by ending the connection, for a batch).
+	seen := map[jsonrpc.ID]bool{}
+	for _, m := range msgs {
+		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
+			if seen[req.ID] || f.calls.has(req.ID) {
+				return nil, f.answer(jsonrpc.CodeInvalidRequest, fmt.Sprintf("Invalid Request: request id %v is in use by a call not yet answered", req.ID.Raw()))
+			}
+			seen[req.ID] = true
+		}
 	}
 	for _, m := range msgs {
 		req, ok := m.(*jsonrpc.Request)

@@ -147,3 +147,43 @@ func TestStdioTransportAnswersCallsInFlightAtEOF(t *testing.T) {
 		t.Fatal("the server did not end after its input did")
 	}
 }
+
+// The input ends after calls that the SDK answers otherwise than one response line per call —
+// a batch (2025-03-26 allows them), answered as one JSON array; a second call with the id of
+// one in flight, answered with an error of id null — and the server still ends: it waits for
+// no call that is already answered or never will be.
+func TestStdioTransportEndsAfterBatchesAndReusedIDs(t *testing.T) {
+	const initialize = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`
+	for name, lines := range map[string][]string{
+		"batch":           {initialize, `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`},
+		"id in flight":    {initialize, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}}`, `{"jsonrpc":"2.0","id":1,"method":"ping"}`},
+		"id twice, batch": {initialize, `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":1,"method":"ping"}]`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			inR, inW := io.Pipe()
+			outR, outW := io.Pipe()
+			srv := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+			mcp.AddTool(srv, &mcp.Tool{Name: "slow"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+				time.Sleep(300 * time.Millisecond)
+				return &mcp.CallToolResult{}, nil, nil
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- srv.Run(ctx, &StdioTransport{In: inR, Out: outW}) }()
+			go io.Copy(io.Discard, outR)
+			for _, line := range lines {
+				if _, err := io.WriteString(inW, line+"\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			inW.Close()
+			select {
+			case err := <-done:
+				t.Logf("the server ended: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the server did not end after its input did: it waits for calls that were answered, or never will be")
+			}
+		})
+	}
+}

@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/pyexec/pyexec/internal/mcpserver"
+	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
 )
 
@@ -129,4 +132,59 @@ func TestMCPSessionsAreTheirOwners(t *testing.T) {
 	if _, text, listed := callTool(t, anon, mcpserver.ToolListSessions, map[string]any{}); strings.Contains(text, anonID) || len(listed["sessions"].([]any)) != 0 {
 		t.Errorf("an anonymous caller is listed sessions: %q", text)
 	}
+}
+
+// headerTransport sends every request with api.OwnerHeader set to values exactly, as an
+// application that sets it to an empty or a repeated key would.
+type headerTransport struct {
+	values []string
+	next   http.RoundTripper
+}
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header[api.OwnerHeader] = h.values
+	return h.next.RoundTrip(r)
+}
+
+// Attacks on the owner of a /mcp request from outside: an application that sends
+// Pyexec-Owner empty (a user without a key) or twice must not make its caller anonymous, free
+// to claim any owner in _meta (the API answers such a header 400); and an anonymous caller
+// given the id of another owner's ended session is told no more than of one that never
+// existed (the API tells why a session ended only to its owner).
+func TestMCPOwnerAttacks(t *testing.T) {
+	s := startSidecar(t, nil)
+	ctx := context.Background()
+	alice := connectMCP(t, mcpTransportsAs(t, s, "alice")["http"]())
+	_, _, created := callTool(t, alice, mcpserver.ToolCreateSession, map[string]any{})
+	id, _ := created["session_id"].(string)
+	if res, text, _ := callTool(t, alice, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "secret = 'alice-only'"}); id == "" || res.IsError {
+		t.Fatalf("alice's session %q: %q", id, text)
+	}
+	dial := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", s.socket)
+	}}
+	for name, values := range map[string][]string{"empty": {""}, "blank": {"  "}, "twice": {"alice", "alice"}} {
+		t.Run("header "+name, func(t *testing.T) {
+			cs := connectMCP(t, &mcp.StreamableClientTransport{Endpoint: "http://pyexec/mcp",
+				HTTPClient: &http.Client{Transport: headerTransport{values: values, next: dial}}})
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: mcpserver.ToolRunPython,
+				Arguments: map[string]any{"session_id": id, "code": "print(secret)"}, Meta: mcp.Meta{mcpserver.MetaOwner: "alice"}})
+			if err == nil && !res.IsError {
+				t.Errorf("Pyexec-Owner %q and _meta owner alice: ran code in alice's session: %+v", values, res.Content[0])
+			}
+		})
+	}
+	t.Run("ended session, anonymous", func(t *testing.T) {
+		if res, text, _ := callTool(t, alice, mcpserver.ToolCloseSession, map[string]any{"session_id": id}); res.IsError {
+			t.Fatalf("alice closes her session: %q", text)
+		}
+		anon := connectMCP(t, mcpTransports(t, s)["http"]())
+		for tool, args := range map[string]map[string]any{mcpserver.ToolRunPython: {"session_id": id, "code": "1"}, mcpserver.ToolCloseSession: {"session_id": id}} {
+			if _, text, _ := callTool(t, anon, tool, args); !strings.Contains(text, "no such session") {
+				t.Errorf("%s as an anonymous caller: %q; want no such session, as to another owner", tool, text)
+			}
+		}
+	})
 }
