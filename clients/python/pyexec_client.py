@@ -552,6 +552,9 @@ class Result:
         exception: the exception the code raised and did not catch, as Jupyter names its
             parts — a dict ``{"ename", "evalue", "traceback": [lines]}`` (the traceback without
             pyexec's own frames) — else None.
+        hints: short sentences for a model when the cause of a failure lies in the sandbox
+            (the time limit, memory, the output cap, the network off, a module not
+            installed), else an empty list.
     """
 
     id: str = ""
@@ -570,6 +573,7 @@ class Result:
     outputs_truncated: bool = False
     session_lost: bool = False
     exception: Optional[Dict[str, Any]] = None
+    hints: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -608,6 +612,7 @@ class Result:
             outputs_truncated=bool(doc.get("outputs_truncated")),
             session_lost=bool(doc.get("session_lost")),
             exception=doc.get("exception") if isinstance(doc.get("exception"), dict) else None,
+            hints=[str(h) for h in doc.get("hints") or [] if isinstance(h, str)],
         )
 
     def __repr__(self) -> str:

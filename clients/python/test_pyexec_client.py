@@ -107,6 +107,10 @@ class ExecuteTest(ServerTest):
         self.assertEqual((exc["ename"], exc["evalue"]), ("ValueError", "boom"))
         self.assertEqual(exc["traceback"][-1], "ValueError: boom")
         self.assertIsNone(self.run_code("print(1)").exception)
+        self.assertEqual(result.hints, [])
+        missing = self.run_code("import no_such_module_here")
+        self.assertEqual(len(missing.hints), 1, self.explain(missing))
+        self.assertIn("no_such_module_here is not installed", missing.hints[0])
 
     def test_sys_exit(self) -> None:
         result = self.run_code("import sys\nprint('bye')\nsys.exit(3)\n")

@@ -418,7 +418,11 @@ func resultOf(res *api.ExecuteResult, pass func(json.RawMessage) json.RawMessage
 	var images []mcp.Content
 	for _, o := range res.Outputs {
 		if o.Type == api.OutputExecuteResult {
-			section("result", o.Data["text/plain"])
+			text, ok := o.Data[api.MIMELLMText] // a table or an array, summarized for a model
+			if !ok {
+				text = o.Data["text/plain"]
+			}
+			section("result", text)
 		}
 		if png, ok := imageData(o.Data["image/png"], pass); ok {
 			images = append(images, &mcp.ImageContent{Data: png, MIMEType: "image/png"})
@@ -431,6 +435,9 @@ func resultOf(res *api.ExecuteResult, pass func(json.RawMessage) json.RawMessage
 			fmt.Fprintf(&b, ", signal %s", res.Signal)
 		}
 		b.WriteByte('\n')
+	}
+	for _, h := range res.Hints {
+		fmt.Fprintf(&b, "hint: %s\n", h)
 	}
 	if res.SessionLost {
 		b.WriteString("the session was lost with this call: create a new one\n")

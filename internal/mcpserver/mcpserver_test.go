@@ -50,6 +50,9 @@ func TestResultOf(t *testing.T) {
 		{"lost", api.ExecuteResult{Reason: api.ReasonTimeout, ExitCode: 137, Signal: "SIGKILL", SessionLost: true, StdoutTruncated: true, Stdout: "a"},
 			"stdout:\na\n(stdout truncated)\nended: timeout, exit code 137, signal SIGKILL\nthe session was lost with this call: create a new one\n", 0, true},
 		{"files", api.ExecuteResult{Reason: api.ReasonExit, Files: []api.OutputFile{{Path: "a.csv", Size: 3}}}, "files written: a.csv (3 bytes)\n", 0, false},
+		{"hints", api.ExecuteResult{Reason: api.ReasonTimeout, ExitCode: 137, Hints: []string{"The code was stopped."}}, "ended: timeout, exit code 137\nhint: The code was stopped.\n", 0, true},
+		{"a table", api.ExecuteResult{Reason: api.ReasonExit, Outputs: []api.Output{{Type: api.OutputExecuteResult, Data: map[string]string{"text/plain": "   a\n0  1", api.MIMELLMText: "pandas.DataFrame: 1 rows x 1 columns"}}}},
+			"result:\npandas.DataFrame: 1 rows x 1 columns\n", 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := resultOf(&tt.res, nil)

@@ -151,6 +151,10 @@ const (
 	OutputDisplayData   = "display_data"   // display(obj), or a matplotlib figure
 )
 
+// MIMELLMText is the MIME type of an output's summary for a model: of a pandas DataFrame or
+// Series, or a numpy array (shape, dtypes, nulls, first and last rows, bounded).
+const MIMELLMText = "text/llm+plain"
+
 // Output is one rich output: a MIME bundle such as {"text/plain": "...", "text/html": "...",
 // "image/png": "<base64>"}.
 type Output struct {
