@@ -1024,6 +1024,22 @@ class Client:
         """
         return self._json_call("GET", _session_url(session_id), None, self._admin_timeout())
 
+    def session_variables(self, session_id: str) -> List[Dict[str, Any]]:
+        """Returns the variables of a session (``GET /v1/sessions/{id}/variables``): a dict per
+        user's global, sorted by name — ``name``, ``type``, ``repr`` (at most 200 characters),
+        and ``len``, ``shape``, ``dtype``, ``bytes`` when it has them, ``timed_out`` when its
+        methods took too long.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+            SessionBusy: a call runs in it now.
+        """
+        doc = self._json_call("GET", _session_url(session_id, "/variables"), None, self._admin_timeout())
+        variables = doc.get("variables")
+        if not isinstance(variables, list):
+            raise PyexecError("pyexec: invalid response: variables is not a list")
+        return [v for v in variables if isinstance(v, dict)]
+
     def delete_session(self, session_id: str) -> None:
         """Ends a session (``DELETE /v1/sessions/{id}``): its processes and files are gone.
 
@@ -1253,6 +1269,10 @@ class Session:
         """
         self.info = self.client.get_session(self.id)
         return self.info
+
+    def variables(self) -> List[Dict[str, Any]]:
+        """The session's variables: :meth:`Client.session_variables`."""
+        return self.client.session_variables(self.id)
 
     def close(self) -> None:
         """Deletes the session; nothing happens when it had already ended."""

@@ -455,6 +455,14 @@ class SessionTest(ServerTest):
             with self.assertRaises(ValueError):
                 pyexec_client.Client(self.client.socket_path, owner=bad)
 
+    def test_variables(self) -> None:
+        sess = self.new_session()
+        self.assertTrue(sess.run("import os\nx = 42\nwords = ['a'] * 30\n_private = 1", timeout=QUICK).ok)
+        got = {v["name"]: v for v in sess.variables()}
+        self.assertEqual(sorted(got), ["words", "x"])
+        self.assertEqual((got["x"]["type"], got["x"]["repr"]), ("int", "42"))
+        self.assertEqual(got["words"]["len"], 30)
+
     def test_files_persist(self) -> None:
         sess = self.new_session()
         wrote = sess.run("with open('notes.txt', 'w') as f:\n    f.write('kept')\n", timeout=QUICK)

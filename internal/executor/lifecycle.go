@@ -220,6 +220,10 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 	res.Stdout, res.StdoutTruncated = e.stdout.result()
 	res.Stderr, res.StderrTruncated = e.stderr.result()
 	finish(&res)
+	if e.req.Inspect {
+		res.DurationMS = ms(time.Since(e.begun))
+		return res, killed
+	}
 	// Outputs first, then files, in what is left of one budget.
 	budget := e.req.MaxFilesOutBytes
 	if budget <= 0 {

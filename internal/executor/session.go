@@ -544,6 +544,10 @@ func (ss *LocalSession) beginCall(req Request, out Output) (*execution, error) {
 		maps.Copy(env, req.Env)
 		e.req.Env, ss.pendingEnv = env, nil
 	}
+	if req.Inspect { // no code runs: nothing to stamp, nothing to return
+		e.unshm = ss.holdShm()
+		return e, nil
+	}
 	e.before = stampFiles(ss.work)
 	outputs := filepath.Join(ss.dir, outputsFile)
 	if st, err := os.Stat(outputs); err != nil || st.Size() > 0 { // the interpreter appends to it
@@ -560,7 +564,11 @@ func (ss *LocalSession) beginCall(req Request, out Output) (*execution, error) {
 // carries its code, env and share of the CPUs, written while the interpreter reads. The caller
 // closes the returned end of that pipe once the call is over.
 func (ss *LocalSession) send(e *execution, p *pipes) (*os.File, error) {
-	callData, err := json.Marshal(map[string]any{"code": e.req.Code, "env": e.req.Env, "threads": e.threads})
+	msg := map[string]any{"code": e.req.Code, "env": e.req.Env, "threads": e.threads}
+	if e.req.Inspect {
+		msg = map[string]any{"inspect": true}
+	}
+	callData, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ type Backend interface {
 	Sessions(ctx context.Context) (*api.SessionList, error)
 	Session(ctx context.Context, id string) (*api.Session, error)
 	SessionFiles(ctx context.Context, id string) (*api.SessionFiles, error)
+	SessionVariables(ctx context.Context, id string) (*api.Variables, error)
 	SessionFile(ctx context.Context, id, path string) ([]byte, string, error)
 	InstallPackages(ctx context.Context, req api.PackagesRequest) (*api.Packages, error)
 }
@@ -76,6 +77,7 @@ const (
 	ToolCreateSession   = "create_session"
 	ToolCloseSession    = "close_session"
 	ToolListSessions    = "list_sessions"
+	ToolInspectSession  = "inspect_session"
 	ToolInstallPackages = "install_packages"
 )
 
@@ -125,6 +127,12 @@ func New(backend Backend, opts Options) *mcp.Server {
 		Description:  "End a session and free its memory. Its variables and files are gone afterwards.",
 		OutputSchema: schemaOf[CloseOutput](),
 	}, nil, t.closeSession)
+	addTool(s, &mcp.Tool{
+		Name:         ToolInspectSession,
+		Title:        "Inspect a Python session",
+		Description:  "List the variables of a session: each one's name, type, a short repr, and its length, shape, dtype and size when it has them. Use it to recall what a session holds (after the conversation was cut, for example) without running code.",
+		OutputSchema: schemaOf[api.Variables](),
+	}, nil, t.inspectSession)
 	addTool(s, &mcp.Tool{
 		Name:         ToolListSessions,
 		Title:        "List Python sessions",
@@ -543,6 +551,42 @@ func (t *tools) closeSession(ctx context.Context, req *mcp.CallToolRequest, in C
 		return failed(describe(err))
 	}
 	return structured(text("session "+in.SessionID+" closed"), &CloseOutput{Closed: true})
+}
+
+// InspectInput is inspect_session's input.
+type InspectInput struct {
+	SessionID string `json:"session_id" jsonschema:"the session whose variables to list"`
+}
+
+func (t *tools) inspectSession(ctx context.Context, req *mcp.CallToolRequest, in InspectInput) *mcp.CallToolResult {
+	ctx, err := t.scopedTo(ctx, req, in.SessionID)
+	if err != nil {
+		return failed(describe(err))
+	}
+	v, err := t.b.SessionVariables(ctx, in.SessionID)
+	if err != nil {
+		return failed(describe(err))
+	}
+	var b strings.Builder
+	for _, x := range v.Variables {
+		fmt.Fprintf(&b, "%s: %s", x.Name, x.Type)
+		if len(x.Shape) > 0 {
+			fmt.Fprintf(&b, ", shape %v", x.Shape)
+		} else if x.Len != nil {
+			fmt.Fprintf(&b, ", len %d", *x.Len)
+		}
+		if x.Dtype != "" {
+			fmt.Fprintf(&b, ", dtype %s", x.Dtype)
+		}
+		fmt.Fprintf(&b, " = %s\n", strings.ReplaceAll(x.Repr, "\n", " "))
+	}
+	if v.Truncated {
+		fmt.Fprintf(&b, "(%d of %d listed)\n", len(v.Variables), v.Total)
+	}
+	if len(v.Variables) == 0 {
+		b.WriteString("no variables\n")
+	}
+	return structured(text(b.String()), v)
 }
 
 // ListOutput is list_sessions' structured result.

@@ -188,6 +188,10 @@ type Execute struct {
 	// (executor.Request's MaxTimeout and Installs).
 	MaxTimeoutMS int64 `json:"max_timeout_ms,omitempty"`
 	Installs     bool  `json:"installs,omitempty"`
+	// Inspect, in a session's call, lists the session's variables (executor.Request.Inspect).
+	// A runner older than it runs the call's code instead ("-", a SyntaxError that changes
+	// nothing), whose output is no listing: the server then says the runner cannot list them.
+	Inspect bool `json:"inspect,omitempty"`
 }
 
 // File is an input file.

@@ -31,6 +31,7 @@ func (s *Server) routes() []route {
 		{"DELETE /v1/sessions/{id}", s.handleDeleteSession},
 		{"POST /v1/sessions/{id}/execute", s.handleSessionExecute},
 		{"GET /v1/sessions/{id}/files", s.handleSessionFiles},
+		{"GET /v1/sessions/{id}/variables", s.handleSessionVariables},
 		{"GET /v1/sessions/{id}/files/{path...}", s.handleSessionFile},
 	}
 	if s.cfg.MCP {

@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -539,6 +541,88 @@ func (s *Server) closeSessions(why string) {
 	for _, e := range open {
 		s.endSession(e, why)
 	}
+}
+
+// variablesTimeout bounds a listing of a session's variables: each variable's methods have 50
+// ms in the interpreter (variables.py); code that ignores that is interrupted at this, as a
+// call at its time limit, and killed with its session if it does not stop then.
+const variablesTimeout = 2 * time.Second
+
+// maxVariablesOutput is what a listing may write: api.MaxVariables of about 400 bytes each,
+// escaped.
+const maxVariablesOutput = 2 << 20
+
+// handleSessionVariables serves GET /v1/sessions/{id}/variables: the session's globals, listed
+// by its interpreter in a call that runs no code of the caller's (executor.Request.Inspect).
+// It is one call: 409 session_busy while another runs. It takes no execution slot (it runs for
+// milliseconds, at most variablesTimeout, one at a time per session) and is no call of the
+// session's count.
+func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) {
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	if !s.beginOrRefuse(w, r) {
+		return
+	}
+	defer s.end()
+	if !s.sessions.claim(e) {
+		s.writeError(w, r, http.StatusConflict, api.ErrCodeSessionBusy,
+			fmt.Sprintf("session %q is running a call; its variables can be listed once it is over", e.id))
+		return
+	}
+	defer s.sessions.unclaim(e)
+	if e.ss.Ended() {
+		s.endSession(e, endedWhy(e.ss))
+		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
+		return
+	}
+	limits, rerr := executionLimits(api.ExecuteRequest{}, s.cfg.Limits)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return
+	}
+	limits.Timeout, limits.MaxOutputBytes = variablesTimeout, maxVariablesOutput
+	res, err := e.ss.Execute(r.Context(), executor.Request{ID: requestID(r.Context()), Code: "-", Inspect: true, Limits: limits}, nil)
+	if res.Encoded != nil {
+		res.Encoded.Close() // a listing is small: it comes decoded
+	}
+	if errors.Is(err, executor.ErrSessionEnded) || (err == nil && res.SessionLost) {
+		s.endSession(e, sessionLost)
+		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal,
+			fmt.Sprintf("session %q: listing its variables, the code's methods (__repr__, __len__, ...) did not stop at %s: the session was lost", e.id, variablesTimeout))
+		return
+	}
+	if errors.Is(err, executor.ErrUnavailable) {
+		s.unavailable(w, r, err)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, "listing the variables: "+err.Error())
+		return
+	}
+	vars, err := parseVariables(res)
+	if err != nil {
+		logr.FromContextOrDiscard(r.Context()).Info("session variables not listed", "session", e.id, "err", err.Error())
+		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal, fmt.Sprintf("session %q: its variables were not listed: %v", e.id, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, vars)
+}
+
+// parseVariables reads a listing from the last line of the stdout of the call that made it.
+func parseVariables(res api.ExecuteResult) (*api.Variables, error) {
+	if res.Reason == api.ReasonTimeout {
+		return nil, fmt.Errorf("the code's methods (__repr__, __len__, ...) did not stop within %s; the session is kept", variablesTimeout)
+	}
+	out := strings.TrimRight(res.Stdout, "\n")
+	line := out[strings.LastIndexByte(out, '\n')+1:]
+	var v api.Variables
+	if res.ExitCode != 0 || res.StdoutTruncated || json.Unmarshal([]byte(line), &v) != nil || v.Variables == nil {
+		return nil, fmt.Errorf("the interpreter gave no listing (exit %d, reason %s): the runner may be older than the server, or the code wrote over it", res.ExitCode, res.Reason)
+	}
+	return &v, nil
 }
 
 // handleSessionFiles serves GET /v1/sessions/{id}/files: the regular files of the session's

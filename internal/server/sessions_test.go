@@ -560,3 +560,91 @@ func TestSessionOwners(t *testing.T) {
 		wantError(t, resp, b, 400, api.ErrCodeBadRequest, api.OwnerHeader)
 	}
 }
+
+// GET /v1/sessions/{id}/variables lists the user's globals with their types and sizes,
+// without modules and "_" names, as no call of the session's; a method that takes too long is
+// cut off and said so, the rest listed; a call running makes it 409; another owner gets 404.
+func TestSessionVariables(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession("")
+	resp, b := h.sessionCall(s.ID, `{"code": "import os, json\nx = 42\nname = 'ab'\nitems = list(range(100000))\n_hidden = 1\nclass Slow:\n    def __repr__(self):\n        import time\n        time.sleep(1)\n        return 'slow'\nslow = Slow()\nclass Fake:\n    __class__ = int\nfake = Fake()"}`)
+	if resp.StatusCode != 200 || decodeResult(t, b).ExitCode != 0 {
+		t.Fatalf("setup: %d %s", resp.StatusCode, b)
+	}
+	start := time.Now()
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+"/variables", "", "")
+	took := time.Since(start)
+	var v api.Variables
+	if err := json.Unmarshal(b, &v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("variables: %d %s", resp.StatusCode, b)
+	}
+	byName := map[string]api.Variable{}
+	var names []string
+	for _, x := range v.Variables {
+		byName[x.Name] = x
+		names = append(names, x.Name)
+	}
+	if got := strings.Join(names, ","); got != "Fake,Slow,fake,items,name,slow,x" || v.Total != 7 || v.Truncated {
+		t.Fatalf("listed %s (total %d, truncated %v); want the globals without modules and _ names", got, v.Total, v.Truncated)
+	}
+	if x := byName["x"]; x.Type != "int" || x.Repr != "42" || x.Bytes == nil {
+		t.Errorf("x: %+v", x)
+	}
+	if items := byName["items"]; items.Type != "list" || items.Len == nil || *items.Len != 100000 || len(items.Repr) > 200 || !strings.HasSuffix(items.Repr, "...]") {
+		t.Errorf("items: %+v", items)
+	}
+	if slow := byName["slow"]; !slow.TimedOut || !strings.Contains(slow.Repr, "longer than") {
+		t.Errorf("slow: %+v", slow)
+	}
+	if fake := byName["fake"]; fake.Type != "__main__.Fake" {
+		t.Errorf("fake (its __class__ says int): %+v", fake)
+	}
+	if took > time.Second {
+		t.Errorf("the listing took %v: the slow repr was not cut off", took)
+	}
+	if got, _ := h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", ""); got.StatusCode != 200 {
+		t.Fatal("the session is gone")
+	}
+	var info api.Session
+	_, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+	if err := json.Unmarshal(b, &info); err != nil || info.Executions != 1 {
+		t.Errorf("the listing counted as a call: %s", b)
+	}
+	// Busy while a call runs.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.sessionCall(s.ID, `{"code": "import time\ntime.sleep(1)"}`)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for info.Busy = false; !info.Busy && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID, "", "")
+		_ = json.Unmarshal(b, &info)
+	}
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+"/variables", "", "")
+	wantError(t, resp, b, http.StatusConflict, api.ErrCodeSessionBusy, "running a call")
+	<-done
+	resp, b = h.do(as("bob"), http.MethodGet, "/v1/sessions/"+s.ID+"/variables", "", "")
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "no such session")
+}
+
+// A __repr__ that ignores every interrupt (it ignores SIGALRM and SIGINT, then spins) is
+// killed with its session after the listing's time bound: the listing says so, and the
+// session is gone.
+func TestSessionVariablesOfCodeThatWillNotStop(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession("")
+	resp, b := h.sessionCall(s.ID, `{"code": "import signal\nclass Stubborn:\n    def __repr__(self):\n        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n        signal.signal(signal.SIGINT, signal.SIG_IGN)\n        while True:\n            pass\nstubborn = Stubborn()"}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("setup: %d %s", resp.StatusCode, b)
+	}
+	start := time.Now()
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+"/variables", "", "")
+	took := time.Since(start)
+	wantError(t, resp, b, http.StatusInternalServerError, api.ErrCodeInternal, "the session was lost")
+	if took > variablesTimeout+5*time.Second {
+		t.Errorf("the listing took %v", took)
+	}
+	resp, b = h.sessionCall(s.ID, `{"code": "1"}`)
+	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "has ended")
+}

@@ -118,3 +118,35 @@ const (
 	// the session's working directory (nothing, a directory, a symlink, a FIFO...).
 	ErrCodeFileNotFound = "file_not_found"
 )
+
+// Variables is the answer of GET /v1/sessions/{id}/variables: the user's globals of the
+// session's interpreter, sorted by name, at most MaxVariables; modules and names that start
+// with "_" are left out.
+type Variables struct {
+	Variables []Variable `json:"variables"`
+	// Total is how many there are; Truncated says some were left out (past MaxVariables).
+	Total     int  `json:"total"`
+	Truncated bool `json:"truncated"`
+}
+
+// MaxVariables is the most variables GET /v1/sessions/{id}/variables lists.
+const MaxVariables = 1000
+
+// Variable is one global of a session's interpreter.
+type Variable struct {
+	Name string `json:"name"`
+	// Type is its class: "int", "pandas.core.frame.DataFrame" (never what the object says its
+	// __class__ is).
+	Type string `json:"type"`
+	// Repr is its repr(), at most 200 characters (the first items of a builtin container).
+	Repr string `json:"repr"`
+	// Len, Shape, Dtype and Bytes, when it has them: len(); a numpy or pandas object's shape
+	// and dtype; its size (numpy's nbytes, pandas' memory_usage, else sys.getsizeof).
+	Len   *int64  `json:"len,omitempty"`
+	Shape []int64 `json:"shape,omitempty"`
+	Dtype string  `json:"dtype,omitempty"`
+	Bytes *int64  `json:"bytes,omitempty"`
+	// TimedOut says its methods took longer than 50 ms and were cut off: what was not known
+	// by then is missing.
+	TimedOut bool `json:"timed_out,omitempty"`
+}

@@ -75,6 +75,22 @@ func (c *Client) SessionExecuteStream(ctx context.Context, id string, req api.Ex
 	return c.executeStream(ctx, path, req, onOutput)
 }
 
+// SessionVariables lists a session's variables (GET /v1/sessions/{id}/variables): its user's
+// globals, sorted by name, each with its type, a short repr, and its len, shape, dtype and
+// bytes when it has them. A call running in the session makes it an *APIError of
+// api.ErrCodeSessionBusy.
+func (c *Client) SessionVariables(ctx context.Context, id string) (*api.Variables, error) {
+	path, err := sessionPath(id, "/variables")
+	if err != nil {
+		return nil, err
+	}
+	var v api.Variables
+	if err := c.get(ctx, path, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
 // SessionFiles lists the regular files of a session's working directory, sorted by path, at
 // most api.MaxSessionFiles (then Truncated), and counts them (Total); a walk that took longer
 // than api.SessionFilesWalkTimeout stops there (Partial). Symlinks are neither followed nor

@@ -71,6 +71,9 @@ func TestMCPSessionsAreTheirOwners(t *testing.T) {
 				if res, text := call(mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "print(secret)\nsecret = 'mallory was here'"}); !res.IsError || strings.Contains(text, "alice-only") {
 					t.Errorf("%s: ran code in alice's session: %v %q", who, res.IsError, text)
 				}
+				if res, text := call(mcpserver.ToolInspectSession, map[string]any{"session_id": id}); !res.IsError || strings.Contains(text, "secret") {
+					t.Errorf("%s: inspected alice's session: %q", who, text)
+				}
 				if read, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri, Meta: meta}); err == nil {
 					t.Errorf("%s: read alice's file: %+v", who, read.Contents)
 				}

@@ -144,7 +144,7 @@ func TestMCP(t *testing.T) {
 				}
 			}
 			slices.Sort(names)
-			if want := []string{"close_session", "create_session", "install_packages", "list_sessions", "run_python"}; !slices.Equal(names, want) {
+			if want := []string{"close_session", "create_session", "inspect_session", "install_packages", "list_sessions", "run_python"}; !slices.Equal(names, want) {
 				t.Fatalf("tools %v, want %v", names, want)
 			}
 
@@ -181,6 +181,10 @@ func TestMCP(t *testing.T) {
 			res, text, _ = callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "print(open('in.txt').read())\nx + 1"})
 			if res.IsError || !strings.Contains(text, "from the agent") || !strings.Contains(text, "result:\n42") {
 				t.Fatalf("state across calls: %q", text)
+			}
+			res, text, inspected := callTool(t, cs, mcpserver.ToolInspectSession, map[string]any{"session_id": id})
+			if vars, _ := inspected["variables"].([]any); res.IsError || len(vars) != 1 || !strings.Contains(text, "x: int = 41") {
+				t.Fatalf("inspect_session: %v %q %v", res.IsError, text, inspected)
 			}
 			_, text, listed := callTool(t, cs, mcpserver.ToolListSessions, map[string]any{})
 			if !strings.Contains(text, id) || listed["sessions"] == nil {

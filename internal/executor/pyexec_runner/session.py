@@ -10,7 +10,8 @@ other process of the session: what the code starts ends with its call), and answ
 interpreter says), or {"exit_code": N, "signal": S, "lost": true} when
 the interpreter is gone, after which it ends. Its first message is {"pid": interpreter} with a
 pidfd of the interpreter, through which pyexec interrupts a call (SIGINT: KeyboardInterrupt),
-or {"error": ...}. pyexec closing ctl ends the session. The interpreter holds nothing of
+or {"error": ...}. A call whose JSON has "inspect": true runs no code: it lists the session's
+variables on its stdout (variables.describe). pyexec closing ctl ends the session. The interpreter holds nothing of
 pyexec's: what it says is the code's word, checked like any input, and it can mislead no one
 but its own session's caller."""
 import json
@@ -230,6 +231,8 @@ def _call(fds, main, filename):
         os.dup2(fd, target)
         os.close(fd)
     _std_streams()
+    if call.get("inspect"):
+        return _inspect(main)
     env = call.get("env") or {}
     os.environ.update(env)
     blas.set_threads(call.get("threads"), env, session=True)
@@ -252,6 +255,36 @@ def _call(fds, main, filename):
             except Exception:
                 pass
         kill_leftovers()
+
+
+def _inspect(main):
+    """A call that lists the session's variables (variables.describe) as JSON on stdout, and
+    runs no code of the caller's: the code's own methods that it calls are interrupted as a
+    call's code is at its time limit."""
+    global _in_call
+    import signal
+    import time
+
+    from . import variables
+
+    import io
+
+    signal.signal(signal.SIGINT, _interrupt)
+    began = time.monotonic_ns()
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = io.StringIO()  # what the code's methods print goes nowhere
+    _in_call = True
+    try:
+        listing = variables.describe(main.__dict__)
+    except KeyboardInterrupt:  # the call's time limit: what was listed is lost
+        return 1, False, time.monotonic_ns() - began
+    finally:
+        _in_call = False
+        sys.stdout, sys.stderr = out, err
+    # The last line is the listing: the server reads that one.
+    out.write("\n" + json.dumps(listing) + "\n")
+    out.flush()
+    return 0, False, time.monotonic_ns() - began
 
 
 def _read_all(fd):

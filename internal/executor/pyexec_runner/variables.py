@@ -1,0 +1,112 @@
+"""A session's variables, as GET /v1/sessions/{id}/variables lists them: the user's globals of
+__main__ (modules and names that start with "_" left out), each with its type, a short repr,
+and its length, shape, dtype and size in bytes when it has them. Everything here that may run
+the code's own methods (repr, len, shape, sizeof) runs under a per-variable alarm: a hostile
+or slow one is cut off and said so, and the listing goes on."""
+import signal
+import sys
+
+MAX_VARIABLES = 1000  # listed, the first by name; total says how many there are (api.MaxVariables)
+MAX_REPR = 200  # characters of a repr
+EACH = 0.05  # seconds a variable may take
+
+
+class _TooSlow(BaseException):
+    """Raised by the alarm in what a variable's methods run."""
+
+
+def _alarm(signum, frame):
+    raise _TooSlow
+
+
+def describe(namespace):
+    """The variables of namespace (a dict): {"variables": [...], "total": N, "truncated": bool}."""
+    from types import ModuleType
+
+    names = sorted(k for k in list(namespace) if type(k) is str and not k.startswith("_"))
+    names = [n for n in names if not issubclass(type(namespace.get(n)), ModuleType)]
+    old = signal.signal(signal.SIGALRM, _alarm)
+    out = []
+    try:
+        for name in names[:MAX_VARIABLES]:
+            out.append(_variable(name, namespace.get(name)))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    return {"variables": out, "total": len(names), "truncated": len(names) > MAX_VARIABLES}
+
+
+def _variable(name, value):
+    t = type(value)  # never value.__class__, which the code may fake
+    entry = {"name": name, "type": _type_name(t), "repr": ""}
+    # The alarm fires again each EACH until it is cleared: a method that swallows one is cut
+    # off by the next.
+    signal.setitimer(signal.ITIMER_REAL, EACH, EACH)
+    try:
+        _sizes(entry, t, value)
+        entry["repr"] = _clip(_short_repr.repr(value) if t in _BUILTIN_CONTAINERS else repr(value))
+    except _TooSlow:
+        entry["repr"] = entry["repr"] or "<repr took longer than %d ms>" % (EACH * 1000)
+        entry["timed_out"] = True
+    except Exception as e:
+        entry["repr"] = entry["repr"] or "<repr failed: %s>" % type(e).__name__
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return entry
+
+
+def _short_repr_of():
+    """A reprlib.Repr that shows the first items of the builtin containers, never their all."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel = 3
+    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxdict = 20
+    r.maxstring = r.maxother = r.maxlong = MAX_REPR
+    return r
+
+
+_short_repr = _short_repr_of()
+_BUILTIN_CONTAINERS = (list, tuple, dict, set, frozenset, str, bytes, bytearray, int)
+
+
+def _sizes(entry, t, value):
+    """len, shape, dtype and bytes of value, each when it has it."""
+    module = _module_of(t)
+    if module.startswith(("numpy", "pandas")):
+        shape = getattr(value, "shape", None)
+        if type(shape) is tuple and all(type(d) is int for d in shape):
+            entry["shape"] = list(shape)
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None:
+            entry["dtype"] = _clip(str(dtype))
+        nbytes = None
+        if module.startswith("numpy"):
+            nbytes = getattr(value, "nbytes", None)
+        elif hasattr(value, "memory_usage"):
+            usage = value.memory_usage(index=True, deep=False)
+            nbytes = usage.sum() if hasattr(usage, "sum") else usage
+        if nbytes is not None:
+            entry["bytes"] = int(nbytes)
+    if "bytes" not in entry:
+        entry["bytes"] = int(sys.getsizeof(value))
+    if hasattr(t, "__len__") and not isinstance(value, type):
+        n = len(value)
+        if type(n) is int:
+            entry["len"] = n
+
+
+def _type_name(t):
+    module, name = _module_of(t), type.__dict__["__qualname__"].__get__(t)
+    return name if module == "builtins" else "%s.%s" % (module, name)
+
+
+def _module_of(t):
+    module = type.__dict__["__module__"].__get__(t)
+    return module if type(module) is str else "?"
+
+
+def _clip(text):
+    if type(text) is not str:
+        text = "<repr is not a string>"
+    return text if len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
