@@ -35,6 +35,9 @@ type Request struct {
 	// installed at run time) are the server's, for the result's hints.
 	MaxTimeout time.Duration
 	Installs   bool
+	// OutputBudgetChars, above 0, bounds the characters of stdout and stderr in the result
+	// (api.ExecuteRequest.OutputBudgetChars).
+	OutputBudgetChars int
 	// Inspect, in a session's call, runs no code: the call lists the session's variables, as
 	// JSON on its stdout (api.Variables), and returns no files, outputs or hints.
 	Inspect bool

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -224,6 +225,7 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 		res.DurationMS = ms(time.Since(e.begun))
 		return res, killed
 	}
+	full := e.budgetOutput(&res)
 	// Outputs first, then files, in what is left of one budget.
 	budget := e.req.MaxFilesOutBytes
 	if budget <= 0 {
@@ -237,6 +239,9 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 	}
 	res.Hints = hints(&res, &e.req)
 	res.Files, res.FilesTruncated = e.files(max(budget-used, 1))
+	if full != "" && !slices.ContainsFunc(res.Files, func(f api.OutputFile) bool { return f.Path == full }) && e.ss == nil {
+		res.OutputBudget.FullOutputFile = "" // left out of the files: not there for the caller
+	}
 	now := time.Now()
 	res.DurationMS = ms(now.Sub(e.begun))
 	res.TimingsMS = e.stages(now)

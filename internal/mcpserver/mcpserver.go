@@ -81,6 +81,11 @@ const (
 	ToolInstallPackages = "install_packages"
 )
 
+// OutputBudgetChars is run_python's output budget (api.ExecuteRequest.OutputBudgetChars): a
+// model reads at most about this many characters of stdout and stderr, their first and last,
+// and a session keeps the whole output as a file.
+const OutputBudgetChars = 20000
+
 // MetaOwner is the key in a request's _meta of the owner it is made for (see ownerOf).
 const MetaOwner = "pyexec/owner"
 
@@ -329,7 +334,8 @@ func (t *tools) runPython(ctx context.Context, req *mcp.CallToolRequest, in RunI
 	if err != nil {
 		return failed(describe(err))
 	}
-	ereq := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files)}
+	budget := OutputBudgetChars
+	ereq := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files), OutputBudgetChars: &budget}
 	if in.TimeoutSeconds > 0 {
 		ereq.TimeoutSeconds = &in.TimeoutSeconds
 	}

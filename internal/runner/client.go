@@ -537,7 +537,8 @@ func (c *Client) Execute(ctx context.Context, req executor.Request, out executor
 
 func executeOf(req executor.Request) *Execute {
 	return &Execute{ID: req.ID, Code: req.Code, Stdin: req.Stdin, Env: req.Env, Files: toFiles(req.Files), Network: req.Network, Limits: toLimits(req.Limits),
-		Timings: req.Timings, SentAt: monotonicNow(), MaxTimeoutMS: req.MaxTimeout.Milliseconds(), Installs: req.Installs, Inspect: req.Inspect}
+		Timings: req.Timings, SentAt: monotonicNow(), MaxTimeoutMS: req.MaxTimeout.Milliseconds(), Installs: req.Installs, Inspect: req.Inspect,
+		OutputBudgetChars: req.OutputBudgetChars}
 }
 
 // execute sends an Execute or SessionExecute and returns its result, streaming to out; done

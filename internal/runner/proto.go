@@ -192,6 +192,8 @@ type Execute struct {
 	// A runner older than it runs the call's code instead ("-", a SyntaxError that changes
 	// nothing), whose output is no listing: the server then says the runner cannot list them.
 	Inspect bool `json:"inspect,omitempty"`
+	// OutputBudgetChars is executor.Request's: 0, none.
+	OutputBudgetChars int `json:"output_budget_chars,omitempty"`
 }
 
 // File is an input file.

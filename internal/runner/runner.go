@@ -543,7 +543,8 @@ type execer interface {
 func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer) (*Reply, func()) {
 	open := &executor.OpenFiles{}
 	req := executor.Request{ID: e.ID, Code: e.Code, Stdin: e.Stdin, Env: e.Env, Files: fromFiles(e.Files), Network: e.Network, Limits: fromLimits(e.Limits),
-		OpenFiles: open, Timings: withHop(e.Timings, e.SentAt), MaxTimeout: time.Duration(e.MaxTimeoutMS) * time.Millisecond, Installs: e.Installs, Inspect: e.Inspect}
+		OpenFiles: open, Timings: withHop(e.Timings, e.SentAt), MaxTimeout: time.Duration(e.MaxTimeoutMS) * time.Millisecond, Installs: e.Installs, Inspect: e.Inspect,
+		OutputBudgetChars: e.OutputBudgetChars}
 	if e.Dir != "" {
 		req.Dir = filepath.Join(s.cfg.WorkDir, e.Dir)
 	}

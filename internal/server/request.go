@@ -190,6 +190,12 @@ func newExecutorRequest(id string, req api.ExecuteRequest, lim api.Limits) (exec
 		}
 		out.Network = *req.Network
 	}
+	if b := req.OutputBudgetChars; b != nil {
+		if *b < api.MinOutputBudgetChars {
+			return executor.Request{}, badRequest("output_budget_chars: %d; want at least %d", *b, api.MinOutputBudgetChars)
+		}
+		out.OutputBudgetChars = *b
+	}
 	if req.Stdin != "" {
 		out.Stdin = []byte(req.Stdin)
 	}

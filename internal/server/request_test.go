@@ -38,6 +38,7 @@ func TestBadRequests(t *testing.T) {
 		{"truncated", jsonCT, "", `{"code": "1"`, "request body: malformed JSON: the body ends"},
 		{"array body", jsonCT, "", `[]`, "request body: got JSON array, want an object"},
 		{"code type", jsonCT, "", `{"code": 5}`, "code: got JSON number, want a string"},
+		{"output budget too small", jsonCT, "", `{"code": "1", "output_budget_chars": 199}`, "output_budget_chars: 199; want at least 200"},
 		{"timeout type", jsonCT, "", `{"code":"1","timeout_seconds":"5"}`, "timeout_seconds: got JSON string, want a number"},
 		{"memory float", jsonCT, "", `{"code":"1","memory_limit_mb":1.5}`, "memory_limit_mb: got JSON number 1.5, want an integer"},
 		{"env value type", jsonCT, "", `{"code":"1","env":{"A":1}}`, "env: got JSON number, want a string"},
@@ -136,6 +137,8 @@ func TestRequestMapping(t *testing.T) {
 			executor.Request{Code: "1", Limits: with(60*time.Second, 1024)}},
 		{"smallest", `{"code":"1","timeout_seconds":0.001,"memory_limit_mb":32}`,
 			executor.Request{Code: "1", Limits: with(time.Millisecond, 32)}},
+		{"output budget", `{"code":"1","output_budget_chars":200}`,
+			executor.Request{Code: "1", Limits: defaults, OutputBudgetChars: 200}},
 		{"stdin env files", `{"code":"1","stdin":"in","env":{"A":"b","EMPTY":""},"files":[
 			{"path":"./dir//a.txt","content_base64":"aGk="},{"path":"b","content_base64":""}]}`,
 			executor.Request{Code: "1", Stdin: []byte("in"), Env: map[string]string{"A": "b", "EMPTY": ""},
@@ -158,6 +161,7 @@ func TestRequestMapping(t *testing.T) {
 			}
 			want := tt.want
 			want.ID = resp.Header.Get(headerRequestID)
+			want.MaxTimeout = time.Duration(testLimits().MaxTimeoutSeconds * float64(time.Second)) // for the hints
 			// The server's stages come with the request; their figures vary.
 			if tm := got[0].Timings; len(tm) != 2 || tm[api.StageParse] < 0 || tm[api.StageQueue] < 0 {
 				t.Errorf("the request's timings %v; want parse and queue", tm)

@@ -32,6 +32,26 @@ type ExecuteRequest struct {
 	// server's --network decides. true on a server started with --network deny is refused
 	// with 403.
 	Network *bool `json:"network,omitempty"`
+	// OutputBudgetChars bounds the characters of stdout and stderr the result carries,
+	// together: over it, each stream keeps its first and last characters with one line in
+	// their place that says how many were left out, and the whole text is kept as a file
+	// (OutputBudget says which). At least MinOutputBudgetChars; absent, no budget.
+	OutputBudgetChars *int `json:"output_budget_chars,omitempty"`
+}
+
+// MinOutputBudgetChars is the smallest output_budget_chars.
+const MinOutputBudgetChars = 200
+
+// OutputBudget is what an output budget did to a result.
+type OutputBudget struct {
+	LimitChars int `json:"limit_chars"`
+	// OmittedChars are the characters of stdout and stderr left out of the result.
+	OmittedChars int `json:"omitted_chars"`
+	// FullOutputFile is the path, in the working directory, of a file of the whole stdout and
+	// stderr as captured: a file of the result (an execution's files, within
+	// --max-files-out-bytes) and, in a session, of the session's working directory. Absent
+	// when it could not be written or returned.
+	FullOutputFile string `json:"full_output_file,omitempty"`
 }
 
 // InputFile is a file written into the working directory; Path is relative to it.
@@ -108,6 +128,8 @@ type ExecuteResult struct {
 	// the network is off, the time limit, the memory limit, the output cap, the process
 	// limit, a module that is not installed (and how to install it, when installs are allowed).
 	Hints []string `json:"hints,omitempty"`
+	// OutputBudget is set when the request's output_budget_chars left characters out.
+	OutputBudget *OutputBudget `json:"output_budget,omitempty"`
 	// Exception is the exception that ended the code, when one did (the code raised it and
 	// did not catch it; not SystemExit), as Jupyter names its parts.
 	Exception *Exception `json:"exception,omitempty"`

@@ -403,12 +403,13 @@ func TestServerGoMemoryLimit(t *testing.T) {
 }
 
 // TestHostileMCPResultNotRead: an MCP client asks run_python over /mcp for a result of 27 MiB
-// (36 MiB of base64 in the tool's structured content) and never reads the answer, which the MCP
-// SDK writes itself after the call. Judged from outside: the server cuts it off after
-// --write-timeout as it does an API client (logged 'response cut off', the body short), and a
-// genuine call is answered meanwhile and after.
+// (36 MiB of base64 in the tool's structured content, with --mcp-structured-result: without it
+// the files stay out of the answer) and never reads the answer, which the MCP SDK writes itself
+// after the call. Judged from outside: the server cuts it off after --write-timeout as it does
+// an API client (logged 'response cut off', the body short), and a genuine call is answered
+// meanwhile and after.
 func TestHostileMCPResultNotRead(t *testing.T) {
-	s := podSidecar(t, podOptions{}, "--mode", "fork", "--write-timeout", resultsWriteTimeout)
+	s := podSidecar(t, podOptions{}, "--mode", "fork", "--write-timeout", resultsWriteTimeout, "--mcp-structured-result")
 	server := s.cmd.Process.Pid
 	u := sendMCPUnread(t, s.socket, map[string]any{"code": bigResultCode})
 	waitFor(t, 120*time.Second, "the execution to finish", func() bool { return len(s.logs("execution finished")) >= 1 })
