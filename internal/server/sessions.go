@@ -572,7 +572,10 @@ func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) 
 			fmt.Sprintf("session %q is running a call; its variables can be listed once it is over", e.id))
 		return
 	}
-	defer s.sessions.unclaim(e)
+	// Busy ends before the answer is written, as a call's does: a client's next request may
+	// come as soon as it has read this one.
+	unclaim := sync.OnceFunc(func() { s.sessions.unclaim(e) })
+	defer unclaim()
 	if e.ss.Ended() {
 		s.endSession(e, endedWhy(e.ss))
 		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
@@ -585,6 +588,7 @@ func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) 
 	}
 	limits.Timeout, limits.MaxOutputBytes = variablesTimeout, maxVariablesOutput
 	res, err := e.ss.Execute(r.Context(), executor.Request{ID: requestID(r.Context()), Code: "-", Inspect: true, Limits: limits}, nil)
+	unclaim()
 	if res.Encoded != nil {
 		res.Encoded.Close() // a listing is small: it comes decoded
 	}

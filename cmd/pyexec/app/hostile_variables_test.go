@@ -131,7 +131,7 @@ func BenchmarkSessionVariables(b *testing.B) {
 		b.Fatal(err)
 	}
 	code := "import numpy as np, pandas as pd\nfor i in range(96):\n    globals()['v%d' % i] = [i] * i if i % 3 == 0 else ('s' * i if i % 3 == 1 else i)\n" +
-		"df = pd.DataFrame({'a': range(1000), 'b': 1.5})\narr = np.zeros((100, 100))\nd = {i: i for i in range(50)}\nt = (1, 2)\n"
+		"del i\ndf = pd.DataFrame({'a': range(1000), 'b': 1.5})\narr = np.zeros((100, 100))\nd = {k: k for k in range(50)}\nt = (1, 2)\n"
 	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: code}); err != nil || res.ExitCode != 0 {
 		b.Fatalf("setup: %+v %v", res, err)
 	}

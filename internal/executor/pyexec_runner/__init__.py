@@ -10,9 +10,10 @@ spawn mode) and zygote.main (the fork server of fork mode). Standard library onl
     zygote    fork mode's fork server, its spares and the supervisors it forks
     run       a stateless execution: its supervisor (supervise, watch) and its code (run_code)
     session   a session: its supervisor and its interpreter, call after call
+    variables a session's variables, listed with their methods held to a time bound
     codeproc  the code's process: forked, limited, confined, a fresh __main__, its end
     cell      runs code as a notebook runs a cell
-    outputs   rich outputs (display, execute_result, figures) and the import hooks
+    outputs   rich outputs (display, figures, text/llm+plain, the exception), the import hooks
     confine   Landlock, seccomp and the process budget's filter; the supervisors' protection
     tree      the supervisor's hold on the code's tree: process budget and memory limit
     procs     the processes below this one: list, reap, kill
