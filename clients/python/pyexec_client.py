@@ -114,6 +114,7 @@ or killed by a timeout its code did not stop for: ``result.session_lost``) raise
 This module never logs anything, and never puts the code into an exception message.
 """
 
+import asyncio
 import base64
 import contextlib
 import email.utils
@@ -127,6 +128,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import (
     Any,
+    AsyncIterator,
     Callable,
     Dict,
     Iterable,
@@ -142,6 +144,8 @@ from typing import (
 
 __all__ = [
     "APIError",
+    "AsyncClient",
+    "AsyncSession",
     "BadRequest",
     "Client",
     "ConnectionFailed",
@@ -762,6 +766,16 @@ def _session_url(session_id: str, tail: str = "") -> str:
     return "/v1/sessions/" + urllib.parse.quote(session_id, safe="") + tail
 
 
+def _file_url(session_id: str, path: str) -> str:
+    """The path of a session's file: each segment escaped; empty, "." and ".." segments refused."""
+    if not isinstance(path, str) or not path:
+        raise TypeError("path must be a non-empty str, got %r" % (path,))
+    segments = path.split("/")
+    if any(seg in ("", ".", "..") for seg in segments):
+        raise ValueError("path %r: empty, '.' and '..' segments are not allowed" % (path,))
+    return _session_url(session_id, "/files/" + "/".join(urllib.parse.quote(seg, safe="") for seg in segments))
+
+
 # --------------------------------------------------------------------------------------------
 # Client
 
@@ -1040,6 +1054,26 @@ class Client:
             raise PyexecError("pyexec: invalid response: variables is not a list")
         return [v for v in variables if isinstance(v, dict)]
 
+    def session_files(self, session_id: str) -> Dict[str, Any]:
+        """Returns ``GET /v1/sessions/{id}/files``: ``{"files": [{"path", "size",
+        "modified_at"}, ...], "truncated", "total"}``, the regular files of the session's
+        working directory, sorted by path.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+        """
+        return self._json_call("GET", _session_url(session_id, "/files"), None, self._admin_timeout())
+
+    def session_file(self, session_id: str, path: str) -> bytes:
+        """Returns the bytes of one file of a session's working directory
+        (``GET /v1/sessions/{id}/files/{path}``), ``path`` as :meth:`session_files` lists it.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+            APIError: ``file_not_found``, or the path was refused (``bad_request``).
+        """
+        return self._call("GET", _file_url(session_id, path), None, self._admin_timeout(), expect=(200,))
+
     def delete_session(self, session_id: str) -> None:
         """Ends a session (``DELETE /v1/sessions/{id}``): its processes and files are gone.
 
@@ -1274,6 +1308,14 @@ class Session:
         """The session's variables: :meth:`Client.session_variables`."""
         return self.client.session_variables(self.id)
 
+    def files(self) -> Dict[str, Any]:
+        """The session's files: :meth:`Client.session_files`."""
+        return self.client.session_files(self.id)
+
+    def file(self, path: str) -> bytes:
+        """One file of the session: :meth:`Client.session_file`."""
+        return self.client.session_file(self.id, path)
+
     def close(self) -> None:
         """Deletes the session; nothing happens when it had already ended."""
         try:
@@ -1297,3 +1339,292 @@ def execute(
     return Client().execute(
         code, timeout=timeout, files=files, env=env, stdin=stdin, memory_limit_mb=memory_limit_mb
     )
+
+
+# --------------------------------------------------------------------------------------------
+# AsyncClient
+
+
+class AsyncClient:
+    """The :class:`Client` for asyncio code, standard library only: the same calls, awaited.
+
+    Every call opens its own connection to the socket (``asyncio.open_unix_connection``), so
+    one AsyncClient may serve many tasks at once::
+
+        client = AsyncClient()
+        result = await client.execute("print(6 * 7)")
+        async for kind, data in client.stream("for i in range(3): print(i)"):
+            ...
+        async with await client.create_session() as s:
+            await s.run("x = 41")
+            print((await s.run("x + 1")).outputs[0].text)   # 42
+
+    Arguments, results and errors are :class:`Client`'s; a time-out raises
+    :class:`PyexecError` (cancelling the awaiting task closes the connection, which stops the
+    execution).
+    """
+
+    def __init__(
+        self, socket_path: Optional[str] = None, timeout: Optional[float] = None, owner: Optional[str] = None
+    ) -> None:
+        self._sync = Client(socket_path, timeout, owner)  # the checks and the timeouts
+        self.socket_path = self._sync.socket_path
+        self.timeout = timeout
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return "AsyncClient(socket_path=%r, timeout=%r, owner=%r)" % (self.socket_path, self.timeout, self.owner)
+
+    async def execute(self, code: str, timeout: Optional[float] = None, files: Optional[FilesArg] = None,
+                      env: Optional[Mapping[str, str]] = None, stdin: Optional[Union[str, bytes]] = None,
+                      memory_limit_mb: Optional[int] = None) -> Result:
+        """:meth:`Client.execute`, awaited."""
+        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
+        return Result.from_json(await self._json_call("POST", "/v1/execute", body, self._sync._http_timeout(timeout)))
+
+    async def stream(self, code: str, timeout: Optional[float] = None, files: Optional[FilesArg] = None,
+                     env: Optional[Mapping[str, str]] = None, stdin: Optional[Union[str, bytes]] = None,
+                     memory_limit_mb: Optional[int] = None) -> AsyncIterator[Tuple[str, Union[str, Result]]]:
+        """:meth:`Client.stream`, as an async iterator."""
+        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
+        async for event in self._stream("/v1/execute?stream=true", body, self._sync._http_timeout(timeout)):
+            yield event
+
+    async def info(self) -> Dict[str, Any]:
+        """:meth:`Client.info`, awaited."""
+        return await self._json_call("GET", "/v1/info", None, self._sync._admin_timeout())
+
+    async def create_session(self, idle_timeout: Optional[float] = None, memory_limit_mb: Optional[int] = None,
+                             env: Optional[Mapping[str, str]] = None, files: Optional[FilesArg] = None,
+                             network: Optional[bool] = None) -> "AsyncSession":
+        """:meth:`Client.create_session`, awaited; the session is an :class:`AsyncSession`."""
+        body = {}  # type: Dict[str, Any]
+        if idle_timeout is not None:
+            body["idle_timeout_seconds"] = float(idle_timeout)
+        if memory_limit_mb is not None:
+            body["memory_limit_mb"] = int(memory_limit_mb)
+        _add_env_and_files(body, env, files)
+        if network is not None:
+            body["network"] = bool(network)
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return AsyncSession(self, await self._json_call("POST", "/v1/sessions", data, self._sync._admin_timeout(), expect=(201, 200)))
+
+    async def list_sessions(self) -> List[Dict[str, Any]]:
+        """:meth:`Client.list_sessions`, awaited."""
+        doc = await self._json_call("GET", "/v1/sessions", None, self._sync._admin_timeout())
+        return [s for s in doc.get("sessions") or [] if isinstance(s, dict)]
+
+    async def get_session(self, session_id: str) -> Dict[str, Any]:
+        """:meth:`Client.get_session`, awaited."""
+        return await self._json_call("GET", _session_url(session_id), None, self._sync._admin_timeout())
+
+    async def session_variables(self, session_id: str) -> List[Dict[str, Any]]:
+        """:meth:`Client.session_variables`, awaited."""
+        doc = await self._json_call("GET", _session_url(session_id, "/variables"), None, self._sync._admin_timeout())
+        return [v for v in doc.get("variables") or [] if isinstance(v, dict)]
+
+    async def session_files(self, session_id: str) -> Dict[str, Any]:
+        """:meth:`Client.session_files`, awaited."""
+        return await self._json_call("GET", _session_url(session_id, "/files"), None, self._sync._admin_timeout())
+
+    async def session_file(self, session_id: str, path: str) -> bytes:
+        """:meth:`Client.session_file`, awaited."""
+        _, _, data = await self._call("GET", _file_url(session_id, path), None, self._sync._admin_timeout(), (200,))
+        return data
+
+    async def delete_session(self, session_id: str) -> None:
+        """:meth:`Client.delete_session`, awaited."""
+        await self._call("DELETE", _session_url(session_id), None, self._sync._admin_timeout(), (204, 200))
+
+    # Internals: HTTP/1.1 on a connection of its own, "Connection: close".
+
+    async def _json_call(self, method: str, url: str, body: Optional[bytes], timeout: float,
+                         expect: Sequence[int] = (200,)) -> Dict[str, Any]:
+        _, _, data = await self._call(method, url, body, timeout, expect)
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise PyexecError("pyexec: invalid response: not JSON: %s" % exc) from exc
+        if not isinstance(doc, dict):
+            raise PyexecError("pyexec: invalid response: not a JSON object")
+        return doc
+
+    async def _call(self, method: str, url: str, body: Optional[bytes], timeout: float,
+                    expect: Sequence[int]) -> Tuple[int, Any, bytes]:
+        try:
+            return await asyncio.wait_for(self._exchange(method, url, body, expect), timeout)
+        except asyncio.TimeoutError as exc:
+            raise PyexecError("pyexec: no answer from %s within %gs" % (self.socket_path, timeout)) from exc
+
+    async def _exchange(self, method: str, url: str, body: Optional[bytes], expect: Sequence[int]) -> Tuple[int, Any, bytes]:
+        reader, writer = await self._open(method, url, body)
+        try:
+            status, headers = await _read_head(reader)
+            data = b"".join([chunk async for chunk in _read_body(reader, headers)])
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            raise PyexecError("pyexec: the exchange with %s broke off: %s" % (self.socket_path, exc)) from exc
+        finally:
+            writer.close()
+        if status not in expect:
+            raise _error_from_response(status, headers, data)
+        return status, headers, data
+
+    async def _open(self, method: str, url: str, body: Optional[bytes]) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 20)
+        except OSError as exc:
+            raise _connection_failed(self.socket_path, exc) from exc
+        head = ["%s %s HTTP/1.1" % (method, url), "Host: pyexec", "Accept: application/json", "Connection: close"]
+        if body is not None:
+            head += ["Content-Type: application/json", "Content-Length: %d" % len(body)]
+        if self.owner is not None:
+            head.append("Pyexec-Owner: " + self.owner)
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + (body or b""))
+        try:
+            await writer.drain()
+        except OSError:
+            pass  # the server may have answered early (413 on a big body): its answer is read
+        return reader, writer
+
+    async def _stream(self, url: str, body: bytes, timeout: float) -> AsyncIterator[Tuple[str, Union[str, Result]]]:
+        reader, writer = await asyncio.wait_for(self._open("POST", url, body), timeout)
+        try:
+            status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+            chunks = _read_body(reader, headers)
+            if status != 200:
+                data = b"".join([chunk async for chunk in chunks])
+                raise _error_from_response(status, headers, data)
+            pending = b""
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
+                except StopAsyncIteration:
+                    raise PyexecError("pyexec: the stream ended without an exit event; the execution failed "
+                                      "or the server went away") from None
+                except asyncio.TimeoutError as exc:
+                    raise PyexecError("pyexec: no event from %s within %gs" % (self.socket_path, timeout)) from exc
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line.decode("utf-8"))
+                    except ValueError as exc:
+                        raise PyexecError("pyexec: invalid stream event (not a JSON line): %s" % exc) from exc
+                    kind = event.get("type") if isinstance(event, dict) else None
+                    if kind in ("stdout", "stderr"):
+                        yield (str(kind), str(event.get("data") or ""))
+                    elif kind == "exit":
+                        yield ("exit", Result.from_json(event))
+                        return
+                    elif kind == "error":
+                        raise _error_from_event(event)
+        finally:
+            writer.close()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> Tuple[int, Any]:
+    """Reads a response's status line and headers."""
+    line = await reader.readline()
+    parts = line.decode("latin-1").split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError("not an HTTP response: %r" % line[:80])
+    raw = b""
+    while True:
+        h = await reader.readline()
+        if h in (b"\r\n", b"\n", b""):
+            break
+        raw += h
+    import email.parser
+    import email.policy
+
+    headers = email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(raw)
+    return int(parts[1]), headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: Any) -> AsyncIterator[bytes]:
+    """Yields a response's body as it comes: chunked, of a Content-Length, or to the end."""
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            yield await reader.readexactly(size)
+            await reader.readexactly(2)
+    elif headers.get("Content-Length") is not None:
+        left = int(headers.get("Content-Length"))
+        while left > 0:
+            chunk = await reader.read(min(left, 1 << 16))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", left)
+            left -= len(chunk)
+            yield chunk
+    else:
+        while True:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                return
+            yield chunk
+
+
+class AsyncSession:
+    """A session of an :class:`AsyncClient`: :class:`Session`'s calls, awaited; ``async with``
+    deletes it at the end of the block."""
+
+    def __init__(self, client: AsyncClient, info: Mapping[str, Any]) -> None:
+        session_id = info.get("id")
+        if not isinstance(session_id, str) or not session_id:
+            raise PyexecError("pyexec: invalid response: the session has no id")
+        self.client = client
+        self.id = session_id  # type: str
+        self.info = dict(info)  # type: Dict[str, Any]
+
+    def __repr__(self) -> str:
+        return "<AsyncSession %s on %s>" % (self.id, self.client.socket_path)
+
+    async def __aenter__(self) -> "AsyncSession":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self.close()
+        except PyexecError:
+            if exc_type is None:
+                raise
+
+    async def run(self, code: str, timeout: Optional[float] = None, stdin: Optional[Union[str, bytes]] = None,
+                  env: Optional[Mapping[str, str]] = None, files: Optional[FilesArg] = None) -> Result:
+        """:meth:`Session.run`, awaited."""
+        body = _request_body(code, timeout, files, env, stdin, None)
+        c = self.client
+        return Result.from_json(await c._json_call("POST", _session_url(self.id, "/execute"), body, c._sync._http_timeout(timeout)))
+
+    async def stream(self, code: str, timeout: Optional[float] = None, stdin: Optional[Union[str, bytes]] = None,
+                     env: Optional[Mapping[str, str]] = None, files: Optional[FilesArg] = None) -> AsyncIterator[Tuple[str, Union[str, Result]]]:
+        """:meth:`Session.stream`, as an async iterator."""
+        body = _request_body(code, timeout, files, env, stdin, None)
+        c = self.client
+        async for event in c._stream(_session_url(self.id, "/execute") + "?stream=true", body, c._sync._http_timeout(timeout)):
+            yield event
+
+    async def variables(self) -> List[Dict[str, Any]]:
+        """The session's variables: :meth:`Client.session_variables`."""
+        return await self.client.session_variables(self.id)
+
+    async def files(self) -> Dict[str, Any]:
+        """The session's files: :meth:`Client.session_files`."""
+        return await self.client.session_files(self.id)
+
+    async def file(self, path: str) -> bytes:
+        """One file of the session: :meth:`Client.session_file`."""
+        return await self.client.session_file(self.id, path)
+
+    async def close(self) -> None:
+        """Deletes the session; nothing happens when it had already ended."""
+        try:
+            await self.client.delete_session(self.id)
+        except SessionNotFound:
+            pass

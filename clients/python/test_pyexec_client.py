@@ -10,6 +10,7 @@ cannot pass by testing nothing. The tests of plain logic (OutputTest, ErrorMappi
 the wire format against a fake server on a temporary socket (FakeServerTest) need no pyexec.
 """
 
+import asyncio
 import base64
 import http.server
 import json
@@ -841,3 +842,59 @@ class FakeServerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
+    """AsyncClient against the same server: executions, streams, sessions and their files and
+    variables, owners, errors — and many calls at once on one client."""
+
+    def setUp(self) -> None:
+        path = os.environ.get(pyexec_client.SOCKET_ENV, "")
+        if not path:
+            self.fail("PYEXEC_SOCKET is not set: these tests need a running pyexec server")
+        self.client = pyexec_client.AsyncClient(path)
+
+    async def test_execute_and_stream(self) -> None:
+        result = await self.client.execute("print(6 * 7)\n'done'", timeout=QUICK)
+        self.assertEqual((result.stdout, result.outputs[0].text), ("42\n", "'done'"))
+        failed = await self.client.execute("1/0", timeout=QUICK)
+        self.assertEqual(failed.exception["ename"], "ZeroDivisionError")
+        events = [e async for e in self.client.stream("import sys\nprint('a', flush=True)\nprint('b', file=sys.stderr)", timeout=QUICK)]
+        self.assertEqual("".join(d for k, d in events if k == "stdout"), "a\n")
+        self.assertEqual("".join(d for k, d in events if k == "stderr"), "b\n")
+        self.assertEqual(events[-1][0], "exit")
+        self.assertEqual(events[-1][1].exit_code, 0)
+
+    async def test_many_at_once(self) -> None:
+        results = await asyncio.gather(*[self.client.execute("print(%d)" % i, timeout=QUICK) for i in range(6)])
+        self.assertEqual([r.stdout for r in results], ["%d\n" % i for i in range(6)])
+
+    async def test_sessions(self) -> None:
+        async with await self.client.create_session() as sess:
+            self.assertTrue((await sess.run("x = 41\nopen('out.txt', 'w').write('kept')", timeout=QUICK)).ok)
+            self.assertEqual((await sess.run("x + 1", timeout=QUICK)).outputs[0].text, "42")
+            self.assertEqual([v["name"] for v in await sess.variables()], ["x"])
+            listing = await sess.files()
+            self.assertEqual([f["path"] for f in listing["files"]], ["out.txt"])
+            self.assertEqual(await sess.file("out.txt"), b"kept")
+            events = [e async for e in sess.stream("print(x)", timeout=QUICK)]
+            self.assertEqual("".join(d for k, d in events if k == "stdout"), "41\n")
+            self.assertIn(sess.id, [s["id"] for s in await self.client.list_sessions()])
+        with self.assertRaises(SessionNotFound):
+            await self.client.get_session(sess.id)
+
+    async def test_owners_and_errors(self) -> None:
+        path = self.client.socket_path
+        alice, bob = pyexec_client.AsyncClient(path, owner="alice"), pyexec_client.AsyncClient(path, owner="bob")
+        sess = await alice.create_session()
+        try:
+            self.assertEqual([s["id"] for s in await alice.list_sessions()], [sess.id])
+            self.assertEqual(await bob.list_sessions(), [])
+            with self.assertRaises(SessionNotFound):
+                await bob.session_variables(sess.id)
+        finally:
+            await sess.close()
+        with self.assertRaises(pyexec_client.ConnectionFailed):
+            await pyexec_client.AsyncClient(path + ".missing").execute("1")
+        with self.assertRaises(pyexec_client.BadRequest):
+            await self.client.execute("1", timeout=-1)

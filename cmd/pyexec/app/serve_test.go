@@ -619,6 +619,48 @@ func TestPythonClient(t *testing.T) {
 	t.Logf("%s", out[strings.LastIndex(string(out), "Ran "):])
 }
 
+// The Python client installs with pip: its wheel, built from clients/python (pyproject.toml)
+// with Debian's setuptools and no index, goes into a fresh venv, and the installed module runs
+// code through a real sidecar, with AsyncClient.
+func TestPythonClientWheel(t *testing.T) {
+	s := startSidecar(t, nil)
+	src, err := filepath.Abs("../../../clients/python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	tree := filepath.Join(work, "src") // built from a copy: the build leaves its files behind
+	if out, err := exec.Command("cp", "-r", src, tree).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + work, "PIP_NO_INPUT=1", "PIP_DISABLE_PIP_VERSION_CHECK=1"}
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env, cmd.Dir = append(env, "PYEXEC_SOCKET="+s.socket), work
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	dist := filepath.Join(work, "dist")
+	run(testutil.SystemPython, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-build-isolation", "-w", dist, tree)
+	wheels, _ := filepath.Glob(filepath.Join(dist, "pyexec_client-*-py3-none-any.whl"))
+	if len(wheels) != 1 {
+		t.Fatalf("wheels built: %v", wheels)
+	}
+	venv := filepath.Join(work, "venv")
+	run(testutil.SystemPython, "-m", "venv", venv)
+	run(filepath.Join(venv, "bin", "pip"), "install", "--no-index", "--no-deps", wheels[0])
+	out := run(filepath.Join(venv, "bin", "python"), "-c", "import asyncio, importlib.metadata, pyexec_client\n"+
+		"print(importlib.metadata.version('pyexec-client'), pyexec_client.__file__.startswith('"+venv+"'))\n"+
+		"print(asyncio.run(pyexec_client.AsyncClient().execute('print(6 * 7)')).stdout, end='')")
+	if out != "0.1.0 True\n42\n" {
+		t.Errorf("the installed client: %q", out)
+	}
+}
+
 // An input file that cannot be created where it asks to be is the request's fault: 400.
 func TestServeInputFileThatCannotBeWritten(t *testing.T) {
 	s := startSidecar(t, nil)
