@@ -556,6 +556,8 @@ class Result:
         exception: the exception the code raised and did not catch, as Jupyter names its
             parts — a dict ``{"ename", "evalue", "traceback": [lines]}`` (the traceback without
             pyexec's own frames) — else None.
+        output_budget: what the request's ``output_budget_chars`` left out — a dict
+            ``{"limit_chars", "omitted_chars", "full_output_file"}`` — else None.
         hints: short sentences for a model when the cause of a failure lies in the sandbox
             (the time limit, memory, the output cap, the network off, a module not
             installed), else an empty list.
@@ -578,6 +580,7 @@ class Result:
     session_lost: bool = False
     exception: Optional[Dict[str, Any]] = None
     hints: List[str] = field(default_factory=list)
+    output_budget: Optional[Dict[str, Any]] = None
 
     @property
     def ok(self) -> bool:
@@ -617,6 +620,7 @@ class Result:
             session_lost=bool(doc.get("session_lost")),
             exception=doc.get("exception") if isinstance(doc.get("exception"), dict) else None,
             hints=[str(h) for h in doc.get("hints") or [] if isinstance(h, str)],
+            output_budget=doc.get("output_budget") if isinstance(doc.get("output_budget"), dict) else None,
         )
 
     def __repr__(self) -> str:
