@@ -201,3 +201,43 @@ x = 42
 		t.Errorf("the session's next call: %+v %v", res, err)
 	}
 }
+
+// A listing continues the session's interpreter, with every thread the code left running:
+// they run as long as it lasts (up to its 2 s deadline, as long as the code's reprs make it),
+// and a listing took no execution slot. A caller listing its sessions' variables back to back
+// had their threads run on every CPU past --max-concurrent, while the slots were others'. A
+// listing waits for a slot as a call does.
+func TestHostileSessionVariablesTakeASlot(t *testing.T) {
+	s := podSidecar(t, podOptions{}, "--max-concurrent", "1", "--queue", "4")
+	ctx := context.Background()
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: `import threading
+count = [0]
+def spin():
+    while True:
+        count[0] += 1
+threading.Thread(target=spin, daemon=True).start()`}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("setup: %+v %v", res, err)
+	}
+	// The only slot, held by another execution for 3 s.
+	held := make(chan time.Time, 1)
+	go func() {
+		_, _ = s.client.Execute(ctx, api.ExecuteRequest{Code: "import time; time.sleep(3)"})
+		held <- time.Now()
+	}()
+	time.Sleep(500 * time.Millisecond)
+	var listed []time.Time
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
+		if _, err := s.client.SessionVariables(ctx, sess.ID); err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, time.Now())
+	}
+	freed := <-held
+	if listed[0].Before(freed) {
+		t.Errorf("%d listings (the session's thread running in each) while the only slot was another's", len(listed))
+	}
+}
