@@ -42,7 +42,7 @@ func hints(res *api.ExecuteResult, req *Request) []string {
 		out = append(out, memoryHint(req))
 	case e.Ename == "ModuleNotFoundError":
 		module := "The module"
-		if m := missingModule.FindStringSubmatch(e.Evalue); m != nil {
+		if m := missingModule.FindStringSubmatch(e.Evalue); m != nil && len(m[1]) <= 100 {
 			module += " " + m[1]
 		}
 		if req.Installs {
@@ -72,8 +72,10 @@ func outputHint(req *Request, what string) string {
 		"or write the full output to a file.", req.MaxOutputBytes, what)
 }
 
-// missingModule finds the module's name in a ModuleNotFoundError's message.
-var missingModule = regexp.MustCompile(`^No module named '([^']+)'`)
+// missingModule finds the module's name in a ModuleNotFoundError's message: dotted
+// identifiers, at most 100 characters, or none (the code may raise one with any message, and a
+// hint is the sandbox's word, one line).
+var missingModule = regexp.MustCompile(`^No module named '([\p{L}_][\p{L}\p{N}_]*(?:\.[\p{L}_][\p{L}\p{N}_]*)*)'`)
 
 // networkMarkers are what an exception says when the network is not there: a socket refused
 // by the sandbox (EPERM), or a name that does not resolve (no DNS), in Python's words and the

@@ -554,9 +554,9 @@ const maxVariablesOutput = 2 << 20
 
 // handleSessionVariables serves GET /v1/sessions/{id}/variables: the session's globals, listed
 // by its interpreter in a call that runs no code of the caller's (executor.Request.Inspect).
-// It is one call: 409 session_busy while another runs. It takes no execution slot (it runs for
-// milliseconds, at most variablesTimeout, one at a time per session) and is no call of the
-// session's count.
+// It is one call: 409 session_busy while another runs. It takes an execution slot (it runs for
+// milliseconds, at most variablesTimeout, but the threads the code left run while it does) and
+// is no call of the session's count.
 func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) {
 	e, rerr := s.lookup(r)
 	if rerr != nil {
@@ -587,7 +587,15 @@ func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	limits.Timeout, limits.MaxOutputBytes = variablesTimeout, maxVariablesOutput
-	res, err := e.ss.Execute(r.Context(), executor.Request{ID: requestID(r.Context()), Code: "-", Inspect: true, Limits: limits}, nil)
+	// An execution slot, as a call's: the listing continues the interpreter, and every thread
+	// the code left running runs while it lasts.
+	ctx, g, done, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer done()
+	res, err := e.ss.Execute(ctx, executor.Request{ID: requestID(r.Context()), Code: "-", Inspect: true, Limits: limits}, nil)
+	g.resultKnown()
 	unclaim()
 	if res.Encoded != nil {
 		res.Encoded.Close() // a listing is small: it comes decoded

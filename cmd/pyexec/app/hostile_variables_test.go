@@ -155,3 +155,89 @@ func BenchmarkSessionVariables(b *testing.B) {
 	b.ReportMetric(float64(took[len(took)*95/100].Microseconds())/1000, "p95-ms")
 	b.ReportMetric(0, "ns/op")
 }
+
+// A __repr__ that runs past the listing's deadline in C (a big computation) checks no signal
+// until it returns: then the deadline's SIGINT and the variable's SIGALRM are both pending,
+// SIGINT's handler runs first (KeyboardInterrupt) and the alarm's right after, in the
+// variable's finally — its _TooSlow took the KeyboardInterrupt's place, passed _inspect's
+// except KeyboardInterrupt and ended the interpreter: the session was lost (at once, well
+// within the interrupt's grace) and the server said the code did not stop. The listing is
+// lost, as at the deadline; the session must be kept. Here the C call is signals blocked for
+// 3 s, which is what such a call does, to the millisecond; and the code has a SIGALRM handler
+// of its own (its time-outs), which the listing's alarm must not run.
+func TestHostileSessionVariablesSlowInC(t *testing.T) {
+	s := podSidecar(t, podOptions{})
+	ctx := context.Background()
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := `import signal, time
+def on_alarm(signum, frame):
+    raise TimeoutError("the code's own time-out")
+signal.signal(signal.SIGALRM, on_alarm)
+class Heavy:
+    def __repr__(self):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT})
+        began = time.monotonic()
+        while time.monotonic() - began < 3:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM, signal.SIGINT})
+        return "heavy"
+heavy = Heavy()
+x = 42
+`
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: code}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("setup: %+v %v", res, err)
+	}
+	var apiErr *client.APIError
+	if _, err := s.client.SessionVariables(ctx, sess.ID); err == nil || strings.Contains(err.Error(), "the session was lost") {
+		t.Errorf("a listing past its deadline in C: %v; want its listing lost and the session kept", err)
+	}
+	if _, err := s.client.Session(ctx, sess.ID); errors.As(err, &apiErr) && apiErr.Code == api.ErrCodeSessionNotFound {
+		t.Fatalf("the session after: %v", err)
+	}
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: "print(x)"}); err != nil || res.Stdout != "42\n" {
+		t.Errorf("the session's next call: %+v %v", res, err)
+	}
+}
+
+// A listing continues the session's interpreter, with every thread the code left running:
+// they run as long as it lasts (up to its 2 s deadline, as long as the code's reprs make it),
+// and a listing took no execution slot. A caller listing its sessions' variables back to back
+// had their threads run on every CPU past --max-concurrent, while the slots were others'. A
+// listing waits for a slot as a call does.
+func TestHostileSessionVariablesTakeASlot(t *testing.T) {
+	s := podSidecar(t, podOptions{}, "--max-concurrent", "1", "--queue", "4")
+	ctx := context.Background()
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: `import threading
+count = [0]
+def spin():
+    while True:
+        count[0] += 1
+threading.Thread(target=spin, daemon=True).start()`}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("setup: %+v %v", res, err)
+	}
+	// The only slot, held by another execution for 3 s.
+	held := make(chan time.Time, 1)
+	go func() {
+		_, _ = s.client.Execute(ctx, api.ExecuteRequest{Code: "import time; time.sleep(3)"})
+		held <- time.Now()
+	}()
+	time.Sleep(500 * time.Millisecond)
+	var listed []time.Time
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
+		if _, err := s.client.SessionVariables(ctx, sess.ID); err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, time.Now())
+	}
+	freed := <-held
+	if listed[0].Before(freed) {
+		t.Errorf("%d listings (the session's thread running in each) while the only slot was another's", len(listed))
+	}
+}

@@ -276,7 +276,7 @@ def _inspect(main):
     _in_call = True
     try:
         listing = variables.describe(main.__dict__)
-    except KeyboardInterrupt:  # the call's time limit: what was listed is lost
+    except (KeyboardInterrupt, variables.TooSlow):  # the call's time limit (an alarm may follow its interrupt): what was listed is lost
         return 1, False, time.monotonic_ns() - began
     finally:
         _in_call = False

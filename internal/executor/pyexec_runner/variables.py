@@ -11,12 +11,27 @@ MAX_REPR = 200  # characters of a repr
 EACH = 0.05  # seconds a variable may take
 
 
-class _TooSlow(BaseException):
-    """Raised by the alarm in what a variable's methods run."""
+class TooSlow(BaseException):
+    """Raised by the alarm in what a variable's methods run. It may come late, out of
+    describe: when a method returns from C past the deadline, the deadline's SIGINT and the
+    alarm are both pending, and SIGINT's handler (KeyboardInterrupt) runs first; the alarm's
+    runs at the next check, in a finally. A caller takes it as the deadline."""
+
+
+_TooSlow = TooSlow
 
 
 def _alarm(signum, frame):
     raise _TooSlow
+
+
+def _no_alarm(signum, frame):
+    pass
+
+
+def _handle_pending():
+    """Nothing: calling it runs the handlers of the signals that are pending (a Python
+    function's start checks for them)."""
 
 
 def describe(namespace):
@@ -31,7 +46,10 @@ def describe(namespace):
         for name in names[:MAX_VARIABLES]:
             out.append(_variable(name, namespace.get(name)))
     finally:
+        # An alarm still pending runs no handler of the code's (its own time-outs raise).
+        signal.signal(signal.SIGALRM, _no_alarm)
         signal.setitimer(signal.ITIMER_REAL, 0)
+        _handle_pending()
         signal.signal(signal.SIGALRM, old)
     return {"variables": out, "total": len(names), "truncated": len(names) > MAX_VARIABLES}
 
