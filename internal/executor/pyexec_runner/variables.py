@@ -56,7 +56,7 @@ def describe(namespace):
 
 def _variable(name, value):
     t = type(value)  # never value.__class__, which the code may fake
-    entry = {"name": name, "type": _type_name(t), "repr": ""}
+    entry = {"name": _clip(name), "type": _clip(_type_name(t)), "repr": ""}
     # The alarm fires again each EACH until it is cleared: a method that swallows one is cut
     # off by the next.
     signal.setitimer(signal.ITIMER_REAL, EACH, EACH)

@@ -47,3 +47,7 @@ class DescribeTest(unittest.TestCase):
     def test_at_most_max_variables(self):
         got = variables.describe({"v%04d" % i: i for i in range(variables.MAX_VARIABLES + 5)})
         self.assertEqual((len(got["variables"]), got["total"], got["truncated"]), (variables.MAX_VARIABLES, variables.MAX_VARIABLES + 5, True))
+
+    def test_long_names_are_cut(self):
+        [v] = variables.describe({"n" * 5000: 1})["variables"]
+        self.assertLessEqual(len(v["name"]), variables.MAX_REPR)
