@@ -744,6 +744,7 @@ def _request_body(
     env: Optional[Mapping[str, str]],
     stdin: Optional[Union[str, bytes]],
     memory_limit_mb: Optional[int],
+    output_budget_chars: Optional[int] = None,
 ) -> bytes:
     """Builds the JSON body of POST /v1/execute. Values are checked by the server."""
     if not isinstance(code, str):
@@ -760,6 +761,8 @@ def _request_body(
     _add_env_and_files(body, env, files)
     if memory_limit_mb is not None:
         body["memory_limit_mb"] = int(memory_limit_mb)
+    if output_budget_chars is not None:
+        body["output_budget_chars"] = int(output_budget_chars)
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
@@ -825,6 +828,7 @@ class Client:
         env: Optional[Mapping[str, str]] = None,
         stdin: Optional[Union[str, bytes]] = None,
         memory_limit_mb: Optional[int] = None,
+        output_budget_chars: Optional[int] = None,
     ) -> Result:
         """Runs code as ``__main__`` in a fresh working directory and returns its Result.
 
@@ -837,6 +841,9 @@ class Client:
             env: environment variables to add for the code.
             stdin: standard input for the code (str, or UTF-8 bytes).
             memory_limit_mb: memory limit in MiB; default: the server's.
+            output_budget_chars: at most this many characters (at least 200) of stdout and
+                stderr in the result, their first and last; ``result.output_budget`` then says
+                what was left out and names the file of the whole output.
 
         Returns:
             The Result, whatever the code did (exception, non-zero exit, timeout...).
@@ -847,7 +854,7 @@ class Client:
             PyexecError: the exchange broke off or the answer was not valid.
             TypeError: an argument has the wrong type.
         """
-        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
+        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb, output_budget_chars)
         return Result.from_json(self._json_call("POST", "/v1/execute", body, self._http_timeout(timeout)))
 
     def stream(
@@ -1250,6 +1257,7 @@ class Session:
         stdin: Optional[Union[str, bytes]] = None,
         env: Optional[Mapping[str, str]] = None,
         files: Optional[FilesArg] = None,
+        output_budget_chars: Optional[int] = None,
     ) -> Result:
         """Runs code in the session (``POST /v1/sessions/{id}/execute``) and returns its Result.
 
@@ -1266,6 +1274,8 @@ class Session:
             env: environment variables to add for this call.
             files: files to write into the session's working directory first, as
                 :meth:`Client.execute` takes them.
+            output_budget_chars: as :meth:`Client.execute`'s; the file of the whole output
+                stays in the session's working directory.
 
         Raises:
             SessionNotFound: the session ended (deleted, idle, lost).
@@ -1275,7 +1285,7 @@ class Session:
             PyexecError: the exchange broke off or the answer was not valid.
             TypeError: an argument has the wrong type.
         """
-        body = _request_body(code, timeout, files, env, stdin, None)
+        body = _request_body(code, timeout, files, env, stdin, None, output_budget_chars)
         client = self.client
         doc = client._json_call("POST", _session_url(self.id, "/execute"), body, client._http_timeout(timeout))
         return Result.from_json(doc)
@@ -1381,9 +1391,9 @@ class AsyncClient:
 
     async def execute(self, code: str, timeout: Optional[float] = None, files: Optional[FilesArg] = None,
                       env: Optional[Mapping[str, str]] = None, stdin: Optional[Union[str, bytes]] = None,
-                      memory_limit_mb: Optional[int] = None) -> Result:
+                      memory_limit_mb: Optional[int] = None, output_budget_chars: Optional[int] = None) -> Result:
         """:meth:`Client.execute`, awaited."""
-        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb)
+        body = _request_body(code, timeout, files, env, stdin, memory_limit_mb, output_budget_chars)
         return Result.from_json(await self._json_call("POST", "/v1/execute", body, self._sync._http_timeout(timeout)))
 
     async def stream(self, code: str, timeout: Optional[float] = None, files: Optional[FilesArg] = None,
@@ -1600,9 +1610,10 @@ class AsyncSession:
                 raise
 
     async def run(self, code: str, timeout: Optional[float] = None, stdin: Optional[Union[str, bytes]] = None,
-                  env: Optional[Mapping[str, str]] = None, files: Optional[FilesArg] = None) -> Result:
+                  env: Optional[Mapping[str, str]] = None, files: Optional[FilesArg] = None,
+                  output_budget_chars: Optional[int] = None) -> Result:
         """:meth:`Session.run`, awaited."""
-        body = _request_body(code, timeout, files, env, stdin, None)
+        body = _request_body(code, timeout, files, env, stdin, None, output_budget_chars)
         c = self.client
         return Result.from_json(await c._json_call("POST", _session_url(self.id, "/execute"), body, c._sync._http_timeout(timeout)))
 

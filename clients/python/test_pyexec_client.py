@@ -865,6 +865,16 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(events[-1][0], "exit")
         self.assertEqual(events[-1][1].exit_code, 0)
 
+    async def test_output_budget(self) -> None:
+        result = await self.client.execute("print('x' * 5000)", timeout=QUICK, output_budget_chars=300)
+        budget = result.output_budget
+        self.assertIsNotNone(budget, result)
+        self.assertEqual(budget["limit_chars"], 300)
+        self.assertIn("characters left out", result.stdout)
+        self.assertIn(budget["full_output_file"], result.files)
+        plain = pyexec_client.Client(self.client.socket_path).execute("print('y' * 5000)", timeout=QUICK, output_budget_chars=300)
+        self.assertEqual(plain.output_budget["omitted_chars"], 5001 - 300)
+
     async def test_many_at_once(self) -> None:
         results = await asyncio.gather(*[self.client.execute("print(%d)" % i, timeout=QUICK) for i in range(6)])
         self.assertEqual([r.stdout for r in results], ["%d\n" % i for i in range(6)])
