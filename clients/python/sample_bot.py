@@ -77,7 +77,10 @@ def run_mcp(socket_path, code):
             self.sock.settimeout(60)
             self.sock.connect(socket_path)
 
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    # Pyexec-Owner: the sessions this bot creates over MCP are its own (a bot that serves
+    # several users sends a key per user).
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "Pyexec-Owner": "sample-bot"}
 
     def post(message):
         conn = Conn("pyexec")
@@ -105,7 +108,7 @@ def run_mcp(socket_path, code):
         "is_error": result.get("isError", False),
         "text": "".join(c.get("text", "") for c in result["content"] if c["type"] == "text"),
         "images": sum(1 for c in result["content"] if c["type"] == "image"),
-        "exit_code": (result.get("structuredContent") or {}).get("exit_code"),
+        "structured": "structuredContent" in result,
     }))
     return 0
 

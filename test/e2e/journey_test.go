@@ -445,7 +445,8 @@ time.sleep(60)`, 3)
 		if jerr := json.Unmarshal([]byte(out), &res); jerr != nil || err != nil {
 			t.Fatalf("sample_bot.py mcp: %v %v\n%s", err, jerr, out)
 		}
-		if res["server"] != "pyexec" || res["is_error"] != false || !strings.Contains(fmt.Sprint(res["text"]), "42") || res["exit_code"] != float64(0) || res["protocol_version"] == "" {
+		// The result is lean: the text a model reads, no structured content.
+		if res["server"] != "pyexec" || res["is_error"] != false || !strings.Contains(fmt.Sprint(res["text"]), "stdout:\n42") || res["structured"] != false || res["protocol_version"] == "" {
 			t.Fatalf("run_python over MCP in the pod: %v", res)
 		}
 		t.Logf("MCP protocol version %v", res["protocol_version"])
