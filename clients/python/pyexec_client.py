@@ -773,6 +773,14 @@ def _session_url(session_id: str, tail: str = "") -> str:
     return "/v1/sessions/" + urllib.parse.quote(session_id, safe="") + tail
 
 
+def _variables(doc: Dict[str, Any]) -> Dict[str, Any]:
+    """A listing of variables, checked: its variables a list of dicts."""
+    variables = doc.get("variables")
+    if not isinstance(variables, list) or not all(isinstance(v, dict) for v in variables):
+        raise PyexecError("pyexec: invalid response: variables is not a list of objects")
+    return doc
+
+
 def _file_url(session_id: str, path: str) -> str:
     """The path of a session's file: each segment escaped; empty, "." and ".." segments refused."""
     if not isinstance(path, str) or not path:
@@ -1049,21 +1057,18 @@ class Client:
         """
         return self._json_call("GET", _session_url(session_id), None, self._admin_timeout())
 
-    def session_variables(self, session_id: str) -> List[Dict[str, Any]]:
-        """Returns the variables of a session (``GET /v1/sessions/{id}/variables``): a dict per
-        user's global, sorted by name — ``name``, ``type``, ``repr`` (at most 200 characters),
-        and ``len``, ``shape``, ``dtype``, ``bytes`` when it has them, ``timed_out`` when its
-        methods took too long.
+    def session_variables(self, session_id: str) -> Dict[str, Any]:
+        """Returns the variables of a session (``GET /v1/sessions/{id}/variables``):
+        ``{"variables": [...], "total": N, "truncated": bool}``, a dict per user's global,
+        sorted by name — ``name``, ``type``, ``repr`` (at most 200 characters), and ``len``,
+        ``shape``, ``dtype``, ``bytes`` when it has them, ``timed_out`` when its methods took
+        too long; ``truncated`` when more than the 1,000 listed.
 
         Raises:
             SessionNotFound: there is no such session (any more).
             SessionBusy: a call runs in it now.
         """
-        doc = self._json_call("GET", _session_url(session_id, "/variables"), None, self._admin_timeout())
-        variables = doc.get("variables")
-        if not isinstance(variables, list):
-            raise PyexecError("pyexec: invalid response: variables is not a list")
-        return [v for v in variables if isinstance(v, dict)]
+        return _variables(self._json_call("GET", _session_url(session_id, "/variables"), None, self._admin_timeout()))
 
     def session_files(self, session_id: str) -> Dict[str, Any]:
         """Returns ``GET /v1/sessions/{id}/files``: ``{"files": [{"path", "size",
@@ -1318,7 +1323,7 @@ class Session:
         self.info = self.client.get_session(self.id)
         return self.info
 
-    def variables(self) -> List[Dict[str, Any]]:
+    def variables(self) -> Dict[str, Any]:
         """The session's variables: :meth:`Client.session_variables`."""
         return self.client.session_variables(self.id)
 
@@ -1432,10 +1437,9 @@ class AsyncClient:
         """:meth:`Client.get_session`, awaited."""
         return await self._json_call("GET", _session_url(session_id), None, self._sync._admin_timeout())
 
-    async def session_variables(self, session_id: str) -> List[Dict[str, Any]]:
+    async def session_variables(self, session_id: str) -> Dict[str, Any]:
         """:meth:`Client.session_variables`, awaited."""
-        doc = await self._json_call("GET", _session_url(session_id, "/variables"), None, self._sync._admin_timeout())
-        return [v for v in doc.get("variables") or [] if isinstance(v, dict)]
+        return _variables(await self._json_call("GET", _session_url(session_id, "/variables"), None, self._sync._admin_timeout()))
 
     async def session_files(self, session_id: str) -> Dict[str, Any]:
         """:meth:`Client.session_files`, awaited."""
@@ -1625,7 +1629,7 @@ class AsyncSession:
         async for event in c._stream(_session_url(self.id, "/execute") + "?stream=true", body, c._sync._http_timeout(timeout)):
             yield event
 
-    async def variables(self) -> List[Dict[str, Any]]:
+    async def variables(self) -> Dict[str, Any]:
         """The session's variables: :meth:`Client.session_variables`."""
         return await self.client.session_variables(self.id)
 

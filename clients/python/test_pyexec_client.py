@@ -459,7 +459,9 @@ class SessionTest(ServerTest):
     def test_variables(self) -> None:
         sess = self.new_session()
         self.assertTrue(sess.run("import os\nx = 42\nwords = ['a'] * 30\n_private = 1", timeout=QUICK).ok)
-        got = {v["name"]: v for v in sess.variables()}
+        listing = sess.variables()
+        self.assertEqual((listing["total"], listing["truncated"]), (2, False))
+        got = {v["name"]: v for v in listing["variables"]}
         self.assertEqual(sorted(got), ["words", "x"])
         self.assertEqual((got["x"]["type"], got["x"]["repr"]), ("int", "42"))
         self.assertEqual(got["words"]["len"], 30)
@@ -883,7 +885,7 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
         async with await self.client.create_session() as sess:
             self.assertTrue((await sess.run("x = 41\nopen('out.txt', 'w').write('kept')", timeout=QUICK)).ok)
             self.assertEqual((await sess.run("x + 1", timeout=QUICK)).outputs[0].text, "42")
-            self.assertEqual([v["name"] for v in await sess.variables()], ["x"])
+            self.assertEqual([v["name"] for v in (await sess.variables())["variables"]], ["x"])
             listing = await sess.files()
             self.assertEqual([f["path"] for f in listing["files"]], ["out.txt"])
             self.assertEqual(await sess.file("out.txt"), b"kept")

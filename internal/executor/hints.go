@@ -46,7 +46,7 @@ func hints(res *api.ExecuteResult, req *Request) []string {
 			module += " " + m[1]
 		}
 		if req.Installs {
-			out = append(out, module+" is not installed. Install it with the install_packages tool (or POST /v1/packages), "+
+			out = append(out, module+" is not installed. Install it (POST /v1/packages, or the install_packages tool over MCP), "+
 				"if the operator allows it, then run the code again.")
 		} else {
 			out = append(out, module+" is not installed here, and packages cannot be installed. Use the standard library or a package "+

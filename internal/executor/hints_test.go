@@ -36,7 +36,7 @@ func TestHints(t *testing.T) {
 		{"no such module", api.ExecuteResult{Reason: api.ReasonExit, ExitCode: 1, Exception: exc("ModuleNotFoundError", "No module named 'scipy'")}, req,
 			[]string{"The module scipy is not installed here, and packages cannot be installed"}},
 		{"no such module, installs allowed", api.ExecuteResult{Reason: api.ReasonExit, ExitCode: 1, Exception: exc("ModuleNotFoundError", "No module named 'scipy.stats'")}, installs,
-			[]string{"The module scipy.stats is not installed. Install it with the install_packages tool"}},
+			[]string{"The module scipy.stats is not installed. Install it (POST /v1/packages, or the install_packages tool over MCP)"}},
 		{"a socket refused", api.ExecuteResult{Reason: api.ReasonExit, ExitCode: 1, Exception: exc("PermissionError", "[Errno 1] Operation not permitted", `  File "/usr/lib/python3.11/socket.py", line 232, in __init__`)}, req,
 			[]string{"no network"}},
 		{"no DNS", api.ExecuteResult{Reason: api.ReasonExit, ExitCode: 1, Exception: exc("URLError", "<urlopen error [Errno -3] Temporary failure in name resolution>")}, req,

@@ -240,7 +240,7 @@ func (e *execution) end(finish func(res *api.ExecuteResult)) (res api.ExecuteRes
 	res.Hints = hints(&res, &e.req)
 	res.Files, res.FilesTruncated = e.files(max(budget-used, 1))
 	if full != "" && !slices.ContainsFunc(res.Files, func(f api.OutputFile) bool { return f.Path == full }) && e.ss == nil {
-		res.OutputBudget.FullOutputFile = "" // left out of the files: not there for the caller
+		lostFullOutput(&res, full) // left out of the files: not there for the caller
 	}
 	now := time.Now()
 	res.DurationMS = ms(now.Sub(e.begun))

@@ -36,9 +36,9 @@ func (e *execution) budgetOutput(res *api.ExecuteResult) string {
 	name := fullOutputName(e.req.ID)
 	full := "=== stdout ===\n" + res.Stdout + "\n=== stderr ===\n" + res.Stderr
 	written := writeOutputFile(filepath.Join(e.work, name), []byte(full)) == nil
-	where := "the whole output is in the file " + name
+	where := fullOutputIn(name)
 	if !written {
-		name, where = "", "the whole output could not be kept"
+		name, where = "", fullOutputLost
 	}
 	var omitted int
 	res.Stdout, omitted = keepEnds(res.Stdout, nOut, shareOut, where)
@@ -46,6 +46,20 @@ func (e *execution) budgetOutput(res *api.ExecuteResult) string {
 	res.Stderr, omittedErr = keepEnds(res.Stderr, nErr, shareErr, where)
 	res.OutputBudget = &api.OutputBudget{LimitChars: limit, OmittedChars: omitted + omittedErr, FullOutputFile: name}
 	return name
+}
+
+// fullOutputIn and fullOutputLost say, in the line that stands for what an output budget left
+// out, where the whole output is.
+func fullOutputIn(name string) string { return "the whole output is in the file " + name }
+
+const fullOutputLost = "the whole output could not be kept"
+
+// lostFullOutput says, in res's streams, that the file of the whole output, name, is not
+// there after all (the caps on files left it out of the result).
+func lostFullOutput(res *api.ExecuteResult, name string) {
+	res.Stdout = strings.Replace(res.Stdout, fullOutputIn(name), fullOutputLost, 1)
+	res.Stderr = strings.Replace(res.Stderr, fullOutputIn(name), fullOutputLost, 1)
+	res.OutputBudget.FullOutputFile = ""
 }
 
 // keepEnds is s, of n characters, cut to its first and last share/2 characters with a line

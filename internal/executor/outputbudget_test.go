@@ -81,3 +81,18 @@ func TestOutputBudget(t *testing.T) {
 		})
 	}
 }
+
+// A full output file that the caps on files leave out of an execution's result is said lost,
+// in the result and in the line that stands for what was left out.
+func TestOutputBudgetFileLeftOut(t *testing.T) {
+	ex := modes(t)["spawn"]
+	req := Request{ID: "left-out", Code: "for i in range(10):\n    open('f%d' % i, 'w').write('x')\nprint('A' * 5000)", Limits: defaultLimits, OutputBudgetChars: 200}
+	req.MaxFilesOut = 3
+	res, err := ex.Execute(t.Context(), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := res.OutputBudget; b == nil || b.FullOutputFile != "" || !strings.Contains(res.Stdout, fullOutputLost) || strings.Contains(res.Stdout, "pyexec-output-") {
+		t.Errorf("output_budget %+v, files %d, stdout %q", res.OutputBudget, len(res.Files), res.Stdout)
+	}
+}

@@ -566,9 +566,13 @@ func TestRunPythonProgress(t *testing.T) {
 	if res, err := cs.CallTool(ctx, params); err != nil || res.IsError {
 		t.Fatalf("call: %v %v", res, err)
 	}
+	atAnswer := count()
 	time.Sleep(250 * time.Millisecond) // any late one would come now
 	mu.Lock()
 	defer mu.Unlock()
+	if len(got) != atAnswer {
+		t.Errorf("%d progress notifications after the answer", len(got)-atAnswer)
+	}
 	if len(got) < 2 || len(got) > 4 {
 		t.Fatalf("%d progress notifications in a call of 350 ms, one each 100 ms", len(got))
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"path"
@@ -548,9 +549,10 @@ func (s *Server) closeSessions(why string) {
 // call at its time limit, and killed with its session if it does not stop then.
 const variablesTimeout = 2 * time.Second
 
-// maxVariablesOutput is what a listing may write: api.MaxVariables of about 400 bytes each,
-// escaped.
-const maxVariablesOutput = 2 << 20
+// maxVariablesOutput is what a listing may write: api.MaxVariables of a name, a type and a
+// repr of 200 characters each, 4 bytes a character in UTF-8 (the interpreter writes it so),
+// 6 for a control character escaped, and the rest.
+const maxVariablesOutput = 4 << 20
 
 // handleSessionVariables serves GET /v1/sessions/{id}/variables: the session's globals, listed
 // by its interpreter in a call that runs no code of the caller's (executor.Request.Inspect).
@@ -597,10 +599,17 @@ func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) 
 	res, err := e.ss.Execute(ctx, executor.Request{ID: requestID(r.Context()), Code: "-", Inspect: true, Limits: limits}, nil)
 	g.resultKnown()
 	unclaim()
-	if res.Encoded != nil {
-		res.Encoded.Close() // a listing is small: it comes decoded
+	if err == nil && res.Encoded != nil {
+		// A large result comes from the runner as its body, stdout in it: read it whole (it
+		// is at most a listing's size and a little JSON).
+		res, err = decodeEncoded(res)
 	}
-	if errors.Is(err, executor.ErrSessionEnded) || (err == nil && res.SessionLost) {
+	if errors.Is(err, executor.ErrSessionEnded) {
+		s.endSession(e, endedWhy(e.ss))
+		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
+		return
+	}
+	if err == nil && res.SessionLost {
 		s.endSession(e, sessionLost)
 		s.writeError(w, r, http.StatusInternalServerError, api.ErrCodeInternal,
 			fmt.Sprintf("session %q: listing its variables, the code's methods (__repr__, __len__, ...) did not stop at %s: the session was lost", e.id, variablesTimeout))
@@ -623,6 +632,16 @@ func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) 
 	writeJSON(w, http.StatusOK, vars)
 }
 
+// decodeEncoded is res with its body decoded: its stdout, stderr and exit fields.
+func decodeEncoded(res api.ExecuteResult) (api.ExecuteResult, error) {
+	defer res.Encoded.Close()
+	var full api.ExecuteResult
+	if err := json.NewDecoder(io.LimitReader(res.Encoded, 3*maxVariablesOutput)).Decode(&full); err != nil {
+		return res, fmt.Errorf("reading the listing's result: %w", err)
+	}
+	return full, nil
+}
+
 // parseVariables reads a listing from the last line of the stdout of the call that made it.
 func parseVariables(res api.ExecuteResult) (*api.Variables, error) {
 	if res.Reason == api.ReasonTimeout {
@@ -631,7 +650,10 @@ func parseVariables(res api.ExecuteResult) (*api.Variables, error) {
 	out := strings.TrimRight(res.Stdout, "\n")
 	line := out[strings.LastIndexByte(out, '\n')+1:]
 	var v api.Variables
-	if res.ExitCode != 0 || res.StdoutTruncated || json.Unmarshal([]byte(line), &v) != nil || v.Variables == nil {
+	if res.StdoutTruncated || res.Reason == api.ReasonOutputLimit {
+		return nil, fmt.Errorf("the listing passed %d bytes", maxVariablesOutput)
+	}
+	if res.ExitCode != 0 || json.Unmarshal([]byte(line), &v) != nil || v.Variables == nil {
 		return nil, fmt.Errorf("the interpreter gave no listing (exit %d, reason %s): the runner may be older than the server, or the code wrote over it", res.ExitCode, res.Reason)
 	}
 	return &v, nil

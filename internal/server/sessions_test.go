@@ -648,3 +648,24 @@ func TestSessionVariablesOfCodeThatWillNotStop(t *testing.T) {
 	resp, b = h.sessionCall(s.ID, `{"code": "1"}`)
 	wantError(t, resp, b, 404, api.ErrCodeSessionNotFound, "has ended")
 }
+
+// A large listing (1,000 variables of 200 characters, half of them of four bytes each, and a
+// name with a lone surrogate) comes whole: UTF-8 within its cap, the surrogate escaped.
+func TestSessionVariablesLargeListing(t *testing.T) {
+	h, _ := sessionHarness(t, 4)
+	s := h.createSession("")
+	resp, b := h.sessionCall(s.ID, `{"code": "for i in range(1000):\n    globals()['v%04d' % i] = '\\U0001F600' * 300 if i % 2 else 'x' * 300\nglobals()['odd\\udcff'] = 1\ndel i"}`)
+	if resp.StatusCode != 200 || decodeResult(t, b).ExitCode != 0 {
+		t.Fatalf("setup: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.do(context.Background(), http.MethodGet, "/v1/sessions/"+s.ID+"/variables", "", "")
+	var v api.Variables
+	if err := json.Unmarshal(b, &v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("variables: %d %.300s", resp.StatusCode, b)
+	}
+	if len(v.Variables) != 1000 || v.Total != 1001 || !v.Truncated || v.Variables[2].Name != "v0001" || !strings.HasPrefix(v.Variables[2].Repr, "'\U0001F600") ||
+		!strings.HasPrefix(v.Variables[0].Name, "odd") {
+		t.Errorf("%d listed of %d (truncated %v); the first: %+v; the third: %.40q", len(v.Variables), v.Total, v.Truncated, v.Variables[0], v.Variables[2].Repr)
+	}
+	t.Logf("a listing of %d bytes", len(b))
+}

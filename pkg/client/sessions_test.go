@@ -210,6 +210,8 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 			w.Write([]byte("x"))
 		case r.URL.Path == "/v1/sessions" && r.Method == http.MethodGet:
 			w.Write([]byte(`{"sessions": []}`))
+		case strings.HasSuffix(r.URL.Path, "/variables"):
+			w.Write([]byte(`{"variables": [], "total": 0, "truncated": false}`))
 		default:
 			w.Write([]byte(`{"id": "s-1", "files": []}`))
 		}
@@ -223,12 +225,13 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 		_, err5 := c.SessionFiles(ctx, "s-1")
 		_, _, err6 := c.SessionFile(ctx, "s-1", "f.txt")
 		err7 := c.DeleteSession(ctx, "s-1")
-		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
+		_, err8 := c.SessionVariables(ctx, "s-1")
+		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8); err != nil {
 			t.Fatal(err)
 		}
 	}
 	calls(WithOwner(context.Background(), "user-42"))
-	if len(seen) != 7 {
+	if len(seen) != 8 {
 		t.Fatalf("requests: %v", seen)
 	}
 	for req, owner := range seen {

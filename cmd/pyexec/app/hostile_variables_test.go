@@ -241,3 +241,25 @@ threading.Thread(target=spin, daemon=True).start()`}); err != nil || res.ExitCod
 		t.Errorf("%d listings (the session's thread running in each) while the only slot was another's", len(listed))
 	}
 }
+
+// A listing larger than the results the runner sends inline (64 KiB) comes through the
+// server's hop whole: 1,000 variables of 200 characters, half of them of four bytes each.
+func TestSessionVariablesThroughTheRunner(t *testing.T) {
+	s := startSidecar(t, nil)
+	ctx := context.Background()
+	sess, err := s.client.CreateSession(ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := "for i in range(1000):\n    globals()['v%04d' % i] = '\\U0001F600' * 300 if i % 2 else 'x' * 300\ndel i"
+	if res, err := s.client.SessionExecute(ctx, sess.ID, api.ExecuteRequest{Code: code}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("setup: %+v %v", res, err)
+	}
+	v, err := s.client.SessionVariables(ctx, sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Variables) != 1000 || v.Total != 1000 || v.Truncated || !strings.HasPrefix(v.Variables[1].Repr, "'\U0001F600") {
+		t.Errorf("%d listed of %d (truncated %v); the second: %.40q", len(v.Variables), v.Total, v.Truncated, v.Variables[1].Repr)
+	}
+}

@@ -69,8 +69,8 @@ func newRunCommand(io IO, _ *globalConfig, run func(context.Context, *RunConfig)
 			"one call at a time (a second gets session_busy, exit 125), and an unknown or ended session\n" +
 			"gets session_not_found (exit 125). A timeout interrupts the code; if it does not stop, the\n" +
 			"session is lost, and run says so.\n\n" +
-			"The value of the code's last expression is printed after its output, as a notebook shows it\n" +
-			"(its text/plain). With --outputs DIR each figure (every image/png output) is written to\n" +
+			"With -c or --session, the value of the code's last expression is printed after its output, as a\n" +
+			"notebook shows it (its text/plain); a FILE or standard input runs as python3 runs a script. With --outputs DIR each figure (every image/png output) is written to\n" +
 			"DIR/figure-N.png, N from 1, skipping the names that exist; DIR is made when missing.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
@@ -149,8 +149,10 @@ func runRun(ctx context.Context, sio IO, cfg *RunConfig) error {
 		fmt.Fprintln(sio.Stderr, runError(err))
 		return &exitError{code: ExitRunFailed}
 	}
+	// The value of the last expression, as a notebook shows a cell's: for -c and a session's
+	// call, not for a FILE or standard input, which run as python3 runs a script.
 	for _, o := range res.Outputs {
-		if text, ok := o.Data["text/plain"]; ok && o.Type == api.OutputExecuteResult {
+		if text, ok := o.Data["text/plain"]; ok && o.Type == api.OutputExecuteResult && (cfg.Code != "" || cfg.Session != "") {
 			io.WriteString(sio.Stdout, strings.TrimSuffix(text, "\n")+"\n")
 		}
 	}

@@ -234,6 +234,13 @@ func TestPyexecSessionCommandsAndRunOutputs(t *testing.T) {
 		t.Errorf("a bad --owner: %+v", r)
 	}
 
+	script := filepath.Join(t.TempDir(), "script.py")
+	if err := os.WriteFile(script, []byte("6 * 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, nil, append([]string{"run", script}, sock...)...); r.code != ExitOK || r.stdout != "" {
+		t.Errorf("run FILE printed its last expression, which python3 does not: %+v", r)
+	}
 	dir := filepath.Join(t.TempDir(), "figs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -282,8 +282,15 @@ def _inspect(main):
         _in_call = False
         sys.stdout, sys.stderr = out, err
     # The last line is the listing: the server reads that one.
-    out.write("\n" + json.dumps(listing) + "\n")
-    out.flush()
+    # UTF-8, 4 bytes a character at most; a lone surrogate (a name or repr may hold one) as
+    # its JSON escape.
+    data = ("\n" + json.dumps(listing, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
+    try:
+        out.flush()
+        while data:
+            data = data[os.write(1, data):]
+    except OSError:  # the call's stdout went away
+        return 1, False, time.monotonic_ns() - began
     return 0, False, time.monotonic_ns() - began
 
 
