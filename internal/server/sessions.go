@@ -385,6 +385,42 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// claimSession starts a request that runs in the session of its path — a call, or a listing of
+// its variables: the session (its owner's, see lookup), the server not draining, and the
+// session claimed (409 session_busy, saying busy, while another runs) and not ended. finish
+// gives back all it took (defer it); unclaim ends busy earlier, once: when the result is known,
+// before it is written (as the execution slot is given back then). The result is the server's
+// from then on, apart from the session, so the session takes its next request — on another
+// connection — while a client that does not read this result is still being waited for (at
+// most the write timeout). ok false: the request was answered.
+func (s *Server) claimSession(w http.ResponseWriter, r *http.Request, busy string) (e *session, unclaim, finish func(), ok bool) {
+	e, rerr := s.lookup(r)
+	if rerr != nil {
+		s.writeRequestError(w, r, rerr)
+		return nil, nil, nil, false
+	}
+	if !s.beginOrRefuse(w, r) {
+		return nil, nil, nil, false
+	}
+	if !s.sessions.claim(e) {
+		s.writeError(w, r, http.StatusConflict, api.ErrCodeSessionBusy, fmt.Sprintf("session %q is running a call; %s", e.id, busy))
+		s.end()
+		return nil, nil, nil, false
+	}
+	unclaim = sync.OnceFunc(func() { s.sessions.unclaim(e) })
+	finish = func() {
+		unclaim()
+		s.end()
+	}
+	if e.ss.Ended() {
+		s.endSession(e, endedWhy(e.ss))
+		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // it passed lookup
+		finish()
+		return nil, nil, nil, false
+	}
+	return e, unclaim, finish, true
+}
+
 // handleSessionExecute serves POST /v1/sessions/{id}/execute: as /v1/execute, in the session.
 func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	begun := time.Now()
@@ -401,32 +437,11 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	read := time.Now()
-	e, rerr := s.lookup(r)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
+	e, unclaim, finish, ok := s.claimSession(w, r, "one call at a time")
+	if !ok {
 		return
 	}
-	if !s.beginOrRefuse(w, r) {
-		return
-	}
-	defer s.end()
-	if !s.sessions.claim(e) {
-		s.writeError(w, r, http.StatusConflict, api.ErrCodeSessionBusy,
-			fmt.Sprintf("session %q is running a call; one call at a time", e.id))
-		return
-	}
-	// Busy means that a call runs in the session: it ends when the call's result is known,
-	// before that result is written (as the call's execution slot is given back then). The
-	// result is the server's from then on, apart from the session, so the session takes its
-	// next call — on another connection — while a client that does not read this result is
-	// still being waited for (at most the write timeout).
-	unclaim := sync.OnceFunc(func() { s.sessions.unclaim(e) })
-	defer unclaim()
-	if e.ss.Ended() {
-		s.endSession(e, endedWhy(e.ss))
-		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
-		return
-	}
+	defer finish()
 	ctx, g, done, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -560,29 +575,11 @@ const maxVariablesOutput = 4 << 20
 // milliseconds, at most variablesTimeout, but the threads the code left run while it does) and
 // is no call of the session's count.
 func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) {
-	e, rerr := s.lookup(r)
-	if rerr != nil {
-		s.writeRequestError(w, r, rerr)
+	e, unclaim, finish, ok := s.claimSession(w, r, "its variables can be listed once it is over")
+	if !ok {
 		return
 	}
-	if !s.beginOrRefuse(w, r) {
-		return
-	}
-	defer s.end()
-	if !s.sessions.claim(e) {
-		s.writeError(w, r, http.StatusConflict, api.ErrCodeSessionBusy,
-			fmt.Sprintf("session %q is running a call; its variables can be listed once it is over", e.id))
-		return
-	}
-	// Busy ends before the answer is written, as a call's does: a client's next request may
-	// come as soon as it has read this one.
-	unclaim := sync.OnceFunc(func() { s.sessions.unclaim(e) })
-	defer unclaim()
-	if e.ss.Ended() {
-		s.endSession(e, endedWhy(e.ss))
-		s.writeRequestError(w, r, s.sessions.notFound(e.id, "", false)) // the caller passed lookup
-		return
-	}
+	defer finish()
 	limits, rerr := executionLimits(api.ExecuteRequest{}, s.cfg.Limits)
 	if rerr != nil {
 		s.writeRequestError(w, r, rerr)
