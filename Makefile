@@ -34,6 +34,12 @@ deps:
 		echo "installing Debian packages: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# node and npm for the MCP TypeScript SDK's client (TestMCPTypeScriptClient), from Debian when
+	@# there is no node at all (a node of another origin, with its own npm, is used as it is).
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing Debian packages: nodejs npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; \
+	fi
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/pyexec ./cmd/pyexec
