@@ -41,6 +41,9 @@ type Request struct {
 	// Inspect, in a session's call, runs no code: the call lists the session's variables, as
 	// JSON on its stdout (api.Variables), and returns no files, outputs or hints.
 	Inspect bool
+	// Checkpoint, in a session's call, takes a checkpoint just before the call (see
+	// LocalSession.Checkpoint): at the session's most, the oldest such one is let go first.
+	Checkpoint bool
 }
 
 // Limits of one execution.

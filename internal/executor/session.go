@@ -36,6 +36,12 @@ type SessionRequest struct {
 	// Files are written into the working directory before the interpreter starts.
 	Files   []File
 	Network bool
+	// MaxCheckpoints bounds the checkpoints the session holds (0: it takes none);
+	// CheckpointIdle lets one go that long after its creation or its last restore (0: never);
+	// MaxCheckpointBytes bounds the files one keeps (0: no bound). See LocalSession.Checkpoint.
+	MaxCheckpoints     int
+	CheckpointIdle     time.Duration
+	MaxCheckpointBytes int64
 	// Limits: MemoryLimitMB, MaxProcesses and MaxFileBytes hold for the session's whole life;
 	// the others are each call's (see Session.Execute).
 	Limits
@@ -132,6 +138,12 @@ type LocalSession struct {
 	// watchdog said when it ended the session.
 	untrack    func()
 	memoryNote atomic.Pointer[string]
+	// cps are the session's checkpoints, oldest first (see Checkpoint); cpGone says why those
+	// let go went; cpSeq numbers them. cpMu guards them, and is taken after mu.
+	cpMu   sync.Mutex
+	cps    []*checkpoint
+	cpGone map[string]string
+	cpSeq  int
 }
 
 // sessionReply is what the supervisor answers: first the interpreter's pid (with its pidfd)
@@ -147,6 +159,10 @@ type sessionReply struct {
 	Lost         bool `json:"lost"`
 	// CodeNS is how long the call's code ran, as the interpreter said (see api.StageCode).
 	CodeNS *int64 `json:"code_ns"`
+	// Checkpoint numbers a checkpoint the supervisor took (its PID the copy's); Gone says
+	// the checkpoint to restore is no more.
+	Checkpoint int  `json:"checkpoint"`
+	Gone       bool `json:"gone"`
 }
 
 // beginSession makes the session's directory, input files and confinement. The caller
@@ -442,6 +458,7 @@ func (ss *LocalSession) like(req SessionRequest) bool {
 // call (the interpreter, confined, could not read it now).
 func (ss *LocalSession) adopt(req SessionRequest) error {
 	ss.req.ID = req.ID
+	ss.req.MaxCheckpoints, ss.req.CheckpointIdle, ss.req.MaxCheckpointBytes = req.MaxCheckpoints, req.CheckpointIdle, req.MaxCheckpointBytes
 	if err := ss.writeFiles(req.Files); err != nil {
 		return err
 	}
@@ -496,6 +513,14 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 	if ss.ended.Load() || !ss.alive() {
 		return noResult(req), ErrSessionEnded
 	}
+	var taken string
+	if req.Checkpoint && !req.Inspect {
+		cp, err := ss.checkpoint(ctx, true)
+		if err != nil {
+			return noResult(req), err
+		}
+		taken = cp.ID
+	}
 	e, err := ss.beginCall(req, out)
 	if err != nil {
 		return noResult(req), err
@@ -524,6 +549,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 			ss.end()
 		}
 	})
+	res.Checkpoint = taken
 	return res, nil
 }
 
@@ -534,7 +560,8 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 func (ss *LocalSession) beginCall(req Request, out Output) (*execution, error) {
 	e := ss.spawn.newExecution(req, out, &killer{grace: interruptGrace, interrupt: ss.interrupt})
 	e.ss, e.dir, e.work, e.tree = ss, ss.dir, ss.work, ss.tree
-	e.req.Network = ss.req.Network // the session's, for the result's hints
+	// The session's, for the result's hints: its network and lifelong limits.
+	e.req.Network, e.req.MaxProcesses, e.req.MemoryLimitMB = ss.req.Network, ss.req.MaxProcesses, ss.req.MemoryLimitMB
 	if err := ss.writeFiles(req.Files); err != nil {
 		e.close()
 		return nil, err
@@ -713,6 +740,7 @@ func (ss *LocalSession) Close() {
 		ss.end()
 		ss.mu.Lock()
 		defer ss.mu.Unlock()
+		ss.dropCheckpoints()
 		if ss.sup > 0 {
 			ss.waitExited()
 		}

@@ -42,7 +42,9 @@ type walker struct {
 	root     *os.Root
 	deadline time.Time
 	fn       func(p string, stat func() (*unix.Stat_t, bool)) bool
-	entries  int
+	// dir, when set, is called for each directory before the walk goes into it.
+	dir     func(p string)
+	entries int
 	// cut says the deadline passed, stopped that fn asked to stop: the walk is over. missed
 	// says a directory was left out for want of file descriptors; the walk goes on.
 	cut, stopped, missed bool
@@ -91,6 +93,9 @@ func (w *walker) visit(raw syscall.RawConn, dir string, e fs.DirEntry, depth int
 	}
 	switch {
 	case e.IsDir():
+		if w.dir != nil && depth < maxWalkDepth {
+			w.dir(p)
+		}
 		w.walk(p, depth+1)
 	case e.Type().IsRegular():
 		stat := func() (*unix.Stat_t, bool) {

@@ -189,3 +189,24 @@ func StatmRSS(pid int) int64 {
 	}
 	return pages * int64(os.Getpagesize())
 }
+
+// PrivateMemory is the memory only pid maps, in bytes: Private_Clean and Private_Dirty of
+// /proc/PID/smaps_rollup, what its end would free. Where smaps_rollup is closed (a non-dumpable
+// process), its resident memory from statm; 0 if it ended.
+func PrivateMemory(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return StatmRSS(pid)
+	}
+	var private int64
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || (name != "Private_Clean" && name != "Private_Dirty") {
+			continue
+		}
+		if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64); err == nil {
+			private += kb << 10
+		}
+	}
+	return private
+}

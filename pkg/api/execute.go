@@ -37,6 +37,11 @@ type ExecuteRequest struct {
 	// their place that says how many were left out, and the whole text is kept as a file
 	// (OutputBudget says which). At least MinOutputBudgetChars; absent, no budget.
 	OutputBudgetChars *int `json:"output_budget_chars,omitempty"`
+	// Checkpoint, on a session's call, takes a checkpoint of the session just before the call
+	// runs (as POST /v1/sessions/{id}/checkpoints does): restoring it undoes the call. The
+	// result's Checkpoint names it. At the session's cap of checkpoints the oldest one taken
+	// this way is let go first. Refused (400) on POST /v1/execute.
+	Checkpoint bool `json:"checkpoint,omitempty"`
 }
 
 // MinOutputBudgetChars is the smallest output_budget_chars.
@@ -136,6 +141,8 @@ type ExecuteResult struct {
 	// SessionLost is true when a session's call ended its session: its interpreter was killed
 	// (a timeout the code did not stop for) or exited. Later calls get 404.
 	SessionLost bool `json:"session_lost,omitempty"`
+	// Checkpoint names the checkpoint a call's "checkpoint": true took before it ran.
+	Checkpoint string `json:"checkpoint,omitempty"`
 
 	// Encoded, when set, is this result as the JSON body of a response, newline included, as
 	// pyexec's runner encoded it: the server writes it as it is instead of encoding the result

@@ -66,6 +66,42 @@ type Session struct {
 	Busy bool `json:"busy"`
 	// Owner is the OwnerHeader of the request that created the session; empty: none.
 	Owner string `json:"owner,omitempty"`
+	// Checkpoints counts the checkpoints the session holds (GET .../checkpoints lists them).
+	Checkpoints int `json:"checkpoints"`
+}
+
+// Checkpoint is a frozen copy of a session's state — its interpreter (globals, imports,
+// everything in memory) and the regular files and directories of its working directory — to
+// which POST /v1/sessions/{id}/restore puts the session back. The answer of POST
+// /v1/sessions/{id}/checkpoints (201), and an entry of GET /v1/sessions/{id}/checkpoints.
+type Checkpoint struct {
+	// ID names the checkpoint within its session ("c1", "c2"...).
+	ID        string    `json:"checkpoint"`
+	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is when the checkpoint is let go unless a restore comes first (its creation,
+	// or its last restore, plus --checkpoint-idle-timeout).
+	ExpiresAt time.Time `json:"expires_at"`
+	// MemoryBytes is the memory that only the checkpoint holds: the pages of the interpreter
+	// that the session changed since (copy-on-write; at first none), which deleting the
+	// checkpoint frees. Where the kernel does not let pyexec read it (no Landlock), the
+	// checkpoint's whole resident memory.
+	MemoryBytes int64 `json:"memory_bytes"`
+	// FilesBytes and Files are the size and number of the files it keeps.
+	FilesBytes int64 `json:"files_bytes"`
+	Files      int   `json:"files"`
+	// Auto says a call's "checkpoint": true took it.
+	Auto bool `json:"auto,omitempty"`
+}
+
+// Checkpoints is the answer of GET /v1/sessions/{id}/checkpoints, oldest first.
+type Checkpoints struct {
+	Checkpoints []Checkpoint `json:"checkpoints"`
+}
+
+// RestoreRequest is the body of POST /v1/sessions/{id}/restore, which answers 200 with the
+// Session.
+type RestoreRequest struct {
+	Checkpoint string `json:"checkpoint"`
 }
 
 // SessionList is the answer of GET /v1/sessions, oldest first.
@@ -114,6 +150,11 @@ const (
 	ErrCodeSessionBusy = "session_busy"
 	// ErrCodeTooManySessions (429): --max-sessions are open.
 	ErrCodeTooManySessions = "too_many_sessions"
+	// ErrCodeCheckpointNotFound (404): the session has no checkpoint of that name (never had,
+	// deleted, expired, or lost: the message says which when it knows).
+	ErrCodeCheckpointNotFound = "checkpoint_not_found"
+	// ErrCodeTooManyCheckpoints (429): the session holds --max-checkpoints-per-session.
+	ErrCodeTooManyCheckpoints = "too_many_checkpoints"
 	// ErrCodeFileNotFound (404): GET /v1/sessions/{id}/files/{path} names no regular file of
 	// the session's working directory (nothing, a directory, a symlink, a FIFO...).
 	ErrCodeFileNotFound = "file_not_found"

@@ -63,14 +63,15 @@ def reap_ended(child=None):
             return st
 
 
-def kill_leftovers(keep=None):
+def kill_leftovers(keep=()):
     """Kill every process the code left behind. As a subreaper, each orphan becomes our child
     when its parent dies, so killing children until none remain empties the whole tree. keep
-    is a child that finished and is ending by itself (the code's process after codeproc.finish)."""
+    are children to leave: one that finished and is ending by itself (the code's process after
+    codeproc.finish), a session's interpreter and its checkpoints."""
     import signal
 
     for _ in range(10000):
-        kids = [pid for pid in children() if pid != keep]
+        kids = [pid for pid in children() if pid not in keep]
         if not kids:
             return
         for pid in kids:

@@ -77,7 +77,7 @@ def watch(child, status_fd, subreaper, done):
         # goes on running: kill it, so that whatever it is doing ends with the result.
         os.kill(child, signal.SIGKILL)
     if not tree.forkless():
-        kill_leftovers(keep=child if st is None else None)
+        kill_leftovers(keep=(child,) if st is None else ())
     tree.close()
     if (report is not None and report.memory_error) or tree.over_memory:
         status(status_fd, memory_error=True)

@@ -11,14 +11,19 @@ interpreter says), or {"exit_code": N, "signal": S, "lost": true} when
 the interpreter is gone, after which it ends. Its first message is {"pid": interpreter} with a
 pidfd of the interpreter, through which pyexec interrupts a call (SIGINT: KeyboardInterrupt),
 or {"error": ...}. A call whose JSON has "inspect": true runs no code: it lists the session's
-variables on its stdout (variables.describe). pyexec closing ctl ends the session. The interpreter holds nothing of
+variables on its stdout (variables.describe). Between calls pyexec may also send
+{"op": "checkpoint"}, answered {"checkpoint": N, "pid": P} with a pidfd of the frozen copy
+(checkpoint.py), and {"op": "restore", "checkpoint": N}, answered {"pid": P} with a pidfd of the
+new interpreter that takes the place of the old one, or {"error": ..., "gone": bool}; a checkpoint
+pyexec lets go it kills through its own pidfd, and the supervisor forgets it once it has ended.
+pyexec closing ctl ends the session. The interpreter holds nothing of
 pyexec's: what it says is the code's word, checked like any input, and it can mislead no one
 but its own session's caller."""
 import json
 import os
 import sys
 
-from . import blas, codeproc
+from . import blas, checkpoint, codeproc
 from .cell import run_cell
 from .linux import code_name, make_subreaper, set_name
 from .procs import kill_leftovers, reap_ended
@@ -61,31 +66,40 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
     # At rest between calls: the interpreter is stopped, with its threads — no CPU, no new
     # thread or connection — and continued for the next call.
     os.kill(child, signal.SIGSTOP)
-    calls = 0
-    while _idle(child, ctl, pidfd, tree):
+    s = _State(child, pidfd, mine, tree)
+    while _idle(s, ctl):
         try:
             msg, fds = recv_fds(ctl, SMALL)
         except OSError:
             break
-        if not msg or len(fds) != 4:
+        op = _op(msg)
+        if op == "checkpoint" and not fds:
+            if not _checkpoint(s, ctl):
+                break
+            continue
+        if op == "restore" and not fds:
+            if not _restore(s, ctl, json.loads(msg).get("checkpoint")):
+                break
+            continue
+        if op != "exec" or len(fds) != 4:
             for fd in fds:
                 os.close(fd)
             break
         # Each call is numbered: what the code itself writes on its socket cannot pass for
         # the answer of a later call.
-        calls += 1
-        os.kill(child, signal.SIGCONT)
+        s.calls += 1
+        os.kill(s.child, signal.SIGCONT)
         try:
-            send_fds(mine, json.dumps({"op": "exec", "call": calls}).encode(), fds)
+            send_fds(s.mine, json.dumps({"op": "exec", "call": s.calls}).encode(), fds)
         except OSError:
             pass  # the interpreter is gone: _wait says how it ended
         for fd in fds:
             os.close(fd)
         tree.refused = 0
-        answer, st = _wait(child, mine, pidfd, tree, calls)
-        kill_leftovers(keep=child if st is None else None)
+        answer, st = _wait(s.child, s.mine, s.pidfd, tree, s.calls)
+        kill_leftovers(keep=s.keep() if st is None else ())
         if st is None:
-            os.kill(child, signal.SIGSTOP)
+            os.kill(s.child, signal.SIGSTOP)
         if st is not None:
             send_fds(ctl, json.dumps(lost_reply(st, tree.over_memory)).encode(), [])
             break
@@ -97,31 +111,247 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
     os._exit(0)
 
 
-def _idle(child, ctl, pidfd, tree):
-    """Between calls: reap what ends and hold the tree to its limits, until pyexec sends (True)
-    or the interpreter ends (False): past its memory limit the session is killed."""
-    import select
+class _State:
+    """What a session's supervisor holds: the interpreter (its pid, a pidfd of it, the socket to
+    it), the tree's limits, the number of the last call, and the checkpoints (by number)."""
+
+    def __init__(self, child, pidfd, mine, tree):
+        self.child, self.pidfd, self.mine, self.tree = child, pidfd, mine, tree
+        self.calls = 0
+        self.taken = 0
+        self.checkpoints = {}
+
+    def keep(self):
+        """The children that outlive a call: the interpreter and the checkpoints."""
+        return {self.child} | {h.pid for h in self.checkpoints.values()}
+
+    def exempt(self):
+        self.tree.exempt = frozenset(h.pid for h in self.checkpoints.values())
+
+    def let_go(self, n):
+        """Forget checkpoint n (pyexec killed it, or the code did): its descriptors are closed."""
+        held = self.checkpoints.pop(n, None)
+        if held is not None:
+            held.close()
+        self.exempt()
+
+
+class _Held:
+    """A checkpoint as its supervisor holds it: the copy's pid, a pidfd of it, the socket to it."""
+
+    def __init__(self, pid, pidfd, sock):
+        self.pid, self.pidfd, self.sock = pid, pidfd, sock
+
+    def alive(self):
+        import select
+
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def close(self):
+        os.close(self.pidfd)
+        self.sock.close()
+
+
+# How long a checkpoint's process, or one restored from it, has to say it is there.
+_HELLO_TIMEOUT = 10.0
+
+
+def _op(msg):
+    """The op of a message of pyexec's ({"op": ...}); None when it is not one."""
+    try:
+        op = json.loads(msg) if msg else None
+    except (ValueError, RecursionError):
+        return None
+    return op.get("op") if isinstance(op, dict) else None
+
+
+def _say(ctl, msg, fds=()):
+    try:
+        send_fds(ctl, json.dumps(msg).encode(), list(fds))
+        return True
+    except OSError:
+        return False
+
+
+def _checkpoint(s, ctl):
+    """Make a checkpoint of the interpreter (checkpoint.take) and answer pyexec {"checkpoint": N,
+    "pid": P} with a pidfd of the copy; or {"error": ...}; or, when the interpreter ended
+    meanwhile, a lost reply. False when the session is over."""
     import signal
+    import socket
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.calls += 1
+    os.kill(s.child, signal.SIGCONT)
+    try:
+        send_fds(s.mine, json.dumps({"op": "checkpoint", "call": s.calls}).encode(), [theirs.fileno()])
+    except OSError:
+        pass
+    theirs.close()
+    answer, st = _wait(s.child, s.mine, s.pidfd, s.tree, s.calls)
+    if st is not None:
+        mine.close()
+        _say(ctl, lost_reply(st, s.tree.over_memory))
+        return False
+    os.kill(s.child, signal.SIGSTOP)
+    held = _adopt(s, answer.get("checkpoint"), mine, "held")
+    if held is None:
+        mine.close()
+        return _say(ctl, {"error": str(answer.get("error") or "the checkpoint's process did not start")[:1024]})
+    s.taken += 1
+    s.checkpoints[s.taken] = held
+    s.exempt()
+    return _say(ctl, {"checkpoint": s.taken, "pid": held.pid}, [held.pidfd])
+
+
+def _restore(s, ctl, n):
+    """Put the session back to checkpoint n: its copy forks a new interpreter, which takes the
+    place of the one running (killed, with every process but the checkpoints). Answers pyexec
+    {"pid": P} with a pidfd of the new interpreter, or {"error": ..., "lost": bool} (lost: the
+    checkpoint is gone) and the session goes on as it was. False when the session is over."""
+    import signal
+    import socket
+
+    held = s.checkpoints.get(n) if type(n) is int else None
+    if held is None or not held.alive():
+        s.let_go(n)
+        return _say(ctl, {"error": "the checkpoint's process is gone", "gone": True})
+    signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)  # the code may have stopped it
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.calls += 1
+    try:
+        send_fds(held.sock, json.dumps({"op": "restore", "call": s.calls}).encode(), [theirs.fileno()])
+    except OSError:
+        pass
+    theirs.close()
+    said = _await(held.sock, held.pidfd, s.tree)
+    pid = said.get("restored") if said else None
+    new = _adopt(s, pid, None, None)
+    if new is None:
+        mine.close()
+        gone = not held.alive()
+        if gone:
+            s.let_go(n)
+        return _say(ctl, {"error": "the checkpoint did not restore: %s" % (said or {}).get("error", "no answer"), "gone": gone})
+    answer, st = _wait(new.pid, mine, new.pidfd, s.tree, s.calls)
+    if st is not None or not answer.get("restored"):
+        if st is None:
+            os.kill(new.pid, signal.SIGKILL)
+            os.waitpid(new.pid, 0)
+        os.close(new.pidfd)
+        mine.close()
+        return _say(ctl, {"error": "the restored interpreter did not start"})
+    os.kill(new.pid, signal.SIGSTOP)
+    os.kill(s.child, signal.SIGKILL)
+    try:
+        os.waitpid(s.child, 0)
+    except ChildProcessError:
+        pass
+    os.close(s.pidfd)
+    s.mine.close()
+    s.child, s.pidfd, s.mine = new.pid, new.pidfd, mine
+    kill_leftovers(keep=s.keep())
+    return _say(ctl, {"pid": s.child}, [s.pidfd])
+
+
+def _adopt(s, pid, sock, hello):
+    """The process pid as a checkpoint (_Held) with sock, once it said hello on sock; None when
+    it is not a child of this supervisor (the interpreter's word names it), or says nothing. With
+    no sock, the process just has to be a child."""
+    from .procs import children
+
+    if type(pid) is not int or pid <= 0 or pid == s.child or pid in s.keep() or pid not in children():
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    held = _Held(pid, pidfd, sock)
+    if sock is None:
+        return held
+    said = _await(sock, pidfd, s.tree)
+    if not said or said.get(hello) != pid:
+        import signal
+
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.close(pidfd)
+        return None
+    return held
+
+
+def _await(sock, pidfd, tree):
+    """The next message on sock, a JSON object, within _HELLO_TIMEOUT while the process of pidfd
+    lives; None otherwise. The tree's budget is answered meanwhile."""
+    import select
+    import time
 
     poller = select.poll()
-    poller.register(ctl.fileno(), select.POLLIN)
+    poller.register(sock.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
     if tree.fd is not None:
         poller.register(tree.fd, select.POLLIN)
+    deadline = time.monotonic() + _HELLO_TIMEOUT
     while True:
-        reap_ended()
-        events = dict(poller.poll(tree.timeout(1000)))
-        if tree.fd in events:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        events = dict(poller.poll(int(left * 1000) + 1))
+        if tree.fd is not None and tree.fd in events:
             if not tree.answer(events.pop(tree.fd)):
                 poller.unregister(tree.fd)
                 tree.close()
-        if tree.memory_over():
-            os.kill(child, signal.SIGKILL)
-            return False
+        if sock.fileno() in events:
+            try:
+                msg, fds = recv_fds(sock, SMALL)
+            except OSError:
+                return None
+            for fd in fds:
+                os.close(fd)
+            try:
+                said = json.loads(msg) if msg else None
+            except (ValueError, RecursionError):
+                said = None
+            return said if isinstance(said, dict) else None
         if pidfd in events:
-            return False
-        if events:
-            return True
+            return None
+
+
+def _idle(s, ctl):
+    """Between calls: reap what ends, forget the checkpoints whose process ended, and hold the
+    tree to its limits, until pyexec sends (True) or the interpreter ends (False): past its
+    memory limit the session is killed."""
+    import select
+    import signal
+
+    while True:
+        poller = select.poll()
+        poller.register(ctl.fileno(), select.POLLIN)
+        poller.register(s.pidfd, select.POLLIN)
+        held = {h.pidfd: n for n, h in s.checkpoints.items()}
+        for fd in held:
+            poller.register(fd, select.POLLIN)
+        tree = s.tree
+        if tree.fd is not None:
+            poller.register(tree.fd, select.POLLIN)
+        while True:
+            reap_ended()
+            events = dict(poller.poll(tree.timeout(1000)))
+            if tree.fd in events:
+                if not tree.answer(events.pop(tree.fd)):
+                    poller.unregister(tree.fd)
+                    tree.close()
+            if tree.memory_over():
+                os.kill(s.child, signal.SIGKILL)
+                return False
+            if s.pidfd in events:
+                return False
+            gone = [held[fd] for fd in events if fd in held]
+            if gone:
+                for n in gone:
+                    s.let_go(n)
+                break  # poll what is left
+            if events:
+                return True
 
 
 def _wait(child, sock, pidfd, tree, call=None):
@@ -194,9 +424,28 @@ def interpreter(params, ruleset_fd, conn):
             msg, fds = recv_fds(conn, SMALL)
         except OSError:
             os._exit(0)
-        if not msg or len(fds) != 4:
+        if not msg:
             os._exit(0)
-        call = json.loads(msg).get("call")
+        op = json.loads(msg)
+        call = op.get("call")
+        if op.get("op") == "checkpoint" and len(fds) == 1:
+            try:
+                pid, restored = checkpoint.take(fds[0], call)
+            except OSError as e:
+                answer = {"call": call, "error": str(e)}
+            else:
+                answer = {"call": call, "checkpoint": pid}
+                if restored is not None:  # this is a new interpreter, restored from the copy
+                    conn.close()
+                    conn, call = restored
+                    answer = {"call": call, "restored": True}
+            try:
+                conn.send(json.dumps(answer).encode())
+            except OSError:
+                os._exit(0)
+            continue
+        if len(fds) != 4:
+            os._exit(0)
         calls += 1
         answer = {"call": call, "exit_code": 1, "memory_error": False}
         try:

@@ -37,6 +37,9 @@ class Tree:
         self.refused = 0
         self.allowed = 0  # new tasks the budget let the tree make
         self.memory = 0  # bytes; 0: no limit
+        # A session's checkpoints (checkpoint.py): each one's process is not a task of the
+        # budget (what it runs or starts is).
+        self.exempt = frozenset()
         self.over_memory = False
         self._due = 0.0
 
@@ -133,7 +136,7 @@ class Tree:
             wait = self.last + self.GRACE - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self.bound = tree_tasks(os.getpid())
+            self.bound = tree_tasks(os.getpid(), self.exempt)
         if self.bound >= self.limit:
             self.refused += 1
             resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, -errno.EAGAIN, 0)
@@ -164,12 +167,13 @@ def tree_pids(root):
     return out
 
 
-def tree_tasks(root):
-    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too)."""
+def tree_tasks(root, exempt=()):
+    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too),
+    but for the main thread of each process in exempt."""
     count = 0
     for pid in tree_pids(root):
         try:
-            count += len(os.listdir("/proc/%d/task" % pid))
+            count += len(os.listdir("/proc/%d/task" % pid)) - (pid in exempt)
         except OSError:
             pass
     return count
