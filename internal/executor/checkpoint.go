@@ -181,7 +181,7 @@ func (ss *LocalSession) DeleteCheckpoint(id string) error {
 
 // Checkpoints lists the session's checkpoints, oldest first, with the memory each holds now.
 // A checkpoint whose process the code killed is let go here.
-func (ss *LocalSession) Checkpoints() []api.Checkpoint {
+func (ss *LocalSession) Checkpoints() ([]api.Checkpoint, error) {
 	ss.cpMu.Lock()
 	defer ss.cpMu.Unlock()
 	out := []api.Checkpoint{}
@@ -194,7 +194,7 @@ func (ss *LocalSession) Checkpoints() []api.Checkpoint {
 		info.MemoryBytes = proc.PrivateMemory(cp.pid)
 		out = append(out, info)
 	}
-	return out
+	return out, nil
 }
 
 // findCheckpoint is the session's checkpoint id, alive; else ErrCheckpointNotFound, with

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pyexec/pyexec/pkg/api"
 )
 
 // checkpointed is a session request that allows checkpoints.
@@ -57,7 +59,7 @@ func TestCheckpointAndRestore(t *testing.T) {
 			if ss.Ended() {
 				t.Fatal("the session ended")
 			}
-			list := ss.Checkpoints()
+			list := cps(t, ss)
 			if len(list) != 1 || list[0].ID != "c1" {
 				t.Fatalf("checkpoints: %+v", list)
 			}
@@ -94,7 +96,7 @@ func TestCheckpointCapAndUndo(t *testing.T) {
 				taken = append(taken, res.Checkpoint)
 			}
 			var ids []string
-			for _, c := range ss.Checkpoints() {
+			for _, c := range cps(t, ss) {
 				if !c.Auto {
 					t.Fatalf("a call's checkpoint is not auto: %+v", c)
 				}
@@ -172,7 +174,7 @@ func TestCheckpointExpires(t *testing.T) {
 	if !errors.Is(err, ErrCheckpointNotFound) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("restore of an expired checkpoint: %v", err)
 	}
-	if list := ss.Checkpoints(); len(list) != 1 || list[0].ID != "c2" || !list[0].ExpiresAt.After(time.Now()) {
+	if list := cps(t, ss); len(list) != 1 || list[0].ID != "c2" || !list[0].ExpiresAt.After(time.Now()) {
 		t.Fatalf("checkpoints: %+v", list)
 	}
 }
@@ -193,9 +195,9 @@ func TestCheckpointBudgetAndMemory(t *testing.T) {
 			if _, err := ss.Checkpoint(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			before := ss.Checkpoints()[0].MemoryBytes
+			before := cps(t, ss)[0].MemoryBytes
 			call(t, ss, "for i in range(0, len(data), 4096): data[i] = 1")
-			after := ss.Checkpoints()[0].MemoryBytes
+			after := cps(t, ss)[0].MemoryBytes
 			for range 3 {
 				if _, err := ss.Checkpoint(context.Background()); err != nil {
 					t.Fatal(err)
@@ -210,4 +212,13 @@ func TestCheckpointBudgetAndMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+func cps(t *testing.T, ss *LocalSession) []api.Checkpoint {
+	t.Helper()
+	l, err := ss.Checkpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -93,6 +93,11 @@ type Session interface {
 	Ended() bool
 	// Memory is the session's resident memory in bytes.
 	Memory() int64
+	// Checkpoint, Checkpoints, Restore and DeleteCheckpoint: see LocalSession's.
+	Checkpoint(ctx context.Context) (api.Checkpoint, error)
+	Checkpoints() ([]api.Checkpoint, error)
+	Restore(ctx context.Context, id string) error
+	DeleteCheckpoint(id string) error
 	// Close ends the session.
 	Close()
 }

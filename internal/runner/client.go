@@ -538,7 +538,7 @@ func (c *Client) Execute(ctx context.Context, req executor.Request, out executor
 func executeOf(req executor.Request) *Execute {
 	return &Execute{ID: req.ID, Code: req.Code, Stdin: req.Stdin, Env: req.Env, Files: toFiles(req.Files), Network: req.Network, Limits: toLimits(req.Limits),
 		Timings: req.Timings, SentAt: monotonicNow(), MaxTimeoutMS: req.MaxTimeout.Milliseconds(), Installs: req.Installs, Inspect: req.Inspect,
-		OutputBudgetChars: req.OutputBudgetChars}
+		OutputBudgetChars: req.OutputBudgetChars, Checkpoint: req.Checkpoint}
 }
 
 // execute sends an Execute or SessionExecute and returns its result, streaming to out; done
@@ -631,7 +631,8 @@ func (c *Client) NewSession(ctx context.Context, req executor.SessionRequest) (e
 	gen := c.gen
 	c.mu.Unlock()
 	rep, err := c.roundTrip(ctx, &Request{CreateSession: &CreateSession{ID: req.ID, Dir: filepath.Base(dir), Env: req.Env, Files: toFiles(req.Files),
-		Network: req.Network, Limits: toLimits(req.Limits)}}, false, nil)
+		Network: req.Network, Limits: toLimits(req.Limits), MaxCheckpoints: req.MaxCheckpoints, CheckpointIdleMS: req.CheckpointIdle.Milliseconds(),
+		MaxCheckpointBytes: req.MaxCheckpointBytes}}, false, nil)
 	switch {
 	case err == nil && rep.Error != nil:
 		err = rep.Error.Err()
@@ -851,6 +852,59 @@ func (ss *remoteSession) OpenFile(p string, max int64) (executor.Body, error) {
 		return nil, fmt.Errorf("%w: it answered a file with %s", ErrRunnerGone, describe(rep))
 	}
 	return rep.body, nil
+}
+
+// Checkpoint implements executor.Session.
+func (ss *remoteSession) Checkpoint(ctx context.Context) (api.Checkpoint, error) {
+	rep, err := ss.ask(ctx, &Request{Checkpoint: &SessionRef{Session: ss.id}}, "a checkpoint", func(r *Reply) bool { return r.Checkpoint != nil })
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	return *rep.Checkpoint, nil
+}
+
+// Checkpoints implements executor.Session.
+func (ss *remoteSession) Checkpoints() ([]api.Checkpoint, error) {
+	rep, err := ss.ask(context.Background(), &Request{Checkpoints: &SessionRef{Session: ss.id}}, "checkpoints", func(r *Reply) bool { return r.Checkpoints != nil })
+	if err != nil {
+		return nil, err
+	}
+	if rep.Checkpoints.Checkpoints == nil {
+		return []api.Checkpoint{}, nil
+	}
+	return rep.Checkpoints.Checkpoints, nil
+}
+
+// Restore implements executor.Session.
+func (ss *remoteSession) Restore(ctx context.Context, id string) error {
+	_, err := ss.ask(ctx, &Request{Restore: &SessionCheckpoint{Session: ss.id, Checkpoint: id}}, "a restore", func(r *Reply) bool { return r.Done != nil })
+	return err
+}
+
+// DeleteCheckpoint implements executor.Session.
+func (ss *remoteSession) DeleteCheckpoint(id string) error {
+	_, err := ss.ask(context.Background(), &Request{DeleteCheckpoint: &SessionCheckpoint{Session: ss.id, Checkpoint: id}}, "a deletion", func(r *Reply) bool { return r.Done != nil })
+	return err
+}
+
+// ask sends req, about the session, and returns the runner's reply when ok says it is the one
+// wanted (what names it, for the error). A session the runner says has ended is ended here.
+func (ss *remoteSession) ask(ctx context.Context, req *Request, what string, ok func(*Reply) bool) (*Reply, error) {
+	if ss.Ended() {
+		return nil, executor.ErrSessionEnded
+	}
+	rep, err := ss.c.roundTrip(ctx, req, false, nil)
+	switch {
+	case err != nil:
+	case rep.Error != nil:
+		err = rep.Error.Err()
+	case !ok(rep):
+		err = fmt.Errorf("%w: it answered %s with %s", ErrRunnerGone, what, describe(rep))
+	}
+	if errors.Is(err, executor.ErrSessionEnded) || errors.Is(err, ErrRunnerGone) {
+		ss.end()
+	}
+	return rep, err
 }
 
 // Ended implements executor.Session: it was closed, a call ended it, the runner said so, or

@@ -125,6 +125,12 @@ type Request struct {
 	SessionFile    *SessionFile    `json:"session_file,omitempty"`
 	CloseSession   *SessionRef     `json:"close_session,omitempty"`
 	SessionStatus  *SessionStatus  `json:"session_status,omitempty"`
+	// Checkpoint takes a checkpoint of a session (Reply.Checkpoint); Checkpoints lists them
+	// (Reply.Checkpoints); Restore and DeleteCheckpoint answer Done.
+	Checkpoint       *SessionRef        `json:"checkpoint,omitempty"`
+	Checkpoints      *SessionRef        `json:"checkpoints,omitempty"`
+	Restore          *SessionCheckpoint `json:"restore,omitempty"`
+	DeleteCheckpoint *SessionCheckpoint `json:"delete_checkpoint,omitempty"`
 	Stats          *StatsRequest   `json:"stats,omitempty"`
 	Cleanup        *Cleanup        `json:"cleanup,omitempty"`
 	// Shutdown stops the executor (the zygote, its spares, the session started ahead of time)
@@ -144,6 +150,8 @@ type Reply struct {
 	Files        *api.SessionFiles   `json:"files,omitempty"`
 	FileStream   *FileStream         `json:"file_stream,omitempty"`
 	Status       *SessionStatusReply `json:"status,omitempty"`
+	Checkpoint   *api.Checkpoint     `json:"checkpoint,omitempty"`
+	Checkpoints  *api.Checkpoints    `json:"checkpoints,omitempty"`
 	Stats        *Stats              `json:"stats,omitempty"`
 	Done         *Done               `json:"done,omitempty"`
 	Error        *Error              `json:"error,omitempty"`
@@ -194,6 +202,8 @@ type Execute struct {
 	Inspect bool `json:"inspect,omitempty"`
 	// OutputBudgetChars is executor.Request's: 0, none.
 	OutputBudgetChars int `json:"output_budget_chars,omitempty"`
+	// Checkpoint, in a session's call, is executor.Request's.
+	Checkpoint bool `json:"checkpoint,omitempty"`
 }
 
 // File is an input file.
@@ -228,6 +238,12 @@ type CreateSession struct {
 	Files   []File            `json:"files,omitempty"`
 	Network bool              `json:"network,omitempty"`
 	Limits  Limits            `json:"limits"`
+	// The session's checkpoints (executor.SessionRequest's): at most MaxCheckpoints, each let
+	// go CheckpointIdleMS after its creation or last restore (0: never), each keeping at most
+	// MaxCheckpointBytes of files (0: no bound).
+	MaxCheckpoints     int   `json:"max_checkpoints,omitempty"`
+	CheckpointIdleMS   int64 `json:"checkpoint_idle_ms,omitempty"`
+	MaxCheckpointBytes int64 `json:"max_checkpoint_bytes,omitempty"`
 }
 
 // SessionInfo answers CreateSession: the session runs in Dir, which is the request's, or a
@@ -246,6 +262,12 @@ type SessionExecute struct {
 // SessionRef names a session.
 type SessionRef struct {
 	Session string `json:"session"`
+}
+
+// SessionCheckpoint names a checkpoint of a session.
+type SessionCheckpoint struct {
+	Session    string `json:"session"`
+	Checkpoint string `json:"checkpoint"`
 }
 
 // SessionFile reads one file of a session's working directory, of at most Max bytes.
@@ -339,6 +361,10 @@ const (
 	ErrFileNotFound = "file_not_found" // executor.ErrFileNotFound
 	ErrFileTooLarge = "file_too_large" // executor.ErrFileTooLarge
 	ErrBadRequest   = "bad_request"    // a request the runner refuses to read
+
+	ErrCheckpointNotFound = "checkpoint_not_found" // executor.ErrCheckpointNotFound
+	ErrTooManyCheckpoints = "too_many_checkpoints" // executor.ErrTooManyCheckpoints
+	ErrCheckpointTooLarge = "checkpoint_too_large" // executor.ErrCheckpointTooLarge
 	ErrInternal     = "internal"       // anything else
 )
 
@@ -358,6 +384,12 @@ func errorOf(err error) *Error {
 		return &Error{Code: ErrFileTooLarge, Message: err.Error()}
 	case errors.Is(err, errBadRequest):
 		return &Error{Code: ErrBadRequest, Message: err.Error()}
+	case errors.Is(err, executor.ErrCheckpointNotFound):
+		return &Error{Code: ErrCheckpointNotFound, Message: err.Error()}
+	case errors.Is(err, executor.ErrTooManyCheckpoints):
+		return &Error{Code: ErrTooManyCheckpoints, Message: err.Error()}
+	case errors.Is(err, executor.ErrCheckpointTooLarge):
+		return &Error{Code: ErrCheckpointTooLarge, Message: err.Error()}
 	}
 	return &Error{Code: ErrInternal, Message: err.Error()}
 }
@@ -375,9 +407,25 @@ func (e *Error) Err() error {
 		return executor.ErrFileNotFound
 	case ErrFileTooLarge:
 		return executor.ErrFileTooLarge
+	case ErrCheckpointNotFound:
+		return wireError{executor.ErrCheckpointNotFound, e.Message}
+	case ErrTooManyCheckpoints:
+		return wireError{executor.ErrTooManyCheckpoints, e.Message}
+	case ErrCheckpointTooLarge:
+		return wireError{executor.ErrCheckpointTooLarge, e.Message}
 	}
 	return fmt.Errorf("runner: %s: %s", e.Code, e.Message)
 }
+
+// wireError is an executor error as the runner said it: errors.Is finds the error, and its
+// message is the runner's (which says more, as which checkpoint and why).
+type wireError struct {
+	err error
+	msg string
+}
+
+func (e wireError) Error() string { return e.msg }
+func (e wireError) Unwrap() error { return e.err }
 
 // errBadRequest is a request that does not follow the protocol.
 var errBadRequest = errors.New("bad request")
@@ -391,7 +439,8 @@ func (r *Request) Validate() error {
 	n := 0
 	for _, set := range []bool{r.Execute != nil, r.CreateSession != nil, r.WarmSession != nil, r.SessionExecute != nil,
 		r.SessionFiles != nil, r.SessionFile != nil, r.CloseSession != nil, r.SessionStatus != nil, r.Stats != nil,
-		r.Cleanup != nil, r.Shutdown != nil, r.Cancel != nil} {
+		r.Cleanup != nil, r.Shutdown != nil, r.Cancel != nil,
+		r.Checkpoint != nil, r.Checkpoints != nil, r.Restore != nil, r.DeleteCheckpoint != nil} {
 		if set {
 			n++
 		}
@@ -411,8 +460,12 @@ func (r *Request) Validate() error {
 			return badRequest("session_execute: no session")
 		}
 		return r.SessionExecute.Execute.validate(false)
-	case r.SessionFiles != nil && r.SessionFiles.Session == "", r.CloseSession != nil && r.CloseSession.Session == "":
+	case r.SessionFiles != nil && r.SessionFiles.Session == "", r.CloseSession != nil && r.CloseSession.Session == "",
+		r.Checkpoint != nil && r.Checkpoint.Session == "", r.Checkpoints != nil && r.Checkpoints.Session == "":
 		return badRequest("no session")
+	case r.Restore != nil && (r.Restore.Session == "" || r.Restore.Checkpoint == ""),
+		r.DeleteCheckpoint != nil && (r.DeleteCheckpoint.Session == "" || r.DeleteCheckpoint.Checkpoint == ""):
+		return badRequest("want a session and a checkpoint")
 	case r.SessionFile != nil:
 		if r.SessionFile.Session == "" || !fs.ValidPath(r.SessionFile.Path) || r.SessionFile.Max <= 0 {
 			return badRequest("session_file: want a session, a relative path and a positive max")
@@ -446,6 +499,9 @@ func (c *CreateSession) validate() error {
 	if !executor.IsDirName(c.Dir) {
 		return badRequest("session: dir %q is not a directory of the work root", c.Dir)
 	}
+	if c.MaxCheckpoints < 0 || c.CheckpointIdleMS < 0 || c.MaxCheckpointBytes < 0 {
+		return badRequest("session: checkpoints %d, idle %d ms, %d bytes", c.MaxCheckpoints, c.CheckpointIdleMS, c.MaxCheckpointBytes)
+	}
 	if err := validateFiles(c.Files); err != nil {
 		return err
 	}
@@ -472,7 +528,7 @@ func (l Limits) validate() error {
 func (r *Reply) Validate() error {
 	n := 0
 	for _, set := range []bool{r.Output != nil, r.Result != nil, r.ResultStream != nil, r.Session != nil, r.Files != nil, r.FileStream != nil,
-		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil} {
+		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil, r.Checkpoint != nil, r.Checkpoints != nil} {
 		if set {
 			n++
 		}

@@ -469,6 +469,8 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 		} else {
 			err = executor.ErrSessionEnded
 		}
+	case req.Checkpoint != nil, req.Checkpoints != nil, req.Restore != nil, req.DeleteCheckpoint != nil:
+		return s.checkpoints(ctx, req)
 	case req.CloseSession != nil:
 		s.mu.Lock()
 		ss := s.sessions[req.CloseSession.Session]
@@ -503,6 +505,46 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 		return &Reply{Done: &Done{}}
 	}
 	return &Reply{Error: errorOf(err)}
+}
+
+// checkpoints carries out a request about a session's checkpoints.
+func (s *served) checkpoints(ctx context.Context, req *Request) *Reply {
+	var id string
+	switch {
+	case req.Checkpoint != nil:
+		id = req.Checkpoint.Session
+	case req.Checkpoints != nil:
+		id = req.Checkpoints.Session
+	case req.Restore != nil:
+		id = req.Restore.Session
+	default:
+		id = req.DeleteCheckpoint.Session
+	}
+	ss := s.session(id)
+	if ss == nil {
+		return &Reply{Error: errorOf(executor.ErrSessionEnded)}
+	}
+	var err error
+	switch {
+	case req.Checkpoint != nil:
+		cp, err2 := ss.Checkpoint(ctx)
+		if err = err2; err == nil {
+			return &Reply{Checkpoint: &cp}
+		}
+	case req.Checkpoints != nil:
+		l, err2 := ss.Checkpoints()
+		if err = err2; err == nil {
+			return &Reply{Checkpoints: &api.Checkpoints{Checkpoints: l}}
+		}
+	case req.Restore != nil:
+		err = ss.Restore(ctx, req.Restore.Checkpoint)
+	default:
+		err = ss.DeleteCheckpoint(req.DeleteCheckpoint.Checkpoint)
+	}
+	if err != nil {
+		return &Reply{Error: errorOf(err)}
+	}
+	return &Reply{Done: &Done{}}
 }
 
 // withHop is the server's stages of an execution and the hop from the server's send at sentAt
@@ -544,7 +586,7 @@ func (s *served) execute(ctx context.Context, e *Execute, ch *channel, ex execer
 	open := &executor.OpenFiles{}
 	req := executor.Request{ID: e.ID, Code: e.Code, Stdin: e.Stdin, Env: e.Env, Files: fromFiles(e.Files), Network: e.Network, Limits: fromLimits(e.Limits),
 		OpenFiles: open, Timings: withHop(e.Timings, e.SentAt), MaxTimeout: time.Duration(e.MaxTimeoutMS) * time.Millisecond, Installs: e.Installs, Inspect: e.Inspect,
-		OutputBudgetChars: e.OutputBudgetChars}
+		OutputBudgetChars: e.OutputBudgetChars, Checkpoint: e.Checkpoint}
 	if e.Dir != "" {
 		req.Dir = filepath.Join(s.cfg.WorkDir, e.Dir)
 	}
@@ -603,7 +645,8 @@ func (o *outputSink) close() {
 
 func (s *served) createSession(ctx context.Context, c *CreateSession) (*SessionInfo, error) {
 	ss, err := s.ex.NewSession(ctx, executor.SessionRequest{ID: c.ID, Dir: filepath.Join(s.cfg.WorkDir, c.Dir), Env: c.Env, Files: fromFiles(c.Files),
-		Network: c.Network, Limits: fromLimits(c.Limits)})
+		Network: c.Network, Limits: fromLimits(c.Limits), MaxCheckpoints: c.MaxCheckpoints, CheckpointIdle: time.Duration(c.CheckpointIdleMS) * time.Millisecond,
+		MaxCheckpointBytes: c.MaxCheckpointBytes})
 	if err != nil {
 		return nil, err
 	}

@@ -782,3 +782,51 @@ func readFile(ss executor.Session, p string, max int64) ([]byte, error) {
 	}
 	return testutil.ReadSized(body)
 }
+
+// Checkpoints through the runner, of a session that took the one started ahead of time (which
+// gets its checkpoint settings when it is taken): taken, listed, restored, deleted, and the
+// executor's errors as they were on the runner's side.
+func TestCheckpointsThroughTheRunner(t *testing.T) {
+	c, _ := childClient(t, clientConfig(t, executor.ModeFork, 1))
+	req := executor.SessionRequest{Limits: testLimits, MaxCheckpoints: 1, CheckpointIdle: time.Minute, MaxCheckpointBytes: 1 << 20}
+	c.WarmSession(req)
+	req.ID = "s-1"
+	ss, err := c.NewSession(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	run := func(code string) api.ExecuteResult {
+		t.Helper()
+		res, err := ss.Execute(context.Background(), executor.Request{ID: "1", Code: code, Limits: testLimits}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	run("x = 1")
+	cp, err := ss.Checkpoint(context.Background())
+	if err != nil || cp.ID != "c1" {
+		t.Fatalf("checkpoint: %+v %v", cp, err)
+	}
+	if _, err := ss.Checkpoint(context.Background()); !errors.Is(err, executor.ErrTooManyCheckpoints) {
+		t.Errorf("past the cap: %v", err)
+	}
+	run("x = 2")
+	if err := ss.Restore(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if res := run("print(x)"); res.Stdout != "1\n" {
+		t.Fatalf("after the restore: %+v", res)
+	}
+	if l, err := ss.Checkpoints(); err != nil || len(l) != 1 || l[0].ID != "c1" {
+		t.Fatalf("list: %+v %v", l, err)
+	}
+	if err := ss.DeleteCheckpoint("c1"); err != nil {
+		t.Fatal(err)
+	}
+	err = ss.Restore(context.Background(), "c1")
+	if !errors.Is(err, executor.ErrCheckpointNotFound) || !strings.Contains(err.Error(), "c1 was deleted") {
+		t.Errorf("a deleted checkpoint: %v", err)
+	}
+}

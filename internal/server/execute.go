@@ -23,7 +23,12 @@ import (
 // handleExecute serves POST /v1/execute: check and map the request, wait for a slot, run.
 func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	begun := time.Now()
-	req, stream, ok := s.readExecution(w, r, nil)
+	req, stream, ok := s.readExecution(w, r, func(body api.ExecuteRequest) *requestError {
+		if body.Checkpoint {
+			return badRequest("checkpoint: only a session's call takes one (POST /v1/sessions/{id}/execute)")
+		}
+		return nil
+	})
 	if !ok || !s.beginOrRefuse(w, r) {
 		return
 	}
@@ -137,6 +142,9 @@ func (s *Server) runPlain(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return
 	case errors.Is(err, executor.ErrSessionEnded):
 		s.writeRequestError(w, r, s.sessions.notFound(r.PathValue("id"), "", false)) // it passed lookup
+		return
+	case checkpointError(err) != nil: // the checkpoint of a call's "checkpoint": true
+		s.writeRequestError(w, r, checkpointError(err))
 		return
 	case errors.Is(err, executor.ErrUnavailable):
 		s.unavailable(w, r, err)

@@ -32,6 +32,9 @@ type metrics struct {
 	sessionsOpen    prometheus.Gauge
 	sessionsCreated prometheus.Counter
 	sessionsEnded   *prometheus.CounterVec
+	// checkpoints counts the checkpoint requests by op (checkpoint, restore, delete) and
+	// outcome (ok, or the error's code).
+	checkpoints *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them on reg (when reg is not nil).
@@ -99,6 +102,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pyexec_sessions_ended_total",
 			Help: "Sessions ended, by reason (deleted, idle, lost: a call's timeout killed it, exited: its interpreter ended, memory_limit: a call passed its memory limit or the runner's memory watchdog ended it, drain).",
 		}, []string{"reason"}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_session_checkpoints_total",
+			Help: "Checkpoint requests of sessions, by op (checkpoint, restore, delete) and outcome (ok, or the error's code: checkpoint_not_found, too_many_checkpoints, checkpoint_too_large, session_busy, error).",
+		}, []string{"op", "outcome"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.
 	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, api.ReasonProcessLimit, reasonError} {
@@ -119,10 +126,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, stage := range api.Stages {
 		m.stages.WithLabelValues(stage)
 	}
+	for _, op := range []string{"checkpoint", "restore", "delete"} {
+		m.checkpoints.WithLabelValues(op, "ok")
+	}
 	if reg != nil {
 		reg.MustRegister(m.executions, m.duration, m.stages, m.queueDepth, m.inFlight, m.resultsWaiting, m.rejected, m.ready, m.connsOpen, m.connsRefused,
 			m.probeConnsOpen, m.probeConnsRefused,
-			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded)
+			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded, m.checkpoints)
 	}
 	return m
 }
@@ -176,4 +186,16 @@ func (g *IsolationMetric) Describe(ch chan<- *prometheus.Desc) {
 func (g *IsolationMetric) Collect(ch chan<- prometheus.Metric) {
 	g.layers.Collect(ch)
 	g.identity.Collect(ch)
+}
+
+// checkpointOp counts a checkpoint request (see metrics.checkpoints) that ended with err.
+func (m *metrics) checkpointOp(op string, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if rerr := checkpointError(err); rerr != nil {
+			outcome = rerr.code
+		}
+	}
+	m.checkpoints.WithLabelValues(op, outcome).Inc()
 }

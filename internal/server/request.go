@@ -190,6 +190,7 @@ func newExecutorRequest(id string, req api.ExecuteRequest, lim api.Limits) (exec
 		}
 		out.Network = *req.Network
 	}
+	out.Checkpoint = req.Checkpoint
 	if b := req.OutputBudgetChars; b != nil {
 		if *b < api.MinOutputBudgetChars {
 			return executor.Request{}, badRequest("output_budget_chars: %d; want at least %d", *b, api.MinOutputBudgetChars)

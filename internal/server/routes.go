@@ -32,6 +32,10 @@ func (s *Server) routes() []route {
 		{"POST /v1/sessions/{id}/execute", s.handleSessionExecute},
 		{"GET /v1/sessions/{id}/files", s.handleSessionFiles},
 		{"GET /v1/sessions/{id}/variables", s.handleSessionVariables},
+		{"POST /v1/sessions/{id}/checkpoints", s.handleCheckpoint},
+		{"GET /v1/sessions/{id}/checkpoints", s.handleListCheckpoints},
+		{"DELETE /v1/sessions/{id}/checkpoints/{cid}", s.handleDeleteCheckpoint},
+		{"POST /v1/sessions/{id}/restore", s.handleRestore},
 		{"GET /v1/sessions/{id}/files/{path...}", s.handleSessionFile},
 	}
 	if s.cfg.MCP {

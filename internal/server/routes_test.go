@@ -28,6 +28,12 @@ func (stubSession) OpenFile(string, int64) (executor.Body, error) {
 func (stubSession) Ended() bool   { return false }
 func (stubSession) Memory() int64 { return 0 }
 func (stubSession) Close()        {}
+func (stubSession) Checkpoint(context.Context) (api.Checkpoint, error) {
+	return api.Checkpoint{}, executor.ErrTooManyCheckpoints
+}
+func (stubSession) Checkpoints() ([]api.Checkpoint, error) { return []api.Checkpoint{}, nil }
+func (stubSession) Restore(context.Context, string) error  { return executor.ErrCheckpointNotFound }
+func (stubSession) DeleteCheckpoint(string) error          { return executor.ErrCheckpointNotFound }
 
 // Every method and path, as a client writes it (never cleaned, never redirected), gets the
 // route's answer or the API's JSON error: 404 not_found for a path no route serves, 405

@@ -97,6 +97,11 @@ func (c Config) Validate() error {
 	if l.MaxSessions > 0 {
 		values["session-idle-timeout"] = seconds(l.SessionIdleTimeoutSeconds)
 		values["max-session-idle-timeout"] = seconds(l.MaxSessionIdleTimeoutSeconds)
+		values["max-checkpoints-per-session"] = l.MaxCheckpointsPerSession
+		values["max-checkpoint-bytes"] = l.MaxCheckpointBytes
+		if l.MaxCheckpointsPerSession > 0 {
+			values["checkpoint-idle-timeout"] = seconds(l.CheckpointIdleTimeoutSeconds)
+		}
 	}
 	errs := settings.Validate(values)
 	for _, uid := range c.AllowUIDs {

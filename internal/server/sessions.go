@@ -203,7 +203,8 @@ func newSessionRequest(id string, body api.SessionRequest, lim api.Limits) (exec
 	if rerr != nil {
 		return executor.SessionRequest{}, 0, rerr
 	}
-	return executor.SessionRequest{ID: id, Env: ex.Env, Files: ex.Files, Network: ex.Network, Limits: ex.Limits}, idle, nil
+	return executor.SessionRequest{ID: id, Env: ex.Env, Files: ex.Files, Network: ex.Network, Limits: ex.Limits,
+		MaxCheckpoints: lim.MaxCheckpointsPerSession, CheckpointIdle: seconds(lim.CheckpointIdleTimeoutSeconds), MaxCheckpointBytes: lim.MaxCheckpointBytes}, idle, nil
 }
 
 // newSessionID returns a session id: unguessable, so that knowing one is needed to use it.

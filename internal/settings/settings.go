@@ -26,6 +26,10 @@ const (
 	DefaultMaxSessions           = 8
 	DefaultSessionIdleTimeout    = 10 * time.Minute
 	DefaultMaxSessionIdleTimeout = time.Hour
+	// Checkpoints of a session: each holds a process and a copy of the files.
+	DefaultMaxCheckpoints        = 4
+	DefaultCheckpointIdleTimeout = 10 * time.Minute
+	DefaultMaxCheckpointBytes    = 256 << 20
 	// DefaultRunnerMemoryHighWater is the percentage of the runner's memory limit past which
 	// its memory watchdog ends the largest execution or session: a tenth of the limit is left
 	// for the time between two readings (10 ms near the mark) and for the kill to free the
@@ -264,6 +268,12 @@ var Serve = []Setting{
 		Doc: "a session ends after this long without a call, unless it asks for another idle_timeout_seconds"},
 	{Flag: "max-session-idle-timeout", Group: GroupSessions, Default: DefaultMaxSessionIdleTimeout, Min: Positive,
 		Doc: "the longest idle timeout a session may ask for; the bound of the session idle timeout annotation"},
+	{Flag: "max-checkpoints-per-session", Group: GroupSessions, Default: DefaultMaxCheckpoints, Min: 0, ZeroMeans: "checkpoints off",
+		Doc: "checkpoints a session holds at once (POST /v1/sessions/{id}/checkpoints); more get 429 too_many_checkpoints, and a call's \"checkpoint\": true lets the oldest such one go (0: checkpoints off)"},
+	{Flag: "checkpoint-idle-timeout", Group: GroupSessions, Default: DefaultCheckpointIdleTimeout, Min: Positive,
+		Doc: "a checkpoint is let go after this long without a restore (from its creation or its last restore)"},
+	{Flag: "max-checkpoint-bytes", Group: GroupSessions, Default: int64(DefaultMaxCheckpointBytes), Min: int64(0), ZeroMeans: "no limit",
+		Doc: "the most bytes of files one checkpoint copies from its session's working directory; a larger directory gets 413 checkpoint_too_large (0: no limit)"},
 
 	// Python and packages (pyexec init takes these too).
 	{Flag: "python", Group: GroupPackages, Default: "", Preflight: true,

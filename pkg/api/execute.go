@@ -300,6 +300,11 @@ type Limits struct {
 	MaxSessions                  int     `json:"max_sessions"`
 	SessionIdleTimeoutSeconds    float64 `json:"session_idle_timeout_seconds"`
 	MaxSessionIdleTimeoutSeconds float64 `json:"max_session_idle_timeout_seconds"`
+	// Checkpoints of a session: how many it holds at once (0: none), how long one lives
+	// without a restore, and the most bytes of files one keeps (0: no limit).
+	MaxCheckpointsPerSession     int     `json:"max_checkpoints_per_session"`
+	CheckpointIdleTimeoutSeconds float64 `json:"checkpoint_idle_timeout_seconds"`
+	MaxCheckpointBytes           int64   `json:"max_checkpoint_bytes"`
 }
 
 // PackagesRequest is the body of POST /v1/packages.

@@ -66,8 +66,6 @@ type Session struct {
 	Busy bool `json:"busy"`
 	// Owner is the OwnerHeader of the request that created the session; empty: none.
 	Owner string `json:"owner,omitempty"`
-	// Checkpoints counts the checkpoints the session holds (GET .../checkpoints lists them).
-	Checkpoints int `json:"checkpoints"`
 }
 
 // Checkpoint is a frozen copy of a session's state — its interpreter (globals, imports,
@@ -155,6 +153,9 @@ const (
 	ErrCodeCheckpointNotFound = "checkpoint_not_found"
 	// ErrCodeTooManyCheckpoints (429): the session holds --max-checkpoints-per-session.
 	ErrCodeTooManyCheckpoints = "too_many_checkpoints"
+	// ErrCodeCheckpointTooLarge (413): the session's working directory holds more than
+	// --max-checkpoint-bytes of files.
+	ErrCodeCheckpointTooLarge = "checkpoint_too_large"
 	// ErrCodeFileNotFound (404): GET /v1/sessions/{id}/files/{path} names no regular file of
 	// the session's working directory (nothing, a directory, a symlink, a FIFO...).
 	ErrCodeFileNotFound = "file_not_found"

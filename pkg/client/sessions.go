@@ -138,6 +138,60 @@ func (c *Client) SessionFile(ctx context.Context, id, file string) ([]byte, stri
 // sessionPath is /v1/sessions/{id}{rest} with id escaped as one path segment. An id that
 // cannot name a session ("", ".", "..": the server's router would clean the path) is refused
 // before any request.
+// Checkpoint takes a checkpoint of session id (POST /v1/sessions/{id}/checkpoints): a frozen
+// copy of its interpreter and files that RestoreCheckpoint puts the session back to. A call's
+// ExecuteRequest.Checkpoint takes one just before the call (an undo).
+func (c *Client) Checkpoint(ctx context.Context, id string) (*api.Checkpoint, error) {
+	path, err := sessionPath(id, "/checkpoints")
+	if err != nil {
+		return nil, err
+	}
+	var cp api.Checkpoint
+	if err := c.postJSON(ctx, path, struct{}{}, &cp); err != nil {
+		return nil, err
+	}
+	return &cp, nil
+}
+
+// Checkpoints lists the checkpoints of session id, oldest first.
+func (c *Client) Checkpoints(ctx context.Context, id string) (*api.Checkpoints, error) {
+	path, err := sessionPath(id, "/checkpoints")
+	if err != nil {
+		return nil, err
+	}
+	var l api.Checkpoints
+	if err := c.get(ctx, path, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// RestoreCheckpoint puts session id back to its checkpoint (POST /v1/sessions/{id}/restore):
+// the calls after see exactly the checkpoint's state. The checkpoint stays.
+func (c *Client) RestoreCheckpoint(ctx context.Context, id, checkpoint string) (*api.Session, error) {
+	path, err := sessionPath(id, "/restore")
+	if err != nil {
+		return nil, err
+	}
+	var s api.Session
+	if err := c.postJSON(ctx, path, api.RestoreRequest{Checkpoint: checkpoint}, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// DeleteCheckpoint lets a checkpoint of session id go.
+func (c *Client) DeleteCheckpoint(ctx context.Context, id, checkpoint string) error {
+	if checkpoint == "" || checkpoint == "." || checkpoint == ".." {
+		return fmt.Errorf("pyexec: %q is not a checkpoint", checkpoint)
+	}
+	path, err := sessionPath(id, "/checkpoints/"+url.PathEscape(checkpoint))
+	if err != nil {
+		return err
+	}
+	return c.delete(ctx, path)
+}
+
 func sessionPath(id, rest string) (string, error) {
 	if id == "" || id == "." || id == ".." {
 		return "", fmt.Errorf("pyexec: %q is not a session id", id)

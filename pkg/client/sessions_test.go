@@ -202,7 +202,7 @@ func TestBenchSessionRefusesNonPositive(t *testing.T) {
 func TestWithOwnerScopesEveryRequest(t *testing.T) {
 	seen := map[string]string{}
 	c := NewInProcess(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen[r.Method+" "+r.URL.Path] = r.Header.Get(api.OwnerHeader)
+		seen[r.Method+" "+r.URL.EscapedPath()] = r.Header.Get(api.OwnerHeader)
 		switch {
 		case r.Method == http.MethodDelete:
 			w.WriteHeader(http.StatusNoContent)
@@ -212,6 +212,10 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 			w.Write([]byte(`{"sessions": []}`))
 		case strings.HasSuffix(r.URL.Path, "/variables"):
 			w.Write([]byte(`{"variables": [], "total": 0, "truncated": false}`))
+		case strings.HasSuffix(r.URL.Path, "/checkpoints") && r.Method == http.MethodGet:
+			w.Write([]byte(`{"checkpoints": [{"checkpoint": "c1"}]}`))
+		case strings.HasSuffix(r.URL.Path, "/checkpoints"):
+			w.Write([]byte(`{"checkpoint": "c1"}`))
 		default:
 			w.Write([]byte(`{"id": "s-1", "files": []}`))
 		}
@@ -226,12 +230,24 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 		_, _, err6 := c.SessionFile(ctx, "s-1", "f.txt")
 		err7 := c.DeleteSession(ctx, "s-1")
 		_, err8 := c.SessionVariables(ctx, "s-1")
-		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8); err != nil {
+		cp, err9 := c.Checkpoint(ctx, "s-1")
+		l, err10 := c.Checkpoints(ctx, "s-1")
+		_, err11 := c.RestoreCheckpoint(ctx, "s-1", "c1")
+		err12 := c.DeleteCheckpoint(ctx, "s-1", "c/1")
+		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12); err != nil {
 			t.Fatal(err)
+		}
+		if cp.ID != "c1" || len(l.Checkpoints) != 1 {
+			t.Fatalf("checkpoint %+v, list %+v", cp, l)
 		}
 	}
 	calls(WithOwner(context.Background(), "user-42"))
-	if len(seen) != 8 {
+	for _, req := range []string{"POST /v1/sessions/s-1/checkpoints", "GET /v1/sessions/s-1/checkpoints", "POST /v1/sessions/s-1/restore", "DELETE /v1/sessions/s-1/checkpoints/c%2F1"} {
+		if _, ok := seen[req]; !ok {
+			t.Errorf("no %s among %v", req, seen)
+		}
+	}
+	if len(seen) != 12 {
 		t.Fatalf("requests: %v", seen)
 	}
 	for req, owner := range seen {

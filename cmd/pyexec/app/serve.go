@@ -125,6 +125,9 @@ type ServeConfig struct {
 	MaxSessions           int           // --max-sessions: open at once (0: none)
 	SessionIdleTimeout    time.Duration // --session-idle-timeout: a session's default
 	MaxSessionIdleTimeout time.Duration // --max-session-idle-timeout: the most one may ask for
+	MaxCheckpoints        int           // --max-checkpoints-per-session (0: none)
+	CheckpointIdleTimeout time.Duration // --checkpoint-idle-timeout
+	MaxCheckpointBytes    int64         // --max-checkpoint-bytes (0: no limit)
 
 	// Filled by Validate.
 	mode       os.FileMode
@@ -280,6 +283,8 @@ func (c *ServeConfig) vars() map[string]any {
 
 		"max-sessions": &c.MaxSessions, "session-idle-timeout": &c.SessionIdleTimeout,
 		"max-session-idle-timeout": &c.MaxSessionIdleTimeout,
+		"max-checkpoints-per-session": &c.MaxCheckpoints, "checkpoint-idle-timeout": &c.CheckpointIdleTimeout,
+		"max-checkpoint-bytes": &c.MaxCheckpointBytes,
 
 		"allow-packages": &c.AllowPackages,
 
@@ -311,6 +316,9 @@ func (c *ServeConfig) limits() api.Limits {
 		MaxSessions:                  c.MaxSessions,
 		SessionIdleTimeoutSeconds:    c.SessionIdleTimeout.Seconds(),
 		MaxSessionIdleTimeoutSeconds: c.MaxSessionIdleTimeout.Seconds(),
+		MaxCheckpointsPerSession:     c.MaxCheckpoints,
+		CheckpointIdleTimeoutSeconds: c.CheckpointIdleTimeout.Seconds(),
+		MaxCheckpointBytes:           c.MaxCheckpointBytes,
 	}
 }
 
