@@ -131,8 +131,8 @@ type Request struct {
 	Checkpoints      *SessionRef        `json:"checkpoints,omitempty"`
 	Restore          *SessionCheckpoint `json:"restore,omitempty"`
 	DeleteCheckpoint *SessionCheckpoint `json:"delete_checkpoint,omitempty"`
-	Stats          *StatsRequest   `json:"stats,omitempty"`
-	Cleanup        *Cleanup        `json:"cleanup,omitempty"`
+	Stats            *StatsRequest      `json:"stats,omitempty"`
+	Cleanup          *Cleanup           `json:"cleanup,omitempty"`
 	// Shutdown stops the executor (the zygote, its spares, the session started ahead of time)
 	// and empties their directories; Done answers once it has.
 	Shutdown *Shutdown `json:"shutdown,omitempty"`
@@ -365,7 +365,7 @@ const (
 	ErrCheckpointNotFound = "checkpoint_not_found" // executor.ErrCheckpointNotFound
 	ErrTooManyCheckpoints = "too_many_checkpoints" // executor.ErrTooManyCheckpoints
 	ErrCheckpointTooLarge = "checkpoint_too_large" // executor.ErrCheckpointTooLarge
-	ErrInternal     = "internal"       // anything else
+	ErrInternal           = "internal"             // anything else
 )
 
 // errorOf turns an executor error into its wire form.

@@ -282,7 +282,7 @@ func (c *ServeConfig) vars() map[string]any {
 		"mode": &c.Mode, "warm": &c.Warm, "warmup-code": &c.WarmupCode, "rest-after": &c.RestAfter,
 
 		"max-sessions": &c.MaxSessions, "session-idle-timeout": &c.SessionIdleTimeout,
-		"max-session-idle-timeout": &c.MaxSessionIdleTimeout,
+		"max-session-idle-timeout":    &c.MaxSessionIdleTimeout,
 		"max-checkpoints-per-session": &c.MaxCheckpoints, "checkpoint-idle-timeout": &c.CheckpointIdleTimeout,
 		"max-checkpoint-bytes": &c.MaxCheckpointBytes,
 
