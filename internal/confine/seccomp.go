@@ -48,12 +48,13 @@ const (
 )
 
 // denied are the syscalls no execution needs and that reach beyond it: other processes'
-// memory, kernel objects shared with the server, io_uring (its operations pass by seccomp),
+// memory and descriptors (pidfd_getfd: a session's checkpoints are in the code's own domain),
+// kernel objects shared with the server, io_uring (its operations pass by seccomp),
 // and what Landlock does not cover that would let code leave something for a later execution
 // or watch a concurrent one: extended attributes, inotify and fanotify, System V IPC and POSIX
 // message queues.
 var denied = []uintptr{
-	unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV, unix.SYS_KCMP,
+	unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV, unix.SYS_KCMP, unix.SYS_PIDFD_GETFD,
 	unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER,
 	unix.SYS_BPF, unix.SYS_PERF_EVENT_OPEN, unix.SYS_USERFAULTFD,
 	unix.SYS_KEYCTL, unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY,

@@ -372,9 +372,12 @@ func copyFiles(src, dst string, max int64) (files int, size int64, err error) {
 // copyFile copies the regular file p of from into to, within left bytes when bounded.
 func copyFile(from, to *os.Root, p string, left int64, bounded bool) (int64, error) {
 	in, err := from.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, os.ErrPermission) { // the code took its permissions away: the runner's uid is its owner
-		if from.Chmod(p, 0o600) == nil {
+	if errors.Is(err, os.ErrPermission) {
+		// The code took its permissions away: the runner's uid is its owner, which may read it
+		// for a moment and give it its mode back.
+		if fi, serr := from.Lstat(p); serr == nil && fi.Mode().IsRegular() && from.Chmod(p, 0o400) == nil {
 			in, err = from.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+			_ = from.Chmod(p, fi.Mode().Perm())
 		}
 	}
 	if err != nil {

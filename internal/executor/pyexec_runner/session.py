@@ -100,6 +100,7 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
         kill_leftovers(keep=s.keep() if st is None else ())
         if st is None:
             os.kill(s.child, signal.SIGSTOP)
+            s.freeze()
         if st is not None:
             send_fds(ctl, json.dumps(lost_reply(st, tree.over_memory)).encode(), [])
             break
@@ -124,6 +125,26 @@ class _State:
     def keep(self):
         """The children that outlive a call: the interpreter and the checkpoints."""
         return {self.child} | {h.pid for h in self.checkpoints.values()}
+
+    def freeze(self):
+        """Stop every checkpoint and kill what it started: at rest, nothing of the session runs.
+        The code can continue a checkpoint during a call (same domain); the checkpoint's own
+        code (an at-fork handler, a function the code replaced before the copy) then runs,
+        held to the call's limits, and stops with it."""
+        import signal
+
+        from .tree import tree_pids
+
+        for held in self.checkpoints.values():
+            try:
+                signal.pidfd_send_signal(held.pidfd, signal.SIGSTOP)
+            except OSError:
+                continue  # it ended: _idle forgets it
+            for pid in tree_pids(held.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def exempt(self):
         self.tree.exempt = frozenset(h.pid for h in self.checkpoints.values())
@@ -201,14 +222,23 @@ def _checkpoint(s, ctl):
     s.taken += 1
     s.checkpoints[s.taken] = held
     s.exempt()
+    s.freeze()
     return _say(ctl, {"checkpoint": s.taken, "pid": held.pid}, [held.pidfd])
 
 
 def _restore(s, ctl, n):
     """Put the session back to checkpoint n: its copy forks a new interpreter, which takes the
     place of the one running (killed, with every process but the checkpoints). Answers pyexec
-    {"pid": P} with a pidfd of the new interpreter, or {"error": ..., "lost": bool} (lost: the
-    checkpoint is gone) and the session goes on as it was. False when the session is over."""
+    {"pid": P} with a pidfd of the new interpreter, or {"error": ..., "gone": bool} (gone: the
+    checkpoint is no more) and the session goes on as it was. False when the session is over.
+    The checkpoints are stopped again after (State.freeze)."""
+    try:
+        return _restore_from(s, ctl, n)
+    finally:
+        s.freeze()
+
+
+def _restore_from(s, ctl, n):
     import signal
     import socket
 
@@ -216,7 +246,8 @@ def _restore(s, ctl, n):
     if held is None or not held.alive():
         s.let_go(n)
         return _say(ctl, {"error": "the checkpoint's process is gone", "gone": True})
-    signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)  # the code may have stopped it
+    _drain(held.sock)  # what the checkpoint's process said meanwhile is no answer
+    signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.calls += 1
     try:
@@ -277,6 +308,22 @@ def _adopt(s, pid, sock, hello):
         os.close(pidfd)
         return None
     return held
+
+
+_DONTWAIT = 0x40  # MSG_DONTWAIT
+
+
+def _drain(sock):
+    """Read and drop what waits on sock."""
+    while True:
+        try:
+            msg, fds = recv_fds(sock, SMALL, _DONTWAIT)
+        except OSError:
+            return
+        for fd in fds:
+            os.close(fd)
+        if not msg:
+            return
 
 
 def _await(sock, pidfd, tree):
