@@ -39,6 +39,9 @@ type Backend interface {
 	Session(ctx context.Context, id string) (*api.Session, error)
 	SessionFiles(ctx context.Context, id string) (*api.SessionFiles, error)
 	SessionVariables(ctx context.Context, id string) (*api.Variables, error)
+	Checkpoint(ctx context.Context, id string) (*api.Checkpoint, error)
+	Checkpoints(ctx context.Context, id string) (*api.Checkpoints, error)
+	RestoreCheckpoint(ctx context.Context, id, checkpoint string) (*api.Session, error)
 	SessionFile(ctx context.Context, id, path string) ([]byte, string, error)
 	InstallPackages(ctx context.Context, req api.PackagesRequest) (*api.Packages, error)
 }
@@ -73,12 +76,15 @@ type Options struct {
 
 // Tool names.
 const (
-	ToolRunPython       = "run_python"
-	ToolCreateSession   = "create_session"
-	ToolCloseSession    = "close_session"
-	ToolListSessions    = "list_sessions"
-	ToolInspectSession  = "inspect_session"
-	ToolInstallPackages = "install_packages"
+	ToolRunPython      = "run_python"
+	ToolCreateSession  = "create_session"
+	ToolCloseSession   = "close_session"
+	ToolListSessions   = "list_sessions"
+	ToolInspectSession = "inspect_session"
+	// ToolCheckpointSession and ToolRestoreSession: a session's checkpoints (an undo).
+	ToolCheckpointSession = "checkpoint_session"
+	ToolRestoreSession    = "restore_session"
+	ToolInstallPackages   = "install_packages"
 )
 
 // OutputBudgetChars is run_python's output budget (api.ExecuteRequest.OutputBudgetChars): a
@@ -93,7 +99,7 @@ const MetaOwner = "pyexec/owner"
 const FileURITemplate = "pyexec://sessions/{session_id}/files/{+path}"
 
 // instructions tell a model what the server is for.
-const instructions = `pyexec runs Python code in a sandbox next to this application: the system's Python 3 with its installed packages (often numpy, pandas, matplotlib), no network unless the operator allows it, and limits on time, memory and output. Use run_python for a calculation, a data analysis or a plot. For several steps that build on each other, create_session first and pass its session_id to each run_python: variables, imports and files then persist between calls. Files a session writes are resources (pyexec://sessions/{id}/files/{path}).`
+const instructions = `pyexec runs Python code in a sandbox next to this application: the system's Python 3 with its installed packages (often numpy, pandas, matplotlib), no network unless the operator allows it, and limits on time, memory and output. Use run_python for a calculation, a data analysis or a plot. For several steps that build on each other, create_session first and pass its session_id to each run_python: variables, imports and files then persist between calls. Files a session writes are resources (pyexec://sessions/{id}/files/{path}). Before a step that may spoil a session's state (dropping rows, overwriting a variable or a file), checkpoint_session; restore_session then undoes everything since, in milliseconds.`
 
 // New returns the MCP server of backend.
 func New(backend Backend, opts Options) *mcp.Server {
@@ -138,6 +144,21 @@ func New(backend Backend, opts Options) *mcp.Server {
 		Description:  "List the variables of a session: each one's name, type, a short repr, and its length, shape, dtype and size when it has them. Use it to recall what a session holds (after the conversation was cut, for example) without running code.",
 		OutputSchema: schemaOf[api.Variables](),
 	}, nil, t.inspectSession)
+	addTool(s, &mcp.Tool{
+		Name:  ToolCheckpointSession,
+		Title: "Checkpoint a Python session",
+		Description: "Take a checkpoint of a session: a frozen copy of its variables, imports and files, in milliseconds. " +
+			"restore_session with the checkpoint's name puts the session back to it, as often as needed (an undo). " +
+			"A session holds a few checkpoints at most; each is let go after a while without a restore.",
+		OutputSchema: schemaOf[api.Checkpoint](),
+	}, nil, t.checkpointSession)
+	addTool(s, &mcp.Tool{
+		Name:  ToolRestoreSession,
+		Title: "Restore a Python session",
+		Description: "Put a session back to one of its checkpoints (checkpoint_session): its variables, imports and files are exactly as they were then; " +
+			"what ran since is undone. The checkpoint stays, to be restored again.",
+		OutputSchema: schemaOf[RestoreOutput](),
+	}, nil, t.restoreSession)
 	addTool(s, &mcp.Tool{
 		Name:         ToolListSessions,
 		Title:        "List Python sessions",
@@ -593,6 +614,65 @@ func (t *tools) inspectSession(ctx context.Context, req *mcp.CallToolRequest, in
 		b.WriteString("no variables\n")
 	}
 	return structured(text(b.String()), v)
+}
+
+// CheckpointInput is checkpoint_session's input.
+type CheckpointInput struct {
+	SessionID string `json:"session_id" jsonschema:"the session to checkpoint"`
+}
+
+func (t *tools) checkpointSession(ctx context.Context, req *mcp.CallToolRequest, in CheckpointInput) *mcp.CallToolResult {
+	ctx, err := t.scopedTo(ctx, req, in.SessionID)
+	if err != nil {
+		return failed(describe(err))
+	}
+	cp, err := t.b.Checkpoint(ctx, in.SessionID)
+	if err != nil {
+		return failed(describe(err) + t.held(ctx, in.SessionID))
+	}
+	msg := fmt.Sprintf("checkpoint %s of session %s taken (%d files, %d KiB). restore_session with checkpoint %q puts the session back to this state.",
+		cp.ID, in.SessionID, cp.Files, (cp.FilesBytes+1023)>>10, cp.ID)
+	return structured(text(msg+t.held(ctx, in.SessionID)), cp)
+}
+
+// RestoreInput is restore_session's input.
+type RestoreInput struct {
+	SessionID  string `json:"session_id" jsonschema:"the session to put back"`
+	Checkpoint string `json:"checkpoint" jsonschema:"the checkpoint's name, as checkpoint_session returned it (c1, c2...)"`
+}
+
+// RestoreOutput is restore_session's structured result.
+type RestoreOutput struct {
+	Restored   bool   `json:"restored"`
+	Checkpoint string `json:"checkpoint"`
+}
+
+func (t *tools) restoreSession(ctx context.Context, req *mcp.CallToolRequest, in RestoreInput) *mcp.CallToolResult {
+	ctx, err := t.scopedTo(ctx, req, in.SessionID)
+	if err != nil {
+		return failed(describe(err))
+	}
+	if _, err := t.b.RestoreCheckpoint(ctx, in.SessionID, in.Checkpoint); err != nil {
+		return failed(describe(err) + t.held(ctx, in.SessionID))
+	}
+	msg := fmt.Sprintf("session %s is back to checkpoint %s: its variables, imports and files are as they were then.", in.SessionID, in.Checkpoint)
+	return structured(text(msg), &RestoreOutput{Restored: true, Checkpoint: in.Checkpoint})
+}
+
+// held says which checkpoints session id holds, for a model: "" when it cannot say.
+func (t *tools) held(ctx context.Context, id string) string {
+	l, err := t.b.Checkpoints(ctx, id)
+	if err != nil {
+		return ""
+	}
+	if len(l.Checkpoints) == 0 {
+		return "\nthe session holds no checkpoint"
+	}
+	names := make([]string, len(l.Checkpoints))
+	for i, c := range l.Checkpoints {
+		names[i] = fmt.Sprintf("%s (taken %s)", c.ID, c.CreatedAt.UTC().Format("15:04:05"))
+	}
+	return "\ncheckpoints held: " + strings.Join(names, ", ")
 }
 
 // ListOutput is list_sessions' structured result.

@@ -35,6 +35,9 @@ func TestMCPSessionsAreTheirOwners(t *testing.T) {
 				"code": "secret = 'alice-only'\nopen('secret.txt', 'w').write(secret)"}); res.IsError {
 				t.Fatalf("alice's call: %q", text)
 			}
+			if res, text, _ := callTool(t, alice, mcpserver.ToolCheckpointSession, map[string]any{"session_id": id}); res.IsError {
+				t.Fatalf("alice's checkpoint: %q", text)
+			}
 			uri := "pyexec://sessions/" + id + "/files/secret.txt"
 			attackers := map[string]*mcp.ClientSession{
 				"another owner":      connectMCP(t, mcpTransportsAs(t, s, "mallory")[transport]()),
@@ -73,6 +76,11 @@ func TestMCPSessionsAreTheirOwners(t *testing.T) {
 				}
 				if res, text := call(mcpserver.ToolInspectSession, map[string]any{"session_id": id}); !res.IsError || strings.Contains(text, "secret") {
 					t.Errorf("%s: inspected alice's session: %q", who, text)
+				}
+				for _, tool := range []string{mcpserver.ToolCheckpointSession, mcpserver.ToolRestoreSession} {
+					if res, text := call(tool, map[string]any{"session_id": id, "checkpoint": "c1"}); !res.IsError || strings.Contains(text, "c1 (taken") {
+						t.Errorf("%s: %s on alice's session: %q", who, tool, text)
+					}
 				}
 				if read, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri, Meta: meta}); err == nil {
 					t.Errorf("%s: read alice's file: %+v", who, read.Contents)

@@ -144,7 +144,7 @@ func TestMCP(t *testing.T) {
 				}
 			}
 			slices.Sort(names)
-			if want := []string{"close_session", "create_session", "inspect_session", "install_packages", "list_sessions", "run_python"}; !slices.Equal(names, want) {
+			if want := []string{"checkpoint_session", "close_session", "create_session", "inspect_session", "install_packages", "list_sessions", "restore_session", "run_python"}; !slices.Equal(names, want) {
 				t.Fatalf("tools %v, want %v", names, want)
 			}
 
@@ -186,6 +186,21 @@ func TestMCP(t *testing.T) {
 			if vars, _ := inspected["variables"].([]any); res.IsError || len(vars) != 1 || !strings.Contains(text, "x: int = 41") {
 				t.Fatalf("inspect_session: %v %q %v", res.IsError, text, inspected)
 			}
+			// An undo: a checkpoint, a call that spoils x, the restore.
+			res, text, cp := callTool(t, cs, mcpserver.ToolCheckpointSession, map[string]any{"session_id": id})
+			if res.IsError || cp["checkpoint"] != "c1" || !strings.Contains(text, `restore_session with checkpoint "c1"`) || !strings.Contains(text, "checkpoints held: c1") {
+				t.Fatalf("checkpoint_session: %v %q %v", res.IsError, text, cp)
+			}
+			callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x = None"})
+			if res, text, restored := callTool(t, cs, mcpserver.ToolRestoreSession, map[string]any{"session_id": id, "checkpoint": "c1"}); res.IsError || restored["restored"] != true {
+				t.Fatalf("restore_session: %v %q", res.IsError, text)
+			}
+			if res, text, _ := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x"}); res.IsError || !strings.Contains(text, "result:\n41") {
+				t.Fatalf("after restore_session: %q", text)
+			}
+			if res, text, _ := callTool(t, cs, mcpserver.ToolRestoreSession, map[string]any{"session_id": id, "checkpoint": "c7"}); !res.IsError || !strings.Contains(text, "checkpoint_not_found") && !strings.Contains(text, "no checkpoint") || !strings.Contains(text, "checkpoints held: c1") {
+				t.Fatalf("restore_session of no checkpoint: %v %q", res.IsError, text)
+			}
 			_, text, listed := callTool(t, cs, mcpserver.ToolListSessions, map[string]any{})
 			if !strings.Contains(text, id) || listed["sessions"] == nil {
 				t.Fatalf("list_sessions: %q %v", text, listed)
@@ -217,11 +232,11 @@ func TestMCP(t *testing.T) {
 			if !res.IsError || !strings.Contains(text, "create_session") {
 				t.Fatalf("a call in a closed session: %v %q", res.IsError, text)
 			}
-			// Five executions ran: three stateless and two in the session; the call in the closed
-			// session ran none.
-			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+5 })
-			if got := len(s.logs("execution finished")) - before; got != 5 {
-				t.Errorf("%d execution lines in the sidecar's log, want 5", got)
+			// Seven executions ran: three stateless and four in the session (two before the
+			// checkpoint, the one undone, the one after); the call in the closed session ran none.
+			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+7 })
+			if got := len(s.logs("execution finished")) - before; got != 7 {
+				t.Errorf("%d execution lines in the sidecar's log, want 7", got)
 			}
 		})
 	}
