@@ -163,6 +163,9 @@ __all__ = [
     "ERR_SESSION_NOT_FOUND",
     "ERR_TOO_LARGE",
     "ERR_TOO_MANY_SESSIONS",
+    "ERR_CHECKPOINT_NOT_FOUND",
+    "ERR_TOO_MANY_CHECKPOINTS",
+    "ERR_CHECKPOINT_TOO_LARGE",
     "ERR_UNAVAILABLE",
     "OUTPUT_DISPLAY_DATA",
     "OUTPUT_EXECUTE_RESULT",
@@ -182,6 +185,8 @@ __all__ = [
     "SessionNotFound",
     "TooLarge",
     "TooManySessions",
+    "CheckpointNotFound",
+    "TooManyCheckpoints",
     "Unavailable",
     "execute",
     "InstallFailed",
@@ -328,6 +333,16 @@ class TooManySessions(APIError):
     """429 ``too_many_sessions``: the sidecar's ``--max-sessions`` are open; close one first."""
 
 
+class CheckpointNotFound(APIError):
+    """404 ``checkpoint_not_found``: the session has no such checkpoint — never had, deleted,
+    expired, or lost (its process was killed by the session's own code); ``message`` says which."""
+
+
+class TooManyCheckpoints(APIError):
+    """429 ``too_many_checkpoints``: the session holds ``--max-checkpoints-per-session``;
+    delete one first."""
+
+
 class ServerError(APIError):
     """500, or any other status this client does not expect (404, 405, ...)."""
 
@@ -346,6 +361,9 @@ ERR_INSTALL_FAILED = "install_failed"
 ERR_SESSION_NOT_FOUND = "session_not_found"
 ERR_SESSION_BUSY = "session_busy"
 ERR_TOO_MANY_SESSIONS = "too_many_sessions"
+ERR_CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
+ERR_TOO_MANY_CHECKPOINTS = "too_many_checkpoints"
+ERR_CHECKPOINT_TOO_LARGE = "checkpoint_too_large"
 
 _ERROR_CLASSES = {
     400: BadRequest,
@@ -364,6 +382,8 @@ _CODE_CLASSES = {
     ERR_SESSION_NOT_FOUND: SessionNotFound,
     ERR_SESSION_BUSY: SessionBusy,
     ERR_TOO_MANY_SESSIONS: TooManySessions,
+    ERR_CHECKPOINT_NOT_FOUND: CheckpointNotFound,
+    ERR_TOO_MANY_CHECKPOINTS: TooManyCheckpoints,
 }  # type: Dict[str, Type[APIError]]
 
 # The status each error code is served with; used for error events inside a stream.
@@ -381,6 +401,9 @@ _CODE_STATUS = {
     ERR_SESSION_NOT_FOUND: 404,
     ERR_SESSION_BUSY: 409,
     ERR_TOO_MANY_SESSIONS: 429,
+    ERR_CHECKPOINT_NOT_FOUND: 404,
+    ERR_TOO_MANY_CHECKPOINTS: 429,
+    ERR_CHECKPOINT_TOO_LARGE: 413,
 }  # type: Dict[str, int]
 
 
@@ -561,6 +584,8 @@ class Result:
         hints: short sentences for a model when the cause of a failure lies in the sandbox
             (the time limit, memory, the output cap, the network off, a module not
             installed), else an empty list.
+        checkpoint: the checkpoint a session's call with ``checkpoint=True`` took just before
+            it ran (``"c3"``), else None.
     """
 
     id: str = ""
@@ -581,6 +606,7 @@ class Result:
     exception: Optional[Dict[str, Any]] = None
     hints: List[str] = field(default_factory=list)
     output_budget: Optional[Dict[str, Any]] = None
+    checkpoint: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -621,6 +647,7 @@ class Result:
             exception=doc.get("exception") if isinstance(doc.get("exception"), dict) else None,
             hints=[str(h) for h in doc.get("hints") or [] if isinstance(h, str)],
             output_budget=doc.get("output_budget") if isinstance(doc.get("output_budget"), dict) else None,
+            checkpoint=doc.get("checkpoint") if isinstance(doc.get("checkpoint"), str) and doc.get("checkpoint") else None,
         )
 
     def __repr__(self) -> str:
@@ -745,6 +772,7 @@ def _request_body(
     stdin: Optional[Union[str, bytes]],
     memory_limit_mb: Optional[int],
     output_budget_chars: Optional[int] = None,
+    checkpoint: bool = False,
 ) -> bytes:
     """Builds the JSON body of POST /v1/execute. Values are checked by the server."""
     if not isinstance(code, str):
@@ -763,6 +791,8 @@ def _request_body(
         body["memory_limit_mb"] = int(memory_limit_mb)
     if output_budget_chars is not None:
         body["output_budget_chars"] = int(output_budget_chars)
+    if checkpoint:
+        body["checkpoint"] = True
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
@@ -771,6 +801,13 @@ def _session_url(session_id: str, tail: str = "") -> str:
     if not isinstance(session_id, str) or not session_id:
         raise TypeError("session id must be a non-empty str, got %r" % (session_id,))
     return "/v1/sessions/" + urllib.parse.quote(session_id, safe="") + tail
+
+
+def _segment(name: str) -> str:
+    """name as one segment of a path (a checkpoint's), escaped."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("a checkpoint must be a non-empty str, got %r" % (name,))
+    return urllib.parse.quote(name, safe="")
 
 
 def _variables(doc: Dict[str, Any]) -> Dict[str, Any]:
@@ -1098,6 +1135,47 @@ class Client:
         """
         self._call("DELETE", _session_url(session_id), None, self._admin_timeout(), expect=(204, 200))
 
+    def checkpoint(self, session_id: str) -> Dict[str, Any]:
+        """Takes a checkpoint of a session (``POST /v1/sessions/{id}/checkpoints``): a frozen
+        copy of its interpreter and files, which :meth:`restore` puts the session back to.
+        Returns ``{"checkpoint": "c1", "created_at", "expires_at", "memory_bytes",
+        "files_bytes", "files"}``.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+            SessionBusy: a call runs in it now.
+            TooManyCheckpoints: it holds ``--max-checkpoints-per-session`` already.
+            APIError: ``checkpoint_too_large``: its files are over ``--max-checkpoint-bytes``.
+        """
+        return self._json_call("POST", _session_url(session_id, "/checkpoints"), b"{}", self._admin_timeout(), expect=(201,))
+
+    def checkpoints(self, session_id: str) -> List[Dict[str, Any]]:
+        """The checkpoints of a session, oldest first (``GET /v1/sessions/{id}/checkpoints``),
+        each as :meth:`checkpoint` returns it; ``memory_bytes`` is what only it holds now."""
+        doc = self._json_call("GET", _session_url(session_id, "/checkpoints"), None, self._admin_timeout())
+        return list(doc.get("checkpoints") or [])
+
+    def restore(self, session_id: str, checkpoint: str) -> Dict[str, Any]:
+        """Puts a session back to one of its checkpoints (``POST /v1/sessions/{id}/restore``):
+        the calls after see exactly its state, variables and files. The checkpoint stays.
+        Returns the session's description.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+            SessionBusy: a call runs in it now.
+            CheckpointNotFound: it has no such checkpoint (the message says why).
+        """
+        body = json.dumps({"checkpoint": checkpoint}).encode("utf-8")
+        return self._json_call("POST", _session_url(session_id, "/restore"), body, self._admin_timeout())
+
+    def delete_checkpoint(self, session_id: str, checkpoint: str) -> None:
+        """Lets a checkpoint of a session go (``DELETE /v1/sessions/{id}/checkpoints/{cid}``).
+
+        Raises:
+            SessionNotFound, SessionBusy, CheckpointNotFound.
+        """
+        self._call("DELETE", _session_url(session_id, "/checkpoints/" + _segment(checkpoint)), None, self._admin_timeout(), expect=(204, 200))
+
     # Internals.
 
     def _json_call(
@@ -1263,6 +1341,7 @@ class Session:
         env: Optional[Mapping[str, str]] = None,
         files: Optional[FilesArg] = None,
         output_budget_chars: Optional[int] = None,
+        checkpoint: bool = False,
     ) -> Result:
         """Runs code in the session (``POST /v1/sessions/{id}/execute``) and returns its Result.
 
@@ -1281,6 +1360,9 @@ class Session:
                 :meth:`Client.execute` takes them.
             output_budget_chars: as :meth:`Client.execute`'s; the file of the whole output
                 stays in the session's working directory.
+            checkpoint: take a checkpoint just before the call (``result.checkpoint`` names
+                it): :meth:`restore` to it undoes the call. At the session's cap the oldest
+                checkpoint taken this way is let go first.
 
         Raises:
             SessionNotFound: the session ended (deleted, idle, lost).
@@ -1290,7 +1372,7 @@ class Session:
             PyexecError: the exchange broke off or the answer was not valid.
             TypeError: an argument has the wrong type.
         """
-        body = _request_body(code, timeout, files, env, stdin, None, output_budget_chars)
+        body = _request_body(code, timeout, files, env, stdin, None, output_budget_chars, checkpoint)
         client = self.client
         doc = client._json_call("POST", _session_url(self.id, "/execute"), body, client._http_timeout(timeout))
         return Result.from_json(doc)
@@ -1330,6 +1412,22 @@ class Session:
     def files(self) -> Dict[str, Any]:
         """The session's files: :meth:`Client.session_files`."""
         return self.client.session_files(self.id)
+
+    def checkpoint(self) -> Dict[str, Any]:
+        """Takes a checkpoint of the session: :meth:`Client.checkpoint`."""
+        return self.client.checkpoint(self.id)
+
+    def checkpoints(self) -> List[Dict[str, Any]]:
+        """The session's checkpoints: :meth:`Client.checkpoints`."""
+        return self.client.checkpoints(self.id)
+
+    def restore(self, checkpoint: str) -> None:
+        """Puts the session back to a checkpoint: :meth:`Client.restore`."""
+        self.info = self.client.restore(self.id, checkpoint)
+
+    def delete_checkpoint(self, checkpoint: str) -> None:
+        """Lets a checkpoint go: :meth:`Client.delete_checkpoint`."""
+        self.client.delete_checkpoint(self.id, checkpoint)
 
     def file(self, path: str) -> bytes:
         """One file of the session: :meth:`Client.session_file`."""
@@ -1453,6 +1551,24 @@ class AsyncClient:
     async def delete_session(self, session_id: str) -> None:
         """:meth:`Client.delete_session`, awaited."""
         await self._call("DELETE", _session_url(session_id), None, self._sync._admin_timeout(), (204, 200))
+
+    async def checkpoint(self, session_id: str) -> Dict[str, Any]:
+        """:meth:`Client.checkpoint`, awaited."""
+        return await self._json_call("POST", _session_url(session_id, "/checkpoints"), b"{}", self._sync._admin_timeout(), (201,))
+
+    async def checkpoints(self, session_id: str) -> List[Dict[str, Any]]:
+        """:meth:`Client.checkpoints`, awaited."""
+        doc = await self._json_call("GET", _session_url(session_id, "/checkpoints"), None, self._sync._admin_timeout())
+        return list(doc.get("checkpoints") or [])
+
+    async def restore(self, session_id: str, checkpoint: str) -> Dict[str, Any]:
+        """:meth:`Client.restore`, awaited."""
+        body = json.dumps({"checkpoint": checkpoint}).encode("utf-8")
+        return await self._json_call("POST", _session_url(session_id, "/restore"), body, self._sync._admin_timeout())
+
+    async def delete_checkpoint(self, session_id: str, checkpoint: str) -> None:
+        """:meth:`Client.delete_checkpoint`, awaited."""
+        await self._call("DELETE", _session_url(session_id, "/checkpoints/" + _segment(checkpoint)), None, self._sync._admin_timeout(), (204, 200))
 
     # Internals: HTTP/1.1 on a connection of its own, "Connection: close".
 
@@ -1615,9 +1731,9 @@ class AsyncSession:
 
     async def run(self, code: str, timeout: Optional[float] = None, stdin: Optional[Union[str, bytes]] = None,
                   env: Optional[Mapping[str, str]] = None, files: Optional[FilesArg] = None,
-                  output_budget_chars: Optional[int] = None) -> Result:
+                  output_budget_chars: Optional[int] = None, checkpoint: bool = False) -> Result:
         """:meth:`Session.run`, awaited."""
-        body = _request_body(code, timeout, files, env, stdin, None, output_budget_chars)
+        body = _request_body(code, timeout, files, env, stdin, None, output_budget_chars, checkpoint)
         c = self.client
         return Result.from_json(await c._json_call("POST", _session_url(self.id, "/execute"), body, c._sync._http_timeout(timeout)))
 
@@ -1636,6 +1752,22 @@ class AsyncSession:
     async def files(self) -> Dict[str, Any]:
         """The session's files: :meth:`Client.session_files`."""
         return await self.client.session_files(self.id)
+
+    async def checkpoint(self) -> Dict[str, Any]:
+        """:meth:`Session.checkpoint`, awaited."""
+        return await self.client.checkpoint(self.id)
+
+    async def checkpoints(self) -> List[Dict[str, Any]]:
+        """:meth:`Session.checkpoints`, awaited."""
+        return await self.client.checkpoints(self.id)
+
+    async def restore(self, checkpoint: str) -> None:
+        """:meth:`Session.restore`, awaited."""
+        self.info = await self.client.restore(self.id, checkpoint)
+
+    async def delete_checkpoint(self, checkpoint: str) -> None:
+        """:meth:`Session.delete_checkpoint`, awaited."""
+        await self.client.delete_checkpoint(self.id, checkpoint)
 
     async def file(self, path: str) -> bytes:
         """One file of the session: :meth:`Client.session_file`."""

@@ -466,6 +466,23 @@ class SessionTest(ServerTest):
         self.assertEqual((got["x"]["type"], got["x"]["repr"]), ("int", "42"))
         self.assertEqual(got["words"]["len"], 30)
 
+    def test_checkpoint_and_undo(self) -> None:
+        sess = self.new_session()
+        self.assertTrue(sess.run("rows = [1, 2, 3]\nopen('t.txt', 'w').write('v1')", timeout=QUICK).ok)
+        cp = sess.checkpoint()
+        self.assertEqual((cp["checkpoint"], cp["files"]), ("c1", 1), "checkpoint: %r" % cp)
+        spoiled = sess.run("rows.clear()\nopen('t.txt', 'w').write('v2')", timeout=QUICK, checkpoint=True)
+        self.assertEqual(spoiled.checkpoint, "c2", self.explain(spoiled))
+        self.assertEqual([c["checkpoint"] for c in sess.checkpoints()], ["c1", "c2"])
+        sess.restore(spoiled.checkpoint)  # undo the call
+        back = sess.run("print(rows, open('t.txt').read())", timeout=QUICK)
+        self.assertEqual(back.stdout, "[1, 2, 3] v1\n", self.explain(back))
+        sess.delete_checkpoint("c1")
+        with self.assertRaises(pyexec_client.CheckpointNotFound) as ctx:
+            sess.restore("c1")
+        self.assertEqual((ctx.exception.status, ctx.exception.code), (404, "checkpoint_not_found"))
+        self.assertIn("deleted", ctx.exception.message)
+
     def test_files_persist(self) -> None:
         sess = self.new_session()
         wrote = sess.run("with open('notes.txt', 'w') as f:\n    f.write('kept')\n", timeout=QUICK)
@@ -889,6 +906,12 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
             listing = await sess.files()
             self.assertEqual([f["path"] for f in listing["files"]], ["out.txt"])
             self.assertEqual(await sess.file("out.txt"), b"kept")
+            cp = await sess.checkpoint()
+            await sess.run("x = 0", timeout=QUICK)
+            self.assertEqual([c["checkpoint"] for c in await sess.checkpoints()], [cp["checkpoint"]])
+            await sess.restore(cp["checkpoint"])
+            self.assertEqual((await sess.run("x", timeout=QUICK)).outputs[0].text, "41")
+            await sess.delete_checkpoint(cp["checkpoint"])
             events = [e async for e in sess.stream("print(x)", timeout=QUICK)]
             self.assertEqual("".join(d for k, d in events if k == "stdout"), "41\n")
             self.assertIn(sess.id, [s["id"] for s in await self.client.list_sessions()])

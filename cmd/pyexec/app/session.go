@@ -38,19 +38,23 @@ func (f *sessionFlags) context(ctx context.Context) (context.Context, error) {
 	return client.WithOwner(ctx, f.owner), nil
 }
 
-// newSessionCommand is `pyexec session create|list|delete`: the sessions of a running sidecar.
+// newSessionCommand is `pyexec session create|list|delete|checkpoint|checkpoints|restore`: the
+// sessions of a running sidecar and their checkpoints.
 func newSessionCommand(sio IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "session",
-		Short: "Create, list and delete the sessions of a running sidecar",
+		Short: "Create, list and delete the sessions of a running sidecar, and checkpoint and restore them",
 		Long: "session manages the sessions of the sidecar on --socket: create prints the new session's id\n" +
-			"(then `pyexec run --session ID`), list prints the open ones, delete ends one. With --owner\n" +
+			"(then `pyexec run --session ID`), list prints the open ones, delete ends one; checkpoint takes\n" +
+			"a checkpoint of one and prints its name, checkpoints lists them, restore puts the session back\n" +
+			"to one (and checkpoint --delete lets one go). With --owner\n" +
 			"they act as that owner (the " + api.OwnerHeader + " header): see only its sessions. --json prints\n" +
 			"the API's answers. A request the sidecar refuses exits 125 with its error.",
 		Args: cli.NoArgs,
 		RunE: cli.RequireCommand,
 	}
-	cmd.AddCommand(newSessionCreateCommand(sio), newSessionListCommand(sio), newSessionDeleteCommand(sio))
+	cmd.AddCommand(newSessionCreateCommand(sio), newSessionListCommand(sio), newSessionDeleteCommand(sio),
+		newSessionCheckpointCommand(sio), newSessionCheckpointsCommand(sio), newSessionRestoreCommand(sio))
 	return cmd
 }
 
@@ -158,6 +162,116 @@ func newSessionDeleteCommand(sio IO) *cobra.Command {
 	}
 	f.add(cmd)
 	return cmd
+}
+
+func newSessionCheckpointCommand(sio IO) *cobra.Command {
+	var f sessionFlags
+	var del string
+	cmd := &cobra.Command{
+		Use:   "checkpoint ID",
+		Short: "Take a checkpoint of a session and print its name (--delete NAME lets one go)",
+		Args:  exactlyOne("give the id of the session"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, err := f.context(cmd.Context())
+			if err != nil {
+				return err
+			}
+			c := client.New(f.socket)
+			if del != "" {
+				if err := c.DeleteCheckpoint(ctx, args[0], del); err != nil {
+					return sessionFailed(sio, err)
+				}
+				if !f.json {
+					fmt.Fprintf(sio.Stdout, "%s deleted\n", del)
+				}
+				return nil
+			}
+			cp, err := c.Checkpoint(ctx, args[0])
+			if err != nil {
+				return sessionFailed(sio, err)
+			}
+			if f.json {
+				return printJSON(sio, cp)
+			}
+			fmt.Fprintln(sio.Stdout, cp.ID)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&del, "delete", "", "let this checkpoint go instead of taking one")
+	return cmd
+}
+
+func newSessionCheckpointsCommand(sio IO) *cobra.Command {
+	var f sessionFlags
+	cmd := &cobra.Command{
+		Use:   "checkpoints ID",
+		Short: "List the checkpoints of a session, oldest first",
+		Args:  exactlyOne("give the id of the session"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, err := f.context(cmd.Context())
+			if err != nil {
+				return err
+			}
+			l, err := client.New(f.socket).Checkpoints(ctx, args[0])
+			if err != nil {
+				return sessionFailed(sio, err)
+			}
+			if f.json {
+				return printJSON(sio, l)
+			}
+			w := tabwriter.NewWriter(sio.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "CHECKPOINT\tCREATED\tEXPIRES\tMEMORY\tFILES\tAUTO")
+			for _, c := range l.Checkpoints {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%dKi\t%d (%dKi)\t%v\n", c.ID, c.CreatedAt.UTC().Format(time.RFC3339), c.ExpiresAt.UTC().Format(time.RFC3339),
+					c.MemoryBytes>>10, c.Files, c.FilesBytes>>10, c.Auto)
+			}
+			return w.Flush()
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newSessionRestoreCommand(sio IO) *cobra.Command {
+	var f sessionFlags
+	cmd := &cobra.Command{
+		Use:   "restore ID CHECKPOINT",
+		Short: "Put a session back to one of its checkpoints",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageErrorf("give the id of the session and the checkpoint")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, err := f.context(cmd.Context())
+			if err != nil {
+				return err
+			}
+			s, err := client.New(f.socket).RestoreCheckpoint(ctx, args[0], args[1])
+			if err != nil {
+				return sessionFailed(sio, err)
+			}
+			if f.json {
+				return printJSON(sio, s)
+			}
+			fmt.Fprintf(sio.Stdout, "%s restored to %s\n", args[0], args[1])
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// exactlyOne takes one argument, else a usage error saying want.
+func exactlyOne(want string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usageErrorf("%s", want)
+		}
+		return nil
+	}
 }
 
 // sessionFailed says why a request failed, and exits 125 as `pyexec run` does.

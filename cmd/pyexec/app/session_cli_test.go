@@ -224,6 +224,32 @@ func TestPyexecSessionCommandsAndRunOutputs(t *testing.T) {
 	if r := run(t, nil, append([]string{"session", "list", "--owner", "bob", "--json"}, sock...)...); r.code != ExitOK || strings.TrimSpace(r.stdout) != "{\n  \"sessions\": []\n}" {
 		t.Errorf("session list as bob: %+v", r)
 	}
+	// Checkpoint, spoil, restore, list, let go.
+	if r := run(t, nil, append([]string{"session", "checkpoint", "--owner", "alice", id}, sock...)...); r.code != ExitOK || r.stdout != "c1\n" {
+		t.Errorf("session checkpoint: %+v", r)
+	}
+	run(t, nil, append([]string{"run", "--session", id, "-c", "x = 0"}, sock...)...)
+	if r := run(t, nil, append([]string{"session", "restore", "--owner", "alice", id, "c1"}, sock...)...); r.code != ExitOK || r.stdout != id+" restored to c1\n" {
+		t.Errorf("session restore: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"run", "--session", id, "-c", "x"}, sock...)...); r.stdout != "20\n" {
+		t.Errorf("x after the restore: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "checkpoints", id}, sock...)...); r.code != ExitOK || !strings.HasPrefix(r.stdout, "CHECKPOINT ") || !strings.Contains(r.stdout, "\nc1 ") {
+		t.Errorf("session checkpoints: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "restore", "--owner", "bob", id, "c1"}, sock...)...); r.code != ExitRunFailed || !strings.Contains(r.stderr, "session_not_found") {
+		t.Errorf("session restore as bob: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "checkpoint", "--delete", "c1", id}, sock...)...); r.code != ExitOK || r.stdout != "c1 deleted\n" {
+		t.Errorf("session checkpoint --delete: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "restore", id, "c1"}, sock...)...); r.code != ExitRunFailed || !strings.Contains(r.stderr, "checkpoint_not_found") {
+		t.Errorf("restore of a deleted checkpoint: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "restore", id}, sock...)...); r.code != ExitUsage {
+		t.Errorf("restore without a checkpoint: %+v", r)
+	}
 	if r := run(t, nil, append([]string{"session", "delete", "--owner", "bob", id}, sock...)...); r.code != ExitRunFailed || !strings.Contains(r.stderr, "session_not_found") {
 		t.Errorf("session delete as bob: %+v", r)
 	}
