@@ -12,7 +12,9 @@ It is the app container of config/samples/bot.yaml (image pyexec-bot, built by t
     python3 sample_bot.py session CODE [CODE ...]
                                        # run each CODE in turn in one session, as a
                                        # conversation does; print one Result a line, then
-                                       # delete the session
+                                       # delete the session. A CODE of UNDO puts the session
+                                       # back to before the last call (each call takes a
+                                       # checkpoint first when UNDO is among them)
     python3 sample_bot.py mcp CODE     # run CODE through the sidecar's MCP endpoint (/mcp on
                                        # the socket), as an agent framework would: initialize,
                                        # then call the run_python tool; print what came back
@@ -55,11 +57,18 @@ def _result(r):
 
 
 def run_session(client, codes):
+    undo = "UNDO" in codes
     try:
         with client.session() as s:
             print(json.dumps({"session": s.id}), flush=True)
+            last = None
             for code in codes:
-                print(json.dumps(_result(s.run(code, timeout=30))), flush=True)
+                if code == "UNDO":
+                    s.restore(last.checkpoint)
+                    print(json.dumps({"undone": last.checkpoint}), flush=True)
+                    continue
+                last = s.run(code, timeout=30, checkpoint=undo)
+                print(json.dumps(_result(last)), flush=True)
     except PyexecError as e:
         print(json.dumps({"error": str(e), "type": type(e).__name__}))
         return 2

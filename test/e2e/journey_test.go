@@ -438,6 +438,7 @@ time.sleep(60)`, 3)
 	t.Run("hostile_code_is_confined", func(t *testing.T) { hostileCode(t, cs, pod.Name) })
 
 	t.Run("a_session_across_three_calls", func(t *testing.T) { sessionAcrossCalls(t, pod.Name) })
+	t.Run("a_call_undone", func(t *testing.T) { callUndone(t, pod.Name) })
 
 	t.Run("the_bot_speaks_mcp", func(t *testing.T) {
 		out, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "/app/sample_bot.py", "mcp", "print(6 * 7)")
@@ -732,6 +733,31 @@ func sessionAcrossCalls(t *testing.T, pod string) {
 	}
 	if !created || calls != 3 || !ended {
 		t.Fatalf("the sidecar's log of session %v: created %v, %d calls, ended (deleted after 3) %v", id, created, calls, ended)
+	}
+}
+
+// callUndone: the bot's session takes a checkpoint before each call, and undoes one that
+// spoiled its data: the call after sees the data as it was, and the sidecar logs the restore.
+func callUndone(t *testing.T, pod string) {
+	out, err := kubectl("exec", "-n", appNS, pod, "-c", "bot", "--", "python3", "/app/sample_bot.py", "session",
+		"rows = list(range(1000))\nopen('rows.txt', 'w').write(str(sum(rows)))",
+		"rows = [r for r in rows if r > 990]\nopen('rows.txt', 'w').write('spoiled')",
+		"UNDO",
+		"print(len(rows), open('rows.txt').read())")
+	lines := jsonLines(t, out)
+	if err != nil || len(lines) != 5 || lines[0]["session"] == nil {
+		t.Fatalf("sample_bot.py session with UNDO: %v\n%s", err, out)
+	}
+	id := lines[0]["session"]
+	if lines[3]["undone"] != "c2" || lines[4]["stdout"] != "1000 499500\n" {
+		t.Fatalf("the undo: %v, then %v", lines[3], lines[4])
+	}
+	var restored bool
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec")) {
+		restored = restored || l["session"] == id && l["msg"] == "restored" && l["checkpoint"] == "c2"
+	}
+	if !restored {
+		t.Fatalf("the sidecar's log has no restore of %v to c2", id)
 	}
 }
 
