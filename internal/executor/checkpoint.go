@@ -49,6 +49,9 @@ type checkpoint struct {
 	pidfd int
 	files string // the copy of the working directory
 	timer *time.Timer
+	// env is the env of a session taken from a spare, not yet applied when the checkpoint was
+	// taken (LocalSession.pendingEnv): a restore applies it again with the next call.
+	env map[string]string
 }
 
 // Checkpoint takes a checkpoint of the session between calls: a frozen copy of its interpreter
@@ -111,7 +114,7 @@ func (ss *LocalSession) checkpoint(ctx context.Context, auto bool) (api.Checkpoi
 		return api.Checkpoint{}, err
 	}
 	now := time.Now().UTC()
-	cp := &checkpoint{n: reply.Checkpoint, pid: reply.PID, pidfd: fds[0], files: files,
+	cp := &checkpoint{n: reply.Checkpoint, pid: reply.PID, pidfd: fds[0], files: files, env: ss.pendingEnv,
 		info: api.Checkpoint{ID: id, CreatedAt: now, FilesBytes: size, Files: n, Auto: auto}}
 	ss.cpMu.Lock()
 	ss.cps = append(ss.cps, cp)
@@ -153,6 +156,7 @@ func (ss *LocalSession) Restore(ctx context.Context, id string) error {
 	closeFDs([]int{ss.interp})
 	ss.interp, ss.interpPID = fds[0], reply.PID
 	ss.fdMu.Unlock()
+	ss.pendingEnv = cp.env
 	EmptyDir(ss.work)
 	if _, _, err := copyFiles(cp.files, ss.work, 0); err != nil {
 		return fmt.Errorf("restoring the files of %s: %w", id, err)
@@ -298,7 +302,8 @@ func (ss *LocalSession) ask(ctx context.Context, msg map[string]any) (sessionRep
 		ss.end()
 		return sessionReply{}, nil, fmt.Errorf("%w: %v", ErrSessionEnded, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, checkpointTimeout)
+	// Not the caller's cancellation: a client that hangs up must not end the session halfway.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
 	defer cancel()
 	if err := waitReadable(ctx, ss.ctl); err != nil {
 		ss.end()

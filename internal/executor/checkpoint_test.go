@@ -265,3 +265,40 @@ func TestCheckpointOnOlderKernels(t *testing.T) {
 		})
 	}
 }
+
+// A session taken from the one started ahead of time gets its env with its first call: a
+// checkpoint taken before that call, restored after it, gets it again.
+func TestCheckpointOfASpareKeepsItsEnv(t *testing.T) {
+	fk := modesWith(t, Isolation{Kernel: confine.Probe(confine.NoCap)})[modeForkWarm].(*Fork)
+	req := checkpointed(SessionRequest{Limits: defaultLimits})
+	fk.WarmSession(req)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req.ID, req.Env = "s", map[string]string{"GREETING": "hello"}
+		ss, err := fk.NewSession(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ss.Close)
+		if ss.pendingEnv == nil { // not the spare yet
+			if time.Now().After(deadline) {
+				t.Fatal("no session came from the one started ahead of time")
+			}
+			ss.Close()
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		cp, err := ss.Checkpoint(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		call(t, ss, "import os\nos.environ['GREETING'] = 'changed'")
+		if err := ss.Restore(context.Background(), cp.ID); err != nil {
+			t.Fatal(err)
+		}
+		if res := call(t, ss, "import os\nprint(os.environ.get('GREETING'))"); res.Stdout != "hello\n" {
+			t.Fatalf("the env after the restore: %+v", res)
+		}
+		return
+	}
+}
