@@ -29,8 +29,18 @@ var (
 )
 
 // checkpointTimeout bounds how long a session's supervisor has to make a checkpoint or to
-// restore one: past it the session is ended (its interpreter may be anywhere in between).
-const checkpointTimeout = 30 * time.Second
+// restore one — a fork, milliseconds even of a large interpreter: past it the session is ended
+// (its interpreter may be anywhere in between, and runs code of its own meanwhile, out of any
+// call).
+const checkpointTimeout = 10 * time.Second
+
+// copyTimeout bounds a copy of a working directory, into a checkpoint or back: past it the
+// checkpoint is refused (ErrCheckpointTooLarge).
+const copyTimeout = 10 * time.Second
+
+// entryBytes is what each file and directory of a copy counts against its bound at least: a
+// block and an inode, so that many small files cannot take more disk than the bound says.
+const entryBytes = 4096
 
 // checkpointsDir, in a session's directory, holds the copies of its working directory that its
 // checkpoints keep: out of the code's reach, which Landlock grants work/ and mpl/ alone.
@@ -158,6 +168,9 @@ func (ss *LocalSession) Restore(ctx context.Context, id string) error {
 	ss.fdMu.Unlock()
 	ss.pendingEnv = cp.env
 	EmptyDir(ss.work)
+	if left, err := dirEntries(ss.work); err != nil || left > 0 {
+		return fmt.Errorf("restoring the files of %s: the working directory could not be emptied (%d entries left, %v)", id, left, err)
+	}
 	if _, _, err := copyFiles(cp.files, ss.work, 0); err != nil {
 		return fmt.Errorf("restoring the files of %s: %w", id, err)
 	}
@@ -331,8 +344,11 @@ func pidfdAlive(fd int) bool {
 // copyFiles copies the regular files and the directories below src into dst, which it makes:
 // their contents and permission bits (symlinks, FIFOs, sockets and devices are left out).
 // Neither side is left through a symlink (os.Root), and a FIFO swapped in for a file is not
-// opened for reading (O_NONBLOCK). Past max bytes (0: no limit) it stops with
-// ErrCheckpointTooLarge. Returns how many files and bytes it copied.
+// opened for reading (O_NONBLOCK). A directory or file the code took its owner's permissions
+// from is opened for the copy and given its mode back. Past max bytes (0: no limit), each file
+// and directory counting entryBytes at least, or past copyTimeout, it stops with
+// ErrCheckpointTooLarge; a directory it cannot read or deeper than maxWalkDepth is an error,
+// never a file silently left out. Returns how many files and bytes (their contents) it copied.
 func copyFiles(src, dst string, max int64) (files int, size int64, err error) {
 	from, err := os.OpenRoot(src)
 	if err != nil {
@@ -347,31 +363,86 @@ func copyFiles(src, dst string, max int64) (files int, size int64, err error) {
 		return 0, 0, err
 	}
 	defer to.Close()
-	w := &walker{root: from}
-	w.dir = func(p string) {
-		mode := os.FileMode(0o755)
-		if fi, err := from.Lstat(p); err == nil {
-			mode = fi.Mode().Perm() | 0o700 // the runner must reach into it to copy it back
+	var counted int64 // against max
+	count := func(n int64) bool {
+		counted += max64(n, entryBytes)
+		if max > 0 && counted > max {
+			err = fmt.Errorf("%w: its files and directories take more than %d bytes", ErrCheckpointTooLarge, max)
+			return false
 		}
-		if merr := to.Mkdir(p, mode); merr != nil && !errors.Is(merr, os.ErrExist) && err == nil {
+		return true
+	}
+	type locked struct {
+		path string
+		mode os.FileMode
+	}
+	var modes []locked // the directories' modes, given back (and to their copies) at the end
+	w := &walker{root: from, deadline: time.Now().Add(copyTimeout), strict: true}
+	w.dir = func(p string) {
+		if err != nil || !count(0) {
+			w.stopped = true
+			return
+		}
+		fi, lerr := from.Lstat(p)
+		if lerr != nil || !fi.IsDir() {
+			return // gone or swapped meanwhile: the walk does not go in either
+		}
+		mode := fi.Mode().Perm()
+		if mode&0o700 != 0o700 { // the runner's uid owns it: it may open it for the copy
+			_ = from.Chmod(p, mode|0o700)
+		}
+		modes = append(modes, locked{p, mode})
+		if merr := to.Mkdir(p, 0o700); merr != nil && !errors.Is(merr, os.ErrExist) {
 			err = merr
+			w.stopped = true
 		}
 	}
 	w.fn = func(p string, _ func() (*unix.Stat_t, bool)) bool {
-		n, cerr := copyFile(from, to, p, max-size, max > 0)
+		n, cerr := copyFile(from, to, p, max-counted, max > 0)
 		size += n
 		if cerr != nil {
 			err = cerr
 			return false
 		}
 		files++
-		return true
+		return count(n)
 	}
 	w.walk(".", 0)
-	if err == nil && w.missed {
+	for i := len(modes) - 1; i >= 0; i-- { // deepest first
+		_ = from.Chmod(modes[i].path, modes[i].mode)
+		_ = to.Chmod(modes[i].path, modes[i].mode)
+	}
+	switch {
+	case err != nil:
+	case w.cut:
+		err = fmt.Errorf("%w: its files took more than %v to copy", ErrCheckpointTooLarge, copyTimeout)
+	case w.err != nil:
+		err = fmt.Errorf("copying the files: %w", w.err)
+	case w.missed:
 		err = errors.New("copying the files: out of file descriptors")
 	}
 	return files, size, err
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// dirEntries counts the entries of dir (at most a few: it stops at the first batch).
+func dirEntries(dir string) (int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(walkBatch)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return len(names), err
 }
 
 // copyFile copies the regular file p of from into to, within left bytes when bounded.

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"slices"
@@ -43,7 +44,11 @@ type walker struct {
 	deadline time.Time
 	fn       func(p string, stat func() (*unix.Stat_t, bool)) bool
 	// dir, when set, is called for each directory before the walk goes into it.
-	dir     func(p string)
+	dir func(p string)
+	// strict: a directory the walk cannot open (but for one gone or swapped for something
+	// else meanwhile) or deeper than maxWalkDepth ends the walk, with err saying which.
+	strict  bool
+	err     error
 	entries int
 	// cut says the deadline passed, stopped that fn asked to stop: the walk is over. missed
 	// says a directory was left out for want of file descriptors; the walk goes on.
@@ -52,13 +57,21 @@ type walker struct {
 
 // walk walks dir, at depth, until the walk is over (see over).
 func (w *walker) walk(dir string, depth int) {
-	if depth > maxWalkDepth || w.over() {
+	if w.over() {
+		return
+	}
+	if depth > maxWalkDepth {
+		if w.strict {
+			w.err, w.stopped = fmt.Errorf("%s: deeper than %d directories", dir, maxWalkDepth), true
+		}
 		return
 	}
 	f, err := w.root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 			w.missed = true
+		} else if w.strict && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ELOOP) && !errors.Is(err, syscall.ENOTDIR) {
+			w.err, w.stopped = err, true
 		}
 		return // gone, or swapped for something else than a directory
 	}

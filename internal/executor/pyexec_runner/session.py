@@ -73,12 +73,14 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
         except OSError:
             break
         op = _op(msg)
-        if op == "checkpoint" and not fds:
-            if not _checkpoint(s, ctl):
-                break
-            continue
-        if op == "restore" and not fds:
-            if not _restore(s, ctl, json.loads(msg).get("checkpoint")):
+        if op in ("checkpoint", "restore") and not fds:
+            if op == "checkpoint":
+                reply, given, alive = _checkpoint(s)
+            else:
+                reply, given, alive = _restore(s, json.loads(msg).get("checkpoint"))
+            if alive:
+                s.rest()
+            if not _say(ctl, reply, given) or not alive:
                 break
             continue
         if op != "exec" or len(fds) != 4:
@@ -97,10 +99,8 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
             os.close(fd)
         tree.refused = 0
         answer, st = _wait(s.child, s.mine, s.pidfd, tree, s.calls)
-        kill_leftovers(keep=s.keep() if st is None else ())
         if st is None:
-            os.kill(s.child, signal.SIGSTOP)
-            s.freeze()
+            s.rest()
         if st is not None:
             send_fds(ctl, json.dumps(lost_reply(st, tree.over_memory)).encode(), [])
             break
@@ -126,25 +126,38 @@ class _State:
         """The children that outlive a call: the interpreter and the checkpoints."""
         return {self.child} | {h.pid for h in self.checkpoints.values()}
 
-    def freeze(self):
-        """Stop every checkpoint and kill what it started: at rest, nothing of the session runs.
-        The code can continue a checkpoint during a call (same domain); the checkpoint's own
-        code (an at-fork handler, a function the code replaced before the copy) then runs,
-        held to the call's limits, and stops with it."""
+    def rest(self):
+        """Bring the session to rest before pyexec hears how a call or an op ended: the
+        interpreter and the checkpoints stopped (SIGSTOP), and every other process of the
+        session killed — what the call, a thread or a checkpoint's own code started, orphaned or
+        not, however deep. Once a stop is pending on a process, none of its forks can complete
+        (the kernel restarts them after the stop), so killing what is listed until nothing is
+        left leaves nothing running. A killed child of a stopped process stays a zombie until
+        its parent reaps it (the interpreter, at its next call)."""
         import signal
 
         from .tree import tree_pids
 
+        try:
+            os.kill(self.child, signal.SIGSTOP)
+        except OSError:
+            pass
         for held in self.checkpoints.values():
             try:
                 signal.pidfd_send_signal(held.pidfd, signal.SIGSTOP)
             except OSError:
-                continue  # it ended: _idle forgets it
-            for pid in tree_pids(held.pid):
+                pass  # it ended: _idle forgets it
+        keep = self.keep()
+        for _ in range(10000):
+            others = [pid for pid in tree_pids(os.getpid()) if pid not in keep and not _zombie(pid)]
+            if not others:
+                return
+            for pid in others:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            reap_ended()
 
     def exempt(self):
         self.tree.exempt = frozenset(h.pid for h in self.checkpoints.values())
@@ -174,7 +187,7 @@ class _Held:
 
 
 # How long a checkpoint's process, or one restored from it, has to say it is there.
-_HELLO_TIMEOUT = 10.0
+_HELLO_TIMEOUT = 3.0
 
 
 def _op(msg):
@@ -194,10 +207,20 @@ def _say(ctl, msg, fds=()):
         return False
 
 
-def _checkpoint(s, ctl):
-    """Make a checkpoint of the interpreter (checkpoint.take) and answer pyexec {"checkpoint": N,
-    "pid": P} with a pidfd of the copy; or {"error": ...}; or, when the interpreter ended
-    meanwhile, a lost reply. False when the session is over."""
+def _zombie(pid):
+    """Whether pid has ended and waits to be reaped (or is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def _checkpoint(s):
+    """Make a checkpoint of the interpreter (checkpoint.take). Returns pyexec's answer,
+    {"checkpoint": N, "pid": P} with a pidfd of the copy, or {"error": ...}; or, when the
+    interpreter ended meanwhile, a lost reply and False: the session is over."""
     import signal
     import socket
 
@@ -212,40 +235,30 @@ def _checkpoint(s, ctl):
     answer, st = _wait(s.child, s.mine, s.pidfd, s.tree, s.calls)
     if st is not None:
         mine.close()
-        _say(ctl, lost_reply(st, s.tree.over_memory))
-        return False
+        return lost_reply(st, s.tree.over_memory), [], False
     os.kill(s.child, signal.SIGSTOP)
     held = _adopt(s, answer.get("checkpoint"), mine, "held")
     if held is None:
         mine.close()
-        return _say(ctl, {"error": str(answer.get("error") or "the checkpoint's process did not start")[:1024]})
+        return {"error": str(answer.get("error") or "the checkpoint's process did not start")[:1024]}, [], True
     s.taken += 1
     s.checkpoints[s.taken] = held
     s.exempt()
-    s.freeze()
-    return _say(ctl, {"checkpoint": s.taken, "pid": held.pid}, [held.pidfd])
+    return {"checkpoint": s.taken, "pid": held.pid}, [held.pidfd], True
 
 
-def _restore(s, ctl, n):
+def _restore(s, n):
     """Put the session back to checkpoint n: its copy forks a new interpreter, which takes the
-    place of the one running (killed, with every process but the checkpoints). Answers pyexec
+    place of the one running (killed; State.rest kills the rest). Returns pyexec's answer,
     {"pid": P} with a pidfd of the new interpreter, or {"error": ..., "gone": bool} (gone: the
-    checkpoint is no more) and the session goes on as it was. False when the session is over.
-    The checkpoints are stopped again after (State.freeze)."""
-    try:
-        return _restore_from(s, ctl, n)
-    finally:
-        s.freeze()
-
-
-def _restore_from(s, ctl, n):
+    checkpoint is no more) and the session goes on as it was; and True."""
     import signal
     import socket
 
     held = s.checkpoints.get(n) if type(n) is int else None
     if held is None or not held.alive():
         s.let_go(n)
-        return _say(ctl, {"error": "the checkpoint's process is gone", "gone": True})
+        return {"error": "the checkpoint's process is gone", "gone": True}, [], True
     _drain(held.sock)  # what the checkpoint's process said meanwhile is no answer
     signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -263,7 +276,7 @@ def _restore_from(s, ctl, n):
         gone = not held.alive()
         if gone:
             s.let_go(n)
-        return _say(ctl, {"error": "the checkpoint did not restore: %s" % (said or {}).get("error", "no answer"), "gone": gone})
+        return {"error": "the checkpoint did not restore: %s" % str((said or {}).get("error", "no answer"))[:1024], "gone": gone}, [], True
     answer, st = _wait(new.pid, mine, new.pidfd, s.tree, s.calls)
     if st is not None or not answer.get("restored"):
         if st is None:
@@ -271,7 +284,7 @@ def _restore_from(s, ctl, n):
             os.waitpid(new.pid, 0)
         os.close(new.pidfd)
         mine.close()
-        return _say(ctl, {"error": "the restored interpreter did not start"})
+        return {"error": "the restored interpreter did not start"}, [], True
     os.kill(new.pid, signal.SIGSTOP)
     os.kill(s.child, signal.SIGKILL)
     try:
@@ -281,8 +294,7 @@ def _restore_from(s, ctl, n):
     os.close(s.pidfd)
     s.mine.close()
     s.child, s.pidfd, s.mine = new.pid, new.pidfd, mine
-    kill_leftovers(keep=s.keep())
-    return _say(ctl, {"pid": s.child}, [s.pidfd])
+    return {"pid": s.child}, [s.pidfd], True
 
 
 def _adopt(s, pid, sock, hello):
