@@ -34,9 +34,13 @@ var (
 // call).
 const checkpointTimeout = 10 * time.Second
 
-// copyTimeout bounds a copy of a working directory, into a checkpoint or back: past it the
-// checkpoint is refused (ErrCheckpointTooLarge).
-const copyTimeout = 10 * time.Second
+// copyTimeout bounds the copy of a working directory into a checkpoint: past it the checkpoint
+// is refused (ErrCheckpointTooLarge). restoreCopyTimeout bounds the copy back, of what a
+// checkpoint holds: generous, so that a restore on a loaded machine is not left halfway.
+const (
+	copyTimeout        = 10 * time.Second
+	restoreCopyTimeout = time.Minute
+)
 
 // entryBytes is what each file and directory of a copy counts against its bound at least: a
 // block and an inode, so that many small files cannot take more disk than the bound says.
@@ -106,7 +110,7 @@ func (ss *LocalSession) checkpoint(ctx context.Context, auto bool) (api.Checkpoi
 	ss.cpMu.Unlock()
 
 	files := filepath.Join(ss.dir, checkpointsDir, id)
-	n, size, err := copyFiles(ss.work, files, ss.req.MaxCheckpointBytes)
+	n, size, err := copyFiles(ss.work, files, ss.req.MaxCheckpointBytes, copyTimeout)
 	if err != nil {
 		removeAll(files)
 		return api.Checkpoint{}, err
@@ -171,8 +175,8 @@ func (ss *LocalSession) Restore(ctx context.Context, id string) error {
 	if left, err := dirEntries(ss.work); err != nil || left > 0 {
 		return fmt.Errorf("restoring the files of %s: the working directory could not be emptied (%d entries left, %v)", id, left, err)
 	}
-	if _, _, err := copyFiles(cp.files, ss.work, 0); err != nil {
-		return fmt.Errorf("restoring the files of %s: %w", id, err)
+	if _, _, err := copyFiles(cp.files, ss.work, 0, restoreCopyTimeout); err != nil {
+		return fmt.Errorf("restoring the files of %s: %v", id, err) // not the 413 of a checkpoint
 	}
 	ss.cpMu.Lock()
 	ss.touchLocked(cp, time.Now().UTC())
@@ -346,10 +350,10 @@ func pidfdAlive(fd int) bool {
 // Neither side is left through a symlink (os.Root), and a FIFO swapped in for a file is not
 // opened for reading (O_NONBLOCK). A directory or file the code took its owner's permissions
 // from is opened for the copy and given its mode back. Past max bytes (0: no limit), each file
-// and directory counting entryBytes at least, or past copyTimeout, it stops with
-// ErrCheckpointTooLarge; a directory it cannot read or deeper than maxWalkDepth is an error,
+// and directory counting entryBytes at least, it stops with
+// ErrCheckpointTooLarge (past timeout as well); a directory it cannot read or deeper than maxWalkDepth is an error,
 // never a file silently left out. Returns how many files and bytes (their contents) it copied.
-func copyFiles(src, dst string, max int64) (files int, size int64, err error) {
+func copyFiles(src, dst string, max int64, timeout time.Duration) (files int, size int64, err error) {
 	from, err := os.OpenRoot(src)
 	if err != nil {
 		return 0, 0, err
@@ -377,7 +381,7 @@ func copyFiles(src, dst string, max int64) (files int, size int64, err error) {
 		mode os.FileMode
 	}
 	var modes []locked // the directories' modes, given back (and to their copies) at the end
-	w := &walker{root: from, deadline: time.Now().Add(copyTimeout), strict: true}
+	w := &walker{root: from, deadline: time.Now().Add(timeout), strict: true}
 	w.dir = func(p string) {
 		if err != nil || !count(0) {
 			w.stopped = true
@@ -415,7 +419,7 @@ func copyFiles(src, dst string, max int64) (files int, size int64, err error) {
 	switch {
 	case err != nil:
 	case w.cut:
-		err = fmt.Errorf("%w: its files took more than %v to copy", ErrCheckpointTooLarge, copyTimeout)
+		err = fmt.Errorf("%w: its files took more than %v to copy", ErrCheckpointTooLarge, timeout)
 	case w.err != nil:
 		err = fmt.Errorf("copying the files: %w", w.err)
 	case w.missed:
