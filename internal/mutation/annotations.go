@@ -142,6 +142,12 @@ const (
 	// sidecar's, 8.
 	AnnotationMaxSessions = "pyexec.dev/max-sessions"
 
+	// AnnotationMaxCheckpointsPerSession is how many checkpoints (a frozen copy of a session, to
+	// restore it: an undo) a session may hold at once, a whole number from 0 to 64; 0 switches
+	// checkpoints off. It becomes PYEXEC_MAX_CHECKPOINTS_PER_SESSION of the sidecar. Default:
+	// the sidecar's, 4.
+	AnnotationMaxCheckpointsPerSession = "pyexec.dev/max-checkpoints-per-session"
+
 	// AnnotationRunnerMemoryHighWater is the percentage of the runner's memory limit
 	// (pyexec.dev/runner-memory-limit) past which the runner's memory watchdog ends the
 	// execution or session that holds the most memory, before the kernel's OOM killer would take
@@ -391,6 +397,9 @@ type Config struct {
 	RequireIsolation bool   // PYEXEC_REQUIRE_ISOLATION
 
 	MaxSessions        *int          // PYEXEC_MAX_SESSIONS, 0 switches sessions off; nil: the sidecar's default, 8
+	// MaxCheckpointsPerSession is PYEXEC_MAX_CHECKPOINTS_PER_SESSION, 0 switches checkpoints
+	// off; nil: the sidecar's default, 4.
+	MaxCheckpointsPerSession *int
 	SessionIdleTimeout time.Duration // PYEXEC_SESSION_IDLE_TIMEOUT; 0: the sidecar's default, 10m
 
 	// RunnerMemoryHighWater is PYEXEC_RUNNER_MEMORY_HIGH_WATER, 0 turns the runner's memory
@@ -471,6 +480,10 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	cfg.MaxSessions, err = p.maxSessions(d.MaxSessions)
 	errs = append(errs, err)
 	cfg.SessionIdleTimeout, err = p.sessionIdleTimeout(d.SessionIdleTimeout)
+	errs = append(errs, err)
+	minCP, maxCP := intBounds("max-checkpoints-per-session")
+	cfg.MaxCheckpointsPerSession, err = p.optionalInt(AnnotationMaxCheckpointsPerSession, minCP, maxCP,
+		fmt.Sprintf("a whole number of checkpoints from %d (checkpoints off) to %d, such as %d", minCP, maxCP, settings.DefaultMaxCheckpoints))
 	errs = append(errs, err)
 	minHW, maxHW := intBounds("runner-memory-high-water")
 	cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, minHW, maxHW,
@@ -1060,6 +1073,7 @@ var Annotations = []string{
 	LabelInject, AnnotationStatus, AnnotationImage, AnnotationImagePullPolicy, AnnotationRequire, AnnotationPreload,
 	AnnotationInstall, AnnotationAllowPackages, AnnotationTimeout, AnnotationMaxTimeout, AnnotationMemoryLimitMB,
 	AnnotationMaxConcurrent, AnnotationAllowUIDs, AnnotationNetwork, AnnotationRequireIsolation, AnnotationMaxSessions,
+	AnnotationMaxCheckpointsPerSession,
 	AnnotationRunnerMemoryHighWater, AnnotationSessionIdleTimeout, AnnotationCPURequest, AnnotationCPULimit,
 	AnnotationMemoryRequest, AnnotationMemoryLimit, AnnotationRunnerCPURequest, AnnotationRunnerCPULimit,
 	AnnotationRunnerMemoryRequest, AnnotationRunnerMemoryLimit, AnnotationShmSize, AnnotationServerUID,

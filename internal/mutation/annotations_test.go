@@ -255,6 +255,16 @@ func TestParseConfig(t *testing.T) {
 		{name: "max sessions default negative", defaults: &Defaults{Image: testDefaults.Image, NativeSidecar: true, MaxSessions: ptr.To(-3)},
 			wantErr: `annotation pyexec.dev/max-sessions="-3": want a whole number of sessions from 0 (0 switches sessions off), such as 8: the injector's default is negative`},
 
+		// max-checkpoints-per-session
+		{name: "max checkpoints", annotations: map[string]string{AnnotationMaxCheckpointsPerSession: "8"},
+			want: func(c *Config) { c.MaxCheckpointsPerSession = ptr.To(8) }},
+		{name: "max checkpoints 0 turns them off", annotations: map[string]string{AnnotationMaxCheckpointsPerSession: "0"},
+			want: func(c *Config) { c.MaxCheckpointsPerSession = ptr.To(0) }},
+		{name: "max checkpoints over 64", annotations: map[string]string{AnnotationMaxCheckpointsPerSession: "65"},
+			wantErr: `annotation pyexec.dev/max-checkpoints-per-session="65": want a whole number of checkpoints from 0 (checkpoints off) to 64, such as 4`},
+		{name: "max checkpoints negative", annotations: map[string]string{AnnotationMaxCheckpointsPerSession: "-1"},
+			wantErr: `annotation pyexec.dev/max-checkpoints-per-session="-1": want a whole number of checkpoints from 0 (checkpoints off) to 64, such as 4`},
+
 		// runner-memory-high-water
 		{name: "runner memory high water", annotations: map[string]string{AnnotationRunnerMemoryHighWater: "80"},
 			want: func(c *Config) { c.RunnerMemoryHighWater = ptr.To(80) }},

@@ -384,6 +384,9 @@ func sidecar(cfg *Config) corev1.Container {
 	if n := maxConcurrent(cfg); n > 0 {
 		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CONCURRENT", Value: fmt.Sprint(n)})
 	}
+	if cfg.MaxCheckpointsPerSession != nil {
+		env = append(env, corev1.EnvVar{Name: "PYEXEC_MAX_CHECKPOINTS_PER_SESSION", Value: strconv.Itoa(*cfg.MaxCheckpointsPerSession)})
+	}
 	if cfg.RunnerMemoryHighWater != nil {
 		env = append(env, corev1.EnvVar{Name: "PYEXEC_RUNNER_MEMORY_HIGH_WATER", Value: strconv.Itoa(*cfg.RunnerMemoryHighWater)})
 	}
