@@ -396,11 +396,11 @@ type Config struct {
 	Network          string // PYEXEC_NETWORK: NetworkDeny or NetworkAllow; empty: NetworkDeny
 	RequireIsolation bool   // PYEXEC_REQUIRE_ISOLATION
 
-	MaxSessions        *int          // PYEXEC_MAX_SESSIONS, 0 switches sessions off; nil: the sidecar's default, 8
+	MaxSessions *int // PYEXEC_MAX_SESSIONS, 0 switches sessions off; nil: the sidecar's default, 8
 	// MaxCheckpointsPerSession is PYEXEC_MAX_CHECKPOINTS_PER_SESSION, 0 switches checkpoints
 	// off; nil: the sidecar's default, 4.
 	MaxCheckpointsPerSession *int
-	SessionIdleTimeout time.Duration // PYEXEC_SESSION_IDLE_TIMEOUT; 0: the sidecar's default, 10m
+	SessionIdleTimeout       time.Duration // PYEXEC_SESSION_IDLE_TIMEOUT; 0: the sidecar's default, 10m
 
 	// RunnerMemoryHighWater is PYEXEC_RUNNER_MEMORY_HIGH_WATER, 0 turns the runner's memory
 	// watchdog off; nil: the sidecar's default, 90.
