@@ -66,6 +66,7 @@ func (s *Server) handleDeleteCheckpoint(w http.ResponseWriter, r *http.Request) 
 		s.checkpointFailed(w, r, e, "deleting the checkpoint", err)
 		return
 	}
+	logr.FromContextOrDiscard(r.Context()).Info("checkpoint deleted", "session", e.id, "checkpoint", r.PathValue("cid"))
 	w.WriteHeader(http.StatusNoContent)
 }
 
