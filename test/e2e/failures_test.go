@@ -153,9 +153,13 @@ func runnerKilled(t *testing.T, cs *kubernetes.Clientset) {
 // oomRunnerLimit is the runner's memory limit of the OOM path's bot.
 const oomRunnerLimit = "300Mi"
 
-// oomCode forks four processes that each touch 150 MiB, 600 MiB in all. Under memory_limit_mb
-// 1024 (the tree's) only the runner container's memory limit stops them; under 200 the
-// supervisor kills the tree first. It prints its RLIMIT_AS (the backstop: the limit + 16 GiB)
+// oomCode forks four processes that each touch 150 MiB, 600 MiB in all, 10 MiB every 50 ms (as
+// a program that builds its data does: some 80 MiB for the four between two readings of the
+// supervisor, every 100 ms). Under memory_limit_mb 1024 (the tree's) only the runner
+// container's memory limit stops them; under 100 the supervisor kills the tree first, with room
+// to spare below the container's (300 MiB, of which the runner, zygote and spares hold some 60).
+// (Touched at once, 150 MiB each, the four outran the supervisor's first reading under a limit
+// of 200 on a loaded VM: the kernel came first.) It prints its RLIMIT_AS (the backstop: the limit + 16 GiB)
 // and how each child ended (-9: killed).
 const oomCode = `import os, resource, time
 print("RLIMIT_AS", resource.getrlimit(resource.RLIMIT_AS)[0] >> 20, flush=True)
@@ -163,7 +167,10 @@ children = []
 for _ in range(4):
     pid = os.fork()
     if pid == 0:
-        b = b"\x01" * (150 << 20)
+        b = []
+        for _ in range(15):
+            b.append(b"\x01" * (10 << 20))
+            time.sleep(0.05)
         time.sleep(2)
         os._exit(0)
     children.append(pid)
@@ -218,12 +225,12 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 	before := restartCounts(t, cs, appNS, pod.Name)
 
 	// The tree's limit acts first: the supervisor kills it, not the kernel.
-	res, err := botPython(appNS, pod.Name, "bot", executeScript, oomCode, "200")
+	res, err := botPython(appNS, pod.Name, "bot", executeScript, oomCode, "100")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res["reason"] != "memory_limit" || res["exit_code"] != float64(137) {
-		t.Fatalf("600 MiB in four processes under memory_limit_mb 200: %v", res)
+		t.Fatalf("600 MiB in four processes under memory_limit_mb 100: %v", res)
 	}
 	if n, _ := oomKills(t, pod, mutation.RunnerName); n != kills {
 		t.Fatalf("the kernel's OOM killer acted (%d kills, were %d) where the tree's memory limit should have", n, kills)
@@ -262,7 +269,7 @@ func runnerOOM(t *testing.T, cs *kubernetes.Clientset) {
 		t.Fatalf("GET /v1/info after the OOM: %v %v", err, info)
 	}
 	executionsWork(t, pod.Name, "the next execution after the OOM")
-	t.Logf("runner limit %s, server limit %d MiB: 4 processes of 150 MiB under memory_limit_mb 200 killed by their supervisor; under 1024 ended %s; "+
+	t.Logf("runner limit %s, server limit %d MiB: 4 processes of 150 MiB under memory_limit_mb 100 killed by their supervisor; under 1024 ended %s; "+
 		"OOM kills in the runner's cgroup %d -> %d, in the server's %d; no container restarted",
 		oomRunnerLimit, serverLimit>>20, lines[1], kills, after, serverKills)
 }
