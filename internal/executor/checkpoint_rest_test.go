@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,20 +12,6 @@ import (
 
 	"github.com/pyexec/pyexec/internal/proc"
 )
-
-// procTicks is the state letter and the CPU time (utime+stime, in ticks) of pid; "" when it
-// is gone.
-func procTicks(pid int) (string, int64) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return f[0], ut + st
-}
 
 // A session at rest runs nothing, whatever the code started on the way there: processes forked
 // by a replaced checkpoint.take or checkpoint._hold (plain children and double-forked orphans),
@@ -130,12 +115,12 @@ time.sleep(0.2)
 			time.Sleep(200 * time.Millisecond)
 			before := map[int]int64{}
 			for _, pid := range proc.Descendants(ss.sup) {
-				_, before[pid] = procTicks(pid)
+				_, before[pid] = threadTicks(pid)
 			}
 			time.Sleep(time.Second)
 			for pid, cpu := range before {
-				if st, now := procTicks(pid); st != "" && st != "Z" && (st != "T" || now > cpu) {
-					t.Errorf("process %d of the session at rest: state %s, %d ticks of CPU in 1 s", pid, st, now-cpu)
+				if st, now := threadTicks(pid); strings.Trim(st, "TZ") != "" || now > cpu {
+					t.Errorf("process %d of the session at rest: threads %q, %d ticks of CPU in 1 s", pid, st, now-cpu)
 				}
 			}
 			if res := call(t, ss, "print('alive')"); res.Stdout != "alive\n" {

@@ -168,10 +168,10 @@ func (t procTable) memory(pids []int) int64 {
 
 // pss is the Pss of pid, rss when its smaps_rollup is closed to the runner, 0 when it is gone.
 func pss(pid int, rss int64) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	b, err := os.ReadFile(proc.MemPath(pid) + "/smaps_rollup")
 	switch {
 	case errors.Is(err, fs.ErrPermission):
-		return rss
+		return max(rss, proc.StatmRSS(pid)) // rss of a process whose main thread exited is 0
 	case err != nil:
 		return 0
 	}

@@ -14,7 +14,10 @@ import (
 // Stat is what /proc/PID/stat says of one process.
 type Stat struct {
 	PID, PPID int
-	Zombie    bool
+	// Zombie: the process has ended, every thread of it. A process whose main thread exited
+	// (SYS_exit) while others run shows "Z" too, and is no zombie: its threads run, and its
+	// memory is read through one of them (MemPath).
+	Zombie bool
 	// Exiting is set from the start of exit(2) (PF_EXITING): a process killed a moment ago
 	// still tears its memory down before it is a zombie.
 	Exiting bool
@@ -69,7 +72,7 @@ func parseStat(pid int, b []byte) (Stat, bool) {
 	if err != nil {
 		return Stat{}, false
 	}
-	p := Stat{PID: pid, PPID: ppid, Zombie: fields[0] == "Z"}
+	p := Stat{PID: pid, PPID: ppid}
 	if len(fields) > 6 {
 		if flags, err := strconv.ParseUint(fields[6], 10, 64); err == nil {
 			p.Exiting = flags&pfExiting != 0
@@ -79,7 +82,39 @@ func parseStat(pid int, b []byte) (Stat, bool) {
 		p.Threads, _ = strconv.Atoi(fields[17])
 		p.RSSPages, _ = strconv.ParseInt(fields[21], 10, 64)
 	}
+	// num_threads counts the exited main thread with the live ones: a real zombie has 1 (0:
+	// not said).
+	p.Zombie = fields[0] == "Z" && p.Threads <= 1
 	return p, true
+}
+
+// MemPath is the /proc directory through which pid's memory is read: /proc/PID, or, when its
+// main thread has exited while other threads run (its own files then say nothing of the
+// memory), /proc/PID/task/TID of a live thread.
+func MemPath(pid int) string {
+	dir := "/proc/" + strconv.Itoa(pid)
+	b, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return dir
+	}
+	if i := bytes.LastIndexByte(b, ')'); i < 0 || i+2 >= len(b) || b[i+2] != 'Z' {
+		return dir
+	}
+	tasks, err := os.ReadDir(dir + "/task")
+	if err != nil {
+		return dir
+	}
+	for _, t := range tasks {
+		if t.Name() == strconv.Itoa(pid) {
+			continue
+		}
+		if st, err := os.ReadFile(dir + "/task/" + t.Name() + "/stat"); err == nil {
+			if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] != 'Z' {
+				return dir + "/task/" + t.Name()
+			}
+		}
+	}
+	return dir
 }
 
 // Descendants returns the live (non-zombie) descendants of root.
@@ -149,7 +184,7 @@ func Children() []int {
 // read, and they add nothing to PSS.
 func TreeMemory(root int) (rss, pss int64) {
 	for _, pid := range append([]int{root}, Descendants(root)...) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+		b, err := os.ReadFile(MemPath(pid) + "/smaps_rollup")
 		if err != nil {
 			rss += StatmRSS(pid)
 			continue
@@ -175,7 +210,7 @@ func TreeMemory(root int) (rss, pss int64) {
 
 // StatmRSS is the resident memory of pid from /proc/PID/statm, in bytes; 0 if it ended.
 func StatmRSS(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	b, err := os.ReadFile(MemPath(pid) + "/statm")
 	if err != nil {
 		return 0
 	}
@@ -194,7 +229,7 @@ func StatmRSS(pid int) int64 {
 // /proc/PID/smaps_rollup, what its end would free. Where smaps_rollup is closed (a non-dumpable
 // process), its resident memory from statm; 0 if it ended.
 func PrivateMemory(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	b, err := os.ReadFile(MemPath(pid) + "/smaps_rollup")
 	if err != nil {
 		return StatmRSS(pid)
 	}

@@ -90,7 +90,7 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
         # Each call is numbered: what the code itself writes on its socket cannot pass for
         # the answer of a later call.
         s.calls += 1
-        os.kill(s.child, signal.SIGCONT)
+        _signal(s.pidfd, signal.SIGCONT)
         try:
             send_fds(s.mine, json.dumps({"op": "exec", "call": s.calls}).encode(), fds)
         except OSError:
@@ -130,26 +130,36 @@ class _State:
         """Bring the session to rest before pyexec hears how a call or an op ended: the
         interpreter and the checkpoints stopped (SIGSTOP), and every other process of the
         session killed — what the call, a thread or a checkpoint's own code started, orphaned or
-        not, however deep. Once a stop is pending on a process, none of its forks can complete
-        (the kernel restarts them after the stop), so killing what is listed until nothing is
-        left leaves nothing running. A killed child of a stopped process stays a zombie until
-        its parent reaps it (the interpreter, at its next call)."""
+        not, however deep. The stopped ones are waited for until every thread of them has
+        stopped, so that no fork of theirs is still under way; a process killed ends only after
+        its fork in progress, if any, is done and its children handed to a subreaper of the
+        tree. So killing what is listed until nothing but ended processes is left leaves nothing
+        running. A killed child of a stopped process stays a zombie until its parent reaps it
+        (the interpreter, at its next call)."""
         import signal
 
-        from .tree import tree_pids
+        from .tree import ended, tree_pids
 
-        try:
-            os.kill(self.child, signal.SIGSTOP)
-        except OSError:
-            pass
-        for held in self.checkpoints.values():
+        # A checkpoint whose process ended (the code may kill one) is forgotten first: its pid
+        # may be another process's by now, which must not be kept. Nothing is reaped below, so
+        # no pid listed is freed for another while this runs.
+        for n, held in list(self.checkpoints.items()):
+            if not held.alive():
+                self.let_go(n)
+        pidfds = [self.pidfd] + [held.pidfd for held in self.checkpoints.values()]
+        for pidfd in pidfds:
+            _signal(pidfd, signal.SIGSTOP)
+        # Wait until every thread of them has stopped: a fork another thread is making when
+        # the stop comes completes first (the kernel lets it, for a signal to one process), and
+        # its child must be there to be listed below.
+        for pidfd in pidfds:
             try:
-                signal.pidfd_send_signal(held.pidfd, signal.SIGSTOP)
-            except OSError:
-                pass  # it ended: _idle forgets it
+                os.waitid(os.P_PIDFD, pidfd, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                pass  # reaped: gone
         keep = self.keep()
         for _ in range(10000):
-            others = [pid for pid in tree_pids(os.getpid()) if pid not in keep and not _zombie(pid)]
+            others = [pid for pid in tree_pids(os.getpid()) if pid not in keep and not ended(pid)]
             if not others:
                 return
             for pid in others:
@@ -157,7 +167,6 @@ class _State:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            reap_ended()
 
     def exempt(self):
         self.tree.exempt = frozenset(h.pid for h in self.checkpoints.values())
@@ -199,22 +208,30 @@ def _op(msg):
     return op.get("op") if isinstance(op, dict) else None
 
 
+def _signal(pidfd, sig):
+    """Send sig to the process of pidfd, unless it has ended."""
+    import signal
+
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except OSError:
+        pass
+
+
+def _reap(pidfd):
+    """Wait for the child of pidfd to end and reap it (already reaped: nothing)."""
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ChildProcessError:
+        pass
+
+
 def _say(ctl, msg, fds=()):
     try:
         send_fds(ctl, json.dumps(msg).encode(), list(fds))
         return True
     except OSError:
         return False
-
-
-def _zombie(pid):
-    """Whether pid has ended and waits to be reaped (or is gone)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def _checkpoint(s):
@@ -226,7 +243,7 @@ def _checkpoint(s):
 
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.calls += 1
-    os.kill(s.child, signal.SIGCONT)
+    _signal(s.pidfd, signal.SIGCONT)
     try:
         send_fds(s.mine, json.dumps({"op": "checkpoint", "call": s.calls}).encode(), [theirs.fileno()])
     except OSError:
@@ -236,7 +253,7 @@ def _checkpoint(s):
     if st is not None:
         mine.close()
         return lost_reply(st, s.tree.over_memory), [], False
-    os.kill(s.child, signal.SIGSTOP)
+    _signal(s.pidfd, signal.SIGSTOP)
     held = _adopt(s, answer.get("checkpoint"), mine, "held")
     if held is None:
         mine.close()
@@ -280,17 +297,16 @@ def _restore(s, n):
     answer, st = _wait(new.pid, mine, new.pidfd, s.tree, s.calls)
     if st is not None or not answer.get("restored"):
         if st is None:
-            os.kill(new.pid, signal.SIGKILL)
-            os.waitpid(new.pid, 0)
+            _signal(new.pidfd, signal.SIGKILL)
+            _reap(new.pidfd)
         os.close(new.pidfd)
         mine.close()
         return {"error": "the restored interpreter did not start"}, [], True
-    os.kill(new.pid, signal.SIGSTOP)
-    os.kill(s.child, signal.SIGKILL)
-    try:
-        os.waitpid(s.child, 0)
-    except ChildProcessError:
-        pass
+    _signal(new.pidfd, signal.SIGSTOP)
+    # By its pidfd: the code may have killed the old interpreter meanwhile, and its pid, once
+    # reaped, be another process's.
+    _signal(s.pidfd, signal.SIGKILL)
+    _reap(s.pidfd)
     os.close(s.pidfd)
     s.mine.close()
     s.child, s.pidfd, s.mine = new.pid, new.pidfd, mine
@@ -400,7 +416,7 @@ def _idle(s, ctl):
                     poller.unregister(tree.fd)
                     tree.close()
             if tree.memory_over():
-                os.kill(s.child, signal.SIGKILL)
+                _signal(s.pidfd, signal.SIGKILL)
                 return False
             if s.pidfd in events:
                 return False

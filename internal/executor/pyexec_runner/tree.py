@@ -194,7 +194,7 @@ def tree_memory(root, limit):
     rss = {}
     for pid in tree_pids(root):
         try:
-            with open("/proc/%d/statm" % pid, "rb") as f:
+            with open(mem_path(pid) + "/statm", "rb") as f:
                 rss[pid] = int(f.read().split()[1]) * _page_size
         except (OSError, ValueError, IndexError):
             pass
@@ -204,7 +204,7 @@ def tree_memory(root, limit):
     total = 0
     for pid, resident in rss.items():
         try:
-            with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+            with open(mem_path(pid) + "/smaps_rollup", "rb") as f:
                 pss = 0  # no Pss line: its memory is gone already (it is exiting)
                 for line in f:
                     if line.startswith(b"Pss:"):
@@ -216,3 +216,46 @@ def tree_memory(root, limit):
         except (OSError, ValueError, IndexError):  # gone
             pass
     return total
+
+
+def mem_path(pid):
+    """The /proc directory through which pid's memory is read: /proc/PID, or, when its main
+    thread exited while others run (SYS_exit: its own files then say nothing of the memory, and
+    its state reads Z), /proc/PID/task/TID of a live thread."""
+    path = "/proc/%d" % pid
+    if not _state_is(path, b"Z"):
+        return path
+    try:
+        tasks = os.listdir(path + "/task")
+    except OSError:
+        return path
+    for tid in tasks:
+        if tid != str(pid) and not _state_is("%s/task/%s" % (path, tid), b"Z"):
+            return "%s/task/%s" % (path, tid)
+    return path
+
+
+def _state_is(path, state):
+    try:
+        with open(path + "/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] == state
+
+
+def ended(pid):
+    """Whether pid has ended, every thread of it (a zombie to reap), or is gone. A process whose
+    main thread exited while others run reads Z too, and has not ended."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] not in (b"Z", b"X"):
+        return False
+    try:
+        return int(fields[17]) <= 1  # num_threads counts the exited main thread
+    except (IndexError, ValueError):
+        return True
