@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -561,9 +562,14 @@ func removeAll(dir string) {
 		return
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.EACCES) { // the code took its permissions from dir itself
-		if fi, lerr := os.Lstat(dir); lerr == nil && fi.IsDir() && os.Chmod(dir, 0o700) == nil {
-			fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EACCES) {
+		// The code took its permissions from dir itself: given back through a descriptor of
+		// dir (O_PATH needs none), so that no path is looked up again between the two.
+		if p, perr := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); perr == nil {
+			if unix.Chmod("/proc/self/fd/"+strconv.Itoa(p), 0o700) == nil {
+				fd, err = unix.Openat(p, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			}
+			unix.Close(p)
 		}
 	}
 	if err == nil {

@@ -186,7 +186,11 @@ os.symlink('/etc/passwd', 'link')
 os.mkfifo('fifo')
 open('locked', 'w').write('mine')
 os.chmod('locked', 0)
-open('big', 'wb').write(b'x' * 900000)
+os.makedirs('sealed/in')
+open('sealed/in/deep.txt', 'w').write('kept')
+os.chmod('sealed/in', 0)
+os.chmod('sealed', 0)
+open('big', 'wb').write(b'x' * 800000)
 `)
 		if res.ExitCode != 0 {
 			t.Fatalf("setup: %+v", res)
@@ -211,11 +215,14 @@ os.remove('locked')
 			t.Errorf("a checkpoint of 1.8 MB over a cap of 1 MiB: %v", err)
 		}
 		restore(t, id, cp)
-		res = run(t, id, `import os
+		res = run(t, id, `import os, stat
+print(oct(stat.S_IMODE(os.stat('sealed').st_mode)))
 os.chmod('locked', 0o600)
-print(sorted(os.listdir('.')), open('locked').read(), os.path.getsize('big'))
+os.chmod('sealed', 0o700)
+os.chmod('sealed/in', 0o700)
+print(sorted(os.listdir('.')), open('locked').read(), os.path.getsize('big'), open('sealed/in/deep.txt').read())
 `)
-		if res.Stdout != "['big', 'locked'] mine 900000\n" {
+		if res.Stdout != "0o0\n['big', 'locked', 'sealed'] mine 800000 kept\n" {
 			t.Fatalf("restored files: %q %s", res.Stdout, res.Stderr)
 		}
 	})
