@@ -322,6 +322,7 @@ type RunInput struct {
 	SessionID      string      `json:"session_id,omitempty" jsonschema:"run in this session (from create_session) so that state persists; omit for a fresh interpreter"`
 	TimeoutSeconds float64     `json:"timeout_seconds,omitempty" jsonschema:"time limit in seconds; omit for the server's default"`
 	Files          []FileInput `json:"files,omitempty" jsonschema:"text files to write into the working directory before the code runs"`
+	Checkpoint     bool        `json:"checkpoint,omitempty" jsonschema:"with session_id: take a checkpoint of the session just before the code runs, so that restore_session can undo this call"`
 }
 
 // runSchema is run_python's input schema: RunInput's, timeout_seconds above 0 and at most max.
@@ -346,6 +347,9 @@ func (t *tools) runPython(ctx context.Context, req *mcp.CallToolRequest, in RunI
 	if strings.TrimSpace(in.Code) == "" {
 		return failed("code is empty: pass the Python source to run")
 	}
+	if in.Checkpoint && in.SessionID == "" {
+		return failed("checkpoint needs session_id: a fresh interpreter keeps nothing to undo")
+	}
 	var err error
 	if in.SessionID != "" {
 		ctx, err = t.scopedTo(ctx, req, in.SessionID)
@@ -356,7 +360,7 @@ func (t *tools) runPython(ctx context.Context, req *mcp.CallToolRequest, in RunI
 		return failed(describe(err))
 	}
 	budget := OutputBudgetChars
-	ereq := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files), OutputBudgetChars: &budget}
+	ereq := api.ExecuteRequest{Code: in.Code, Files: textFiles(in.Files), OutputBudgetChars: &budget, Checkpoint: in.Checkpoint}
 	if in.TimeoutSeconds > 0 {
 		ereq.TimeoutSeconds = &in.TimeoutSeconds
 	}
@@ -476,6 +480,9 @@ func resultOf(res *api.ExecuteResult, pass func(json.RawMessage) json.RawMessage
 	}
 	if res.SessionLost {
 		b.WriteString("the session was lost with this call: create a new one\n")
+	}
+	if res.Checkpoint != "" {
+		fmt.Fprintf(&b, "checkpoint %s taken before this call: restore_session with checkpoint %q undoes it\n", res.Checkpoint, res.Checkpoint)
 	}
 	if len(res.Files) > 0 {
 		names := make([]string, len(res.Files))

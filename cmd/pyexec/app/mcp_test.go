@@ -198,6 +198,12 @@ func TestMCP(t *testing.T) {
 			if res, text, _ := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x"}); res.IsError || !strings.Contains(text, "result:\n41") {
 				t.Fatalf("after restore_session: %q", text)
 			}
+			if res, text, _ := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x = 0", "checkpoint": true}); res.IsError || !strings.Contains(text, `checkpoint c2 taken before this call: restore_session with checkpoint "c2" undoes it`) {
+				t.Fatalf("run_python with a checkpoint: %v %q", res.IsError, text)
+			}
+			if res, text, _ := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"code": "1", "checkpoint": true}); !res.IsError || !strings.Contains(text, "checkpoint needs session_id") {
+				t.Fatalf("run_python with a checkpoint and no session: %v %q", res.IsError, text)
+			}
 			if res, text, _ := callTool(t, cs, mcpserver.ToolRestoreSession, map[string]any{"session_id": id, "checkpoint": "c7"}); !res.IsError || !strings.Contains(text, "checkpoint_not_found") && !strings.Contains(text, "no checkpoint") || !strings.Contains(text, "checkpoints held: c1") {
 				t.Fatalf("restore_session of no checkpoint: %v %q", res.IsError, text)
 			}
@@ -232,11 +238,12 @@ func TestMCP(t *testing.T) {
 			if !res.IsError || !strings.Contains(text, "create_session") {
 				t.Fatalf("a call in a closed session: %v %q", res.IsError, text)
 			}
-			// Seven executions ran: three stateless and four in the session (two before the
-			// checkpoint, the one undone, the one after); the call in the closed session ran none.
-			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+7 })
-			if got := len(s.logs("execution finished")) - before; got != 7 {
-				t.Errorf("%d execution lines in the sidecar's log, want 7", got)
+			// Eight executions ran: three stateless and five in the session (two before the
+			// checkpoint, the one undone, the one after, one with a checkpoint); the call in the
+			// closed session and the one refused ran none.
+			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+8 })
+			if got := len(s.logs("execution finished")) - before; got != 8 {
+				t.Errorf("%d execution lines in the sidecar's log, want 8", got)
 			}
 		})
 	}
