@@ -341,6 +341,8 @@ func pidfdAlive(fd int) bool {
 		return false
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	// The Go runtime's own signals (preemption) interrupt poll(2) even with no timeout: an
+	// EINTR says nothing of the process.
 	n, err := ignoringEINTR2(func() (int, error) { return unix.Poll(fds, 0) })
 	return err == nil && n == 0
 }
@@ -349,11 +351,11 @@ func pidfdAlive(fd int) bool {
 // their contents and permission bits (symlinks, FIFOs, sockets and devices are left out).
 // Neither side is left through a symlink (os.Root), and a FIFO swapped in for a file is not
 // opened for reading (O_NONBLOCK). A directory or file the code took its owner's permissions
-// from is opened for the copy and given its mode back. Past max bytes (0: no limit), each file
+// from is opened for the copy and given its mode back. Past bound bytes (0: no limit), each file
 // and directory counting entryBytes at least, it stops with
 // ErrCheckpointTooLarge (past timeout as well); a directory it cannot read or deeper than maxWalkDepth is an error,
 // never a file silently left out. Returns how many files and bytes (their contents) it copied.
-func copyFiles(src, dst string, max int64, timeout time.Duration) (files int, size int64, err error) {
+func copyFiles(src, dst string, bound int64, timeout time.Duration) (files int, size int64, err error) {
 	from, err := os.OpenRoot(src)
 	if err != nil {
 		return 0, 0, err
@@ -369,9 +371,9 @@ func copyFiles(src, dst string, max int64, timeout time.Duration) (files int, si
 	defer to.Close()
 	var counted int64 // against max
 	count := func(n int64) bool {
-		counted += max64(n, entryBytes)
-		if max > 0 && counted > max {
-			err = fmt.Errorf("%w: its files and directories take more than %d bytes", ErrCheckpointTooLarge, max)
+		counted += max(n, entryBytes)
+		if bound > 0 && counted > bound {
+			err = fmt.Errorf("%w: its files and directories take more than %d bytes", ErrCheckpointTooLarge, bound)
 			return false
 		}
 		return true
@@ -402,7 +404,7 @@ func copyFiles(src, dst string, max int64, timeout time.Duration) (files int, si
 		}
 	}
 	w.fn = func(p string, _ func() (*unix.Stat_t, bool)) bool {
-		n, cerr := copyFile(from, to, p, max-counted, max > 0)
+		n, cerr := copyFile(from, to, p, bound-counted, bound > 0)
 		size += n
 		if cerr != nil {
 			err = cerr
@@ -426,13 +428,6 @@ func copyFiles(src, dst string, max int64, timeout time.Duration) (files int, si
 		err = errors.New("copying the files: out of file descriptors")
 	}
 	return files, size, err
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // dirEntries counts the entries of dir (at most a few: it stops at the first batch).

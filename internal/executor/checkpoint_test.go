@@ -125,8 +125,8 @@ func TestCheckpointCapAndUndo(t *testing.T) {
 }
 
 // A session whose code kills its own checkpoint loses it, and is told so; the session itself
-// goes on. A checkpoint expires when it is not restored for its idle time.
-func TestCheckpointLostAndExpired(t *testing.T) {
+// goes on.
+func TestCheckpointLost(t *testing.T) {
 	for mode, st := range sessionModes(t) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()

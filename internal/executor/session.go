@@ -686,14 +686,7 @@ func (ss *LocalSession) interrupt() {
 
 // alive says whether the supervisor still runs.
 func (ss *LocalSession) alive() bool {
-	if ss.supFD < 0 {
-		return false
-	}
-	fds := []unix.PollFd{{Fd: int32(ss.supFD), Events: unix.POLLIN}}
-	// The Go runtime's own signals (preemption) interrupt poll(2) even with no timeout: an
-	// EINTR says nothing of the supervisor.
-	n, err := ignoringEINTR2(func() (int, error) { return unix.Poll(fds, 0) })
-	return err == nil && n == 0
+	return pidfdAlive(ss.supFD)
 }
 
 // Ended says the session can run no more calls: it was closed, or its processes are gone.

@@ -15,19 +15,13 @@ import (
 // taken between calls (201 with the api.Checkpoint). It takes an execution slot, as a call
 // does: the interpreter and the threads the code left run while it forks.
 func (s *Server) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
-	e, unclaim, finish, ok := s.claimSession(w, r, "a checkpoint is taken between calls")
+	e, ctx, over, finish, ok := s.claimAndAdmit(w, r, "a checkpoint is taken between calls")
 	if !ok {
 		return
 	}
 	defer finish()
-	ctx, g, done, ok := s.admit(w, r)
-	if !ok {
-		return
-	}
-	defer done()
 	cp, err := e.ss.Checkpoint(ctx)
-	g.resultKnown()
-	unclaim()
+	over()
 	s.m.checkpointOp("checkpoint", err)
 	if err != nil {
 		s.checkpointFailed(w, r, e, "taking a checkpoint", err)
@@ -81,20 +75,13 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, rerr)
 		return
 	}
-	e, unclaim, finish, ok := s.claimSession(w, r, "it can be restored once it is over")
+	e, ctx, over, finish, ok := s.claimAndAdmit(w, r, "it can be restored once it is over")
 	if !ok {
 		return
 	}
 	defer finish()
-	ctx, g, done, ok := s.admit(w, r)
-	if !ok {
-		return
-	}
-	defer done()
-	err := e.ss.Restore(ctx, body.Checkpoint)
-	g.resultKnown()
-	s.sessions.used(e)
-	unclaim()
+	err := e.ss.Restore(ctx, body.Checkpoint) // no call: the session's executions stay as they were
+	over()
 	s.m.checkpointOp("restore", err)
 	if err != nil {
 		s.checkpointFailed(w, r, e, "restoring "+body.Checkpoint, err)

@@ -422,6 +422,28 @@ func (s *Server) claimSession(w http.ResponseWriter, r *http.Request, busy strin
 	return e, unclaim, finish, true
 }
 
+// claimAndAdmit is claimSession, then an execution slot (admit), for work that continues the
+// session's interpreter between calls without being a call: a listing of its variables, a
+// checkpoint, a restore (the interpreter and every thread the code left run while it lasts).
+// over gives back the slot and the session as soon as the work is done, before the answer is
+// written; finish (deferred) gives back the rest. ok false: the request was answered.
+func (s *Server) claimAndAdmit(w http.ResponseWriter, r *http.Request, busy string) (e *session, ctx context.Context, over, finish func(), ok bool) {
+	e, unclaim, finishClaim, ok := s.claimSession(w, r, busy)
+	if !ok {
+		return nil, nil, nil, nil, false
+	}
+	ctx, g, done, ok := s.admit(w, r)
+	if !ok {
+		finishClaim()
+		return nil, nil, nil, nil, false
+	}
+	over = func() {
+		g.resultKnown()
+		unclaim()
+	}
+	return e, ctx, over, func() { done(); finishClaim() }, true
+}
+
 // handleSessionExecute serves POST /v1/sessions/{id}/execute: as /v1/execute, in the session.
 func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	begun := time.Now()
@@ -576,27 +598,19 @@ const maxVariablesOutput = 4 << 20
 // milliseconds, at most variablesTimeout, but the threads the code left run while it does) and
 // is no call of the session's count.
 func (s *Server) handleSessionVariables(w http.ResponseWriter, r *http.Request) {
-	e, unclaim, finish, ok := s.claimSession(w, r, "its variables can be listed once it is over")
-	if !ok {
-		return
-	}
-	defer finish()
 	limits, rerr := executionLimits(api.ExecuteRequest{}, s.cfg.Limits)
 	if rerr != nil {
 		s.writeRequestError(w, r, rerr)
 		return
 	}
 	limits.Timeout, limits.MaxOutputBytes = variablesTimeout, maxVariablesOutput
-	// An execution slot, as a call's: the listing continues the interpreter, and every thread
-	// the code left running runs while it lasts.
-	ctx, g, done, ok := s.admit(w, r)
+	e, ctx, over, finish, ok := s.claimAndAdmit(w, r, "its variables can be listed once it is over")
 	if !ok {
 		return
 	}
-	defer done()
+	defer finish()
 	res, err := e.ss.Execute(ctx, executor.Request{ID: requestID(r.Context()), Code: "-", Inspect: true, Limits: limits}, nil)
-	g.resultKnown()
-	unclaim()
+	over()
 	if err == nil && res.Encoded != nil {
 		// A large result comes from the runner as its body, stdout in it: read it whole (it
 		// is at most a listing's size and a little JSON).
