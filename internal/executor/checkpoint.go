@@ -311,11 +311,20 @@ func (ss *LocalSession) dropCheckpoints() {
 // answer and the descriptors with it. A session whose supervisor ends, says its interpreter
 // ended, or does not answer in time is ended: ErrSessionEnded. The caller holds ss.mu.
 func (ss *LocalSession) ask(ctx context.Context, msg map[string]any) (sessionReply, []int, error) {
+	return ss.askWith(ctx, msg, nil)
+}
+
+// askWith is ask with descriptors that go with msg.
+func (ss *LocalSession) askWith(ctx context.Context, msg map[string]any, fds []int) (sessionReply, []int, error) {
 	data, err := json.Marshal(msg)
 	if err != nil {
 		return sessionReply{}, nil, err
 	}
-	if err := ignoringEINTR(func() error { return unix.Sendmsg(ss.ctl, data, nil, nil, 0) }); err != nil {
+	var rights []byte
+	if len(fds) > 0 {
+		rights = unix.UnixRights(fds...)
+	}
+	if err := ignoringEINTR(func() error { return unix.Sendmsg(ss.ctl, data, rights, nil, 0) }); err != nil {
 		ss.end()
 		return sessionReply{}, nil, fmt.Errorf("%w: %v", ErrSessionEnded, err)
 	}

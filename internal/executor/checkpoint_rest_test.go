@@ -52,13 +52,13 @@ m.take = take
 		{name: "orphan of the checkpoint's process", setup: `import sys, os
 m = sys.modules['pyexec_runner.checkpoint']
 orig = m._hold
-def hold(sock, state):
+def hold(sock, state, *rest):
     if os.fork() == 0:
         if os.fork() == 0:
             ` + spin("spinner.pid") + `
         os._exit(0)
     os.wait()
-    return orig(sock, state)
+    return orig(sock, state, *rest)
 m._hold = hold
 `},
 		{name: "child of the restored interpreter", restore: true, setup: `import sys, os

@@ -130,7 +130,11 @@ func (s *Spawn) confinement(req Request, work, tree string, zygote int) (*os.Fil
 	if err != nil {
 		return nil, nil, fmt.Errorf("confining the execution: %w", err)
 	}
-	p := confine.Policy{Read: []string{tree}, Write: []string{work, filepath.Join(filepath.Dir(work), mplDir)}, Network: req.Network}
+	write := []string{work, filepath.Join(filepath.Dir(work), mplDir)}
+	if req.session {
+		write = append(write, filepath.Join(filepath.Dir(work), branchesDir))
+	}
+	p := confine.Policy{Read: []string{tree}, Write: write, Network: req.Network}
 	ruleset, err := rules.Ruleset(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("confining the execution: %w", err)

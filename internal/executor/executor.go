@@ -44,6 +44,9 @@ type Request struct {
 	// Checkpoint, in a session's call, takes a checkpoint just before the call (see
 	// LocalSession.Checkpoint): at the session's most, the oldest such one is let go first.
 	Checkpoint bool
+	// session: this is a session's start, whose directory and first Landlock layer hold the
+	// reserve of its branches (see branchesDir).
+	session bool
 }
 
 // Limits of one execution.

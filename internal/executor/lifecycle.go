@@ -104,9 +104,7 @@ const mplDir = "mpl"
 // baseEnv is what the execution adds to the server's base environment: its MPLCONFIGDIR and
 // XDG_CACHE_HOME. The request's env is applied by the code's process itself (see envFile).
 func (e *execution) baseEnv() map[string]string {
-	// fontconfig's cache too: HOME is the working directory, whose files are returned.
-	mpl := filepath.Join(e.dir, mplDir)
-	return map[string]string{"MPLCONFIGDIR": mpl, "XDG_CACHE_HOME": mpl}
+	return dirEnv(e.dir)
 }
 
 // params are the runner's parameters of this execution.

@@ -160,7 +160,7 @@ func (w *memoryWatchdog) endLargest(ws int64, read time.Time) []int {
 		if t.ended {
 			continue
 		}
-		below := tab.below(t.root)
+		below := tab.processes(t)
 		var rss int64
 		for _, pid := range below {
 			rss += tab.byPID[pid].RSSPages * int64(os.Getpagesize())
@@ -189,6 +189,9 @@ func (w *memoryWatchdog) endLargest(ws int64, read time.Time) []int {
 	w.log.Info("memory watchdog: ended the largest tree", "kind", largest.t.kind, "id", largest.t.id, "treeBytes", most,
 		"workingSetBytes", ws, "limitBytes", w.limit, "highWaterBytes", w.mark, "trees", len(cands),
 		"chosenAfterMs", ms(chosen), "endedAfterMs", ms(time.Since(read)))
+	if largest.t.roots != nil && largest.t.roots() != nil {
+		return largest.pids
+	}
 	return append(largest.pids, largest.t.root)
 }
 

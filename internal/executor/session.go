@@ -149,6 +149,12 @@ type LocalSession struct {
 	cps    []*checkpoint
 	cpGone map[string]string
 	cpSeq  int
+	// fam is what the session shares with its branches and theirs (see Fork); reserve is the
+	// directory where its next branches go, within its Landlock layers and out of its
+	// branches'. root is the family's first session, whose directory holds every member's.
+	fam     *family
+	reserve string
+	root    *LocalSession
 }
 
 // sessionReply is what the supervisor answers: first the interpreter's pid (with its pidfd)
@@ -168,12 +174,17 @@ type sessionReply struct {
 	// the checkpoint to restore is no more.
 	Checkpoint int  `json:"checkpoint"`
 	Gone       bool `json:"gone"`
+	// Forked are the pids of the branches a fork made; Threads says a fork was refused for
+	// the threads the interpreter runs, Layers for the Landlock layers it has.
+	Forked  []int `json:"forked"`
+	Threads int   `json:"threads"`
+	Layers  bool  `json:"layers"`
 }
 
 // beginSession makes the session's directory, input files and confinement. The caller
 // starts the supervisor, then closes the returned execution's ruleset.
 func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *execution, error) {
-	e, err := s.begin(Request{ID: req.ID, Dir: req.Dir, Env: req.Env, Files: req.Files, Network: req.Network, Limits: req.Limits}, nil, zygote)
+	e, err := s.begin(Request{ID: req.ID, Dir: req.Dir, Env: req.Env, Files: req.Files, Network: req.Network, Limits: req.Limits, session: true}, nil, zygote)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -183,7 +194,7 @@ func (s *Spawn) beginSession(req SessionRequest, zygote int) (*LocalSession, *ex
 	e.release()
 	e.unshm()
 	e.ss = &LocalSession{spawn: s, req: req, dir: e.dir, own: e.own, work: e.work, tree: e.tree, sup: -1, supFD: -1, interp: -1, ctl: -1, exited: func() {}, unshm: func() {},
-		untrack: func() {}}
+		untrack: func() {}, fam: &family{members: 1, dir: e.dir, own: e.own}, reserve: filepath.Join(e.dir, branchesDir)}
 	return e.ss, e, nil
 }
 
@@ -563,7 +574,7 @@ func (ss *LocalSession) Execute(ctx context.Context, req Request, out Output) (a
 // outputs of the last call taken away. Its killer interrupts the code before it kills the
 // session. The caller holds ss.mu, and closes the call.
 func (ss *LocalSession) beginCall(req Request, out Output) (*execution, error) {
-	e := ss.spawn.newExecution(req, out, &killer{grace: interruptGrace, interrupt: ss.interrupt})
+	e := ss.spawn.newExecution(req, out, &killer{grace: interruptGrace, interrupt: ss.interrupt, hardKill: ss.kill})
 	e.ss, e.dir, e.work, e.tree = ss, ss.dir, ss.work, ss.tree
 	// The session's, for the result's hints: its network and lifelong limits.
 	e.req.Network, e.req.MaxProcesses, e.req.MemoryLimitMB = ss.req.Network, ss.req.MaxProcesses, ss.req.MemoryLimitMB
@@ -684,9 +695,10 @@ func (ss *LocalSession) interrupt() {
 	}
 }
 
-// alive says whether the supervisor still runs.
+// alive says whether the supervisor still runs and holds the session: it closes the session's
+// socket once the session has ended, and ends once no session of its family is left.
 func (ss *LocalSession) alive() bool {
-	return pidfdAlive(ss.supFD)
+	return pidfdAlive(ss.supFD) && !hungUp(ss.ctl)
 }
 
 // Ended says the session can run no more calls: it was closed, or its processes are gone.
@@ -705,14 +717,36 @@ func (ss *LocalSession) Memory() int64 {
 // end kills the session's processes; Close releases the rest.
 func (ss *LocalSession) end() {
 	ss.ended.Store(true)
-	if ss.alive() { // once it has ended, its pid may be another process's
-		proc.KillTree(ss.sup)
+	ss.kill()
+}
+
+// kill kills the session's processes: its supervisor's tree; in a session that forked, the
+// interpreter's alone (the supervisor holds its branches too, then ends the session and kills
+// what its processes leave).
+func (ss *LocalSession) kill() {
+	ss.fdMu.Lock()
+	defer ss.fdMu.Unlock()
+	ss.killLocked()
+}
+
+// killLocked is kill with fdMu held.
+func (ss *LocalSession) killLocked() {
+	if !ss.alive() { // once it has ended, its pid may be another process's
+		return
 	}
+	if ss.fam.forked.Load() {
+		if pidfdAlive(ss.interp) {
+			proc.KillTree(ss.interpPID)
+			_ = unix.PidfdSendSignal(ss.interp, unix.SIGKILL, nil, 0)
+		}
+		return
+	}
+	proc.KillTree(ss.sup)
 }
 
 // track hands the session's tree to the memory watchdog, until Close.
 func (ss *LocalSession) track() {
-	ss.untrack = ss.spawn.trees.add(&tree{kind: treeSession, id: ss.req.ID, root: ss.sup, end: ss.endForMemory}, false)
+	ss.untrack = ss.spawn.trees.add(&tree{kind: treeSession, id: ss.req.ID, root: ss.sup, roots: ss.roots, end: ss.endForMemory}, false)
 }
 
 // endForMemory ends the session for the memory watchdog: a running call answers memory_limit
@@ -724,7 +758,8 @@ func (ss *LocalSession) endForMemory(note string) {
 		return
 	}
 	ss.memoryNote.Store(&note)
-	ss.end()
+	ss.ended.Store(true)
+	ss.killLocked()
 }
 
 // EndedForMemory says the memory watchdog ended the session.
@@ -739,14 +774,27 @@ func (ss *LocalSession) Close() {
 		ss.mu.Lock()
 		defer ss.mu.Unlock()
 		ss.dropCheckpoints()
-		if ss.sup > 0 {
+		last := ss.fam.leave()
+		switch {
+		case !last:
+			// The supervisor closes the session's socket once it has killed what the session
+			// left; its branches go on.
+			ss.waitHungUp()
+		case ss.sup > 0:
+			if ss.fam.forked.Load() && pidfdAlive(ss.supFD) {
+				proc.KillTree(ss.sup)
+			}
 			ss.waitExited()
 		}
 		ss.fdMu.Lock()
 		closeFDs([]int{ss.ctl, ss.interp, ss.supFD})
 		ss.ctl, ss.interp, ss.supFD = -1, -1, -1
 		ss.fdMu.Unlock()
-		releaseDir(ss.dir, ss.own)
+		if last {
+			releaseDir(ss.fam.dir, ss.fam.own)
+		} else {
+			releaseOwn(ss.dir)
+		}
 		ss.unshm()
 	})
 }
@@ -777,6 +825,17 @@ func (ss *LocalSession) waitExited() {
 	}
 	if ss.supFD >= 0 {
 		_ = waitReadable(context.Background(), ss.supFD)
+	}
+}
+
+// waitHungUp waits, a few seconds at most, until the supervisor has closed the session's socket.
+func (ss *LocalSession) waitHungUp() {
+	for deadline := time.Now().Add(5 * time.Second); !hungUp(ss.ctl); {
+		if time.Now().After(deadline) {
+			ss.spawn.cfg.Log.Info("session still held by its supervisor after the kill", "session", ss.req.ID, "pid", ss.sup)
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

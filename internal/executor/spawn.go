@@ -251,7 +251,11 @@ func (s *Spawn) prepare(req Request) (dir string, own bool, err error) {
 		dir = req.Dir
 	}
 	work := filepath.Join(dir, "work")
-	for _, d := range []string{work, filepath.Join(dir, mplDir)} {
+	dirs := []string{work, filepath.Join(dir, mplDir)}
+	if req.session {
+		dirs = append(dirs, filepath.Join(dir, branchesDir))
+	}
+	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			return dir, own, err
 		}
@@ -466,7 +470,9 @@ type killer struct {
 	interrupt func()
 	grace     time.Duration
 	graceKill *time.Timer
-	hard      bool // the tree was killed
+	// hardKill, when set, kills the tree instead of killing pid's (a session's processes).
+	hardKill func()
+	hard     bool // the tree was killed
 }
 
 // disarm ends the killer's watch over an execution that is over: a timer or an output cap
@@ -543,9 +549,13 @@ func (k *killer) killTree() {
 	if k.killed == nil {
 		k.killed = make(chan struct{})
 	}
-	killed := k.killed
+	killed, hardKill := k.killed, k.hardKill
 	k.mu.Unlock()
-	proc.KillTree(pid)
+	if hardKill != nil {
+		hardKill()
+	} else {
+		proc.KillTree(pid)
+	}
 	close(killed)
 }
 

@@ -25,6 +25,10 @@ type tree struct {
 	kind string // treeExecution or treeSession
 	id   string
 	root int
+	// roots, when it gives any, are the tree's top processes instead of root's children: a
+	// session that forked is its interpreter and checkpoints, below a supervisor it shares with
+	// its branches (see family).
+	roots func() []int
 	// end ends the tree for the memory watchdog: its result says reason memory_limit, and note
 	// is added to its stderr.
 	end func(note string)
@@ -124,6 +128,20 @@ func readProcTable() procTable {
 	return t
 }
 
+// processes are t's processes (see tree), zombies included.
+func (t procTable) processes(tr *tree) []int {
+	if tr.roots != nil {
+		if roots := tr.roots(); roots != nil {
+			out := append([]int(nil), roots...)
+			for _, r := range roots {
+				out = append(out, t.below(r)...)
+			}
+			return out
+		}
+	}
+	return t.below(tr.root)
+}
+
 // below returns the processes below root, zombies included.
 func (t procTable) below(root int) []int {
 	var out []int
@@ -209,7 +227,7 @@ func (s *Spawn) TreeStats() TreeStats {
 	if len(list) > 0 {
 		tab := readProcTable()
 		for _, t := range list {
-			pids := tab.below(t.root)
+			pids := tab.processes(t)
 			st.Trees++
 			st.Tasks += tab.tasks(pids)
 			st.Memory += tab.memory(pids)

@@ -128,7 +128,7 @@ print(len(cps), ' '.join(out))
 		id := newSession(t)
 		res := run(t, id, `import sys, os, json
 m = sys.modules['pyexec_runner.checkpoint']
-def spin(sock, state):
+def spin(sock, state, *rest):
     sock.send(json.dumps({'held': os.getpid()}).encode())
     if os.fork() == 0:
         while True: pass
@@ -153,7 +153,7 @@ m._hold = spin
 				t.Errorf("what it forked still runs: %s is %s", kid, procState(t, n))
 			}
 		}
-		run(t, id, "m._hold = lambda sock, state: __import__('time').sleep(3600)")
+		run(t, id, "m._hold = lambda sock, state, *rest: __import__('time').sleep(3600)")
 		start := time.Now()
 		_, err = s.client.Checkpoint(ctx, id)
 		if err == nil || time.Since(start) > 20*time.Second {

@@ -9,9 +9,10 @@ spawn mode) and zygote.main (the fork server of fork mode). Standard library onl
     spawn     spawn mode's entry point
     zygote    fork mode's fork server, its spares and the supervisors it forks
     run       a stateless execution: its supervisor (supervise, watch) and its code (run_code)
-    session   a session: its supervisor and its interpreter, call after call
+    session   a session: its supervisor (of its branches too) and its interpreter, call after call
     variables a session's variables, listed with their methods held to a time bound
     checkpoint a session's checkpoints: frozen copies of its interpreter, restored by fork
+    branch    a session's branches: forks of its interpreter that go on as sessions of their own
     codeproc  the code's process: forked, limited, confined, a fresh __main__, its end
     cell      runs code as a notebook runs a cell
     outputs   rich outputs (display, figures, text/llm+plain, the exception), the import hooks

@@ -23,37 +23,62 @@ import signal
 from .protocol import SMALL, recv_fds
 
 
+# Whether this interpreter is a child subreaper: a session that forked, and its branches
+# (branch.py), keep what their code leaves below them, where the supervisor counts it as theirs.
+subreaper = False
+
+
+def set_subreaper():
+    """Make this interpreter a child subreaper (see subreaper)."""
+    from .linux import PR_SET_CHILD_SUBREAPER, prctl
+
+    global subreaper
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    subreaper = True
+
+
 def fork_detached():
-    """Fork a process whose parent is this one's subreaper: a child forks it and exits at once.
-    Returns the process's pid, here, and 0 in the process. Its own at-fork handlers aside
-    (register_at_fork), Python's state in it is the caller's."""
+    """Fork a process whose parent is the supervisor: a child forks it and exits at once (a
+    subreaper interpreter is none while it does). Returns the process's pid, here, and 0 in the
+    process. Its own at-fork handlers aside (register_at_fork), Python's state in it is the
+    caller's."""
     import warnings
 
+    from .linux import PR_SET_CHILD_SUBREAPER, prctl
+
+    global subreaper
     r, w = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 3.12+: a warning to fork with threads
-        middle = os.fork()
-    if middle == 0:
-        try:
-            os.close(r)
-            pid = os.fork()
-            if pid == 0:
-                os.close(w)
-                return 0
-            os.write(w, b"%d" % pid)
-        except BaseException:
-            pass
-        os._exit(0)
-    os.close(w)
+    if subreaper:
+        prctl(PR_SET_CHILD_SUBREAPER, 0)
     try:
-        data = os.read(r, 32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 3.12+: a warning to fork with threads
+            middle = os.fork()
+        if middle == 0:
+            try:
+                os.close(r)
+                pid = os.fork()
+                if pid == 0:
+                    os.close(w)
+                    subreaper = False  # it is not inherited
+                    return 0
+                os.write(w, b"%d" % pid)
+            except BaseException:
+                pass
+            os._exit(0)
+        os.close(w)
+        try:
+            data = os.read(r, 32)
+        finally:
+            os.close(r)
+        os.waitpid(middle, 0)
     finally:
-        os.close(r)
-    os.waitpid(middle, 0)
+        if subreaper:
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
     try:
         return int(data)
     except ValueError:
-        raise OSError("the checkpoint's process could not be forked")
+        raise OSError("the process could not be forked")
 
 
 def take(fd, call):
@@ -63,7 +88,8 @@ def take(fd, call):
     answer."""
     import socket
 
-    state = _random_state()
+    state = random_state()
+    was = subreaper
     try:
         pid = fork_detached()
     except OSError:
@@ -73,15 +99,17 @@ def take(fd, call):
         os.close(fd)
         return pid, None
     try:
-        return None, _hold(socket.socket(fileno=fd), state)
+        return None, _hold(socket.socket(fileno=fd), state, was)
     except BaseException:
         os._exit(1)
 
 
-def _hold(sock, state):
+def _hold(sock, state, subreaper):
     """The checkpoint's process: wait for the supervisor. Returns, in a restored interpreter,
-    (its socket, the call to answer)."""
-    _set_random_state(state)
+    (its socket, the call to answer). subreaper: the interpreter was one, and so is a restored
+    one. The supervisor may also ask it to add a Landlock layer ({"op": "restrict", "nr": N}
+    with the ruleset): its session forked, and left its branches' directories (branch.py)."""
+    set_random_state(state)
     os.setpgid(0, 0)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
@@ -99,6 +127,18 @@ def _hold(sock, state):
             op = json.loads(msg)
         except ValueError:
             op = None
+        if isinstance(op, dict) and op.get("op") == "restrict" and len(fds) == 1 and type(op.get("nr")) is int:
+            from . import confine
+
+            try:
+                confine.restrict(op["nr"], fds[0])
+            except OSError as e:
+                _say(sock, {"error": str(e)})
+            else:
+                _say(sock, {"restricted": os.getpid()})
+            finally:
+                os.close(fds[0])
+            continue
         if not isinstance(op, dict) or op.get("op") != "restore" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -114,7 +154,9 @@ def _hold(sock, state):
 
             sock.close()
             os.setpgid(0, 0)  # not the checkpoint's group: a signal to it must not reach the copy
-            _set_random_state(state)
+            set_random_state(state)
+            if subreaper:
+                set_subreaper()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return socket.socket(fileno=fds[0]), op.get("call")
         os.close(fds[0])
@@ -128,7 +170,7 @@ def _say(sock, msg):
         os._exit(0)
 
 
-def _random_state():
+def random_state():
     """The state of `random`'s generator, when the code has it: Python reseeds it in a child."""
     import sys
 
@@ -139,7 +181,7 @@ def _random_state():
         return None
 
 
-def _set_random_state(state):
+def set_random_state(state):
     import sys
 
     random = sys.modules.get("random")

@@ -51,8 +51,6 @@ def confine(spec, ruleset_fd):
     listener it returns (None without a budget, or when preconfine handed it already). All
     apply to the calling thread and the threads it starts later: the process must have no other
     thread. Raises OSError when a layer cannot be applied: the code must not run."""
-    import ctypes
-
     if spec is None:
         return None
     if len(os.listdir("/proc/self/task")) != 1:
@@ -64,9 +62,7 @@ def confine(spec, ruleset_fd):
         raise OSError("the process was confined ahead for another execution")
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if ruleset_fd is not None:
-        if libc().syscall(spec["landlock_restrict_self"], ruleset_fd, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, "landlock_restrict_self: %s" % os.strerror(err))
+        restrict(spec["landlock_restrict_self"], ruleset_fd)
         os.close(ruleset_fd)
     listener = None if ahead else _install_filters(spec)
     if ruleset_fd is not None:
@@ -75,6 +71,23 @@ def confine(spec, ruleset_fd):
         # from its /proc files all the same, and /proc is read-only to the code itself.
         prctl(PR_SET_DUMPABLE, 1)
     return listener
+
+
+# The Landlock layers this process added (restrict): a session's first, and one for each fork
+# (branch.py).
+layers = 0
+
+
+def restrict(nr, ruleset_fd):
+    """landlock_restrict_self(2), whose number is nr on this machine, with ruleset_fd: a layer
+    more on this thread and what it starts. Raises OSError when it cannot be added."""
+    import ctypes
+
+    global layers
+    if libc().syscall(nr, ruleset_fd, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "landlock_restrict_self: %s" % os.strerror(err))
+    layers += 1
 
 
 def with_parent_pid(prog, offsets, ppid):

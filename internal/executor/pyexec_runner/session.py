@@ -16,7 +16,10 @@ variables on its stdout (variables.describe). Between calls pyexec may also send
 (checkpoint.py), and {"op": "restore", "checkpoint": N}, answered {"pid": P} with a pidfd of the
 new interpreter that takes the place of the old one, or {"error": ..., "gone": bool}; a checkpoint
 pyexec lets go it kills through its own pidfd, and the supervisor forgets it once it has ended.
-pyexec closing ctl ends the session. The interpreter holds nothing of
+And {"op": "fork", "branches": [...]} with a new ctl for each branch (and Landlock rulesets),
+answered {"forked": [P, ...]} or {"error": ...}: each branch is a session of its own (branch.py),
+a member of the session's family (_Family), whose first message on its ctl is {"pid": P} as a
+session's is. pyexec closing ctl ends the session; the supervisor ends with the family's last. The interpreter holds nothing of
 pyexec's: what it says is the code's word, checked like any input, and it can mislead no one
 but its own session's caller."""
 import json
@@ -26,14 +29,15 @@ import sys
 from . import blas, checkpoint, codeproc
 from .cell import run_cell
 from .linux import code_name, make_subreaper, set_name
-from .procs import kill_leftovers, reap_ended
+from .procs import kill_leftovers
 from .protocol import SMALL, call_reply, ended, lost_reply, recv_fds, send_fds
 from .tree import Tree
 
 
 def supervise(ctl, params, prepare=None, ruleset_fd=None):
-    """Supervise a session until pyexec closes ctl or its interpreter ends. prepare, when
-    given, runs first in the interpreter's process (fork mode: user, directory, environment)."""
+    """Supervise a session until pyexec closes ctl or its interpreter ends, and then its
+    branches until theirs end. prepare, when given, runs first in the interpreter's process
+    (fork mode: user, directory, environment)."""
     import signal
     import socket
 
@@ -56,8 +60,9 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
     if ruleset_fd is not None:
         os.close(ruleset_fd)
     pidfd = os.pidfd_open(child)
+    fam = _Family(params)
     tree = Tree()
-    answer, st = _wait(child, mine, pidfd, tree)
+    answer, st = _wait(fam, child, mine, pidfd, tree)
     if answer is None or not answer.get("ready"):
         error = (answer or {}).get("error") or "the session's interpreter %s" % ended(st)
         send_fds(ctl, json.dumps({"error": str(error)[:4096]}).encode(), [])
@@ -66,18 +71,38 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
     # At rest between calls: the interpreter is stopped, with its threads — no CPU, no new
     # thread or connection — and continued for the next call.
     os.kill(child, signal.SIGSTOP)
-    s = _State(child, pidfd, mine, tree)
+    s = _State(fam, child, pidfd, mine, tree, ctl)
+    fam.members.append(s)
+    _serve(s)
+    fam.leave(s)
+    for t in list(fam.threads):
+        t.join()
+    kill_leftovers()
+    os._exit(0)
+
+
+def _serve(s):
+    """Serve pyexec's requests on the member's ctl until pyexec closes it or the member's
+    interpreter ends."""
+    import signal
+
+    ctl, tree = s.ctl, s.tree
     while _idle(s, ctl):
         try:
             msg, fds = recv_fds(ctl, SMALL)
         except OSError:
             break
         op = _op(msg)
-        if op in ("checkpoint", "restore") and not fds:
-            if op == "checkpoint":
-                reply, given, alive = _checkpoint(s)
-            else:
-                reply, given, alive = _restore(s, json.loads(msg).get("checkpoint"))
+        if (op in ("checkpoint", "restore") and not fds) or (op == "fork" and fds):
+            # One such op at a time in a family: each makes a child of the supervisor that is
+            # no member's until it is adopted (see _Family.strays).
+            with s.fam.ops:
+                if op == "checkpoint":
+                    reply, given, alive = _checkpoint(s)
+                elif op == "restore":
+                    reply, given, alive = _restore(s, json.loads(msg).get("checkpoint"))
+                else:
+                    reply, given, alive = _fork(s, msg, fds)
             if alive:
                 s.rest()
             if not _say(ctl, reply, given) or not alive:
@@ -98,7 +123,7 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
         for fd in fds:
             os.close(fd)
         tree.refused = 0
-        answer, st = _wait(s.child, s.mine, s.pidfd, tree, s.calls)
+        answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, tree, s.calls)
         if st is None:
             s.rest()
         if st is not None:
@@ -108,23 +133,216 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
             send_fds(ctl, json.dumps(call_reply(answer, tree.refused)).encode(), [])
         except OSError:
             break
-    kill_leftovers()
-    os._exit(0)
+
+
+class _Family:
+    """A session and its branches (branch.py): one supervisor holds them all, for a branch is a
+    fork of its session's interpreter and so the supervisor's child, and shares the session's
+    process budget's listener (the kernel lets a process have one). Each member has its own
+    pyexec socket, thread, limits and checkpoints. Until the first fork the session is the only
+    member and its thread does everything as a session alone; from then on a thread of its own
+    answers the budget's listener, for the member whose process asks (by its ancestry: each
+    forked interpreter is a child subreaper), and a member's memory and budget count its own
+    processes."""
+
+    def __init__(self, params):
+        import threading
+
+        self.params = params
+        self.lock = threading.Lock()  # members, statuses
+        self.ops = threading.Lock()  # held by a checkpoint, a restore or a fork
+        self.members = []
+        self.threads = []
+        self.statuses = {}  # the wait status of members' interpreters reaped by another's thread
+        self.forked = False
+        self.listener = None
+
+    def reap(self, child=None):
+        """Reap the children that have ended; child's wait status once it has (None before)."""
+        with self.lock:
+            watched = {m.child for m in self.members} | {child}
+            while True:
+                try:
+                    pid, st = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid in watched:
+                    self.statuses[pid] = st
+            return self.statuses.pop(child, None) if child is not None else None
+
+    def wait(self, child, pidfd):
+        """child's wait status, once it has ended."""
+        try:
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped already
+        st = self.reap(child)
+        return 9 if st is None else st  # reaped by another thread's wait: it was killed
+
+    def roots(self):
+        """The members' processes that are the supervisor's children, each its member's."""
+        with self.lock:
+            roots = {}
+            for m in self.members:
+                roots[m.child] = m
+                for held in list(m.checkpoints.values()):
+                    roots[held.pid] = m
+            return roots
+
+    def member_of(self, tid):
+        """The member whose process the thread tid is, by its ancestry; None for a process no
+        member holds (an orphan whose subreaper is gone, or one that made itself no subreaper)."""
+        roots, me = self.roots(), os.getpid()
+        pid, first = tid, True
+        for _ in range(4096):
+            ids = _ids(pid)
+            if ids is None:
+                return None
+            tgid, ppid = ids
+            if first and tgid in roots:
+                return roots[tgid]
+            first = False
+            if ppid in roots:
+                return roots[ppid]
+            if ppid <= 1 or ppid == me:
+                return None
+            pid = ppid
+        return None
+
+    def strays(self):
+        """The supervisor's children no member holds: what a member's code left when its
+        interpreter ended, or made no subreaper's. None while an op may be adopting one."""
+        from .procs import children
+
+        if not self.ops.acquire(blocking=False):
+            return []
+        try:
+            roots = self.roots()
+            return [pid for pid in children() if pid not in roots]
+        finally:
+            self.ops.release()
+
+    def grow(self, parent, branches):
+        """Add branches, forked from parent: from the first fork on, each member counts its own
+        processes, and a thread answers the budget's listener."""
+        import threading
+
+        if not self.forked:
+            self.forked = True
+            parent.tree.pids = parent.pids
+            if parent.tree.fd is not None:
+                self.listener, parent.tree.fd = parent.tree.fd, None
+                t = threading.Thread(target=self._budget, daemon=True)
+                t.start()
+        with self.lock:
+            self.members.extend(branches)
+        for b in branches:
+            t = threading.Thread(target=self._branch, args=(b,))
+            self.threads.append(t)
+            t.start()
+
+    def _branch(self, b):
+        import signal
+
+        try:
+            _say(b.ctl, {"pid": b.child}, [b.pidfd])
+            _signal(b.pidfd, signal.SIGSTOP)
+            b.rest()
+            _serve(b)
+        finally:
+            self.leave(b)
+
+    def _budget(self):
+        import select
+
+        from .tree import receive, respond
+
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        while True:
+            for _, event in poller.poll():
+                got = receive(self.listener, event)
+                if got is False:
+                    os.close(self.listener)
+                    return
+                if got is not None:
+                    m = self.member_of(got[1])
+                    respond(self.listener, got[0], m is not None and m.tree.allow())
+
+    def leave(self, m):
+        """m's session ended: its processes are killed, and pyexec hears so from its socket. The
+        session alone: the supervisor ends next, and kills what is left."""
+        import signal
+
+        from .tree import ended as gone
+
+        if self.forked:
+            for _ in range(100):
+                pids = [pid for pid in m.pids() if not gone(pid)]
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for pid in self.strays():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            for n in list(m.checkpoints):
+                m.let_go(n)
+            self.reap()
+        with self.lock:
+            if m in self.members:
+                self.members.remove(m)
+        m.ctl.close()
+
+
+def _ids(pid):
+    """(Tgid, PPid) of the task pid, from /proc; None once it is gone."""
+    tgid = ppid = None
+    try:
+        with open("/proc/%d/status" % pid, "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    tgid = int(line.split()[1])
+                elif line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                    break
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if tgid is None or ppid is None else (tgid, ppid)
 
 
 class _State:
-    """What a session's supervisor holds: the interpreter (its pid, a pidfd of it, the socket to
-    it), the tree's limits, the number of the last call, and the checkpoints (by number)."""
+    """A member of a session's family (the session, or a branch) as its supervisor holds it:
+    pyexec's socket, the interpreter (its pid, a pidfd of it, the socket to it), the tree's
+    limits, the number of the last call, and the checkpoints (by number)."""
 
-    def __init__(self, child, pidfd, mine, tree):
-        self.child, self.pidfd, self.mine, self.tree = child, pidfd, mine, tree
+    def __init__(self, fam, child, pidfd, mine, tree, ctl):
+        self.fam, self.child, self.pidfd, self.mine, self.tree, self.ctl = fam, child, pidfd, mine, tree, ctl
         self.calls = 0
         self.taken = 0
         self.checkpoints = {}
 
     def keep(self):
         """The children that outlive a call: the interpreter and the checkpoints."""
-        return {self.child} | {h.pid for h in self.checkpoints.values()}
+        return {self.child} | {h.pid for h in list(self.checkpoints.values())}
+
+    def pids(self):
+        """The member's processes, once the session has branches: its interpreter, its
+        checkpoints, and what is below them."""
+        from .tree import tree_pids
+
+        out = []
+        for root in self.keep():
+            out.append(root)
+            out.extend(tree_pids(root))
+        return out
 
     def rest(self):
         """Bring the session to rest before pyexec hears how a call or an op ended: the
@@ -135,7 +353,8 @@ class _State:
         its fork in progress, if any, is done and its children handed to a subreaper of the
         tree. So killing what is listed until nothing but ended processes is left leaves nothing
         running. A killed child of a stopped process stays a zombie until its parent reaps it
-        (the interpreter, at its next call)."""
+        (the interpreter, at its next call). With branches, the session's processes are its
+        member's (pids) and the supervisor's children no member holds (_Family.strays)."""
         import signal
 
         from .tree import ended, tree_pids
@@ -159,7 +378,8 @@ class _State:
                 pass  # reaped: gone
         keep = self.keep()
         for _ in range(10000):
-            others = [pid for pid in tree_pids(os.getpid()) if pid not in keep and not ended(pid)]
+            listed = self.pids() + self.fam.strays() if self.fam.forked else tree_pids(os.getpid())
+            others = [pid for pid in listed if pid not in keep and not ended(pid)]
             if not others:
                 return
             for pid in others:
@@ -249,7 +469,7 @@ def _checkpoint(s):
     except OSError:
         pass
     theirs.close()
-    answer, st = _wait(s.child, s.mine, s.pidfd, s.tree, s.calls)
+    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls)
     if st is not None:
         mine.close()
         return lost_reply(st, s.tree.over_memory), [], False
@@ -294,7 +514,7 @@ def _restore(s, n):
         if gone:
             s.let_go(n)
         return {"error": "the checkpoint did not restore: %s" % str((said or {}).get("error", "no answer"))[:1024], "gone": gone}, [], True
-    answer, st = _wait(new.pid, mine, new.pidfd, s.tree, s.calls)
+    answer, st = _wait(s.fam, new.pid, mine, new.pidfd, s.tree, s.calls)
     if st is not None or not answer.get("restored"):
         if st is None:
             _signal(new.pidfd, signal.SIGKILL)
@@ -309,8 +529,113 @@ def _restore(s, n):
     _reap(s.pidfd)
     os.close(s.pidfd)
     s.mine.close()
-    s.child, s.pidfd, s.mine = new.pid, new.pidfd, mine
+    with s.fam.lock:
+        s.fam.statuses.pop(s.child, None)
+        s.child, s.pidfd, s.mine = new.pid, new.pidfd, mine
     return {"pid": s.child}, [s.pidfd], True
+
+
+def _fork(s, msg, fds):
+    """Fork the session into branches (branch.py): msg is pyexec's {"op": "fork", "branches":
+    [...]} and fds, for each branch, the supervisor's end of its pyexec socket; then, with
+    Landlock, each branch's ruleset and the session's new one. Each branch becomes a member of
+    the family, served by a thread of its own, which first says {"pid": P} with a pidfd of the
+    branch's interpreter on its socket. Returns pyexec's answer, {"forked": [P, ...]} or
+    {"error": ..., "threads": N?}, and whether the session lives (as _checkpoint)."""
+    import signal
+    import socket
+    import time
+
+    try:
+        op = json.loads(msg)
+        branches = op["branches"]
+        n = len(branches)
+    except (ValueError, RecursionError, KeyError, TypeError):
+        op, n = None, 0
+    spec = s.fam.params.get("confine") or {}
+    nr = spec.get("landlock_restrict_self") if spec.get("landlock") else None
+    if n == 0 or len(fds) != (2 * n + 1 if nr is not None else n):
+        for fd in fds:
+            os.close(fd)
+        return {"error": "a malformed fork"}, [], True
+    ctls, rulesets = [socket.socket(fileno=fd) for fd in fds[:n]], fds[n:]
+    own = os.dup(rulesets[-1]) if rulesets else None
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
+    s.calls += 1
+    _signal(s.pidfd, signal.SIGCONT)
+    try:
+        send_fds(s.mine, json.dumps({"op": "fork", "call": s.calls, "branches": branches, "nr": nr}).encode(),
+                 [theirs.fileno() for _, theirs in pairs] + rulesets)
+    except OSError:
+        pass
+    for fd in rulesets:
+        os.close(fd)
+    for _, theirs in pairs:
+        theirs.close()
+
+    def fail(reply, alive=True):
+        for c in ctls:
+            c.close()
+        for mine, _ in pairs:
+            mine.close()
+        if own is not None:
+            os.close(own)
+        return reply, [], alive
+
+    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls)
+    if st is not None:
+        return fail(lost_reply(st, s.tree.over_memory), False)
+    _signal(s.pidfd, signal.SIGSTOP)
+    pids = answer.get("forked")
+    if not isinstance(pids, list) or len(pids) != n:
+        reply = {"error": str(answer.get("error") or "the session did not fork")[:1024]}
+        if type(answer.get("threads")) is int:
+            reply["threads"] = answer["threads"]
+        if answer.get("layers") is True:
+            reply["layers"] = True
+        return fail(reply)
+    helds = []
+    for pid, (mine, _) in zip(pids, pairs):
+        held = _adopt(s, pid, mine, "branch")
+        if held is None:
+            for h in helds:
+                _signal(h.pidfd, signal.SIGKILL)
+                _reap(h.pidfd)
+                os.close(h.pidfd)
+            return fail({"error": "a branch did not start"})
+        helds.append(held)
+    # The session's checkpoints leave the branches' directories too: restored, they are the
+    # session, and must not reach them.
+    for k, held in list(s.checkpoints.items()):
+        if own is not None and not _restrict(held, own, nr, s.tree):
+            _signal(held.pidfd, signal.SIGKILL)
+            s.let_go(k)
+    if own is not None:
+        os.close(own)
+    members = []
+    for held, ctl in zip(helds, ctls):
+        b = _State(s.fam, held.pid, held.pidfd, held.sock, None, ctl)
+        b.tree = Tree(pids=b.pids)
+        b.tree.taken, b.tree.limit, b.tree.bound, b.tree.memory = True, s.tree.limit, s.tree.limit, s.tree.memory
+        b.tree._due = time.monotonic() + Tree.INTERVAL
+        members.append(b)
+    s.fam.grow(s, members)
+    return {"forked": [b.child for b in members]}, [], True
+
+
+def _restrict(held, ruleset, nr, tree):
+    """Ask checkpoint held to add the Landlock layer of ruleset; False when it does not."""
+    import signal
+
+    _drain(held.sock)
+    signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)
+    try:
+        send_fds(held.sock, json.dumps({"op": "restrict", "nr": nr}).encode(), [ruleset])
+    except OSError:
+        return False
+    said = _await(held.sock, held.pidfd, tree)
+    _signal(held.pidfd, signal.SIGSTOP)
+    return bool(said) and said.get("restricted") == held.pid
 
 
 def _adopt(s, pid, sock, hello):
@@ -319,7 +644,7 @@ def _adopt(s, pid, sock, hello):
     no sock, the process just has to be a child."""
     from .procs import children
 
-    if type(pid) is not int or pid <= 0 or pid == s.child or pid in s.keep() or pid not in children():
+    if type(pid) is not int or pid <= 0 or pid in s.fam.roots() or pid not in children():
         return None
     try:
         pidfd = os.pidfd_open(pid)
@@ -409,7 +734,7 @@ def _idle(s, ctl):
         if tree.fd is not None:
             poller.register(tree.fd, select.POLLIN)
         while True:
-            reap_ended()
+            s.fam.reap()
             events = dict(poller.poll(tree.timeout(1000)))
             if tree.fd in events:
                 if not tree.answer(events.pop(tree.fd)):
@@ -429,7 +754,7 @@ def _idle(s, ctl):
                 return True
 
 
-def _wait(child, sock, pidfd, tree, call=None):
+def _wait(fam, child, sock, pidfd, tree, call=None):
     """Reap every process that ends, and hold the tree to its limits, until the interpreter
     answers call on sock (returns its answer, None) or ends (returns None, its wait status):
     past its memory limit it is killed. An answer to another call is dropped. The first answer
@@ -443,7 +768,7 @@ def _wait(child, sock, pidfd, tree, call=None):
     if tree.fd is not None:
         poller.register(tree.fd, select.POLLIN)
     while True:
-        st = reap_ended(child)
+        st = fam.reap(child)
         if st is not None:
             return None, st
         for fd, event in poller.poll(tree.timeout(1000)):
@@ -472,8 +797,7 @@ def _wait(child, sock, pidfd, tree, call=None):
                 poller.unregister(sock.fileno())  # nothing more from it: wait for its end
         if tree.memory_over():
             os.kill(child, signal.SIGKILL)
-            _, st = os.waitpid(child, 0)
-            return None, st
+            return None, fam.wait(child, pidfd)
 
 
 def interpreter(params, ruleset_fd, conn):
@@ -514,6 +838,17 @@ def interpreter(params, ruleset_fd, conn):
                     conn.close()
                     conn, call = restored
                     answer = {"call": call, "restored": True}
+            try:
+                conn.send(json.dumps(answer).encode())
+            except OSError:
+                os._exit(0)
+            continue
+        if op.get("op") == "fork" and fds:
+            from . import branch
+
+            answer, new = branch.fork(op, fds, call)
+            if new is not None:  # this is a branch: its own socket from now on
+                conn = new
             try:
                 conn.send(json.dumps(answer).encode())
             except OSError:

@@ -28,7 +28,10 @@ class Tree:
     GRACE = 0.005
     INTERVAL = 0.1
 
-    def __init__(self):
+    def __init__(self, pids=None):
+        # The processes the limits hold: every process below the supervisor; once a session has
+        # branches, its member's own (session.Member.pids).
+        self.pids = pids or (lambda: tree_pids(os.getpid()))
         self.taken = False
         self.fd = None  # the budget's listener
         self.limit = 0
@@ -112,43 +115,33 @@ class Tree:
         now = time.monotonic()
         if now >= self._due:
             self._due = now + self.INTERVAL
-            self.over_memory = tree_memory(os.getpid(), self.memory) > self.memory
+            self.over_memory = tree_memory(self.pids(), self.memory) > self.memory
         return self.over_memory
 
     def answer(self, event):
         """Answer one notification (poll's event on the listener). False when the listener has
         no process left: it says so with POLLHUP alone, and a read would then wait forever."""
-        import errno
-        import fcntl
-        import select
-        import struct
+        got = receive(self.fd, event)
+        if got is not False and got is not None:
+            respond(self.fd, got[0], self.allow())
+        return got is not False
+
+    def allow(self):
+        """Whether the tree may make one more task now (see the class): counted as allowed, or
+        as refused."""
         import time
 
-        if not event & select.POLLIN:
-            return False
-        req = bytearray(80)  # struct seccomp_notif, zeroed as the kernel wants it
-        try:
-            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, req, True)
-        except OSError as e:
-            # ENOENT: the caller was killed meanwhile. Otherwise no process is left to ask.
-            return e.errno in (errno.ENOENT, errno.EINTR)
         if self.bound >= self.limit:
             wait = self.last + self.GRACE - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self.bound = tree_tasks(os.getpid(), self.exempt)
+            self.bound = tree_tasks(self.pids(), self.exempt)
         if self.bound >= self.limit:
             self.refused += 1
-            resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, -errno.EAGAIN, 0)
-        else:
-            self.bound += 1
-            self.allowed += 1
-            self.last = time.monotonic()
-            resp = struct.pack("=QqiI", struct.unpack_from("=Q", req)[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-        try:
-            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, resp)
-        except OSError:
-            pass  # the caller was killed meanwhile
+            return False
+        self.bound += 1
+        self.allowed += 1
+        self.last = time.monotonic()
         return True
 
     def close(self):
@@ -167,11 +160,47 @@ def tree_pids(root):
     return out
 
 
-def tree_tasks(root, exempt=()):
-    """The processes and threads below root, zombies included (RLIMIT_NPROC counts them too),
-    but for the main thread of each process in exempt."""
+def receive(fd, event):
+    """Receive one notification of the budget's listener fd (poll's event on it): (its id, the
+    calling thread's id); None when there is nothing to answer (its caller was killed); False
+    when the listener has no process left."""
+    import errno
+    import fcntl
+    import select
+    import struct
+
+    if not event & select.POLLIN:
+        return False
+    req = bytearray(80)  # struct seccomp_notif, zeroed as the kernel wants it
+    try:
+        fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, req, True)
+    except OSError as e:
+        # ENOENT: the caller was killed meanwhile. Otherwise no process is left to ask.
+        return None if e.errno in (errno.ENOENT, errno.EINTR) else False
+    return struct.unpack_from("=QI", req)
+
+
+def respond(fd, req_id, allowed):
+    """Let the notified call go on, or refuse it with EAGAIN as RLIMIT_NPROC would."""
+    import errno
+    import fcntl
+    import struct
+
+    if allowed:
+        resp = struct.pack("=QqiI", req_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+    else:
+        resp = struct.pack("=QqiI", req_id, 0, -errno.EAGAIN, 0)
+    try:
+        fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp)
+    except OSError:
+        pass  # the caller was killed meanwhile
+
+
+def tree_tasks(pids, exempt=()):
+    """The tasks of pids — processes and threads, zombies included (RLIMIT_NPROC counts them
+    too) — but for the main thread of each process in exempt."""
     count = 0
-    for pid in tree_pids(root):
+    for pid in pids:
         try:
             count += len(os.listdir("/proc/%d/task" % pid)) - (pid in exempt)
         except OSError:
@@ -181,8 +210,8 @@ def tree_tasks(root, exempt=()):
 _page_size = None
 
 
-def tree_memory(root, limit):
-    """The resident memory of the processes below root, in bytes: the sum of their resident
+def tree_memory(pids, limit):
+    """The resident memory of the processes pids, in bytes: the sum of their resident
     sets (statm: cheap) while it is at most limit; past it, of their proportional sets (Pss of
     smaps_rollup: a page n processes share counts 1/n in each, as pages forked processes share
     with their parent and the zygote), which a supervisor can read of dumpable processes only —
@@ -192,7 +221,7 @@ def tree_memory(root, limit):
     if _page_size is None:
         _page_size = os.sysconf("SC_PAGE_SIZE")
     rss = {}
-    for pid in tree_pids(root):
+    for pid in pids:
         try:
             with open(mem_path(pid) + "/statm", "rb") as f:
                 rss[pid] = int(f.read().split()[1]) * _page_size

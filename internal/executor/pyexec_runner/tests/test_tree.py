@@ -99,11 +99,11 @@ class MemoryTest(unittest.TestCase):
             os._exit(0)
         try:
             self.assertEqual(tree.tree_pids(os.getpid()), [pid])
-            self.assertGreaterEqual(tree.tree_tasks(os.getpid()), 1)
-            resident = tree.tree_memory(os.getpid(), 1 << 40)
+            self.assertGreaterEqual(tree.tree_tasks(tree.tree_pids(os.getpid())), 1)
+            resident = tree.tree_memory(tree.tree_pids(os.getpid()), 1 << 40)
             self.assertGreater(resident, 0)
             # Past the limit: the proportional sets, at most the resident sets.
-            self.assertLessEqual(tree.tree_memory(os.getpid(), 1), resident)
+            self.assertLessEqual(tree.tree_memory(tree.tree_pids(os.getpid()), 1), resident)
             t = Tree()
             t.take(b'{"memory": 1}', [])
             t._due = 0
