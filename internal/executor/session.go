@@ -98,6 +98,8 @@ type Session interface {
 	Checkpoints() ([]api.Checkpoint, error)
 	Restore(ctx context.Context, id string) error
 	DeleteCheckpoint(id string) error
+	// Fork forks the session into one branch for each of ids (see LocalSession.Branch).
+	Fork(ctx context.Context, ids []string) ([]Session, error)
 	// Close ends the session.
 	Close()
 }

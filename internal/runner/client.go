@@ -658,7 +658,7 @@ func (c *Client) NewSession(ctx context.Context, req executor.SessionRequest) (e
 			return nil, fmt.Errorf("%w: it started the session in %s, not a directory it was given", ErrRunnerGone, rep.Session.Dir)
 		}
 	}
-	ss := &remoteSession{c: c, id: req.ID, dir: used, gen: gen, memory: rep.Session.MemoryBytes}
+	ss := &remoteSession{c: c, id: req.ID, gen: gen, memory: rep.Session.MemoryBytes, fam: &remoteFamily{members: 1, dir: used}}
 	c.mu.Lock()
 	c.sessions[ss] = true
 	watch := !c.watching
@@ -762,14 +762,31 @@ func (c *Client) Close() {
 type remoteSession struct {
 	c   *Client
 	id  string
-	dir string
 	gen int
+	// fam is what the session shares with its branches and theirs: the directory of the first
+	// session, which holds every member's and goes with the last.
+	fam *remoteFamily
 
 	mu          sync.Mutex
 	ended       bool
 	endedMemory bool // the runner's memory watchdog ended it
 	memory      int64
 	once        sync.Once
+}
+
+// remoteFamily is a session and its branches (see executor.LocalSession.Branch).
+type remoteFamily struct {
+	mu      sync.Mutex
+	members int
+	dir     string
+}
+
+// leave counts a member out: true when it was the last.
+func (f *remoteFamily) leave() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.members--
+	return f.members == 0
 }
 
 func (ss *remoteSession) update(st SessionState) {
@@ -948,8 +965,31 @@ func (ss *remoteSession) Close() {
 				ss.c.log.Error(err, "the runner did not close the session", "session", ss.id)
 			}
 		}
-		ss.c.removeDir(ss.dir)
+		if ss.fam.leave() {
+			ss.c.removeDir(ss.fam.dir)
+		}
 	})
+}
+
+// Fork implements executor.Session: the runner forks the session; the branches are sessions
+// of the same runner, whose directories are within the session's.
+func (ss *remoteSession) Fork(ctx context.Context, ids []string) ([]executor.Session, error) {
+	rep, err := ss.ask(ctx, &Request{Fork: &Fork{Session: ss.id, IDs: ids}}, "a fork", func(r *Reply) bool { return r.Forked != nil && len(r.Forked.Sessions) == len(ids) })
+	if err != nil {
+		return nil, err
+	}
+	ss.fam.mu.Lock()
+	ss.fam.members += len(ids)
+	ss.fam.mu.Unlock()
+	out := make([]executor.Session, len(ids))
+	ss.c.mu.Lock()
+	for i, id := range ids {
+		b := &remoteSession{c: ss.c, id: id, gen: ss.gen, memory: rep.Forked.Sessions[i].MemoryBytes, fam: ss.fam}
+		ss.c.sessions[b] = true
+		out[i] = b
+	}
+	ss.c.mu.Unlock()
+	return out, nil
 }
 
 // compile-time checks.

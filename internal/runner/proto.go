@@ -131,7 +131,9 @@ type Request struct {
 	Checkpoints      *SessionRef        `json:"checkpoints,omitempty"`
 	Restore          *SessionCheckpoint `json:"restore,omitempty"`
 	DeleteCheckpoint *SessionCheckpoint `json:"delete_checkpoint,omitempty"`
-	Stats            *StatsRequest      `json:"stats,omitempty"`
+	// Fork forks a session into branches (Reply.Forked).
+	Fork  *Fork         `json:"fork,omitempty"`
+	Stats *StatsRequest `json:"stats,omitempty"`
 	Cleanup          *Cleanup           `json:"cleanup,omitempty"`
 	// Shutdown stops the executor (the zygote, its spares, the session started ahead of time)
 	// and empties their directories; Done answers once it has.
@@ -152,6 +154,7 @@ type Reply struct {
 	Status       *SessionStatusReply `json:"status,omitempty"`
 	Checkpoint   *api.Checkpoint     `json:"checkpoint,omitempty"`
 	Checkpoints  *api.Checkpoints    `json:"checkpoints,omitempty"`
+	Forked       *Forked             `json:"forked,omitempty"`
 	Stats        *Stats              `json:"stats,omitempty"`
 	Done         *Done               `json:"done,omitempty"`
 	Error        *Error              `json:"error,omitempty"`
@@ -264,6 +267,18 @@ type SessionRef struct {
 	Session string `json:"session"`
 }
 
+// Fork forks Session into one branch for each of IDs, the new sessions' ids
+// (executor.LocalSession.Branch).
+type Fork struct {
+	Session string   `json:"session"`
+	IDs     []string `json:"ids"`
+}
+
+// Forked answers a Fork: each branch, in the order of its IDs.
+type Forked struct {
+	Sessions []SessionInfo `json:"sessions"`
+}
+
 // SessionCheckpoint names a checkpoint of a session.
 type SessionCheckpoint struct {
 	Session    string `json:"session"`
@@ -365,6 +380,9 @@ const (
 	ErrCheckpointNotFound = "checkpoint_not_found" // executor.ErrCheckpointNotFound
 	ErrTooManyCheckpoints = "too_many_checkpoints" // executor.ErrTooManyCheckpoints
 	ErrCheckpointTooLarge = "checkpoint_too_large" // executor.ErrCheckpointTooLarge
+	ErrSessionThreads     = "session_threads"      // executor.ErrSessionThreads
+	ErrForkTooLarge       = "fork_too_large"       // executor.ErrForkTooLarge
+	ErrTooManyForks       = "too_many_forks"       // executor.ErrTooManyForks
 	ErrInternal           = "internal"             // anything else
 )
 
@@ -390,6 +408,12 @@ func errorOf(err error) *Error {
 		return &Error{Code: ErrTooManyCheckpoints, Message: err.Error()}
 	case errors.Is(err, executor.ErrCheckpointTooLarge):
 		return &Error{Code: ErrCheckpointTooLarge, Message: err.Error()}
+	case errors.Is(err, executor.ErrSessionThreads):
+		return &Error{Code: ErrSessionThreads, Message: err.Error()}
+	case errors.Is(err, executor.ErrForkTooLarge):
+		return &Error{Code: ErrForkTooLarge, Message: err.Error()}
+	case errors.Is(err, executor.ErrTooManyForks):
+		return &Error{Code: ErrTooManyForks, Message: err.Error()}
 	}
 	return &Error{Code: ErrInternal, Message: err.Error()}
 }
@@ -413,6 +437,12 @@ func (e *Error) Err() error {
 		return wireError{executor.ErrTooManyCheckpoints, e.Message}
 	case ErrCheckpointTooLarge:
 		return wireError{executor.ErrCheckpointTooLarge, e.Message}
+	case ErrSessionThreads:
+		return wireError{executor.ErrSessionThreads, e.Message}
+	case ErrForkTooLarge:
+		return wireError{executor.ErrForkTooLarge, e.Message}
+	case ErrTooManyForks:
+		return wireError{executor.ErrTooManyForks, e.Message}
 	}
 	return fmt.Errorf("runner: %s: %s", e.Code, e.Message)
 }
@@ -440,7 +470,7 @@ func (r *Request) Validate() error {
 	for _, set := range []bool{r.Execute != nil, r.CreateSession != nil, r.WarmSession != nil, r.SessionExecute != nil,
 		r.SessionFiles != nil, r.SessionFile != nil, r.CloseSession != nil, r.SessionStatus != nil, r.Stats != nil,
 		r.Cleanup != nil, r.Shutdown != nil, r.Cancel != nil,
-		r.Checkpoint != nil, r.Checkpoints != nil, r.Restore != nil, r.DeleteCheckpoint != nil} {
+		r.Checkpoint != nil, r.Checkpoints != nil, r.Restore != nil, r.DeleteCheckpoint != nil, r.Fork != nil} {
 		if set {
 			n++
 		}
@@ -528,7 +558,7 @@ func (l Limits) validate() error {
 func (r *Reply) Validate() error {
 	n := 0
 	for _, set := range []bool{r.Output != nil, r.Result != nil, r.ResultStream != nil, r.Session != nil, r.Files != nil, r.FileStream != nil,
-		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil, r.Checkpoint != nil, r.Checkpoints != nil} {
+		r.Status != nil, r.Stats != nil, r.Done != nil, r.Error != nil, r.Checkpoint != nil, r.Checkpoints != nil, r.Forked != nil} {
 		if set {
 			n++
 		}

@@ -471,6 +471,11 @@ func (s *served) handleOther(ctx context.Context, req *Request, ch *channel) *Re
 		}
 	case req.Checkpoint != nil, req.Checkpoints != nil, req.Restore != nil, req.DeleteCheckpoint != nil:
 		return s.checkpoints(ctx, req)
+	case req.Fork != nil:
+		forked, err2 := s.fork(ctx, req.Fork)
+		if err = err2; err == nil {
+			return &Reply{Forked: forked}
+		}
 	case req.CloseSession != nil:
 		s.mu.Lock()
 		ss := s.sessions[req.CloseSession.Session]
@@ -658,6 +663,37 @@ func (s *served) createSession(ctx context.Context, c *CreateSession) (*SessionI
 		old.Close()
 	}
 	return &SessionInfo{Dir: filepath.Base(ss.Dir()), MemoryBytes: ss.Memory()}, nil
+}
+
+// fork forks a session into branches, each then a session of the runner's.
+func (s *served) fork(ctx context.Context, f *Fork) (*Forked, error) {
+	ss := s.session(f.Session)
+	if ss == nil {
+		return nil, executor.ErrSessionEnded
+	}
+	s.mu.Lock()
+	for _, id := range f.IDs {
+		if _, taken := s.sessions[id]; taken || id == "" {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: a branch's id %q is taken", errBadRequest, id)
+		}
+	}
+	s.mu.Unlock()
+	bs, err := ss.Branch(ctx, f.IDs)
+	if err != nil {
+		return nil, err
+	}
+	out := &Forked{}
+	s.mu.Lock()
+	for i, b := range bs {
+		s.sessions[f.IDs[i]] = b
+	}
+	s.mu.Unlock()
+	for _, b := range bs {
+		dir, _ := filepath.Rel(s.cfg.WorkDir, b.Dir())
+		out.Sessions = append(out.Sessions, SessionInfo{Dir: dir, MemoryBytes: b.Memory()})
+	}
+	return out, nil
 }
 
 // warmSession asks the executor for a session started ahead of time like c, in fork mode.

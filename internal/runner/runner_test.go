@@ -292,7 +292,7 @@ func TestSessionsThroughTheRunner(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rs := ss.(*remoteSession); filepath.Base(rs.dir) == spare[0] {
+		if rs := ss.(*remoteSession); filepath.Base(rs.fam.dir) == spare[0] {
 			break // it took the spare, once that was ready
 		}
 		ss.Close()
@@ -436,7 +436,7 @@ func TestRunnerDies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		took := filepath.Base(next.(*remoteSession).dir) == dirs[0]
+		took := filepath.Base(next.(*remoteSession).fam.dir) == dirs[0]
 		next.Close()
 		if took {
 			break
@@ -828,5 +828,51 @@ func TestCheckpointsThroughTheRunner(t *testing.T) {
 	err = ss.Restore(context.Background(), "c1")
 	if !errors.Is(err, executor.ErrCheckpointNotFound) || !strings.Contains(err.Error(), "c1 was deleted") {
 		t.Errorf("a deleted checkpoint: %v", err)
+	}
+}
+
+// A session of the runner forks into branches, sessions of the runner too: each sees the
+// session's state, the session's end leaves them, an error comes back as the executor's, and
+// the family's directory goes with its last session.
+func TestForkThroughTheRunner(t *testing.T) {
+	c, _ := childClient(t, clientConfig(t, executor.ModeFork, 1))
+	req := executor.SessionRequest{Limits: testLimits, MaxCheckpointBytes: 1 << 20}
+	c.WarmSession(req)
+	req.ID = "s-1"
+	ss, err := c.NewSession(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(ss executor.Session, code string) api.ExecuteResult {
+		t.Helper()
+		res, err := ss.Execute(context.Background(), executor.Request{ID: "1", Code: code, Limits: testLimits}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	run(ss, "x = 1\nopen('f.txt', 'w').write('one')")
+	bs, err := ss.Fork(context.Background(), []string{"s-2", "s-3"})
+	if err != nil || len(bs) != 2 {
+		t.Fatalf("fork: %v %v", bs, err)
+	}
+	dir := ss.(*remoteSession).fam.dir
+	ss.Close()
+	for i, b := range bs {
+		if res := run(b, fmt.Sprintf("x += %d\nprint(x, open('f.txt').read())", i+1)); res.Stdout != fmt.Sprintf("%d one\n", i+2) {
+			t.Fatalf("branch %d: %+v", i, res)
+		}
+	}
+	run(bs[0], "import threading\nth = threading.Thread(target=__import__('time').sleep, args=(30,), daemon=True)\nth.start()")
+	if _, err := bs[0].Fork(context.Background(), []string{"s-4"}); !errors.Is(err, executor.ErrSessionThreads) {
+		t.Errorf("a fork with threads: %v", err)
+	}
+	bs[0].Close()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the family's directory with a branch open: %v", err)
+	}
+	bs[1].Close()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the family's directory after its last session: %v", err)
 	}
 }

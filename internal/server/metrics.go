@@ -35,6 +35,8 @@ type metrics struct {
 	// checkpoints counts the checkpoint requests by op (checkpoint, restore, delete) and
 	// outcome (ok, or the error's code).
 	checkpoints *prometheus.CounterVec
+	// forks counts the forks of sessions by outcome.
+	forks *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them on reg (when reg is not nil).
@@ -106,6 +108,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pyexec_session_checkpoints_total",
 			Help: "Checkpoint requests of sessions, by op (checkpoint, restore, delete) and outcome (ok, or the error's code: checkpoint_not_found, too_many_checkpoints, checkpoint_too_large, session_busy, error).",
 		}, []string{"op", "outcome"}),
+		forks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyexec_session_forks_total",
+			Help: "Forks of sessions (POST /v1/sessions/{id}/fork), by outcome (ok, or the error's code: session_threads, fork_too_large, too_many_forks, too_many_sessions, session_busy, error).",
+		}, []string{"outcome"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.
 	for _, r := range []string{api.ReasonExit, api.ReasonTimeout, api.ReasonOutputLimit, api.ReasonMemoryLimit, api.ReasonSignal, api.ReasonProcessLimit, reasonError} {
@@ -132,7 +138,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.executions, m.duration, m.stages, m.queueDepth, m.inFlight, m.resultsWaiting, m.rejected, m.ready, m.connsOpen, m.connsRefused,
 			m.probeConnsOpen, m.probeConnsRefused,
-			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded, m.checkpoints)
+			m.sessionsOpen, m.sessionsCreated, m.sessionsEnded, m.checkpoints, m.forks)
 	}
 	return m
 }
@@ -186,6 +192,11 @@ func (g *IsolationMetric) Describe(ch chan<- *prometheus.Desc) {
 func (g *IsolationMetric) Collect(ch chan<- prometheus.Metric) {
 	g.layers.Collect(ch)
 	g.identity.Collect(ch)
+}
+
+// fork counts a fork (see metrics.forks) by its outcome: ok, or the error's code.
+func (m *metrics) fork(outcome string) {
+	m.forks.WithLabelValues(outcome).Inc()
 }
 
 // checkpointOp counts a checkpoint request (see metrics.checkpoints) that ended with err.

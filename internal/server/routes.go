@@ -36,6 +36,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/sessions/{id}/checkpoints", s.handleListCheckpoints},
 		{"DELETE /v1/sessions/{id}/checkpoints/{cid}", s.handleDeleteCheckpoint},
 		{"POST /v1/sessions/{id}/restore", s.handleRestore},
+		{"POST /v1/sessions/{id}/fork", s.handleFork},
 		{"GET /v1/sessions/{id}/files/{path...}", s.handleSessionFile},
 	}
 	if s.cfg.MCP {

@@ -34,6 +34,9 @@ func (stubSession) Checkpoint(context.Context) (api.Checkpoint, error) {
 func (stubSession) Checkpoints() ([]api.Checkpoint, error) { return []api.Checkpoint{}, nil }
 func (stubSession) Restore(context.Context, string) error  { return executor.ErrCheckpointNotFound }
 func (stubSession) DeleteCheckpoint(string) error          { return executor.ErrCheckpointNotFound }
+func (stubSession) Fork(context.Context, []string) ([]executor.Session, error) {
+	return nil, executor.ErrSessionThreads
+}
 
 // Every method and path, as a client writes it (never cleaned, never redirected), gets the
 // route's answer or the API's JSON error: 404 not_found for a path no route serves, 405
@@ -98,6 +101,8 @@ func TestRouteTable(t *testing.T) {
 		{"POST", "/v1/sessions/" + open + "/checkpoints", 429, api.ErrCodeTooManyCheckpoints, "", "as many checkpoints as it may"},
 		{"DELETE", "/v1/sessions/" + open + "/checkpoints/c1", 404, api.ErrCodeCheckpointNotFound, "", "no such checkpoint"},
 		{"POST", "/v1/sessions/" + open + "/restore", 400, api.ErrCodeBadRequest, "", `unknown field "code"`},
+		{"GET", "/v1/sessions/s-unknown/fork", 405, api.ErrCodeMethodNotAllowed, "POST", ""},
+		{"POST", "/v1/sessions/" + open + "/fork", 400, api.ErrCodeBadRequest, "", `unknown field "code"`},
 		{"GET", "/v1/sessions/s-unknown/nope", 404, api.ErrCodeNotFound, "", "no route /v1/sessions/s-unknown/nope"},
 		{"POST", "/v1/sessions/s-unknown/execute/x", 404, api.ErrCodeNotFound, "", ""},
 		{"GET", "/v1/sessions/s-unknown/", 404, api.ErrCodeNotFound, "", ""},

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"github.com/pyexec/pyexec/internal/unixsocket"
-
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/pyexec/pyexec/internal/executor"
+	"github.com/pyexec/pyexec/internal/unixsocket"
 	"github.com/pyexec/pyexec/pkg/api"
 )
 
@@ -63,6 +63,10 @@ type session struct {
 	executions int
 	busy       bool
 	owner      string // api.OwnerHeader of its creation; "": none
+	// parent is the session it was forked from; branches those forked from it (the table's
+	// mu guards them).
+	parent   string
+	branches []string
 }
 
 // sessionTable holds the open sessions.
@@ -91,7 +95,7 @@ func (e *session) describe(memory bool) api.Session {
 	out := api.Session{
 		ID: e.id, CreatedAt: e.created, LastUsedAt: e.lastUsed, ExpiresAt: e.lastUsed.Add(e.idle),
 		IdleTimeoutSeconds: e.idle.Seconds(), Executions: e.executions, MemoryLimitMB: e.memoryMB,
-		Network: e.network, Busy: e.busy, Owner: e.owner,
+		Network: e.network, Busy: e.busy, Owner: e.owner, Parent: e.parent, Branches: slices.Clone(e.branches),
 	}
 	if memory {
 		out.MemoryBytes = e.ss.Memory()
@@ -287,6 +291,9 @@ func (t *sessionTable) remove(e *session, why string) bool {
 		return false
 	}
 	delete(t.open, e.id)
+	if p := t.open[e.parent]; p != nil {
+		p.branches = slices.DeleteFunc(p.branches, func(id string) bool { return id == e.id })
+	}
 	t.ended[e.id] = endedSession{why: why, owner: e.owner}
 	t.order = append(t.order, e.id)
 	if len(t.order) > endedKept {

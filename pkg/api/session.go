@@ -64,8 +64,21 @@ type Session struct {
 	Network       bool  `json:"network"`
 	// Busy says a call runs in the session now; another call gets 409 session_busy.
 	Busy bool `json:"busy"`
-	// Owner is the OwnerHeader of the request that created the session; empty: none.
+	// Owner is the OwnerHeader of the request that created the session; empty: none. A
+	// branch has its session's.
 	Owner string `json:"owner,omitempty"`
+	// Parent is the session this one was forked from (POST /v1/sessions/{id}/fork); empty: it
+	// was created. Branches are the open sessions forked from this one.
+	Parent   string   `json:"parent,omitempty"`
+	Branches []string `json:"branches,omitempty"`
+}
+
+// ForkRequest is the optional body of POST /v1/sessions/{id}/fork. Without it the answer is
+// one Session (201); with Count, {"sessions": [...]} of Count branches (SessionList).
+type ForkRequest struct {
+	// Count is how many branches to fork at once, 1 at least; together they count against
+	// --max-sessions.
+	Count int `json:"count"`
 }
 
 // Checkpoint is a frozen copy of a session's state — its interpreter (globals, imports,
@@ -156,6 +169,15 @@ const (
 	// ErrCodeCheckpointTooLarge (413): the session's working directory holds more than
 	// --max-checkpoint-bytes of files.
 	ErrCodeCheckpointTooLarge = "checkpoint_too_large"
+	// ErrCodeSessionThreads (409): the session's code left threads running, which a fork would
+	// not copy: end them, then fork.
+	ErrCodeSessionThreads = "session_threads"
+	// ErrCodeForkTooLarge (413): the session's working directory holds more than a branch may
+	// copy (--max-checkpoint-bytes).
+	ErrCodeForkTooLarge = "fork_too_large"
+	// ErrCodeTooManyForks (409): the session comes from as many forks in a row as Landlock
+	// allows (15): fork an earlier session of the line.
+	ErrCodeTooManyForks = "too_many_forks"
 	// ErrCodeFileNotFound (404): GET /v1/sessions/{id}/files/{path} names no regular file of
 	// the session's working directory (nothing, a directory, a symlink, a FIFO...).
 	ErrCodeFileNotFound = "file_not_found"
