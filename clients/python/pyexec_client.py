@@ -166,6 +166,9 @@ __all__ = [
     "ERR_CHECKPOINT_NOT_FOUND",
     "ERR_TOO_MANY_CHECKPOINTS",
     "ERR_CHECKPOINT_TOO_LARGE",
+    "ERR_SESSION_THREADS",
+    "ERR_FORK_TOO_LARGE",
+    "ERR_TOO_MANY_FORKS",
     "ERR_UNAVAILABLE",
     "OUTPUT_DISPLAY_DATA",
     "OUTPUT_EXECUTE_RESULT",
@@ -183,6 +186,7 @@ __all__ = [
     "Session",
     "SessionBusy",
     "SessionNotFound",
+    "SessionThreads",
     "TooLarge",
     "TooManySessions",
     "CheckpointNotFound",
@@ -343,6 +347,11 @@ class TooManyCheckpoints(APIError):
     delete one first."""
 
 
+class SessionThreads(APIError):
+    """409 ``session_threads``: the session's code left threads running, which a fork would not
+    copy: end them (an executor's ``shutdown()``, a pool's ``close()``), then fork."""
+
+
 class ServerError(APIError):
     """500, or any other status this client does not expect (404, 405, ...)."""
 
@@ -364,6 +373,9 @@ ERR_TOO_MANY_SESSIONS = "too_many_sessions"
 ERR_CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
 ERR_TOO_MANY_CHECKPOINTS = "too_many_checkpoints"
 ERR_CHECKPOINT_TOO_LARGE = "checkpoint_too_large"
+ERR_SESSION_THREADS = "session_threads"
+ERR_FORK_TOO_LARGE = "fork_too_large"
+ERR_TOO_MANY_FORKS = "too_many_forks"
 
 _ERROR_CLASSES = {
     400: BadRequest,
@@ -384,6 +396,7 @@ _CODE_CLASSES = {
     ERR_TOO_MANY_SESSIONS: TooManySessions,
     ERR_CHECKPOINT_NOT_FOUND: CheckpointNotFound,
     ERR_TOO_MANY_CHECKPOINTS: TooManyCheckpoints,
+    ERR_SESSION_THREADS: SessionThreads,
 }  # type: Dict[str, Type[APIError]]
 
 # The status each error code is served with; used for error events inside a stream.
@@ -404,7 +417,19 @@ _CODE_STATUS = {
     ERR_CHECKPOINT_NOT_FOUND: 404,
     ERR_TOO_MANY_CHECKPOINTS: 429,
     ERR_CHECKPOINT_TOO_LARGE: 413,
+    ERR_SESSION_THREADS: 409,
+    ERR_FORK_TOO_LARGE: 413,
+    ERR_TOO_MANY_FORKS: 409,
 }  # type: Dict[str, int]
+
+
+def _positive(n: Any, name: str) -> int:
+    """n, an int of at least 1; TypeError or ValueError otherwise."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError("%s: an int, got %s" % (name, type(n).__name__))
+    if n < 1:
+        raise ValueError("%s: at least 1, got %d" % (name, n))
+    return n
 
 
 def _api_error(
@@ -1168,6 +1193,27 @@ class Client:
         body = json.dumps({"checkpoint": checkpoint}).encode("utf-8")
         return self._json_call("POST", _session_url(session_id, "/restore"), body, self._admin_timeout())
 
+    def fork(self, session_id: str, count: Optional[int] = None) -> Any:
+        """Forks a session between calls (``POST /v1/sessions/{id}/fork``) into a branch: a new
+        :class:`Session` with its variables, imports, environment, limits and a copy of its
+        files, from then on independent of it both ways. With ``count``, that many branches at
+        once, as a list. Each counts against ``--max-sessions``; its ``info["parent"]`` names
+        the session.
+
+        Raises:
+            SessionNotFound: there is no such session (any more).
+            SessionBusy: a call runs in it now.
+            SessionThreads: its code left threads running.
+            TooManySessions: the branches would pass ``--max-sessions``.
+            APIError: ``fork_too_large`` (its files are over ``--max-checkpoint-bytes``) or
+                ``too_many_forks`` (15 forks in a row: Landlock's limit).
+        """
+        body = b"{}" if count is None else json.dumps({"count": _positive(count, "count")}).encode("utf-8")
+        doc = self._json_call("POST", _session_url(session_id, "/fork"), body, self._admin_timeout(), expect=(201,))
+        if count is None:
+            return Session(self, doc)
+        return [Session(self, s) for s in doc.get("sessions") or []]
+
     def delete_checkpoint(self, session_id: str, checkpoint: str) -> None:
         """Lets a checkpoint of a session go (``DELETE /v1/sessions/{id}/checkpoints/{cid}``).
 
@@ -1429,6 +1475,11 @@ class Session:
         """Lets a checkpoint go: :meth:`Client.delete_checkpoint`."""
         self.client.delete_checkpoint(self.id, checkpoint)
 
+    def fork(self, count: Optional[int] = None) -> Any:
+        """Forks the session into a branch, or ``count`` of them: :meth:`Client.fork`. Close
+        each branch (``with`` works on it) as any session."""
+        return self.client.fork(self.id, count)
+
     def file(self, path: str) -> bytes:
         """One file of the session: :meth:`Client.session_file`."""
         return self.client.session_file(self.id, path)
@@ -1565,6 +1616,14 @@ class AsyncClient:
         """:meth:`Client.restore`, awaited."""
         body = json.dumps({"checkpoint": checkpoint}).encode("utf-8")
         return await self._json_call("POST", _session_url(session_id, "/restore"), body, self._sync._admin_timeout())
+
+    async def fork(self, session_id: str, count: Optional[int] = None) -> Any:
+        """:meth:`Client.fork`, awaited; the branches are :class:`AsyncSession` objects."""
+        body = b"{}" if count is None else json.dumps({"count": _positive(count, "count")}).encode("utf-8")
+        doc = await self._json_call("POST", _session_url(session_id, "/fork"), body, self._sync._admin_timeout(), (201,))
+        if count is None:
+            return AsyncSession(self, doc)
+        return [AsyncSession(self, s) for s in doc.get("sessions") or []]
 
     async def delete_checkpoint(self, session_id: str, checkpoint: str) -> None:
         """:meth:`Client.delete_checkpoint`, awaited."""
@@ -1768,6 +1827,10 @@ class AsyncSession:
     async def delete_checkpoint(self, checkpoint: str) -> None:
         """:meth:`Session.delete_checkpoint`, awaited."""
         await self.client.delete_checkpoint(self.id, checkpoint)
+
+    async def fork(self, count: Optional[int] = None) -> Any:
+        """:meth:`Session.fork`, awaited."""
+        return await self.client.fork(self.id, count)
 
     async def file(self, path: str) -> bytes:
         """One file of the session: :meth:`Client.session_file`."""

@@ -483,6 +483,29 @@ class SessionTest(ServerTest):
         self.assertEqual((ctx.exception.status, ctx.exception.code), (404, "checkpoint_not_found"))
         self.assertIn("deleted", ctx.exception.message)
 
+    def test_fork(self) -> None:
+        sess = self.new_session()
+        self.assertTrue(sess.run("rows = [1, 2, 3]\nopen('t.txt', 'w').write('v1')", timeout=QUICK).ok)
+        with sess.fork() as branch:
+            self.assertEqual(branch.info["parent"], sess.id)
+            self.assertTrue(branch.run("rows.append(4)\nopen('t.txt', 'w').write('v2')", timeout=QUICK).ok)
+            both = [s.run("print(rows, open('t.txt').read())", timeout=QUICK).stdout for s in (sess, branch)]
+            self.assertEqual(both, ["[1, 2, 3] v1\n", "[1, 2, 3, 4] v2\n"])
+            self.assertIn(branch.id, sess.describe()["branches"])
+        pair = sess.fork(count=2)
+        try:
+            self.assertEqual(len(pair), 2)
+            self.assertTrue(all(b.run("print(len(rows))", timeout=QUICK).stdout == "3\n" for b in pair))
+        finally:
+            for b in pair:
+                b.close()
+        self.assertTrue(sess.run("import threading\nth = threading.Thread(target=__import__('time').sleep, args=(30,), daemon=True)\nth.start()", timeout=QUICK).ok)
+        with self.assertRaises(pyexec_client.SessionThreads) as ctx:
+            sess.fork()
+        self.assertEqual((ctx.exception.status, ctx.exception.code), (409, "session_threads"))
+        with self.assertRaises(ValueError):
+            sess.fork(count=0)
+
     def test_files_persist(self) -> None:
         sess = self.new_session()
         wrote = sess.run("with open('notes.txt', 'w') as f:\n    f.write('kept')\n", timeout=QUICK)
@@ -912,6 +935,10 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
             await sess.restore(cp["checkpoint"])
             self.assertEqual((await sess.run("x", timeout=QUICK)).outputs[0].text, "41")
             await sess.delete_checkpoint(cp["checkpoint"])
+            async with await sess.fork() as branch:
+                self.assertEqual(branch.info["parent"], sess.id)
+                await branch.run("x = 7", timeout=QUICK)
+                self.assertEqual((await sess.run("x", timeout=QUICK)).outputs[0].text, "41")
             events = [e async for e in sess.stream("print(x)", timeout=QUICK)]
             self.assertEqual("".join(d for k, d in events if k == "stdout"), "41\n")
             self.assertIn(sess.id, [s["id"] for s in await self.client.list_sessions()])

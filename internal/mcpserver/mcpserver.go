@@ -42,6 +42,7 @@ type Backend interface {
 	Checkpoint(ctx context.Context, id string) (*api.Checkpoint, error)
 	Checkpoints(ctx context.Context, id string) (*api.Checkpoints, error)
 	RestoreCheckpoint(ctx context.Context, id, checkpoint string) (*api.Session, error)
+	ForkN(ctx context.Context, id string, n int) ([]api.Session, error)
 	SessionFile(ctx context.Context, id, path string) ([]byte, string, error)
 	InstallPackages(ctx context.Context, req api.PackagesRequest) (*api.Packages, error)
 }
@@ -84,7 +85,9 @@ const (
 	// ToolCheckpointSession and ToolRestoreSession: a session's checkpoints (an undo).
 	ToolCheckpointSession = "checkpoint_session"
 	ToolRestoreSession    = "restore_session"
-	ToolInstallPackages   = "install_packages"
+	// ToolForkSession forks a session into branches that go their own ways.
+	ToolForkSession     = "fork_session"
+	ToolInstallPackages = "install_packages"
 )
 
 // OutputBudgetChars is run_python's output budget (api.ExecuteRequest.OutputBudgetChars): a
@@ -99,7 +102,7 @@ const MetaOwner = "pyexec/owner"
 const FileURITemplate = "pyexec://sessions/{session_id}/files/{+path}"
 
 // instructions tell a model what the server is for.
-const instructions = `pyexec runs Python code in a sandbox next to this application: the system's Python 3 with its installed packages (often numpy, pandas, matplotlib), no network unless the operator allows it, and limits on time, memory and output. Use run_python for a calculation, a data analysis or a plot. For several steps that build on each other, create_session first and pass its session_id to each run_python: variables, imports and files then persist between calls. Files a session writes are resources (pyexec://sessions/{id}/files/{path}). Before a step that may spoil a session's state (dropping rows, overwriting a variable or a file), checkpoint_session; restore_session then undoes everything since, in milliseconds.`
+const instructions = `pyexec runs Python code in a sandbox next to this application: the system's Python 3 with its installed packages (often numpy, pandas, matplotlib), no network unless the operator allows it, and limits on time, memory and output. Use run_python for a calculation, a data analysis or a plot. For several steps that build on each other, create_session first and pass its session_id to each run_python: variables, imports and files then persist between calls. Files a session writes are resources (pyexec://sessions/{id}/files/{path}). Before a step that may spoil a session's state (dropping rows, overwriting a variable or a file), checkpoint_session; restore_session then undoes everything since, in milliseconds. To try several approaches from the same state, fork_session: each branch is a session of its own with that state, and the original stays as it was.`
 
 // New returns the MCP server of backend.
 func New(backend Backend, opts Options) *mcp.Server {
@@ -159,6 +162,14 @@ func New(backend Backend, opts Options) *mcp.Server {
 			"what ran since is undone. The checkpoint stays, to be restored again.",
 		OutputSchema: schemaOf[RestoreOutput](),
 	}, nil, t.restoreSession)
+	addTool(s, &mcp.Tool{
+		Name:  ToolForkSession,
+		Title: "Fork a Python session",
+		Description: "Fork a session into new sessions (branches), in milliseconds: each starts with the session's variables, imports and a copy of its files, " +
+			"and from then on goes its own way; the session itself is left as it was. Use it to try several approaches from one state. " +
+			"Returns the branches' session_ids; close_session each when done. A session whose code left threads running cannot be forked.",
+		OutputSchema: schemaOf[ForkOutput](),
+	}, nil, t.forkSession)
 	addTool(s, &mcp.Tool{
 		Name:         ToolListSessions,
 		Title:        "List Python sessions",
@@ -664,6 +675,40 @@ func (t *tools) restoreSession(ctx context.Context, req *mcp.CallToolRequest, in
 	}
 	msg := fmt.Sprintf("session %s is back to checkpoint %s: its variables, imports and files are as they were then.", in.SessionID, in.Checkpoint)
 	return structured(text(msg), &RestoreOutput{Restored: true, Checkpoint: in.Checkpoint})
+}
+
+// ForkInput is fork_session's input.
+type ForkInput struct {
+	SessionID string `json:"session_id" jsonschema:"the session to fork"`
+	Count     int    `json:"count,omitempty" jsonschema:"how many branches, 1 by default"`
+}
+
+// ForkOutput is fork_session's structured result.
+type ForkOutput struct {
+	Parent   string   `json:"parent"`
+	Branches []string `json:"branches"`
+}
+
+func (t *tools) forkSession(ctx context.Context, req *mcp.CallToolRequest, in ForkInput) *mcp.CallToolResult {
+	ctx, err := t.scopedTo(ctx, req, in.SessionID)
+	if err != nil {
+		return failed(describe(err))
+	}
+	n := max(in.Count, 1)
+	if in.Count < 0 {
+		return failed(fmt.Sprintf("count: at least 1, got %d", in.Count))
+	}
+	list, err := t.b.ForkN(ctx, in.SessionID, n)
+	if err != nil {
+		return failed(describe(err))
+	}
+	out := &ForkOutput{Parent: in.SessionID, Branches: make([]string, len(list))}
+	for i, s := range list {
+		out.Branches[i] = s.ID
+	}
+	msg := fmt.Sprintf("session %s forked into %s: each has its variables, imports and files as they are now, and goes its own way from here (pass its session_id to run_python); %s is left as it was. close_session each branch when done.",
+		in.SessionID, strings.Join(out.Branches, ", "), in.SessionID)
+	return structured(text(msg), out)
 }
 
 // held says which checkpoints session id holds, for a model: "" when it cannot say.

@@ -15,21 +15,23 @@ import (
 // handleFork serves POST /v1/sessions/{id}/fork: the session forked between calls into new
 // sessions (branches) with its globals, modules, environment, limits and a copy of its files,
 // each from then on a session of its own: 201 with the branch (api.Session), or, with a body
-// {"count": N}, with N of them ({"sessions": [...]}). The branches count against
+// {"count": N} (N > 0), with N of them ({"sessions": [...]}). The branches count against
 // --max-sessions, have the session's owner and idle timeout, and name it as their parent. It
 // takes an execution slot, as a call does.
 func (s *Server) handleFork(w http.ResponseWriter, r *http.Request) {
 	count, list := 1, false
 	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
 		body, rerr := readJSON[api.ForkRequest](w, r, s.cfg.Limits.MaxRequestBytes)
-		if rerr == nil && (body.Count < 1 || body.Count > s.cfg.Limits.MaxSessions) {
+		if rerr == nil && (body.Count < 0 || body.Count > s.cfg.Limits.MaxSessions) {
 			rerr = badRequest("count: between 1 and %d (--max-sessions), got %d", s.cfg.Limits.MaxSessions, body.Count)
 		}
 		if rerr != nil {
 			s.writeRequestError(w, r, rerr)
 			return
 		}
-		count, list = body.Count, true
+		if body.Count > 0 {
+			count, list = body.Count, true
+		}
 	}
 	e, ctx, over, finish, ok := s.claimAndAdmit(w, r, "it can be forked once it is over")
 	if !ok {

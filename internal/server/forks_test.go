@@ -77,7 +77,7 @@ func TestSessionFork(t *testing.T) {
 	wantError(t, r.resp, r.body, http.StatusTooManyRequests, api.ErrCodeTooManySessions, "asks for 2")
 	r = post(as("bob"), "/v1/sessions/"+s.ID+"/fork", "")
 	wantError(t, r.resp, r.body, http.StatusNotFound, api.ErrCodeSessionNotFound, "")
-	r = post(alice, "/v1/sessions/"+s.ID+"/fork", `{"count": 0}`)
+	r = post(alice, "/v1/sessions/"+s.ID+"/fork", `{"count": -1}`)
 	wantError(t, r.resp, r.body, http.StatusBadRequest, api.ErrCodeBadRequest, "count")
 	stdout(two.Sessions[0].ID, "import threading, time\nth = threading.Thread(target=time.sleep, args=(30,), daemon=True)\nth.start()")
 	r = post(alice, "/v1/sessions/"+two.Sessions[0].ID+"/fork", "")

@@ -73,12 +73,12 @@ type Session struct {
 	Branches []string `json:"branches,omitempty"`
 }
 
-// ForkRequest is the optional body of POST /v1/sessions/{id}/fork. Without it the answer is
-// one Session (201); with Count, {"sessions": [...]} of Count branches (SessionList).
+// ForkRequest is the optional body of POST /v1/sessions/{id}/fork. Without it, or with no
+// Count, the answer is one Session (201); with Count, {"sessions": [...]} of Count branches
+// (SessionList).
 type ForkRequest struct {
-	// Count is how many branches to fork at once, 1 at least; together they count against
-	// --max-sessions.
-	Count int `json:"count"`
+	// Count is how many branches to fork at once; together they count against --max-sessions.
+	Count int `json:"count,omitempty"`
 }
 
 // Checkpoint is a frozen copy of a session's state — its interpreter (globals, imports,

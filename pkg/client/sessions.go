@@ -180,6 +180,33 @@ func (c *Client) RestoreCheckpoint(ctx context.Context, id, checkpoint string) (
 	return &s, nil
 }
 
+// Fork forks session id between calls into a branch: a new session with its globals,
+// modules, environment, limits and a copy of its files, from then on a session of its own.
+func (c *Client) Fork(ctx context.Context, id string) (*api.Session, error) {
+	path, err := sessionPath(id, "/fork")
+	if err != nil {
+		return nil, err
+	}
+	var s api.Session
+	if err := c.postJSON(ctx, path, api.ForkRequest{}, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// ForkN forks session id into n branches at once (see Fork).
+func (c *Client) ForkN(ctx context.Context, id string, n int) ([]api.Session, error) {
+	path, err := sessionPath(id, "/fork")
+	if err != nil {
+		return nil, err
+	}
+	var l api.SessionList
+	if err := c.postJSON(ctx, path, api.ForkRequest{Count: n}, &l); err != nil {
+		return nil, err
+	}
+	return l.Sessions, nil
+}
+
 // DeleteCheckpoint lets a checkpoint of session id go.
 func (c *Client) DeleteCheckpoint(ctx context.Context, id, checkpoint string) error {
 	if checkpoint == "" || checkpoint == "." || checkpoint == ".." {

@@ -234,7 +234,8 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 		l, err10 := c.Checkpoints(ctx, "s-1")
 		_, err11 := c.RestoreCheckpoint(ctx, "s-1", "c1")
 		err12 := c.DeleteCheckpoint(ctx, "s-1", "c/1")
-		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12); err != nil {
+		_, err13 := c.Fork(ctx, "s-1")
+		if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12, err13); err != nil {
 			t.Fatal(err)
 		}
 		if cp.ID != "c1" || len(l.Checkpoints) != 1 {
@@ -242,12 +243,12 @@ func TestWithOwnerScopesEveryRequest(t *testing.T) {
 		}
 	}
 	calls(WithOwner(context.Background(), "user-42"))
-	for _, req := range []string{"POST /v1/sessions/s-1/checkpoints", "GET /v1/sessions/s-1/checkpoints", "POST /v1/sessions/s-1/restore", "DELETE /v1/sessions/s-1/checkpoints/c%2F1"} {
+	for _, req := range []string{"POST /v1/sessions/s-1/checkpoints", "GET /v1/sessions/s-1/checkpoints", "POST /v1/sessions/s-1/restore", "DELETE /v1/sessions/s-1/checkpoints/c%2F1", "POST /v1/sessions/s-1/fork"} {
 		if _, ok := seen[req]; !ok {
 			t.Errorf("no %s among %v", req, seen)
 		}
 	}
-	if len(seen) != 12 {
+	if len(seen) != 13 {
 		t.Fatalf("requests: %v", seen)
 	}
 	for req, owner := range seen {

@@ -82,6 +82,9 @@ func TestMCPSessionsAreTheirOwners(t *testing.T) {
 						t.Errorf("%s: %s on alice's session: %q", who, tool, text)
 					}
 				}
+				if res, text := call(mcpserver.ToolForkSession, map[string]any{"session_id": id}); !res.IsError || strings.Contains(text, "forked into") {
+					t.Errorf("%s: forked alice's session: %q", who, text)
+				}
 				if read, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri, Meta: meta}); err == nil {
 					t.Errorf("%s: read alice's file: %+v", who, read.Contents)
 				}

@@ -144,7 +144,7 @@ func TestMCP(t *testing.T) {
 				}
 			}
 			slices.Sort(names)
-			if want := []string{"checkpoint_session", "close_session", "create_session", "inspect_session", "install_packages", "list_sessions", "restore_session", "run_python"}; !slices.Equal(names, want) {
+			if want := []string{"checkpoint_session", "close_session", "create_session", "fork_session", "inspect_session", "install_packages", "list_sessions", "restore_session", "run_python"}; !slices.Equal(names, want) {
 				t.Fatalf("tools %v, want %v", names, want)
 			}
 
@@ -207,6 +207,22 @@ func TestMCP(t *testing.T) {
 			if res, text, _ := callTool(t, cs, mcpserver.ToolRestoreSession, map[string]any{"session_id": id, "checkpoint": "c7"}); !res.IsError || !strings.Contains(text, "checkpoint_not_found") && !strings.Contains(text, "no checkpoint") || !strings.Contains(text, "checkpoints held: c1") {
 				t.Fatalf("restore_session of no checkpoint: %v %q", res.IsError, text)
 			}
+			// A fork: two branches with x, each its own from then on.
+			res, text, forked := callTool(t, cs, mcpserver.ToolForkSession, map[string]any{"session_id": id, "count": 2})
+			branches, _ := forked["branches"].([]any)
+			if res.IsError || len(branches) != 2 || !strings.Contains(text, "goes its own way") {
+				t.Fatalf("fork_session: %v %q %v", res.IsError, text, forked)
+			}
+			b1, _ := branches[0].(string)
+			if res, text, _ := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": b1, "code": "x = 5\nx"}); res.IsError || !strings.Contains(text, "result:\n5") {
+				t.Fatalf("run_python in a branch: %q", text)
+			}
+			if res, text, _ := callTool(t, cs, mcpserver.ToolRunPython, map[string]any{"session_id": id, "code": "x"}); res.IsError || !strings.Contains(text, "result:\n0") {
+				t.Fatalf("the session after its branch's call: %q", text)
+			}
+			for _, b := range branches {
+				callTool(t, cs, mcpserver.ToolCloseSession, map[string]any{"session_id": b})
+			}
 			_, text, listed := callTool(t, cs, mcpserver.ToolListSessions, map[string]any{})
 			if !strings.Contains(text, id) || listed["sessions"] == nil {
 				t.Fatalf("list_sessions: %q %v", text, listed)
@@ -238,12 +254,13 @@ func TestMCP(t *testing.T) {
 			if !res.IsError || !strings.Contains(text, "create_session") {
 				t.Fatalf("a call in a closed session: %v %q", res.IsError, text)
 			}
-			// Eight executions ran: three stateless and five in the session (two before the
-			// checkpoint, the one undone, the one after, one with a checkpoint); the call in the
-			// closed session and the one refused ran none.
-			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+8 })
-			if got := len(s.logs("execution finished")) - before; got != 8 {
-				t.Errorf("%d execution lines in the sidecar's log, want 8", got)
+			// Ten executions ran: three stateless, six in the session (two before the
+			// checkpoint, the one undone, the one after, one with a checkpoint, one after the
+			// fork) and one in a branch; the call in the closed session and the one refused ran
+			// none.
+			waitForLog(t, s, func() bool { return len(s.logs("execution finished")) >= before+10 })
+			if got := len(s.logs("execution finished")) - before; got != 10 {
+				t.Errorf("%d execution lines in the sidecar's log, want 10", got)
 			}
 		})
 	}

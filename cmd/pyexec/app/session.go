@@ -38,23 +38,23 @@ func (f *sessionFlags) context(ctx context.Context) (context.Context, error) {
 	return client.WithOwner(ctx, f.owner), nil
 }
 
-// newSessionCommand is `pyexec session create|list|delete|checkpoint|checkpoints|restore`: the
-// sessions of a running sidecar and their checkpoints.
+// newSessionCommand is `pyexec session create|list|delete|checkpoint|checkpoints|restore|fork`:
+// the sessions of a running sidecar, their checkpoints and branches.
 func newSessionCommand(sio IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "session",
-		Short: "Create, list and delete the sessions of a running sidecar, and checkpoint and restore them",
+		Short: "Create, list and delete the sessions of a running sidecar; checkpoint, restore and fork them",
 		Long: "session manages the sessions of the sidecar on --socket: create prints the new session's id\n" +
 			"(then `pyexec run --session ID`), list prints the open ones, delete ends one; checkpoint takes\n" +
 			"a checkpoint of one and prints its name, checkpoints lists them, restore puts the session back\n" +
-			"to one (and checkpoint --delete lets one go). With --owner\n" +
+			"to one (and checkpoint --delete lets one go), fork forks one into branches and prints their ids.\nWith --owner\n" +
 			"they act as that owner (the " + api.OwnerHeader + " header): see only its sessions. --json prints\n" +
 			"the API's answers. A request the sidecar refuses exits 125 with its error.",
 		Args: cli.NoArgs,
 		RunE: cli.RequireCommand,
 	}
 	cmd.AddCommand(newSessionCreateCommand(sio), newSessionListCommand(sio), newSessionDeleteCommand(sio),
-		newSessionCheckpointCommand(sio), newSessionCheckpointsCommand(sio), newSessionRestoreCommand(sio))
+		newSessionCheckpointCommand(sio), newSessionCheckpointsCommand(sio), newSessionRestoreCommand(sio), newSessionForkCommand(sio))
 	return cmd
 }
 
@@ -284,4 +284,47 @@ func printJSON(sio IO, v any) error {
 	enc := json.NewEncoder(sio.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+func newSessionForkCommand(sio IO) *cobra.Command {
+	var f sessionFlags
+	var count int
+	cmd := &cobra.Command{
+		Use:   "fork ID",
+		Short: "Fork a session into a branch (--count N: N of them) and print the new ids, one a line",
+		Args:  exactlyOne("give the id of the session"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if count < 1 {
+				return usageErrorf("--count must be at least 1")
+			}
+			ctx, err := f.context(cmd.Context())
+			if err != nil {
+				return err
+			}
+			c := client.New(f.socket)
+			var out []api.Session
+			if count == 1 {
+				s, err := c.Fork(ctx, args[0])
+				if err != nil {
+					return sessionFailed(sio, err)
+				}
+				out = []api.Session{*s}
+			} else if out, err = c.ForkN(ctx, args[0], count); err != nil {
+				return sessionFailed(sio, err)
+			}
+			if f.json {
+				if count == 1 {
+					return printJSON(sio, out[0])
+				}
+				return printJSON(sio, api.SessionList{Sessions: out})
+			}
+			for _, s := range out {
+				fmt.Fprintln(sio.Stdout, s.ID)
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().IntVar(&count, "count", 1, "how many branches to fork at once")
+	return cmd
 }

@@ -250,6 +250,25 @@ func TestPyexecSessionCommandsAndRunOutputs(t *testing.T) {
 	if r := run(t, nil, append([]string{"session", "restore", id}, sock...)...); r.code != ExitUsage {
 		t.Errorf("restore without a checkpoint: %+v", r)
 	}
+	// Fork: one branch, then two; each has the session's x, as alice's.
+	r = run(t, nil, append([]string{"session", "fork", "--owner", "alice", id}, sock...)...)
+	branch := strings.TrimSpace(r.stdout)
+	if r.code != ExitOK || !strings.HasPrefix(branch, "s-") || branch == id {
+		t.Fatalf("session fork: %+v", r)
+	}
+	r = run(t, nil, append([]string{"session", "fork", "--owner", "alice", "--count", "2", id}, sock...)...)
+	if ids := strings.Fields(r.stdout); r.code != ExitOK || len(ids) != 2 {
+		t.Errorf("session fork --count 2: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"run", "--session", branch, "-c", "x"}, sock...)...); r.stdout != "20\n" {
+		t.Errorf("x in the branch: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "list", "--owner", "alice", "--json"}, sock...)...); strings.Count(r.stdout, `"parent": "`+id+`"`) != 3 {
+		t.Errorf("the branches, listed: %+v", r)
+	}
+	if r := run(t, nil, append([]string{"session", "fork", "--count", "0", id}, sock...)...); r.code != ExitUsage {
+		t.Errorf("fork --count 0: %+v", r)
+	}
 	if r := run(t, nil, append([]string{"session", "delete", "--owner", "bob", id}, sock...)...); r.code != ExitRunFailed || !strings.Contains(r.stderr, "session_not_found") {
 		t.Errorf("session delete as bob: %+v", r)
 	}
