@@ -132,9 +132,9 @@ type Request struct {
 	Restore          *SessionCheckpoint `json:"restore,omitempty"`
 	DeleteCheckpoint *SessionCheckpoint `json:"delete_checkpoint,omitempty"`
 	// Fork forks a session into branches (Reply.Forked).
-	Fork  *Fork         `json:"fork,omitempty"`
-	Stats *StatsRequest `json:"stats,omitempty"`
-	Cleanup          *Cleanup           `json:"cleanup,omitempty"`
+	Fork    *Fork         `json:"fork,omitempty"`
+	Stats   *StatsRequest `json:"stats,omitempty"`
+	Cleanup *Cleanup      `json:"cleanup,omitempty"`
 	// Shutdown stops the executor (the zygote, its spares, the session started ahead of time)
 	// and empties their directories; Done answers once it has.
 	Shutdown *Shutdown `json:"shutdown,omitempty"`
