@@ -324,3 +324,27 @@ func TestForkOnOlderKernels(t *testing.T) {
 		})
 	}
 }
+
+// Each fork adds a Landlock layer to the session (and its branches have one more): past 15
+// forks in a row Landlock has no layer left, and the fork is refused, saying so; the session
+// goes on.
+func TestForkLayerLimit(t *testing.T) {
+	if confine.Probe(confine.NoCap).LandlockABI == 0 {
+		t.Skip("SKIPPED: no Landlock: no layers, no limit")
+	}
+	ss := newSession(t, sessionModes(t)["fork"], SessionRequest{ID: "s"})
+	call(t, ss, "x = 1")
+	for i := range 15 {
+		bs, err := ss.Branch(context.Background(), []string{fmt.Sprintf("b%d", i)})
+		if err != nil {
+			t.Fatalf("fork %d: %v", i+1, err)
+		}
+		bs[0].Close()
+	}
+	if _, err := ss.Branch(context.Background(), []string{"b16"}); !errors.Is(err, ErrTooManyForks) || !strings.Contains(err.Error(), "15 forks") {
+		t.Fatalf("the 16th fork: %v", err)
+	}
+	if res := call(t, ss, "print(x)"); res.Stdout != "1\n" {
+		t.Fatalf("the session after: %+v", res)
+	}
+}

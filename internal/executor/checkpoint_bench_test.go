@@ -114,3 +114,84 @@ func BenchmarkCheckpoint(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFork is the time to fork a session into one branch, in fork mode, with 0, 100 MB
+// and 1 GB of numpy arrays in the session; the memory a branch adds (PSS of the family's
+// processes) right after the fork and once the branch rewrote 10% of its data; and that the
+// branch's globals are the session's (the digest of BenchmarkCheckpoint). It reports p50 and
+// p99 of the fork.
+//
+//	go test ./internal/executor -run '^$' -bench Fork -benchtime 20x
+func BenchmarkFork(b *testing.B) {
+	py := testutil.RequireSystemPython(b)
+	cfg := SpawnConfig{Python: py, WorkDir: b.TempDir(), Path: "/usr/bin:/bin", Isolation: Isolation{Kernel: confine.Probe(confine.NoCap)}, Log: logr.Discard()}
+	fk, err := NewFork(ForkConfig{SpawnConfig: cfg, Preload: []string{"json"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := fk.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(fk.Close)
+	for _, mb := range []int{0, 100, 1000} {
+		b.Run(fmt.Sprintf("%dMB", mb), func(b *testing.B) {
+			lim := defaultLimits
+			lim.MemoryLimitMB, lim.Timeout = 0, time.Minute
+			call := func(ss *LocalSession, code string) string {
+				b.Helper()
+				res, err := ss.Execute(context.Background(), Request{ID: "b", Code: code, Limits: lim}, nil)
+				if err != nil || res.ExitCode != 0 {
+					b.Fatalf("%+v %v", res, err)
+				}
+				return strings.TrimSpace(res.Stdout)
+			}
+			// A session is forked 10 times, then another takes its place: each fork adds a
+			// Landlock layer to the session, of which a process has 16 at most.
+			var ss *LocalSession
+			var want string
+			defer func() { ss.Close() }()
+			fresh := func() {
+				if ss != nil {
+					ss.Close()
+				}
+				var err error
+				if ss, err = fk.NewSession(context.Background(), SessionRequest{ID: "bench", Limits: lim, MaxCheckpointBytes: 1 << 20}); err != nil {
+					b.Fatal(err)
+				}
+				call(ss, fmt.Sprintf("import numpy as np\narrays = [np.random.default_rng(1).random(%d) for _ in range(10)]\nn = 7\nwords = ['a', 'b']", mb*1_000_000/8/10))
+				want = call(ss, digestCode)
+			}
+			pss := func() int64 { _, p := proc.TreeMemory(ss.sup); return p }
+			var took []time.Duration
+			var added, rewritten int64
+			for b.Loop() {
+				b.StopTimer()
+				if len(took)%10 == 0 {
+					fresh()
+				}
+				before := pss()
+				b.StartTimer()
+				t0 := time.Now()
+				bs, err := ss.Branch(context.Background(), []string{"branch"})
+				took = append(took, time.Since(t0))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				added = pss() - before
+				if got := call(bs[0], digestCode); got != want {
+					b.Fatalf("the branch's globals' digest %s, the session's %s", got, want)
+				}
+				call(bs[0], "for a in arrays: a[: len(a) // 10] += 1\nn = 8\nwords.append('c')")
+				rewritten = pss() - before
+				bs[0].Close()
+				b.StartTimer()
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "fork-p50-ms")
+			b.ReportMetric(float64(took[min(len(took)-1, len(took)*99/100)].Microseconds())/1000, "fork-p99-ms")
+			b.ReportMetric(float64(added)/(1<<20), "pss-added-MiB")
+			b.ReportMetric(float64(rewritten)/(1<<20), "pss-after-10%-rewrite-MiB")
+		})
+	}
+}

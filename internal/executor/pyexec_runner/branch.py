@@ -20,7 +20,9 @@ Both layers are added by code the session's own code could have replaced before 
 ran before a fork is in every branch of it, by what a fork is. What runs after it in one branch
 cannot reach another's files, nor signal it where Landlock scopes signals (sibling domains).
 Threads would keep the layer of before the fork (Landlock restricts the calling thread and its
-future children): a session with threads other than its interpreter's is not forked."""
+future children): a session with threads other than its interpreter's once the branches are
+forked is not forked (a pool that a library shuts down before a fork, as OpenBLAS does, is no
+obstacle)."""
 import os
 import sys
 
@@ -44,13 +46,6 @@ def fork(op, fds, call):
         _close(fds)
         return {"call": call, "error": "a malformed fork"}, None
     socks, rulesets, own = fds[:n], fds[n:2 * n], (fds[2 * n] if landlock else None)
-    threads = len(os.listdir("/proc/self/task")) - 1
-    if threads:
-        _close(fds)
-        return {"call": call, "threads": threads, "error": (
-            "the session runs %d thread%s besides the interpreter's: a branch would have none of them, and "
-            "they would keep the files of its branches within reach; end them (an executor's shutdown(), a "
-            "pool's close()) and fork again" % (threads, "" if threads == 1 else "s"))}, None
     if landlock and confine.layers >= MAX_LAYERS:
         _close(fds)
         return {"call": call, "layers": True, "error": (
@@ -71,6 +66,16 @@ def fork(op, fds, call):
             except BaseException:
                 os._exit(1)
         pids.append(pid)
+    # Counted once forked: a library's pool that shuts down before a fork (OpenBLAS's, at fork's
+    # prepare) is gone by now, and comes back, in the new layer, when it is used next.
+    threads = len(os.listdir("/proc/self/task")) - 1
+    if threads:
+        _end(pids)
+        _close(fds)
+        return {"call": call, "threads": threads, "error": (
+            "the session runs %d thread%s besides the interpreter's: a branch would have none of them, and "
+            "they would keep the files of its branches within reach; end them (an executor's shutdown(), a "
+            "pool's close()) and fork again" % (threads, "" if threads == 1 else "s"))}, None
     _close(socks + rulesets)
     if landlock:
         try:
