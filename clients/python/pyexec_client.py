@@ -166,7 +166,7 @@ __all__ = [
     "ERR_CHECKPOINT_NOT_FOUND",
     "ERR_TOO_MANY_CHECKPOINTS",
     "ERR_CHECKPOINT_TOO_LARGE",
-    "ERR_SESSION_THREADS",
+    "ERR_NOT_FORKABLE",
     "ERR_FORK_TOO_LARGE",
     "ERR_TOO_MANY_FORKS",
     "ERR_UNAVAILABLE",
@@ -186,7 +186,7 @@ __all__ = [
     "Session",
     "SessionBusy",
     "SessionNotFound",
-    "SessionThreads",
+    "NotForkable",
     "TooLarge",
     "TooManySessions",
     "CheckpointNotFound",
@@ -347,9 +347,11 @@ class TooManyCheckpoints(APIError):
     delete one first."""
 
 
-class SessionThreads(APIError):
-    """409 ``session_threads``: the session's code left threads running, which a fork would not
-    copy: end them (an executor's ``shutdown()``, a pool's ``close()``), then fork."""
+class NotForkable(APIError):
+    """409 ``not_forkable``: the session holds what a fork cannot part between its branches:
+    threads its code left running (end them: an executor's ``shutdown()``, a pool's
+    ``close()``) or memory mapped shared (``mmap``, ``numpy.memmap``, multiprocessing's shared
+    values: close them); ``message`` says which. Then fork."""
 
 
 class ServerError(APIError):
@@ -373,7 +375,7 @@ ERR_TOO_MANY_SESSIONS = "too_many_sessions"
 ERR_CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
 ERR_TOO_MANY_CHECKPOINTS = "too_many_checkpoints"
 ERR_CHECKPOINT_TOO_LARGE = "checkpoint_too_large"
-ERR_SESSION_THREADS = "session_threads"
+ERR_NOT_FORKABLE = "not_forkable"
 ERR_FORK_TOO_LARGE = "fork_too_large"
 ERR_TOO_MANY_FORKS = "too_many_forks"
 
@@ -396,7 +398,7 @@ _CODE_CLASSES = {
     ERR_TOO_MANY_SESSIONS: TooManySessions,
     ERR_CHECKPOINT_NOT_FOUND: CheckpointNotFound,
     ERR_TOO_MANY_CHECKPOINTS: TooManyCheckpoints,
-    ERR_SESSION_THREADS: SessionThreads,
+    ERR_NOT_FORKABLE: NotForkable,
 }  # type: Dict[str, Type[APIError]]
 
 # The status each error code is served with; used for error events inside a stream.
@@ -417,7 +419,7 @@ _CODE_STATUS = {
     ERR_CHECKPOINT_NOT_FOUND: 404,
     ERR_TOO_MANY_CHECKPOINTS: 429,
     ERR_CHECKPOINT_TOO_LARGE: 413,
-    ERR_SESSION_THREADS: 409,
+    ERR_NOT_FORKABLE: 409,
     ERR_FORK_TOO_LARGE: 413,
     ERR_TOO_MANY_FORKS: 409,
 }  # type: Dict[str, int]
@@ -1203,7 +1205,7 @@ class Client:
         Raises:
             SessionNotFound: there is no such session (any more).
             SessionBusy: a call runs in it now.
-            SessionThreads: its code left threads running.
+            NotForkable: its code left threads running.
             TooManySessions: the branches would pass ``--max-sessions``.
             APIError: ``fork_too_large`` (its files are over ``--max-checkpoint-bytes``) or
                 ``too_many_forks`` (15 forks in a row: Landlock's limit).

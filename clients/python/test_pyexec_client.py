@@ -500,9 +500,9 @@ class SessionTest(ServerTest):
             for b in pair:
                 b.close()
         self.assertTrue(sess.run("import threading\nth = threading.Thread(target=__import__('time').sleep, args=(30,), daemon=True)\nth.start()", timeout=QUICK).ok)
-        with self.assertRaises(pyexec_client.SessionThreads) as ctx:
+        with self.assertRaises(pyexec_client.NotForkable) as ctx:
             sess.fork()
-        self.assertEqual((ctx.exception.status, ctx.exception.code), (409, "session_threads"))
+        self.assertEqual((ctx.exception.status, ctx.exception.code), (409, "not_forkable"))
         with self.assertRaises(ValueError):
             sess.fork(count=0)
 

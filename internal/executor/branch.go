@@ -17,10 +17,11 @@ import (
 
 // Errors of forks.
 var (
-	// ErrSessionThreads: the session's interpreter runs threads besides its own, which a
-	// branch would not have and which would keep the branches' files within reach: it is not
-	// forked.
-	ErrSessionThreads = errors.New("the session runs threads")
+	// ErrNotForkable: the session's interpreter holds what a fork cannot part between the
+	// session and its branches — threads besides its own (a branch would not have them, and
+	// they would keep the branches' files within reach) or memory mapped shared (both would
+	// write into it) — and is not forked.
+	ErrNotForkable = errors.New("the session cannot be forked now")
 	// ErrForkTooLarge: the working directory holds more than a branch may copy (the bound of a
 	// checkpoint's files, SessionRequest.MaxCheckpointBytes).
 	ErrForkTooLarge = errors.New("the session's files are larger than a fork may copy")
@@ -28,6 +29,10 @@ var (
 	// layers stack, at most 16).
 	ErrTooManyForks = errors.New("the session comes from as many forks in a row as Landlock allows")
 )
+
+// maxBranches is the most branches one fork makes: each takes two descriptors in the message to
+// the supervisor, which carries 253 at most.
+const maxBranches = 126
 
 // branchesDir, in a session's directory, is the reserve its branches' directories are made in:
 // the session's first Landlock layer grants it (as work/ and mpl/), and a fork takes from it
@@ -77,11 +82,11 @@ func (f *family) leave() bool {
 // what the code of one does after the fork cannot reach another's files or processes (see
 // pyexec_runner's branch.py). A branch has no checkpoints; the session keeps its own.
 //
-// Its errors: ErrSessionBusy, ErrSessionEnded, ErrSessionThreads, ErrForkTooLarge,
+// Its errors: ErrSessionBusy, ErrSessionEnded, ErrNotForkable, ErrForkTooLarge,
 // ErrTooManyForks.
 func (ss *LocalSession) Branch(ctx context.Context, ids []string) ([]*LocalSession, error) {
-	if len(ids) == 0 {
-		return nil, errors.New("forking the session: no branch asked for")
+	if len(ids) == 0 || len(ids) > maxBranches {
+		return nil, fmt.Errorf("forking the session: %d branches asked for, 1 to %d at a time", len(ids), maxBranches)
 	}
 	if !ss.mu.TryLock() {
 		return nil, ErrSessionBusy
@@ -107,8 +112,8 @@ func (ss *LocalSession) Branch(ctx context.Context, ids []string) ([]*LocalSessi
 	}
 	if reply.Error != "" || len(reply.Forked) != len(ids) {
 		switch {
-		case reply.Threads > 0:
-			return nil, fmt.Errorf("%w: %s", ErrSessionThreads, reply.Error)
+		case reply.Threads > 0 || reply.Shared > 0:
+			return nil, fmt.Errorf("%w: %s", ErrNotForkable, reply.Error)
 		case reply.Layers:
 			return nil, fmt.Errorf("%w: %s", ErrTooManyForks, reply.Error)
 		case reply.Error == "":

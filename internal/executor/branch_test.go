@@ -119,7 +119,7 @@ func TestForkRefusesThreads(t *testing.T) {
 			ss := newSession(t, st, SessionRequest{ID: "s"})
 			call(t, ss, "import threading\nstop = threading.Event()\nth = threading.Thread(target=stop.wait)\nth.start()")
 			_, err := ss.Branch(context.Background(), []string{"b"})
-			if !errors.Is(err, ErrSessionThreads) || !strings.Contains(err.Error(), "1 thread besides") {
+			if !errors.Is(err, ErrNotForkable) || !strings.Contains(err.Error(), "1 thread besides") {
 				t.Fatalf("fork with a thread: %v", err)
 			}
 			call(t, ss, "stop.set()\nth.join()")
@@ -346,5 +346,93 @@ func TestForkLayerLimit(t *testing.T) {
 	}
 	if res := call(t, ss, "print(x)"); res.Stdout != "1\n" {
 		t.Fatalf("the session after: %+v", res)
+	}
+}
+
+// strayPy makes the member's interpreter no subreaper (the code can) and starts n processes
+// whose parent exits at once: each lands on the family's supervisor, a stray no member holds,
+// running `sleep marker`.
+const strayPy = `import os, ctypes, time
+ctypes.CDLL(None).prctl(36, 0, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER off
+for i in range(%d):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        try:
+            if os.fork() == 0:
+                os.execvp('sleep', ['sleep', '%s'])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+`
+
+// Strays (processes a member's code orphans to the supervisor) count against every member's
+// budget and memory, cannot make processes, and die at the member's rest — even while another
+// member's op holds the family (found by an attacker's pass: 60 processes under a budget of
+// 8, 600 MB under a limit of 200 MB, strays running at rest).
+func TestForkStrays(t *testing.T) {
+	requireBudget(t)
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			req := checkpointed(SessionRequest{ID: "s", Limits: defaultLimits})
+			req.MaxProcesses, req.MemoryLimitMB = 8, 200
+			ss := newSession(t, st, req)
+			bs := branches(t, ss, 2)
+			marker := map[string]string{"fork": "41.1", "spawn": "41.2"}[mode]
+			res := call(t, bs[0], fmt.Sprintf(strayPy, 40, marker)+"time.sleep(0.5)\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))")
+			if res.ExitCode != 0 {
+				t.Fatalf("strays: %+v", res)
+			}
+			if left := sleepers(t, marker); len(left) > 0 {
+				t.Fatalf("%d strays outlived the call", len(left))
+			}
+			// While the session's checkpoint is held up (its code slows it down), the branch's
+			// call still ends with nothing of it running.
+			call(t, ss, "import sys, time\nm = sys.modules['pyexec_runner.checkpoint']\norig = m.take\nm.take = lambda fd, call: (time.sleep(1.5), orig(fd, call))[1]")
+			cp := make(chan error, 1)
+			go func() { _, err := ss.Checkpoint(context.Background()); cp <- err }()
+			time.Sleep(300 * time.Millisecond)
+			call(t, bs[0], fmt.Sprintf(strayPy, 3, marker))
+			if left := sleepers(t, marker); len(left) > 0 {
+				t.Fatalf("%d strays outlived the call during another member's op", len(left))
+			}
+			if err := <-cp; err != nil {
+				t.Fatal(err)
+			}
+			// A stray's memory is the members': past the limit the branch ends.
+			res = call(t, bs[1], "import os, ctypes, time\nctypes.CDLL(None).prctl(36, 0, 0, 0, 0)\nif os.fork() == 0:\n    if os.fork() == 0:\n        x = bytearray(400 << 20)\n        for i in range(0, len(x), 4096): x[i] = 1\n        time.sleep(30)\n    os._exit(0)\nos.wait()\ntime.sleep(5)")
+			if !res.SessionLost {
+				t.Fatalf("a stray of 400 MB under a limit of 200 MB: %+v", res)
+			}
+		})
+	}
+}
+
+// Memory mapped shared stays shared after fork: a session that maps any (but the system's
+// read-only files) is not forked, and says why; closed, it is (found by an attacker's pass:
+// a branch wrote its session's file through an mmap).
+func TestForkRefusesSharedMemory(t *testing.T) {
+	for mode, st := range sessionModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ss := newSession(t, st, SessionRequest{ID: "s"})
+			call(t, ss, "import mmap\nf = open('data.bin', 'w+b')\nf.write(b'0' * 4096)\nf.flush()\nm = mmap.mmap(f.fileno(), 4096)")
+			_, err := ss.Branch(context.Background(), []string{"b"})
+			if !errors.Is(err, ErrNotForkable) || !strings.Contains(err.Error(), "data.bin") {
+				t.Fatalf("a fork with a shared mapping: %v", err)
+			}
+			call(t, ss, "m.close()")
+			// Five at once: each brings two descriptors to the supervisor.
+			if bs := branches(t, ss, 5); call(t, bs[4], "print(m.closed)").Stdout != "True\n" {
+				t.Fatal("the fifth branch")
+			}
+			call(t, ss, "import multiprocessing\nv = multiprocessing.Value('i', 1)")
+			if _, err := ss.Branch(context.Background(), []string{"b"}); !errors.Is(err, ErrNotForkable) {
+				t.Fatalf("a fork with a multiprocessing value: %v", err)
+			}
+		})
 	}
 }

@@ -176,10 +176,12 @@ type sessionReply struct {
 	// the checkpoint to restore is no more.
 	Checkpoint int  `json:"checkpoint"`
 	Gone       bool `json:"gone"`
-	// Forked are the pids of the branches a fork made; Threads says a fork was refused for
-	// the threads the interpreter runs, Layers for the Landlock layers it has.
+	// Forked are the pids of the branches a fork made; Threads and Shared say a fork was
+	// refused for the threads the interpreter runs or the memory it maps shared, Layers for the
+	// Landlock layers it has.
 	Forked  []int `json:"forked"`
 	Threads int   `json:"threads"`
+	Shared  int   `json:"shared"`
 	Layers  bool  `json:"layers"`
 }
 

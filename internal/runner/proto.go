@@ -380,7 +380,7 @@ const (
 	ErrCheckpointNotFound = "checkpoint_not_found" // executor.ErrCheckpointNotFound
 	ErrTooManyCheckpoints = "too_many_checkpoints" // executor.ErrTooManyCheckpoints
 	ErrCheckpointTooLarge = "checkpoint_too_large" // executor.ErrCheckpointTooLarge
-	ErrSessionThreads     = "session_threads"      // executor.ErrSessionThreads
+	ErrNotForkable        = "not_forkable"         // executor.ErrNotForkable
 	ErrForkTooLarge       = "fork_too_large"       // executor.ErrForkTooLarge
 	ErrTooManyForks       = "too_many_forks"       // executor.ErrTooManyForks
 	ErrInternal           = "internal"             // anything else
@@ -408,8 +408,8 @@ func errorOf(err error) *Error {
 		return &Error{Code: ErrTooManyCheckpoints, Message: err.Error()}
 	case errors.Is(err, executor.ErrCheckpointTooLarge):
 		return &Error{Code: ErrCheckpointTooLarge, Message: err.Error()}
-	case errors.Is(err, executor.ErrSessionThreads):
-		return &Error{Code: ErrSessionThreads, Message: err.Error()}
+	case errors.Is(err, executor.ErrNotForkable):
+		return &Error{Code: ErrNotForkable, Message: err.Error()}
 	case errors.Is(err, executor.ErrForkTooLarge):
 		return &Error{Code: ErrForkTooLarge, Message: err.Error()}
 	case errors.Is(err, executor.ErrTooManyForks):
@@ -437,8 +437,8 @@ func (e *Error) Err() error {
 		return wireError{executor.ErrTooManyCheckpoints, e.Message}
 	case ErrCheckpointTooLarge:
 		return wireError{executor.ErrCheckpointTooLarge, e.Message}
-	case ErrSessionThreads:
-		return wireError{executor.ErrSessionThreads, e.Message}
+	case ErrNotForkable:
+		return wireError{executor.ErrNotForkable, e.Message}
 	case ErrForkTooLarge:
 		return wireError{executor.ErrForkTooLarge, e.Message}
 	case ErrTooManyForks:

@@ -864,7 +864,7 @@ func TestForkThroughTheRunner(t *testing.T) {
 		}
 	}
 	run(bs[0], "import threading\nth = threading.Thread(target=__import__('time').sleep, args=(30,), daemon=True)\nth.start()")
-	if _, err := bs[0].Fork(context.Background(), []string{"s-4"}); !errors.Is(err, executor.ErrSessionThreads) {
+	if _, err := bs[0].Fork(context.Background(), []string{"s-4"}); !errors.Is(err, executor.ErrNotForkable) {
 		t.Errorf("a fork with threads: %v", err)
 	}
 	bs[0].Close()

@@ -113,8 +113,8 @@ func (s *Server) forkFailed(w http.ResponseWriter, r *http.Request, e *session, 
 // forkError is the API's error for an executor's error of a fork; nil for any other.
 func forkError(err error) *requestError {
 	switch {
-	case errors.Is(err, executor.ErrSessionThreads):
-		return &requestError{status: http.StatusConflict, code: api.ErrCodeSessionThreads, msg: err.Error()}
+	case errors.Is(err, executor.ErrNotForkable):
+		return &requestError{status: http.StatusConflict, code: api.ErrCodeNotForkable, msg: err.Error()}
 	case errors.Is(err, executor.ErrForkTooLarge):
 		return &requestError{status: http.StatusRequestEntityTooLarge, code: api.ErrCodeForkTooLarge, msg: err.Error()}
 	case errors.Is(err, executor.ErrTooManyForks):

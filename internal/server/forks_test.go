@@ -81,7 +81,7 @@ func TestSessionFork(t *testing.T) {
 	wantError(t, r.resp, r.body, http.StatusBadRequest, api.ErrCodeBadRequest, "count")
 	stdout(two.Sessions[0].ID, "import threading, time\nth = threading.Thread(target=time.sleep, args=(30,), daemon=True)\nth.start()")
 	r = post(alice, "/v1/sessions/"+two.Sessions[0].ID+"/fork", "")
-	wantError(t, r.resp, r.body, http.StatusConflict, api.ErrCodeSessionThreads, "1 thread")
+	wantError(t, r.resp, r.body, http.StatusConflict, api.ErrCodeNotForkable, "1 thread")
 	running := make(chan struct{})
 	go func() {
 		defer close(running)
@@ -98,7 +98,7 @@ func TestSessionFork(t *testing.T) {
 	if got := stdout(two.Sessions[1].ID, "print(x)"); got != "2\n" {
 		t.Fatalf("a branch after its session's end: %q", got)
 	}
-	for outcome, want := range map[string]float64{"ok": 2, api.ErrCodeTooManySessions: 2, api.ErrCodeSessionThreads: 1} {
+	for outcome, want := range map[string]float64{"ok": 2, api.ErrCodeTooManySessions: 2, api.ErrCodeNotForkable: 1} {
 		if v := metricValue(t, h.reg, "pyexec_session_forks_total", "outcome", outcome); v != want {
 			t.Errorf("forks with outcome %s: %v, want %v", outcome, v, want)
 		}

@@ -110,7 +110,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"op", "outcome"}),
 		forks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyexec_session_forks_total",
-			Help: "Forks of sessions (POST /v1/sessions/{id}/fork), by outcome (ok, or the error's code: session_threads, fork_too_large, too_many_forks, too_many_sessions, session_busy, error).",
+			Help: "Forks of sessions (POST /v1/sessions/{id}/fork), by outcome (ok, or the error's code: not_forkable, fork_too_large, too_many_forks, too_many_sessions, session_busy, error).",
 		}, []string{"outcome"}),
 	}
 	// Create the common series at zero so that rate() and alerts see them from the start.

@@ -35,7 +35,7 @@ func (stubSession) Checkpoints() ([]api.Checkpoint, error) { return []api.Checkp
 func (stubSession) Restore(context.Context, string) error  { return executor.ErrCheckpointNotFound }
 func (stubSession) DeleteCheckpoint(string) error          { return executor.ErrCheckpointNotFound }
 func (stubSession) Fork(context.Context, []string) ([]executor.Session, error) {
-	return nil, executor.ErrSessionThreads
+	return nil, executor.ErrNotForkable
 }
 
 // Every method and path, as a client writes it (never cleaned, never redirected), gets the

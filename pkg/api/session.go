@@ -169,9 +169,11 @@ const (
 	// ErrCodeCheckpointTooLarge (413): the session's working directory holds more than
 	// --max-checkpoint-bytes of files.
 	ErrCodeCheckpointTooLarge = "checkpoint_too_large"
-	// ErrCodeSessionThreads (409): the session's code left threads running, which a fork would
-	// not copy: end them, then fork.
-	ErrCodeSessionThreads = "session_threads"
+	// ErrCodeNotForkable (409): the session holds what a fork cannot part between its branches:
+	// threads its code left running (a fork copies one thread), or memory it maps shared (a
+	// file mmap'ed shared, multiprocessing's shared values); the message says which. End or
+	// close them, then fork.
+	ErrCodeNotForkable = "not_forkable"
 	// ErrCodeForkTooLarge (413): the session's working directory holds more than a branch may
 	// copy (--max-checkpoint-bytes).
 	ErrCodeForkTooLarge = "fork_too_large"

@@ -19,7 +19,9 @@ child subreaper too.
 Both layers are added by code the session's own code could have replaced before the fork: what
 ran before a fork is in every branch of it, by what a fork is. What runs after it in one branch
 cannot reach another's files, nor signal it where Landlock scopes signals (sibling domains).
-Threads would keep the layer of before the fork (Landlock restricts the calling thread and its
+Memory mapped shared (a file mmap'ed shared, multiprocessing's shared values) would stay
+shared between the session and its branches: a session that maps any (but the system's files,
+read-only) is not forked either. Threads would keep the layer of before the fork (Landlock restricts the calling thread and its
 future children): a session with threads other than its interpreter's once the branches are
 forked is not forked (a pool that a library shuts down before a fork, as OpenBLAS does, is no
 obstacle)."""
@@ -46,6 +48,14 @@ def fork(op, fds, call):
         _close(fds)
         return {"call": call, "error": "a malformed fork"}, None
     socks, rulesets, own = fds[:n], fds[n:2 * n], (fds[2 * n] if landlock else None)
+    shared = shared_mappings()
+    if shared:
+        _close(fds)
+        what = "memory" if len(shared) == 1 else "%d regions" % len(shared)
+        names = ", ".join(sorted(set(shared))[:4])
+        return {"call": call, "shared": len(shared), "error": (
+            "the session maps %s shared (%s): the session and its branches would both write into it; close it "
+            "(an mmap's or a numpy.memmap's close(), del) and fork again" % (what, names))}, None
     if landlock and confine.layers >= MAX_LAYERS:
         _close(fds)
         return {"call": call, "layers": True, "error": (
@@ -109,6 +119,24 @@ def _become(spec, sock_fd, ruleset, nr, state):
         os.close(ruleset)
     checkpoint.set_subreaper()
     return {"branch": os.getpid()}, socket.socket(fileno=sock_fd)
+
+
+def shared_mappings():
+    """The mappings of this process that a fork would share with its branches and through which
+    they could reach each other: every shared mapping but a read-only one of a file of the
+    system (the C library's caches). Each by its name ("anonymous" for none)."""
+    system = tuple(p.rstrip("/") + "/" for p in ("/usr", "/lib", "/lib64", "/etc", sys.base_prefix, sys.prefix))
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) < 5 or parts[1][3:4] != "s":
+                continue
+            name = parts[5].strip() if len(parts) > 5 else ""
+            if "w" not in parts[1] and name.startswith(system) and not name.endswith("(deleted)"):
+                continue
+            out.append(name or "anonymous")
+    return out
 
 
 def blank_descriptors(keep):

@@ -111,15 +111,19 @@ def ended(st):
 # mremap and munmap for each message, as one of 1 MiB does.
 SMALL = 1 << 16
 
+# The most descriptors a session's message brings: a fork of the most branches pyexec asks for
+# (two each, and one more; SCM_RIGHTS carries 253 at most).
+MAX_FDS = 253
 
-def recv_fds(sock, size=1 << 20, flags=0):
+
+def recv_fds(sock, size=1 << 20, flags=0, fds=8):
     """One message of a SOCK_SEQPACKET socket (at most size bytes: the rest is cut) and the file
-    descriptors that came with it; flags are recvmsg's (MSG_DONTWAIT)."""
+    descriptors that came with it, at most fds of them; flags are recvmsg's (MSG_DONTWAIT)."""
     import array
     import socket
 
-    fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(8 * fds.itemsize), flags)
+    n, fds = fds, array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(n * fds.itemsize), flags)
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])

@@ -30,7 +30,7 @@ from . import blas, checkpoint, codeproc
 from .cell import run_cell
 from .linux import code_name, make_subreaper, set_name
 from .procs import kill_leftovers
-from .protocol import SMALL, call_reply, ended, lost_reply, recv_fds, send_fds
+from .protocol import MAX_FDS, SMALL, call_reply, ended, lost_reply, recv_fds, send_fds
 from .tree import Tree
 
 
@@ -89,7 +89,7 @@ def _serve(s):
     ctl, tree = s.ctl, s.tree
     while _idle(s, ctl):
         try:
-            msg, fds = recv_fds(ctl, SMALL)
+            msg, fds = recv_fds(ctl, SMALL, fds=MAX_FDS)
         except OSError:
             break
         op = _op(msg)
@@ -123,7 +123,9 @@ def _serve(s):
         for fd in fds:
             os.close(fd)
         tree.refused = 0
+        s.running = True
         answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, tree, s.calls)
+        s.running = False
         if st is None:
             s.rest()
         if st is not None:
@@ -212,17 +214,37 @@ class _Family:
         return None
 
     def strays(self):
-        """The supervisor's children no member holds: what a member's code left when its
-        interpreter ended, or made no subreaper's. None while an op may be adopting one."""
+        """The supervisor's children no member holds, and what is below them: what a member's
+        code left when its interpreter ended, or when it made its interpreter no subreaper (the
+        code can). They belong to no member, and to every one: each counts them (its memory,
+        its budget) while it runs a call, and kills them at rest. Besides them, while an op runs (ops), the process
+        it is adopting: who kills strays holds ops."""
         from .procs import children
+        from .tree import tree_pids
 
-        if not self.ops.acquire(blocking=False):
-            return []
-        try:
-            roots = self.roots()
-            return [pid for pid in children() if pid not in roots]
-        finally:
-            self.ops.release()
+        roots = self.roots()
+        out = []
+        for pid in children():
+            if pid not in roots:
+                out.append(pid)
+                out.extend(tree_pids(pid))
+        return out
+
+    def kill_strays(self):
+        """Kill the strays (see strays), once no op is adopting a child."""
+        import signal
+
+        with self.ops:
+            for _ in range(100):
+                pids = self.strays()
+                if not pids:
+                    return
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                self.reap()
 
     def grow(self, parent, branches):
         """Add branches, forked from parent: from the first fork on, each member counts its own
@@ -270,6 +292,8 @@ class _Family:
                 if got is not None:
                     m = self.member_of(got[1])
                     respond(self.listener, got[0], m is not None and m.tree.allow())
+                    if m is None:
+                        _kill_task(got[1])  # a stray: see strays
 
     def leave(self, m):
         """m's session ended: its processes are killed, and pyexec hears so from its socket. The
@@ -280,7 +304,7 @@ class _Family:
 
         if self.forked:
             for _ in range(100):
-                pids = [pid for pid in m.pids() if not gone(pid)]
+                pids = [pid for pid in m.pids(strays=False) if not gone(pid)]
                 if not pids:
                     break
                 for pid in pids:
@@ -288,11 +312,7 @@ class _Family:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
                         pass
-            for pid in self.strays():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            self.kill_strays()
             for n in list(m.checkpoints):
                 m.let_go(n)
             self.reap()
@@ -300,6 +320,18 @@ class _Family:
             if m in self.members:
                 self.members.remove(m)
         m.ctl.close()
+
+
+def _kill_task(tid):
+    """Kill the process of the thread tid, if it is still there."""
+    import signal
+
+    ids = _ids(tid)
+    if ids is not None:
+        try:
+            os.kill(ids[0], signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _ids(pid):
@@ -328,21 +360,23 @@ class _State:
         self.calls = 0
         self.taken = 0
         self.checkpoints = {}
+        self.running = False  # a call of its runs
 
     def keep(self):
         """The children that outlive a call: the interpreter and the checkpoints."""
         return {self.child} | {h.pid for h in list(self.checkpoints.values())}
 
-    def pids(self):
+    def pids(self, strays=True):
         """The member's processes, once the session has branches: its interpreter, its
-        checkpoints, and what is below them."""
+        checkpoints, and what is below them; and while it runs a call, unless strays is False,
+        the family's strays (_Family.strays: only a member whose code runs can make one)."""
         from .tree import tree_pids
 
         out = []
         for root in self.keep():
             out.append(root)
             out.extend(tree_pids(root))
-        return out
+        return out + self.fam.strays() if strays and self.running else out
 
     def rest(self):
         """Bring the session to rest before pyexec hears how a call or an op ended: the
@@ -378,15 +412,17 @@ class _State:
                 pass  # reaped: gone
         keep = self.keep()
         for _ in range(10000):
-            listed = self.pids() + self.fam.strays() if self.fam.forked else tree_pids(os.getpid())
+            listed = self.pids(strays=False) if self.fam.forked else tree_pids(os.getpid())
             others = [pid for pid in listed if pid not in keep and not ended(pid)]
             if not others:
-                return
+                break
             for pid in others:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+        if self.fam.forked:
+            self.fam.kill_strays()
 
     def exempt(self):
         self.tree.exempt = frozenset(h.pid for h in self.checkpoints.values())
@@ -417,6 +453,10 @@ class _Held:
 
 # How long a checkpoint's process, or one restored from it, has to say it is there.
 _HELLO_TIMEOUT = 3.0
+
+# How long an interpreter has to answer an op (a checkpoint, a fork), past which it is killed:
+# a fork, milliseconds; and while one runs no other member's strays can be killed (ops).
+_OP_TIMEOUT = 5.0
 
 
 def _op(msg):
@@ -469,7 +509,7 @@ def _checkpoint(s):
     except OSError:
         pass
     theirs.close()
-    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls)
+    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls, _OP_TIMEOUT)
     if st is not None:
         mine.close()
         return lost_reply(st, s.tree.over_memory), [], False
@@ -514,7 +554,7 @@ def _restore(s, n):
         if gone:
             s.let_go(n)
         return {"error": "the checkpoint did not restore: %s" % str((said or {}).get("error", "no answer"))[:1024], "gone": gone}, [], True
-    answer, st = _wait(s.fam, new.pid, mine, new.pidfd, s.tree, s.calls)
+    answer, st = _wait(s.fam, new.pid, mine, new.pidfd, s.tree, s.calls, _OP_TIMEOUT)
     if st is not None or not answer.get("restored"):
         if st is None:
             _signal(new.pidfd, signal.SIGKILL)
@@ -582,15 +622,16 @@ def _fork(s, msg, fds):
             os.close(own)
         return reply, [], alive
 
-    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls)
+    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls, _OP_TIMEOUT)
     if st is not None:
         return fail(lost_reply(st, s.tree.over_memory), False)
     _signal(s.pidfd, signal.SIGSTOP)
     pids = answer.get("forked")
     if not isinstance(pids, list) or len(pids) != n:
         reply = {"error": str(answer.get("error") or "the session did not fork")[:1024]}
-        if type(answer.get("threads")) is int:
-            reply["threads"] = answer["threads"]
+        for k in ("threads", "shared"):
+            if type(answer.get(k)) is int:
+                reply[k] = answer[k]
         if answer.get("layers") is True:
             reply["layers"] = True
         return fail(reply)
@@ -754,14 +795,17 @@ def _idle(s, ctl):
                 return True
 
 
-def _wait(fam, child, sock, pidfd, tree, call=None):
+def _wait(fam, child, sock, pidfd, tree, call=None, timeout=None):
     """Reap every process that ends, and hold the tree to its limits, until the interpreter
     answers call on sock (returns its answer, None) or ends (returns None, its wait status):
     past its memory limit it is killed. An answer to another call is dropped. The first answer
-    (call None, "ready") brings the tree's limits."""
+    (call None, "ready") brings the tree's limits. With a timeout (an op's: _OP_TIMEOUT), an
+    interpreter that has not answered by then is killed."""
     import select
     import signal
+    import time
 
+    deadline = None if timeout is None else time.monotonic() + timeout
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
@@ -771,7 +815,7 @@ def _wait(fam, child, sock, pidfd, tree, call=None):
         st = fam.reap(child)
         if st is not None:
             return None, st
-        for fd, event in poller.poll(tree.timeout(1000)):
+        for fd, event in poller.poll(tree.timeout(1000 if deadline is None else 100)):
             if fd == tree.fd:
                 if not tree.answer(event):
                     poller.unregister(fd)
@@ -795,7 +839,7 @@ def _wait(fam, child, sock, pidfd, tree, call=None):
                 continue
             if not msg:
                 poller.unregister(sock.fileno())  # nothing more from it: wait for its end
-        if tree.memory_over():
+        if tree.memory_over() or (deadline is not None and time.monotonic() > deadline):
             os.kill(child, signal.SIGKILL)
             return None, fam.wait(child, pidfd)
 
@@ -820,7 +864,7 @@ def interpreter(params, ruleset_fd, conn):
     calls = 0
     while True:
         try:
-            msg, fds = recv_fds(conn, SMALL)
+            msg, fds = recv_fds(conn, SMALL, fds=MAX_FDS)
         except OSError:
             os._exit(0)
         if not msg:
