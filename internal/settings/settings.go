@@ -274,7 +274,7 @@ var Serve = []Setting{
 	{Flag: "checkpoint-idle-timeout", Group: GroupSessions, Default: DefaultCheckpointIdleTimeout, Min: Positive,
 		Doc: "a checkpoint is let go after this long without a restore (from its creation or its last restore)"},
 	{Flag: "max-checkpoint-bytes", Group: GroupSessions, Default: int64(DefaultMaxCheckpointBytes), Min: int64(0), ZeroMeans: "no limit",
-		Doc: "the most bytes of files one checkpoint copies from its session's working directory; a larger directory gets 413 checkpoint_too_large (0: no limit)"},
+		Doc: "the most bytes of files one checkpoint copies from its session's working directory, and one branch of a fork; a larger directory gets 413 checkpoint_too_large, or fork_too_large (0: no limit)"},
 
 	// Python and packages (pyexec init takes these too).
 	{Flag: "python", Group: GroupPackages, Default: "", Preflight: true,
