@@ -14,7 +14,9 @@ It is the app container of config/samples/bot.yaml (image pyexec-bot, built by t
                                        # conversation does; print one Result a line, then
                                        # delete the session. A CODE of UNDO puts the session
                                        # back to before the last call (each call takes a
-                                       # checkpoint first when UNDO is among them)
+                                       # checkpoint first when UNDO is among them). A CODE of
+                                       # FORK forks the session: the CODEs after it run in the
+                                       # branch, until BACK closes it and goes on in the session
     python3 sample_bot.py mcp CODE     # run CODE through the sidecar's MCP endpoint (/mcp on
                                        # the socket), as an agent framework would: initialize,
                                        # then call the run_python tool; print what came back
@@ -61,14 +63,25 @@ def run_session(client, codes):
     try:
         with client.session() as s:
             print(json.dumps({"session": s.id}), flush=True)
-            last = None
+            last, branch = None, None
             for code in codes:
                 if code == "UNDO":
                     s.restore(last.checkpoint)
                     print(json.dumps({"undone": last.checkpoint}), flush=True)
                     continue
-                last = s.run(code, timeout=30, checkpoint=undo)
+                if code == "FORK":
+                    branch = s.fork()
+                    print(json.dumps({"forked": branch.id}), flush=True)
+                    continue
+                if code == "BACK":
+                    branch.close()
+                    print(json.dumps({"back": s.id}), flush=True)
+                    branch = None
+                    continue
+                last = (branch or s).run(code, timeout=30, checkpoint=undo)
                 print(json.dumps(_result(last)), flush=True)
+            if branch is not None:
+                branch.close()
     except PyexecError as e:
         print(json.dumps({"error": str(e), "type": type(e).__name__}))
         return 2

@@ -439,6 +439,7 @@ time.sleep(60)`, 3)
 
 	t.Run("a_session_across_three_calls", func(t *testing.T) { sessionAcrossCalls(t, pod.Name) })
 	t.Run("a_call_undone", func(t *testing.T) { callUndone(t, pod.Name) })
+	t.Run("a_session_forked", func(t *testing.T) { sessionForked(t, pod.Name) })
 
 	t.Run("the_bot_speaks_mcp", func(t *testing.T) {
 		out, err := kubectl("exec", "-n", appNS, pod.Name, "-c", "bot", "--", "python3", "/app/sample_bot.py", "mcp", "print(6 * 7)")
@@ -758,6 +759,34 @@ func callUndone(t *testing.T, pod string) {
 	}
 	if !restored {
 		t.Fatalf("the sidecar's log has no restore of %v to c2", id)
+	}
+}
+
+// sessionForked: the sample bot forks a session in the real pod, spoils its data in the branch,
+// and finds the session as it was; the sidecar logs the fork.
+func sessionForked(t *testing.T, pod string) {
+	out, err := kubectl("exec", "-n", appNS, pod, "-c", "bot", "--", "python3", "/app/sample_bot.py", "session",
+		"rows = list(range(1000))\nopen('rows.txt', 'w').write('all')",
+		"FORK",
+		"rows = rows[:10]\nopen('rows.txt', 'w').write('ten')\nprint(len(rows), open('rows.txt').read())",
+		"BACK",
+		"print(len(rows), open('rows.txt').read())")
+	lines := jsonLines(t, out)
+	if err != nil || len(lines) != 6 || lines[0]["session"] == nil || lines[2]["forked"] == nil {
+		t.Fatalf("sample_bot.py session with FORK: %v\n%s", err, out)
+	}
+	id, branch := lines[0]["session"], lines[2]["forked"]
+	if lines[3]["stdout"] != "10 ten\n" || lines[5]["stdout"] != "1000 all\n" {
+		t.Fatalf("the branch said %v, then the session %v", lines[3], lines[5])
+	}
+	var forked bool
+	for _, l := range jsonLines(t, mustKubectl(t, "logs", "-n", appNS, pod, "-c", "pyexec")) {
+		if bs, ok := l["branches"].([]any); ok && l["session"] == id && l["msg"] == "forked" && len(bs) == 1 {
+			forked = forked || bs[0] == branch
+		}
+	}
+	if !forked {
+		t.Fatalf("the sidecar's log has no fork of %v into %v", id, branch)
 	}
 }
 
