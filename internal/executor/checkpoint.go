@@ -341,6 +341,10 @@ func (ss *LocalSession) askWith(ctx context.Context, msg map[string]any, fds []i
 		ss.end()
 		return reply, nil, fmt.Errorf("%w: its interpreter ended during %s", ErrSessionEnded, msg["op"])
 	}
+	if reply.Busy {
+		closeFDs(fds)
+		return reply, nil, fmt.Errorf("%w: %s", ErrSessionBusy, reply.Error)
+	}
 	return reply, fds, nil
 }
 

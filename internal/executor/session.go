@@ -183,6 +183,8 @@ type sessionReply struct {
 	Threads int   `json:"threads"`
 	Shared  int   `json:"shared"`
 	Layers  bool  `json:"layers"`
+	// Busy: another session of the family held the supervisor's ops past their time.
+	Busy bool `json:"busy"`
 }
 
 // beginSession makes the session's directory, input files and confinement. The caller

@@ -73,7 +73,10 @@ def supervise(ctl, params, prepare=None, ruleset_fd=None):
     os.kill(child, signal.SIGSTOP)
     s = _State(fam, child, pidfd, mine, tree, ctl)
     fam.members.append(s)
-    _serve(s)
+    try:
+        _serve(s)
+    except Exception:
+        _signal(s.pidfd, signal.SIGKILL)  # a failure of the supervisor's ends this member alone
     fam.leave(s)
     for t in list(fam.threads):
         t.join()
@@ -85,6 +88,7 @@ def _serve(s):
     """Serve pyexec's requests on the member's ctl until pyexec closes it or the member's
     interpreter ends."""
     import signal
+    import time
 
     ctl, tree = s.ctl, s.tree
     while _idle(s, ctl):
@@ -95,14 +99,24 @@ def _serve(s):
         op = _op(msg)
         if (op in ("checkpoint", "restore") and not fds) or (op == "fork" and fds):
             # One such op at a time in a family: each makes a child of the supervisor that is
-            # no member's until it is adopted (see _Family.strays).
-            with s.fam.ops:
-                if op == "checkpoint":
-                    reply, given, alive = _checkpoint(s)
-                elif op == "restore":
-                    reply, given, alive = _restore(s, json.loads(msg).get("checkpoint"))
-                else:
-                    reply, given, alive = _fork(s, msg, fds)
+            # no member's until it is adopted (see _Family.strays); each has _OP_TIMEOUT.
+            if not s.fam.ops.acquire(timeout=_OP_TIMEOUT):
+                for fd in fds:
+                    os.close(fd)
+                reply, given, alive = {"error": "another session of its family is being checkpointed, restored or forked", "busy": True}, [], True
+            else:
+                try:
+                    s.fam.begin_op()
+                    s.deadline = time.monotonic() + _OP_TIMEOUT
+                    if op == "checkpoint":
+                        reply, given, alive = _checkpoint(s)
+                    elif op == "restore":
+                        reply, given, alive = _restore(s, json.loads(msg).get("checkpoint"))
+                    else:
+                        reply, given, alive = _fork(s, msg, fds)
+                finally:
+                    s.fam.end_op()
+                    s.fam.ops.release()
             if alive:
                 s.rest()
             if not _say(ctl, reply, given) or not alive:
@@ -147,6 +161,9 @@ class _Family:
     forked interpreter is a child subreaper), and a member's memory and budget count its own
     processes."""
 
+    # How often the family's thread kills its strays (see strays).
+    SWEEP = 0.1
+
     def __init__(self, params):
         import threading
 
@@ -158,6 +175,7 @@ class _Family:
         self.statuses = {}  # the wait status of members' interpreters reaped by another's thread
         self.forked = False
         self.listener = None
+        self.before = None  # the supervisor's children when the op that runs began
 
     def reap(self, child=None):
         """Reap the children that have ended; child's wait status once it has (None before)."""
@@ -213,38 +231,48 @@ class _Family:
             pid = ppid
         return None
 
-    def strays(self):
+    def strays(self, spare=False):
         """The supervisor's children no member holds, and what is below them: what a member's
         code left when its interpreter ended, or when it made its interpreter no subreaper (the
         code can). They belong to no member, and to every one: each counts them (its memory,
-        its budget) while it runs a call, and kills them at rest. Besides them, while an op runs (ops), the process
-        it is adopting: who kills strays holds ops."""
+        its budget) while it runs a call, and kills them at rest and every SWEEP (kill_strays);
+        spare leaves out those that appeared since the op that runs began (begin_op)."""
         from .procs import children
         from .tree import tree_pids
 
-        roots = self.roots()
+        roots, before = self.roots(), self.before if spare else None
         out = []
         for pid in children():
-            if pid not in roots:
+            if pid not in roots and (before is None or pid in before):
                 out.append(pid)
                 out.extend(tree_pids(pid))
         return out
 
+    def begin_op(self):
+        """An op begins (ops held): the supervisor's children of now are noted (see kill_strays)."""
+        from .procs import children
+
+        self.before = set(children())
+
+    def end_op(self):
+        self.before = None
+
     def kill_strays(self):
-        """Kill the strays (see strays), once no op is adopting a child."""
+        """Kill the strays (see strays) — while an op runs, but those that appeared since it
+        began: one may be what it adopts; it ends within _OP_TIMEOUT, and they with the next
+        sweep. Never waits for an op."""
         import signal
 
-        with self.ops:
-            for _ in range(100):
-                pids = self.strays()
-                if not pids:
-                    return
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                self.reap()
+        for _ in range(100):
+            pids = self.strays(spare=True)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.reap()
 
     def grow(self, parent, branches):
         """Add branches, forked from parent: from the first fork on, each member counts its own
@@ -254,10 +282,8 @@ class _Family:
         if not self.forked:
             self.forked = True
             parent.tree.pids = parent.pids
-            if parent.tree.fd is not None:
-                self.listener, parent.tree.fd = parent.tree.fd, None
-                t = threading.Thread(target=self._budget, daemon=True)
-                t.start()
+            self.listener, parent.tree.fd = parent.tree.fd, None
+            threading.Thread(target=self._watch, daemon=True).start()
         with self.lock:
             self.members.extend(branches)
         for b in branches:
@@ -273,22 +299,35 @@ class _Family:
             _signal(b.pidfd, signal.SIGSTOP)
             b.rest()
             _serve(b)
+        except Exception:
+            _signal(b.pidfd, signal.SIGKILL)  # a failure of the supervisor's ends this member alone
         finally:
             self.leave(b)
 
-    def _budget(self):
+    def _watch(self):
+        """The family's own thread: it answers the budget's listener, when there is one, and kills
+        the strays every SWEEP seconds."""
         import select
+        import time
 
         from .tree import receive, respond
 
         poller = select.poll()
-        poller.register(self.listener, select.POLLIN)
+        if self.listener is not None:
+            poller.register(self.listener, select.POLLIN)
+        due = 0.0
         while True:
-            for _, event in poller.poll():
+            now = time.monotonic()
+            if now >= due:
+                self.kill_strays()
+                due = now + self.SWEEP
+            for _, event in poller.poll(int((due - now) * 1000) + 1):
                 got = receive(self.listener, event)
                 if got is False:
+                    poller.unregister(self.listener)
                     os.close(self.listener)
-                    return
+                    self.listener = None
+                    continue
                 if got is not None:
                     m = self.member_of(got[1])
                     respond(self.listener, got[0], m is not None and m.tree.allow())
@@ -361,6 +400,7 @@ class _State:
         self.taken = 0
         self.checkpoints = {}
         self.running = False  # a call of its runs
+        self.deadline = 0.0  # when its op's time is up
 
     def keep(self):
         """The children that outlive a call: the interpreter and the checkpoints."""
@@ -444,7 +484,9 @@ class _Held:
     def alive(self):
         import select
 
-        return not select.select([self.pidfd], [], [], 0)[0]
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return not poller.poll(0)
 
     def close(self):
         os.close(self.pidfd)
@@ -454,9 +496,17 @@ class _Held:
 # How long a checkpoint's process, or one restored from it, has to say it is there.
 _HELLO_TIMEOUT = 3.0
 
-# How long an interpreter has to answer an op (a checkpoint, a fork), past which it is killed:
-# a fork, milliseconds; and while one runs no other member's strays can be killed (ops).
-_OP_TIMEOUT = 5.0
+# An op's time (a checkpoint, a restore, a fork: milliseconds), past which the interpreter is
+# killed, or what it forked let go; and how long an op waits for another member's to end.
+# Twice it is under pyexec's own bound (checkpointTimeout).
+_OP_TIMEOUT = 3.0
+
+
+def _left(s):
+    """What is left of the time of member s's op (see _OP_TIMEOUT)."""
+    import time
+
+    return max(0.01, s.deadline - time.monotonic())
 
 
 def _op(msg):
@@ -509,7 +559,7 @@ def _checkpoint(s):
     except OSError:
         pass
     theirs.close()
-    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls, _OP_TIMEOUT)
+    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls, _left(s))
     if st is not None:
         mine.close()
         return lost_reply(st, s.tree.over_memory), [], False
@@ -537,7 +587,7 @@ def _restore(s, n):
         s.let_go(n)
         return {"error": "the checkpoint's process is gone", "gone": True}, [], True
     _drain(held.sock)  # what the checkpoint's process said meanwhile is no answer
-    signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)
+    _signal(held.pidfd, signal.SIGCONT)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.calls += 1
     try:
@@ -545,7 +595,7 @@ def _restore(s, n):
     except OSError:
         pass
     theirs.close()
-    said = _await(held.sock, held.pidfd, s.tree)
+    said = _await(held.sock, held.pidfd, s.tree, min(_HELLO_TIMEOUT, _left(s)))
     pid = said.get("restored") if said else None
     new = _adopt(s, pid, None, None)
     if new is None:
@@ -554,7 +604,7 @@ def _restore(s, n):
         if gone:
             s.let_go(n)
         return {"error": "the checkpoint did not restore: %s" % str((said or {}).get("error", "no answer"))[:1024], "gone": gone}, [], True
-    answer, st = _wait(s.fam, new.pid, mine, new.pidfd, s.tree, s.calls, _OP_TIMEOUT)
+    answer, st = _wait(s.fam, new.pid, mine, new.pidfd, s.tree, s.calls, _left(s))
     if st is not None or not answer.get("restored"):
         if st is None:
             _signal(new.pidfd, signal.SIGKILL)
@@ -622,7 +672,7 @@ def _fork(s, msg, fds):
             os.close(own)
         return reply, [], alive
 
-    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls, _OP_TIMEOUT)
+    answer, st = _wait(s.fam, s.child, s.mine, s.pidfd, s.tree, s.calls, _left(s))
     if st is not None:
         return fail(lost_reply(st, s.tree.over_memory), False)
     _signal(s.pidfd, signal.SIGSTOP)
@@ -648,7 +698,7 @@ def _fork(s, msg, fds):
     # The session's checkpoints leave the branches' directories too: restored, they are the
     # session, and must not reach them.
     for k, held in list(s.checkpoints.items()):
-        if own is not None and not _restrict(held, own, nr, s.tree):
+        if own is not None and not _restrict(held, own, nr, s.tree, _left(s)):
             _signal(held.pidfd, signal.SIGKILL)
             s.let_go(k)
     if own is not None:
@@ -664,17 +714,17 @@ def _fork(s, msg, fds):
     return {"forked": [b.child for b in members]}, [], True
 
 
-def _restrict(held, ruleset, nr, tree):
+def _restrict(held, ruleset, nr, tree, timeout):
     """Ask checkpoint held to add the Landlock layer of ruleset; False when it does not."""
     import signal
 
     _drain(held.sock)
-    signal.pidfd_send_signal(held.pidfd, signal.SIGCONT)
+    _signal(held.pidfd, signal.SIGCONT)
     try:
         send_fds(held.sock, json.dumps({"op": "restrict", "nr": nr}).encode(), [ruleset])
     except OSError:
         return False
-    said = _await(held.sock, held.pidfd, tree)
+    said = _await(held.sock, held.pidfd, tree, timeout)
     _signal(held.pidfd, signal.SIGSTOP)
     return bool(said) and said.get("restricted") == held.pid
 
@@ -694,11 +744,11 @@ def _adopt(s, pid, sock, hello):
     held = _Held(pid, pidfd, sock)
     if sock is None:
         return held
-    said = _await(sock, pidfd, s.tree)
+    said = _await(sock, pidfd, s.tree, min(_HELLO_TIMEOUT, _left(s)))
     if not said or said.get(hello) != pid:
         import signal
 
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _signal(pidfd, signal.SIGKILL)
         os.close(pidfd)
         return None
     return held
@@ -720,9 +770,9 @@ def _drain(sock):
             return
 
 
-def _await(sock, pidfd, tree):
-    """The next message on sock, a JSON object, within _HELLO_TIMEOUT while the process of pidfd
-    lives; None otherwise. The tree's budget is answered meanwhile."""
+def _await(sock, pidfd, tree, timeout=_HELLO_TIMEOUT):
+    """The next message on sock, a JSON object, within timeout seconds while the process of
+    pidfd lives; None otherwise. The tree's budget is answered meanwhile."""
     import select
     import time
 
@@ -731,7 +781,7 @@ def _await(sock, pidfd, tree):
     poller.register(pidfd, select.POLLIN)
     if tree.fd is not None:
         poller.register(tree.fd, select.POLLIN)
-    deadline = time.monotonic() + _HELLO_TIMEOUT
+    deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
