@@ -43,6 +43,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/pyexec ./cmd/pyexec
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/pyexec-injector ./cmd/pyexec-injector
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/kubectl-pyexec ./cmd/kubectl-pyexec
 
 # kubectl-pyexec for every platform in PLUGIN_PLATFORMS, into bin/OS-ARCH/.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -69,6 +70,24 @@ func defaultOf[T any](s Setting, def T) T {
 		panic(fmt.Sprintf("settings: --%s defaults to a %T, its variable is a %T", s.Flag, s.Default, def))
 	}
 	return d
+}
+
+// MakeAbsolute makes the value of each Path setting of list that vars holds (see AddFlags)
+// absolute against the working directory, unless it is empty, absolute already, or a bare
+// command name (Command).
+func MakeAbsolute(list []Setting, vars map[string]any) error {
+	for _, s := range list {
+		p, ok := vars[s.Flag].(*string)
+		if !s.Path || !ok || *p == "" || filepath.IsAbs(*p) || (s.Command && !strings.Contains(*p, "/")) {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("--%s %q: %w", s.Flag, *p, err)
+		}
+		*p = abs
+	}
+	return nil
 }
 
 // Filter are the settings of list for which keep is true.

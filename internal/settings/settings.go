@@ -121,6 +121,10 @@ type Setting struct {
 	Repeatable bool
 	// Preflight marks the settings that pyexec init takes too.
 	Preflight bool
+	// Path marks a file system path, made absolute at start against the working directory
+	// (MakeAbsolute): pyexec's processes work in other directories. With Command, a bare name
+	// (no slash) is a command looked up on PATH, and left as it is.
+	Path, Command bool
 	// Annotation is the pod annotation that sets it; empty when none does.
 	Annotation string
 	// AnnotationMin and AnnotationMax bound the annotation where it is narrower than serve
@@ -170,7 +174,7 @@ func (s Setting) AnnotationBounds() (min, max any) {
 // Serve is every setting of `pyexec serve`, by group.
 var Serve = []Setting{
 	// Socket and callers.
-	{Flag: "socket", Group: GroupSocket, Default: DefaultSocket,
+	{Flag: "socket", Path: true, Group: GroupSocket, Default: DefaultSocket,
 		Doc: "Unix socket to serve the API on; its directory is created"},
 	{Flag: "socket-mode", Group: GroupSocket, Default: "0660",
 		Doc: "permissions of the socket (octal)"},
@@ -238,9 +242,9 @@ var Serve = []Setting{
 		Doc: "UID[:GID] the runner started as a child (and so the code) runs as; default the server's user, or 65534:65534 when the server runs as root"},
 
 	// Runner.
-	{Flag: "work-dir", Group: GroupRunner, DefaultDoc: "$TMPDIR/pyexec",
+	{Flag: "work-dir", Path: true, Group: GroupRunner, DefaultDoc: "$TMPDIR/pyexec",
 		Doc: "where executions get their working directories"},
-	{Flag: "runner-socket", Group: GroupRunner, Default: "",
+	{Flag: "runner-socket", Path: true, Group: GroupRunner, Default: "",
 		Doc: "Unix socket on which the runner container connects (pyexec runner --server-socket); empty: the server starts the runner as a child process"},
 	{Flag: "runner-uid", Group: GroupRunner, Default: -1,
 		Doc: "with --runner-socket: the uid the runner runs as; a process of another uid may not connect"},
@@ -277,19 +281,19 @@ var Serve = []Setting{
 		Doc: "the most bytes of files one checkpoint copies from its session's working directory, and one branch of a fork; a larger directory gets 413 checkpoint_too_large, or fork_too_large (0: no limit)"},
 
 	// Python and packages (pyexec init takes these too).
-	{Flag: "python", Group: GroupPackages, Default: "", Preflight: true,
+	{Flag: "python", Path: true, Command: true, Group: GroupPackages, Default: "", Preflight: true,
 		Doc: "interpreter to use (path, or name on PATH); default: in a container /usr/local/bin/python3, /usr/bin/python3, then python3 on PATH; on a host python3 on PATH first"},
 	{Flag: "require", Group: GroupPackages, Repeatable: true, Preflight: true,
 		Doc: `required distribution with an optional PEP 440 specifier, e.g. "pandas>=2" (repeatable; PYEXEC_REQUIRE takes one per line)`},
-	{Flag: "requirements", Group: GroupPackages, Default: "", Preflight: true,
+	{Flag: "requirements", Path: true, Group: GroupPackages, Default: "", Preflight: true,
 		Doc: "requirements.txt of names with specifiers (comments and blank lines allowed; options, markers and URLs are errors)"},
 	{Flag: "preload", Group: GroupPackages, Preflight: true,
 		Doc: "comma-separated modules to import once and keep imported, e.g. numpy,pandas"},
-	{Flag: "packages-dir", Group: GroupPackages, Default: DefaultPackagesDir, Preflight: true,
+	{Flag: "packages-dir", Path: true, Group: GroupPackages, Default: DefaultPackagesDir, Preflight: true,
 		Doc: "writable directory for packages installed at run time; executions see it first on sys.path"},
-	{Flag: "report", Group: GroupPackages, Default: DefaultReport, Preflight: true,
+	{Flag: "report", Path: true, Group: GroupPackages, Default: DefaultReport, Preflight: true,
 		Doc: "where the preflight report (JSON) is written"},
-	{Flag: "venv-dir", Group: GroupPackages, Default: "", Preflight: true,
+	{Flag: "venv-dir", Path: true, Group: GroupPackages, Default: "", Preflight: true,
 		Doc: "host only: use a venv that pyexec creates and owns at this path (ignored in a container)"},
 	{Flag: "strict", Group: GroupPackages, Default: false, Preflight: true,
 		Doc: "fail (exit 1) when a requirement is not met or a preload module does not import"},

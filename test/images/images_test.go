@@ -90,3 +90,27 @@ func TestSidecarPackagesAreShared(t *testing.T) {
 		t.Fatalf("the Dockerfile's sidecar stage does not install %s:\n%s", cluster.PythonPackagesFile, stage)
 	}
 }
+
+// `make build` builds every command of cmd/ into bin/ (it once built two of the three).
+func TestMakeBuildBuildsEveryCommand(t *testing.T) {
+	makefile, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, recipe, ok := strings.Cut(string(makefile), "\nbuild:\n")
+	if !ok {
+		t.Fatal("the Makefile has no build target")
+	}
+	recipe, _, _ = strings.Cut(recipe, "\n\n")
+	recipe += "\n"
+	cmds, err := filepath.Glob("../../cmd/*/main.go")
+	if err != nil || len(cmds) < 3 {
+		t.Fatalf("commands: %v %v", cmds, err)
+	}
+	for _, m := range cmds {
+		name := filepath.Base(filepath.Dir(m))
+		if !strings.Contains(recipe, "-o bin/"+name+" ./cmd/"+name+"\n") {
+			t.Errorf("make build does not build cmd/%s into bin/%s:\n%s", name, name, recipe)
+		}
+	}
+}

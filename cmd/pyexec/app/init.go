@@ -78,6 +78,9 @@ var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0
 
 // Validate checks the config and parses the requirements.
 func (c *InitConfig) Validate() error {
+	if err := settings.MakeAbsolute(settings.Serve, c.vars()); err != nil {
+		return usageErrorf("%w", err)
+	}
 	c.Requirements = nil
 	seen := map[string]string{}
 	add := func(r pyreq.Requirement, where string) error {
@@ -142,7 +145,7 @@ func (c *InitConfig) Validate() error {
 	case c.RunnerUID < -1:
 		return usageErrorf("--runner-uid %d: want a uid, or -1 when not known", c.RunnerUID)
 	}
-	for _, p := range []*string{&c.Report, &c.PackagesDir, &c.VenvDir, &c.WorkDir, &c.RunnerSocket} {
+	for _, p := range []*string{&c.WorkDir, &c.RunnerSocket} { // init's own; the settings' above
 		if *p == "" {
 			continue
 		}

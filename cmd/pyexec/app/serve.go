@@ -141,6 +141,9 @@ func (c *ServeConfig) Validate() error {
 	if err := c.Init.Validate(); err != nil {
 		return err
 	}
+	if err := settings.MakeAbsolute(settings.Serve, c.vars()); err != nil {
+		return usageErrorf("%w", err)
+	}
 	if c.Socket == "" {
 		return usageErrorf("--socket must not be empty")
 	}

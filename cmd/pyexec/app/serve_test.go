@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/settings"
 	"github.com/pyexec/pyexec/internal/testutil"
 	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
@@ -995,5 +996,52 @@ func TestServeCapsFilesOutInTotal(t *testing.T) {
 	}
 	if res.ExitCode != 0 || !res.FilesTruncated || len(res.Files) != 4 || sum != 4<<20 {
 		t.Fatalf("exit %d stderr %q: %d files, %d bytes, truncated %v; want 4 files of 1 MiB, truncated", res.ExitCode, res.Stderr, len(res.Files), sum, res.FilesTruncated)
+	}
+}
+
+// Every path flag of serve (and init's, which serve takes too) is made absolute at start,
+// against the working directory, from a flag or its PYEXEC_ variable: pyexec's processes work
+// in other directories (a relative --work-dir made every execution fail). --python keeps a bare
+// command name, which is looked up on PATH.
+func TestPathFlagsMadeAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.MkdirAll(filepath.Join(dir, "rel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rel", "x"), []byte("numpy\n"), 0o644); err != nil { // --requirements is read
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range settings.Serve {
+		if !s.Path {
+			continue
+		}
+		n++
+		for _, byEnv := range []bool{false, true} {
+			var extra []string
+			if s.Flag == "runner-socket" {
+				extra = []string{"--runner-uid", "1000"}
+			}
+			var c *ServeConfig
+			if byEnv {
+				c = parseServe(t, map[string]string{s.Env(): "rel/x"}, extra...)
+			} else {
+				c = parseServe(t, nil, append(extra, "--"+s.Flag, "rel/x")...)
+			}
+			vars := c.vars()
+			if s.Preflight {
+				vars = c.Init.vars()
+			}
+			if got, want := *vars[s.Flag].(*string), filepath.Join(dir, "rel", "x"); got != want {
+				t.Errorf("--%s rel/x (by its variable: %v): %q, want %q", s.Flag, byEnv, got, want)
+			}
+		}
+	}
+	if n < 8 {
+		t.Fatalf("%d path flags; socket, work-dir, runner-socket, python, requirements, packages-dir, report and venv-dir are", n)
+	}
+	if c := parseServe(t, nil, "--python", "python3"); c.Init.Python != "python3" {
+		t.Errorf("--python python3: %q, want the command name kept", c.Init.Python)
 	}
 }
