@@ -434,6 +434,17 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	defer stopReaping()
 	if err := becomeReady(ctx, reapCtx, io, g, log, cfg, srv, reaper, reg, kernel, isolation, isoGauge, runnerListener); err != nil {
+		var cannot *cannotStart
+		if errors.As(err, &cannot) && ctx.Err() == nil {
+			// The same flags would fail again: the kubelet's restarts and `kubectl logs` say so,
+			// where a sidecar that stayed up not ready would only fail its probe.
+			log.Error(err, "cannot start: the preflight failed, and would fail again with the same flags and report; fix them and restart")
+			_ = srv.Shutdown(context.Background(), servers...)
+			if runnerListener != nil {
+				runnerListener.Close()
+			}
+			return err
+		}
 		log.Error(err, "not ready")
 	}
 
@@ -488,7 +499,7 @@ func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.
 	report, source, err := loadReport(ctx, io, log, &cfg.Init)
 	if err != nil {
 		srv.SetInfo(boot.WithReport(info, report, source))
-		return err
+		return &cannotStart{err}
 	}
 	path := lookupOr(io.LookupEnv, "PATH", defaultPath)
 	bc := boot.Config{
@@ -541,6 +552,13 @@ func becomeReady(ctx, reapCtx context.Context, io IO, g *globalConfig, log logr.
 		"landlockABI", ready.Isolation.LandlockABI, "network", ready.Isolation.Network, "isolation", activeLayers(ready.Isolation))
 	return nil
 }
+
+// cannotStart is a failure of serve's start that no wait heals: a preflight report that cannot
+// be read, or a preflight that failed (an interpreter that is not there, say).
+type cannotStart struct{ err error }
+
+func (e *cannotStart) Error() string { return "preflight: " + e.err.Error() }
+func (e *cannotStart) Unwrap() error { return e.err }
 
 // acceptRunner refuses a runner that would run code as root, or, with --require-isolation, one
 // that lacks a layer of confinement.

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1043,5 +1044,43 @@ func TestPathFlagsMadeAbsolute(t *testing.T) {
 	}
 	if c := parseServe(t, nil, "--python", "python3"); c.Init.Python != "python3" {
 		t.Errorf("--python python3: %q, want the command name kept", c.Init.Python)
+	}
+}
+
+// A preflight failure that no wait heals — a report that is not JSON, an interpreter that is
+// not there — ends serve at once with exit 1 and the cause, where it once stayed up not ready
+// for ever.
+func TestServeExitsWhenThePreflightCannotPass(t *testing.T) {
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.json")
+	if err := os.WriteFile(corrupt, []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		args []string
+		want string
+	}{
+		"corrupt report": {[]string{"--report", corrupt}, "corrupt.json"},
+		"no interpreter": {[]string{"--report", filepath.Join(dir, "none.json"), "--python", filepath.Join(dir, "no", "python3")}, "python3"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"serve", "--socket", filepath.Join(t.TempDir(), "s.sock"), "--probe-addr", "", "--work-dir", t.TempDir(),
+				"--packages-dir", t.TempDir()}, c.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out, errb bytes.Buffer
+			done := make(chan int, 1)
+			go func() { done <- Main(ctx, args, IO{Stdout: &out, Stderr: &errb, LookupEnv: env(nil)}) }()
+			select {
+			case code := <-done:
+				if code != ExitFailed || !strings.Contains(errb.String(), "cannot start") || !strings.Contains(errb.String(), c.want) {
+					t.Fatalf("exit %d, stderr %s", code, errb.String())
+				}
+			case <-time.After(30 * time.Second):
+				cancel()
+				<-done
+				t.Fatalf("serve still running 30 s on: %s", errb.String())
+			}
+		})
 	}
 }
