@@ -938,7 +938,7 @@ func TestServeSaysWhatIsolationIsMissing(t *testing.T) {
 	cmd.Env = []string{"PYEXEC_TEST_AS_MAIN=1", "PYEXEC_CONTAINER=true", "PATH=/usr/bin:/bin"}
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || !strings.Contains(string(out), "--require-isolation: "+confine.LayerScopedSignals) {
+	if !errors.As(err, &exit) || !strings.Contains(string(out), "--require-isolation: "+confine.LayerScopedSignals) || !strings.Contains(string(out), "To fix: run the pod on nodes") {
 		t.Fatalf("--require-isolation on a kernel without scoped signals: %v\n%s", err, out)
 	}
 }

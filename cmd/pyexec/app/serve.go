@@ -383,7 +383,7 @@ func runServe(ctx context.Context, io IO, g *globalConfig, cfg *ServeConfig) err
 	isolation := kernel.Info(cfg.Network, identity)
 	if missing := kernel.Missing(identity); len(missing) > 0 {
 		if cfg.RequireIsolation {
-			return fmt.Errorf("--require-isolation: %s", describeMissing(missing))
+			return fmt.Errorf("--require-isolation: %s. %s", describeMissing(missing), isolationFix)
 		}
 		log.Info("WARNING: executions are not fully confined", "missing", describeMissing(missing))
 	}
@@ -570,7 +570,7 @@ func (c *ServeConfig) acceptRunner(h runner.Hello, k confine.Kernel) error {
 		return fmt.Errorf("the runner runs as uid %d, not --run-as %d", h.UID, cred.Uid)
 	}
 	if missing := k.Missing(confine.IdentityLayer(h.UID != os.Geteuid())); c.RequireIsolation && len(missing) > 0 {
-		return fmt.Errorf("--require-isolation: %s", describeMissing(missing))
+		return fmt.Errorf("--require-isolation: %s. %s", describeMissing(missing), isolationFix)
 	}
 	return nil
 }
@@ -621,6 +621,11 @@ func activeLayers(iso *api.Isolation) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// isolationFix ends a --require-isolation error: what to do about it.
+const isolationFix = "To fix: run the pod on nodes whose kernel has every layer (Linux 6.12 or later with landlock in its LSM list: " +
+	"uname -r and /sys/kernel/security/lsm on the node), or accept what is missing: --require-isolation=false " +
+	"(the annotation pyexec.dev/require-isolation: \"false\", or the chart's sidecar.requireIsolation: false)"
 
 // describeMissing names the missing layers and what each leaves open.
 func describeMissing(missing []confine.Layer) string {
