@@ -164,10 +164,14 @@ func TestDefaults(t *testing.T) {
 		"failurePolicy is Fail",
 		"sidecar.requireIsolation is true",
 		`pyexec.dev/require-isolation: "false"`,
+		"`helm uninstall` removes it with it", // as the e2e's helm_uninstall finds: no Secret left
 	} {
 		if !strings.Contains(r.Notes, s) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", s, r.Notes)
 		}
+	}
+	if strings.Contains(r.Notes, "kubectl delete secret") {
+		t.Error("NOTES.txt asks to delete the self-managed Secret by hand, which helm uninstall removes")
 	}
 	if strings.Contains(r.Notes, "sidecar.maxSessions is 0") {
 		t.Error("NOTES.txt says sessions are off while sidecar.maxSessions is 8")
@@ -232,8 +236,8 @@ func TestCertManagerMode(t *testing.T) {
 		t.Errorf("the CA Certificate's Issuer %s is not self-signed", field(root, "metadata", "name"))
 	}
 
-	if !strings.Contains(r.Notes, "kubectl get certificate -n "+releaseNamespace) {
-		t.Errorf("NOTES.txt does not point at the Certificates:\n%s", r.Notes)
+	if !strings.Contains(r.Notes, "kubectl get certificate -n "+releaseNamespace) || !strings.Contains(r.Notes, "cert-manager's Secret stays") {
+		t.Errorf("NOTES.txt does not point at the Certificates, or say what uninstall leaves:\n%s", r.Notes)
 	}
 }
 
