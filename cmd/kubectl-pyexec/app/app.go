@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
@@ -35,6 +37,8 @@ type Deps struct {
 	Metrics MetricsGetter
 	Logs    LogGetter
 	Exec    Executor
+	// Log is where -v logs go: stderr by default.
+	Log io.Writer
 }
 
 // exitError ends the process with code; msg, when set, is printed first.
@@ -74,12 +78,15 @@ func Main(ctx context.Context, args []string, io IO, deps Deps) int {
 	return 1
 }
 
-// KubeOptions are the kubectl flags every command takes.
+// KubeOptions are the kubectl flags every command takes: --kubeconfig, client-go's overrides
+// (clientcmd.RecommendedConfigOverrideFlags: --context, -n, --server, --token, --as,
+// --as-group, --request-timeout, --insecure-skip-tls-verify and the rest, as kubectl takes
+// them), -A, and -v.
 type KubeOptions struct {
 	Kubeconfig    string // --kubeconfig
-	Context       string // --context
-	Namespace     string // -n
-	AllNamespaces bool   // -A
+	Overrides     clientcmd.ConfigOverrides
+	AllNamespaces bool // -A
+	Verbosity     int  // -v: 6 and above log each request to the API server on stderr
 }
 
 // Cluster is what a command works with: the clients and the namespace the flags chose.
@@ -98,12 +105,17 @@ type Cluster struct {
 func (o *KubeOptions) connect(deps Deps) (*Cluster, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.Kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.Context}
-	overrides.Context.Namespace = o.Namespace
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &o.Overrides)
 	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, errors.New("no kubeconfig: none at --kubeconfig, $KUBECONFIG or ~/.kube/config, and not in a pod; " +
+			"give one (--kubeconfig FILE), or the API server and a credential (--server URL --token TOKEN)")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	if o.Verbosity >= 6 {
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &loggedTransport{rt: rt, w: deps.Log} })
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
@@ -153,8 +165,12 @@ func NewRootCommand(io IO, deps Deps) *cobra.Command {
 	root.SetFlagErrorFunc(cli.FlagError)
 	pf := root.PersistentFlags()
 	pf.StringVar(&kube.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
-	pf.StringVar(&kube.Context, "context", "", "the kubeconfig context to use")
-	pf.StringVarP(&kube.Namespace, "namespace", "n", "", "the namespace (default: the context's)")
+	clientcmd.BindOverrideFlags(&kube.Overrides, pf, clientcmd.RecommendedConfigOverrideFlags(""))
+	// -v is kubectl's verbosity, as in every kubectl command; the version is --version.
+	pf.IntVarP(&kube.Verbosity, "v", "v", 0, "log level: 6 and above log each request to the API server on stderr")
+	if deps.Log == nil {
+		deps.Log = io.Stderr
+	}
 	connect := func() (*Cluster, error) { return kube.connect(deps) }
 	root.AddCommand(newStatusCommand(io, kube, connect))
 	root.AddCommand(newReportCommand(io, connect))
@@ -169,4 +185,22 @@ func exactlyOnePod(_ *cobra.Command, args []string) error {
 		return cli.Usagef("give exactly one POD, got %d arguments", len(args))
 	}
 	return nil
+}
+
+// loggedTransport logs each request to the API server and its answer, as kubectl -v 6 does.
+type loggedTransport struct {
+	rt http.RoundTripper
+	w  io.Writer
+}
+
+func (t *loggedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	began := time.Now()
+	resp, err := t.rt.RoundTrip(req)
+	ms := time.Since(began).Milliseconds()
+	if err != nil {
+		fmt.Fprintf(t.w, "%s %s: %v in %d ms\n", req.Method, req.URL, err, ms)
+	} else {
+		fmt.Fprintf(t.w, "%s %s %s in %d ms\n", req.Method, req.URL, resp.Status, ms)
+	}
+	return resp, err
 }

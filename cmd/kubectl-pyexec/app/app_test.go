@@ -303,3 +303,15 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// Without a kubeconfig the plugin says so in its own words (client-go's say to set
+// KUBERNETES_MASTER), and -v is the log level, not the version.
+func TestNoKubeconfig(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), []string{"status", "-v", "6"}, IO{Stdout: &out, Stderr: &errb}, Deps{})
+	if code == 0 || !strings.Contains(errb.String(), "no kubeconfig") || !strings.Contains(errb.String(), "--server URL --token TOKEN") || strings.Contains(errb.String(), "KUBERNETES_MASTER") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}

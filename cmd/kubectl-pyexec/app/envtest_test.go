@@ -23,6 +23,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -445,6 +446,38 @@ func TestRunAndReportAgainstAPIServer(t *testing.T) {
 	code, _, _ = k.run(t, deps, "x = 1\n", "run", "bot", "-n", ns, "-f", "-")
 	if c := fx.calls[len(fx.calls)-1]; code != 3 || c.stdin != "x = 1\n" {
 		t.Errorf("run -f -: exit %d, call %+v", code, c)
+	}
+	// A workload instead of a pod: its newest pod whose sidecar runs.
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	if _, err := k.client.AppsV1().Deployments(ns).Create(context.Background(), &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{Selector: sel, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel.MatchLabels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:test"}}}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web-running", "web-starting"} {
+		p := injectedPod(t, name, true)
+		p.Labels["app"] = "web"
+		var status *corev1.PodStatus
+		if name == "web-running" {
+			status = &st
+		}
+		k.createPod(t, ns, p, status)
+	}
+	code, out, errOut = k.run(t, deps, "", "run", "deploy/web", "-n", ns, "-c", "print(1)", "-v", "6")
+	if c := fx.calls[len(fx.calls)-1]; code != 0 || out != "1\n" || c.pod != "web-running" {
+		t.Errorf("run deploy/web: exit %d, %q %q, exec in %q", code, out, errOut, c.pod)
+	}
+	if !strings.Contains(errOut, "GET https://") || !strings.Contains(errOut, "/apis/apps/v1/namespaces/runs/deployments/web 200 OK") {
+		t.Errorf("-v 6 logs no request: %q", errOut)
+	}
+	for ref, want := range map[string]string{
+		"deploy/missing": `deployments.apps "missing" not found`,
+		"cronjob/x":      `kind "cronjob" is not one of`,
+		"sts/":           "want POD or KIND/NAME",
+	} {
+		if code, _, errOut := k.run(t, deps, "", "run", ref, "-n", ns, "-c", "print(1)"); code != ExitRunFailed || !strings.Contains(errOut, want) {
+			t.Errorf("run %s: exit %d, %q", ref, code, errOut)
+		}
 	}
 	for pod, want := range map[string]string{
 		"plain":    "has no pyexec container: it was not injected",

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // MetricsGetter reads the Prometheus text of a pod's port (path /metrics).
@@ -159,4 +163,75 @@ func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
+}
+
+// resolvePod is the pod that a command's POD argument means: a pod's name (or pod/NAME), or
+// KIND/NAME of a workload — deploy, sts, ds, rs, job, as kubectl spells them — whose newest pod
+// with a running pyexec container it then is.
+func resolvePod(ctx context.Context, c *Cluster, ref string) (string, error) {
+	kind, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		return ref, nil
+	}
+	if name == "" || strings.Contains(name, "/") {
+		return "", fmt.Errorf("%q: want POD or KIND/NAME (pod, deploy, sts, ds, rs, job)", ref)
+	}
+	var sel *metav1.LabelSelector
+	var err error
+	switch strings.ToLower(kind) {
+	case "po", "pod", "pods":
+		return name, nil
+	case "deploy", "deployment", "deployments":
+		var d *appsv1.Deployment
+		if d, err = c.Client.AppsV1().Deployments(c.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			sel = d.Spec.Selector
+		}
+	case "sts", "statefulset", "statefulsets":
+		var s *appsv1.StatefulSet
+		if s, err = c.Client.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			sel = s.Spec.Selector
+		}
+	case "ds", "daemonset", "daemonsets":
+		var d *appsv1.DaemonSet
+		if d, err = c.Client.AppsV1().DaemonSets(c.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			sel = d.Spec.Selector
+		}
+	case "rs", "replicaset", "replicasets":
+		var r *appsv1.ReplicaSet
+		if r, err = c.Client.AppsV1().ReplicaSets(c.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			sel = r.Spec.Selector
+		}
+	case "job", "jobs":
+		var j *batchv1.Job
+		if j, err = c.Client.BatchV1().Jobs(c.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			sel = j.Spec.Selector
+		}
+	default:
+		return "", fmt.Errorf("%q: kind %q is not one of pod, deploy, sts, ds, rs, job", ref, kind)
+	}
+	if err != nil {
+		return "", err
+	}
+	selector, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil || selector.Empty() {
+		return "", fmt.Errorf("%s: no pod selector (%v)", ref, err)
+	}
+	pods, err := c.Client.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	if err != nil {
+		return "", err
+	}
+	var best *corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if st := containerStatus(p, mutation.SidecarName); st == nil || st.State.Running == nil || p.DeletionTimestamp != nil {
+			continue
+		}
+		if best == nil || p.CreationTimestamp.After(best.CreationTimestamp.Time) {
+			best = p
+		}
+	}
+	if best == nil {
+		return "", fmt.Errorf("%s in namespace %s has no pod whose %s container runs (%d pods; kubectl pyexec status)", ref, c.Namespace, mutation.SidecarName, len(pods.Items))
+	}
+	return best.Name, nil
 }

@@ -53,6 +53,9 @@ func newReportCommand(io IO, connect func() (*Cluster, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.Pod, err = resolvePod(cmd.Context(), c, cfg.Pod); err != nil {
+				return err
+			}
 			raw, err := ReadReport(cmd.Context(), c, cfg.Pod)
 			if err != nil {
 				return err

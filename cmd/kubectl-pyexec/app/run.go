@@ -90,6 +90,9 @@ func newRunCommand(sio IO, connect func() (*Cluster, error)) *cobra.Command {
 			if err != nil {
 				return &exitError{code: ExitRunFailed, msg: err.Error()}
 			}
+			if cfg.Pod, err = resolvePod(cmd.Context(), c, cfg.Pod); err != nil {
+				return &exitError{code: ExitRunFailed, msg: err.Error()}
+			}
 			return Run(cmd.Context(), c, cfg, stdin, sio.Stdout, sio.Stderr)
 		},
 	}
