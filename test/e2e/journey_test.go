@@ -844,6 +844,10 @@ func stepPlugin(t *testing.T, cs *kubernetes.Clientset) {
 		if out, code := plugin(t, "run", pod.Name, "-n", appNS, "-c", "import sys; sys.exit(3)"); code != 3 {
 			t.Fatalf("kubectl pyexec run of sys.exit(3): exit %d\n%s", code, out)
 		}
+		// The Deployment instead of its pod, as kubectl exec takes it.
+		if out, code := plugin(t, "run", "deploy/bot", "-n", appNS, "-c", "print(6 * 7)"); code != 0 || out != "42\n" {
+			t.Fatalf("kubectl pyexec run deploy/bot: exit %d\n%s", code, out)
+		}
 	})
 
 	t.Run("status", func(t *testing.T) {
