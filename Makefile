@@ -26,7 +26,7 @@ LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)
 PLUGIN_PLATFORMS      := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 PLUGIN_TEST_PLATFORMS := darwin/arm64 windows/amd64
 
-.PHONY: deps build cross demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
+.PHONY: deps build cross krew demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -53,6 +53,12 @@ cross:
 		echo "kubectl-pyexec $$os/$$arch"; \
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -ldflags "$(LDFLAGS)" -o bin/$$os-$$arch/kubectl-pyexec$$ext ./cmd/kubectl-pyexec || exit 1; \
 	done
+
+# The Krew archives and manifest (dist/pyexec.yaml) of a release: the archives go to KREW_URL,
+# the manifest to a Krew index. KREW_VERSION is vMAJOR.MINOR.PATCH.
+krew: cross
+	@test -n "$(KREW_VERSION)" -a -n "$(KREW_URL)" -a -n "$(KREW_HOMEPAGE)" || { echo "make krew KREW_VERSION=v0.1.0 KREW_URL=https://... KREW_HOMEPAGE=https://..."; exit 2; }
+	$(GO) run ./internal/krew/gen -version $(KREW_VERSION) -url $(KREW_URL) -homepage $(KREW_HOMEPAGE) -platforms "$(PLUGIN_PLATFORMS)" -out dist bin
 
 demo: deps build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
