@@ -907,8 +907,8 @@ func stepPlugin(t *testing.T, cs *kubernetes.Clientset) {
 	})
 
 	t.Run("check", func(t *testing.T) {
-		if out, code := plugin(t, "check"); code != 0 || strings.Contains(out, "FAIL") {
-			t.Fatalf("kubectl pyexec check on a healthy install: exit %d\n%s", code, out)
+		if out, code := plugin(t, "check"); code != 0 || strings.Contains(out, "FAIL") || !strings.Contains(out, "offers every layer pyexec uses; the sidecar of ") {
+			t.Fatalf("kubectl pyexec check on a healthy install (the node's kernel and what its sidecar found too): exit %d\n%s", code, out)
 		}
 		// A caBundle of another CA: the API server could not reach the webhook.
 		hooks, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, release, metav1.GetOptions{})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,7 +74,10 @@ func newCheckCommand(io IO, connect func() (*Cluster, error)) *cobra.Command {
 			"  - its caBundle verifies the injector's serving certificate (from the certificate's Secret)\n" +
 			"  - the injector's Service has ready endpoints\n" +
 			"  - no namespace with pods labelled pyexec.dev/inject=true is excluded by the webhook's\n" +
-			"    namespaceSelector (pods of every namespace are looked at)",
+			"    namespaceSelector (pods of every namespace are looked at)\n" +
+			"  - each node's kernel (its node info) offers every layer of confinement: below Linux 6.12 a\n" +
+			"    sidecar that requires them (the chart's sidecar.requireIsolation) refuses to start; where a\n" +
+			"    sidecar runs, the layers it found (Landlock also needs landlock in the boot LSM list)",
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.webhookSet = cmd.Flags().Changed("webhook-config")
@@ -123,7 +127,88 @@ func Check(ctx context.Context, c *Cluster, cfg *CheckConfig) []Finding {
 		out = append(out, checkCABundle(ctx, c, cfg, wc.Name, &wh)...)
 		out = append(out, checkEndpoints(ctx, c, &wh))
 	}
-	return append(out, checkNamespaces(ctx, c, wc))
+	out = append(out, checkNamespaces(ctx, c, wc))
+	return append(out, checkNodes(ctx, c)...)
+}
+
+// isolationFix is the fix of a node where a sidecar that requires every layer of confinement
+// refuses to start.
+const isolationFix = "run pyexec pods on nodes with Linux 6.12 or later and landlock in the boot LSM list (a nodeSelector or node " +
+	"affinity on the workload), or accept what is missing: the chart's sidecar.requireIsolation: false, or the pod annotation " +
+	"pyexec.dev/require-isolation: \"false\""
+
+// checkNodes reads each node's kernel from its node info and, where a sidecar runs on it, the
+// layers of confinement that sidecar found (its metrics): it names the nodes where a sidecar that
+// requires every layer (sidecar.requireIsolation, the chart's default) refuses to start — below
+// Linux 5.13 no Landlock, below 6.12 no scoped signals. Whether Landlock is in a node's boot LSM
+// list the API does not say: where no sidecar has run, that is unknown.
+func checkNodes(ctx context.Context, c *Cluster) []Finding {
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return []Finding{fail("grant list on nodes (a ClusterRole) to read their kernels", "cannot list the nodes: %v", err)}
+	}
+	pods, _ := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: mutation.LabelInject + "=" + mutation.LabelInjectEnabled})
+	onNode := map[string]*corev1.Pod{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if st := containerStatus(p, mutation.SidecarName); st != nil && st.State.Running != nil && p.Spec.NodeName != "" && onNode[p.Spec.NodeName] == nil {
+			onNode[p.Spec.NodeName] = p
+		}
+	}
+	var out []Finding
+	for _, n := range nodes.Items {
+		kv := n.Status.NodeInfo.KernelVersion
+		major, minor, ok := kernelVersion(kv)
+		saw, missing := "no pyexec sidecar runs there, so whether landlock is in its boot LSM list is unknown", []string(nil)
+		if p := onNode[n.Name]; p != nil {
+			sidecar, _ := sidecarContainer(p, mutation.SidecarName)
+			mctx, cancel := context.WithTimeout(ctx, metricsTimeout)
+			text, err := c.Metrics.Metrics(mctx, p.Namespace, p.Name, probePort(sidecar))
+			cancel()
+			var m *SidecarMetrics
+			if err == nil {
+				m, err = ParseMetrics(text)
+			}
+			if err == nil {
+				var active int
+				active, missing = m.ActiveLayers()
+				saw = fmt.Sprintf("the sidecar of %s/%s found %d/%d layers", p.Namespace, p.Name, active, active+len(missing))
+			} else {
+				saw = fmt.Sprintf("the metrics of %s/%s: %s", p.Namespace, p.Name, firstLine(err.Error()))
+			}
+		}
+		switch {
+		case !ok:
+			out = append(out, okf("node %s: kernel %q not understood; %s", n.Name, kv, saw))
+		case major < 5 || major == 5 && minor < 13:
+			out = append(out, fail(isolationFix, "node %s: Linux %s has no Landlock: a sidecar that requires every layer refuses to start there (%s)", n.Name, kv, saw))
+		case major < 6 || major == 6 && minor < 12:
+			out = append(out, fail(isolationFix, "node %s: Linux %s has Landlock without scoped signals (6.12): a sidecar that requires every layer refuses to start there (%s)", n.Name, kv, saw))
+		case len(missing) > 0:
+			out = append(out, fail(isolationFix+"; on a 6.12 kernel a missing Landlock layer means landlock is not in the boot LSM list (cat /sys/kernel/security/lsm)",
+				"node %s: Linux %s, but %s, missing %s", n.Name, kv, saw, strings.Join(missing, ",")))
+		default:
+			out = append(out, okf("node %s: Linux %s offers every layer pyexec uses; %s", n.Name, kv, saw))
+		}
+	}
+	return out
+}
+
+// kernelVersion is the major and minor version of a kernel version string ("6.1.0-18-amd64").
+func kernelVersion(s string) (major, minor int, ok bool) {
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	digits := func(s string) string {
+		if i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+			return s[:i]
+		}
+		return s
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(digits(parts[1]))
+	return major, minor, err1 == nil && err2 == nil
 }
 
 // checkVersion asks the API server its version.

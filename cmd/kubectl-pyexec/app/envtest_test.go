@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -607,6 +608,45 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 		}
 	}
 
+	// Nodes: their kernels, and the layers a sidecar running there found.
+	nodes := k.client.CoreV1().Nodes()
+	for name, kernel := range map[string]string{"old": "6.1.0-18-amd64", "new": "6.18.2-arch1-1", "nolsm": "6.12.9", "odd": "weird"} {
+		n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Status.NodeInfo.KernelVersion = kernel
+		if _, err := nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nodes.Delete(ctx, name, metav1.DeleteOptions{}) })
+	}
+	noLandlock := maps.Clone(allLayers)
+	noLandlock["landlock_filesystem"], noLandlock["scoped_signals"] = false, false
+	served := fakeMetrics{"on-new": sidecarMetricsText(t, true, allLayers, nil, 0, nil), "on-nolsm": sidecarMetricsText(t, true, noLandlock, nil, 0, nil)}
+	for pod, node := range map[string]string{"on-new": "new", "on-nolsm": "nolsm"} {
+		p := injectedPod(t, pod, true)
+		p.Spec.NodeName = node
+		k.createPod(t, "chk", p, &corev1.PodStatus{Phase: corev1.PodRunning, InitContainerStatuses: []corev1.ContainerStatus{running(mutation.SidecarName, true)}})
+		t.Cleanup(func() { k.client.CoreV1().Pods("chk").Delete(ctx, pod, metav1.DeleteOptions{}) })
+	}
+	code, out, _ = k.run(t, Deps{Metrics: served}, "", "check")
+	t.Logf("kubectl pyexec check (nodes):\n%s", out)
+	for _, want := range []string{
+		"FAIL  node old: Linux 6.1.0-18-amd64 has Landlock without scoped signals (6.12): a sidecar that requires every layer refuses to start there (no pyexec sidecar runs there, so whether landlock is in its boot LSM list is unknown)\n      fix: run pyexec pods on nodes with Linux 6.12 or later",
+		"ok    node new: Linux 6.18.2-arch1-1 offers every layer pyexec uses; the sidecar of chk/on-new found 6/6 layers",
+		"FAIL  node nolsm: Linux 6.12.9, but the sidecar of chk/on-nolsm found 4/6 layers, missing landlock_filesystem,scoped_signals",
+		"cat /sys/kernel/security/lsm",
+		`ok    node odd: kernel "weird" not understood`,
+	} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("check of the nodes: exit %d, lacks %q", code, want)
+		}
+	}
+	for _, name := range []string{"old", "new", "nolsm", "odd"} {
+		nodes.Delete(ctx, name, metav1.DeleteOptions{})
+	}
+
 	// A caBundle of another CA: check names it.
 	other, _ := certs.NewBundle([]string{"pyexec.pyexec-system.svc"}, time.Now(), nil)
 	wc.Webhooks[0].ClientConfig.CABundle = other.CABundle()
@@ -681,4 +721,14 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "FAIL  MutatingWebhookConfiguration pyexec not found: no pod is injected\n      fix: install the injector: helm install") {
 		t.Errorf("not installed: exit %d:\n%s", code, out)
 	}
+}
+
+// fakeMetrics serves a sidecar's metrics by pod name.
+type fakeMetrics map[string][]byte
+
+func (f fakeMetrics) Metrics(_ context.Context, _, pod string, _ int) ([]byte, error) {
+	if text, ok := f[pod]; ok {
+		return text, nil
+	}
+	return nil, fmt.Errorf("no metrics of %s", pod)
 }
