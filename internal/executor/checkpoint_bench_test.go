@@ -33,14 +33,10 @@ def _digest():
 print(_digest())
 `
 
-// BenchmarkCheckpoint is the time to take a checkpoint of a session and to restore it, in fork
-// mode, with 0, 100 MB and 1 GB of numpy arrays in the session; the memory a checkpoint adds
-// (PSS of the session's processes) right after it and once the session rewrote 10% of its data;
-// and that the restored session's globals are the checkpoint's (a digest of names, types and
-// array bytes). It reports p50 and p99 of each operation.
-//
-//	go test ./internal/executor -run '^$' -bench Checkpoint -benchtime 20x
-func BenchmarkCheckpoint(b *testing.B) {
+// benchFork is a fork-mode executor, confined as the kernel allows, for the benchmarks of
+// sessions' checkpoints and forks.
+func benchFork(b *testing.B) *Fork {
+	b.Helper()
 	py := testutil.RequireSystemPython(b)
 	cfg := SpawnConfig{Python: py, WorkDir: b.TempDir(), Path: "/usr/bin:/bin", Isolation: Isolation{Kernel: confine.Probe(confine.NoCap)}, Log: logr.Discard()}
 	fk, err := NewFork(ForkConfig{SpawnConfig: cfg, Preload: []string{"json"}})
@@ -51,6 +47,18 @@ func BenchmarkCheckpoint(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(fk.Close)
+	return fk
+}
+
+// BenchmarkCheckpoint is the time to take a checkpoint of a session and to restore it, in fork
+// mode, with 0, 100 MB and 1 GB of numpy arrays in the session; the memory a checkpoint adds
+// (PSS of the session's processes) right after it and once the session rewrote 10% of its data;
+// and that the restored session's globals are the checkpoint's (a digest of names, types and
+// array bytes). It reports p50 and p99 of each operation.
+//
+//	go test ./internal/executor -run '^$' -bench Checkpoint -benchtime 20x
+func BenchmarkCheckpoint(b *testing.B) {
+	fk := benchFork(b)
 	for _, mb := range []int{0, 100, 1000} {
 		b.Run(fmt.Sprintf("%dMB", mb), func(b *testing.B) {
 			lim := defaultLimits
@@ -123,16 +131,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 //
 //	go test ./internal/executor -run '^$' -bench Fork -benchtime 20x
 func BenchmarkFork(b *testing.B) {
-	py := testutil.RequireSystemPython(b)
-	cfg := SpawnConfig{Python: py, WorkDir: b.TempDir(), Path: "/usr/bin:/bin", Isolation: Isolation{Kernel: confine.Probe(confine.NoCap)}, Log: logr.Discard()}
-	fk, err := NewFork(ForkConfig{SpawnConfig: cfg, Preload: []string{"json"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := fk.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(fk.Close)
+	fk := benchFork(b)
 	for _, mb := range []int{0, 100, 1000} {
 		b.Run(fmt.Sprintf("%dMB", mb), func(b *testing.B) {
 			lim := defaultLimits

@@ -261,17 +261,9 @@ class _Family:
         """Kill the strays (see strays) — while an op runs, but those that appeared since it
         began: one may be what it adopts; it ends within _OP_TIMEOUT, and they with the next
         sweep. Never waits for an op."""
-        import signal
-
         for _ in range(100):
-            pids = self.strays(spare=True)
-            if not pids:
+            if not _kill_all(self.strays(spare=True)):
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
             self.reap()
 
     def grow(self, parent, branches):
@@ -337,20 +329,12 @@ class _Family:
     def leave(self, m):
         """m's session ended: its processes are killed, and pyexec hears so from its socket. The
         session alone: the supervisor ends next, and kills what is left."""
-        import signal
-
         from .tree import ended as gone
 
         if self.forked:
             for _ in range(100):
-                pids = [pid for pid in m.pids(strays=False) if not gone(pid)]
-                if not pids:
+                if not _kill_all([pid for pid in m.pids(strays=False) if not gone(pid)]):
                     break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
             self.kill_strays()
             for n in list(m.checkpoints):
                 m.let_go(n)
@@ -359,6 +343,18 @@ class _Family:
             if m in self.members:
                 self.members.remove(m)
         m.ctl.close()
+
+
+def _kill_all(pids):
+    """SIGKILL each of pids that is still there; whether there were any."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return bool(pids)
 
 
 def _kill_task(tid):
@@ -453,14 +449,8 @@ class _State:
         keep = self.keep()
         for _ in range(10000):
             listed = self.pids(strays=False) if self.fam.forked else tree_pids(os.getpid())
-            others = [pid for pid in listed if pid not in keep and not ended(pid)]
-            if not others:
+            if not _kill_all([pid for pid in listed if pid not in keep and not ended(pid)]):
                 break
-            for pid in others:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
         if self.fam.forked:
             self.fam.kill_strays()
 
