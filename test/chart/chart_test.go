@@ -23,6 +23,8 @@ import (
 	psaapi "k8s.io/pod-security-admission/api"
 	psapolicy "k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pyexec/pyexec/internal/mutation"
 )
 
 // What the default render of the test release must produce. The names tie the objects
@@ -440,6 +442,73 @@ webhook:
 			}
 		},
 	}, {
+		name: "images by digest, pull secrets, priority and spread of the injector",
+		values: `
+image:
+  digest: sha256:` + strings.Repeat("a", 64) + `
+sidecar:
+  image:
+    repository: registry.example.com/pyexec
+    digest: sha256:` + strings.Repeat("b", 64) + `
+imagePullSecrets:
+  - name: regcred
+priorityClassName: system-cluster-critical
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        app.kubernetes.io/name: pyexec-injector
+`,
+		check: func(t *testing.T, r *release) {
+			c := injectorContainer(t, r)
+			if c.Image != "pyexec-injector@sha256:"+strings.Repeat("a", 64) {
+				t.Errorf("injector image %q, want by digest", c.Image)
+			}
+			if got := argValue(t, c.Args, "--sidecar-image"); got != "registry.example.com/pyexec@sha256:"+strings.Repeat("b", 64) {
+				t.Errorf("--sidecar-image = %q, want by digest", got)
+			}
+			spec := r.Deployment.Spec.Template.Spec
+			if len(spec.ImagePullSecrets) != 1 || spec.ImagePullSecrets[0].Name != "regcred" || spec.PriorityClassName != "system-cluster-critical" ||
+				len(spec.TopologySpreadConstraints) != 1 || spec.TopologySpreadConstraints[0].TopologyKey != "topology.kubernetes.io/zone" {
+				t.Errorf("pull secrets %v, priority %q, spread %+v", spec.ImagePullSecrets, spec.PriorityClassName, spec.TopologySpreadConstraints)
+			}
+		},
+	}, {
+		name:   "monitors of the injector and of the sidecars",
+		values: "metrics:\n  serviceMonitor:\n    enabled: true\n    interval: 30s\nsidecar:\n  podMonitor:\n    enabled: true\n",
+		check: func(t *testing.T, r *release) {
+			if len(r.ServiceMonitors) != 1 || len(r.PodMonitors) != 1 {
+				t.Fatalf("%d ServiceMonitors, %d PodMonitors; want one of each", len(r.ServiceMonitors), len(r.PodMonitors))
+			}
+			sm, pm := r.ServiceMonitors[0], r.PodMonitors[0]
+			ep := lookup(sm, "spec", "endpoints").([]any)[0].(map[string]any)
+			if ep["port"] != "metrics" || ep["interval"] != "30s" || lookup(sm, "spec", "selector", "matchLabels", nameLabel) != injectorName {
+				t.Errorf("ServiceMonitor %v", sm)
+			}
+			pep := lookup(pm, "spec", "podMetricsEndpoints").([]any)[0].(map[string]any)
+			if pep["port"] != mutation.ProbePortName || pep["path"] != "/metrics" || lookup(pm, "spec", "selector", "matchLabels", mutation.LabelInject) != mutation.LabelInjectEnabled ||
+				lookup(pm, "spec", "namespaceSelector", "any") != true {
+				t.Errorf("PodMonitor %v", pm)
+			}
+			var svcMetrics bool
+			for _, p := range r.Service.Spec.Ports {
+				svcMetrics = svcMetrics || p.Name == "metrics"
+			}
+			if !svcMetrics {
+				t.Error("the ServiceMonitor's port is not on the Service")
+			}
+		},
+	}, {
+		name:   "no ServiceMonitor without metrics",
+		values: "metrics:\n  enabled: false\n  serviceMonitor:\n    enabled: true\n",
+		check: func(t *testing.T, r *release) {
+			if len(r.ServiceMonitors) != 0 || len(r.PodMonitors) != 0 {
+				t.Errorf("%d ServiceMonitors, %d PodMonitors with metrics off", len(r.ServiceMonitors), len(r.PodMonitors))
+			}
+		},
+	}, {
 		name:   "PodDisruptionBudget disabled",
 		values: "podDisruptionBudget:\n  enabled: false\n",
 		check: func(t *testing.T, r *release) {
@@ -489,6 +558,12 @@ func TestSchemaRejects(t *testing.T) {
 		"minAvailable neither int nor %":   "podDisruptionBudget:\n  minAvailable: half\n",
 		"bad namespace selector operator":  "webhook:\n  namespaceSelector:\n    extraMatchExpressions:\n      - {key: a, operator: Equals}\n",
 		"unknown top-level key":            "replicas: 3\n",
+		"digest not sha256":                "image:\n  digest: md5:abc\n",
+		"digest too short":                 "sidecar:\n  image:\n    digest: sha256:abc\n",
+		"pull secret without a name":       "imagePullSecrets:\n  - secret: regcred\n",
+		"pull secrets as names":            "imagePullSecrets: [regcred]\n",
+		"scrape interval in words":         "metrics:\n  serviceMonitor:\n    interval: thirty seconds\n",
+		"podMonitor enabled a string":      "sidecar:\n  podMonitor:\n    enabled: \"yes\"\n",
 		"unknown nested key":               "webhook:\n  failurePolicyy: Ignore\n",
 		"unknown sidecar image key":        "sidecar:\n  image:\n    digest: sha256:0\n",
 		"uidRange one number":              "identity:\n  uidRange: \"100000\"\n",

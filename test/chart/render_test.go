@@ -43,6 +43,8 @@ type release struct {
 	Webhook             *admissionregistrationv1.MutatingWebhookConfiguration
 	Issuers             []map[string]any // cert-manager.io/v1 Issuer
 	Certificates        []map[string]any // cert-manager.io/v1 Certificate
+	ServiceMonitors     []map[string]any // monitoring.coreos.com/v1 ServiceMonitor
+	PodMonitors         []map[string]any // monitoring.coreos.com/v1 PodMonitor
 	Notes               string
 
 	// Objects holds the metadata of every object, in template order.
@@ -170,6 +172,10 @@ func (r *release) decode(t *testing.T, tmpl, doc string) {
 		r.Issuers = append(r.Issuers, decodeMap(t, obj, data))
 	case "cert-manager.io/v1 Certificate":
 		r.Certificates = append(r.Certificates, decodeMap(t, obj, data))
+	case "monitoring.coreos.com/v1 ServiceMonitor":
+		r.ServiceMonitors = append(r.ServiceMonitors, decodeMap(t, obj, data))
+	case "monitoring.coreos.com/v1 PodMonitor":
+		r.PodMonitors = append(r.PodMonitors, decodeMap(t, obj, data))
 	default:
 		t.Errorf("%v: no test knows this kind", obj)
 	}

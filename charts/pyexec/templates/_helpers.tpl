@@ -61,11 +61,19 @@ The injector's ServiceAccount.
 The injector image, and the image of the containers it injects; both tags default to appVersion.
 */}}
 {{- define "pyexec.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "pyexec.sidecarImage" -}}
+{{- if .Values.sidecar.image.digest -}}
+{{- printf "%s@%s" .Values.sidecar.image.repository .Values.sidecar.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.sidecar.image.repository (.Values.sidecar.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
