@@ -348,6 +348,9 @@ type Defaults struct {
 	// SessionIdleTimeout is what an absent AnnotationSessionIdleTimeout means; 0 means the
 	// sidecar's default, 10m.
 	SessionIdleTimeout time.Duration
+	// MaxCheckpointsPerSession is what an absent AnnotationMaxCheckpointsPerSession means (0
+	// switches checkpoints off); nil means the sidecar's default, 4.
+	MaxCheckpointsPerSession *int
 	// SidecarResources are the requests and limits of pyexec and pyexec-init that
 	// AnnotationCPURequest, AnnotationCPULimit, AnnotationMemoryRequest and
 	// AnnotationMemoryLimit override; nil means DefaultSidecarResources().
@@ -484,6 +487,13 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	minCP, maxCP := intBounds("max-checkpoints-per-session")
 	cfg.MaxCheckpointsPerSession, err = p.optionalInt(AnnotationMaxCheckpointsPerSession, minCP, maxCP,
 		fmt.Sprintf("a whole number of checkpoints from %d (checkpoints off) to %d, such as %d", minCP, maxCP, settings.DefaultMaxCheckpoints))
+	if err == nil && cfg.MaxCheckpointsPerSession == nil && d.MaxCheckpointsPerSession != nil {
+		if n := *d.MaxCheckpointsPerSession; n < minCP || n > maxCP {
+			err = &AnnotationError{AnnotationMaxCheckpointsPerSession, strconv.Itoa(n), fmt.Sprintf("a whole number from %d to %d: the injector's default is out of range", minCP, maxCP)}
+		} else {
+			cfg.MaxCheckpointsPerSession = ptr.To(n)
+		}
+	}
 	errs = append(errs, err)
 	minHW, maxHW := intBounds("runner-memory-high-water")
 	cfg.RunnerMemoryHighWater, err = p.optionalInt(AnnotationRunnerMemoryHighWater, minHW, maxHW,

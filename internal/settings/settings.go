@@ -274,6 +274,7 @@ var Serve = []Setting{
 		Doc: "the longest idle timeout a session may ask for; the bound of the session idle timeout annotation"},
 	{Flag: "max-checkpoints-per-session", Group: GroupSessions, Default: DefaultMaxCheckpoints, Min: 0, ZeroMeans: "checkpoints off",
 		Annotation: "pyexec.dev/max-checkpoints-per-session", AnnotationMax: 64,
+		InjectorFlag: "max-checkpoints-per-session", ChartValue: "sidecar.maxCheckpointsPerSession",
 		Doc: "checkpoints a session holds at once (POST /v1/sessions/{id}/checkpoints); more get 429 too_many_checkpoints, and a call's \"checkpoint\": true lets the oldest such one go (0: checkpoints off)"},
 	{Flag: "checkpoint-idle-timeout", Group: GroupSessions, Default: DefaultCheckpointIdleTimeout, Min: Positive,
 		Doc: "a checkpoint is let go after this long without a restore (from its creation or its last restore)"},

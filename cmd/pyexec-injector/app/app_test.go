@@ -136,8 +136,9 @@ spec:
 	}
 }
 
-// TestSessionFlags: --max-sessions and --session-idle-timeout, or their variables, reach the
-// config of serve and of inject; their defaults are the sidecar's own.
+// TestSessionFlags: --max-sessions, --session-idle-timeout and --max-checkpoints-per-session,
+// or their variables, reach the config of serve and of inject; their defaults are the
+// sidecar's own.
 func TestSessionFlags(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -145,14 +146,15 @@ func TestSessionFlags(t *testing.T) {
 		env         map[string]string
 		maxSessions int
 		idle        time.Duration
+		checkpoints int
 	}{
-		{name: "defaults", maxSessions: 8, idle: 10 * time.Minute},
-		{name: "flags", args: []string{"--max-sessions=2", "--session-idle-timeout=90s"}, maxSessions: 2, idle: 90 * time.Second},
-		{name: "sessions off", args: []string{"--max-sessions=0"}, maxSessions: 0, idle: 10 * time.Minute},
-		{name: "env", env: map[string]string{"PYEXEC_INJECTOR_MAX_SESSIONS": "16", "PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT": "30m"},
-			maxSessions: 16, idle: 30 * time.Minute},
+		{name: "defaults", maxSessions: 8, idle: 10 * time.Minute, checkpoints: 4},
+		{name: "flags", args: []string{"--max-sessions=2", "--session-idle-timeout=90s", "--max-checkpoints-per-session=9"}, maxSessions: 2, idle: 90 * time.Second, checkpoints: 9},
+		{name: "sessions off", args: []string{"--max-sessions=0"}, maxSessions: 0, idle: 10 * time.Minute, checkpoints: 4},
+		{name: "env", env: map[string]string{"PYEXEC_INJECTOR_MAX_SESSIONS": "16", "PYEXEC_INJECTOR_SESSION_IDLE_TIMEOUT": "30m", "PYEXEC_INJECTOR_MAX_CHECKPOINTS_PER_SESSION": "0"},
+			maxSessions: 16, idle: 30 * time.Minute, checkpoints: 0},
 		{name: "flags over env", args: []string{"--max-sessions=1"},
-			env: map[string]string{"PYEXEC_INJECTOR_MAX_SESSIONS": "16"}, maxSessions: 1, idle: 10 * time.Minute},
+			env: map[string]string{"PYEXEC_INJECTOR_MAX_SESSIONS": "16"}, maxSessions: 1, idle: 10 * time.Minute, checkpoints: 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -170,7 +172,7 @@ func TestSessionFlags(t *testing.T) {
 					t.Fatalf("%s: %v", cmd[0], err)
 				}
 			}
-			if serve == nil || serve.MaxSessions != tt.maxSessions || serve.SessionIdleTimeout != tt.idle {
+			if serve == nil || serve.MaxSessions != tt.maxSessions || serve.SessionIdleTimeout != tt.idle || serve.MaxCheckpoints != tt.checkpoints || inj.MaxCheckpoints != tt.checkpoints {
 				t.Errorf("serve config %+v, want maxSessions %d, sessionIdleTimeout %v", serve, tt.maxSessions, tt.idle)
 			}
 			if inj == nil || inj.MaxSessions != tt.maxSessions || inj.SessionIdleTimeout != tt.idle {

@@ -30,6 +30,7 @@ type InjectConfig struct {
 
 	MaxSessions        int           // --max-sessions: 0 switches sessions off
 	SessionIdleTimeout time.Duration // --session-idle-timeout
+	MaxCheckpoints     int           // --max-checkpoints-per-session: 0 switches checkpoints off
 
 	Pod PodConfig // --uid-range, the containers' resources, --runner-shm-size
 }
@@ -109,7 +110,7 @@ func newInjectCommand(io IO, run func(context.Context, *InjectConfig) error) *co
 	f.BoolVar(&cfg.NativeSidecar, "native-sidecar", true, "inject the sidecar as a native sidecar (Kubernetes 1.29 or newer)")
 	f.BoolVar(&cfg.Force, "force", false, "inject pod templates that lack the pyexec.dev/inject label too")
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
-	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
+	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout, &cfg.MaxCheckpoints)
 	addPodFlags(f, &cfg.Pod)
 	return cmd
 }
@@ -128,7 +129,7 @@ func runInject(sio IO, cfg *InjectConfig) error {
 	d := mutation.Defaults{
 		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation,
-		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
+		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout, MaxCheckpointsPerSession: &cfg.MaxCheckpoints,
 	}
 	cfg.Pod.apply(&d)
 	// Warnings go to stderr, as kubectl prints an API server's: the manifests on stdout stay whole.
@@ -147,13 +148,16 @@ func addConfinementFlags(f *pflag.FlagSet, network *string, requireIsolation *bo
 }
 
 // addSessionFlags adds the flags of serve and inject that set the injected sidecars'
-// PYEXEC_MAX_SESSIONS and PYEXEC_SESSION_IDLE_TIMEOUT, the defaults of pyexec.dev/max-sessions
-// and pyexec.dev/session-idle-timeout. Their defaults are the chart's.
-func addSessionFlags(f *pflag.FlagSet, maxSessions *int, idle *time.Duration) {
+// PYEXEC_MAX_SESSIONS, PYEXEC_SESSION_IDLE_TIMEOUT and PYEXEC_MAX_CHECKPOINTS_PER_SESSION, the
+// defaults of pyexec.dev/max-sessions, pyexec.dev/session-idle-timeout and
+// pyexec.dev/max-checkpoints-per-session. Their defaults are the chart's.
+func addSessionFlags(f *pflag.FlagSet, maxSessions *int, idle *time.Duration, checkpoints *int) {
 	f.IntVar(maxSessions, "max-sessions", injectorDefault[int]("max-sessions"),
 		"sessions that injected sidecars keep open at once (0 switches sessions off), unless a pod's pyexec.dev/max-sessions says otherwise")
 	f.DurationVar(idle, "session-idle-timeout", injectorDefault[time.Duration]("session-idle-timeout"),
 		"how long a session of an injected sidecar lives without a call (at most the sidecar's max session idle timeout, 1h), unless a pod's pyexec.dev/session-idle-timeout says otherwise")
+	f.IntVar(checkpoints, "max-checkpoints-per-session", injectorDefault[int]("max-checkpoints-per-session"),
+		"checkpoints a session of an injected sidecar holds at once (0 switches checkpoints off, at most 64), unless a pod's pyexec.dev/max-checkpoints-per-session says otherwise")
 }
 
 // injectorDefault is the default of the injector's flag for the sidecar setting of that flag.

@@ -67,6 +67,9 @@ type ServeConfig struct {
 	// defaults of pyexec.dev/max-sessions and pyexec.dev/session-idle-timeout.
 	MaxSessions        int
 	SessionIdleTimeout time.Duration
+	// MaxCheckpoints is the injected sidecars' default of pyexec.dev/max-checkpoints-per-session
+	// (0 switches checkpoints off).
+	MaxCheckpoints int
 	// Pod holds the injected pods' uid range, resources and /dev/shm size.
 	Pod PodConfig
 	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
@@ -174,7 +177,7 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	f.StringVar(&cfg.PullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected containers")
 	f.StringVar(&cfg.NativeSidecar, "native-sidecar", "auto", "auto (from the API server version: 1.29 or newer), true or false")
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
-	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout)
+	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout, &cfg.MaxCheckpoints)
 	addPodFlags(f, &cfg.Pod)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
 	f.BoolVar(&cfg.Watchdog, "watchdog", false, "report pods labeled "+mutation.LabelInject+"=true that run without the pyexec sidecar (a Warning Event "+watchdog.ReasonNotInjected+" and metrics); one replica at a time (leader election in --namespace)")
@@ -222,7 +225,8 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 		return err
 	}
 	defaults := mutation.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
-		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout}
+		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
+		MaxCheckpointsPerSession: &cfg.MaxCheckpoints}
 	cfg.Pod.apply(&defaults) // Rand stays nil: crypto/rand, safe for concurrent admissions
 	handler := podwebhook.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
 	mgr.GetWebhookServer().Register(podwebhook.Path, &webhook.Admission{Handler: handler})
