@@ -88,11 +88,7 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	logr.FromContextOrDiscard(r.Context()).Info("restored", "session", e.id, "checkpoint", body.Checkpoint)
-	s.sessions.mu.Lock()
-	info := e.describe(false)
-	s.sessions.mu.Unlock()
-	info.MemoryBytes = e.ss.Memory()
-	writeJSON(w, http.StatusOK, info)
+	writeJSON(w, http.StatusOK, s.sessions.describe(e))
 }
 
 // checkpointFailed answers a failure of a checkpoint's request on session e.

@@ -84,10 +84,8 @@ func (s *Server) handleFork(w http.ResponseWriter, r *http.Request) {
 		s.m.sessionsOpen.Inc()
 		s.sessions.mu.Lock()
 		e.branches = append(e.branches, child.id)
-		info := child.describe(false)
 		s.sessions.mu.Unlock()
-		info.MemoryBytes = b.Memory()
-		out = append(out, info)
+		out = append(out, s.sessions.describe(child))
 	}
 	s.m.fork("ok")
 	logr.FromContextOrDiscard(r.Context()).Info("forked", "session", e.id, "branches", ids, "ms", float64(time.Since(began).Microseconds())/1000)

@@ -90,6 +90,16 @@ func newSessionTable() *sessionTable {
 	return &sessionTable{open: map[string]*session{}, ended: map[string]endedSession{}}
 }
 
+// describe is what the API says of session e, its memory read now (outside the table's lock:
+// a remote session asks the runner).
+func (t *sessionTable) describe(e *session) api.Session {
+	t.mu.Lock()
+	info := e.describe(false)
+	t.mu.Unlock()
+	info.MemoryBytes = e.ss.Memory()
+	return info
+}
+
 // describe is what the API says of a session; the caller holds the table's lock.
 func (e *session) describe(memory bool) api.Session {
 	out := api.Session{
@@ -183,11 +193,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	uid, _, _, _ := unixsocket.PeerCred(r.Context())
 	logr.FromContextOrDiscard(r.Context()).Info("session created", "session", e.id, "uid", uid,
 		"idleTimeout", idle.String(), "memoryLimitMb", e.memoryMB, "network", e.network, "owned", owner != "")
-	s.sessions.mu.Lock()
-	info := e.describe(false)
-	s.sessions.mu.Unlock()
-	info.MemoryBytes = ss.Memory()
-	writeJSON(w, http.StatusCreated, info)
+	writeJSON(w, http.StatusCreated, s.sessions.describe(e))
 }
 
 // newSessionRequest checks a session's body against the server's limits.
@@ -375,11 +381,7 @@ func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, r, rerr)
 		return
 	}
-	s.sessions.mu.Lock()
-	info := e.describe(false)
-	s.sessions.mu.Unlock()
-	info.MemoryBytes = e.ss.Memory()
-	writeJSON(w, http.StatusOK, info)
+	writeJSON(w, http.StatusOK, s.sessions.describe(e))
 }
 
 // handleDeleteSession serves DELETE /v1/sessions/{id}: a call running in it ends with it.
