@@ -26,21 +26,23 @@ import (
 const repoRoot = "../../.."
 
 // knownSettingGaps are checks of TestSettingsAgree that fail today and are left to a change of
-// the file they concern (the README is edited by hand). Each key is a check's name as the test
+// the file they concern (docs/cli.md and docs/kubernetes.md are edited by hand). Each key is a check's name as the test
 // reports it; the test fails when a listed gap is closed, so that the list stays true.
 var knownSettingGaps = map[string]string{}
 
 // TestSettingsAgree checks every setting of internal/settings against the places that repeat it:
 // the serve flag (name, variable, default, bounds), the annotation parser and what the
 // injector writes, the injector's flag, the chart's values.yaml, values.schema.json and
-// deployment, and the README's tables.
+// deployment, and the tables of the docs: pyexec serve's flags in docs/cli.md, the annotations,
+// pyexec-injector's flags and the chart's values in docs/kubernetes.md.
 func TestSettingsAgree(t *testing.T) {
 	serve := serveCommandFlags(t)
 	pod := parseAnnotations(t, nil)
 	values := readYAML(t, filepath.Join(repoRoot, "charts/pyexec/values.yaml"))
 	schema := readYAML(t, filepath.Join(repoRoot, "charts/pyexec/values.schema.json"))
 	deployment := readFile(t, filepath.Join(repoRoot, "charts/pyexec/templates/injector/deployment.yaml"))
-	readme := readFile(t, filepath.Join(repoRoot, "README.md"))
+	cliDoc := readFile(t, filepath.Join(repoRoot, "docs/cli.md"))
+	kubeDoc := readFile(t, filepath.Join(repoRoot, "docs/kubernetes.md"))
 
 	gaps := map[string]bool{}
 	check := func(name string, ok bool, format string, args ...any) {
@@ -86,16 +88,16 @@ func TestSettingsAgree(t *testing.T) {
 				check(fmt.Sprintf("%s: annotation %s %s", s.Flag, b.what, b.value), (err == nil) == b.ok,
 					"%s=%s: %v; want accepted %t", s.Annotation, b.value, err, b.ok)
 			}
-			check(s.Flag+": README annotation row", tableRow(readme, "| `"+s.Annotation+"`", s.Default),
-				"README.md has no annotation row starting with `%s` that shows the default `%s`", s.Annotation, readmeValue(s.Default))
+			check(s.Flag+": docs annotation row", tableRow(kubeDoc, "| `"+s.Annotation+"`", s.Default),
+				"docs/kubernetes.md has no annotation row starting with `%s` that shows the default `%s`", s.Annotation, docValue(s.Default))
 		}
 
-		check(s.Flag+": README serve row", tableRowWith(readme, "`--"+s.Flag+"`", s.Env(), s.Default),
-			"README.md has no serve table row with `--%s`, `%s` and the default `%s`", s.Flag, s.Env(), readmeValue(s.Default))
+		check(s.Flag+": docs serve row", tableRowWith(cliDoc, "`--"+s.Flag+"`", s.Env(), s.Default),
+			"docs/cli.md has no serve table row with `--%s`, `%s` and the default `%s`", s.Flag, s.Env(), docValue(s.Default))
 
 		if s.InjectorFlag != "" {
-			check(s.Flag+": README injector row", tableRowWith(readme, "`--"+s.InjectorFlag+"`", "PYEXEC_INJECTOR_"+strings.TrimPrefix(s.Env(), settings.EnvPrefix), nil),
-				"README.md's pyexec-injector table has no row for --%s", s.InjectorFlag)
+			check(s.Flag+": docs injector row", tableRowWith(kubeDoc, "`--"+s.InjectorFlag+"`", "PYEXEC_INJECTOR_"+strings.TrimPrefix(s.Env(), settings.EnvPrefix), nil),
+				"docs/kubernetes.md's pyexec-injector table has no row for --%s", s.InjectorFlag)
 		}
 
 		if s.ChartValue != "" {
@@ -118,7 +120,7 @@ func TestSettingsAgree(t *testing.T) {
 			check(s.Flag+": chart passes it", strings.Contains(deployment, "--"+s.InjectorFlag+"={{") &&
 				lineWith(deployment, "--"+s.InjectorFlag+"=", ".Values."+s.ChartValue),
 				"the injector's deployment does not pass .Values.%s as --%s", s.ChartValue, s.InjectorFlag)
-			check(s.Flag+": README chart value", strings.Contains(readme, "`"+s.ChartValue+"`"), "README.md does not mention `%s`", s.ChartValue)
+			check(s.Flag+": docs chart value", strings.Contains(kubeDoc, "`"+s.ChartValue+"`"), "docs/kubernetes.md does not mention `%s`", s.ChartValue)
 		}
 	}
 	for _, s := range settings.Pod {
@@ -127,30 +129,30 @@ func TestSettingsAgree(t *testing.T) {
 			name = "--" + s.InjectorFlag
 		}
 		if s.Annotation != "" {
-			// The annotation takes the default, and the README's annotation table has its row.
+			// The annotation takes the default, and the annotation table of docs/kubernetes.md has its row.
 			if s.Default != "" {
 				_, err := mutation.ParseConfig(annotatedPod(map[string]string{s.Annotation: s.Default}), mutation.Defaults{Image: "pyexec"})
 				check(name+": annotation takes the default", err == nil, "%s=%s: %v", s.Annotation, s.Default, err)
 			}
-			check(name+": README annotation row", annotationRow(readme, s.Annotation, s.Default),
-				"README.md has no annotation row for `%s` that shows the default %s", s.Annotation, readmeDefault(s.Default))
+			check(name+": docs annotation row", annotationRow(kubeDoc, s.Annotation, s.Default),
+				"docs/kubernetes.md has no annotation row for `%s` that shows the default %s", s.Annotation, docDefault(s.Default))
 		}
 		if s.InjectorFlag != "" {
 			env := "PYEXEC_INJECTOR_" + strings.ToUpper(strings.ReplaceAll(s.InjectorFlag, "-", "_"))
-			check(name+": README injector row", tableRowWith(readme, "`--"+s.InjectorFlag+"`", env, nil) &&
-				(s.Default == "" || tableRowWith(readme, "`--"+s.InjectorFlag+"`", env, s.Default)),
-				"README.md's pyexec-injector table has no row with `--%s`, `%s` and the default %s", s.InjectorFlag, env, readmeDefault(s.Default))
+			check(name+": docs injector row", tableRowWith(kubeDoc, "`--"+s.InjectorFlag+"`", env, nil) &&
+				(s.Default == "" || tableRowWith(kubeDoc, "`--"+s.InjectorFlag+"`", env, s.Default)),
+				"docs/kubernetes.md's pyexec-injector table has no row with `--%s`, `%s` and the default %s", s.InjectorFlag, env, docDefault(s.Default))
 		}
 		if s.ChartValue != "" {
 			v, ok := lookup(values, s.ChartValue)
 			check(name+": chart default", ok == (s.Default != "") && (!ok || sameValue(s.Default, v)),
-				"values.yaml %s is %v; want %s", s.ChartValue, v, readmeDefault(s.Default))
+				"values.yaml %s is %v; want %s", s.ChartValue, v, docDefault(s.Default))
 			_, ok = schemaProperty(schema, s.ChartValue)
 			check(name+": chart schema", ok, "values.schema.json has no %s", s.ChartValue)
 			check(name+": chart passes it", passesValue(deployment, s.InjectorFlag, s.ChartValue),
 				"the injector's deployment does not pass .Values.%s as --%s", s.ChartValue, s.InjectorFlag)
 			topic := chartTopic(s.ChartValue)
-			check(name+": README chart value", strings.Contains(readme, "`"+topic+"`"), "README.md does not mention `%s`", topic)
+			check(name+": docs chart value", strings.Contains(kubeDoc, "`"+topic+"`"), "docs/kubernetes.md does not mention `%s`", topic)
 		}
 	}
 	for name, reason := range knownSettingGaps {
@@ -173,8 +175,8 @@ func annotationRow(text, annotation, def string) bool {
 	return false
 }
 
-// readmeDefault is a PodSetting's default as a message shows it.
-func readmeDefault(def string) string {
+// docDefault is a PodSetting's default as a message shows it.
+func docDefault(def string) string {
 	if def == "" {
 		return "none"
 	}
@@ -216,7 +218,7 @@ func passesValue(deployment, flag, key string) bool {
 	return false
 }
 
-// chartTopic is the value the README names for a chart key: a container's resources as a
+// chartTopic is the value docs/kubernetes.md names for a chart key: a container's resources as a
 // whole (sidecar.resources for sidecar.resources.requests.cpu), else the key.
 func chartTopic(key string) string {
 	if before, _, ok := strings.Cut(key, ".resources."); ok {
@@ -381,8 +383,8 @@ func flagValue(v any) string {
 	}
 }
 
-// readmeValue is v as the README writes it: durations without zero units (10m, 1h).
-func readmeValue(v any) string {
+// docValue is v as the docs write it: durations without zero units (10m, 1h).
+func docValue(v any) string {
 	d, ok := v.(time.Duration)
 	if !ok {
 		return fmt.Sprint(v)
@@ -428,7 +430,7 @@ func sameValue(want, got any) bool {
 // shows def in backquotes.
 func tableRow(text, prefix string, def any) bool {
 	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, prefix) && (def == nil || strings.Contains(line, "`"+readmeValue(def)+"`")) {
+		if strings.HasPrefix(line, prefix) && (def == nil || strings.Contains(line, "`"+docValue(def)+"`")) {
 			return true
 		}
 	}
@@ -440,7 +442,7 @@ func tableRow(text, prefix string, def any) bool {
 func tableRowWith(text, flag, env string, def any) bool {
 	for _, line := range strings.Split(text, "\n") {
 		if strings.HasPrefix(line, "|") && strings.Contains(line, flag) && strings.Contains(line, "`"+env+"`") &&
-			(def == nil || strings.Contains(line, "`"+readmeValue(def)+"`")) {
+			(def == nil || strings.Contains(line, "`"+docValue(def)+"`")) {
 			return true
 		}
 	}
