@@ -6,7 +6,7 @@
 #               Kubernetes cluster (test/e2e); node 20 or later with npm must be installed
 #               (TestMCPTypeScriptClient runs `npm ci` in test/mcp-ts when needed; not in
 #               APT_PKGS: node from a package that bundles npm, which Debian's npm conflicts with)
-# and, to try pyexec on a local node by hand (see README):
+# and, to try pyexec on a local node by hand (see docs/development.md):
 #   make cluster-up / make cluster-down
 # and, to check that the test cluster boots every time: make cluster-soak
 
@@ -96,7 +96,7 @@ test: deps tools
 	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
 
 # A one-node cluster in the network namespace pyexec-cluster, files in /tmp/pyexec-cluster, with
-# the images of this checkout imported; see README.
+# the images of this checkout imported; see docs/development.md.
 cluster-up: deps tools
 	$(GO) run ./test/cluster/clusterctl up
 
@@ -113,12 +113,12 @@ cluster-soak: deps tools
 bench: deps
 	$(GO) test -run '^$$' -bench . -skip 'Modes|Footprint' -benchtime 20x ./...
 
-# The modes against the original bot's way, with pandas and matplotlib (see README).
+# The modes against the original bot's way, with pandas and matplotlib (see docs/benchmarks.md).
 bench-modes: deps
 	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
 	$(GO) test -run '^$$' -bench Modes -benchtime 40x -timeout 60m -v ./cmd/pyexec/app
 
-# This tree against another build of pyexec, in the same run (see README): BASE is a git ref,
+# This tree against another build of pyexec, in the same run (see docs/benchmarks.md): BASE is a git ref,
 # by default the parent commit; ROUNDS alternating rounds (base, this) of 30 requests each.
 BASE   ?= HEAD~1
 ROUNDS ?= 3
@@ -126,7 +126,7 @@ bench-compare: deps
 	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
 	PYEXEC_BASE_REF=$(BASE) PYEXEC_ROUNDS=$(ROUNDS) $(GO) test -run '^$$' -bench AgainstRef -benchtime 30x -timeout 90m -v ./cmd/pyexec/app
 
-# The memory of an idle pod by process, with pandas and matplotlib (see README); as root.
+# The memory of an idle pod by process, with pandas and matplotlib (see docs/benchmarks.md); as root.
 bench-footprint: deps
 	apt-get install -y -qq python3-pandas python3-matplotlib >/dev/null
 	$(GO) test -run '^$$' -bench Footprint -benchtime 1x -v ./cmd/pyexec/app

@@ -1,5 +1,5 @@
 // Command kubectl-pyexec is the kubectl plugin of pyexec: on PATH as kubectl-pyexec, it runs as
-// `kubectl pyexec status|report|run|check`. See README.md.
+// `kubectl pyexec status|report|run|check`. See docs/operations.md.
 package main
 
 import (

@@ -1,5 +1,5 @@
 // Command pyexec-injector is the mutating admission webhook that injects pyexec into opted-in
-// pods, and `pyexec-injector inject -f FILE` applies the same mutation offline. See README.md.
+// pods, and `pyexec-injector inject -f FILE` applies the same mutation offline. See docs/kubernetes.md.
 package main
 
 import (

@@ -1,5 +1,5 @@
 // Command pyexec runs Python for applications in Kubernetes: `pyexec init` checks the setup
-// once, `pyexec detect` shows container detection. See README.md.
+// once, `pyexec detect` shows container detection. See docs/cli.md.
 package main
 
 import (

@@ -245,7 +245,7 @@ func TestCheckpointOnOlderKernels(t *testing.T) {
 			reached := strings.TrimSpace(res.Stdout) == "one"
 			switch {
 			case abi == 0 && !reached:
-				t.Errorf("without Landlock the copies were out of the code's reach: %+v (then say so in the README)", res)
+				t.Errorf("without Landlock the copies were out of the code's reach: %+v (then say so in docs/sessions.md)", res)
 			case abi == 0:
 				t.Logf("open without Landlock: the session's code reads (and could change) its checkpoints' files")
 			case reached:

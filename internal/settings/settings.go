@@ -1,12 +1,12 @@
 // Package settings is the one definition of the sidecar's settings that more than one part of
 // pyexec knows: the defaults and bounds of `pyexec serve` (cmd/pyexec/app) that the server
 // (internal/server) checks, the injector (internal/mutation, cmd/pyexec-injector) turns annotations and its
-// own flags into, and the chart (charts/pyexec) and README document; and the settings of the
+// own flags into, and the chart (charts/pyexec) and the docs (docs/cli.md, docs/kubernetes.md) document; and the settings of the
 // injected pod that no serve flag holds (its uids, resources and /dev/shm).
 //
 // The constants are what the code uses; Sidecar and Pod list the same settings with their names
 // for the test (cmd/pyexec/app/settings_test.go) that checks the serve flags, the annotation
-// parser, the injector's flags, the chart's values and the README against them.
+// parser, the injector's flags, the chart's values and the docs' tables against them.
 package settings
 
 import (
@@ -380,7 +380,7 @@ type PodSetting struct {
 	// ChartValue is the key in charts/pyexec/values.yaml that sets InjectorFlag; empty when
 	// the chart has none.
 	ChartValue string
-	// Default is the default as the flag, the chart and the README write it; empty when there
+	// Default is the default as the flag, the chart and the docs write it; empty when there
 	// is none (no CPU limit, a uid drawn per pod).
 	Default string
 	// Doc says what the setting is, in a line.

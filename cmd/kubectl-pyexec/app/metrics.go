@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Metric names that status reads (README: Logs and metrics).
+// Metric names that status reads (docs/operations.md: Logs and metrics).
 const (
 	metricExecutions    = "pyexec_executions_total"
 	metricSessionsOpen  = "pyexec_sessions_open"

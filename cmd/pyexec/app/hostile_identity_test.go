@@ -439,7 +439,7 @@ func ownershipOpen(t *testing.T, h *hostile, res *api.ExecuteResult) {
 		case o.restored && after[o.key] == "":
 			t.Logf("OPEN with one uid, until the next readiness probe puts it back: chmod of %s (%s)", o.key, changed[o.key])
 		case o.restored:
-			t.Errorf("chmod of %s (%s) was not put back by the readiness check (/readyz %d), which the README promises where code has the server's uid", o.key, changed[o.key], ready)
+			t.Errorf("chmod of %s (%s) was not put back by the readiness check (/readyz %d), which docs/security.md promises where code has the server's uid", o.key, changed[o.key], ready)
 		default:
 			t.Logf("OPEN with one uid: chmod of %s (%s)", o.key, changed[o.key])
 		}

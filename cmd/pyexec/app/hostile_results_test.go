@@ -36,7 +36,7 @@ const bigResultCode = "import os\nfor i in range(3):\n    open(f'big{i}.bin', 'w
 // results are known (0 in flight, 2 results waiting), a genuine client's print(1) is answered
 // promptly, /readyz says 200, the session takes its next call, and each non-reader's connection
 // is closed after --write-timeout with its body cut short. The server's memory (VmRSS, VmHWM)
-// is logged, for the README's figures.
+// is logged, for the figures of docs/api.md (Results in memory).
 //
 // In fork mode both ask for the plain JSON result, in spawn mode for streams (?stream=true).
 func TestHostileResultsNotRead(t *testing.T) {
@@ -440,7 +440,7 @@ const maxResultCode = "import os, sys\nsys.stdout.write('x' * (1000 << 10))\nsys
 
 // TestServerMemoryAtItsMaximum drives the server to the most results it may hold — 2 x
 // --max-concurrent (2) of them, each as large as the caps allow, none read — and checks the
-// README's bounds from outside. A large result streams from the runner, its files read from
+// bounds of docs/api.md (Results in memory) from outside. A large result streams from the runner, its files read from
 // disk as they go: the server's RSS stays within its RSS at rest plus 2 x max-concurrent x
 // 1.5 x 256 KiB and 16 MiB of room for the runtime and the test's own requests (its collector
 // lets the heap reach 4 MiB before it first collects; connections, /metrics reads, the fifth
@@ -474,10 +474,10 @@ func TestServerMemoryAtItsMaximum(t *testing.T) {
 	t.Logf("the runner: VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB; per byte of J %.2f",
 		procStatusKB(t, runner, "VmRSS"), runnerHWM>>10, runnerRest>>10, runnerBound/1024, float64(runnerHWM-runnerRest)/(2*maxConcurrent*j))
 	if float64(hwm) > bound {
-		t.Errorf("the server's peak RSS %d KiB is over the README's bound of %.0f KiB", hwm>>10, bound/1024)
+		t.Errorf("the server's peak RSS %d KiB is over the bound of docs/api.md of %.0f KiB", hwm>>10, bound/1024)
 	}
 	if float64(runnerHWM) > runnerBound {
-		t.Errorf("the runner's peak RSS %d KiB is over the README's bound of %.0f KiB", runnerHWM>>10, runnerBound/1024)
+		t.Errorf("the runner's peak RSS %d KiB is over the bound of docs/api.md of %.0f KiB", runnerHWM>>10, runnerBound/1024)
 	}
 	select {
 	case err := <-fifth:
@@ -507,8 +507,8 @@ func printFiveLater(s *sidecar) <-chan error {
 	return done
 }
 
-// mcpF is what the server holds at its peak per byte of an /mcp answer's result (the README's
-// F of MCP calls, see Agents: MCP).
+// mcpF is what the server holds at its peak per byte of an /mcp answer's result (the F of
+// MCP calls in docs/mcp.md).
 const mcpF = 2.0
 
 // TestMCPMemoryAtItsMaximum drives /mcp to the most results the server may hold: 2 x
@@ -517,7 +517,7 @@ const mcpF = 2.0
 // is read. Judged from outside: each answer is built (its status line arrives), the four wait
 // as results to be written (pyexec_results_waiting, until --write-timeout cuts them off), a
 // fifth execution on the API waits in the queue meanwhile and runs once a non-reader is cut
-// off, the server's peak RSS stays within the README's bound for MCP — its RSS at rest plus
+// off, the server's peak RSS stays within the bound for MCP of docs/mcp.md — its RSS at rest plus
 // 2 x max-concurrent x mcpF x R, R = 4/3 x --max-files-out-bytes + 2 x --max-output-bytes —
 // and a client that reads gets the whole answer.
 func TestMCPMemoryAtItsMaximum(t *testing.T) {
@@ -586,7 +586,7 @@ func mcpAtItsMaximum(t *testing.T, code string, files, images int) {
 	t.Logf("4 /mcp answers of results of %.1f MiB in JSON held: server VmRSS %d KiB, VmHWM %d KiB (%d KiB at rest); the bound %.0f KiB; F as measured %.2f",
 		r/(1<<20), procStatusKB(t, server, "VmRSS"), hwm>>10, rest>>10, bound/1024, float64(hwm-rest)/(2*maxConcurrent*r))
 	if float64(hwm) > bound {
-		t.Errorf("the server's peak RSS %d KiB is over the README's bound for MCP of %.0f KiB", hwm>>10, bound/1024)
+		t.Errorf("the server's peak RSS %d KiB is over the bound for MCP of docs/mcp.md of %.0f KiB", hwm>>10, bound/1024)
 	}
 	if err := <-fifth; err != nil { // once the write timeout has cut a non-reader off
 		t.Fatalf("the fifth execution: %v\n%s", err, s.allLogs())

@@ -20,7 +20,7 @@ const goMemoryLimitShare = 0.75
 // limit of the server's cgroup (its container's limits.memory), unless GOMEMLIMIT is set
 // (the operator's word, "off" included) or there is no limit. Without it the collector lets
 // the heap grow to twice what is live before it collects, and results are large (tens of MiB
-// each, several at once: see the README's Results in memory): a server that holds a few
+// each, several at once: see Results in memory in docs/api.md): a server that holds a few
 // results would pass its container's limit and be OOM-killed with every client's connection.
 // With it the collector runs as the heap nears the limit. It returns the limit set (0: none).
 func setGoMemoryLimit(log logr.Logger) int64 {
