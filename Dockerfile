@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# Three images from one build:
-#   docker build --target sidecar  -t REGISTRY/pyexec:0.1.0 .           # pyexec init + pyexec serve
-#   docker build --target injector -t REGISTRY/pyexec-injector:0.1.0 .  # the admission webhook
-#   docker build --target bot      -t REGISTRY/pyexec-bot:0.1.0 .       # the sample bot (config/samples)
+# Four images from one build (make images builds the first three without an engine):
+#   docker build --target sidecar     -t REGISTRY/pyexec:0.1.0 .             # pyexec init, serve, runner
+#   docker build --target datascience -t REGISTRY/pyexec-datascience:0.1.0 . # the same with numpy, pandas, matplotlib
+#   docker build --target injector    -t REGISTRY/pyexec-injector:0.1.0 .    # the admission webhook
+#   docker build --target bot         -t REGISTRY/pyexec-bot:0.1.0 .         # the sample bot (config/samples)
 # Both binaries are static (CGO_ENABLED=0) and run as a non-root user with a read-only root
 # filesystem: everything they write is on volumes (emptyDirs) that the chart and the injector
 # mount.
@@ -33,6 +34,18 @@ COPY config/image/sidecar-packages /tmp/
 RUN apt-get update \
  && sed 's/#.*//' /tmp/sidecar-packages | xargs apt-get install -y --no-install-recommends \
  && rm -rf /var/lib/apt/lists/* /tmp/sidecar-packages
+COPY --from=build /out/pyexec /usr/local/bin/pyexec
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/pyexec"]
+CMD ["serve"]
+
+# The data-science sidecar: the sidecar's packages and numpy, pandas and matplotlib from Debian
+# (what a model's code most often imports; preload them with pyexec.dev/preload).
+FROM debian:bookworm-slim AS datascience
+COPY config/image/sidecar-packages config/image/datascience-packages /tmp/
+RUN apt-get update \
+ && sed 's/#.*//' /tmp/sidecar-packages /tmp/datascience-packages | xargs apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/sidecar-packages /tmp/datascience-packages
 COPY --from=build /out/pyexec /usr/local/bin/pyexec
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/pyexec"]

@@ -26,7 +26,7 @@ LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)
 PLUGIN_PLATFORMS      := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 PLUGIN_TEST_PLATFORMS := darwin/arm64 windows/amd64
 
-.PHONY: deps build cross krew demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
+.PHONY: deps build cross krew images push demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -59,6 +59,23 @@ cross:
 krew: cross
 	@test -n "$(KREW_VERSION)" -a -n "$(KREW_URL)" -a -n "$(KREW_HOMEPAGE)" || { echo "make krew KREW_VERSION=v0.1.0 KREW_URL=https://... KREW_HOMEPAGE=https://..."; exit 2; }
 	$(GO) run ./internal/krew/gen -version $(KREW_VERSION) -url $(KREW_URL) -homepage $(KREW_HOMEPAGE) -platforms "$(PLUGIN_PLATFORMS)" -out dist bin
+
+# The images as OCI archives, without a container engine (as root: debootstrap makes the Debian
+# Python roots, cached): pyexec (the sidecar), pyexec-datascience (the sidecar with numpy, pandas
+# and matplotlib) and pyexec-injector, tagged IMAGE_TAG (the chart's appVersion), in IMAGES_DIR.
+# With an engine, the Dockerfile builds the same images (targets sidecar, datascience, injector).
+IMAGES_DIR ?= dist/images
+IMAGE_TAG  ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/pyexec/Chart.yaml)
+images: deps
+	$(GO) run ./internal/images/imagectl build -out $(IMAGES_DIR) -tag $(IMAGE_TAG) -version $(VERSION)
+
+# Pushes the archives of make images to REGISTRY (HOST[:PORT][/PATH]) as REGISTRY/NAME:IMAGE_TAG,
+# and the chart as REGISTRY/charts/pyexec; prints the helm install that pins the images by
+# digest. Credentials: docker login (images), helm registry login (chart). INSECURE=1: plain HTTP.
+push:
+	@test -n "$(REGISTRY)" || { echo "make push REGISTRY=HOST[:PORT][/PATH] [INSECURE=1]"; exit 2; }
+	$(GO) run ./internal/images/imagectl push -registry $(REGISTRY) $(if $(INSECURE),-insecure) -chart charts/pyexec \
+		$(IMAGES_DIR)/pyexec_$(IMAGE_TAG).oci.tar $(IMAGES_DIR)/pyexec-datascience_$(IMAGE_TAG).oci.tar $(IMAGES_DIR)/pyexec-injector_$(IMAGE_TAG).oci.tar
 
 demo: deps build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)

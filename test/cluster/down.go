@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
+	"github.com/pyexec/pyexec/internal/images"
 )
 
 const cgroupMounts = "/sys/fs/cgroup"
@@ -210,37 +210,7 @@ func (c *Cluster) shims() []int {
 }
 
 // unmountAll unmounts every mount under the directory, the deepest first.
-func (c *Cluster) unmountAll() error { return unmountUnder(c.Dir) }
-
-// mountsUnder lists the mount points below dir, in mount order.
-func mountsUnder(dir string) ([]string, error) {
-	below, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-		return !strings.HasPrefix(m.Mountpoint, dir+"/"), false
-	})
-	if err != nil {
-		return nil, err
-	}
-	mounts := make([]string, len(below))
-	for i, m := range below {
-		mounts[i] = m.Mountpoint
-	}
-	return mounts, nil
-}
-
-// unmountUnder unmounts every mount below dir, the deepest first.
-func unmountUnder(dir string) error {
-	mounts, err := mountsUnder(dir)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, mp := range slices.Backward(mounts) {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
-		}
-	}
-	return errors.Join(errs...)
-}
+func (c *Cluster) unmountAll() error { return images.UnmountUnder(c.Dir) }
 
 // removeCgroups removes the cluster's cgroup tree in every hierarchy, the leaves first: the v1
 // ones and, in hybrid mode, the v2 one where runc makes its cgroups too.
@@ -296,7 +266,7 @@ func (c *Cluster) Leftovers(existedBefore []string) []string {
 			out = append(out, p)
 		}
 	}
-	mounts, _ := mountsUnder(c.Dir)
+	mounts, _ := images.MountsUnder(c.Dir)
 	for _, mp := range mounts {
 		out = append(out, "mount "+mp)
 	}

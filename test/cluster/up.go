@@ -12,6 +12,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pyexec/pyexec/internal/images"
 )
 
 // Prepare runs on the host before the cluster starts: it builds (or finds cached) the tool
@@ -27,7 +29,7 @@ func (c *Cluster) Prepare(ctx context.Context, repo string) error {
 	build.Stderr = &stderr
 	out, err := build.Output()
 	if err != nil {
-		return fmt.Errorf("test/tools/build.sh: %v\n%s", err, tail(stderr.Bytes(), 30))
+		return fmt.Errorf("test/tools/build.sh: %v\n%s", err, images.Tail(stderr.Bytes(), 30))
 	}
 	c.Bin = strings.TrimSpace(string(out))
 	c.logf("Kubernetes binaries in %s (%s)", c.Bin, time.Since(start).Round(100*time.Millisecond))

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pyexec/pyexec/internal/images"
 	"github.com/pyexec/pyexec/internal/testutil"
-	"github.com/pyexec/pyexec/test/cluster"
 )
 
 // build compiles a command as the Dockerfile does.
@@ -77,17 +77,27 @@ func TestBinariesRunOnAReadOnlyScratchRootAsAnyUser(t *testing.T) {
 	}
 }
 
-// TestSidecarPackagesAreShared keeps the Dockerfile's sidecar stage and the test cluster's
-// Python root (test/cluster) on one package list.
+// TestSidecarPackagesAreShared keeps the Dockerfile's sidecar stages, make images and the test
+// cluster's Python root (internal/images) on the same package lists.
 func TestSidecarPackagesAreShared(t *testing.T) {
 	b, err := os.ReadFile("../../Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, stage, ok := strings.Cut(string(b), "AS sidecar\n")
-	stage, _, _ = strings.Cut(stage, "\nFROM ")
-	if !ok || !strings.Contains(stage, "COPY "+cluster.PythonPackagesFile+" ") || !strings.Contains(stage, "/tmp/sidecar-packages | xargs apt-get install") {
-		t.Fatalf("the Dockerfile's sidecar stage does not install %s:\n%s", cluster.PythonPackagesFile, stage)
+	stage := func(name string) string {
+		_, s, ok := strings.Cut(string(b), "AS "+name+"\n")
+		if !ok {
+			t.Fatalf("the Dockerfile has no stage %s", name)
+		}
+		s, _, _ = strings.Cut(s, "\nFROM ")
+		return s
+	}
+	if s := stage("sidecar"); !strings.Contains(s, "COPY "+images.SidecarPackagesFile+" ") || !strings.Contains(s, "/tmp/sidecar-packages | xargs apt-get install") {
+		t.Errorf("the Dockerfile's sidecar stage does not install %s:\n%s", images.SidecarPackagesFile, s)
+	}
+	if s := stage("datascience"); !strings.Contains(s, "COPY "+images.SidecarPackagesFile+" "+images.DataSciencePackagesFile+" ") ||
+		!strings.Contains(s, "/tmp/sidecar-packages /tmp/datascience-packages | xargs apt-get install") {
+		t.Errorf("the Dockerfile's datascience stage does not install %s and %s:\n%s", images.SidecarPackagesFile, images.DataSciencePackagesFile, s)
 	}
 }
 

@@ -1,4 +1,4 @@
-package cluster
+package images
 
 import (
 	"os"
@@ -9,7 +9,7 @@ import (
 )
 
 // TestMountsUnder mounts tmpfs below a directory, one mount point with a space (the kernel
-// writes it as \040), and unmounts them the way cluster-down does.
+// writes it as \040), and unmounts them the way cluster-down and a stopped debootstrap need.
 func TestMountsUnder(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
@@ -25,14 +25,14 @@ func TestMountsUnder(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = syscall.Unmount(mp, syscall.MNT_DETACH) })
 	}
-	got, err := mountsUnder(dir)
+	got, err := MountsUnder(dir)
 	if err != nil || !slices.Equal(got, want) {
-		t.Fatalf("mountsUnder = %q, %v; want %q", got, err, want)
+		t.Fatalf("MountsUnder = %q, %v; want %q", got, err, want)
 	}
-	if err := unmountUnder(dir); err != nil {
+	if err := UnmountUnder(dir); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := mountsUnder(dir); err != nil || len(got) != 0 {
-		t.Fatalf("after unmountUnder: %q, %v", got, err)
+	if got, err := MountsUnder(dir); err != nil || len(got) != 0 {
+		t.Fatalf("after UnmountUnder: %q, %v", got, err)
 	}
 }

@@ -1,4 +1,4 @@
-package cluster
+package images
 
 import (
 	"archive/tar"

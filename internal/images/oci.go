@@ -1,8 +1,10 @@
-package cluster
+package images
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	_ "crypto/sha256" // digest.SHA256
 	"encoding/json"
 	"fmt"
@@ -20,12 +22,13 @@ import (
 // Image describes an OCI image written by WriteImage.
 type Image struct {
 	Name       string   // full reference, e.g. localhost/pyexec:e2e (containerd's image name)
-	Layers     []string // uncompressed layer tarballs, the base first
+	Layers     []string // layer tarballs, the base first: plain, or compressed with gzip
 	User       string   // e.g. 65532:65532
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
 	WorkingDir string
+	Labels     map[string]string // the config's labels (org.opencontainers.image.*)
 }
 
 // File is one file of a layer that FileLayer writes.
@@ -78,8 +81,8 @@ func FileLayer(out string, files []File) error {
 }
 
 // WriteImage writes img as an OCI image layout in a tar archive at out, the format that
-// `ctr images import` loads. Layers stay uncompressed: the archive only travels to a local
-// containerd.
+// `ctr images import`, `skopeo copy oci-archive:` and `make push` load. Layers are written as
+// they are: plain ones for a local containerd, gzipped ones for a registry.
 func WriteImage(out string, img Image) error {
 	f, err := os.Create(out)
 	if err != nil {
@@ -99,7 +102,7 @@ func WriteImage(out string, img Image) error {
 	var layers []v1.Descriptor
 	var diffIDs []digest.Digest
 	for _, l := range img.Layers {
-		d, err := layerDescriptor(l)
+		d, diffID, err := layerDescriptor(l)
 		if err != nil {
 			return err
 		}
@@ -113,7 +116,7 @@ func WriteImage(out string, img Image) error {
 			return fmt.Errorf("layer %s: %w", l, err)
 		}
 		layers = append(layers, d)
-		diffIDs = append(diffIDs, d.Digest) // uncompressed: the diff ID is the digest
+		diffIDs = append(diffIDs, diffID)
 	}
 	platform := v1.Platform{Architecture: runtime.GOARCH, OS: "linux"}
 	configDesc, err := addBlob(v1.MediaTypeImageConfig, v1.Image{
@@ -122,6 +125,7 @@ func WriteImage(out string, img Image) error {
 			User: img.User, Entrypoint: img.Entrypoint, Cmd: img.Cmd,
 			Env:        append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, img.Env...),
 			WorkingDir: img.WorkingDir,
+			Labels:     img.Labels,
 		},
 		RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs},
 	})
@@ -163,17 +167,35 @@ func writeEntry(tw *tar.Writer, name string, size int64, r io.Reader) error {
 	return err
 }
 
-// layerDescriptor describes the uncompressed layer tarball at p.
-func layerDescriptor(p string) (v1.Descriptor, error) {
+// layerDescriptor describes the layer tarball at p, plain or gzipped, and returns its diff ID
+// (the digest of the plain tarball).
+func layerDescriptor(p string) (v1.Descriptor, digest.Digest, error) {
 	f, err := os.Open(p)
 	if err != nil {
-		return v1.Descriptor{}, err
+		return v1.Descriptor{}, "", err
 	}
 	defer f.Close()
-	dg := digest.SHA256.Digester()
-	n, err := io.Copy(dg.Hash(), f)
-	if err != nil {
-		return v1.Descriptor{}, err
+	blob := digest.SHA256.Digester()
+	br := bufio.NewReader(io.TeeReader(f, blob.Hash()))
+	media, plain := v1.MediaTypeImageLayer, io.Reader(br)
+	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return v1.Descriptor{}, "", fmt.Errorf("%s: %w", p, err)
+		}
+		media, plain = v1.MediaTypeImageLayerGzip, zr
 	}
-	return v1.Descriptor{MediaType: v1.MediaTypeImageLayer, Digest: dg.Digest(), Size: n}, nil
+	diffID := digest.SHA256.Digester()
+	if _, err := io.Copy(diffID.Hash(), plain); err != nil {
+		return v1.Descriptor{}, "", fmt.Errorf("%s: %w", p, err)
+	}
+	// Whatever the reader left (a gzip reader stops at the end of its streams) is the blob's too.
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return v1.Descriptor{}, "", err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return v1.Descriptor{}, "", err
+	}
+	return v1.Descriptor{MediaType: media, Digest: blob.Digest(), Size: st.Size()}, diffID.Digest(), nil
 }
