@@ -1,9 +1,16 @@
 # pyexec interpreter inspection. Sent on stdin to the interpreter under test (python3 -I -),
 # with one JSON argument; writes one JSON object to stdout. Standard library only: it must run
 # on any CPython 3.8+ without pip or third-party packages.
+import sys
+
+if sys.version_info < (3, 8):
+    sys.stderr.write(
+        "Python %d.%d.%d is older than 3.8, the oldest pyexec runs code with\n" % sys.version_info[:3]
+    )
+    sys.exit(3)
+
 import json
 import os
-import sys
 
 # Imports of preload modules may print. Keep the real stdout for the result and point fd 1 at
 # stderr so that nothing else can end up in the JSON.

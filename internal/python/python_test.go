@@ -235,6 +235,17 @@ func TestInspectFailures(t *testing.T) {
 			t.Fatalf("err = %v, want InspectError with exit status and stderr", err)
 		}
 	})
+	t.Run("a Python older than 3.8", func(t *testing.T) {
+		// A real CPython 3.7 (pyenv's on the test machine): said in one line, not a traceback.
+		old := "/root/.pyenv/versions/3.7.16/bin/python3.7"
+		if _, err := os.Stat(old); err != nil {
+			t.Fatalf("this test needs a CPython 3.7: %v", err)
+		}
+		_, err := Inspect(context.Background(), old, InspectOptions{Env: Env("/usr/bin:/bin", "")})
+		if err == nil || !strings.Contains(err.Error(), "Python 3.7.16 is older than 3.8, the oldest pyexec runs code with") || strings.Contains(err.Error(), "Traceback") {
+			t.Fatalf("err = %v, want the version named", err)
+		}
+	})
 	t.Run("garbage on stdout", func(t *testing.T) {
 		bad := writeExecutable(t, filepath.Join(dir, "garbage"), "#!/bin/sh\ncat >/dev/null\necho not json\n")
 		_, err := Inspect(context.Background(), bad, InspectOptions{})
