@@ -69,41 +69,46 @@ const (
 	// AnnotationRequire lists required Python distributions, one per line, each with an
 	// optional PEP 440 specifier (pandas>=2). Blank lines and lines starting with # are
 	// dropped. It becomes PYEXEC_REQUIRE of pyexec-init, which checks the requirements against
-	// the interpreter and reports them. Default: none. Lines are checked lightly here (no NUL,
-	// no pip options); pyexec init parses PEP 508 fully.
+	// the interpreter and reports them. Default: the injector's --require (the chart's
+	// sidecar.require), else none. Lines are checked lightly here (no NUL, no pip options);
+	// pyexec init parses PEP 508 fully.
 	AnnotationRequire = "pyexec.dev/require"
 
 	// AnnotationPreload lists modules to import once and keep imported, comma-separated, each
 	// a dotted identifier (numpy,os.path). It becomes PYEXEC_PRELOAD of pyexec-init and the
 	// sidecar: pyexec-init times each import, the sidecar has its runner keep them imported.
-	// Default: none.
+	// Default: the injector's --preload (the chart's sidecar.preload), else none.
 	AnnotationPreload = "pyexec.dev/preload"
 
 	// AnnotationInstall lists packages that pyexec-init installs into the packages volume at
 	// pod start when the interpreter lacks them, one per line with the syntax of
 	// AnnotationRequire. It becomes PYEXEC_INSTALL. A failed install fails pyexec-init, so
-	// the pod does not start. Default: none.
+	// the pod does not start. Default: the injector's --install (the chart's sidecar.install),
+	// else none.
 	AnnotationInstall = "pyexec.dev/install"
 
 	// AnnotationAllowPackages lists the packages that code may install at run time through
 	// POST /v1/packages, as comma-separated shell patterns over PEP 503 names (numpy,
-	// scikit-*, *). It becomes PYEXEC_ALLOW_PACKAGES of the sidecar. Default: none, so code
-	// installs nothing at run time.
+	// scikit-*, *). It becomes PYEXEC_ALLOW_PACKAGES of the sidecar. Default: the injector's
+	// --allow-packages (the chart's sidecar.allowPackages), else none, so code installs nothing
+	// at run time.
 	AnnotationAllowPackages = "pyexec.dev/allow-packages"
 
 	// AnnotationTimeout is the default time limit of one execution, a Go duration above zero
 	// (30s, 2m). It becomes PYEXEC_TIMEOUT of the sidecar and must not exceed the max timeout.
-	// Default: the sidecar's, 30s.
+	// Default: the injector's --timeout (the chart's sidecar.timeout), else the sidecar's, 30s.
 	AnnotationTimeout = "pyexec.dev/timeout"
 
 	// AnnotationMaxTimeout is the longest time limit a request may ask for, a Go duration
 	// above zero, not below the timeout. It becomes PYEXEC_MAX_TIMEOUT of the sidecar.
-	// Default: the sidecar's, 5m.
+	// Default: the injector's --max-timeout (the chart's sidecar.maxTimeout), else the
+	// sidecar's, 5m.
 	AnnotationMaxTimeout = "pyexec.dev/max-timeout"
 
 	// AnnotationMemoryLimitMB is the default memory limit of an execution (the resident memory
 	// of its whole process tree) in MiB, a whole number from 32 to 4096 (the sidecar's largest). It
-	// becomes PYEXEC_MEMORY_LIMIT_MB of the sidecar. Default: the sidecar's, 1024.
+	// becomes PYEXEC_MEMORY_LIMIT_MB of the sidecar. Default: the injector's --memory-limit-mb
+	// (the chart's sidecar.memoryLimitMB), else the sidecar's, 1024.
 	AnnotationMemoryLimitMB = "pyexec.dev/memory-limit-mb"
 
 	// AnnotationMaxConcurrent is how many executions run at once, a whole number above zero.
@@ -367,6 +372,11 @@ type Defaults struct {
 	// Rand is where the uids are drawn from; nil means crypto/rand. The webhook shares its
 	// Defaults between concurrent admissions, so there it must be safe for concurrent use.
 	Rand io.Reader
+	// Annotations are the defaults of the annotations that a pod leaves out (or leaves blank),
+	// by name: the injector's flags of the code's settings (--timeout, --preload, ...), parsed
+	// and checked as the pod's own annotations are. A value equal to the sidecar's own default
+	// may be left out: it makes no difference.
+	Annotations map[string]string
 	// Force injects pods that do not carry LabelInject at all (offline use: inject every pod
 	// template of a file). A pod whose LabelInject has another value than "true", an injected
 	// pod and the injector's own pods are still left alone.
@@ -449,6 +459,18 @@ func (e *AnnotationError) Error() string {
 // hostUsers.
 func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	p := parser{ann: pod.Annotations}
+	if len(d.Annotations) > 0 {
+		p = parser{ann: maps.Clone(d.Annotations), defaulted: map[string]bool{}}
+		for k := range d.Annotations {
+			p.defaulted[k] = true
+		}
+		for k, v := range pod.Annotations {
+			if strings.TrimSpace(v) != "" {
+				p.ann[k] = v
+				delete(p.defaulted, k)
+			}
+		}
+	}
 	cfg := &Config{}
 	var err error
 	var errs []error
@@ -521,6 +543,9 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 		switch {
 		case err == nil:
 		case errors.As(err, &ae):
+			if p.defaulted[ae.Annotation] {
+				ae.Accepted += DefaultedNote
+			}
 			bad = append(bad, ae)
 		default:
 			return nil, err // reading d.Rand
@@ -534,6 +559,10 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	}
 	return nil, bad
 }
+
+// DefaultedNote ends the error of an annotation whose value is the injector's default
+// (Defaults.Annotations), not the pod's.
+const DefaultedNote = " (the value is the injector's default: set the annotation on the pod, or change that default)"
 
 // AnnotationErrors are the annotations of one pod that ParseConfig refuses, more than one, in
 // the order of their declaration; errors.As finds the first.
@@ -560,7 +589,8 @@ func (e AnnotationErrors) Unwrap() []error {
 // parser reads one pod's annotations. Each method parses one annotation (or a pair that is
 // checked together) and returns its zero value when the annotation is absent or blank.
 type parser struct {
-	ann map[string]string
+	ann       map[string]string
+	defaulted map[string]bool // the annotations whose value is the injector's default
 }
 
 // get returns the trimmed value of an annotation and whether it is set and not blank.

@@ -199,11 +199,14 @@ var Serve = []Setting{
 
 	// Limits of an execution.
 	{Flag: "timeout", Group: GroupLimits, Default: DefaultTimeout, Min: Positive, Annotation: "pyexec.dev/timeout",
+		InjectorFlag: "timeout", ChartValue: "sidecar.timeout",
 		Doc: "default time limit of an execution"},
 	{Flag: "max-timeout", Group: GroupLimits, Default: DefaultMaxTimeout, Min: Positive, Annotation: "pyexec.dev/max-timeout",
+		InjectorFlag: "max-timeout", ChartValue: "sidecar.maxTimeout",
 		Doc: "largest time limit a request may ask for"},
 	{Flag: "memory-limit-mb", Group: GroupLimits, Default: DefaultMemoryLimitMB, Min: MinMemoryLimitMB, ZeroMeans: "no limit",
 		Annotation: "pyexec.dev/memory-limit-mb", AnnotationMax: DefaultMaxMemoryLimitMB,
+		InjectorFlag: "memory-limit-mb", ChartValue: "sidecar.memoryLimitMB",
 		Doc: "default memory limit of an execution: the resident memory of its whole process tree, MiB (0: none)"},
 	{Flag: "max-memory-limit-mb", Group: GroupLimits, Default: DefaultMaxMemoryLimitMB, Min: MinMemoryLimitMB, ZeroMeans: "no maximum",
 		Doc: "largest memory limit a request may ask for, MiB (0: no limit); the annotation's upper bound"},
@@ -285,10 +288,12 @@ var Serve = []Setting{
 	{Flag: "python", Path: true, Command: true, Group: GroupPackages, Default: "", Preflight: true,
 		Doc: "interpreter to use (path, or name on PATH); default: in a container /usr/local/bin/python3, /usr/bin/python3, then python3 on PATH; on a host python3 on PATH first"},
 	{Flag: "require", Group: GroupPackages, Repeatable: true, Preflight: true,
+		Annotation: "pyexec.dev/require", InjectorFlag: "require", ChartValue: "sidecar.require", ChartDefault: []string{},
 		Doc: `required distribution with an optional PEP 440 specifier, e.g. "pandas>=2" (repeatable; PYEXEC_REQUIRE takes one per line)`},
 	{Flag: "requirements", Path: true, Group: GroupPackages, Default: "", Preflight: true,
 		Doc: "requirements.txt of names with specifiers (comments and blank lines allowed; options, markers and URLs are errors)"},
 	{Flag: "preload", Group: GroupPackages, Preflight: true,
+		Annotation: "pyexec.dev/preload", InjectorFlag: "preload", ChartValue: "sidecar.preload", ChartDefault: []string{},
 		Doc: "comma-separated modules to import once and keep imported, e.g. numpy,pandas"},
 	{Flag: "packages-dir", Path: true, Group: GroupPackages, Default: DefaultPackagesDir, Preflight: true,
 		Doc: "writable directory for packages installed at run time; executions see it first on sys.path"},
@@ -299,6 +304,7 @@ var Serve = []Setting{
 	{Flag: "strict", Group: GroupPackages, Default: false, Preflight: true,
 		Doc: "fail (exit 1) when a requirement is not met or a preload module does not import"},
 	{Flag: "install", Group: GroupPackages, Repeatable: true, Preflight: true,
+		Annotation: "pyexec.dev/install", InjectorFlag: "install", ChartValue: "sidecar.install", ChartDefault: []string{},
 		Doc: `package to install into --packages-dir at start when the interpreter lacks it, e.g. "requests>=2" (repeatable; PYEXEC_INSTALL takes one per line)`},
 	{Flag: "install-timeout", Group: GroupPackages, Default: DefaultInstallTimeout, Min: Positive, Preflight: true,
 		Doc: "bound of one pip run"},
@@ -315,6 +321,7 @@ var Serve = []Setting{
 	{Flag: "inspect-timeout", Group: GroupPackages, Default: DefaultInspectTimeout, Min: Positive, Preflight: true,
 		Doc: "bound of each interpreter run of the preflight (inspection, venv creation)"},
 	{Flag: "allow-packages", Group: GroupPackages, Annotation: "pyexec.dev/allow-packages", DefaultDoc: "none",
+		InjectorFlag: "allow-packages", ChartValue: "sidecar.allowPackages", ChartDefault: []string{},
 		Doc: `comma-separated patterns of packages code may install at run time (POST /v1/packages), e.g. "numpy,scikit-*" or "*"; empty allows none`},
 
 	// Probes.

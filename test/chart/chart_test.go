@@ -12,6 +12,7 @@ import (
 
 	yamlv3 "go.yaml.in/yaml/v3"
 	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -96,6 +97,11 @@ func TestDefaults(t *testing.T) {
 		"--max-sessions=8",
 		"--session-idle-timeout=10m",
 		"--max-checkpoints-per-session=4",
+		"--timeout=30s",
+		"--max-timeout=5m",
+		"--memory-limit-mb=1024",
+		"--preload=",
+		"--allow-packages=",
 		"--uid-range=100000-999999999",
 		"--sidecar-cpu-request=50m",
 		"--sidecar-cpu-limit=",
@@ -345,6 +351,72 @@ func TestValueVariants(t *testing.T) {
 		name, values string
 		check        func(t *testing.T, r *release)
 	}{{
+		name: "the code's settings chart-wide",
+		values: `
+sidecar:
+  timeout: 1m
+  maxTimeout: 10m
+  memoryLimitMB: 2048
+  preload: [numpy, pandas]
+  require: ["pandas>=2,<3", numpy]
+  install: ["requests>=2"]
+  allowPackages: [numpy, "scikit-*"]
+`,
+		check: func(t *testing.T, r *release) {
+			args := injectorContainer(t, r).Args
+			for flag, want := range map[string]string{"--timeout": "1m", "--max-timeout": "10m", "--memory-limit-mb": "2048",
+				"--preload": "numpy,pandas", "--allow-packages": "numpy,scikit-*"} {
+				if got := argValue(t, args, flag); got != want {
+					t.Errorf("%s = %q, want %q", flag, got, want)
+				}
+			}
+			if got := argValues(args, "--require"); !slices.Equal(got, []string{"pandas>=2,<3", "numpy"}) {
+				t.Errorf("--require %q, want each requirement once, in order", got)
+			}
+			if got := argValues(args, "--install"); !slices.Equal(got, []string{"requests>=2"}) {
+				t.Errorf("--install %q", got)
+			}
+		},
+	}, {
+		name: "the code's settings left to the sidecar",
+		check: func(t *testing.T, r *release) {
+			args := injectorContainer(t, r).Args
+			for flag, want := range map[string]string{"--timeout": "30s", "--max-timeout": "5m", "--memory-limit-mb": "1024", "--preload": "", "--allow-packages": ""} {
+				if got := argValue(t, args, flag); got != want {
+					t.Errorf("%s = %q, want %q", flag, got, want)
+				}
+			}
+			if got := append(argValues(args, "--require"), argValues(args, "--install")...); len(got) != 0 {
+				t.Errorf("--require or --install given: %q", got)
+			}
+		},
+	}, {
+		name: "cert-manager with an issuer of one's own",
+		values: `
+certs:
+  mode: cert-manager
+  certManager:
+    issuerRef: {name: corp-ca, kind: ClusterIssuer}
+`,
+		check: func(t *testing.T, r *release) {
+			if len(r.Issuers) != 0 || len(r.Certificates) != 1 {
+				t.Fatalf("%d Issuers and %d Certificates, want none of the chart's chain and the serving Certificate", len(r.Issuers), len(r.Certificates))
+			}
+			serving := r.Certificates[0]
+			for key, want := range map[string]string{"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"} {
+				if got := field(serving, "spec", "issuerRef", key); got != want {
+					t.Errorf("the serving Certificate's issuerRef.%s = %q, want %q", key, got, want)
+				}
+			}
+			_, name, _ := strings.Cut(r.Webhook.Annotations["cert-manager.io/inject-ca-from"], "/")
+			if name != field(serving, "metadata", "name") {
+				t.Errorf("cert-manager.io/inject-ca-from names %q, not the serving Certificate", name)
+			}
+			if got := argValue(t, injectorContainer(t, r).Args, "--cert-secret"); got != field(serving, "spec", "secretName") {
+				t.Errorf("the injector reads Secret %q, the Certificate writes %q", got, field(serving, "spec", "secretName"))
+			}
+		},
+	}, {
 		name:   "metrics disabled",
 		values: "metrics:\n  enabled: false\n",
 		check: func(t *testing.T, r *release) {
@@ -530,6 +602,20 @@ topologySpreadConstraints:
 }
 
 // TestSchemaRejects: values.schema.json stops bad values before anything is rendered.
+// An issuer of one's own is for cert-manager mode: in self mode the chart refuses to render,
+// saying so, rather than ignore it.
+func TestIssuerNeedsCertManagerMode(t *testing.T) {
+	ch := loadChart(t)
+	vals, err := renderValues(ch, "certs:\n  certManager:\n    issuerRef: {name: corp-ca}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = engine.Engine{Strict: true}.Render(ch, vals)
+	if err == nil || !strings.Contains(err.Error(), "certs.certManager.issuerRef is for certs.mode=cert-manager") {
+		t.Fatalf("rendering an issuerRef in self mode: %v", err)
+	}
+}
+
 func TestSchemaRejects(t *testing.T) {
 	ch := loadChart(t)
 	for name, values := range map[string]string{
@@ -538,6 +624,20 @@ func TestSchemaRejects(t *testing.T) {
 		"timeoutSeconds 31":                 "webhook:\n  timeoutSeconds: 31\n",
 		"timeoutSeconds a string":           "webhook:\n  timeoutSeconds: \"5\"\n",
 		"unknown cert mode":                 "certs:\n  mode: vault\n",
+		"issuer of an unknown kind":         "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {name: ca, kind: Vault}\n",
+		"issuer kind without a name":        "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {kind: ClusterIssuer}\n",
+		"issuer with an unknown key":        "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {name: ca, namespace: x}\n",
+		"timeout zero":                      "sidecar:\n  timeout: 0s\n",
+		"timeout a number":                  "sidecar:\n  timeout: 30\n",
+		"maxTimeout in words":               "sidecar:\n  maxTimeout: five minutes\n",
+		"memoryLimitMB below 32":            "sidecar:\n  memoryLimitMB: 16\n",
+		"memoryLimitMB over 4096":           "sidecar:\n  memoryLimitMB: 8192\n",
+		"preload a string":                  "sidecar:\n  preload: numpy,pandas\n",
+		"preload not a module":              "sidecar:\n  preload: [1numpy]\n",
+		"require a pip option":              "sidecar:\n  require: [\"--index-url=http://x\"]\n",
+		"require with a comment":            "sidecar:\n  require: [\"numpy # latest\"]\n",
+		"install empty":                     "sidecar:\n  install: [\"\"]\n",
+		"allowPackages with a blank":        "sidecar:\n  allowPackages: [\"num py\"]\n",
 		"unknown log format":                "logFormat: text\n",
 		"unknown nativeSidecar":             "sidecar:\n  nativeSidecar: sometimes\n",
 		"unknown network":                   "sidecar:\n  network: none\n",
@@ -905,6 +1005,17 @@ func injectorContainer(t *testing.T, r *release) corev1.Container {
 		t.Fatal("want a Deployment with one container")
 	}
 	return r.Deployment.Spec.Template.Spec.Containers[0]
+}
+
+// argValues returns the values of every --flag=value in args, in order.
+func argValues(args []string, flag string) []string {
+	var values []string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			values = append(values, v)
+		}
+	}
+	return values
 }
 
 // argValue returns the value of --flag=value in args; the flag must be there once.

@@ -32,7 +32,8 @@ type InjectConfig struct {
 	SessionIdleTimeout time.Duration // --session-idle-timeout
 	MaxCheckpoints     int           // --max-checkpoints-per-session: 0 switches checkpoints off
 
-	Pod PodConfig // --uid-range, the containers' resources, --runner-shm-size
+	Pod  PodConfig  // --uid-range, the containers' resources, --runner-shm-size
+	Code CodeConfig // --timeout, --preload, ...: the defaults of the code's annotations
 }
 
 // Validate checks the config.
@@ -53,6 +54,9 @@ func (c *InjectConfig) Validate() error {
 		return err
 	}
 	if err := c.Pod.Validate(); err != nil {
+		return err
+	}
+	if err := c.Code.Validate(); err != nil {
 		return err
 	}
 	return validPullPolicy(c.PullPolicy)
@@ -112,6 +116,7 @@ func newInjectCommand(io IO, run func(context.Context, *InjectConfig) error) *co
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout, &cfg.MaxCheckpoints)
 	addPodFlags(f, &cfg.Pod)
+	addCodeFlags(f, &cfg.Code)
 	return cmd
 }
 
@@ -132,6 +137,7 @@ func runInject(sio IO, cfg *InjectConfig) error {
 		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout, MaxCheckpointsPerSession: &cfg.MaxCheckpoints,
 	}
 	cfg.Pod.apply(&d)
+	cfg.Code.apply(&d)
 	// Warnings go to stderr, as kubectl prints an API server's: the manifests on stdout stay whole.
 	return mutation.InjectManifests(r, sio.Stdout, d, cfg.Output, func(msg string) { fmt.Fprintln(sio.Stderr, "Warning: "+msg) })
 }

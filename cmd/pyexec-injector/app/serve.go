@@ -72,6 +72,8 @@ type ServeConfig struct {
 	MaxCheckpoints int
 	// Pod holds the injected pods' uid range, resources and /dev/shm size.
 	Pod PodConfig
+	// Code holds the defaults of the code's annotations (--timeout, --preload, ...).
+	Code CodeConfig
 	// Kubeconfig is for running outside a cluster; empty uses in-cluster config or $KUBECONFIG.
 	Kubeconfig string
 	// Watchdog reports pods labeled pyexec.dev/inject=true that run without the sidecar;
@@ -113,6 +115,9 @@ func (c *ServeConfig) Validate() error {
 		return err
 	}
 	if err := c.Pod.Validate(); err != nil {
+		return err
+	}
+	if err := c.Code.Validate(); err != nil {
 		return err
 	}
 	if err := c.validWatchdog(); err != nil {
@@ -179,6 +184,7 @@ func newServeCommand(io IO, logOpts *logs.Options, run func(context.Context, *Se
 	addConfinementFlags(f, &cfg.Network, &cfg.RequireIsolation)
 	addSessionFlags(f, &cfg.MaxSessions, &cfg.SessionIdleTimeout, &cfg.MaxCheckpoints)
 	addPodFlags(f, &cfg.Pod)
+	addCodeFlags(f, &cfg.Code)
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig outside a cluster")
 	f.BoolVar(&cfg.Watchdog, "watchdog", false, "report pods labeled "+mutation.LabelInject+"=true that run without the pyexec sidecar (a Warning Event "+watchdog.ReasonNotInjected+" and metrics); one replica at a time (leader election in --namespace)")
 	f.BoolVar(&cfg.WatchdogDelete, "watchdog-delete", false, "with --watchdog, also delete such pods that have a controller, so that it re-creates them through the webhook")
@@ -228,6 +234,7 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
 		MaxCheckpointsPerSession: &cfg.MaxCheckpoints}
 	cfg.Pod.apply(&defaults) // Rand stays nil: crypto/rand, safe for concurrent admissions
+	cfg.Code.apply(&defaults)
 	handler := podwebhook.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
 	mgr.GetWebhookServer().Register(podwebhook.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

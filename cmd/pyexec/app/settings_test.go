@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,8 +118,7 @@ func TestSettingsAgree(t *testing.T) {
 					check(s.Flag+": chart schema enum", slices.Contains(enum, any(want)), "values.schema.json %s enum %v lacks the default %v", s.ChartValue, enum, want)
 				}
 			}
-			check(s.Flag+": chart passes it", strings.Contains(deployment, "--"+s.InjectorFlag+"={{") &&
-				lineWith(deployment, "--"+s.InjectorFlag+"=", ".Values."+s.ChartValue),
+			check(s.Flag+": chart passes it", passesValue(deployment, s.InjectorFlag, s.ChartValue),
 				"the injector's deployment does not pass .Values.%s as --%s", s.ChartValue, s.InjectorFlag)
 			check(s.Flag+": docs chart value", strings.Contains(kubeDoc, "`"+s.ChartValue+"`"), "docs/kubernetes.md does not mention `%s`", s.ChartValue)
 		}
@@ -200,10 +200,14 @@ func schemaProperty(schema map[string]any, key string) (map[string]any, bool) {
 }
 
 // passesValue tells whether a line of the deployment passes the chart value key as --flag:
-// {{ .Values.KEY }}, or {{ dig "A" "B" "" .Values.PREFIX }} for KEY = PREFIX.A.B.
+// {{ .Values.KEY }}, or {{ dig "A" "B" "" .Values.PREFIX }} for KEY = PREFIX.A.B, or a list
+// item by item: {{- range .Values.KEY }} and, on the next line, --flag={{ . }}.
 func passesValue(deployment, flag, key string) bool {
 	if !strings.Contains(deployment, "--"+flag+"={{") {
 		return false
+	}
+	if regexp.MustCompile(`\{\{- range \.Values\.` + regexp.QuoteMeta(key) + ` \}\}\n\s*- --` + regexp.QuoteMeta(flag) + `=\{\{ \. \}\}\n`).MatchString(deployment) {
+		return true
 	}
 	parts := strings.Split(key, ".")
 	for i := 1; i <= len(parts); i++ {
