@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"path"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,6 +65,9 @@ type Options struct {
 	// API's whole result as structured content. Deprecated: for clients that read it; to go in
 	// a later release. Models are given the text and the images either way.
 	StructuredResult bool
+	// Python is the interpreter the sidecar runs code with (GET /v1/info's python): the
+	// instructions name its version and packages. nil: they speak of it in general.
+	Python *api.Python
 	// ProgressEvery is how often a call with a progress token is told of (0: every 5 s).
 	ProgressEvery time.Duration
 	// PassOn, when set, takes the large parts of run_python's answer — its structured content
@@ -101,13 +105,63 @@ const MetaOwner = "pyexec/owner"
 // FileURITemplate names a file of a session's working directory as a resource.
 const FileURITemplate = "pyexec://sessions/{session_id}/files/{+path}"
 
-// instructions tell a model what the server is for.
-const instructions = `pyexec runs Python code in a sandbox next to this application: the system's Python 3 with its installed packages (often numpy, pandas, matplotlib), no network unless the operator allows it, and limits on time, memory and output. Use run_python for a calculation, a data analysis or a plot. For several steps that build on each other, create_session first and pass its session_id to each run_python: variables, imports and files then persist between calls. Files a session writes are resources (pyexec://sessions/{id}/files/{path}). Before a step that may spoil a session's state (dropping rows, overwriting a variable or a file), checkpoint_session; restore_session then undoes everything since, in milliseconds. To try several approaches from the same state, fork_session: each branch is a session of its own with that state, and the original stays as it was.`
+// Instructions tell a model what the server is for, and what Python it has: py is the
+// interpreter the sidecar runs code with (GET /v1/info's python), nil when unknown.
+func Instructions(py *api.Python) string {
+	return "pyexec runs Python code in a sandbox next to this application: " + describePython(py) +
+		", no network unless the operator allows it, and limits on time, memory and output. Use run_python for a calculation, a data analysis or a plot. For several steps that build on each other, create_session first and pass its session_id to each run_python: variables, imports and files then persist between calls. Files a session writes are resources (pyexec://sessions/{id}/files/{path}). Before a step that may spoil a session's state (dropping rows, overwriting a variable or a file), checkpoint_session; restore_session then undoes everything since, in milliseconds. To try several approaches from the same state, fork_session: each branch is a session of its own with that state, and the original stays as it was."
+}
+
+// notablePackages are the distributions a model most often reaches for, named in the
+// instructions when the interpreter has them (PEP 503 names, in the order they are named).
+var notablePackages = []string{"numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "statsmodels", "seaborn",
+	"sympy", "networkx", "polars", "pyarrow", "pillow", "openpyxl", "requests"}
+
+// describePython says which Python runs the code and which of the notable packages it has, so
+// that a model neither imports what is not there nor installs what is.
+func describePython(py *api.Python) string {
+	if py == nil || py.Version == "" {
+		return "the system's Python 3 with the packages installed in it"
+	}
+	have := map[string]string{}
+	for _, d := range py.Distributions {
+		have[d.Name] = d.Version
+	}
+	var named []string
+	for _, name := range notablePackages {
+		if v, ok := have[name]; ok {
+			named = append(named, name+" "+v)
+		}
+	}
+	out := "Python " + py.Version
+	switch {
+	case len(have) == 0:
+		return out + " with its standard library alone (numpy, pandas and matplotlib are not installed)"
+	case len(named) == 0:
+		return out + " with its standard library and " + plural(len(have), "package") + " (numpy, pandas and matplotlib are not installed)"
+	}
+	out += " with " + strings.Join(named[:len(named)-1], ", ")
+	if len(named) > 1 {
+		out += " and "
+	}
+	out += named[len(named)-1]
+	if others := len(have) - len(named); others > 0 {
+		out += " (and " + plural(others, "other package") + ")"
+	}
+	return out
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
 
 // New returns the MCP server of backend.
 func New(backend Backend, opts Options) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "pyexec", Title: "pyexec Python sandbox", Version: opts.Version},
-		&mcp.ServerOptions{Instructions: instructions, HasResources: true})
+		&mcp.ServerOptions{Instructions: Instructions(opts.Python), HasResources: true})
 	every := opts.ProgressEvery
 	if every <= 0 {
 		every = 5 * time.Second

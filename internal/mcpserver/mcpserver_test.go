@@ -582,3 +582,34 @@ func TestRunPythonProgress(t *testing.T) {
 		}
 	}
 }
+
+// The instructions name the Python that runs the code and the notable packages it has — or
+// that it has none of them — so that a model neither imports what is not there nor installs
+// what is.
+func TestInstructionsNameThePython(t *testing.T) {
+	dist := func(nv ...string) []api.Distribution {
+		var ds []api.Distribution
+		for i := 0; i < len(nv); i += 2 {
+			ds = append(ds, api.Distribution{Name: nv[i], Version: nv[i+1]})
+		}
+		return ds
+	}
+	for _, tc := range []struct {
+		py   *api.Python
+		want string
+	}{
+		{nil, "the system's Python 3 with the packages installed in it, no network"},
+		{&api.Python{Version: "3.11.2", Distributions: dist("pip", "23.0.1", "pandas", "1.5.3", "numpy", "1.24.2", "setuptools", "66.1.1")},
+			"Python 3.11.2 with numpy 1.24.2 and pandas 1.5.3 (and 2 other packages), no network"},
+		{&api.Python{Version: "3.13.0", Distributions: dist("matplotlib", "3.9.0")}, "Python 3.13.0 with matplotlib 3.9.0, no network"},
+		{&api.Python{Version: "3.12.1", Distributions: dist("numpy", "2.0.0", "scipy", "1.14.0", "requests", "2.32.0", "idna", "3.7")},
+			"Python 3.12.1 with numpy 2.0.0, scipy 1.14.0 and requests 2.32.0 (and 1 other package), no network"},
+		{&api.Python{Version: "3.11.2", Distributions: dist("pip", "23.0.1")},
+			"Python 3.11.2 with its standard library and 1 package (numpy, pandas and matplotlib are not installed), no network"},
+		{&api.Python{Version: "3.8.18"}, "Python 3.8.18 with its standard library alone (numpy, pandas and matplotlib are not installed)"},
+	} {
+		if got := Instructions(tc.py); !strings.Contains(got, tc.want) {
+			t.Errorf("Instructions(%+v) = %q, want it to contain %q", tc.py, got, tc.want)
+		}
+	}
+}

@@ -10,11 +10,13 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/pyexec/pyexec/internal/mcpserver"
+	"github.com/pyexec/pyexec/pkg/api"
 	"github.com/pyexec/pyexec/pkg/client"
 )
 
@@ -41,10 +43,25 @@ type mcpRequestKey struct{}
 // waiting to be written until the answer is written or cut off.
 func (s *Server) mcpHandler() http.Handler {
 	backend := client.NewInProcess(http.HandlerFunc(s.mcpCall))
-	srv := mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls, PassOn: passOn,
-		MaxTimeoutSeconds: s.cfg.Limits.MaxTimeoutSeconds, StructuredResult: s.cfg.MCPStructuredResult})
+	// One MCP server for the interpreter the preflight found (its instructions name the
+	// Python and its packages), made anew when that changes: before the preflight, and after.
+	var (
+		mu    sync.Mutex
+		srv   *mcp.Server
+		forPy *api.Python
+	)
+	server := func(*http.Request) *mcp.Server {
+		py := s.python()
+		mu.Lock()
+		defer mu.Unlock()
+		if srv == nil || py != forPy {
+			srv, forPy = mcpserver.New(backend, mcpserver.Options{Version: s.cfg.Version, Packages: s.cfg.MCPInstalls, PassOn: passOn,
+				MaxTimeoutSeconds: s.cfg.Limits.MaxTimeoutSeconds, StructuredResult: s.cfg.MCPStructuredResult, Python: py}), py
+		}
+		return srv
+	}
 	handler := func(jsonResponse bool) http.Handler {
-		return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		return mcp.NewStreamableHTTPHandler(server,
 			&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: jsonResponse, PropagateRequestCancellation: true,
 				MaxRequestBodyBytes: s.cfg.Limits.MaxRequestBytes})
 	}

@@ -180,6 +180,16 @@ func (s *Server) SetInfo(info api.Info) {
 	s.info = &info
 }
 
+// python is the interpreter the preflight found, nil before it has.
+func (s *Server) python() *api.Python {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.info == nil {
+		return nil
+	}
+	return s.info.Python
+}
+
 // SetReady marks the server ready: preflight confirmed the interpreter. info is served by
 // GET /v1/info, with the server's limits, mode and readiness filled in.
 func (s *Server) SetReady(info api.Info) {

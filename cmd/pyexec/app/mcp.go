@@ -69,7 +69,7 @@ func runMCP(ctx context.Context, sio IO, cfg mcpConfig, stdin io.Reader) error {
 	}
 	installs := info.Packages != nil && len(info.Packages.Allowed) > 0
 	srv := mcpserver.New(c, mcpserver.Options{Version: version.Version, Packages: installs, Owner: owner,
-		MaxTimeoutSeconds: info.Limits.MaxTimeoutSeconds, StructuredResult: cfg.structured})
+		MaxTimeoutSeconds: info.Limits.MaxTimeoutSeconds, StructuredResult: cfg.structured, Python: info.Python})
 	// A line that is not a JSON-RPC message is answered with an error, and the next one read.
 	err = srv.Run(ctx, &mcpserver.StdioTransport{In: stdin, Out: sio.Stdout})
 	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {

@@ -116,6 +116,12 @@ func TestMCP(t *testing.T) {
 	if out, err := exec.Command(py, "-c", "import matplotlib").CombinedOutput(); err != nil {
 		t.Fatalf("the system Python lacks matplotlib (apt-get install python3-matplotlib): %s", out)
 	}
+	// The instructions name the interpreter and what it has, as the interpreter says.
+	versions, err := exec.Command(py, "-c", "import sys, importlib.metadata as m; print('%d.%d.%d' % sys.version_info[:3], m.version('numpy'), m.version('matplotlib'))").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := strings.Fields(string(versions))
 	s := startSidecar(t, nil, "--allow-packages", "pyexec-test-nothing")
 	for name, tr := range mcpTransportsAs(t, s, "test-owner") {
 		t.Run(name, func(t *testing.T) {
@@ -124,6 +130,11 @@ func TestMCP(t *testing.T) {
 			init := cs.InitializeResult()
 			if init.ServerInfo.Name != "pyexec" || init.Capabilities.Tools == nil || init.Capabilities.Resources == nil {
 				t.Fatalf("initialize: %+v", init)
+			}
+			for _, want := range []string{"Python " + v[0] + " with numpy " + v[1] + ", ", "matplotlib " + v[2]} {
+				if !strings.Contains(init.Instructions, want) {
+					t.Errorf("the instructions do not say %q: %s", want, init.Instructions)
+				}
 			}
 			t.Logf("%s: protocol version %s", name, init.ProtocolVersion)
 
