@@ -74,7 +74,7 @@ images: deps
 # digest. Credentials: docker login (images), helm registry login (chart). INSECURE=1: plain HTTP.
 push:
 	@test -n "$(REGISTRY)" || { echo "make push REGISTRY=HOST[:PORT][/PATH] [INSECURE=1]"; exit 2; }
-	$(GO) run ./internal/images/imagectl push -registry $(REGISTRY) $(if $(INSECURE),-insecure) -chart charts/pyexec \
+	$(GO) run ./internal/images/imagectl push -registry $(REGISTRY) $(if $(filter 1 true yes,$(INSECURE)),-insecure) -chart charts/pyexec \
 		$(IMAGES_DIR)/pyexec_$(IMAGE_TAG).oci.tar $(IMAGES_DIR)/pyexec-datascience_$(IMAGE_TAG).oci.tar $(IMAGES_DIR)/pyexec-injector_$(IMAGE_TAG).oci.tar
 
 demo: deps build

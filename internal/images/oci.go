@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -84,10 +85,12 @@ func FileLayer(out string, files []File) error {
 // `ctr images import`, `skopeo copy oci-archive:` and `make push` load. Layers are written as
 // they are: plain ones for a local containerd, gzipped ones for a registry.
 func WriteImage(out string, img Image) error {
-	f, err := os.Create(out)
+	// Written beside out and renamed: an archive is there whole, or not at all.
+	f, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+"-")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(f.Name())
 	defer f.Close()
 	tw := tar.NewWriter(f)
 
@@ -156,7 +159,10 @@ func WriteImage(out string, img Image) error {
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), out)
 }
 
 func writeEntry(tw *tar.Writer, name string, size int64, r io.Reader) error {

@@ -56,15 +56,15 @@ func Push(ctx context.Context, archive, dest string, insecure bool) (Pushed, err
 	}
 	desc := manifest.Manifests[0]
 	image := desc.Annotations["io.containerd.image.name"]
-	repo, tag, ok := strings.Cut(image, ":")
-	if !ok || repo == "" || tag == "" {
+	repo, tag := splitTag(image)
+	if repo == "" || tag == "" {
 		return Pushed{}, fmt.Errorf("%s names no image NAME:TAG (annotation io.containerd.image.name %q)", archive, image)
 	}
 	var opts []name.Option
 	if insecure {
 		opts = append(opts, name.Insecure)
 	}
-	ref, err := name.NewTag(strings.TrimSuffix(dest, "/")+"/"+path.Base(repo)+":"+tag, opts...)
+	ref, err := name.NewTag(strings.TrimRight(dest, "/")+"/"+path.Base(repo)+":"+tag, opts...)
 	if err != nil {
 		return Pushed{}, fmt.Errorf("registry %q: %w", dest, err)
 	}
@@ -100,20 +100,43 @@ func PushChart(ctx context.Context, dir, dest string, insecure bool) (Pushed, er
 		return Pushed{}, err
 	}
 	opts := []registry.ClientOption{registry.ClientOptWriter(io.Discard)}
-	if insecure {
+	if plainHTTP(dest, insecure) {
 		opts = append(opts, registry.ClientOptPlainHTTP())
 	}
 	client, err := registry.NewClient(opts...)
 	if err != nil {
 		return Pushed{}, err
 	}
-	repo := strings.TrimSuffix(dest, "/") + "/charts/" + chart.Name()
+	repo := strings.TrimRight(dest, "/") + "/charts/" + chart.Name()
 	res, err := client.Push(data, repo+":"+chart.Metadata.Version)
 	if err != nil {
 		return Pushed{}, fmt.Errorf("push chart %s: %w", repo, err)
 	}
 	_ = ctx // helm's registry client takes no context
 	return Pushed{Repository: repo, Tag: chart.Metadata.Version, Digest: res.Manifest.Digest}, nil
+}
+
+// splitTag splits an image name at its tag: the last colon after the last slash (a
+// registry's port is not a tag).
+func splitTag(image string) (repo, tag string) {
+	i := strings.LastIndex(image, ":")
+	if i < 0 || i < strings.LastIndex(image, "/") {
+		return image, ""
+	}
+	return image[:i], image[i+1:]
+}
+
+// plainHTTP tells whether the registry at dest (HOST[:PORT][/PATH]) is spoken to in plain
+// HTTP: when asked, and, as go-containerregistry does for the images, for localhost and
+// loopback or private addresses — so that the chart goes where the images went.
+func plainHTTP(dest string, insecure bool) bool {
+	host, _, _ := strings.Cut(dest, "/")
+	var opts []name.Option
+	if insecure {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(host, opts...)
+	return err == nil && reg.Scheme() == "http"
 }
 
 // untar unpacks an archive written by WriteImage: regular files and directories, every name

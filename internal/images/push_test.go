@@ -135,7 +135,10 @@ func TestMakeImagesAndPush(t *testing.T) {
 	if err != nil || ch.Name() != "pyexec" {
 		t.Fatalf("the pulled chart: %v %v", err, ch)
 	}
-	install := out[strings.Index(out, "helm install"):]
+	_, install, ok := strings.Cut(out, "helm install")
+	if !ok {
+		t.Fatalf("make push printed no helm install:\n%s", out)
+	}
 	vals := map[string]any{}
 	for _, m := range regexp.MustCompile(`--set (\S+)`).FindAllStringSubmatch(install, -1) {
 		if err := strvals.ParseInto(m[1], vals); err != nil {

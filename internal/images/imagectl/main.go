@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,11 +32,21 @@ func main() {
 	} else {
 		err = push(ctx, os.Args[2:])
 	}
-	if err != nil {
+	var usage usageError
+	switch {
+	case errors.As(err, &usage):
+		fmt.Fprintln(os.Stderr, "imagectl "+os.Args[1]+":", err)
+		os.Exit(2)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "imagectl "+os.Args[1]+":", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a command line that cannot work: exit 2, as the flag package's own errors.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
 
 func build(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("build", flag.ExitOnError)
@@ -47,7 +58,7 @@ func build(ctx context.Context, args []string) error {
 	fs.StringVar(&o.CacheDir, "cache", filepath.Join(cache, "pyexec-tools"), "where debootstrap's Python roots are kept")
 	fs.Parse(args)
 	if o.Tag == "" || fs.NArg() > 0 {
-		return fmt.Errorf("want -tag and no arguments")
+		return usageError("want -tag and no arguments")
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("debootstrap needs root (or build with the Dockerfile: docker build --target sidecar .)")
@@ -70,7 +81,7 @@ func push(ctx context.Context, args []string) error {
 	chart := fs.String("chart", "", "a chart directory to package and push too")
 	fs.Parse(args)
 	if *dest == "" || fs.NArg() == 0 {
-		return fmt.Errorf("want -registry and the archives to push")
+		return usageError("want -registry and the archives to push")
 	}
 	byName := map[string]images.Pushed{}
 	for _, archive := range fs.Args() {
