@@ -38,8 +38,11 @@ func BindEnv(fs *pflag.FlagSet, prefix string, lookup func(string) (string, bool
 			return
 		}
 		values := []string{v}
-		if f.Value.Type() == "stringArray" {
+		switch f.Value.Type() {
+		case "stringArray":
 			values = nonEmptyLines(v)
+		case "stringSlice": // its items comma-separated, or one per line as a stringArray's
+			values = []string{strings.Join(nonEmptyLines(v), ",")}
 		}
 		for _, val := range values {
 			if err := f.Value.Set(val); err != nil {

@@ -70,28 +70,29 @@ const (
 	// optional PEP 440 specifier (pandas>=2). Blank lines and lines starting with # are
 	// dropped. It becomes PYEXEC_REQUIRE of pyexec-init, which checks the requirements against
 	// the interpreter and reports them. Default: the injector's --require (the chart's
-	// sidecar.require), else none. Lines are checked lightly here (no NUL, no pip options);
+	// sidecar.require), else none; the value "none" says none over the injector's default. Lines are checked lightly here (no NUL, no pip options);
 	// pyexec init parses PEP 508 fully.
 	AnnotationRequire = "pyexec.dev/require"
 
 	// AnnotationPreload lists modules to import once and keep imported, comma-separated, each
 	// a dotted identifier (numpy,os.path). It becomes PYEXEC_PRELOAD of pyexec-init and the
 	// sidecar: pyexec-init times each import, the sidecar has its runner keep them imported.
-	// Default: the injector's --preload (the chart's sidecar.preload), else none.
+	// Default: the injector's --preload (the chart's sidecar.preload), else none; the value
+	// "none" says none over the injector's default.
 	AnnotationPreload = "pyexec.dev/preload"
 
 	// AnnotationInstall lists packages that pyexec-init installs into the packages volume at
 	// pod start when the interpreter lacks them, one per line with the syntax of
 	// AnnotationRequire. It becomes PYEXEC_INSTALL. A failed install fails pyexec-init, so
 	// the pod does not start. Default: the injector's --install (the chart's sidecar.install),
-	// else none.
+	// else none; the value "none" says none over the injector's default.
 	AnnotationInstall = "pyexec.dev/install"
 
 	// AnnotationAllowPackages lists the packages that code may install at run time through
 	// POST /v1/packages, as comma-separated shell patterns over PEP 503 names (numpy,
 	// scikit-*, *). It becomes PYEXEC_ALLOW_PACKAGES of the sidecar. Default: the injector's
 	// --allow-packages (the chart's sidecar.allowPackages), else none, so code installs nothing
-	// at run time.
+	// at run time; the value "none" says none over the injector's default.
 	AnnotationAllowPackages = "pyexec.dev/allow-packages"
 
 	// AnnotationTimeout is the default time limit of one execution, a Go duration above zero
@@ -560,6 +561,11 @@ func ParseConfig(pod *corev1.Pod, d Defaults) (*Config, error) {
 	return nil, bad
 }
 
+// None is the value of a list annotation (AnnotationRequire, AnnotationPreload,
+// AnnotationInstall, AnnotationAllowPackages) that says the list is empty, over the injector's
+// default; a blank value takes that default.
+const None = "none"
+
 // DefaultedNote ends the error of an annotation whose value is the injector's default
 // (Defaults.Annotations), not the pod's.
 const DefaultedNote = " (the value is the injector's default: set the annotation on the pod, or change that default)"
@@ -679,7 +685,7 @@ func (p parser) boolean(key string, def bool) (bool, error) {
 // lines parses a one-requirement-per-line annotation (require, install).
 func (p parser) lines(key string) ([]string, error) {
 	v, ok := p.get(key)
-	if !ok {
+	if !ok || v == None {
 		return nil, nil
 	}
 	const want = "one requirement per line, such as pandas>=2"
@@ -712,7 +718,7 @@ func commaList(v string) []string {
 
 func (p parser) modules() ([]string, error) {
 	v, ok := p.get(AnnotationPreload)
-	if !ok {
+	if !ok || v == None {
 		return nil, nil
 	}
 	mods := commaList(v)
@@ -727,7 +733,7 @@ func (p parser) modules() ([]string, error) {
 
 func (p parser) patterns() ([]string, error) {
 	v, ok := p.get(AnnotationAllowPackages)
-	if !ok {
+	if !ok || v == None {
 		return nil, nil
 	}
 	pats := commaList(v)

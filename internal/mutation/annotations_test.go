@@ -528,6 +528,24 @@ func TestParseConfig(t *testing.T) {
 			defaults: &Defaults{Image: testDefaults.Image},
 			wantErr:  `annotation pyexec.dev/native-sidecar="auto": want true (Kubernetes 1.29 or later) in a pod with restartPolicy OnFailure: a regular sidecar container would keep it from completing`},
 
+		// the injector's defaults of annotations (Defaults.Annotations)
+		{name: "annotation defaults", defaults: withAnnotationDefaults(map[string]string{AnnotationPreload: "numpy,pandas", AnnotationRequire: "pandas>=2\nnumpy", AnnotationTimeout: "1m"}),
+			want: func(c *Config) {
+				c.Preload, c.Require, c.Timeout = []string{"numpy", "pandas"}, []string{"pandas>=2", "numpy"}, time.Minute
+			}},
+		{name: "a pod's annotation over its default, a blank one takes it", annotations: map[string]string{AnnotationPreload: "json", AnnotationRequire: "  "},
+			defaults: withAnnotationDefaults(map[string]string{AnnotationPreload: "numpy", AnnotationRequire: "numpy"}),
+			want:     func(c *Config) { c.Preload, c.Require = []string{"json"}, []string{"numpy"} }},
+		{name: "none empties a list over its default", annotations: map[string]string{AnnotationPreload: "none", AnnotationRequire: "none", AnnotationInstall: " none", AnnotationAllowPackages: "none"},
+			defaults: withAnnotationDefaults(map[string]string{AnnotationPreload: "numpy", AnnotationRequire: "numpy", AnnotationInstall: "requests", AnnotationAllowPackages: "*"}),
+			want:     func(c *Config) {}},
+		{name: "a default that clashes with the pod's annotation is named as the default", annotations: map[string]string{AnnotationMaxTimeout: "30s"},
+			defaults: withAnnotationDefaults(map[string]string{AnnotationTimeout: "1m"}),
+			wantErr:  `annotation pyexec.dev/timeout="1m": want a Go duration no longer than the max timeout 30s (pyexec.dev/max-timeout)` + DefaultedNote},
+		{name: "a bad pod annotation is the pod's, with defaults around", annotations: map[string]string{AnnotationTimeout: "soon"},
+			defaults: withAnnotationDefaults(map[string]string{AnnotationTimeout: "1m"}),
+			wantErr:  `annotation pyexec.dev/timeout="soon": want a Go duration such as 30s`},
+
 		// every bad annotation is reported, in declaration order
 		{name: "every error", annotations: map[string]string{AnnotationNativeSidecar: "maybe", AnnotationTimeout: "soon", AnnotationShmSize: "big"},
 			wantErr: `annotation pyexec.dev/timeout="soon": want a Go duration such as 30s; ` +
@@ -619,4 +637,11 @@ func TestUnknownAnnotations(t *testing.T) {
 			t.Errorf("%s: %q", known, w)
 		}
 	}
+}
+
+// withAnnotationDefaults is testDefaults with the given defaults of annotations.
+func withAnnotationDefaults(ann map[string]string) *Defaults {
+	d := testDefaults
+	d.Annotations = ann
+	return &d
 }

@@ -1,8 +1,10 @@
 package chart
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,6 +27,7 @@ import (
 	psapolicy "k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pyexec/pyexec/cmd/pyexec-injector/app"
 	"github.com/pyexec/pyexec/internal/mutation"
 )
 
@@ -602,6 +605,44 @@ topologySpreadConstraints:
 }
 
 // TestSchemaRejects: values.schema.json stops bad values before anything is rendered.
+// The injector takes what the chart passes it: values at the edges of what the schema accepts,
+// rendered, parse as pyexec-injector serve's flags and pass its checks (a value the schema
+// accepts but the injector refuses would keep every replica from starting).
+func TestInjectorTakesTheRenderedArgs(t *testing.T) {
+	for name, values := range map[string]string{
+		"defaults": "",
+		"the code's settings": `
+sidecar:
+  timeout: 1m30s
+  maxTimeout: 2h
+  memoryLimitMB: 32
+  preload: [numpy, os.path, matplotlib.pyplot]
+  require: ["pkg[extra,other]>=1", "pandas>=2,<3", "numpy==1.*", "Django ~= 4.2"]
+  install: ["requests>=2", "scikit-learn"]
+  allowPackages: ["numpy", "scikit-*", "[!x]yz?", "*"]
+`,
+		"cert-manager, an external issuer": "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {name: ca, kind: StepClusterIssuer, group: certmanager.step.sm}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := render(t, values)
+			c := injectorContainer(t, r)
+			var got *app.ServeConfig
+			sio := app.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard,
+				LookupEnv: func(k string) (string, bool) {
+					if k == "POD_NAMESPACE" {
+						return releaseNamespace, true
+					}
+					return "", false
+				}}
+			root := app.NewRootCommand(sio, app.Runners{Serve: func(_ context.Context, cfg *app.ServeConfig) error { got = cfg; return nil }})
+			root.SetArgs(c.Args)
+			if err := root.ExecuteContext(context.Background()); err != nil || got == nil {
+				t.Fatalf("pyexec-injector %v: %v", c.Args, err)
+			}
+		})
+	}
+}
+
 // An issuer of one's own is for cert-manager mode: in self mode the chart refuses to render,
 // saying so, rather than ignore it.
 func TestIssuerNeedsCertManagerMode(t *testing.T) {
@@ -624,7 +665,8 @@ func TestSchemaRejects(t *testing.T) {
 		"timeoutSeconds 31":                 "webhook:\n  timeoutSeconds: 31\n",
 		"timeoutSeconds a string":           "webhook:\n  timeoutSeconds: \"5\"\n",
 		"unknown cert mode":                 "certs:\n  mode: vault\n",
-		"issuer of an unknown kind":         "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {name: ca, kind: Vault}\n",
+		"issuer kind not a kind":            "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {name: ca, kind: cluster-issuer}\n",
+		"allowPackages an open class":       "sidecar:\n  allowPackages: [\"a[b\"]\n",
 		"issuer kind without a name":        "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {kind: ClusterIssuer}\n",
 		"issuer with an unknown key":        "certs:\n  mode: cert-manager\n  certManager:\n    issuerRef: {name: ca, namespace: x}\n",
 		"timeout zero":                      "sidecar:\n  timeout: 0s\n",
@@ -637,6 +679,9 @@ func TestSchemaRejects(t *testing.T) {
 		"require a pip option":              "sidecar:\n  require: [\"--index-url=http://x\"]\n",
 		"require with a comment":            "sidecar:\n  require: [\"numpy # latest\"]\n",
 		"install empty":                     "sidecar:\n  install: [\"\"]\n",
+		"require with a marker":             "sidecar:\n  require: [\"pandas; python_version<'3.9'\"]\n",
+		"require a URL":                     "sidecar:\n  require: [\"a @ https://x/a.whl\"]\n",
+		"require with a colon":              "sidecar:\n  require: [\"foo: bar\"]\n",
 		"allowPackages with a blank":        "sidecar:\n  allowPackages: [\"num py\"]\n",
 		"unknown log format":                "logFormat: text\n",
 		"unknown nativeSidecar":             "sidecar:\n  nativeSidecar: sometimes\n",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pyexec/pyexec/internal/cli"
 	"github.com/pyexec/pyexec/internal/mutation"
+	"github.com/pyexec/pyexec/internal/pyreq"
 	"github.com/pyexec/pyexec/internal/settings"
 )
 
@@ -68,9 +69,31 @@ func (c *CodeConfig) annotations() map[string]string {
 	return out
 }
 
-// Validate checks the defaults as the pods' annotations are checked: a pod that leaves them all
-// out must be injectable.
+// Validate checks the defaults as the pods' annotations are checked — a pod that leaves them
+// all out must be injectable — and the requirements as pyexec init parses them (PEP 508, each
+// distribution required once): a default every pod gets must not fail every pyexec-init.
 func (c *CodeConfig) Validate() error {
+	for _, list := range []struct {
+		flag  string
+		items []string
+	}{{"require", c.Require}, {"install", c.Install}} {
+		seen := map[string]string{}
+		for _, item := range list.items {
+			for _, line := range strings.Split(item, "\n") {
+				if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+					continue
+				}
+				r, err := pyreq.ParseRequirement(line)
+				if err != nil {
+					return cli.Usagef("--%s: %v", list.flag, err)
+				}
+				if first, twice := seen[r.Key()]; twice && list.flag == "require" {
+					return cli.Usagef("--%s: %s is given twice (%q and %q)", list.flag, r.Key(), first, line)
+				}
+				seen[r.Key()] = line
+			}
+		}
+	}
 	ann := c.annotations()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{mutation.LabelInject: "true"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}

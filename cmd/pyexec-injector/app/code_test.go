@@ -2,12 +2,34 @@ package app
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pyexec/pyexec/internal/mutation"
 )
+
+// parseDefaults runs serve and inject with args and env (neither starts) and returns the
+// Defaults each would inject with.
+func parseDefaults(t *testing.T, env map[string]string, args ...string) (serve, inject mutation.Defaults) {
+	t.Helper()
+	sio, _, stderr := testIO(env, "")
+	runners := Runners{
+		Serve:  func(_ context.Context, c *ServeConfig) error { serve = c.defaults(true); return nil },
+		Inject: func(_ context.Context, c *InjectConfig) error { inject = c.defaults(); return nil },
+	}
+	for _, cmd := range [][]string{{"serve", "--cert-mode=external"}, {"inject", "-f", "-"}} {
+		root := NewRootCommand(sio, runners)
+		root.SetArgs(append(cmd, args...))
+		if err := root.ExecuteContext(context.Background()); err != nil {
+			t.Fatalf("%s %v: %v %s", cmd[0], args, err, stderr)
+		}
+	}
+	return serve, inject
+}
 
 // injectEnv runs pyexec-injector inject with args and env on a pod with annotations and returns
 // the variables of each injected container by name.
@@ -57,6 +79,12 @@ func TestCodeFlags(t *testing.T) {
 			"PYEXEC_INJECTOR_REQUIRE": "pandas>=2\nnumpy", "PYEXEC_INJECTOR_MEMORY_LIMIT_MB": "256"},
 			init:    map[string]string{"PYEXEC_PRELOAD": "json,sqlite3", "PYEXEC_REQUIRE": "pandas>=2\nnumpy"},
 			sidecar: map[string]string{"PYEXEC_TIMEOUT": "45s", "PYEXEC_PRELOAD": "json,sqlite3", "PYEXEC_MEMORY_LIMIT_MB": "256"}},
+		{name: "variables one per line", env: map[string]string{"PYEXEC_INJECTOR_PRELOAD": "numpy\npandas\n", "PYEXEC_INJECTOR_ALLOW_PACKAGES": "numpy\n scikit-*"},
+			init:    map[string]string{"PYEXEC_PRELOAD": "numpy,pandas"},
+			sidecar: map[string]string{"PYEXEC_PRELOAD": "numpy,pandas", "PYEXEC_ALLOW_PACKAGES": "numpy,scikit-*"}},
+		{name: "none over the defaults", args: []string{"--preload=numpy", "--require=numpy", "--install=requests", "--allow-packages=*"},
+			annotations: `pyexec.dev/preload: none, pyexec.dev/require: none, pyexec.dev/install: " none ", pyexec.dev/allow-packages: none`,
+			init:        map[string]string{}, sidecar: map[string]string{}},
 		{name: "annotations over flags", args: []string{"--timeout=1m", "--preload=numpy", "--require=numpy"},
 			annotations: `pyexec.dev/timeout: 2m, pyexec.dev/preload: json, pyexec.dev/require: "", pyexec.dev/memory-limit-mb: "64"`,
 			init:        map[string]string{"PYEXEC_PRELOAD": "json", "PYEXEC_REQUIRE": "numpy"},
@@ -65,6 +93,10 @@ func TestCodeFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			vars := injectEnv(t, tt.env, tt.annotations, tt.args...)
+			// The webhook (serve) takes the same defaults as inject.
+			if serve, inject := parseDefaults(t, tt.env, tt.args...); !maps.Equal(serve.Annotations, inject.Annotations) {
+				t.Errorf("serve's defaults %v, inject's %v", serve.Annotations, inject.Annotations)
+			}
 			for container, want := range map[string]map[string]string{"pyexec-init": tt.init, "pyexec": tt.sidecar} {
 				for _, name := range all {
 					got, set := vars[container][name]
@@ -89,8 +121,13 @@ func TestCodeFlagsInvalid(t *testing.T) {
 		{[]string{"--max-timeout=10s"}, `--max-timeout "10s": want a Go duration no shorter than the timeout 30s`},
 		{[]string{"--memory-limit-mb=8192"}, `--memory-limit-mb "8192": want a whole number of MiB from 32 to 4096`},
 		{[]string{"--preload=numpy,1bad"}, `--preload "numpy,1bad": want`},
-		{[]string{"--require=--index-url=http://x"}, `--require "--index-url=http://x": want`},
+		{[]string{"--require=--index-url=http://x"}, `--require: "--index-url=http://x": options such as`},
 		{[]string{"--allow-packages=num py"}, `--allow-packages "num py": want`},
+		{[]string{"--allow-packages=a[b"}, `--allow-packages "a[b": want`},
+		{[]string{`--require=pandas; python_version<"3.9"`}, `--require: "pandas; python_version<\"3.9\""`},
+		{[]string{"--require=a @ https://x/y.whl"}, `--require: "a @ https://x/y.whl"`},
+		{[]string{"--require=numpy", "--require=NumPy>=1"}, `--require: numpy is given twice ("numpy" and "NumPy>=1")`},
+		{[]string{"--install=x.whl"}, `--install: "x.whl"`},
 	} {
 		for _, cmd := range [][]string{{"serve", "--cert-mode=external"}, {"inject", "-f", "-"}} {
 			args := append(cmd, tc.args...)

@@ -36,6 +36,18 @@ type InjectConfig struct {
 	Code CodeConfig // --timeout, --preload, ...: the defaults of the code's annotations
 }
 
+// defaults are what inject writes where a pod's annotations say nothing. c must be valid.
+func (c *InjectConfig) defaults() mutation.Defaults {
+	d := mutation.Defaults{
+		Image: c.SidecarImage, PullPolicy: corev1.PullPolicy(c.PullPolicy), NativeSidecar: c.NativeSidecar, Force: c.Force,
+		Network: c.Network, RequireIsolation: c.RequireIsolation,
+		MaxSessions: &c.MaxSessions, SessionIdleTimeout: c.SessionIdleTimeout, MaxCheckpointsPerSession: &c.MaxCheckpoints,
+	}
+	c.Pod.apply(&d)
+	c.Code.apply(&d)
+	return d
+}
+
 // Validate checks the config.
 func (c *InjectConfig) Validate() error {
 	if c.File == "" {
@@ -131,13 +143,7 @@ func runInject(sio IO, cfg *InjectConfig) error {
 		in = f
 	}
 	var r io.Reader = in
-	d := mutation.Defaults{
-		Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: cfg.NativeSidecar, Force: cfg.Force,
-		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation,
-		MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout, MaxCheckpointsPerSession: &cfg.MaxCheckpoints,
-	}
-	cfg.Pod.apply(&d)
-	cfg.Code.apply(&d)
+	d := cfg.defaults()
 	// Warnings go to stderr, as kubectl prints an API server's: the manifests on stdout stay whole.
 	return mutation.InjectManifests(r, sio.Stdout, d, cfg.Output, func(msg string) { fmt.Fprintln(sio.Stderr, "Warning: "+msg) })
 }

@@ -85,6 +85,17 @@ type ServeConfig struct {
 	WatchdogGracePeriod           time.Duration
 }
 
+// defaults are what the webhook injects where a pod's annotations say nothing; native is what
+// pyexec.dev/native-sidecar "auto" means. c must be valid.
+func (c *ServeConfig) defaults(native bool) mutation.Defaults {
+	d := mutation.Defaults{Image: c.SidecarImage, PullPolicy: corev1.PullPolicy(c.PullPolicy), NativeSidecar: native,
+		Network: c.Network, RequireIsolation: c.RequireIsolation, MaxSessions: &c.MaxSessions, SessionIdleTimeout: c.SessionIdleTimeout,
+		MaxCheckpointsPerSession: &c.MaxCheckpoints}
+	c.Pod.apply(&d)
+	c.Code.apply(&d)
+	return d
+}
+
 // Validate checks the config.
 func (c *ServeConfig) Validate() error {
 	if c.WebhookPort < 1 || c.WebhookPort > 65535 {
@@ -230,11 +241,7 @@ func runServe(ctx context.Context, io IO, logOpts logs.Options, cfg *ServeConfig
 	if err != nil {
 		return err
 	}
-	defaults := mutation.Defaults{Image: cfg.SidecarImage, PullPolicy: corev1.PullPolicy(cfg.PullPolicy), NativeSidecar: native,
-		Network: cfg.Network, RequireIsolation: cfg.RequireIsolation, MaxSessions: &cfg.MaxSessions, SessionIdleTimeout: cfg.SessionIdleTimeout,
-		MaxCheckpointsPerSession: &cfg.MaxCheckpoints}
-	cfg.Pod.apply(&defaults) // Rand stays nil: crypto/rand, safe for concurrent admissions
-	cfg.Code.apply(&defaults)
+	defaults := cfg.defaults(native) // Rand stays nil: crypto/rand, safe for concurrent admissions
 	handler := podwebhook.NewHandler(scheme, defaults, log.WithName("webhook"), metrics.Registry, mgr.GetEventRecorder("pyexec-injector"))
 	mgr.GetWebhookServer().Register(podwebhook.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -201,13 +201,14 @@ func schemaProperty(schema map[string]any, key string) (map[string]any, bool) {
 
 // passesValue tells whether a line of the deployment passes the chart value key as --flag:
 // {{ .Values.KEY }}, or {{ dig "A" "B" "" .Values.PREFIX }} for KEY = PREFIX.A.B, or a list
-// item by item: {{- range .Values.KEY }} and, on the next line, --flag={{ . }}.
+// item by item, each quoted: {{- range .Values.KEY }} and, on the next line,
+// {{ printf "--flag=%s" . | toJson }}.
 func passesValue(deployment, flag, key string) bool {
+	if regexp.MustCompile(`\{\{- range \.Values\.` + regexp.QuoteMeta(key) + ` \}\}\n\s*- \{\{ printf "--` + regexp.QuoteMeta(flag) + `=%s" \. \| toJson \}\}\n`).MatchString(deployment) {
+		return true
+	}
 	if !strings.Contains(deployment, "--"+flag+"={{") {
 		return false
-	}
-	if regexp.MustCompile(`\{\{- range \.Values\.` + regexp.QuoteMeta(key) + ` \}\}\n\s*- --` + regexp.QuoteMeta(flag) + `=\{\{ \. \}\}\n`).MatchString(deployment) {
-		return true
 	}
 	parts := strings.Split(key, ".")
 	for i := 1; i <= len(parts); i++ {
