@@ -986,7 +986,8 @@ func hasSidecar(p *corev1.Pod) bool {
 // watchdog: with failurePolicy Ignore and the watchdog on (helm upgrade), pods created while the
 // injector is down run without pyexec. Once it is back, the watchdog puts an Event on each,
 // deletes the Deployment's pod, and its ReplicaSet re-creates it through the webhook, with the
-// sidecar; a pod without a controller is only reported.
+// sidecar; a pod without a controller is only reported. The upgrade also sets chart-wide
+// defaults of the code's settings, which the re-created pod (without annotations) gets.
 func watchdog(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration) {
 	ctx := context.Background()
 	chart, err := loader.Load("../../charts/pyexec")
@@ -996,6 +997,8 @@ func watchdog(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration
 	vals := cluster.ChartValues()
 	vals["webhook"] = map[string]any{"failurePolicy": "Ignore"}
 	vals["watchdog"] = map[string]any{"enabled": true, "deletePods": true, "gracePeriod": "5s"}
+	sidecar := vals["sidecar"].(map[string]any)
+	sidecar["preload"], sidecar["timeout"], sidecar["allowPackages"] = []any{"decimal", "fractions"}, "45s", []any{"pyexec-e2e-*"}
 	up := action.NewUpgrade(helm)
 	up.Namespace, up.Wait, up.Timeout = releaseNS, true, 3*time.Minute
 	if _, err := up.Run(release, chart, vals); err != nil {
@@ -1072,4 +1075,34 @@ func watchdog(t *testing.T, cs *kubernetes.Clientset, helm *action.Configuration
 	if err != nil || hasSidecar(p) || p.DeletionTimestamp != nil {
 		t.Fatalf("the pod without a controller was deleted or changed: %v", err)
 	}
+
+	// The chart-wide defaults reached the re-created pod, which has no annotation of its own,
+	// and its pyexec-init preloaded them (the pod got past its init container).
+	pods, err := cs.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=watched"})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("the re-created pod: %v", err)
+	}
+	env := map[string]map[string]string{}
+	for _, c := range append(pods.Items[0].Spec.InitContainers, pods.Items[0].Spec.Containers...) {
+		env[c.Name] = map[string]string{}
+		for _, e := range c.Env {
+			env[c.Name][e.Name] = e.Value
+		}
+	}
+	if env["pyexec-init"]["PYEXEC_PRELOAD"] != "decimal,fractions" || env["pyexec"]["PYEXEC_PRELOAD"] != "decimal,fractions" ||
+		env["pyexec"]["PYEXEC_TIMEOUT"] != "45s" || env["pyexec"]["PYEXEC_ALLOW_PACKAGES"] != "pyexec-e2e-*" {
+		t.Errorf("the chart-wide defaults did not reach pod %s: pyexec-init %v, pyexec %v", pods.Items[0].Name, env["pyexec-init"], env["pyexec"])
+	}
+	eventually(t, time.Minute, "the re-created pod past pyexec-init", func() error {
+		p, err := cs.CoreV1().Pods(appNS).Get(ctx, pods.Items[0].Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, st := range p.Status.InitContainerStatuses {
+			if st.Name == "pyexec-init" && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("init containers %+v", p.Status.InitContainerStatuses)
+	})
 }
