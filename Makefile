@@ -1,6 +1,7 @@
 # Two commands set up a fresh machine (Debian, Go installed, run as root):
-#   make demo   build pyexec; run `pyexec init` against the local system Python, then `pyexec serve`
-#               on a local socket, and send it a sample execution with curl and with `pyexec run`
+#   make demo   install python3, pip and curl; build pyexec; run `pyexec init` against the local
+#               system Python, then `pyexec serve` on a local socket, and send it a sample
+#               execution with curl and with `pyexec run`
 #   make test   go vet, the kubectl plugin built for macOS and Windows, and every test (real
 #               Python, real pip, real mounts), then the end-to-end journey on a real one-node
 #               Kubernetes cluster (test/e2e); node 20 or later with npm must be installed
@@ -16,6 +17,7 @@ DEMO_DIR  ?= /tmp/pyexec-demo
 # pandas and matplotlib for the fork-mode tests of preloaded scientific modules and the rich
 # outputs (text/llm+plain of tables and arrays); for the test cluster,
 # containerd, runc, the CNI plugins, iptables and debootstrap (the images' Python root).
+DEMO_PKGS := python3 python3-pip curl
 APT_PKGS  := python3 python3-venv python3-pip python3-numpy python3-pandas python3-matplotlib curl util-linux \
              containerd runc containernetworking-plugins iptables debootstrap
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -26,14 +28,23 @@ LDFLAGS   := -X github.com/pyexec/pyexec/internal/version.Version=$(VERSION)
 PLUGIN_PLATFORMS      := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 PLUGIN_TEST_PLATFORMS := darwin/arm64 windows/amd64
 
-.PHONY: deps build cross krew images push demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
+.PHONY: deps deps-demo build cross krew images push demo tools test reference bench bench-modes bench-compare bench-footprint cluster-up cluster-down cluster-soak
 
-deps:
-	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+# apt-install installs those of the Debian packages $(1) that are missing.
+define apt-install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+# What make demo needs: the system Python with pip, and curl.
+deps-demo:
+	$(call apt-install,$(DEMO_PKGS))
+
+deps:
+	$(call apt-install,$(APT_PKGS))
 	@# node and npm for the MCP TypeScript SDK's client (TestMCPTypeScriptClient), from Debian when
 	@# there is no node at all (a node of another origin, with its own npm, is used as it is).
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
@@ -66,7 +77,8 @@ krew: cross
 # With an engine, the Dockerfile builds the same images (targets sidecar, datascience, injector).
 IMAGES_DIR ?= dist/images
 IMAGE_TAG  ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/pyexec/Chart.yaml)
-images: deps
+images:
+	$(call apt-install,debootstrap)
 	$(GO) run ./internal/images/imagectl build -out $(IMAGES_DIR) -tag $(IMAGE_TAG) -version $(VERSION)
 
 # Pushes the archives of make images to REGISTRY (HOST[:PORT][/PATH]) as REGISTRY/NAME:IMAGE_TAG,
@@ -77,7 +89,7 @@ push:
 	$(GO) run ./internal/images/imagectl push -registry $(REGISTRY) $(if $(filter 1 true yes,$(INSECURE)),-insecure) -chart charts/pyexec \
 		$(IMAGES_DIR)/pyexec_$(IMAGE_TAG).oci.tar $(IMAGES_DIR)/pyexec-datascience_$(IMAGE_TAG).oci.tar $(IMAGES_DIR)/pyexec-injector_$(IMAGE_TAG).oci.tar
 
-demo: deps build
+demo: deps-demo build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	bin/pyexec init --require 'pip>=20' --preload json,sqlite3 \
 		--packages-dir $(DEMO_DIR)/packages --report $(DEMO_DIR)/preflight.json --log-format console
