@@ -1,7 +1,6 @@
 package images
 
 import (
-	"cmp"
 	"context"
 	"os"
 	"os/exec"
@@ -10,22 +9,40 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pyexec/pyexec/internal/testutil"
 )
 
-// byoPythons are CPythons built from source into a prefix of their own, as the python:3.x
-// images have theirs in /usr/local: pyenv's on the test machine, the oldest pyexec supports and
-// the newest (PYEXEC_BYO_PYTHON: another).
-var byoPythons = strings.Fields(cmp.Or(os.Getenv("PYEXEC_BYO_PYTHON"), "/root/.pyenv/versions/3.8.18 /root/.pyenv/versions/3.13.0"))
-
 // TestBringYourOwnPython builds the image a user would with the documented recipe — their
-// image, whose Python is not Debian's (a CPython in /usr/local, Debian's python3 removed), with
-// the static pyexec copied in — and runs pyexec in it as the sidecar does: init finds that
-// Python, serve runs code with it.
+// image, whose Python is not Debian's (a CPython built from source in /usr/local, Debian's
+// python3 commands removed), with the static pyexec copied in — and runs pyexec in it as the
+// sidecar does: init finds that Python, serve runs code with it. It takes the oldest and the
+// newest CPython 3.8+ that pyenv built on this machine (3.8.18 and 3.13.0 here; the machine's
+// python3, 3.11, at the least); PYEXEC_BYO_PYTHON names another prefix.
 func TestBringYourOwnPython(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: chroot, mounts and a user switch need root")
 	}
-	for _, py := range byoPythons {
+	var prefixes []string
+	if p := os.Getenv("PYEXEC_BYO_PYTHON"); p != "" {
+		prefixes = []string{p}
+	} else {
+		var supported []testutil.SourcePython
+		for _, p := range testutil.SourcePythons() {
+			if p.Version[0] == 3 && p.Version[1] >= 8 {
+				supported = append(supported, p)
+			}
+		}
+		if len(supported) == 0 {
+			t.Fatal("this test needs a CPython 3.8 or later built from source (pyenv's); none found")
+		}
+		prefixes = []string{supported[0].Prefix}
+		if last := supported[len(supported)-1]; last.Prefix != prefixes[0] {
+			prefixes = append(prefixes, last.Prefix)
+		}
+	}
+	t.Logf("CPythons built from source: %v", prefixes)
+	for _, py := range prefixes {
 		t.Run(filepath.Base(py), func(t *testing.T) { bringYourOwnPython(t, py) })
 	}
 }

@@ -236,13 +236,22 @@ func TestInspectFailures(t *testing.T) {
 		}
 	})
 	t.Run("a Python older than 3.8", func(t *testing.T) {
-		// A real CPython 3.7 (pyenv's on the test machine): said in one line, not a traceback.
-		old := "/root/.pyenv/versions/3.7.16/bin/python3.7"
-		if _, err := os.Stat(old); err != nil {
-			t.Fatalf("this test needs a CPython 3.7: %v", err)
+		// A real CPython 3.4 to 3.7 where pyenv built one (3.6.15 and 3.7.16 here), else the
+		// system Python told it is 3.7.16 before the script runs: said in one line, not a
+		// traceback.
+		old, version := "", "3.7.16"
+		for _, p := range testutil.SourcePythons() {
+			if p.Version[0] == 3 && p.Version[1] >= 4 && p.Version[1] < 8 {
+				old, version = filepath.Join(p.Prefix, "bin", "python3"), p.String()
+			}
 		}
+		if old == "" {
+			old = writeExecutable(t, filepath.Join(dir, "python3.7"), "#!/bin/sh\nexec "+py+
+				` -c "import sys; sys.version_info = (3, 7, 16, 'final', 0); exec(compile(sys.stdin.read(), '<stdin>', 'exec'))" "$@"`+"\n")
+		}
+		t.Logf("a Python %s: %s", version, old)
 		_, err := Inspect(context.Background(), old, InspectOptions{Env: Env("/usr/bin:/bin", "")})
-		if err == nil || !strings.Contains(err.Error(), "Python 3.7.16 is older than 3.8, the oldest pyexec runs code with") || strings.Contains(err.Error(), "Traceback") {
+		if err == nil || !strings.Contains(err.Error(), "Python "+version+" is older than 3.8, the oldest pyexec runs code with") || strings.Contains(err.Error(), "Traceback") {
 			t.Fatalf("err = %v, want the version named", err)
 		}
 	})
